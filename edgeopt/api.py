@@ -1,0 +1,112 @@
+"""The compiler's public face: ``compile`` a torch model into a ``CompiledModel``."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Sequence
+
+from . import __version__
+from .runtime.artifact import write_artifact
+from .runtime.model import Model
+from .runtime.safetensors_io import dumps as safetensors_dumps
+
+
+class CompiledModel:
+    """A compiled model: call it, read its IR and report, save it as one artifact file."""
+
+    def __init__(self, artifact: bytes, graph, report: dict):
+        self._artifact = artifact
+        self.graph = graph
+        self.report = report
+        self._model = Model(artifact, what="compiled artifact")
+
+    @property
+    def ir(self) -> str:
+        """The IR after all passes, as text."""
+        return str(self.graph)
+
+    def __call__(self, *args, **kwargs):
+        return self._model(*args, **kwargs)
+
+    def save(self, path: str | os.PathLike) -> None:
+        with open(path, "wb") as f:
+            f.write(self._artifact)
+
+    def __repr__(self) -> str:
+        r = self.report
+        return f"<CompiledModel target={r['target']} kernels={r['num_kernels']} weights={r['weight_bytes']}B>"
+
+
+def compile(model, example_inputs: Sequence, target="host", *, opt_level: int = 2,
+            passes: Sequence | None = None, disable: Sequence[str] = (), dynamic_shapes=None,
+            **target_options) -> CompiledModel:
+    """Compile ``model`` (a torch.nn.Module) for ``target`` at the shapes of ``example_inputs``.
+
+    ``passes`` replaces the pipeline that ``opt_level`` picks; ``disable`` removes passes from it.
+    """
+    import tvm
+    import tvm_ffi
+
+    from .errors import UnsupportedModelError
+    from .frontend import from_torch
+    from .ir import verify
+    from .lower import lower
+    from .pipeline import resolve, run_passes
+    from .targets import get_target
+
+    if dynamic_shapes is not None:
+        raise UnsupportedModelError("dynamic shapes are not supported yet: compile for one static shape "
+                                    "(e.g. pad sequences to a fixed length)")
+    t0 = time.perf_counter()
+    tgt = get_target(target, **target_options)
+    if not isinstance(example_inputs, (tuple, list)):
+        example_inputs = (example_inputs,)
+    graph = from_torch(model, example_inputs)
+    verify(graph)
+    traced_ops = len(graph.nodes)
+    t_frontend = time.perf_counter() - t0
+    records = run_passes(graph, resolve(passes, disable, opt_level, tgt.name))
+    lowered = lower(graph, tgt)
+    with tempfile.TemporaryDirectory(prefix="edgeopt-") as d:
+        lib_path = os.path.join(d, "kernels.so")
+        if lowered.executable is not None:
+            tgt.export_library(lowered.executable, lib_path)
+            with open(lib_path, "rb") as f:
+                lib = f.read()
+        else:
+            lib = b""
+    consts = {name: graph.constants[name] for name, v in lowered.plan["values"].items() if v["kind"] == "const"}
+    report = {
+        "target": tgt.name,
+        "num_kernels": len(lowered.plan["steps"]),
+        "num_unique_kernels": len(lowered.kernels),
+        "traced_ops": traced_ops,
+        "weight_bytes": int(sum(a.nbytes for a in consts.values())),
+        "passes": [{"name": r["name"], "seconds": r["seconds"]} for r in records],
+        "pass_stats": {r["name"]: r["stats"] for r in records},
+        "frontend_seconds": round(t_frontend, 4),
+        "lower_seconds": round(lowered.seconds["schedule"], 4),
+        "codegen_seconds": round(lowered.seconds["codegen"], 4),
+        "kernels": lowered.kernels,
+    }
+    report["compile_seconds"] = round(time.perf_counter() - t0, 4)
+    manifest = {
+        "edgeopt_version": __version__,
+        "tvm_version": tvm.__version__,
+        "tvm_ffi_version": tvm_ffi.__version__,
+        "target": tgt.describe(),
+        "inputs": lowered.plan["inputs"],
+        "outputs": lowered.plan["outputs"],
+        "report": report,
+    }
+    members = {"plan.json": _json(lowered.plan), "weights.safetensors": safetensors_dumps(consts),
+               "kernels.so": lib, "ir.txt": str(graph).encode()}
+    return CompiledModel(write_artifact(manifest, members), graph, report)
+
+
+def _json(obj) -> bytes:
+    import json
+
+    return json.dumps(obj, separators=(",", ":")).encode()

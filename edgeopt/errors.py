@@ -1,0 +1,51 @@
+"""Errors a user can act on. Each names what is wrong and what to change."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+class EdgeoptError(Exception):
+    """Base class of every error edgeopt raises on purpose."""
+
+
+@dataclass
+class UnsupportedOp:
+    op: str
+    count: int = 0
+    sources: list[str] = field(default_factory=list)
+
+
+class UnsupportedModelError(EdgeoptError):
+    """The model uses ops or features edgeopt cannot compile. ``ops`` lists every unsupported op."""
+
+    def __init__(self, message: str, ops: list[UnsupportedOp] | None = None):
+        self.ops = ops or []
+        super().__init__(message)
+
+    @classmethod
+    def from_ops(cls, ops: list[UnsupportedOp]) -> UnsupportedModelError:
+        lines = [f"the model uses {len(ops)} op(s) edgeopt does not support yet; nothing was compiled:"]
+        for u in sorted(ops, key=lambda u: u.op):
+            lines.append(f"  {u.op}  (x{u.count})")
+            lines += [f"      at {s}" for s in u.sources[:5]]
+            if len(u.sources) > 5:
+                lines.append(f"      ... and {len(u.sources) - 5} more places")
+        lines.append("Rewrite those lines with supported ops, or open an issue naming the op.")
+        return cls("\n".join(lines), ops)
+
+
+class InputError(EdgeoptError, ValueError):
+    """Inputs given to a compiled model do not match what it was compiled for."""
+
+
+class ArtifactError(EdgeoptError):
+    """An artifact file is damaged, tampered with, or from an incompatible version."""
+
+
+class TargetError(EdgeoptError):
+    """An unknown target, or a target whose toolchain or device is not available here."""
+
+
+class PassError(EdgeoptError):
+    """A pass failed or left the IR invalid; the message names the pass."""

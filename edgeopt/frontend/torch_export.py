@@ -1,0 +1,228 @@
+"""torch.export -> edgeopt IR.
+
+The model is exported with static shapes, decomposed to core ATen except for the ops the IR keeps whole
+(``KEEP_WHOLE``: linear, layer_norm, attention, activations...), then each ATen node is converted by the
+table in ``aten_table.py``. Subgraphs that only read constants are evaluated with torch here.
+Every unsupported op is collected (with its source line) and reported in ONE error before anything is
+lowered.
+"""
+
+from __future__ import annotations
+
+import operator
+import re
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from ..errors import UnsupportedModelError, UnsupportedOp
+from ..ir import Graph, TensorType, Value
+from ..ir.types import dtype_from_numpy
+from .aten_table import CONVERTERS, KEEP_WHOLE, Ctx
+
+_FRAME = re.compile(r'File "([^"]+)", line (\d+), in (\S+)(?:\n +([^\n]*))?')
+_TORCH_DIR = torch.__file__.rsplit("/", 1)[0] + "/"
+
+
+def source_line(fx_node, full: bool = True) -> str | None:
+    """The user's code line that produced an fx node: 'path:line  code'."""
+    trace = fx_node.meta.get("stack_trace") or ""
+    frames = [f for f in _FRAME.findall(trace) if not f[0].startswith(_TORCH_DIR)]
+    if not frames:
+        return None
+    path, line, _fn, code = frames[-1]
+    if not full:
+        path = path.rsplit("/", 1)[-1]
+    return f"{path}:{line}  {code.strip()}"
+
+
+def _check_model(model: torch.nn.Module) -> None:
+    training = [name or type(model).__name__ for name, m in model.named_modules()
+                if m.training and isinstance(m, (torch.nn.modules.batchnorm._BatchNorm, torch.nn.Dropout))]
+    if training:
+        raise UnsupportedModelError(
+            "the model is in training mode (BatchNorm/Dropout layers in training mode: "
+            f"{', '.join(training[:5])}{'...' if len(training) > 5 else ''}). Inference compiles need "
+            "fixed statistics: call model.eval() before edgeopt.compile.")
+
+
+def export(model: torch.nn.Module, example_inputs: Sequence) -> torch.export.ExportedProgram:
+    """torch.export with static shapes; turns export failures into errors that say what to change."""
+    try:
+        with torch.no_grad():
+            return torch.export.export(model, tuple(example_inputs), strict=False)
+    except Exception as e:  # torch raises many types here; we only re-word them
+        text = str(e)
+        where = _user_frame(e)
+        if "data-dependent" in text or "GuardOnDataDependent" in type(e).__name__ or "Could not guard" in text:
+            raise UnsupportedModelError(
+                "data-dependent control flow: the model branches (if/while) or sizes a tensor on a tensor's "
+                f"VALUE{where}. edgeopt compiles a static graph: replace the branch with torch.where, "
+                f"or compute the condition from shapes only.\n  torch.export said: {text.splitlines()[0]}"
+            ) from e
+        raise UnsupportedModelError(f"torch.export could not trace the model{where}: "
+                                    f"{text.splitlines()[0] if text else type(e).__name__}") from e
+
+
+def _user_frame(e: BaseException) -> str:
+    tb, last = e.__traceback__, None
+    while tb is not None:
+        f = tb.tb_frame.f_code.co_filename
+        if "/torch/" not in f and "/edgeopt/" not in f and "/site-packages/" not in f:
+            last = f"{f}:{tb.tb_lineno}"
+        tb = tb.tb_next
+    m = re.search(r'File "([^"]+)", line (\d+)', str(e))
+    if m and "/torch/" not in m.group(1):
+        last = f"{m.group(1)}:{m.group(2)}"
+    return f" at {last}" if last else ""
+
+
+def _check_signature(ep: torch.export.ExportedProgram) -> None:
+    from torch.export.graph_signature import OutputKind
+
+    sig = ep.graph_signature
+    mutated = [s for s in sig.output_specs if s.kind in (OutputKind.USER_INPUT_MUTATION, OutputKind.BUFFER_MUTATION)]
+    if not mutated:
+        return
+    lines = []
+    producers = {n.name: n for n in ep.graph.nodes}
+    for s in mutated:
+        src = source_line(producers[s.arg.name]) if s.arg.name in producers else None
+        what = "input" if s.kind == OutputKind.USER_INPUT_MUTATION else "buffer"
+        lines.append(f"  {what} {s.target!r} is modified in place" + (f" at {src}" if src else ""))
+    raise UnsupportedModelError(
+        "the model mutates tensors in place, which a compiled inference graph cannot do:\n" + "\n".join(lines)
+        + "\nUse out-of-place ops (y = x + 1 instead of x.add_(1)) and do not update buffers in forward().")
+
+
+def _decompose(ep: torch.export.ExportedProgram) -> torch.export.ExportedProgram:
+    table = torch.export.default_decompositions()
+    for op in KEEP_WHOLE:
+        table.pop(op, None)
+    return ep.run_decompositions(table)
+
+
+def from_torch(model: torch.nn.Module, example_inputs: Sequence, name: str = "main") -> Graph:
+    """Trace ``model`` on ``example_inputs`` into an IR Graph (static shapes, weights as constants)."""
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"edgeopt.compile takes a torch.nn.Module, got {type(model).__name__}")
+    example_inputs = tuple(torch.from_numpy(x) if isinstance(x, np.ndarray) else x for x in example_inputs)
+    for i, x in enumerate(example_inputs):
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"example input {i} is a {type(x).__name__}; edgeopt takes tensors (or numpy arrays)")
+    _check_model(model)
+    ep = _decompose(export(model, example_inputs))
+    _check_signature(ep)  # in-place ops show up as mutations only after functionalization
+    return _convert(ep, name)
+
+
+def _convert(ep: torch.export.ExportedProgram, name: str) -> Graph:
+    from torch.export.graph_signature import InputKind, OutputKind
+
+    g = Graph(name)
+    ctx = Ctx(g)
+    consts = {**ep.state_dict, **ep.constants}
+    specs = {s.arg.name: s for s in ep.graph_signature.input_specs if hasattr(s.arg, "name")}
+    unsupported: dict[str, UnsupportedOp] = {}
+    for node in ep.graph.nodes:
+        if node.op == "placeholder":
+            spec = specs[node.name]
+            if spec.kind == InputKind.USER_INPUT:
+                val = node.meta["val"]
+                if any(not isinstance(d, int) for d in val.shape):
+                    raise UnsupportedModelError(
+                        f"input {node.name!r} has a dynamic shape {tuple(val.shape)}; edgeopt needs static "
+                        "shapes for now: compile for one fixed shape (e.g. pad sequences to a fixed length).")
+                t = TensorType(tuple(val.shape), dtype_from_numpy(_np_dtype(val.dtype)))
+                ctx.env[node.name] = g.add_input(node.name, t)
+            else:
+                ctx.torch_consts[node.name] = consts[spec.target]
+        elif node.op == "call_function":
+            _convert_node(ctx, node, unsupported)
+        elif node.op == "output":
+            if unsupported:
+                raise UnsupportedModelError.from_ops(list(unsupported.values()))
+            user = [i for i, s in enumerate(ep.graph_signature.output_specs) if s.kind == OutputKind.USER_OUTPUT]
+            g.set_outputs([_output_value(ctx, node.args[0][i]) for i in user])
+    g.remove_unused_constants()
+    return g
+
+
+def _convert_node(ctx: Ctx, node, unsupported: dict[str, UnsupportedOp]) -> None:
+    target = node.target
+    if any(_is_poisoned(ctx, a) for a in node.all_input_nodes):
+        ctx.poisoned.add(node.name)  # an input could not be converted; its error is already recorded
+        return
+    if target is operator.getitem:
+        src, idx = node.args
+        if src.name in ctx.torch_consts:
+            ctx.torch_consts[node.name] = ctx.torch_consts[src.name][idx]
+        else:
+            ctx.env[node.name] = ctx.env[src.name][idx]
+        return
+    if isinstance(target, torch._ops.OpOverload) and all(a.name in ctx.torch_consts for a in node.all_input_nodes):
+        ctx.torch_consts[node.name] = _evaluate(ctx, node)  # constant subgraph: fold it with torch now
+        return
+    conv = CONVERTERS.get(target)
+    if conv is None:
+        key = str(getattr(target, "_name", None) or getattr(target, "__name__", target))
+        u = unsupported.setdefault(key, UnsupportedOp(key))
+        u.count += 1
+        src = source_line(node)
+        if src and src not in u.sources:
+            u.sources.append(src)
+        ctx.poisoned.add(node.name)
+        return
+    ctx.source = source_line(node, full=False)
+    ctx.node = node
+    out = conv(ctx, *node.args, **node.kwargs)
+    ctx.env[node.name] = out
+    _check_types(ctx, node, out)
+
+
+def _evaluate(ctx: Ctx, node):
+    def sub(a):
+        if isinstance(a, torch.fx.Node):
+            return ctx.torch_consts[a.name]
+        if isinstance(a, (list, tuple)):
+            return type(a)(sub(x) for x in a)
+        return a
+
+    args, kwargs = sub(node.args), {k: sub(v) for k, v in node.kwargs.items()}
+    if "device" in kwargs:
+        kwargs["device"] = torch.device("cpu")
+    with torch.no_grad():
+        return node.target(*args, **kwargs)
+
+
+def _is_poisoned(ctx: Ctx, a) -> bool:
+    return a.name in ctx.poisoned
+
+
+def _check_types(ctx: Ctx, node, out) -> None:
+    """The converted value must have the shape and dtype torch recorded for the node."""
+    val = node.meta.get("val")
+    outs = out if isinstance(out, tuple) else (out,)
+    vals = val if isinstance(val, (tuple, list)) else (val,)
+    for o, v in zip(outs, vals):
+        if isinstance(o, Value) and isinstance(v, torch.Tensor):
+            want = TensorType(tuple(int(d) for d in v.shape), dtype_from_numpy(_np_dtype(v.dtype)))
+            if o.type.shape != want.shape or o.type.dtype != want.dtype:
+                raise AssertionError(f"edgeopt frontend bug: {node.target} at {ctx.source} gave {o.type}, "
+                                     f"torch says {want}")
+
+
+def _output_value(ctx: Ctx, a) -> Value:
+    if not isinstance(a, torch.fx.Node):
+        raise UnsupportedModelError(f"model output {a!r} is not a tensor; return tensors only")
+    if a.name in ctx.torch_consts:
+        return ctx.g.add("copy", [ctx.const(ctx.torch_consts[a.name], a.name)])
+    v = ctx.env[a.name]
+    if v.producer is None:  # an output that is an input (or a constant) gets its own buffer
+        v = ctx.g.add("copy", [v])
+    return v
+
+
+def _np_dtype(dt: torch.dtype):
+    return torch.empty((), dtype=dt).numpy().dtype

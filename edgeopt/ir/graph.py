@@ -1,0 +1,193 @@
+"""The IR's data structures: a ``Graph`` of ``Node``s over typed ``Value``s, with weights as constants.
+
+A value is exactly one of: a graph input, a constant (its array lives in ``Graph.constants``) or the
+output of one node. Nodes are kept in a valid execution (topological) order. Shapes are static.
+
+    g = Graph("main")
+    x = g.add_input("x", TensorType((1, 8), "f32"))
+    w = g.add_const(np.ones((4, 8), np.float32), "w")
+    y = g.add("linear", [x, w])
+    g.set_outputs([g.add("relu", [y])])
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+from .types import TensorType, dtype_from_numpy
+
+_NAME_RE = re.compile(r"[^A-Za-z0-9_.]")
+
+
+class Value:
+    """An SSA value: a tensor of a static ``TensorType``."""
+
+    __slots__ = ("name", "type", "producer")
+
+    def __init__(self, name: str, type: TensorType, producer: Node | None = None):
+        self.name, self.type, self.producer = name, type, producer
+
+    def __repr__(self) -> str:
+        return f"%{self.name}: {self.type}"
+
+
+class Node:
+    """One operation: ``outputs = op(*inputs, **attrs)``. ``source`` is the user's code line, if known."""
+
+    __slots__ = ("op", "inputs", "attrs", "outputs", "source")
+
+    def __init__(self, op: str, inputs: Sequence[Value], attrs: dict[str, Any] | None = None,
+                 source: str | None = None):
+        self.op, self.inputs, self.attrs = op, list(inputs), dict(attrs or {})
+        self.outputs: list[Value] = []
+        self.source = source
+
+    @property
+    def output(self) -> Value:
+        if len(self.outputs) != 1:
+            raise ValueError(f"{self.op} has {len(self.outputs)} outputs")
+        return self.outputs[0]
+
+    def __repr__(self) -> str:
+        outs = ", ".join(f"%{o.name}" for o in self.outputs)
+        return f"{outs} = {self.op}({', '.join('%' + v.name for v in self.inputs)})"
+
+
+class Graph:
+    """A function: inputs, constants, nodes in execution order, outputs."""
+
+    def __init__(self, name: str = "main"):
+        self.name = name
+        self.inputs: list[Value] = []
+        self.outputs: list[Value] = []
+        self.nodes: list[Node] = []
+        self.constants: dict[str, np.ndarray] = {}
+        self.const_values: dict[str, Value] = {}
+        self._names: set[str] = set()
+
+    # -- construction -------------------------------------------------------------------------------
+    def fresh_name(self, hint: str = "v") -> str:
+        base = _NAME_RE.sub("_", hint) or "v"
+        name, i = base, 0
+        while name in self._names:
+            i += 1
+            name = f"{base}_{i}"
+        self._names.add(name)
+        return name
+
+    def add_input(self, name: str, type: TensorType) -> Value:
+        v = Value(self.fresh_name(name), type)
+        self.inputs.append(v)
+        return v
+
+    def add_const(self, array, name: str = "c") -> Value:
+        """Add a constant tensor (a weight). The array is stored as given; never mutate it later."""
+        arr = np.asarray(array)
+        if not arr.flags.c_contiguous:
+            arr = np.ascontiguousarray(arr)
+        v = Value(self.fresh_name(name), TensorType(tuple(arr.shape), dtype_from_numpy(arr.dtype)))
+        self.constants[v.name] = arr
+        self.const_values[v.name] = v
+        return v
+
+    def add(self, op: str, inputs: Sequence[Value], attrs: dict[str, Any] | None = None, *,
+            source: str | None = None, name: str | None = None, index: int | None = None):
+        """Append (or insert at ``index``) a node; its output types are inferred from the op's schema.
+
+        Returns the output value, or a tuple of them for multi-output ops.
+        """
+        from .registry import get_op  # local: registry imports the op files, which import this module
+
+        opdef = get_op(op)
+        attrs = opdef.normalize_attrs(attrs or {})
+        node = Node(op, inputs, attrs, source)
+        types = opdef.infer([v.type for v in inputs], attrs)
+        hint = name or op
+        node.outputs = [Value(self.fresh_name(hint), t, node) for t in types]
+        if index is None:
+            self.nodes.append(node)
+        else:
+            self.nodes.insert(index, node)
+        return node.outputs[0] if len(types) == 1 else tuple(node.outputs)
+
+    def set_outputs(self, values: Iterable[Value]) -> None:
+        self.outputs = list(values)
+
+    # -- queries -------------------------------------------------------------------------------------
+    def is_const(self, v: Value) -> bool:
+        return v.name in self.constants and self.const_values.get(v.name) is v
+
+    def const(self, v: Value) -> np.ndarray:
+        return self.constants[v.name]
+
+    def users(self) -> dict[Value, list[Node]]:
+        """For every value, the nodes that read it (in order; a node appears once per use)."""
+        out: dict[Value, list[Node]] = {}
+        for n in self.nodes:
+            for v in n.inputs:
+                out.setdefault(v, []).append(n)
+        return out
+
+    def weight_bytes(self) -> int:
+        return int(sum(a.nbytes for a in self.constants.values()))
+
+    # -- mutation helpers for passes -------------------------------------------------------------------
+    def replace_uses(self, old: Value, new: Value) -> int:
+        """Make every reader of ``old`` (nodes and graph outputs) read ``new``; returns the use count."""
+        count = 0
+        for n in self.nodes:
+            for i, v in enumerate(n.inputs):
+                if v is old:
+                    n.inputs[i] = new
+                    count += 1
+        for i, v in enumerate(self.outputs):
+            if v is old:
+                self.outputs[i] = new
+                count += 1
+        return count
+
+    def remove_unused_constants(self) -> int:
+        used = {v.name for n in self.nodes for v in n.inputs} | {v.name for v in self.outputs}
+        dead = [k for k in self.constants if k not in used]
+        for k in dead:
+            del self.constants[k]
+            del self.const_values[k]
+            self._names.discard(k)
+        return len(dead)
+
+    def clone(self) -> Graph:
+        """A structural copy (new Values and Nodes); constant arrays are shared, not copied."""
+        g = Graph(self.name)
+        g._names = set(self._names)
+        vmap: dict[Value, Value] = {}
+        for v in self.inputs:
+            vmap[v] = Value(v.name, v.type)
+            g.inputs.append(vmap[v])
+        for k, arr in self.constants.items():
+            old = self.const_values[k]
+            vmap[old] = Value(old.name, old.type)
+            g.constants[k] = arr
+            g.const_values[k] = vmap[old]
+        for n in self.nodes:
+            m = Node(n.op, [vmap[v] for v in n.inputs], dict(n.attrs), n.source)
+            for o in n.outputs:
+                vmap[o] = Value(o.name, o.type, m)
+                m.outputs.append(vmap[o])
+            g.nodes.append(m)
+        g.outputs = [vmap[v] for v in self.outputs]
+        return g
+
+    def op_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for n in self.nodes:
+            counts[n.op] = counts.get(n.op, 0) + 1
+        return counts
+
+    def __str__(self) -> str:
+        from .text import print_graph
+
+        return print_graph(self)

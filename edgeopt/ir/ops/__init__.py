@@ -1,0 +1,3 @@
+"""IR op families; importing this package registers every op."""
+
+from . import attention, elementwise, linalg, nn, reduce, shape  # noqa: F401

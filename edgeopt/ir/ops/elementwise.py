@@ -1,0 +1,164 @@
+"""Elementwise ops: unary math and activations, broadcasting binary ops, comparisons, where, cast, clamp."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..registry import REQUIRED, OpDef, OpError, register
+from ..types import DTYPES, TensorType
+from ._common import broadcast_shapes, need_float, same_dtype
+
+_erf = np.frompyfunc(math.erf, 1, 1)
+
+
+def _erf_np(x):
+    return _erf(x.astype(np.float64)).astype(np.float64)
+
+
+def _gelu(x, a):
+    x64 = x.astype(np.float64)
+    if a["approximate"] == "tanh":
+        y = 0.5 * x64 * (1 + np.tanh(math.sqrt(2 / math.pi) * (x64 + 0.044715 * x64**3)))
+    else:
+        y = 0.5 * x64 * (1 + _erf_np(x64 / math.sqrt(2)))
+    return y
+
+
+def _sigmoid(x):
+    return 1 / (1 + np.exp(-x.astype(np.float64)))
+
+
+#: unary op name -> (reference in float64, needs float input, extra attrs)
+UNARY = {
+    "neg": (lambda x, a: -x, False, {}),
+    "abs": (lambda x, a: np.abs(x), False, {}),
+    "exp": (lambda x, a: np.exp(x), True, {}),
+    "log": (lambda x, a: np.log(x), True, {}),
+    "sqrt": (lambda x, a: np.sqrt(x), True, {}),
+    "rsqrt": (lambda x, a: 1 / np.sqrt(x), True, {}),
+    "reciprocal": (lambda x, a: 1 / x, True, {}),
+    "sin": (lambda x, a: np.sin(x), True, {}),
+    "cos": (lambda x, a: np.cos(x), True, {}),
+    "tanh": (lambda x, a: np.tanh(x), True, {}),
+    "erf": (lambda x, a: _erf_np(x), True, {}),
+    "floor": (lambda x, a: np.floor(x), True, {}),
+    "ceil": (lambda x, a: np.ceil(x), True, {}),
+    "round": (lambda x, a: np.round(x), True, {}),
+    "sigmoid": (lambda x, a: _sigmoid(x), True, {}),
+    "relu": (lambda x, a: np.maximum(x, 0), False, {}),
+    "gelu": (_gelu, True, {"approximate": "none"}),
+    "silu": (lambda x, a: x * _sigmoid(x), True, {}),
+    "hardswish": (lambda x, a: x * np.clip(x + 3, 0, 6) / 6, True, {}),
+    "hardsigmoid": (lambda x, a: np.clip(x + 3, 0, 6) / 6, True, {}),
+    "leaky_relu": (lambda x, a: np.where(x >= 0, x, x * a["alpha"]), True, {"alpha": 0.01}),
+}
+
+
+def _unary(name, fn, needs_float, extra):
+    def infer(types, attrs):
+        if needs_float:
+            need_float(name, types[0])
+        return [TensorType(types[0].shape, types[0].dtype)]
+
+    def reference(xs, attrs):
+        x = xs[0]
+        y = fn(x.astype(np.float64) if x.dtype.kind == "f" else x, attrs)
+        return [np.asarray(y).astype(x.dtype)]
+
+    register(OpDef(name, "elementwise", infer, reference, dict(extra), (1, 1)))
+
+
+for _n, (_f, _fl, _ex) in UNARY.items():
+    _unary(_n, _f, _fl, _ex)
+
+#: binary op name -> (numpy function, result is bool)
+BINARY = {
+    "add": (np.add, False), "sub": (np.subtract, False), "mul": (np.multiply, False),
+    "div": (None, False), "pow": (np.power, False), "maximum": (np.maximum, False),
+    "minimum": (np.minimum, False), "eq": (np.equal, True), "ne": (np.not_equal, True),
+    "lt": (np.less, True), "le": (np.less_equal, True), "gt": (np.greater, True),
+    "ge": (np.greater_equal, True), "logical_and": (np.logical_and, True),
+    "logical_or": (np.logical_or, True),
+}
+
+
+def _div(a, b):
+    if a.dtype.kind in "iu":  # integer division truncates toward zero, like C and TVM
+        return (np.trunc(a.astype(np.float64) / b)).astype(a.dtype)
+    return a / b
+
+
+def _binary(name, fn, is_bool):
+    def infer(types, attrs):
+        dt = same_dtype(name, types)
+        if name == "div" and dt == "bool":
+            raise OpError("div of bool tensors")
+        return [TensorType(broadcast_shapes(types[0].shape, types[1].shape), "bool" if is_bool else dt)]
+
+    def reference(xs, attrs):
+        a, b = xs
+        f = _div if name == "div" else fn
+        y = f(a.astype(np.float64), b.astype(np.float64)) if a.dtype.kind == "f" and not is_bool else f(a, b)
+        return [np.asarray(y).astype(np.bool_ if is_bool else a.dtype)]
+
+    register(OpDef(name, "elementwise", infer, reference, {}, (2, 2)))
+
+
+for _n, (_f, _b) in BINARY.items():
+    _binary(_n, _f, _b)
+
+
+def _logical_not_infer(types, attrs):
+    return [TensorType(types[0].shape, "bool")]
+
+
+register(OpDef("logical_not", "elementwise", _logical_not_infer,
+               lambda xs, a: [np.logical_not(xs[0])], {}, (1, 1)))
+
+
+def _where_infer(types, attrs):
+    c, x, y = types
+    if c.dtype != "bool":
+        raise OpError(f"where: condition must be bool, got {c.dtype}")
+    dt = same_dtype("where", [x, y])
+    return [TensorType(broadcast_shapes(c.shape, x.shape, y.shape), dt)]
+
+
+register(OpDef("where", "elementwise", _where_infer,
+               lambda xs, a: [np.where(xs[0], xs[1], xs[2]).astype(xs[1].dtype)], {}, (3, 3),
+               doc="where(cond, x, y): x where cond else y, with broadcasting"))
+
+
+def _cast_infer(types, attrs):
+    if attrs["dtype"] not in DTYPES:
+        raise OpError(f"cast: unknown dtype {attrs['dtype']!r}")
+    return [TensorType(types[0].shape, attrs["dtype"])]
+
+
+def _cast_ref(xs, a):
+    x, dt = xs[0], DTYPES[a["dtype"]]
+    if x.dtype.kind == "f" and dt.kind in "iu":
+        x = np.trunc(x)  # float -> int truncates, like torch and C
+    return [x.astype(dt)]
+
+
+register(OpDef("cast", "elementwise", _cast_infer, _cast_ref, {"dtype": REQUIRED}, (1, 1)))
+
+
+def _clamp_infer(types, attrs):
+    if attrs["min"] is None and attrs["max"] is None:
+        raise OpError("clamp needs min or max")
+    return [TensorType(types[0].shape, types[0].dtype)]
+
+
+def _clamp_ref(xs, a):
+    x = xs[0]
+    lo = -np.inf if a["min"] is None else a["min"]
+    hi = np.inf if a["max"] is None else a["max"]
+    return [np.clip(x, lo, hi).astype(x.dtype)]
+
+
+register(OpDef("clamp", "elementwise", _clamp_infer, _clamp_ref, {"min": None, "max": None}, (1, 1),
+               doc="clamp(x){min, max}: relu6 is clamp{min=0, max=6}"))

@@ -1,0 +1,273 @@
+"""Neural-network ops on NCHW tensors: conv2d, conv_transpose2d, pooling, batch_norm, resize2d, pad."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from ..registry import REQUIRED, OpDef, OpError, register
+from ..types import TensorType
+from ._common import need_float, same_dtype
+
+
+def _out_dim(size, k, s, p0, p1, d, ceil_mode=False):
+    eff = d * (k - 1) + 1
+    num = size + p0 + p1 - eff
+    if num < 0:
+        raise OpError(f"window {eff} larger than padded input {size + p0 + p1}")
+    out = (math.ceil(num / s) if ceil_mode else num // s) + 1
+    if ceil_mode and (out - 1) * s >= size + p0:  # last window must start inside the input or left padding
+        out -= 1
+    return out
+
+
+def _windows(x, k, s, d, pads, fill, ceil_mode=False):
+    """[N, C, OH, OW, KH, KW] windows of x padded with ``fill`` (extra right/bottom fill for ceil mode)."""
+    n, c, h, w = x.shape
+    oh = _out_dim(h, k[0], s[0], pads[0], pads[2], d[0], ceil_mode)
+    ow = _out_dim(w, k[1], s[1], pads[1], pads[3], d[1], ceil_mode)
+    need_h = (oh - 1) * s[0] + d[0] * (k[0] - 1) + 1
+    need_w = (ow - 1) * s[1] + d[1] * (k[1] - 1) + 1
+    extra_h = max(0, need_h - (h + pads[0] + pads[2]))
+    extra_w = max(0, need_w - (w + pads[1] + pads[3]))
+    xp = np.pad(x, ((0, 0), (0, 0), (pads[0], pads[2] + extra_h), (pads[1], pads[3] + extra_w)),
+                constant_values=fill)
+    eff = (d[0] * (k[0] - 1) + 1, d[1] * (k[1] - 1) + 1)
+    win = sliding_window_view(xp, eff, axis=(2, 3))
+    return win[:, :, : (oh - 1) * s[0] + 1 : s[0], : (ow - 1) * s[1] + 1 : s[1], :: d[0], :: d[1]]
+
+
+def _conv_infer(types, attrs):
+    x, w = types[0], types[1]
+    need_float("conv2d", x)
+    same_dtype("conv2d", types)
+    if x.rank != 4 or w.rank != 4:
+        raise OpError("conv2d needs NCHW input and OIHW weight")
+    g = attrs["groups"]
+    if x.shape[1] != w.shape[1] * g or w.shape[0] % g:
+        raise OpError(f"conv2d: channels {x.shape[1]} / weight {w.shape} / groups {g} disagree")
+    if len(types) == 3 and types[2].shape != (w.shape[0],):
+        raise OpError("conv2d: bias must be [out_channels]")
+    s, p, d = attrs["stride"], attrs["padding"], attrs["dilation"]
+    oh = _out_dim(x.shape[2], w.shape[2], s[0], p[0], p[2], d[0])
+    ow = _out_dim(x.shape[3], w.shape[3], s[1], p[1], p[3], d[1])
+    return [TensorType((x.shape[0], w.shape[0], oh, ow), x.dtype)]
+
+
+def _conv_ref(xs, attrs):
+    x, w = xs[0].astype(np.float64), xs[1].astype(np.float64)
+    g = attrs["groups"]
+    win = _windows(x, w.shape[2:], attrs["stride"], attrs["dilation"], attrs["padding"], 0.0)
+    n, c, oh, ow, kh, kw = win.shape
+    win = win.reshape(n, g, c // g, oh, ow, kh, kw)
+    wg = w.reshape(g, w.shape[0] // g, c // g, kh, kw)
+    y = np.einsum("ngchwrs,gkcrs->ngkhw", win, wg, optimize=True).reshape(n, w.shape[0], oh, ow)
+    if len(xs) == 3:
+        y = y + xs[2].reshape(1, -1, 1, 1)
+    return [y.astype(xs[0].dtype)]
+
+
+_CONV_ATTRS = {"stride": [1, 1], "padding": [0, 0, 0, 0], "dilation": [1, 1], "groups": 1}
+register(OpDef("conv2d", "contraction", _conv_infer, _conv_ref, dict(_CONV_ATTRS), (2, 3),
+               doc="conv2d(x[N,C,H,W], w[O,C/groups,KH,KW], [b[O]]); padding is [top, left, bottom, right]"))
+
+
+def _convT_infer(types, attrs):
+    x, w = types[0], types[1]
+    need_float("conv_transpose2d", x)
+    same_dtype("conv_transpose2d", types)
+    g = attrs["groups"]
+    if x.rank != 4 or w.rank != 4 or x.shape[1] != w.shape[0] or w.shape[0] % g:
+        raise OpError(f"conv_transpose2d: input {x.shape} / weight {w.shape} / groups {g} disagree")
+    s, p, op, d = attrs["stride"], attrs["padding"], attrs["output_padding"], attrs["dilation"]
+    out = [(x.shape[2 + i] - 1) * s[i] - 2 * p[i] + d[i] * (w.shape[2 + i] - 1) + op[i] + 1 for i in (0, 1)]
+    if min(out) <= 0:
+        raise OpError("conv_transpose2d: empty output")
+    return [TensorType((x.shape[0], w.shape[1] * g, out[0], out[1]), x.dtype)]
+
+
+def _convT_ref(xs, attrs):
+    x, w = xs[0].astype(np.float64), xs[1].astype(np.float64)
+    s, p, op, d, g = attrs["stride"], attrs["padding"], attrs["output_padding"], attrs["dilation"], attrs["groups"]
+    n, c, h, wd = x.shape
+    kh, kw = w.shape[2:]
+    up = np.zeros((n, c, (h - 1) * s[0] + 1, (wd - 1) * s[1] + 1))
+    up[:, :, :: s[0], :: s[1]] = x
+    # a transposed conv is a conv of the zero-upsampled input with the flipped, in/out-swapped kernel
+    cin_g, cout_g = c // g, w.shape[1]
+    wc = w.reshape(g, cin_g, cout_g, kh, kw).transpose(0, 2, 1, 3, 4)[..., ::-1, ::-1]
+    wc = wc.reshape(g * cout_g, cin_g, kh, kw)
+    pads = [d[0] * (kh - 1) - p[0], d[1] * (kw - 1) - p[1], d[0] * (kh - 1) - p[0] + op[0],
+            d[1] * (kw - 1) - p[1] + op[1]]
+    crop = [max(0, -q) for q in pads]
+    up = up[:, :, crop[0] : up.shape[2] - crop[2], crop[1] : up.shape[3] - crop[3]]
+    y = _conv_ref([up, wc], {"stride": [1, 1], "dilation": d, "groups": g,
+                             "padding": [max(0, q) for q in pads]})[0]
+    if len(xs) == 3:
+        y = y + xs[2].reshape(1, -1, 1, 1)
+    return [y.astype(xs[0].dtype)]
+
+
+register(OpDef("conv_transpose2d", "contraction", _convT_infer, _convT_ref,
+               {"stride": [1, 1], "padding": [0, 0], "output_padding": [0, 0], "dilation": [1, 1],
+                "groups": 1}, (2, 3),
+               doc="conv_transpose2d(x, w[C_in, O/groups, KH, KW], [b]) with torch's semantics"))
+
+
+def _pool_infer(types, attrs):
+    x = types[0]
+    if x.rank != 4:
+        raise OpError("pooling needs an NCHW input")
+    k, s, p = attrs["kernel"], attrs["stride"], attrs["padding"]
+    d = attrs.get("dilation", [1, 1])
+    oh = _out_dim(x.shape[2], k[0], s[0], p[0], p[2], d[0], attrs["ceil_mode"])
+    ow = _out_dim(x.shape[3], k[1], s[1], p[1], p[3], d[1], attrs["ceil_mode"])
+    return [TensorType((x.shape[0], x.shape[1], oh, ow), x.dtype)]
+
+
+def _max_pool_ref(xs, a):
+    x = xs[0]
+    fill = -np.inf if x.dtype.kind == "f" else np.iinfo(x.dtype).min
+    win = _windows(x, a["kernel"], a["stride"], a["dilation"], a["padding"], fill, a["ceil_mode"])
+    return [win.max(axis=(4, 5)).astype(x.dtype)]
+
+
+def _avg_pool_ref(xs, a):
+    x = xs[0].astype(np.float64)
+    k, s, p = a["kernel"], a["stride"], a["padding"]
+    win = _windows(x, k, s, [1, 1], p, 0.0, a["ceil_mode"])
+    total = win.sum(axis=(4, 5))
+    if a["divisor_override"]:
+        return [(total / a["divisor_override"]).astype(xs[0].dtype)]
+    # torch's divisor: the window clipped to the padded input (count_include_pad) or to the input
+    ones = np.zeros((1, 1) + x.shape[2:])
+    ones_p = np.pad(ones + 1, ((0, 0), (0, 0), (p[0], p[2]), (p[1], p[3])),
+                    constant_values=1.0 if a["count_include_pad"] else 0.0)
+    shape_p = (x.shape[2] + p[0] + p[2], x.shape[3] + p[1] + p[3])
+    cnt = _windows(ones_p, k, s, [1, 1], [0, 0, 0, 0], 0.0, a["ceil_mode"]).sum(axis=(4, 5))
+    cnt = cnt[:, :, : total.shape[2], : total.shape[3]]
+    assert cnt.shape[2:] == total.shape[2:], (cnt.shape, total.shape, shape_p)
+    return [(total / cnt).astype(xs[0].dtype)]
+
+
+register(OpDef("max_pool2d", "reduction", _pool_infer, _max_pool_ref,
+               {"kernel": REQUIRED, "stride": REQUIRED, "padding": [0, 0, 0, 0], "dilation": [1, 1],
+                "ceil_mode": False}, (1, 1)))
+register(OpDef("avg_pool2d", "reduction", _pool_infer, _avg_pool_ref,
+               {"kernel": REQUIRED, "stride": REQUIRED, "padding": [0, 0, 0, 0], "ceil_mode": False,
+                "count_include_pad": True, "divisor_override": None}, (1, 1)))
+
+
+def adaptive_bounds(size: int, out: int) -> list[tuple[int, int]]:
+    """torch's adaptive pooling windows: [floor(i*size/out), ceil((i+1)*size/out))."""
+    return [((i * size) // out, -((-(i + 1) * size) // out)) for i in range(out)]
+
+
+def _adaptive_infer(types, attrs):
+    x = types[0]
+    need_float("adaptive_avg_pool2d", x)
+    if x.rank != 4:
+        raise OpError("adaptive_avg_pool2d needs an NCHW input")
+    return [TensorType(x.shape[:2] + tuple(attrs["output_size"]), x.dtype)]
+
+
+def _adaptive_ref(xs, a):
+    x = xs[0].astype(np.float64)
+    oh, ow = a["output_size"]
+    y = np.zeros(x.shape[:2] + (oh, ow))
+    for i, (h0, h1) in enumerate(adaptive_bounds(x.shape[2], oh)):
+        for j, (w0, w1) in enumerate(adaptive_bounds(x.shape[3], ow)):
+            y[:, :, i, j] = x[:, :, h0:h1, w0:w1].mean(axis=(2, 3))
+    return [y.astype(xs[0].dtype)]
+
+
+register(OpDef("adaptive_avg_pool2d", "reduction", _adaptive_infer, _adaptive_ref,
+               {"output_size": REQUIRED}, (1, 1)))
+
+
+def _bn_infer(types, attrs):
+    x = types[0]
+    need_float("batch_norm", x)
+    for t in types[1:]:
+        if t.shape != (x.shape[1],):
+            raise OpError(f"batch_norm: statistics must be [C]={x.shape[1]}, got {t.shape}")
+    return [TensorType(x.shape, x.dtype)]
+
+
+def _bn_ref(xs, a):
+    x, mean, var, w, b = (v.astype(np.float64) for v in xs)
+    shp = (1, -1) + (1,) * (x.ndim - 2)
+    y = (x - mean.reshape(shp)) / np.sqrt(var.reshape(shp) + a["eps"]) * w.reshape(shp) + b.reshape(shp)
+    return [y.astype(xs[0].dtype)]
+
+
+register(OpDef("batch_norm", "elementwise", _bn_infer, _bn_ref, {"eps": 1e-5}, (5, 5),
+               doc="batch_norm(x, mean, var, weight, bias): inference-mode BatchNorm over axis 1"))
+
+
+def _resize_infer(types, attrs):
+    x = types[0]
+    need_float("resize2d", x)
+    if attrs["mode"] not in ("nearest", "bilinear"):
+        raise OpError(f"resize2d: mode {attrs['mode']!r} not supported (nearest, bilinear)")
+    return [TensorType(x.shape[:2] + tuple(attrs["size"]), x.dtype)]
+
+
+def resize_scale(in_size: int, out_size: int, scale_factor, align_corners: bool) -> float:
+    """Source-per-destination step, exactly as torch computes it."""
+    if align_corners:
+        return (in_size - 1) / (out_size - 1) if out_size > 1 else 0.0
+    return 1.0 / scale_factor if scale_factor else in_size / out_size
+
+
+def _resize_ref(xs, a):
+    x = xs[0].astype(np.float64)
+    out = a["size"]
+    scales = a["scales"] or [None, None]
+    idx = []
+    for i, (n_in, n_out) in enumerate(zip(x.shape[2:], out)):
+        st = resize_scale(n_in, n_out, scales[i], a["align_corners"])
+        dst = np.arange(n_out, dtype=np.float64)
+        if a["mode"] == "nearest":
+            idx.append(np.minimum(np.floor(dst * st).astype(np.int64), n_in - 1))
+        else:
+            src = dst * st if a["align_corners"] else np.maximum((dst + 0.5) * st - 0.5, 0.0)
+            i0 = np.minimum(np.floor(src).astype(np.int64), n_in - 1)
+            idx.append((i0, np.minimum(i0 + 1, n_in - 1), src - i0))
+    if a["mode"] == "nearest":
+        y = x[:, :, idx[0]][:, :, :, idx[1]]
+    else:
+        (h0, h1, lh), (w0, w1, lw) = idx
+        top = x[:, :, h0] * (1 - lh)[:, None] + x[:, :, h1] * lh[:, None]
+        y = top[:, :, :, w0] * (1 - lw) + top[:, :, :, w1] * lw
+    return [y.astype(xs[0].dtype)]
+
+
+register(OpDef("resize2d", "injective", _resize_infer, _resize_ref,
+               {"size": REQUIRED, "mode": "nearest", "align_corners": False, "scales": None}, (1, 1),
+               doc="resize2d(x){size=[OH, OW], mode, align_corners, scales}: torch's upsample semantics"))
+
+
+def _pad_infer(types, attrs):
+    x = types[0]
+    p = attrs["pads"]
+    if len(p) != 2 * x.rank:
+        raise OpError(f"pad: pads needs 2*rank={2 * x.rank} entries (before, after per axis)")
+    shape = tuple(d + p[2 * i] + p[2 * i + 1] for i, d in enumerate(x.shape))
+    if min(shape, default=1) < 0:
+        raise OpError("pad: negative size")
+    return [TensorType(shape, x.dtype)]
+
+
+def _pad_ref(xs, a):
+    x, p = xs[0], a["pads"]
+    pos = [(max(0, p[2 * i]), max(0, p[2 * i + 1])) for i in range(x.ndim)]
+    y = np.pad(x, pos, constant_values=a["value"])
+    sl = tuple(slice(max(0, -p[2 * i]), y.shape[i] - max(0, -p[2 * i + 1])) for i in range(x.ndim))
+    return [y[sl]]
+
+
+register(OpDef("pad", "injective", _pad_infer, _pad_ref, {"pads": REQUIRED, "value": 0.0}, (1, 1),
+               doc="pad(x){pads=[before0, after0, before1, ...], value}: constant padding (negative crops)"))

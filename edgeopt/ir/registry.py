@@ -1,0 +1,116 @@
+"""The op registry: one ``OpDef`` per IR op, with its schema, type inference and numpy reference.
+
+Adding an op is one ``register(OpDef(...))`` call in a file of ``edgeopt/ir/ops/``. The TVM lowering
+of an op lives apart, in ``edgeopt/lower/rules/``, so the IR never depends on TVM.
+
+``kind`` tells passes and schedules what an op is:
+    elementwise  same shape in and out (after broadcasting), one output element per input element
+    injective    each output element reads a few input elements (reshape, transpose, slice, concat...)
+    reduction    reduces over axes (sum, softmax, layer_norm, pooling)
+    contraction  matmul / linear / conv: the heavy ops that anchor a fused kernel
+    opaque       anything else (attention)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .types import TensorType
+
+KINDS = ("elementwise", "injective", "reduction", "contraction", "opaque")
+
+
+class OpError(ValueError):
+    """An op was used with inputs or attributes its schema rejects."""
+
+
+@dataclass
+class OpDef:
+    name: str
+    kind: str
+    #: (in_types, attrs) -> list of output types; raises OpError on invalid input.
+    infer: Callable[[list[TensorType], dict[str, Any]], list[TensorType]]
+    #: (list of numpy inputs, attrs) -> list of numpy outputs. The reference semantics.
+    reference: Callable[[list, dict[str, Any]], list]
+    #: attribute name -> default (``REQUIRED`` if it has none).
+    attrs: dict[str, Any] = field(default_factory=dict)
+    num_inputs: tuple[int, int] = (1, 1)  # min, max
+    doc: str = ""
+
+    def normalize_attrs(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        unknown = set(attrs) - set(self.attrs)
+        if unknown:
+            raise OpError(f"{self.name}: unknown attribute(s) {sorted(unknown)}; known: {sorted(self.attrs)}")
+        out = {}
+        for k, default in self.attrs.items():
+            if k in attrs:
+                out[k] = _plain(attrs[k])
+            elif default is REQUIRED:
+                raise OpError(f"{self.name}: missing required attribute {k!r}")
+            else:
+                out[k] = default
+        return out
+
+    def check_arity(self, n: int) -> None:
+        lo, hi = self.num_inputs
+        if not lo <= n <= hi:
+            raise OpError(f"{self.name} takes {lo}..{hi} inputs, got {n}")
+
+
+class _Required:
+    def __repr__(self) -> str:
+        return "REQUIRED"
+
+
+REQUIRED = _Required()
+_REGISTRY: dict[str, OpDef] = {}
+
+
+def _plain(v):
+    """Attributes are plain JSON-able data: tuples become lists, numpy scalars become Python ones."""
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    if hasattr(v, "item") and not isinstance(v, (str, bytes)):
+        return v.item()
+    return v
+
+
+def register(opdef: OpDef) -> OpDef:
+    if opdef.kind not in KINDS:
+        raise ValueError(f"op {opdef.name}: kind must be one of {KINDS}")
+    if opdef.name in _REGISTRY:
+        raise ValueError(f"op {opdef.name} registered twice")
+    infer = opdef.infer
+
+    def checked_infer(types, attrs, _infer=infer, _op=opdef):
+        _op.check_arity(len(types))
+        return _infer(types, attrs)
+
+    opdef.infer = checked_infer
+    _REGISTRY[opdef.name] = opdef
+    return opdef
+
+
+def get_op(name: str) -> OpDef:
+    _load_ops()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise OpError(f"unknown IR op {name!r}") from None
+
+
+def all_ops() -> dict[str, OpDef]:
+    _load_ops()
+    return dict(_REGISTRY)
+
+
+_loaded = False
+
+
+def _load_ops() -> None:
+    global _loaded
+    if not _loaded:
+        _loaded = True
+        from . import ops  # noqa: F401  (registers every op family)

@@ -1,0 +1,142 @@
+"""The IR's text form: ``print_graph`` and its inverse ``parse_graph`` (print -> parse -> print is exact).
+
+    graph main(%x: f32[1,8]) {
+      const %w: f32[4,8]
+      const %half: f32[] = 0.5
+      %y: f32[1,4] = linear(%x, %w) {"weight_layout": "oi"} @"model.py:12  return self.fc(x)"
+      %z: f32[1,4] = mul(%y, %half)
+      return %z
+    }
+
+Constants with at most ``INLINE_MAX`` elements are printed inline (JSON); bigger ones are named only and
+their arrays are passed to ``parse_graph`` separately (the artifact stores them as safetensors).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+
+from .graph import Graph, Node, Value
+from .types import parse_type
+
+INLINE_MAX = 16
+_HEADER = re.compile(r"^graph ([\w.]+)\((.*)\) \{$")
+_TYPE = r"\w+\[[\d,]*\](?:\{[^}]*\})?"
+_VALUE_DECL = re.compile(rf"%([\w.]+): ({_TYPE})")
+_CONST = re.compile(rf"^const %([\w.]+): ({_TYPE})(?: = (.*))?$")
+_NODE = re.compile(r"^(.*?) = ([a-z_0-9]+)\(([^)]*)\)(.*)$")
+
+
+def print_graph(g: Graph) -> str:
+    lines = [f"graph {g.name}({', '.join(f'%{v.name}: {v.type}' for v in g.inputs)}) {{"]
+    for name, arr in g.constants.items():
+        v = g.const_values[name]
+        inline = f" = {json.dumps(arr.tolist())}" if arr.size <= INLINE_MAX else ""
+        lines.append(f"  const %{name}: {v.type}{inline}")
+    for n in g.nodes:
+        lines.append("  " + print_node(n))
+    lines.append(f"  return {', '.join('%' + v.name for v in g.outputs)}")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def print_node(n: Node) -> str:
+    outs = ", ".join(f"%{o.name}: {o.type}" for o in n.outputs)
+    args = ", ".join("%" + v.name for v in n.inputs)
+    text = f"{outs} = {n.op}({args})"
+    if n.attrs:
+        text += " " + json.dumps(n.attrs)
+    if n.source:
+        text += " @" + json.dumps(n.source)
+    return text
+
+
+class ParseError(ValueError):
+    pass
+
+
+def parse_graph(text: str, constants: dict[str, np.ndarray] | None = None) -> Graph:
+    """Parse the text form. Constants not printed inline must be given in ``constants`` by name."""
+    constants = constants or {}
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip() and not ln.strip().startswith("#")]
+    m = _HEADER.match(lines[0]) if lines else None
+    if not m or lines[-1] != "}":
+        raise ParseError("expected 'graph NAME(...) {' ... '}'")
+    g = Graph(m.group(1))
+    env: dict[str, Value] = {}
+    for name, ty in _VALUE_DECL.findall(m.group(2)):
+        env[name] = _define(g, g.add_input(name, parse_type(ty)), name)
+    for lineno, line in enumerate(lines[1:-1], start=2):
+        try:
+            if line.startswith("const "):
+                _parse_const(g, env, line, constants)
+            elif line.startswith("return"):
+                g.set_outputs([_lookup(env, a) for a in _args(line[len("return"):])])
+            else:
+                _parse_node(g, env, line)
+        except ParseError as e:
+            raise ParseError(f"line {lineno}: {e}: {line!r}") from None
+    return g
+
+
+def _define(g: Graph, v: Value, name: str) -> Value:
+    if v.name != name:
+        raise ParseError(f"duplicate value name %{name}")
+    return v
+
+
+def _lookup(env, ref: str) -> Value:
+    name = ref.strip().lstrip("%")
+    if name not in env:
+        raise ParseError(f"undefined value %{name}")
+    return env[name]
+
+
+def _args(s: str) -> list[str]:
+    return [a for a in (x.strip() for x in s.split(",")) if a]
+
+
+def _parse_const(g, env, line, constants):
+    m = _CONST.match(line)
+    if not m:
+        raise ParseError("bad const")
+    name, ty, inline = m.groups()
+    t = parse_type(ty)
+    if inline is not None:
+        arr = np.array(json.loads(inline), dtype=t.np_dtype).reshape(t.shape)
+    elif name in constants:
+        arr = np.asarray(constants[name])
+    else:
+        raise ParseError(f"no data for constant %{name}")
+    if arr.shape != t.shape or arr.dtype != t.np_dtype:
+        raise ParseError(f"constant %{name} data is {arr.dtype}{list(arr.shape)}, declared {t}")
+    env[name] = _define(g, g.add_const(arr, name), name)
+
+
+def _parse_node(g, env, line):
+    m = _NODE.match(line)
+    if not m:
+        raise ParseError("bad node")
+    outs, op, args, rest = m.groups()
+    decls = _VALUE_DECL.findall(outs)
+    attrs, source = {}, None
+    rest = rest.strip()
+    dec = json.JSONDecoder()
+    if rest.startswith("{"):
+        attrs, end = dec.raw_decode(rest)
+        rest = rest[end:].strip()
+    if rest.startswith("@"):
+        source, _ = dec.raw_decode(rest[1:])
+    inputs = [_lookup(env, a) for a in _args(args)]
+    node = Node(op, inputs, attrs, source)
+    for name, ty in decls:
+        if name in env:
+            raise ParseError(f"duplicate value name %{name}")
+        g._names.add(name)
+        v = Value(name, parse_type(ty), node)
+        node.outputs.append(v)
+        env[name] = v
+    g.nodes.append(node)

@@ -1,0 +1,66 @@
+"""The IR verifier: run after every pass. It re-derives every type from the op schemas."""
+
+from __future__ import annotations
+
+from .graph import Graph
+from .registry import OpError, get_op
+
+
+class VerificationError(ValueError):
+    """The IR breaks an invariant; the message lists every problem found."""
+
+
+def verify(g: Graph) -> None:
+    """Check SSA, ordering, schemas, types and constants; raise ``VerificationError`` listing all problems."""
+    problems: list[str] = []
+    defined: set[int] = set()
+    names: set[str] = set()
+
+    def define(v, what):
+        if v.name in names:
+            problems.append(f"{what}: value name %{v.name} defined twice")
+        names.add(v.name)
+        defined.add(id(v))
+
+    for v in g.inputs:
+        if v.producer is not None:
+            problems.append(f"input %{v.name} has a producer")
+        define(v, "input")
+    for name, arr in g.constants.items():
+        v = g.const_values.get(name)
+        if v is None or v.name != name:
+            problems.append(f"constant {name} has no value")
+            continue
+        if tuple(arr.shape) != v.type.shape or arr.dtype != v.type.np_dtype:
+            problems.append(f"constant %{name}: data {arr.dtype}{list(arr.shape)} != type {v.type}")
+        define(v, "constant")
+    for i, n in enumerate(g.nodes):
+        where = f"node {i} ({n.op})"
+        for v in n.inputs:
+            if id(v) not in defined:
+                problems.append(f"{where}: input %{v.name} is used before it is defined (or not in the graph)")
+        try:
+            opdef = get_op(n.op)
+            if opdef.normalize_attrs(n.attrs) != n.attrs:
+                problems.append(f"{where}: attributes {n.attrs} are not in normal form")
+            types = opdef.infer([v.type for v in n.inputs], n.attrs)
+        except OpError as e:
+            problems.append(f"{where}: {e}")
+            types = None
+        if types is not None:
+            if len(types) != len(n.outputs):
+                problems.append(f"{where}: {len(n.outputs)} outputs, schema gives {len(types)}")
+            for o, t in zip(n.outputs, types):
+                if o.type != t:
+                    problems.append(f"{where}: output %{o.name} typed {o.type}, schema infers {t}")
+        for o in n.outputs:
+            if o.producer is not n:
+                problems.append(f"{where}: output %{o.name} does not point back to its node")
+            define(o, where)
+    if not g.outputs:
+        problems.append("graph has no outputs")
+    for v in g.outputs:
+        if id(v) not in defined:
+            problems.append(f"graph output %{v.name} is not defined")
+    if problems:
+        raise VerificationError("IR verification failed:\n  " + "\n  ".join(problems))

@@ -1,0 +1,7 @@
+"""IR dtype names -> numpy dtypes, importable without the IR (the runtime uses it)."""
+
+import numpy as np
+
+NP_DTYPES = {"f32": np.dtype(np.float32), "f16": np.dtype(np.float16), "f64": np.dtype(np.float64),
+             "i8": np.dtype(np.int8), "u8": np.dtype(np.uint8), "i16": np.dtype(np.int16),
+             "i32": np.dtype(np.int32), "i64": np.dtype(np.int64), "bool": np.dtype(np.bool_)}

@@ -1,0 +1,42 @@
+"""Small TE helpers shared by the rules."""
+
+from __future__ import annotations
+
+import tvm
+from tvm import te
+
+from ...ir.types import TVM_DTYPES
+
+
+def tvm_dtype(ir_dtype: str) -> str:
+    return TVM_DTYPES[ir_dtype]
+
+
+def const(value, dtype: str):
+    return tvm.tirx.const(value, dtype)
+
+
+def bcast_index(t: te.Tensor, idx, out_rank: int):
+    """Index into ``t`` for output index ``idx`` under numpy broadcasting."""
+    r = len(t.shape)
+    return [0 if int(t.shape[i]) == 1 else idx[out_rank - r + i] for i in range(r)]
+
+
+def elementwise(out, fn, *tensors, name="T"):
+    """te.compute of ``fn(*elements)`` with broadcasting to ``out.shape``."""
+    rank = len(out.shape)
+
+    def body(*idx):
+        return fn(*[t(*bcast_index(t, idx, rank)) for t in tensors])
+
+    return te.compute(tuple(out.shape), body, name=name)
+
+
+def floatify(x):
+    return x if x.dtype.startswith("float") else x.astype("float32")
+
+
+def dtype_of(e) -> str:
+    """dtype of a TE tensor element or a TIR expression (0.27 exprs carry ``.ty``, not ``.dtype``)."""
+    ty = getattr(e, "ty", None)
+    return str(ty) if ty is not None else str(e.dtype)

@@ -1,0 +1,124 @@
+"""TE rules for elementwise ops."""
+
+from __future__ import annotations
+
+import math
+
+import tvm
+from tvm import te
+
+from . import rule
+from ._te import const, dtype_of, elementwise, tvm_dtype
+
+
+def _relu(x, a):
+    return te.max(x, const(0, dtype_of(x)))
+
+
+def _gelu(x, a):
+    half, one = const(0.5, dtype_of(x)), const(1.0, dtype_of(x))
+    if a["approximate"] == "tanh":
+        inner = const(math.sqrt(2 / math.pi), dtype_of(x)) * (x + const(0.044715, dtype_of(x)) * x * x * x)
+        return half * x * (one + te.tanh(inner))
+    return half * x * (one + te.erf(x * const(1 / math.sqrt(2), dtype_of(x))))
+
+
+def _sigmoid(x, a=None):
+    return te.sigmoid(x)
+
+
+def _hardsigmoid(x, a=None):
+    dt = dtype_of(x)
+    return te.min(te.max(x + const(3, dt), const(0, dt)), const(6, dt)) / const(6, dt)
+
+
+UNARY = {
+    "neg": lambda x, a: -x,
+    "abs": lambda x, a: te.abs(x),
+    "exp": lambda x, a: te.exp(x),
+    "log": lambda x, a: te.log(x),
+    "sqrt": lambda x, a: te.sqrt(x),
+    "rsqrt": lambda x, a: te.rsqrt(x),
+    "reciprocal": lambda x, a: const(1, dtype_of(x)) / x,
+    "sin": lambda x, a: te.sin(x),
+    "cos": lambda x, a: te.cos(x),
+    "tanh": lambda x, a: te.tanh(x),
+    "erf": lambda x, a: te.erf(x),
+    "floor": lambda x, a: te.floor(x),
+    "ceil": lambda x, a: te.ceil(x),
+    "round": lambda x, a: te.nearbyint(x),  # half to even, like torch
+    "sigmoid": _sigmoid,
+    "relu": _relu,
+    "gelu": _gelu,
+    "silu": lambda x, a: x * te.sigmoid(x),
+    "hardswish": lambda x, a: x * _hardsigmoid(x),
+    "hardsigmoid": _hardsigmoid,
+    "leaky_relu": lambda x, a: tvm.tirx.Select(x >= const(0, dtype_of(x)), x, x * const(a["alpha"], dtype_of(x))),
+}
+
+
+@rule(*UNARY)
+def unary(ins, attrs, out, op):
+    f = UNARY[op]
+    return elementwise(out, lambda x: f(x, attrs), ins[0], name=op)
+
+
+def _div(a, b):
+    return tvm.tirx.truncdiv(a, b) if dtype_of(a).startswith(("int", "uint")) else a / b
+
+
+BINARY = {
+    "add": lambda a, b: a + b, "sub": lambda a, b: a - b, "mul": lambda a, b: a * b, "div": _div,
+    "pow": lambda a, b: te.power(a, b), "maximum": te.max, "minimum": te.min,
+    "eq": lambda a, b: a == b, "ne": lambda a, b: a != b, "lt": lambda a, b: a < b,
+    "le": lambda a, b: a <= b, "gt": lambda a, b: a > b, "ge": lambda a, b: a >= b,
+    "logical_and": lambda a, b: tvm.tirx.And(a, b), "logical_or": lambda a, b: tvm.tirx.Or(a, b),
+}
+
+
+@rule(*BINARY)
+def binary(ins, attrs, out, op):
+    return elementwise(out, BINARY[op], ins[0], ins[1], name=op)
+
+
+@rule("logical_not")
+def logical_not(ins, attrs, out, op):
+    return elementwise(out, lambda x: tvm.tirx.Not(x), ins[0], name=op)
+
+
+@rule("where")
+def where(ins, attrs, out, op):
+    return elementwise(out, lambda c, x, y: tvm.tirx.Select(c, x, y), *ins, name=op)
+
+
+@rule("cast")
+def cast(ins, attrs, out, op):
+    dt = tvm_dtype(attrs["dtype"])
+    if dt == "bool":
+        return elementwise(out, lambda x: x != const(0, dtype_of(x)), ins[0], name=op)
+    return elementwise(out, lambda x: x.astype(dt), ins[0], name=op)
+
+
+@rule("clamp")
+def clamp(ins, attrs, out, op):
+    def f(x):
+        if attrs["min"] is not None:
+            x = te.max(x, const(attrs["min"], dtype_of(x)))
+        if attrs["max"] is not None:
+            x = te.min(x, const(attrs["max"], dtype_of(x)))
+        return x
+
+    return elementwise(out, f, ins[0], name=op)
+
+
+@rule("copy")
+def copy(ins, attrs, out, op):
+    return elementwise(out, lambda x: x, ins[0], name=op)
+
+
+@rule("batch_norm")
+def batch_norm(ins, attrs, out, op):
+    x, mean, var, w, b = ins
+    eps = const(attrs["eps"], x.dtype)
+    return te.compute(x.shape, lambda n, c, *r: (x(n, c, *r) - mean[c]) * te.rsqrt(var[c] + eps) * w[c] + b[c],
+                      name=op)

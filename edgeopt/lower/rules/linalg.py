@@ -1,0 +1,45 @@
+"""TE rules for matmul and linear."""
+
+from __future__ import annotations
+
+from tvm import te
+
+from . import rule
+
+
+@rule("matmul")
+def matmul(ins, attrs, out, op):
+    a, b = ins
+    K = int(a.shape[-1])
+    k = te.reduce_axis((0, K), name="k")
+
+    def body(*idx):
+        batch, i, j = idx[:-2], idx[-2], idx[-1]
+        ai, bi = batch_index(a, batch), batch_index(b, batch)
+        return te.sum(a(*ai, i, k) * b(*bi, k, j), axis=k)
+
+    return te.compute(tuple(out.shape), body, name="matmul")
+
+
+def batch_index(t, batch):
+    """Index into t's batch dims (all but the last two) under numpy broadcasting."""
+    r = len(t.shape) - 2
+    return [0 if int(t.shape[i]) == 1 else batch[len(batch) - r + i] for i in range(r)]
+
+
+@rule("linear")
+def linear(ins, attrs, out, op):
+    x, w = ins[0], ins[1]
+    K = int(x.shape[-1])
+    k = te.reduce_axis((0, K), name="k")
+    io = attrs["weight_layout"] == "io"
+
+    def body(*idx):
+        lead, j = idx[:-1], idx[-1]
+        return te.sum(x(*lead, k) * (w[k, j] if io else w[j, k]), axis=k)
+
+    y = te.compute(tuple(out.shape), body, name="linear")
+    if len(ins) == 3:
+        b = ins[2]
+        y = te.compute(y.shape, lambda *i: y(*i) + b[i[-1]], name="linear_bias")
+    return y

@@ -1,0 +1,200 @@
+"""TE rules for convolutions, pooling, resize and pad (NCHW)."""
+
+from __future__ import annotations
+
+import tvm
+from tvm import te
+
+from ...ir.ops.nn import adaptive_bounds, resize_scale
+from . import rule
+from ._te import const
+
+
+def _min_value(dtype):
+    return tvm.tirx.min_value(dtype)
+
+
+def pad_nchw(x, pads, extra, value, name="pad"):
+    """Zero/constant padding of H and W: pads=[top, left, bottom, right] plus extra bottom/right rows."""
+    t, l, b, r = pads
+    eb, er = extra
+    if not any((t, l, b + eb, r + er)):
+        return x
+    H, W = int(x.shape[2]), int(x.shape[3])
+    shape = (x.shape[0], x.shape[1], H + t + b + eb, W + l + r + er)
+
+    def body(n, c, h, w):
+        inside = tvm.tirx.all(h >= t, h < t + H, w >= l, w < l + W)
+        return tvm.tirx.if_then_else(inside, x[n, c, h - t, w - l], value)
+
+    return te.compute(shape, body, name=name)
+
+
+@rule("conv2d")
+def conv2d(ins, attrs, out, op):
+    x, w = ins[0], ins[1]
+    (sh, sw), (dh, dw), g = attrs["stride"], attrs["dilation"], attrs["groups"]
+    O, Cg, KH, KW = (int(d) for d in w.shape)
+    Og = O // g
+    xp = pad_nchw(x, attrs["padding"], (0, 0), const(0, x.dtype))
+    rc, ry, rx = te.reduce_axis((0, Cg), "rc"), te.reduce_axis((0, KH), "ry"), te.reduce_axis((0, KW), "rx")
+
+    def body(n, k, h, wi):
+        c = rc if g == 1 else (k // Og) * Cg + rc
+        return te.sum(xp[n, c, h * sh + ry * dh, wi * sw + rx * dw] * w[k, rc, ry, rx], axis=[rc, ry, rx])
+
+    y = te.compute(tuple(out.shape), body, name="conv2d")
+    return _bias(y, ins)
+
+
+def _bias(y, ins):
+    if len(ins) < 3:
+        return y
+    b = ins[2]
+    return te.compute(y.shape, lambda n, k, h, w: y[n, k, h, w] + b[k], name="bias")
+
+
+@rule("conv_transpose2d")
+def conv_transpose2d(ins, attrs, out, op):
+    x, w = ins[0], ins[1]
+    s, p, d, g = attrs["stride"], attrs["padding"], attrs["dilation"], attrs["groups"]
+    Cin, Og, KH, KW = (int(v) for v in w.shape)
+    Cg = Cin // g
+    H, W = int(x.shape[2]), int(x.shape[3])
+    OH, OW = int(out.shape[2]), int(out.shape[3])
+    # conv of the zero-upsampled input, padded by d*(k-1)-p, with the flipped kernel
+    pt, pl = d[0] * (KH - 1) - p[0], d[1] * (KW - 1) - p[1]
+    span_h, span_w = OH + d[0] * (KH - 1), OW + d[1] * (KW - 1)
+
+    def up(n, c, h, wi):
+        hh, ww = h - pt, wi - pl
+        ok = tvm.tirx.all(hh >= 0, ww >= 0, hh % s[0] == 0, ww % s[1] == 0,
+                          hh // s[0] < H, ww // s[1] < W)
+        return tvm.tirx.if_then_else(ok, x[n, c, tvm.tirx.max(hh, 0) // s[0], tvm.tirx.max(ww, 0) // s[1]],
+                                     const(0, x.dtype))
+
+    xu = te.compute((x.shape[0], Cin, span_h, span_w), up, name="upsample_pad")
+    rc, ry, rx = te.reduce_axis((0, Cg), "rc"), te.reduce_axis((0, KH), "ry"), te.reduce_axis((0, KW), "rx")
+
+    def body(n, k, h, wi):
+        c = (k // Og) * Cg + rc
+        return te.sum(xu[n, c, h + ry * d[0], wi + rx * d[1]] * w[c, k % Og, KH - 1 - ry, KW - 1 - rx],
+                      axis=[rc, ry, rx])
+
+    return _bias(te.compute(tuple(out.shape), body, name="conv_transpose2d"), ins)
+
+
+def _pool_extra(x, out, k, s, d, pads):
+    need = [(int(out.shape[2 + i]) - 1) * s[i] + d[i] * (k[i] - 1) + 1 for i in (0, 1)]
+    have = [int(x.shape[2]) + pads[0] + pads[2], int(x.shape[3]) + pads[1] + pads[3]]
+    return [max(0, need[i] - have[i]) for i in (0, 1)]
+
+
+@rule("max_pool2d")
+def max_pool2d(ins, attrs, out, op):
+    x = ins[0]
+    k, s, d, p = attrs["kernel"], attrs["stride"], attrs["dilation"], attrs["padding"]
+    xp = pad_nchw(x, p, _pool_extra(x, out, k, s, d, p), _min_value(x.dtype))
+    ry, rx = te.reduce_axis((0, k[0]), "ry"), te.reduce_axis((0, k[1]), "rx")
+    return te.compute(tuple(out.shape), lambda n, c, h, w: te.max(
+        xp[n, c, h * s[0] + ry * d[0], w * s[1] + rx * d[1]], axis=[ry, rx]), name="max_pool2d")
+
+
+@rule("avg_pool2d")
+def avg_pool2d(ins, attrs, out, op):
+    x = ins[0]
+    k, s, p = attrs["kernel"], attrs["stride"], attrs["padding"]
+    H, W = int(x.shape[2]), int(x.shape[3])
+    xp = pad_nchw(x, p, _pool_extra(x, out, k, s, [1, 1], p), const(0, x.dtype))
+    ry, rx = te.reduce_axis((0, k[0]), "ry"), te.reduce_axis((0, k[1]), "rx")
+    total = te.compute(tuple(out.shape), lambda n, c, h, w: te.sum(xp[n, c, h * s[0] + ry, w * s[1] + rx],
+                                                                    axis=[ry, rx]), name="pool_sum")
+
+    def divisor(h, w):  # torch's rule, see ir/ops/nn.py
+        if attrs["divisor_override"]:
+            return const(float(attrs["divisor_override"]), x.dtype)
+        h0, w0 = h * s[0] - p[0], w * s[1] - p[1]
+        h1, w1 = te.min(h0 + k[0], H + p[2]), te.min(w0 + k[1], W + p[3])
+        if not attrs["count_include_pad"]:
+            h0, w0, h1, w1 = te.max(h0, 0), te.max(w0, 0), te.min(h1, H), te.min(w1, W)
+        return ((h1 - h0) * (w1 - w0)).astype(x.dtype)
+
+    return te.compute(tuple(out.shape), lambda n, c, h, w: total[n, c, h, w] / divisor(h, w), name="avg_pool2d")
+
+
+@rule("adaptive_avg_pool2d")
+def adaptive_avg_pool2d(ins, attrs, out, op):
+    x = ins[0]
+    H, W = int(x.shape[2]), int(x.shape[3])
+    oh, ow = attrs["output_size"]
+    bh, bw = adaptive_bounds(H, oh), adaptive_bounds(W, ow)
+    kh, kw = max(b - a for a, b in bh), max(b - a for a, b in bw)
+    ry, rx = te.reduce_axis((0, kh), "ry"), te.reduce_axis((0, kw), "rx")
+
+    def start(i, size, out_size):
+        return (i * size) // out_size
+
+    def end(i, size, out_size):
+        return ((i + 1) * size + out_size - 1) // out_size
+
+    def body(n, c, i, j):
+        h0, w0 = start(i, H, oh), start(j, W, ow)
+        ok = tvm.tirx.all(h0 + ry < end(i, H, oh), w0 + rx < end(j, W, ow))
+        return te.sum(tvm.tirx.if_then_else(ok, x[n, c, te.min(h0 + ry, H - 1), te.min(w0 + rx, W - 1)],
+                                            const(0, x.dtype)), axis=[ry, rx])
+
+    total = te.compute(tuple(out.shape), body, name="adaptive_sum")
+    return te.compute(tuple(out.shape), lambda n, c, i, j: total[n, c, i, j] / (
+        (end(i, H, oh) - start(i, H, oh)) * (end(j, W, ow) - start(j, W, ow))).astype(x.dtype),
+        name="adaptive_avg_pool2d")
+
+
+@rule("resize2d")
+def resize2d(ins, attrs, out, op):
+    x = ins[0]
+    H, W = int(x.shape[2]), int(x.shape[3])
+    OH, OW = attrs["size"]
+    scales = attrs["scales"] or [None, None]
+    st = [resize_scale(n, o, sc, attrs["align_corners"]) for n, o, sc in zip((H, W), (OH, OW), scales)]
+    if attrs["mode"] == "nearest":
+        def nearest(n, c, h, w):
+            hi = te.min(te.floor(h.astype("float64") * st[0]).astype("int32"), H - 1)
+            wi = te.min(te.floor(w.astype("float64") * st[1]).astype("int32"), W - 1)
+            return x[n, c, hi, wi]
+
+        return te.compute(tuple(out.shape), nearest, name="resize_nearest")
+
+    def src(i, step):
+        f = i.astype("float32")
+        if attrs["align_corners"]:
+            return f * const(step, "float32")
+        return te.max((f + const(0.5, "float32")) * const(step, "float32") - const(0.5, "float32"),
+                      const(0.0, "float32"))
+
+    def bilinear(n, c, h, w):
+        sh, sw = src(h, st[0]), src(w, st[1])
+        h0 = te.min(te.floor(sh).astype("int32"), H - 1)
+        w0 = te.min(te.floor(sw).astype("int32"), W - 1)
+        h1, w1 = te.min(h0 + 1, H - 1), te.min(w0 + 1, W - 1)
+        lh, lw = (sh - h0.astype("float32")).astype(x.dtype), (sw - w0.astype("float32")).astype(x.dtype)
+        one = const(1, x.dtype)
+        top = x[n, c, h0, w0] * (one - lw) + x[n, c, h0, w1] * lw
+        bot = x[n, c, h1, w0] * (one - lw) + x[n, c, h1, w1] * lw
+        return top * (one - lh) + bot * lh
+
+    return te.compute(tuple(out.shape), bilinear, name="resize_bilinear")
+
+
+@rule("pad")
+def pad(ins, attrs, out, op):
+    x = ins[0]
+    p = attrs["pads"]
+    value = const(attrs["value"], x.dtype)
+
+    def body(*idx):
+        src = [i - p[2 * a] for a, i in enumerate(idx)]
+        ok = tvm.tirx.all(*[tvm.tirx.all(s >= 0, s < int(x.shape[a])) for a, s in enumerate(src)])
+        clamped = [te.min(te.max(s, 0), int(x.shape[a]) - 1) for a, s in enumerate(src)]
+        return tvm.tirx.if_then_else(ok, x(*clamped), value)
+
+    return te.compute(tuple(out.shape), body, name="pad")

@@ -1,0 +1,55 @@
+"""TE rules for data movement: reshape, transpose, slice, concat, broadcast_to, take."""
+
+from __future__ import annotations
+
+import tvm
+from tvm import te, topi
+
+from . import rule
+from ._te import bcast_index
+
+
+@rule("reshape")
+def reshape(ins, attrs, out, op):
+    return topi.reshape(ins[0], attrs["shape"])
+
+
+@rule("transpose")
+def transpose(ins, attrs, out, op):
+    return topi.transpose(ins[0], attrs["perm"])
+
+
+@rule("slice")
+def slice_(ins, attrs, out, op):
+    x, ax, start, step = ins[0], attrs["axis"] % len(ins[0].shape), attrs["start"], attrs["step"]
+
+    def body(*idx):
+        return x(*idx[:ax], start + idx[ax] * step, *idx[ax + 1:])
+
+    return te.compute(tuple(out.shape), body, name="slice")
+
+
+@rule("concat")
+def concat(ins, attrs, out, op):
+    return topi.concatenate(ins, axis=attrs["axis"])
+
+
+@rule("broadcast_to")
+def broadcast_to(ins, attrs, out, op):
+    x, rank = ins[0], len(out.shape)
+    return te.compute(tuple(out.shape), lambda *i: x(*bcast_index(x, i, rank)), name="broadcast_to")
+
+
+@rule("take")
+def take(ins, attrs, out, op):
+    data, idx = ins
+    ax = attrs["axis"] % len(data.shape)
+    n, ir = int(data.shape[ax]), len(idx.shape)
+
+    def body(*o):
+        i = idx(*o[ax:ax + ir])
+        i = tvm.tirx.Select(i < 0, i + n, i)
+        i = te.min(te.max(i, 0), n - 1).astype("int32")  # never read outside the table
+        return data(*o[:ax], i, *o[ax + ir:])
+
+    return te.compute(tuple(out.shape), body, name="take")

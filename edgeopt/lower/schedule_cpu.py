@@ -1,0 +1,175 @@
+"""Generic CPU schedules for one kernel (a PrimFunc made from TE), chosen by the kernel's anchor op.
+
+Every kernel gets at least a parallel + vectorized schedule; no tuning run is needed:
+
+* injective producers are inlined into their consumers (a pad feeding a contraction stays separate);
+* the anchor of a contraction (conv / matmul / linear) or window pool is register-tiled: the last
+  output axis is vectorized (``lanes`` wide), one more output axis (channels / rows) is unrolled, the
+  reduction loops sit between the two, the accumulator lives in registers (``cache_write`` "local")
+  and the outer output loops run in parallel;
+* row reductions (softmax, layer_norm, sum) run in parallel over their output rows;
+* injective and elementwise stages are vectorized on the innermost axis and parallel outside it.
+
+If a step does not apply to some odd kernel the scheduler falls back to "parallel outer loops only",
+and says so in the returned description (which goes to the compile report).
+"""
+
+from __future__ import annotations
+
+import tvm
+from tvm.s_tir import Schedule
+
+TILED_OPS = {"conv2d", "conv_transpose2d", "matmul", "linear", "max_pool2d", "avg_pool2d"}
+#: which output axis to unroll (register-block) for each tiled op, counted from the front (None: none)
+_UNROLL_AXIS = {"conv2d": 1, "conv_transpose2d": 1, "matmul": -2, "linear": -2}
+_MIN_PARALLEL_WORK = 4096  # elements; below this a thread-pool launch costs more than it saves
+
+
+def schedule_kernel(func: tvm.tirx.PrimFunc, op: str, lanes: int) -> tuple[tvm.tirx.PrimFunc, str]:
+    """Schedule ``func`` (one kernel whose anchor IR op is ``op``); returns (func, description)."""
+    try:
+        sch = Schedule(tvm.IRModule({"main": func}))
+        desc = _schedule(sch, op, lanes)
+        return sch.mod["main"], desc
+    except Exception as e:  # a schedule primitive refused this kernel: use the safe fallback
+        sch = Schedule(tvm.IRModule({"main": func}))
+        try:
+            for b in _blocks(sch):
+                _parallel_outer(sch, b)
+            return sch.mod["main"], f"fallback-parallel ({type(e).__name__})"
+        except Exception:
+            return func, f"unscheduled ({type(e).__name__})"
+
+
+def _blocks(sch: Schedule):
+    return sch.get_child_blocks(sch.get_sblock("root", func_name="main"))
+
+
+def _iter_types(sch: Schedule, block) -> list[int]:
+    return [int(iv.iter_type) for iv in sch.get(block).iter_vars]
+
+
+def _is_spatial(sch: Schedule, block) -> bool:
+    return all(t == 0 for t in _iter_types(sch, block))
+
+
+def _extents(sch: Schedule, loops) -> list[int]:
+    return [int(sch.get(lp).extent) for lp in loops]
+
+
+def _schedule(sch: Schedule, op: str, lanes: int) -> str:
+    outputs = {sch.get(b).name_hint for b in sch.get_output_blocks(sch.get_sblock("root", func_name="main"))}
+    anchor = None
+    if op in TILED_OPS:
+        reds = [b for b in _blocks(sch) if not _is_spatial(sch, b)]
+        anchor = sch.get(reds[0]).name_hint if reds else None
+    # 1. inline injective stages, except the ones that feed the tiled anchor (pads)
+    for b in reversed(list(_blocks(sch))):
+        name = sch.get(b).name_hint
+        if name in outputs or not _is_spatial(sch, b):
+            continue
+        if anchor and any(sch.get(c).name_hint == anchor for c in sch.get_consumers(b)):
+            continue
+        try:
+            sch.compute_inline(b)
+        except tvm.TVMError:
+            pass
+    desc = []
+    others = [sch.get(b).name_hint for b in _blocks(sch) if sch.get(b).name_hint != anchor]
+    if anchor:
+        desc.append(_tile_anchor(sch, sch.get_sblock(anchor, func_name="main"), op, lanes))
+    for name in others:
+        b = sch.get_sblock(name, func_name="main")
+        if _is_spatial(sch, b):
+            desc.append(_vectorize_parallel(sch, b, lanes))
+        else:
+            desc.append(_parallel_outer(sch, b))
+    return ";".join(d for d in desc if d)
+
+
+def _vectorize_parallel(sch: Schedule, block, lanes: int) -> str:
+    loops = sch.get_loops(block)
+    if not loops:
+        return ""
+    ext = _extents(sch, loops)
+    total = 1
+    for e in ext:
+        total *= e
+    vec = None
+    if ext[-1] % lanes == 0 and ext[-1] >= lanes:
+        outer, vec = sch.split(loops[-1], [None, lanes])
+        loops = list(loops[:-1]) + [outer]
+    if total >= _MIN_PARALLEL_WORK and len(loops) > 0:
+        fused = sch.fuse(*loops) if len(loops) > 1 else loops[0]
+        sch.parallel(fused)
+    if vec is not None:
+        sch.vectorize(vec)
+    return "vec" if vec is not None else "par"
+
+
+def _parallel_outer(sch: Schedule, block) -> str:
+    loops = sch.get_loops(block)
+    types = _iter_types(sch, block)
+    spatial = [lp for lp, t in zip(loops, types) if t == 0]
+    spatial = spatial[: next((i for i, t in enumerate(types) if t != 0), len(types))]
+    if not spatial:
+        return "serial"
+    ext = _extents(sch, spatial)
+    total = 1
+    for e in ext:
+        total *= e
+    if total > 1:
+        sch.parallel(sch.fuse(*spatial) if len(spatial) > 1 else spatial[0])
+    return "rowpar"
+
+
+def _factor(extent: int, want: int) -> int:
+    f = want
+    while f > 1 and extent % f:
+        f //= 2
+    return f
+
+
+def _tile_anchor(sch: Schedule, block, op: str, lanes: int) -> str:
+    loops = sch.get_loops(block)
+    types = _iter_types(sch, block)
+    spatial = [lp for lp, t in zip(loops, types) if t == 0]
+    reduce = [lp for lp, t in zip(loops, types) if t != 0]
+    ext = _extents(sch, spatial)
+    v = _factor(ext[-1], lanes * 2 if ext[-1] >= lanes * 4 else lanes)
+    u_axis = _UNROLL_AXIS.get(op)
+    if u_axis is not None:
+        u_axis %= len(spatial)
+        if u_axis == len(spatial) - 1:
+            u_axis = None
+    u = _factor(ext[u_axis], 4) if u_axis is not None else 1
+    outer, inner = list(spatial), []
+    if u > 1:
+        uo, ui = sch.split(spatial[u_axis], [None, u])
+        outer[u_axis] = uo
+        inner.append(ui)
+    if v > 1:
+        vo, vi = sch.split(spatial[-1], [None, v])
+        outer[-1] = vo
+        inner.append(vi)
+    sch.reorder(*outer, *reduce, *inner)
+    write_back = sch.cache_write(block, 0, "local")
+    sch.reverse_compute_at(write_back, outer[-1])
+    par = outer[:-1] if len(outer) > 1 else outer
+    if par and _extents(sch, par) and max(_extents(sch, par)) > 1:
+        sch.parallel(sch.fuse(*par) if len(par) > 1 else par[0])
+    if v > 1:
+        sch.vectorize(inner[-1])
+    if u > 1:
+        sch.unroll(inner[0])
+    if reduce:
+        init = sch.decompose_reduction(block, reduce[0])
+        _vectorize_inner(sch, init, v)
+    _vectorize_inner(sch, write_back, v)
+    return f"tile(u{u},v{v})"
+
+
+def _vectorize_inner(sch: Schedule, block, v: int) -> None:
+    loops = sch.get_loops(block)
+    if v > 1 and loops and int(sch.get(loops[-1]).extent) == v:
+        sch.vectorize(loops[-1])

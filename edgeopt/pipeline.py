@@ -1,0 +1,140 @@
+"""The pass manager: registered passes, pipelines chosen by opt_level and target, instruments.
+
+A pass is a class with a ``name``, the IR properties it ``requires`` and ``guarantees``, and a
+``run(graph) -> dict`` that rewrites the graph in place and returns its counters (hit counts...):
+
+    @register_pass
+    class MyPass(Pass):
+        name = "my_pass"
+        def run(self, g):
+            ...
+            return {"rewrites": n}
+
+After every pass the IR is verified; a pass that breaks it is named in the error. ``EDGEOPT_DEBUG=1``
+prints the IR after each pass to stderr (``EDGEOPT_DEBUG_DIR=dir`` writes one file per pass instead).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Iterable, Sequence
+
+from .errors import PassError
+from .ir import Graph, VerificationError, verify
+
+_PASSES: dict[str, type[Pass]] = {}
+
+
+class Pass:
+    name: str = ""
+    #: properties the IR must have before this pass (established by earlier passes)
+    requires: tuple[str, ...] = ()
+    #: properties the IR has after this pass
+    guarantees: tuple[str, ...] = ()
+    #: properties this pass may break
+    invalidates: tuple[str, ...] = ()
+
+    def run(self, g: Graph) -> dict:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"<pass {self.name}>"
+
+
+def register_pass(cls: type[Pass]) -> type[Pass]:
+    if not cls.name:
+        raise ValueError(f"{cls.__name__} has no name")
+    if cls.name in _PASSES and _PASSES[cls.name] is not cls:
+        raise ValueError(f"pass {cls.name!r} registered twice")
+    _PASSES[cls.name] = cls
+    return cls
+
+
+def _load_builtin_passes() -> None:
+    import importlib
+    import pkgutil
+
+    from . import passes
+
+    for m in pkgutil.iter_modules(passes.__path__):
+        importlib.import_module(f"{passes.__name__}.{m.name}")
+
+
+def get_pass(name: str) -> Pass:
+    _load_builtin_passes()
+    if name not in _PASSES:
+        raise PassError(f"unknown pass {name!r}; registered passes: {', '.join(sorted(_PASSES))}")
+    return _PASSES[name]()
+
+
+def registered_passes() -> list[str]:
+    _load_builtin_passes()
+    return sorted(_PASSES)
+
+
+#: pipelines by optimization level (target-specific passes are added by the target's name)
+PIPELINES = {
+    0: [],
+    1: ["dead_code_elimination"],
+    2: ["dead_code_elimination", "linear_weight_layout"],
+}
+
+
+def default_pipeline(opt_level: int, target_name: str = "host") -> list[str]:
+    if opt_level not in PIPELINES:
+        raise ValueError(f"opt_level must be one of {sorted(PIPELINES)}")
+    return list(PIPELINES[opt_level])
+
+
+def resolve(passes: Sequence[str | Pass] | None, disable: Iterable[str], opt_level: int,
+            target_name: str) -> list[Pass]:
+    names = default_pipeline(opt_level, target_name) if passes is None else list(passes)
+    disable = set(disable)
+    out = []
+    for p in names:
+        pobj = get_pass(p) if isinstance(p, str) else p
+        if pobj.name not in disable:
+            out.append(pobj)
+    unknown = disable - {p.name for p in out} - set(registered_passes())
+    if unknown:
+        raise PassError(f"disable= names unknown pass(es) {sorted(unknown)}")
+    return out
+
+
+def run_passes(g: Graph, passes: Sequence[Pass]) -> list[dict]:
+    """Run passes in order, verifying after each; returns [{name, seconds, stats}] for the report."""
+    debug = os.environ.get("EDGEOPT_DEBUG", "") not in ("", "0")
+    debug_dir = os.environ.get("EDGEOPT_DEBUG_DIR")
+    have: set[str] = set()
+    records = []
+    for i, p in enumerate(passes):
+        missing = set(p.requires) - have
+        if missing:
+            raise PassError(f"pass {p.name!r} requires {sorted(missing)}, which no earlier pass guarantees")
+        t0 = time.perf_counter()
+        try:
+            stats = p.run(g) or {}
+        except Exception as e:
+            raise PassError(f"pass {p.name!r} failed: {type(e).__name__}: {e}") from e
+        seconds = time.perf_counter() - t0
+        try:
+            verify(g)
+        except VerificationError as e:
+            raise PassError(f"pass {p.name!r} left the IR invalid:\n{e}") from e
+        have = (have - set(p.invalidates)) | set(p.guarantees)
+        records.append({"name": p.name, "seconds": round(seconds, 6), "stats": stats})
+        if debug or debug_dir:
+            _dump(g, i, p.name, debug_dir)
+    return records
+
+
+def _dump(g: Graph, i: int, name: str, debug_dir: str | None) -> None:
+    text = str(g)
+    if debug_dir:
+        os.makedirs(debug_dir, exist_ok=True)
+        with open(os.path.join(debug_dir, f"{i:02d}_{name}.ir"), "w") as f:
+            f.write(text)
+    else:
+        print(f"// ----- IR after pass {i}: {name} -----\n{text}", file=sys.stderr)

@@ -1,0 +1,91 @@
+"""The artifact file: one zip with a manifest, the execution plan, weights and the compiled kernels.
+
+    manifest.json        format + version, edgeopt/TVM versions, target, inputs/outputs, report,
+                         and the sha256 and size of every other member
+    plan.json            the execution plan (see edgeopt/lower/build.py)
+    weights.safetensors  the constants the kernels read (never pickle)
+    kernels.so           the compiled kernel library for the target
+    ir.txt               the final IR, for people (not needed to run)
+
+``read_artifact`` refuses a file that is not a zip, is truncated, has a member missing, added or changed
+(sha256), or was written in a format version this runtime does not read, and says which check failed.
+This module imports neither torch nor TVM: the device runtime uses it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import zipfile
+
+from ..errors import ArtifactError
+
+FORMAT = "edgeopt-artifact"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def write_artifact(manifest: dict, members: dict[str, bytes]) -> bytes:
+    """Zip the members with a manifest that records every member's sha256; returns the file's bytes."""
+    manifest = dict(manifest, format=FORMAT, format_version=FORMAT_VERSION,
+                    members={name: {"sha256": sha256(data), "size": len(data)} for name, data in members.items()})
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        z.writestr(MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))
+        for name, data in members.items():
+            z.writestr(name, data)
+    return buf.getvalue()
+
+
+def read_artifact(source: str | bytes, what: str = "artifact") -> tuple[dict, dict[str, bytes]]:
+    """Open and verify an artifact (a path or its bytes); returns (manifest, members)."""
+    try:
+        fileobj = io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb")
+    except OSError as e:
+        raise ArtifactError(f"cannot open {what}: {e}") from None
+    with fileobj:
+        try:
+            z = zipfile.ZipFile(fileobj)
+        except zipfile.BadZipFile:
+            raise ArtifactError(f"{what} is not an edgeopt artifact (not a zip file, or truncated)") from None
+        with z:
+            names = z.namelist()
+            if MANIFEST not in names:
+                raise ArtifactError(f"{what} has no {MANIFEST}: not an edgeopt artifact")
+            try:
+                manifest = json.loads(z.read(MANIFEST))
+            except (ValueError, zipfile.BadZipFile, EOFError) as e:
+                raise ArtifactError(f"{what}: {MANIFEST} is unreadable ({e})") from None
+            _check_format(manifest, what)
+            listed = manifest.get("members", {})
+            extra = sorted(set(names) - set(listed) - {MANIFEST})
+            if extra:
+                raise ArtifactError(f"{what} contains members the manifest does not list: {extra} (tampered)")
+            members = {}
+            for name, info in listed.items():
+                if name not in names:
+                    raise ArtifactError(f"{what} is missing member {name!r} (truncated or tampered)")
+                try:
+                    data = z.read(name)
+                except (zipfile.BadZipFile, EOFError, OSError) as e:
+                    raise ArtifactError(f"{what}: member {name!r} is damaged ({e})") from None
+                if len(data) != info["size"] or sha256(data) != info["sha256"]:
+                    raise ArtifactError(f"{what}: sha256 of member {name!r} does not match the manifest "
+                                        "(the file was modified after it was written)")
+                members[name] = data
+    return manifest, members
+
+
+def _check_format(manifest: dict, what: str) -> None:
+    if manifest.get("format") != FORMAT:
+        raise ArtifactError(f"{what} is not an edgeopt artifact (format {manifest.get('format')!r})")
+    version = manifest.get("format_version")
+    if version != FORMAT_VERSION:
+        raise ArtifactError(f"{what} has artifact format version {version}; this edgeopt runtime reads version "
+                            f"{FORMAT_VERSION}. Recompile the model with this edgeopt, or install the edgeopt "
+                            "version that wrote it.")

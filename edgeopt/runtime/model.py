@@ -1,0 +1,135 @@
+"""The runtime's model: load a verified artifact, check inputs, run the plan. Imports no torch, no compiler.
+
+Each thread that calls the model gets its own activation buffers (made once, on its first call), so
+calls are reusable and two threads can run the same model at the same time.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import numpy as np
+
+from ..errors import ArtifactError, InputError
+from ..ir_dtypes import NP_DTYPES
+from . import safetensors_io, tvm_cpu
+from .artifact import read_artifact
+
+SUPPORTED_TVM = "0.27"
+
+
+class Model:
+    """A loaded artifact. Call it with numpy arrays (or anything ``np.asarray`` takes)."""
+
+    def __init__(self, source: str | bytes, what: str = "artifact"):
+        manifest, members = read_artifact(source, what)
+        self.manifest = manifest
+        tvm_version = str(manifest.get("tvm_version", ""))
+        if not tvm_version.startswith(SUPPORTED_TVM):
+            raise ArtifactError(f"{what} was compiled with TVM {tvm_version}; this runtime runs TVM {SUPPORTED_TVM}.x "
+                                "kernels: recompile the model")
+        tvm_cpu.check_device(manifest["target"])
+        try:
+            self.plan = json.loads(members["plan.json"])
+            weights = safetensors_io.loads(members["weights.safetensors"])
+        except (KeyError, ValueError) as e:
+            raise ArtifactError(f"{what}: plan or weights unreadable ({e})") from None
+        self.report = manifest.get("report", {})
+        self.ir = members.get("ir.txt", b"").decode()
+        self._lib = tvm_cpu.load_library(members["kernels.so"]) if self.plan["steps"] else None
+        self._funcs = {}
+        for step in self.plan["steps"]:
+            if step["kernel"] not in self._funcs:
+                self._funcs[step["kernel"]] = self._lib[step["kernel"]]
+        self._consts = {}
+        for name, info in self.plan["values"].items():
+            if info["kind"] == "const":
+                arr = tvm_cpu.aligned_empty(info["shape"], NP_DTYPES[info["dtype"]])
+                arr[...] = weights[name]
+                self._consts[name] = arr
+        self._local = threading.local()
+        self.inputs = self.plan["inputs"]
+        self.outputs = self.plan["outputs"]
+
+    # -- execution ----------------------------------------------------------------------------------
+    def _context(self):
+        ctx = getattr(self._local, "ctx", None)
+        if ctx is None:
+            ctx = self._local.ctx = _Context(self)
+        return ctx
+
+    def __call__(self, *args, **kwargs):
+        """Run on inputs (positional in order, or by name); returns an array, or a tuple if several."""
+        arrays = self._bind(args, kwargs)
+        ctx = self._context()
+        for buf, arr in zip(ctx.input_arrays, arrays):
+            np.copyto(buf, arr)
+        for fn, targs in ctx.calls:
+            fn(*targs)
+        outs = tuple(a.copy() for a in ctx.output_arrays)
+        return outs[0] if len(outs) == 1 else outs
+
+    run = __call__
+
+    def _bind(self, args, kwargs) -> list[np.ndarray]:
+        names = [i["name"] for i in self.inputs]
+        if len(args) > len(names):
+            raise InputError(f"the model takes {len(names)} input(s) ({', '.join(names)}), got {len(args)}")
+        given = dict(zip(names, args))
+        for k, v in kwargs.items():
+            if k not in names:
+                raise InputError(f"unknown input {k!r}; the model's inputs are: {', '.join(names)}")
+            if k in given:
+                raise InputError(f"input {k!r} given twice")
+            given[k] = v
+        missing = [n for n in names if n not in given]
+        if missing:
+            raise InputError(f"missing input(s): {', '.join(missing)}")
+        out = []
+        for spec in self.inputs:
+            x = given[spec["name"]]
+            x = x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
+            want_dt = NP_DTYPES[spec["dtype"]]
+            if tuple(x.shape) != tuple(spec["shape"]):
+                raise InputError(f"input {spec['name']!r}: expected shape {tuple(spec['shape'])}, got "
+                                 f"{tuple(x.shape)}. The model was compiled for that static shape; "
+                                 "recompile with example inputs of the new shape.")
+            if x.dtype != want_dt:
+                raise InputError(f"input {spec['name']!r}: expected dtype {want_dt}, got {x.dtype} "
+                                 f"(convert it with .astype(np.{want_dt}))")
+            out.append(x)
+        return out
+
+
+class _Context:
+    """One thread's buffers and prebuilt call list."""
+
+    def __init__(self, model: Model):
+        plan = model.plan
+        arrays: dict[str, np.ndarray] = dict(model._consts)
+        for name, info in plan["values"].items():
+            if info["kind"] in ("input", "buffer"):
+                arrays[name] = tvm_cpu.aligned_empty(info["shape"], NP_DTYPES[info["dtype"]])
+        for name, info in plan["values"].items():
+            if info["kind"] == "view":
+                arrays[name] = _resolve_view(name, plan["values"], arrays)
+        tensors = {name: tvm_cpu.as_tensor(a) for name, a in arrays.items()}
+        self.calls = [(model._funcs[s["kernel"]], [tensors[a] for a in s["args"]]) for s in plan["steps"]]
+        self.input_arrays = [arrays[i["name"]] for i in plan["inputs"]]
+        self.output_arrays = [arrays[o["name"]] for o in plan["outputs"]]
+        self._arrays = arrays  # keep the memory alive while the tensors point at it
+
+
+def _resolve_view(name, values, arrays):
+    if name in arrays:
+        return arrays[name]
+    info = values[name]
+    base = _resolve_view(info["of"], values, arrays)
+    arrays[name] = base.reshape(info["shape"])
+    return arrays[name]
+
+
+def load(path: str) -> Model:
+    """Load an artifact written by ``CompiledModel.save``; verifies hashes, versions and the device."""
+    return Model(path, what=f"artifact {path!r}")

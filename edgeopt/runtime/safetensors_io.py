@@ -1,0 +1,50 @@
+"""A minimal reader/writer of the safetensors format in plain numpy (no torch, no pickle).
+
+Layout: 8-byte little-endian header size N, N bytes of JSON header {name: {dtype, shape, data_offsets}},
+then the raw little-endian tensor bytes. Files written here are read by the ``safetensors`` package too.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+
+import numpy as np
+
+_TO_ST = {"float32": "F32", "float16": "F16", "float64": "F64", "int8": "I8", "uint8": "U8", "int16": "I16",
+          "int32": "I32", "int64": "I64", "bool": "BOOL"}
+_FROM_ST = {v: np.dtype(k) for k, v in _TO_ST.items()}
+
+
+def dumps(tensors: dict[str, np.ndarray]) -> bytes:
+    header, chunks, offset = {}, [], 0
+    for name, arr in tensors.items():
+        arr = np.ascontiguousarray(arr)
+        data = arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
+        header[name] = {"dtype": _TO_ST[arr.dtype.name], "shape": list(arr.shape),
+                        "data_offsets": [offset, offset + len(data)]}
+        chunks.append(data)
+        offset += len(data)
+    head = json.dumps(header, separators=(",", ":")).encode()
+    head += b" " * (-len(head) % 8)  # keep the data 8-byte aligned, as the format recommends
+    return struct.pack("<Q", len(head)) + head + b"".join(chunks)
+
+
+def loads(blob: bytes) -> dict[str, np.ndarray]:
+    if len(blob) < 8:
+        raise ValueError("safetensors data is truncated")
+    (n,) = struct.unpack("<Q", blob[:8])
+    if 8 + n > len(blob):
+        raise ValueError("safetensors header is truncated")
+    header = json.loads(blob[8 : 8 + n])
+    body = memoryview(blob)[8 + n :]
+    out = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        start, end = info["data_offsets"]
+        dt = _FROM_ST[info["dtype"]]
+        if end > len(body) or end - start != dt.itemsize * int(np.prod(info["shape"], dtype=np.int64)):
+            raise ValueError(f"safetensors tensor {name!r} has inconsistent offsets")
+        out[name] = np.frombuffer(body[start:end], dtype=dt.newbyteorder("<")).astype(dt).reshape(info["shape"])
+    return out

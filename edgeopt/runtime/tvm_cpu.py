@@ -1,0 +1,98 @@
+"""The CPU backend of the runtime: loads a TVM kernel library with ``tvm_ffi`` and ``libtvm_runtime.so``.
+
+It needs neither torch nor TVM's compiler: on a device, install ``apache-tvm-ffi`` and put
+``libtvm_runtime.so`` next to it (or point ``EDGEOPT_TVM_RUNTIME`` at it). On a machine with the full
+``apache-tvm`` wheel the library is found inside that package without importing it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib.util
+import os
+import platform
+import tempfile
+
+import numpy as np
+
+from ..errors import ArtifactError
+
+ALIGN = 64  # TVM kernels require 64-byte aligned buffers
+_runtime_loaded = False
+
+
+def _find_runtime_lib() -> str:
+    env = os.environ.get("EDGEOPT_TVM_RUNTIME")
+    if env:
+        return env
+    spec = importlib.util.find_spec("tvm")
+    if spec and spec.submodule_search_locations:
+        path = os.path.join(spec.submodule_search_locations[0], "lib", "libtvm_runtime.so")
+        if os.path.exists(path):
+            return path
+    raise ArtifactError("the TVM runtime library (libtvm_runtime.so) was not found: install apache-tvm, or set "
+                        "EDGEOPT_TVM_RUNTIME to the path of libtvm_runtime.so")
+
+
+def ensure_runtime():
+    """Load libtvm_runtime.so once, BEFORE any module (its initializers register the CPU backend)."""
+    global _runtime_loaded
+    import tvm_ffi  # loads libtvm_ffi.so, which libtvm_runtime.so links against
+
+    if not _runtime_loaded:
+        ctypes.CDLL(_find_runtime_lib(), ctypes.RTLD_GLOBAL)
+        _runtime_loaded = True
+    return tvm_ffi
+
+
+def load_library(data: bytes):
+    """Load a compiled kernel library from its bytes."""
+    tvm_ffi = ensure_runtime()
+    with tempfile.TemporaryDirectory(prefix="edgeopt-") as d:
+        path = os.path.join(d, "kernels.so")
+        with open(path, "wb") as f:
+            f.write(data)
+        return tvm_ffi.load_module(path)  # dlopen'ed: the file may go away now
+
+
+def aligned_empty(shape, dtype) -> np.ndarray:
+    """An uninitialized C-contiguous array whose data starts on a 64-byte boundary."""
+    dtype = np.dtype(dtype)
+    nbytes = max(1, int(np.prod(shape, dtype=np.int64)) * dtype.itemsize)
+    raw = np.empty(nbytes + ALIGN, np.uint8)
+    off = (-raw.ctypes.data) % ALIGN
+    return raw[off : off + nbytes].view(dtype)[: int(np.prod(shape, dtype=np.int64))].reshape(shape)
+
+
+def as_tensor(arr: np.ndarray):
+    tvm_ffi = ensure_runtime()
+    return tvm_ffi.from_dlpack(arr, require_alignment=ALIGN, require_contiguous=True)
+
+
+def check_device(target: dict) -> None:
+    """Refuse an artifact built for another machine kind, or for CPU features this CPU lacks."""
+    if target.get("runtime") != "cpu":
+        raise ArtifactError(f"this artifact targets {target.get('name')!r} (runtime {target.get('runtime')!r}); "
+                            "the CPU runtime cannot run it")
+    arch = platform.machine()
+    if target.get("arch") and target["arch"] != arch:
+        raise ArtifactError(f"this artifact was compiled for {target['arch']} ({target.get('name')}), "
+                            f"but this machine is {arch}: recompile for this device")
+    missing = sorted(set(target.get("cpu_features", [])) - cpu_features())
+    if missing:
+        raise ArtifactError(f"this artifact was compiled for a CPU with {', '.join(missing)} "
+                            f"(mcpu={target.get('mcpu')}), which this CPU lacks: running it would crash "
+                            "(illegal instruction). Recompile on or for this CPU.")
+
+
+def cpu_features() -> set[str]:
+    """ISA feature flags of this CPU (x86: /proc/cpuinfo names; 'sse4.2' as LLVM spells it)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    flags = set(line.split(":", 1)[1].split())
+                    return flags | ({"sse4.2"} if "sse4_2" in flags else set())
+    except OSError:
+        pass
+    return set()

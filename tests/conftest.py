@@ -1,0 +1,50 @@
+"""Shared fixtures: compiled zoo models are built once per test process (compiles are the slow part)."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+_COMPILED: dict = {}
+
+
+def compile_zoo(name: str, small: bool = True, **options):
+    """(model, inputs, compiled) for a zoo model, cached for the whole test process."""
+    import edgeopt
+    from tests.models.zoo import build
+
+    key = (name, small, tuple(sorted(options.items())))
+    if key not in _COMPILED:
+        model, inputs = build(name, small=small)
+        _COMPILED[key] = (model, inputs, edgeopt.compile(model, inputs, **options))
+    return _COMPILED[key]
+
+
+def torch_outputs(model, inputs) -> list[np.ndarray]:
+    import torch
+
+    with torch.no_grad():
+        out = model(*inputs)
+    out = out if isinstance(out, (tuple, list)) else (out,)
+    return [o.detach().numpy() for o in out]
+
+
+def as_list(y) -> list[np.ndarray]:
+    return list(y) if isinstance(y, tuple) else [y]
+
+
+def rel_err(ref: np.ndarray, got: np.ndarray) -> float:
+    """max |ref - got| relative to the output's scale (max |ref|, at least 1e-6)."""
+    return float(np.abs(ref.astype(np.float64) - got).max() / max(float(np.abs(ref).max()), 1e-6))
+
+
+@pytest.fixture(scope="session")
+def host_target():
+    from edgeopt.targets import get_target
+
+    return get_target("host")

@@ -1,0 +1,89 @@
+"""Every zoo model compiles for the host and matches PyTorch: compiled, saved+loaded, and interpreted."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import edgeopt
+from edgeopt.ir import interpret, parse_graph, verify
+from tests.conftest import as_list, compile_zoo, rel_err, torch_outputs
+from tests.models.zoo import ZOO
+
+pytestmark = pytest.mark.models
+TOL = 1e-4  # max abs error relative to the output's scale, fp32
+
+
+@pytest.mark.parametrize("name", sorted(ZOO))
+def test_compiled_matches_torch(name, tmp_path):
+    model, inputs, compiled = compile_zoo(name)
+    ref = torch_outputs(model, inputs)
+    got = as_list(compiled(*inputs))
+    assert len(got) == len(ref)
+    for r, g in zip(ref, got):
+        assert g.shape == r.shape and g.dtype == r.dtype
+        assert rel_err(r, g) <= TOL, f"{name}: compiled vs torch {rel_err(r, g):.2e}"
+    path = tmp_path / f"{name}.edgeopt"
+    compiled.save(path)
+    loaded = edgeopt.load(str(path))
+    again = as_list(loaded(*[x.numpy() for x in inputs]))
+    for g, a in zip(got, again):
+        np.testing.assert_array_equal(g, a)  # the saved artifact runs the very same kernels
+
+
+@pytest.mark.parametrize("name", sorted(ZOO))
+def test_ir_roundtrip_verify_interpret(name):
+    model, inputs, compiled = compile_zoo(name)
+    g = compiled.graph
+    verify(g)
+    text = compiled.ir
+    big = {k: v for k, v in g.constants.items()}
+    again = parse_graph(text, big)
+    verify(again)
+    assert str(again) == text
+    ref = torch_outputs(model, inputs)
+    out = interpret(again, [x.numpy() for x in inputs])
+    for r, o in zip(ref, out):
+        assert rel_err(r, o) <= TOL, f"{name}: interpreter vs torch {rel_err(r, o):.2e}"
+
+
+@pytest.mark.parametrize("name", sorted(ZOO))
+def test_report(name):
+    _, _, compiled = compile_zoo(name)
+    r = compiled.report
+    assert r["target"] == "host"
+    assert 0 < r["num_unique_kernels"] <= r["num_kernels"] <= r["traced_ops"]
+    assert r["weight_bytes"] > 0 and r["compile_seconds"] > 0
+    assert [p["name"] for p in r["passes"]] == ["dead_code_elimination", "linear_weight_layout"]
+    assert all(p["seconds"] >= 0 for p in r["passes"])
+    assert not [k for k in r["kernels"] if k["schedule"].startswith(("fallback", "unscheduled"))]
+
+
+@pytest.mark.slow
+def test_efficientnet_lite0_full_size_real_images():
+    """Pretrained EfficientNet-Lite0 at 224 on real photos: same top-1 as torch, close logits."""
+    from tests.models.zoo import real_image
+
+    model, inputs, compiled = compile_zoo("efficientnet_lite0", small=False)
+    for size_img in (inputs[0], real_image(224)):
+        ref = torch_outputs(model, (size_img,))[0]
+        got = compiled(size_img)
+        assert rel_err(ref, got) <= TOL
+        assert ref.argmax() == got.argmax()
+
+
+@pytest.mark.slow
+def test_minilm_full_size_embeddings():
+    """Pretrained all-MiniLM-L6-v2 at sequence 128: sentence embeddings match torch."""
+    model, inputs, compiled = compile_zoo("minilm", small=False)
+    ref = torch_outputs(model, inputs)[0]
+    got = compiled(*inputs)
+    assert rel_err(ref, got) <= TOL
+    mask = inputs[1].numpy()[..., None].astype(np.float32)
+
+    def embed(h):
+        e = (h * mask).sum(1) / mask.sum(1)
+        return e / np.linalg.norm(e, axis=-1, keepdims=True)
+
+    cos = float((embed(ref) * embed(got)).sum())
+    assert cos > 0.99999
