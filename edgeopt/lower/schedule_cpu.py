@@ -16,6 +16,8 @@ and says so in the returned description (which goes to the compile report).
 
 from __future__ import annotations
 
+import math
+
 import tvm
 from tvm.s_tir import Schedule
 
@@ -92,16 +94,13 @@ def _vectorize_parallel(sch: Schedule, block, lanes: int) -> str:
     if not loops:
         return ""
     ext = _extents(sch, loops)
-    total = 1
-    for e in ext:
-        total *= e
+    total = math.prod(ext)
     vec = None
     if ext[-1] % lanes == 0 and ext[-1] >= lanes:
         outer, vec = sch.split(loops[-1], [None, lanes])
         loops = list(loops[:-1]) + [outer]
-    if total >= _MIN_PARALLEL_WORK and len(loops) > 0:
-        fused = sch.fuse(*loops) if len(loops) > 1 else loops[0]
-        sch.parallel(fused)
+    if total >= _MIN_PARALLEL_WORK:
+        _parallel(sch, loops)
     if vec is not None:
         sch.vectorize(vec)
     return "vec" if vec is not None else "par"
@@ -114,13 +113,14 @@ def _parallel_outer(sch: Schedule, block) -> str:
     spatial = spatial[: next((i for i, t in enumerate(types) if t != 0), len(types))]
     if not spatial:
         return "serial"
-    ext = _extents(sch, spatial)
-    total = 1
-    for e in ext:
-        total *= e
-    if total > 1:
-        sch.parallel(sch.fuse(*spatial) if len(spatial) > 1 else spatial[0])
+    if math.prod(_extents(sch, spatial)) > 1:
+        _parallel(sch, spatial)
     return "rowpar"
+
+
+def _parallel(sch: Schedule, loops) -> None:
+    """Fuse adjacent loops and run the fused loop on the thread pool."""
+    sch.parallel(sch.fuse(*loops) if len(loops) > 1 else loops[0])
 
 
 def _factor(extent: int, want: int) -> int:
@@ -156,8 +156,8 @@ def _tile_anchor(sch: Schedule, block, op: str, lanes: int) -> str:
     write_back = sch.cache_write(block, 0, "local")
     sch.reverse_compute_at(write_back, outer[-1])
     par = outer[:-1] if len(outer) > 1 else outer
-    if par and _extents(sch, par) and max(_extents(sch, par)) > 1:
-        sch.parallel(sch.fuse(*par) if len(par) > 1 else par[0])
+    if par and max(_extents(sch, par)) > 1:
+        _parallel(sch, par)
     if v > 1:
         sch.vectorize(inner[-1])
     if u > 1:
