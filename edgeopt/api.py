@@ -46,14 +46,8 @@ def compile(model, example_inputs: Sequence, target="host", *, opt_level: int = 
 
     ``passes`` replaces the pipeline that ``opt_level`` picks; ``disable`` removes passes from it.
     """
-    import tvm
-    import tvm_ffi
-
     from .errors import UnsupportedModelError
     from .frontend import from_torch
-    from .ir import verify
-    from .lower import lower
-    from .pipeline import resolve, run_passes
     from .targets import get_target
 
     if dynamic_shapes is not None:
@@ -64,9 +58,25 @@ def compile(model, example_inputs: Sequence, target="host", *, opt_level: int = 
     if not isinstance(example_inputs, (tuple, list)):
         example_inputs = (example_inputs,)
     graph = from_torch(model, example_inputs)
+    return compile_graph(graph, tgt, opt_level=opt_level, passes=passes, disable=disable,
+                         frontend_seconds=time.perf_counter() - t0)
+
+
+def compile_graph(graph, target="host", *, opt_level: int = 2, passes: Sequence | None = None,
+                  disable: Sequence[str] = (), frontend_seconds: float = 0.0) -> CompiledModel:
+    """Run the pass pipeline on an IR graph (modified in place), lower it and package the artifact."""
+    import tvm
+    import tvm_ffi
+
+    from .ir import verify
+    from .lower import lower
+    from .pipeline import resolve, run_passes
+    from .targets import get_target
+
+    t0 = time.perf_counter() - frontend_seconds
+    tgt = get_target(target)
     verify(graph)
     traced_ops = len(graph.nodes)
-    t_frontend = time.perf_counter() - t0
     records = run_passes(graph, resolve(passes, disable, opt_level, tgt.name))
     lowered = lower(graph, tgt)
     with tempfile.TemporaryDirectory(prefix="edgeopt-") as d:
@@ -86,7 +96,7 @@ def compile(model, example_inputs: Sequence, target="host", *, opt_level: int = 
         "weight_bytes": int(sum(a.nbytes for a in consts.values())),
         "passes": [{"name": r["name"], "seconds": r["seconds"]} for r in records],
         "pass_stats": {r["name"]: r["stats"] for r in records},
-        "frontend_seconds": round(t_frontend, 4),
+        "frontend_seconds": round(frontend_seconds, 4),
         "lower_seconds": round(lowered.seconds["schedule"], 4),
         "codegen_seconds": round(lowered.seconds["codegen"], 4),
         "kernels": lowered.kernels,

@@ -41,11 +41,15 @@ def verify(g: Graph) -> None:
                 problems.append(f"{where}: input %{v.name} is used before it is defined (or not in the graph)")
         try:
             opdef = get_op(n.op)
-            if opdef.normalize_attrs(n.attrs) != n.attrs:
+            attrs = opdef.normalize_attrs(n.attrs)
+            if attrs != n.attrs:
                 problems.append(f"{where}: attributes {n.attrs} are not in normal form")
-            types = opdef.infer([v.type for v in n.inputs], n.attrs)
+            types = opdef.infer([v.type for v in n.inputs], attrs)
         except OpError as e:
             problems.append(f"{where}: {e}")
+            types = None
+        except Exception as e:  # a schema that crashes on malformed input is still a verification failure
+            problems.append(f"{where}: type inference failed: {type(e).__name__}: {e}")
             types = None
         if types is not None:
             if len(types) != len(n.outputs):
