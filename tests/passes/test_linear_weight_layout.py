@@ -1,0 +1,194 @@
+"""linear_weight_layout: Before/Expected IR, hit counts, numerics (interpreter before vs after), verify."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgeopt.ir import Graph, interpret, parse_graph, print_graph, verify
+from edgeopt.pipeline import get_pass
+
+NAME = "linear_weight_layout"
+RNG = np.random.default_rng(7)
+W = RNG.standard_normal((4, 8)).astype(np.float32)
+W_IO = RNG.standard_normal((8, 3)).astype(np.float32)  # already [in, out]
+W_OTHER = RNG.standard_normal((5, 8)).astype(np.float32)
+
+
+def run_pass(g: Graph) -> dict:
+    stats = get_pass(NAME).run(g)
+    verify(g)
+    return stats
+
+
+def assert_rewrites(before: str, expected: str, before_consts: dict, expected_consts: dict):
+    """Parse Before, run the pass on a clone, compare its printed text with the printed Expected."""
+    g = parse_graph(before, before_consts)
+    verify(g)
+    after = g.clone()
+    stats = run_pass(after)
+    assert print_graph(after) == print_graph(parse_graph(expected, expected_consts))
+    for k, arr in expected_consts.items():
+        np.testing.assert_array_equal(after.constants[k], arr)
+        assert after.constants[k].flags.c_contiguous
+    return g, after, stats
+
+
+def assert_same_numerics(before: Graph, after: Graph, seed: int = 0) -> None:
+    rng = np.random.default_rng(seed)
+    xs = [rng.standard_normal(v.type.shape).astype(v.type.np_dtype) for v in before.inputs]
+    for a, b in zip(interpret(before, xs), interpret(after, xs)):
+        assert a.dtype == b.dtype and a.shape == b.shape
+        np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-6)
+
+
+BEFORE = """
+graph main(%x: f32[2,8], %wx: f32[4,8]) {
+  const %w: f32[4,8]
+  const %b: f32[4] = [0.5, -0.5, 1.0, 2.0]
+  const %w_io_given: f32[8,3]
+  %y: f32[2,4] = linear(%x, %w, %b) {"weight_layout": "oi"}
+  %z: f32[2,4] = linear(%x, %w) {"weight_layout": "oi"}
+  %v: f32[2,4] = linear(%x, %wx) {"weight_layout": "oi"}
+  %u: f32[2,3] = linear(%x, %w_io_given) {"weight_layout": "io"}
+  %s: f32[2,4] = add(%y, %z)
+  %t: f32[2,4] = add(%s, %v)
+  return %t, %u
+}"""
+
+EXPECTED = """
+graph main(%x: f32[2,8], %wx: f32[4,8]) {
+  const %b: f32[4] = [0.5, -0.5, 1.0, 2.0]
+  const %w_io_given: f32[8,3]
+  const %w_io: f32[8,4]
+  %y: f32[2,4] = linear(%x, %w_io, %b) {"weight_layout": "io"}
+  %z: f32[2,4] = linear(%x, %w_io) {"weight_layout": "io"}
+  %v: f32[2,4] = linear(%x, %wx) {"weight_layout": "oi"}
+  %u: f32[2,3] = linear(%x, %w_io_given) {"weight_layout": "io"}
+  %s: f32[2,4] = add(%y, %z)
+  %t: f32[2,4] = add(%s, %v)
+  return %t, %u
+}"""
+
+
+def _before() -> Graph:
+    return parse_graph(BEFORE, {"w": W, "w_io_given": W_IO})
+
+
+def test_transposes_constant_weights():
+    before, after, stats = assert_rewrites(BEFORE, EXPECTED, {"w": W, "w_io_given": W_IO},
+                                           {"w_io": W.T, "w_io_given": W_IO})
+    assert stats == {"rewritten": 2}
+    assert_same_numerics(before, after)
+
+
+def test_shared_weight_is_transposed_once():
+    g = _before()
+    run_pass(g)
+    y, z = g.nodes[0], g.nodes[1]
+    assert y.inputs[1] is z.inputs[1] is g.const_values["w_io"]
+    assert [k for k in g.constants if k.startswith("w_io") and k != "w_io_given"] == ["w_io"]
+    assert "w" not in g.constants  # the [out, in] original is dropped once nothing reads it
+
+
+def test_non_constant_weight_is_left_alone():
+    g = _before()
+    run_pass(g)
+    v = g.nodes[2]
+    assert v.inputs[1] is g.inputs[1]
+    assert v.attrs == {"weight_layout": "oi"}
+
+
+def test_io_weight_is_left_alone_and_pass_is_idempotent():
+    g = _before()
+    run_pass(g)
+    assert g.constants["w_io_given"] is W_IO
+    text = print_graph(g)
+    assert run_pass(g) == {"rewritten": 0}
+    assert print_graph(g) == text
+
+
+def test_weight_also_read_by_another_op_is_kept():
+    before = """
+    graph main(%x: f32[3,8]) {
+      const %w: f32[4,8]
+      %y: f32[3,4] = linear(%x, %w) {"weight_layout": "oi"}
+      %wt: f32[8,4] = transpose(%w) {"perm": [1, 0]}
+      %m: f32[3,4] = matmul(%x, %wt)
+      %s: f32[3,4] = sub(%y, %m)
+      return %s, %w
+    }"""
+    expected = """
+    graph main(%x: f32[3,8]) {
+      const %w: f32[4,8]
+      const %w_io: f32[8,4]
+      %y: f32[3,4] = linear(%x, %w_io) {"weight_layout": "io"}
+      %wt: f32[8,4] = transpose(%w) {"perm": [1, 0]}
+      %m: f32[3,4] = matmul(%x, %wt)
+      %s: f32[3,4] = sub(%y, %m)
+      return %s, %w
+    }"""
+    g, after, stats = assert_rewrites(before, expected, {"w": W}, {"w": W, "w_io": W.T})
+    assert stats == {"rewritten": 1}
+    assert_same_numerics(g, after)
+
+
+def test_new_constant_name_does_not_clash():
+    before = """
+    graph main(%x: f32[2,8]) {
+      const %w: f32[4,8]
+      const %w_io: f32[8,3]
+      %y: f32[2,4] = linear(%x, %w) {"weight_layout": "oi"}
+      %z: f32[2,3] = linear(%x, %w_io) {"weight_layout": "io"}
+      return %y, %z
+    }"""
+    expected = """
+    graph main(%x: f32[2,8]) {
+      const %w_io: f32[8,3]
+      const %w_io_1: f32[8,4]
+      %y: f32[2,4] = linear(%x, %w_io_1) {"weight_layout": "io"}
+      %z: f32[2,3] = linear(%x, %w_io) {"weight_layout": "io"}
+      return %y, %z
+    }"""
+    g, after, stats = assert_rewrites(before, expected, {"w": W, "w_io": W_IO}, {"w_io": W_IO, "w_io_1": W.T})
+    assert stats == {"rewritten": 1}
+    assert_same_numerics(g, after)
+
+
+def test_two_weights_and_batched_input():
+    before = """
+    graph main(%x: f32[2,3,8]) {
+      const %w1: f32[4,8]
+      const %w2: f32[5,8]
+      %a: f32[2,3,4] = linear(%x, %w1) {"weight_layout": "oi"}
+      %b: f32[2,3,5] = linear(%x, %w2) {"weight_layout": "oi"}
+      return %a, %b
+    }"""
+    expected = """
+    graph main(%x: f32[2,3,8]) {
+      const %w1_io: f32[8,4]
+      const %w2_io: f32[8,5]
+      %a: f32[2,3,4] = linear(%x, %w1_io) {"weight_layout": "io"}
+      %b: f32[2,3,5] = linear(%x, %w2_io) {"weight_layout": "io"}
+      return %a, %b
+    }"""
+    g, after, stats = assert_rewrites(before, expected, {"w1": W, "w2": W_OTHER},
+                                      {"w1_io": W.T, "w2_io": W_OTHER.T})
+    assert stats == {"rewritten": 2}
+    assert_same_numerics(g, after)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_numerics_on_random_inputs(seed):
+    g = _before()
+    after = g.clone()
+    run_pass(after)
+    assert_same_numerics(g, after, seed)
+
+
+def test_before_graph_is_not_modified_by_running_on_a_clone():
+    g = _before()
+    text = print_graph(g)
+    run_pass(g.clone())
+    assert print_graph(g) == text
+    np.testing.assert_array_equal(g.constants["w"], W)
