@@ -90,7 +90,10 @@ def lower(g: Graph, target) -> Lowered:
     for n in g.nodes:
         out = n.outputs[0]
         if n.op in VIEW_OPS:
-            values[out.name] = {**_vinfo(out, "view"), "of": n.inputs[0].name}
+            src = n.inputs[0]
+            if g.is_const(src) and src.name not in values:  # a view of a weight: the weight must ship
+                values[src.name] = _vinfo(src, "const")
+            values[out.name] = {**_vinfo(out, "view"), "of": src.name}
             continue
         key = kernel_key(g, n)
         name = f"{n.op}_{hashlib.sha1(key.encode()).hexdigest()[:12]}"

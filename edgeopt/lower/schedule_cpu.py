@@ -137,6 +137,8 @@ def _tile_anchor(sch: Schedule, block, op: str, lanes: int) -> str:
     reduce = [lp for lp, t in zip(loops, types) if t != 0]
     ext = _extents(sch, spatial)
     v = _factor(ext[-1], lanes * 2 if ext[-1] >= lanes * 4 else lanes)
+    if v < 4:  # 2-lane vectors trip an LLVM codegen bug in TVM 0.27 ("does not dominate all uses")
+        v = 1
     u_axis = _UNROLL_AXIS.get(op)
     if u_axis is not None:
         u_axis %= len(spatial)

@@ -58,10 +58,11 @@ def load_library(data: bytes):
 def aligned_empty(shape, dtype) -> np.ndarray:
     """An uninitialized C-contiguous array whose data starts on a 64-byte boundary."""
     dtype = np.dtype(dtype)
-    nbytes = max(1, int(np.prod(shape, dtype=np.int64)) * dtype.itemsize)
+    count = int(np.prod(shape, dtype=np.int64))
+    nbytes = max(1, count) * dtype.itemsize  # a zero-size tensor still gets one aligned element
     raw = np.empty(nbytes + ALIGN, np.uint8)
     off = (-raw.ctypes.data) % ALIGN
-    return raw[off : off + nbytes].view(dtype)[: int(np.prod(shape, dtype=np.int64))].reshape(shape)
+    return raw[off : off + nbytes].view(dtype)[:count].reshape(shape)
 
 
 def as_tensor(arr: np.ndarray):
