@@ -27,6 +27,11 @@ class CompiledModel:
         """The IR after all passes, as text."""
         return str(self.graph)
 
+    @property
+    def plan(self) -> dict:
+        """The execution plan stored in the artifact (values, kernel steps)."""
+        return self._model.plan
+
     def __call__(self, *args, **kwargs):
         return self._model(*args, **kwargs)
 

@@ -2,7 +2,7 @@
 
 The model is exported with static shapes, decomposed to core ATen except for the ops the IR keeps whole
 (``KEEP_WHOLE``: linear, layer_norm, attention, activations...), then each ATen node is converted by the
-table in ``aten_table.py``. Subgraphs that only read constants are evaluated with torch here.
+table in ``aten/`` (one file per op family). Subgraphs that only read constants are evaluated with torch here.
 Every unsupported op is collected (with its source line) and reported in ONE error before anything is
 lowered.
 """
@@ -18,8 +18,7 @@ import torch
 
 from ..errors import UnsupportedModelError, UnsupportedOp
 from ..ir import Graph, TensorType, Value
-from ..ir.types import dtype_from_numpy
-from .aten_table import CONVERTERS, KEEP_WHOLE, Ctx
+from .aten import CONVERTERS, KEEP_WHOLE, Ctx, ir_dtype
 
 _FRAME = re.compile(r'File "([^"]+)", line (\d+), in (\S+)(?:\n +([^\n]*))?')
 _TORCH_DIR = torch.__file__.rsplit("/", 1)[0] + "/"
@@ -134,7 +133,7 @@ def _convert(ep: torch.export.ExportedProgram, name: str) -> Graph:
                     raise UnsupportedModelError(
                         f"input {node.name!r} has a dynamic shape {tuple(val.shape)}; edgeopt needs static "
                         "shapes for now: compile for one fixed shape (e.g. pad sequences to a fixed length).")
-                t = TensorType(tuple(val.shape), dtype_from_numpy(_np_dtype(val.dtype)))
+                t = TensorType(tuple(val.shape), ir_dtype(val.dtype))
                 ctx.env[node.name] = g.add_input(node.name, t)
             else:
                 ctx.torch_consts[node.name] = consts[spec.target]
@@ -207,7 +206,7 @@ def _check_types(ctx: Ctx, node, out) -> None:
     vals = val if isinstance(val, (tuple, list)) else (val,)
     for o, v in zip(outs, vals):
         if isinstance(o, Value) and isinstance(v, torch.Tensor):
-            want = TensorType(tuple(int(d) for d in v.shape), dtype_from_numpy(_np_dtype(v.dtype)))
+            want = TensorType(tuple(int(d) for d in v.shape), ir_dtype(v.dtype))
             if o.type.shape != want.shape or o.type.dtype != want.dtype:
                 raise AssertionError(f"edgeopt frontend bug: {node.target} at {ctx.source} gave {o.type}, "
                                      f"torch says {want}")
@@ -222,7 +221,3 @@ def _output_value(ctx: Ctx, a) -> Value:
     if v.producer is None:  # an output that is an input (or a constant) gets its own buffer
         v = ctx.g.add("copy", [v])
     return v
-
-
-def _np_dtype(dt: torch.dtype):
-    return torch.empty((), dtype=dt).numpy().dtype

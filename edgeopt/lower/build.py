@@ -49,8 +49,13 @@ def kernel_key(g: Graph, n: Node) -> str:
     return json.dumps([n.op, n.attrs, ins, [o.type.text() for o in n.outputs]], sort_keys=True)
 
 
+def kernel_args(g: Graph, n: Node) -> list[Value]:
+    """The IR values a node's kernel takes as arguments, in order (scalar constants are folded in)."""
+    return [v for v in n.inputs if not _is_scalar_const(g, v)]
+
+
 def build_primfunc(g: Graph, n: Node) -> tuple[tvm.tirx.PrimFunc, list[Value]]:
-    """The node's TE compute as a PrimFunc; returns it and the IR values it takes, in order."""
+    """The node's TE compute as a PrimFunc; returns it and ``kernel_args(g, n)``."""
     args, te_ins = [], []
     for i, v in enumerate(n.inputs):
         dt = TVM_DTYPES[v.type.dtype]
@@ -97,11 +102,11 @@ def lower(g: Graph, target) -> Lowered:
             continue
         key = kernel_key(g, n)
         name = f"{n.op}_{hashlib.sha1(key.encode()).hexdigest()[:12]}"
-        func, arg_values = build_primfunc(g, n)
-        if name not in funcs:
+        arg_values = kernel_args(g, n)
+        if name not in funcs:  # TE is built and scheduled once per distinct kernel, not per node
             cached = _KERNEL_CACHE.get((tkey, key))
             if cached is None:
-                cached = schedule_kernel(func, n.op, lanes)
+                cached = schedule_kernel(build_primfunc(g, n)[0], n.op, lanes)
                 _KERNEL_CACHE[(tkey, key)] = cached
             funcs[name] = cached[0].with_attr("global_symbol", name)
             kernels.append({"name": name, "op": n.op, "schedule": cached[1]})

@@ -51,6 +51,7 @@ class Model:
         self._local = threading.local()
         self.inputs = self.plan["inputs"]
         self.outputs = self.plan["outputs"]
+        self._input_names = [i["name"] for i in self.inputs]
 
     # -- execution ----------------------------------------------------------------------------------
     def _context(self):
@@ -73,7 +74,7 @@ class Model:
     run = __call__
 
     def _bind(self, args, kwargs) -> list[np.ndarray]:
-        names = [i["name"] for i in self.inputs]
+        names = self._input_names
         if len(args) > len(names):
             raise InputError(f"the model takes {len(names)} input(s) ({', '.join(names)}), got {len(args)}")
         given = dict(zip(names, args))

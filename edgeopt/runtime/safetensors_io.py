@@ -46,5 +46,5 @@ def loads(blob: bytes) -> dict[str, np.ndarray]:
         dt = _FROM_ST[info["dtype"]]
         if end > len(body) or end - start != dt.itemsize * int(np.prod(info["shape"], dtype=np.int64)):
             raise ValueError(f"safetensors tensor {name!r} has inconsistent offsets")
-        out[name] = np.frombuffer(body[start:end], dtype=dt.newbyteorder("<")).astype(dt).reshape(info["shape"])
+        out[name] = np.frombuffer(body[start:end], dtype=dt.newbyteorder("<")).reshape(info["shape"])  # read-only view
     return out

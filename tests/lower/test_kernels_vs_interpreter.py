@@ -8,23 +8,17 @@ does, and run with the torch-free runtime ``Model``. Known bugs are strict xfail
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-from edgeopt import __version__
+from edgeopt.api import compile_graph
 from edgeopt.ir import Graph, TensorType, Value, all_ops, interpret
 from edgeopt.ir.ops.elementwise import BINARY, UNARY
 from edgeopt.ir.types import dtype_from_numpy
-from edgeopt.lower import lower
-from edgeopt.runtime.artifact import write_artifact
-from edgeopt.runtime.model import Model
-from edgeopt.runtime.safetensors_io import dumps
 
 RNG = np.random.default_rng(1234)
 RTOL = 1e-5
@@ -41,30 +35,14 @@ def target():
 
 
 def compile_and_run(g: Graph, target, inputs):
-    """Lower ``g``, pack the artifact as ``edgeopt.api.compile_graph`` does and run it.
+    """Compile ``g`` with ``edgeopt.api.compile_graph`` (no passes) and run it through the runtime.
 
-    Returns (outputs, lowered).
+    Returns (outputs, compiled) where ``compiled`` has ``kernels`` (one per distinct kernel) and ``plan``.
     """
-    import tvm
-    import tvm_ffi
-
-    lowered = lower(g, target)
-    lib = b""
-    if lowered.executable is not None:
-        with tempfile.TemporaryDirectory(prefix="edgeopt-test-") as d:
-            path = os.path.join(d, "kernels.so")
-            target.export_library(lowered.executable, path)
-            with open(path, "rb") as f:
-                lib = f.read()
-    consts = {name: g.constants[name] for name, v in lowered.plan["values"].items() if v["kind"] == "const"}
-    members = {"plan.json": json.dumps(lowered.plan, separators=(",", ":")).encode(),
-               "weights.safetensors": dumps(consts), "kernels.so": lib, "ir.txt": str(g).encode()}
-    manifest = {"edgeopt_version": __version__, "tvm_version": tvm.__version__,
-                "tvm_ffi_version": tvm_ffi.__version__, "target": target.describe(),
-                "inputs": lowered.plan["inputs"], "outputs": lowered.plan["outputs"],
-                "report": {"kernels": lowered.kernels}}
-    out = Model(write_artifact(manifest, members))(*inputs)
-    return (list(out) if isinstance(out, tuple) else [out]), lowered
+    compiled = compile_graph(g.clone(), target, opt_level=0)
+    out = compiled(*inputs)
+    info = SimpleNamespace(kernels=compiled.report["kernels"], plan=compiled.plan)
+    return (list(out) if isinstance(out, tuple) else [out]), info
 
 
 def mismatch(expected: np.ndarray, got: np.ndarray, rtol: float) -> str | None:

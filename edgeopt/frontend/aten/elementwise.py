@@ -1,0 +1,153 @@
+"""ATen -> IR converters: elementwise math, comparisons, casts, identities and constant-like tensors."""
+
+from __future__ import annotations
+
+import torch
+
+from .ctx import Ctx, aten, promoted_dtype
+
+
+def _binary(op, compare=False):
+    def convert(ctx: Ctx, a, b, alpha=None):
+        dt = promoted_dtype(a, b) if compare else ctx.out_dtype()
+        x, y = ctx.v(a, dt), ctx.v(b, dt)
+        if alpha is not None and alpha != 1:
+            y = ctx.add("mul", [y, ctx.scalar(alpha, dt)])
+        return ctx.add(op, [x, y])
+
+    return convert
+
+
+def _rsub(ctx, a, b, alpha=1):
+    dt = ctx.out_dtype()
+    x, y = ctx.v(a, dt), ctx.v(b, dt)
+    if alpha != 1:
+        x = ctx.add("mul", [x, ctx.scalar(alpha, dt)])
+    return ctx.add("sub", [y, x])
+
+
+def _div_mode(ctx, a, b, rounding_mode=None):
+    dt = ctx.out_dtype()
+    if rounding_mode is None:
+        return ctx.add("div", [ctx.v(a, dt), ctx.v(b, dt)])
+    fdt = dt if dt in ("f32", "f16", "f64") else "f32"
+    q = ctx.add("div", [ctx.v(a, fdt), ctx.v(b, fdt)])
+    q = ctx.add("floor" if rounding_mode == "floor" else "ceil", [q]) if rounding_mode == "floor" else \
+        ctx.add("cast", [ctx.add("cast", [q], {"dtype": "i64"})], {"dtype": fdt})
+    return ctx.cast(q, dt)
+
+
+def _unary(op, **fixed):
+    def convert(ctx: Ctx, a, *rest, **kw):
+        x = ctx.v(a, ctx.out_dtype())
+        attrs = dict(fixed)
+        if op == "gelu":
+            attrs["approximate"] = kw.get("approximate", rest[0] if rest else "none")
+        if op == "leaky_relu":
+            attrs["alpha"] = float(rest[0]) if rest else float(kw.get("negative_slope", 0.01))
+        return ctx.add(op, [x], attrs)
+
+    return convert
+
+
+def _clamp(ctx, a, min=None, max=None):
+    x = ctx.v(a, ctx.out_dtype())
+    if min is None and max is None:
+        return x
+    if isinstance(min, torch.fx.Node) or isinstance(max, torch.fx.Node):
+        if min is not None:
+            x = ctx.add("maximum", [x, ctx.v(min, x.type.dtype)])
+        if max is not None:
+            x = ctx.add("minimum", [x, ctx.v(max, x.type.dtype)])
+        return x
+    return ctx.add("clamp", [x], {"min": None if min is None else float(min),
+                                  "max": None if max is None else float(max)})
+
+
+def _pow(ctx, a, b):
+    dt = ctx.out_dtype()
+    if not isinstance(b, torch.fx.Node):
+        x = ctx.v(a, dt)
+        if b == 2:
+            return ctx.add("mul", [x, x])
+        if b == 0.5:
+            return ctx.add("sqrt", [x])
+        if b == 1:
+            return x
+    return ctx.add("pow", [ctx.v(a, dt), ctx.v(b, dt)])
+
+
+def _where(ctx, c, a, b):
+    dt = ctx.out_dtype()
+    return ctx.add("where", [ctx.v(c, "bool"), ctx.v(a, dt), ctx.v(b, dt)])
+
+
+def _masked_fill(ctx, a, mask, value):
+    dt = ctx.out_dtype()
+    return ctx.add("where", [ctx.v(mask, "bool"), ctx.v(value, dt), ctx.v(a, dt)])
+
+
+def _to_dtype(ctx, a, *args, **kw):
+    return ctx.cast(ctx.v(a), ctx.out_dtype())
+
+
+def _identity(ctx, a, *args, **kw):
+    return ctx.v(a)
+
+
+def _logical_not(ctx, a):
+    return ctx.add("logical_not", [ctx.v(a, "bool")])
+
+
+
+def _no_op(ctx, *args, **kw):
+    return None
+
+
+def _scalar_tensor_like(ctx, x, value, *args, **kw):
+    """full_like / zeros_like / ones_like of a non-constant tensor: the result only depends on the shape."""
+    meta = ctx.node.meta["val"]
+    arr = torch.full(tuple(meta.shape), value, dtype=meta.dtype)
+    return ctx.const(arr, ctx.node.name)
+
+
+CONVERTERS = {
+    aten.add.Tensor: _binary("add"), aten.add.Scalar: _binary("add"),
+    aten.sub.Tensor: _binary("sub"), aten.sub.Scalar: _binary("sub"), aten.rsub.Scalar: _rsub,
+    aten.rsub.Tensor: _rsub,
+    aten.mul.Tensor: _binary("mul"), aten.mul.Scalar: _binary("mul"),
+    aten.div.Tensor: _binary("div"), aten.div.Scalar: _binary("div"), aten.div.Tensor_mode: _div_mode,
+    aten.pow.Tensor_Scalar: _pow, aten.pow.Tensor_Tensor: _pow,
+    aten.maximum.default: _binary("maximum"), aten.minimum.default: _binary("minimum"),
+    aten.eq.Tensor: _binary("eq", True), aten.eq.Scalar: _binary("eq", True),
+    aten.ne.Tensor: _binary("ne", True), aten.ne.Scalar: _binary("ne", True),
+    aten.lt.Tensor: _binary("lt", True), aten.lt.Scalar: _binary("lt", True),
+    aten.le.Tensor: _binary("le", True), aten.le.Scalar: _binary("le", True),
+    aten.gt.Tensor: _binary("gt", True), aten.gt.Scalar: _binary("gt", True),
+    aten.ge.Tensor: _binary("ge", True), aten.ge.Scalar: _binary("ge", True),
+    aten.logical_and.default: _binary("logical_and", True), aten.logical_or.default: _binary("logical_or", True),
+    aten.bitwise_and.Tensor: _binary("logical_and", True), aten.bitwise_or.Tensor: _binary("logical_or", True),
+    aten.logical_not.default: _logical_not, aten.bitwise_not.default: _logical_not,
+    aten.where.self: _where, aten.masked_fill.Scalar: _masked_fill, aten.masked_fill.Tensor: _masked_fill,
+    aten.neg.default: _unary("neg"), aten.abs.default: _unary("abs"), aten.exp.default: _unary("exp"),
+    aten.log.default: _unary("log"), aten.sqrt.default: _unary("sqrt"), aten.rsqrt.default: _unary("rsqrt"),
+    aten.reciprocal.default: _unary("reciprocal"), aten.sin.default: _unary("sin"),
+    aten.cos.default: _unary("cos"), aten.tanh.default: _unary("tanh"), aten.erf.default: _unary("erf"),
+    aten.floor.default: _unary("floor"), aten.ceil.default: _unary("ceil"), aten.round.default: _unary("round"),
+    aten.sigmoid.default: _unary("sigmoid"), aten.relu.default: _unary("relu"),
+    aten.gelu.default: _unary("gelu"), aten.silu.default: _unary("silu"),
+    aten.hardswish.default: _unary("hardswish"), aten.hardsigmoid.default: _unary("hardsigmoid"),
+    aten.leaky_relu.default: _unary("leaky_relu"),
+    aten.hardtanh.default: lambda ctx, a, lo=-1.0, hi=1.0: _clamp(ctx, a, lo, hi),
+    aten.relu6.default: lambda ctx, a: _clamp(ctx, a, 0.0, 6.0),
+    aten.clamp.default: _clamp, aten.clamp.Tensor: _clamp,
+    aten.clamp_min.default: lambda ctx, a, lo: _clamp(ctx, a, lo, None),
+    aten.clamp_max.default: lambda ctx, a, hi: _clamp(ctx, a, None, hi),
+    aten._to_copy.default: _to_dtype, aten.to.dtype: _to_dtype, aten.type_as.default: _to_dtype,
+    aten.clone.default: _identity, aten.alias.default: _identity, aten.detach.default: _identity,
+    aten.contiguous.default: _identity, aten.lift_fresh_copy.default: _identity,
+    aten.dropout.default: _identity, aten._assert_tensor_metadata.default: _no_op,
+    aten.full_like.default: _scalar_tensor_like,
+    aten.zeros_like.default: lambda ctx, x, *a, **k: _scalar_tensor_like(ctx, x, 0),
+    aten.ones_like.default: lambda ctx, x, *a, **k: _scalar_tensor_like(ctx, x, 1),
+}

@@ -1,0 +1,167 @@
+"""ATen -> IR converters: contractions, convolutions, batch_norm, pooling, resizing, padding, attention."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .ctx import aten
+
+
+def _linear(ctx, a, w, b=None):
+    ins = [ctx.v(a), ctx.v(w)] + ([ctx.v(b)] if b is not None else [])
+    return ctx.add("linear", ins)
+
+
+def _matmul(ctx, a, b):
+    x, y = ctx.v(a), ctx.v(b)
+    sq = []
+    if x.type.rank == 1:
+        x = ctx.add("reshape", [x], {"shape": [1, x.type.shape[0]]})
+        sq.append(-2)
+    if y.type.rank == 1:
+        y = ctx.add("reshape", [y], {"shape": [y.type.shape[0], 1]})
+        sq.append(-1)
+    out = ctx.add("matmul", [x, y])
+    if sq:
+        shape = [d for i, d in enumerate(out.type.shape) if i - out.type.rank not in sq]
+        out = ctx.add("reshape", [out], {"shape": shape})
+    return out
+
+
+def _addmm(ctx, bias, a, b, beta=1, alpha=1):
+    y = _matmul(ctx, a, b)
+    if alpha != 1:
+        y = ctx.add("mul", [y, ctx.scalar(alpha, y.type.dtype)])
+    c = ctx.v(bias)
+    if beta != 1:
+        c = ctx.add("mul", [c, ctx.scalar(beta, c.type.dtype)])
+    return ctx.add("add", [y, c])
+
+
+def _convolution(ctx, x, w, b, stride, padding, dilation, transposed, output_padding, groups):
+    xv, wv = ctx.v(x), ctx.v(w)
+    if xv.type.rank != 4:
+        return _conv1d(ctx, xv, wv, b, stride, padding, dilation, transposed, output_padding, groups)
+    ins = [xv, wv] + ([ctx.v(b)] if b is not None else [])
+    if transposed:
+        return ctx.add("conv_transpose2d", ins, {"stride": list(stride), "padding": list(padding),
+                                                 "output_padding": list(output_padding),
+                                                 "dilation": list(dilation), "groups": groups})
+    p = list(padding)
+    return ctx.add("conv2d", ins, {"stride": list(stride), "padding": [p[0], p[1], p[0], p[1]],
+                                   "dilation": list(dilation), "groups": groups})
+
+
+def _conv1d(ctx, xv, wv, b, stride, padding, dilation, transposed, output_padding, groups):
+    """conv1d as conv2d over a height-1 image."""
+    if xv.type.rank != 3:
+        raise NotImplementedError("only 1-D and 2-D convolutions are supported")
+    n, c, length = xv.type.shape
+    x4 = ctx.add("reshape", [xv], {"shape": [n, c, 1, length]})
+    w4 = ctx.add("reshape", [wv], {"shape": list(wv.type.shape[:2]) + [1, wv.type.shape[2]]})
+    ins = [x4, w4] + ([ctx.v(b)] if b is not None else [])
+    if transposed:
+        y = ctx.add("conv_transpose2d", ins, {"stride": [1, stride[0]], "padding": [0, padding[0]],
+                                              "output_padding": [0, output_padding[0]],
+                                              "dilation": [1, dilation[0]], "groups": groups})
+    else:
+        y = ctx.add("conv2d", ins, {"stride": [1, stride[0]], "padding": [0, padding[0], 0, padding[0]],
+                                    "dilation": [1, dilation[0]], "groups": groups})
+    s = y.type.shape
+    return ctx.add("reshape", [y], {"shape": [s[0], s[1], s[3]]})
+
+
+def _batch_norm(ctx, x, w, b, mean, var, momentum, eps):
+    xv = ctx.v(x)
+    c = xv.type.shape[1]
+    wv = ctx.v(w) if w is not None else ctx.g.add_const(np.ones(c, xv.type.np_dtype), "bn_w")
+    bv = ctx.v(b) if b is not None else ctx.g.add_const(np.zeros(c, xv.type.np_dtype), "bn_b")
+    y = ctx.add("batch_norm", [xv, ctx.v(mean), ctx.v(var), wv, bv], {"eps": float(eps)})
+    return (y, None, None)
+
+
+# -- pooling and resizing ----------------------------------------------------------------------------------
+def _pads(p):
+    p = list(p) if isinstance(p, (list, tuple)) else [p, p]
+    p = p * 2 if len(p) == 1 else p
+    return [p[0], p[1], p[0], p[1]]
+
+
+def _pair(v):
+    v = list(v) if isinstance(v, (list, tuple)) else [v]
+    return v * 2 if len(v) == 1 else v
+
+
+def _max_pool(ctx, x, kernel, stride=(), padding=0, dilation=1, ceil_mode=False):
+    y = ctx.add("max_pool2d", [ctx.v(x)], {"kernel": _pair(kernel), "stride": _pair(stride or kernel),
+                                           "padding": _pads(padding), "dilation": _pair(dilation),
+                                           "ceil_mode": bool(ceil_mode)})
+    return (y, None)
+
+
+def _avg_pool(ctx, x, kernel, stride=(), padding=0, ceil_mode=False, count_include_pad=True,
+              divisor_override=None):
+    return ctx.add("avg_pool2d", [ctx.v(x)], {"kernel": _pair(kernel), "stride": _pair(stride or kernel),
+                                              "padding": _pads(padding), "ceil_mode": bool(ceil_mode),
+                                              "count_include_pad": bool(count_include_pad),
+                                              "divisor_override": divisor_override})
+
+
+def _adaptive_avg(ctx, x, output_size):
+    xv = ctx.v(x)
+    out = _pair(output_size)
+    h, w = xv.type.shape[2:]
+    if out == [1, 1]:
+        return ctx.add("mean", [xv], {"axes": [2, 3], "keepdims": True})
+    if h % out[0] == 0 and w % out[1] == 0:
+        k = [h // out[0], w // out[1]]
+        return ctx.add("avg_pool2d", [xv], {"kernel": k, "stride": k})
+    return ctx.add("adaptive_avg_pool2d", [xv], {"output_size": out})
+
+
+def _upsample(mode):
+    def convert(ctx, x, output_size=None, *rest):
+        align = rest[0] if mode == "bilinear" else False
+        scales = rest[1] if mode == "bilinear" else rest[0]
+        xv = ctx.v(x)
+        size = list(ctx.node.meta["val"].shape[2:])
+        return ctx.add("resize2d", [xv], {"size": [int(s) for s in size], "mode": mode,
+                                          "align_corners": bool(align),
+                                          "scales": [float(s) for s in scales] if scales else None})
+
+    return convert
+
+
+def _constant_pad(ctx, x, pad, value=0.0):
+    xv = ctx.v(x)
+    pads = [0] * (2 * xv.type.rank)
+    for i in range(len(pad) // 2):  # torch lists (before, after) from the LAST axis backwards
+        ax = xv.type.rank - 1 - i
+        pads[2 * ax], pads[2 * ax + 1] = pad[2 * i], pad[2 * i + 1]
+    return ctx.add("pad", [xv], {"pads": pads, "value": float(value)})
+
+
+
+def _sdpa(ctx, q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
+    if enable_gqa:
+        raise NotImplementedError("scaled_dot_product_attention(enable_gqa=True)")
+    ins = [ctx.v(q), ctx.v(k), ctx.v(v)]
+    if attn_mask is not None:
+        m = ctx.v(attn_mask)
+        ins.append(m if m.type.dtype == "bool" else ctx.cast(m, ins[0].type.dtype))
+    return ctx.add("attention", ins, {"scale": None if scale is None else float(scale),
+                                      "causal": bool(is_causal)})
+
+
+CONVERTERS = {
+    aten.linear.default: _linear, aten.matmul.default: _matmul, aten.mm.default: _matmul,
+    aten.bmm.default: _matmul, aten.addmm.default: _addmm,
+    aten.convolution.default: _convolution,
+    aten._native_batch_norm_legit_no_training.default: _batch_norm,
+    aten.max_pool2d_with_indices.default: _max_pool, aten.max_pool2d.default: lambda *a, **k: _max_pool(*a, **k)[0],
+    aten.avg_pool2d.default: _avg_pool, aten.adaptive_avg_pool2d.default: _adaptive_avg,
+    aten._adaptive_avg_pool2d.default: _adaptive_avg,
+    aten.upsample_bilinear2d.vec: _upsample("bilinear"), aten.upsample_nearest2d.vec: _upsample("nearest"),
+    aten.constant_pad_nd.default: _constant_pad,
+    aten.scaled_dot_product_attention.default: _sdpa,
+}

@@ -1,0 +1,145 @@
+"""ATen -> IR converters: views, permutations, slicing, concatenation, splitting and indexing."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .ctx import aten, norm_dim
+
+
+def _view(ctx, x, shape):
+    xv = ctx.v(x)
+    out = [int(d) for d in ctx.node.meta["val"].shape]
+    if list(xv.type.shape) == out:
+        return xv
+    return ctx.add("reshape", [xv], {"shape": out})
+
+
+def _permute(ctx, x, dims):
+    xv = ctx.v(x)
+    perm = [norm_dim(d, xv.type.rank) for d in dims]
+    return xv if perm == sorted(perm) else ctx.add("transpose", [xv], {"perm": perm})
+
+
+def _transpose(ctx, x, d0, d1):
+    xv = ctx.v(x)
+    perm = list(range(xv.type.rank))
+    a, b = norm_dim(d0, xv.type.rank), norm_dim(d1, xv.type.rank)
+    perm[a], perm[b] = perm[b], perm[a]
+    return xv if a == b else ctx.add("transpose", [xv], {"perm": perm})
+
+
+def _t(ctx, x):
+    xv = ctx.v(x)
+    return xv if xv.type.rank < 2 else ctx.add("transpose", [xv], {"perm": [1, 0]})
+
+
+def _expand(ctx, x, size, implicit=False):
+    xv = ctx.v(x)
+    out = [int(d) for d in ctx.node.meta["val"].shape]
+    if list(xv.type.shape) == out:
+        return xv
+    if xv.type.rank < len(out):
+        xv = ctx.add("reshape", [xv], {"shape": [1] * (len(out) - xv.type.rank) + list(xv.type.shape)})
+    return ctx.add("broadcast_to", [xv], {"shape": out})
+
+
+def _slice(ctx, x, dim=0, start=None, end=None, step=1):
+    xv = ctx.v(x)
+    ax = norm_dim(dim, xv.type.rank)
+    n = xv.type.shape[ax]
+    start, end = 0 if start is None else start, n if end is None else end
+    rng = range(*slice(start, end, step).indices(n))
+    if rng.start == 0 and rng.stop >= n and step == 1:
+        return xv
+    return ctx.add("slice", [xv], {"axis": ax, "start": rng.start, "end": rng.start + len(rng) * step,
+                                   "step": step})
+
+
+def _select(ctx, x, dim, index):
+    xv = ctx.v(x)
+    ax = norm_dim(dim, xv.type.rank)
+    i = index % xv.type.shape[ax]
+    s = ctx.add("slice", [xv], {"axis": ax, "start": i, "end": i + 1, "step": 1})
+    return ctx.add("reshape", [s], {"shape": [d for k, d in enumerate(xv.type.shape) if k != ax]})
+
+
+def _cat(ctx, tensors, dim=0):
+    vals = [ctx.v(t, ctx.out_dtype()) for t in tensors]
+    vals = [v for v in vals if v.type.numel > 0] or vals[:1]
+    return vals[0] if len(vals) == 1 else ctx.add("concat", vals, {"axis": norm_dim(dim, vals[0].type.rank)})
+
+
+def _split_sizes(ctx, x, sizes, dim=0):
+    xv = ctx.v(x)
+    ax = norm_dim(dim, xv.type.rank)
+    outs, start = [], 0
+    for s in sizes:
+        outs.append(ctx.add("slice", [xv], {"axis": ax, "start": start, "end": start + s, "step": 1}))
+        start += s
+    return tuple(outs)
+
+
+def _split(ctx, x, split_size, dim=0):
+    n = ctx.shape(x)[norm_dim(dim, len(ctx.shape(x)))]
+    return _split_sizes(ctx, x, [min(split_size, n - i) for i in range(0, n, split_size)], dim)
+
+
+def _unbind(ctx, x, dim=0):
+    xv = ctx.v(x)
+    ax = norm_dim(dim, xv.type.rank)
+    return tuple(_select(ctx, x, ax, i) for i in range(xv.type.shape[ax]))
+
+
+def _squeeze(ctx, x, dims=None):
+    return _view(ctx, x, None)
+
+
+def _embedding(ctx, w, ids, *rest):
+    return ctx.add("take", [ctx.v(w), ctx.v(ids)], {"axis": 0})
+
+
+def _index_select(ctx, x, dim, index):
+    xv = ctx.v(x)
+    return ctx.add("take", [xv, ctx.v(index)], {"axis": norm_dim(dim, xv.type.rank)})
+
+
+def _index(ctx, x, indices):
+    """x[i0, i1, ...] (advanced indexing) with index tensors on consecutive axes, others ':'.
+
+    The indexed axes are flattened into one and the index tensors combined into one linear index
+    (broadcast like numpy), so it becomes a single ``take``.
+    """
+    xv = ctx.v(x)
+    pos = [i for i, t in enumerate(indices) if t is not None]
+    if pos != list(range(pos[0], pos[-1] + 1)):
+        raise NotImplementedError("advanced indexing with index tensors on non-adjacent axes")
+    a, b = pos[0], pos[-1] + 1
+    shape = xv.type.shape
+    idx = [ctx.v(indices[i]) for i in pos]
+    if any(i.type.dtype == "bool" for i in idx):
+        raise NotImplementedError("boolean mask indexing (its result shape depends on the data)")
+    idx = [ctx.cast(i, "i64") for i in idx]
+    lin = None
+    for k, i in zip(range(a, b), idx):
+        n = shape[k]
+        i = ctx.add("where", [ctx.add("lt", [i, ctx.scalar(0, "i64")]), ctx.add("add", [i, ctx.scalar(n, "i64")]), i])
+        stride = int(np.prod(shape[k + 1 : b], dtype=np.int64))
+        term = i if stride == 1 else ctx.add("mul", [i, ctx.scalar(stride, "i64")])
+        lin = term if lin is None else ctx.add("add", [lin, term])
+    if b - a > 1:
+        flat = list(shape[:a]) + [int(np.prod(shape[a:b], dtype=np.int64))] + list(shape[b:])
+        xv = ctx.add("reshape", [xv], {"shape": flat})
+    return ctx.add("take", [xv, lin], {"axis": a})
+
+
+CONVERTERS = {
+    aten.view.default: _view, aten._unsafe_view.default: _view, aten.reshape.default: _view,
+    aten.squeeze.dim: _squeeze, aten.squeeze.dims: _squeeze, aten.squeeze.default: _squeeze,
+    aten.unsqueeze.default: _view, aten.flatten.using_ints: _view,
+    aten.permute.default: _permute, aten.transpose.int: _transpose, aten.t.default: _t,
+    aten.expand.default: _expand, aten.slice.Tensor: _slice, aten.select.int: _select,
+    aten.cat.default: _cat, aten.split.Tensor: _split, aten.split_with_sizes.default: _split_sizes,
+    aten.unbind.int: _unbind,
+    aten.embedding.default: _embedding, aten.index_select.default: _index_select, aten.index.Tensor: _index,
+}
