@@ -105,6 +105,7 @@ def compile_graph(graph, target="host", *, opt_level: int = 2, passes: Sequence 
         "lower_seconds": round(lowered.seconds["schedule"], 4),
         "codegen_seconds": round(lowered.seconds["codegen"], 4),
         "kernels": lowered.kernels,
+        "fused_groups": _fused_groups(lowered),
     }
     report["compile_seconds"] = round(time.perf_counter() - t0, 4)
     manifest = {
@@ -119,6 +120,15 @@ def compile_graph(graph, target="host", *, opt_level: int = 2, passes: Sequence 
     members = {"plan.json": _json(lowered.plan), "weights.safetensors": safetensors_dumps(consts),
                "kernels.so": lib, "ir.txt": str(graph).encode()}
     return CompiledModel(write_artifact(manifest, members), graph, report)
+
+
+def _fused_groups(lowered) -> list[dict]:
+    """Every fused kernel: its ops and how many steps of the plan run it."""
+    uses: dict[str, int] = {}
+    for s in lowered.plan["steps"]:
+        uses[s["kernel"]] = uses.get(s["kernel"], 0) + 1
+    return [{"kernel": k["name"], "ops": k["ops"], "count": uses[k["name"]]}
+            for k in lowered.kernels if len(k["ops"]) > 1]
 
 
 def _json(obj) -> bytes:

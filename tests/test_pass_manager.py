@@ -9,6 +9,8 @@ import pytest
 from edgeopt.errors import PassError
 from edgeopt.ir import Graph, TensorType, VerificationError, parse_graph, print_graph
 from edgeopt.pipeline import (
+    CLEANUP,
+    FUSION,
     Pass,
     default_pipeline,
     get_pass,
@@ -18,7 +20,7 @@ from edgeopt.pipeline import (
     run_passes,
 )
 
-BUILTIN = ["dead_code_elimination", "linear_weight_layout"]
+BUILTIN = ["dead_code_elimination", "linear_weight_layout"]  # a small explicit pipeline
 
 
 def _graph() -> Graph:
@@ -85,19 +87,25 @@ class SpoilsMagic(Pass):
 
 
 def test_default_pipeline():
-    assert _names(resolve(None, [], 2, "host")) == default_pipeline(2) == BUILTIN
-    assert _names(resolve(None, [], 1, "host")) == default_pipeline(1) == ["dead_code_elimination"]
+    full = default_pipeline(2)
+    assert _names(resolve(None, [], 2, "host")) == full
+    assert set(BUILTIN) <= set(full) and set(CLEANUP) <= set(full) and full[-len(FUSION):] == FUSION
+    assert full.index("fold_batch_norm") < full.index("fuse_epilogue")  # folds first, then fusion
+    assert full.index("linear_weight_layout") < full.index("fuse_epilogue")  # bodies are not re-laid out
+    assert _names(resolve(None, [], 1, "host")) == default_pipeline(1) == CLEANUP
     assert resolve(None, [], 0, "host") == [] and default_pipeline(0) == []
     with pytest.raises(ValueError, match="opt_level"):
         default_pipeline(7)
 
 
 def test_disable_removes_a_pass():
-    assert _names(resolve(None, ["dead_code_elimination"], 2, "host")) == ["linear_weight_layout"]
-    assert _names(resolve(None, ["linear_weight_layout"], 2, "host")) == ["dead_code_elimination"]
-    assert resolve(None, BUILTIN, 2, "host") == []
+    full = default_pipeline(2)
+    assert _names(resolve(None, FUSION, 2, "host")) == [p for p in full if p not in FUSION]
+    without_layout = [p for p in full if p != "linear_weight_layout"]
+    assert _names(resolve(None, ["linear_weight_layout"], 2, "host")) == without_layout
+    assert resolve(None, full, 2, "host") == []
     # disabling a known pass that is not in the pipeline is fine
-    assert _names(resolve(None, ["linear_weight_layout"], 1, "host")) == ["dead_code_elimination"]
+    assert _names(resolve(None, ["linear_weight_layout"], 1, "host")) == CLEANUP
 
 
 def test_explicit_passes_keep_their_order_and_ignore_opt_level():
@@ -162,7 +170,7 @@ def test_register_rejects_nameless_and_duplicate_passes():
 
 def test_records_have_name_seconds_stats():
     g = _graph()
-    records = run_passes(g, resolve(None, [], 2, "host"))
+    records = run_passes(g, resolve(BUILTIN, [], 2, "host"))
     assert [r["name"] for r in records] == BUILTIN
     for r in records:
         assert set(r) == {"name", "seconds", "stats"}
@@ -237,7 +245,7 @@ def test_no_dumps_by_default(no_debug_env, capsys):
 def test_debug_prints_ir_after_each_pass(no_debug_env, capsys):
     no_debug_env.setenv("EDGEOPT_DEBUG", "1")
     g = _graph()
-    run_passes(g, resolve(None, [], 2, "host"))
+    run_passes(g, resolve(BUILTIN, [], 2, "host"))
     out, err = capsys.readouterr()
     assert out == ""
     first, second = err.split("// ----- IR after pass 1: linear_weight_layout -----\n")
@@ -252,7 +260,7 @@ def test_debug_dir_writes_one_file_per_pass(no_debug_env, capsys, tmp_path):
     no_debug_env.setenv("EDGEOPT_DEBUG_DIR", str(out_dir))
     g = _graph()
     w = g.constants["w"]
-    run_passes(g, resolve(None, [], 2, "host"))
+    run_passes(g, resolve(BUILTIN, [], 2, "host"))
     files = sorted(p.name for p in out_dir.iterdir())
     assert files == ["00_dead_code_elimination.ir", "01_linear_weight_layout.ir"]
     assert capsys.readouterr().err == ""

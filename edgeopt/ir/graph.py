@@ -38,13 +38,15 @@ class Value:
 class Node:
     """One operation: ``outputs = op(*inputs, **attrs)``. ``source`` is the user's code line, if known."""
 
-    __slots__ = ("op", "inputs", "attrs", "outputs", "source")
+    __slots__ = ("op", "inputs", "attrs", "outputs", "source", "body")
 
     def __init__(self, op: str, inputs: Sequence[Value], attrs: dict[str, Any] | None = None,
-                 source: str | None = None):
+                 source: str | None = None, body: Graph | None = None):
         self.op, self.inputs, self.attrs = op, list(inputs), dict(attrs or {})
         self.outputs: list[Value] = []
         self.source = source
+        #: the subgraph of a ``fused`` node (one kernel); None for every other op
+        self.body = body
 
     @property
     def output(self) -> Value:
@@ -173,13 +175,42 @@ class Graph:
             g.constants[k] = arr
             g.const_values[k] = vmap[old]
         for n in self.nodes:
-            m = Node(n.op, [vmap[v] for v in n.inputs], dict(n.attrs), n.source)
+            m = Node(n.op, [vmap[v] for v in n.inputs], dict(n.attrs), n.source,
+                     n.body.clone() if n.body is not None else None)
             for o in n.outputs:
                 vmap[o] = Value(o.name, o.type, m)
                 m.outputs.append(vmap[o])
             g.nodes.append(m)
         g.outputs = [vmap[v] for v in self.outputs]
         return g
+
+    def toposort(self) -> None:
+        """Restore a valid execution order after a rewrite, keeping the current order where it is valid."""
+        producer = {o: n for n in self.nodes for o in n.outputs}
+        order, state = [], {}
+
+        def visit(n: Node) -> None:
+            stack = [(n, iter(n.inputs))]
+            state[n] = 1
+            while stack:
+                node, it = stack[-1]
+                for v in it:
+                    p = producer.get(v)
+                    if p is not None and p not in state:
+                        state[p] = 1
+                        stack.append((p, iter(p.inputs)))
+                        break
+                    if p is not None and state[p] == 1:
+                        raise ValueError(f"cycle through %{v.name}")
+                else:
+                    stack.pop()
+                    state[node] = 2
+                    order.append(node)
+
+        for n in self.nodes:
+            if n not in state:
+                visit(n)
+        self.nodes = order
 
     def op_counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}

@@ -33,7 +33,8 @@ def interpret(g: Graph, inputs: Sequence[np.ndarray] | Mapping[str, np.ndarray])
             last_use[v] = i
     keep = set(g.outputs)
     for i, n in enumerate(g.nodes):
-        outs = get_op(n.op).reference([env[v] for v in n.inputs], n.attrs)
+        args = [env[v] for v in n.inputs]
+        outs = interpret(n.body, args) if n.body is not None else get_op(n.op).reference(args, n.attrs)
         for o, y in zip(n.outputs, outs):
             y = np.asarray(y)
             if y.shape != o.type.shape or y.dtype != o.type.np_dtype:

@@ -113,4 +113,4 @@ def _load_ops() -> None:
     global _loaded
     if not _loaded:
         _loaded = True
-        from . import ops  # noqa: F401  (registers every op family)
+        from . import fused, ops  # noqa: F401  (registers every op family and the fused-kernel op)

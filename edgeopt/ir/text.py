@@ -38,6 +38,8 @@ def print_graph(g: Graph) -> str:
         lines.append(f"  const %{name}: {v.type}{inline}")
     for n in g.nodes:
         lines.append("  " + print_node(n))
+        if n.body is not None:  # a fused kernel: its subgraph follows, indented
+            lines.extend("    " + ln for ln in print_graph(n.body).splitlines())
     lines.append(f"  return {', '.join('%' + v.name for v in g.outputs)}")
     lines.append("}")
     return "\n".join(lines) + "\n"
@@ -60,8 +62,11 @@ class ParseError(ValueError):
 
 def parse_graph(text: str, constants: dict[str, np.ndarray] | None = None) -> Graph:
     """Parse the text form. Constants not printed inline must be given in ``constants`` by name."""
-    constants = constants or {}
     lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip() and not ln.strip().startswith("#")]
+    return _parse_lines(lines, constants or {}, 1)
+
+
+def _parse_lines(lines: list[str], constants: dict, first_lineno: int) -> Graph:
     m = _HEADER.match(lines[0]) if lines else None
     if not m or lines[-1] != "}":
         raise ParseError("expected 'graph NAME(...) {' ... '}'")
@@ -69,17 +74,41 @@ def parse_graph(text: str, constants: dict[str, np.ndarray] | None = None) -> Gr
     env: dict[str, Value] = {}
     for name, ty in _VALUE_DECL.findall(m.group(2)):
         env[name] = _define(g, g.add_input(name, parse_type(ty)), name)
-    for lineno, line in enumerate(lines[1:-1], start=2):
+    i = 1
+    while i < len(lines) - 1:
+        line, lineno = lines[i], first_lineno + i
         try:
             if line.startswith("const "):
                 _parse_const(g, env, line, constants)
             elif line.startswith("return"):
                 g.set_outputs([_lookup(env, a) for a in _args(line[len("return"):])])
             else:
-                _parse_node(g, env, line)
+                node = _parse_node(g, env, line)
+                if node.op == "fused":  # the body follows: 'graph NAME(...) {' ... matching '}'
+                    end = _block_end(lines, i + 1)
+                    node.body = _parse_lines(lines[i + 1:end + 1], constants, lineno + 1)
+                    i = end
         except ParseError as e:
+            if str(e).startswith("line "):
+                raise
             raise ParseError(f"line {lineno}: {e}: {line!r}") from None
+        i += 1
     return g
+
+
+def _block_end(lines: list[str], start: int) -> int:
+    """Index of the '}' closing the nested graph that opens at ``lines[start]``."""
+    if start >= len(lines) or not _HEADER.match(lines[start]):
+        raise ParseError("a fused node must be followed by its body ('graph NAME(...) {')")
+    depth = 0
+    for j in range(start, len(lines)):
+        if _HEADER.match(lines[j]):
+            depth += 1
+        elif lines[j] == "}":
+            depth -= 1
+            if depth == 0:
+                return j
+    raise ParseError("unterminated fused body")
 
 
 def _define(g: Graph, v: Value, name: str) -> Value:
@@ -140,3 +169,4 @@ def _parse_node(g, env, line):
         node.outputs.append(v)
         env[name] = v
     g.nodes.append(node)
+    return node

@@ -39,12 +39,15 @@ def verify(g: Graph) -> None:
         for v in n.inputs:
             if id(v) not in defined:
                 problems.append(f"{where}: input %{v.name} is used before it is defined (or not in the graph)")
+        if n.op == "fused" or n.body is not None:
+            _check_fused(n, where, problems)
         try:
             opdef = get_op(n.op)
             attrs = opdef.normalize_attrs(n.attrs)
             if attrs != n.attrs:
                 problems.append(f"{where}: attributes {n.attrs} are not in normal form")
-            types = opdef.infer([v.type for v in n.inputs], attrs)
+            types = ([r.type for r in n.body.outputs] if n.op == "fused" and n.body is not None
+                     else opdef.infer([v.type for v in n.inputs], attrs))
         except OpError as e:
             problems.append(f"{where}: {e}")
             types = None
@@ -68,3 +71,17 @@ def verify(g: Graph) -> None:
             problems.append(f"graph output %{v.name} is not defined")
     if problems:
         raise VerificationError("IR verification failed:\n  " + "\n  ".join(problems))
+
+
+def _check_fused(n, where: str, problems: list[str]) -> None:
+    from .fused import body_problems
+
+    if n.op != "fused":
+        problems.append(f"{where}: only fused nodes have a body")
+        return
+    problems.extend(f"{where}: {p}" for p in body_problems(n))
+    if n.body is not None:
+        try:
+            verify(n.body)
+        except VerificationError as e:
+            problems.extend(f"{where} body: {line.strip()}" for line in str(e).splitlines()[1:])

@@ -1,7 +1,7 @@
 """Lower an IR graph to one compiled TVM library plus a JSON execution plan.
 
-Each node becomes a kernel (a TE compute from ``rules``, scheduled by ``schedule_cpu``) in
-destination-passing style: ``kernel(*inputs, output)``. Identical kernels (same op, attributes and
+Each node becomes a kernel (a TE compute from ``rules``, scheduled by ``schedule_cpu``; a ``fused`` node's
+whole body is composed into one) in destination-passing style: ``kernel(*inputs, *outputs)``. Identical kernels (same op, attributes and
 types) are built once. ``reshape`` nodes become views (no kernel, no copy). Scalar constants are folded
 into the kernels as immediates; other constants are passed as arguments (the weights).
 
@@ -46,7 +46,8 @@ def _is_scalar_const(g: Graph, v: Value) -> bool:
 def kernel_key(g: Graph, n: Node) -> str:
     ins = [("scalar", v.type.text(), g.const(v).reshape(()).item()) if _is_scalar_const(g, v) else v.type.text()
            for v in n.inputs]
-    return json.dumps([n.op, n.attrs, ins, [o.type.text() for o in n.outputs]], sort_keys=True)
+    body = str(n.body) if n.body is not None else None
+    return json.dumps([n.op, n.attrs, body, ins, [o.type.text() for o in n.outputs]], sort_keys=True)
 
 
 def kernel_args(g: Graph, n: Node) -> list[Value]:
@@ -54,8 +55,13 @@ def kernel_args(g: Graph, n: Node) -> list[Value]:
     return [v for v in n.inputs if not _is_scalar_const(g, v)]
 
 
+def anchor_op(n: Node) -> str:
+    """The op that picks the kernel's schedule: the node's op, or a fused kernel's anchor."""
+    return n.attrs.get("anchor") or n.op if n.op == "fused" else n.op
+
+
 def build_primfunc(g: Graph, n: Node) -> tuple[tvm.tirx.PrimFunc, list[Value]]:
-    """The node's TE compute as a PrimFunc; returns it and ``kernel_args(g, n)``."""
+    """The node's TE compute (a fused node: its whole body) as a PrimFunc; returns it and its argument values."""
     args, te_ins = [], []
     for i, v in enumerate(n.inputs):
         dt = TVM_DTYPES[v.type.dtype]
@@ -66,12 +72,29 @@ def build_primfunc(g: Graph, n: Node) -> tuple[tvm.tirx.PrimFunc, list[Value]]:
             ph = te.placeholder(v.type.shape, dt, name=f"in{i}")
             te_ins.append(ph)
             args.append((ph, v))
-    out = get_rule(n.op)([*te_ins], n.attrs, n.outputs[0].type, n.op)
+    outs = _body_compute(n.body, te_ins) if n.body is not None else [_node_compute(n, te_ins)]
+    func = te.create_prim_func([ph for ph, _ in args] + outs)
+    return func, [v for _, v in args]
+
+
+def _node_compute(n: Node, te_ins: list) -> te.Tensor:
+    out = get_rule(n.op)(list(te_ins), n.attrs, n.outputs[0].type, n.op)
     want = TVM_DTYPES[n.outputs[0].type.dtype]
     if out.dtype != want:
         raise AssertionError(f"lowering rule of {n.op} produced {out.dtype}, IR says {want}")
-    func = te.create_prim_func([ph for ph, _ in args] + [out])
-    return func, [v for _, v in args]
+    return out
+
+
+def _body_compute(body: Graph, te_ins: list) -> list[te.Tensor]:
+    """Compose the rules of a fused body into one TE graph (its intermediates are never stored)."""
+    env = dict(zip(body.inputs, te_ins))
+    for i, (name, arr) in enumerate(body.constants.items()):
+        v = body.const_values[name]
+        env[v] = te.compute(v.type.shape, _constant_body(arr.reshape(()).item(), TVM_DTYPES[v.type.dtype]),
+                            name=f"scalar_b{i}")
+    for m in body.nodes:
+        env[m.outputs[0]] = _node_compute(m, [env[v] for v in m.inputs])
+    return [env[v] for v in body.outputs]
 
 
 def _constant_body(val, dt):
@@ -101,20 +124,24 @@ def lower(g: Graph, target) -> Lowered:
             values[out.name] = {**_vinfo(out, "view"), "of": src.name}
             continue
         key = kernel_key(g, n)
-        name = f"{n.op}_{hashlib.sha1(key.encode()).hexdigest()[:12]}"
+        label = n.attrs["name"] if n.op == "fused" else n.op
+        name = f"{label}_{hashlib.sha1(key.encode()).hexdigest()[:12]}"
         arg_values = kernel_args(g, n)
         if name not in funcs:  # TE is built and scheduled once per distinct kernel, not per node
             cached = _KERNEL_CACHE.get((tkey, key))
             if cached is None:
-                cached = schedule_kernel(build_primfunc(g, n)[0], n.op, lanes)
+                cached = schedule_kernel(build_primfunc(g, n)[0], anchor_op(n), lanes)
                 _KERNEL_CACHE[(tkey, key)] = cached
             funcs[name] = cached[0].with_attr("global_symbol", name)
-            kernels.append({"name": name, "op": n.op, "schedule": cached[1]})
+            ops = [m.op for m in n.body.nodes] if n.body is not None else [n.op]
+            kernels.append({"name": name, "op": anchor_op(n), "ops": ops, "schedule": cached[1]})
         for v in arg_values:
             if g.is_const(v) and v.name not in values:
                 values[v.name] = _vinfo(v, "const")
-        values[out.name] = _vinfo(out, "buffer")
-        steps.append({"kernel": name, "args": [v.name for v in arg_values] + [out.name], "node": out.name})
+        for o in n.outputs:
+            values[o.name] = _vinfo(o, "buffer")
+        steps.append({"kernel": name, "args": [v.name for v in arg_values] + [o.name for o in n.outputs],
+                      "node": out.name})
     t1 = time.perf_counter()
     executable = tvm.compile(tvm.IRModule(funcs), target=target.tvm_target()) if funcs else None
     t2 = time.perf_counter()

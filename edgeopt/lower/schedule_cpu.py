@@ -3,6 +3,7 @@
 Every kernel gets at least a parallel + vectorized schedule; no tuning run is needed:
 
 * injective producers are inlined into their consumers (a pad feeding a contraction stays separate);
+* the elementwise epilogue of a fused kernel is folded into the anchor's store from registers;
 * the anchor of a contraction (conv / matmul / linear) or window pool is register-tiled: the last
   output axis is vectorized (``lanes`` wide), one more output axis (channels / rows) is unrolled, the
   reduction loops sit between the two, the accumulator lives in registers (``cache_write`` "local")
@@ -81,7 +82,10 @@ def _schedule(sch: Schedule, op: str, lanes: int) -> str:
     if anchor:
         desc.append(_tile_anchor(sch, sch.get_sblock(anchor, func_name="main"), op, lanes))
     for name in others:
-        b = sch.get_sblock(name, func_name="main")
+        try:
+            b = sch.get_sblock(name, func_name="main")
+        except Exception:  # noqa: BLE001 - an epilogue block inlined into the anchor's store
+            continue
         if _is_spatial(sch, b):
             desc.append(_vectorize_parallel(sch, b, lanes))
         else:
@@ -156,6 +160,7 @@ def _tile_anchor(sch: Schedule, block, op: str, lanes: int) -> str:
         inner.append(vi)
     sch.reorder(*outer, *reduce, *inner)
     write_back = sch.cache_write(block, 0, "local")
+    fused = _inline_epilogue(sch, write_back)
     sch.reverse_compute_at(write_back, outer[-1])
     par = outer[:-1] if len(outer) > 1 else outer
     if par and max(_extents(sch, par)) > 1:
@@ -168,7 +173,21 @@ def _tile_anchor(sch: Schedule, block, op: str, lanes: int) -> str:
         init = sch.decompose_reduction(block, reduce[0])
         _vectorize_inner(sch, init, v)
     _vectorize_inner(sch, write_back, v)
-    return f"tile(u{u},v{v})"
+    return f"tile(u{u},v{v}{',epilogue' if fused else ''})"
+
+
+def _inline_epilogue(sch: Schedule, write_back) -> bool:
+    """Fold the elementwise stages after a tiled anchor into its register-to-memory store."""
+    fused = False
+    while True:
+        consumers = sch.get_consumers(write_back)
+        if len(consumers) != 1 or not _is_spatial(sch, consumers[0]):
+            return fused
+        try:
+            sch.reverse_compute_inline(consumers[0])
+        except tvm.TVMError:
+            return fused
+        fused = True
 
 
 def _vectorize_inner(sch: Schedule, block, v: int) -> None:

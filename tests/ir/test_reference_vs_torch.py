@@ -718,4 +718,5 @@ COVERED = (set(UNARY_TORCH) | set(BINARY_TORCH) | {
 
 
 def test_every_registered_op_is_compared_with_torch():
-    assert set(all_ops()) - COVERED == set(), "add a torch comparison for the new op(s)"
+    # ``fused`` has no semantics of its own: it runs its body (tests/ir/test_fused.py)
+    assert set(all_ops()) - COVERED - {"fused"} == set(), "add a torch comparison for the new op(s)"

@@ -654,4 +654,4 @@ def test_every_op_is_covered():
     for cases in ALL_CASES.values():
         g, _, _ = build_group([c for c in cases if c.id not in KNOWN_BUGS])
         covered |= set(g.op_counts())
-    assert set(all_ops()) - covered == set()
+    assert set(all_ops()) - covered - {"fused"} == set()  # fused kernels: tests/lower/test_fused_kernels.py

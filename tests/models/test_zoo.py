@@ -7,6 +7,7 @@ import pytest
 
 import edgeopt
 from edgeopt.ir import interpret, parse_graph, verify
+from edgeopt.pipeline import default_pipeline
 from tests.conftest import as_list, compile_zoo, rel_err, torch_outputs
 from tests.models.zoo import ZOO
 
@@ -54,7 +55,10 @@ def test_report(name):
     assert r["target"] == "host"
     assert 0 < r["num_unique_kernels"] <= r["num_kernels"] <= r["traced_ops"]
     assert r["weight_bytes"] > 0 and r["compile_seconds"] > 0
-    assert [p["name"] for p in r["passes"]] == ["dead_code_elimination", "linear_weight_layout"]
+    assert [p["name"] for p in r["passes"]] == default_pipeline(2)
+    assert r["fused_groups"] and all(len(f["ops"]) > 1 and f["count"] >= 1 for f in r["fused_groups"])
+    fused_steps = sum(f["count"] for f in r["fused_groups"])
+    assert fused_steps == sum(n.op == "fused" for n in compiled.graph.nodes)
     assert all(p["seconds"] >= 0 for p in r["passes"])
     assert not [k for k in r["kernels"] if k["schedule"].startswith(("fallback", "unscheduled"))]
 
@@ -87,3 +91,11 @@ def test_minilm_full_size_embeddings():
 
     cos = float((embed(ref) * embed(got)).sum())
     assert cos > 0.99999
+
+
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2", "minilm"])
+def test_fusion_at_least_halves_the_kernel_count(name):
+    """Issue 3: after clean-up and fusion, at most half as many kernels as traced ops."""
+    r = compile_zoo(name)[2].report
+    assert 2 * r["num_kernels"] <= r["traced_ops"], (r["num_kernels"], r["traced_ops"])
+    assert r["pass_stats"]["fuse_epilogue"]["fused_groups"] > 0

@@ -1,0 +1,52 @@
+"""fuse_elementwise: chains and trees of elementwise and injective ops (with broadcasting) into one kernel.
+
+Requires: nothing. Guarantees: ``elementwise_fused``. Run after the epilogue and reduction fusions so
+that heavy kernels claim their neighbours first. A producer joins only if all its readers are in the
+group (nothing is computed twice for different kernels); a producer that is read more than once inside
+the group, or broadcast to a bigger shape, is recomputed per read, so it must be ``CHEAP``. Lone
+reshapes stay out (they are free views).
+
+Before:
+    %a: f32[1,16,384] = add(%x, %y)
+    %b: f32[1,16,384] = mul(%a, %scale)
+    %c: f32[1,16,384] = tanh(%b)
+After:
+    %c: f32[1,16,384] = fused(%x, %y) {"name": "add_mul_tanh", "anchor": "add"}
+      graph add_mul_tanh(%x, %y) { const %scale ...  %a = add  %b = mul  %c = tanh  return %c }
+"""
+
+from __future__ import annotations
+
+from edgeopt.ir import Graph
+from edgeopt.pattern import FusionRule, Op, fuse
+from edgeopt.pipeline import Pass, register_pass
+
+from .fuse_reductions import CHEAP
+
+CHEAP_INJECTIVE = ("reshape", "transpose", "slice", "broadcast_to", "concat", "pad", "take")
+
+
+def _no_recompute(group, cand) -> bool:
+    if cand.op in CHEAP or cand.op in CHEAP_INJECTIVE:
+        return True
+    out = cand.outputs[0]
+    reads = sum(v is out for n in group for v in n.inputs)
+    if reads == 0:  # an epilogue op: computed once per output element
+        return True
+    biggest = max(n.outputs[0].type.numel for n in group)
+    return reads == 1 and out.type.numel >= biggest
+
+
+ELEMENTWISE = Op(kind=("elementwise", "injective"), where=lambda n: n.op != "reshape")
+RULE = FusionRule("elementwise", anchor=ELEMENTWISE, prologue=Op(kind=("elementwise", "injective")),
+                  epilogue=Op(kind=("elementwise", "injective")), where=_no_recompute)
+
+
+@register_pass
+class FuseElementwise(Pass):
+    name = "fuse_elementwise"
+    guarantees = ("elementwise_fused",)
+
+    def run(self, g: Graph) -> dict:
+        groups = fuse(g, RULE)
+        return {"fused_groups": len(groups), "fused_ops": sum(len(n.body.nodes) for n in groups)}

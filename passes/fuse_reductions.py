@@ -1,0 +1,47 @@
+"""fuse_reductions: softmax, LayerNorm and other reductions with their elementwise prologue and epilogue.
+
+A reduction kernel reads its input several times (max, sum, normalize); cheap elementwise producers
+(a residual add before LayerNorm, the scale and mask before softmax) are recomputed on each read
+instead of being stored, and elementwise ops after the reduction are applied before the store.
+
+Requires: nothing. Guarantees: ``reductions_fused``. Only ``CHEAP`` ops join as prologue (recomputing
+them is cheaper than a round trip through memory); epilogue ops keep the reduction's output shape.
+
+Before:
+    %a: f32[1,16,384] = add(%h, %skip)
+    %n: f32[1,16,384] = layer_norm(%a, %g, %b) {"normalized_ndim": 1, "eps": 1e-12}
+After:
+    %n: f32[1,16,384] = fused(%h, %skip, %g, %b) {"name": "add_layer_norm", "anchor": "layer_norm"}
+      graph add_layer_norm(...) { %a = add(...)  %n = layer_norm(%a, ...)  return %n }
+"""
+
+from __future__ import annotations
+
+from edgeopt.ir import Graph
+from edgeopt.pattern import FusionRule, Op, fuse
+from edgeopt.pipeline import Pass, register_pass
+
+REDUCTIONS = ("softmax", "log_softmax", "layer_norm", "sum", "mean", "max", "min", "adaptive_avg_pool2d")
+#: elementwise ops cheap enough to recompute on every read of a reduction's input
+CHEAP = ("add", "sub", "mul", "div", "neg", "cast", "where", "maximum", "minimum", "relu", "clamp", "copy")
+
+
+def _fits(group, cand) -> bool:
+    anchor = group[0]
+    if cand.outputs[0] in {v for n in group for v in n.inputs}:  # a prologue op
+        return True
+    return cand.outputs[0].type == anchor.outputs[0].type
+
+
+RULE = FusionRule("reduction", anchor=Op(REDUCTIONS), prologue=Op(CHEAP), epilogue=Op(kind="elementwise"),
+                  where=_fits)
+
+
+@register_pass
+class FuseReductions(Pass):
+    name = "fuse_reductions"
+    guarantees = ("reductions_fused",)
+
+    def run(self, g: Graph) -> dict:
+        groups = fuse(g, RULE)
+        return {"fused_groups": len(groups), "fused_ops": sum(len(n.body.nodes) for n in groups)}
