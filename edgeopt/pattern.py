@@ -10,7 +10,8 @@ Patterns describe the producer tree of a value:
 Node) or None. ``Op`` takes an op name, a set of names, or ``kind=`` (registry kind), an optional
 ``where=`` predicate on the node, and input patterns (none given: inputs are not looked at). Inner
 ``Op`` patterns only match values with exactly one reader (the rewrite may then delete them); pass
-``shared=True`` to allow more. ``commutative=True`` also tries the two inputs swapped.
+``shared=True`` to allow more. ``commutative=True`` also tries the two inputs swapped. ``Either(a, b)``
+matches the first alternative that fits.
 
 Rewrites: ``rewrite(g, pattern, fn)`` calls ``fn(m, b)`` at every match (graph order); ``b`` is a
 ``Builder`` that inserts new nodes before the matched root; ``fn`` returns the replacement value (or
@@ -125,6 +126,21 @@ class Op(Pattern):
             return all(p._match(ins[i] if i < len(ins) else None, ctx) for i, p in enumerate(self.inputs))
         finally:
             ctx.depth -= 1
+
+
+class Either(Pattern):
+    """The first of ``patterns`` that matches (e.g. an op with or without a scale before it)."""
+
+    def __init__(self, *patterns: Pattern):
+        self.patterns = patterns
+
+    def _match(self, v, ctx):
+        for p in self.patterns:
+            saved = dict(ctx.bound)
+            if p._match(v, ctx):
+                return True
+            ctx.bound = saved
+        return False
 
 
 @dataclass

@@ -80,7 +80,8 @@ FUSION = ["fuse_epilogue", "fuse_reductions", "fuse_elementwise"]
 PIPELINES = {
     0: [],
     1: CLEANUP,
-    2: [*CLEANUP, "fold_batch_norm", "fold_affine", "dead_code_elimination", "linear_weight_layout", *FUSION],
+    2: [*CLEANUP, "fold_batch_norm", "fold_affine", "dead_code_elimination", "linear_weight_layout",
+        "fuse_attention", *FUSION],
 }
 
 

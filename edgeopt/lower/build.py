@@ -1,9 +1,11 @@
 """Lower an IR graph to one compiled TVM library plus a JSON execution plan.
 
 Each node becomes a kernel (a TE compute from ``rules``, scheduled by ``schedule_cpu``; a ``fused`` node's
-whole body is composed into one) in destination-passing style: ``kernel(*inputs, *outputs)``. Identical kernels (same op, attributes and
-types) are built once. ``reshape`` nodes become views (no kernel, no copy). Scalar constants are folded
-into the kernels as immediates; other constants are passed as arguments (the weights).
+whole body is composed into one) in destination-passing style: ``kernel(*inputs, *outputs)``.
+Identical kernels (same op, attributes and types) are built once. ``reshape`` nodes become views (no
+kernel, no copy). Scalar constants are folded into the kernels as immediates; other constants are
+passed as arguments (the weights). A few kernels are written directly in TIR (``TIR_KERNELS``: the
+tiled online-softmax attention).
 
 The plan (``plan.json`` in the artifact) is all the runtime needs to know:
 
@@ -24,10 +26,13 @@ from tvm import te
 
 from ..ir import Graph, Node, Value
 from ..ir.types import TVM_DTYPES
+from .flash_attention import flash_attention
 from .rules import get_rule
 from .schedule_cpu import schedule_kernel
 
 VIEW_OPS = {"reshape"}
+#: kernels written directly in TIR (already scheduled); each returns None for cases it does not cover
+TIR_KERNELS = {"attention": (flash_attention, "flash(online-softmax)")}
 _KERNEL_CACHE: dict[tuple[str, str], tuple[tvm.tirx.PrimFunc, str]] = {}
 
 
@@ -75,6 +80,15 @@ def build_primfunc(g: Graph, n: Node) -> tuple[tvm.tirx.PrimFunc, list[Value]]:
     outs = _body_compute(n.body, te_ins) if n.body is not None else [_node_compute(n, te_ins)]
     func = te.create_prim_func([ph for ph, _ in args] + outs)
     return func, [v for _, v in args]
+
+
+def _tir_kernel(g: Graph, n: Node):
+    """(func, schedule description) of a hand-written TIR kernel for ``n``, or None."""
+    if n.body is not None or n.op not in TIR_KERNELS or any(_is_scalar_const(g, v) for v in n.inputs):
+        return None
+    make, desc = TIR_KERNELS[n.op]
+    func = make([v.type for v in n.inputs], n.attrs, n.outputs[0].type)
+    return (func, desc) if func is not None else None
 
 
 def _node_compute(n: Node, te_ins: list) -> te.Tensor:
@@ -130,7 +144,7 @@ def lower(g: Graph, target) -> Lowered:
         if name not in funcs:  # TE is built and scheduled once per distinct kernel, not per node
             cached = _KERNEL_CACHE.get((tkey, key))
             if cached is None:
-                cached = schedule_kernel(build_primfunc(g, n)[0], anchor_op(n), lanes)
+                cached = _tir_kernel(g, n) or schedule_kernel(build_primfunc(g, n)[0], anchor_op(n), lanes)
                 _KERNEL_CACHE[(tkey, key)] = cached
             funcs[name] = cached[0].with_attr("global_symbol", name)
             ops = [m.op for m in n.body.nodes] if n.body is not None else [n.op]

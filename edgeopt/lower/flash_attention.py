@@ -1,0 +1,134 @@
+"""A tiled attention kernel with online softmax: the score matrix never exists in memory.
+
+Each parallel task takes ``ROWS`` query rows of one (batch, head) and walks the keys in tiles of
+``TILE``: scores of the tile (in registers/stack), the running row max ``m`` and sum ``l`` are updated
+and the accumulator is rescaled by ``exp(m_old - m_new)`` (flash attention's online softmax). Per task
+it keeps ``ROWS x TILE`` scores, a ``D x TILE`` transposed key tile and a ``ROWS x Dv`` accumulator:
+its memory does not grow with the sequence length.
+
+Written directly in TIR (TVMScript): the loop-carried max/sum cannot be expressed in TE. Used for
+fp32 attention whose q, k and v share their batch dims (the mask may broadcast); other cases fall
+back to the TE rule in ``rules/attention.py``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import tvm
+from tvm.script import tirx as T
+
+from ..ir.types import TensorType
+
+ROWS = 4
+TILE = 64
+_NEG = -3.4028234663852886e38  # the lowest float32: masked scores; exp(_NEG - m) == 0 for any finite m
+
+
+def flash_attention(in_types: list[TensorType], attrs: dict, out: TensorType):
+    """The kernel as a PrimFunc ``(q, k, v, [mask], out)``, or None when this case is not covered."""
+    q, k, v = in_types[:3]
+    mask = in_types[3] if len(in_types) == 4 else None
+    batch = out.shape[:-2]
+    if q.dtype != "f32" or not (q.shape[:-2] == k.shape[:-2] == v.shape[:-2] == batch) or v.shape[-1] < 4:
+        return None  # (vectors under 4 lanes trip an LLVM bug in TVM 0.27)
+    L, D, S, Dv = q.shape[-2], q.shape[-1], k.shape[-2], v.shape[-1]
+    NB = math.prod(batch)
+    scale = float(attrs["scale"]) if attrs["scale"] is not None else 1 / math.sqrt(D)
+    causal = bool(attrs["causal"])
+    TT = min(TILE, -(-S // 8) * 8)
+    R = ROWS
+    NR = -(-L // R)
+    NK = -(-S // TT)
+    mshape = tuple(mask.shape) if mask is not None else (1, 1)
+    mdt = {"bool": "bool", "f32": "float32"}.get(mask.dtype) if mask is not None else None
+
+    def mask_at(mbuf, b, i, j):
+        """mask[b..., i, j] under broadcasting (``b`` is the flattened batch index)."""
+        coords, rem = [], b
+        for dim in reversed(batch):
+            coords.append(rem % dim)
+            rem = rem // dim
+        coords = coords[::-1] + [i, j]
+        return mbuf[tuple(0 if dim == 1 else c for c, dim in zip(coords[len(coords) - len(mshape):], mshape))]
+
+    def score(raw, b, i, j, mbuf):
+        s = raw * T.float32(scale)
+        if mask is not None:
+            mv = mask_at(mbuf, b, i, j)
+            s = T.if_then_else(mv, s, T.float32(_NEG)) if mdt == "bool" else s + mv
+        if causal:
+            s = T.if_then_else(j <= i, s, T.float32(_NEG))
+        return s
+
+    @T.prim_func
+    def kernel(q_: T.Buffer(q.shape, "float32"), k_: T.Buffer(k.shape, "float32"),
+               v_: T.Buffer(v.shape, "float32"), m_: T.Buffer(mshape, mdt or "float32"),
+               o_: T.Buffer(out.shape, "float32")):
+        T.func_attr({"tir.noalias": True})
+        qf = T.decl_buffer((NB * L * D,), "float32", data=q_.data)
+        kf = T.decl_buffer((NB * S * D,), "float32", data=k_.data)
+        vf = T.decl_buffer((NB * S * Dv,), "float32", data=v_.data)
+        of = T.decl_buffer((NB * L * Dv,), "float32", data=o_.data)
+        for task in T.parallel(NB * NR):
+            m = T.alloc_buffer((R,), "float32", scope="local")
+            lsum = T.alloc_buffer((R,), "float32", scope="local")
+            acc = T.alloc_buffer((R, Dv), "float32", scope="local")
+            s = T.alloc_buffer((R, TT), "float32", scope="local")
+            kt = T.alloc_buffer((D, TT), "float32", scope="local")
+            part = T.alloc_buffer((8,), "float32", scope="local")
+            red = T.alloc_buffer((2,), "float32", scope="local")
+            for r in range(R):
+                m[r] = T.float32(_NEG)
+                lsum[r] = T.float32(0)
+                for d in T.vectorized(Dv):
+                    acc[r, d] = T.float32(0)
+            for kb in range(NK):
+                for t, d in T.grid(TT, D):
+                    kt[d, t] = kf[(task // NR * S + T.min(kb * TT + t, S - 1)) * D + d]
+                for r in range(R):
+                    for t in T.vectorized(TT):
+                        s[r, t] = T.float32(0)
+                    for d in range(D):
+                        for t in T.vectorized(TT):
+                            s[r, t] = s[r, t] + qf[(task // NR * L + T.min(task % NR * R + r, L - 1)) * D + d] \
+                                * kt[d, t]
+                    for t in range(TT):
+                        s[r, t] = T.if_then_else(
+                            kb * TT + t < S,
+                            score(s[r, t], task // NR, T.min(task % NR * R + r, L - 1), T.min(kb * TT + t, S - 1), m_),
+                            T.float32(_NEG))
+                    for t in T.vectorized(8):
+                        part[t] = m[r]
+                    for t0 in range(TT // 8):
+                        for t in T.vectorized(8):
+                            part[t] = T.max(part[t], s[r, t0 * 8 + t])
+                    red[0] = m[r]
+                    for t in range(8):
+                        red[0] = T.max(red[0], part[t])
+                    for t in T.vectorized(TT):
+                        s[r, t] = T.exp(s[r, t] - red[0])
+                    for t in T.vectorized(8):
+                        part[t] = T.float32(0)
+                    for t0 in range(TT // 8):
+                        for t in T.vectorized(8):
+                            part[t] = part[t] + s[r, t0 * 8 + t]
+                    red[1] = T.float32(0)
+                    for t in range(8):
+                        red[1] = red[1] + part[t]
+                    lsum[r] = lsum[r] * T.exp(m[r] - red[0]) + red[1]
+                    for d in T.vectorized(Dv):
+                        acc[r, d] = acc[r, d] * T.exp(m[r] - red[0])
+                    m[r] = red[0]
+                    for t in range(T.min(TT, S - kb * TT)):
+                        for d in T.vectorized(Dv):
+                            acc[r, d] = acc[r, d] + s[r, t] * vf[(task // NR * S + kb * TT + t) * Dv + d]
+            for r in range(R):
+                if task % NR * R + r < L:
+                    for d in T.vectorized(Dv):
+                        of[(task // NR * L + task % NR * R + r) * Dv + d] = acc[r, d] / lsum[r]
+
+    if mask is None:  # the kernel never reads the mask parameter: drop it, it is called (q, k, v, out)
+        keep = [p for i, p in enumerate(kernel.params) if i != 3]
+        kernel = tvm.tirx.PrimFunc(keep, kernel.body, kernel.ret_type, kernel.attrs)
+    return kernel
