@@ -76,12 +76,12 @@ def registered_passes() -> list[str]:
 
 #: pipelines by optimization level (target-specific passes are added by the target's name)
 CLEANUP = ["constant_folding", "remove_noops", "common_subexpression_elimination", "dead_code_elimination"]
-FUSION = ["fuse_epilogue", "fuse_reductions", "fuse_elementwise"]
+#: the fusion passes, in order: horizontal and attention rewrites first, then grouping into kernels
+FUSION = ["fuse_horizontal", "fuse_attention", "fuse_epilogue", "fuse_reductions", "fuse_elementwise"]
 PIPELINES = {
     0: [],
     1: CLEANUP,
-    2: [*CLEANUP, "fold_batch_norm", "fold_affine", "dead_code_elimination", "linear_weight_layout",
-        "fuse_attention", *FUSION],
+    2: [*CLEANUP, "fold_batch_norm", "fold_affine", "dead_code_elimination", "linear_weight_layout", *FUSION],
 }
 
 

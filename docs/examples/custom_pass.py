@@ -1,0 +1,75 @@
+"""A custom pass, registered and run through ``edgeopt.compile(..., passes=...)`` (see docs/passes.md).
+
+    .venv/bin/python docs/examples/custom_pass.py
+"""
+
+import numpy as np
+import torch
+
+import edgeopt
+from edgeopt.pattern import Any, FusionRule, Op, fuse, rewrite
+from edgeopt.pipeline import Pass, default_pipeline, register_pass
+
+# 1. A rewrite: x * sigmoid(x) is SiLU (one op instead of two, and a kernel that knows it).
+X = Any("x")
+SWISH = Op("mul", X, Op("sigmoid", X), commutative=True)
+
+
+@register_pass
+class RecognizeSilu(Pass):
+    """recognize_silu: ``mul(x, sigmoid(x))`` -> ``silu(x)``. Requires nothing; guarantees ``silu_recognized``."""
+
+    name = "recognize_silu"
+    guarantees = ("silu_recognized",)
+
+    def run(self, g):
+        return {"rewritten": rewrite(g, SWISH, lambda m, b: b.add("silu", [m["x"]]))}
+
+
+# 2. A fusion: a global average pool and the flatten (reshape) after it become one kernel.
+POOL_FLATTEN = FusionRule("pool_flatten", anchor=Op("mean"), epilogue=Op("reshape"))
+
+
+@register_pass
+class FusePoolFlatten(Pass):
+    """fuse_pool_flatten: ``mean`` + the ``reshape`` reading it -> one kernel. Guarantees ``pool_flatten_fused``."""
+
+    name = "fuse_pool_flatten"
+    guarantees = ("pool_flatten_fused",)
+
+    def run(self, g):
+        return {"fused_groups": len(fuse(g, POOL_FLATTEN))}
+
+
+class Net(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.fc = torch.nn.Linear(8, 4)
+
+    def forward(self, x):
+        y = self.conv(x)
+        y = y * torch.sigmoid(y)
+        return self.fc(y.mean(dim=(2, 3), keepdim=True).flatten(1))
+
+
+def main():
+    torch.manual_seed(0)
+    model, x = Net().eval(), torch.randn(1, 3, 16, 16)
+    pipeline = default_pipeline(2)
+    # our passes go before the built-in fusions (which would otherwise claim these ops first)
+    at = pipeline.index("fuse_epilogue")
+    passes = pipeline[:at] + ["recognize_silu", "fuse_pool_flatten"] + pipeline[at:]
+    compiled = edgeopt.compile(model, (x,), passes=passes)
+    print(compiled.ir)
+    print("stats:", compiled.report["pass_stats"]["recognize_silu"], compiled.report["pass_stats"]["fuse_pool_flatten"])
+    print("fused groups:", [g["ops"] for g in compiled.report["fused_groups"]])
+    with torch.no_grad():
+        ref = model(x).numpy()
+    err = float(np.abs(compiled(x.numpy()) - ref).max())
+    print(f"max |edgeopt - torch| = {err:.2e}")
+    return compiled, err
+
+
+if __name__ == "__main__":
+    main()
