@@ -86,6 +86,8 @@ def _parse_lines(lines: list[str], constants: dict, first_lineno: int) -> Graph:
                 node = _parse_node(g, env, line)
                 if node.op == "fused":  # the body follows: 'graph NAME(...) {' ... matching '}'
                     end = _block_end(lines, i + 1)
+                    if end >= len(lines) - 1:  # it took the enclosing graph's '}'
+                        raise ParseError("unterminated fused body")
                     node.body = _parse_lines(lines[i + 1:end + 1], constants, lineno + 1)
                     i = end
         except ParseError as e:
