@@ -257,6 +257,8 @@ def fuse(g: Graph, rule: FusionRule) -> list[Node]:
     for group, anchor in groups:
         label = "_".join(dict.fromkeys(n.op for n in group))
         fused.append(fuse_nodes(g, group, label, anchor))
+    if fused:
+        g.remove_unused_constants()  # scalar constants now live in the bodies
     return fused
 
 

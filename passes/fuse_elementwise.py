@@ -27,13 +27,13 @@ CHEAP_INJECTIVE = ("reshape", "transpose", "slice", "broadcast_to", "concat", "p
 
 
 def _no_recompute(group, cand) -> bool:
-    if cand.op in CHEAP or cand.op in CHEAP_INJECTIVE:
-        return True
     out = cand.outputs[0]
     reads = sum(v is out for n in group for v in n.inputs)
-    if reads == 0:  # an epilogue op: computed once per output element
-        return True
     biggest = max(n.outputs[0].type.numel for n in group)
+    if reads == 0:  # an epilogue op: if it broadcasts the group bigger, the group is recomputed per element
+        return out.type.numel <= biggest or all(n.op in CHEAP or n.op in CHEAP_INJECTIVE for n in group)
+    if cand.op in CHEAP or cand.op in CHEAP_INJECTIVE:
+        return True
     return reads == 1 and out.type.numel >= biggest
 
 

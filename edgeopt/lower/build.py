@@ -51,8 +51,22 @@ def _is_scalar_const(g: Graph, v: Value) -> bool:
 def kernel_key(g: Graph, n: Node) -> str:
     ins = [("scalar", v.type.text(), g.const(v).reshape(()).item()) if _is_scalar_const(g, v) else v.type.text()
            for v in n.inputs]
-    body = str(n.body) if n.body is not None else None
+    body = _body_key(n.body) if n.body is not None else None
     return json.dumps([n.op, n.attrs, body, ins, [o.type.text() for o in n.outputs]], sort_keys=True)
+
+
+def _body_key(body: Graph) -> list:
+    """A fused body's structure without its value names: equal bodies give one kernel."""
+    ids = {v: f"p{i}" for i, v in enumerate(body.inputs)}
+    consts = []
+    for name, arr in body.constants.items():
+        ids[body.const_values[name]] = f"c{len(consts)}"
+        consts.append([body.const_values[name].type.text(), arr.reshape(-1).tolist()])
+    nodes = []
+    for i, m in enumerate(body.nodes):
+        nodes.append([m.op, m.attrs, [ids[v] for v in m.inputs], [o.type.text() for o in m.outputs]])
+        ids.update({o: f"n{i}.{j}" for j, o in enumerate(m.outputs)})
+    return [consts, nodes, [ids[v] for v in body.outputs]]
 
 
 def kernel_args(g: Graph, n: Node) -> list[Value]:

@@ -29,7 +29,7 @@ def _transpose_infer(types, attrs):
 
 
 register(OpDef("transpose", "injective", _transpose_infer,
-               lambda xs, a: [np.ascontiguousarray(np.transpose(xs[0], a["perm"]))],
+               lambda xs, a: [np.transpose(xs[0], a["perm"]).copy()],  # .copy(): C order, keeps rank 0
                {"perm": REQUIRED}, (1, 1)))
 
 
