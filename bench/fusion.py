@@ -4,8 +4,9 @@
     .venv/bin/python bench/fusion.py --small resnet18
 
 "off" is the default pipeline with the fusion passes disabled (``disable=FUSION``); clean-up and
-BatchNorm folding stay on in both. The two builds are timed in alternating rounds so that machine load
-hits both alike. Prints a table and writes bench/results/fusion-<time>.json.
+BatchNorm folding stay on in both. The two builds' calls are interleaved (on, off, off, on, ...)
+so that changes in machine speed hit both alike; medians of the per-call times. Prints a table and
+writes bench/results/fusion-<time>.json.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from bench.common import machine, median_ms, pin_threads  # noqa: E402
+from bench.common import machine, pin_threads  # noqa: E402
 
 DEFAULT = ["resnet18", "mobilenet_v2", "minilm", "efficientnet_lite0"]
 
@@ -27,8 +28,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("models", nargs="*", default=DEFAULT)
     ap.add_argument("--small", action="store_true", help="the small test shapes instead of full size")
-    ap.add_argument("--runs", type=int, default=20, help="timed calls per round")
-    ap.add_argument("--rounds", type=int, default=3, help="alternating on/off rounds")
+    ap.add_argument("--runs", type=int, default=60, help="timed calls of each build, interleaved")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     pin_threads(args.threads)
@@ -45,15 +45,13 @@ def main() -> None:
         on = edgeopt.compile(model, inputs)
         off = edgeopt.compile(model, inputs, disable=FUSION)
         diff = max(float(np.abs(a - b).max()) for a, b in zip(_list(on(*x)), _list(off(*x))))
-        times = {"on": [], "off": []}
-        for _ in range(args.rounds):
-            for key, m in (("on", on), ("off", off)):
-                times[key].append(median_ms(lambda m=m, x=x: m(*x), args.runs)["median_ms"])
+        times = interleaved_ms({"on": on, "off": off}, x, args.runs)
         r = {"model": name, "small": args.small, "traced_ops": on.report["traced_ops"],
              "kernels_on": on.report["num_kernels"], "kernels_off": off.report["num_kernels"],
              "fused_groups": len(on.report["fused_groups"]),
              "on_ms": statistics.median(times["on"]), "off_ms": statistics.median(times["off"]),
-             "rounds_ms": times, "max_abs_diff_on_vs_off": diff}
+             "on_min_ms": min(times["on"]), "off_min_ms": min(times["off"]), "calls": args.runs,
+             "max_abs_diff_on_vs_off": diff}
         r["speedup"] = r["off_ms"] / r["on_ms"]
         rows.append(r)
         print(f"{name:20s} traced {r['traced_ops']:4d}  kernels on {r['kernels_on']:4d} / off {r['kernels_off']:4d}   "
@@ -65,6 +63,22 @@ def main() -> None:
     with open(path, "w") as f:
         json.dump({"machine": machine(), "threads": args.threads, "results": rows}, f, indent=1)
     print("wrote", path)
+
+
+def interleaved_ms(models: dict, x, calls: int, warmup: int = 5) -> dict:
+    """Per-call times (ms) of each model, calls interleaved (order flipped every round) so that drift in
+    machine speed hits every model alike."""
+    for _ in range(warmup):
+        for m in models.values():
+            m(*x)
+    times = {k: [] for k in models}
+    keys = list(models)
+    for i in range(calls):
+        for k in (keys if i % 2 else keys[::-1]):
+            t = time.perf_counter()
+            models[k](*x)
+            times[k].append((time.perf_counter() - t) * 1e3)
+    return times
 
 
 def _list(y):
