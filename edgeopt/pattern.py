@@ -217,14 +217,8 @@ def rewrite(g: Graph, pattern: Pattern, fn: Callable[[Match, Builder], Value | N
 
 
 def remove_dead(g: Graph) -> int:
-    live = set(g.outputs)
-    kept = []
-    for n in reversed(g.nodes):
-        if any(o in live for o in n.outputs):
-            kept.append(n)
-            live.update(n.inputs)
-    removed = len(g.nodes) - len(kept)
-    g.nodes = kept[::-1]
+    """Remove nodes no output needs, then unused constants; returns the number of nodes removed."""
+    removed = g.remove_dead_nodes()
     g.remove_unused_constants()
     return removed
 

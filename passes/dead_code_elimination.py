@@ -23,12 +23,4 @@ class DeadCodeElimination(Pass):
     guarantees = ("no_dead_code",)
 
     def run(self, g: Graph) -> dict:
-        live = set(g.outputs)
-        kept = []
-        for n in reversed(g.nodes):
-            if any(o in live for o in n.outputs):
-                kept.append(n)
-                live.update(n.inputs)
-        removed = len(g.nodes) - len(kept)
-        g.nodes = kept[::-1]
-        return {"removed_nodes": removed, "removed_constants": g.remove_unused_constants()}
+        return {"removed_nodes": g.remove_dead_nodes(), "removed_constants": g.remove_unused_constants()}

@@ -152,6 +152,18 @@ class Graph:
                 count += 1
         return count
 
+    def remove_dead_nodes(self) -> int:
+        """Drop nodes whose outputs reach no graph output; returns how many were dropped."""
+        live = set(self.outputs)
+        kept = []
+        for n in reversed(self.nodes):
+            if any(o in live for o in n.outputs):
+                kept.append(n)
+                live.update(n.inputs)
+        removed = len(self.nodes) - len(kept)
+        self.nodes = kept[::-1]
+        return removed
+
     def remove_unused_constants(self) -> int:
         used = {v.name for n in self.nodes for v in n.inputs} | {v.name for v in self.outputs}
         dead = [k for k in self.constants if k not in used]

@@ -12,6 +12,7 @@ from edgeopt.ir.fused import fuse_nodes, is_fused
 from edgeopt.lower import lower
 from edgeopt.lower.build import build_primfunc, kernel_args
 from edgeopt.pipeline import get_pass
+from tests.passes.fusion_harness import assert_close
 
 RTOL = 1e-5
 RNG = np.random.default_rng(99)
@@ -23,15 +24,6 @@ def T(*shape: int, dtype: str = "f32") -> TensorType:
 
 def rnd(*shape: int, scale: float = 1.0) -> np.ndarray:
     return (RNG.standard_normal(shape) * scale).astype(np.float32)
-
-
-def assert_close(expected: np.ndarray, got: np.ndarray, rtol: float = RTOL) -> None:
-    """|got - expected| <= rtol * (|expected| + max(1, max |expected|)): fp32 error relative to the scale."""
-    assert got.shape == expected.shape and got.dtype == expected.dtype
-    e, o = expected.astype(np.float64), got.astype(np.float64)
-    scale = max(1.0, float(np.abs(e).max()))
-    err = np.abs(o - e)
-    assert (err <= rtol * (np.abs(e) + scale)).all(), f"max abs error {err.max():.3g} at scale {scale:.3g}"
 
 
 def compile_and_compare(g: Graph, passes: list[str], seed: int = 0):

@@ -6,10 +6,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgeopt.api import compile_graph
-from edgeopt.ir import Graph, interpret, parse_graph, print_graph, verify
-from edgeopt.ir.fused import is_fused
-from edgeopt.pipeline import get_pass
+from edgeopt.ir import parse_graph, print_graph
+from tests.passes.fusion_harness import (
+    assert_same_numerics,
+    body_ops,
+    fused_nodes,
+    harness,
+)
 
 NAME = "fuse_epilogue"
 RNG = np.random.default_rng(17)
@@ -19,64 +22,6 @@ W_LIN = RNG.standard_normal((4, 8)).astype(np.float32)
 CONSTS = {"w": W_CONV, "w3": W_CONV3, "wl": W_LIN}
 CONV_ATTRS = '{"stride": [1, 1], "padding": [0, 0, 0, 0], "dilation": [1, 1], "groups": 1}'
 RTOL = 1e-5
-
-
-def run_pass(g: Graph) -> dict:
-    stats = get_pass(NAME).run(g)
-    verify(g)
-    return stats
-
-
-def assert_rewrites(before: str, expected: str, consts: dict | None = None):
-    """Parse Before, run the pass on a clone, compare its printed text with the printed Expected."""
-    consts = CONSTS if consts is None else consts
-    g = parse_graph(before, consts)
-    verify(g)
-    after = g.clone()
-    stats = run_pass(after)
-    assert print_graph(after) == print_graph(parse_graph(expected, consts))
-    return g, after, stats
-
-
-def random_inputs(g: Graph, seed: int = 0) -> list[np.ndarray]:
-    rng = np.random.default_rng(seed)
-    return [rng.standard_normal(v.type.shape).astype(v.type.np_dtype) for v in g.inputs]
-
-
-def assert_same_numerics(before: Graph, after: Graph, seed: int = 0) -> None:
-    """A fused body runs the same references in the same order: the results are identical."""
-    xs = random_inputs(before, seed)
-    for a, b in zip(interpret(before, xs), interpret(after, xs)):
-        assert a.dtype == b.dtype and a.shape == b.shape
-        np.testing.assert_array_equal(b, a)
-
-
-def assert_close(expected: np.ndarray, got: np.ndarray, rtol: float = RTOL) -> None:
-    """|got - expected| <= rtol * (|expected| + max(1, max |expected|)): fp32 error relative to the scale."""
-    assert got.shape == expected.shape and got.dtype == expected.dtype
-    e, o = expected.astype(np.float64), got.astype(np.float64)
-    scale = max(1.0, float(np.abs(e).max()))
-    err = np.abs(o - e)
-    assert (err <= rtol * (np.abs(e) + scale)).all(), f"max abs error {err.max():.3g} at scale {scale:.3g}"
-
-
-def assert_compiled_matches(g: Graph, seed: int = 0):
-    """Compile with only this pass; the kernels must match the interpreter on the unfused graph."""
-    compiled = compile_graph(g.clone(), "host", passes=[NAME])
-    xs = random_inputs(g, seed)
-    out = compiled(*xs)
-    out = list(out) if isinstance(out, tuple) else [out]
-    for e, o in zip(interpret(g, xs), out):
-        assert_close(e, o)
-    return compiled
-
-
-def fused_nodes(g: Graph) -> list:
-    return [n for n in g.nodes if is_fused(n)]
-
-
-def body_ops(g: Graph) -> list[list[str]]:
-    return [[m.op for m in n.body.nodes] for n in fused_nodes(g)]
 
 
 BEFORE = f"""
@@ -102,6 +47,11 @@ graph main(%x: f32[1,3,4,4], %skip: f32[1,8,4,4]) {{
     }}
   return %r
 }}"""
+
+
+_H = harness(NAME, CONSTS)
+run_pass, assert_rewrites, assert_compiled_matches = (_H.run_pass, _H.assert_rewrites,
+                                                     _H.assert_compiled_matches)
 
 
 def test_conv_bias_residual_relu():

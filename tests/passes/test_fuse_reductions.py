@@ -7,73 +7,17 @@ import numpy as np
 import pytest
 from edgeopt.passes.fuse_reductions import CHEAP, REDUCTIONS
 
-from edgeopt.api import compile_graph
-from edgeopt.ir import Graph, TensorType, interpret, parse_graph, print_graph, verify
-from edgeopt.ir.fused import is_fused
-from edgeopt.pipeline import get_pass
+from edgeopt.ir import Graph, TensorType, parse_graph, print_graph
+from tests.passes.fusion_harness import (
+    assert_same_numerics,
+    body_ops,
+    fused_nodes,
+    harness,
+)
 
 NAME = "fuse_reductions"
 RTOL = 1e-5
 F = TensorType((2, 3, 8), "f32")
-
-
-def run_pass(g: Graph) -> dict:
-    stats = get_pass(NAME).run(g)
-    verify(g)
-    return stats
-
-
-def assert_rewrites(before: str, expected: str, consts: dict | None = None):
-    g = parse_graph(before, consts)
-    verify(g)
-    after = g.clone()
-    stats = run_pass(after)
-    assert print_graph(after) == print_graph(parse_graph(expected, consts))
-    return g, after, stats
-
-
-def random_inputs(g: Graph, seed: int = 0) -> list[np.ndarray]:
-    rng = np.random.default_rng(seed)
-    out = []
-    for v in g.inputs:
-        if v.type.dtype == "bool":
-            out.append(rng.random(v.type.shape) < 0.5)
-        else:
-            out.append(rng.standard_normal(v.type.shape).astype(v.type.np_dtype))
-    return out
-
-
-def assert_same_numerics(before: Graph, after: Graph, seed: int = 0) -> None:
-    xs = random_inputs(before, seed)
-    for a, b in zip(interpret(before, xs), interpret(after, xs)):
-        assert a.dtype == b.dtype and a.shape == b.shape
-        np.testing.assert_array_equal(b, a)
-
-
-def assert_close(expected: np.ndarray, got: np.ndarray, rtol: float = RTOL) -> None:
-    assert got.shape == expected.shape and got.dtype == expected.dtype
-    e, o = expected.astype(np.float64), got.astype(np.float64)
-    scale = max(1.0, float(np.abs(e).max()))
-    err = np.abs(o - e)
-    assert (err <= rtol * (np.abs(e) + scale)).all(), f"max abs error {err.max():.3g} at scale {scale:.3g}"
-
-
-def assert_compiled_matches(g: Graph, seed: int = 0):
-    compiled = compile_graph(g.clone(), "host", passes=[NAME])
-    xs = random_inputs(g, seed)
-    out = compiled(*xs)
-    out = list(out) if isinstance(out, tuple) else [out]
-    for e, o in zip(interpret(g, xs), out):
-        assert_close(e, o)
-    return compiled
-
-
-def fused_nodes(g: Graph) -> list:
-    return [n for n in g.nodes if is_fused(n)]
-
-
-def body_ops(g: Graph) -> list[list[str]]:
-    return [[m.op for m in n.body.nodes] for n in fused_nodes(g)]
 
 
 BEFORE = """
@@ -97,6 +41,11 @@ graph main(%h: f32[1,4,8], %skip: f32[1,4,8]) {
     }
   return %n
 }"""
+
+
+_H = harness(NAME)
+run_pass, assert_rewrites, assert_compiled_matches = (_H.run_pass, _H.assert_rewrites,
+                                                     _H.assert_compiled_matches)
 
 
 def test_residual_add_layer_norm():

@@ -1,0 +1,82 @@
+"""Shared checks for the fusion-pass tests: Before/Expected IR, numerics before vs after, compiled kernels."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+
+from edgeopt.api import compile_graph
+from edgeopt.ir import Graph, interpret, parse_graph, print_graph, verify
+from edgeopt.ir.fused import is_fused
+from edgeopt.pipeline import get_pass
+
+RTOL = 1e-5
+
+
+def random_inputs(g: Graph, seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for v in g.inputs:
+        if v.type.dtype == "bool":
+            out.append(rng.random(v.type.shape) < 0.5)
+        else:
+            out.append(rng.standard_normal(v.type.shape).astype(v.type.np_dtype))
+    return out
+
+
+def assert_same_numerics(before: Graph, after: Graph, seed: int = 0) -> None:
+    """A fused body runs the same references in the same order: the results are identical."""
+    xs = random_inputs(before, seed)
+    for a, b in zip(interpret(before, xs), interpret(after, xs)):
+        assert a.dtype == b.dtype and a.shape == b.shape
+        np.testing.assert_array_equal(b, a)
+
+
+def assert_close(expected: np.ndarray, got: np.ndarray, rtol: float = RTOL) -> None:
+    """|got - expected| <= rtol * (|expected| + max(1, max |expected|)): fp32 error relative to the scale."""
+    assert got.shape == expected.shape and got.dtype == expected.dtype
+    e, o = expected.astype(np.float64), got.astype(np.float64)
+    scale = max(1.0, float(np.abs(e).max()))
+    err = np.abs(o - e)
+    assert (err <= rtol * (np.abs(e) + scale)).all(), f"max abs error {err.max():.3g} at scale {scale:.3g}"
+
+
+def fused_nodes(g: Graph) -> list:
+    return [n for n in g.nodes if is_fused(n)]
+
+
+def body_ops(g: Graph) -> list[list[str]]:
+    return [[m.op for m in n.body.nodes] for n in fused_nodes(g)]
+
+
+def harness(name: str, default_consts: dict | None = None) -> SimpleNamespace:
+    """run_pass, assert_rewrites and assert_compiled_matches bound to the pass ``name``."""
+
+    def run_pass(g: Graph) -> dict:
+        stats = get_pass(name).run(g)
+        verify(g)
+        return stats
+
+    def assert_rewrites(before: str, expected: str, consts: dict | None = None):
+        """Parse Before, run the pass on a clone, compare its printed text with the printed Expected."""
+        consts = default_consts if consts is None else consts
+        g = parse_graph(before, consts)
+        verify(g)
+        after = g.clone()
+        stats = run_pass(after)
+        assert print_graph(after) == print_graph(parse_graph(expected, consts))
+        return g, after, stats
+
+    def assert_compiled_matches(g: Graph, seed: int = 0, passes=None):
+        """Compile with only this pass (or ``passes``); the kernels must match the interpreter on ``g``."""
+        compiled = compile_graph(g.clone(), "host", passes=list(passes) if passes else [name])
+        xs = random_inputs(g, seed)
+        out = compiled(*xs)
+        out = list(out) if isinstance(out, tuple) else [out]
+        for e, o in zip(interpret(g, xs), out):
+            assert_close(e, o)
+        return compiled
+
+    return SimpleNamespace(run_pass=run_pass, assert_rewrites=assert_rewrites,
+                           assert_compiled_matches=assert_compiled_matches)
