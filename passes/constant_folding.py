@@ -36,12 +36,14 @@ class ConstantFolding(Pass):
         for n in list(g.nodes):
             if n.body is not None or not n.inputs or not all(g.is_const(v) for v in n.inputs):
                 continue
+            if any(o in g.outputs for o in n.outputs):  # a graph output stays computed (outputs are not weights)
+                continue
             biggest = max(v.type.numel for v in n.inputs)
             if any(o.type.numel > max(biggest, MAX_GROWTH_ELEMS) for o in n.outputs):
                 continue
             results = get_op(n.op).reference([g.const(v) for v in n.inputs], n.attrs)
             for o, arr in zip(n.outputs, results):
-                c = g.add_const(np.ascontiguousarray(np.asarray(arr, dtype=o.type.np_dtype)), o.name + "_folded")
+                c = g.add_const(np.array(arr, dtype=o.type.np_dtype, order="C"), o.name + "_folded")  # keeps rank 0
                 g.replace_uses(o, c)
             g.nodes.remove(n)
             folded += 1

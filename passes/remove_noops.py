@@ -69,18 +69,18 @@ class RemoveNoops(Pass):
         stats = {"identities": 0, "copies": 0, "merged_reshapes": 0, "merged_transposes": 0}
         stats["merged_reshapes"] = rewrite(g, RESHAPE_OF_RESHAPE, lambda m, b: b.add(
             "reshape", [m["x"]], {"shape": m["outer"].type.shape}, name=m["outer"].name))
-        stats["merged_transposes"] = rewrite(g, TRANSPOSE_OF_TRANSPOSE, _compose_transposes)
+        stats["merged_transposes"] = rewrite(g, TRANSPOSE_OF_TRANSPOSE, lambda m, b: _compose_transposes(g, m, b))
         for p in IDENTITIES:
             stats["identities"] += rewrite(g, p, lambda m, b: _forward(g, m))
         stats["copies"] = rewrite(g, Op("copy", Any("x"), name="y"), lambda m, b: _forward(g, m))
         return stats
 
 
-def _compose_transposes(m, b):
+def _compose_transposes(g, m, b):
     p1, p2 = m.node("inner").attrs["perm"], m.node("outer").attrs["perm"]
     perm = [p1[i] for i in p2]
-    if perm == sorted(perm):
-        return m["x"]
+    if perm == sorted(perm):  # they cancel
+        return _forward(g, {"x": m["x"], "y": m["outer"]})
     return b.add("transpose", [m["x"]], {"perm": perm}, name=m["outer"].name)
 
 

@@ -388,33 +388,31 @@ def test_numerics_on_random_inputs(seed):
 
 def test_reductions_and_comparisons_of_constants_fold():
     before = """
-    graph main(%x: f32[2,4]) {
+    graph main(%x: f32[2,4], %v: f32[4,8]) {
       const %w: f32[4,8]
       const %zero: f32[] = 0.0
       %s: f32[4] = sum(%w) {"axes": [1], "keepdims": false}
       %p: bool[4,8] = gt(%w, %zero)
       %q: bool[4,8] = logical_not(%p)
       %a: f32[2,4] = add(%x, %s)
-      return %a, %q
+      %z: f32[4,8] = where(%q, %v, %zero)
+      return %a, %z
     }"""
     g = parse_graph(before, {"w": W})
     after = g.clone()
     stats = run_pass(after)
     # %q reads %p, which reads only constants: the whole mask chain folds (3 nodes)
     assert stats == {"folded": 3}
-    assert [n.op for n in after.nodes] == ["add"]
+    assert [n.op for n in after.nodes] == ["add", "where"]
     np.testing.assert_allclose(after.constants["s_folded"], W.astype(np.float64).sum(axis=1), rtol=1e-6)
-    assert after.constants["q_folded"].dtype == np.bool_
+    np.testing.assert_array_equal(after.constants["q_folded"], W <= 0)
     assert_same_numerics(g, after)
 
 
-# -- known bugs ---------------------------------------------------------------------------------------------------
+# -- regressions: rank-0 results, graph outputs --------------------------------------------------------------------
+# (both were bugs when these tests were written: a folded scalar became f32[1] through np.ascontiguousarray, and a
+# folded graph output became a constant that the lowering never shipped, so the compiled model raised KeyError)
 
-SCALAR_REASON = ("constant_folding stores a folded rank-0 result with np.ascontiguousarray, which returns an "
-                 "array of at least one dimension: the new constant is f32[1] instead of f32[]")
-
-
-@pytest.mark.xfail(strict=True, reason=SCALAR_REASON)
 @pytest.mark.parametrize("line", [
     '%u: f32[] = neg(%s)',
     '%u: f32[] = transpose(%s) {"perm": []}',
@@ -429,15 +427,19 @@ def test_folded_scalar_keeps_rank_0(line):
       %y: f32[2,3] = mul(%x, %u)
       return %y
     }}"""
-    g = parse_graph(before)
-    after = g.clone()
-    assert run_pass(after) == {"folded": 1}
-    assert after.nodes[0].inputs[1].type.shape == ()
+    expected = """
+    graph main(%x: f32[2,3]) {
+      const %u_folded: f32[] = VALUE
+      %y: f32[2,3] = mul(%x, %u_folded)
+      return %y
+    }"""
+    value = {"neg": "-3.0", "mul": "9.0"}.get(line.split("= ")[1].split("(")[0], "3.0")
+    g, after, stats = assert_rewrites(before, expected.replace("VALUE", value))
+    assert stats == {"folded": 1}
     assert after.constants["u_folded"].shape == ()
+    assert_same_numerics(g, after)
 
 
-@pytest.mark.xfail(strict=True, reason=SCALAR_REASON + "; a scalar op reading it then infers f32[1] and the IR "
-                                                      "no longer verifies")
 def test_folded_scalar_feeding_a_scalar_op_still_verifies():
     before = """
     graph main(%x: f32[]) {
@@ -446,17 +448,34 @@ def test_folded_scalar_feeding_a_scalar_op_still_verifies():
       %y: f32[] = add(%x, %n)
       return %y
     }"""
-    g = parse_graph(before)
-    verify(g)
-    after = g.clone()
-    assert run_pass(after) == {"folded": 1}  # run_pass verifies: VerificationError today
+    expected = """
+    graph main(%x: f32[]) {
+      const %n_folded: f32[] = -2.0
+      %y: f32[] = add(%x, %n_folded)
+      return %y
+    }"""
+    g, after, stats = assert_rewrites(before, expected)  # verifies the result
+    assert stats == {"folded": 1}
     xs = [np.array(1.5, np.float32)]
     np.testing.assert_array_equal(interpret(after, xs)[0], interpret(g, xs)[0])
 
 
-@pytest.mark.xfail(strict=True, reason="constant_folding folds the node that produces a graph output (here the "
-                                       "frontend's copy of a weight), so the output becomes a constant; the "
-                                       "lowering never registers it and the compiled model raises KeyError")
+def test_no_graph_output_becomes_a_constant():
+    before = """
+    graph main(%x: f32[2,3]) {
+      const %w: f32[3,2] = [[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]
+      %t: f32[2,3] = transpose(%w) {"perm": [1, 0]}
+      %c: f32[3,2] = copy(%w)
+      %y: f32[2,3] = add(%x, %t)
+      return %y, %t, %c
+    }"""
+    g = parse_graph(before)
+    after = g.clone()
+    run_pass(after)
+    assert not any(after.is_const(v) for v in after.outputs)
+    assert_same_numerics(g, after)
+
+
 def test_model_that_returns_a_weight_compiles_and_runs():
     import torch
 
