@@ -82,7 +82,7 @@ def compile_graph(graph, target="host", *, opt_level: int = 2, passes: Sequence 
     tgt = get_target(target)
     verify(graph)
     traced_ops = len(graph.nodes)
-    records = run_passes(graph, resolve(passes, disable, opt_level, tgt.name))
+    records = run_passes(graph, resolve(passes, disable, opt_level, tgt.name), tgt)
     lowered = lower(graph, tgt)
     with tempfile.TemporaryDirectory(prefix="edgeopt-") as d:
         lib_path = os.path.join(d, "kernels.so")

@@ -35,6 +35,9 @@ class Pass:
     guarantees: tuple[str, ...] = ()
     #: properties this pass may break
     invalidates: tuple[str, ...] = ()
+    #: the compile target (set by ``run_passes``; None when run without one). Passes that pick sizes from
+    #: the hardware (vector width, cache sizes) read it; all others ignore it.
+    target = None
 
     def run(self, g: Graph) -> dict:
         raise NotImplementedError
@@ -81,7 +84,8 @@ FUSION = ["fuse_horizontal", "fuse_attention", "fuse_epilogue", "fuse_reductions
 PIPELINES = {
     0: [],
     1: CLEANUP,
-    2: [*CLEANUP, "fold_batch_norm", "fold_affine", "dead_code_elimination", "linear_weight_layout", *FUSION],
+    2: [*CLEANUP, "fold_batch_norm", "fold_affine", "dead_code_elimination", "linear_weight_layout",
+        "conv_weight_layout", *FUSION],
 }
 
 
@@ -106,8 +110,8 @@ def resolve(passes: Sequence[str | Pass] | None, disable: Iterable[str], opt_lev
     return out
 
 
-def run_passes(g: Graph, passes: Sequence[Pass]) -> list[dict]:
-    """Run passes in order, verifying after each; returns [{name, seconds, stats}] for the report."""
+def run_passes(g: Graph, passes: Sequence[Pass], target=None) -> list[dict]:
+    """Run passes in order for ``target``, verifying after each; returns [{name, seconds, stats}] for the report."""
     debug = os.environ.get("EDGEOPT_DEBUG", "") not in ("", "0")
     debug_dir = os.environ.get("EDGEOPT_DEBUG_DIR")
     have: set[str] = set()
@@ -116,6 +120,7 @@ def run_passes(g: Graph, passes: Sequence[Pass]) -> list[dict]:
         missing = set(p.requires) - have
         if missing:
             raise PassError(f"pass {p.name!r} requires {sorted(missing)}, which no earlier pass guarantees")
+        p.target = target
         t0 = time.perf_counter()
         try:
             stats = p.run(g) or {}

@@ -23,7 +23,14 @@ from edgeopt.ir import Graph
 from edgeopt.pattern import Any, Const, Op, rewrite
 from edgeopt.pipeline import Pass, register_pass
 
-LAYER = Op(("conv2d", "conv_transpose2d", "linear"), Any("x"), Const("w"), Const("b", optional=True), name="y")
+
+def _plain_weight(n) -> bool:
+    """Weights in the framework's layout (OIHW / IOHW / oi / io), not a packed kernel layout."""
+    return n.attrs.get("weight_layout", "OIHW") in ("OIHW", "oi", "io")
+
+
+LAYER = Op(("conv2d", "conv_transpose2d", "linear"), Any("x"), Const("w"), Const("b", optional=True), name="y",
+           where=_plain_weight)
 BATCH_NORM = Op("batch_norm", LAYER, Const("mean"), Const("var"), Const("gamma"), Const("beta"), name="out")
 
 

@@ -79,6 +79,14 @@ def anchor_op(n: Node) -> str:
     return n.attrs.get("anchor") or n.op if n.op == "fused" else n.op
 
 
+def anchor_attrs(n: Node) -> dict:
+    """The attributes of the node's anchor op (a fused kernel: of the first body node with that op)."""
+    if n.body is None:
+        return n.attrs
+    op = anchor_op(n)
+    return next((m.attrs for m in n.body.nodes if m.op == op), {})
+
+
 def build_primfunc(g: Graph, n: Node) -> tuple[tvm.tirx.PrimFunc, list[Value]]:
     """The node's TE compute (a fused node: its whole body) as a PrimFunc; returns it and its argument values."""
     args, te_ins = [], []
@@ -158,7 +166,8 @@ def lower(g: Graph, target) -> Lowered:
         if name not in funcs:  # TE is built and scheduled once per distinct kernel, not per node
             cached = _KERNEL_CACHE.get((tkey, key))
             if cached is None:
-                cached = _tir_kernel(g, n) or schedule_kernel(build_primfunc(g, n)[0], anchor_op(n), lanes)
+                cached = _tir_kernel(g, n) or schedule_kernel(build_primfunc(g, n)[0], anchor_op(n), lanes,
+                                                                anchor_attrs(n))
                 _KERNEL_CACHE[(tkey, key)] = cached
             funcs[name] = cached[0].with_attr("global_symbol", name)
             ops = [m.op for m in n.body.nodes] if n.body is not None else [n.op]

@@ -22,17 +22,22 @@ import math
 import tvm
 from tvm.s_tir import Schedule
 
+from ..ir.ops.nn import conv_weight_block
+
 TILED_OPS = {"conv2d", "conv_transpose2d", "matmul", "linear", "max_pool2d", "avg_pool2d"}
 #: which output axis to unroll (register-block) for each tiled op, counted from the front (None: none)
 _UNROLL_AXIS = {"conv2d": 1, "conv_transpose2d": 1, "matmul": -2, "linear": -2}
+#: accumulator vectors a register tile may hold (AVX2 has 16 registers: the rest hold weights and inputs)
+_MAX_ACCUMULATORS = 8
 _MIN_PARALLEL_WORK = 4096  # elements; below this a thread-pool launch costs more than it saves
 
 
-def schedule_kernel(func: tvm.tirx.PrimFunc, op: str, lanes: int) -> tuple[tvm.tirx.PrimFunc, str]:
-    """Schedule ``func`` (one kernel whose anchor IR op is ``op``); returns (func, description)."""
+def schedule_kernel(func: tvm.tirx.PrimFunc, op: str, lanes: int,
+                    attrs: dict | None = None) -> tuple[tvm.tirx.PrimFunc, str]:
+    """Schedule ``func`` (one kernel whose anchor IR op is ``op`` with ``attrs``); returns (func, description)."""
     try:
         sch = Schedule(tvm.IRModule({"main": func}))
-        desc = _schedule(sch, op, lanes)
+        desc = _schedule(sch, op, lanes, attrs or {})
         return sch.mod["main"], desc
     except Exception as e:  # a schedule primitive refused this kernel: use the safe fallback
         sch = Schedule(tvm.IRModule({"main": func}))
@@ -60,7 +65,7 @@ def _extents(sch: Schedule, loops) -> list[int]:
     return [int(sch.get(lp).extent) for lp in loops]
 
 
-def _schedule(sch: Schedule, op: str, lanes: int) -> str:
+def _schedule(sch: Schedule, op: str, lanes: int, attrs: dict) -> str:
     outputs = {sch.get(b).name_hint for b in sch.get_output_blocks(sch.get_sblock("root", func_name="main"))}
     anchor = None
     if op in TILED_OPS:
@@ -80,7 +85,7 @@ def _schedule(sch: Schedule, op: str, lanes: int) -> str:
     desc = []
     others = [sch.get(b).name_hint for b in _blocks(sch) if sch.get(b).name_hint != anchor]
     if anchor:
-        desc.append(_tile_anchor(sch, sch.get_sblock(anchor, func_name="main"), op, lanes))
+        desc.append(_tile_anchor(sch, sch.get_sblock(anchor, func_name="main"), op, lanes, attrs))
     for name in others:
         try:
             b = sch.get_sblock(name, func_name="main")
@@ -134,29 +139,42 @@ def _factor(extent: int, want: int) -> int:
     return f
 
 
-def _tile_anchor(sch: Schedule, block, op: str, lanes: int) -> str:
-    loops = sch.get_loops(block)
-    types = _iter_types(sch, block)
-    spatial = [lp for lp, t in zip(loops, types) if t == 0]
-    reduce = [lp for lp, t in zip(loops, types) if t != 0]
-    ext = _extents(sch, spatial)
+def _divisor_at_most(extent: int, limit: int) -> int:
+    return max(d for d in range(1, min(extent, limit) + 1) if extent % d == 0)
+
+
+def _tile_shape(op: str, attrs: dict, ext: list[int], lanes: int) -> tuple[int, int, int | None, int]:
+    """(vector axis, vector width, unrolled axis or None, unroll factor) of a tiled anchor's output."""
+    block = conv_weight_block(attrs) if op == "conv2d" else 0
+    if block:  # packed weights: a block of output channels is the vector, a run of output pixels is unrolled
+        budget = max(1, _MAX_ACCUMULATORS // max(1, block // lanes))  # accumulators in registers
+        return 1, block, len(ext) - 1, _divisor_at_most(ext[-1], budget)
     v = _factor(ext[-1], lanes * 2 if ext[-1] >= lanes * 4 else lanes)
     if v < 4:  # 2-lane vectors trip an LLVM codegen bug in TVM 0.27 ("does not dominate all uses")
         v = 1
     u_axis = _UNROLL_AXIS.get(op)
     if u_axis is not None:
-        u_axis %= len(spatial)
-        if u_axis == len(spatial) - 1:
+        u_axis %= len(ext)
+        if u_axis == len(ext) - 1:
             u_axis = None
     u = _factor(ext[u_axis], 4) if u_axis is not None else 1
+    return len(ext) - 1, v, u_axis, u
+
+
+def _tile_anchor(sch: Schedule, block, op: str, lanes: int, attrs: dict) -> str:
+    loops = sch.get_loops(block)
+    types = _iter_types(sch, block)
+    spatial = [lp for lp, t in zip(loops, types) if t == 0]
+    reduce = [lp for lp, t in zip(loops, types) if t != 0]
+    v_axis, v, u_axis, u = _tile_shape(op, attrs, _extents(sch, spatial), lanes)
     outer, inner = list(spatial), []
     if u > 1:
         uo, ui = sch.split(spatial[u_axis], [None, u])
         outer[u_axis] = uo
         inner.append(ui)
     if v > 1:
-        vo, vi = sch.split(spatial[-1], [None, v])
-        outer[-1] = vo
+        vo, vi = sch.split(spatial[v_axis], [None, v])
+        outer[v_axis] = vo
         inner.append(vi)
     sch.reorder(*outer, *reduce, *inner)
     write_back = sch.cache_write(block, 0, "local")
@@ -173,7 +191,8 @@ def _tile_anchor(sch: Schedule, block, op: str, lanes: int) -> str:
         init = sch.decompose_reduction(block, reduce[0])
         _vectorize_inner(sch, init, v)
     _vectorize_inner(sch, write_back, v)
-    return f"tile(u{u},v{v}{',epilogue' if fused else ''})"
+    packed = ",packed" if v_axis != len(spatial) - 1 else ""
+    return f"tile(u{u},v{v}{packed}{',epilogue' if fused else ''})"
 
 
 def _inline_epilogue(sch: Schedule, write_back) -> bool:

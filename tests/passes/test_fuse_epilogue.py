@@ -20,7 +20,7 @@ W_CONV = RNG.standard_normal((8, 3, 1, 1)).astype(np.float32)
 W_CONV3 = RNG.standard_normal((4, 2, 3, 3)).astype(np.float32)
 W_LIN = RNG.standard_normal((4, 8)).astype(np.float32)
 CONSTS = {"w": W_CONV, "w3": W_CONV3, "wl": W_LIN}
-CONV_ATTRS = '{"stride": [1, 1], "padding": [0, 0, 0, 0], "dilation": [1, 1], "groups": 1}'
+CONV_ATTRS = '{"stride": [1, 1], "padding": [0, 0, 0, 0], "dilation": [1, 1], "groups": 1, "weight_layout": "OIHW"}'
 RTOL = 1e-5
 
 
@@ -94,11 +94,11 @@ def test_a_growing_broadcast_right_after_the_anchor_leaves_it_alone():
     g = parse_graph("""
     graph main(%x: f32[1,3,4,4], %big: f32[2,8,4,4]) {
       const %w: f32[8,3,1,1]
-      %c: f32[1,8,4,4] = conv2d(%x, %w) {"stride": [1, 1], "padding": [0, 0, 0, 0], "dilation": [1, 1], "groups": 1}
+      %c: f32[1,8,4,4] = conv2d(%x, %w) {"stride": [1, 1], "padding": [0, 0, 0, 0], "dilation": [1, 1], "groups": 1, "weight_layout": "OIHW"}
       %a: f32[2,8,4,4] = add(%big, %c)
       %r: f32[2,8,4,4] = relu(%a)
       return %r
-    }""", CONSTS)
+    }""", CONSTS)  # noqa: E501
     text = print_graph(g)
     assert run_pass(g) == {"fused_groups": 0, "fused_ops": 0}
     assert print_graph(g) == text

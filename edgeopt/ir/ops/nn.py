@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -39,25 +40,69 @@ def _windows(x, k, s, d, pads, fill, ceil_mode=False):
     return win[:, :, : (oh - 1) * s[0] + 1 : s[0], : (ow - 1) * s[1] + 1 : s[1], :: d[0], :: d[1]]
 
 
+def conv_weight_block(attrs) -> int:
+    """Output channels per block of a packed conv2d weight (``weight_layout`` "OIHW<v>o"); 0 for plain OIHW.
+
+    The packed layout is [O/v, I, KH, KW, v]: the ``v`` output channels a kernel computes in one vector
+    are contiguous, and one block's weights are one sequential stream."""
+    layout = attrs.get("weight_layout", "OIHW")
+    if layout == "OIHW":
+        return 0
+    m = re.fullmatch(r"OIHW([1-9][0-9]*)o", layout)
+    if not m:
+        raise OpError(f"conv2d: weight_layout must be 'OIHW' or 'OIHW<v>o' (packed), got {layout!r}")
+    return int(m.group(1))
+
+
+def pack_conv_weight(w: np.ndarray, block: int) -> np.ndarray:
+    """OIHW -> [O/block, I, KH, KW, block]."""
+    o, i, kh, kw = w.shape
+    return np.ascontiguousarray(w.reshape(o // block, block, i, kh, kw).transpose(0, 2, 3, 4, 1))
+
+
+def unpack_conv_weight(w: np.ndarray, block: int) -> np.ndarray:
+    """[O/block, I, KH, KW, block] -> OIHW (the inverse of ``pack_conv_weight``)."""
+    ob, i, kh, kw, b = w.shape
+    return w.transpose(0, 4, 1, 2, 3).reshape(ob * b, i, kh, kw)
+
+
+def _conv_weight_oihw_shape(w: TensorType, attrs) -> tuple:
+    block = conv_weight_block(attrs)
+    if not block:
+        if w.rank != 4:
+            raise OpError("conv2d needs NCHW input and OIHW weight")
+        return w.shape
+    if w.rank != 5 or w.shape[4] != block:
+        raise OpError(f"conv2d: weight_layout {attrs['weight_layout']} needs a [O/{block}, I, KH, KW, {block}] "
+                      f"weight, got {list(w.shape)}")
+    if attrs["groups"] != 1:
+        raise OpError("conv2d: a packed weight_layout needs groups=1")
+    return (w.shape[0] * block, *w.shape[1:4])
+
+
 def _conv_infer(types, attrs):
-    x, w = types[0], types[1]
+    x = types[0]
     need_float("conv2d", x)
     same_dtype("conv2d", types)
-    if x.rank != 4 or w.rank != 4:
+    if x.rank != 4:
         raise OpError("conv2d needs NCHW input and OIHW weight")
+    w = _conv_weight_oihw_shape(types[1], attrs)
     g = attrs["groups"]
-    if x.shape[1] != w.shape[1] * g or w.shape[0] % g:
-        raise OpError(f"conv2d: channels {x.shape[1]} / weight {w.shape} / groups {g} disagree")
-    if len(types) == 3 and types[2].shape != (w.shape[0],):
+    if x.shape[1] != w[1] * g or w[0] % g:
+        raise OpError(f"conv2d: channels {x.shape[1]} / weight {list(w)} / groups {g} disagree")
+    if len(types) == 3 and types[2].shape != (w[0],):
         raise OpError("conv2d: bias must be [out_channels]")
     s, p, d = attrs["stride"], attrs["padding"], attrs["dilation"]
-    oh = _out_dim(x.shape[2], w.shape[2], s[0], p[0], p[2], d[0])
-    ow = _out_dim(x.shape[3], w.shape[3], s[1], p[1], p[3], d[1])
-    return [TensorType((x.shape[0], w.shape[0], oh, ow), x.dtype)]
+    oh = _out_dim(x.shape[2], w[2], s[0], p[0], p[2], d[0])
+    ow = _out_dim(x.shape[3], w[3], s[1], p[1], p[3], d[1])
+    return [TensorType((x.shape[0], w[0], oh, ow), x.dtype)]
 
 
 def _conv_ref(xs, attrs):
     x, w = xs[0].astype(np.float64), xs[1].astype(np.float64)
+    block = conv_weight_block(attrs)
+    if block:
+        w = unpack_conv_weight(w, block)
     g = attrs["groups"]
     win = _windows(x, w.shape[2:], attrs["stride"], attrs["dilation"], attrs["padding"], 0.0)
     n, c, oh, ow, kh, kw = win.shape
@@ -70,8 +115,9 @@ def _conv_ref(xs, attrs):
 
 
 _CONV_ATTRS = {"stride": [1, 1], "padding": [0, 0, 0, 0], "dilation": [1, 1], "groups": 1}
-register(OpDef("conv2d", "contraction", _conv_infer, _conv_ref, dict(_CONV_ATTRS), (2, 3),
-               doc="conv2d(x[N,C,H,W], w[O,C/groups,KH,KW], [b[O]]); padding is [top, left, bottom, right]"))
+register(OpDef("conv2d", "contraction", _conv_infer, _conv_ref, dict(_CONV_ATTRS, weight_layout="OIHW"), (2, 3),
+               doc="conv2d(x[N,C,H,W], w[O,C/groups,KH,KW] or packed [O/v,C,KH,KW,v] (weight_layout "
+                   "'OIHW<v>o'), [b[O]]); padding is [top, left, bottom, right]"))
 
 
 def _convT_infer(types, attrs):

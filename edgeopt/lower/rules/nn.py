@@ -5,7 +5,7 @@ from __future__ import annotations
 import tvm
 from tvm import te
 
-from ...ir.ops.nn import adaptive_bounds, resize_scale
+from ...ir.ops.nn import adaptive_bounds, conv_weight_block, resize_scale
 from . import rule
 from ._te import const
 
@@ -34,14 +34,25 @@ def pad_nchw(x, pads, extra, value, name="pad"):
 def conv2d(ins, attrs, out, op):
     x, w = ins[0], ins[1]
     (sh, sw), (dh, dw), g = attrs["stride"], attrs["dilation"], attrs["groups"]
-    O, Cg, KH, KW = (int(d) for d in w.shape)
+    block = conv_weight_block(attrs)
+    if block:  # packed [O/v, I, KH, KW, v]: w[k, c, y, x] is w[k // v, c, y, x, k % v]
+        _, Cg, KH, KW, _ = (int(d) for d in w.shape)
+        O = int(out.shape[1])
+
+        def weight(k, c, y, x_):
+            return w[k // block, c, y, x_, k % block]
+    else:
+        O, Cg, KH, KW = (int(d) for d in w.shape)
+
+        def weight(k, c, y, x_):
+            return w[k, c, y, x_]
     Og = O // g
     xp = pad_nchw(x, attrs["padding"], (0, 0), const(0, x.dtype))
     rc, ry, rx = te.reduce_axis((0, Cg), "rc"), te.reduce_axis((0, KH), "ry"), te.reduce_axis((0, KW), "rx")
 
     def body(n, k, h, wi):
         c = rc if g == 1 else (k // Og) * Cg + rc
-        return te.sum(xp[n, c, h * sh + ry * dh, wi * sw + rx * dw] * w[k, rc, ry, rx], axis=[rc, ry, rx])
+        return te.sum(xp[n, c, h * sh + ry * dh, wi * sw + rx * dw] * weight(k, rc, ry, rx), axis=[rc, ry, rx])
 
     y = te.compute(tuple(out.shape), body, name="conv2d")
     return _bias(y, ins)
