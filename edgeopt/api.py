@@ -106,6 +106,8 @@ def compile_graph(graph, target="host", *, opt_level: int = 2, passes: Sequence 
         "codegen_seconds": round(lowered.seconds["codegen"], 4),
         "kernels": lowered.kernels,
         "fused_groups": _fused_groups(lowered),
+        **lowered.memory.report(),
+        "memory_plan_seconds": round(lowered.seconds["memory_plan"], 4),
     }
     report["compile_seconds"] = round(time.perf_counter() - t0, 4)
     manifest = {

@@ -10,8 +10,11 @@ tiled online-softmax attention).
 The plan (``plan.json`` in the artifact) is all the runtime needs to know:
 
     {"inputs":  [{"name", "shape", "dtype"}], "outputs": [...],
-     "values":  {name: {"shape", "dtype", "kind": input|const|buffer|view, "of": source (views)}},
-     "steps":   [{"kernel": func name, "args": [value names...], "node": IR value name}]}
+     "values":  {name: {"shape", "dtype", "kind": input|const|buffer|view, "of": source (views),
+                        "offset": byte offset in the arena, "live": [first, last step] (inputs and buffers)}},
+     "steps":   [{"kernel": func name, "args": [value names...], "num_outputs": n, "node": IR value name,
+                  "inplace": [[input, output]...] (pairs the kernel may share)}],
+     "arena_bytes": size of the one activation arena (``edgeopt.memory``)}
 """
 
 from __future__ import annotations
@@ -25,7 +28,9 @@ import tvm
 from tvm import te
 
 from ..ir import Graph, Node, Value
+from ..ir.registry import get_op
 from ..ir.types import TVM_DTYPES
+from ..memory import MemoryPlan, plan_arena
 from .flash_attention import flash_attention
 from .rules import get_rule
 from .schedule_cpu import schedule_kernel
@@ -42,6 +47,7 @@ class Lowered:
     plan: dict
     kernels: list[dict] = field(default_factory=list)  # one per unique kernel: name, op, schedule
     seconds: dict = field(default_factory=dict)
+    memory: MemoryPlan | None = None
 
 
 def _is_scalar_const(g: Graph, v: Value) -> bool:
@@ -77,6 +83,34 @@ def kernel_args(g: Graph, n: Node) -> list[Value]:
 def anchor_op(n: Node) -> str:
     """The op that picks the kernel's schedule: the node's op, or a fused kernel's anchor."""
     return n.attrs.get("anchor") or n.op if n.op == "fused" else n.op
+
+
+def inplace_candidates(g: Graph, n: Node, args: list[Value]) -> list[list[str]]:
+    """[input, output] pairs where the kernel may write its output over that input: the input has the output's
+    type and everything computed from it inside the kernel is elementwise at the output's shape, so element i
+    of the input is read only to compute element i of the output, just before it is written (a residual
+    add in a conv's epilogue qualifies; an input of the conv itself does not). The memory planner shares
+    the pair's storage when the input dies at this kernel."""
+    if len(n.outputs) != 1 or n.op in VIEW_OPS:
+        return []
+    out = n.outputs[0].type
+    candidates = [v for v in args if v.type == out and not g.is_const(v) and args.count(v) == 1]
+    if n.body is None:
+        ok = get_op(n.op).kind == "elementwise"
+        return [[v.name, n.outputs[0].name] for v in candidates] if ok else []
+    params = dict(zip(n.inputs, n.body.inputs))
+    return [[v.name, n.outputs[0].name] for v in candidates if _only_elementwise_after(n.body, params[v], out)]
+
+
+def _only_elementwise_after(body: Graph, param: Value, out) -> bool:
+    """Every node of ``body`` that depends on ``param`` is elementwise with the output's shape."""
+    tainted = {param}
+    for m in body.nodes:
+        if any(v in tainted for v in m.inputs):
+            if get_op(m.op).kind != "elementwise" or any(o.type.shape != out.shape for o in m.outputs):
+                return False
+            tainted.update(m.outputs)
+    return True
 
 
 def anchor_attrs(n: Node) -> dict:
@@ -177,8 +211,12 @@ def lower(g: Graph, target) -> Lowered:
                 values[v.name] = _vinfo(v, "const")
         for o in n.outputs:
             values[o.name] = _vinfo(o, "buffer")
-        steps.append({"kernel": name, "args": [v.name for v in arg_values] + [o.name for o in n.outputs],
-                      "node": out.name})
+        step = {"kernel": name, "args": [v.name for v in arg_values] + [o.name for o in n.outputs],
+                "num_outputs": len(n.outputs), "node": out.name}
+        inplace = inplace_candidates(g, n, arg_values)
+        if inplace:
+            step["inplace"] = inplace
+        steps.append(step)
     t1 = time.perf_counter()
     executable = tvm.compile(tvm.IRModule(funcs), target=target.tvm_target()) if funcs else None
     t2 = time.perf_counter()
@@ -188,7 +226,15 @@ def lower(g: Graph, target) -> Lowered:
         "values": values,
         "steps": steps,
     }
-    return Lowered(executable, plan, kernels, {"schedule": t1 - t0, "codegen": t2 - t1})
+    memory = plan_arena(plan)
+    for tok in memory.tokens:
+        for name in tok.values:
+            values[name]["offset"] = memory.offsets[tok.name]
+            values[name]["live"] = [tok.start, tok.end]
+    plan["arena_bytes"] = memory.arena_bytes
+    t3 = time.perf_counter()
+    return Lowered(executable, plan, kernels, {"schedule": t1 - t0, "codegen": t2 - t1, "memory_plan": t3 - t2},
+                   memory)
 
 
 def _vinfo(v: Value, kind: str) -> dict:

@@ -18,6 +18,7 @@ import hashlib
 import io
 import json
 import zipfile
+from collections.abc import Callable
 
 from ..errors import ArtifactError
 
@@ -42,8 +43,14 @@ def write_artifact(manifest: dict, members: dict[str, bytes]) -> bytes:
     return buf.getvalue()
 
 
-def read_artifact(source: str | bytes, what: str = "artifact") -> tuple[dict, dict[str, bytes]]:
-    """Open and verify an artifact (a path or its bytes); returns (manifest, members)."""
+def read_artifact(source: str | bytes, what: str = "artifact",
+                  consumers: dict[str, Callable] | None = None) -> tuple[dict, dict[str, bytes]]:
+    """Open and verify an artifact (a path or its bytes); returns (manifest, members).
+
+    A member named in ``consumers`` is never held in memory as bytes: ``consumers[name](stream)`` reads it
+    from a stream that hashes what passes through (e.g. straight into the weight arrays), and its result
+    becomes the member; the sha256 is checked when the stream is done."""
+    consumers = consumers or {}
     try:
         fileobj = io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb")
     except OSError as e:
@@ -71,14 +78,59 @@ def read_artifact(source: str | bytes, what: str = "artifact") -> tuple[dict, di
                 if name not in names:
                     raise ArtifactError(f"{what} is missing member {name!r} (truncated or tampered)")
                 try:
-                    data = z.read(name)
-                except (zipfile.BadZipFile, EOFError, OSError) as e:
+                    if name in consumers:
+                        with z.open(name) as raw:
+                            stream = _HashingReader(raw)
+                            data = consumers[name](stream)
+                            stream.drain()
+                        size, digest = stream.size, stream.hexdigest()
+                    else:
+                        data = z.read(name)
+                        size, digest = len(data), sha256(data)
+                except (zipfile.BadZipFile, EOFError, OSError, ValueError) as e:
                     raise ArtifactError(f"{what}: member {name!r} is damaged ({e})") from None
-                if len(data) != info["size"] or sha256(data) != info["sha256"]:
+                if size != info["size"] or digest != info["sha256"]:
                     raise ArtifactError(f"{what}: sha256 of member {name!r} does not match the manifest "
                                         "(the file was modified after it was written)")
                 members[name] = data
     return manifest, members
+
+
+_CHUNK = 1 << 20
+
+
+class _HashingReader:
+    """A read-only stream over a zip member that counts and hashes every byte read."""
+
+    def __init__(self, raw):
+        self._raw, self._h, self.size = raw, hashlib.sha256(), 0
+
+    def _seen(self, chunk) -> None:
+        self._h.update(chunk)
+        self.size += len(chunk)
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._raw.read(n)
+        self._seen(data)
+        return data
+
+    def readinto(self, buf) -> int:
+        view = memoryview(buf).cast("B")
+        done = 0
+        while done < len(view):  # in chunks: a zip stream's readinto reads the whole request into a temporary
+            n = self._raw.readinto(view[done : done + _CHUNK])
+            if not n:
+                break
+            done += n
+        self._seen(view[:done])
+        return done
+
+    def drain(self) -> None:
+        while self.read(_CHUNK):
+            pass
+
+    def hexdigest(self) -> str:
+        return self._h.hexdigest()
 
 
 def _check_format(manifest: dict, what: str) -> None:

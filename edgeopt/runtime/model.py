@@ -1,7 +1,8 @@
 """The runtime's model: load a verified artifact, check inputs, run the plan. Imports no torch, no compiler.
 
-Each thread that calls the model gets its own activation buffers (made once, on its first call), so
-calls are reusable and two threads can run the same model at the same time.
+All activations live in one arena whose layout the compiler planned (``edgeopt.memory``). Each thread
+that calls the model gets its own arena (allocated once, on its first call), so calls reuse it and two
+threads can run the same model at the same time.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ class Model:
     """A loaded artifact. Call it with numpy arrays (or anything ``np.asarray`` takes)."""
 
     def __init__(self, source: str | bytes, what: str = "artifact"):
-        manifest, members = read_artifact(source, what)
+        manifest, members = read_artifact(
+            source, what, consumers={"weights.safetensors": lambda f: safetensors_io.read_into(f, _aligned_le)})
         self.manifest = manifest
         tvm_version = str(manifest.get("tvm_version", ""))
         if not tvm_version.startswith(SUPPORTED_TVM):
@@ -32,7 +34,7 @@ class Model:
         tvm_cpu.check_device(manifest["target"])
         try:
             self.plan = json.loads(members["plan.json"])
-            weights = safetensors_io.loads(members["weights.safetensors"])
+            weights = members["weights.safetensors"]  # already in 64-byte-aligned arrays
         except (KeyError, ValueError) as e:
             raise ArtifactError(f"{what}: plan or weights unreadable ({e})") from None
         self.report = manifest.get("report", {})
@@ -45,9 +47,11 @@ class Model:
         self._consts = {}
         for name, info in self.plan["values"].items():
             if info["kind"] == "const":
-                arr = tvm_cpu.aligned_empty(info["shape"], NP_DTYPES[info["dtype"]])
-                arr[...] = weights[name]
+                arr = weights.get(name)
+                if arr is None or list(arr.shape) != list(info["shape"]) or arr.dtype != NP_DTYPES[info["dtype"]]:
+                    raise ArtifactError(f"{what}: weight {name!r} is missing or does not match the plan")
                 self._consts[name] = arr
+        del members, weights
         self._local = threading.local()
         self.inputs = self.plan["inputs"]
         self.outputs = self.plan["outputs"]
@@ -104,14 +108,18 @@ class Model:
 
 
 class _Context:
-    """One thread's buffers and prebuilt call list."""
+    """One thread's activation arena (one allocation, made on the thread's first call) and prebuilt call list.
+
+    Every input and kernel output is a view at its planned offset in the arena (``plan["values"][v]["offset"]``);
+    weights are the model's, shared by all threads."""
 
     def __init__(self, model: Model):
         plan = model.plan
         arrays: dict[str, np.ndarray] = dict(model._consts)
+        self.arena = tvm_cpu.aligned_empty((int(plan.get("arena_bytes", 0)),), np.uint8)
         for name, info in plan["values"].items():
             if info["kind"] in ("input", "buffer"):
-                arrays[name] = tvm_cpu.aligned_empty(info["shape"], NP_DTYPES[info["dtype"]])
+                arrays[name] = self._place(info)
         for name, info in plan["values"].items():
             if info["kind"] == "view":
                 arrays[name] = _resolve_view(name, plan["values"], arrays)
@@ -120,6 +128,22 @@ class _Context:
         self.input_arrays = [arrays[i["name"]] for i in plan["inputs"]]
         self.output_arrays = [arrays[o["name"]] for o in plan["outputs"]]
         self._arrays = arrays  # keep the memory alive while the tensors point at it
+
+    def _place(self, info: dict) -> np.ndarray:
+        dtype = np.dtype(NP_DTYPES[info["dtype"]])
+        if "offset" not in info:  # a plan without a memory plan: a buffer of its own
+            return tvm_cpu.aligned_empty(info["shape"], dtype)
+        count = int(np.prod(info["shape"], dtype=np.int64))
+        off = int(info["offset"])
+        if off % tvm_cpu.ALIGN or off + count * dtype.itemsize > self.arena.nbytes:
+            raise ArtifactError(f"plan places a tensor at bytes {off}..{off + count * dtype.itemsize}, outside "
+                                f"the arena of {self.arena.nbytes} bytes or misaligned")
+        return self.arena[off : off + count * dtype.itemsize].view(dtype).reshape(info["shape"])
+
+
+def _aligned_le(shape, dtype) -> np.ndarray:
+    """A 64-byte-aligned array for a little-endian weight (kernels read native order; x86/ARM are little-endian)."""
+    return tvm_cpu.aligned_empty(shape, dtype)
 
 
 def _resolve_view(name, values, arrays):

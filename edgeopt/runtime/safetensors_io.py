@@ -48,3 +48,33 @@ def loads(blob: bytes) -> dict[str, np.ndarray]:
             raise ValueError(f"safetensors tensor {name!r} has inconsistent offsets")
         out[name] = np.frombuffer(body[start:end], dtype=dt.newbyteorder("<")).reshape(info["shape"])  # read-only view
     return out
+
+
+def read_into(stream, alloc) -> dict[str, np.ndarray]:
+    """Read safetensors data from a stream straight into arrays made by ``alloc(shape, dtype)``, in file order:
+    the bytes are never held twice (for loading large weights with a small peak)."""
+    head = _read_exact(stream, 8)
+    (n,) = struct.unpack("<Q", head)
+    header = json.loads(_read_exact(stream, n))
+    entries = sorted(((k, v) for k, v in header.items() if k != "__metadata__"),
+                     key=lambda kv: kv[1]["data_offsets"][0])
+    out, pos = {}, 0
+    for name, info in entries:
+        start, end = info["data_offsets"]
+        dt = _FROM_ST[info["dtype"]]
+        if start < pos or end - start != dt.itemsize * int(np.prod(info["shape"], dtype=np.int64)):
+            raise ValueError(f"safetensors tensor {name!r} has inconsistent offsets")
+        _read_exact(stream, start - pos)
+        arr = alloc(info["shape"], dt)
+        if arr.nbytes and stream.readinto(arr.reshape(-1).view(np.uint8)) != end - start:
+            raise ValueError(f"safetensors tensor {name!r} is truncated")
+        out[name] = arr
+        pos = end
+    return out
+
+
+def _read_exact(stream, n: int) -> bytes:
+    data = stream.read(n) if n else b""
+    if len(data) != n:
+        raise ValueError("safetensors data is truncated")
+    return data

@@ -63,6 +63,20 @@ def test_report(name):
     assert not [k for k in r["kernels"] if k["schedule"].startswith(("fallback", "unscheduled"))]
 
 
+@pytest.mark.parametrize("name", sorted(ZOO))
+def test_memory_plan_is_near_the_lower_bound(name):
+    """The arena is within 5% of the most bytes alive at one step, below the naive plan, and every
+    activation of the plan sits aligned inside it (the planner verifies each plan as it makes it)."""
+    _, _, compiled = compile_zoo(name)
+    r, plan = compiled.report, compiled.plan
+    assert 0 < r["lower_bound_bytes"] <= r["arena_bytes"] <= 1.05 * r["lower_bound_bytes"]
+    assert r["arena_bytes"] < r["naive_bytes"] and r["plan_algorithm"] in r["plan_candidates"]
+    assert plan["arena_bytes"] == r["arena_bytes"]
+    for v in plan["values"].values():
+        if v["kind"] in ("input", "buffer"):
+            assert v["offset"] % 64 == 0 and v["offset"] < r["arena_bytes"]
+
+
 @pytest.mark.slow
 def test_efficientnet_lite0_full_size_real_images():
     """Pretrained EfficientNet-Lite0 at 224 on real photos: same top-1 as torch, close logits."""

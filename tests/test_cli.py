@@ -1,0 +1,70 @@
+"""The ``edgeopt`` command line: ``inspect`` on a saved artifact (summary, memory figures, the arena drawn
+over time, the IR) and a clear error for a damaged file."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from edgeopt.cli import main
+from tests.conftest import compile_zoo
+
+
+@pytest.fixture(scope="module")
+def artifact(tmp_path_factory):
+    _, _, compiled = compile_zoo("resnet18")
+    path = tmp_path_factory.mktemp("cli") / "resnet18.edgeopt"
+    compiled.save(path)
+    return path, compiled
+
+
+def test_inspect_prints_the_summary_and_the_memory_figures(artifact, capsys):
+    path, compiled = artifact
+    assert main(["inspect", str(path)]) == 0
+    out = capsys.readouterr().out
+    r = compiled.report
+    assert f"arena {r['arena_bytes']} bytes, lower bound {r['lower_bound_bytes']}, naive {r['naive_bytes']}" in out
+    assert f"{r['num_kernels']} steps" in out
+    for io in compiled.plan["inputs"] + compiled.plan["outputs"]:
+        assert io["name"] in out
+
+
+def test_inspect_memory_draws_every_activation_at_its_offset(artifact, capsys):
+    path, compiled = artifact
+    assert main(["inspect", str(path), "--memory"]) == 0
+    out = capsys.readouterr().out
+    rows = [ln for ln in out.splitlines() if "|" in ln]
+    placed = {n: v for n, v in compiled.plan["values"].items() if "offset" in v}
+    assert placed and len(rows) <= len(placed)
+    for name, info in placed.items():
+        row = next(ln for ln in rows if name in ln.rsplit("| ", 1)[1].split(", "))
+        assert row.split("..")[0].strip() == str(info["offset"])
+        start, end = info["live"]
+        bar = row.split("|")[1]
+        assert "#" in bar and bar.index("#") <= start + 1 and bar.rindex("#") >= min(end, len(bar) - 1) - 1
+
+
+def test_inspect_ir(artifact, capsys):
+    path, compiled = artifact
+    assert main(["inspect", str(path), "--ir"]) == 0
+    assert compiled.ir.strip().splitlines()[0] in capsys.readouterr().out
+
+
+def test_inspect_refuses_a_tampered_artifact(artifact, tmp_path, capsys):
+    path, _ = artifact
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte in the middle of the file
+    bad = tmp_path / "bad.edgeopt"
+    bad.write_bytes(bytes(data))
+    assert main(["inspect", str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("edgeopt: ") and "Traceback" not in err
+
+
+def test_the_command_runs_as_a_module(artifact):
+    path, _ = artifact
+    r = subprocess.run([sys.executable, "-m", "edgeopt.cli", "inspect", str(path)], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0 and "activations: arena" in r.stdout
