@@ -85,7 +85,7 @@ PIPELINES = {
     0: [],
     1: CLEANUP,
     2: [*CLEANUP, "fold_batch_norm", "fold_affine", "dead_code_elimination", "linear_weight_layout",
-        "conv_weight_layout", *FUSION],
+        "conv_weight_layout", *FUSION, "reorder_for_memory"],
 }
 
 

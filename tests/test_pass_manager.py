@@ -89,7 +89,9 @@ class SpoilsMagic(Pass):
 def test_default_pipeline():
     full = default_pipeline(2)
     assert _names(resolve(None, [], 2, "host")) == full
-    assert set(BUILTIN) <= set(full) and set(CLEANUP) <= set(full) and full[-len(FUSION):] == FUSION
+    assert set(BUILTIN) <= set(full) and set(CLEANUP) <= set(full)
+    assert full[-len(FUSION) - 1 : -1] == FUSION and full[-1] == "reorder_for_memory"  # fusion, then the order
+    assert full.index("conv_weight_layout") < full.index("fuse_epilogue")
     assert full.index("fold_batch_norm") < full.index("fuse_epilogue")  # folds first, then fusion
     assert full.index("linear_weight_layout") < full.index("fuse_epilogue")  # bodies are not re-laid out
     assert _names(resolve(None, [], 1, "host")) == default_pipeline(1) == CLEANUP
