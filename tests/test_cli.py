@@ -68,3 +68,15 @@ def test_the_command_runs_as_a_module(artifact):
     r = subprocess.run([sys.executable, "-m", "edgeopt.cli", "inspect", str(path)], capture_output=True, text=True,
                        timeout=120)
     assert r.returncode == 0 and "activations: arena" in r.stdout
+
+
+def test_inspect_png_draws_the_arena(artifact, tmp_path, capsys):
+    path, compiled = artifact
+    png = tmp_path / "arena.png"
+    assert main(["inspect", str(path), "--png", str(png)]) == 0
+    assert f"arena picture: {png}" in capsys.readouterr().out
+    import matplotlib.image
+
+    img = matplotlib.image.imread(png)
+    assert img.shape[0] > 100 and img.shape[1] > 100
+    assert len({tuple(p) for p in img.reshape(-1, img.shape[-1])[:: 97].round(2)}) > 5  # rectangles, not blank
