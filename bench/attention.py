@@ -20,15 +20,13 @@ Writes bench/results/attention-<time>.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
 import tempfile
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from bench.common import machine, median_ms, pin_threads  # noqa: E402
+from bench.common import median_ms, pin_threads, save_results  # noqa: E402
 
 HEADS, DIM = 4, 32
 
@@ -127,13 +125,7 @@ def main() -> None:
                 print(f"seq {seq:5d}  {'fused  ' if fused else 'unfused'}  kernels {r['num_kernels']:2d}  "
                       f"err {r['max_err']:.1e}  peak intermediates {r['peak_intermediate_bytes'] / 2**20:9.3f} MiB  "
                       f"RSS growth {r['rss_delta_bytes'] / 2**20:8.2f} MiB  {r['ms']:8.3f} ms", flush=True)
-    out_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
-    os.makedirs(out_dir, exist_ok=True)
-    path = os.path.join(out_dir, f"attention-{time.strftime('%Y%m%d-%H%M%S')}.json")
-    with open(path, "w") as f:
-        json.dump({"machine": machine(), "threads": args.threads, "heads": HEADS, "dim": DIM, "results": rows}, f,
-                  indent=1)
-    print("wrote", path)
+    save_results("attention", rows, threads=args.threads, heads=HEADS, dim=DIM)
 
 
 if __name__ == "__main__":

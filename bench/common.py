@@ -43,3 +43,33 @@ def machine() -> dict:
             "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "load_average": os.getloadavg(), "torch": torch.__version__, "tvm": tvm.__version__,
             "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+
+
+def save_results(kind: str, rows: list, **extra) -> str:
+    """Write ``{"machine", **extra, "results": rows}`` to bench/results/<kind>-<time>.json; return its path."""
+    import json
+
+    out_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}.json")
+    with open(path, "w") as f:
+        json.dump({"machine": machine(), **extra, "results": rows}, f, indent=1)
+    print("wrote", path)
+    return path
+
+
+def compiled_zoo(doc: str):
+    """Parse ``[models...] [--full]`` (default: every zoo model, small test shapes) and yield
+    ``(name, compiled model)`` for each, compiled with the default pipeline."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("models", nargs="*")
+    ap.add_argument("--full", action="store_true", help="full-size models instead of the small test shapes")
+    args = ap.parse_args()
+    import edgeopt
+    from tests.models.zoo import ZOO, build
+
+    for name in args.models or list(ZOO):
+        model, inputs = build(name, small=not args.full)
+        yield name, edgeopt.compile(model, inputs)

@@ -9,13 +9,12 @@ Prints a table and writes bench/results/latency-<time>.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from bench.common import machine, median_ms, pin_threads  # noqa: E402
+from bench.common import median_ms, pin_threads, save_results  # noqa: E402
 
 DEFAULT = ["resnet18", "mobilenet_v2", "efficientnet_lite0", "minilm", "vit", "unet", "gpt2"]
 
@@ -58,12 +57,7 @@ def main() -> None:
         r = rows[-1]
         print(f"{name:20s} edgeopt {r['edgeopt_ms']:9.2f} ms   torch eager {r['torch_eager_ms']:9.2f} ms   "
               f"ratio {r['ratio_edgeopt_over_torch']:6.2f}x   compile {compile_s:5.1f} s   err {err:.1e}", flush=True)
-    out_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
-    os.makedirs(out_dir, exist_ok=True)
-    path = os.path.join(out_dir, f"latency-{time.strftime('%Y%m%d-%H%M%S')}.json")
-    with open(path, "w") as f:
-        json.dump({"machine": machine(), "threads": args.threads, "results": rows}, f, indent=1)
-    print("wrote", path)
+    save_results("latency", rows, threads=args.threads)
 
 
 if __name__ == "__main__":

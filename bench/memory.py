@@ -14,17 +14,15 @@ bench/results/memory-<time>.json.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
 import sys
 import tempfile
-import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-from bench.common import machine  # noqa: E402
+from bench.common import compiled_zoo, save_results  # noqa: E402
 
 _PROBE = r"""
 import json, sys
@@ -49,17 +47,8 @@ print(json.dumps({"baseline": base, "peak": peak, "after": rss(),
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("models", nargs="*")
-    ap.add_argument("--full", action="store_true", help="full-size models instead of the small test shapes")
-    args = ap.parse_args()
-    import edgeopt
-    from tests.models.zoo import ZOO, build
-
     rows = []
-    for name in args.models or list(ZOO):
-        model, inputs = build(name, small=not args.full)
-        cm = edgeopt.compile(model, inputs)
+    for name, cm in compiled_zoo(__doc__):
         r = cm.report
         with tempfile.TemporaryDirectory() as d:
             path = os.path.join(d, "model.edgeopt")
@@ -68,7 +57,7 @@ def main() -> None:
                                               text=True, cwd=ROOT).stdout.strip().splitlines()[-1])
             artifact = os.path.getsize(path)
         expected = probe["baseline"] + r["weight_bytes"] + r["arena_bytes"] + probe["library"]
-        row = {"model": name, "full": args.full, "arena_bytes": r["arena_bytes"],
+        row = {"model": name, "input_shapes": [i["shape"] for i in cm.plan["inputs"]], "arena_bytes": r["arena_bytes"],
                "lower_bound_bytes": r["lower_bound_bytes"], "naive_bytes": r["naive_bytes"],
                "arena_over_lower_bound": r["arena_bytes"] / max(1, r["lower_bound_bytes"]),
                "naive_over_arena": r["naive_bytes"] / max(1, r["arena_bytes"]),
@@ -81,11 +70,7 @@ def main() -> None:
               f"ratio {row['arena_over_lower_bound']:.3f}  naive/arena {row['naive_over_arena']:5.2f}  "
               f"{row['plan_algorithm']:24s} RSS peak {_mb(row['rss_peak']):>8} vs baseline+weights+arena+lib "
               f"{_mb(expected):>8} ({row['rss_peak_over_expected']:.2f}x)", flush=True)
-    out = os.path.join(ROOT, "bench", "results", f"memory-{time.strftime('%Y%m%d-%H%M%S')}.json")
-    os.makedirs(os.path.dirname(out), exist_ok=True)
-    with open(out, "w") as f:
-        json.dump({"machine": machine(), "results": rows}, f, indent=1)
-    print("wrote", out)
+    save_results("memory", rows)
 
 
 def _mb(n: int) -> str:

@@ -71,8 +71,6 @@ only whole and, when grown, keeps its largest size), not from dtypes: the zoo's 
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import sys
 import time
@@ -81,7 +79,7 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-from bench.common import machine  # noqa: E402
+from bench.common import compiled_zoo, save_results  # noqa: E402
 
 Sig = tuple[tuple[int, ...], str]  # (shape, TVM dtype name) of one buffer
 
@@ -258,18 +256,9 @@ def edgeopt_intermediate_bytes(plan: dict) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("models", nargs="*")
-    ap.add_argument("--full", action="store_true", help="full-size models instead of the small test shapes")
-    args = ap.parse_args()
-    import edgeopt
     from edgeopt.memory import plan_arena
-    from tests.models.zoo import ZOO, build
-
     rows = []
-    for name in args.models or list(ZOO):
-        model, inputs = build(name, small=not args.full)
-        cm = edgeopt.compile(model, inputs)
+    for name, cm in compiled_zoo(__doc__):
         r = cm.report
         separate = plan_arena(cm.plan, inplace=False).arena_bytes  # edgeopt without in-place sharing, as Relax
         inter = edgeopt_intermediate_bytes(cm.plan)
@@ -277,7 +266,8 @@ def main() -> None:
         rx = relax_planned_bytes(cm.plan)
         seconds = time.perf_counter() - t
         arena = max(1, r["arena_bytes"])
-        row = {"model": name, "full": args.full, "num_kernels": r["num_kernels"], "arena_bytes": r["arena_bytes"],
+        row = {"model": name, "input_shapes": [i["shape"] for i in cm.plan["inputs"]], "num_kernels": r["num_kernels"],
+               "arena_bytes": r["arena_bytes"],
                "arena_no_inplace_bytes": separate, "lower_bound_bytes": r["lower_bound_bytes"],
                "naive_bytes": r["naive_bytes"], "plan_algorithm": r["plan_algorithm"],
                **{f"relax_{k}": v for k, v in rx.items()},
@@ -297,11 +287,7 @@ def main() -> None:
               f"(storage only {row['relax_storage_over_arena']:5.2f}) | intermediates only: edgeopt "
               f"{_kb(inter['arena_bytes']):>10} relax {_kb(rx['storage_bytes']):>10} "
               f"({row['relax_storage_over_intermediates_arena']:5.2f})", flush=True)
-    out = os.path.join(ROOT, "bench", "results", f"relax-plan-{time.strftime('%Y%m%d-%H%M%S')}.json")
-    os.makedirs(os.path.dirname(out), exist_ok=True)
-    with open(out, "w") as f:
-        json.dump({"machine": machine(), "results": rows}, f, indent=1)
-    print("wrote", out)
+    save_results("relax-plan", rows)
 
 
 def _kb(n: int) -> str:

@@ -12,7 +12,7 @@ from edgeopt.ir.fused import fuse_nodes, is_fused
 from edgeopt.lower import lower
 from edgeopt.lower.build import build_primfunc, kernel_args
 from edgeopt.pipeline import get_pass
-from tests.passes.fusion_harness import assert_close
+from tests.passes.fusion_harness import CONV_RESIDUAL_FUSION, assert_close
 
 RTOL = 1e-5
 RNG = np.random.default_rng(99)
@@ -122,7 +122,7 @@ def elementwise_tree() -> Graph:
 
 
 CASES = {
-    "conv_bias_residual_relu": (conv_residual, ["fuse_epilogue"], ["conv2d", "add", "relu"]),
+    "conv_bias_residual_relu": (conv_residual, [CONV_RESIDUAL_FUSION], ["conv2d", "add", "relu"]),
     "linear_gelu": (linear_gelu, ["fuse_epilogue"], ["linear", "gelu"]),
     "transposed_matmul_mul_add": (transposed_matmul, ["fuse_epilogue"], ["transpose", "matmul", "mul", "add"]),
     "max_pool_relu": (lambda: pool_relu("max_pool2d"), ["fuse_epilogue"], ["max_pool2d", "relu"]),
@@ -147,7 +147,7 @@ def test_fused_kernel_matches_interpreter(case, seed):
 
 
 def test_conv_epilogue_is_folded_into_the_anchor_store():
-    compiled = compile_and_compare(conv_residual(), ["fuse_epilogue"])
+    compiled = compile_and_compare(conv_residual(), [CONV_RESIDUAL_FUSION])
     (k,) = compiled.report["kernels"]
     assert k["op"] == "conv2d"
     assert k["schedule"].startswith("tile(") and "epilogue" in k["schedule"]
@@ -162,7 +162,7 @@ def test_other_anchors_fold_their_epilogue_too(case):
 
 def test_the_same_graph_unfused_gives_the_same_results():
     g = conv_residual()
-    fused = compile_and_compare(g, ["fuse_epilogue"], seed=4)
+    fused = compile_and_compare(g, [CONV_RESIDUAL_FUSION], seed=4)
     plain = compile_and_compare(g, [], seed=4)
     assert plain.report["num_kernels"] == 3 and fused.report["num_kernels"] == 1
     xs = [np.random.default_rng(4).standard_normal(v.type.shape).astype(np.float32) for v in g.inputs]
@@ -243,7 +243,7 @@ def test_multi_output_contraction_keeps_its_register_tiles(op):
 
 def test_build_primfunc_takes_non_scalar_inputs_then_outputs():
     g = conv_residual()
-    get_pass("fuse_epilogue").run(g)
+    CONV_RESIDUAL_FUSION.run(g)
     (n,) = g.nodes
     func, args = build_primfunc(g, n)
     assert args == n.inputs == kernel_args(g, n)

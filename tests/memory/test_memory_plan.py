@@ -26,7 +26,7 @@ from edgeopt.memory import (
     plan_arena,
 )
 from edgeopt.memory import algorithms as algorithms_module
-from tests.passes.fusion_harness import assert_close, random_inputs
+from tests.passes.fusion_harness import CONV_RESIDUAL_FUSION, assert_close, random_inputs
 
 U = ALIGN  # one "unit" of the hand-built plans: f32[16] = 64 bytes
 
@@ -1017,7 +1017,8 @@ def test_runtime_runs_a_plan_without_offsets():
 
 
 def test_compiled_fused_residual_epilogue_in_place():
-    # conv + residual add fused: the residual's storage may take the output (it dies at that kernel)
+    # conv + residual add fused (a user's rule; fuse_epilogue leaves it): the residual's storage may take the
+    # output (it dies at that kernel)
     text = f"""
     graph main(%x: f32[1,4,5,5]) {{
       const %w: f32[4,4,1,1]
@@ -1027,7 +1028,7 @@ def test_compiled_fused_residual_epilogue_in_place():
       %r: f32[1,4,5,5] = relu(%a)
       return %r
     }}"""
-    g, compiled = _compile(text, ["fuse_epilogue"], {"w": W1})
+    g, compiled = _compile(text, [CONV_RESIDUAL_FUSION], {"w": W1})
     check_compiled(g, compiled)
     (fused,) = [s for s in compiled.plan["steps"] if s["args"][-1] == "r"]
     assert fused.get("inplace") == [["s", "r"]]

@@ -9,9 +9,24 @@ import numpy as np
 from edgeopt.api import compile_graph
 from edgeopt.ir import Graph, interpret, parse_graph, print_graph, verify
 from edgeopt.ir.fused import is_fused
-from edgeopt.pipeline import get_pass
+from edgeopt.pattern import FusionRule, Op, fuse
+from edgeopt.pipeline import Pass, get_pass
 
 RTOL = 1e-5
+
+
+class FuseConvResidual(Pass):
+    """Test-only: a conv with every elementwise op after it, its residual add included. ``fuse_epilogue`` leaves
+    a conv's residual add to ``fuse_elementwise`` (faster here), but a user's rule may fuse it: it must lower."""
+
+    name = "test_fuse_conv_residual"
+    RULE = FusionRule("conv_residual", anchor=Op("conv2d"), epilogue=Op(kind="elementwise"))
+
+    def run(self, g: Graph) -> dict:
+        return {"fused_groups": len(fuse(g, self.RULE))}
+
+
+CONV_RESIDUAL_FUSION = FuseConvResidual()
 
 
 def random_inputs(g: Graph, seed: int = 0) -> list[np.ndarray]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgeopt.ir import parse_graph, print_graph
+from edgeopt.ir import parse_graph, print_graph, verify
 from tests.passes.fusion_harness import (
     assert_same_numerics,
     body_ops,
@@ -24,27 +24,39 @@ CONV_ATTRS = '{"stride": [1, 1], "padding": [0, 0, 0, 0], "dilation": [1, 1], "g
 RTOL = 1e-5
 
 
-BEFORE = f"""
-graph main(%x: f32[1,3,4,4], %skip: f32[1,8,4,4]) {{
-  const %w: f32[8,3,1,1]
-  const %b: f32[8] = [0.5, -0.5, 1.0, 2.0, 0.0, 0.25, -1.0, 3.0]
-  %c: f32[1,8,4,4] = conv2d(%x, %w, %b) {CONV_ATTRS}
-  %a: f32[1,8,4,4] = add(%c, %skip)
-  %r: f32[1,8,4,4] = relu(%a)
+BEFORE = """
+graph main(%x: f32[2,8], %skip: f32[2,4]) {
+  const %wl: f32[4,8]
+  const %b: f32[4] = [0.5, -0.5, 1.0, 2.0]
+  %l: f32[2,4] = linear(%x, %wl, %b) {"weight_layout": "oi"}
+  %a: f32[2,4] = add(%l, %skip)
+  %r: f32[2,4] = relu(%a)
   return %r
-}}"""
+}"""
 
-EXPECTED = f"""
+EXPECTED = """
+graph main(%x: f32[2,8], %skip: f32[2,4]) {
+  const %wl: f32[4,8]
+  const %b: f32[4] = [0.5, -0.5, 1.0, 2.0]
+  %r: f32[2,4] = fused(%x, %wl, %b, %skip) {"name": "linear_add_relu", "anchor": "linear"}
+    graph linear_add_relu(%x: f32[2,8], %wl: f32[4,8], %b: f32[4], %skip: f32[2,4]) {
+      %l: f32[2,4] = linear(%x, %wl, %b) {"weight_layout": "oi"}
+      %a: f32[2,4] = add(%l, %skip)
+      %r: f32[2,4] = relu(%a)
+      return %r
+    }
+  return %r
+}"""
+
+CONV_RESIDUAL = f"""
 graph main(%x: f32[1,3,4,4], %skip: f32[1,8,4,4]) {{
   const %w: f32[8,3,1,1]
   const %b: f32[8] = [0.5, -0.5, 1.0, 2.0, 0.0, 0.25, -1.0, 3.0]
-  %r: f32[1,8,4,4] = fused(%x, %w, %b, %skip) {{"name": "conv2d_add_relu", "anchor": "conv2d"}}
-    graph conv2d_add_relu(%x: f32[1,3,4,4], %w: f32[8,3,1,1], %b: f32[8], %skip: f32[1,8,4,4]) {{
-      %c: f32[1,8,4,4] = conv2d(%x, %w, %b) {CONV_ATTRS}
-      %a: f32[1,8,4,4] = add(%c, %skip)
-      %r: f32[1,8,4,4] = relu(%a)
-      return %r
-    }}
+  const %half: f32[] = 0.5
+  %c: f32[1,8,4,4] = conv2d(%x, %w, %b) {CONV_ATTRS}
+  %s: f32[1,8,4,4] = mul(%c, %half)
+  %a: f32[1,8,4,4] = add(%s, %skip)
+  %r: f32[1,8,4,4] = relu(%a)
   return %r
 }}"""
 
@@ -54,10 +66,20 @@ run_pass, assert_rewrites, assert_compiled_matches = (_H.run_pass, _H.assert_rew
                                                      _H.assert_compiled_matches)
 
 
-def test_conv_bias_residual_relu():
+def test_linear_bias_residual_relu():
     before, after, stats = assert_rewrites(BEFORE, EXPECTED)
     assert stats == {"fused_groups": 1, "fused_ops": 3}
     assert_same_numerics(before, after)
+
+
+def test_a_conv_takes_its_scale_but_leaves_the_residual_add_to_an_elementwise_kernel():
+    g = parse_graph(CONV_RESIDUAL, CONSTS)
+    verify(g)
+    before = g.clone()
+    assert run_pass(g) == {"fused_groups": 1, "fused_ops": 2}
+    assert body_ops(g) == [["conv2d", "mul"]]
+    assert [n.op for n in g.nodes] == ["fused", "add", "relu"]
+    assert_same_numerics(before, g)
 
 
 def test_epilogue_must_not_broadcast_the_anchor_result_to_a_bigger_tensor():
@@ -351,7 +373,8 @@ def test_before_graph_is_not_modified_by_running_on_a_clone():
 # -- compiled kernels vs the interpreter ---------------------------------------------------------------------
 
 COMPILED = {
-    "conv_add_relu": (BEFORE, ["conv2d", "add", "relu"]),
+    "linear_add_relu": (BEFORE, ["linear", "add", "relu"]),
+    "conv_mul": (CONV_RESIDUAL, ["conv2d", "mul"]),
     "linear_gelu_broadcast": ("""
         graph main(%x: f32[2,8], %y: f32[2,4], %big: f32[3,2,4]) {
           const %wl: f32[4,8]
