@@ -37,7 +37,8 @@ def _keeps_shape(group, cand) -> bool:
     channel planes at a time, and a separate elementwise kernel that streams it was measured faster
     (ResNet-18: 1.05x; MobileNetV2, EfficientNet-Lite0: even). Matmul and linear keep theirs."""
     anchor = group[0].outputs[0].type
-    if group[0].op == "conv2d" and cand.op != "reshape" and any(
+    epilogue = any(v.producer in group for v in cand.inputs)
+    if epilogue and group[0].op == "conv2d" and any(
             v.type.shape == anchor.shape and v.producer not in group for v in cand.inputs):
         return False
     if cand.op == "reshape":

@@ -412,3 +412,20 @@ def test_compiled_fused_kernels_match_the_interpreter(case):
     assert compiled.report["pass_stats"][NAME]["fused_groups"] >= 1
     assert ops in [k["ops"] for k in compiled.report["kernels"]]
     assert not [k for k in compiled.report["kernels"] if k["schedule"].startswith(("fallback", "unscheduled"))]
+
+
+def test_a_pad_prologue_joins_even_when_its_input_has_the_conv_output_shape():
+    """The residual rule is about epilogue operands: a 'same' conv's pad reads a tensor of the output's shape."""
+    g = parse_graph(f"""
+    graph main(%x: f32[1,2,4,4]) {{
+      const %w: f32[2,2,3,3]
+      %p: f32[1,2,6,6] = pad(%x) {{"pads": [0, 0, 0, 0, 1, 1, 1, 1], "value": 0.0}}
+      %c: f32[1,2,4,4] = conv2d(%p, %w) {CONV_ATTRS}
+      %r: f32[1,2,4,4] = clamp(%c) {{"min": 0.0, "max": 6.0}}
+      return %r
+    }}""", {"w": RNG.standard_normal((2, 2, 3, 3)).astype(np.float32)})
+    verify(g)
+    before = g.clone()
+    assert run_pass(g) == {"fused_groups": 1, "fused_ops": 3}
+    assert body_ops(g) == [["pad", "conv2d", "clamp"]]
+    assert_same_numerics(before, g)
