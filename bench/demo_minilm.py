@@ -77,9 +77,6 @@ def main() -> None:
     time.sleep(0.5)
     with torch.inference_mode():
         pt = median_ms(lambda: model(*example), runs=30)
-    plan = loaded.plan
-    act = sum(int(np.prod(v["shape"])) * np.dtype(edgeopt.runtime.model.NP_DTYPES[v["dtype"]]).itemsize
-              for v in plan["values"].values() if v["kind"] == "buffer")
     torch_mb = sum(p.numel() * p.element_size() for p in model.state_dict().values()) / 1e6
     r = compiled.report
     print(f"all-MiniLM-L6-v2, batch 1, sequence 128, 2 threads, target host ({r['target']})")
@@ -90,7 +87,9 @@ def main() -> None:
     print(f"  agreement on {len(SENTENCES)} real sentences: max |diff| {max(errs):.2e}, "
           f"embedding cosine min {min(cos):.7f}")
     print(f"  sizes   weights {r['weight_bytes'] / 1e6:6.1f} MB (PyTorch state_dict {torch_mb:6.1f} MB), "
-          f"artifact file {art_mb:6.1f} MB, activation buffers {act / 1e6:6.1f} MB")
+          f"artifact file {art_mb:6.1f} MB")
+    print(f"  memory  activation arena {r['arena_bytes'] / 1e6:6.2f} MB (lower bound "
+          f"{r['lower_bound_bytes'] / 1e6:.2f} MB; one buffer per tensor would take {r['naive_bytes'] / 1e6:.2f} MB)")
 
 
 if __name__ == "__main__":
