@@ -27,14 +27,14 @@ After (each branch pooled as soon as it is computed):
 from __future__ import annotations
 
 from edgeopt.ir import Graph, Node, Value
+from edgeopt.memory.liveness import aligned
 from edgeopt.pipeline import Pass, register_pass
 
 VIEWS = {"reshape"}
-ALIGN = 64
 
 
 def _size(v: Value) -> int:
-    return max(ALIGN, -(-v.type.nbytes // ALIGN) * ALIGN)
+    return aligned(v.type.nbytes)
 
 
 class _Storage:

@@ -7,7 +7,8 @@ Every kernel gets at least a parallel + vectorized schedule; no tuning run is ne
 * the anchor of a contraction (conv / matmul / linear) or window pool is register-tiled: the last
   output axis is vectorized (``lanes`` wide), one more output axis (channels / rows) is unrolled, the
   reduction loops sit between the two, the accumulator lives in registers (``cache_write`` "local")
-  and the outer output loops run in parallel;
+  and the outer output loops run in parallel; a conv with packed ``OIHW<v>o`` weights vectorizes a block
+  of ``v`` output channels instead and unrolls a run of output pixels (at most 8 accumulator vectors);
 * row reductions (softmax, layer_norm, sum) run in parallel over their output rows;
 * injective and elementwise stages are vectorized on the innermost axis and parallel outside it.
 

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..ir_dtypes import NP_DTYPES
+
 #: every offset and every size is a multiple of this (TVM kernels assume 64-byte-aligned data)
 ALIGN = 64
 
@@ -40,8 +42,6 @@ class Token:
 
 
 def nbytes(info: dict) -> int:
-    from ..ir_dtypes import NP_DTYPES
-
     return int(np.prod(info["shape"], dtype=np.int64)) * np.dtype(NP_DTYPES[info["dtype"]]).itemsize
 
 
@@ -77,12 +77,11 @@ def build_tokens(plan: dict, inplace: bool = True) -> list[Token]:
         new_token(io["name"], 0)
     for i, s in enumerate(steps):
         ins, outs = split_args(s)
-        for a in ins:
-            t = owner.get(base_of(a, values))
+        read = [owner.get(base_of(a, values)) for a in ins]  # the token each argument reads (None: a weight)
+        for t in read:
             if t is not None:
                 tokens[t].end = max(tokens[t].end, i)
         shared: dict[str, str] = {}
-        read = [owner.get(base_of(a, values)) for a in ins]
         for src, dst in s.get("inplace", []) if inplace else []:
             t = owner.get(base_of(src, values))
             if t is None or dst in shared or t in shared.values() or nbytes(values[dst]) != nbytes(values[t]):

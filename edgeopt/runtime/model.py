@@ -24,8 +24,10 @@ class Model:
     """A loaded artifact. Call it with numpy arrays (or anything ``np.asarray`` takes)."""
 
     def __init__(self, source: str | bytes, what: str = "artifact"):
-        manifest, members = read_artifact(
-            source, what, consumers={"weights.safetensors": lambda f: safetensors_io.read_into(f, _aligned_le)})
+        def read_weights(stream):  # straight into 64-byte-aligned arrays: the bytes are never held twice
+            return safetensors_io.read_into(stream, tvm_cpu.aligned_empty)
+
+        manifest, members = read_artifact(source, what, consumers={"weights.safetensors": read_weights})
         self.manifest = manifest
         tvm_version = str(manifest.get("tvm_version", ""))
         if not tvm_version.startswith(SUPPORTED_TVM):
@@ -139,11 +141,6 @@ class _Context:
             raise ArtifactError(f"plan places a tensor at bytes {off}..{off + count * dtype.itemsize}, outside "
                                 f"the arena of {self.arena.nbytes} bytes or misaligned")
         return self.arena[off : off + count * dtype.itemsize].view(dtype).reshape(info["shape"])
-
-
-def _aligned_le(shape, dtype) -> np.ndarray:
-    """A 64-byte-aligned array for a little-endian weight (kernels read native order; x86/ARM are little-endian)."""
-    return tvm_cpu.aligned_empty(shape, dtype)
 
 
 def _resolve_view(name, values, arrays):

@@ -6,6 +6,7 @@ then the raw little-endian tensor bytes. Files written here are read by the ``sa
 
 from __future__ import annotations
 
+import io
 import json
 import struct
 
@@ -31,23 +32,7 @@ def dumps(tensors: dict[str, np.ndarray]) -> bytes:
 
 
 def loads(blob: bytes) -> dict[str, np.ndarray]:
-    if len(blob) < 8:
-        raise ValueError("safetensors data is truncated")
-    (n,) = struct.unpack("<Q", blob[:8])
-    if 8 + n > len(blob):
-        raise ValueError("safetensors header is truncated")
-    header = json.loads(blob[8 : 8 + n])
-    body = memoryview(blob)[8 + n :]
-    out = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        start, end = info["data_offsets"]
-        dt = _FROM_ST[info["dtype"]]
-        if end > len(body) or end - start != dt.itemsize * int(np.prod(info["shape"], dtype=np.int64)):
-            raise ValueError(f"safetensors tensor {name!r} has inconsistent offsets")
-        out[name] = np.frombuffer(body[start:end], dtype=dt.newbyteorder("<")).reshape(info["shape"])  # read-only view
-    return out
+    return read_into(io.BytesIO(blob), np.empty)
 
 
 def read_into(stream, alloc) -> dict[str, np.ndarray]:
