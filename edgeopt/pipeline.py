@@ -84,8 +84,8 @@ FUSION = ["fuse_horizontal", "fuse_attention", "fuse_epilogue", "fuse_reductions
 PIPELINES = {
     0: [],
     1: CLEANUP,
-    2: [*CLEANUP, "fold_batch_norm", "fold_affine", "dead_code_elimination", "linear_weight_layout",
-        "conv_weight_layout", *FUSION, "reorder_for_memory"],
+    2: [*CLEANUP, "fold_pad_into_conv", "fold_batch_norm", "fold_affine", "dead_code_elimination",
+        "linear_weight_layout", "conv_weight_layout", "nchwc_layout", *FUSION, "reorder_for_memory"],
 }
 
 

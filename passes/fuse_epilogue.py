@@ -2,7 +2,7 @@
 
 The anchor's result is finished in registers (bias, ReLU/ReLU6/GELU/SiLU/hardswish/sigmoid, clamps,
 scales, and for matmul and linear a residual add...) before it is stored, so the intermediate never
-goes through memory. A conv's residual add is left to ``fuse_elementwise`` (see ``_keeps_shape``).
+goes through memory. A plain NCHW conv's residual add is left to ``fuse_elementwise`` (see ``_keeps_shape``).
 Transposes and pads that only feed the anchor join it as its prologue (a transpose followed by a
 reshape too).
 
@@ -32,13 +32,14 @@ from edgeopt.pipeline import Pass, register_pass
 
 def _keeps_shape(group, cand) -> bool:
     """Epilogue ops must not broadcast the anchor's result to a bigger tensor; prologue reshapes must
-    follow a transpose (a lone reshape is already a free view). A conv does not take a second full-size
-    activation (a residual) into its epilogue: its register-tile store would read it a few pixels of a few
-    channel planes at a time, and a separate elementwise kernel that streams it was measured faster
-    (ResNet-18: 1.05x; MobileNetV2, EfficientNet-Lite0: even). Matmul and linear keep theirs."""
+    follow a transpose (a lone reshape is already a free view). A conv on plain NCHW does not take a second
+    full-size activation (a residual) into its epilogue: its register-tile store would read it a few pixels of
+    a few channel planes at a time, and a separate elementwise kernel that streams it was measured faster
+    (ResNet-18: 1.05x; MobileNetV2, EfficientNet-Lite0: even). A blocked (NCHWc) conv stores and reads whole
+    channel vectors and keeps its residual, as matmul and linear do."""
     anchor = group[0].outputs[0].type
     epilogue = any(v.producer in group for v in cand.inputs)
-    if epilogue and group[0].op == "conv2d" and any(
+    if epilogue and group[0].op == "conv2d" and group[0].attrs["layout"] == "NCHW" and any(
             v.type.shape == anchor.shape and v.producer not in group for v in cand.inputs):
         return False
     if cand.op == "reshape":

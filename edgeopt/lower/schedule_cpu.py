@@ -146,6 +146,10 @@ def _divisor_at_most(extent: int, limit: int) -> int:
 
 def _tile_shape(op: str, attrs: dict, ext: list[int], lanes: int) -> tuple[int, int, int | None, int]:
     """(vector axis, vector width, unrolled axis or None, unroll factor) of a tiled anchor's output."""
+    if attrs.get("layout") == "NCHWc":  # blocked [N, C/b, H, W, b]: the block is the vector, a run of W unrolled
+        b = ext[-1] if ext[-1] >= 4 else 1
+        budget = max(1, _MAX_ACCUMULATORS // max(1, b // lanes))
+        return len(ext) - 1, b, len(ext) - 2, _divisor_at_most(ext[-2], budget)
     block = conv_weight_block(attrs) if op == "conv2d" else 0
     if block:  # packed weights: a block of output channels is the vector, a run of output pixels is unrolled
         budget = max(1, _MAX_ACCUMULATORS // max(1, block // lanes))  # accumulators in registers
@@ -192,7 +196,7 @@ def _tile_anchor(sch: Schedule, block, op: str, lanes: int, attrs: dict) -> str:
         init = sch.decompose_reduction(block, reduce[0])
         _vectorize_inner(sch, init, v)
     _vectorize_inner(sch, write_back, v)
-    packed = ",packed" if v_axis != len(spatial) - 1 else ""
+    packed = ",packed" if v_axis != len(spatial) - 1 else ",nchwc" if attrs.get("layout") == "NCHWc" else ""
     return f"tile(u{u},v{v}{packed}{',epilogue' if fused else ''})"
 
 

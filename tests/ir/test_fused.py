@@ -47,7 +47,7 @@ graph main(%x: f32[1,3,4,4], %skip: f32[1,8,4,4]) {
   const %b: f32[8] = [0.5, -0.5, 1.0, 2.0, 0.0, 0.25, -1.0, 3.0]
   %relu: f32[1,8,4,4] = fused(%x, %w, %b, %skip) {"name": "conv2d_add_relu", "anchor": "conv2d"} @"model.py:3  y = f(x)"
     graph conv2d_add_relu(%x: f32[1,3,4,4], %w: f32[8,3,1,1], %b: f32[8], %skip: f32[1,8,4,4]) {
-      %conv2d: f32[1,8,4,4] = conv2d(%x, %w, %b) {"stride": [1, 1], "padding": [0, 0, 0, 0], "dilation": [1, 1], "groups": 1, "weight_layout": "OIHW"}
+      %conv2d: f32[1,8,4,4] = conv2d(%x, %w, %b) {"stride": [1, 1], "padding": [0, 0, 0, 0], "dilation": [1, 1], "groups": 1, "weight_layout": "OIHW", "layout": "NCHW"}
       %add: f32[1,8,4,4] = add(%conv2d, %skip) @"model.py:3  y = f(x)"
       %relu: f32[1,8,4,4] = relu(%add)
       return %relu

@@ -707,13 +707,62 @@ def test_clamp_integer(rng, lo, hi):
     check(run_op("clamp", [x], {"min": lo, "max": hi}), torch.clamp(tt(x), min=lo, max=hi), dtype=np.int32)
 
 
+# -- blocked NCHW<b>c layout ---------------------------------------------------------------------------------
+
+
+def torch_blocked(t: torch.Tensor, b: int) -> torch.Tensor:
+    n, c, h, w = t.shape
+    return t.reshape(n, c // b, b, h, w).permute(0, 1, 3, 4, 2)
+
+
+@pytest.mark.parametrize("b", [3, 4, 8])
+def test_layout_transform_both_ways(rng, b):
+    x = randn(rng, 2, 24, 5, 7)
+    blocked = run_op("layout_transform", [x], {"src_layout": "NCHW", "dst_layout": f"NCHW{b}c"})
+    check(blocked, torch_blocked(tt(x), b), rtol=0, atol=0)
+    back = run_op("layout_transform", [blocked], {"src_layout": f"NCHW{b}c", "dst_layout": "NCHW"})
+    check(back, tt(x), rtol=0, atol=0)
+
+
+def test_layout_transform_refuses_a_block_that_does_not_divide_the_channels(rng):
+    with pytest.raises(OpError, match="divisible by 8"):
+        run_op("layout_transform", [randn(rng, 1, 12, 2, 2)], {"src_layout": "NCHW", "dst_layout": "NCHW8c"})
+
+
+@pytest.mark.parametrize("groups, cin, b", [(1, 3, 3), (1, 16, 8), (1, 16, 4), (16, 16, 8)])
+def test_conv2d_on_blocked_tensors(rng, groups, cin, b):
+    from edgeopt.ir.ops.nn import pack_conv_weight
+
+    x, w, bias = randn(rng, 1, cin, 9, 8), randn(rng, 16, cin // groups, 3, 3), randn(rng, 16)
+    xb = torch_blocked(tt(x), b).contiguous().numpy()
+    v = b if groups > 1 else 8
+    attrs = {"stride": [2, 1], "padding": [1, 0, 1, 2], "groups": groups, "weight_layout": f"OIHW{v}o",
+             "layout": "NCHWc"}
+    got = run_op("conv2d", [xb, pack_conv_weight(w, v), bias], attrs)
+    check(got, torch_blocked(torch_conv2d(x, w, bias, attrs), v), dtype=np.float32)
+
+
+@pytest.mark.parametrize("op", ["max_pool2d", "avg_pool2d"])
+def test_pools_on_blocked_tensors(rng, op):
+    x = randn(rng, 1, 16, 9, 11)
+    got = run_op(op, [torch_blocked(tt(x), 8).contiguous().numpy()],
+                 {"kernel": [3, 3], "stride": [2, 2], "padding": [1, 1, 1, 1], "ceil_mode": True, "layout": "NCHWc"})
+    fn = F.max_pool2d if op == "max_pool2d" else F.avg_pool2d
+    check(got, torch_blocked(fn(tt(x), 3, 2, 1, ceil_mode=True), 8))
+
+
+def test_blocked_conv_needs_a_packed_weight(rng):
+    with pytest.raises(OpError, match="packed weight"):
+        run_op("conv2d", [randn(rng, 1, 1, 4, 4, 8), randn(rng, 8, 8, 1, 1)], {"layout": "NCHWc"})
+
+
 # -- coverage ------------------------------------------------------------------------------------------------
 
 COVERED = (set(UNARY_TORCH) | set(BINARY_TORCH) | {
     "gelu", "leaky_relu", "logical_not", "logical_and", "logical_or", "where", "cast", "clamp", "conv2d",
     "conv_transpose2d", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "resize2d", "pad", "softmax",
     "log_softmax", "layer_norm", "batch_norm", "sum", "mean", "max", "min", "argmax", "attention", "matmul",
-    "linear", "take", "slice", "concat", "broadcast_to", "transpose", "reshape", "copy",
+    "linear", "take", "slice", "concat", "broadcast_to", "transpose", "reshape", "copy", "layout_transform",
 })
 
 

@@ -18,6 +18,7 @@ import pytest
 from edgeopt.api import compile_graph
 from edgeopt.ir import Graph, TensorType, Value, all_ops, interpret
 from edgeopt.ir.ops.elementwise import BINARY, UNARY
+from edgeopt.ir.ops.nn import pack_conv_weight
 from edgeopt.ir.types import dtype_from_numpy
 
 RNG = np.random.default_rng(1234)
@@ -462,6 +463,54 @@ def resize_pad_cases() -> list[Case]:
     return cases
 
 
+# blocked NCHW<b>c layout ----------------------------------------------------------------------------------
+
+
+def blocked_layout_cases() -> list[Case]:
+    """layout_transform both ways, and conv2d / window pools on blocked tensors (what nchwc_layout emits)."""
+    x = f32((1, 16, 9, 11))
+
+    def to_blocked(b):
+        return op1("layout_transform", attrs={"src_layout": "NCHW", "dst_layout": f"NCHW{b}c"})
+
+    def conv(names, attrs):
+        return opn("conv2d", names, {"layout": "NCHWc", **attrs})
+
+    cases = [
+        Case("to_nchw8c", to_blocked(8), {"x": x}),
+        Case("to_nchw4c", to_blocked(4), {"x": x}),
+        Case("to_nchw3c_image", to_blocked(3), {"x": f32((1, 3, 7, 6))}),
+        Case("from_nchw8c", op1("layout_transform", attrs={"src_layout": "NCHW8c", "dst_layout": "NCHW"}),
+             {"x": f32((1, 2, 5, 6, 8))}),
+    ]
+    convs = [  # id, x (blocked), weight (OIHW), attrs, bias
+        ("image_b3_k3_s2", (1, 1, 9, 10, 3), (16, 3, 3, 3), {"stride": [2, 2], "padding": [1, 1, 1, 1]}, True),
+        ("b8_k3_s1", (1, 2, 7, 9, 8), (16, 16, 3, 3), {"padding": [1, 1, 1, 1]}, False),
+        ("b8_in_b4_out_1x1", (1, 2, 5, 6, 8), (12, 16, 1, 1), {}, True),
+        ("b8_k3_s2_asym_pad", (1, 2, 9, 9, 8), (8, 16, 3, 3), {"stride": [2, 2], "padding": [0, 0, 1, 1]}, True),
+        ("b4_dilation2", (1, 1, 8, 8, 4), (8, 4, 3, 3), {"dilation": [2, 2], "padding": [2, 2, 2, 2]}, False),
+    ]
+    for cid, xs, ws, attrs, bias in convs:
+        v = 8 if ws[0] % 8 == 0 else 4
+        consts = {"w": pack_conv_weight(f32(ws, -1.0, 1.0), v), **({"b": f32((ws[0],))} if bias else {})}
+        cases.append(Case(f"conv2d_nchwc_{cid}", conv("xwb" if bias else "xw", {**attrs,
+                                                                                "weight_layout": f"OIHW{v}o"}),
+                          {"x": f32(xs)}, consts))
+    for cid, ch, k, attrs in (("k3_s1", 16, 3, {"padding": [1, 1, 1, 1]}),
+                              ("k5_s2_asym", 8, 5, {"stride": [2, 2], "padding": [1, 1, 2, 2]})):
+        consts = {"w": pack_conv_weight(f32((ch, 1, k, k), -1.0, 1.0), 8), "b": f32((ch,))}
+        cases.append(Case(f"depthwise_nchwc_{cid}", conv("xwb", {**attrs, "groups": ch, "weight_layout": "OIHW8o"}),
+                          {"x": f32((1, ch // 8, 9, 9, 8))}, consts))
+    xb = f32((1, 2, 9, 11, 8))
+    pools = [("max_pool2d", "k3_s2_p1", {"kernel": [3, 3], "stride": [2, 2], "padding": [1, 1, 1, 1]}),
+             ("max_pool2d", "k2_s2_ceil", {"kernel": [2, 2], "stride": [2, 2], "ceil_mode": True}),
+             ("avg_pool2d", "k3_s2_p1_excl", {"kernel": [3, 3], "stride": [2, 2], "padding": [1, 1, 1, 1],
+                                              "count_include_pad": False}),
+             ("avg_pool2d", "k2_s1", {"kernel": [2, 2], "stride": [1, 1]})]
+    cases += [Case(f"{op}_nchwc_{cid}", op1(op, attrs={**a, "layout": "NCHWc"}), {"x": xb}) for op, cid, a in pools]
+    return cases
+
+
 # data movement ----------------------------------------------------------------------------------------------
 
 
@@ -572,6 +621,7 @@ GROUPS = {
     "reductions": reduction_cases,
     "linalg": linalg_cases,
     "conv": conv_cases,
+    "blocked_layout": blocked_layout_cases,
     "pool": pool_cases,
     "resize_pad": resize_pad_cases,
     "shape": shape_cases,

@@ -600,7 +600,8 @@ def test_simulator_catches_a_bad_plan():
 # -- in-place candidates of the lowering -------------------------------------------------------------------
 
 
-CONV = '{"stride": [1, 1], "padding": [0, 0, 0, 0], "dilation": [1, 1], "groups": 1, "weight_layout": "OIHW"}'
+CONV = ('{"stride": [1, 1], "padding": [0, 0, 0, 0], "dilation": [1, 1], "groups": 1, '
+        '"weight_layout": "OIHW", "layout": "NCHW"}')
 RNG = np.random.default_rng(5)
 W1 = RNG.standard_normal((4, 4, 1, 1)).astype(np.float32)
 WL = RNG.standard_normal((6, 6)).astype(np.float32)

@@ -29,7 +29,7 @@ def conv_graph(x=(1, 3, 8, 8), w=(16, 3, 3, 3), groups=1, bias=False, stride=1, 
     if bias:
         consts += f"const %b: {sh((o,))}\n"
     attrs = (f'{{"stride": [{stride}, {stride}], "padding": [{pad}, {pad}, {pad}, {pad}], "dilation": [1, 1], '
-             f'"groups": {groups}, "weight_layout": "{layout}"}}')
+             f'"groups": {groups}, "weight_layout": "{layout}", "layout": "NCHW"}}')
     text = f"""
     graph main({params}) {{
       {consts}
@@ -78,7 +78,7 @@ def test_packs_the_weight_and_sets_the_layout():
     assert conv.inputs[1].type.shape == (2, 3, 3, 3, 8)
     np.testing.assert_array_equal(g.const(conv.inputs[1]), pack_conv_weight(consts["w"], 8))
     assert list(g.constants) == [conv.inputs[1].name]  # the OIHW copy is gone
-    assert '"weight_layout": "OIHW8o"' in print_graph(g)
+    assert '"weight_layout": "OIHW8o", "layout": "NCHW"' in print_graph(g)
     xs = random_inputs(before)
     assert_close(interpret(before, xs)[0], interpret(g, xs)[0])
     assert print_graph(parse_graph(print_graph(g), dict(g.constants))) == print_graph(g)  # text round trip
@@ -93,7 +93,8 @@ def test_a_shared_weight_is_packed_once():
       %y: f32[1,8,6,6] = add(%a, %b)
       return %y
     }"""
-    attrs = '{"stride": [1, 1], "padding": [0, 0, 0, 0], "dilation": [1, 1], "groups": 1, "weight_layout": "OIHW"}'
+    attrs = ('{"stride": [1, 1], "padding": [0, 0, 0, 0], "dilation": [1, 1], "groups": 1, '
+             '"weight_layout": "OIHW", "layout": "NCHW"}')
     g = parse_graph(text.replace("ATTRS", attrs), {"w": np.ones((8, 4, 1, 1), np.float32)})
     verify(g)
     assert run(g) == {"packed": 2}
@@ -153,7 +154,7 @@ def test_batch_norm_folding_leaves_a_packed_conv_alone():
       const %v: f32[8]
       const %ga: f32[8]
       const %be: f32[8]
-      %c: f32[1,8,4,4] = conv2d(%x, %w) {"stride": [1, 1], "padding": [0, 0, 0, 0], "dilation": [1, 1], "groups": 1, "weight_layout": "OIHW8o"}
+      %c: f32[1,8,4,4] = conv2d(%x, %w) {"stride": [1, 1], "padding": [0, 0, 0, 0], "dilation": [1, 1], "groups": 1, "weight_layout": "OIHW8o", "layout": "NCHW"}
       %y: f32[1,8,4,4] = batch_norm(%c, %m, %v, %ga, %be) {"eps": 1e-05}
       return %y
     }"""  # noqa: E501

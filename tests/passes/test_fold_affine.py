@@ -12,7 +12,8 @@ from edgeopt.pipeline import get_pass
 
 NAME = "fold_affine"
 _INLINE = re.compile(r"^(\s*const %\S+: \S+) = .*$", re.MULTILINE)
-CONV_ATTRS = '{"stride": [1, 1], "padding": [1, 1, 1, 1], "dilation": [1, 1], "groups": 1, "weight_layout": "OIHW"}'
+CONV_ATTRS = ('{"stride": [1, 1], "padding": [1, 1, 1, 1], "dilation": [1, 1], "groups": 1, '
+              '"weight_layout": "OIHW", "layout": "NCHW"}')
 
 
 def run_pass(g: Graph) -> dict:
@@ -125,7 +126,7 @@ def test_docstring_example():
       const %w: f32[8,3,1,1]
       const %b: f32[8]
       const %s: f32[8,1,1]
-      %c: f32[1,8,4,4] = conv2d(%x, %w, %b) {"stride": [1, 1], "padding": [0, 0, 0, 0], "dilation": [1, 1], "groups": 1, "weight_layout": "OIHW"}
+      %c: f32[1,8,4,4] = conv2d(%x, %w, %b) {"stride": [1, 1], "padding": [0, 0, 0, 0], "dilation": [1, 1], "groups": 1, "weight_layout": "OIHW", "layout": "NCHW"}
       %y: f32[1,8,4,4] = mul(%c, %s)
       return %y
     }"""  # noqa: E501
@@ -133,7 +134,7 @@ def test_docstring_example():
     graph main(%x: f32[1,3,4,4]) {
       const %w_folded: f32[8,3,1,1]
       const %y_bias: f32[8]
-      %y_1: f32[1,8,4,4] = conv2d(%x, %w_folded, %y_bias) {"stride": [1, 1], "padding": [0, 0, 0, 0], "dilation": [1, 1], "groups": 1, "weight_layout": "OIHW"}
+      %y_1: f32[1,8,4,4] = conv2d(%x, %w_folded, %y_bias) {"stride": [1, 1], "padding": [0, 0, 0, 0], "dilation": [1, 1], "groups": 1, "weight_layout": "OIHW", "layout": "NCHW"}
       return %y_1
     }"""  # noqa: E501
     g = parse_graph(before, {"w": w, "b": b, "s": s})

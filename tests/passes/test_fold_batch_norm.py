@@ -62,7 +62,7 @@ def bn_scale_shift(stats: dict, eps: float = EPS) -> tuple[np.ndarray, np.ndarra
 
 def conv_attrs(stride=(1, 1), padding=(0, 0, 0, 0), groups=1) -> str:
     return (f'{{"stride": {list(stride)}, "padding": {list(padding)}, "dilation": [1, 1], '
-            f'"groups": {groups}, "weight_layout": "OIHW"}}')
+            f'"groups": {groups}, "weight_layout": "OIHW", "layout": "NCHW"}}')
 
 
 def conv_t_attrs(stride=(1, 1), groups=1) -> str:
@@ -155,7 +155,7 @@ def test_docstring_example():
       const %var: f32[8] = [1.0, 2.0, 0.5, 4.0, 0.25, 1.5, 3.0, 0.01]
       const %gamma: f32[8] = [1.0, -1.0, 2.0, 0.5, 0.0, 1.5, -0.25, 1.0]
       const %beta: f32[8] = [0.0, 1.0, -1.0, 2.0, 0.5, -0.5, 0.0, 3.0]
-      %c: f32[1,8,4,4] = conv2d(%x, %w) {"stride": [1, 1], "padding": [0, 0, 0, 0], "dilation": [1, 1], "groups": 1, "weight_layout": "OIHW"}
+      %c: f32[1,8,4,4] = conv2d(%x, %w) {"stride": [1, 1], "padding": [0, 0, 0, 0], "dilation": [1, 1], "groups": 1, "weight_layout": "OIHW", "layout": "NCHW"}
       %y: f32[1,8,4,4] = batch_norm(%c, %mean, %var, %gamma, %beta) {"eps": 1e-05}
       return %y
     }"""  # noqa: E501
@@ -163,7 +163,7 @@ def test_docstring_example():
     graph main(%x: f32[1,3,4,4]) {
       const %w_folded: f32[8,3,1,1]
       const %y_bias: f32[8]
-      %y_1: f32[1,8,4,4] = conv2d(%x, %w_folded, %y_bias) {"stride": [1, 1], "padding": [0, 0, 0, 0], "dilation": [1, 1], "groups": 1, "weight_layout": "OIHW"}
+      %y_1: f32[1,8,4,4] = conv2d(%x, %w_folded, %y_bias) {"stride": [1, 1], "padding": [0, 0, 0, 0], "dilation": [1, 1], "groups": 1, "weight_layout": "OIHW", "layout": "NCHW"}
       return %y_1
     }"""  # noqa: E501
     g = parse_graph(before, {"w": w})

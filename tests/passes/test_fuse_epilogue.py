@@ -20,7 +20,8 @@ W_CONV = RNG.standard_normal((8, 3, 1, 1)).astype(np.float32)
 W_CONV3 = RNG.standard_normal((4, 2, 3, 3)).astype(np.float32)
 W_LIN = RNG.standard_normal((4, 8)).astype(np.float32)
 CONSTS = {"w": W_CONV, "w3": W_CONV3, "wl": W_LIN}
-CONV_ATTRS = '{"stride": [1, 1], "padding": [0, 0, 0, 0], "dilation": [1, 1], "groups": 1, "weight_layout": "OIHW"}'
+CONV_ATTRS = ('{"stride": [1, 1], "padding": [0, 0, 0, 0], "dilation": [1, 1], "groups": 1, '
+              '"weight_layout": "OIHW", "layout": "NCHW"}')
 RTOL = 1e-5
 
 
@@ -82,6 +83,19 @@ def test_a_conv_takes_its_scale_but_leaves_the_residual_add_to_an_elementwise_ke
     assert_same_numerics(before, g)
 
 
+def test_a_blocked_conv_takes_its_residual_add_too():
+    """In NCHW<v>c the conv's store writes whole channel vectors, so the residual is read as vectors too."""
+    blocked = CONV_RESIDUAL.replace('"layout": "NCHW"', '"layout": "NCHWc"').replace(
+        '"weight_layout": "OIHW"', '"weight_layout": "OIHW8o"').replace("f32[8,3,1,1]", "f32[1,3,1,1,8]")
+    blocked = blocked.replace("f32[1,8,4,4]", "f32[1,1,4,4,8]").replace("f32[1,3,4,4]", "f32[1,1,4,4,3]")
+    g = parse_graph(blocked, {"w": W_CONV.reshape(1, 8, 3, 1, 1).transpose(0, 2, 3, 4, 1).copy()})
+    verify(g)
+    before = g.clone()
+    assert run_pass(g) == {"fused_groups": 1, "fused_ops": 4}
+    assert body_ops(g) == [["conv2d", "mul", "add", "relu"]]
+    assert_same_numerics(before, g)
+
+
 def test_epilogue_must_not_broadcast_the_anchor_result_to_a_bigger_tensor():
     before = """
     graph main(%x: f32[2,8], %y: f32[2,4], %big: f32[3,2,4]) {
@@ -116,7 +130,7 @@ def test_a_growing_broadcast_right_after_the_anchor_leaves_it_alone():
     g = parse_graph("""
     graph main(%x: f32[1,3,4,4], %big: f32[2,8,4,4]) {
       const %w: f32[8,3,1,1]
-      %c: f32[1,8,4,4] = conv2d(%x, %w) {"stride": [1, 1], "padding": [0, 0, 0, 0], "dilation": [1, 1], "groups": 1, "weight_layout": "OIHW"}
+      %c: f32[1,8,4,4] = conv2d(%x, %w) {"stride": [1, 1], "padding": [0, 0, 0, 0], "dilation": [1, 1], "groups": 1, "weight_layout": "OIHW", "layout": "NCHW"}
       %a: f32[2,8,4,4] = add(%big, %c)
       %r: f32[2,8,4,4] = relu(%a)
       return %r
@@ -332,12 +346,12 @@ def test_elementwise_producers_do_not_join_as_prologue():
 
 POOLS = """
 graph main(%x: f32[1,3,6,6]) {
-  %mp: f32[1,3,3,3] = max_pool2d(%x) {"kernel": [2, 2], "stride": [2, 2], "padding": [0, 0, 0, 0], "dilation": [1, 1], "ceil_mode": false}
+  %mp: f32[1,3,3,3] = max_pool2d(%x) {"kernel": [2, 2], "stride": [2, 2], "padding": [0, 0, 0, 0], "dilation": [1, 1], "ceil_mode": false, "layout": "NCHW"}
   %r: f32[1,3,3,3] = relu(%mp)
-  %ap: f32[1,3,6,6] = avg_pool2d(%x) {"kernel": [3, 3], "stride": [1, 1], "padding": [1, 1, 1, 1], "ceil_mode": false, "count_include_pad": true, "divisor_override": null}
+  %ap: f32[1,3,6,6] = avg_pool2d(%x) {"kernel": [3, 3], "stride": [1, 1], "padding": [1, 1, 1, 1], "ceil_mode": false, "count_include_pad": true, "divisor_override": null, "layout": "NCHW"}
   %h: f32[1,3,6,6] = hardswish(%ap)
   %s: f32[1,3,6,6] = sigmoid(%h)
-  %lone: f32[1,3,3,3] = max_pool2d(%x) {"kernel": [2, 2], "stride": [2, 2], "padding": [0, 0, 0, 0], "dilation": [1, 1], "ceil_mode": true}
+  %lone: f32[1,3,3,3] = max_pool2d(%x) {"kernel": [2, 2], "stride": [2, 2], "padding": [0, 0, 0, 0], "dilation": [1, 1], "ceil_mode": true, "layout": "NCHW"}
   return %r, %s, %lone
 }"""  # noqa: E501
 

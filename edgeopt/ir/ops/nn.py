@@ -11,6 +11,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from ..registry import REQUIRED, OpDef, OpError, register
 from ..types import TensorType
 from ._common import need_float, same_dtype
+from .layout import BLOCKED, block_nchw, blocked_type, data_layout, plain_type, unblock_nchw
 
 
 def _out_dim(size, k, s, p0, p1, d, ceil_mode=False):
@@ -75,18 +76,34 @@ def _conv_weight_oihw_shape(w: TensorType, attrs) -> tuple:
     if w.rank != 5 or w.shape[4] != block:
         raise OpError(f"conv2d: weight_layout {attrs['weight_layout']} needs a [O/{block}, I, KH, KW, {block}] "
                       f"weight, got {list(w.shape)}")
-    if attrs["groups"] != 1:
-        raise OpError("conv2d: a packed weight_layout needs groups=1")
-    return (w.shape[0] * block, *w.shape[1:4])
+    out = w.shape[0] * block
+    if attrs["groups"] not in (1, out) or (attrs["groups"] == out and w.shape[1] != 1):
+        raise OpError("conv2d: a packed weight_layout needs groups=1 or a depthwise conv (groups=out channels)")
+    return (out, *w.shape[1:4])
+
+
+def _plain_input(op: str, x: TensorType, attrs) -> TensorType:
+    """The NCHW type of a layout-aware op's input (``layout`` "NCHWc": a blocked [N, C/b, H, W, b])."""
+    if data_layout(attrs) == BLOCKED:
+        if x.rank != 5:
+            raise OpError(f"{op}: layout NCHWc needs a blocked [N, C/b, H, W, b] input, got {list(x.shape)}")
+        return plain_type(x)
+    if x.rank != 4:
+        raise OpError(f"{op} needs an NCHW input, got {list(x.shape)}")
+    return x
 
 
 def _conv_infer(types, attrs):
     x = types[0]
     need_float("conv2d", x)
     same_dtype("conv2d", types)
-    if x.rank != 4:
-        raise OpError("conv2d needs NCHW input and OIHW weight")
+    blocked = data_layout(attrs) == BLOCKED
+    if blocked and not conv_weight_block(attrs):
+        raise OpError("conv2d: layout NCHWc needs a packed weight (weight_layout 'OIHW<v>o')")
+    x = _plain_input("conv2d", x, attrs)
     w = _conv_weight_oihw_shape(types[1], attrs)
+    if blocked and attrs["groups"] != 1 and types[0].shape[4] != conv_weight_block(attrs):
+        raise OpError("conv2d: a depthwise NCHWc conv needs the input block to equal the weight block")
     g = attrs["groups"]
     if x.shape[1] != w[1] * g or w[0] % g:
         raise OpError(f"conv2d: channels {x.shape[1]} / weight {list(w)} / groups {g} disagree")
@@ -95,10 +112,14 @@ def _conv_infer(types, attrs):
     s, p, d = attrs["stride"], attrs["padding"], attrs["dilation"]
     oh = _out_dim(x.shape[2], w[2], s[0], p[0], p[2], d[0])
     ow = _out_dim(x.shape[3], w[3], s[1], p[1], p[3], d[1])
-    return [TensorType((x.shape[0], w[0], oh, ow), x.dtype)]
+    y = TensorType((x.shape[0], w[0], oh, ow), x.dtype)
+    return [blocked_type(y, conv_weight_block(attrs)) if blocked else y]
 
 
 def _conv_ref(xs, attrs):
+    if data_layout(attrs) == BLOCKED:  # the same conv on the plain tensors, blocked again
+        y = _conv_ref([unblock_nchw(xs[0]), *xs[1:]], dict(attrs, layout="NCHW"))[0]
+        return [block_nchw(y, conv_weight_block(attrs))]
     x, w = xs[0].astype(np.float64), xs[1].astype(np.float64)
     block = conv_weight_block(attrs)
     if block:
@@ -115,9 +136,11 @@ def _conv_ref(xs, attrs):
 
 
 _CONV_ATTRS = {"stride": [1, 1], "padding": [0, 0, 0, 0], "dilation": [1, 1], "groups": 1}
-register(OpDef("conv2d", "contraction", _conv_infer, _conv_ref, dict(_CONV_ATTRS, weight_layout="OIHW"), (2, 3),
+register(OpDef("conv2d", "contraction", _conv_infer, _conv_ref,
+               dict(_CONV_ATTRS, weight_layout="OIHW", layout="NCHW"), (2, 3),
                doc="conv2d(x[N,C,H,W], w[O,C/groups,KH,KW] or packed [O/v,C,KH,KW,v] (weight_layout "
-                   "'OIHW<v>o'), [b[O]]); padding is [top, left, bottom, right]"))
+                   "'OIHW<v>o'), [b[O]]); padding is [top, left, bottom, right]. layout 'NCHWc': x is "
+                   "[N,C/b,H,W,b] and the result [N,O/v,OH,OW,v]"))
 
 
 def _convT_infer(types, attrs):
@@ -163,14 +186,22 @@ register(OpDef("conv_transpose2d", "contraction", _convT_infer, _convT_ref,
 
 
 def _pool_infer(types, attrs):
-    x = types[0]
-    if x.rank != 4:
-        raise OpError("pooling needs an NCHW input")
+    x = _plain_input("pooling", types[0], attrs)
     k, s, p = attrs["kernel"], attrs["stride"], attrs["padding"]
     d = attrs.get("dilation", [1, 1])
     oh = _out_dim(x.shape[2], k[0], s[0], p[0], p[2], d[0], attrs["ceil_mode"])
     ow = _out_dim(x.shape[3], k[1], s[1], p[1], p[3], d[1], attrs["ceil_mode"])
-    return [TensorType((x.shape[0], x.shape[1], oh, ow), x.dtype)]
+    y = TensorType((x.shape[0], x.shape[1], oh, ow), x.dtype)
+    return [blocked_type(y, types[0].shape[4]) if data_layout(attrs) == BLOCKED else y]
+
+
+def _on_plain(ref):
+    """A pool's reference for either layout: blocked inputs are pooled as NCHW and blocked again."""
+    def run(xs, a):
+        if data_layout(a) != BLOCKED:
+            return ref(xs, a)
+        return [block_nchw(ref([unblock_nchw(xs[0])], a)[0], xs[0].shape[4])]
+    return run
 
 
 def _max_pool_ref(xs, a):
@@ -198,12 +229,12 @@ def _avg_pool_ref(xs, a):
     return [(total / cnt).astype(xs[0].dtype)]
 
 
-register(OpDef("max_pool2d", "reduction", _pool_infer, _max_pool_ref,
+register(OpDef("max_pool2d", "reduction", _pool_infer, _on_plain(_max_pool_ref),
                {"kernel": REQUIRED, "stride": REQUIRED, "padding": [0, 0, 0, 0], "dilation": [1, 1],
-                "ceil_mode": False}, (1, 1)))
-register(OpDef("avg_pool2d", "reduction", _pool_infer, _avg_pool_ref,
+                "ceil_mode": False, "layout": "NCHW"}, (1, 1)))
+register(OpDef("avg_pool2d", "reduction", _pool_infer, _on_plain(_avg_pool_ref),
                {"kernel": REQUIRED, "stride": REQUIRED, "padding": [0, 0, 0, 0], "ceil_mode": False,
-                "count_include_pad": True, "divisor_override": None}, (1, 1)))
+                "count_include_pad": True, "divisor_override": None, "layout": "NCHW"}, (1, 1)))
 
 
 def adaptive_bounds(size: int, out: int) -> list[tuple[int, int]]:

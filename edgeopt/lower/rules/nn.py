@@ -1,10 +1,11 @@
-"""TE rules for convolutions, pooling, resize and pad (NCHW)."""
+"""TE rules for convolutions, pooling, resize and pad (NCHW; conv2d and window pools also NCHW<b>c)."""
 
 from __future__ import annotations
 
 import tvm
 from tvm import te
 
+from ...ir.ops.layout import BLOCKED, data_layout, layout_block
 from ...ir.ops.nn import adaptive_bounds, conv_weight_block, resize_scale
 from . import rule
 from ._te import const
@@ -15,19 +16,54 @@ def _min_value(dtype):
 
 
 def pad_nchw(x, pads, extra, value, name="pad"):
-    """Zero/constant padding of H and W: pads=[top, left, bottom, right] plus extra bottom/right rows."""
+    """Zero/constant padding of H and W (axes 2, 3 of NCHW or NCHW<b>c): pads=[top, left, bottom, right]
+    plus extra bottom/right rows."""
     t, l, b, r = pads
     eb, er = extra
     if not any((t, l, b + eb, r + er)):
         return x
     H, W = int(x.shape[2]), int(x.shape[3])
-    shape = (x.shape[0], x.shape[1], H + t + b + eb, W + l + r + er)
+    shape = (x.shape[0], x.shape[1], H + t + b + eb, W + l + r + er, *x.shape[4:])
 
-    def body(n, c, h, w):
+    def body(n, c, h, w, *rest):
         inside = tvm.tirx.all(h >= t, h < t + H, w >= l, w < l + W)
-        return tvm.tirx.if_then_else(inside, x[n, c, h - t, w - l], value)
+        return tvm.tirx.if_then_else(inside, x[(n, c, h - t, w - l, *rest)], value)
 
     return te.compute(shape, body, name=name)
+
+
+@rule("layout_transform")
+def layout_transform(ins, attrs, out, op):
+    x = ins[0]
+    b = layout_block(attrs["dst_layout"])
+    if b:
+        return te.compute(tuple(out.shape), lambda n, c, h, w, i: x[n, c * b + i, h, w], name="to_blocked")
+    b = int(x.shape[4])
+    return te.compute(tuple(out.shape), lambda n, c, h, w: x[n, c // b, h, w, c % b], name="to_plain")
+
+
+def _conv2d_blocked(x, w, attrs, out):
+    """NCHW<b>c conv: x [N, C/b, H, W, b], packed w [O/v, C/groups, KH, KW, v] -> [N, O/v, OH, OW, v].
+
+    The reduction runs over input-channel blocks, the window, then the channels of a block (contiguous in
+    x), so a kernel reads one input pixel's channels in a row and the weight vectors as a stream."""
+    (sh, sw), (dh, dw) = attrs["stride"], attrs["dilation"]
+    _, Cg, KH, KW, _ = (int(d) for d in w.shape)
+    xp = pad_nchw(x, attrs["padding"], (0, 0), const(0, x.dtype))
+    ry, rx = te.reduce_axis((0, KH), "ry"), te.reduce_axis((0, KW), "rx")
+    if attrs["groups"] != 1:  # depthwise: output channel block k is input channel block k
+        def depthwise(n, k, h, wi, v):
+            return te.sum(xp[n, k, h * sh + ry * dh, wi * sw + rx * dw, v] * w[k, 0, ry, rx, v], axis=[ry, rx])
+
+        return te.compute(tuple(out.shape), depthwise, name="conv2d")
+    b = int(x.shape[4])
+    rco, rci = te.reduce_axis((0, Cg // b), "rco"), te.reduce_axis((0, b), "rci")
+
+    def body(n, k, h, wi, v):
+        return te.sum(xp[n, rco, h * sh + ry * dh, wi * sw + rx * dw, rci] * w[k, rco * b + rci, ry, rx, v],
+                      axis=[rco, ry, rx, rci])
+
+    return te.compute(tuple(out.shape), body, name="conv2d")
 
 
 @rule("conv2d")
@@ -35,6 +71,8 @@ def conv2d(ins, attrs, out, op):
     x, w = ins[0], ins[1]
     (sh, sw), (dh, dw), g = attrs["stride"], attrs["dilation"], attrs["groups"]
     block = conv_weight_block(attrs)
+    if data_layout(attrs) == BLOCKED:
+        return _bias(_conv2d_blocked(x, w, attrs, out), ins, block)
     if block:  # packed [O/v, I, KH, KW, v]: w[k, c, y, x] is w[k // v, c, y, x, k % v]
         _, Cg, KH, KW, _ = (int(d) for d in w.shape)
         O = int(out.shape[1])
@@ -58,10 +96,12 @@ def conv2d(ins, attrs, out, op):
     return _bias(y, ins)
 
 
-def _bias(y, ins):
+def _bias(y, ins, block=0):
     if len(ins) < 3:
         return y
     b = ins[2]
+    if block:
+        return te.compute(y.shape, lambda n, k, h, w, v: y[n, k, h, w, v] + b[k * block + v], name="bias")
     return te.compute(y.shape, lambda n, k, h, w: y[n, k, h, w] + b[k], name="bias")
 
 
@@ -107,8 +147,8 @@ def max_pool2d(ins, attrs, out, op):
     k, s, d, p = attrs["kernel"], attrs["stride"], attrs["dilation"], attrs["padding"]
     xp = pad_nchw(x, p, _pool_extra(x, out, k, s, d, p), _min_value(x.dtype))
     ry, rx = te.reduce_axis((0, k[0]), "ry"), te.reduce_axis((0, k[1]), "rx")
-    return te.compute(tuple(out.shape), lambda n, c, h, w: te.max(
-        xp[n, c, h * s[0] + ry * d[0], w * s[1] + rx * d[1]], axis=[ry, rx]), name="max_pool2d")
+    return te.compute(tuple(out.shape), lambda n, c, h, w, *v: te.max(
+        xp[(n, c, h * s[0] + ry * d[0], w * s[1] + rx * d[1], *v)], axis=[ry, rx]), name="max_pool2d")
 
 
 @rule("avg_pool2d")
@@ -118,8 +158,8 @@ def avg_pool2d(ins, attrs, out, op):
     H, W = int(x.shape[2]), int(x.shape[3])
     xp = pad_nchw(x, p, _pool_extra(x, out, k, s, [1, 1], p), const(0, x.dtype))
     ry, rx = te.reduce_axis((0, k[0]), "ry"), te.reduce_axis((0, k[1]), "rx")
-    total = te.compute(tuple(out.shape), lambda n, c, h, w: te.sum(xp[n, c, h * s[0] + ry, w * s[1] + rx],
-                                                                    axis=[ry, rx]), name="pool_sum")
+    total = te.compute(tuple(out.shape), lambda n, c, h, w, *v: te.sum(
+        xp[(n, c, h * s[0] + ry, w * s[1] + rx, *v)], axis=[ry, rx]), name="pool_sum")
 
     def divisor(h, w):  # torch's rule, see ir/ops/nn.py
         if attrs["divisor_override"]:
@@ -130,7 +170,8 @@ def avg_pool2d(ins, attrs, out, op):
             h0, w0, h1, w1 = te.max(h0, 0), te.max(w0, 0), te.min(h1, H), te.min(w1, W)
         return ((h1 - h0) * (w1 - w0)).astype(x.dtype)
 
-    return te.compute(tuple(out.shape), lambda n, c, h, w: total[n, c, h, w] / divisor(h, w), name="avg_pool2d")
+    return te.compute(tuple(out.shape), lambda n, c, h, w, *v: total[(n, c, h, w, *v)] / divisor(h, w),
+                      name="avg_pool2d")
 
 
 @rule("adaptive_avg_pool2d")

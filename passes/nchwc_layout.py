@@ -1,0 +1,191 @@
+"""nchwc_layout: run convolutions, window pools and the elementwise ops between them on blocked NCHW<b>c.
+
+A conv kernel computes a vector of ``v`` output channels for a run of pixels. In NCHW those ``v`` channels
+lie ``H*W`` elements apart, so its store (and a fused ReLU or residual add) touches ``v`` planes a few
+pixels at a time. In ``NCHW<v>c`` (``[N, C/v, H, W, v]``) they are one contiguous vector: loads and
+stores are whole vectors, and an input pixel's channels are read in a row.
+
+The layout is chosen once per region: a conv with a packed weight (groups=1) or a depthwise conv
+produces a blocked tensor; pools and elementwise ops whose activation inputs are blocked stay blocked
+(their constants are re-laid out at compile time: a per-channel bias [1,C,1,1] becomes [1,C/v,1,1,v]);
+every other reader, and every graph output, gets one ``layout_transform`` back to NCHW. A conv whose
+input is plain gets one ``layout_transform`` to blocked (a 3-channel image: block 3). Depthwise weights
+are packed here (``OIHW<v>o`` with one input channel), with the block of the conv's input.
+
+Requires: ``conv_weights_packed``. Guarantees: ``nchwc_layout`` (no layout_transform pair cancels: a
+value is converted at most once each way). Numerics are unchanged: only where values are stored moves.
+
+Before:
+    %c: f32[1,16,8,8] = conv2d(%x, %w_OIHW8o, %b) {"layout": "NCHW", "weight_layout": "OIHW8o", ...}
+    %r: f32[1,16,8,8] = relu(%c)
+    %y: f32[1,16,8,8] = add(%r, %x)
+After:
+    %x_b: f32[1,2,8,8,8] = layout_transform(%x) {"src_layout": "NCHW", "dst_layout": "NCHW8c"}
+    %c: f32[1,2,8,8,8] = conv2d(%x_b, %w_OIHW8o, %b) {"layout": "NCHWc", ...}
+    %r: f32[1,2,8,8,8] = relu(%c)
+    %y: f32[1,2,8,8,8] = add(%r, %x_b)
+    %y_nchw: f32[1,16,8,8] = layout_transform(%y) {"src_layout": "NCHW8c", "dst_layout": "NCHW"}
+"""
+
+from __future__ import annotations
+
+from edgeopt.ir import Graph, Node, Value
+from edgeopt.ir.ops.layout import BLOCKED, PLAIN, block_nchw
+from edgeopt.ir.ops.nn import conv_weight_block, pack_conv_weight
+from edgeopt.ir.registry import get_op
+from edgeopt.pipeline import Pass, register_pass
+
+from .conv_weight_layout import DEFAULT_LANES, block_size
+
+POOLS = ("max_pool2d", "avg_pool2d")
+#: elementwise ops whose operands are not interchangeable positionally (axis-1 statistics)
+_NOT_POINTWISE = {"batch_norm"}
+
+
+@register_pass
+class NCHWcLayout(Pass):
+    name = "nchwc_layout"
+    requires = ("conv_weights_packed",)
+    guarantees = ("nchwc_layout",)
+
+    def run(self, g: Graph) -> dict:
+        return _Rewriter(g, self.target.vector_lanes(32) if self.target is not None else DEFAULT_LANES).run()
+
+
+class _Rewriter:
+    def __init__(self, g: Graph, lanes: int):
+        self.g, self.lanes = g, lanes
+        self.block: dict[Value, int] = {}  # blocked value -> its channel block
+        self.to_blocked: dict[tuple[Value, int], Value] = {}
+        self.to_plain: dict[Value, Value] = {}
+        self.consts: dict[tuple[str, int], Value] = {}
+        self.order: list[Node] = []
+        self.stats = {"blocked_ops": 0, "to_blocked": 0, "to_plain": 0}
+
+    def run(self) -> dict:
+        g = self.g
+        for n in list(g.nodes):
+            if not self._try_block(n):
+                n.inputs = [self._plain(v, n) if v in self.block else v for v in n.inputs]
+            self.order.append(n)
+        outputs = [self._plain(v, None) if v in self.block else v for v in g.outputs]
+        g.nodes = self.order
+        g.set_outputs(outputs)
+        g.remove_unused_constants()
+        return self.stats
+
+    # -- per op ---------------------------------------------------------------------------------------
+    def _try_block(self, n: Node) -> bool:
+        if len(n.outputs) != 1 or n.outputs[0].type.rank != 4:
+            return False
+        if n.op == "conv2d":
+            b = self._conv(n)
+        elif n.op in POOLS:
+            b = self.block.get(n.inputs[0], 0) if n.attrs["layout"] == PLAIN else 0
+            if b:
+                n.attrs["layout"] = BLOCKED
+        elif get_op(n.op).kind == "elementwise" and n.op not in _NOT_POINTWISE:
+            b = self._elementwise(n)
+        else:
+            b = 0
+        if b:
+            out = n.outputs[0]
+            out.type = get_op(n.op).infer([v.type for v in n.inputs], n.attrs)[0]
+            self.block[out] = b
+            self.stats["blocked_ops"] += 1
+        return bool(b)
+
+    def _conv(self, n: Node) -> int:
+        a, (x, w) = n.attrs, n.inputs[:2]
+        if a["layout"] != PLAIN or (x.type.rank != 4 and x not in self.block):
+            return 0
+        channels = x.type.shape[1] * self.block.get(x, 1)
+        out_channels = n.outputs[0].type.shape[1]
+        if a["groups"] == 1:
+            v = conv_weight_block(a)
+            if not v:
+                return 0
+            b = self.block.get(x) or max(d for d in range(1, self.lanes + 1) if channels % d == 0)
+        elif a["groups"] == channels == out_channels and a["weight_layout"] == "OIHW" and self.g.is_const(w) \
+                and w.type.dtype == "f32":
+            v = b = self.block.get(x) or block_size(channels, self.lanes)
+            if not v:
+                return 0
+            n.inputs[1] = self._const(w, lambda arr: pack_conv_weight(arr, v), f"{w.name}_OIHW{v}o", v)
+            a["weight_layout"] = f"OIHW{v}o"
+        else:
+            return 0
+        n.inputs[0] = self._blocked(x, b, n)
+        a["layout"] = BLOCKED
+        return v
+
+    def _elementwise(self, n: Node) -> int:
+        blocks = {self.block[v] for v in n.inputs if v in self.block}
+        if len(blocks) != 1:
+            return 0
+        b = blocks.pop()
+        channels = n.outputs[0].type.shape[1]
+        if channels % b:
+            return 0
+        plan = []
+        for v in n.inputs:
+            if v in self.block:
+                plan.append(v)
+            elif self.g.is_const(v):
+                plan.append(("const", v))
+            elif v.type.rank == 4 and v.type.shape[1] == channels:
+                plan.append(("transform", v))
+            else:
+                return 0
+        new = []
+        for p in plan:
+            if isinstance(p, Value):
+                new.append(p)
+            elif p[0] == "const":
+                new.append(self._blocked_const(p[1], b))
+            else:
+                new.append(self._blocked(p[1], b, n))
+        n.inputs = new
+        return b
+
+    # -- conversions ------------------------------------------------------------------------------------
+    def _blocked(self, v: Value, b: int, before: Node) -> Value:
+        if v in self.block:
+            return v
+        if (v, b) not in self.to_blocked:
+            self.to_blocked[v, b] = self._emit("layout_transform", v, PLAIN, f"NCHW{b}c", before, f"{v.name}_b")
+            self.stats["to_blocked"] += 1
+        return self.to_blocked[v, b]
+
+    def _plain(self, v: Value, before: Node | None) -> Value:
+        if v not in self.to_plain:
+            self.to_plain[v] = self._emit("layout_transform", v, f"NCHW{self.block[v]}c", PLAIN, before,
+                                          f"{v.name}_nchw")
+            self.stats["to_plain"] += 1
+        return self.to_plain[v]
+
+    def _emit(self, op: str, v: Value, src: str, dst: str, before: Node | None, name: str) -> Value:
+        out = self.g.add(op, [v], {"src_layout": src, "dst_layout": dst}, name=name,
+                         source=before.source if before is not None else None)
+        self.order.append(self.g.nodes.pop())  # g.add appended it; it runs just before ``before``
+        return out
+
+    def _blocked_const(self, v: Value, b: int) -> Value:
+        """A constant operand of a blocked elementwise op, laid out to broadcast against [N, C/b, H, W, b]."""
+        shape = v.type.shape
+        if all(d == 1 for d in shape):
+            return v  # a scalar broadcasts in any layout
+
+        def relayout(arr):
+            arr = arr.reshape((1,) * (4 - arr.ndim) + arr.shape)
+            if arr.shape[1] == 1:
+                return arr.reshape(*arr.shape, 1)
+            return block_nchw(arr, b)
+
+        return self._const(v, relayout, f"{v.name}_NCHW{b}c", b)
+
+    def _const(self, v: Value, fn, name: str, b: int) -> Value:
+        if (v.name, b, name) not in self.consts:
+            self.consts[v.name, b, name] = self.g.add_const(fn(self.g.const(v)), name)
+        return self.consts[v.name, b, name]
+
