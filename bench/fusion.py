@@ -30,7 +30,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("models", nargs="*", default=DEFAULT)
     ap.add_argument("--small", action="store_true", help="the small test shapes instead of full size")
-    ap.add_argument("--rounds", type=int, default=20, help="rounds of one block of 10 calls per build")
+    ap.add_argument("--rounds", type=int, default=100, help="rounds of one block of calls per build")
+    ap.add_argument("--block", type=int, default=4,
+                    help="calls per block (the first is not counted); short blocks pair the builds closely in time")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     pin_threads(args.threads)
@@ -47,7 +49,7 @@ def main() -> None:
         on = edgeopt.compile(model, inputs)
         off = edgeopt.compile(model, inputs, disable=FUSION)
         diff = max(float(np.abs(a - b).max()) for a, b in zip(_list(on(*x)), _list(off(*x))))
-        blocks = interleaved_ms({"on": on, "off": off}, x, args.rounds)
+        blocks = interleaved_ms({"on": on, "off": off}, x, args.rounds, args.block)
         times = {k: [t for b in v for t in b] for k, v in blocks.items()}
         speedup, lo, hi = paired_speedup(blocks["on"], blocks["off"])
         r = {"model": name, "small": args.small, "traced_ops": on.report["traced_ops"],
@@ -55,6 +57,7 @@ def main() -> None:
              "fused_groups": len(on.report["fused_groups"]),
              "on_ms": statistics.median(times["on"]), "off_ms": statistics.median(times["off"]),
              "on_min_ms": min(times["on"]), "off_min_ms": min(times["off"]), "rounds": args.rounds,
+             "block": args.block,
              "calls": len(times["on"]), "speedup": speedup, "speedup_ci95": [lo, hi],
              "max_abs_diff_on_vs_off": diff}
         rows.append(r)

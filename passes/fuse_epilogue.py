@@ -3,8 +3,8 @@
 The anchor's result is finished in registers (bias, ReLU/ReLU6/GELU/SiLU/hardswish/sigmoid, clamps,
 scales, and for matmul and linear a residual add...) before it is stored, so the intermediate never
 goes through memory. A plain NCHW conv's residual add is left to ``fuse_elementwise`` (see ``_keeps_shape``).
-Transposes and pads that only feed the anchor join it as its prologue (a transpose followed by a
-reshape too).
+Transposes, pads and layout transforms that only feed the anchor join it as its prologue (a transpose
+followed by a reshape too): the conv then reads the image straight from NCHW.
 
 Requires: nothing. Guarantees: ``epilogues_fused``. Never duplicates work: a joined producer has no
 other reader; an epilogue op joins only if it keeps the anchor's output shape (no broadcast growth).
@@ -44,7 +44,7 @@ def _keeps_shape(group, cand) -> bool:
         return False
     if cand.op == "reshape":
         return cand.inputs[0].producer is not None and cand.inputs[0].producer.op == "transpose"
-    if cand.op in ("transpose", "pad"):
+    if cand.op in ("transpose", "pad", "layout_transform"):
         return True
     t = cand.outputs[0].type
     return t.shape == anchor.shape and t.dtype == anchor.dtype
@@ -54,7 +54,7 @@ RULE = FusionRule(
     "epilogue",
     anchor=Op(kind="contraction"),
     epilogue=Op(kind="elementwise"),
-    prologue=Op(("transpose", "pad", "reshape")),
+    prologue=Op(("transpose", "pad", "reshape", "layout_transform")),
     where=_keeps_shape,
 )
 POOL_RULE = FusionRule("pool_epilogue", anchor=Op(("max_pool2d", "avg_pool2d")),

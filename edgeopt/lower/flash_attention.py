@@ -19,6 +19,7 @@ import tvm
 from tvm.script import tirx as T
 
 from ..ir.types import TensorType
+from .fast_math import exp as fast_exp
 
 ROWS = 4
 TILE = 64
@@ -107,7 +108,7 @@ def flash_attention(in_types: list[TensorType], attrs: dict, out: TensorType):
                     for t in range(8):
                         red[0] = T.max(red[0], part[t])
                     for t in T.vectorized(TT):
-                        s[r, t] = T.exp(s[r, t] - red[0])
+                        s[r, t] = fast_exp(s[r, t] - red[0])
                     for t in T.vectorized(8):
                         part[t] = T.float32(0)
                     for t0 in range(TT // 8):
@@ -116,9 +117,9 @@ def flash_attention(in_types: list[TensorType], attrs: dict, out: TensorType):
                     red[1] = T.float32(0)
                     for t in range(8):
                         red[1] = red[1] + part[t]
-                    lsum[r] = lsum[r] * T.exp(m[r] - red[0]) + red[1]
+                    lsum[r] = lsum[r] * fast_exp(m[r] - red[0]) + red[1]
                     for d in T.vectorized(Dv):
-                        acc[r, d] = acc[r, d] * T.exp(m[r] - red[0])
+                        acc[r, d] = acc[r, d] * fast_exp(m[r] - red[0])
                     m[r] = red[0]
                     for t in range(T.min(TT, S - kb * TT)):
                         for d in T.vectorized(Dv):

@@ -30,6 +30,10 @@ TILED_OPS = {"conv2d", "conv_transpose2d", "matmul", "linear", "max_pool2d", "av
 _UNROLL_AXIS = {"conv2d": 1, "conv_transpose2d": 1, "matmul": -2, "linear": -2}
 #: accumulator vectors a register tile may hold (AVX2 has 16 registers: the rest hold weights and inputs)
 _MAX_ACCUMULATORS = 8
+#: contractions whose column loop runs outside the row loop: one K x v panel of the right operand (a weight)
+#: stays in cache while every row block of the left one streams past it, instead of the whole right operand
+#: being re-read from memory for every row block
+_PANEL_OUTER = {"matmul", "linear"}
 _MIN_PARALLEL_WORK = 4096  # elements; below this a thread-pool launch costs more than it saves
 
 
@@ -155,6 +159,8 @@ def _tile_shape(op: str, attrs: dict, ext: list[int], lanes: int) -> tuple[int, 
         budget = max(1, _MAX_ACCUMULATORS // max(1, block // lanes))  # accumulators in registers
         return 1, block, len(ext) - 1, _divisor_at_most(ext[-1], budget)
     v = _factor(ext[-1], lanes * 2 if ext[-1] >= lanes * 4 else lanes)
+    if op in _PANEL_OUTER and ext[-1] % (3 * lanes) == 0:
+        v = 3 * lanes  # 3 vectors x 4 rows: 12 accumulators, 7 loads per 12 FMAs (2 x 4: 6 per 8)
     if v < 4:  # 2-lane vectors trip an LLVM codegen bug in TVM 0.27 ("does not dominate all uses")
         v = 1
     u_axis = _UNROLL_AXIS.get(op)
@@ -177,10 +183,17 @@ def _tile_anchor(sch: Schedule, block, op: str, lanes: int, attrs: dict) -> str:
         uo, ui = sch.split(spatial[u_axis], [None, u])
         outer[u_axis] = uo
         inner.append(ui)
+    vec = v
     if v > 1:
         vo, vi = sch.split(spatial[v_axis], [None, v])
         outer[v_axis] = vo
+        if v > lanes and v % lanes == 0 and v & (v - 1):  # not a power of two: unroll whole vectors
+            vj, vi = sch.split(vi, [None, lanes])
+            inner.append(vj)
+            vec = lanes
         inner.append(vi)
+    if op in _PANEL_OUTER and u_axis == len(outer) - 2 and v_axis == len(outer) - 1:
+        outer[-2], outer[-1] = outer[-1], outer[-2]  # column panel outside, row blocks inside
     sch.reorder(*outer, *reduce, *inner)
     write_back = sch.cache_write(block, 0, "local")
     fused = _inline_epilogue(sch, write_back)
@@ -190,12 +203,12 @@ def _tile_anchor(sch: Schedule, block, op: str, lanes: int, attrs: dict) -> str:
         _parallel(sch, par)
     if v > 1:
         sch.vectorize(inner[-1])
-    if u > 1:
-        sch.unroll(inner[0])
+    for lp in inner[:-1] if v > 1 else inner:
+        sch.unroll(lp)
     if reduce:
         init = sch.decompose_reduction(block, reduce[0])
-        _vectorize_inner(sch, init, v)
-    _vectorize_inner(sch, write_back, v)
+        _vectorize_inner(sch, init, vec)
+    _vectorize_inner(sch, write_back, vec)
     packed = ",packed" if v_axis != len(spatial) - 1 else ",nchwc" if attrs.get("layout") == "NCHWc" else ""
     return f"tile(u{u},v{v}{packed}{',epilogue' if fused else ''})"
 
@@ -216,5 +229,12 @@ def _inline_epilogue(sch: Schedule, write_back) -> bool:
 
 def _vectorize_inner(sch: Schedule, block, v: int) -> None:
     loops = sch.get_loops(block)
-    if v > 1 and loops and int(sch.get(loops[-1]).extent) == v:
+    if v <= 1 or not loops:
+        return
+    extent = int(sch.get(loops[-1]).extent)
+    if extent == v:
         sch.vectorize(loops[-1])
+    elif extent % v == 0:  # several whole vectors (a 3-vector tile): unroll them, vectorize each
+        outer, inner = sch.split(loops[-1], [None, v])
+        sch.unroll(outer)
+        sch.vectorize(inner)

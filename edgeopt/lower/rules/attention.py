@@ -7,6 +7,7 @@ import math
 import tvm
 from tvm import te
 
+from .. import fast_math
 from . import rule
 from ._te import bcast_index, const
 from .linalg import batch_index
@@ -43,7 +44,7 @@ def attention(ins, attrs, out, op):
     sm = te.compute(batch + (L, S), masked, name="attn_masked")
     j1 = te.reduce_axis((0, S), "j1")
     mx = te.compute(batch + (L,), lambda *i: te.max(sm(*i, j1), axis=j1), name="attn_max")
-    ex = te.compute(batch + (L, S), lambda *i: te.exp(sm(*i) - mx(*i[:-1])), name="attn_exp")
+    ex = te.compute(batch + (L, S), lambda *i: fast_math.exp(sm(*i) - mx(*i[:-1])), name="attn_exp")
     j2 = te.reduce_axis((0, S), "j2")
     sm_sum = te.compute(batch + (L,), lambda *i: te.sum(ex(*i, j2), axis=j2), name="attn_sum")
     j3 = te.reduce_axis((0, S), "j3")

@@ -7,6 +7,7 @@ import math
 import tvm
 from tvm import te
 
+from .. import fast_math
 from . import rule
 from ._te import const, dtype_of, elementwise, tvm_dtype
 
@@ -19,12 +20,12 @@ def _gelu(x, a):
     half, one = const(0.5, dtype_of(x)), const(1.0, dtype_of(x))
     if a["approximate"] == "tanh":
         inner = const(math.sqrt(2 / math.pi), dtype_of(x)) * (x + const(0.044715, dtype_of(x)) * x * x * x)
-        return half * x * (one + te.tanh(inner))
-    return half * x * (one + te.erf(x * const(1 / math.sqrt(2), dtype_of(x))))
+        return half * x * (one + fast_math.tanh(inner))
+    return half * x * (one + fast_math.erf(x * const(1 / math.sqrt(2), dtype_of(x))))
 
 
 def _sigmoid(x, a=None):
-    return te.sigmoid(x)
+    return fast_math.sigmoid(x)
 
 
 def _hardsigmoid(x, a=None):
@@ -35,22 +36,22 @@ def _hardsigmoid(x, a=None):
 UNARY = {
     "neg": lambda x, a: -x,
     "abs": lambda x, a: te.abs(x),
-    "exp": lambda x, a: te.exp(x),
+    "exp": lambda x, a: fast_math.exp(x),
     "log": lambda x, a: te.log(x),
     "sqrt": lambda x, a: te.sqrt(x),
     "rsqrt": lambda x, a: te.rsqrt(x),
     "reciprocal": lambda x, a: const(1, dtype_of(x)) / x,
     "sin": lambda x, a: te.sin(x),
     "cos": lambda x, a: te.cos(x),
-    "tanh": lambda x, a: te.tanh(x),
-    "erf": lambda x, a: te.erf(x),
+    "tanh": lambda x, a: fast_math.tanh(x),
+    "erf": lambda x, a: fast_math.erf(x),
     "floor": lambda x, a: te.floor(x),
     "ceil": lambda x, a: te.ceil(x),
     "round": lambda x, a: te.nearbyint(x),  # half to even, like torch
     "sigmoid": _sigmoid,
     "relu": _relu,
     "gelu": _gelu,
-    "silu": lambda x, a: x * te.sigmoid(x),
+    "silu": lambda x, a: x * fast_math.sigmoid(x),
     "hardswish": lambda x, a: x * _hardsigmoid(x),
     "hardsigmoid": _hardsigmoid,
     "leaky_relu": lambda x, a: tvm.tirx.Select(x >= const(0, dtype_of(x)), x, x * const(a["alpha"], dtype_of(x))),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from tvm import te, topi
 
+from .. import fast_math
 from . import rule
 from ._te import const
 
@@ -45,7 +46,7 @@ def softmax(ins, attrs, out, op):
 
     red_shape = tuple(1 if i == ax else d for i, d in enumerate(x.shape))
     mx = te.compute(red_shape, lambda *i: te.max(x(*at(i, k)), axis=k), name="softmax_max")
-    e = te.compute(x.shape, lambda *i: te.exp(x(*i) - mx(*at(i, 0))), name="softmax_exp")
+    e = te.compute(x.shape, lambda *i: fast_math.exp(x(*i) - mx(*at(i, 0))), name="softmax_exp")
     k2 = te.reduce_axis((0, n), name="k2")
     s = te.compute(red_shape, lambda *i: te.sum(e(*at(i, k2)), axis=k2), name="softmax_sum")
     if op == "softmax":
