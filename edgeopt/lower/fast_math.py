@@ -41,6 +41,13 @@ def _dtype(x) -> str:
     return str(ty) if ty is not None else str(x.dtype)
 
 
+def _let(value, body):
+    """``body(v)`` with ``v`` bound once to ``value``: the formulas use their argument many times, and an
+    expression tree repeated in place grows with every use (the fused epilogue of a GELU linear did)."""
+    var = tvm.tirx.Var("fm", _dtype(value))
+    return tvm.tirx.Let(var, value, body(var))
+
+
 def _poly(x, coeffs):
     """c0 + c1 x + c2 x^2 + ... by Horner's rule."""
     acc = _c(coeffs[-1])
@@ -56,15 +63,23 @@ def _is_nan(x):
 def exp(x):
     if _dtype(x) != F32:
         return te.exp(x)
-    xc = te.min(te.max(x, _c(_EXP_MIN)), _c(_EXP_MAX))
-    n = te.floor(xc * _c(1 / math.log(2)) + _c(0.5))
-    r = xc - n * _c(_LN2_HI) - n * _c(_LN2_LO)
-    p = _poly(r, [1.0 / math.factorial(k) for k in range(8)])
-    # 2**n as 2 * 2**(n-1): x is clamped to [-86.5, 88.72], so n is in [-125, 128] and n - 1 + 127 is a
-    # normal float's exponent field
-    e = te.min(te.max(n.astype("int32") + 126, 1), 254)
-    half_two_n = tvm.tirx.reinterpret(F32, tvm.tirx.shift_left(e, tvm.tirx.const(23, "int32")))
-    y = p * half_two_n * _c(2.0)
+    return _let(x, _exp)
+
+
+def _exp(x):
+    def reduced(xc, n):
+        r = xc - n * _c(_LN2_HI) - n * _c(_LN2_LO)
+        p = _let(r, lambda r: _poly(r, [1.0 / math.factorial(k) for k in range(8)]))
+        # 2**n as 2 * 2**(n-1): x is clamped to [-86.5, 88.72], so n is in [-125, 128] and n - 1 + 127 is a
+        # normal float's exponent field
+        e = te.min(te.max(n.astype("int32") + 126, 1), 254)
+        half_two_n = tvm.tirx.reinterpret(F32, tvm.tirx.shift_left(e, tvm.tirx.const(23, "int32")))
+        return p * half_two_n * _c(2.0)
+
+    def clamped(xc):
+        return _let(te.floor(xc * _c(1 / math.log(2)) + _c(0.5)), lambda n: reduced(xc, n))
+
+    y = _let(te.min(te.max(x, _c(_EXP_MIN)), _c(_EXP_MAX)), clamped)
     y = tvm.tirx.Select(x > _c(_EXP_MAX), _c(math.inf), y)
     y = tvm.tirx.Select(x < _c(_EXP_MIN), _c(0.0), y)
     return tvm.tirx.Select(_is_nan(x), x, y)
@@ -73,28 +88,33 @@ def exp(x):
 def erf(x):
     if _dtype(x) != F32:
         return te.erf(x)
+    return _let(x, lambda x: _let(x * x, lambda x2: _erf(x, x2)))
+
+
+def _erf(x, x2):
     a = te.abs(x)
-    x2 = x * x
     # 2/sqrt(pi) * (x - x^3/3 + x^5/10 - x^7/42 + x^9/216 - x^11/1320 + x^13/9360)
     series = [(-1) ** k / (math.factorial(k) * (2 * k + 1)) for k in range(7)]
     small = x * _poly(x2, [c * 2 / math.sqrt(math.pi) for c in series])
-    t = _c(1.0) / (_c(1.0) + _c(_AS_P) * a)
-    big = _c(1.0) - t * _poly(t, list(_AS_A)) * exp(-x2)
-    big = tvm.tirx.Select(x < _c(0.0), -big, big)
-    y = tvm.tirx.Select(a < _c(0.5), small, big)
+    big = _let(_c(1.0) / (_c(1.0) + _c(_AS_P) * a),
+               lambda t: _c(1.0) - t * _poly(t, list(_AS_A)) * _exp(-x2))
+    y = tvm.tirx.Select(a < _c(0.5), small, _let(big, lambda b: tvm.tirx.Select(x < _c(0.0), -b, b)))
     return tvm.tirx.Select(_is_nan(x), x, y)
 
 
 def tanh(x):
     if _dtype(x) != F32:
         return te.tanh(x)
+    return _let(x, _tanh)
+
+
+def _tanh(x):
     a = te.abs(x)
     x2 = x * x
     # x - x^3/3 + 2x^5/15 - 17x^7/315 + 62x^9/2835
     small = x * _poly(x2, [1.0, -1 / 3, 2 / 15, -17 / 315, 62 / 2835])
-    big = _c(1.0) - _c(2.0) / (exp(a * _c(2.0)) + _c(1.0))
-    big = tvm.tirx.Select(x < _c(0.0), -big, big)
-    y = tvm.tirx.Select(a < _c(0.3), small, big)
+    big = _c(1.0) - _c(2.0) / (_exp(a * _c(2.0)) + _c(1.0))
+    y = tvm.tirx.Select(a < _c(0.3), small, _let(big, lambda b: tvm.tirx.Select(x < _c(0.0), -b, b)))
     return tvm.tirx.Select(_is_nan(x), x, y)
 
 
