@@ -18,10 +18,9 @@ import argparse
 import os
 import statistics
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from bench.common import pin_threads, save_results  # noqa: E402
+from bench.common import interleaved_ms, paired_speedup, pin_threads, save_results  # noqa: E402
 
 DEFAULT = ["resnet18", "mobilenet_v2", "minilm", "efficientnet_lite0"]
 
@@ -65,39 +64,6 @@ def main() -> None:
               f"fusion on {r['on_ms']:8.2f} ms   off {r['off_ms']:8.2f} ms   speed-up {speedup:5.3f}x "
               f"(95% CI {lo:5.3f}-{hi:5.3f})", flush=True)
     save_results("fusion", rows, threads=args.threads)
-
-
-def interleaved_ms(models: dict, x, rounds: int, block: int = 10, warmup: int = 5) -> dict:
-    """Per-block lists of per-call times (ms) of each model: ``rounds`` rounds, each running every model for a
-    block of ``block`` back-to-back calls (order flipped every round), so that drift in machine speed hits
-    every model alike. The first call of each block, which runs on caches the other model left, is not
-    counted: a deployed model runs back to back, and that steady state is what is timed."""
-    for _ in range(warmup):
-        for m in models.values():
-            m(*x)
-    times = {k: [] for k in models}
-    keys = list(models)
-    for i in range(rounds):
-        for k in (keys if i % 2 else keys[::-1]):
-            models[k](*x)  # the block's first call: caches still hold the other model's data
-            calls = []
-            for _ in range(block - 1):
-                t = time.perf_counter()
-                models[k](*x)
-                calls.append((time.perf_counter() - t) * 1e3)
-            times[k].append(calls)
-    return times
-
-
-def paired_speedup(on_blocks: list, off_blocks: list, resamples: int = 2000) -> tuple[float, float, float]:
-    """Median over rounds of (off block median / on block median), with a 95% bootstrap interval: each ratio
-    compares two blocks run next to each other, so slow phases of the machine cancel out."""
-    import numpy as np
-
-    ratios = np.array([statistics.median(b) / statistics.median(a) for a, b in zip(on_blocks, off_blocks)])
-    rng = np.random.default_rng(0)
-    boot = np.median(rng.choice(ratios, (resamples, len(ratios))), axis=1)
-    return float(np.median(ratios)), float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))
 
 
 def _list(y):
