@@ -50,14 +50,13 @@ def main() -> None:
                                      "torch": lambda m=model, x=inputs: m(*x)}, (), args.rounds, pause=0.05)
             ref = model(*inputs)
         ratio, lo, hi = paired_speedup(blocks["edgeopt"], blocks["torch"])  # torch time / edgeopt time
-        eo = {"median_ms": statistics.median(t for b in blocks["edgeopt"] for t in b)}
-        pt = {"median_ms": statistics.median(t for b in blocks["torch"] for t in b)}
+        eo_ms, pt_ms = (statistics.median(t for b in blocks[k] for t in b) for k in ("edgeopt", "torch"))
         ref = (ref if isinstance(ref, torch.Tensor) else ref[0]).numpy()
         out = compiled(*np_inputs)
         out = out if isinstance(out, np.ndarray) else out[0]
         err = float(np.abs(ref - out).max() / max(np.abs(ref).max(), 1e-6))
-        rows.append({"model": name, "small": args.small, "edgeopt_ms": eo["median_ms"],
-                     "torch_eager_ms": pt["median_ms"], "ratio_edgeopt_over_torch": 1 / ratio,
+        rows.append({"model": name, "small": args.small, "edgeopt_ms": eo_ms,
+                     "torch_eager_ms": pt_ms, "ratio_edgeopt_over_torch": 1 / ratio,
                      "ratio_ci95": [1 / hi, 1 / lo],
                      "compile_s": compile_s, "num_kernels": compiled.report["num_kernels"],
                      "max_rel_err": err, "rounds": args.rounds})

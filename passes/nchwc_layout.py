@@ -58,7 +58,7 @@ class _Rewriter:
         self.block: dict[Value, int] = {}  # blocked value -> its channel block
         self.to_blocked: dict[tuple[Value, int], Value] = {}
         self.to_plain: dict[Value, Value] = {}
-        self.consts: dict[tuple[str, int], Value] = {}
+        self.consts: dict[str, Value] = {}  # re-laid-out constants by their new name
         self.order: list[Node] = []
         self.stats = {"blocked_ops": 0, "to_blocked": 0, "to_plain": 0}
 
@@ -111,7 +111,7 @@ class _Rewriter:
             v = b = self.block.get(x) or block_size(channels, self.lanes)
             if not v:
                 return 0
-            n.inputs[1] = self._const(w, lambda arr: pack_conv_weight(arr, v), f"{w.name}_OIHW{v}o", v)
+            n.inputs[1] = self._const(w, lambda arr: pack_conv_weight(arr, v), f"{w.name}_OIHW{v}o")
             a["weight_layout"] = f"OIHW{v}o"
         else:
             return 0
@@ -127,25 +127,12 @@ class _Rewriter:
         channels = n.outputs[0].type.shape[1]
         if channels % b:
             return 0
-        plan = []
-        for v in n.inputs:
-            if v in self.block:
-                plan.append(v)
-            elif self.g.is_const(v):
-                plan.append(("const", v))
-            elif v.type.rank == 4 and v.type.shape[1] == channels:
-                plan.append(("transform", v))
-            else:
-                return 0
-        new = []
-        for p in plan:
-            if isinstance(p, Value):
-                new.append(p)
-            elif p[0] == "const":
-                new.append(self._blocked_const(p[1], b))
-            else:
-                new.append(self._blocked(p[1], b, n))
-        n.inputs = new
+        convertible = [v in self.block or self.g.is_const(v) or (v.type.rank == 4 and v.type.shape[1] == channels)
+                       for v in n.inputs]
+        if not all(convertible):  # e.g. a [N,1,H,W] activation: the op stays plain
+            return 0
+        n.inputs = [v if v in self.block else self._blocked_const(v, b) if self.g.is_const(v)
+                    else self._blocked(v, b, n) for v in n.inputs]
         return b
 
     # -- conversions ------------------------------------------------------------------------------------
@@ -182,10 +169,11 @@ class _Rewriter:
                 return arr.reshape(*arr.shape, 1)
             return block_nchw(arr, b)
 
-        return self._const(v, relayout, f"{v.name}_NCHW{b}c", b)
+        return self._const(v, relayout, f"{v.name}_NCHW{b}c")
 
-    def _const(self, v: Value, fn, name: str, b: int) -> Value:
-        if (v.name, b, name) not in self.consts:
-            self.consts[v.name, b, name] = self.g.add_const(fn(self.g.const(v)), name)
-        return self.consts[v.name, b, name]
+    def _const(self, v: Value, fn, name: str) -> Value:
+        """``fn`` of constant ``v`` as a new constant ``name`` (made once, however many ops read it)."""
+        if name not in self.consts:
+            self.consts[name] = self.g.add_const(fn(self.g.const(v)), name)
+        return self.consts[name]
 

@@ -8,7 +8,9 @@ Every kernel gets at least a parallel + vectorized schedule; no tuning run is ne
   output axis is vectorized (``lanes`` wide), one more output axis (channels / rows) is unrolled, the
   reduction loops sit between the two, the accumulator lives in registers (``cache_write`` "local")
   and the outer output loops run in parallel; a conv with packed ``OIHW<v>o`` weights vectorizes a block
-  of ``v`` output channels instead and unrolls a run of output pixels (at most 8 accumulator vectors);
+  of ``v`` output channels instead and unrolls a run of output pixels (at most 8 accumulator vectors), and
+  so does a conv or pool on blocked ``NCHW<v>c`` tensors (the block is the vector); matmul and linear hold
+  4 rows x 3 vectors when the columns allow and walk the right operand's column panels outside the rows;
 * row reductions (softmax, layer_norm, sum) run in parallel over their output rows;
 * injective and elementwise stages are vectorized on the innermost axis and parallel outside it.
 
@@ -150,14 +152,15 @@ def _divisor_at_most(extent: int, limit: int) -> int:
 
 def _tile_shape(op: str, attrs: dict, ext: list[int], lanes: int) -> tuple[int, int, int | None, int]:
     """(vector axis, vector width, unrolled axis or None, unroll factor) of a tiled anchor's output."""
+    def pixel_run(width: int, vector: int) -> int:  # output pixels unrolled: their accumulators fit in registers
+        return _divisor_at_most(width, max(1, _MAX_ACCUMULATORS // max(1, vector // lanes)))
+
     if attrs.get("layout") == "NCHWc":  # blocked [N, C/b, H, W, b]: the block is the vector, a run of W unrolled
         b = ext[-1] if ext[-1] >= 4 else 1
-        budget = max(1, _MAX_ACCUMULATORS // max(1, b // lanes))
-        return len(ext) - 1, b, len(ext) - 2, _divisor_at_most(ext[-2], budget)
+        return len(ext) - 1, b, len(ext) - 2, pixel_run(ext[-2], b)
     block = conv_weight_block(attrs) if op == "conv2d" else 0
     if block:  # packed weights: a block of output channels is the vector, a run of output pixels is unrolled
-        budget = max(1, _MAX_ACCUMULATORS // max(1, block // lanes))  # accumulators in registers
-        return 1, block, len(ext) - 1, _divisor_at_most(ext[-1], budget)
+        return 1, block, len(ext) - 1, pixel_run(ext[-1], block)
     v = _factor(ext[-1], lanes * 2 if ext[-1] >= lanes * 4 else lanes)
     if op in _PANEL_OUTER and ext[-1] % (3 * lanes) == 0:
         v = 3 * lanes  # 3 vectors x 4 rows: 12 accumulators, 7 loads per 12 FMAs (2 x 4: 6 per 8)

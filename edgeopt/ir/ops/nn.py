@@ -11,7 +11,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from ..registry import REQUIRED, OpDef, OpError, register
 from ..types import TensorType
 from ._common import need_float, same_dtype
-from .layout import BLOCKED, block_nchw, blocked_type, data_layout, plain_type, unblock_nchw
+from .layout import BLOCKED, PLAIN, block_nchw, blocked_type, data_layout, plain_type, unblock_nchw
 
 
 def _out_dim(size, k, s, p0, p1, d, ceil_mode=False):
@@ -97,12 +97,12 @@ def _conv_infer(types, attrs):
     x = types[0]
     need_float("conv2d", x)
     same_dtype("conv2d", types)
-    blocked = data_layout(attrs) == BLOCKED
-    if blocked and not conv_weight_block(attrs):
+    blocked, block = data_layout(attrs) == BLOCKED, conv_weight_block(attrs)
+    if blocked and not block:
         raise OpError("conv2d: layout NCHWc needs a packed weight (weight_layout 'OIHW<v>o')")
     x = _plain_input("conv2d", x, attrs)
     w = _conv_weight_oihw_shape(types[1], attrs)
-    if blocked and attrs["groups"] != 1 and types[0].shape[4] != conv_weight_block(attrs):
+    if blocked and attrs["groups"] != 1 and types[0].shape[4] != block:
         raise OpError("conv2d: a depthwise NCHWc conv needs the input block to equal the weight block")
     g = attrs["groups"]
     if x.shape[1] != w[1] * g or w[0] % g:
@@ -113,13 +113,18 @@ def _conv_infer(types, attrs):
     oh = _out_dim(x.shape[2], w[2], s[0], p[0], p[2], d[0])
     ow = _out_dim(x.shape[3], w[3], s[1], p[1], p[3], d[1])
     y = TensorType((x.shape[0], w[0], oh, ow), x.dtype)
-    return [blocked_type(y, conv_weight_block(attrs)) if blocked else y]
+    return [blocked_type(y, block) if blocked else y]
+
+
+def _on_plain(ref, xs, attrs, block: int) -> list:
+    """The reference of a layout-aware op on a blocked input: ``ref`` on the plain tensors, its result blocked
+    by ``block`` again."""
+    return [block_nchw(ref([unblock_nchw(xs[0]), *xs[1:]], dict(attrs, layout=PLAIN))[0], block)]
 
 
 def _conv_ref(xs, attrs):
-    if data_layout(attrs) == BLOCKED:  # the same conv on the plain tensors, blocked again
-        y = _conv_ref([unblock_nchw(xs[0]), *xs[1:]], dict(attrs, layout="NCHW"))[0]
-        return [block_nchw(y, conv_weight_block(attrs))]
+    if data_layout(attrs) == BLOCKED:
+        return _on_plain(_conv_ref, xs, attrs, conv_weight_block(attrs))
     x, w = xs[0].astype(np.float64), xs[1].astype(np.float64)
     block = conv_weight_block(attrs)
     if block:
@@ -195,12 +200,10 @@ def _pool_infer(types, attrs):
     return [blocked_type(y, types[0].shape[4]) if data_layout(attrs) == BLOCKED else y]
 
 
-def _on_plain(ref):
+def _pool_ref(ref):
     """A pool's reference for either layout: blocked inputs are pooled as NCHW and blocked again."""
     def run(xs, a):
-        if data_layout(a) != BLOCKED:
-            return ref(xs, a)
-        return [block_nchw(ref([unblock_nchw(xs[0])], a)[0], xs[0].shape[4])]
+        return _on_plain(ref, xs, a, xs[0].shape[4]) if data_layout(a) == BLOCKED else ref(xs, a)
     return run
 
 
@@ -229,10 +232,10 @@ def _avg_pool_ref(xs, a):
     return [(total / cnt).astype(xs[0].dtype)]
 
 
-register(OpDef("max_pool2d", "reduction", _pool_infer, _on_plain(_max_pool_ref),
+register(OpDef("max_pool2d", "reduction", _pool_infer, _pool_ref(_max_pool_ref),
                {"kernel": REQUIRED, "stride": REQUIRED, "padding": [0, 0, 0, 0], "dilation": [1, 1],
                 "ceil_mode": False, "layout": "NCHW"}, (1, 1)))
-register(OpDef("avg_pool2d", "reduction", _pool_infer, _on_plain(_avg_pool_ref),
+register(OpDef("avg_pool2d", "reduction", _pool_infer, _pool_ref(_avg_pool_ref),
                {"kernel": REQUIRED, "stride": REQUIRED, "padding": [0, 0, 0, 0], "ceil_mode": False,
                 "count_include_pad": True, "divisor_override": None, "layout": "NCHW"}, (1, 1)))
 
