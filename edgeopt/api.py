@@ -3,24 +3,33 @@
 from __future__ import annotations
 
 import os
+import platform
 import tempfile
 import time
 from collections.abc import Sequence
 
 from . import __version__
+from .errors import ArtifactError, TargetError
 from .runtime.artifact import write_artifact
 from .runtime.model import Model
 from .runtime.safetensors_io import dumps as safetensors_dumps
+from .runtime.tvm_cpu import check_device
 
 
 class CompiledModel:
-    """A compiled model: call it, read its IR and report, save it as one artifact file."""
+    """A compiled model: call it, read its IR and report, save it as one artifact file.
 
-    def __init__(self, artifact: bytes, graph, report: dict):
+    An artifact for a device this machine cannot run (e.g. ``target="arm"`` on x86-64) is never loaded here:
+    ``save``, ``report``, ``ir`` and ``plan`` work, and calling it raises ``TargetError`` saying where to run it.
+    """
+
+    def __init__(self, artifact: bytes, graph, report: dict, target: dict | None = None):
         self._artifact = artifact
         self.graph = graph
         self.report = report
-        self._model = Model(artifact, what="compiled artifact")
+        self._not_here = _cannot_run_here(target) if target is not None else None
+        self._model = None if self._not_here else Model(artifact, what="compiled artifact")
+        self._plan = None
 
     @property
     def ir(self) -> str:
@@ -30,10 +39,27 @@ class CompiledModel:
     @property
     def plan(self) -> dict:
         """The execution plan stored in the artifact (values, kernel steps)."""
-        return self._model.plan
+        if self._model is not None:
+            return self._model.plan
+        if self._plan is None:
+            import json
+
+            from .runtime.artifact import read_artifact
+
+            self._plan = json.loads(read_artifact(self._artifact, "compiled artifact")[1]["plan.json"])
+        return self._plan
+
+    def _runtime_model(self) -> Model:
+        if self._model is None:
+            raise TargetError(self._not_here)
+        return self._model
 
     def __call__(self, *args, **kwargs):
-        return self._model(*args, **kwargs)
+        return self._runtime_model()(*args, **kwargs)
+
+    def profile(self, *args, repeat: int = 20, **kwargs) -> list[dict]:
+        """Per-kernel times on these inputs, slowest first (see ``edgeopt.runtime.Model.profile``)."""
+        return self._runtime_model().profile(*args, repeat=repeat, **kwargs)
 
     def save(self, path: str | os.PathLike) -> None:
         with open(path, "wb") as f:
@@ -121,7 +147,22 @@ def compile_graph(graph, target="host", *, opt_level: int = 2, passes: Sequence 
     }
     members = {"plan.json": _json(lowered.plan), "weights.safetensors": safetensors_dumps(consts),
                "kernels.so": lib, "ir.txt": str(graph).encode()}
-    return CompiledModel(write_artifact(manifest, members), graph, report)
+    return CompiledModel(write_artifact(manifest, members), graph, report, manifest["target"])
+
+
+def _cannot_run_here(target: dict) -> str | None:
+    """Why this machine cannot run an artifact for ``target`` (the runtime's own device check), or None."""
+    try:
+        check_device(target)
+    except ArtifactError as e:
+        cpu, arch = target.get("mcpu"), target.get("arch")
+        why = f"this machine is {platform.machine()}" if arch != platform.machine() else str(e)
+        emulated = (f", or emulated here with edgeopt.emulate.run('m.edgeopt', inputs, cpu={cpu!r})"
+                    if arch == "aarch64" else "")
+        return (f"this model was compiled for target {target.get('name')!r} ({arch}, {cpu}) and cannot run here "
+                f"({why}). Save it with compiled.save('m.edgeopt') and run the artifact on the device with "
+                f"edgeopt.load('m.edgeopt'){emulated}")
+    return None
 
 
 def _fused_groups(lowered) -> list[dict]:

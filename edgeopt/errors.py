@@ -49,3 +49,8 @@ class TargetError(EdgeoptError):
 
 class PassError(EdgeoptError):
     """A pass failed or left the IR invalid; the message names the pass."""
+
+
+class DeviceError(EdgeoptError):
+    """Running an artifact on a device (real or emulated) failed outside the runtime's checks: the process
+    crashed (e.g. an illegal instruction) or timed out. The message carries its exit status and stderr."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 from ..errors import TargetError
 from .base import Target
 
-_TARGETS = {"host": "edgeopt.targets.host:HostTarget"}
+_TARGETS = {"host": "edgeopt.targets.host:HostTarget", "arm": "edgeopt.targets.arm:ArmTarget"}
 
 
 def available_targets() -> list[str]:
@@ -17,15 +17,27 @@ def available_targets() -> list[str]:
 
 
 def get_target(target: str | Target, **options) -> Target:
+    """The target named ``target`` built with ``options`` (e.g. ``get_target("arm", cpu="cortex-a76")``), its
+    toolchain checked; a ``Target`` instance is returned as it is."""
     if isinstance(target, Target):
+        if options:
+            raise TargetError(f"target options {sorted(options)} were given with a ready Target: pass them to "
+                              "get_target(name, ...) instead")
         return target
     name = str(target)
     if name not in _TARGETS:
         raise TargetError(f"unknown target {name!r}; available targets: {', '.join(available_targets())}")
     import importlib
+    import inspect
 
     mod, cls = _TARGETS[name].split(":")
-    t = getattr(importlib.import_module(mod), cls)(**options)
+    factory = getattr(importlib.import_module(mod), cls)
+    try:
+        inspect.signature(factory).bind(**options)
+    except TypeError:
+        takes = ", ".join(inspect.signature(factory).parameters) or "none"
+        raise TargetError(f"target {name!r} got unknown options {sorted(options)}; its options: {takes}") from None
+    t = factory(**options)
     t.check_toolchain()
     return t
 

@@ -110,3 +110,16 @@ def test_safetensors_compatible():
         np.testing.assert_array_equal(theirs[k], v)
         np.testing.assert_array_equal(ours[k], v)
         assert ours[k].dtype == v.dtype
+
+
+def test_profile_times_every_step_and_leaves_the_model_usable():
+    _, inputs, compiled = compile_zoo("mobilenet_v2")
+    x = [t.numpy() for t in inputs]
+    before = compiled(*x)
+    rows = compiled.profile(*x, repeat=3)
+    steps = compiled.plan["steps"]
+    assert sorted(r["step"] for r in rows) == list(range(len(steps)))
+    assert all(r["kernel"] == steps[r["step"]]["kernel"] and r["median_ms"] > 0 for r in rows)
+    assert [r["median_ms"] for r in rows] == sorted((r["median_ms"] for r in rows), reverse=True)
+    assert abs(sum(r["share"] for r in rows) - 1) < 1e-9
+    np.testing.assert_array_equal(compiled(*x), before)  # steps re-run in place do not leak into the next call

@@ -79,6 +79,30 @@ class Model:
 
     run = __call__
 
+    def profile(self, *args, repeat: int = 20, **kwargs) -> list[dict]:
+        """Time every step of the plan on these inputs: one dict per step (``step``, ``kernel``, ``median_ms``,
+        ``share`` of the summed medians), slowest first. Each step is timed alone over ``repeat`` calls after the
+        whole model ran once, so its inputs hold real values."""
+        import statistics
+        import time
+
+        self(*args, **kwargs)
+        ctx = self._context()
+        rows = []
+        for i, (fn, targs) in enumerate(ctx.calls):
+            fn(*targs)
+            times = []
+            for _ in range(repeat):
+                t = time.perf_counter()
+                fn(*targs)
+                times.append(time.perf_counter() - t)
+            rows.append({"step": i, "kernel": self.plan["steps"][i]["kernel"],
+                         "median_ms": statistics.median(times) * 1e3})
+        total = sum(r["median_ms"] for r in rows) or 1.0
+        for r in rows:
+            r["share"] = r["median_ms"] / total
+        return sorted(rows, key=lambda r: -r["median_ms"])
+
     def _bind(self, args, kwargs) -> list[np.ndarray]:
         names = self._input_names
         if len(args) > len(names):

@@ -87,7 +87,11 @@ def check_device(target: dict) -> None:
 
 
 def cpu_features() -> set[str]:
-    """ISA feature flags of this CPU (x86: /proc/cpuinfo names; 'sse4.2' as LLVM spells it)."""
+    """ISA feature flags of this CPU. x86: the /proc/cpuinfo names ('sse4.2' as LLVM spells it). aarch64: the
+    kernel's hwcap bits (getauxval), named as in /proc/cpuinfo; /proc/cpuinfo itself is not read there
+    because under qemu-user it shows the host's CPU, not the emulated one."""
+    if platform.machine() == "aarch64":
+        return _aarch64_hwcaps()
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
@@ -97,3 +101,17 @@ def cpu_features() -> set[str]:
     except OSError:
         pass
     return set()
+
+
+_AT_HWCAP, _AT_HWCAP2 = 16, 26
+#: (auxv entry, bit) of the aarch64 features an artifact may need (linux/arch/arm64/include/uapi/asm/hwcap.h)
+_AARCH64_HWCAPS = {"fp": (_AT_HWCAP, 0), "asimd": (_AT_HWCAP, 1), "fphp": (_AT_HWCAP, 9), "asimdhp": (_AT_HWCAP, 10),
+                   "asimddp": (_AT_HWCAP, 20), "sve": (_AT_HWCAP, 22), "i8mm": (_AT_HWCAP2, 13)}
+
+
+def _aarch64_hwcaps() -> set[str]:
+    libc = ctypes.CDLL(None)
+    libc.getauxval.restype = ctypes.c_ulong
+    libc.getauxval.argtypes = [ctypes.c_ulong]
+    words = {a: libc.getauxval(a) for a in (_AT_HWCAP, _AT_HWCAP2)}
+    return {name for name, (a, bit) in _AARCH64_HWCAPS.items() if words[a] >> bit & 1}

@@ -1,0 +1,207 @@
+"""target="arm": the CPU table, cross-compiled aarch64 code, and artifacts run under qemu-aarch64.
+
+Codegen tests need only the cross compiler (``aarch64-linux-gnu-gcc`` and its objdump); emulated tests also
+need ``qemu-aarch64`` and the arm64 sysroot that ``scripts/arm_sysroot.sh`` builds (once per session,
+stamp-cached under build/arm64). Each emulated Python process costs seconds, so there are only a few.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from edgeopt.targets import get_target
+from edgeopt.targets.arm import CPUS, ArmTarget
+
+import edgeopt
+from edgeopt import emulate
+from edgeopt.errors import ArtifactError, TargetError
+from edgeopt.runtime.artifact import read_artifact
+from tests.conftest import compile_zoo, rel_err, torch_outputs
+from tests.targets import needs, required
+
+pytestmark = pytest.mark.arm
+TOL = 1e-4  # as tests/models/test_zoo.py: max abs error relative to the output's scale
+CC, OBJDUMP = "aarch64-linux-gnu-gcc", "aarch64-linux-gnu-objdump"
+needs_cc = needs("arm", bool(shutil.which(CC) and shutil.which(OBJDUMP)),
+                 f"{CC} is not installed (apt-get install gcc-aarch64-linux-gnu libc6-dev-arm64-cross)")
+needs_qemu = needs("arm", bool(shutil.which(emulate.QEMU)), "qemu-aarch64 is not installed (apt-get install qemu-user)")
+EM_AARCH64 = 183
+
+
+@pytest.fixture(scope="session")
+def sysroot():
+    """The emulated device's files, built once per session by scripts/arm_sysroot.sh (a stamp makes reruns instant)."""
+    b = emulate.sysroot_dir()
+    script = Path(__file__).resolve().parents[2] / "scripts" / "arm_sysroot.sh"
+    r = subprocess.run(["bash", str(script), str(b)], capture_output=True, text=True, timeout=900,
+                       env={**os.environ, "HOST_PY": sys.executable})
+    if r.returncode != 0:
+        why = f"the arm64 sysroot could not be built ({script} {b}): {(r.stdout + r.stderr)[-800:]}"
+        (pytest.fail if required("arm") else pytest.skip)(why)
+    return emulate.check_emulator(b)
+
+
+def tiny_cnn():
+    torch.manual_seed(0)
+    m = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Flatten(),
+                            torch.nn.Linear(8 * 8 * 8, 16), torch.nn.GELU())
+    return m.eval(), (torch.randn(1, 3, 8, 8),)
+
+
+def disassemble(lib: bytes, tmp_path: Path) -> list[str]:
+    """The mnemonic + operands of every instruction in an aarch64 shared library."""
+    p = tmp_path / "k.so"
+    p.write_bytes(lib)
+    out = subprocess.run([OBJDUMP, "-d", str(p)], capture_output=True, text=True, check=True).stdout
+    return [" ".join(line.split("\t")[2:]) for line in out.splitlines() if line.count("\t") >= 2]
+
+
+def dot_and_fp16(instructions: list[str]) -> tuple[int, int]:
+    """(SDOT/UDOT count, native fp16 vector arithmetic count): the ARMv8.2 instructions an A72 lacks."""
+    dots = sum(i.startswith(("sdot", "udot")) for i in instructions)
+    fp16 = sum(i.startswith(("fmul", "fadd", "fmla", "fsub")) and ".8h" in i for i in instructions)
+    return dots, fp16
+
+
+# -- the target itself (no toolchain needed) ---------------------------------------------------------------------
+def test_cpu_table_and_features():
+    import tvm
+
+    for cpu, opts in CPUS.items():
+        t = ArmTarget(cpu)
+        assert opts["mcpu"] in tvm.target.codegen.llvm_get_cpu_archlist(t.tvm_target()), cpu  # no silent "generic"
+        assert t.tvm_target().attrs["mtriple"] == "aarch64-linux-gnu" and list(t.tvm_target().attrs["mattr"])
+        assert t.vector_lanes(32) == 4 and t.vector_lanes(16) == 8
+        req = t.device_requirements()
+        assert req["arch"] == "aarch64" and req["mcpu"] == cpu and "asimd" in req["cpu_features"]
+    assert ArmTarget().cpu == "cortex-a72"
+    assert "+dotprod" not in CPUS["cortex-a72"]["mattr"]
+    assert ArmTarget("cortex-a72").features == ["asimd"]
+    for cpu in ("cortex-a76", "cortex-a55", "neoverse-n1"):  # their mcpu implies dot-product and fp16
+        assert {"asimddp", "fphp", "asimdhp"} <= set(ArmTarget(cpu).features), cpu
+
+
+def test_unknown_cpu_and_options():
+    with pytest.raises(TargetError, match="unknown ARM cpu 'cortex-a99'; known cpus: cortex-a55, cortex-a72"):
+        get_target("arm", cpu="cortex-a99")
+    with pytest.raises(TargetError, match=r"target 'arm' got unknown options \['mcpu'\]; its options: cpu"):
+        get_target("arm", mcpu="cortex-a72")
+    with pytest.raises(TargetError, match="given with a ready Target"):
+        get_target(ArmTarget(), cpu="cortex-a76")
+
+
+def test_missing_cross_compiler(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))  # nothing on PATH
+    with pytest.raises(TargetError, match="aarch64-linux-gnu-gcc.*apt-get install gcc-aarch64-linux-gnu"):
+        get_target("arm")
+    with pytest.raises(TargetError, match="aarch64-linux-gnu-gcc"):
+        edgeopt.compile(*tiny_cnn(), target="arm", cpu="cortex-a76")
+
+
+def test_emulator_names_what_is_missing(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(TargetError, match="qemu-aarch64 is not installed: `apt-get install qemu-user`"):
+        emulate.run(tmp_path / "m.edgeopt", [], build=tmp_path)
+    monkeypatch.setattr(shutil, "which", lambda name: f"/usr/bin/{name}")
+    with pytest.raises(TargetError, match=r"arm64 sysroot is incomplete .*sysroot/usr/bin/python3\.11.*"
+                                          r"build it with scripts/arm_sysroot\.sh"):
+        emulate.check_emulator(tmp_path)
+
+
+# -- cross-compiled code ---------------------------------------------------------------------------------------
+@needs_cc
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="checks how an x86-64 machine refuses an aarch64 artifact")
+def test_compiles_to_aarch64_and_cannot_run_here(tmp_path):
+    model, inputs = tiny_cnn()
+    compiled = edgeopt.compile(model, inputs, target="arm")
+    assert compiled.report["target"] == "arm" and compiled.plan["steps"] and "conv2d" in compiled.ir
+    path = tmp_path / "m.edgeopt"
+    compiled.save(path)
+    manifest, members = read_artifact(str(path))
+    assert manifest["target"] == {"name": "arm", "runtime": "cpu", "arch": "aarch64", "mcpu": "cortex-a72",
+                                  "cpu_features": ["asimd"]}
+    lib = members["kernels.so"]
+    assert lib[:5] == b"\x7fELF\x02" and int.from_bytes(lib[18:20], "little") == EM_AARCH64  # 64-bit, aarch64
+    ins = disassemble(lib, tmp_path)
+    assert any(i.startswith("fmla") and ".4s" in i for i in ins)  # NEON, 4 float32 lanes
+    assert dot_and_fp16(ins) == (0, 0)
+    for call in (lambda: compiled(*inputs), lambda: compiled.profile(*inputs)):
+        with pytest.raises(TargetError, match=r"compiled for target 'arm' \(aarch64, cortex-a72\).*this machine is "
+                                              r"x86_64.*compiled\.save.*edgeopt\.emulate\.run"):
+            call()
+    with pytest.raises(ArtifactError, match="compiled for aarch64.*this machine is x86_64"):
+        edgeopt.load(str(path))
+
+
+def _int8_gemm():
+    from tvm import te
+
+    a, b = te.placeholder((16, 64), "int8", name="A"), te.placeholder((32, 64), "int8", name="B")
+    k = te.reduce_axis((0, 64), name="k")
+    c = te.compute((16, 32), lambda i, j: te.sum(a[i, k].astype("int32") * b[j, k].astype("int32"), axis=k))
+    return te.create_prim_func([a, b, c])
+
+
+def _fp16_fma():
+    from tvm import te
+
+    a, b = te.placeholder((256,), "float16", name="A"), te.placeholder((256,), "float16", name="B")
+    return te.create_prim_func([a, b, te.compute((256,), lambda i: a[i] * b[i] + a[i])])
+
+
+@needs_cc
+def test_dot_product_and_fp16_only_where_the_cpu_has_them(tmp_path):
+    """LLVM picks SDOT for a plain int8 GEMM and .8h arithmetic for fp16 when the mcpu allows it: never on an A72."""
+    import tvm
+
+    found = {}
+    for cpu in ("cortex-a72", "cortex-a76"):
+        t = get_target("arm", cpu=cpu)
+        for kind, func in (("int8", _int8_gemm()), ("fp16", _fp16_fma())):
+            t.export_library(tvm.compile(tvm.IRModule({"main": func}), target=t.tvm_target()), str(tmp_path / "k.so"))
+            found[cpu, kind] = dot_and_fp16(disassemble((tmp_path / "k.so").read_bytes(), tmp_path))
+    assert found["cortex-a72", "int8"] == (0, 0) and found["cortex-a72", "fp16"] == (0, 0)
+    assert found["cortex-a76", "int8"][0] > 0 and found["cortex-a76", "fp16"][1] > 0
+
+
+# -- emulated devices ------------------------------------------------------------------------------------------
+@needs_cc
+@needs_qemu
+def test_zoo_models_match_torch_on_emulated_a72(sysroot, tmp_path):
+    """ResNet-18 and MiniLM (small), compiled for cortex-a72, run in one emulated A72 process and match PyTorch."""
+    jobs, refs = [], []
+    for name in ("resnet18", "minilm"):
+        model, inputs, compiled = compile_zoo(name, target="arm")
+        path = tmp_path / f"{name}.edgeopt"
+        compiled.save(path)
+        assert dot_and_fp16(disassemble(read_artifact(str(path))[1]["kernels.so"], tmp_path)) == (0, 0), name
+        jobs.append((path, inputs))
+        refs.append(torch_outputs(model, inputs))
+    for name, ref, got in zip(("resnet18", "minilm"), refs, emulate.run_many(jobs, "cortex-a72", build=sysroot)):
+        assert len(got) == len(ref)
+        for r, g in zip(ref, got):
+            assert g.shape == r.shape and g.dtype == r.dtype
+            assert rel_err(r, g) <= TOL, f"{name}: emulated cortex-a72 vs torch {rel_err(r, g):.2e}"
+
+
+@needs_cc
+@needs_qemu
+def test_a76_artifact_runs_on_a76_and_is_refused_on_a72(sysroot, tmp_path):
+    """The runtime reads the emulated CPU's hwcaps and refuses, before any kernel runs, an artifact needing
+    dot-product/fp16 on an A72 (an error raised on the device, not a crash); on an A76 the same file runs."""
+    model, inputs = tiny_cnn()
+    path = tmp_path / "a76.edgeopt"
+    edgeopt.compile(model, inputs, target="arm", cpu="cortex-a76").save(path)
+    (got,) = emulate.run(path, inputs, cpu="cortex-a76", build=sysroot)
+    assert rel_err(torch_outputs(model, inputs)[0], got) <= TOL
+    with pytest.raises(ArtifactError, match=r"on the emulated cortex-a72 .*compiled for a CPU with asimddp, asimdhp, "
+                                            r"fphp \(mcpu=cortex-a76\), which this CPU lacks"):
+        emulate.run(path, [np.zeros((1, 3, 8, 8), np.float32)], cpu="cortex-a72", build=sysroot)
