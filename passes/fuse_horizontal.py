@@ -30,7 +30,7 @@ def _key(g: Graph, n):
     if n.op != "linear" or not all(g.is_const(v) for v in n.inputs[1:]):
         return None
     x, w = n.inputs[0], n.inputs[1]
-    in_axis = 0 if n.attrs["weight_layout"] == "io" else 1
+    in_axis = 0 if n.attrs["weight_layout"] == "io" else 1  # [in, out], [out, in] or packed [out/v, in, v]
     return (id(x), n.attrs["weight_layout"], w.type.dtype, w.type.shape[in_axis], len(n.inputs))
 
 
@@ -59,7 +59,7 @@ class FuseHorizontal(Pass):
 def _merge(g: Graph, group: list) -> None:
     first = group[0]
     x, layout = first.inputs[0], first.attrs["weight_layout"]
-    out_axis = 1 if layout == "io" else 0
+    out_axis = 1 if layout == "io" else 0  # packed panels [out/v, in, v] stack along the panels
     w = g.add_const(np.concatenate([g.const(n.inputs[1]) for n in group], axis=out_axis),
                     "_".join(n.inputs[1].name for n in group))
     ins = [x, w]

@@ -178,7 +178,7 @@ def test_records_have_name_seconds_stats():
         assert set(r) == {"name", "seconds", "stats"}
         assert isinstance(r["seconds"], float) and r["seconds"] >= 0
     assert records[0]["stats"] == {"removed_nodes": 1, "removed_constants": 0}
-    assert records[1]["stats"] == {"rewritten": 1}
+    assert records[1]["stats"] == {"rewritten": 1, "packed": 0}
     assert [n.op for n in g.nodes] == ["linear", "relu"]
     assert g.nodes[0].attrs == {"weight_layout": "io"}
 

@@ -30,6 +30,7 @@ import math
 import tvm
 from tvm.s_tir import Schedule
 
+from ..ir.ops.linalg import linear_weight_block
 from ..ir.ops.nn import conv_weight_block
 
 TILED_OPS = {"conv2d", "conv_transpose2d", "matmul", "linear", "max_pool2d", "avg_pool2d"}
@@ -200,6 +201,8 @@ def _tile_shape(op: str, attrs: dict, ext: list[int], lanes: int) -> tuple[int, 
     v = _factor(ext[-1], lanes * 2 if ext[-1] >= lanes * 4 else lanes)
     if op in _PANEL_OUTER and ext[-1] % (3 * lanes) == 0:
         v = 3 * lanes  # 3 vectors x 4 rows: 12 accumulators, 7 loads per 12 FMAs (2 x 4: 6 per 8)
+    if op == "linear" and linear_weight_block(attrs):
+        v = linear_weight_block(attrs)  # the weight is packed in panels of exactly this width
     if v < 4:  # 2-lane vectors trip an LLVM codegen bug in TVM 0.27 ("does not dominate all uses")
         v = 1
     u_axis = _UNROLL_AXIS.get(op)

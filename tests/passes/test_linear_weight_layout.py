@@ -1,4 +1,5 @@
-"""linear_weight_layout: Before/Expected IR, hit counts, numerics (interpreter before vs after), verify."""
+"""linear_weight_layout: Before/Expected IR, hit counts, numerics (interpreter before vs after), verify; weights whose
+width a vector tile divides are packed in panels ("oi<v>o"), the others stored "io"."""
 
 from __future__ import annotations
 
@@ -78,7 +79,7 @@ def _before() -> Graph:
 def test_transposes_constant_weights():
     before, after, stats = assert_rewrites(BEFORE, EXPECTED, {"w": W, "w_io_given": W_IO},
                                            {"w_io": W.T, "w_io_given": W_IO})
-    assert stats == {"rewritten": 2}
+    assert stats == {"rewritten": 2, "packed": 0}
     assert_same_numerics(before, after)
 
 
@@ -104,7 +105,7 @@ def test_io_weight_is_left_alone_and_pass_is_idempotent():
     run_pass(g)
     assert g.constants["w_io_given"] is W_IO
     text = print_graph(g)
-    assert run_pass(g) == {"rewritten": 0}
+    assert run_pass(g) == {"rewritten": 0, "packed": 0}
     assert print_graph(g) == text
 
 
@@ -129,7 +130,7 @@ def test_weight_also_read_by_another_op_is_kept():
       return %s, %w
     }"""
     g, after, stats = assert_rewrites(before, expected, {"w": W}, {"w": W, "w_io": W.T})
-    assert stats == {"rewritten": 1}
+    assert stats == {"rewritten": 1, "packed": 0}
     assert_same_numerics(g, after)
 
 
@@ -151,7 +152,7 @@ def test_new_constant_name_does_not_clash():
       return %y, %z
     }"""
     g, after, stats = assert_rewrites(before, expected, {"w": W, "w_io": W_IO}, {"w_io": W_IO, "w_io_1": W.T})
-    assert stats == {"rewritten": 1}
+    assert stats == {"rewritten": 1, "packed": 0}
     assert_same_numerics(g, after)
 
 
@@ -174,7 +175,7 @@ def test_two_weights_and_batched_input():
     }"""
     g, after, stats = assert_rewrites(before, expected, {"w1": W, "w2": W_OTHER},
                                       {"w1_io": W.T, "w2_io": W_OTHER.T})
-    assert stats == {"rewritten": 2}
+    assert stats == {"rewritten": 2, "packed": 0}
     assert_same_numerics(g, after)
 
 
@@ -192,3 +193,70 @@ def test_before_graph_is_not_modified_by_running_on_a_clone():
     run_pass(g.clone())
     assert print_graph(g) == text
     np.testing.assert_array_equal(g.constants["w"], W)
+
+
+W48 = RNG.standard_normal((48, 8)).astype(np.float32)  # [out, in]: 48 = 2 panels of 3 x 8 lanes
+
+
+def test_packs_weights_in_register_tile_panels():
+    before = """
+    graph main(%x: f32[2,8]) {
+      const %w: f32[48,8]
+      const %w16_io: f32[8,16]
+      %y: f32[2,48] = linear(%x, %w) {"weight_layout": "oi"}
+      %z: f32[2,16] = linear(%x, %w16_io) {"weight_layout": "io"}
+      return %y, %z
+    }"""
+    expected = """
+    graph main(%x: f32[2,8]) {
+      const %w_oi24o: f32[2,8,24]
+      const %w16_io_oi8o: f32[2,8,8]
+      %y: f32[2,48] = linear(%x, %w_oi24o) {"weight_layout": "oi24o"}
+      %z: f32[2,16] = linear(%x, %w16_io_oi8o) {"weight_layout": "oi8o"}
+      return %y, %z
+    }"""
+    w16 = RNG.standard_normal((8, 16)).astype(np.float32)
+    panels = W48.T.reshape(8, 2, 24).transpose(1, 0, 2)  # panel p holds output features 24p .. 24p+23
+    g, after, stats = assert_rewrites(before, expected, {"w": W48, "w16_io": w16},
+                                      {"w_oi24o": panels, "w16_io_oi8o": w16.reshape(8, 2, 8).transpose(1, 0, 2)})
+    assert stats == {"rewritten": 2, "packed": 2}
+    assert_same_numerics(g, after)
+    assert run_pass(after) == {"rewritten": 0, "packed": 0}  # idempotent
+
+
+def test_panel_width_follows_the_target_vector_width():
+    class Neon:  # a 4-lane target: 3 vectors of 4
+        def vector_lanes(self, bits):
+            return 128 // bits
+
+    g = parse_graph("""
+    graph main(%x: f32[2,8]) {
+      const %w: f32[48,8]
+      %y: f32[2,48] = linear(%x, %w) {"weight_layout": "oi"}
+      return %y
+    }""", {"w": W48})
+    ref = g.clone()
+    p = get_pass(NAME)
+    p.target = Neon()
+    assert p.run(g) == {"rewritten": 1, "packed": 1}
+    verify(g)
+    assert g.nodes[0].attrs["weight_layout"] == "oi12o" and g.nodes[0].inputs[1].type.shape == (4, 8, 12)
+    assert_same_numerics(ref, g)
+
+
+def test_horizontal_fusion_stacks_packed_panels():
+    g = parse_graph("""
+    graph main(%x: f32[2,8]) {
+      const %wq: f32[48,8]
+      const %wk: f32[24,8]
+      %q: f32[2,48] = linear(%x, %wq) {"weight_layout": "oi"}
+      %k: f32[2,24] = linear(%x, %wk) {"weight_layout": "oi"}
+      return %q, %k
+    }""", {"wq": W48, "wk": W48[:24] * 2})
+    ref = g.clone()
+    run_pass(g)
+    assert get_pass("fuse_horizontal").run(g)["merged_linears"] == 2
+    verify(g)
+    (wide,) = [n for n in g.nodes if n.op == "linear"]
+    assert wide.attrs["weight_layout"] == "oi24o" and wide.inputs[1].type.shape == (3, 8, 24)
+    assert_same_numerics(ref, g)

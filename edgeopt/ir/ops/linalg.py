@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 from ..registry import OpDef, OpError, register
@@ -29,14 +31,44 @@ register(OpDef("matmul", "contraction", _matmul_infer, _matmul_ref, {}, (2, 2),
                doc="matmul(a[..., M, K], b[..., K, N]) -> [..., M, N], batch dims broadcast"))
 
 
+def linear_weight_block(attrs) -> int:
+    """Output features per panel of a packed linear weight (``weight_layout`` "oi<v>o"); 0 for "oi" / "io".
+
+    The packed layout is [out/v, in, v]: the ``v`` output features a kernel computes in one register tile
+    are contiguous, and so is the whole K x v panel it streams (in "io" each of its rows is a stride apart)."""
+    layout = attrs.get("weight_layout", "oi")
+    if layout in ("oi", "io"):
+        return 0
+    m = re.fullmatch(r"oi([1-9][0-9]*)o", layout)
+    if not m:
+        raise OpError(f"linear: weight_layout must be 'oi' (torch), 'io' (transposed) or 'oi<v>o' (packed), "
+                      f"got {layout!r}")
+    return int(m.group(1))
+
+
+def pack_linear_weight(w_io: np.ndarray, block: int) -> np.ndarray:
+    """[in, out] -> [out/block, in, block]."""
+    k, n = w_io.shape
+    return np.ascontiguousarray(w_io.reshape(k, n // block, block).transpose(1, 0, 2))
+
+
+def unpack_linear_weight(w: np.ndarray) -> np.ndarray:
+    """[out/block, in, block] -> [in, out] (the inverse of ``pack_linear_weight``)."""
+    nb, k, b = w.shape
+    return np.ascontiguousarray(w.transpose(1, 0, 2).reshape(k, nb * b))
+
+
 def _linear_infer(types, attrs):
     x, w = types[0], types[1]
     same_dtype("linear", types)
-    if w.rank != 2:
-        raise OpError("linear: weight must be rank 2")
-    out_f, in_f = w.shape if attrs["weight_layout"] == "oi" else w.shape[::-1]
-    if attrs["weight_layout"] not in ("oi", "io"):
-        raise OpError("linear: weight_layout must be 'oi' (torch) or 'io' (transposed)")
+    block = linear_weight_block(attrs)
+    if w.rank != (3 if block else 2) or (block and w.shape[2] != block):
+        raise OpError(f"linear: weight_layout {attrs['weight_layout']!r} needs a "
+                      f"{'[out/v, in, v]' if block else 'rank-2'} weight, got {list(w.shape)}")
+    if block:
+        out_f, in_f = w.shape[0] * block, w.shape[1]
+    else:
+        out_f, in_f = w.shape if attrs["weight_layout"] == "oi" else w.shape[::-1]
     if x.shape[-1] != in_f:
         raise OpError(f"linear: input features {x.shape[-1]} != weight in-features {in_f}")
     if len(types) == 3 and types[2].shape != (out_f,):
@@ -46,6 +78,8 @@ def _linear_infer(types, attrs):
 
 def _linear_ref(xs, attrs):
     x, w = xs[0].astype(np.float64), xs[1].astype(np.float64)
+    if linear_weight_block(attrs):
+        w = unpack_linear_weight(w)
     y = x @ (w.T if attrs["weight_layout"] == "oi" else w)
     if len(xs) == 3:
         y = y + xs[2]
@@ -53,4 +87,5 @@ def _linear_ref(xs, attrs):
 
 
 register(OpDef("linear", "contraction", _linear_infer, _linear_ref, {"weight_layout": "oi"}, (2, 3),
-               doc="linear(x, w, [b]): x @ w.T + b with w [out, in] ('oi'), or x @ w + b with w [in, out] ('io')"))
+               doc="linear(x, w, [b]): x @ w.T + b with w [out, in] ('oi'), x @ w + b with w [in, out] ('io'), "
+                   "or packed in panels [out/v, in, v] ('oi<v>o')"))

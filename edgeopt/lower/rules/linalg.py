@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from tvm import te
 
+from ...ir.ops.linalg import linear_weight_block
 from . import rule
 
 
@@ -32,11 +33,16 @@ def linear(ins, attrs, out, op):
     x, w = ins[0], ins[1]
     K = int(x.shape[-1])
     k = te.reduce_axis((0, K), name="k")
-    io = attrs["weight_layout"] == "io"
+    io, v = attrs["weight_layout"] == "io", linear_weight_block(attrs)
+
+    def weight(j):
+        if v:  # packed panels [out/v, in, v]
+            return w[j // v, k, j % v]
+        return w[k, j] if io else w[j, k]
 
     def body(*idx):
         lead, j = idx[:-1], idx[-1]
-        return te.sum(x(*lead, k) * (w[k, j] if io else w[j, k]), axis=k)
+        return te.sum(x(*lead, k) * weight(j), axis=k)
 
     y = te.compute(tuple(out.shape), body, name="linear")
     if len(ins) == 3:
