@@ -61,7 +61,7 @@ def attention_block(seq: int):
 
 def peak_intermediate_bytes(compiled, threads: int) -> int:
     """Most bytes of intermediates alive at once (liveness over the plan) + the kernels' scratch tiles."""
-    from edgeopt.lower.flash_attention import ROWS, TILE
+    from edgeopt.lower.flash_attention import scratch_bytes
 
     plan = compiled.plan
     io = {v["name"] for v in plan["inputs"] + plan["outputs"]}
@@ -75,7 +75,8 @@ def peak_intermediate_bytes(compiled, threads: int) -> int:
         live |= {a for a in s["args"] if a in sizes}
         peak = max(peak, sum(sizes[a] for a in live))
         live -= {a for a in live if last[a] <= i}
-    scratch = sum(threads * 4 * (2 * ROWS + ROWS * TILE + DIM * TILE + ROWS * DIM + 10)
+    seq = plan["inputs"][1]["shape"][-2]
+    scratch = sum(scratch_bytes(HEADS, seq, DIM, DIM, threads)
                   for k in compiled.report["kernels"] if k["schedule"].startswith("flash"))
     return peak + scratch
 

@@ -1,10 +1,11 @@
 """A tiled attention kernel with online softmax: the score matrix never exists in memory.
 
-Each parallel task takes ``ROWS`` query rows of one (batch, head) and walks the keys in tiles of
-``TILE``: scores of the tile (in registers/stack), the running row max ``m`` and sum ``l`` are updated
-and the accumulator is rescaled by ``exp(m_old - m_new)`` (flash attention's online softmax). Per task
-it keeps ``ROWS x TILE`` scores, a ``D x TILE`` transposed key tile and a ``ROWS x Dv`` accumulator:
-its memory does not grow with the sequence length.
+A first parallel loop transposes the keys once, tile by tile (``[batch, S/TILE, D, TILE]``: one copy of
+K, linear in the sequence length; transposing per task instead cost half the kernel's time at seq 128).
+Then each parallel task takes ``ROWS`` query rows of one (batch, head) and walks the key tiles: scores of
+the tile (on the stack), the running row max ``m`` and sum ``l`` are updated and the accumulator is
+rescaled by ``exp(m_old - m_new)`` (flash attention's online softmax). Per task it keeps
+``ROWS x TILE`` scores and a ``ROWS x Dv`` accumulator: the score matrix is never materialized.
 
 Written directly in TIR (TVMScript): the loop-carried max/sum cannot be expressed in TE. Used for
 fp32 attention whose q, k and v share their batch dims (the mask may broadcast); other cases fall
@@ -24,6 +25,14 @@ from .fast_math import exp as fast_exp
 ROWS = 4
 TILE = 64
 _NEG = -3.4028234663852886e38  # the lowest float32: masked scores; exp(_NEG - m) == 0 for any finite m
+
+
+def scratch_bytes(batch_heads: int, seq_k: int, d: int, dv: int, threads: int) -> int:
+    """Bytes the kernel allocates besides its inputs and output: the transposed keys (once per call) and each
+    thread's scores, running max/sum, accumulator and reduction scratch."""
+    tt = min(TILE, -(-seq_k // 8) * 8)
+    keys = batch_heads * -(-seq_k // tt) * tt * d
+    return 4 * (keys + threads * (2 * ROWS + ROWS * tt + ROWS * dv + 10))
 
 
 def flash_attention(in_types: list[TensorType], attrs: dict, out: TensorType):
@@ -71,29 +80,32 @@ def flash_attention(in_types: list[TensorType], attrs: dict, out: TensorType):
         kf = T.decl_buffer((NB * S * D,), "float32", data=k_.data)
         vf = T.decl_buffer((NB * S * Dv,), "float32", data=v_.data)
         of = T.decl_buffer((NB * L * Dv,), "float32", data=o_.data)
+        kt = T.alloc_buffer((NB, NK, D, TT), "float32")  # every key tile transposed once per call
+        for bk in T.parallel(NB * NK):
+            for t, d in T.grid(TT, D):
+                kt[bk // NK, bk % NK, d, t] = kf[(bk // NK * S + T.min(bk % NK * TT + t, S - 1)) * D + d]
         for task in T.parallel(NB * NR):
-            m = T.alloc_buffer((R,), "float32", scope="local")
-            lsum = T.alloc_buffer((R,), "float32", scope="local")
-            acc = T.alloc_buffer((R, Dv), "float32", scope="local")
-            s = T.alloc_buffer((R, TT), "float32", scope="local")
-            kt = T.alloc_buffer((D, TT), "float32", scope="local")
-            part = T.alloc_buffer((8,), "float32", scope="local")
-            red = T.alloc_buffer((2,), "float32", scope="local")
+            # "global" scope: TVM puts these small buffers on the stack ("local" ones cost a workspace
+            # allocation per task)
+            m = T.alloc_buffer((R,), "float32")
+            lsum = T.alloc_buffer((R,), "float32")
+            acc = T.alloc_buffer((R, Dv), "float32")
+            s = T.alloc_buffer((R, TT), "float32")
+            part = T.alloc_buffer((8,), "float32")
+            red = T.alloc_buffer((2,), "float32")
             for r in range(R):
                 m[r] = T.float32(_NEG)
                 lsum[r] = T.float32(0)
                 for d in T.vectorized(Dv):
                     acc[r, d] = T.float32(0)
             for kb in range(NK):
-                for t, d in T.grid(TT, D):
-                    kt[d, t] = kf[(task // NR * S + T.min(kb * TT + t, S - 1)) * D + d]
                 for r in range(R):
                     for t in T.vectorized(TT):
                         s[r, t] = T.float32(0)
                     for d in range(D):
                         for t in T.vectorized(TT):
                             s[r, t] = s[r, t] + qf[(task // NR * L + T.min(task % NR * R + r, L - 1)) * D + d] \
-                                * kt[d, t]
+                                * kt[task // NR, kb, d, t]
                     for t in range(TT):
                         s[r, t] = T.if_then_else(
                             kb * TT + t < S,
