@@ -11,9 +11,9 @@ from collections.abc import Sequence
 from . import __version__
 from .errors import ArtifactError, TargetError
 from .runtime.artifact import write_artifact
+from .runtime.devices import check_device
 from .runtime.model import Model
 from .runtime.safetensors_io import dumps as safetensors_dumps
-from .runtime.tvm_cpu import check_device
 
 
 class CompiledModel:
@@ -72,10 +72,11 @@ class CompiledModel:
 
 def compile(model, example_inputs: Sequence, target="host", *, opt_level: int = 2,
             passes: Sequence | None = None, disable: Sequence[str] = (), dynamic_shapes=None,
-            **target_options) -> CompiledModel:
+            tuning_db: str | os.PathLike | None = None, **target_options) -> CompiledModel:
     """Compile ``model`` (a torch.nn.Module) for ``target`` at the shapes of ``example_inputs``.
 
     ``passes`` replaces the pipeline that ``opt_level`` picks; ``disable`` removes passes from it.
+    ``tuning_db`` (a file written by ``edgeopt.tune``) gives tuned schedules to the kernels it has records for.
     """
     from .errors import UnsupportedModelError
     from .frontend import from_torch
@@ -90,34 +91,44 @@ def compile(model, example_inputs: Sequence, target="host", *, opt_level: int = 
         example_inputs = (example_inputs,)
     graph = from_torch(model, example_inputs)
     return compile_graph(graph, tgt, opt_level=opt_level, passes=passes, disable=disable,
-                         frontend_seconds=time.perf_counter() - t0)
+                         frontend_seconds=time.perf_counter() - t0, tuning_db=tuning_db)
+
+
+def optimize_graph(graph, tgt, *, opt_level: int = 2, passes: Sequence | None = None,
+                   disable: Sequence[str] = ()) -> list[dict]:
+    """Verify the traced graph and run the pass pipeline on it (in place); returns the passes' records."""
+    from .ir import verify
+    from .pipeline import resolve, run_passes
+
+    verify(graph)
+    return run_passes(graph, resolve(passes, disable, opt_level, tgt.name), tgt)
 
 
 def compile_graph(graph, target="host", *, opt_level: int = 2, passes: Sequence | None = None,
-                  disable: Sequence[str] = (), frontend_seconds: float = 0.0) -> CompiledModel:
+                  disable: Sequence[str] = (), frontend_seconds: float = 0.0,
+                  tuning_db: str | os.PathLike | None = None) -> CompiledModel:
     """Run the pass pipeline on an IR graph (modified in place), lower it and package the artifact."""
     import tvm
     import tvm_ffi
 
-    from .ir import verify
     from .lower import lower
-    from .pipeline import resolve, run_passes
     from .targets import get_target
+    from .tuning_db import TuningDB
 
     t0 = time.perf_counter() - frontend_seconds
     tgt = get_target(target)
-    verify(graph)
+    tuning = None if tuning_db is None else TuningDB.load(tuning_db)  # a bad file fails before any work
     traced_ops = len(graph.nodes)
-    records = run_passes(graph, resolve(passes, disable, opt_level, tgt.name), tgt)
-    lowered = lower(graph, tgt)
+    records = optimize_graph(graph, tgt, opt_level=opt_level, passes=passes, disable=disable)
+    lowered = lower(graph, tgt, tuning)
     with tempfile.TemporaryDirectory(prefix="edgeopt-") as d:
         lib_path = os.path.join(d, "kernels.so")
         if lowered.executable is not None:
-            tgt.export_library(lowered.executable, lib_path)
+            device_code = tgt.export_library(lowered.executable, lib_path) or {}  # e.g. CUDA cubin/PTX
             with open(lib_path, "rb") as f:
                 lib = f.read()
         else:
-            lib = b""
+            lib, device_code = b"", {}
     consts = {name: graph.constants[name] for name, v in lowered.plan["values"].items() if v["kind"] == "const"}
     report = {
         "target": tgt.name,
@@ -131,10 +142,14 @@ def compile_graph(graph, target="host", *, opt_level: int = 2, passes: Sequence 
         "lower_seconds": round(lowered.seconds["schedule"], 4),
         "codegen_seconds": round(lowered.seconds["codegen"], 4),
         "kernels": lowered.kernels,
+        "tuned_kernels": sum(k["tuned"] for k in lowered.kernels),
         "fused_groups": _fused_groups(lowered),
         **lowered.memory.report(),
         "memory_plan_seconds": round(lowered.seconds["memory_plan"], 4),
     }
+    if tuning is not None:
+        report["tuning_db"] = tuning.path
+        report["tuning_ignored"] = lowered.tuning_ignored  # records that were stale for this build
     report["compile_seconds"] = round(time.perf_counter() - t0, 4)
     manifest = {
         "edgeopt_version": __version__,
@@ -146,7 +161,7 @@ def compile_graph(graph, target="host", *, opt_level: int = 2, passes: Sequence 
         "report": report,
     }
     members = {"plan.json": _json(lowered.plan), "weights.safetensors": safetensors_dumps(consts),
-               "kernels.so": lib, "ir.txt": str(graph).encode()}
+               "kernels.so": lib, "ir.txt": str(graph).encode(), **device_code}
     return CompiledModel(write_artifact(manifest, members), graph, report, manifest["target"])
 
 
@@ -155,10 +170,10 @@ def _cannot_run_here(target: dict) -> str | None:
     try:
         check_device(target)
     except ArtifactError as e:
-        cpu, arch = target.get("mcpu"), target.get("arch")
+        cpu, arch = target.get("mcpu") or target.get("cuda_arch"), target.get("arch")
         why = f"this machine is {platform.machine()}" if arch != platform.machine() else str(e)
         emulated = (f", or emulated here with edgeopt.emulate.run('m.edgeopt', inputs, cpu={cpu!r})"
-                    if arch == "aarch64" else "")
+                    if target.get("name") == "arm" else "")
         return (f"this model was compiled for target {target.get('name')!r} ({arch}, {cpu}) and cannot run here "
                 f"({why}). Save it with compiled.save('m.edgeopt') and run the artifact on the device with "
                 f"edgeopt.load('m.edgeopt'){emulated}")

@@ -54,3 +54,8 @@ class PassError(EdgeoptError):
 class DeviceError(EdgeoptError):
     """Running an artifact on a device (real or emulated) failed outside the runtime's checks: the process
     crashed (e.g. an illegal instruction) or timed out. The message carries its exit status and stderr."""
+
+
+class TuningError(EdgeoptError):
+    """A tuning database is unreadable or damaged, or tuning cannot run here (a missing package, a target this
+    machine cannot measure). The message names the file or the package to install."""

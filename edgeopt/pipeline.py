@@ -89,9 +89,17 @@ PIPELINES = {
 }
 
 
+#: passes that pack weights or activations into CPU vector layouts (OIHW<v>o, NCHW<v>c, linear panels): GPU
+#: targets schedule the plain layouts and skip them
+CPU_LAYOUT_PASSES = ("linear_weight_layout", "conv_weight_layout", "nchwc_layout")
+GPU_TARGETS = ("cuda",)
+
+
 def default_pipeline(opt_level: int, target_name: str = "host") -> list[str]:
     if opt_level not in PIPELINES:
         raise ValueError(f"opt_level must be one of {sorted(PIPELINES)}")
+    if target_name in GPU_TARGETS:
+        return [p for p in PIPELINES[opt_level] if p not in CPU_LAYOUT_PASSES]
     return list(PIPELINES[opt_level])
 
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 from ..errors import TargetError
 from .base import Target
 
-_TARGETS = {"host": "edgeopt.targets.host:HostTarget", "arm": "edgeopt.targets.arm:ArmTarget"}
+_TARGETS = {"host": "edgeopt.targets.host:HostTarget", "arm": "edgeopt.targets.arm:ArmTarget",
+            "cuda": "edgeopt.targets.cuda:CudaTarget"}
 
 
 def available_targets() -> list[str]:

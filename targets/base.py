@@ -9,6 +9,8 @@ class Target:
     name: str = "?"
     #: the runtime backend that runs this target's artifacts ("cpu" for TVM CPU libraries)
     runtime: str = "cpu"
+    #: whether edgeopt's hand-written TIR kernels (CPU schedules, e.g. flash attention) may be used
+    tir_kernels: bool = True
 
     def tvm_target(self):
         raise NotImplementedError
@@ -17,10 +19,17 @@ class Target:
         """SIMD lanes for one vector register of ``dtype_bits``-wide elements."""
         return 4
 
+    def schedule(self, func, op: str, lanes: int, attrs: dict | None = None):
+        """Schedule one kernel's PrimFunc (anchor op ``op``); returns (func, description). CPUs: ``schedule_cpu``."""
+        from ..lower.schedule_cpu import schedule_kernel
+
+        return schedule_kernel(func, op, lanes, attrs)
+
     def check_toolchain(self) -> None:
         """Raise ``TargetError`` naming what is missing to compile for this target."""
 
-    def export_library(self, executable, path: str) -> None:
+    def export_library(self, executable, path: str) -> dict[str, bytes] | None:
+        """Write the kernel library to ``path``; may return extra artifact members (e.g. device code)."""
         executable.export_library(path)
 
     def device_requirements(self) -> dict:

@@ -123,3 +123,17 @@ def test_profile_times_every_step_and_leaves_the_model_usable():
     assert [r["median_ms"] for r in rows] == sorted((r["median_ms"] for r in rows), reverse=True)
     assert abs(sum(r["share"] for r in rows) - 1) < 1e-9
     np.testing.assert_array_equal(compiled(*x), before)  # steps re-run in place do not leak into the next call
+
+
+def test_runtime_uses_every_core_unless_told(tmp_path):
+    """TVM alone would start half the logical CPUs' threads (1 on a 2-vCPU machine); the runtime sizes its pool
+    to the cores it may use, and ``TVM_NUM_THREADS`` still wins."""
+    code = ("import os, edgeopt.runtime.tvm_cpu as t, tvm_ffi; t.ensure_runtime(); "
+            "print(tvm_ffi.get_global_func('runtime.NumThreads')(), len(os.sched_getaffinity(0)))")
+    env = {k: v for k, v in os.environ.items() if k != "TVM_NUM_THREADS"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    pool, cores = out.stdout.split()
+    assert pool == cores
+    out = subprocess.run([sys.executable, "-c", code], env={**env, "TVM_NUM_THREADS": "1"}, capture_output=True,
+                         text=True, check=True)
+    assert out.stdout.split()[0] == "1"

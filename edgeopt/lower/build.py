@@ -5,7 +5,8 @@ whole body is composed into one) in destination-passing style: ``kernel(*inputs,
 Identical kernels (same op, attributes and types) are built once. ``reshape`` nodes become views (no
 kernel, no copy). Scalar constants are folded into the kernels as immediates; other constants are
 passed as arguments (the weights). A few kernels are written directly in TIR (``TIR_KERNELS``: the
-tiled online-softmax attention).
+tiled online-softmax attention). A tuning database (``edgeopt.tuning_db``, written by ``edgeopt.tune``)
+replaces the hand schedule of the kernels it has a valid record for with the tuned one.
 
 The plan (``plan.json`` in the artifact) is all the runtime needs to know:
 
@@ -38,7 +39,8 @@ from .schedule_cpu import schedule_kernel
 VIEW_OPS = {"reshape"}
 #: kernels written directly in TIR (already scheduled); each returns None for cases it does not cover
 TIR_KERNELS = {"attention": (flash_attention, "flash(online-softmax)")}
-_KERNEL_CACHE: dict[tuple[str, str], tuple[tvm.tirx.PrimFunc, str]] = {}
+#: (target, kernel key, tuned record id or None) -> (scheduled func, schedule description, tuned?)
+_KERNEL_CACHE: dict[tuple[str, str, str | None], tuple[tvm.tirx.PrimFunc, str, bool]] = {}
 
 
 @dataclass
@@ -48,6 +50,7 @@ class Lowered:
     kernels: list[dict] = field(default_factory=list)  # one per unique kernel: name, op, schedule
     seconds: dict = field(default_factory=dict)
     memory: MemoryPlan | None = None
+    tuning_ignored: list[str] = field(default_factory=list)  # kernels whose tuning record did not apply
 
 
 def _is_scalar_const(g: Graph, v: Value) -> bool:
@@ -138,6 +141,44 @@ def build_primfunc(g: Graph, n: Node) -> tuple[tvm.tirx.PrimFunc, list[Value]]:
     return func, [v for _, v in args]
 
 
+def kernel_name(n: Node, key: str) -> str:
+    """The kernel's function name in the library: its op (a fused kernel: its name) and a hash of its key."""
+    label = n.attrs["name"] if n.op == "fused" else n.op
+    return f"{label}_{hashlib.sha1(key.encode()).hexdigest()[:12]}"
+
+
+def hand_kernel(g: Graph, n: Node, lanes: int, target=None) -> tuple[tvm.tirx.PrimFunc, str]:
+    """(func, schedule description) edgeopt builds for ``n`` without tuning: a hand-written TIR kernel, or the
+    TE compute scheduled by ``schedule_kernel`` (by ``target.schedule`` when a target is given)."""
+    tir = _tir_kernel(g, n) if target is None or target.tir_kernels else None
+    schedule = schedule_kernel if target is None else target.schedule
+    return tir or schedule(build_primfunc(g, n)[0], anchor_op(n), lanes, anchor_attrs(n))
+
+
+def is_tunable(g: Graph, n: Node) -> bool:
+    """A kernel built from TE (views and hand-written TIR kernels are not tuned)."""
+    return n.op not in VIEW_OPS and _tir_kernel(g, n) is None
+
+
+def _tuned_kernel(g: Graph, n: Node, record: dict) -> tuple[tvm.tirx.PrimFunc, str, bool] | None:
+    """The kernel with the record's tuned schedule, or None when the record is stale (the unscheduled
+    function changed since tuning) or its trace no longer applies."""
+    from ..tuning_db import apply_trace, func_hash
+
+    if not is_tunable(g, n):
+        return None
+    func = build_primfunc(g, n)[0]
+    if func_hash(func) != record["func_hash"]:
+        return None
+    try:
+        tuned = apply_trace(func, record["trace"])
+    except Exception:  # a trace from another edgeopt/TVM build that does not fit: keep the hand schedule
+        return None
+    best = record.get("tuned_ms")
+    speed = f", {record['hand_ms'] / best:.2f}x" if isinstance(best, (int, float)) and best > 0 else ""
+    return tuned, f"tuned(metaschedule, {record['trials']} trials{speed} vs {record.get('hand_schedule')})", True
+
+
 def _tir_kernel(g: Graph, n: Node):
     """(func, schedule description) of a hand-written TIR kernel for ``n``, or None."""
     if n.body is not None or n.op not in TIR_KERNELS or any(_is_scalar_const(g, v) for v in n.inputs):
@@ -174,8 +215,12 @@ def _constant_body(val, dt):
     return body
 
 
-def lower(g: Graph, target) -> Lowered:
-    """Compile every kernel of ``g`` for ``target`` into one library; build the execution plan."""
+def lower(g: Graph, target, tuning=None) -> Lowered:
+    """Compile every kernel of ``g`` for ``target`` into one library; build the execution plan.
+
+    ``tuning`` (an ``edgeopt.tuning_db.TuningDB``) gives tuned schedules for the kernels it has records for."""
+    from ..tuning_db import record_id
+
     t0 = time.perf_counter()
     tkey = str(target.tvm_target())
     lanes = target.vector_lanes(32)
@@ -183,6 +228,7 @@ def lower(g: Graph, target) -> Lowered:
     kernels: list[dict] = []
     values: dict[str, dict] = {}
     steps: list[dict] = []
+    ignored: list[str] = []  # kernels whose tuning record is stale
     for v in g.inputs:
         values[v.name] = _vinfo(v, "input")
     for n in g.nodes:
@@ -194,18 +240,21 @@ def lower(g: Graph, target) -> Lowered:
             values[out.name] = {**_vinfo(out, "view"), "of": src.name}
             continue
         key = kernel_key(g, n)
-        label = n.attrs["name"] if n.op == "fused" else n.op
-        name = f"{label}_{hashlib.sha1(key.encode()).hexdigest()[:12]}"
+        name = kernel_name(n, key)
         arg_values = kernel_args(g, n)
         if name not in funcs:  # TE is built and scheduled once per distinct kernel, not per node
-            cached = _KERNEL_CACHE.get((tkey, key))
+            record = tuning.tuned(tkey, key) if tuning is not None else None
+            ckey = (tkey, key, record_id(record) if record else None)
+            cached = _KERNEL_CACHE.get(ckey)
             if cached is None:
-                cached = _tir_kernel(g, n) or schedule_kernel(build_primfunc(g, n)[0], anchor_op(n), lanes,
-                                                                anchor_attrs(n))
-                _KERNEL_CACHE[(tkey, key)] = cached
+                cached = (record and _tuned_kernel(g, n, record)) or (*hand_kernel(g, n, lanes, target), False)
+                _KERNEL_CACHE[ckey] = cached
             funcs[name] = cached[0].with_attr("global_symbol", name)
             ops = [m.op for m in n.body.nodes] if n.body is not None else [n.op]
-            kernels.append({"name": name, "op": anchor_op(n), "ops": ops, "schedule": cached[1]})
+            kernels.append({"name": name, "op": anchor_op(n), "ops": ops, "schedule": cached[1],
+                            "tuned": cached[2]})
+            if record and not cached[2]:
+                ignored.append(name)
         for v in arg_values:
             if g.is_const(v) and v.name not in values:
                 values[v.name] = _vinfo(v, "const")
@@ -234,7 +283,7 @@ def lower(g: Graph, target) -> Lowered:
     plan["arena_bytes"] = memory.arena_bytes
     t3 = time.perf_counter()
     return Lowered(executable, plan, kernels, {"schedule": t1 - t0, "codegen": t2 - t1, "memory_plan": t3 - t2},
-                   memory)
+                   memory, ignored)
 
 
 def _vinfo(v: Value, kind: str) -> dict:

@@ -14,8 +14,9 @@ import numpy as np
 
 from ..errors import ArtifactError, InputError
 from ..ir_dtypes import NP_DTYPES
-from . import safetensors_io, tvm_cpu
+from . import safetensors_io, tvm_cpu, tvm_cuda
 from .artifact import read_artifact
+from .devices import check_device
 
 SUPPORTED_TVM = "0.27"
 
@@ -33,7 +34,8 @@ class Model:
         if not tvm_version.startswith(SUPPORTED_TVM):
             raise ArtifactError(f"{what} was compiled with TVM {tvm_version}; this runtime runs TVM {SUPPORTED_TVM}.x "
                                 "kernels: recompile the model")
-        tvm_cpu.check_device(manifest["target"])
+        check_device(manifest["target"])
+        self._cuda = manifest["target"].get("runtime") == "cuda"
         try:
             self.plan = json.loads(members["plan.json"])
             weights = members["weights.safetensors"]  # already in 64-byte-aligned arrays
@@ -41,7 +43,12 @@ class Model:
             raise ArtifactError(f"{what}: plan or weights unreadable ({e})") from None
         self.report = manifest.get("report", {})
         self.ir = members.get("ir.txt", b"").decode()
-        self._lib = tvm_cpu.load_library(members["kernels.so"]) if self.plan["steps"] else None
+        if not self.plan["steps"]:
+            self._lib = None
+        elif self._cuda:
+            self._lib = tvm_cuda.load_library(members["kernels.so"], members, manifest["target"])
+        else:
+            self._lib = tvm_cpu.load_library(members["kernels.so"])
         self._funcs = {}
         for step in self.plan["steps"]:
             if step["kernel"] not in self._funcs:
@@ -63,13 +70,16 @@ class Model:
     def _context(self):
         ctx = getattr(self._local, "ctx", None)
         if ctx is None:
-            ctx = self._local.ctx = _Context(self)
+            ctx = self._local.ctx = tvm_cuda.CudaContext(self) if self._cuda else _Context(self)
         return ctx
 
     def __call__(self, *args, **kwargs):
         """Run on inputs (positional in order, or by name); returns an array, or a tuple if several."""
         arrays = self._bind(args, kwargs)
         ctx = self._context()
+        if self._cuda:
+            outs = ctx.run(arrays)
+            return outs[0] if len(outs) == 1 else outs
         for buf, arr in zip(ctx.input_arrays, arrays):
             np.copyto(buf, arr)
         for fn, targs in ctx.calls:
@@ -86,6 +96,8 @@ class Model:
         import statistics
         import time
 
+        if self._cuda:
+            raise ArtifactError("profile() does not time CUDA kernels yet (their launches are asynchronous)")
         self(*args, **kwargs)
         ctx = self._context()
         rows = []

@@ -34,11 +34,22 @@ def _find_runtime_lib() -> str:
                         "EDGEOPT_TVM_RUNTIME to the path of libtvm_runtime.so")
 
 
+def default_threads() -> int:
+    """Kernel threads when ``TVM_NUM_THREADS`` is not set: every core this process may run on. (TVM's own
+    default is half the logical CPUs, which on a 2-vCPU machine is 1 thread: half the speed.)"""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def ensure_runtime():
-    """Load libtvm_runtime.so once, BEFORE any module (its initializers register the CPU backend)."""
+    """Load libtvm_runtime.so once, BEFORE any module (its initializers register the CPU backend); size the
+    kernel thread pool (``TVM_NUM_THREADS``, else ``default_threads()``) before its first use."""
     global _runtime_loaded
     import tvm_ffi  # loads libtvm_ffi.so, which libtvm_runtime.so links against
 
+    os.environ.setdefault("TVM_NUM_THREADS", str(default_threads()))
     if not _runtime_loaded:
         ctypes.CDLL(_find_runtime_lib(), ctypes.RTLD_GLOBAL)
         _runtime_loaded = True
