@@ -16,7 +16,8 @@ Every kernel gets at least a parallel + vectorized schedule; no tuning run is ne
   with the window's last axis unrolled); a blocked depthwise conv or pool pads its input inside each
   parallel task (one channel block), not as a copy of the whole input; matmul and linear hold
   4 rows x 3 vectors when the columns allow and walk the right operand's column panels outside the rows;
-* row reductions (softmax, layer_norm, sum) run in parallel over their output rows;
+* row reductions (softmax, layer_norm, sum) run in parallel over their output rows, a row's statistics computed
+  in the same loop iteration that writes the row;
 * injective and elementwise stages are vectorized on the innermost axis and parallel outside it.
 
 If a step does not apply to some odd kernel the scheduler falls back to "parallel outer loops only",
@@ -96,6 +97,10 @@ def _schedule(sch: Schedule, op: str, lanes: int, attrs: dict) -> str:
         except Exception:  # noqa: BLE001 - TVM 0.27 raises tvm_ffi errors; any refusal means 'skip this step'
             pass
     desc = []
+    if not anchor:
+        rows = _rows_in_one_loop(sch, lanes)
+        if rows:
+            return rows
     others = [sch.get(b).name_hint for b in _blocks(sch) if sch.get(b).name_hint != anchor]
     if anchor:
         desc.append(_tile_anchor(sch, sch.get_sblock(anchor, func_name="main"), op, lanes, attrs))
@@ -113,6 +118,34 @@ def _schedule(sch: Schedule, op: str, lanes: int, attrs: dict) -> str:
         else:
             desc.append(_parallel_outer(sch, b))
     return ";".join(d for d in desc if d)
+
+
+def _rows_in_one_loop(sch: Schedule, lanes: int) -> str | None:
+    """A row reduction and its consumers (softmax: max, sum of exp, divide; layer_norm: mean, variance,
+    normalize) as one parallel loop over rows: each row's statistics are computed right before the row is
+    written, while it is in cache, instead of each stage sweeping the whole tensor in a parallel loop of its
+    own. None when the kernel is not that shape (one spatial output block last, reductions before it over
+    the same leading axes)."""
+    blocks = list(_blocks(sch))
+    out = blocks[-1]
+    if len(blocks) < 2 or not _is_spatial(sch, out) or all(_is_spatial(sch, b) for b in blocks[:-1]):
+        return None
+    loops = sch.get_loops(out)
+    if len(loops) < 2:
+        return None
+    ext = _extents(sch, loops)
+    rows = sch.fuse(*loops[:-1]) if len(loops) > 2 else loops[0]
+    for b in reversed(blocks[:-1]):
+        sch.compute_at(b, rows, preserve_unit_loops=True)
+    if math.prod(ext) >= _MIN_PARALLEL_WORK and math.prod(ext[:-1]) > 1:
+        sch.parallel(rows)
+    for b in [*blocks[:-1], out]:
+        b = sch.get_sblock(sch.get(b).name_hint, func_name="main")
+        inner = sch.get_loops(b)[-1]
+        n = int(sch.get(inner).extent)
+        if _is_spatial(sch, b) and n % lanes == 0 and n >= lanes:
+            sch.vectorize(sch.split(inner, [None, lanes])[1])
+    return "rows(one-loop)"
 
 
 def _pad_in_task(op: str, attrs: dict) -> bool:
