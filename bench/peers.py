@@ -4,6 +4,7 @@ ONNX Runtime and OpenVINO (batch 1, 2 threads, fp32).
     .venv/bin/python bench/peers.py                               # the four issue models, full size
     .venv/bin/python bench/peers.py mobilenet_v2 --rounds 3
     .venv/bin/python bench/peers.py --peers edgeopt torch_eager onnxruntime --small resnet18
+    .venv/bin/python bench/peers.py minilm --tuning-db bench/results/{model}.tuning.json   # edgeopt tuned
 
 Method (the protocol of ``../shared/notes/peers.md`` §4):
 
@@ -103,8 +104,9 @@ def model_gflop(model, inputs) -> float:
     return counter.get_total_flops() / 1e9
 
 
-def prepare(name: str, small: bool, workdir: str, peers: list[str]) -> dict:
-    """Save inputs, the torch reference, the ONNX export and the edgeopt artifact; return model facts."""
+def prepare(name: str, small: bool, workdir: str, peers: list[str], tuning_db: str | None = None) -> dict:
+    """Save inputs, the torch reference, the ONNX export and the edgeopt artifact (compiled with the tuning
+    database ``tuning_db.format(model=name)`` where that file exists); return model facts."""
     import numpy as np
     import torch
 
@@ -128,8 +130,12 @@ def prepare(name: str, small: bool, workdir: str, peers: list[str]) -> dict:
         facts["onnx_export_s"] = time.perf_counter() - t0
     if "edgeopt" in peers:
         t0 = time.perf_counter()
-        compiled = edgeopt.compile(model, inputs)
+        db = tuning_db.format(model=name) if tuning_db else None
+        db = db if db and os.path.exists(db) else None
+        compiled = edgeopt.compile(model, inputs, tuning_db=db)
         facts["edgeopt_compile_s"] = time.perf_counter() - t0
+        facts["edgeopt_tuning_db"] = db
+        facts["edgeopt_tuned_kernels"] = compiled.report.get("tuned_kernels", 0)
         facts["edgeopt_kernels"] = compiled.report["num_kernels"]
         compiled.save(os.path.join(workdir, "model.edgeopt"))
     return facts
@@ -137,7 +143,7 @@ def prepare(name: str, small: bool, workdir: str, peers: list[str]) -> dict:
 
 def bench_model(name: str, args, peers: list[str]) -> dict:
     with tempfile.TemporaryDirectory(prefix=f"peers-{name}-") as workdir:
-        facts = prepare(name, args.small, workdir, peers)
+        facts = prepare(name, args.small, workdir, peers, args.tuning_db)
         workers = {}
         try:
             for p in peers:
@@ -218,6 +224,8 @@ def main() -> None:
     ap.add_argument("models", nargs="*", default=MODELS)
     ap.add_argument("--peers", nargs="+", default=PEERS, choices=PEERS)
     ap.add_argument("--small", action="store_true", help="the small test shapes instead of full size")
+    ap.add_argument("--tuning-db", metavar="PATH", help="compile edgeopt with this tuning database where it exists "
+                    "({model} is replaced by the model's name), e.g. bench/results/{model}.tuning.json")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--calls", type=int, default=20, help="timed calls per round")
     ap.add_argument("--min-idle", type=float, default=90.0)

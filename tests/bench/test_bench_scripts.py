@@ -28,6 +28,7 @@ def test_peers_bench_checks_every_peer_against_torch_and_writes_a_chart(tmp_path
     assert res["peak_gflops"] > 0 and res["machine"]["torch_cpu_capability"]
     (row,) = res["results"]
     assert row["model"] == "resnet18" and row["gflop"] > 0 and row["edgeopt_kernels"] > 0
+    assert row["edgeopt_tuning_db"] is None and row["edgeopt_tuned_kernels"] == 0  # untuned unless --tuning-db
     assert set(row["peers"]) == set(peers)
     for name, peer in row["peers"].items():
         assert peer["max_abs_diff"] < 1e-4, name  # every peer computed the same function as torch
