@@ -23,13 +23,14 @@ class CompiledModel:
     ``save``, ``report``, ``ir`` and ``plan`` work, and calling it raises ``TargetError`` saying where to run it.
     """
 
-    def __init__(self, artifact: bytes, graph, report: dict, target: dict | None = None):
+    def __init__(self, artifact: bytes, graph, report: dict, target: dict | None = None,
+                 plan_json: bytes | None = None):
         self._artifact = artifact
         self.graph = graph
         self.report = report
         self._not_here = _cannot_run_here(target) if target is not None else None
         self._model = None if self._not_here else Model(artifact, what="compiled artifact")
-        self._plan = None
+        self._plan_json, self._plan = plan_json, None
 
     @property
     def ir(self) -> str:
@@ -41,12 +42,14 @@ class CompiledModel:
         """The execution plan stored in the artifact (values, kernel steps)."""
         if self._model is not None:
             return self._model.plan
-        if self._plan is None:
+        if self._plan is None:  # a model that cannot run here: parse the plan the compiler wrote, once
             import json
 
-            from .runtime.artifact import read_artifact
+            if self._plan_json is None:
+                from .runtime.artifact import read_artifact
 
-            self._plan = json.loads(read_artifact(self._artifact, "compiled artifact")[1]["plan.json"])
+                self._plan_json = read_artifact(self._artifact, "compiled artifact")[1]["plan.json"]
+            self._plan = json.loads(self._plan_json)
         return self._plan
 
     def _runtime_model(self) -> Model:
@@ -162,7 +165,7 @@ def compile_graph(graph, target="host", *, opt_level: int = 2, passes: Sequence 
     }
     members = {"plan.json": _json(lowered.plan), "weights.safetensors": safetensors_dumps(consts),
                "kernels.so": lib, "ir.txt": str(graph).encode(), **device_code}
-    return CompiledModel(write_artifact(manifest, members), graph, report, manifest["target"])
+    return CompiledModel(write_artifact(manifest, members), graph, report, manifest["target"], members["plan.json"])
 
 
 def _cannot_run_here(target: dict) -> str | None:

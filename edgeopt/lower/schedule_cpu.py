@@ -159,15 +159,14 @@ def _pad_under_parallel_loop(sch: Schedule, anchor, lanes: int) -> list[str]:
     """Move the pad stages feeding ``anchor`` under its parallel loop; returns their names."""
     moved = []
     for p in sch.get_producers(anchor):
-        if not _is_spatial(sch, p) or sch.get(p).name_hint != "pad":
+        if sch.get(p).name_hint != "pad":  # the rule's pad stage (a spatial block)
             continue
-        name = sch.get(p).name_hint
         sch.compute_at(p, sch.get_loops(anchor)[0], preserve_unit_loops=True)
-        p = sch.get_sblock(name, func_name="main")
+        p = sch.get_sblock("pad", func_name="main")
         loops = sch.get_loops(p)
         if int(sch.get(loops[-1]).extent) == lanes:
             sch.vectorize(loops[-1])
-        moved.append(name)
+        moved.append("pad")
     return moved
 
 
@@ -242,8 +241,9 @@ def _tile_shape(op: str, attrs: dict, ext: list[int], lanes: int) -> tuple[int, 
     v = _factor(ext[-1], lanes * 2 if ext[-1] >= lanes * 4 else lanes)
     if op in _PANEL_OUTER and ext[-1] % (3 * lanes) == 0:
         v = 3 * lanes  # 3 vectors x 4 rows: 12 accumulators, 7 loads per 12 FMAs (2 x 4: 6 per 8)
-    if op == "linear" and linear_weight_block(attrs):
-        v = linear_weight_block(attrs)  # the weight is packed in panels of exactly this width
+    panel = linear_weight_block(attrs) if op == "linear" else 0
+    if panel:
+        v = panel  # the weight is packed in panels of exactly this width
     if v < 4:  # 2-lane vectors trip an LLVM codegen bug in TVM 0.27 ("does not dominate all uses")
         v = 1
     u_axis = _UNROLL_AXIS.get(op)

@@ -119,17 +119,13 @@ def _alloc(shape, dtype, device):
     return alloc(tvm_ffi.Shape([int(d) for d in shape]), tvm_ffi.dtype(str(np.dtype(dtype))), device, None)
 
 
-def _copy_in(tensor, arr: np.ndarray) -> None:
-    import tvm_ffi
-
+def _copy_in(tensor, arr: np.ndarray, copy_from_bytes) -> None:
     arr = np.ascontiguousarray(arr)
-    tvm_ffi.get_global_func("runtime.TVMTensorCopyFromBytes")(tensor, arr.ctypes.data_as(ctypes.c_void_p), arr.nbytes)
+    copy_from_bytes(tensor, arr.ctypes.data_as(ctypes.c_void_p), arr.nbytes)
 
 
-def _copy_out(tensor, arr: np.ndarray) -> None:
-    import tvm_ffi
-
-    tvm_ffi.get_global_func("runtime.TVMTensorCopyToBytes")(tensor, arr.ctypes.data_as(ctypes.c_void_p), arr.nbytes)
+def _copy_out(tensor, arr: np.ndarray, copy_to_bytes) -> None:
+    copy_to_bytes(tensor, arr.ctypes.data_as(ctypes.c_void_p), arr.nbytes)
 
 
 class CudaContext:
@@ -147,10 +143,13 @@ class CudaContext:
         plan = model.plan
         dev = device if device is not None else tvm_ffi.device("cuda", _device_index())
         view = tvm_ffi.get_global_func("runtime.TVMTensorCreateView")
+        # looked up once: ``run`` copies on every call
+        self._to_device = tvm_ffi.get_global_func("runtime.TVMTensorCopyFromBytes")
+        self._to_host = tvm_ffi.get_global_func("runtime.TVMTensorCopyToBytes")
         tensors = {}
         for name, arr in model._consts.items():
             tensors[name] = _alloc(arr.shape, arr.dtype, dev)
-            _copy_in(tensors[name], arr)
+            _copy_in(tensors[name], arr, self._to_device)
         dtypes = {}
         for name, info in plan["values"].items():
             dt = np.dtype(NP_DTYPES[info["dtype"]])
@@ -177,13 +176,13 @@ class CudaContext:
 
     def run(self, arrays: list[np.ndarray]) -> tuple[np.ndarray, ...]:
         for t, a in zip(self.inputs, arrays):
-            _copy_in(t, a)
+            _copy_in(t, a, self._to_device)
         for fn, args in self.calls:
             fn(*args)
         outs = []
         for t, shape, dt in self.outputs:  # a device-to-host copy waits for the kernels before it
             out = np.empty(shape, dt)
-            _copy_out(t, out)
+            _copy_out(t, out, self._to_host)
             outs.append(out)
         return tuple(outs)
 
