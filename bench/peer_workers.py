@@ -1,8 +1,9 @@
 """One process per runtime for ``bench/peers.py``: load a model one way, check its output, then time it on request.
 
-Each peer (edgeopt, PyTorch eager, torch.compile, ONNX Runtime, OpenVINO) runs in a process of its own so
-that no runtime's thread pool, allocator or JIT state touches another's. The process talks to the
-orchestrator over stdin/stdout, one JSON object per line:
+Each peer (edgeopt, PyTorch eager, torch.compile, ONNX Runtime, OpenVINO, ExecuTorch) runs in a process of
+its own so that no runtime's thread pool, allocator or JIT state touches another's (ExecuTorch's under the
+python of its own venv, ``scripts/peer_venv_executorch.sh``, which also makes its ``model.pte``). The process
+talks to the orchestrator over stdin/stdout, one JSON object per line:
 
     -> {"ready": true, "load_s": 1.2, "max_abs_diff": 3e-6}     (after loading and checking the output)
     <- "time 20 3"                                                (3 warm-up calls, then 20 timed calls)
@@ -10,10 +11,11 @@ orchestrator over stdin/stdout, one JSON object per line:
     <- "quit"
 
     python bench/peer_workers.py KIND MODEL WORKDIR [--small]
+    python bench/peer_workers.py export-executorch MODEL WORKDIR [--small]     (writes WORKDIR/model.pte)
 
 WORKDIR holds what the orchestrator prepared: ``inputs.npz`` (the inputs, in order), ``reference.npy`` (the
-PyTorch eager fp32 output), ``model.onnx`` and ``model.edgeopt``. The torch peers rebuild the model from
-the zoo (seeded, so the weights are the same) and are checked against the reference like the others.
+PyTorch eager fp32 output), ``model.onnx``, ``model.edgeopt`` and ``model.pte``. The torch peers rebuild the
+model from the zoo (seeded, so the weights are the same) and are checked against the reference like the others.
 """
 
 from __future__ import annotations
@@ -104,8 +106,44 @@ def load_openvino(name, workdir, small):
     return lambda xs: req.infer(list(xs))[0]
 
 
+def load_executorch(name, workdir, small):
+    """ExecuTorch's ``model.pte`` (from ``export_executorch``) in its pybindings runtime, XNNPACK threadpool
+    reset to THREADS threads; the count the pool reports goes into the ready line."""
+    import torch
+    from executorch.extension.pybindings import portable_lib as et
+
+    et._unsafe_reset_threadpool(THREADS)
+    rt = et._load_for_executorch(os.path.join(workdir, "model.pte"))
+
+    def run(xs):
+        return rt.forward([torch.from_numpy(x) for x in xs])[0]
+
+    run.info = {"xnnpack_threads": et._threadpool_get_thread_count()}
+    return run
+
+
+def export_executorch(name, workdir, small) -> dict:
+    """torch.export of the zoo model on the saved inputs, lowered with the XNNPACK partitioner, written to
+    ``WORKDIR/model.pte``; returns the export time, the file size and which ops stayed outside XNNPACK."""
+    import torch
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+
+    model, args = _torch_model(name, small), tuple(torch.from_numpy(x) for x in _inputs(workdir))
+    t0 = time.perf_counter()
+    edge = to_edge_transform_and_lower(torch.export.export(model, args), partitioner=[XnnpackPartitioner()])
+    ops = [getattr(n.target, "__name__", str(n.target)) for n in edge.exported_program().graph.nodes
+           if n.op == "call_function"]
+    buf = edge.to_executorch().buffer
+    with open(os.path.join(workdir, "model.pte"), "wb") as f:
+        f.write(buf)
+    return {"export_s": time.perf_counter() - t0, "pte_mb": len(buf) / 1e6,
+            "xnnpack_delegates": ops.count("executorch_call_delegate"),
+            "outside_xnnpack": sorted(set(ops) - {"executorch_call_delegate", "getitem"})}
+
+
 LOADERS = {"edgeopt": load_edgeopt, "torch_eager": load_torch_eager, "torch_compile": load_torch_compile,
-           "onnxruntime": load_onnxruntime, "openvino": load_openvino}
+           "onnxruntime": load_onnxruntime, "openvino": load_openvino, "executorch": load_executorch}
 
 
 def _first(out):
@@ -129,7 +167,8 @@ def serve(kind: str, name: str, workdir: str, small: bool) -> None:
     load_s = time.perf_counter() - t0
     ref = np.load(os.path.join(workdir, "reference.npy"))
     diff = float(np.abs(out.astype(np.float64) - ref).max()) if out.shape == ref.shape else float("inf")
-    print(json.dumps({"ready": True, "load_s": load_s, "max_abs_diff": diff}), flush=True)
+    info = getattr(run, "info", {})  # a loader's own facts (ExecuTorch: its threadpool size)
+    print(json.dumps({"ready": True, "load_s": load_s, "max_abs_diff": diff, **info}), flush=True)
     for line in sys.stdin:
         cmd = line.split()
         if not cmd or cmd[0] == "quit":
@@ -163,5 +202,7 @@ def peak_gflops(seconds: float = 3.0) -> float:
 if __name__ == "__main__":
     if sys.argv[1] == "peak":
         print(json.dumps({"peak_gflops": peak_gflops()}), flush=True)
+    elif sys.argv[1] == "export-executorch":
+        print(json.dumps(export_executorch(sys.argv[2], sys.argv[3], "--small" in sys.argv[4:])), flush=True)
     else:
         serve(sys.argv[1], sys.argv[2], sys.argv[3], "--small" in sys.argv[4:])

@@ -85,13 +85,13 @@ PIPELINES = {
     0: [],
     1: CLEANUP,
     2: [*CLEANUP, "fold_pad_into_conv", "fold_batch_norm", "fold_affine", "dead_code_elimination",
-        "linear_weight_layout", "conv_weight_layout", "nchwc_layout", *FUSION, "reorder_for_memory"],
+        "linear_weight_layout", "conv_weight_layout", "nchwc_layout", "winograd_conv", *FUSION, "reorder_for_memory"],
 }
 
 
-#: passes that pack weights or activations into CPU vector layouts (OIHW<v>o, NCHW<v>c, linear panels): GPU
-#: targets schedule the plain layouts and skip them
-CPU_LAYOUT_PASSES = ("linear_weight_layout", "conv_weight_layout", "nchwc_layout")
+#: passes that pack weights or activations into CPU vector layouts (OIHW<v>o, NCHW<v>c, linear panels) or
+#: pick a CPU algorithm on them (Winograd convs on NCHW<v>c): GPU targets schedule the plain layouts and skip them
+CPU_LAYOUT_PASSES = ("linear_weight_layout", "conv_weight_layout", "nchwc_layout", "winograd_conv")
 GPU_TARGETS = ("cuda",)
 
 

@@ -751,6 +751,18 @@ def test_pools_on_blocked_tensors(rng, op):
     check(got, torch_blocked(fn(tt(x), 3, 2, 1, ceil_mode=True), 8))
 
 
+@pytest.mark.parametrize("tile, pads", [(2, [1, 1, 1, 1]), (4, [1, 1, 1, 1]), (4, [0, 2, 1, 0])])
+def test_conv2d_winograd_is_a_3x3_conv(rng, tile, pads):
+    from edgeopt.ir.ops.winograd import transform_weight
+
+    x, w, bias = randn(rng, 2, 16, 9, 10), randn(rng, 8, 16, 3, 3), randn(rng, 8)
+    got = run_op("conv2d_winograd", [torch_blocked(tt(x), 8).contiguous().numpy(), transform_weight(w, tile, 4),
+                                     bias], {"tile": tile, "padding": pads})
+    ref = torch_blocked(torch_conv2d(x, w, bias, {"stride": [1, 1], "padding": pads, "groups": 1}), 4)
+    # u is rounded to fp32 (1/6, 1/24 ... are not exact): the error is relative to the output's scale
+    check(got, ref, atol=RTOL * float(ref.abs().max()), dtype=np.float32)
+
+
 def test_blocked_conv_needs_a_packed_weight(rng):
     with pytest.raises(OpError, match="packed weight"):
         run_op("conv2d", [randn(rng, 1, 1, 4, 4, 8), randn(rng, 8, 8, 1, 1)], {"layout": "NCHWc"})
@@ -763,6 +775,7 @@ COVERED = (set(UNARY_TORCH) | set(BINARY_TORCH) | {
     "conv_transpose2d", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "resize2d", "pad", "softmax",
     "log_softmax", "layer_norm", "batch_norm", "sum", "mean", "max", "min", "argmax", "attention", "matmul",
     "linear", "take", "slice", "concat", "broadcast_to", "transpose", "reshape", "copy", "layout_transform",
+    "conv2d_winograd",
 })
 
 

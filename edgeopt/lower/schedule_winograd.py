@@ -1,0 +1,102 @@
+"""CPU schedule of a conv2d_winograd kernel (the stages of ``rules/winograd.py``), one row of tiles per task.
+
+The tiles' transformed inputs and products are never stored whole: each parallel task takes one row of
+output tiles and, for it alone, runs the input transform (``wino_rows`` and ``wino_in``: the channel block
+is the vector, the transform's rows unrolled so every coefficient is a constant), the (m+2)^2 small matrix
+products (``wino_gemm``, register-tiled like a linear: a run of tiles x 1-2 vectors of output channels,
+the accumulators in registers) and then the output transform and the fused epilogue (``wino_cols`` and
+the output block, per tile and output-channel vector). A task's intermediates (for a 56-wide row of 64
+channels, 14 tiles: 130 KB each) stay in the L2 cache between the stages.
+"""
+
+from __future__ import annotations
+
+from tvm.s_tir import Schedule
+
+#: accumulator vectors of the products' register tile (AVX2 has 16 registers; the rest feed the FMAs)
+_MAX_ACCUMULATORS = 8
+
+
+def _divisor_at_most(n: int, limit: int) -> int:
+    return max(d for d in range(1, min(n, limit) + 1) if n % d == 0)
+
+
+def schedule_winograd(sch: Schedule, attrs: dict) -> str:
+    """Schedule the conv2d_winograd kernel in ``sch`` (tile ``attrs["tile"]``); returns its description."""
+    m = attrs["tile"]
+    a = m + 2
+    root = sch.get_sblock("root", func_name="main")
+    names = [sch.get(b).name_hint for b in sch.get_child_blocks(root)]
+    block = _input_block(sch)
+    # producers before the transform (the pad, a layout transform prologue) are read in place
+    for name in names[: names.index("wino_rows")]:
+        sch.compute_inline(sch.get_sblock(name, func_name="main"))
+    # the epilogue (bias, activation, residual add) is computed in the output block's store
+    for name in names[names.index("conv2d_winograd") + 1:]:
+        sch.reverse_compute_inline(sch.get_sblock(name, func_name="main"))
+    out = sch.get_sblock("conv2d_winograd", func_name="main")
+    n, kb, h, w, kv = sch.get_loops(out)
+    th, i = sch.split(h, [None, m])
+    tw, j = sch.split(w, [None, m])
+    sch.reorder(n, th, kb, tw, i, j, kv)
+    row = sch.fuse(n, th)  # one task: one row of tiles (of one image)
+    sch.unroll(i)
+    sch.unroll(j)
+    sch.vectorize(kv)
+
+    cols = sch.get_sblock("wino_cols", func_name="main")
+    sch.compute_at(cols, tw, preserve_unit_loops=True)
+    _, ci, cs, ck = sch.get_loops(cols)[-4:]
+    sch.unroll(ci)
+    sch.unroll(cs)
+    sch.vectorize(ck)
+
+    gemm = sch.get_sblock("wino_gemm", func_name="main")
+    sch.compute_at(gemm, row, preserve_unit_loops=True)
+    vin = sch.get_sblock("wino_in", func_name="main")
+    sch.compute_at(vin, row, preserve_unit_loops=True)
+    e, p, c = sch.get_loops(vin)[-3:]
+    co, cb = sch.split(c, [None, block])
+    r, s = sch.split(e, [a, a])
+    sch.reorder(p, co, r, s, cb)
+    rows = sch.get_sblock("wino_rows", func_name="main")
+    sch.compute_at(rows, r, preserve_unit_loops=True)
+    _, _, rj, rc = sch.get_loops(rows)[-4:]
+    sch.unroll(rj)
+    sch.vectorize(rc)
+    sch.unroll(s)
+    sch.vectorize(cb)
+    sch.parallel(row)
+    return f"winograd(F{m}x{m},{_tile_products(sch, gemm, _last_dim(sch, 1))})"
+
+
+def _input_block(sch: Schedule) -> int:
+    """The channel block of the transform's input (the blocked, padded tensor ``wino_rows`` reads)."""
+    return int(sch.get(sch.get_sblock("wino_rows", func_name="main")).reads[0].source.shape[-1])
+
+
+def _last_dim(sch: Schedule, arg: int) -> int:
+    """The last dim of the kernel's argument ``arg`` (1: the weight, whose last dim is its panel width)."""
+    return int(sch.mod["main"].params[arg].shape[-1])
+
+
+def _tile_products(sch: Schedule, gemm, v: int) -> str:
+    """Register-tile the products M[e, p, k] of one task: ``rows`` tiles x ``vecs`` vectors of ``v`` channels
+    (``v``: the weight's panel width, the output's channel block)."""
+    e, p, k, c = sch.get_loops(gemm)[-4:]
+    tiles, channels = (int(sch.get(lp).extent) for lp in (p, k))
+    rows = _divisor_at_most(tiles, _MAX_ACCUMULATORS - 1)
+    vecs = 2 if rows <= _MAX_ACCUMULATORS // 2 and channels % (2 * v) == 0 else 1
+    ko, ki = sch.split(k, [None, vecs * v])
+    po, pi = sch.split(p, [None, rows])
+    kj, kl = sch.split(ki, [None, v])
+    sch.reorder(e, ko, po, c, pi, kj, kl)
+    acc = sch.cache_write(gemm, 0, "global")  # on the stack: TVM keeps it in registers
+    sch.reverse_compute_at(acc, po)
+    sch.unroll(pi)
+    sch.unroll(kj)
+    sch.vectorize(kl)
+    init = sch.decompose_reduction(gemm, c)
+    sch.vectorize(sch.get_loops(init)[-1])
+    sch.vectorize(sch.get_loops(acc)[-1])
+    return f"rows{rows}xv{vecs}"
