@@ -8,15 +8,17 @@ On the host (directly, or through a tracker with ``tracker=("tracker-host", 9190
 
     r = edgeopt.remote.run("resnet18-arm.edgeopt", [x], host="192.168.1.20", port=9090)
     r.outputs          # the model's outputs, fetched back as numpy arrays
-    r.latency_ms       # the sum of the kernels' median times, measured on the board's clock
+    r.latency_ms       # the sum of the kernels' median times on the board's clock (each kernel timed hot)
     r.kernels          # one row per step: kernel, median_ms, share (slowest first)
 
 The artifact is verified here (manifest, sha256 of every member, TVM version) before anything is sent. Its kernel
 library is uploaded and loaded on the board, the weights are copied once, every activation gets a buffer on
 the board (a reshape is a view of its source), the plan's steps run in order, and the outputs are fetched.
 Then every step is timed on the board with TVM's ``time_evaluator`` (``number`` calls per measurement, the
-median of ``repeat``), so the network round trips are not in the latency; edgeopt's own runtime adds
-about 1% on top (``bench/overhead.py``). CPU artifacts (``host``, ``arm``) only, for now.
+median of ``repeat``), so the network round trips are not in the latency. Each kernel is timed back to back on
+its own, with its weights and inputs hot in cache, so the sum is a lower bound of a cold end-to-end pass;
+edgeopt's runtime adds about 1% per call on top (``bench/overhead.py``). A tracker's ``request`` waits until a
+board with that key is free. CPU artifacts (``host``, ``arm``) only, for now.
 """
 
 from __future__ import annotations
@@ -53,28 +55,39 @@ def run(artifact, inputs: Sequence, host: str = "127.0.0.1", port: int = 9090, *
     """Run the artifact (a path or its bytes) on the board's RPC server with ``inputs``; time its kernels there."""
     manifest, members, plan, weights = _read(artifact)
     arrays = _check_inputs(plan, inputs)
+    if key and not tracker:
+        raise RemoteError("key= names a board registered with a tracker: give tracker=(host, port) too")
     sess = _connect(host, port, tracker, key, session_timeout)
+    lib = tensors = None
     try:
-        sess.upload(bytearray(members["kernels.so"]), LIBRARY_NAME)
-        lib = sess.load_module(LIBRARY_NAME)
-    except Exception as e:  # noqa: BLE001 - the server's error arrives as a TVM RPC error of any type
-        raise RemoteError(f"the board could not load the kernel library built for {_describe(manifest)}: "
-                          f"{_last_line(e)}") from None
-    dev = sess.cpu(0)
-    tensors = _place(plan, weights, dev)
-    for spec, x in zip(plan["inputs"], arrays):
-        tensors[spec["name"]].copyfrom(x)
-    calls = [(s["kernel"], [tensors[a] for a in s["args"]]) for s in plan["steps"]]
-    try:
-        for name, args in calls:
-            lib[name](*args)
-        outputs = [tensors[o["name"]].numpy() for o in plan["outputs"]]
-        rows = []
-        for i, (name, args) in enumerate(calls):
-            res = lib.time_evaluator(name, dev, number=number, repeat=repeat)(*args)
-            rows.append({"step": i, "kernel": name, "median_ms": statistics.median(res.results) * 1e3})
-    except Exception as e:  # noqa: BLE001
-        raise RemoteError(f"running the artifact on the board failed: {_last_line(e)}") from None
+        try:
+            sess.upload(bytearray(members["kernels.so"]), LIBRARY_NAME)
+            lib = sess.load_module(LIBRARY_NAME)
+        except Exception as e:  # noqa: BLE001 - the server's error arrives as a TVM RPC error of any type
+            raise RemoteError(f"the board could not load the kernel library built for {_describe(manifest)}: "
+                              f"{_last_line(e)}") from None
+        try:
+            dev = sess.cpu(0)
+            tensors = _place(plan, weights, dev)
+            for spec, x in zip(plan["inputs"], arrays):
+                tensors[spec["name"]].copyfrom(x)
+            calls = [(s["kernel"], [tensors[a] for a in s["args"]]) for s in plan["steps"]]
+            for name, args in calls:
+                lib[name](*args)
+            outputs = [tensors[o["name"]].numpy() for o in plan["outputs"]]
+            rows = []
+            for i, (name, args) in enumerate(calls):
+                res = lib.time_evaluator(name, dev, number=number, repeat=repeat)(*args)
+                rows.append({"step": i, "kernel": name, "median_ms": statistics.median(res.results) * 1e3})
+        except Exception as e:  # noqa: BLE001
+            raise RemoteError(f"running the artifact on the board failed: {_last_line(e)}") from None
+    finally:  # free the board's memory and the session now, not when this frame is collected
+        tensors = lib = None
+        try:
+            sess.remove(LIBRARY_NAME)
+        except Exception:  # noqa: BLE001 - a server that is gone has nothing left to remove
+            pass
+        del sess
     total = sum(r["median_ms"] for r in rows)
     for r in rows:
         r["share"] = r["median_ms"] / total if total else 0.0
@@ -100,6 +113,9 @@ def _read(artifact):
         raise ArtifactError(f"{what}: plan or weights unreadable ({e})") from None
     if "kernels.so" not in members:
         raise ArtifactError(f"{what} has no kernel library")
+    missing = [n for n, v in plan["values"].items() if v["kind"] == "const" and n not in weights]
+    if missing:
+        raise ArtifactError(f"{what}: weights {missing[:5]} of the plan are not in weights.safetensors")
     return manifest, members, plan, weights
 
 
@@ -110,7 +126,9 @@ def _check_inputs(plan: dict, inputs: Sequence) -> list[np.ndarray]:
                          f"got {len(inputs)}")
     out = []
     for spec, x in zip(specs, inputs):
-        x = np.ascontiguousarray(x)
+        if hasattr(x, "detach"):  # a torch tensor (on any device, with or without grad)
+            x = x.detach().cpu().numpy()
+        x = np.require(np.asarray(x), requirements="C")  # (np.ascontiguousarray would make a 0-d input 1-d)
         want = np.dtype(NP_DTYPES[spec["dtype"]])
         if list(x.shape) != list(spec["shape"]) or x.dtype != want:
             raise InputError(f"input {spec['name']!r}: expected {want}{list(spec['shape'])}, "

@@ -21,7 +21,7 @@ mkdir -p "$W"; exec 9>"$W/.lock"; flock 9  # concurrent callers (e.g. pytest -n 
 t() { echo "[$(date +%T)] $*"; }
 
 t "1. host tools: cross gcc, arm64 libc dev files (crti.o), user-mode qemu"
-PKGS=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user)
+PKGS=(gcc-aarch64-linux-gnu g++-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user)
 dpkg -s "${PKGS[@]}" >/dev/null 2>&1 || {
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${PKGS[@]}" >/dev/null; }

@@ -112,3 +112,8 @@ def test_a_library_the_board_cannot_load_is_a_remote_error(server, tmp_path):
     edgeopt.compile(net, [torch.randn(2, 8)], target="arm").save(path)
     with pytest.raises(remote.RemoteError, match="could not load the kernel library built for arm"):
         remote.run(str(path), [np.zeros((2, 8), np.float32)], "127.0.0.1", server.port)
+
+
+def test_a_key_without_a_tracker_is_refused(compiled):
+    with pytest.raises(remote.RemoteError, match="give tracker="):
+        remote.run(compiled[0], [compiled[1]], "127.0.0.1", 1, key="rk3588")

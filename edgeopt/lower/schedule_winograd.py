@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from tvm.s_tir import Schedule
 
+#: the rule's stages (``rules/winograd.py``)
+STAGES = ("wino_rows", "wino_in", "wino_gemm", "wino_cols", "conv2d_winograd")
 #: accumulator vectors of the products' register tile (AVX2 has 16 registers; the rest feed the FMAs)
 _MAX_ACCUMULATORS = 8
 
@@ -25,9 +27,13 @@ def schedule_winograd(sch: Schedule, attrs: dict) -> str:
     """Schedule the conv2d_winograd kernel in ``sch`` (tile ``attrs["tile"]``); returns its description."""
     m = attrs["tile"]
     a = m + 2
-    root = sch.get_sblock("root", func_name="main")
-    names = [sch.get(b).name_hint for b in sch.get_child_blocks(root)]
     block = _input_block(sch)
+    # a scalar constant of the epilogue (a block with no producers: "x * 0.5") is folded into its reader
+    for name in _block_names(sch):
+        b = sch.get_sblock(name, func_name="main")
+        if name not in STAGES and not sch.get_producers(b) and sch.get_consumers(b):
+            sch.compute_inline(b)
+    names = _block_names(sch)
     # producers before the transform (the pad, a layout transform prologue) are read in place
     for name in names[: names.index("wino_rows")]:
         sch.compute_inline(sch.get_sblock(name, func_name="main"))
@@ -59,6 +65,7 @@ def schedule_winograd(sch: Schedule, attrs: dict) -> str:
     co, cb = sch.split(c, [None, block])
     r, s = sch.split(e, [a, a])
     sch.reorder(p, co, r, s, cb)
+    sch.unroll(r)  # the transform's rows: each row's coefficients become constants (the Select folds)
     rows = sch.get_sblock("wino_rows", func_name="main")
     sch.compute_at(rows, r, preserve_unit_loops=True)
     _, _, rj, rc = sch.get_loops(rows)[-4:]
@@ -68,6 +75,11 @@ def schedule_winograd(sch: Schedule, attrs: dict) -> str:
     sch.vectorize(cb)
     sch.parallel(row)
     return f"winograd(F{m}x{m},{_tile_products(sch, gemm, _last_dim(sch, 1))})"
+
+
+def _block_names(sch: Schedule) -> list[str]:
+    root = sch.get_sblock("root", func_name="main")
+    return [sch.get(b).name_hint for b in sch.get_child_blocks(root)]
 
 
 def _input_block(sch: Schedule) -> int:
@@ -86,6 +98,8 @@ def _tile_products(sch: Schedule, gemm, v: int) -> str:
     e, p, k, c = sch.get_loops(gemm)[-4:]
     tiles, channels = (int(sch.get(lp).extent) for lp in (p, k))
     rows = _divisor_at_most(tiles, _MAX_ACCUMULATORS - 1)
+    if rows < 4 < tiles:  # a prime-ish count (13 tiles): 4 rows with a predicated tail beat 1-row tiles
+        rows = 4
     vecs = 2 if rows <= _MAX_ACCUMULATORS // 2 and channels % (2 * v) == 0 else 1
     ko, ki = sch.split(k, [None, vecs * v])
     po, pi = sch.split(p, [None, rows])

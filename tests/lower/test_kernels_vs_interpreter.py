@@ -511,7 +511,8 @@ def blocked_layout_cases() -> list[Case]:
     cases += [Case(f"{op}_nchwc_{cid}", op1(op, attrs={**a, "layout": "NCHWc"}), {"x": xb}) for op, cid, a in pools]
     for cid, tile, xs, o, pads, bias in (("f4", 4, (1, 2, 8, 8, 8), 16, [1, 1, 1, 1], True),
                                          ("f2_odd_crop", 2, (1, 2, 7, 9, 8), 8, [1, 1, 1, 1], False),
-                                         ("f4_asym_pad_b4", 4, (2, 4, 6, 5, 4), 8, [0, 2, 1, 0], True)):
+                                         ("f4_asym_pad_b4", 4, (2, 4, 6, 5, 4), 8, [0, 2, 1, 0], True),
+                                         ("f4_in_b8_out_b4", 4, (1, 2, 8, 8, 8), 12, [1, 1, 1, 1], True)):
         w = transform_weight(f32((o, xs[1] * xs[4], 3, 3), -1.0, 1.0), tile, 4 if "b4" in cid else 8)
         consts = {"u": w, **({"b": f32((o,))} if bias else {})}
         cases.append(Case(f"conv2d_winograd_{cid}", opn("conv2d_winograd", "xub" if bias else "xu",

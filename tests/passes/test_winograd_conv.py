@@ -50,7 +50,8 @@ def run_pass(g, tile=None) -> dict:
 
 @pytest.mark.parametrize("cin,cout,h,w,tile", [
     (64, 64, 56, 56, 4), (128, 128, 28, 28, 4), (256, 256, 14, 14, 2), (512, 512, 7, 7, 0),
-    (32, 32, 8, 8, 4), (32, 48, 4, 4, 2), (32, 32, 6, 10, 2), (32, 32, 9, 8, 0), (16, 16, 32, 32, 0),
+    (32, 32, 8, 8, 4), (32, 48, 4, 4, 2), (32, 32, 6, 10, 2), (32, 32, 9, 8, 0), (16, 16, 32, 32, 4),
+    (8, 16, 32, 32, 0),
     (MIN_CHANNELS - 8, 64, 56, 56, 0), (64, MIN_CHANNELS - 8, 56, 56, 0)])
 def test_tile_choice(cin, cout, h, w, tile):
     assert winograd_tile(cin, cout, h, w) == tile
@@ -98,7 +99,7 @@ def test_before_expected_ir():
 
 @pytest.mark.parametrize("change", [dict(stride=2), dict(k=1, pads=(0, 0, 0, 0)), dict(k=5, pads=(2, 2, 2, 2)),
                                     dict(dilation=2, pads=(2, 2, 2, 2)), dict(groups=32),
-                                    dict(const_weight=False), dict(cin=16), dict(cout=16), dict(size=7)])
+                                    dict(const_weight=False), dict(cin=8), dict(cout=8), dict(size=7)])
 def test_leaves_other_convs_direct(change):
     g = blocked_conv_graph(**change)
     before = print_graph(g)
@@ -131,7 +132,7 @@ def test_verifier_rejects_a_wrong_weight_shape():
 def test_interpreter_before_vs_after_and_compiled_kernel(tile, size, pads, batch):
     """Forced tiles on every shape (odd sizes and uneven pads crop the last tiles): the interpreter after the pass
     agrees with the direct conv before it, and the compiled kernel with the interpreter."""
-    g = blocked_conv_graph(cin=16, cout=24, size=size, pads=pads, batch=batch)  # forced: below MIN_CHANNELS
+    g = blocked_conv_graph(cin=16, cout=24, size=size, pads=pads, batch=batch)
     before = g.clone()
     run_pass(g, tile=tile)
     xs = [rand(*g.inputs[0].type.shape)]
@@ -174,23 +175,77 @@ def test_model_with_fused_epilogues_matches_torch(channels, size, tile):
     assert not any(k["op"] == "conv2d_winograd" for k in direct.report["kernels"])
 
 
-def test_kernel_is_vectorized_with_constant_coefficients(host_target):
-    """Every multiply of the kernel is a vector op (the channel block is the vector in all five stages), and the
-    transforms multiply only by their constants other than 0 and +-1 (the Select over rows folds away)."""
-    import tvm
-
-    from edgeopt.lower.build import build_primfunc
+def scheduled_winograd(host_target, g):
+    from edgeopt.lower.build import anchor_attrs, anchor_op, build_primfunc
     from edgeopt.lower.schedule_cpu import schedule_kernel
+
+    node = next(n for n in g.nodes if anchor_op(n) == "conv2d_winograd")
+    return schedule_kernel(build_primfunc(g, node)[0], "conv2d_winograd", host_target.vector_lanes(32),
+                           anchor_attrs(node))
+
+
+def test_transform_rows_are_unrolled_so_their_coefficients_are_constants(host_target):
+    """Every loop over a transform's rows or a tile's pixels (extent m+2 or m) is unrolled: the rule's Select over
+    the row becomes a constant case per copy, so no row sum is computed and then thrown away."""
+    import tvm
+    from tvm.s_tir import Schedule
+
+    g = blocked_conv_graph(cin=64, cout=64, size=8, bias=False)  # no other loop has extent 4 or 6 here
+    run_pass(g)
+    func, desc = scheduled_winograd(host_target, g)
+    assert desc.startswith("winograd(F4x4"), desc
+    sch = Schedule(tvm.IRModule({"main": func}))
+    for stage in ("wino_rows", "wino_in", "wino_cols", "conv2d_winograd"):
+        loops = [sch.get(lp) for lp in sch.get_loops(sch.get_sblock(stage, func_name="main"))]
+        rowlike = [lp for lp in loops if int(lp.extent) in (4, 6)]
+        assert rowlike and all(lp.kind == tvm.tirx.ForKind.UNROLLED for lp in rowlike), (stage, loops)
+
+
+def test_kernel_is_vectorized(host_target):
+    """Every multiply of the kernel is a vector op: the channel block is the vector in all five stages."""
+    import tvm
 
     g = blocked_conv_graph(size=8, bias=False)
     run_pass(g)
-    node = g.nodes[0]
-    func, desc = schedule_kernel(build_primfunc(g, node)[0], node.op, host_target.vector_lanes(32), node.attrs)
-    assert desc.startswith("winograd(F4x4"), desc
+    func, desc = scheduled_winograd(host_target, g)
     ll = tvm.compile(tvm.IRModule({"main": func}), target=host_target.tvm_target()).mod.inspect_source("ll")
     lanes = host_target.vector_lanes(32)
     scalar = re.findall(r"fmul float |fmuladd\.f32\(", ll)
     vector = re.findall(rf"fmul <{lanes} x float> |fmuladd\.v{lanes}f32\(", ll)
     assert vector and not scalar, (len(vector), len(scalar))
-    trivial = re.findall(r"fmul(?:add)?[^\n]*splat \(float -?[01]\.000000e\+00\)", ll)
-    assert not trivial, trivial[:3]
+
+
+class ScaledConv(torch.nn.Module):
+    """Epilogues with scalar constants (after a ReLU, so no pass folds them into the weights) and a plain NCHW
+    model input of 32 channels, so the first Winograd kernel reads it through a layout-transform prologue."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = torch.nn.Conv2d(32, 32, 3, padding=1), torch.nn.Conv2d(32, 32, 3, padding=1)
+
+    def forward(self, x):
+        return torch.relu(self.b(torch.relu(self.a(x)) * 0.5 + 3.0)) - 1.0
+
+
+def test_scalar_epilogues_and_a_plain_input_keep_the_winograd_schedule():
+    torch.manual_seed(0)
+    net, x = ScaledConv().eval(), torch.randn(1, 32, 8, 8)
+    compiled = edgeopt.compile(net, [x])
+    wino = [k for k in compiled.report["kernels"] if k["op"] == "conv2d_winograd"]
+    assert len(wino) == 2, compiled.report["kernels"]
+    assert all(k["schedule"].startswith("winograd(F4x4") for k in wino), wino  # not the fallback
+    assert wino[0]["ops"][0] == "layout_transform"  # the prologue from plain NCHW
+    assert "mul" in wino[0]["ops"] and "sub" in wino[1]["ops"], wino
+    with torch.no_grad():
+        assert_close(net(x).numpy(), compiled(x.numpy()), rtol=1e-5)
+
+
+def test_prime_tile_count_gets_a_four_row_register_tile():
+    g = blocked_conv_graph(size=44, bias=False)  # 11 tiles per row: no divisor between 2 and 7
+    before = g.clone()
+    run_pass(g)
+    xs = [rand(*g.inputs[0].type.shape)]
+    compiled = compile_graph(g.clone(), opt_level=0)
+    (kernel,) = [k for k in compiled.report["kernels"] if k["op"] == "conv2d_winograd"]
+    assert "rows4" in kernel["schedule"], kernel["schedule"]
+    assert_close(interpret(before, xs)[0], compiled(*xs), rtol=1e-5)

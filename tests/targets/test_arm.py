@@ -7,11 +7,9 @@ stamp-cached under build/arm64). Each emulated Python process costs seconds, so 
 
 from __future__ import annotations
 
-import os
 import platform
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +23,7 @@ from edgeopt import emulate
 from edgeopt.errors import ArtifactError, TargetError
 from edgeopt.runtime.artifact import read_artifact
 from tests.conftest import compile_zoo, rel_err, torch_outputs
-from tests.targets import needs, required
+from tests.targets import needs
 
 pytestmark = pytest.mark.arm
 TOL = 1e-4  # as tests/models/test_zoo.py: max abs error relative to the output's scale
@@ -34,19 +32,6 @@ needs_cc = needs("arm", bool(shutil.which(CC) and shutil.which(OBJDUMP)),
                  f"{CC} is not installed (apt-get install gcc-aarch64-linux-gnu libc6-dev-arm64-cross)")
 needs_qemu = needs("arm", bool(shutil.which(emulate.QEMU)), "qemu-aarch64 is not installed (apt-get install qemu-user)")
 EM_AARCH64 = 183
-
-
-@pytest.fixture(scope="session")
-def sysroot():
-    """The emulated device's files, built once per session by scripts/arm_sysroot.sh (a stamp makes reruns instant)."""
-    b = emulate.sysroot_dir()
-    script = Path(__file__).resolve().parents[2] / "scripts" / "arm_sysroot.sh"
-    r = subprocess.run(["bash", str(script), str(b)], capture_output=True, text=True, timeout=900,
-                       env={**os.environ, "HOST_PY": sys.executable})
-    if r.returncode != 0:
-        why = f"the arm64 sysroot could not be built ({script} {b}): {(r.stdout + r.stderr)[-800:]}"
-        (pytest.fail if required("arm") else pytest.skip)(why)
-    return emulate.check_emulator(b)
 
 
 def tiny_cnn():

@@ -4,7 +4,8 @@ Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks" (2016). The ou
 tiles; each is ``Y = AT [U * (BT d BT')] AT'``, where ``d`` is the (m+2) x (m+2) input tile under it, ``*``
 is elementwise, summed over the input channels, and ``U = G g G'`` is the 3x3 filter ``g`` transformed once,
 at compile time. Per tile and channel pair, (m+2)^2 multiplies replace 9 m^2: 2.25x fewer with m = 2 and 4x
-fewer with m = 4 (whose larger constants cost a little accuracy: about 1e-6 relative in fp32).
+fewer with m = 4, whose larger constants cost some accuracy: in fp32, about 1e-5 of the output's scale with
+m = 4 and 2e-6 with m = 2 (ResNet-18's layers, ``bench/winograd.py``).
 
 The op has one layout, the blocked one the CPU pipeline uses (``nchwc_layout``):
 
@@ -13,8 +14,8 @@ The op has one layout, the blocked one the CPU pipeline uses (``nchwc_layout``):
     bias [O] (optional)
     attrs: tile = m (2 or 4), padding = [top, left, bottom, right]
 
-The reference computes exactly that algorithm in float64, so it agrees with ``conv2d`` on the filter ``u``
-came from to float64 rounding (``transform_weight`` makes ``u``).
+The reference computes exactly that algorithm in float64; with ``u`` from ``transform_weight`` (rounded to the
+filter's dtype) it agrees with ``conv2d`` of that filter up to that rounding of ``u``.
 """
 
 from __future__ import annotations

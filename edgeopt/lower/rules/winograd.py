@@ -8,9 +8,9 @@
     conv2d_winograd Y[n, kb, h, w, kv] = sum_i AT[h%m, i] O[p(h, w), i, w%m, kb*v+kv] (+ bias)
 
 ``p`` numbers the tiles (image, tile row, tile column) and ``c``/``k`` the input/output channels. The
-transforms are written as sums of their nonzero terms only, one ``Select`` case per transform row: once the
-schedule unrolls the row loop every case is a constant and the others fold away, so no multiply by 0 or 1
-is left, and each pass costs sum(nonzeros) adds per element instead of a dense (m+2)^2 product.
+transforms are written as sums of their nonzero terms only (no multiply by 0, none by +-1), one ``Select``
+case per transform row: the schedule unrolls every row loop, so each copy's case is a constant and the
+others fold away, and a pass costs its row's nonzeros in adds per element, not a dense (m+2)-term product.
 """
 
 from __future__ import annotations
