@@ -50,12 +50,7 @@ def schedule_winograd(sch: Schedule, attrs: dict) -> str:
     sch.unroll(j)
     sch.vectorize(kv)
 
-    cols = sch.get_sblock("wino_cols", func_name="main")
-    sch.compute_at(cols, tw, preserve_unit_loops=True)
-    _, ci, cs, ck = sch.get_loops(cols)[-4:]
-    sch.unroll(ci)
-    sch.unroll(cs)
-    sch.vectorize(ck)
+    _transform_at(sch, "wino_cols", tw)  # one tile's output transform, per vector of output channels
 
     gemm = sch.get_sblock("wino_gemm", func_name="main")
     sch.compute_at(gemm, row, preserve_unit_loops=True)
@@ -66,15 +61,22 @@ def schedule_winograd(sch: Schedule, attrs: dict) -> str:
     r, s = sch.split(e, [a, a])
     sch.reorder(p, co, r, s, cb)
     sch.unroll(r)  # the transform's rows: each row's coefficients become constants (the Select folds)
-    rows = sch.get_sblock("wino_rows", func_name="main")
-    sch.compute_at(rows, r, preserve_unit_loops=True)
-    _, _, rj, rc = sch.get_loops(rows)[-4:]
-    sch.unroll(rj)
-    sch.vectorize(rc)
+    _transform_at(sch, "wino_rows", r)  # one row of the input transform, per channel block
     sch.unroll(s)
     sch.vectorize(cb)
     sch.parallel(row)
     return f"winograd(F{m}x{m},{_tile_products(sch, gemm, _last_dim(sch, 1))})"
+
+
+def _transform_at(sch: Schedule, name: str, loop) -> None:
+    """Compute a transform pass (4 loops: tile, row, column, channel) under ``loop``: its row and column loops
+    unrolled (their coefficients become constants), the channel loop vectorized."""
+    block = sch.get_sblock(name, func_name="main")
+    sch.compute_at(block, loop, preserve_unit_loops=True)
+    _, rows, cols, channels = sch.get_loops(block)[-4:]
+    sch.unroll(rows)
+    sch.unroll(cols)
+    sch.vectorize(channels)
 
 
 def _block_names(sch: Schedule) -> list[str]:
