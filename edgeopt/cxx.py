@@ -14,8 +14,6 @@ are raw little-endian arrays: ``x.astype(np.float32).tofile("x.bin")``, ``np.fro
 
 from __future__ import annotations
 
-import io
-import json
 import os
 import shutil
 import subprocess
@@ -33,18 +31,9 @@ COMPILERS = {"host": ("g++", "g++"), "arm": ("aarch64-linux-gnu-g++", "g++-aarch
 
 def export_flat(artifact: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
     """Verify ``artifact`` and write its flat form (kernels.so, weights.bin, plan.txt) into ``out_dir``."""
-    from .runtime import safetensors_io
-    from .runtime.artifact import read_artifact
+    from .runtime.model import read_cpu_artifact
 
-    manifest, members = read_artifact(str(artifact), f"artifact {str(artifact)!r}")
-    if manifest["target"].get("runtime") == "cuda":
-        raise TargetError("the C++ runner runs CPU artifacts ('host', 'arm'); this one is for CUDA")
-    try:
-        plan = json.loads(members["plan.json"])
-        weights = safetensors_io.read_into(io.BytesIO(members["weights.safetensors"]), np.empty)
-        lib = members["kernels.so"]
-    except (KeyError, ValueError) as e:
-        raise ArtifactError(f"artifact {str(artifact)!r}: plan, weights or kernels unreadable ({e})") from None
+    _, plan, weights, lib = read_cpu_artifact(str(artifact), f"artifact {str(artifact)!r}", "the C++ runner")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "kernels.so").write_bytes(lib)

@@ -23,15 +23,13 @@ board with that key is free. CPU artifacts (``host``, ``arm``) only, for now.
 
 from __future__ import annotations
 
-import io
-import json
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import ArtifactError, EdgeoptError, InputError
+from .errors import EdgeoptError, InputError
 from .ir_dtypes import NP_DTYPES
 
 LIBRARY_NAME = "edgeopt_kernels.so"
@@ -53,7 +51,7 @@ class RemoteResult:
 def run(artifact, inputs: Sequence, host: str = "127.0.0.1", port: int = 9090, *, tracker: tuple | None = None,
         key: str | None = None, number: int = 10, repeat: int = 5, session_timeout: int = 600) -> RemoteResult:
     """Run the artifact (a path or its bytes) on the board's RPC server with ``inputs``; time its kernels there."""
-    manifest, members, plan, weights = _read(artifact)
+    manifest, plan, weights, kernels = _read(artifact)
     arrays = _check_inputs(plan, inputs)
     if key and not tracker:
         raise RemoteError("key= names a board registered with a tracker: give tracker=(host, port) too")
@@ -61,7 +59,7 @@ def run(artifact, inputs: Sequence, host: str = "127.0.0.1", port: int = 9090, *
     lib = tensors = None
     try:
         try:
-            sess.upload(bytearray(members["kernels.so"]), LIBRARY_NAME)
+            sess.upload(bytearray(kernels), LIBRARY_NAME)
             lib = sess.load_module(LIBRARY_NAME)
         except Exception as e:  # noqa: BLE001 - the server's error arrives as a TVM RPC error of any type
             raise RemoteError(f"the board could not load the kernel library built for {_describe(manifest)}: "
@@ -95,28 +93,10 @@ def run(artifact, inputs: Sequence, host: str = "127.0.0.1", port: int = 9090, *
 
 
 def _read(artifact):
-    from .runtime import safetensors_io
-    from .runtime.artifact import read_artifact
-    from .runtime.model import SUPPORTED_TVM
+    from .runtime.model import read_cpu_artifact
 
     what = f"artifact {artifact!r}" if isinstance(artifact, str) else "artifact"
-    manifest, members = read_artifact(artifact, what)
-    if not str(manifest.get("tvm_version", "")).startswith(SUPPORTED_TVM):
-        raise ArtifactError(f"{what} was compiled with TVM {manifest.get('tvm_version')}; boards run TVM "
-                            f"{SUPPORTED_TVM}.x kernels: recompile the model")
-    if manifest["target"].get("runtime") == "cuda":
-        raise RemoteError("edgeopt.remote runs CPU artifacts (targets 'host' and 'arm'); this one is for CUDA")
-    try:
-        plan = json.loads(members["plan.json"])
-        weights = safetensors_io.read_into(io.BytesIO(members["weights.safetensors"]), np.empty)
-    except (KeyError, ValueError) as e:
-        raise ArtifactError(f"{what}: plan or weights unreadable ({e})") from None
-    if "kernels.so" not in members:
-        raise ArtifactError(f"{what} has no kernel library")
-    missing = [n for n, v in plan["values"].items() if v["kind"] == "const" and n not in weights]
-    if missing:
-        raise ArtifactError(f"{what}: weights {missing[:5]} of the plan are not in weights.safetensors")
-    return manifest, members, plan, weights
+    return read_cpu_artifact(artifact, what, "edgeopt.remote")
 
 
 def _check_inputs(plan: dict, inputs: Sequence) -> list[np.ndarray]:

@@ -33,7 +33,6 @@ from tvm.s_tir import Schedule
 
 from ..ir.ops.linalg import linear_weight_block
 from ..ir.ops.nn import conv_weight_block
-from .schedule_winograd import schedule_winograd
 
 TILED_OPS = {"conv2d", "conv_transpose2d", "matmul", "linear", "max_pool2d", "avg_pool2d"}
 #: which output axis to unroll (register-block) for each tiled op, counted from the front (None: none)
@@ -82,6 +81,8 @@ def _extents(sch: Schedule, loops) -> list[int]:
 
 def _schedule(sch: Schedule, op: str, lanes: int, attrs: dict) -> str:
     if op == "conv2d_winograd":
+        from .schedule_winograd import schedule_winograd  # it imports this module's helpers
+
         return schedule_winograd(sch, attrs)
     outputs = {sch.get(b).name_hint for b in sch.get_output_blocks(sch.get_sblock("root", func_name="main"))}
     anchor = None

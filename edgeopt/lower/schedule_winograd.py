@@ -13,14 +13,12 @@ from __future__ import annotations
 
 from tvm.s_tir import Schedule
 
+from .schedule_cpu import _divisor_at_most
+
 #: the rule's stages (``rules/winograd.py``)
 STAGES = ("wino_rows", "wino_in", "wino_gemm", "wino_cols", "conv2d_winograd")
 #: accumulator vectors of the products' register tile (AVX2 has 16 registers; the rest feed the FMAs)
 _MAX_ACCUMULATORS = 8
-
-
-def _divisor_at_most(n: int, limit: int) -> int:
-    return max(d for d in range(1, min(n, limit) + 1) if n % d == 0)
 
 
 def schedule_winograd(sch: Schedule, attrs: dict) -> str:

@@ -7,6 +7,7 @@ threads can run the same model at the same time.
 
 from __future__ import annotations
 
+import io
 import json
 import threading
 
@@ -186,6 +187,29 @@ def _resolve_view(name, values, arrays):
     base = _resolve_view(info["of"], values, arrays)
     arrays[name] = base.reshape(info["shape"])
     return arrays[name]
+
+
+def read_cpu_artifact(source, what: str, user: str) -> tuple[dict, dict, dict[str, np.ndarray], bytes]:
+    """(manifest, plan, weights, kernel library bytes) of a verified CPU artifact, for the runners that do not load it
+    here (``edgeopt.remote``, ``edgeopt.cxx``; ``user`` names them in errors): manifest and sha256 checked, TVM
+    version checked, every planned constant present. A CUDA artifact is an ``ArtifactError``."""
+    manifest, members = read_artifact(source, what)
+    tvm_version = str(manifest.get("tvm_version", ""))
+    if not tvm_version.startswith(SUPPORTED_TVM):
+        raise ArtifactError(f"{what} was compiled with TVM {tvm_version}; {user} runs TVM {SUPPORTED_TVM}.x "
+                            "kernels: recompile the model")
+    if manifest["target"].get("runtime") == "cuda":
+        raise ArtifactError(f"{user} runs CPU artifacts (targets 'host' and 'arm'); {what} is for CUDA")
+    try:
+        plan = json.loads(members["plan.json"])
+        weights = safetensors_io.read_into(io.BytesIO(members["weights.safetensors"]), np.empty)
+        lib = members["kernels.so"]
+    except (KeyError, ValueError) as e:
+        raise ArtifactError(f"{what}: plan, weights or kernel library unreadable ({e})") from None
+    missing = [n for n, v in plan["values"].items() if v["kind"] == "const" and n not in weights]
+    if missing:
+        raise ArtifactError(f"{what}: weights {missing[:5]} of the plan are not in weights.safetensors")
+    return manifest, plan, weights, lib
 
 
 def load(path: str) -> Model:
