@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 from . import __version__
 from .errors import ArtifactError, TargetError
+from .ir_dtypes import NP_DTYPES
 from .runtime.artifact import write_artifact
 from .runtime.devices import check_device
 from .runtime.model import Model
@@ -104,7 +105,7 @@ def optimize_graph(graph, tgt, *, opt_level: int = 2, passes: Sequence | None = 
     from .pipeline import resolve, run_passes
 
     verify(graph)
-    return run_passes(graph, resolve(passes, disable, opt_level, tgt.name), tgt)
+    return run_passes(graph, resolve(passes, disable, opt_level, tgt.name, tgt.legalize_passes), tgt)
 
 
 def compile_graph(graph, target="host", *, opt_level: int = 2, passes: Sequence | None = None,
@@ -126,13 +127,17 @@ def compile_graph(graph, target="host", *, opt_level: int = 2, passes: Sequence 
     lowered = lower(graph, tgt, tuning)
     with tempfile.TemporaryDirectory(prefix="edgeopt-") as d:
         lib_path = os.path.join(d, "kernels.so")
+        # device code beside the library (CUDA cubin/PTX), or instead of it (Vulkan's WGSL shaders)
+        device_code, lib = {}, b""
         if lowered.executable is not None:
-            device_code = tgt.export_library(lowered.executable, lib_path) or {}  # e.g. CUDA cubin/PTX
-            with open(lib_path, "rb") as f:
-                lib = f.read()
-        else:
-            lib, device_code = b"", {}
-    consts = {name: graph.constants[name] for name, v in lowered.plan["values"].items() if v["kind"] == "const"}
+            device_code = tgt.export_library(lowered.executable, lib_path) or {}
+            lib = None
+            if os.path.exists(lib_path):
+                with open(lib_path, "rb") as f:
+                    lib = f.read()
+    # in the dtype the device stores them in (the plan's: a target's storage_dtypes, e.g. bool as i32 on Vulkan)
+    consts = {name: graph.constants[name].astype(NP_DTYPES[v["dtype"]], copy=False)
+              for name, v in lowered.plan["values"].items() if v["kind"] == "const"}
     report = {
         "target": tgt.name,
         "num_kernels": len(lowered.plan["steps"]),
@@ -164,7 +169,7 @@ def compile_graph(graph, target="host", *, opt_level: int = 2, passes: Sequence 
         "report": report,
     }
     members = {"plan.json": _json(lowered.plan), "weights.safetensors": safetensors_dumps(consts),
-               "kernels.so": lib, "ir.txt": str(graph).encode(), **device_code}
+               **({"kernels.so": lib} if lib is not None else {}), "ir.txt": str(graph).encode(), **device_code}
     return CompiledModel(write_artifact(manifest, members), graph, report, manifest["target"], members["plan.json"])
 
 
@@ -174,7 +179,7 @@ def _cannot_run_here(target: dict) -> str | None:
         check_device(target)
     except ArtifactError as e:
         cpu, arch = target.get("mcpu") or target.get("cuda_arch"), target.get("arch")
-        why = f"this machine is {platform.machine()}" if arch != platform.machine() else str(e)
+        why = f"this machine is {platform.machine()}" if arch and arch != platform.machine() else str(e)
         emulated = (f", or emulated here with edgeopt.emulate.run('m.edgeopt', inputs, cpu={cpu!r})"
                     if target.get("name") == "arm" else "")
         return (f"this model was compiled for target {target.get('name')!r} ({arch}, {cpu}) and cannot run here "

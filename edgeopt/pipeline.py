@@ -92,7 +92,7 @@ PIPELINES = {
 #: passes that pack weights or activations into CPU vector layouts (OIHW<v>o, NCHW<v>c, linear panels) or
 #: pick a CPU algorithm on them (Winograd convs on NCHW<v>c): GPU targets schedule the plain layouts and skip them
 CPU_LAYOUT_PASSES = ("linear_weight_layout", "conv_weight_layout", "nchwc_layout", "winograd_conv")
-GPU_TARGETS = ("cuda",)
+GPU_TARGETS = ("cuda", "vulkan")
 
 
 def default_pipeline(opt_level: int, target_name: str = "host") -> list[str]:
@@ -104,13 +104,18 @@ def default_pipeline(opt_level: int, target_name: str = "host") -> list[str]:
 
 
 def resolve(passes: Sequence[str | Pass] | None, disable: Iterable[str], opt_level: int,
-            target_name: str) -> list[Pass]:
+            target_name: str, legalize: Sequence[str] = ()) -> list[Pass]:
+    """The passes to run: ``passes``, or the pipeline for ``opt_level`` and the target, minus ``disable``.
+    ``legalize`` (the target's ``legalize_passes``) runs first in every case and cannot be disabled."""
     names = default_pipeline(opt_level, target_name) if passes is None else list(passes)
     disable = set(disable)
-    out = []
+    forced = [p for p in legalize if p in disable]
+    if forced:
+        raise PassError(f"pass(es) {forced} cannot be disabled: target {target_name!r} needs them to run at all")
+    out = [get_pass(p) for p in legalize]
     for p in names:
         pobj = get_pass(p) if isinstance(p, str) else p
-        if pobj.name not in disable:
+        if pobj.name not in disable and pobj.name not in legalize:
             out.append(pobj)
     unknown = disable - {p.name for p in out} - set(registered_passes())
     if unknown:

@@ -10,7 +10,7 @@ from ..errors import TargetError
 from .base import Target
 
 _TARGETS = {"host": "edgeopt.targets.host:HostTarget", "arm": "edgeopt.targets.arm:ArmTarget",
-            "cuda": "edgeopt.targets.cuda:CudaTarget"}
+            "cuda": "edgeopt.targets.cuda:CudaTarget", "vulkan": "edgeopt.targets.vulkan:VulkanTarget"}
 
 
 def available_targets() -> list[str]:

@@ -11,6 +11,10 @@ class Target:
     runtime: str = "cpu"
     #: whether edgeopt's hand-written TIR kernels (CPU schedules, e.g. flash attention) may be used
     tir_kernels: bool = True
+    #: IR dtype -> the dtype its tensors are stored as in device memory, where the kernel language lacks it
+    storage_dtypes: dict[str, str] = {}
+    #: passes that make the IR expressible on this target (e.g. dtypes it lacks): run first, at every opt level
+    legalize_passes: tuple[str, ...] = ()
 
     def tvm_target(self):
         raise NotImplementedError
@@ -25,11 +29,18 @@ class Target:
 
         return schedule_kernel(func, op, lanes, attrs)
 
+    def build(self, funcs: dict):
+        """Compile the scheduled kernels (name -> PrimFunc) into what ``export_library`` writes."""
+        import tvm
+
+        return tvm.compile(tvm.IRModule(funcs), target=self.tvm_target())
+
     def check_toolchain(self) -> None:
         """Raise ``TargetError`` naming what is missing to compile for this target."""
 
     def export_library(self, executable, path: str) -> dict[str, bytes] | None:
-        """Write the kernel library to ``path``; may return extra artifact members (e.g. device code)."""
+        """Write the kernel library to ``path`` (targets with no library write nothing); may return extra artifact
+        members (e.g. device code)."""
         executable.export_library(path)
 
     def device_requirements(self) -> dict:

@@ -124,8 +124,12 @@ def anchor_attrs(n: Node) -> dict:
     return next((m.attrs for m in n.body.nodes if m.op == op), {})
 
 
-def build_primfunc(g: Graph, n: Node) -> tuple[tvm.tirx.PrimFunc, list[Value]]:
-    """The node's TE compute (a fused node: its whole body) as a PrimFunc; returns it and its argument values."""
+def build_primfunc(g: Graph, n: Node, storage: dict[str, str] | None = None) -> tuple[tvm.tirx.PrimFunc, list[Value]]:
+    """The node's TE compute (a fused node: its whole body) as a PrimFunc; returns it and its argument values.
+
+    ``storage`` (a target's ``storage_dtypes``) maps IR dtypes to the dtype their buffers hold on the device: such
+    arguments are converted on load and such outputs on store, inside the kernel."""
+    storage = storage or {}
     args, te_ins = [], []
     for i, v in enumerate(n.inputs):
         dt = TVM_DTYPES[v.type.dtype]
@@ -133,12 +137,19 @@ def build_primfunc(g: Graph, n: Node) -> tuple[tvm.tirx.PrimFunc, list[Value]]:
             val = g.const(v).reshape(()).item()
             te_ins.append(te.compute(v.type.shape, _constant_body(val, dt), name=f"scalar{i}"))
         else:
-            ph = te.placeholder(v.type.shape, dt, name=f"in{i}")
-            te_ins.append(ph)
+            held = storage.get(v.type.dtype)
+            ph = te.placeholder(v.type.shape, TVM_DTYPES[held] if held else dt, name=f"in{i}")
+            te_ins.append(_convert(ph, dt, f"load{i}") if held else ph)
             args.append((ph, v))
     outs = _body_compute(n.body, te_ins) if n.body is not None else [_node_compute(n, te_ins)]
+    outs = [_convert(t, TVM_DTYPES[storage[v.type.dtype]], f"store{i}") if v.type.dtype in storage else t
+            for i, (t, v) in enumerate(zip(outs, n.outputs))]
     func = te.create_prim_func([ph for ph, _ in args] + outs)
     return func, [v for _, v in args]
+
+
+def _convert(t: te.Tensor, dtype: str, name: str) -> te.Tensor:
+    return te.compute(t.shape, lambda *i: t(*i).astype(dtype), name=name)
 
 
 def kernel_name(n: Node, key: str) -> str:
@@ -152,7 +163,10 @@ def hand_kernel(g: Graph, n: Node, lanes: int, target=None) -> tuple[tvm.tirx.Pr
     TE compute scheduled by ``schedule_kernel`` (by ``target.schedule`` when a target is given)."""
     tir = _tir_kernel(g, n) if target is None or target.tir_kernels else None
     schedule = schedule_kernel if target is None else target.schedule
-    return tir or schedule(build_primfunc(g, n)[0], anchor_op(n), lanes, anchor_attrs(n))
+    if tir:
+        return tir
+    func = build_primfunc(g, n, getattr(target, "storage_dtypes", None))[0]
+    return schedule(func, anchor_op(n), lanes, anchor_attrs(n))
 
 
 def is_tunable(g: Graph, n: Node) -> bool:
@@ -224,20 +238,21 @@ def lower(g: Graph, target, tuning=None) -> Lowered:
     t0 = time.perf_counter()
     tkey = str(target.tvm_target())
     lanes = target.vector_lanes(32)
+    storage = getattr(target, "storage_dtypes", {})
     funcs: dict[str, tvm.tirx.PrimFunc] = {}
     kernels: list[dict] = []
     values: dict[str, dict] = {}
     steps: list[dict] = []
     ignored: list[str] = []  # kernels whose tuning record is stale
     for v in g.inputs:
-        values[v.name] = _vinfo(v, "input")
+        values[v.name] = _vinfo(v, "input", storage)
     for n in g.nodes:
         out = n.outputs[0]
         if n.op in VIEW_OPS:
             src = n.inputs[0]
             if g.is_const(src) and src.name not in values:  # a view of a weight: the weight must ship
-                values[src.name] = _vinfo(src, "const")
-            values[out.name] = {**_vinfo(out, "view"), "of": src.name}
+                values[src.name] = _vinfo(src, "const", storage)
+            values[out.name] = {**_vinfo(out, "view", storage), "of": src.name}
             continue
         key = kernel_key(g, n)
         name = kernel_name(n, key)
@@ -257,9 +272,9 @@ def lower(g: Graph, target, tuning=None) -> Lowered:
                 ignored.append(name)
         for v in arg_values:
             if g.is_const(v) and v.name not in values:
-                values[v.name] = _vinfo(v, "const")
+                values[v.name] = _vinfo(v, "const", storage)
         for o in n.outputs:
-            values[o.name] = _vinfo(o, "buffer")
+            values[o.name] = _vinfo(o, "buffer", storage)
         step = {"kernel": name, "args": [v.name for v in arg_values] + [o.name for o in n.outputs],
                 "num_outputs": len(n.outputs), "node": out.name}
         inplace = inplace_candidates(g, n, arg_values)
@@ -267,7 +282,7 @@ def lower(g: Graph, target, tuning=None) -> Lowered:
             step["inplace"] = inplace
         steps.append(step)
     t1 = time.perf_counter()
-    executable = tvm.compile(tvm.IRModule(funcs), target=target.tvm_target()) if funcs else None
+    executable = target.build(funcs) if funcs else None
     t2 = time.perf_counter()
     plan = {
         "inputs": [_io(v) for v in g.inputs],
@@ -286,8 +301,9 @@ def lower(g: Graph, target, tuning=None) -> Lowered:
                    memory, ignored)
 
 
-def _vinfo(v: Value, kind: str) -> dict:
-    return {"shape": list(v.type.shape), "dtype": v.type.dtype, "kind": kind}
+def _vinfo(v: Value, kind: str, storage: dict[str, str]) -> dict:
+    """A value's plan entry; ``dtype`` is what its buffer holds (``storage``: the target's ``storage_dtypes``)."""
+    return {"shape": list(v.type.shape), "dtype": storage.get(v.type.dtype, v.type.dtype), "kind": kind}
 
 
 def _io(v: Value) -> dict:

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import ArtifactError, InputError
 from ..ir_dtypes import NP_DTYPES
-from . import safetensors_io, tvm_cpu, tvm_cuda
+from . import safetensors_io, tvm_cpu, tvm_cuda, vulkan
 from .artifact import read_artifact
 from .devices import check_device
 
@@ -31,12 +31,15 @@ class Model:
 
         manifest, members = read_artifact(source, what, consumers={"weights.safetensors": read_weights})
         self.manifest = manifest
+        runtime = manifest["target"].get("runtime")
         tvm_version = str(manifest.get("tvm_version", ""))
-        if not tvm_version.startswith(SUPPORTED_TVM):
+        if runtime != "vulkan" and not tvm_version.startswith(SUPPORTED_TVM):  # Vulkan runs WGSL, without TVM
             raise ArtifactError(f"{what} was compiled with TVM {tvm_version}; this runtime runs TVM {SUPPORTED_TVM}.x "
                                 "kernels: recompile the model")
         check_device(manifest["target"])
-        self._cuda = manifest["target"].get("runtime") == "cuda"
+        self._cuda = runtime == "cuda"
+        #: GPU backends run the whole plan in their context (``ctx.run``); the CPU one calls kernels from here
+        self._device_context = {"cuda": tvm_cuda.CudaContext, "vulkan": vulkan.VulkanContext}.get(runtime)
         try:
             self.plan = json.loads(members["plan.json"])
             weights = members["weights.safetensors"]  # already in 64-byte-aligned arrays
@@ -48,6 +51,8 @@ class Model:
             self._lib = None
         elif self._cuda:
             self._lib = tvm_cuda.load_library(members["kernels.so"], members, manifest["target"])
+        elif runtime == "vulkan":
+            self._lib = vulkan.load_library(members, what)
         else:
             self._lib = tvm_cpu.load_library(members["kernels.so"])
         self._funcs = {}
@@ -71,14 +76,14 @@ class Model:
     def _context(self):
         ctx = getattr(self._local, "ctx", None)
         if ctx is None:
-            ctx = self._local.ctx = tvm_cuda.CudaContext(self) if self._cuda else _Context(self)
+            ctx = self._local.ctx = (self._device_context or _Context)(self)
         return ctx
 
     def __call__(self, *args, **kwargs):
         """Run on inputs (positional in order, or by name); returns an array, or a tuple if several."""
         arrays = self._bind(args, kwargs)
         ctx = self._context()
-        if self._cuda:
+        if self._device_context is not None:
             outs = ctx.run(arrays)
             return outs[0] if len(outs) == 1 else outs
         for buf, arr in zip(ctx.input_arrays, arrays):
@@ -97,8 +102,8 @@ class Model:
         import statistics
         import time
 
-        if self._cuda:
-            raise ArtifactError("profile() does not time CUDA kernels yet (their launches are asynchronous)")
+        if self._device_context is not None:
+            raise ArtifactError("profile() times CPU kernels only (GPU launches are asynchronous): time whole calls")
         self(*args, **kwargs)
         ctx = self._context()
         rows = []
@@ -139,11 +144,21 @@ class Model:
                 raise InputError(f"input {spec['name']!r}: expected shape {tuple(spec['shape'])}, got "
                                  f"{tuple(x.shape)}. The model was compiled for that static shape; "
                                  "recompile with example inputs of the new shape.")
+            if x.dtype != want_dt and x.dtype.kind in "iu" and want_dt.kind in "iu" and _fits(x, want_dt):
+                x = x.astype(want_dt)  # e.g. int64 token ids for a model whose device has 32-bit integers only
+            if x.dtype != want_dt and x.dtype.kind in "iu" and want_dt.kind in "iu":
+                raise InputError(f"input {spec['name']!r}: expected dtype {want_dt}, got {x.dtype} with values "
+                                 f"outside {want_dt}'s range [{x.min()}, {x.max()}]")
             if x.dtype != want_dt:
                 raise InputError(f"input {spec['name']!r}: expected dtype {want_dt}, got {x.dtype} "
                                  f"(convert it with .astype(np.{want_dt}))")
             out.append(x)
         return out
+
+
+def _fits(x: np.ndarray, dtype: np.dtype) -> bool:
+    info = np.iinfo(dtype)
+    return x.size == 0 or (int(x.min()) >= info.min and int(x.max()) <= info.max)
 
 
 class _Context:
@@ -198,8 +213,9 @@ def read_cpu_artifact(source, what: str, user: str) -> tuple[dict, dict, dict[st
     if not tvm_version.startswith(SUPPORTED_TVM):
         raise ArtifactError(f"{what} was compiled with TVM {tvm_version}; {user} runs TVM {SUPPORTED_TVM}.x "
                             "kernels: recompile the model")
-    if manifest["target"].get("runtime") == "cuda":
-        raise ArtifactError(f"{user} runs CPU artifacts (targets 'host' and 'arm'); {what} is for CUDA")
+    if manifest["target"].get("runtime") != "cpu":
+        raise ArtifactError(f"{user} runs CPU artifacts (targets 'host' and 'arm'); {what} is for "
+                            f"{manifest['target'].get('name')!r}")
     try:
         plan = json.loads(members["plan.json"])
         weights = safetensors_io.read_into(io.BytesIO(members["weights.safetensors"]), np.empty)

@@ -1,0 +1,191 @@
+"""Build scheduled kernels into WGSL shaders and the calling convention a WebGPU runtime needs to dispatch them.
+
+TVM 0.27's WebGPU codegen emits WGSL, but the wheel ships no WebGPU runtime, and the module it builds holds all
+kernels in one source that no shader compiler accepts (each kernel redeclares its bindings). So each edgeopt
+kernel (a scheduled PrimFunc) is lowered with TVM's own pipeline for ``webgpu`` and then split here:
+
+- the **device kernels** it became (one or several: a PrimFunc with several loop nests launches one each) are
+  compiled to WGSL one at a time;
+- the **host function** says in which order they run, with which buffers and launch sizes
+  (``call_ffi_kernel(name, buffers..., launch values...)``), and which intermediate buffers (workspaces) it
+  allocates between them.
+
+The result, ``WebGPULibrary``, becomes artifact members (``members()``):
+
+    webgpu/kernels.json   {"functions": {kernel: {"params": [names], "workspaces": [{"name", "bytes"}],
+                            "dispatches": [{"entry", "shader", "bindings": [{"param": i} | {"workspace": j}],
+                                            "write": [0|1 per binding], "grid": [x, y], "workgroup": [x, y, z]}]}},
+                           "features": [...], "max_bindings": n, "max_workgroup_invocations": n}
+    webgpu/<entry>.wgsl   one shader per device kernel
+
+Binding ``i`` of a dispatch is the WGSL ``@binding(i)``; after the buffers comes one uniform with the packed scalar
+arguments (none: shapes are static) and ``packGridDimX``, the x grid size. Kernel parameters are matched to
+buffers by name (``X_ptr`` is buffer ``X``), never by position: TVM orders them by name, not as the PrimFunc does.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+
+import tvm
+from tvm import tirx
+from tvm.tirx.build import split_host_device_mods
+
+from ..errors import TargetError
+
+KERNELS_JSON = "webgpu/kernels.json"
+#: float literals TVM 0.27 prints that WGSL has no spelling for (``inff``), as bit patterns naga accepts
+_SPECIAL_FLOATS = {"inff": "bitcast<f32>(0x7f800000u)", "nanf": "bitcast<f32>(0x7fc00000u)",
+                   "infh": "bitcast<vec2<f16>>(0x7c007c00u).x", "nanh": "bitcast<vec2<f16>>(0x7e007e00u).x"}
+_SPECIAL_RE = re.compile(r"(?<![\w.])(" + "|".join(_SPECIAL_FLOATS) + r")(?![\w.])")
+_TAGS = ("blockIdx.x", "blockIdx.y", "threadIdx.x", "threadIdx.y", "threadIdx.z")
+
+
+@dataclass
+class Dispatch:
+    entry: str
+    wgsl: str
+    bindings: list[dict]
+    write: list[int]
+    grid: list[int]
+    workgroup: list[int]
+
+    def to_json(self) -> dict:
+        return {"entry": self.entry, "shader": f"webgpu/{self.entry}.wgsl", "bindings": self.bindings,
+                "write": self.write, "grid": self.grid, "workgroup": self.workgroup}
+
+
+@dataclass
+class WebGPUFunction:
+    params: list[str]
+    workspaces: list[dict] = field(default_factory=list)
+    dispatches: list[Dispatch] = field(default_factory=list)
+
+
+@dataclass
+class WebGPULibrary:
+    """Every kernel's dispatches; ``members()`` is what the artifact stores."""
+
+    functions: dict[str, WebGPUFunction]
+    features: list[str]
+
+    def members(self) -> dict[str, bytes]:
+        out, funcs = {}, {}
+        for name, f in self.functions.items():
+            funcs[name] = {"params": f.params, "workspaces": f.workspaces,
+                           "dispatches": [d.to_json() for d in f.dispatches]}
+            for d in f.dispatches:
+                out[f"webgpu/{d.entry}.wgsl"] = d.wgsl.encode()
+        dispatches = [d for f in self.functions.values() for d in f.dispatches]
+        info = {"functions": funcs, "features": self.features,
+                "max_bindings": max((len(d.bindings) for d in dispatches), default=0),
+                "max_workgroup_invocations": max((_prod(d.workgroup) for d in dispatches), default=0)}
+        out[KERNELS_JSON] = json.dumps(info, indent=1).encode()
+        return out
+
+
+def _prod(xs) -> int:
+    p = 1
+    for x in xs:
+        p *= x
+    return p
+
+
+def build_webgpu(funcs: dict[str, tirx.PrimFunc], tvm_target) -> WebGPULibrary:
+    """Lower the scheduled kernels ``funcs`` (name -> PrimFunc, each with a thread binding) for ``tvm_target``
+    (kind ``webgpu``) and split them into WGSL dispatches (see the module docstring)."""
+    params = {name: [p.name for p in f.params] for name, f in funcs.items()}
+    mod = tirx.transform.BindTarget(tvm_target.with_host(tvm_target.host))(tvm.IRModule(funcs))
+    pipeline, _, finalize_device = tvm.tirx.get_default_tir_pipeline(tvm_target)
+    host_mod, device_mods = split_host_device_mods(pipeline(mod))
+    if len(device_mods) != 1:
+        raise TargetError(f"the WebGPU build produced device modules for {list(device_mods)}, expected one webgpu "
+                          "module: some kernel got no GPU schedule")
+    ((device_target, device_mod),) = device_mods.items()
+    device_mod = finalize_device()(device_mod)
+    codegen = tvm.get_global_func("target.build.webgpu")
+    device = {gv.name_hint: f for gv, f in device_mod.functions.items()}
+    features: set[str] = set()
+    out = {}
+    for gv, host in host_mod.functions.items():
+        name = gv.name_hint
+        if name not in funcs:
+            continue
+        calls, workspaces = _host_calls(host.body)
+        fn = WebGPUFunction(params[name], [{"name": n, "bytes": b} for n, b in workspaces])
+        slots = {p: {"param": i} for i, p in enumerate(params[name])}
+        slots.update({n: {"workspace": j} for j, (n, _) in enumerate(workspaces)})
+        for entry, launch in calls:
+            kernel = device[entry]
+            built = codegen(tvm.IRModule({tvm.ir.GlobalVar(entry): kernel}), device_target)
+            wgsl = legal_wgsl(built.inspect_source())
+            info = json.loads(built.inspect_source("func_info"))[entry]
+            fn.dispatches.append(_dispatch(name, entry, kernel, info, wgsl, launch, slots))
+            if "enable f16;" in wgsl:
+                features.add("shader-f16")
+        if not fn.dispatches:
+            raise TargetError(f"kernel {name} launches no GPU kernel after lowering for WebGPU")
+        out[name] = fn
+    missing = sorted(set(funcs) - set(out))
+    if missing:
+        raise TargetError(f"kernels {missing} have no host function after lowering for WebGPU")
+    return WebGPULibrary(out, sorted(features))
+
+
+def legal_wgsl(source: str) -> str:
+    """TVM's WGSL with its infinity and NaN literals (``inff``, which WGSL lacks) spelled as bit casts."""
+    return _SPECIAL_RE.sub(lambda m: _SPECIAL_FLOATS[m.group(1)], source)
+
+
+def _dispatch(func: str, entry: str, kernel, info: dict, wgsl: str, launch: dict, slots: dict) -> Dispatch:
+    types = info["arg_types"]
+    names = [p.name for p in kernel.params]
+    if any(t != "handle" for t in types):
+        raise TargetError(f"kernel {func} ({entry}) takes scalar arguments {names}: shapes must be static")
+    write = next((json.loads(t.split(":", 1)[1]) for t in info["launch_param_tags"]
+                  if t.startswith("paramWriteAccess:")), [0] * len(names))
+    bindings = []
+    for p in names:
+        buf = p[:-4] if p.endswith("_ptr") else p
+        if buf not in slots:
+            raise TargetError(f"kernel {func} ({entry}) reads buffer {buf!r}, which is neither a parameter nor "
+                              f"a workspace of the function (parameters: {list(slots)})")
+        bindings.append(slots[buf])
+    unknown = sorted(set(launch) - set(_TAGS))
+    if unknown:
+        raise TargetError(f"kernel {func} ({entry}) uses launch parameters {unknown}, which WebGPU has no "
+                          "equivalent for (blockIdx.z is reserved, dynamic shared memory does not exist)")
+    grid = [launch.get("blockIdx.x", 1), launch.get("blockIdx.y", 1)]
+    workgroup = [launch.get(t, 1) for t in ("threadIdx.x", "threadIdx.y", "threadIdx.z")]
+    return Dispatch(entry, wgsl, bindings, [int(w) for w in write], grid, workgroup)
+
+
+def _host_calls(body) -> tuple[list[tuple[str, dict]], list[tuple[str, int]]]:
+    """(kernel launches in order: (entry, {launch tag: value}), workspaces: (buffer name, bytes)) of a host
+    function, read from its ``call_ffi_kernel`` calls and ``AllocBuffer`` statements."""
+    calls, workspaces = [], []
+
+    def visit(s):
+        if isinstance(s, tirx.AllocBuffer):
+            b = s.buffer
+            count = _prod(int(d) for d in b.shape)
+            workspaces.append((b.name, count * tvm.DataType(b.dtype).bits // 8))
+        if isinstance(s, tirx.Evaluate) and isinstance(s.value, tvm.ir.Call):
+            call = s.value
+            if getattr(call.op, "name", "") == "tirx.call_ffi_kernel":
+                tags = list(call.attrs.launch_params)
+                values = call.args[len(call.args) - len(tags):]
+                if not all(isinstance(v, tirx.IntImm) for v in values):
+                    raise TargetError(f"kernel {call.args[0].value} has launch sizes that are not constants "
+                                      f"({list(values)}): shapes must be static")
+                calls.append((call.args[0].value, {t: int(v.value) for t, v in zip(tags, values)}))
+        kids = s.seq if isinstance(s, tirx.SeqStmt) else [getattr(s, a, None) for a in ("body", "then_case",
+                                                                                            "else_case")]
+        for k in kids:
+            if isinstance(k, tirx.Stmt):
+                visit(k)
+
+    visit(body)
+    return calls, workspaces

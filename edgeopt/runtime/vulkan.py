@@ -1,0 +1,237 @@
+"""The Vulkan backend of the runtime: runs a ``target="vulkan"`` artifact's WGSL shaders with wgpu on a Vulkan device.
+
+The device needs a Vulkan driver (a GPU's, or Mesa's lavapipe: ``apt-get install mesa-vulkan-drivers libvulkan1``),
+numpy and ``wgpu`` (``pip install wgpu==0.32.0``, which bundles wgpu-native): no TVM, no compiler.
+
+- **Device.** ``WGPU_BACKEND_TYPE`` defaults to ``Vulkan`` (wgpu reads it at each adapter request; the value is
+  case-sensitive), and the adapter must report ``backend_type == "Vulkan"``: without that, a machine with no Vulkan
+  driver silently gets an OpenGL adapter. The artifact's features (``shader-f16``) and limits (storage buffers per
+  shader, binding size, workgroup size) are checked against the adapter before anything is created.
+- **Memory.** Every activation gets its own storage buffer, bound with its exact size (TVM's WGSL guards let one
+  extra workgroup run when a grid is split, so a binding must never reach another tensor); views share their
+  source's buffer; weights are uploaded once per calling thread; each kernel function's workspaces are allocated
+  once and shared by its steps.
+- **A call** writes the inputs, encodes every dispatch of the plan in one compute pass (WebGPU orders dispatches
+  and makes each one's writes visible to the next), submits once and reads the outputs back, which waits for the
+  work.
+- **Grids** over 65535 workgroups in x are split over z, halving x; the shader's guard compares against the true
+  x size, which the per-dispatch uniform (``packGridDimX``) carries.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+
+import numpy as np
+
+from ..errors import ArtifactError
+from ..ir_dtypes import NP_DTYPES
+
+KERNELS_JSON = "webgpu/kernels.json"
+WGPU_PIN = "wgpu==0.32.0"
+MAX_GROUPS_PER_DIM = 65535
+_lock = threading.Lock()
+_adapter: object = None  # the adapter, or the ArtifactError saying why there is none
+
+
+def _wgpu():
+    try:
+        import wgpu
+    except ImportError:
+        raise ArtifactError(f"running a Vulkan artifact needs the wgpu package: pip install {WGPU_PIN}") from None
+    return wgpu
+
+
+def vulkan_adapter():
+    """The Vulkan adapter wgpu finds (requested once per process); an ``ArtifactError`` saying why there is none."""
+    global _adapter
+    with _lock:
+        if _adapter is None:
+            try:
+                _adapter = _request_adapter()
+            except ArtifactError as e:
+                _adapter = e
+    if isinstance(_adapter, ArtifactError):
+        raise _adapter
+    return _adapter
+
+
+def _request_adapter():
+    wgpu = _wgpu()
+    backend = os.environ.setdefault("WGPU_BACKEND_TYPE", "Vulkan")
+    if backend != "Vulkan":
+        raise ArtifactError(f"WGPU_BACKEND_TYPE is {backend!r}; a Vulkan artifact runs with WGPU_BACKEND_TYPE=Vulkan "
+                            "(exact case), or unset")
+    try:
+        adapter = wgpu.gpu.request_adapter_sync(power_preference="high-performance")
+    except Exception as e:  # wgpu raises RuntimeError with the loader's complaint
+        raise ArtifactError("no Vulkan device found: install the GPU's Vulkan driver, or Mesa's software one "
+                            f"(apt-get install mesa-vulkan-drivers libvulkan1). wgpu said: {str(e)[:300]}") from None
+    if adapter.info.get("backend_type") != "Vulkan":
+        raise ArtifactError(f"wgpu offered {adapter.info.get('device')!r} through {adapter.info.get('backend_type')}, "
+                            "not Vulkan: install a Vulkan driver (apt-get install mesa-vulkan-drivers libvulkan1)")
+    return adapter
+
+
+def adapter_description() -> str:
+    info = vulkan_adapter().info
+    return f"{info.get('device')} ({info.get('adapter_type')}, {info.get('backend_type')}, {info.get('description')})"
+
+
+def check_device(target: dict) -> None:
+    """Refuse the artifact unless wgpu finds a Vulkan device here."""
+    vulkan_adapter()
+
+
+class VulkanLibrary:
+    """The artifact's shaders and calling convention (``edgeopt/lower/webgpu.py`` writes them), checked against
+    the adapter: ``library[kernel]`` is one kernel function's spec."""
+
+    def __init__(self, members: dict[str, bytes], what: str = "artifact"):
+        try:
+            info = json.loads(members[KERNELS_JSON])
+            self.functions = info["functions"]
+            self.shaders = {d["shader"]: members[d["shader"]].decode()
+                            for f in self.functions.values() for d in f["dispatches"]}
+        except (KeyError, ValueError) as e:
+            raise ArtifactError(f"{what}: its WGSL shaders or {KERNELS_JSON} are missing or unreadable ({e})") from None
+        self.features = list(info.get("features", []))
+        adapter = vulkan_adapter()
+        lacking = [f for f in self.features if f not in adapter.features]
+        if lacking:
+            raise ArtifactError(f"this Vulkan device ({adapter_description()}) lacks the feature(s) {lacking} the "
+                                f"{what} needs (f16 kernels need shader-f16): recompile in fp32")
+        limits = adapter.limits
+        need = {"max-storage-buffers-per-shader-stage": int(info.get("max_bindings", 0)),
+                "max-compute-invocations-per-workgroup": int(info.get("max_workgroup_invocations", 0))}
+        for name, value in need.items():
+            if value > limits[name]:
+                raise ArtifactError(f"the {what} needs {name} >= {value}; this Vulkan device has {limits[name]}")
+        self.limits = {name: limits[name] for name in (*need, "max-storage-buffer-binding-size", "max-buffer-size")}
+
+    def __getitem__(self, kernel: str) -> dict:
+        if kernel not in self.functions:
+            raise ArtifactError(f"the plan runs kernel {kernel!r}, which the artifact's {KERNELS_JSON} does not hold")
+        return self.functions[kernel]
+
+
+def load_library(members: dict[str, bytes], what: str = "artifact") -> VulkanLibrary:
+    return VulkanLibrary(members, what)
+
+
+def _nbytes(info: dict) -> int:
+    return int(np.prod(info["shape"], dtype=np.int64)) * NP_DTYPES[info["dtype"]].itemsize
+
+
+def _padded(n: int) -> int:
+    return max(4, -(-n // 4) * 4)  # storage bindings and writes are whole 32-bit words
+
+
+def _words(data: bytes) -> bytes:
+    return data + b"\0" * (_padded(len(data)) - len(data))
+
+
+class VulkanContext:
+    """One thread's wgpu device, buffers, pipelines and bind groups; ``run`` executes the plan once."""
+
+    def __init__(self, model):
+        wgpu = _wgpu()
+        lib: VulkanLibrary = model._lib
+        plan = model.plan
+        limits = lib.limits
+        self.device = vulkan_adapter().request_device_sync(
+            required_features=lib.features,
+            required_limits={k: limits[k] for k in ("max-storage-buffers-per-shader-stage",
+                                                    "max-storage-buffer-binding-size", "max-buffer-size")})
+        usage = wgpu.BufferUsage.STORAGE | wgpu.BufferUsage.COPY_SRC | wgpu.BufferUsage.COPY_DST
+        too_big = [n for n, v in plan["values"].items() if _nbytes(v) > limits["max-storage-buffer-binding-size"]]
+        if too_big:
+            raise ArtifactError(f"tensors {too_big[:3]} are larger than this Vulkan device's storage binding limit "
+                                f"({limits['max-storage-buffer-binding-size']} bytes)")
+        buffers, sizes = {}, {}
+        for name, info in plan["values"].items():
+            sizes[name] = _nbytes(info)
+            if info["kind"] == "const":
+                data = _words(np.ascontiguousarray(model._consts[name]).tobytes())
+                buffers[name] = self.device.create_buffer_with_data(data=data, usage=usage)
+            elif info["kind"] in ("input", "buffer"):
+                buffers[name] = self.device.create_buffer(size=_padded(sizes[name]), usage=usage)
+        for name in plan["values"]:
+            src = name
+            while plan["values"][src]["kind"] == "view":
+                src = plan["values"][src]["of"]
+            buffers[name] = buffers[src]
+        self._pipelines: dict[str, tuple] = {}
+        self._workspaces: dict[str, list] = {}
+        self.dispatches = []
+        for step in plan["steps"]:
+            spec = model._funcs[step["kernel"]]
+            spaces = self._workspace(step["kernel"], spec, usage)
+            for d in spec["dispatches"]:
+                resources = [(buffers[step["args"][b["param"]]], sizes[step["args"][b["param"]]]) if "param" in b
+                             else spaces[b["workspace"]] for b in d["bindings"]]
+                self.dispatches.append(self._bind(wgpu, lib, d, resources))
+        self.inputs = [(buffers[i["name"]], NP_DTYPES[plan["values"][i["name"]]["dtype"]]) for i in plan["inputs"]]
+        held = {name: NP_DTYPES[info["dtype"]] for name, info in plan["values"].items()}
+        self.outputs = [(buffers[o["name"]], sizes[o["name"]], o["shape"], held[o["name"]], NP_DTYPES[o["dtype"]])
+                        for o in plan["outputs"]]
+        self._keep = buffers
+
+    def _workspace(self, kernel: str, spec: dict, usage) -> list:
+        if kernel not in self._workspaces:
+            self._workspaces[kernel] = [(self.device.create_buffer(size=_padded(w["bytes"]), usage=usage), w["bytes"])
+                                        for w in spec["workspaces"]]
+        return self._workspaces[kernel]
+
+    def _pipeline(self, wgpu, lib: VulkanLibrary, d: dict):
+        if d["entry"] not in self._pipelines:
+            entries = [{"binding": i, "visibility": wgpu.ShaderStage.COMPUTE,
+                        "buffer": {"type": "storage" if w else "read-only-storage"}} for i, w in enumerate(d["write"])]
+            entries.append({"binding": len(d["write"]), "visibility": wgpu.ShaderStage.COMPUTE,
+                            "buffer": {"type": "uniform"}})
+            layout = self.device.create_bind_group_layout(entries=entries)
+            try:
+                shader = self.device.create_shader_module(code=lib.shaders[d["shader"]])
+                pipe = self.device.create_compute_pipeline(
+                    layout=self.device.create_pipeline_layout(bind_group_layouts=[layout]),
+                    compute={"module": shader, "entry_point": d["entry"]})
+            except Exception as e:  # naga's validation error names the WGSL line
+                raise ArtifactError(f"the Vulkan device rejected shader {d['shader']}: {str(e)[:600]}") from None
+            self._pipelines[d["entry"]] = (pipe, layout)
+        return self._pipelines[d["entry"]]
+
+    def _bind(self, wgpu, lib: VulkanLibrary, d: dict, resources: list) -> tuple:
+        pipe, layout = self._pipeline(wgpu, lib, d)
+        bx, by = d["grid"]
+        words = np.zeros(4, np.uint32)  # PODArgs: no scalar arguments (static shapes), then packGridDimX
+        words[0] = bx
+        bz = 1
+        while bx > MAX_GROUPS_PER_DIM:
+            bx, bz = (bx + 1) // 2, bz * 2
+        uniform = self.device.create_buffer_with_data(data=words.tobytes(), usage=wgpu.BufferUsage.UNIFORM)
+        entries = [{"binding": i, "resource": {"buffer": buf, "offset": 0, "size": _padded(size)}}
+                   for i, (buf, size) in enumerate(resources)]
+        entries.append({"binding": len(resources), "resource": {"buffer": uniform, "offset": 0, "size": 16}})
+        group = self.device.create_bind_group(layout=layout, entries=entries)
+        return pipe, group, (bx, by, bz), uniform
+
+    def run(self, arrays: list[np.ndarray]) -> tuple[np.ndarray, ...]:
+        queue = self.device.queue
+        for (buf, dtype), a in zip(self.inputs, arrays):
+            queue.write_buffer(buf, 0, _words(np.ascontiguousarray(a, dtype=dtype).tobytes()))
+        encoder = self.device.create_command_encoder()
+        cpass = encoder.begin_compute_pass()
+        for pipe, group, (bx, by, bz), _ in self.dispatches:
+            cpass.set_pipeline(pipe)
+            cpass.set_bind_group(0, group)
+            cpass.dispatch_workgroups(bx, by, bz)
+        cpass.end()
+        queue.submit([encoder.finish()])
+        outs = []
+        for buf, size, shape, held, want in self.outputs:  # read_buffer waits for the submitted work
+            raw = np.frombuffer(queue.read_buffer(buf, 0, _padded(size)), np.uint8)[:size]
+            out = raw.view(held).reshape(shape)
+            outs.append(out.astype(want) if held != want else out.copy())
+        return tuple(outs)

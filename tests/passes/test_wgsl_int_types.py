@@ -1,0 +1,115 @@
+"""wgsl_int_types: Before/Expected IR, fused bodies, constants, numerics (interpreter before vs after), refusals."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgeopt.errors import PassError
+from edgeopt.ir import Graph, interpret, parse_graph, print_graph, verify
+from edgeopt.pipeline import get_pass, resolve
+
+NAME = "wgsl_int_types"
+
+
+def run_pass(g: Graph) -> dict:
+    stats = get_pass(NAME).run(g)
+    verify(g)
+    return stats
+
+
+BEFORE = """graph main(%ids: i64[1,4], %img: u8[1,4], %q: i8[1,4]) {
+  const %table: f32[10,3]
+  const %offset: i64[] = 2
+  %shift: i64[1,4] = add(%ids, %offset)
+  %e: f32[1,4,3] = take(%table, %shift) {"axis": 0}
+  %f: f32[1,4] = cast(%img) {"dtype": "f32"}
+  %g: f32[1,4] = cast(%q) {"dtype": "f32"}
+  %h: f32[1,4] = mul(%f, %g)
+  %n: i64[1,4] = cast(%h) {"dtype": "i64"}
+  %m: bool[1,4] = gt(%n, %offset)
+  return %e, %n, %m
+}
+"""
+EXPECTED = """graph main(%ids: i32[1,4], %img: i32[1,4], %q: i32[1,4]) {
+  const %table: f32[10,3]
+  const %offset: i32[] = 2
+  %shift: i32[1,4] = add(%ids, %offset)
+  %e: f32[1,4,3] = take(%table, %shift) {"axis": 0}
+  %f: f32[1,4] = cast(%img) {"dtype": "f32"}
+  %g: f32[1,4] = cast(%q) {"dtype": "f32"}
+  %h: f32[1,4] = mul(%f, %g)
+  %n: i32[1,4] = cast(%h) {"dtype": "i32"}
+  %m: bool[1,4] = gt(%n, %offset)
+  return %e, %n, %m
+}
+"""
+
+
+def _graph(text: str = BEFORE) -> Graph:
+    rng = np.random.default_rng(0)
+    return parse_graph(text, {"table": rng.standard_normal((10, 3)).astype(np.float32)})
+
+
+def test_before_expected_and_numerics():
+    g = _graph()
+    before = g.clone()
+    stats = run_pass(g)
+    assert print_graph(g) == EXPECTED
+    assert stats["retyped"] == 6  # 3 inputs, 1 constant, %shift and %n
+    assert g.constants["offset"].dtype == np.int32 and g.constants["offset"].shape == ()
+    xs = [np.array([[0, 3, 5, 7]], np.int64), np.array([[0, 17, 200, 255]], np.uint8),
+          np.array([[-128, -1, 3, 127]], np.int8)]
+    want = interpret(before, xs)
+    got = interpret(g, [x.astype(np.int32) for x in xs])
+    for a, b in zip(want, got):
+        assert np.array_equal(a, b.astype(a.dtype))
+    assert [b.dtype for b in got] == [np.float32, np.int32, np.bool_]
+
+
+def test_no_integer_wider_or_narrower_than_32_bits_is_left():
+    g = _graph()
+    run_pass(g)
+    dtypes = {v.type.dtype for v in g.inputs} | {o.type.dtype for n in g.nodes for o in n.outputs}
+    assert not dtypes & {"i64", "i8", "u8", "i16"}
+    assert run_pass(g)["retyped"] == 0  # idempotent
+
+
+def test_fused_bodies_are_retyped():
+    from edgeopt.pipeline import get_pass as gp
+
+    g = _graph()
+    for p in ("fuse_elementwise",):
+        gp(p).run(g)
+    verify(g)
+    assert any(n.body is not None for n in g.nodes)
+    run_pass(g)
+    for n in g.nodes:
+        if n.body is not None:
+            for v in [*n.body.inputs, *(o for m in n.body.nodes for o in m.outputs)]:
+                assert v.type.dtype not in ("i64", "i8", "u8"), v
+
+
+def test_constant_outside_int32_is_an_error():
+    g = _graph(BEFORE.replace("%offset: i64[] = 2", "%offset: i64[] = 4294967296"))
+    with pytest.raises(PassError, match=r"constant %offset \(i64\[\]\) holds values outside int32"):
+        run_pass(g)
+
+
+def test_fixed_i64_result_is_an_error():
+    g = parse_graph("""graph main(%x: f32[2,5]) {
+  %a: i64[2] = argmax(%x) {"axes": [1], "keepdims": false} @"model.py:3  return x.argmax(1)"
+  return %a
+}
+""")
+    with pytest.raises(PassError, match=r"argmax produces i64\[2\] \(at model.py:3"):
+        run_pass(g)
+
+
+def test_target_runs_it_first_and_it_cannot_be_disabled():
+    names = [p.name for p in resolve(None, (), 2, "vulkan", ("wgsl_int_types",))]
+    assert names[0] == NAME and names.count(NAME) == 1
+    names = [p.name for p in resolve(["constant_folding"], (), 2, "vulkan", ("wgsl_int_types",))]
+    assert names == [NAME, "constant_folding"]
+    with pytest.raises(PassError, match="cannot be disabled"):
+        resolve(None, (NAME,), 2, "vulkan", ("wgsl_int_types",))

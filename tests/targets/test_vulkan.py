@@ -1,0 +1,264 @@
+"""target="vulkan": WGSL shaders built per kernel, their calling convention, and artifacts run by wgpu on Vulkan.
+
+Tests that run kernels need a Vulkan device that wgpu can open; CI has Mesa's software one (lavapipe). Without
+one they are skipped with the reason, except where ``EDGEOPT_REQUIRE_TARGETS`` names ``vulkan`` (CI): there a
+missing device fails. ``EDGEOPT_VULKAN_DEVICE`` (CI: ``llvmpipe``) must appear in the adapter's name, so a
+machine that silently picked another device is noticed. lavapipe is slow: shapes are small.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from edgeopt.targets import get_target
+
+import edgeopt
+from edgeopt.errors import ArtifactError, InputError, PassError
+from edgeopt.lower.webgpu import KERNELS_JSON, legal_wgsl
+from edgeopt.pipeline import CPU_LAYOUT_PASSES, default_pipeline
+from edgeopt.runtime import vulkan
+from edgeopt.runtime.artifact import read_artifact
+from edgeopt.runtime.model import Model
+from tests.conftest import compile_zoo, rel_err, torch_outputs
+from tests.targets import needs
+
+pytestmark = pytest.mark.vulkan
+TOL = 1e-4  # max abs error relative to the output's scale, as for the CPU targets
+
+
+def _probe() -> tuple[bool, str]:
+    try:
+        return True, vulkan.adapter_description()
+    except ArtifactError as e:
+        return False, str(e)
+
+
+HAS_VULKAN, ADAPTER = _probe()
+needs_vulkan = needs("vulkan", HAS_VULKAN, f"no Vulkan device: {ADAPTER}")
+
+
+def tiny_cnn():
+    torch.manual_seed(0)
+    m = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Flatten(),
+                            torch.nn.Linear(8 * 8 * 8, 16), torch.nn.GELU())
+    return m.eval(), (torch.randn(1, 3, 8, 8),)
+
+
+_CNN: dict = {}
+
+
+def cnn():
+    """(model, inputs, compiled, manifest, members) of the tiny CNN for Vulkan, built once per process."""
+    if not _CNN:
+        model, inputs = tiny_cnn()
+        compiled = edgeopt.compile(model, inputs, target="vulkan")
+        _CNN["v"] = (model, inputs, compiled, *read_artifact(compiled._artifact))
+    return _CNN["v"]
+
+
+# -- the target and its artifact (no device needed) -----------------------------------------------------------
+def test_target_and_pipeline():
+    t = get_target("vulkan")
+    assert t.runtime == "vulkan" and t.tvm_target().kind.name == "webgpu" and not t.tir_kernels
+    assert t.legalize_passes == ("wgsl_int_types",) and t.storage_dtypes == {"bool": "i32"}
+    pipeline = default_pipeline(2, "vulkan")
+    assert not set(CPU_LAYOUT_PASSES) & set(pipeline) and "fuse_epilogue" in pipeline
+    with pytest.raises(PassError, match="cannot be disabled"):
+        edgeopt.compile(*tiny_cnn(), target="vulkan", disable=["wgsl_int_types"])
+
+
+def test_artifact_holds_wgsl_and_its_calling_convention():
+    _, _, compiled, manifest, members = cnn()
+    assert manifest["target"]["name"] == "vulkan" and manifest["target"]["runtime"] == "vulkan"
+    assert "kernels.so" not in members  # no host library: the runtime dispatches the shaders itself
+    info = json.loads(members[KERNELS_JSON])
+    steps = compiled.plan["steps"]
+    assert {s["kernel"] for s in steps} == set(info["functions"])
+    for name, f in info["functions"].items():
+        assert f["dispatches"], name
+        for d in f["dispatches"]:
+            wgsl = members[d["shader"]].decode()
+            assert f"fn {d['entry']}(" in wgsl and "@compute" in wgsl
+            assert len(d["bindings"]) == len(d["write"]) == wgsl.count("var<storage")
+            assert f"@binding({len(d['bindings'])}) var<uniform> podArgs" in wgsl  # the uniform comes last
+            assert all(("param" in b) != ("workspace" in b) for b in d["bindings"])
+            assert d["grid"][0] >= 1 and 1 <= np.prod(d["workgroup"]) <= info["max_workgroup_invocations"]
+            assert "inff" not in wgsl  # GELU's infinity, respelled (WGSL has no literal for it)
+    assert all(n.endswith((".json", ".safetensors", ".wgsl", ".txt")) for n in members)  # no pickle, no binary
+
+
+def test_wgsl_special_float_literals():
+    src = "let a : f32 = select(x, inff, c); let b = -inff; let inff2 = nanf; let v = y.inff;"
+    out = legal_wgsl(src)
+    assert out.count("bitcast<f32>(0x7f800000u)") == 2 and "bitcast<f32>(0x7fc00000u)" in out
+    assert "inff2" in out and "y.inff" in out  # identifiers that merely contain the word are kept
+
+
+def test_cpu_runners_refuse_a_vulkan_artifact(tmp_path):
+    from edgeopt import cxx, remote
+
+    path = tmp_path / "m.edgeopt"
+    cnn()[2].save(path)
+    with pytest.raises(ArtifactError, match="runs CPU artifacts.*'vulkan'"):
+        cxx.export_flat(str(path), tmp_path / "flat")
+    with pytest.raises(ArtifactError, match="runs CPU artifacts.*'vulkan'"):
+        remote.run(str(path), [np.zeros((1, 3, 8, 8), np.float32)], "127.0.0.1", 9)
+
+
+_NO_DEVICE = """
+import sys, edgeopt
+try:
+    edgeopt.load(sys.argv[1])
+except edgeopt.errors.ArtifactError as e:
+    print("REFUSED", e)
+"""
+
+
+@pytest.mark.parametrize("env", [{"VK_ICD_FILENAMES": "/nonexistent/icd.json"},
+                                 {"VK_ICD_FILENAMES": "/nonexistent/icd.json", "WGPU_BACKEND_TYPE": None},
+                                 {"WGPU_BACKEND_TYPE": "OpenGL"}], ids=["no-driver", "no-driver-unset", "gl"])
+def test_no_vulkan_device_is_a_clear_error(tmp_path, env):
+    """No Vulkan driver must never fall back to wgpu's OpenGL adapter: loading names what to install."""
+    path = tmp_path / "m.edgeopt"
+    cnn()[2].save(path)
+    run_env = {**os.environ, "VK_LOADER_DEBUG": "none"}
+    for k, v in env.items():
+        if v is None:
+            run_env.pop(k, None)
+        else:
+            run_env[k] = v
+    r = subprocess.run([sys.executable, "-c", _NO_DEVICE, str(path)], capture_output=True, text=True, env=run_env,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "REFUSED" in r.stdout
+    if "WGPU_BACKEND_TYPE" in env and env["WGPU_BACKEND_TYPE"]:
+        assert "WGPU_BACKEND_TYPE is 'OpenGL'" in r.stdout
+    else:
+        assert "no Vulkan device found" in r.stdout and "mesa-vulkan-drivers libvulkan1" in r.stdout
+
+
+# -- on the device ------------------------------------------------------------------------------------------
+@needs_vulkan
+def test_adapter_is_vulkan():
+    info = vulkan.vulkan_adapter().info
+    assert info["backend_type"] == "Vulkan", ADAPTER
+    expected = os.environ.get("EDGEOPT_VULKAN_DEVICE")
+    if expected:
+        assert expected in info["device"], f"expected a {expected!r} Vulkan device, got {ADAPTER}"
+
+
+@needs_vulkan
+def test_cnn_saved_loaded_and_run_matches_torch(tmp_path):
+    model, inputs, compiled, _, _ = cnn()
+    path = tmp_path / "m.edgeopt"
+    compiled.save(path)
+    loaded = edgeopt.load(str(path))
+    (want,) = torch_outputs(model, inputs)
+    got = loaded(inputs[0].numpy())
+    assert got.shape == want.shape and got.dtype == np.float32
+    assert rel_err(want, got) < TOL
+    assert np.array_equal(loaded(inputs[0].numpy()), got)  # a second call reuses the buffers
+    with pytest.raises(InputError, match="expected shape"):
+        loaded(np.zeros((1, 3, 4, 4), np.float32))
+
+
+@needs_vulkan
+@pytest.mark.models
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2", "efficientnet_lite0", "minilm"])
+def test_zoo_model_matches_torch(name):
+    model, inputs, compiled = compile_zoo(name, target="vulkan")
+    want = torch_outputs(model, inputs)
+    got = compiled(*[x.numpy() for x in inputs])  # MiniLM: int64 ids and mask, held as i32 on the device
+    got = list(got) if isinstance(got, tuple) else [got]
+    for w, g in zip(want, got):
+        assert g.shape == w.shape and rel_err(w, g) < TOL, name
+    if name == "minilm":  # its attention kernel launches several shaders with workspaces between them
+        info = json.loads(read_artifact(compiled._artifact)[1][KERNELS_JSON])
+        assert any(len(f["dispatches"]) > 1 and f["workspaces"] for f in info["functions"].values())
+
+
+class _IntModel(torch.nn.Module):
+    """Takes int64 ids, a uint8 image and an int8 tensor; returns f32, an int64 result and a bool mask."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.emb = torch.nn.Embedding(50, 4)
+
+    def forward(self, ids, img, q):
+        e = self.emb(ids)  # [1, 6, 4]
+        scaled = img.float() / 255.0 * q.float()  # [1, 6]
+        count = (ids * 2 + 1).sum(dim=1, keepdim=True)  # int64
+        return e * scaled.unsqueeze(-1), count, scaled > 0
+
+
+@needs_vulkan
+def test_integer_and_bool_tensors():
+    """WGSL has only 32-bit integers and no bool storage: i64 is narrowed, u8/i8 widened, bool held as i32."""
+    model = _IntModel().eval()
+    ids = torch.tensor([[1, 7, 0, 49, 3, 3]])
+    img = torch.tensor([[0, 17, 128, 200, 255, 3]], dtype=torch.uint8)
+    q = torch.tensor([[-128, -1, 5, 127, 0, 9]], dtype=torch.int8)
+    compiled = edgeopt.compile(model, (ids, img, q), target="vulkan")
+    assert [i["dtype"] for i in compiled.plan["inputs"]] == ["i32", "i32", "i32"]
+    assert compiled.plan["values"][compiled.plan["outputs"][2]["name"]]["dtype"] == "i32"  # bool, as a word
+    want = torch_outputs(model, (ids, img, q))
+    got = compiled(ids.numpy(), img.numpy(), q.numpy())  # given as int64, uint8, int8: converted, values fit
+    assert rel_err(want[0], got[0]) < TOL
+    assert got[1].dtype == np.int32 and np.array_equal(got[1], want[1])
+    assert got[2].dtype == np.bool_ and np.array_equal(got[2], want[2])
+    with pytest.raises(InputError, match=r"outside int32's range"):
+        compiled(ids.numpy() + 2**40, img.numpy(), q.numpy())
+
+
+@needs_vulkan
+def test_grid_split_over_z(monkeypatch):
+    """Grids over the device's x limit are split over z; the shader's guard uses the true x size."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Tanh()).eval()
+    x = torch.randn(1, 3000)
+    compiled = edgeopt.compile(model, (x,), target="vulkan")
+    info = json.loads(read_artifact(compiled._artifact)[1][KERNELS_JSON])
+    (f,) = info["functions"].values()
+    assert f["dispatches"][0]["grid"][0] >= 5
+    monkeypatch.setattr(vulkan, "MAX_GROUPS_PER_DIM", 2)
+    model_rt = Model(compiled._artifact)
+    ((_, _, (bx, by, bz), _),) = model_rt._context().dispatches
+    assert bx <= 2 and bz > 1 and bx * bz >= f["dispatches"][0]["grid"][0]
+    np.testing.assert_allclose(model_rt(x.numpy()), torch.tanh(x).numpy(), rtol=1e-5, atol=1e-6)
+
+
+@needs_vulkan
+def test_missing_device_feature_is_refused():
+    _, _, compiled, _, members = cnn()
+    info = json.loads(members[KERNELS_JSON])
+    info["features"] = ["shader-f16", "edgeopt-made-up-feature"]
+    with pytest.raises(ArtifactError, match=r"lacks the feature\(s\) \[.*'edgeopt-made-up-feature'\]"):
+        vulkan.VulkanLibrary({**members, KERNELS_JSON: json.dumps(info).encode()})
+    info["features"], info["max_bindings"] = [], 10_000
+    with pytest.raises(ArtifactError, match="max-storage-buffers-per-shader-stage >= 10000"):
+        vulkan.VulkanLibrary({**members, KERNELS_JSON: json.dumps(info).encode()})
+
+
+@needs_vulkan
+def test_vulkan_runtime_needs_neither_torch_nor_tvm(tmp_path):
+    """The device side is numpy + wgpu: torch, TVM, tvm_ffi and the compiler's modules are blocked."""
+    from tests.test_runtime import _ISOLATED
+
+    script = _ISOLATED.replace('"edgeopt.ir")', '"edgeopt.ir", "tvm_ffi")')
+    assert script != _ISOLATED
+    _, inputs, compiled, _, _ = cnn()
+    compiled.save(tmp_path / "m.edgeopt")
+    np.savez(tmp_path / "x.npz", x0=inputs[0].numpy())
+    np.savez(tmp_path / "y.npz", y0=compiled(inputs[0].numpy()))
+    (tmp_path / "run.py").write_text(script)
+    r = subprocess.run([sys.executable, str(tmp_path / "run.py"), str(tmp_path / "m.edgeopt"), str(tmp_path / "x.npz"),
+                        str(tmp_path / "y.npz")], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "RUNTIME-OK" in r.stdout
