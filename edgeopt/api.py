@@ -105,7 +105,7 @@ def optimize_graph(graph, tgt, *, opt_level: int = 2, passes: Sequence | None = 
     from .pipeline import resolve, run_passes
 
     verify(graph)
-    return run_passes(graph, resolve(passes, disable, opt_level, tgt.name, tgt.legalize_passes), tgt)
+    return run_passes(graph, resolve(passes, disable, opt_level, tgt.name, tgt.legalize_passes, tgt.precision), tgt)
 
 
 def compile_graph(graph, target="host", *, opt_level: int = 2, passes: Sequence | None = None,

@@ -95,19 +95,30 @@ CPU_LAYOUT_PASSES = ("linear_weight_layout", "conv_weight_layout", "nchwc_layout
 GPU_TARGETS = ("cuda", "vulkan")
 
 
-def default_pipeline(opt_level: int, target_name: str = "host") -> list[str]:
+#: precision -> the pass that converts the graph to it, and the pass it runs before: after the folds (exact in
+#: float32) and the rewrites into attention ops (whose patterns its casts would hide), before the fusion passes that
+#: group nodes into kernels (which then fuse its casts)
+PRECISION_PASSES = {"fp16": ("to_fp16", "fuse_epilogue")}
+PRECISIONS = ("fp32", *PRECISION_PASSES)
+
+
+def default_pipeline(opt_level: int, target_name: str = "host", precision: str = "fp32") -> list[str]:
     if opt_level not in PIPELINES:
         raise ValueError(f"opt_level must be one of {sorted(PIPELINES)}")
+    names = list(PIPELINES[opt_level])
     if target_name in GPU_TARGETS:
-        return [p for p in PIPELINES[opt_level] if p not in CPU_LAYOUT_PASSES]
-    return list(PIPELINES[opt_level])
+        names = [p for p in names if p not in CPU_LAYOUT_PASSES]
+    if precision in PRECISION_PASSES:
+        convert, before = PRECISION_PASSES[precision]
+        names.insert(names.index(before) if before in names else len(names), convert)
+    return names
 
 
 def resolve(passes: Sequence[str | Pass] | None, disable: Iterable[str], opt_level: int,
-            target_name: str, legalize: Sequence[str] = ()) -> list[Pass]:
-    """The passes to run: ``passes``, or the pipeline for ``opt_level`` and the target, minus ``disable``.
-    ``legalize`` (the target's ``legalize_passes``) runs first in every case and cannot be disabled."""
-    names = default_pipeline(opt_level, target_name) if passes is None else list(passes)
+            target_name: str, legalize: Sequence[str] = (), precision: str = "fp32") -> list[Pass]:
+    """The passes to run: ``passes``, or the pipeline for ``opt_level``, the target and its ``precision``, minus
+    ``disable``. ``legalize`` (the target's ``legalize_passes``) runs first in every case and cannot be disabled."""
+    names = default_pipeline(opt_level, target_name, precision) if passes is None else list(passes)
     disable = set(disable)
     forced = [p for p in legalize if p in disable]
     if forced:

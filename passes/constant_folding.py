@@ -2,8 +2,8 @@
 
 Weight-only subgraphs (a transpose or reshape of a weight, shape arithmetic on constant tensors, casts
 of constant masks...) become plain constants. A fold never grows the weights much: the result may be
-at most as big as the largest input, or at most ``MAX_GROWTH_ELEMS`` elements (a broadcast of a
-scalar to a big tensor stays a kernel).
+at most as many bytes as the largest input, or at most ``MAX_FOLD_GROWTH_BYTES`` (a broadcast of a scalar to
+a big tensor, or an int8 weight widened to int32 for an integer matmul, stays a kernel).
 
 Requires: nothing. Guarantees: ``constants_folded`` (no node reads only constants).
 
@@ -21,9 +21,8 @@ from __future__ import annotations
 import numpy as np
 
 from edgeopt.ir import Graph, get_op
+from edgeopt.ir.graph import fold_keeps_weights_small
 from edgeopt.pipeline import Pass, register_pass
-
-MAX_GROWTH_ELEMS = 4096
 
 
 @register_pass
@@ -38,8 +37,7 @@ class ConstantFolding(Pass):
                 continue
             if any(o in g.outputs for o in n.outputs):  # a graph output stays computed (outputs are not weights)
                 continue
-            biggest = max(v.type.numel for v in n.inputs)
-            if any(o.type.numel > max(biggest, MAX_GROWTH_ELEMS) for o in n.outputs):
+            if not all(fold_keeps_weights_small(o.type.nbytes, [v.type.nbytes for v in n.inputs]) for o in n.outputs):
                 continue
             results = get_op(n.op).reference([g.const(v) for v in n.inputs], n.attrs)
             for o, arr in zip(n.outputs, results):

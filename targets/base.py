@@ -15,6 +15,8 @@ class Target:
     storage_dtypes: dict[str, str] = {}
     #: passes that make the IR expressible on this target (e.g. dtypes it lacks): run first, at every opt level
     legalize_passes: tuple[str, ...] = ()
+    #: "fp32", or "fp16" (targets that take a ``precision`` option: the pipeline converts the graph)
+    precision: str = "fp32"
 
     def tvm_target(self):
         raise NotImplementedError
@@ -48,4 +50,15 @@ class Target:
         return {}
 
     def describe(self) -> dict:
-        return {"name": self.name, "runtime": self.runtime, **self.device_requirements()}
+        return {"name": self.name, "runtime": self.runtime, "precision": self.precision,
+                **self.device_requirements()}
+
+
+def check_precision(target: str, precision: str) -> str:
+    """``precision`` if the pipeline knows it, else a ``TargetError`` listing the ones it does."""
+    from ..errors import TargetError
+    from ..pipeline import PRECISIONS
+
+    if precision not in PRECISIONS:
+        raise TargetError(f"target {target!r}: unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    return precision

@@ -16,7 +16,7 @@ from __future__ import annotations
 import shutil
 
 from ..errors import TargetError
-from .base import Target
+from .base import Target, check_precision
 
 #: arch -> (compute capability, host CPU of the boards that have it). CUDA 13 supports Turing (sm_75) and newer.
 ARCHS = {
@@ -38,7 +38,9 @@ class CudaTarget(Target):
     runtime = "cuda"
     tir_kernels = False  # edgeopt's hand-written TIR kernels are CPU schedules
 
-    def __init__(self, arch: str = DEFAULT_ARCH):
+    def __init__(self, arch: str = DEFAULT_ARCH, precision: str = "fp32"):
+        """``precision="fp16"``: f16 weights and activations, f32 accumulation (``to_fp16``)."""
+        self.precision = check_precision(self.name, precision)
         arch = ALIASES.get(arch, arch)
         if arch not in ARCHS:
             known = ", ".join([*sorted(ARCHS), *(f"{a} (= {b})" for a, b in ALIASES.items())])

@@ -16,7 +16,7 @@ with the ``shader-f16`` feature; the artifact records the features it needs and 
 from __future__ import annotations
 
 from ..errors import TargetError
-from .base import Target
+from .base import Target, check_precision
 
 #: what the device needs (the README's per-target table says the same)
 DEVICE_NEEDS = "a Vulkan driver (a GPU's, or Mesa's lavapipe: apt-get install mesa-vulkan-drivers libvulkan1), " \
@@ -32,8 +32,11 @@ class VulkanTarget(Target):
     storage_dtypes = {"bool": "i32"}  # WGSL storage buffers hold no bool
     legalize_passes = ("wgsl_int_types",)
 
-    def __init__(self):
+    def __init__(self, precision: str = "fp32"):
+        """``precision="fp16"``: f16 weights and activations (``to_fp16``); the device needs ``shader-f16``."""
         import tvm
+
+        self.precision = check_precision(self.name, precision)
 
         # 256 threads and 32 KiB of workgroup memory: what WebGPU guarantees every device (its default limits)
         self._target = tvm.target.Target({"kind": "webgpu", "max_num_threads": 256}, host="llvm")

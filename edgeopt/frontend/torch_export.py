@@ -18,6 +18,7 @@ import torch
 
 from ..errors import UnsupportedModelError, UnsupportedOp
 from ..ir import Graph, TensorType, Value
+from ..ir.graph import fold_keeps_weights_small
 from .aten import CONVERTERS, KEEP_WHOLE, Ctx, ir_dtype
 
 _FRAME = re.compile(r'File "([^"]+)", line (\d+), in (\S+)(?:\n +([^\n]*))?')
@@ -160,7 +161,8 @@ def _convert_node(ctx: Ctx, node, unsupported: dict[str, UnsupportedOp]) -> None
         else:
             ctx.env[node.name] = ctx.env[src.name][idx]
         return
-    if isinstance(target, torch._ops.OpOverload) and all(a.name in ctx.torch_consts for a in node.all_input_nodes):
+    if isinstance(target, torch._ops.OpOverload) and all(a.name in ctx.torch_consts for a in node.all_input_nodes) \
+            and _fold_keeps_weights_small(ctx, node):
         ctx.torch_consts[node.name] = _evaluate(ctx, node)  # constant subgraph: fold it with torch now
         return
     conv = CONVERTERS.get(target)
@@ -178,6 +180,16 @@ def _convert_node(ctx: Ctx, node, unsupported: dict[str, UnsupportedOp]) -> None
     out = conv(ctx, *node.args, **node.kwargs)
     ctx.env[node.name] = out
     _check_types(ctx, node, out)
+
+
+def _fold_keeps_weights_small(ctx: Ctx, node) -> bool:
+    """Folding ``node`` does not grow the weights (the rule of ``edgeopt.ir.graph.fold_keeps_weights_small``)."""
+    vals = node.meta.get("val")
+    vals = vals if isinstance(vals, (tuple, list)) else (vals,)
+    ins = [t.nbytes for a in node.all_input_nodes if isinstance(t := ctx.torch_consts[a.name], torch.Tensor)]
+    if not ins:  # a factory (full, arange...): there is nothing smaller to keep
+        return True
+    return all(fold_keeps_weights_small(v.numel() * v.element_size(), ins) for v in vals if isinstance(v, torch.Tensor))
 
 
 def _evaluate(ctx: Ctx, node):

@@ -21,6 +21,15 @@ import numpy as np
 from .types import TensorType, dtype_from_numpy
 
 _NAME_RE = re.compile(r"[^A-Za-z0-9_.]")
+#: evaluating an op on constants at compile time may make its result at most this many bytes, or as big as its
+#: biggest input: otherwise the op stays a kernel (a scalar broadcast to a big tensor, an int8 weight widened
+#: to int32 for an integer matmul). The frontend and ``constant_folding`` both follow it.
+MAX_FOLD_GROWTH_BYTES = 16384
+
+
+def fold_keeps_weights_small(result_bytes: int, input_bytes: Iterable[int]) -> bool:
+    """Whether a constant result of ``result_bytes`` from inputs of ``input_bytes`` may replace its op."""
+    return result_bytes <= max(MAX_FOLD_GROWTH_BYTES, *input_bytes)
 
 
 class Value:

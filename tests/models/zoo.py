@@ -30,6 +30,9 @@ Models and the op families they cover:
 - ``vit``: patch-embedding conv (kernel = stride = patch), flatten/transpose, cls token (expand + cat),
   learned position embedding, pre-norm blocks with hand-written qkv + ``scaled_dot_product_attention``,
   exact-GELU MLP, final LayerNorm, linear head on the cls token.
+- ``digits_int8``: an MLP TRAINED here on scikit-learn's handwritten digits (real 8x8 images), quantized by
+  hand to int8: per-output-channel int8 weights, per-tensor int8 activations calibrated on the training images,
+  int32 matmuls with int32 biases, requantization (round, clamp, cast) between the layers, float logits.
 - ``unet``: conv3x3+BN+ReLU double convs, maxpool 2x2, ConvTranspose2d(k=2, s=2), bilinear
   (align_corners=False) and nearest x2 interpolation, skip connections via ``torch.cat(dim=1)``,
   1x1 conv + sigmoid.
@@ -558,6 +561,75 @@ def unet(small: bool = True) -> Example:
 
 # -------------------------------------------------------------------------------------------- registry
 
+# --------------------------------------------------------------------------------- int8 MLP on real digits
+
+_DIGITS: dict[str, object] = {}
+
+
+def digits_data() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """scikit-learn's digits as (train images, train labels, test images, test labels): 1500 / 297, [0, 1]."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = torch.tensor(d.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    y = torch.tensor(d.target)
+    return x[:1500], y[:1500], x[1500:], y[1500:]
+
+
+class Int8MLP(nn.Module):
+    """A trained float MLP (64 -> 256 -> 10) quantized to int8 with symmetric scales: what an int8 runtime runs.
+
+    ``forward`` quantizes the image, multiplies int8 by int8 in int32, adds the int32 bias, rescales, requantizes
+    the ReLU output to int8 and does the same for the second layer."""
+
+    def __init__(self, mlp: nn.Sequential, calibration: torch.Tensor):
+        super().__init__()
+        fc1, fc2 = mlp[1], mlp[3]
+        with torch.no_grad():
+            x = calibration.flatten(1)
+            self.sx = float(x.abs().max()) / 127
+            self.sh = float(torch.relu(fc1(x)).abs().max()) / 127
+            for i, (fc, s_in) in enumerate(((fc1, self.sx), (fc2, self.sh)), 1):
+                sw = fc.weight.abs().amax(dim=1) / 127  # per output channel
+                self.register_buffer(f"w{i}", torch.round(fc.weight / sw[:, None]).to(torch.int8))
+                self.register_buffer(f"b{i}", torch.round(fc.bias / (s_in * sw)).to(torch.int32))
+                self.register_buffer(f"rescale{i}", s_in * sw)
+
+    @staticmethod
+    def quantize(x: torch.Tensor, scale: float) -> torch.Tensor:
+        return torch.clamp(torch.round(x / scale), -127, 127).to(torch.int8)
+
+    def forward(self, x):
+        q = self.quantize(x.flatten(1), self.sx)
+        acc = torch.matmul(q.to(torch.int32), self.w1.to(torch.int32).t()) + self.b1
+        h = self.quantize(torch.relu(acc.to(torch.float32) * self.rescale1), self.sh)
+        acc = torch.matmul(h.to(torch.int32), self.w2.to(torch.int32).t()) + self.b2
+        return acc.to(torch.float32) * self.rescale2
+
+
+def digits_float_mlp() -> nn.Sequential:
+    """The float MLP, trained once per process on the digits' training images (full batch Adam, ~0.2 s)."""
+    if "mlp" not in _DIGITS:
+        torch.manual_seed(0)
+        x, y, _, _ = digits_data()
+        mlp = nn.Sequential(nn.Flatten(), nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 10))
+        opt = torch.optim.Adam(mlp.parameters(), lr=1e-2)
+        for _ in range(100):
+            opt.zero_grad()
+            F.cross_entropy(mlp(x), y).backward()
+            opt.step()
+        _DIGITS["mlp"] = mlp.eval()
+    return _DIGITS["mlp"]
+
+
+def digits_int8(small: bool = True) -> Example:
+    """TRAINED int8 MLP on real digits (see ``Int8MLP``); 16 test images (small) or all 297."""
+    _, _, x_test, _ = digits_data()
+    x, _, _, _ = digits_data()
+    model = Int8MLP(digits_float_mlp(), x).eval()
+    return model, (x_test[:16] if small else x_test,)
+
+
 ZOO: dict[str, Callable[..., Example]] = {
     "resnet18": resnet18,
     "resnet50": resnet50,
@@ -570,6 +642,7 @@ ZOO: dict[str, Callable[..., Example]] = {
     "gpt2_handwritten": gpt2_handwritten,
     "vit": vit,
     "unet": unet,
+    "digits_int8": digits_int8,
 }
 
 

@@ -227,10 +227,30 @@ def test_weight_with_another_reader_is_kept():
 
 # -- growth limit -----------------------------------------------------------------------------------------------
 
+def test_widening_an_int8_weight_stays_a_kernel():
+    """The limit is in bytes: an i8 weight cast to i32 for an integer matmul would store it 4x bigger."""
+    rng = np.random.default_rng(0)
+    w = rng.integers(-127, 128, (256, 64)).astype(np.int8)  # 16 KiB; as i32, 64 KiB
+    before = """
+    graph main(%x: i32[2,64]) {
+      const %w: i8[256,64]
+      %wi: i32[256,64] = cast(%w) {"dtype": "i32"}
+      %t: i32[64,256] = transpose(%wi) {"perm": [1, 0]}
+      %y: i32[2,256] = matmul(%x, %t)
+      return %y
+    }"""
+    g = parse_graph(before, {"w": w})
+    after = g.clone()
+    assert run_pass(after) == {"folded": 0}
+    assert after.constants["w"].dtype == np.int8
+    small = parse_graph(before.replace("256", "16"), {"w": w[:16]})  # 4 KiB as i32: under the limit, folded
+    assert run_pass(small) == {"folded": 2}
+
+
 @pytest.mark.parametrize("shape,folded", [
     ([8, 8], True),
-    ([64, 64], True),      # exactly MAX_GROWTH_ELEMS = 4096 elements: still folded
-    ([65, 64], False),     # 4160 elements
+    ([64, 64], True),      # exactly MAX_GROWTH_BYTES = 16384 bytes of f32: still folded
+    ([65, 64], False),     # 16640 bytes
     ([100, 100], False),
     ([2, 3, 1000], False),
 ])

@@ -111,8 +111,8 @@ def test_compiles_to_aarch64_and_cannot_run_here(tmp_path):
     path = tmp_path / "m.edgeopt"
     compiled.save(path)
     manifest, members = read_artifact(str(path))
-    assert manifest["target"] == {"name": "arm", "runtime": "cpu", "arch": "aarch64", "mcpu": "cortex-a72",
-                                  "cpu_features": ["asimd"]}
+    assert manifest["target"] == {"name": "arm", "runtime": "cpu", "precision": "fp32", "arch": "aarch64",
+                                  "mcpu": "cortex-a72", "cpu_features": ["asimd"]}
     lib = members["kernels.so"]
     assert lib[:5] == b"\x7fELF\x02" and int.from_bytes(lib[18:20], "little") == EM_AARCH64  # 64-bit, aarch64
     ins = disassemble(lib, tmp_path)
@@ -161,20 +161,26 @@ def test_dot_product_and_fp16_only_where_the_cpu_has_them(tmp_path):
 @needs_cc
 @needs_qemu
 def test_zoo_models_match_torch_on_emulated_a72(sysroot, tmp_path):
-    """ResNet-18 and MiniLM (small), compiled for cortex-a72, run in one emulated A72 process and match PyTorch."""
+    """ResNet-18, MiniLM (small) and the int8 digits MLP, compiled for cortex-a72, run in one emulated A72 process
+    and match PyTorch (the int8 model exactly: its integer matmuls leave nothing to round)."""
+    names = ("resnet18", "minilm", "digits_int8")
     jobs, refs = [], []
-    for name in ("resnet18", "minilm"):
+    for name in names:
         model, inputs, compiled = compile_zoo(name, target="arm")
         path = tmp_path / f"{name}.edgeopt"
         compiled.save(path)
         assert dot_and_fp16(disassemble(read_artifact(str(path))[1]["kernels.so"], tmp_path)) == (0, 0), name
         jobs.append((path, inputs))
         refs.append(torch_outputs(model, inputs))
-    for name, ref, got in zip(("resnet18", "minilm"), refs, emulate.run_many(jobs, "cortex-a72", build=sysroot)):
+    for name, ref, got in zip(names, refs, emulate.run_many(jobs, "cortex-a72", build=sysroot)):
         assert len(got) == len(ref)
         for r, g in zip(ref, got):
             assert g.shape == r.shape and g.dtype == r.dtype
             assert rel_err(r, g) <= TOL, f"{name}: emulated cortex-a72 vs torch {rel_err(r, g):.2e}"
+            if name == "digits_int8":
+                np.testing.assert_array_equal(g, r)
+    plan = compile_zoo("digits_int8", target="arm")[2].plan  # the int8 weights ship as int8
+    assert any(v["kind"] == "const" and v["dtype"] == "i8" for v in plan["values"].values())
 
 
 @needs_cc

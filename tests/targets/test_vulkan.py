@@ -19,7 +19,7 @@ import torch
 from edgeopt.targets import get_target
 
 import edgeopt
-from edgeopt.errors import ArtifactError, InputError, PassError
+from edgeopt.errors import ArtifactError, InputError, PassError, TargetError
 from edgeopt.lower.webgpu import KERNELS_JSON, legal_wgsl
 from edgeopt.pipeline import CPU_LAYOUT_PASSES, default_pipeline
 from edgeopt.runtime import vulkan
@@ -30,6 +30,7 @@ from tests.targets import needs
 
 pytestmark = pytest.mark.vulkan
 TOL = 1e-4  # max abs error relative to the output's scale, as for the CPU targets
+F16_TOL = 5e-3  # precision="fp16": f16 weights and activations (measured: 1e-3 on the CNN and MiniLM)
 
 
 def _probe() -> tuple[bool, str]:
@@ -170,7 +171,7 @@ def test_cnn_saved_loaded_and_run_matches_torch(tmp_path):
 
 @needs_vulkan
 @pytest.mark.models
-@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2", "efficientnet_lite0", "minilm"])
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2", "efficientnet_lite0", "minilm", "digits_int8"])
 def test_zoo_model_matches_torch(name):
     model, inputs, compiled = compile_zoo(name, target="vulkan")
     want = torch_outputs(model, inputs)
@@ -178,6 +179,8 @@ def test_zoo_model_matches_torch(name):
     got = list(got) if isinstance(got, tuple) else [got]
     for w, g in zip(want, got):
         assert g.shape == w.shape and rel_err(w, g) < TOL, name
+        if name == "digits_int8":  # int8 weights and activations, widened to i32 words: integer math is exact
+            np.testing.assert_array_equal(g, w)
     if name == "minilm":  # its attention kernel launches several shaders with workspaces between them
         info = json.loads(read_artifact(compiled._artifact)[1][KERNELS_JSON])
         assert any(len(f["dispatches"]) > 1 and f["workspaces"] for f in info["functions"].values())
@@ -262,3 +265,34 @@ def test_vulkan_runtime_needs_neither_torch_nor_tvm(tmp_path):
                         str(tmp_path / "y.npz")], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "RUNTIME-OK" in r.stdout
+
+
+def test_precision_option():
+    assert get_target("vulkan").precision == "fp32" and get_target("vulkan", precision="fp16").precision == "fp16"
+    with pytest.raises(TargetError, match="unknown precision 'int4'; choose one of fp32, fp16"):
+        get_target("vulkan", precision="int4")
+    with pytest.raises(TargetError, match=r"target 'host' got unknown options \['precision'\]"):
+        get_target("host", precision="fp16")
+
+
+@needs_vulkan
+@pytest.mark.parametrize("name", ["cnn", "minilm"])
+def test_fp16_matches_torch(name):
+    """precision="fp16": f16 weights and activations in shader-f16 WGSL; inputs and outputs stay float32."""
+    if name == "cnn":
+        model, inputs = tiny_cnn()
+        compiled = edgeopt.compile(model, inputs, target="vulkan", precision="fp16")
+    else:
+        model, inputs, compiled = compile_zoo(name, target="vulkan", precision="fp16")
+    manifest, members = read_artifact(compiled._artifact)
+    assert manifest["target"]["precision"] == "fp16"
+    info = json.loads(members[KERNELS_JSON])
+    assert info["features"] == ["shader-f16"]
+    assert any(b"enable f16;" in members[d["shader"]] for f in info["functions"].values() for d in f["dispatches"])
+    weights = [v for v in compiled.plan["values"].values() if v["kind"] == "const" and v["dtype"].startswith("f")]
+    assert weights and all(v["dtype"] == "f16" for v in weights)
+    want = torch_outputs(model, inputs)
+    got = compiled(*[x.numpy() for x in inputs])
+    got = list(got) if isinstance(got, tuple) else [got]
+    for w, g in zip(want, got):
+        assert g.dtype == np.float32 and rel_err(w, g) < F16_TOL, name

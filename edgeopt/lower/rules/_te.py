@@ -32,6 +32,21 @@ def elementwise(out, fn, *tensors, name="T"):
     return te.compute(tuple(out.shape), body, name=name)
 
 
+def widen(dtype: str):
+    """How products of ``dtype`` elements enter a sum: f16 ones as f32 (f16 convolutions and matrix products
+    accumulate in f32, then ``narrow`` stores the result as f16); other dtypes as they are."""
+    if dtype == "float16":
+        return lambda e: e.astype("float32")
+    return lambda e: e
+
+
+def narrow(t: te.Tensor, dtype: str) -> te.Tensor:
+    """``t`` stored as ``dtype`` (a stage of its own, which schedules inline), or ``t`` if it already is."""
+    if t.dtype == dtype:
+        return t
+    return te.compute(t.shape, lambda *i: t(*i).astype(dtype), name=f"{t.op.name}_{dtype}")
+
+
 def floatify(x):
     return x if x.dtype.startswith("float") else x.astype("float32")
 

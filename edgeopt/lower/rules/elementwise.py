@@ -58,9 +58,21 @@ UNARY = {
 }
 
 
+#: evaluated in float32 on f16 data, then rounded once: f16 arithmetic inside them would lose most digits (GELU's
+#: ``1 + erf(x)`` cancels for negative x) or overflow (exp above 11)
+IN_F32 = {"exp", "log", "sqrt", "rsqrt", "sin", "cos", "tanh", "erf", "sigmoid", "gelu", "silu"}
+
+
+def _in_f32(f):
+    def g(x, a):
+        return f(x.astype("float32"), a).astype("float16") if dtype_of(x) == "float16" else f(x, a)
+
+    return g
+
+
 @rule(*UNARY)
 def unary(ins, attrs, out, op):
-    f = UNARY[op]
+    f = _in_f32(UNARY[op]) if op in IN_F32 else UNARY[op]
     return elementwise(out, lambda x: f(x, attrs), ins[0], name=op)
 
 

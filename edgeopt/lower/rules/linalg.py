@@ -6,6 +6,7 @@ from tvm import te
 
 from ...ir.ops.linalg import linear_weight_block
 from . import rule
+from ._te import narrow, widen
 
 
 @rule("matmul")
@@ -13,13 +14,14 @@ def matmul(ins, attrs, out, op):
     a, b = ins
     K = int(a.shape[-1])
     k = te.reduce_axis((0, K), name="k")
+    acc = widen(a.dtype)
 
     def body(*idx):
         batch, i, j = idx[:-2], idx[-2], idx[-1]
         ai, bi = batch_index(a, batch), batch_index(b, batch)
-        return te.sum(a(*ai, i, k) * b(*bi, k, j), axis=k)
+        return te.sum(acc(a(*ai, i, k) * b(*bi, k, j)), axis=k)
 
-    return te.compute(tuple(out.shape), body, name="matmul")
+    return narrow(te.compute(tuple(out.shape), body, name="matmul"), a.dtype)
 
 
 def batch_index(t, batch):
@@ -40,11 +42,13 @@ def linear(ins, attrs, out, op):
             return w[j // v, k, j % v]
         return w[k, j] if io else w[j, k]
 
+    acc = widen(x.dtype)
+
     def body(*idx):
         lead, j = idx[:-1], idx[-1]
-        return te.sum(x(*lead, k) * weight(j), axis=k)
+        return te.sum(acc(x(*lead, k) * weight(j)), axis=k)
 
-    y = te.compute(tuple(out.shape), body, name="linear")
+    y = narrow(te.compute(tuple(out.shape), body, name="linear"), x.dtype)
     if len(ins) == 3:
         b = ins[2]
         y = te.compute(y.shape, lambda *i: y(*i) + b[i[-1]], name="linear_bias")

@@ -8,7 +8,7 @@ from tvm import te
 from ...ir.ops.layout import BLOCKED, data_layout, layout_block
 from ...ir.ops.nn import adaptive_bounds, conv_weight_block, resize_scale
 from . import rule
-from ._te import const
+from ._te import const, narrow, widen
 
 
 def _min_value(dtype):
@@ -88,11 +88,13 @@ def conv2d(ins, attrs, out, op):
     xp = pad_nchw(x, attrs["padding"], (0, 0), const(0, x.dtype))
     rc, ry, rx = te.reduce_axis((0, Cg), "rc"), te.reduce_axis((0, KH), "ry"), te.reduce_axis((0, KW), "rx")
 
+    acc = widen(x.dtype)
+
     def body(n, k, h, wi):
         c = rc if g == 1 else (k // Og) * Cg + rc
-        return te.sum(xp[n, c, h * sh + ry * dh, wi * sw + rx * dw] * weight(k, rc, ry, rx), axis=[rc, ry, rx])
+        return te.sum(acc(xp[n, c, h * sh + ry * dh, wi * sw + rx * dw] * weight(k, rc, ry, rx)), axis=[rc, ry, rx])
 
-    y = te.compute(tuple(out.shape), body, name="conv2d")
+    y = narrow(te.compute(tuple(out.shape), body, name="conv2d"), x.dtype)
     return _bias(y, ins)
 
 
@@ -127,12 +129,14 @@ def conv_transpose2d(ins, attrs, out, op):
     xu = te.compute((x.shape[0], Cin, span_h, span_w), up, name="upsample_pad")
     rc, ry, rx = te.reduce_axis((0, Cg), "rc"), te.reduce_axis((0, KH), "ry"), te.reduce_axis((0, KW), "rx")
 
+    acc = widen(x.dtype)
+
     def body(n, k, h, wi):
         c = (k // Og) * Cg + rc
-        return te.sum(xu[n, c, h + ry * d[0], wi + rx * d[1]] * w[c, k % Og, KH - 1 - ry, KW - 1 - rx],
+        return te.sum(acc(xu[n, c, h + ry * d[0], wi + rx * d[1]] * w[c, k % Og, KH - 1 - ry, KW - 1 - rx]),
                       axis=[rc, ry, rx])
 
-    return _bias(te.compute(tuple(out.shape), body, name="conv_transpose2d"), ins)
+    return _bias(narrow(te.compute(tuple(out.shape), body, name="conv_transpose2d"), x.dtype), ins)
 
 
 def _pool_extra(x, out, k, s, d, pads):

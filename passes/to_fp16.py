@@ -1,0 +1,108 @@
+"""to_fp16: compute in half precision where it is safe, keep float32 where it is not (``precision="fp16"``).
+
+The same split as PyTorch's autocast: most ops (convolutions, linear layers, elementwise math, data movement)
+take and produce ``f16``; the ops in ``KEEP_F32`` (reductions over many elements, normalizations, softmax,
+attention, and the math that overflows or loses precision in f16: ``exp``, ``log``, ``pow``, ``rsqrt``,
+``reciprocal``) read their f16 inputs as f32 and their results are stored as f16. Convolutions and
+matrix products accumulate in f32 (their lowering rules do that for f16 inputs).
+
+- **Weights**: float32 constants become f16. Values beyond f16's range (65504) saturate to it, and are
+  counted (``saturated``): a ``-3.4e38`` attention-mask fill becomes ``-65504``, which still zeroes the
+  softmax, where ``-inf`` could make a fully masked row NaN.
+- **The boundary stays float32**: an f32 graph input is cast to f16 right after it, and an output that became
+  f16 is cast back, so callers see the dtypes of the model they exported.
+- Casts to ``f32`` inside the graph (e.g. of an integer mask) become casts to ``f16``.
+
+Requires: nothing; runs on plain nodes, after ``fuse_attention`` (its casts would hide the attention pattern) and
+before the passes that group nodes into kernels. Guarantees: ``fp16``.
+
+Before:
+    %y: f32[1,8] = linear(%x, %w, %b) {"weight_layout": "oi"}
+    %z: f32[1,8] = softmax(%y) {"axis": -1}
+    return %z
+After:
+    %x_f16: f16[1,4] = cast(%x) {"dtype": "f16"}
+    %y: f16[1,8] = linear(%x_f16, %w, %b) {"weight_layout": "oi"}        # %w, %b: f16 constants
+    %y_f32: f32[1,8] = cast(%y) {"dtype": "f32"}
+    %z: f32[1,8] = softmax(%y_f32) {"axis": -1}
+    %z_f16: f16[1,8] = cast(%z) {"dtype": "f16"}
+    %z_f16_f32: f32[1,8] = cast(%z_f16) {"dtype": "f32"}
+    return %z_f16_f32
+(``remove_noops`` does not cancel the last pair: the round trip through f16 is what the f16 model computes.)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edgeopt.errors import PassError
+from edgeopt.ir import Graph, Node, Value
+from edgeopt.ir.registry import get_op
+from edgeopt.ir.types import TensorType
+from edgeopt.pipeline import Pass, register_pass
+
+KEEP_F32 = frozenset({"softmax", "log_softmax", "layer_norm", "batch_norm", "sum", "mean", "attention", "exp", "log",
+                      "pow", "rsqrt", "reciprocal"})
+F16_MAX = float(np.finfo(np.float16).max)
+
+
+def _cast(g: Graph, v: Value, dtype: str, source: str | None) -> Value:
+    node = Node("cast", [v], {"dtype": dtype}, source)
+    out = Value(g.fresh_name(f"{v.name}_{dtype}"), TensorType(v.type.shape, dtype), node)
+    node.outputs = [out]
+    g.nodes.append(node)
+    return out
+
+
+def _weights_to_f16(g: Graph) -> tuple[int, int]:
+    converted = saturated = 0
+    for name, arr in list(g.constants.items()):
+        v = g.const_values[name]
+        if v.type.dtype != "f32":
+            continue
+        big = np.abs(arr) > F16_MAX
+        saturated += int(np.count_nonzero(big & np.isfinite(arr)))
+        g.constants[name] = np.array(np.clip(arr, -F16_MAX, F16_MAX) if big.any() else arr, dtype=np.float16)
+        v.type = TensorType(v.type.shape, "f16")
+        converted += 1
+    return converted, saturated
+
+
+@register_pass
+class ToFp16(Pass):
+    name = "to_fp16"
+    guarantees = ("fp16",)
+
+    def run(self, g: Graph) -> dict:
+        if any(n.body is not None for n in g.nodes):
+            raise PassError("to_fp16 runs on plain nodes: put it before fuse_epilogue and the other grouping passes")
+        weights, saturated = _weights_to_f16(g)
+        boundary = [v.type.dtype for v in g.outputs]  # what callers get back, before anything is retyped
+        nodes, g.nodes = g.nodes, []
+        now: dict[Value, Value] = {}  # a value -> the value readers use instead
+        for v in g.inputs:
+            if v.type.dtype == "f32":
+                now[v] = _cast(g, v, "f16", None)
+        kept = 0
+        for n in nodes:
+            ins = [now.get(v, v) for v in n.inputs]
+            keep = n.op in KEEP_F32 and any(o.type.dtype == "f32" for o in n.outputs)
+            if keep:
+                ins = [_cast(g, v, "f32", n.source) if v.type.dtype == "f16" else v for v in ins]
+                kept += 1
+            elif n.op == "cast" and n.attrs["dtype"] == "f32":
+                n.attrs["dtype"] = "f16"
+            n.inputs = ins
+            for o, t in zip(n.outputs, get_op(n.op).infer([v.type for v in ins], n.attrs)):
+                o.type = t
+            g.nodes.append(n)
+            if keep:
+                for o in n.outputs:
+                    if o.type.dtype == "f32":
+                        now[o] = _cast(g, o, "f16", n.source)
+        outs = []
+        for v, dtype in zip(g.outputs, boundary):
+            v2 = now.get(v, v)
+            outs.append(_cast(g, v2, dtype, None) if v2.type.dtype != dtype else v2)
+        g.outputs = outs
+        return {"weights": weights, "saturated": saturated, "kept_f32": kept}

@@ -1,0 +1,145 @@
+"""to_fp16: Before/Expected IR, kept-f32 ops, saturated weights, the f32 boundary, numerics against the f32 graph,
+its place in the pipeline, and the f32 accumulation and f32 math of the f16 lowering rules."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+from edgeopt.errors import PassError
+from edgeopt.ir import Graph, interpret, parse_graph, print_graph, verify
+from edgeopt.pipeline import default_pipeline, get_pass
+
+NAME = "to_fp16"
+_INLINE = re.compile(r"^(\s*const %\S+: \S+) = .*$", re.MULTILINE)  # inline constant values: compared as arrays
+F16_TOL = 2e-3  # max error relative to the output's scale: f16 has an 11-bit significand (4.9e-4 per rounding)
+
+
+def run_pass(g: Graph) -> dict:
+    stats = get_pass(NAME).run(g)
+    verify(g)
+    return stats
+
+
+BEFORE = """graph main(%x: f32[2,4]) {
+  const %w: f32[8,4]
+  const %b: f32[8]
+  const %fill: f32[] = -3.4028234663852886e+38
+  %y: f32[2,8] = linear(%x, %w, %b) {"weight_layout": "oi"}
+  %m: f32[2,8] = maximum(%y, %fill)
+  %z: f32[2,8] = softmax(%m) {"axis": -1}
+  %g: f32[2,8] = gelu(%z) {"approximate": "none"}
+  return %g, %y
+}
+"""
+EXPECTED = """graph main(%x: f32[2,4]) {
+  const %w: f16[8,4]
+  const %b: f16[8]
+  const %fill: f16[] = -65504.0
+  %x_f16: f16[2,4] = cast(%x) {"dtype": "f16"}
+  %y: f16[2,8] = linear(%x_f16, %w, %b) {"weight_layout": "oi"}
+  %m: f16[2,8] = maximum(%y, %fill)
+  %m_f32: f32[2,8] = cast(%m) {"dtype": "f32"}
+  %z: f32[2,8] = softmax(%m_f32) {"axis": -1}
+  %z_f16: f16[2,8] = cast(%z) {"dtype": "f16"}
+  %g: f16[2,8] = gelu(%z_f16) {"approximate": "none"}
+  %g_f32: f32[2,8] = cast(%g) {"dtype": "f32"}
+  %y_f32: f32[2,8] = cast(%y) {"dtype": "f32"}
+  return %g_f32, %y_f32
+}
+"""
+
+
+def _graph() -> Graph:
+    rng = np.random.default_rng(0)
+    return parse_graph(BEFORE, {"w": rng.standard_normal((8, 4)).astype(np.float32),
+                                "b": rng.standard_normal(8).astype(np.float32)})
+
+
+def test_before_expected():
+    g = _graph()
+    stats = run_pass(g)
+    assert _INLINE.sub(r"\1", print_graph(g)) == _INLINE.sub(r"\1", EXPECTED)
+    assert float(g.constants["fill"]) == -65504.0
+    assert stats == {"weights": 3, "saturated": 1, "kept_f32": 1}
+    assert all(a.dtype == np.float16 for a in g.constants.values())
+
+
+def test_numerics_against_the_f32_graph():
+    g = _graph()
+    before = g.clone()
+    run_pass(g)
+    x = np.random.default_rng(1).standard_normal((2, 4)).astype(np.float32)
+    for want, got in zip(interpret(before, [x]), interpret(g, [x])):
+        assert got.dtype == np.float32  # the boundary stays f32
+        assert np.abs(got - want).max() / np.abs(want).max() < F16_TOL
+
+
+def test_integer_paths_and_int_to_float_casts():
+    g = parse_graph("""graph main(%ids: i64[1,3], %mask: i64[1,3]) {
+  const %table: f32[5,2]
+  %e: f32[1,3,2] = take(%table, %ids) {"axis": 0}
+  %mf: f32[1,3] = cast(%mask) {"dtype": "f32"}
+  %s: f32[1,3] = sum(%e) {"axes": [2], "keepdims": false}
+  %y: f32[1,3] = mul(%s, %mf)
+  return %y, %ids
+}
+""", {"table": np.arange(10, dtype=np.float32).reshape(5, 2)})
+    run_pass(g)
+    types = {o.name: o.type.text() for n in g.nodes for o in n.outputs}
+    assert types["e"] == "f16[1,3,2]" and types["mf"] == "f16[1,3]"  # the cast to f32 became a cast to f16
+    assert types["s"] == "f32[1,3]" and "e_f32" in types  # sum is kept in f32
+    assert [v.type.text() for v in g.outputs] == ["f32[1,3]", "i64[1,3]"]
+
+
+def test_refuses_fused_nodes():
+    g = parse_graph("""graph main(%x: f32[4]) {
+  %a: f32[4] = relu(%x)
+  %b: f32[4] = neg(%a)
+  return %b
+}
+""")
+    get_pass("fuse_elementwise").run(g)
+    assert any(n.body is not None for n in g.nodes)
+    with pytest.raises(PassError, match="before fuse_epilogue"):
+        run_pass(g)
+
+
+def test_place_in_the_pipeline():
+    names = default_pipeline(2, "vulkan", "fp16")
+    assert names.index("fuse_attention") < names.index(NAME) < names.index("fuse_epilogue")
+    assert names.index("fold_batch_norm") < names.index(NAME)
+    assert NAME not in default_pipeline(2, "vulkan") and default_pipeline(1, "cuda", "fp16")[-1] == NAME
+
+
+def test_minilm_keeps_its_attention_ops():
+    """The casts must not hide the attention pattern: fuse_attention runs first."""
+    from edgeopt.targets import get_target
+
+    from edgeopt.api import optimize_graph
+    from edgeopt.frontend import from_torch
+    from tests.models.zoo import build
+
+    model, inputs = build("minilm", small=True)
+    g = from_torch(model, inputs)
+    records = optimize_graph(g, get_target("vulkan", precision="fp16"))
+    stats = {r["name"]: r["stats"] for r in records}
+    assert stats[NAME]["kept_f32"] == 6 * 3 + 1  # per layer: attention and two layer norms; the embeddings' norm
+    assert stats["fuse_attention"]["fused"] == 6
+
+
+def test_f16_rules_accumulate_and_do_math_in_f32():
+    import tvm  # noqa: F401
+    from tvm import te
+
+    from edgeopt.ir.types import TensorType
+    from edgeopt.lower.rules import get_rule
+
+    x, w = te.placeholder((2, 64), "float16", "x"), te.placeholder((8, 64), "float16", "w")
+    y = get_rule("linear")([x, w], {"weight_layout": "oi"}, TensorType((2, 8), "f16"), "linear")
+    assert y.dtype == "float16" and y.op.input_tensors[0].dtype == "float32"  # an f32 sum, stored as f16
+    g = get_rule("gelu")([x], {"approximate": "none"}, TensorType((2, 64), "f16"), "gelu")
+    script = te.create_prim_func([x, g]).script()
+    assert g.dtype == "float16" and 'T.Cast("float32"' in script
