@@ -128,11 +128,10 @@ def compile_graph(graph, target="host", *, opt_level: int = 2, passes: Sequence 
     with tempfile.TemporaryDirectory(prefix="edgeopt-") as d:
         lib_path = os.path.join(d, "kernels.so")
         # device code beside the library (CUDA cubin/PTX), or instead of it (Vulkan's WGSL shaders)
-        device_code, lib = {}, b""
+        device_code, lib = {}, (b"" if tgt.has_library else None)
         if lowered.executable is not None:
             device_code = tgt.export_library(lowered.executable, lib_path) or {}
-            lib = None
-            if os.path.exists(lib_path):
+            if tgt.has_library:
                 with open(lib_path, "rb") as f:
                     lib = f.read()
     # in the dtype the device stores them in (the plan's: a target's storage_dtypes, e.g. bool as i32 on Vulkan)
@@ -182,7 +181,8 @@ def _cannot_run_here(target: dict) -> str | None:
         why = f"this machine is {platform.machine()}" if arch and arch != platform.machine() else str(e)
         emulated = (f", or emulated here with edgeopt.emulate.run('m.edgeopt', inputs, cpu={cpu!r})"
                     if target.get("name") == "arm" else "")
-        return (f"this model was compiled for target {target.get('name')!r} ({arch}, {cpu}) and cannot run here "
+        which = f" ({arch}, {cpu})" if arch or cpu else ""
+        return (f"this model was compiled for target {target.get('name')!r}{which} and cannot run here "
                 f"({why}). Save it with compiled.save('m.edgeopt') and run the artifact on the device with "
                 f"edgeopt.load('m.edgeopt'){emulated}")
     return None

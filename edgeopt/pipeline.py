@@ -117,12 +117,20 @@ def default_pipeline(opt_level: int, target_name: str = "host", precision: str =
 def resolve(passes: Sequence[str | Pass] | None, disable: Iterable[str], opt_level: int,
             target_name: str, legalize: Sequence[str] = (), precision: str = "fp32") -> list[Pass]:
     """The passes to run: ``passes``, or the pipeline for ``opt_level``, the target and its ``precision``, minus
-    ``disable``. ``legalize`` (the target's ``legalize_passes``) runs first in every case and cannot be disabled."""
+    ``disable``. ``legalize`` (the target's ``legalize_passes``) runs first in every case, and the precision's pass
+    (``PRECISION_PASSES``) runs in every case too: neither can be disabled."""
     names = default_pipeline(opt_level, target_name, precision) if passes is None else list(passes)
     disable = set(disable)
     forced = [p for p in legalize if p in disable]
     if forced:
         raise PassError(f"pass(es) {forced} cannot be disabled: target {target_name!r} needs them to run at all")
+    if precision in PRECISION_PASSES:
+        convert, before = PRECISION_PASSES[precision]
+        if convert in disable:
+            raise PassError(f"pass {convert!r} cannot be disabled: precision={precision!r} is what it does")
+        if convert not in [p if isinstance(p, str) else p.name for p in names]:  # a custom pipeline without it
+            keys = [p if isinstance(p, str) else p.name for p in names]
+            names.insert(keys.index(before) if before in keys else len(names), convert)
     out = [get_pass(p) for p in legalize]
     for p in names:
         pobj = get_pass(p) if isinstance(p, str) else p

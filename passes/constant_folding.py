@@ -5,7 +5,8 @@ of constant masks...) become plain constants. A fold never grows the weights muc
 at most as many bytes as the largest input, or at most ``MAX_FOLD_GROWTH_BYTES`` (a broadcast of a scalar to
 a big tensor, or an int8 weight widened to int32 for an integer matmul, stays a kernel).
 
-Requires: nothing. Guarantees: ``constants_folded`` (no node reads only constants).
+Requires: nothing. Guarantees: ``constants_folded`` (no node reads only constants, except those whose result
+would grow the weights).
 
 Before:
     const %w: f32[4,8]

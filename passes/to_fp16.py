@@ -1,16 +1,18 @@
 """to_fp16: compute in half precision where it is safe, keep float32 where it is not (``precision="fp16"``).
 
-The same split as PyTorch's autocast: most ops (convolutions, linear layers, elementwise math, data movement)
+Close to PyTorch autocast's split: most ops (convolutions, linear layers, elementwise math, data movement)
 take and produce ``f16``; the ops in ``KEEP_F32`` (reductions over many elements, normalizations, softmax,
-attention, and the math that overflows or loses precision in f16: ``exp``, ``log``, ``pow``, ``rsqrt``,
-``reciprocal``) read their f16 inputs as f32 and their results are stored as f16. Convolutions and
-matrix products accumulate in f32 (their lowering rules do that for f16 inputs).
+and the math that overflows or loses precision in f16: ``exp``, ``log``, ``pow``, ``rsqrt``, ``reciprocal``)
+read their f16 inputs as f32 and their results are stored as f16. Unlike autocast, attention and batch_norm
+stay f32 too (a masked score of -65504 plus a score overflows f16). Convolutions and matrix products
+accumulate in f32, and transcendental activations are evaluated in f32 (their lowering rules do that for f16).
 
 - **Weights**: float32 constants become f16. Values beyond f16's range (65504) saturate to it, and are
   counted (``saturated``): a ``-3.4e38`` attention-mask fill becomes ``-65504``, which still zeroes the
   softmax, where ``-inf`` could make a fully masked row NaN.
 - **The boundary stays float32**: an f32 graph input is cast to f16 right after it, and an output that became
-  f16 is cast back, so callers see the dtypes of the model they exported.
+  f16 is cast back, so callers see the dtypes of the model they exported (an input returned as an output is
+  returned untouched; a weight returned as an output comes back rounded to f16).
 - Casts to ``f32`` inside the graph (e.g. of an integer mask) become casts to ``f16``.
 
 Requires: nothing; runs on plain nodes, after ``fuse_attention`` (its casts would hide the attention pattern) and
@@ -76,8 +78,8 @@ class ToFp16(Pass):
     def run(self, g: Graph) -> dict:
         if any(n.body is not None for n in g.nodes):
             raise PassError("to_fp16 runs on plain nodes: put it before fuse_epilogue and the other grouping passes")
-        weights, saturated = _weights_to_f16(g)
         boundary = [v.type.dtype for v in g.outputs]  # what callers get back, before anything is retyped
+        weights, saturated = _weights_to_f16(g)
         nodes, g.nodes = g.nodes, []
         now: dict[Value, Value] = {}  # a value -> the value readers use instead
         for v in g.inputs:
@@ -102,7 +104,7 @@ class ToFp16(Pass):
                         now[o] = _cast(g, o, "f16", n.source)
         outs = []
         for v, dtype in zip(g.outputs, boundary):
-            v2 = now.get(v, v)
+            v2 = v if v in g.inputs else now.get(v, v)  # an input returned as it is never passes through f16
             outs.append(_cast(g, v2, dtype, None) if v2.type.dtype != dtype else v2)
         g.outputs = outs
         return {"weights": weights, "saturated": saturated, "kept_f32": kept}

@@ -4,9 +4,12 @@ WGSL (the ``vulkan`` target's kernels) has ``i32`` and ``u32`` only: TVM's WebGP
 ``i8``/``u8``/``i16`` do not exist in the language at all, neither in storage nor in registers. This pass
 narrows ``i64`` values to ``i32`` and widens ``i8``, ``u8`` and ``i16`` values to ``i32`` (quantization
 parameters kept): graph inputs and outputs, constants, every node's outputs (``cast`` targets included) and
-the bodies of fused kernels. Values stay exact: a constant that does not fit in ``i32`` is an error naming it,
-and the runtime refuses an input whose values do not fit (it converts the int64 ids a tokenizer returns).
-``bool`` is left alone: it is a WGSL register type, and the lowering stores it as a 32-bit word.
+the bodies of fused kernels. A cast *to* a narrow type keeps its wrap-around (``(x + 10).to(uint8)``): the
+pass adds the modulo arithmetic after it. A constant that does not fit in ``i32`` is an error naming it, and
+the runtime refuses an input whose values do not fit (it converts the int64 ids a tokenizer returns). What
+cannot be kept: i64 arithmetic whose intermediate values leave int32's range (hashes, large products) wraps at
+32 bits; index and id arithmetic, the i64 of real models, stays far inside it. ``bool`` is left alone: it is a
+WGSL register type, and the lowering stores it as a 32-bit word.
 
 Requires: nothing. Guarantees: ``int32_only``. Run first, before every other pass (the target adds it).
 
@@ -26,9 +29,10 @@ from __future__ import annotations
 import numpy as np
 
 from edgeopt.errors import PassError
-from edgeopt.ir import Graph
+from edgeopt.ir import Graph, Node, Value
 from edgeopt.ir.registry import get_op
 from edgeopt.ir.types import TensorType
+from edgeopt.ir_dtypes import NP_DTYPES
 from edgeopt.pipeline import Pass, register_pass
 
 #: integer dtypes WGSL lacks -> the 32-bit type that holds them
@@ -55,13 +59,65 @@ def _narrow_constants(g: Graph) -> int:
     return changed
 
 
+#: narrow type -> (its number of values, whether it is signed)
+_WRAP = {"i8": (256, True), "u8": (256, False), "i16": (65536, True)}
+
+
+def _node(g: Graph, op: str, inputs: list[Value], source: str | None) -> Value:
+    n = Node(op, inputs, {}, source)
+    n.outputs = [Value(g.fresh_name(op), get_op(op).infer([v.type for v in inputs], {})[0], n)]
+    g.nodes.append(n)
+    return n.outputs[0]
+
+
+def _range(dtype: str) -> tuple[float, float]:
+    if dtype == "bool":
+        return 0, 1
+    if dtype.startswith(("i", "u")):
+        info = np.iinfo(np.dtype(NP_DTYPES[dtype]))
+        return info.min, info.max
+    return -np.inf, np.inf
+
+
+def _may_wrap(cast: Node) -> bool:
+    """Whether ``cast`` (to a narrow int type) can receive values outside its type: not when its input's type, or
+    the bounds of a ``clamp`` that made it (quantization's ``clamp(round(x / s), -127, 127)``), fit."""
+    if cast.attrs["dtype"] not in _WRAP:
+        return False
+    lo, hi = _range(cast.attrs["dtype"])
+    x = cast.inputs[0]
+    have = _range(x.type.dtype)
+    if x.producer is not None and x.producer.op == "clamp":
+        a = x.producer.attrs
+        have = (have[0] if a["min"] is None else max(have[0], a["min"]),
+                have[1] if a["max"] is None else min(have[1], a["max"]))
+    return not (lo <= have[0] and have[1] <= hi)
+
+
+def _wrap(g: Graph, x: Value, dtype: str, source: str | None) -> Value:
+    """``x`` (i32) wrapped into ``dtype``'s range as a cast to it would: ``x mod 2^bits``, then signed."""
+    size, signed = _WRAP[dtype]
+    m = g.add_const(np.array(size, np.int32), "wrap")
+    zero = g.add_const(np.array(0, np.int32), "zero")
+    r = _node(g, "sub", [x, _node(g, "mul", [_node(g, "div", [x, m], source), m], source)], source)  # (-m, m)
+    r = _node(g, "where", [_node(g, "lt", [r, zero], source), _node(g, "add", [r, m], source), r], source)
+    if signed:
+        top = g.add_const(np.array(size // 2 - 1, np.int32), "wrap_top")
+        r = _node(g, "where", [_node(g, "gt", [r, top], source), _node(g, "sub", [r, m], source), r], source)
+    return r
+
+
 def _narrow(g: Graph) -> int:
     """Retype ``g`` in place (inputs, constants, then nodes in order); returns how many values changed."""
     changed = _narrow_constants(g)
     for v in g.inputs:
         if v.type.dtype in TO_INT32:
             v.type, changed = _retype(v.type), changed + 1
-    for n in g.nodes:
+    nodes, g.nodes = g.nodes, []
+    wrapping = {n: n.attrs["dtype"] for n in nodes if n.op == "cast" and _may_wrap(n)}  # before any retyping
+    now: dict[Value, Value] = {}  # a cast's result -> its wrapped value, which readers use instead
+    for n in nodes:
+        n.inputs = [now.get(v, v) for v in n.inputs]
         if n.attrs.get("dtype") in TO_INT32:
             n.attrs["dtype"] = TO_INT32[n.attrs["dtype"]]
         if n.body is not None:  # its parameters take the (new) types of the node's inputs
@@ -77,6 +133,10 @@ def _narrow(g: Graph) -> int:
                                 "32-bit integers only")
             if o.type != t:
                 o.type, changed = t, changed + 1
+        g.nodes.append(n)
+        if n in wrapping:
+            now[n.outputs[0]] = _wrap(g, n.outputs[0], wrapping[n], n.source)
+    g.outputs = [now.get(v, v) for v in g.outputs]
     return changed
 
 

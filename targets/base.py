@@ -17,6 +17,10 @@ class Target:
     legalize_passes: tuple[str, ...] = ()
     #: "fp32", or "fp16" (targets that take a ``precision`` option: the pipeline converts the graph)
     precision: str = "fp32"
+    #: every activation's offset in the planned arena is a multiple of this many bytes
+    buffer_alignment: int = 64
+    #: whether artifacts hold a kernel library (``kernels.so``); Vulkan's hold shaders instead
+    has_library: bool = True
 
     def tvm_target(self):
         raise NotImplementedError

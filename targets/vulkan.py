@@ -16,21 +16,23 @@ with the ``shader-f16`` feature; the artifact records the features it needs and 
 from __future__ import annotations
 
 from ..errors import TargetError
+from ..runtime.vulkan import SOFTWARE_VULKAN, WGPU_PIN
 from .base import Target, check_precision
 
 #: what the device needs (the README's per-target table says the same)
-DEVICE_NEEDS = "a Vulkan driver (a GPU's, or Mesa's lavapipe: apt-get install mesa-vulkan-drivers libvulkan1), " \
-               "numpy and wgpu==0.32.0"
+DEVICE_NEEDS = f"a Vulkan driver (a GPU's, or Mesa's lavapipe: {SOFTWARE_VULKAN}), numpy and {WGPU_PIN}"
 
 
 class VulkanTarget(Target):
-    """Any Vulkan 1.1+ device wgpu can open; kernels are WGSL compute shaders."""
+    """Any Vulkan device wgpu can open; kernels are WGSL compute shaders."""
 
     name = "vulkan"
     runtime = "vulkan"
     tir_kernels = False  # edgeopt's hand-written TIR kernels are CPU schedules
     storage_dtypes = {"bool": "i32"}  # WGSL storage buffers hold no bool
     legalize_passes = ("wgsl_int_types",)
+    has_library = False
+    buffer_alignment = 256  # WebGPU's largest minStorageBufferOffsetAlignment: the arena binds on any device
 
     def __init__(self, precision: str = "fp32"):
         """``precision="fp16"``: f16 weights and activations (``to_fp16``); the device needs ``shader-f16``."""
@@ -38,8 +40,10 @@ class VulkanTarget(Target):
 
         self.precision = check_precision(self.name, precision)
 
-        # 256 threads and 32 KiB of workgroup memory: what WebGPU guarantees every device (its default limits)
-        self._target = tvm.target.Target({"kind": "webgpu", "max_num_threads": 256}, host="llvm")
+        # 256 invocations and 16 KiB of workgroup memory per workgroup: what WebGPU guarantees every device (its
+        # default limits), so the shaders need no device limit checked at load
+        self._target = tvm.target.Target({"kind": "webgpu", "max_num_threads": 256,
+                                          "max_shared_memory_per_block": 16384}, host="llvm")
 
     def tvm_target(self):
         return self._target

@@ -63,6 +63,38 @@ class ReshapeBetweenLinears(torch.nn.Module):
         return self.b(torch.relu(self.a(x)).reshape(6, 4))
 
 
+@pytest.fixture(scope="module")
+def tracked_server():
+    """A tracker on loopback and a board's server registered with it under a key (tornado runs the tracker)."""
+    import time
+
+    from tvm import rpc
+    from tvm.rpc.tracker import Tracker
+
+    tracker = Tracker(host="127.0.0.1", port=9300, port_end=9400, silent=True)
+    srv = rpc.Server(host="127.0.0.1", port=9190, port_end=9290, silent=True, tracker_addr=("127.0.0.1", tracker.port),
+                     key="edgeopt-test")
+    try:
+        for _ in range(60):  # the server registers asynchronously
+            queue = rpc.connect_tracker("127.0.0.1", tracker.port).summary()["queue_info"]
+            if queue.get("edgeopt-test", {}).get("free"):
+                break
+            time.sleep(0.25)
+        else:
+            pytest.fail(f"the RPC server did not register with the tracker: {queue}")
+        yield tracker
+    finally:
+        srv.terminate()
+        tracker.terminate()
+
+
+def test_runs_through_a_tracker(tracked_server, compiled):
+    path, x, ref, c = compiled
+    r = remote.run(path, [x], tracker=("127.0.0.1", tracked_server.port), key="edgeopt-test", number=1, repeat=1)
+    np.testing.assert_array_equal(r.outputs[0], c(x))
+    assert r.latency_ms > 0
+
+
 def test_views_alias_their_source_on_the_board(server, tmp_path):
     """The reshape is a view (no kernel): the board's result is right only if the view aliases its source there."""
     torch.manual_seed(0)

@@ -162,8 +162,9 @@ def _convert_node(ctx: Ctx, node, unsupported: dict[str, UnsupportedOp]) -> None
             ctx.env[node.name] = ctx.env[src.name][idx]
         return
     if isinstance(target, torch._ops.OpOverload) and all(a.name in ctx.torch_consts for a in node.all_input_nodes) \
-            and _fold_keeps_weights_small(ctx, node):
-        ctx.torch_consts[node.name] = _evaluate(ctx, node)  # constant subgraph: fold it with torch now
+            and (target not in CONVERTERS or _fold_keeps_weights_small(ctx, node)):
+        # a constant subgraph: fold it with torch now (one the IR has no op for, whatever its size)
+        ctx.torch_consts[node.name] = _evaluate(ctx, node)
         return
     conv = CONVERTERS.get(target)
     if conv is None:

@@ -34,6 +34,7 @@ from ..ir.types import TVM_DTYPES
 from ..memory import MemoryPlan, plan_arena
 from .flash_attention import flash_attention
 from .rules import get_rule
+from .rules._te import narrow
 from .schedule_cpu import schedule_kernel
 
 VIEW_OPS = {"reshape"}
@@ -139,17 +140,13 @@ def build_primfunc(g: Graph, n: Node, storage: dict[str, str] | None = None) -> 
         else:
             held = storage.get(v.type.dtype)
             ph = te.placeholder(v.type.shape, TVM_DTYPES[held] if held else dt, name=f"in{i}")
-            te_ins.append(_convert(ph, dt, f"load{i}") if held else ph)
+            te_ins.append(narrow(ph, dt) if held else ph)
             args.append((ph, v))
     outs = _body_compute(n.body, te_ins) if n.body is not None else [_node_compute(n, te_ins)]
-    outs = [_convert(t, TVM_DTYPES[storage[v.type.dtype]], f"store{i}") if v.type.dtype in storage else t
-            for i, (t, v) in enumerate(zip(outs, n.outputs))]
+    outs = [narrow(t, TVM_DTYPES[storage[v.type.dtype]]) if v.type.dtype in storage else t
+            for t, v in zip(outs, n.outputs)]
     func = te.create_prim_func([ph for ph, _ in args] + outs)
     return func, [v for _, v in args]
-
-
-def _convert(t: te.Tensor, dtype: str, name: str) -> te.Tensor:
-    return te.compute(t.shape, lambda *i: t(*i).astype(dtype), name=name)
 
 
 def kernel_name(n: Node, key: str) -> str:
@@ -174,14 +171,15 @@ def is_tunable(g: Graph, n: Node) -> bool:
     return n.op not in VIEW_OPS and _tir_kernel(g, n) is None
 
 
-def _tuned_kernel(g: Graph, n: Node, record: dict) -> tuple[tvm.tirx.PrimFunc, str, bool] | None:
+def _tuned_kernel(g: Graph, n: Node, record: dict,
+                  storage: dict[str, str] | None = None) -> tuple[tvm.tirx.PrimFunc, str, bool] | None:
     """The kernel with the record's tuned schedule, or None when the record is stale (the unscheduled
     function changed since tuning) or its trace no longer applies."""
     from ..tuning_db import apply_trace, func_hash
 
     if not is_tunable(g, n):
         return None
-    func = build_primfunc(g, n)[0]
+    func = build_primfunc(g, n, storage)[0]
     if func_hash(func) != record["func_hash"]:
         return None
     try:
@@ -262,7 +260,8 @@ def lower(g: Graph, target, tuning=None) -> Lowered:
             ckey = (tkey, key, record_id(record) if record else None)
             cached = _KERNEL_CACHE.get(ckey)
             if cached is None:
-                cached = (record and _tuned_kernel(g, n, record)) or (*hand_kernel(g, n, lanes, target), False)
+                cached = ((record and _tuned_kernel(g, n, record, storage))
+                          or (*hand_kernel(g, n, lanes, target), False))
                 _KERNEL_CACHE[ckey] = cached
             funcs[name] = cached[0].with_attr("global_symbol", name)
             ops = [m.op for m in n.body.nodes] if n.body is not None else [n.op]
@@ -290,7 +289,7 @@ def lower(g: Graph, target, tuning=None) -> Lowered:
         "values": values,
         "steps": steps,
     }
-    memory = plan_arena(plan)
+    memory = plan_arena(plan, align=getattr(target, "buffer_alignment", 64))
     for tok in memory.tokens:
         for name in tok.values:
             values[name]["offset"] = memory.offsets[tok.name]

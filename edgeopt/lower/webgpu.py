@@ -26,6 +26,7 @@ buffers by name (``X_ptr`` is buffer ``X``), never by position: TVM orders them 
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass, field
 
@@ -34,8 +35,8 @@ from tvm import tirx
 from tvm.tirx.build import split_host_device_mods
 
 from ..errors import TargetError
+from ..runtime.vulkan import KERNELS_JSON
 
-KERNELS_JSON = "webgpu/kernels.json"
 #: float literals TVM 0.27 prints that WGSL has no spelling for (``inff``), as bit patterns naga accepts
 _SPECIAL_FLOATS = {"inff": "bitcast<f32>(0x7f800000u)", "nanf": "bitcast<f32>(0x7fc00000u)",
                    "infh": "bitcast<vec2<f16>>(0x7c007c00u).x", "nanh": "bitcast<vec2<f16>>(0x7e007e00u).x"}
@@ -81,16 +82,9 @@ class WebGPULibrary:
         dispatches = [d for f in self.functions.values() for d in f.dispatches]
         info = {"functions": funcs, "features": self.features,
                 "max_bindings": max((len(d.bindings) for d in dispatches), default=0),
-                "max_workgroup_invocations": max((_prod(d.workgroup) for d in dispatches), default=0)}
+                "max_workgroup_invocations": max((math.prod(d.workgroup) for d in dispatches), default=0)}
         out[KERNELS_JSON] = json.dumps(info, indent=1).encode()
         return out
-
-
-def _prod(xs) -> int:
-    p = 1
-    for x in xs:
-        p *= x
-    return p
 
 
 def build_webgpu(funcs: dict[str, tirx.PrimFunc], tvm_target) -> WebGPULibrary:
@@ -113,8 +107,11 @@ def build_webgpu(funcs: dict[str, tirx.PrimFunc], tvm_target) -> WebGPULibrary:
         name = gv.name_hint
         if name not in funcs:
             continue
-        calls, workspaces = _host_calls(host.body)
+        calls, workspaces = _host_calls(name, host.body)
         fn = WebGPUFunction(params[name], [{"name": n, "bytes": b} for n, b in workspaces])
+        buffers = [*params[name], *(n for n, _ in workspaces)]
+        if len(set(buffers)) != len(buffers):  # kernels name their buffers: two with one name are ambiguous
+            raise TargetError(f"kernel {name} has two buffers of one name ({buffers}): cannot bind by name")
         slots = {p: {"param": i} for i, p in enumerate(params[name])}
         slots.update({n: {"workspace": j} for j, (n, _) in enumerate(workspaces)})
         for entry, launch in calls:
@@ -162,30 +159,39 @@ def _dispatch(func: str, entry: str, kernel, info: dict, wgsl: str, launch: dict
     return Dispatch(entry, wgsl, bindings, [int(w) for w in write], grid, workgroup)
 
 
-def _host_calls(body) -> tuple[list[tuple[str, dict]], list[tuple[str, int]]]:
+def _host_calls(func: str, body) -> tuple[list[tuple[str, dict]], list[tuple[str, int]]]:
     """(kernel launches in order: (entry, {launch tag: value}), workspaces: (buffer name, bytes)) of a host
-    function, read from its ``call_ffi_kernel`` calls and ``AllocBuffer`` statements."""
+    function, read from its ``call_ffi_kernel`` calls and ``AllocBuffer`` statements. The launches must be
+    straight-line code (the argument checks wrap them in ``if``s without ``else``): a launch in a loop or in an
+    ``else`` branch is refused, since the plan runs each launch once, unconditionally."""
     calls, workspaces = [], []
 
-    def visit(s):
+    def visit(s, where: str | None):
         if isinstance(s, tirx.AllocBuffer):
             b = s.buffer
-            count = _prod(int(d) for d in b.shape)
-            workspaces.append((b.name, count * tvm.DataType(b.dtype).bits // 8))
+            dt = tvm.DataType(b.dtype)
+            workspaces.append((b.name, math.prod(int(d) for d in b.shape) * max(1, dt.bits * dt.lanes // 8)))
         if isinstance(s, tirx.Evaluate) and isinstance(s.value, tvm.ir.Call):
             call = s.value
             if getattr(call.op, "name", "") == "tirx.call_ffi_kernel":
+                if where:
+                    raise TargetError(f"kernel {func} launches {call.args[0].value} {where}: the WebGPU plan runs "
+                                      "every launch once, in order")
                 tags = list(call.attrs.launch_params)
                 values = call.args[len(call.args) - len(tags):]
                 if not all(isinstance(v, tirx.IntImm) for v in values):
                     raise TargetError(f"kernel {call.args[0].value} has launch sizes that are not constants "
                                       f"({list(values)}): shapes must be static")
                 calls.append((call.args[0].value, {t: int(v.value) for t, v in zip(tags, values)}))
-        kids = s.seq if isinstance(s, tirx.SeqStmt) else [getattr(s, a, None) for a in ("body", "then_case",
-                                                                                            "else_case")]
-        for k in kids:
+        if isinstance(s, tirx.SeqStmt):
+            kids = [(k, where) for k in s.seq]
+        else:
+            inner = "in a loop" if isinstance(s, tirx.For) else where
+            kids = [(getattr(s, "body", None), inner), (getattr(s, "then_case", None), where),
+                    (getattr(s, "else_case", None), where or "in an else branch")]
+        for k, w in kids:
             if isinstance(k, tirx.Stmt):
-                visit(k)
+                visit(k, w)
 
-    visit(body)
+    visit(body, None)
     return calls, workspaces

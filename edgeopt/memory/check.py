@@ -9,17 +9,17 @@ class PlanError(AssertionError):
     """A memory plan that would let one tensor overwrite another that is still needed."""
 
 
-def check_plan(tokens: list[Token], offsets: dict[str, int], arena_bytes: int) -> None:
-    """Raise ``PlanError`` naming the first conflict: overlap in both lifetime and bytes, a misaligned or
-    missing offset, or a token outside the arena."""
+def check_plan(tokens: list[Token], offsets: dict[str, int], arena_bytes: int, align: int = ALIGN) -> None:
+    """Raise ``PlanError`` naming the first conflict: overlap in both lifetime and bytes, an offset missing or not
+    a multiple of ``align``, or a token outside the arena."""
     problems = []
     for t in tokens:
         if t.name not in offsets:
             problems.append(f"{t.name}: no offset")
             continue
         off = offsets[t.name]
-        if off % ALIGN:
-            problems.append(f"{t.name}: offset {off} is not a multiple of {ALIGN}")
+        if off % align:
+            problems.append(f"{t.name}: offset {off} is not a multiple of {align}")
         if off < 0 or off + t.size > arena_bytes:
             problems.append(f"{t.name}: bytes [{off}, {off + t.size}) outside the arena of {arena_bytes}")
     by_start = sorted((t for t in tokens if t.name in offsets), key=lambda t: t.start)

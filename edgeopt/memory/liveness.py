@@ -19,12 +19,13 @@ import numpy as np
 
 from ..ir_dtypes import NP_DTYPES
 
-#: every offset and every size is a multiple of this (TVM kernels assume 64-byte-aligned data)
+#: every offset and every size is a multiple of this by default (TVM's CPU kernels assume 64-byte-aligned data;
+#: a target may ask for more: WebGPU binds storage at multiples of 256)
 ALIGN = 64
 
 
-def aligned(nbytes: int) -> int:
-    return max(ALIGN, -(-nbytes // ALIGN) * ALIGN)
+def aligned(nbytes: int, align: int = ALIGN) -> int:
+    return max(align, -(-nbytes // align) * align)
 
 
 @dataclass
@@ -57,9 +58,10 @@ def split_args(step: dict) -> tuple[list[str], list[str]]:
     return step["args"][: len(step["args"]) - n], step["args"][len(step["args"]) - n :]
 
 
-def build_tokens(plan: dict, inplace: bool = True) -> list[Token]:
+def build_tokens(plan: dict, inplace: bool = True, align: int = ALIGN) -> list[Token]:
     """The arena's tokens for ``plan``: model inputs and kernel outputs (weights and their views are not
-    activations). ``plan["steps"][i]["inplace"]`` lists ``[input, output]`` pairs the kernel may share."""
+    activations), each ``align``-rounded. ``plan["steps"][i]["inplace"]`` lists ``[input, output]`` pairs the
+    kernel may share."""
     values, steps = plan["values"], plan["steps"]
     last_read: dict[str, int] = {}
     for i, s in enumerate(steps):
@@ -70,7 +72,7 @@ def build_tokens(plan: dict, inplace: bool = True) -> list[Token]:
     owner: dict[str, str] = {}  # base value -> its token
 
     def new_token(name: str, start: int) -> None:
-        tokens[name] = Token(name, aligned(nbytes(values[name])), start, start, [name])
+        tokens[name] = Token(name, aligned(nbytes(values[name]), align), start, start, [name])
         owner[name] = name
 
     for io in plan["inputs"]:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from .algorithms import ALGORITHMS
 from .check import check_plan
-from .liveness import Token, build_tokens, lower_bound
+from .liveness import ALIGN, Token, build_tokens, lower_bound
 
 
 @dataclass
@@ -30,21 +30,23 @@ class MemoryPlan:
                 "inplace_values": sum(len(t.values) - 1 for t in self.tokens)}
 
 
-def plan_arena(plan: dict, algorithms: list[str] | None = None, inplace: bool = True) -> MemoryPlan:
-    """Plan the activations of an execution plan (see ``edgeopt.lower.build``) into one arena.
+def plan_arena(plan: dict, algorithms: list[str] | None = None, inplace: bool = True,
+               align: int = ALIGN) -> MemoryPlan:
+    """Plan the activations of an execution plan (see ``edgeopt.lower.build``) into one arena, every offset a
+    multiple of ``align``.
 
     Every algorithm runs on the tokens with in-place sharing and without it (sharing lowers the peak but
     can fragment the arena); each result is verified and the smallest arena wins (ties: the first tried).
     The lower bound reported is the smaller of the two, a bound for every plan considered."""
-    variants = {"inplace": build_tokens(plan, inplace=True)} if inplace else {}
-    variants["separate"] = build_tokens(plan, inplace=False)
+    variants = {"inplace": build_tokens(plan, inplace=True, align=align)} if inplace else {}
+    variants["separate"] = build_tokens(plan, inplace=False, align=align)
     naive = sum(t.size for t in variants["separate"])
     best, candidates = None, {}
     for variant, tokens in variants.items():
         for name in algorithms or list(ALGORITHMS):
             offsets = ALGORITHMS[name](tokens)
             size = max((offsets[t.name] + t.size for t in tokens), default=0)
-            check_plan(tokens, offsets, size)
+            check_plan(tokens, offsets, size, align)
             label = name if variant == "separate" else f"{name}+inplace"
             candidates[label] = size
             if best is None or size < best[0]:

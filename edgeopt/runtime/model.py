@@ -80,7 +80,10 @@ class Model:
         return ctx
 
     def __call__(self, *args, **kwargs):
-        """Run on inputs (positional in order, or by name); returns an array, or a tuple if several."""
+        """Run on inputs (positional in order, or by name); returns an array, or a tuple if several.
+
+        Each input must have the compiled shape and dtype; an integer input also takes an array of another integer
+        dtype whose values fit (int64 token ids for a model whose device holds them as int32)."""
         arrays = self._bind(args, kwargs)
         ctx = self._context()
         if self._device_context is not None:
@@ -144,11 +147,11 @@ class Model:
                 raise InputError(f"input {spec['name']!r}: expected shape {tuple(spec['shape'])}, got "
                                  f"{tuple(x.shape)}. The model was compiled for that static shape; "
                                  "recompile with example inputs of the new shape.")
-            if x.dtype != want_dt and x.dtype.kind in "iu" and want_dt.kind in "iu" and _fits(x, want_dt):
-                x = x.astype(want_dt)  # e.g. int64 token ids for a model whose device has 32-bit integers only
             if x.dtype != want_dt and x.dtype.kind in "iu" and want_dt.kind in "iu":
-                raise InputError(f"input {spec['name']!r}: expected dtype {want_dt}, got {x.dtype} with values "
-                                 f"outside {want_dt}'s range [{x.min()}, {x.max()}]")
+                if not _fits(x, want_dt):
+                    raise InputError(f"input {spec['name']!r}: expected dtype {want_dt}, got {x.dtype} with values "
+                                     f"outside {want_dt}'s range [{x.min()}, {x.max()}]")
+                x = x.astype(want_dt)  # e.g. int64 token ids for a model whose device has 32-bit integers only
             if x.dtype != want_dt:
                 raise InputError(f"input {spec['name']!r}: expected dtype {want_dt}, got {x.dtype} "
                                  f"(convert it with .astype(np.{want_dt}))")

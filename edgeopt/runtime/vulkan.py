@@ -7,10 +7,11 @@ numpy and ``wgpu`` (``pip install wgpu==0.32.0``, which bundles wgpu-native): no
   case-sensitive), and the adapter must report ``backend_type == "Vulkan"``: without that, a machine with no Vulkan
   driver silently gets an OpenGL adapter. The artifact's features (``shader-f16``) and limits (storage buffers per
   shader, binding size, workgroup size) are checked against the adapter before anything is created.
-- **Memory.** Every activation gets its own storage buffer, bound with its exact size (TVM's WGSL guards let one
-  extra workgroup run when a grid is split, so a binding must never reach another tensor); views share their
-  source's buffer; weights are uploaded once per calling thread; each kernel function's workspaces are allocated
-  once and shared by its steps.
+- **Memory.** The activations live in one arena laid out by the compiler's memory plan; each is bound with its own
+  exact range, because a split grid runs extra workgroups past TVM's guard (it compares with ``>``, not ``>=``)
+  and only the binding's bounds keep their writes off the neighbouring tensors; views share their source's range;
+  weights are uploaded once per calling thread; each kernel function's workspaces are allocated once and shared
+  by its steps.
 - **A call** writes the inputs, encodes every dispatch of the plan in one compute pass (WebGPU orders dispatches
   and makes each one's writes visible to the next), submits once and reads the outputs back, which waits for the
   work.
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 
 import numpy as np
@@ -31,9 +33,11 @@ from ..ir_dtypes import NP_DTYPES
 
 KERNELS_JSON = "webgpu/kernels.json"
 WGPU_PIN = "wgpu==0.32.0"
+#: what a machine without a GPU installs to get a Vulkan device
+SOFTWARE_VULKAN = "apt-get install mesa-vulkan-drivers libvulkan1"
 MAX_GROUPS_PER_DIM = 65535
 _lock = threading.Lock()
-_adapter: object = None  # the adapter, or the ArtifactError saying why there is none
+_adapter: object = None  # the adapter, or the message saying why there is none (each caller gets a fresh error)
 
 
 def _wgpu():
@@ -52,9 +56,9 @@ def vulkan_adapter():
             try:
                 _adapter = _request_adapter()
             except ArtifactError as e:
-                _adapter = e
-    if isinstance(_adapter, ArtifactError):
-        raise _adapter
+                _adapter = str(e)
+    if isinstance(_adapter, str):
+        raise ArtifactError(_adapter)
     return _adapter
 
 
@@ -68,10 +72,10 @@ def _request_adapter():
         adapter = wgpu.gpu.request_adapter_sync(power_preference="high-performance")
     except Exception as e:  # wgpu raises RuntimeError with the loader's complaint
         raise ArtifactError("no Vulkan device found: install the GPU's Vulkan driver, or Mesa's software one "
-                            f"(apt-get install mesa-vulkan-drivers libvulkan1). wgpu said: {str(e)[:300]}") from None
+                            f"({SOFTWARE_VULKAN}). wgpu said: {str(e)[:300]}") from None
     if adapter.info.get("backend_type") != "Vulkan":
         raise ArtifactError(f"wgpu offered {adapter.info.get('device')!r} through {adapter.info.get('backend_type')}, "
-                            "not Vulkan: install a Vulkan driver (apt-get install mesa-vulkan-drivers libvulkan1)")
+                            f"not Vulkan: install a Vulkan driver ({SOFTWARE_VULKAN})")
     return adapter
 
 
@@ -129,20 +133,32 @@ def _padded(n: int) -> int:
     return max(4, -(-n // 4) * 4)  # storage bindings and writes are whole 32-bit words
 
 
+def writable(wgsl: str, bindings) -> str:
+    """``wgsl`` with the storage buffers at ``bindings`` declared ``read_write`` instead of ``read``."""
+    for i in bindings:
+        wgsl = re.sub(rf"(@binding\({i}\)\s+var<storage,\s*)read>", r"\1read_write>", wgsl)
+    return wgsl
+
+
 def _words(data: bytes) -> bytes:
     return data + b"\0" * (_padded(len(data)) - len(data))
 
 
 class VulkanContext:
-    """One thread's wgpu device, buffers, pipelines and bind groups; ``run`` executes the plan once."""
+    """One thread's wgpu device, arena, weights, pipelines and bind groups; ``run`` executes the plan once.
+
+    The activations live in one storage buffer laid out by the compiler's memory plan (offsets are multiples of
+    256, WebGPU's largest binding alignment), each bound with its own exact range. WebGPU refuses a buffer bound
+    read-only and writable in one dispatch, so a shader's arena bindings are declared ``read_write`` (its WGSL and
+    layout say so); weights and workspaces keep their own buffers and the access TVM declared."""
 
     def __init__(self, model):
         wgpu = _wgpu()
-        lib: VulkanLibrary = model._lib
+        lib: VulkanLibrary | None = model._lib  # None: a plan with no kernels (views only)
         plan = model.plan
-        limits = lib.limits
+        limits = lib.limits if lib is not None else vulkan_adapter().limits
         self.device = vulkan_adapter().request_device_sync(
-            required_features=lib.features,
+            required_features=lib.features if lib is not None else [],
             required_limits={k: limits[k] for k in ("max-storage-buffers-per-shader-stage",
                                                     "max-storage-buffer-binding-size", "max-buffer-size")})
         usage = wgpu.BufferUsage.STORAGE | wgpu.BufferUsage.COPY_SRC | wgpu.BufferUsage.COPY_DST
@@ -150,77 +166,91 @@ class VulkanContext:
         if too_big:
             raise ArtifactError(f"tensors {too_big[:3]} are larger than this Vulkan device's storage binding limit "
                                 f"({limits['max-storage-buffer-binding-size']} bytes)")
-        buffers, sizes = {}, {}
+        self.arena = self.device.create_buffer(size=_padded(int(plan.get("arena_bytes", 0))), usage=usage)
+        align = vulkan_adapter().limits["min-storage-buffer-offset-alignment"]
+        where: dict[str, tuple] = {}  # value -> (buffer, byte offset, bytes)
         for name, info in plan["values"].items():
-            sizes[name] = _nbytes(info)
+            size = _nbytes(info)
             if info["kind"] == "const":
                 data = _words(np.ascontiguousarray(model._consts[name]).tobytes())
-                buffers[name] = self.device.create_buffer_with_data(data=data, usage=usage)
+                where[name] = (self.device.create_buffer_with_data(data=data, usage=usage), 0, size)
             elif info["kind"] in ("input", "buffer"):
-                buffers[name] = self.device.create_buffer(size=_padded(sizes[name]), usage=usage)
+                if "offset" not in info:  # a plan without a memory plan: a buffer of its own
+                    where[name] = (self.device.create_buffer(size=_padded(size), usage=usage), 0, size)
+                    continue
+                off = int(info["offset"])
+                if off % align or off + size > self.arena.size:
+                    raise ArtifactError(f"plan places {name!r} at bytes {off}..{off + size}, outside the arena of "
+                                        f"{self.arena.size} bytes or not a multiple of this device's {align}")
+                where[name] = (self.arena, off, size)
         for name in plan["values"]:
             src = name
             while plan["values"][src]["kind"] == "view":
                 src = plan["values"][src]["of"]
-            buffers[name] = buffers[src]
-        self._pipelines: dict[str, tuple] = {}
+            where[name] = where[src]
+        self._pipelines: dict[tuple, tuple] = {}
         self._workspaces: dict[str, list] = {}
         self.dispatches = []
         for step in plan["steps"]:
             spec = model._funcs[step["kernel"]]
             spaces = self._workspace(step["kernel"], spec, usage)
             for d in spec["dispatches"]:
-                resources = [(buffers[step["args"][b["param"]]], sizes[step["args"][b["param"]]]) if "param" in b
-                             else spaces[b["workspace"]] for b in d["bindings"]]
+                resources = [where[step["args"][b["param"]]] if "param" in b else spaces[b["workspace"]]
+                             for b in d["bindings"]]
                 self.dispatches.append(self._bind(wgpu, lib, d, resources))
-        self.inputs = [(buffers[i["name"]], NP_DTYPES[plan["values"][i["name"]]["dtype"]]) for i in plan["inputs"]]
+        self.inputs = [(where[i["name"]], NP_DTYPES[plan["values"][i["name"]]["dtype"]]) for i in plan["inputs"]]
         held = {name: NP_DTYPES[info["dtype"]] for name, info in plan["values"].items()}
-        self.outputs = [(buffers[o["name"]], sizes[o["name"]], o["shape"], held[o["name"]], NP_DTYPES[o["dtype"]])
-                        for o in plan["outputs"]]
-        self._keep = buffers
+        self.outputs = [(where[o["name"]], o["shape"], held[o["name"]], NP_DTYPES[o["dtype"]]) for o in plan["outputs"]]
+        self.where = where
 
     def _workspace(self, kernel: str, spec: dict, usage) -> list:
         if kernel not in self._workspaces:
-            self._workspaces[kernel] = [(self.device.create_buffer(size=_padded(w["bytes"]), usage=usage), w["bytes"])
-                                        for w in spec["workspaces"]]
+            self._workspaces[kernel] = [(self.device.create_buffer(size=_padded(w["bytes"]), usage=usage), 0,
+                                         w["bytes"]) for w in spec["workspaces"]]
         return self._workspaces[kernel]
 
-    def _pipeline(self, wgpu, lib: VulkanLibrary, d: dict):
-        if d["entry"] not in self._pipelines:
-            entries = [{"binding": i, "visibility": wgpu.ShaderStage.COMPUTE,
-                        "buffer": {"type": "storage" if w else "read-only-storage"}} for i, w in enumerate(d["write"])]
-            entries.append({"binding": len(d["write"]), "visibility": wgpu.ShaderStage.COMPUTE,
+    def _pipeline(self, wgpu, lib: VulkanLibrary, d: dict, in_arena: frozenset):
+        key = (d["entry"], in_arena)
+        if key not in self._pipelines:
+            kinds = ["storage" if w or i in in_arena else "read-only-storage" for i, w in enumerate(d["write"])]
+            entries = [{"binding": i, "visibility": wgpu.ShaderStage.COMPUTE, "buffer": {"type": k}}
+                       for i, k in enumerate(kinds)]
+            entries.append({"binding": len(kinds), "visibility": wgpu.ShaderStage.COMPUTE,
                             "buffer": {"type": "uniform"}})
             layout = self.device.create_bind_group_layout(entries=entries)
             try:
-                shader = self.device.create_shader_module(code=lib.shaders[d["shader"]])
+                shader = self.device.create_shader_module(code=writable(lib.shaders[d["shader"]], in_arena))
                 pipe = self.device.create_compute_pipeline(
                     layout=self.device.create_pipeline_layout(bind_group_layouts=[layout]),
                     compute={"module": shader, "entry_point": d["entry"]})
             except Exception as e:  # naga's validation error names the WGSL line
                 raise ArtifactError(f"the Vulkan device rejected shader {d['shader']}: {str(e)[:600]}") from None
-            self._pipelines[d["entry"]] = (pipe, layout)
-        return self._pipelines[d["entry"]]
+            self._pipelines[key] = (pipe, layout)
+        return self._pipelines[key]
 
     def _bind(self, wgpu, lib: VulkanLibrary, d: dict, resources: list) -> tuple:
-        pipe, layout = self._pipeline(wgpu, lib, d)
+        in_arena = frozenset(i for i, (buf, _, _) in enumerate(resources) if buf is self.arena)
+        pipe, layout = self._pipeline(wgpu, lib, d, in_arena)
         bx, by = d["grid"]
+        if by > MAX_GROUPS_PER_DIM:  # only x is split (over z): TVM's guard knows x's true size, not y's
+            raise ArtifactError(f"shader {d['shader']} launches {by} workgroups in y; WebGPU allows "
+                                f"{MAX_GROUPS_PER_DIM}: recompile for smaller shapes")
         words = np.zeros(4, np.uint32)  # PODArgs: no scalar arguments (static shapes), then packGridDimX
         words[0] = bx
         bz = 1
         while bx > MAX_GROUPS_PER_DIM:
             bx, bz = (bx + 1) // 2, bz * 2
         uniform = self.device.create_buffer_with_data(data=words.tobytes(), usage=wgpu.BufferUsage.UNIFORM)
-        entries = [{"binding": i, "resource": {"buffer": buf, "offset": 0, "size": _padded(size)}}
-                   for i, (buf, size) in enumerate(resources)]
+        entries = [{"binding": i, "resource": {"buffer": buf, "offset": off, "size": _padded(size)}}
+                   for i, (buf, off, size) in enumerate(resources)]
         entries.append({"binding": len(resources), "resource": {"buffer": uniform, "offset": 0, "size": 16}})
         group = self.device.create_bind_group(layout=layout, entries=entries)
         return pipe, group, (bx, by, bz), uniform
 
     def run(self, arrays: list[np.ndarray]) -> tuple[np.ndarray, ...]:
         queue = self.device.queue
-        for (buf, dtype), a in zip(self.inputs, arrays):
-            queue.write_buffer(buf, 0, _words(np.ascontiguousarray(a, dtype=dtype).tobytes()))
+        for ((buf, off, _), dtype), a in zip(self.inputs, arrays):
+            queue.write_buffer(buf, off, _words(np.ascontiguousarray(a, dtype=dtype).tobytes()))
         encoder = self.device.create_command_encoder()
         cpass = encoder.begin_compute_pass()
         for pipe, group, (bx, by, bz), _ in self.dispatches:
@@ -230,8 +260,8 @@ class VulkanContext:
         cpass.end()
         queue.submit([encoder.finish()])
         outs = []
-        for buf, size, shape, held, want in self.outputs:  # read_buffer waits for the submitted work
-            raw = np.frombuffer(queue.read_buffer(buf, 0, _padded(size)), np.uint8)[:size]
+        for (buf, off, size), shape, held, want in self.outputs:  # read_buffer waits for the submitted work
+            raw = np.frombuffer(queue.read_buffer(buf, off, _padded(size)), np.uint8)[:size]
             out = raw.view(held).reshape(shape)
             outs.append(out.astype(want) if held != want else out.copy())
         return tuple(outs)

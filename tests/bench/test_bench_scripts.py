@@ -44,3 +44,23 @@ def test_overhead_bench_runs_the_plan_on_null_kernels(tmp_path):
     (row,) = res["results"]
     assert row["steps"] > 10
     assert 0 < row["overhead_share"] < 1  # empty kernels cost less than real ones
+
+
+@pytest.mark.slow
+@pytest.mark.vulkan
+def test_vulkan_bench_reports_both_precisions(tmp_path):
+    from edgeopt.errors import ArtifactError
+    from edgeopt.runtime.vulkan import vulkan_adapter
+    from tests.targets import required
+
+    try:
+        vulkan_adapter()
+    except ArtifactError as e:
+        (pytest.fail if required("vulkan") else pytest.skip)(f"no Vulkan device: {e}")
+    res = _run("vulkan.py", ["mobilenet_v2", "--calls", "2"], tmp_path)
+    assert "Vulkan" in res["device"]
+    (row,) = res["results"]
+    assert row["torch_eager_ms"] > 0
+    for precision, tol in (("fp32", 1e-4), ("fp16", 5e-3)):
+        r = row[precision]
+        assert r["rel_err"] < tol and r["ms"] > 0 and r["arena_bytes"] < r["naive_bytes"], precision

@@ -624,9 +624,8 @@ def digits_float_mlp() -> nn.Sequential:
 
 def digits_int8(small: bool = True) -> Example:
     """TRAINED int8 MLP on real digits (see ``Int8MLP``); 16 test images (small) or all 297."""
-    _, _, x_test, _ = digits_data()
-    x, _, _, _ = digits_data()
-    model = Int8MLP(digits_float_mlp(), x).eval()
+    x_train, _, x_test, _ = digits_data()
+    model = Int8MLP(digits_float_mlp(), x_train).eval()
     return model, (x_test[:16] if small else x_test,)
 
 

@@ -249,7 +249,7 @@ def test_widening_an_int8_weight_stays_a_kernel():
 
 @pytest.mark.parametrize("shape,folded", [
     ([8, 8], True),
-    ([64, 64], True),      # exactly MAX_GROWTH_BYTES = 16384 bytes of f32: still folded
+    ([64, 64], True),      # exactly MAX_FOLD_GROWTH_BYTES = 16384 bytes of f32: still folded
     ([65, 64], False),     # 16640 bytes
     ([100, 100], False),
     ([2, 3, 1000], False),

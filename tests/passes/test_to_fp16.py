@@ -140,6 +140,33 @@ def test_f16_rules_accumulate_and_do_math_in_f32():
     x, w = te.placeholder((2, 64), "float16", "x"), te.placeholder((8, 64), "float16", "w")
     y = get_rule("linear")([x, w], {"weight_layout": "oi"}, TensorType((2, 8), "f16"), "linear")
     assert y.dtype == "float16" and y.op.input_tensors[0].dtype == "float32"  # an f32 sum, stored as f16
+    body = str(y.op.input_tensors[0].op.body[0])
+    assert body.count('T.Cast("float32"') == 2  # both factors widened: the product is exact
     g = get_rule("gelu")([x], {"approximate": "none"}, TensorType((2, 64), "f16"), "gelu")
     script = te.create_prim_func([x, g]).script()
     assert g.dtype == "float16" and 'T.Cast("float32"' in script
+
+
+def test_inputs_and_weights_returned_as_outputs():
+    g = parse_graph("""graph main(%x: f32[2]) {
+  const %c: f32[2] = [1.0001, 2.0]
+  %y: f32[2] = add(%x, %c)
+  return %y, %x, %c
+}
+""")
+    run_pass(g)
+    y, x, c = g.outputs
+    assert x is g.inputs[0]  # untouched: no f16 round trip
+    assert [v.type.dtype for v in g.outputs] == ["f32", "f32", "f32"]
+    out = interpret(g, [np.array([1.0001, 3.0], np.float32)])
+    assert out[1][0] == np.float32(1.0001) and out[2].dtype == np.float32
+
+
+def test_precision_pass_cannot_be_left_out():
+    from edgeopt.pipeline import resolve
+
+    names = [p.name for p in resolve(["constant_folding", "fuse_epilogue"], (), 2, "cuda", (), "fp16")]
+    assert names == ["constant_folding", NAME, "fuse_epilogue"]
+    assert [p.name for p in resolve(["constant_folding"], (), 2, "cuda", (), "fp16")] == ["constant_folding", NAME]
+    with pytest.raises(PassError, match="cannot be disabled: precision='fp16'"):
+        resolve(None, (NAME,), 2, "cuda", (), "fp16")

@@ -113,3 +113,35 @@ def test_target_runs_it_first_and_it_cannot_be_disabled():
     assert names == [NAME, "constant_folding"]
     with pytest.raises(PassError, match="cannot be disabled"):
         resolve(None, (NAME,), 2, "vulkan", ("wgsl_int_types",))
+
+
+@pytest.mark.parametrize("dtype,lo,hi", [("u8", 0, 255), ("i8", -128, 127), ("i16", -32768, 32767)])
+def test_casts_to_a_narrow_type_keep_their_wrap_around(dtype, lo, hi):
+    g = parse_graph(f"""graph main(%x: i64[8], %f: f32[8]) {{
+  %a: {dtype}[8] = cast(%x) {{"dtype": "{dtype}"}}
+  %b: {dtype}[8] = cast(%f) {{"dtype": "{dtype}"}}
+  return %a, %b
+}}
+""")
+    before = g.clone()
+    run_pass(g)
+    x = np.array([0, 1, -1, hi, hi + 1, lo - 1, 70000, -70001], np.int64)
+    f = np.array([0.5, -0.5, 3.9, -3.9, float(hi), float(lo), 10.0, -7.0], np.float32)
+    want = interpret(before, [x, f])
+    got = interpret(g, [x.astype(np.int32), f])
+    for w, r in zip(want, got):
+        assert r.dtype == np.int32 and np.array_equal(r, w.astype(np.int32)), (w, r)
+
+
+def test_a_clamped_quantization_needs_no_wrap():
+    g = parse_graph("""graph main(%x: f32[4]) {
+  %r: f32[4] = round(%x)
+  %c: f32[4] = clamp(%r) {"min": -127.0, "max": 127.0}
+  %q: i8[4] = cast(%c) {"dtype": "i8"}
+  %u: u8[4] = cast(%q) {"dtype": "u8"}
+  return %q, %u
+}
+""")
+    run_pass(g)
+    assert [n.op for n in g.nodes][:3] == ["round", "clamp", "cast"] and g.nodes[3].op == "cast"  # no wrap for %q
+    assert "where" in [n.op for n in g.nodes[4:]]  # an i8 -> u8 cast wraps negative values

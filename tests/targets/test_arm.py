@@ -161,9 +161,10 @@ def test_dot_product_and_fp16_only_where_the_cpu_has_them(tmp_path):
 @needs_cc
 @needs_qemu
 def test_zoo_models_match_torch_on_emulated_a72(sysroot, tmp_path):
-    """ResNet-18, MiniLM (small) and the int8 digits MLP, compiled for cortex-a72, run in one emulated A72 process
-    and match PyTorch (the int8 model exactly: its integer matmuls leave nothing to round)."""
-    names = ("resnet18", "minilm", "digits_int8")
+    """The CNNs (ResNet-18, MobileNetV2, pretrained EfficientNet-Lite0), MiniLM (small) and the int8 digits MLP,
+    compiled for cortex-a72, run in one emulated A72 process and match PyTorch (the int8 model exactly: its integer
+    matmuls leave nothing to round)."""
+    names = ("resnet18", "mobilenet_v2", "efficientnet_lite0", "minilm", "digits_int8")
     jobs, refs = [], []
     for name in names:
         model, inputs, compiled = compile_zoo(name, target="arm")

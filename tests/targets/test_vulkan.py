@@ -296,3 +296,45 @@ def test_fp16_matches_torch(name):
     got = list(got) if isinstance(got, tuple) else [got]
     for w, g in zip(want, got):
         assert g.dtype == np.float32 and rel_err(w, g) < F16_TOL, name
+
+
+def test_arena_bindings_are_declared_writable():
+    wgsl = ("@group(0) @binding(0) var<storage, read> in0_ptr : array<f32>;\n"
+            "@group(0) @binding(1) var<storage, read> in1_ptr : array<f32>;\n"
+            "@group(0) @binding(12) var<storage, read> in2_ptr : array<f32>;\n")
+    out = vulkan.writable(wgsl, [1, 12])
+    assert out.count("read_write>") == 2 and "@binding(0) var<storage, read> in0_ptr" in out
+
+
+@needs_vulkan
+@pytest.mark.models
+def test_activations_share_the_planned_arena():
+    """The memory plan holds on Vulkan too: every activation is a 256-aligned range of one arena buffer."""
+    _, inputs, compiled = compile_zoo("resnet18", target="vulkan")
+    r, plan = compiled.report, compiled.plan
+    assert r["arena_bytes"] < r["naive_bytes"] and r["arena_bytes"] <= 1.05 * r["lower_bound_bytes"]
+    ctx = compiled._model._context()
+    assert ctx.arena.size >= plan["arena_bytes"]
+    for name, info in plan["values"].items():
+        buf, off, size = ctx.where[name]
+        if info["kind"] == "const":
+            assert buf is not ctx.arena
+        else:
+            assert buf is ctx.arena and off % 256 == 0 and off + size <= ctx.arena.size, name
+    shared = [(a, b) for s in plan["steps"] for a, b in s.get("inplace", []) if ctx.where[a] == ctx.where[b]]
+    assert shared  # residual adds write over their input: one range bound twice in a dispatch, both writable
+
+
+class _ViewsOnly(torch.nn.Module):
+    def forward(self, x):
+        return x.reshape(2, 8)
+
+
+@needs_vulkan
+def test_a_model_with_no_kernels():
+    """A plan of views only: no shader and no library; the reshaped input comes back."""
+    x = torch.arange(16, dtype=torch.float32).reshape(4, 4)
+    compiled = edgeopt.compile(_ViewsOnly(), (x,), target="vulkan")
+    _, members = read_artifact(compiled._artifact)
+    assert "kernels.so" not in members
+    np.testing.assert_array_equal(compiled(x.numpy()), x.numpy().reshape(2, 8))

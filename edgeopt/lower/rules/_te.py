@@ -33,8 +33,9 @@ def elementwise(out, fn, *tensors, name="T"):
 
 
 def widen(dtype: str):
-    """How products of ``dtype`` elements enter a sum: f16 ones as f32 (f16 convolutions and matrix products
-    accumulate in f32, then ``narrow`` stores the result as f16); other dtypes as they are."""
+    """How the factors of a product of ``dtype`` elements are read into a sum: f16 ones as f32, so that f16
+    convolutions and matrix products multiply exactly and accumulate in f32, as tensor cores do (``narrow`` then
+    stores the result as f16); other dtypes as they are."""
     if dtype == "float16":
         return lambda e: e.astype("float32")
     return lambda e: e

@@ -19,7 +19,7 @@ def matmul(ins, attrs, out, op):
     def body(*idx):
         batch, i, j = idx[:-2], idx[-2], idx[-1]
         ai, bi = batch_index(a, batch), batch_index(b, batch)
-        return te.sum(acc(a(*ai, i, k) * b(*bi, k, j)), axis=k)
+        return te.sum(acc(a(*ai, i, k)) * acc(b(*bi, k, j)), axis=k)
 
     return narrow(te.compute(tuple(out.shape), body, name="matmul"), a.dtype)
 
@@ -46,7 +46,7 @@ def linear(ins, attrs, out, op):
 
     def body(*idx):
         lead, j = idx[:-1], idx[-1]
-        return te.sum(acc(x(*lead, k) * weight(j)), axis=k)
+        return te.sum(acc(x(*lead, k)) * acc(weight(j)), axis=k)
 
     y = narrow(te.compute(tuple(out.shape), body, name="linear"), x.dtype)
     if len(ins) == 3:

@@ -92,7 +92,8 @@ def conv2d(ins, attrs, out, op):
 
     def body(n, k, h, wi):
         c = rc if g == 1 else (k // Og) * Cg + rc
-        return te.sum(acc(xp[n, c, h * sh + ry * dh, wi * sw + rx * dw] * weight(k, rc, ry, rx)), axis=[rc, ry, rx])
+        return te.sum(acc(xp[n, c, h * sh + ry * dh, wi * sw + rx * dw]) * acc(weight(k, rc, ry, rx)),
+                      axis=[rc, ry, rx])
 
     y = narrow(te.compute(tuple(out.shape), body, name="conv2d"), x.dtype)
     return _bias(y, ins)
@@ -133,7 +134,7 @@ def conv_transpose2d(ins, attrs, out, op):
 
     def body(n, k, h, wi):
         c = (k // Og) * Cg + rc
-        return te.sum(acc(xu[n, c, h + ry * d[0], wi + rx * d[1]] * w[c, k % Og, KH - 1 - ry, KW - 1 - rx]),
+        return te.sum(acc(xu[n, c, h + ry * d[0], wi + rx * d[1]]) * acc(w[c, k % Og, KH - 1 - ry, KW - 1 - rx]),
                       axis=[rc, ry, rx])
 
     return _bias(narrow(te.compute(tuple(out.shape), body, name="conv_transpose2d"), x.dtype), ins)
