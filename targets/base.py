@@ -66,3 +66,22 @@ def check_precision(target: str, precision: str) -> str:
     if precision not in PRECISIONS:
         raise TargetError(f"target {target!r}: unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     return precision
+
+
+class GpuTarget(Target):
+    """A GPU: kernels are TE computes scheduled by TVM's dlight rules (``edgeopt.lower.schedule_gpu``), scalar per
+    thread (no CPU vector lanes), and none of edgeopt's hand-written CPU TIR kernels. Subclasses set ``_target``."""
+
+    tir_kernels = False
+    _target = None
+
+    def tvm_target(self):
+        return self._target
+
+    def vector_lanes(self, dtype_bits: int = 32) -> int:
+        return 1
+
+    def schedule(self, func, op: str, lanes: int, attrs: dict | None = None):
+        from ..lower.schedule_gpu import schedule_gpu
+
+        return schedule_gpu(func, op, self._target, attrs)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import shutil
 
 from ..errors import TargetError
-from .base import Target, check_precision
+from .base import GpuTarget, check_precision
 
 #: arch -> (compute capability, host CPU of the boards that have it). CUDA 13 supports Turing (sm_75) and newer.
 ARCHS = {
@@ -31,12 +31,11 @@ ARM_CC = "aarch64-linux-gnu-gcc"
 DEVICE_LIBS = ["libcudart.so.13", "libcuda.so.1 (a driver supporting CUDA 13)", "libtvm_runtime_cuda.so"]
 
 
-class CudaTarget(Target):
+class CudaTarget(GpuTarget):
     """An NVIDIA GPU of one compute capability (see ``ARCHS``)."""
 
     name = "cuda"
     runtime = "cuda"
-    tir_kernels = False  # edgeopt's hand-written TIR kernels are CPU schedules
 
     def __init__(self, arch: str = DEFAULT_ARCH, precision: str = "fp32"):
         """``precision="fp16"``: f16 weights and activations, f32 accumulation (``to_fp16``)."""
@@ -54,17 +53,6 @@ class CudaTarget(Target):
         # 48 KiB: the static shared memory every arch gives a block (dlight's default; said here to keep TVM quiet)
         self._target = tvm.target.Target({"kind": "cuda", "arch": arch, "max_shared_memory_per_block": 49152},
                                          host=host)
-
-    def tvm_target(self):
-        return self._target
-
-    def vector_lanes(self, dtype_bits: int = 32) -> int:
-        return 1
-
-    def schedule(self, func, op: str, lanes: int, attrs: dict | None = None):
-        from ..lower.schedule_gpu import schedule_gpu
-
-        return schedule_gpu(func, op, self._target, attrs)
 
     def check_toolchain(self) -> None:
         if not shutil.which(NVCC):

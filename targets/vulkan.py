@@ -17,18 +17,17 @@ from __future__ import annotations
 
 from ..errors import TargetError
 from ..runtime.vulkan import SOFTWARE_VULKAN, WGPU_PIN
-from .base import Target, check_precision
+from .base import GpuTarget, check_precision
 
 #: what the device needs (the README's per-target table says the same)
 DEVICE_NEEDS = f"a Vulkan driver (a GPU's, or Mesa's lavapipe: {SOFTWARE_VULKAN}), numpy and {WGPU_PIN}"
 
 
-class VulkanTarget(Target):
+class VulkanTarget(GpuTarget):
     """Any Vulkan device wgpu can open; kernels are WGSL compute shaders."""
 
     name = "vulkan"
     runtime = "vulkan"
-    tir_kernels = False  # edgeopt's hand-written TIR kernels are CPU schedules
     storage_dtypes = {"bool": "i32"}  # WGSL storage buffers hold no bool
     legalize_passes = ("wgsl_int_types",)
     has_library = False
@@ -44,17 +43,6 @@ class VulkanTarget(Target):
         # default limits), so the shaders need no device limit checked at load
         self._target = tvm.target.Target({"kind": "webgpu", "max_num_threads": 256,
                                           "max_shared_memory_per_block": 16384}, host="llvm")
-
-    def tvm_target(self):
-        return self._target
-
-    def vector_lanes(self, dtype_bits: int = 32) -> int:
-        return 1
-
-    def schedule(self, func, op: str, lanes: int, attrs: dict | None = None):
-        from ..lower.schedule_gpu import schedule_gpu
-
-        return schedule_gpu(func, op, self._target, attrs)
 
     def check_toolchain(self) -> None:
         import tvm
