@@ -48,8 +48,8 @@ def linear(ins, attrs, out, op):
         lead, j = idx[:-1], idx[-1]
         return te.sum(acc(x(*lead, k)) * acc(weight(j)), axis=k)
 
-    y = narrow(te.compute(tuple(out.shape), body, name="linear"), x.dtype)
-    if len(ins) == 3:
+    y = te.compute(tuple(out.shape), body, name="linear")
+    if len(ins) == 3:  # added to the (f32, for f16 layers) sum before its one rounding
         b = ins[2]
-        y = te.compute(y.shape, lambda *i: y(*i) + b[i[-1]], name="linear_bias")
-    return y
+        y = te.compute(y.shape, lambda *i: y(*i) + acc(b[i[-1]]), name="linear_bias")
+    return narrow(y, x.dtype)

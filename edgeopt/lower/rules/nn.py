@@ -95,17 +95,18 @@ def conv2d(ins, attrs, out, op):
         return te.sum(acc(xp[n, c, h * sh + ry * dh, wi * sw + rx * dw]) * acc(weight(k, rc, ry, rx)),
                       axis=[rc, ry, rx])
 
-    y = narrow(te.compute(tuple(out.shape), body, name="conv2d"), x.dtype)
-    return _bias(y, ins)
+    return narrow(_bias(te.compute(tuple(out.shape), body, name="conv2d"), ins), x.dtype)
 
 
 def _bias(y, ins, block=0):
+    """``y`` plus the bias ``ins[2]``, if any, in ``y``'s dtype (f16 layers add it to their f32 sum)."""
     if len(ins) < 3:
         return y
     b = ins[2]
+    acc = widen(b.dtype) if y.dtype != b.dtype else (lambda e: e)
     if block:
-        return te.compute(y.shape, lambda n, k, h, w, v: y[n, k, h, w, v] + b[k * block + v], name="bias")
-    return te.compute(y.shape, lambda n, k, h, w: y[n, k, h, w] + b[k], name="bias")
+        return te.compute(y.shape, lambda n, k, h, w, v: y[n, k, h, w, v] + acc(b[k * block + v]), name="bias")
+    return te.compute(y.shape, lambda n, k, h, w: y[n, k, h, w] + acc(b[k]), name="bias")
 
 
 @rule("conv_transpose2d")
@@ -137,7 +138,7 @@ def conv_transpose2d(ins, attrs, out, op):
         return te.sum(acc(xu[n, c, h + ry * d[0], wi + rx * d[1]]) * acc(w[c, k % Og, KH - 1 - ry, KW - 1 - rx]),
                       axis=[rc, ry, rx])
 
-    return _bias(narrow(te.compute(tuple(out.shape), body, name="conv_transpose2d"), x.dtype), ins)
+    return narrow(_bias(te.compute(tuple(out.shape), body, name="conv_transpose2d"), ins), x.dtype)
 
 
 def _pool_extra(x, out, k, s, d, pads):
