@@ -98,7 +98,7 @@ GPU_TARGETS = ("cuda", "vulkan")
 #: precision -> the pass that converts the graph to it, and the pass it runs before: after the folds (exact in
 #: float32) and the rewrites into attention ops (whose patterns its casts would hide), before the fusion passes that
 #: group nodes into kernels (which then fuse its casts)
-PRECISION_PASSES = {"fp16": ("to_fp16", "fuse_epilogue")}
+PRECISION_PASSES = {"fp16": ("to_fp16", ("fuse_epilogue", "fuse_reductions", "fuse_elementwise"))}
 PRECISIONS = ("fp32", *PRECISION_PASSES)
 
 
@@ -109,9 +109,15 @@ def default_pipeline(opt_level: int, target_name: str = "host", precision: str =
     if target_name in GPU_TARGETS:
         names = [p for p in names if p not in CPU_LAYOUT_PASSES]
     if precision in PRECISION_PASSES:
-        convert, before = PRECISION_PASSES[precision]
-        names.insert(names.index(before) if before in names else len(names), convert)
+        _insert_precision_pass(names, precision)
     return names
+
+
+def _insert_precision_pass(names: list, precision: str) -> None:
+    """Put the precision's pass before the first of the passes it must precede that ``names`` has (else last)."""
+    convert, before = PRECISION_PASSES[precision]
+    keys = [p if isinstance(p, str) else p.name for p in names]
+    names.insert(min((keys.index(b) for b in before if b in keys), default=len(names)), convert)
 
 
 def resolve(passes: Sequence[str | Pass] | None, disable: Iterable[str], opt_level: int,
@@ -125,12 +131,11 @@ def resolve(passes: Sequence[str | Pass] | None, disable: Iterable[str], opt_lev
     if forced:
         raise PassError(f"pass(es) {forced} cannot be disabled: target {target_name!r} needs them to run at all")
     if precision in PRECISION_PASSES:
-        convert, before = PRECISION_PASSES[precision]
+        convert = PRECISION_PASSES[precision][0]
         if convert in disable:
             raise PassError(f"pass {convert!r} cannot be disabled: precision={precision!r} is what it does")
         if convert not in [p if isinstance(p, str) else p.name for p in names]:  # a custom pipeline without it
-            keys = [p if isinstance(p, str) else p.name for p in names]
-            names.insert(keys.index(before) if before in keys else len(names), convert)
+            _insert_precision_pass(names, precision)
     out = [get_pass(p) for p in legalize]
     for p in names:
         pobj = get_pass(p) if isinstance(p, str) else p

@@ -11,8 +11,8 @@ accumulate in f32, and transcendental activations are evaluated in f32 (their lo
   counted (``saturated``): a ``-3.4e38`` attention-mask fill becomes ``-65504``, which still zeroes the
   softmax, where ``-inf`` could make a fully masked row NaN.
 - **The boundary stays float32**: an f32 graph input is cast to f16 right after it, and an output that became
-  f16 is cast back, so callers see the dtypes of the model they exported (an input returned as an output is
-  returned untouched; a weight returned as an output comes back rounded to f16).
+  f16 is cast back, so callers see the dtypes of the model they exported (an input, or the result of a kept op
+  such as a final layer norm, is returned as it is; a weight returned as an output comes back rounded to f16).
 - Casts to ``f32`` inside the graph (e.g. of an integer mask) become casts to ``f16``.
 
 Requires: nothing; runs on plain nodes, after ``fuse_attention`` (its casts would hide the attention pattern) and
@@ -104,7 +104,7 @@ class ToFp16(Pass):
                         now[o] = _cast(g, o, "f16", n.source)
         outs = []
         for v, dtype in zip(g.outputs, boundary):
-            v2 = v if v in g.inputs else now.get(v, v)  # an input returned as it is never passes through f16
+            v2 = v if v.type.dtype == dtype else now.get(v, v)  # still f32 (an input, a kept op's result): as is
             outs.append(_cast(g, v2, dtype, None) if v2.type.dtype != dtype else v2)
         g.outputs = outs
         return {"weights": weights, "saturated": saturated, "kept_f32": kept}

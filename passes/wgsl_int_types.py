@@ -88,9 +88,8 @@ def _may_wrap(cast: Node) -> bool:
     x = cast.inputs[0]
     have = _range(x.type.dtype)
     if x.producer is not None and x.producer.op == "clamp":
-        a = x.producer.attrs
-        have = (have[0] if a["min"] is None else max(have[0], a["min"]),
-                have[1] if a["max"] is None else min(have[1], a["max"]))
+        lo_c, hi_c = x.producer.attrs.get("min"), x.producer.attrs.get("max")
+        have = (have[0] if lo_c is None else max(have[0], lo_c), have[1] if hi_c is None else min(have[1], hi_c))
     return not (lo <= have[0] and have[1] <= hi)
 
 
@@ -109,12 +108,12 @@ def _wrap(g: Graph, x: Value, dtype: str, source: str | None) -> Value:
 
 def _narrow(g: Graph) -> int:
     """Retype ``g`` in place (inputs, constants, then nodes in order); returns how many values changed."""
+    wrapping = {n: n.attrs["dtype"] for n in g.nodes if n.op == "cast" and _may_wrap(n)}  # before any retyping
     changed = _narrow_constants(g)
     for v in g.inputs:
         if v.type.dtype in TO_INT32:
             v.type, changed = _retype(v.type), changed + 1
     nodes, g.nodes = g.nodes, []
-    wrapping = {n: n.attrs["dtype"] for n in nodes if n.op == "cast" and _may_wrap(n)}  # before any retyping
     now: dict[Value, Value] = {}  # a cast's result -> its wrapped value, which readers use instead
     for n in nodes:
         n.inputs = [now.get(v, v) for v in n.inputs]

@@ -140,11 +140,11 @@ def build_primfunc(g: Graph, n: Node, storage: dict[str, str] | None = None) -> 
         else:
             held = storage.get(v.type.dtype)
             ph = te.placeholder(v.type.shape, TVM_DTYPES[held] if held else dt, name=f"in{i}")
-            te_ins.append(narrow(ph, dt) if held else ph)
+            te_ins.append(narrow(ph, dt, f"load{i}") if held else ph)
             args.append((ph, v))
     outs = _body_compute(n.body, te_ins) if n.body is not None else [_node_compute(n, te_ins)]
-    outs = [narrow(t, TVM_DTYPES[storage[v.type.dtype]]) if v.type.dtype in storage else t
-            for t, v in zip(outs, n.outputs)]
+    outs = [narrow(t, TVM_DTYPES[storage[v.type.dtype]], f"store{i}") if v.type.dtype in storage else t
+            for i, (t, v) in enumerate(zip(outs, n.outputs))]  # unique names: kernels bind buffers by name
     func = te.create_prim_func([ph for ph, _ in args] + outs)
     return func, [v for _, v in args]
 

@@ -166,7 +166,11 @@ class VulkanContext:
         if too_big:
             raise ArtifactError(f"tensors {too_big[:3]} are larger than this Vulkan device's storage binding limit "
                                 f"({limits['max-storage-buffer-binding-size']} bytes)")
-        self.arena = self.device.create_buffer(size=_padded(int(plan.get("arena_bytes", 0))), usage=usage)
+        arena_bytes = int(plan.get("arena_bytes", 0))
+        if arena_bytes > limits["max-buffer-size"]:
+            raise ArtifactError(f"the activations' arena takes {arena_bytes} bytes; this Vulkan device's buffers "
+                                f"hold at most {limits['max-buffer-size']}")
+        self.arena = self.device.create_buffer(size=_padded(arena_bytes), usage=usage)
         align = vulkan_adapter().limits["min-storage-buffer-offset-alignment"]
         where: dict[str, tuple] = {}  # value -> (buffer, byte offset, bytes)
         for name, info in plan["values"].items():

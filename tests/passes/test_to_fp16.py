@@ -167,6 +167,19 @@ def test_precision_pass_cannot_be_left_out():
 
     names = [p.name for p in resolve(["constant_folding", "fuse_epilogue"], (), 2, "cuda", (), "fp16")]
     assert names == ["constant_folding", NAME, "fuse_epilogue"]
+    for fusion in (["fuse_elementwise"], ["fuse_reductions", "fuse_epilogue"]):  # before the first grouping pass
+        assert [p.name for p in resolve(fusion, (), 2, "cuda", (), "fp16")] == [NAME, *fusion]
     assert [p.name for p in resolve(["constant_folding"], (), 2, "cuda", (), "fp16")] == ["constant_folding", NAME]
     with pytest.raises(PassError, match="cannot be disabled: precision='fp16'"):
         resolve(None, (NAME,), 2, "cuda", (), "fp16")
+
+
+def test_a_kept_op_output_is_not_rounded_to_f16():
+    g = parse_graph("""graph main(%x: f32[2,4]) {
+  %y: f32[2,4] = softmax(%x) {"axis": -1}
+  return %y
+}
+""")
+    run_pass(g)
+    (y,) = g.outputs
+    assert y.producer.op == "softmax"  # its f32 result, not a cast back from f16

@@ -127,6 +127,8 @@ def test_casts_to_a_narrow_type_keep_their_wrap_around(dtype, lo, hi):
     run_pass(g)
     x = np.array([0, 1, -1, hi, hi + 1, lo - 1, 70000, -70001], np.int64)
     f = np.array([0.5, -0.5, 3.9, -3.9, float(hi), float(lo), 10.0, -7.0], np.float32)
+    if dtype == "u8":  # a negative float cast to u8 is undefined in C (and numpy): x86 wraps, aarch64 gives 0
+        f = np.abs(f)
     want = interpret(before, [x, f])
     got = interpret(g, [x.astype(np.int32), f])
     for w, r in zip(want, got):

@@ -41,11 +41,11 @@ def widen(dtype: str):
     return lambda e: e
 
 
-def narrow(t: te.Tensor, dtype: str) -> te.Tensor:
+def narrow(t: te.Tensor, dtype: str, name: str | None = None) -> te.Tensor:
     """``t`` stored as ``dtype`` (a stage of its own, which schedules inline), or ``t`` if it already is."""
     if t.dtype == dtype:
         return t
-    return te.compute(t.shape, lambda *i: t(*i).astype(dtype), name=f"{t.op.name}_{dtype}")
+    return te.compute(t.shape, lambda *i: t(*i).astype(dtype), name=name or f"{t.op.name}_{dtype}")
 
 
 def floatify(x):
