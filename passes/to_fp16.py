@@ -38,7 +38,7 @@ from __future__ import annotations
 import numpy as np
 
 from edgeopt.errors import PassError
-from edgeopt.ir import Graph, Node, Value
+from edgeopt.ir import Graph, Value
 from edgeopt.ir.registry import get_op
 from edgeopt.ir.types import TensorType
 from edgeopt.pipeline import Pass, register_pass
@@ -49,11 +49,7 @@ F16_MAX = float(np.finfo(np.float16).max)
 
 
 def _cast(g: Graph, v: Value, dtype: str, source: str | None) -> Value:
-    node = Node("cast", [v], {"dtype": dtype}, source)
-    out = Value(g.fresh_name(f"{v.name}_{dtype}"), TensorType(v.type.shape, dtype), node)
-    node.outputs = [out]
-    g.nodes.append(node)
-    return out
+    return g.add("cast", [v], {"dtype": dtype}, source=source, name=f"{v.name}_{dtype}")
 
 
 def _weights_to_f16(g: Graph) -> tuple[int, int]:

@@ -63,13 +63,6 @@ def _narrow_constants(g: Graph) -> int:
 _WRAP = {"i8": (256, True), "u8": (256, False), "i16": (65536, True)}
 
 
-def _node(g: Graph, op: str, inputs: list[Value], source: str | None) -> Value:
-    n = Node(op, inputs, {}, source)
-    n.outputs = [Value(g.fresh_name(op), get_op(op).infer([v.type for v in inputs], {})[0], n)]
-    g.nodes.append(n)
-    return n.outputs[0]
-
-
 def _range(dtype: str) -> tuple[float, float]:
     if dtype == "bool":
         return 0, 1
@@ -98,11 +91,14 @@ def _wrap(g: Graph, x: Value, dtype: str, source: str | None) -> Value:
     size, signed = _WRAP[dtype]
     m = g.add_const(np.array(size, np.int32), "wrap")
     zero = g.add_const(np.array(0, np.int32), "zero")
-    r = _node(g, "sub", [x, _node(g, "mul", [_node(g, "div", [x, m], source), m], source)], source)  # (-m, m)
-    r = _node(g, "where", [_node(g, "lt", [r, zero], source), _node(g, "add", [r, m], source), r], source)
+    def op(name: str, *inputs: Value) -> Value:  # appended to g.nodes, which _narrow is rebuilding in order
+        return g.add(name, inputs, source=source)
+
+    r = op("sub", x, op("mul", op("div", x, m), m))  # in (-m, m): integer division truncates
+    r = op("where", op("lt", r, zero), op("add", r, m), r)
     if signed:
         top = g.add_const(np.array(size // 2 - 1, np.int32), "wrap_top")
-        r = _node(g, "where", [_node(g, "gt", [r, top], source), _node(g, "sub", [r, m], source), r], source)
+        r = op("where", op("gt", r, top), op("sub", r, m), r)
     return r
 
 
