@@ -7,6 +7,9 @@ import platform
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
 
 from . import __version__
 from .errors import ArtifactError, TargetError
@@ -111,11 +114,13 @@ def optimize_graph(graph, tgt, *, opt_level: int = 2, passes: Sequence | None = 
 def compile_graph(graph, target="host", *, opt_level: int = 2, passes: Sequence | None = None,
                   disable: Sequence[str] = (), frontend_seconds: float = 0.0,
                   tuning_db: str | os.PathLike | None = None) -> CompiledModel:
-    """Run the pass pipeline on an IR graph (modified in place), lower it and package the artifact."""
+    """Run the pass pipeline on an IR graph (modified in place), lower it and package the artifact.
+
+    A multi-level target (``target="x86-64", levels=[...]``) compiles the graph once per level (each with its own
+    pipeline, vector width and kernels) into one artifact; ``graph`` ends as the most capable level's IR."""
     import tvm
     import tvm_ffi
 
-    from .lower import lower
     from .targets import get_target
     from .tuning_db import TuningDB
 
@@ -123,6 +128,53 @@ def compile_graph(graph, target="host", *, opt_level: int = 2, passes: Sequence 
     tgt = get_target(target)
     tuning = None if tuning_db is None else TuningDB.load(tuning_db)  # a bad file fails before any work
     traced_ops = len(graph.nodes)
+    levels = getattr(tgt, "levels", None) or [(None, tgt)]
+    builds = [_build(graph if i == len(levels) - 1 else graph.clone(), t, opt_level, passes, disable, tuning)
+              for i, (_, t) in enumerate(levels)]
+    base, best = builds[0], builds[-1]
+    report = _report(best, tgt, traced_ops, frontend_seconds, tuning)
+    members = {"plan.json": _json(base.lowered.plan), "weights.safetensors": safetensors_dumps(base.consts),
+               **({"kernels.so": base.lib} if base.lib is not None else {}), "ir.txt": str(graph).encode(),
+               **base.device_code}
+    described = tgt.describe()
+    if len(levels) > 1:
+        described["levels"] = []
+        for (name, t), b in reversed(list(zip(levels, builds))):  # best first: the runtime takes the first it runs
+            described["levels"].append({"level": name, **t.device_requirements(),
+                                        **_level_members(name, b, base, members)})
+        report["levels"] = [{"level": name, "mcpu": t.mcpu, "seconds": round(b.seconds, 4),
+                             "num_kernels": len(b.lowered.plan["steps"]), "library_bytes": len(b.lib or b""),
+                             "arena_bytes": b.lowered.plan.get("arena_bytes", 0)}
+                            for (name, t), b in zip(levels, builds)]
+    report["compile_seconds"] = round(time.perf_counter() - t0, 4)
+    manifest = {
+        "edgeopt_version": __version__,
+        "tvm_version": tvm.__version__,
+        "tvm_ffi_version": tvm_ffi.__version__,
+        "target": described,
+        "inputs": best.lowered.plan["inputs"],
+        "outputs": best.lowered.plan["outputs"],
+        "report": report,
+    }
+    return CompiledModel(write_artifact(manifest, members), graph, report, manifest["target"], members["plan.json"])
+
+
+@dataclass
+class _Built:
+    """One target's compile: the lowered plan and kernels, the pass records, the library and the weights."""
+
+    lowered: object
+    records: list
+    lib: bytes | None
+    device_code: dict
+    consts: dict
+    seconds: float
+
+
+def _build(graph, tgt, opt_level, passes, disable, tuning) -> _Built:
+    from .lower import lower
+
+    t0 = time.perf_counter()
     records = optimize_graph(graph, tgt, opt_level=opt_level, passes=passes, disable=disable)
     lowered = lower(graph, tgt, tuning)
     with tempfile.TemporaryDirectory(prefix="edgeopt-") as d:
@@ -137,6 +189,28 @@ def compile_graph(graph, target="host", *, opt_level: int = 2, passes: Sequence 
     # in the dtype the device stores them in (the plan's: a target's storage_dtypes, e.g. bool as i32 on Vulkan)
     consts = {name: graph.constants[name].astype(NP_DTYPES[v["dtype"]], copy=False)
               for name, v in lowered.plan["values"].items() if v["kind"] == "const"}
+    return _Built(lowered, records, lib, device_code, consts, time.perf_counter() - t0)
+
+
+def _level_members(name: str | None, b: _Built, base: _Built, members: dict) -> dict:
+    """Add a CPU level's plan, library and weights to ``members`` (the baseline's are the artifact's own
+    ``plan.json``, ``kernels.so``, ``weights.safetensors``; another level stores only the weights whose name or
+    bytes differ from the baseline's); returns the level's member names for the manifest."""
+    if b is base:
+        return {"plan": "plan.json", "library": "kernels.so"}
+    own = {k: a for k, a in b.consts.items()
+           if k not in base.consts or base.consts[k].dtype != a.dtype or base.consts[k].shape != a.shape
+           or not np.array_equal(base.consts[k], a)}
+    out = {"plan": f"levels/{name}/plan.json", "library": f"levels/{name}/kernels.so"}
+    members[out["plan"]], members[out["library"]] = _json(b.lowered.plan), b.lib
+    if own:
+        out["weights"] = f"levels/{name}/weights.safetensors"
+        members[out["weights"]] = safetensors_dumps(own)
+    return out
+
+
+def _report(built: _Built, tgt, traced_ops: int, frontend_seconds: float, tuning) -> dict:
+    lowered, records, consts = built.lowered, built.records, built.consts
     report = {
         "target": tgt.name,
         "num_kernels": len(lowered.plan["steps"]),
@@ -157,19 +231,7 @@ def compile_graph(graph, target="host", *, opt_level: int = 2, passes: Sequence 
     if tuning is not None:
         report["tuning_db"] = tuning.path
         report["tuning_ignored"] = lowered.tuning_ignored  # records that were stale for this build
-    report["compile_seconds"] = round(time.perf_counter() - t0, 4)
-    manifest = {
-        "edgeopt_version": __version__,
-        "tvm_version": tvm.__version__,
-        "tvm_ffi_version": tvm_ffi.__version__,
-        "target": tgt.describe(),
-        "inputs": lowered.plan["inputs"],
-        "outputs": lowered.plan["outputs"],
-        "report": report,
-    }
-    members = {"plan.json": _json(lowered.plan), "weights.safetensors": safetensors_dumps(consts),
-               **({"kernels.so": lib} if lib is not None else {}), "ir.txt": str(graph).encode(), **device_code}
-    return CompiledModel(write_artifact(manifest, members), graph, report, manifest["target"], members["plan.json"])
+    return report
 
 
 def _cannot_run_here(target: dict) -> str | None:

@@ -5,6 +5,10 @@
     edgeopt inspect model.edgeopt --png a.png  # + the arena as a picture (needs matplotlib)
     edgeopt inspect model.edgeopt --ir         # + the final IR
     edgeopt tune-info tuning.json              # a tuning database (edgeopt.tune): kernels, hand vs tuned times
+    edgeopt keygen release.pem                 # a new Ed25519 key pair: release.pem (private), release.pub.pem
+    edgeopt sign model.edgeopt --key release.pem          # add a signature (needs the cryptography package)
+    edgeopt verify model.edgeopt --key release.pub.pem    # check it (and every hash) without loading any code
+    edgeopt verify model.edgeopt --sha256 <hex>           # or check the whole file against a pinned hash
 """
 
 from __future__ import annotations
@@ -12,8 +16,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import zipfile
 
-from .errors import EdgeoptError
+from .errors import ArtifactError, EdgeoptError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,10 +32,28 @@ def main(argv: list[str] | None = None) -> int:
     ins.add_argument("--ir", action="store_true", help="print the final IR")
     tin = sub.add_parser("tune-info", help="summarise a tuning database written by edgeopt.tune")
     tin.add_argument("database")
+    kg = sub.add_parser("keygen", help="write a new Ed25519 key pair (PEM) for signing artifacts")
+    kg.add_argument("private", help="the private key's path (e.g. release.pem)")
+    kg.add_argument("--public", help="the public key's path (default: <private without .pem>.pub.pem)")
+    kg.add_argument("--force", action="store_true", help="overwrite existing key files")
+    sg = sub.add_parser("sign", help="sign an artifact with an Ed25519 private key (in place, or -o)")
+    sg.add_argument("artifact")
+    sg.add_argument("--key", required=True, help="the private key (PEM file from edgeopt keygen)")
+    sg.add_argument("-o", "--output", help="write the signed artifact here instead of in place")
+    vf = sub.add_parser("verify", help="check an artifact's hashes and its signature or pinned sha256 (loads no code)")
+    vf.add_argument("artifact")
+    vf.add_argument("--key", action="append", help="a trusted public key (PEM); repeat for several")
+    vf.add_argument("--sha256", help="the whole file's expected sha256")
     args = ap.parse_args(argv)
     try:
         if args.command == "tune-info":
             print(tune_info(args.database))
+        elif args.command == "keygen":
+            print(keygen(args.private, args.public, args.force))
+        elif args.command == "sign":
+            print(sign(args.artifact, args.key, args.output))
+        elif args.command == "verify":
+            print(verify(args.artifact, args.key, args.sha256))
         else:
             print(inspect(args.artifact, memory=args.memory, png=args.png, ir=args.ir))
     except (EdgeoptError, ImportError) as e:
@@ -44,28 +67,33 @@ def inspect(path: str, memory: bool = False, png: str | None = None, ir: bool = 
     from .memory.render import arena_png, arena_text
     from .runtime.artifact import read_artifact
 
-    manifest, members = read_artifact(path, f"artifact {path!r}", consumers={"weights.safetensors": _skip})
-    plan = json.loads(members["plan.json"])
+    what = f"artifact {path!r}"
+    manifest, members = read_artifact(path, what, consumers={"weights.safetensors": _skip})  # schema checked
     r = manifest.get("report", {})
-    lines = [f"{path}: edgeopt {manifest.get('edgeopt_version')} (TVM {manifest.get('tvm_version')}), "
-             f"target {json.dumps(manifest.get('target'))}"]
+    lines = [f"{path}: edgeopt {manifest['edgeopt_version']} (TVM {manifest['tvm_version']}), "
+             f"target {json.dumps(manifest['target'])}"]
     for kind in ("inputs", "outputs"):
-        for io in plan[kind]:
+        for io in manifest[kind]:
             lines.append(f"  {kind[:-1]:6s} {io['name']}: {io['dtype']}{list(io['shape'])}")
     tuned = f" ({r['tuned_kernels']} tuned)" if r.get("tuned_kernels") else ""
     lines.append(f"  kernels: {r.get('num_kernels')} steps, {r.get('num_unique_kernels')} unique{tuned}; "
                  f"weights {r.get('weight_bytes')} bytes")
-    if "arena_bytes" in r:
+    if all(k in r for k in ("arena_bytes", "lower_bound_bytes", "naive_bytes", "plan_algorithm")):
         lines.append(f"  activations: arena {r['arena_bytes']} bytes, lower bound {r['lower_bound_bytes']}, "
                      f"naive {r['naive_bytes']} ({r['naive_bytes'] / max(1, r['arena_bytes']):.2f}x the arena), "
                      f"plan {r['plan_algorithm']}")
-    if memory:
-        lines += ["", arena_text(plan)]
-    if png:
-        arena_png(plan, png)
-        lines.append(f"arena picture: {png}")
+    if memory or png:
+        plan = _plan(members["plan.json"], what)
+        try:
+            if memory:
+                lines += ["", arena_text(plan)]
+            if png:
+                arena_png(plan, png)
+                lines.append(f"arena picture: {png}")
+        except (KeyError, IndexError, TypeError, ValueError) as e:
+            raise ArtifactError(f"{what}: plan.json holds no valid memory plan ({type(e).__name__}: {e})") from None
     if ir:
-        lines += ["", members.get("ir.txt", b"").decode()]
+        lines += ["", members.get("ir.txt", b"").decode(errors="replace")]
     return "\n".join(lines)
 
 
@@ -88,6 +116,65 @@ def tune_info(path: str) -> str:
             lines.append(f"    {r.get('kernel')} ({r.get('op')}): {r.get('trials')} trials, {times}: {use} "
                          f"[TVM {r.get('tvm_version')}, {r.get('tuned_at')}]")
     return "\n".join(lines)
+
+
+def keygen(private: str, public: str | None = None, force: bool = False) -> str:
+    """``edgeopt keygen``: write the pair; the text says where and the key id."""
+    from .signer import _public_path
+    from .signer import keygen as make
+
+    kid = make(private, public, overwrite=force)
+    return (f"private key: {private} (keep it secret)\npublic key:  {public or _public_path(private)} (give it to "
+            f"edgeopt.load(..., trusted_keys=[...]))\nkey id:      {kid}")
+
+
+def sign(path: str, key: str, out: str | None = None) -> str:
+    """``edgeopt sign``."""
+    from .signer import sign as sign_artifact
+
+    kid = sign_artifact(path, key, out)
+    return f"signed {out or path} with key {kid}"
+
+
+def verify(path: str, keys: list[str] | None = None, sha256: str | None = None) -> str:
+    """``edgeopt verify``: every hash, and the signature (``keys``) or the pinned file hash, without loading any
+    library; with neither, it lists who signed the artifact (unverified)."""
+    from .runtime.artifact import read_artifact
+    from .runtime.manifest_check import SIGNATURE
+    from .runtime.signing import decode
+
+    what = f"artifact {path!r}"
+    names = _names(path)
+    read_artifact(path, what, consumers=dict.fromkeys(names, _skip), trusted_keys=keys or None, sha256=sha256)
+    checked = [x for x, given in (("signature", keys), ("sha256", sha256)) if given]
+    text = f"{path}: intact (hashes of every member match its manifest)"
+    if checked:
+        return text + f"; {' and '.join(checked)} verified"
+    if SIGNATURE not in names:
+        return text + "; not signed (a hash in the file proves no origin: sign it, or pin its sha256)"
+    with zipfile.ZipFile(path) as z:
+        signers = [kid for kid, _ in decode(z.read(SIGNATURE), what)]
+    return text + f"; signed by {', '.join(signers)} (not verified: give --key)"
+
+
+def _names(path: str) -> list[str]:
+    try:
+        with zipfile.ZipFile(path) as z:
+            return z.namelist()
+    except (OSError, zipfile.BadZipFile, ValueError):
+        return []  # read_artifact says what is wrong
+
+
+def _plan(data: bytes, what: str) -> dict:
+    from .runtime import strict_json
+
+    try:
+        plan = strict_json.loads(data)
+    except ValueError as e:
+        raise ArtifactError(f"{what}: plan.json is unreadable ({e})") from None
+    if not isinstance(plan, dict):
+        raise ArtifactError(f"{what}: plan.json is not a JSON object")
+    return plan
 
 
 def _skip(stream) -> None:

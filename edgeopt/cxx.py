@@ -5,9 +5,10 @@
     # on the board, beside libtvm_runtime.so and libtvm_ffi.so:
     #   ./edgeopt_run m.flat out_ x.bin [--repeat 50]        -> out_0.bin ... (raw, C order); median_ms with --repeat
 
-The artifact is verified on the host (manifest, sha256 of every member, TVM version) and flattened into a
-format a hundred lines of C++ can read without a zip, JSON or safetensors library (see the header of
-``runtime/cxx/edgeopt_run.cc``). The runner allocates the planned arena once, points every activation at its
+The artifact is verified on the host (manifest, sha256 of every member, TVM version, the whole execution plan:
+``edgeopt.runtime.plan_check``) and flattened into a format a few hundred lines of C++ can read without a zip,
+JSON or safetensors library (see the header of ``runtime/cxx/edgeopt_run.cc``); the runner checks that plan again
+on its own before it runs anything. It allocates the planned arena once, points every activation at its
 offset and calls the kernels in the plan's order, exactly as the Python runtime does. Inputs and outputs
 are raw little-endian arrays: ``x.astype(np.float32).tofile("x.bin")``, ``np.fromfile("out_0.bin", np.float32)``.
 """
@@ -25,37 +26,61 @@ from .errors import ArtifactError, TargetError
 
 SOURCE = Path(__file__).parent / "runtime" / "cxx" / "edgeopt_run.cc"
 ALIGN = 64
+#: the version of plan.txt export_flat writes and edgeopt_run reads (2: live ranges, outputs and in-place pairs)
+FLAT_VERSION = 2
 #: the runner's compiler per target, and the apt package that has it
 COMPILERS = {"host": ("g++", "g++"), "arm": ("aarch64-linux-gnu-g++", "g++-aarch64-linux-gnu")}
 
 
-def export_flat(artifact: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
-    """Verify ``artifact`` and write its flat form (kernels.so, weights.bin, plan.txt) into ``out_dir``."""
+def export_flat(artifact: str | os.PathLike, out_dir: str | os.PathLike, *, trusted_keys=None,
+                sha256: str | None = None, level: str | None = None) -> Path:
+    """Verify ``artifact`` and write its flat form (kernels.so, weights.bin, plan.txt) into ``out_dir``.
+
+    The artifact's hashes and its whole plan are checked first (``read_cpu_artifact`` runs
+    ``edgeopt.runtime.plan_check``): a damaged one is an ``ArtifactError`` and nothing is written. The runner
+    checks plan.txt again on the device. ``trusted_keys``, ``sha256``: as for ``edgeopt.load``. ``level``: which
+    level of a multi-level x86 artifact to export (default: its least demanding one, which runs wherever the
+    artifact runs)."""
     from .runtime.model import read_cpu_artifact
 
-    _, plan, weights, lib = read_cpu_artifact(str(artifact), f"artifact {str(artifact)!r}", "the C++ runner")
+    _, plan, weights, lib = read_cpu_artifact(str(artifact), f"artifact {str(artifact)!r}", "the C++ runner",
+                                              trusted_keys=trusted_keys, sha256=sha256, level=level)
+    lines, blob = flat_plan(plan, weights)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "kernels.so").write_bytes(lib)
-    lines = ["edgeopt-flat 1", f"arena {int(plan.get('arena_bytes', 0))}"]
+    (out / "weights.bin").write_bytes(bytes(blob))
+    (out / "plan.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return out
+
+
+def flat_plan(plan: dict, weights: dict[str, np.ndarray]) -> tuple[list[str], bytearray]:
+    """(plan.txt lines, weights.bin bytes) of a checked plan, in the format ``runtime/cxx/edgeopt_run.cc`` reads."""
+    lines = [f"edgeopt-flat {FLAT_VERSION}", f"arena {int(plan['arena_bytes'])}"]
     blob, views = bytearray(), []
     for name, info in plan["values"].items():
-        dims = f"{len(info['shape'])} {' '.join(str(d) for d in info['shape'])}".rstrip()
+        dims = " ".join(str(int(d)) for d in [len(info["shape"]), *info["shape"]])
         _check_name(name)
         if info["kind"] == "const":
             blob += bytes(-len(blob) % ALIGN)
             lines.append(f"value {name} const {info['dtype']} {len(blob)} {dims}")
             blob += np.ascontiguousarray(weights[name]).tobytes()
         elif info["kind"] in ("input", "buffer"):
-            lines.append(f"value {name} {info['kind']} {info['dtype']} {int(info['offset'])} {dims}")
+            first, last = info["live"]
+            lines.append(f"value {name} {info['kind']} {info['dtype']} {int(info['offset'])} {first} {last} {dims}")
         else:
-            views.append(f"view {name} {info['of']} {info['dtype']} {dims}")
-    lines += _in_dependency_order(views)
-    lines += [f"step {s['kernel']} {len(s['args'])} {' '.join(s['args'])}" for s in plan["steps"]]
+            views.append(name)
+    for name in sorted(views, key=lambda v: _view_depth(v, plan["values"])):  # each after its source
+        info = plan["values"][name]
+        dims = " ".join(str(int(d)) for d in [len(info["shape"]), *info["shape"]])
+        lines.append(f"view {name} {info['of']} {info['dtype']} {dims}")
+    for s in plan["steps"]:
+        _check_name(s["kernel"])
+        pairs = s.get("inplace", [])
+        lines.append(" ".join(["step", s["kernel"], str(s["num_outputs"]), str(len(s["args"])), *s["args"],
+                               str(len(pairs)), *(n for pair in pairs for n in pair)]))
     lines += [f"input {i['name']}" for i in plan["inputs"]] + [f"output {o['name']}" for o in plan["outputs"]]
-    (out / "weights.bin").write_bytes(bytes(blob))
-    (out / "plan.txt").write_text("\n".join(lines) + "\n")
-    return out
+    return lines, blob
 
 
 def build_runner(out_path: str | os.PathLike, target: str = "host") -> Path:
@@ -92,17 +117,12 @@ def _runtime_files(target: str) -> tuple[Path, list[Path]]:
 
 def _check_name(name: str) -> None:
     if not name or any(c.isspace() for c in name):
-        raise ArtifactError(f"value name {name!r} cannot be written to a flat plan (whitespace)")
+        raise ArtifactError(f"name {name[:80]!r} cannot be written to a flat plan (empty, or with whitespace)")
 
 
-def _in_dependency_order(views: list[str]) -> list[str]:
-    """View records sorted so each one's source (a value or an earlier view) comes first."""
-    pending, done, out = list(views), set(), []
-    while pending:
-        ready = [v for v in pending if v.split()[2] not in {p.split()[1] for p in pending}]
-        if not ready:
-            raise ArtifactError("the plan's views form a cycle")
-        out += ready
-        pending = [v for v in pending if v not in ready]
-        done.update(v.split()[1] for v in ready)
-    return out
+def _view_depth(name: str, values: dict) -> int:
+    """How many views lie between ``name`` and its base (the checked plan's chains are short and acyclic)."""
+    depth = 0
+    while values[name]["kind"] == "view":
+        name, depth = values[name]["of"], depth + 1
+    return depth

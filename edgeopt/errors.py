@@ -40,7 +40,8 @@ class InputError(EdgeoptError, ValueError):
 
 
 class ArtifactError(EdgeoptError):
-    """An artifact file is damaged, tampered with, or from an incompatible version."""
+    """An artifact file is damaged, from an incompatible version, or fails a check the loader asked for (not signed
+    by a trusted key, not the pinned sha256)."""
 
 
 class TargetError(EdgeoptError):

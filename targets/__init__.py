@@ -9,7 +9,9 @@ from __future__ import annotations
 from ..errors import TargetError
 from .base import Target
 
-_TARGETS = {"host": "edgeopt.targets.host:HostTarget", "arm": "edgeopt.targets.arm:ArmTarget",
+_TARGETS = {"host": "edgeopt.targets.host:HostTarget", "x86": "edgeopt.targets.x86:X86Target",
+            "x86-64-v3": "edgeopt.targets.x86:x86_64_v3", "x86-64-v4": "edgeopt.targets.x86:x86_64_v4",
+            "x86-64": "edgeopt.targets.x86:MultiLevelTarget", "arm": "edgeopt.targets.arm:ArmTarget",
             "cuda": "edgeopt.targets.cuda:CudaTarget", "vulkan": "edgeopt.targets.vulkan:VulkanTarget"}
 
 

@@ -7,8 +7,9 @@
 The CPU names one row of ``CPUS``; an unknown name is a ``TargetError`` (LLVM itself would silently fall
 back to a generic CPU). Only the named CPU's features are used: ``+dotprod`` is never added to a
 Cortex-A72, and the A76 / A55 / Neoverse-N1 rows get dot-product and fp16 from their ``mcpu``. The
-features LLVM will use are recorded in the artifact under their Linux hwcap names (``asimd``,
-``asimddp``, ``fphp``, ``asimdhp``), and the runtime refuses the artifact on a CPU that lacks one.
+features LLVM will use are recorded in the artifact under their LLVM names (``neon``, ``dotprod``,
+``fullfp16``), and the runtime refuses the artifact on a CPU whose hwcaps (``asimd``, ``asimddp``, ``fphp`` +
+``asimdhp``: ``edgeopt.runtime.cpu_features``) lack one.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import shutil
 
 from ..errors import TargetError
+from ..runtime.cpu_features import isa_features
 from .base import Target
 
 TRIPLE = "aarch64-linux-gnu"
@@ -28,9 +30,6 @@ CPUS = {
     "neoverse-n1": {"mcpu": "neoverse-n1", "mattr": ["+neon"]},
 }
 DEFAULT_CPU = "cortex-a72"
-#: LLVM feature -> the Linux hwcap names (/proc/cpuinfo "Features", getauxval) the device must report
-_HWCAPS = {"neon": ("asimd",), "dotprod": ("asimddp",), "fullfp16": ("fphp", "asimdhp"), "sve": ("sve",),
-           "i8mm": ("i8mm",)}
 
 
 class ArmTarget(Target):
@@ -46,9 +45,7 @@ class ArmTarget(Target):
 
         self.cpu = cpu
         self._target = tvm.target.Target({"kind": "llvm", "mtriple": TRIPLE, **CPUS[cpu]})
-        with self._target:
-            has = {f for f in _HWCAPS if tvm.target.codegen.target_has_features(f, self._target)}
-        self.features = sorted({h for f in has for h in _HWCAPS[f]})
+        self.features = isa_features(tvm.target.codegen.llvm_get_cpu_features(self._target), "aarch64")
 
     def tvm_target(self):
         return self._target

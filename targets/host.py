@@ -1,52 +1,50 @@
-"""The host CPU (x86-64 here): LLVM for the CPU this process runs on, its real features and core count.
+"""The host CPU: LLVM for the CPU this process runs on, with exactly the features it reports, and its core count.
 
 The CPU is detected (``llvm_get_system_cpu``), never hard-coded: a ``znver4`` build dies with SIGILL on a
-Zen 3. The artifact records the ISA features the code was built with; the runtime refuses to load it on a
-CPU that lacks any of them.
+Zen 3. LLVM names the CPU from its family and model; a virtual machine may hide some of that CPU's features
+(AVX-512 masked by the hypervisor), so on x86-64 the features the CPU's name implies but ``/proc/cpuinfo`` lacks
+are switched off (``mattr``), and ones it reports beyond the name are switched on. The artifact records the ISA
+features the code was built with (``edgeopt.runtime.cpu_features``); the runtime refuses it on a CPU that lacks
+any of them. To ship an artifact to other machines, compile for ``x86-64-v3`` / ``x86-64-v4`` or a named CPU
+(``targets/x86.py``).
 """
 
 from __future__ import annotations
 
 import os
 import platform
-import shutil
 
-from ..errors import TargetError
-from .base import Target
-
-#: features that change code generation (and so must exist on the machine that runs the artifact)
-_X86_FEATURES = ("avx512f", "avx512bw", "avx512vnni", "avx2", "fma", "f16c", "sse4.2")
+from ..runtime.cpu_features import X86_LINUX_NAMES, host_flags, isa_features
+from .x86 import X86Target
 
 
-class HostTarget(Target):
+def host_mattr(mcpu: str, flags: set[str]) -> list[str]:
+    """LLVM ``mattr`` that makes ``mcpu``'s x86 features exactly those a CPU reporting Linux ``flags`` has."""
+    import tvm
+
+    implied = set(tvm.target.codegen.llvm_get_cpu_features(tvm.target.Target({"kind": "llvm", "mcpu": mcpu})))
+    has = {f for f, linux in X86_LINUX_NAMES.items() if linux in flags}
+    return sorted([f"-{f}" for f in implied & set(X86_LINUX_NAMES) - has] + [f"+{f}" for f in has - implied])
+
+
+class HostTarget(X86Target):
     name = "host"
-    runtime = "cpu"
 
     def __init__(self, num_threads: int | None = None, mcpu: str | None = None):
         import tvm
 
-        self._tvm = tvm
-        self.mcpu = mcpu or tvm.target.codegen.llvm_get_system_cpu()
-        self.num_cores = int(num_threads or len(os.sched_getaffinity(0)))
-        self._target = tvm.target.Target({"kind": "llvm", "mcpu": self.mcpu, "num-cores": self.num_cores})
-        self.features = [f for f in _X86_FEATURES if self._has(f)] if platform.machine() == "x86_64" else []
-
-    def _has(self, feature: str) -> bool:
-        with self._target:
-            return bool(self._tvm.target.codegen.target_has_features(feature, self._target))
-
-    def tvm_target(self):
-        return self._target
+        self.arch = platform.machine()
+        cpu = mcpu or tvm.target.codegen.llvm_get_system_cpu()
+        if self.arch == "x86_64":
+            super().__init__(cpu, num_threads, mattr=tuple(host_mattr(cpu, host_flags())))
+        else:  # e.g. compiling on an aarch64 board for itself: LLVM's reading of the CPU
+            self.mcpu = cpu
+            self.num_cores = int(num_threads or len(os.sched_getaffinity(0)))
+            self._target = tvm.target.Target({"kind": "llvm", "mcpu": cpu, "num-cores": self.num_cores})
+            self.features = isa_features(tvm.target.codegen.llvm_get_cpu_features(self._target), self.arch)
 
     def vector_lanes(self, dtype_bits: int = 32) -> int:
-        bits = 512 if "avx512f" in self.features else 256 if "avx2" in self.features else 128
-        return bits // dtype_bits
-
-    def check_toolchain(self) -> None:
-        if not (shutil.which(os.environ.get("CXX", "g++")) or shutil.which("gcc") or shutil.which("cc")):
-            raise TargetError("target 'host' needs a C compiler to link kernels (gcc/g++/cc): "
-                              "install one, e.g. `apt-get install g++`")
+        return super().vector_lanes(dtype_bits) if self.arch == "x86_64" else 128 // dtype_bits
 
     def device_requirements(self) -> dict:
-        return {"arch": platform.machine(), "mcpu": self.mcpu, "cpu_features": self.features,
-                "num_threads": self.num_cores}
+        return {**super().device_requirements(), "num_threads": self.num_cores}

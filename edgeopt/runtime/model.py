@@ -8,16 +8,16 @@ threads can run the same model at the same time.
 from __future__ import annotations
 
 import io
-import json
 import threading
 
 import numpy as np
 
 from ..errors import ArtifactError, InputError
 from ..ir_dtypes import NP_DTYPES
-from . import safetensors_io, tvm_cpu, tvm_cuda, vulkan
+from . import safetensors_io, strict_json, tvm_cpu, tvm_cuda, vulkan
 from .artifact import read_artifact
 from .devices import check_device
+from .plan_check import check_plan
 
 SUPPORTED_TVM = "0.27"
 
@@ -25,11 +25,15 @@ SUPPORTED_TVM = "0.27"
 class Model:
     """A loaded artifact. Call it with numpy arrays (or anything ``np.asarray`` takes)."""
 
-    def __init__(self, source: str | bytes, what: str = "artifact"):
+    def __init__(self, source: str | bytes, what: str = "artifact", *, trusted_keys=None, sha256: str | None = None,
+                 level: str | None = None):
+        """``trusted_keys``, ``sha256``, ``level``: see ``load``."""
+
         def read_weights(stream):  # straight into 64-byte-aligned arrays: the bytes are never held twice
             return safetensors_io.read_into(stream, tvm_cpu.aligned_empty)
 
-        manifest, members = read_artifact(source, what, consumers={"weights.safetensors": read_weights})
+        manifest, members = read_artifact(source, what, consumers={"weights.safetensors": read_weights},
+                                          trusted_keys=trusted_keys, sha256=sha256)  # the manifest's schema checked
         self.manifest = manifest
         runtime = manifest["target"].get("runtime")
         tvm_version = str(manifest.get("tvm_version", ""))
@@ -37,28 +41,45 @@ class Model:
             raise ArtifactError(f"{what} was compiled with TVM {tvm_version}; this runtime runs TVM {SUPPORTED_TVM}.x "
                                 "kernels: recompile the model")
         check_device(manifest["target"])
+        #: which of the artifact's CPU levels runs here (the artifact itself when it has one): its members
+        self.level = tvm_cpu.chosen_level(manifest["target"], level) if runtime == "cpu" else manifest["target"]
+        self.info = _info(manifest["target"], self.level)
         self._cuda = runtime == "cuda"
         #: GPU backends run the whole plan in their context (``ctx.run``); the CPU one calls kernels from here
         self._device_context = {"cuda": tvm_cuda.CudaContext, "vulkan": vulkan.VulkanContext}.get(runtime)
         try:
-            self.plan = json.loads(members["plan.json"])
+            self.plan = strict_json.loads(members[self.level.get("plan", "plan.json")])
             weights = members["weights.safetensors"]  # already in 64-byte-aligned arrays
+            if self.level.get("weights"):  # a CPU level's own weights (those that differ from the baseline's)
+                own = io.BytesIO(members[self.level["weights"]])
+                weights = {**weights, **safetensors_io.read_into(own, tvm_cpu.aligned_empty)}
         except (KeyError, ValueError) as e:
             raise ArtifactError(f"{what}: plan or weights unreadable ({e})") from None
+        check_plan(self.plan, what, weights)  # the whole plan, before any library is loaded or any kernel runs
+        if [self.plan["inputs"], self.plan["outputs"]] != [manifest["inputs"], manifest["outputs"]]:
+            raise ArtifactError(f"{what}: the plan's inputs or outputs differ from the manifest's (damaged)")
         self.report = manifest.get("report", {})
-        self.ir = members.get("ir.txt", b"").decode()
+        self.ir = members.get("ir.txt", b"").decode(errors="replace")  # for people only
         if not self.plan["steps"]:
             self._lib = None
         elif self._cuda:
             self._lib = tvm_cuda.load_library(members["kernels.so"], members, manifest["target"])
         elif runtime == "vulkan":
             self._lib = vulkan.load_library(members, what)
+            self._lib.check_steps(self.plan["steps"])
         else:
-            self._lib = tvm_cpu.load_library(members["kernels.so"])
+            library = self.level.get("library", "kernels.so")
+            if library not in members:
+                raise ArtifactError(f"{what} has no kernel library {library!r} (damaged)")
+            self._lib = tvm_cpu.load_library(members[library])
         self._funcs = {}
         for step in self.plan["steps"]:
             if step["kernel"] not in self._funcs:
-                self._funcs[step["kernel"]] = self._lib[step["kernel"]]
+                try:
+                    self._funcs[step["kernel"]] = self._lib[step["kernel"]]
+                except (AttributeError, KeyError, TypeError, RuntimeError):
+                    raise ArtifactError(f"{what}: the plan runs kernel {step['kernel']!r}, which its kernel library "
+                                        "does not hold (damaged)") from None
         self._consts = {}
         for name, info in self.plan["values"].items():
             if info["kind"] == "const":
@@ -91,8 +112,11 @@ class Model:
             return outs[0] if len(outs) == 1 else outs
         for buf, arr in zip(ctx.input_arrays, arrays):
             np.copyto(buf, arr)
-        for fn, targs in ctx.calls:
-            fn(*targs)
+        try:
+            for fn, targs in ctx.calls:
+                fn(*targs)
+        except (TypeError, ValueError) as e:  # a kernel refused its arguments (it checks them before any access)
+            raise ArtifactError(f"a kernel refused the arguments the plan passes it (damaged plan): {e}") from None
         outs = tuple(a.copy() for a in ctx.output_arrays)
         return outs[0] if len(outs) == 1 else outs
 
@@ -140,9 +164,8 @@ class Model:
             raise InputError(f"missing input(s): {', '.join(missing)}")
         out = []
         for spec in self.inputs:
-            x = given[spec["name"]]
-            x = x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
             want_dt = NP_DTYPES[spec["dtype"]]
+            x = _as_array(given[spec["name"]], spec["name"], want_dt)
             if tuple(x.shape) != tuple(spec["shape"]):
                 raise InputError(f"input {spec['name']!r}: expected shape {tuple(spec['shape'])}, got "
                                  f"{tuple(x.shape)}. The model was compiled for that static shape; "
@@ -157,6 +180,37 @@ class Model:
                                  f"(convert it with .astype(np.{want_dt}))")
             out.append(x)
         return out
+
+
+def _info(target: dict, level: dict) -> dict:
+    """What runs here: the target, and for a multi-level CPU artifact the level picked and the levels it has."""
+    info = {"target": target.get("name"), "runtime": target.get("runtime")}
+    if "levels" in target:
+        info.update(level=level.get("level"), mcpu=level.get("mcpu"),
+                    levels=[lv.get("level") for lv in target["levels"]])
+    elif target.get("mcpu"):
+        info["mcpu"] = target["mcpu"]
+    return info
+
+
+def _as_array(x, name: str, want: np.dtype) -> np.ndarray:
+    """``x`` (a torch tensor, an array, nested lists) as a numpy array of numbers or bools; ``InputError`` saying the
+    dtype expected when it cannot be one (a torch dtype numpy lacks, e.g. bfloat16; ragged lists; objects, text)."""
+    if hasattr(x, "detach") and hasattr(x, "numpy"):  # a torch tensor (the runtime never imports torch)
+        try:
+            return x.detach().cpu().numpy()
+        except (TypeError, RuntimeError, ValueError) as e:
+            raise InputError(f"input {name!r}: expected dtype {want}, got a torch tensor of {x.dtype}, which numpy "
+                             f"cannot hold ({e}); convert it with .to(torch.{want})") from None
+    try:
+        arr = np.asarray(x)
+    except (TypeError, ValueError, RuntimeError, OverflowError) as e:
+        raise InputError(f"input {name!r}: expected an array of dtype {want}, got a {type(x).__name__} that is not "
+                         f"one ({str(e)[:200]})") from None
+    if arr.dtype.kind not in "biuf":
+        raise InputError(f"input {name!r}: expected an array of dtype {want}, got {type(x).__name__} {str(x)[:40]!r}, "
+                         f"which is an array of {arr.dtype}")
+    return arr
 
 
 def _fits(x: np.ndarray, dtype: np.dtype) -> bool:
@@ -207,11 +261,14 @@ def _resolve_view(name, values, arrays):
     return arrays[name]
 
 
-def read_cpu_artifact(source, what: str, user: str) -> tuple[dict, dict, dict[str, np.ndarray], bytes]:
+def read_cpu_artifact(source, what: str, user: str, *, trusted_keys=None, sha256: str | None = None,
+                      level: str | None = None) -> tuple[dict, dict, dict[str, np.ndarray], bytes]:
     """(manifest, plan, weights, kernel library bytes) of a verified CPU artifact, for the runners that do not load it
     here (``edgeopt.remote``, ``edgeopt.cxx``; ``user`` names them in errors): manifest and sha256 checked, TVM
-    version checked, every planned constant present. A CUDA artifact is an ``ArtifactError``."""
-    manifest, members = read_artifact(source, what)
+    version checked, every planned constant present. A CUDA artifact is an ``ArtifactError``. ``trusted_keys``,
+    ``sha256``: as for ``load``. ``level``: which level of a multi-level artifact (default: the least demanding one,
+    which runs wherever the artifact runs); this machine's CPU is not checked, the runner's device is elsewhere."""
+    manifest, members = read_artifact(source, what, trusted_keys=trusted_keys, sha256=sha256)
     tvm_version = str(manifest.get("tvm_version", ""))
     if not tvm_version.startswith(SUPPORTED_TVM):
         raise ArtifactError(f"{what} was compiled with TVM {tvm_version}; {user} runs TVM {SUPPORTED_TVM}.x "
@@ -219,18 +276,31 @@ def read_cpu_artifact(source, what: str, user: str) -> tuple[dict, dict, dict[st
     if manifest["target"].get("runtime") != "cpu":
         raise ArtifactError(f"{user} runs CPU artifacts (targets 'host' and 'arm'); {what} is for "
                             f"{manifest['target'].get('name')!r}")
+    chosen = tvm_cpu.named_level(manifest["target"], level)
     try:
-        plan = json.loads(members["plan.json"])
+        plan = strict_json.loads(members[chosen.get("plan", "plan.json")])
         weights = safetensors_io.read_into(io.BytesIO(members["weights.safetensors"]), np.empty)
-        lib = members["kernels.so"]
+        if chosen.get("weights"):
+            weights.update(safetensors_io.read_into(io.BytesIO(members[chosen["weights"]]), np.empty))
+        lib = members[chosen.get("library", "kernels.so")]
     except (KeyError, ValueError) as e:
         raise ArtifactError(f"{what}: plan, weights or kernel library unreadable ({e})") from None
+    check_plan(plan, what, weights)  # types, bytes, steps and lifetimes: safe for any runner
     missing = [n for n, v in plan["values"].items() if v["kind"] == "const" and n not in weights]
     if missing:
         raise ArtifactError(f"{what}: weights {missing[:5]} of the plan are not in weights.safetensors")
     return manifest, plan, weights, lib
 
 
-def load(path: str) -> Model:
-    """Load an artifact written by ``CompiledModel.save``; verifies hashes, versions and the device."""
-    return Model(path, what=f"artifact {path!r}")
+def load(path: str, *, trusted_keys=None, sha256: str | None = None, level: str | None = None) -> Model:
+    """Load an artifact written by ``CompiledModel.save``; verifies hashes, versions and the device.
+
+    Loading runs the artifact's native code (its kernel library is dlopen'ed): load only artifacts you trust. The
+    hashes inside catch accidental damage, not deliberate changes; for those give ``trusted_keys`` (Ed25519 public
+    keys: PEM text or bytes, paths to PEM files, or 32 raw bytes; the artifact must be signed by one of them, see
+    ``edgeopt.sign``) or ``sha256`` (the whole file's hex digest, checked before anything in it is read). Either is
+    checked before any library is loaded; a failure is an ``ArtifactError``, as is every damaged artifact.
+
+    A multi-level CPU artifact (``target="x86-64", levels=[...]``) runs the best level this CPU has; ``level`` picks
+    one (e.g. to compare them), an ``ArtifactError`` if the artifact lacks it or this CPU cannot run it."""
+    return Model(path, what=f"artifact {path!r}", trusted_keys=trusted_keys, sha256=sha256, level=level)

@@ -16,6 +16,7 @@ import tempfile
 import numpy as np
 
 from ..errors import ArtifactError
+from .cpu_features import host_flags, missing_features
 
 ALIGN = 64  # TVM kernels require 64-byte aligned buffers
 _runtime_loaded = False
@@ -82,7 +83,8 @@ def as_tensor(arr: np.ndarray):
 
 
 def check_device(target: dict) -> None:
-    """Refuse an artifact built for another machine kind, or for CPU features this CPU lacks."""
+    """Refuse an artifact built for another machine kind, or for CPU features this CPU lacks (every level of a
+    multi-level artifact: ``select_level``)."""
     if target.get("runtime") != "cpu":
         raise ArtifactError(f"this artifact targets {target.get('name')!r} (runtime {target.get('runtime')!r}); "
                             "the CPU runtime cannot run it")
@@ -90,39 +92,58 @@ def check_device(target: dict) -> None:
     if target.get("arch") and target["arch"] != arch:
         raise ArtifactError(f"this artifact was compiled for {target['arch']} ({target.get('name')}), "
                             f"but this machine is {arch}: recompile for this device")
-    missing = sorted(set(target.get("cpu_features", [])) - cpu_features())
-    if missing:
-        raise ArtifactError(f"this artifact was compiled for a CPU with {', '.join(missing)} "
-                            f"(mcpu={target.get('mcpu')}), which this CPU lacks: running it would crash "
-                            "(illegal instruction). Recompile on or for this CPU.")
+    select_level(target, arch, host_flags())
 
 
-def cpu_features() -> set[str]:
-    """ISA feature flags of this CPU. x86: the /proc/cpuinfo names ('sse4.2' as LLVM spells it). aarch64: the
-    kernel's hwcap bits (getauxval), named as in /proc/cpuinfo; /proc/cpuinfo itself is not read there
-    because under qemu-user it shows the host's CPU, not the emulated one."""
-    if platform.machine() == "aarch64":
-        return _aarch64_hwcaps()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith(("flags", "Features")):
-                    flags = set(line.split(":", 1)[1].split())
-                    return flags | ({"sse4.2"} if "sse4_2" in flags else set())
-    except OSError:
-        pass
-    return set()
+def chosen_level(target: dict, name: str | None = None) -> dict:
+    """The level of a CPU artifact that this CPU runs (``select_level`` with this CPU's features), or the level
+    ``name`` of a multi-level artifact if this CPU runs it."""
+    chosen = target if name is None else {"levels": [named_level(target, name)]}
+    return select_level(chosen, platform.machine(), host_flags())
 
 
-_AT_HWCAP, _AT_HWCAP2 = 16, 26
-#: (auxv entry, bit) of the aarch64 features an artifact may need (linux/arch/arm64/include/uapi/asm/hwcap.h)
-_AARCH64_HWCAPS = {"fp": (_AT_HWCAP, 0), "asimd": (_AT_HWCAP, 1), "fphp": (_AT_HWCAP, 9), "asimdhp": (_AT_HWCAP, 10),
-                   "asimddp": (_AT_HWCAP, 20), "sve": (_AT_HWCAP, 22), "i8mm": (_AT_HWCAP2, 13)}
+def named_level(target: dict, name: str | None) -> dict:
+    """The level ``name`` of a CPU artifact (``None``: its least demanding one, which every CPU that runs the
+    artifact runs), without checking this CPU; ``ArtifactError`` if there is no such level."""
+    levels = _checked_levels(target)
+    if name is None:
+        return levels[-1]
+    named = [lv for lv in levels if "levels" in target and lv.get("level") == name]
+    if not named:
+        have = [lv.get("level") for lv in levels if "levels" in target]
+        why = f"its levels: {have}" if have else "it has one level: load it without level="
+        raise ArtifactError(f"this artifact has no CPU level {name!r} ({why})")
+    return named[0]
 
 
-def _aarch64_hwcaps() -> set[str]:
-    libc = ctypes.CDLL(None)
-    libc.getauxval.restype = ctypes.c_ulong
-    libc.getauxval.argtypes = [ctypes.c_ulong]
-    words = {a: libc.getauxval(a) for a in (_AT_HWCAP, _AT_HWCAP2)}
-    return {name for name, (a, bit) in _AARCH64_HWCAPS.items() if words[a] >> bit & 1}
+def select_level(target: dict, arch: str, cpu_flags: set[str]) -> dict:
+    """The best CPU level of ``target`` that a CPU with the Linux feature ``cpu_flags`` runs: the first entry of
+    ``target["levels"]`` (best first) whose features it has, or the target itself for a single-level artifact.
+    ``ArtifactError`` naming the missing features (of the least demanding level) when it runs none."""
+    levels = _checked_levels(target)
+    for level in levels:
+        if not missing_features(level.get("cpu_features", []), arch, cpu_flags):
+            return level
+    last = levels[-1]
+    missing = missing_features(last.get("cpu_features", []), arch, cpu_flags)
+    raise ArtifactError(f"this artifact was compiled for a CPU with {', '.join(missing)} (mcpu={last.get('mcpu')}), "
+                        "which this CPU lacks: running it would crash (illegal instruction). Recompile on or for "
+                        "this CPU (target='host'), or for a level it has (target='x86-64-v3').")
+
+
+
+def _checked_levels(target: dict) -> list[dict]:
+    """``target["levels"]`` (or ``[target]``) after checking its shape: dicts with a list of feature names and, in a
+    multi-level artifact, the level's name and its plan and library members (``ArtifactError`` otherwise)."""
+    levels = target.get("levels", [target])
+    if not isinstance(levels, list) or not levels or not all(isinstance(lv, dict) for lv in levels):
+        raise ArtifactError("the manifest's target levels are damaged (not a list of CPU levels)")
+    for lv in levels:
+        feats = lv.get("cpu_features", [])
+        if not isinstance(feats, list) or not all(isinstance(f, str) for f in feats):
+            raise ArtifactError("the manifest's target records its CPU features in an unknown form")
+        members = [lv.get(k) for k in ("level", "plan", "library")] + [lv.get("weights", "")]
+        if "levels" in target and not all(isinstance(m, str) and m for m in members[:3] + [members[3] or "-"]):
+            raise ArtifactError(f"the manifest's CPU level {lv.get('level')!r} is damaged (its name, plan or library "
+                                "member is missing)")
+    return levels

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
-import json
 import os
 import platform
 
@@ -28,7 +27,7 @@ import numpy as np
 
 from ..errors import ArtifactError
 from ..ir_dtypes import NP_DTYPES
-from . import tvm_cpu
+from . import strict_json, tvm_cpu
 
 DEVICE_CODE = "cuda/device_code.json"
 _CU_CC_MAJOR, _CU_CC_MINOR = 75, 76  # CUdevice_attribute: compute capability
@@ -96,9 +95,11 @@ def load_library(lib: bytes, members: dict, target: dict):
     """Load the host library with the stored device code for this GPU (see the module docstring)."""
     kind = check_device(target)
     try:
-        info = json.loads(members[DEVICE_CODE])
+        info = strict_json.loads(members[DEVICE_CODE])
         binary = members[info[kind]]
-    except (KeyError, ValueError) as e:
+        if not isinstance(binary, bytes) or not isinstance(info.get("source_sha256"), str):
+            raise ValueError("device code entries of the wrong type")
+    except (KeyError, ValueError, TypeError) as e:
         raise ArtifactError(f"the artifact's CUDA device code is missing or unreadable ({e})") from None
     tvm_ffi = _ensure_cuda_runtime()
 

@@ -21,7 +21,6 @@ numpy and ``wgpu`` (``pip install wgpu==0.32.0``, which bundles wgpu-native): no
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import threading
@@ -30,6 +29,7 @@ import numpy as np
 
 from ..errors import ArtifactError
 from ..ir_dtypes import NP_DTYPES
+from . import strict_json
 
 KERNELS_JSON = "webgpu/kernels.json"
 WGPU_PIN = "wgpu==0.32.0"
@@ -95,12 +95,15 @@ class VulkanLibrary:
 
     def __init__(self, members: dict[str, bytes], what: str = "artifact"):
         try:
-            info = json.loads(members[KERNELS_JSON])
-            self.functions = info["functions"]
+            info = strict_json.loads(members[KERNELS_JSON])
+            self.functions = _checked_functions(info)
             self.shaders = {d["shader"]: members[d["shader"]].decode()
                             for f in self.functions.values() for d in f["dispatches"]}
-        except (KeyError, ValueError) as e:
+            int(info.get("max_bindings", 0)), int(info.get("max_workgroup_invocations", 0))
+        except (KeyError, ValueError, TypeError, AttributeError) as e:
             raise ArtifactError(f"{what}: its WGSL shaders or {KERNELS_JSON} are missing or unreadable ({e})") from None
+        if not isinstance(info.get("features", []), list):
+            raise ArtifactError(f"{what}: {KERNELS_JSON} lists its features in an unknown form")
         self.features = list(info.get("features", []))
         adapter = vulkan_adapter()
         lacking = [f for f in self.features if f not in adapter.features]
@@ -115,10 +118,52 @@ class VulkanLibrary:
                 raise ArtifactError(f"the {what} needs {name} >= {value}; this Vulkan device has {limits[name]}")
         self.limits = {name: limits[name] for name in (*need, "max-storage-buffer-binding-size", "max-buffer-size")}
 
+    def check_steps(self, steps: list) -> None:
+        """Every step's kernel exists and each of its dispatches binds a parameter the step passes."""
+        for step in steps:
+            params = [b["param"] for d in self[step["kernel"]]["dispatches"] for b in d["bindings"] if "param" in b]
+            if any(p >= len(step["args"]) for p in params):
+                raise ArtifactError(f"kernel {step['kernel']!r} binds parameter {max(params)}, but the plan passes it "
+                                    f"{len(step['args'])} argument(s)")
+
     def __getitem__(self, kernel: str) -> dict:
         if kernel not in self.functions:
             raise ArtifactError(f"the plan runs kernel {kernel!r}, which the artifact's {KERNELS_JSON} does not hold")
         return self.functions[kernel]
+
+
+def _checked_functions(info: dict) -> dict:
+    """``info["functions"]`` after checking every field the context reads has its JSON type and a sane range
+    (``ValueError`` naming the first that does not): no damaged ``kernels.json`` gets as far as wgpu."""
+    def want(ok: bool, what: str) -> None:
+        if not ok:
+            raise ValueError(f"{KERNELS_JSON}: {what}")
+
+    def count(v, top: int = 1 << 31) -> bool:
+        return type(v) is int and 0 <= v < top
+
+    funcs = info["functions"] if isinstance(info, dict) else None
+    want(isinstance(funcs, dict), "'functions' is not an object")
+    for name, f in funcs.items():
+        want(isinstance(f, dict) and isinstance(f.get("dispatches"), list)
+             and isinstance(f.get("workspaces", []), list), f"kernel {name!r}: not an object with dispatches")
+        spaces = f.get("workspaces", [])
+        want(all(isinstance(w, dict) and count(w.get("bytes")) for w in spaces), f"kernel {name!r}: bad workspace")
+        params = f.get("params", [])
+        want(isinstance(params, list), f"kernel {name!r}: bad params")
+        for d in f["dispatches"]:
+            want(isinstance(d, dict) and isinstance(d.get("shader"), str) and isinstance(d.get("entry"), str),
+                 f"kernel {name!r}: a dispatch without shader or entry")
+            binds, write, grid = d.get("bindings"), d.get("write"), d.get("grid")
+            want(isinstance(binds, list) and isinstance(write, list) and len(write) == len(binds)
+                 and all(type(w) in (int, bool) for w in write), f"kernel {name!r}: bad bindings or write flags")
+            for b in binds:
+                ok = isinstance(b, dict) and (count(b.get("param"), max(1, len(params)) if params else 1 << 16)
+                                              if "param" in b else count(b.get("workspace"), len(spaces)))
+                want(ok, f"kernel {name!r}: binding {b!r} names no parameter or workspace")
+            want(isinstance(grid, list) and len(grid) == 2 and all(count(g) and g > 0 for g in grid),
+                 f"kernel {name!r}: bad grid {grid!r}")
+    return funcs
 
 
 def load_library(members: dict[str, bytes], what: str = "artifact") -> VulkanLibrary:

@@ -66,12 +66,12 @@ def test_cpu_table_and_features():
         assert t.tvm_target().attrs["mtriple"] == "aarch64-linux-gnu" and list(t.tvm_target().attrs["mattr"])
         assert t.vector_lanes(32) == 4 and t.vector_lanes(16) == 8
         req = t.device_requirements()
-        assert req["arch"] == "aarch64" and req["mcpu"] == cpu and "asimd" in req["cpu_features"]
+        assert req["arch"] == "aarch64" and req["mcpu"] == cpu and "neon" in req["cpu_features"]
     assert ArmTarget().cpu == "cortex-a72"
     assert "+dotprod" not in CPUS["cortex-a72"]["mattr"]
-    assert ArmTarget("cortex-a72").features == ["asimd"]
+    assert ArmTarget("cortex-a72").features == ["fp-armv8", "neon"]  # LLVM's names; the runtime maps them to hwcaps
     for cpu in ("cortex-a76", "cortex-a55", "neoverse-n1"):  # their mcpu implies dot-product and fp16
-        assert {"asimddp", "fphp", "asimdhp"} <= set(ArmTarget(cpu).features), cpu
+        assert {"dotprod", "fullfp16"} <= set(ArmTarget(cpu).features), cpu
 
 
 def test_unknown_cpu_and_options():
@@ -112,7 +112,7 @@ def test_compiles_to_aarch64_and_cannot_run_here(tmp_path):
     compiled.save(path)
     manifest, members = read_artifact(str(path))
     assert manifest["target"] == {"name": "arm", "runtime": "cpu", "precision": "fp32", "arch": "aarch64",
-                                  "mcpu": "cortex-a72", "cpu_features": ["asimd"]}
+                                  "mcpu": "cortex-a72", "cpu_features": ["fp-armv8", "neon"]}
     lib = members["kernels.so"]
     assert lib[:5] == b"\x7fELF\x02" and int.from_bytes(lib[18:20], "little") == EM_AARCH64  # 64-bit, aarch64
     ins = disassemble(lib, tmp_path)
@@ -194,6 +194,6 @@ def test_a76_artifact_runs_on_a76_and_is_refused_on_a72(sysroot, tmp_path):
     edgeopt.compile(model, inputs, target="arm", cpu="cortex-a76").save(path)
     (got,) = emulate.run(path, inputs, cpu="cortex-a76", build=sysroot)
     assert rel_err(torch_outputs(model, inputs)[0], got) <= TOL
-    with pytest.raises(ArtifactError, match=r"on the emulated cortex-a72 .*compiled for a CPU with asimddp, asimdhp, "
-                                            r"fphp \(mcpu=cortex-a76\), which this CPU lacks"):
+    with pytest.raises(ArtifactError, match=r"on the emulated cortex-a72 .*compiled for a CPU with dotprod, fullfp16, "
+                                            r"rdm \(mcpu=cortex-a76\), which this CPU lacks"):
         emulate.run(path, [np.zeros((1, 3, 8, 8), np.float32)], cpu="cortex-a72", build=sysroot)

@@ -1,6 +1,7 @@
 """The no-Python C++ runner (``edgeopt.cxx``): built for this x86-64 host and run here, and cross-built for aarch64
 and run under ``qemu-aarch64 -cpu cortex-a72``, each beside only libtvm_runtime.so and libtvm_ffi.so; its outputs
-against PyTorch and the Python runtime, and its refusals (wrong input size, damaged plan)."""
+against PyTorch and the Python runtime, and its refusals (wrong input size; a damaged or hand-edited plan.txt is
+refused with a message and exit status 2, never a crash)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import torch
 import edgeopt
 from edgeopt import cxx, emulate
 from edgeopt.ir_dtypes import NP_DTYPES
+from tests.artifact_tools import tiny_model
 from tests.conftest import compile_zoo, rel_err, torch_outputs
 from tests.targets import needs
 
@@ -87,7 +89,110 @@ def test_runner_refuses_a_wrong_input_size_and_a_damaged_plan(host_device, tmp_p
     plan.write_text("\n".join(" ".join(f[:4] + ["4096000"] + f[5:] if f[:1] == ["value"] and f[2] == "buffer" else f)
                               for f in lines) + "\n")
     proc = run_runner(host_device, flat, [np.zeros((2, 8), np.float32)])
-    assert proc.returncode == 2 and "outside its buffer" in proc.stderr, proc.stderr
+    assert proc.returncode == 2 and "lies outside the arena" in proc.stderr, proc.stderr
+
+
+@pytest.fixture(scope="module")
+def tiny_flat(tmp_path_factory):
+    """(flat folder, input, the Python runtime's output) of ``tests.artifact_tools.tiny_model``: 3 kernels, weights,
+    an in-place pair, a view output."""
+    model, inputs = tiny_model()
+    compiled = edgeopt.compile(model, inputs)
+    d = tmp_path_factory.mktemp("tiny")
+    compiled.save(d / "m.edgeopt")
+    x = inputs[0].numpy()
+    return cxx.export_flat(d / "m.edgeopt", d / "m.flat"), x, compiled(x)
+
+
+def _line(lines: list[list[str]], record: str, name: str | None = None) -> list[str]:
+    return next(f for f in lines if f[0] == record and (name is None or f[1] == name))
+
+
+def _steps(lines):
+    return [f for f in lines if f[0] == "step"]
+
+
+def _set(record: str, index: int, value: str, name: str | None = None):
+    def edit(lines):
+        _line(lines, record, name)[index] = value
+    return edit
+
+
+def _step_output(value: str):
+    def edit(lines):
+        step = _steps(lines)[0]
+        step[3 + int(step[3])] = value  # step <kernel> <outputs> <argc> <args...>: the last argument
+    return edit
+
+
+def _same_offset(name: str, as_name: str):
+    def edit(lines):
+        _line(lines, "value", name)[4] = _line(lines, "value", as_name)[4]
+    return edit
+
+
+def _drop_steps(lines):
+    lines[:] = [f for f in lines if f[0] != "step"]
+
+
+def _swap_first_steps(lines):
+    i, j = [k for k, f in enumerate(lines) if f[0] == "step"][:2]
+    lines[i], lines[j] = lines[j], lines[i]
+
+
+def _same_kernel(lines):
+    _steps(lines)[2][1] = _steps(lines)[0][1]
+
+
+#: edits of the tiny model's plan.txt (its buffers: linear, relu, sigmoid; the view: reshape of sigmoid) and what the
+#: runner says; before the checks, the first wrote past the end of the arena (exit 139)
+FLAT_ATTACKS = {
+    "view larger than its base": (_set("view", 5, "1048576"), "is not a reshape"),
+    "negative offset": (_set("value", 4, "-4096", "linear"), "offset '-4096' is not an integer"),
+    "misaligned offset": (_set("value", 4, "32", "linear"), "misaligned"),
+    "offset past the arena": (_set("value", 4, "4096", "linear"), "lies outside the arena"),
+    "weight past weights.bin": (_set("value", 4, "1048576", "p_fc1_bias"), "lies outside weights.bin"),
+    "live tensors overlap": (_same_offset("linear", "x"), "share arena bytes"),
+    "in-place pair whose input lives on": (_same_offset("relu", "linear"), "share arena bytes"),
+    "output is a weight": (_step_output("p_fc1_weight_io"), "which is not a buffer"),
+    "output is the input": (_step_output("x"), "which is not a buffer"),
+    "no steps, buffer output": (_drop_steps, "written by no step"),
+    "read before written": (_swap_first_steps, "before it is written"),
+    "live range misses a read": (_set("value", 6, "0", "linear"), "outside its declared live range"),
+    "one kernel, two signatures": (_same_kernel, "differ from another step of that kernel"),
+    "unknown argument": (lambda lines: _steps(lines)[1].__setitem__(4, "nope"), "'nope', which is not a value"),
+    "argument count past the line": (lambda lines: _steps(lines)[0].__setitem__(3, "9"), "argument count"),
+    "no outputs": (lambda lines: _steps(lines)[0].__setitem__(2, "0"), "outputs are not among the arguments"),
+    "overflowing shape": (_set("value", 7, "3 1099511627776 1099511627776", "linear"), "more than 2^40 elements"),
+    "view of an unknown value": (_set("view", 2, "nope"), "not defined above"),
+    "a value twice": (lambda lines: lines.insert(3, list(_line(lines, "value", "linear"))), "defined twice"),
+    "arena far too large": (_set("arena", 1, str(1 << 45)), "larger than its tensors need"),
+    "unknown record": (lambda lines: lines.append(["rm", "-rf", "/"]), "unknown record rm"),
+    "trailing field": (lambda lines: _line(lines, "input").append("extra"), "unexpected 'extra'"),
+    "old format": (lambda lines: lines.__setitem__(0, ["edgeopt-flat", "1"]), "not a flat plan of version 2"),
+}
+
+
+def test_the_tiny_flat_plan_runs(host_device, tiny_flat):
+    flat, x, want = tiny_flat
+    proc = run_runner(host_device, flat, [x])
+    assert proc.returncode == 0, proc.stderr
+    np.testing.assert_array_equal(np.fromfile(flat.parent / "out_0.bin", np.float32), want)
+
+
+@pytest.mark.parametrize("attack", list(FLAT_ATTACKS))
+def test_runner_refuses_a_hand_edited_plan_with_a_message(attack, host_device, tiny_flat, tmp_path):
+    flat, x, _ = tiny_flat
+    edited = tmp_path / "m.flat"
+    shutil.copytree(flat, edited)
+    lines = [ln.split() for ln in (flat / "plan.txt").read_text().splitlines()]
+    edit, message = FLAT_ATTACKS[attack]
+    edit(lines)
+    (edited / "plan.txt").write_text("\n".join(" ".join(f) for f in lines) + "\n")
+    proc = run_runner(host_device, edited, [x])
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)  # not 139 (SIGSEGV) or 134 (abort)
+    assert proc.stderr.startswith("edgeopt_run: ") and message in proc.stderr, proc.stderr
+    assert not (tmp_path / "out_0.bin").exists()  # refused before it ran
 
 
 def test_export_refuses_a_tampered_artifact(tmp_path):
@@ -99,7 +204,7 @@ def test_export_refuses_a_tampered_artifact(tmp_path):
         for item in zin.infolist():
             data = zin.read(item.filename)
             zout.writestr(item, data + b" " if item.filename == "plan.json" else data)
-    with pytest.raises(edgeopt.ArtifactError, match="sha256|size"):
+    with pytest.raises(edgeopt.ArtifactError, match="sha256|size|in the manifest"):
         cxx.export_flat(tmp_path / "bad.edgeopt", tmp_path / "flat")
 
 
@@ -115,3 +220,24 @@ def test_arm_runner_under_qemu_matches_torch(sysroot, tmp_path):
     assert proc.returncode == 0, proc.stderr
     (got,) = outputs(flat, compiled)
     assert rel_err(torch_outputs(model, inputs)[0], got) < TOL
+
+
+def test_multi_level_artifact_exports_each_level(host_device, tmp_path):
+    """``export_flat`` takes the least demanding level by default (the device is elsewhere), or the one named; both
+    run in the runner here (when this CPU has the level) and agree with the Python runtime."""
+    model, inputs = tiny_model()
+    compiled = edgeopt.compile(model, inputs, target="x86-64", levels=["v3", "v4"])
+    path = tmp_path / "levels.edgeopt"
+    compiled.save(path)
+    x = inputs[0].numpy()
+    want = edgeopt.load(str(path), level="v3")(x)
+    for level, lib in [(None, "kernels.so"), ("v3", "kernels.so"), ("v4", "levels/v4/kernels.so")]:
+        flat = cxx.export_flat(path, tmp_path / f"flat-{level}" / "m.flat", level=level)
+        assert (flat / "kernels.so").read_bytes() == edgeopt.runtime.artifact.read_artifact(str(path))[1][lib]
+        if level == "v4" and "avx512f" not in edgeopt.runtime.cpu_features.host_flags():
+            continue  # built for AVX-512: exported, not run on this CPU
+        proc = run_runner(host_device, flat, [x])
+        assert proc.returncode == 0, proc.stderr
+        np.testing.assert_allclose(outputs(flat, compiled)[0], want, rtol=1e-5, atol=1e-6)
+    with pytest.raises(edgeopt.ArtifactError, match="no CPU level 'v9'"):
+        cxx.export_flat(path, tmp_path / "flat-v9", level="v9")

@@ -5,54 +5,343 @@
 //
 // <flat-dir> is what edgeopt.cxx.export_flat writes on the host from a verified artifact: kernels.so,
 // weights.bin (every weight at a 64-byte aligned offset) and plan.txt, one record per line:
-//   edgeopt-flat 1
+//   edgeopt-flat 2
 //   arena <bytes>
-//   value <name> <input|buffer|const> <dtype> <byte offset> <rank> <dims...>   (arena or weights.bin offset)
-//   view <name> <source> <dtype> <rank> <dims...>                              (a reshape: same memory)
-//   step <kernel> <argc> <value names...>
+//   value <name> <input|buffer> <dtype> <arena offset> <live first> <live last> <rank> <dims...>
+//   value <name> const <dtype> <weights.bin offset> <rank> <dims...>
+//   view <name> <source> <dtype> <rank> <dims...>                 (a reshape: same memory; source defined above)
+//   step <kernel> <num outputs> <argc> <value names...> <num in-place pairs> (<input> <output>)...
 //   input <name>    /    output <name>
 // Every activation lives at its planned offset in one 64-byte aligned arena, as in the Python runtime.
 // Outputs are written to <out-prefix><i>.bin; with --repeat N the plan runs N more times and the median
 // wall time of one run is printed as "median_ms <t>".
+//
+// plan.txt is validated as a whole before anything is allocated or any kernel is loaded, independently of the
+// host's checks (edgeopt/runtime/plan_check.py; the same rules): every tensor inside the arena or weights.bin,
+// aligned, with overflow-safe sizes; views the same dtype and bytes as their source; every name known; argument
+// counts consistent; kernels write buffers only, each once, before anything reads it; every output written;
+// each tensor's live range covers its uses; and no two tensors in use at one step share arena bytes, except a
+// step's in-place pair whose input dies there. A bad plan, a bad input file or a kernel refusing its arguments
+// ends the run with a message on stderr and exit status 2, never a crash.
 #include <tvm/ffi/extra/module.h>
 #include <tvm/ffi/tvm_ffi.h>
 
 #include <sched.h>
 
 #include <algorithm>
+#include <charconv>
 #include <chrono>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
 #include <fstream>
 #include <map>
+#include <set>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace ffi = tvm::ffi;
 
 namespace {
 
+constexpr uint64_t kAlign = 64;
+constexpr uint64_t kMaxElements = uint64_t{1} << 40;  // per tensor: no size computation below can overflow
+constexpr uint64_t kMaxBytes = uint64_t{1} << 50;     // offsets and the arena
+constexpr uint64_t kArenaSlack = 256;                 // the arena may exceed its tensors' needs by this much
+constexpr size_t kMaxRank = 32;
+
 [[noreturn]] void Fail(const std::string& msg) {
   std::fprintf(stderr, "edgeopt_run: %s\n", msg.c_str());
   std::exit(2);
 }
 
-DLDataType ParseDtype(const std::string& s) {
-  static const std::map<std::string, DLDataType> kTypes = {
-      {"f32", {kDLFloat, 32, 1}}, {"f16", {kDLFloat, 16, 1}}, {"f64", {kDLFloat, 64, 1}},
-      {"i8", {kDLInt, 8, 1}},     {"u8", {kDLUInt, 8, 1}},    {"i32", {kDLInt, 32, 1}},
-      {"i64", {kDLInt, 64, 1}},   {"bool", {kDLBool, 8, 1}}};
+[[noreturn]] void Bad(const std::string& msg) { Fail("invalid plan.txt: " + msg); }
+
+struct Dtype {
+  DLDataType dl;
+  uint64_t size;
+};
+
+Dtype ParseDtype(const std::string& s) {
+  static const std::map<std::string, Dtype> kTypes = {
+      {"f32", {{kDLFloat, 32, 1}, 4}}, {"f16", {{kDLFloat, 16, 1}, 2}}, {"f64", {{kDLFloat, 64, 1}, 8}},
+      {"i8", {{kDLInt, 8, 1}, 1}},     {"u8", {{kDLUInt, 8, 1}, 1}},    {"i16", {{kDLInt, 16, 1}, 2}},
+      {"i32", {{kDLInt, 32, 1}, 4}},   {"i64", {{kDLInt, 64, 1}, 8}},   {"bool", {{kDLBool, 8, 1}, 1}}};
   auto it = kTypes.find(s);
-  if (it == kTypes.end()) Fail("unknown dtype " + s);
+  if (it == kTypes.end()) Bad("unknown dtype " + s);
   return it->second;
 }
 
 struct Value {
-  DLTensor t{};
+  std::string kind;  // input, buffer, const, view
+  std::string dtype_name, base;  // base: the input, buffer or const a view is of (itself otherwise)
+  Dtype dtype{};
   std::vector<int64_t> shape;
+  uint64_t offset = 0, nbytes = 0;
+  int64_t live_first = 0, live_last = 0;
+  DLTensor t{};
 };
+
+struct Step {
+  std::string kernel;
+  size_t num_outputs = 0;
+  std::vector<std::string> args;
+  std::vector<std::pair<std::string, std::string>> inplace;
+};
+
+struct Plan {
+  uint64_t arena_bytes = 0;
+  bool has_arena = false;
+  std::map<std::string, Value> values;  // a map never moves its elements: DLTensors may point into them
+  std::vector<std::string> storage;     // inputs and buffers, in file order
+  std::vector<Step> steps;
+  std::vector<std::string> inputs, outputs;
+};
+
+// The whitespace-separated fields of one plan.txt line, read with checks.
+class Fields {
+ public:
+  Fields(const std::string& line, int number) : where_("line " + std::to_string(number)) {
+    std::istringstream ss(line);
+    for (std::string f; ss >> f;) fields_.push_back(f);
+  }
+  bool Empty() const { return fields_.empty(); }
+  size_t Left() const { return fields_.size() - next_; }
+  std::string Next(const char* what) {
+    if (next_ >= fields_.size()) Bad(where_ + ": missing " + what);
+    return fields_[next_++];
+  }
+  uint64_t Uint(const char* what, uint64_t max) {
+    std::string s = Next(what);
+    uint64_t v = 0;
+    auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+    if (ec != std::errc() || end != s.data() + s.size() || v > max)
+      Bad(where_ + ": " + what + " '" + s.substr(0, 40) + "' is not an integer in [0, " + std::to_string(max) + "]");
+    return v;
+  }
+  void End() {
+    if (next_ != fields_.size()) Bad(where_ + ": unexpected '" + fields_[next_].substr(0, 40) + "'");
+  }
+  const std::string& where() const { return where_; }
+
+ private:
+  std::string where_;
+  std::vector<std::string> fields_;
+  size_t next_ = 0;
+};
+
+std::string Quote(const std::string& name) { return "'" + name.substr(0, 80) + "'"; }
+
+uint64_t Aligned(uint64_t nbytes) { return std::max(kAlign, (nbytes + kAlign - 1) / kAlign * kAlign); }
+
+void ReadShape(Fields& f, Value& v) {
+  size_t rank = f.Uint("rank", kMaxRank);
+  uint64_t count = 1;
+  for (size_t i = 0; i < rank; ++i) {
+    uint64_t d = f.Uint("dimension", kMaxElements);
+    if (d != 0 && count > kMaxElements / d) Bad(f.where() + ": the shape has more than 2^40 elements");
+    count *= d;
+    v.shape.push_back(static_cast<int64_t>(d));
+  }
+  v.nbytes = count * v.dtype.size;  // <= 2^43
+}
+
+void ParseValue(Fields& f, bool view, Plan& p) {
+  std::string name = f.Next("name");
+  if (p.values.count(name)) Bad(f.where() + ": value " + Quote(name) + " is defined twice");
+  Value v;
+  if (view) {
+    std::string src = f.Next("source");
+    auto it = p.values.find(src);
+    if (it == p.values.end()) Bad(f.where() + ": view " + Quote(name) + " of " + Quote(src) + ", not defined above");
+    v.kind = "view";
+    v.base = it->second.base;
+    v.dtype_name = f.Next("dtype");
+    v.dtype = ParseDtype(v.dtype_name);
+    ReadShape(f, v);
+    if (v.dtype_name != it->second.dtype_name || v.nbytes != it->second.nbytes)
+      Bad("view " + Quote(name) + " is not a reshape of " + Quote(src) + " (another dtype or byte size)");
+  } else {
+    v.kind = f.Next("kind");
+    if (v.kind != "input" && v.kind != "buffer" && v.kind != "const") Bad(f.where() + ": unknown kind " + v.kind);
+    v.base = name;
+    v.dtype_name = f.Next("dtype");
+    v.dtype = ParseDtype(v.dtype_name);
+    v.offset = f.Uint("offset", kMaxBytes);
+    if (v.kind != "const") {
+      v.live_first = static_cast<int64_t>(f.Uint("live first", kMaxBytes));
+      v.live_last = static_cast<int64_t>(f.Uint("live last", kMaxBytes));
+      if (v.live_first > v.live_last) Bad("value " + Quote(name) + ": live range ends before it starts");
+      p.storage.push_back(name);
+    }
+    ReadShape(f, v);
+    if (v.offset % kAlign) Bad("value " + Quote(name) + ": offset " + std::to_string(v.offset) + " is misaligned");
+  }
+  f.End();
+  p.values.emplace(name, std::move(v));
+}
+
+void ParseStep(Fields& f, Plan& p) {
+  Step s;
+  s.kernel = f.Next("kernel");
+  s.num_outputs = f.Uint("number of outputs", kMaxBytes);
+  size_t argc = f.Uint("argument count", f.Left());
+  if (s.num_outputs < 1 || s.num_outputs > argc) Bad(f.where() + ": the outputs are not among the arguments");
+  for (size_t i = 0; i < argc; ++i) s.args.push_back(f.Next("argument"));
+  size_t pairs = f.Uint("in-place pair count", f.Left() / 2);
+  for (size_t i = 0; i < pairs; ++i) {
+    std::string src = f.Next("in-place input");
+    s.inplace.emplace_back(src, f.Next("in-place output"));
+  }
+  f.End();
+  p.steps.push_back(std::move(s));
+}
+
+Plan ReadPlan(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) Fail("cannot open " + path);
+  Plan p;
+  std::string line;
+  if (!std::getline(in, line) || line != "edgeopt-flat 2")
+    Fail(path + " is not a flat plan of version 2 (export it again with this edgeopt's export_flat)");
+  for (int number = 2; std::getline(in, line); ++number) {
+    Fields f(line, number);
+    if (f.Empty()) continue;
+    std::string kind = f.Next("record");
+    if (kind == "arena") {
+      if (p.has_arena) Bad(f.where() + ": a second arena");
+      p.arena_bytes = f.Uint("arena bytes", kMaxBytes);
+      p.has_arena = true;
+      f.End();
+    } else if (kind == "value" || kind == "view") {
+      ParseValue(f, kind == "view", p);
+    } else if (kind == "step") {
+      ParseStep(f, p);
+    } else if (kind == "input" || kind == "output") {
+      (kind == "input" ? p.inputs : p.outputs).push_back(f.Next("name"));
+      f.End();
+    } else {
+      Bad(f.where() + ": unknown record " + kind.substr(0, 40));
+    }
+  }
+  if (!p.has_arena) Bad("no arena record");
+  return p;
+}
+
+const Value& Get(const Plan& p, const std::string& name, const std::string& where) {
+  auto it = p.values.find(name);
+  if (it == p.values.end()) Bad(where + " names " + Quote(name) + ", which is not a value");
+  return it->second;
+}
+
+// The plan's rules (as edgeopt/runtime/plan_check.py): see the header.
+void Validate(const Plan& p, uint64_t weights_bytes) {
+  uint64_t need = 0;
+  for (auto& [name, v] : p.values) {
+    if (v.kind == "const" && (v.offset > weights_bytes || v.nbytes > weights_bytes - v.offset))
+      Bad("weight " + Quote(name) + " lies outside weights.bin");
+    if (v.kind != "input" && v.kind != "buffer") continue;
+    uint64_t end = v.offset + Aligned(v.nbytes);  // <= 2^50 + 2^43: no overflow
+    if (end > p.arena_bytes) Bad("value " + Quote(name) + " lies outside the arena");
+    need = std::max(need, end);
+  }
+  if (p.arena_bytes > need + kArenaSlack) Bad("the arena is larger than its tensors need");
+  std::set<std::string> listed;
+  for (auto& name : p.inputs) {
+    if (Get(p, name, "an input record").kind != "input" || !listed.insert(name).second)
+      Bad("input " + Quote(name) + " is not an input value, or is listed twice");
+  }
+  for (auto& name : p.storage)
+    if (p.values.at(name).kind == "input" && !listed.count(name)) Bad("input value " + Quote(name) + " is not an input");
+  for (auto& name : p.outputs) Get(p, name, "an output record");
+
+  const int64_t num_steps = static_cast<int64_t>(p.steps.size());
+  std::map<std::string, std::pair<size_t, std::vector<std::pair<std::string, std::vector<int64_t>>>>> signature;
+  std::map<std::string, int64_t> writer, first, last;
+  for (int64_t i = 0; i < num_steps; ++i) {
+    const Step& s = p.steps[i];
+    std::string where = "step " + std::to_string(i) + " (" + s.kernel.substr(0, 80) + ")";
+    std::vector<std::pair<std::string, std::vector<int64_t>>> sig;
+    for (auto& a : s.args) {
+      const Value& v = Get(p, a, where);
+      sig.emplace_back(v.dtype_name, v.shape);
+    }
+    auto known = signature.emplace(s.kernel, std::make_pair(s.num_outputs, sig));
+    if (!known.second && known.first->second != std::make_pair(s.num_outputs, sig))
+      Bad(where + ": its arguments differ from another step of that kernel");
+    size_t num_in = s.args.size() - s.num_outputs;
+    for (size_t k = 0; k < s.args.size(); ++k) {
+      const std::string& base = p.values.at(s.args[k]).base;
+      const Value& b = p.values.at(base);
+      if (k < num_in) {
+        if (b.kind == "buffer" && !writer.count(base)) Bad(where + " reads " + Quote(s.args[k]) + " before it is written");
+        if (b.kind != "const") last[base] = i;
+      } else {
+        if (b.kind != "buffer") Bad(where + " writes " + Quote(s.args[k]) + ", which is not a buffer");
+        if (!writer.emplace(base, i).second) Bad(where + " writes " + Quote(s.args[k]) + " a second time");
+      }
+    }
+    for (auto& [src, dst] : s.inplace) {
+      auto in_begin = s.args.begin(), in_end = s.args.begin() + static_cast<std::ptrdiff_t>(num_in);
+      if (std::find(in_begin, in_end, src) == in_end || std::find(in_end, s.args.end(), dst) == s.args.end())
+        Bad(where + ": an in-place pair is not (an input argument, an output argument)");
+    }
+  }
+  for (auto& name : p.storage) {
+    const Value& v = p.values.at(name);
+    if (v.kind == "buffer" && !writer.count(name)) Bad("buffer " + Quote(name) + " is written by no step");
+    first[name] = v.kind == "buffer" ? writer[name] : 0;
+    last[name] = std::max(last.count(name) ? last[name] : 0, first[name]);
+  }
+  for (auto& name : p.outputs) {
+    const std::string& base = p.values.at(name).base;
+    if (first.count(base)) last[base] = num_steps;
+  }
+  for (auto& name : p.storage) {
+    const Value& v = p.values.at(name);
+    if (v.live_last > num_steps) Bad("value " + Quote(name) + ": its live range ends after the last step");
+    if (first[name] < v.live_first || last[name] > v.live_last)
+      Bad("value " + Quote(name) + " is used outside its declared live range");
+  }
+  // in-place pairs that may share bytes: the input dies at the step, is read there through that argument only,
+  // and has the output's dtype and shape
+  std::set<std::pair<std::string, std::string>> shared;
+  for (int64_t i = 0; i < num_steps; ++i) {
+    const Step& s = p.steps[i];
+    size_t num_in = s.args.size() - s.num_outputs;
+    for (auto& [src, dst] : s.inplace) {
+      const std::string &u = p.values.at(src).base, &w = p.values.at(dst).base;
+      if (!first.count(u) || last[u] != i || writer[w] != i) continue;
+      size_t reads = 0;
+      for (size_t k = 0; k < num_in; ++k) reads += p.values.at(s.args[k]).base == u;
+      const Value &a = p.values.at(src), &b = p.values.at(dst);
+      if (reads == 1 && a.dtype_name == b.dtype_name && a.shape == b.shape) shared.emplace(u, w);
+    }
+  }
+  // no two tensors in use at one step share a byte: a sweep over the steps
+  std::vector<std::string> order(p.storage);
+  std::sort(order.begin(), order.end(), [&](const std::string& a, const std::string& b) {
+    return std::make_pair(first[a], a) < std::make_pair(first[b], b);
+  });
+  std::vector<std::string> alive;
+  for (auto& t : order) {
+    alive.erase(std::remove_if(alive.begin(), alive.end(), [&](const std::string& a) { return last[a] < first[t]; }),
+                alive.end());
+    const Value& vt = p.values.at(t);
+    for (auto& a : alive) {
+      const Value& va = p.values.at(a);
+      if (vt.offset >= va.offset + Aligned(va.nbytes) || va.offset >= vt.offset + Aligned(vt.nbytes)) continue;
+      bool same = vt.offset == va.offset && vt.nbytes == va.nbytes;
+      if (same && (shared.count({a, t}) || shared.count({t, a}))) continue;
+      Bad("values " + Quote(a) + " and " + Quote(t) + " are in use at the same step and share arena bytes");
+    }
+    alive.push_back(t);
+  }
+}
 
 std::vector<char> ReadFile(const std::string& path) {
   std::ifstream f(path, std::ios::binary | std::ios::ate);
@@ -60,113 +349,46 @@ std::vector<char> ReadFile(const std::string& path) {
   std::vector<char> data(static_cast<size_t>(f.tellg()));
   f.seekg(0);
   f.read(data.data(), static_cast<std::streamsize>(data.size()));
+  if (!f) Fail("cannot read " + path);
   return data;
 }
 
-char* AlignedAlloc(size_t bytes) {
-  void* p = std::aligned_alloc(64, std::max<size_t>(64, (bytes + 63) / 64 * 64));
+char* AlignedAlloc(uint64_t bytes) {
+  void* p = std::aligned_alloc(kAlign, Aligned(bytes));
   if (!p) Fail("out of memory");
   return static_cast<char*>(p);
 }
 
-size_t NumBytes(const Value& v) {
-  size_t n = (v.t.dtype.bits * v.t.dtype.lanes + 7) / 8;
-  for (int64_t d : v.shape) n *= static_cast<size_t>(d);
-  return n;
-}
-
-std::vector<int64_t> ReadDims(std::istringstream& ss) {
-  int rank = 0;
-  ss >> rank;
-  std::vector<int64_t> dims(rank);
-  for (auto& d : dims) ss >> d;
-  return dims;
-}
-
-}  // namespace
-
-int main(int argc, char** argv) {
+int Run(int argc, char** argv) {
   if (argc < 3) Fail("usage: edgeopt_run <flat-dir> <out-prefix> [--repeat N] <input files...>");
   const std::string dir = argv[1], out_prefix = argv[2];
   int repeat = 0, first_input = 3;
   if (argc > 4 && std::string(argv[3]) == "--repeat") repeat = std::atoi(argv[4]), first_input = 5;
 
-  std::ifstream plan(dir + "/plan.txt");
-  std::string magic;
-  int version = 0;
-  if (!(plan >> magic >> version) || magic != "edgeopt-flat" || version != 1) Fail(dir + "/plan.txt is not a flat plan");
-  char* weights = nullptr;
-  size_t weights_bytes = 0;
-  {
-    std::vector<char> file = ReadFile(dir + "/weights.bin");
-    weights_bytes = file.size();
-    weights = AlignedAlloc(weights_bytes);
-    std::memcpy(weights, file.data(), weights_bytes);
+  Plan p = ReadPlan(dir + "/plan.txt");
+  std::vector<char> weight_file = ReadFile(dir + "/weights.bin");
+  Validate(p, weight_file.size());
+  char* weights = AlignedAlloc(weight_file.size());
+  std::memcpy(weights, weight_file.data(), weight_file.size());
+  weight_file = {};
+  char* arena = AlignedAlloc(p.arena_bytes);
+  for (auto& [name, v] : p.values) {  // views point at their base's bytes
+    const Value& b = p.values.at(v.base);
+    v.t.data = (b.kind == "const" ? weights : arena) + b.offset;
+    v.t.device = DLDevice{kDLCPU, 0};
+    v.t.dtype = v.dtype.dl;
+    v.t.ndim = static_cast<int32_t>(v.shape.size());
+    v.t.shape = v.shape.data();
   }
-
-  char* arena = nullptr;
-  size_t arena_bytes = 0;
-  std::map<std::string, Value> values;
-  std::vector<std::pair<std::string, std::vector<std::string>>> steps;
-  std::vector<std::string> inputs, outputs;
-  for (std::string line; std::getline(plan, line);) {
-    std::istringstream ss(line);
-    std::string kind;
-    if (!(ss >> kind)) continue;
-    if (kind == "arena") {
-      ss >> arena_bytes;
-      arena = AlignedAlloc(arena_bytes);
-    } else if (kind == "value" || kind == "view") {
-      std::string name, where, dtype;
-      ss >> name >> where >> dtype;
-      size_t offset = 0;
-      if (kind == "value") ss >> offset;
-      Value v;
-      v.t.dtype = ParseDtype(dtype);
-      v.shape = ReadDims(ss);
-      v.t.device = DLDevice{kDLCPU, 0};
-      if (kind == "view") {
-        auto src = values.find(where);
-        if (src == values.end()) Fail("view " + name + " of unknown value " + where);
-        v.t.data = src->second.t.data;
-      } else {
-        bool is_const = where == "const";
-        if (!is_const && !arena) Fail("plan.txt: 'arena' must come before the values");
-        if (offset % 64 || offset + NumBytes(v) > (is_const ? weights_bytes : arena_bytes))
-          Fail("value " + name + " lies outside its buffer or is misaligned (damaged plan)");
-        v.t.data = (is_const ? weights : arena) + offset;
-      }
-      values[name] = std::move(v);
-    } else if (kind == "step") {
-      std::string kernel;
-      int n = 0;
-      ss >> kernel >> n;
-      std::vector<std::string> args(n);
-      for (auto& a : args) ss >> a;
-      steps.emplace_back(kernel, args);
-    } else if (kind == "input") {
-      inputs.emplace_back();
-      ss >> inputs.back();
-    } else if (kind == "output") {
-      outputs.emplace_back();
-      ss >> outputs.back();
-    } else {
-      Fail("unknown plan record " + kind);
-    }
-  }
-  for (auto& kv : values) {  // shapes are final now (the map no longer moves its elements)
-    kv.second.t.ndim = static_cast<int32_t>(kv.second.shape.size());
-    kv.second.t.shape = kv.second.shape.data();
-  }
-  if (argc - first_input != static_cast<int>(inputs.size()))
-    Fail("the model takes " + std::to_string(inputs.size()) + " input file(s), got " +
+  if (argc - first_input != static_cast<int>(p.inputs.size()))
+    Fail("the model takes " + std::to_string(p.inputs.size()) + " input file(s), got " +
          std::to_string(argc - first_input));
-  for (size_t i = 0; i < inputs.size(); ++i) {
-    Value& v = values.at(inputs[i]);
+  for (size_t i = 0; i < p.inputs.size(); ++i) {
+    Value& v = p.values.at(p.inputs[i]);
     std::vector<char> data = ReadFile(argv[first_input + i]);
-    if (data.size() != NumBytes(v))
+    if (data.size() != v.nbytes)
       Fail(std::string(argv[first_input + i]) + ": " + std::to_string(data.size()) + " bytes, but input '" +
-           inputs[i] + "' needs " + std::to_string(NumBytes(v)));
+           p.inputs[i] + "' needs " + std::to_string(v.nbytes));
     std::memcpy(v.t.data, data.data(), data.size());
   }
 
@@ -177,22 +399,28 @@ int main(int argc, char** argv) {
     setenv("TVM_NUM_THREADS", std::to_string(CPU_COUNT(&cpus)).c_str(), /*overwrite=*/0);
   ffi::Module lib = ffi::Module::LoadFromFile(dir + "/kernels.so");
   std::vector<std::pair<ffi::Function, std::vector<ffi::AnyView>>> calls;
-  for (auto& [kernel, args] : steps) {
-    auto fn = lib->GetFunction(kernel);
-    if (!fn.has_value()) Fail("kernels.so has no kernel " + kernel);
+  for (auto& s : p.steps) {
+    auto fn = lib->GetFunction(s.kernel);
+    if (!fn.has_value()) Fail("kernels.so has no kernel " + s.kernel);
     std::vector<ffi::AnyView> views;
-    for (auto& a : args) views.emplace_back(&values.at(a).t);
+    for (auto& a : s.args) views.emplace_back(&p.values.at(a).t);
     calls.emplace_back(*fn, std::move(views));
   }
   auto run_once = [&]() {
     ffi::Any ret;
-    for (auto& [fn, args] : calls) fn.CallPacked(args.data(), static_cast<int32_t>(args.size()), &ret);
+    for (size_t i = 0; i < calls.size(); ++i) {
+      try {
+        calls[i].first.CallPacked(calls[i].second.data(), static_cast<int32_t>(calls[i].second.size()), &ret);
+      } catch (const std::exception& e) {  // the kernel's own checks: argument count, shapes, dtypes
+        Fail("step " + std::to_string(i) + " (" + p.steps[i].kernel + ") refused its arguments: " + e.what());
+      }
+    }
   };
   run_once();
-  for (size_t i = 0; i < outputs.size(); ++i) {
-    const Value& v = values.at(outputs[i]);
+  for (size_t i = 0; i < p.outputs.size(); ++i) {
+    const Value& v = p.values.at(p.outputs[i]);
     std::ofstream(out_prefix + std::to_string(i) + ".bin", std::ios::binary)
-        .write(static_cast<const char*>(v.t.data), static_cast<std::streamsize>(NumBytes(v)));
+        .write(static_cast<const char*>(v.t.data), static_cast<std::streamsize>(v.nbytes));
   }
   if (repeat > 0) {
     std::vector<double> ms;
@@ -207,4 +435,16 @@ int main(int argc, char** argv) {
   std::free(arena);
   std::free(weights);
   return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return Run(argc, argv);
+  } catch (const std::exception& e) {
+    Fail(std::string("error: ") + e.what());
+  } catch (...) {
+    Fail("unknown error");
+  }
 }

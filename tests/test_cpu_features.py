@@ -1,0 +1,191 @@
+"""CPU features: artifacts for a CPU are accepted on it and refused on CPUs without its features, read from
+recorded ``/proc/cpuinfo`` files of real machines (``tests/data/cpuinfo``), so these run on any machine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from edgeopt.targets import get_target
+from edgeopt.targets.arm import ArmTarget
+from edgeopt.targets.host import host_mattr
+
+import edgeopt
+from edgeopt.errors import ArtifactError, TargetError
+from edgeopt.runtime import cpu_features, tvm_cpu
+from edgeopt.runtime.cpu_features import X86_LINUX_NAMES, missing_features, parse_cpuinfo
+
+CPUINFO = Path(__file__).parent / "data" / "cpuinfo"
+
+
+def flags(name: str) -> set[str]:
+    return parse_cpuinfo((CPUINFO / f"{name}.txt").read_text())
+
+
+ZEN3, ZEN4, ZEN5 = "zen3-epyc-7763-kvm", "zen4-epyc-9004-kvm", "zen5-ryzen-9950x"
+SPR, ADL, IVB = "sapphirerapids-xeon-8480", "alderlake-i7-12700k", "ivybridge-i5-3570"
+A76, A72 = "cortex-a76-raspberrypi5", "cortex-a72-raspberrypi4"
+X86_MACHINES = [ZEN3, ZEN4, ZEN5, SPR, ADL, IVB]
+
+#: (LLVM cpu of the machine, its cpuinfo, a machine that lacks some of its features, one such feature)
+X86_CPUS = [
+    ("znver3", ZEN3, IVB, "avx2"),
+    ("znver4", ZEN4, ZEN3, "avx512vnni"),
+    ("znver5", ZEN5, ZEN4, "avxvnni"),
+    ("sapphirerapids", SPR, ZEN5, "avx512fp16"),
+    ("alderlake", ADL, ZEN3, "avxvnni"),
+]
+
+
+def test_recorded_machines_parse():
+    for name in X86_MACHINES:
+        assert {"sse2", "sse4_2"} <= flags(name), name
+    assert "avx512_vnni" in flags(ZEN4) and "avx512vnni" not in flags(ZEN4)  # the spelling that broke loading
+    assert "avx_vnni" in flags(ADL) and "avx512f" not in flags(ADL)
+    assert {"asimd", "asimddp", "fphp", "asimdhp"} <= flags(A76) and "asimddp" not in flags(A72)
+
+
+def test_table_maps_the_names_that_differ():
+    assert X86_LINUX_NAMES["avx512vnni"] == "avx512_vnni" and X86_LINUX_NAMES["avxvnni"] == "avx_vnni"
+    assert X86_LINUX_NAMES["avx512bf16"] == "avx512_bf16" and X86_LINUX_NAMES["sse4.2"] == "sse4_2"
+    assert X86_LINUX_NAMES["sse3"] == "pni" and X86_LINUX_NAMES["bmi"] == "bmi1" and X86_LINUX_NAMES["lzcnt"] == "abm"
+    assert cpu_features.linux_names("fullfp16", "aarch64") == ("fphp", "asimdhp")
+    assert cpu_features.linux_names("dotprod", "aarch64") == ("asimddp",)
+    # every Linux name in the table is one that some recorded machine reports (no misspelling slips through)
+    seen = set().union(*(flags(m) for m in X86_MACHINES))
+    unseen = {llvm: linux for llvm, linux in X86_LINUX_NAMES.items() if linux not in seen}
+    assert set(unseen) <= {"avxifma"}, unseen  # AVX-IFMA: Sierra Forest / Arrow Lake, none recorded here
+
+
+@pytest.mark.parametrize("cpu, machine, lesser, feature", X86_CPUS)
+def test_x86_cpu_accepted_on_itself_refused_without_its_features(cpu, machine, lesser, feature):
+    req = get_target("x86", cpu=cpu).describe()
+    assert req["cpu_features"] and feature in req["cpu_features"]
+    assert tvm_cpu.select_level(req, "x86_64", flags(machine)) is req  # accepted on the machine it names
+    assert feature in missing_features(req["cpu_features"], "x86_64", flags(lesser))
+    with pytest.raises(ArtifactError, match=f"compiled for a CPU with .*{feature}.*mcpu={cpu}.*which this CPU lacks"):
+        tvm_cpu.select_level(req, "x86_64", flags(lesser))
+
+
+def test_levels_accepted_where_the_level_holds():
+    v3, v4 = get_target("x86-64-v3").describe(), get_target("x86-64-v4").describe()
+    for machine in X86_MACHINES:
+        f = flags(machine)
+        assert (not missing_features(v3["cpu_features"], "x86_64", f)) == (machine != IVB), machine
+        assert (not missing_features(v4["cpu_features"], "x86_64", f)) == (machine in (ZEN4, ZEN5, SPR)), machine
+
+
+@pytest.mark.parametrize("cpu, machine, lesser", [("cortex-a76", A76, A72), ("cortex-a72", A72, None)])
+def test_arm_cpu_accepted_on_itself_refused_without_its_features(cpu, machine, lesser):
+    req = ArmTarget(cpu).describe()
+    assert tvm_cpu.select_level(req, "aarch64", flags(machine)) is req
+    if lesser:
+        assert missing_features(req["cpu_features"], "aarch64", flags(lesser)) == ["dotprod", "fullfp16", "rdm"]
+    # an artifact of an earlier edgeopt recorded hwcap names: still checked by those names
+    assert missing_features(["asimd", "asimddp"], "aarch64", flags(A72)) == ["asimddp"]
+
+
+def test_host_mattr_follows_the_cpu_not_its_name():
+    """A VM that names its CPU ``znver4`` but hides AVX-512 gets code without AVX-512 (no SIGILL), and a CPU with
+    more than its name implies may use it."""
+    import tvm
+
+    off = host_mattr("znver4", flags(ZEN3))
+    assert "-avx512f" in off and "-avx512vnni" in off and not any(m.startswith("+") for m in off)
+    t = tvm.target.Target({"kind": "llvm", "mcpu": "znver4", "mattr": off})
+    got = cpu_features.isa_features(tvm.target.codegen.llvm_get_cpu_features(t), "x86_64")
+    assert not missing_features(got, "x86_64", flags(ZEN3))
+    assert host_mattr("znver4", flags(ZEN4)) == []
+    assert "+avxvnni" in host_mattr("znver4", flags(ZEN5))
+
+
+def test_unknown_cpu_and_levels_are_target_errors():
+    with pytest.raises(TargetError, match="unknown x86 cpu 'znver99'.*known cpus: .*znver3"):
+        get_target("x86", cpu="znver99")
+    with pytest.raises(TargetError, match="needs cpu="):
+        get_target("x86")
+    with pytest.raises(TargetError, match="levels must nest"):
+        get_target("x86-64", levels=["alderlake", "x86-64-v4"])
+
+
+def test_schedules_follow_the_target_not_the_build_machine():
+    assert get_target("x86-64-v3").vector_lanes(32) == 8
+    assert get_target("x86-64-v4").vector_lanes(32) == 16
+    assert get_target("x86", cpu="znver3").vector_lanes(32) == 8
+    assert get_target("x86", cpu="znver4").vector_lanes(32) == 16
+
+
+# -- whole artifacts: compiled here for other CPUs, loaded with recorded CPU flags -----------------------------------
+def _model():
+    torch.manual_seed(0)
+    m = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Flatten(),
+                            torch.nn.Linear(8 * 6 * 6, 5)).eval()
+    return m, torch.randn(1, 3, 6, 6)
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    """Artifacts for a few CPUs and the two-level one, saved once: {name: path}, and the model and input."""
+    m, x = _model()
+    d = tmp_path_factory.mktemp("cpus")
+    paths = {}
+    for name, target, opts in [("v3", "x86-64-v3", {}), ("znver4", "x86", {"cpu": "znver4"}),
+                               ("spr", "x86", {"cpu": "sapphirerapids"}),
+                               ("levels", "x86-64", {"levels": ["v3", "v4"]})]:
+        paths[name] = d / f"{name}.edgeopt"
+        edgeopt.compile(m, (x,), target=target, **opts).save(paths[name])
+    return paths, m, x
+
+
+def _load_as(monkeypatch, path, machine):
+    monkeypatch.setattr(tvm_cpu, "host_flags", lambda: flags(machine))
+    return edgeopt.load(str(path))
+
+
+@pytest.mark.parametrize("name, accepted_on, refused_on", [
+    ("v3", [ZEN3, ZEN4, ZEN5, SPR, ADL], [IVB]),
+    ("znver4", [ZEN4, ZEN5], [ZEN3, ADL, IVB]),
+    ("spr", [SPR], [ZEN3, ZEN4, ZEN5, ADL]),
+])
+def test_artifact_loads_only_where_it_can_run(saved, monkeypatch, name, accepted_on, refused_on):
+    paths, _, _ = saved
+    for machine in accepted_on:
+        assert _load_as(monkeypatch, paths[name], machine).info["target"] in ("x86", "x86-64-v3")
+    for machine in refused_on:
+        with pytest.raises(ArtifactError, match="which this CPU lacks"):
+            _load_as(monkeypatch, paths[name], machine)
+
+
+def test_cross_compiled_v3_runs_here_and_matches(saved):
+    paths, m, x = saved
+    got = edgeopt.load(str(paths["v3"]))(x.numpy())
+    np.testing.assert_allclose(got, m(x).detach().numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_multi_level_artifact_picks_the_best_level(saved, monkeypatch):
+    paths, m, x = saved
+    ref = m(x).detach().numpy()
+    for machine, level in [(ZEN4, "v4"), (ZEN5, "v4"), (SPR, "v4"), (ZEN3, "v3"), (ADL, "v3")]:
+        loaded = _load_as(monkeypatch, paths["levels"], machine)
+        assert loaded.info["level"] == level and loaded.info["levels"] == ["v4", "v3"], machine
+        if not missing_features(loaded.level["cpu_features"], "x86_64", cpu_features.host_flags()):
+            np.testing.assert_allclose(loaded(x.numpy()), ref, rtol=1e-4, atol=1e-5)  # runnable here: run it
+    with pytest.raises(ArtifactError, match="avx2.*mcpu=x86-64-v3.*which this CPU lacks"):
+        _load_as(monkeypatch, paths["levels"], IVB)
+
+
+def test_a_level_can_be_forced_where_the_cpu_runs_it(saved, monkeypatch):
+    paths, m, x = saved
+    best = _load_as(monkeypatch, paths["levels"], ZEN4)
+    v3 = edgeopt.load(str(paths["levels"]), level="v3")
+    assert (best.info["level"], best.level["library"]) == ("v4", "levels/v4/kernels.so")
+    assert (v3.info["level"], v3.level["library"]) == ("v3", "kernels.so")  # the baseline is the artifact's own
+    with pytest.raises(ArtifactError, match="no CPU level 'v9'.*its levels: \\['v4', 'v3'\\]"):
+        edgeopt.load(str(paths["levels"]), level="v9")
+    monkeypatch.setattr(tvm_cpu, "host_flags", lambda: flags(ZEN3))
+    with pytest.raises(ArtifactError, match="avx512.*which this CPU lacks"):
+        edgeopt.load(str(paths["levels"]), level="v4")
+    with pytest.raises(ArtifactError, match="has one level"):
+        edgeopt.load(str(paths["v3"]), level="v3")
