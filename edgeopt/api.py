@@ -134,7 +134,7 @@ def compile_graph(graph, target="host", *, opt_level: int = 2, passes: Sequence 
     base, best = builds[0], builds[-1]
     report = _report(best, tgt, traced_ops, frontend_seconds, tuning)
     members = {"plan.json": _json(base.lowered.plan), "weights.safetensors": safetensors_dumps(base.consts),
-               **({"kernels.so": base.lib} if base.lib is not None else {}), "ir.txt": str(graph).encode(),
+               **({"kernels.so": base.lib} if base.lib is not None else {}), "ir.txt": str(base.graph).encode(),
                **base.device_code}
     described = tgt.describe()
     if len(levels) > 1:
@@ -163,6 +163,7 @@ def compile_graph(graph, target="host", *, opt_level: int = 2, passes: Sequence 
 class _Built:
     """One target's compile: the lowered plan and kernels, the pass records, the library and the weights."""
 
+    graph: object
     lowered: object
     records: list
     lib: bytes | None
@@ -189,7 +190,7 @@ def _build(graph, tgt, opt_level, passes, disable, tuning) -> _Built:
     # in the dtype the device stores them in (the plan's: a target's storage_dtypes, e.g. bool as i32 on Vulkan)
     consts = {name: graph.constants[name].astype(NP_DTYPES[v["dtype"]], copy=False)
               for name, v in lowered.plan["values"].items() if v["kind"] == "const"}
-    return _Built(lowered, records, lib, device_code, consts, time.perf_counter() - t0)
+    return _Built(graph, lowered, records, lib, device_code, consts, time.perf_counter() - t0)
 
 
 def _level_members(name: str | None, b: _Built, base: _Built, members: dict) -> dict:
@@ -201,8 +202,9 @@ def _level_members(name: str | None, b: _Built, base: _Built, members: dict) -> 
     own = {k: a for k, a in b.consts.items()
            if k not in base.consts or base.consts[k].dtype != a.dtype or base.consts[k].shape != a.shape
            or not np.array_equal(base.consts[k], a)}
-    out = {"plan": f"levels/{name}/plan.json", "library": f"levels/{name}/kernels.so"}
+    out = {"plan": f"levels/{name}/plan.json", "library": f"levels/{name}/kernels.so", "ir": f"levels/{name}/ir.txt"}
     members[out["plan"]], members[out["library"]] = _json(b.lowered.plan), b.lib
+    members[out["ir"]] = str(b.graph).encode()
     if own:
         out["weights"] = f"levels/{name}/weights.safetensors"
         members[out["weights"]] = safetensors_dumps(own)

@@ -1,6 +1,6 @@
 """x86-64 CPUs other than this one: artifacts built here and shipped to other machines.
 
-    edgeopt.compile(model, inputs, target="x86-64-v3")              # AVX2 + FMA: x86 machines of the last ten years
+    edgeopt.compile(model, inputs, target="x86-64-v3")              # AVX2 + FMA: Haswell / Zen and later cores
     edgeopt.compile(model, inputs, target="x86-64-v4")              # AVX-512 (F, BW, CD, DQ, VL)
     edgeopt.compile(model, inputs, target="x86", cpu="znver4")      # one CPU by its LLVM name
     edgeopt.compile(model, inputs, target="x86-64", levels=["v3", "v4"])   # one artifact, one library per level
@@ -14,15 +14,27 @@ library per level; the runtime loads the best one the CPU runs (``Model.info["le
 from __future__ import annotations
 
 import os
+import re
 import shutil
 
 from ..errors import TargetError
-from ..runtime.cpu_features import isa_features
+from ..runtime.cpu_features import X86_LINUX_NAMES, isa_features
 from .base import Target
 
 TRIPLE = "x86_64-linux-gnu"
 #: microarchitecture levels (x86-64 psABI) by their short names
 LEVELS = {"v2": "x86-64-v2", "v3": "x86-64-v3", "v4": "x86-64-v4"}
+
+
+#: x86 instruction-set extensions LLVM knows that the feature table (``edgeopt.runtime.cpu_features``) does not
+#: list: APX (extra registers that ordinary code uses), AVX10, newer VNNI/AMX forms, SHA512/SM3/SM4. A target
+#: that implies one gets it switched off, so no artifact needs a feature the runtime does not check.
+_UNRECORDED_ISA = re.compile(r"(avx|amx).*|egpr|ndd|nf|ccmp|cf|ppx|push2pop2|zu|sha512|sm3|sm4|movrs|cmpccxadd")
+
+
+def unrecorded_isa(llvm_feature: str) -> bool:
+    """Whether ``llvm_feature`` is an instruction-set extension that the feature table does not record."""
+    return llvm_feature not in X86_LINUX_NAMES and bool(_UNRECORDED_ISA.fullmatch(llvm_feature))
 
 
 class X86Target(Target):
@@ -47,7 +59,10 @@ class X86Target(Target):
         self.mcpu = cpu
         self.num_cores = int(num_threads or len(os.sched_getaffinity(0)))  # for tuning here; the device picks its own
         spec = {"kind": "llvm", "mtriple": TRIPLE, "mcpu": cpu, "num-cores": self.num_cores}
-        self._target = tvm.target.Target({**spec, "mattr": list(mattr)} if mattr else spec)
+        implied = codegen.llvm_get_cpu_features(tvm.target.Target({**spec, "mattr": list(mattr)} if mattr else spec))
+        # ISA extensions the runtime cannot check are switched off, never silently required
+        mattr = [*mattr, *sorted(f"-{f}" for f in implied if unrecorded_isa(f))]
+        self._target = tvm.target.Target({**spec, "mattr": mattr} if mattr else spec)
         self.features = isa_features(codegen.llvm_get_cpu_features(self._target), self.arch)
 
     def tvm_target(self):

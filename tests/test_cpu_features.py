@@ -189,3 +189,27 @@ def test_a_level_can_be_forced_where_the_cpu_runs_it(saved, monkeypatch):
         edgeopt.load(str(paths["levels"]), level="v4")
     with pytest.raises(ArtifactError, match="has one level"):
         edgeopt.load(str(paths["v3"]), level="v3")
+
+
+def test_isa_extensions_the_table_lacks_are_switched_off():
+    """A CPU whose LLVM model has extensions the runtime cannot check (APX's extra registers, AVX10, AVX-VNNI-INT8)
+    gets code without them: no artifact needs a feature that loading does not check."""
+    import tvm
+
+    from edgeopt.targets.x86 import unrecorded_isa
+
+    for cpu, dropped in [("diamondrapids", "egpr"), ("arrowlake", "avxvnniint8")]:
+        t = get_target("x86", cpu=cpu)
+        assert dropped in tvm.target.codegen.llvm_get_cpu_features(tvm.target.Target({"kind": "llvm", "mcpu": cpu}))
+        used = tvm.target.codegen.llvm_get_cpu_features(t.tvm_target())
+        assert dropped not in used and not [f for f in used if unrecorded_isa(f)], cpu
+    assert "avx512f" in get_target("x86", cpu="diamondrapids").features  # what it keeps: the recorded AVX-512
+
+
+def test_multi_level_artifact_keeps_each_levels_ir(saved, monkeypatch):
+    from edgeopt.runtime.artifact import read_artifact
+
+    paths, _, _ = saved
+    _, members = read_artifact(str(paths["levels"]))
+    assert _load_as(monkeypatch, paths["levels"], ZEN3).ir == members["ir.txt"].decode()
+    assert _load_as(monkeypatch, paths["levels"], ZEN4).ir == members["levels/v4/ir.txt"].decode()

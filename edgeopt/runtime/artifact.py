@@ -59,13 +59,15 @@ def write_artifact(manifest: dict, members: dict[str, bytes]) -> bytes:
 
 
 def read_artifact(source: str | os.PathLike | bytes, what: str = "artifact",
-                  consumers: dict[str, Callable] | None = None, *, trusted_keys=None,
+                  consumers: dict[str, Callable] | Callable | None = None, *, trusted_keys=None,
                   sha256: str | None = None) -> tuple[dict, dict[str, bytes]]:
     """Open and verify an artifact (a path or its bytes); returns (manifest, members).
 
     A member named in ``consumers`` is never held in memory as bytes: ``consumers[name](stream)`` reads it
     from a stream that hashes what passes through (e.g. straight into the weight arrays; ``stream.member_size``
     is its size), and its result becomes the member; the sha256 is checked when the stream is done.
+    ``consumers`` may also be a function of the checked manifest that returns that dict (called before any member
+    is read; what it raises propagates).
 
     ``sha256``: the whole file's hash, checked before anything in it is parsed. ``trusted_keys``: Ed25519 public
     keys (see ``signing.public_keys``); the artifact must carry a signature by one of them over its manifest,
@@ -78,8 +80,8 @@ def read_artifact(source: str | os.PathLike | bytes, what: str = "artifact",
     except (OSError, TypeError, ValueError) as e:
         raise ArtifactError(f"cannot open {what}: {e}") from None
     with fileobj:
-        if pin is not None:
-            _check_pin(fileobj, pin, what)
+        if pin is not None:  # hashed as read into memory, then parsed from there: what is checked is what is used
+            fileobj = io.BytesIO(_pinned_bytes(fileobj, pin, what))
         with zip_members.open_zip(fileobj, what) as z:
             return _read(z, what, consumers, keys)
 
@@ -97,6 +99,8 @@ def _read(z: zipfile.ZipFile, what: str, consumers: dict, keys) -> tuple[dict, d
                      if SIGNATURE in entries else None)
         signing.verify(manifest_bytes, signature, keys, what)
     manifest = parse_manifest(manifest_bytes, what)
+    if callable(consumers):  # readers chosen from the manifest (e.g. a CPU level's members; the others skipped)
+        consumers = consumers(manifest)
     listed = manifest["members"]
     extra = sorted(set(entries) - set(listed) - {MANIFEST, SIGNATURE})
     if extra:
@@ -106,6 +110,7 @@ def _read(z: zipfile.ZipFile, what: str, consumers: dict, keys) -> tuple[dict, d
         if name not in entries:
             raise ArtifactError(f"{what} is missing member {name!r} (truncated, or changed after it was written)")
         zip_members.check_declared(entries[name], info["size"], what)
+    zip_members.check_total([entries[name] for name in listed], what)
     members = {}
     for name, info in listed.items():
         try:
@@ -143,15 +148,15 @@ def _pin(value) -> str:
     return value.lower()
 
 
-def _check_pin(fileobj, want: str, what: str) -> None:
-    """The whole file's sha256 against the pinned one, before anything in it is parsed."""
-    h = hashlib.sha256()
+def _pinned_bytes(fileobj, want: str, what: str) -> bytes:
+    """The whole file, read once, if its sha256 is the pinned one (so a file rewritten after the check is never
+    the one parsed); ``ArtifactError`` before anything in it is parsed otherwise."""
     try:
-        while chunk := fileobj.read(zip_members.CHUNK):
-            h.update(chunk)
-        fileobj.seek(0)
-    except OSError as e:
+        data = fileobj.read()
+    except (OSError, MemoryError) as e:
         raise ArtifactError(f"cannot read {what}: {e}") from None
-    if h.hexdigest() != want:
-        raise ArtifactError(f"{what} has sha256 {h.hexdigest()}, not the pinned {want}: it is another file, "
+    got = hashlib.sha256(data).hexdigest()
+    if got != want:
+        raise ArtifactError(f"{what} has sha256 {got}, not the pinned {want}: it is another file, "
                             "or was changed")
+    return data

@@ -23,6 +23,13 @@ from ..errors import ArtifactError
 from ..ir_dtypes import NP_DTYPES
 from . import strict_json
 
+#: what a CPU level's members may be called: the artifact's own (the least demanding level) or under levels/<name>/
+#: (a level's own weights only ever live under levels/: the artifact's own weights.safetensors is always read)
+_LEVEL_MEMBER = {key: re.compile(rf"{own}levels/[A-Za-z0-9_.+-]{{1,64}}/{base}")
+                 for key, base, own in (("plan", r"plan\.json", r"plan\.json|"),
+                                        ("library", r"kernels\.so", r"kernels\.so|"),
+                                        ("weights", r"weights\.safetensors", ""))}
+
 FORMAT = "edgeopt-artifact"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -128,6 +135,7 @@ class _Checker:
         cc = self.typed(t, "compute_capability", list, "target", required=False)
         if cc is not None and (len(cc) != 2 or not all(_is_int(v) and 0 <= v < 1000 for v in cc)):
             self.fail("target.compute_capability", f"is not [major, minor] ({_short(cc)})")
+        used: set[str] = set()
         for i, level in enumerate(self.typed(t, "levels", list, "target", required=False) or []):
             path = f"target.levels[{i}]"
             if not isinstance(level, dict):
@@ -137,8 +145,13 @@ class _Checker:
             self.cpu(level, path)
             for key in ("plan", "library", "weights"):
                 name = self.typed(level, key, str, path, required=False)
-                if name is not None and name not in members:
+                if name is None:
+                    continue
+                if name not in members:
                     self.fail(f"{path}.{key}", f"names {_short(name)}, which the manifest's members do not list")
+                if not _LEVEL_MEMBER[key].fullmatch(name) or name in used:
+                    self.fail(f"{path}.{key}", f"names {_short(name)}, which is not a {key} member of its own")
+                used.add(name)
 
     def cpu(self, obj: dict, path: str) -> None:
         """The CPU fields of the target or of one of its levels."""

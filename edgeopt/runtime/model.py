@@ -32,17 +32,29 @@ class Model:
         def read_weights(stream):  # straight into 64-byte-aligned arrays: the bytes are never held twice
             return safetensors_io.read_into(stream, tvm_cpu.aligned_empty)
 
-        manifest, members = read_artifact(source, what, consumers={"weights.safetensors": read_weights},
-                                          trusted_keys=trusted_keys, sha256=sha256)  # the manifest's schema checked
+        def readers(manifest: dict) -> dict:  # called with the checked manifest, before any member is read
+            target = manifest["target"]
+            tvm_version = str(manifest.get("tvm_version", ""))
+            if target.get("runtime") != "vulkan" and not tvm_version.startswith(SUPPORTED_TVM):  # Vulkan: no TVM
+                raise ArtifactError(f"{what} was compiled with TVM {tvm_version}; this runtime runs TVM "
+                                    f"{SUPPORTED_TVM}.x kernels: recompile the model")
+            check_device(target)
+            if level is not None and target.get("runtime") != "cpu":
+                raise ArtifactError(f"level={level!r} picks a CPU level; {what} is for {target.get('name')!r}")
+            #: which of the artifact's CPU levels runs here (the artifact itself when it has one): its members
+            self.level = tvm_cpu.chosen_level(target, level) if target.get("runtime") == "cpu" else target
+            used = {self.level.get("plan", "plan.json"), self.level.get("library", "kernels.so"),
+                    _ir_member(self.level), *_DEVICE_MEMBERS.get(target.get("runtime"), ())}
+            weights = {"weights.safetensors", self.level.get("weights", "weights.safetensors")}
+            # what this runtime does not use (another CPU level's plan, library, weights) is hashed, never kept
+            return {name: read_weights if name in weights else _skip
+                    for name in manifest["members"]
+                    if name not in used and not name.startswith(_DEVICE_DIRS.get(target.get("runtime"), ()))}
+
+        manifest, members = read_artifact(source, what, consumers=readers, trusted_keys=trusted_keys,
+                                          sha256=sha256)  # the manifest's schema checked
         self.manifest = manifest
         runtime = manifest["target"].get("runtime")
-        tvm_version = str(manifest.get("tvm_version", ""))
-        if runtime != "vulkan" and not tvm_version.startswith(SUPPORTED_TVM):  # Vulkan runs WGSL, without TVM
-            raise ArtifactError(f"{what} was compiled with TVM {tvm_version}; this runtime runs TVM {SUPPORTED_TVM}.x "
-                                "kernels: recompile the model")
-        check_device(manifest["target"])
-        #: which of the artifact's CPU levels runs here (the artifact itself when it has one): its members
-        self.level = tvm_cpu.chosen_level(manifest["target"], level) if runtime == "cpu" else manifest["target"]
         self.info = _info(manifest["target"], self.level)
         self._cuda = runtime == "cuda"
         #: GPU backends run the whole plan in their context (``ctx.run``); the CPU one calls kernels from here
@@ -51,15 +63,14 @@ class Model:
             self.plan = strict_json.loads(members[self.level.get("plan", "plan.json")])
             weights = members["weights.safetensors"]  # already in 64-byte-aligned arrays
             if self.level.get("weights"):  # a CPU level's own weights (those that differ from the baseline's)
-                own = io.BytesIO(members[self.level["weights"]])
-                weights = {**weights, **safetensors_io.read_into(own, tvm_cpu.aligned_empty)}
+                weights = {**weights, **members[self.level["weights"]]}
         except (KeyError, ValueError) as e:
             raise ArtifactError(f"{what}: plan or weights unreadable ({e})") from None
         check_plan(self.plan, what, weights)  # the whole plan, before any library is loaded or any kernel runs
         if [self.plan["inputs"], self.plan["outputs"]] != [manifest["inputs"], manifest["outputs"]]:
             raise ArtifactError(f"{what}: the plan's inputs or outputs differ from the manifest's (damaged)")
         self.report = manifest.get("report", {})
-        self.ir = members.get("ir.txt", b"").decode(errors="replace")  # for people only
+        self.ir = (members.get(_ir_member(self.level)) or b"").decode(errors="replace")  # for people only
         if not self.plan["steps"]:
             self._lib = None
         elif self._cuda:
@@ -182,6 +193,22 @@ class Model:
         return out
 
 
+#: members a GPU backend reads besides the plan and weights (by name, or everything under these folders)
+_DEVICE_MEMBERS = {"cuda": ("kernels.so",)}
+_DEVICE_DIRS = {"cuda": ("cuda/",), "vulkan": ("webgpu/",)}
+
+
+def _ir_member(level: dict) -> str:
+    """The member with the IR of the level that runs here (the artifact's own ``ir.txt`` for one level)."""
+    ir = level.get("ir", "ir.txt")
+    return ir if isinstance(ir, str) else "ir.txt"
+
+
+def _skip(stream) -> None:
+    """The reader of a member this CPU does not need (another CPU level's library or weights): only hashed."""
+    return None
+
+
 def _info(target: dict, level: dict) -> dict:
     """What runs here: the target, and for a multi-level CPU artifact the level picked and the levels it has."""
     info = {"target": target.get("name"), "runtime": target.get("runtime")}
@@ -227,7 +254,11 @@ class _Context:
     def __init__(self, model: Model):
         plan = model.plan
         arrays: dict[str, np.ndarray] = dict(model._consts)
-        self.arena = tvm_cpu.aligned_empty((int(plan.get("arena_bytes", 0)),), np.uint8)
+        try:
+            self.arena = tvm_cpu.aligned_empty((int(plan.get("arena_bytes", 0)),), np.uint8)
+        except MemoryError:
+            raise ArtifactError(f"the plan's activation arena of {plan.get('arena_bytes')} bytes does not fit in this "
+                                "machine's memory") from None
         for name, info in plan["values"].items():
             if info["kind"] in ("input", "buffer"):
                 arrays[name] = self._place(info)

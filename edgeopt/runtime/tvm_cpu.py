@@ -64,7 +64,10 @@ def load_library(data: bytes):
         path = os.path.join(d, "kernels.so")
         with open(path, "wb") as f:
             f.write(data)
-        return tvm_ffi.load_module(path)  # dlopen'ed: the file may go away now
+        try:
+            return tvm_ffi.load_module(path)  # dlopen'ed: the file may go away now
+        except Exception as e:  # noqa: BLE001 - dlopen's refusal arrives as a tvm-ffi error of any type
+            raise ArtifactError(f"the artifact's kernel library does not load here: {str(e)[:300]}") from None
 
 
 def aligned_empty(shape, dtype) -> np.ndarray:

@@ -5,7 +5,8 @@ Before reading anything, ``entries`` refuses a zip with too many entries, two en
 not a plain relative path (``..``, absolute, backslashes, control characters), an encrypted entry or a compression
 method other than stored and deflate. Before reading a member, ``check_declared`` compares the uncompressed size
 the zip declares with the size the manifest records, and refuses a large member that decompresses more than
-``MAX_RATIO`` times its compressed size (a zip bomb). ``HashingReader`` then never reads past the declared size
+``MAX_RATIO`` times its compressed size (a zip bomb); ``check_total`` does the same for all members together (many
+small bombs). ``HashingReader`` then never reads past the declared size
 plus one byte, so a member that holds more than it says is refused after at most that many bytes.
 Any error the zip module raises on damaged data (``BadZipFile``, ``zlib.error``, ``EOFError``, ...) is in
 ``ZIP_ERRORS``; the caller turns them into one ``ArtifactError``. This module imports neither torch nor TVM.
@@ -73,6 +74,15 @@ def check_declared(info: zipfile.ZipInfo, size: int, what: str) -> None:
     if size >= BOMB_MIN_BYTES and size > MAX_RATIO * max(1, info.compress_size):
         raise ArtifactError(f"{what}: member {info.filename!r} expands from {info.compress_size} to {size} bytes "
                             f"(more than {MAX_RATIO}x): refused as a zip bomb")
+
+
+def check_total(infos, what: str) -> None:
+    """Refuse members that together expand like a zip bomb: many members each under ``BOMB_MIN_BYTES``."""
+    size = sum(i.file_size for i in infos)
+    packed = sum(i.compress_size for i in infos)
+    if size >= BOMB_MIN_BYTES and size > MAX_RATIO * max(1, packed):
+        raise ArtifactError(f"{what}: its members expand from {packed} to {size} bytes in all (more than "
+                            f"{MAX_RATIO}x): refused as a zip bomb")
 
 
 def read_member(z: zipfile.ZipFile, info: zipfile.ZipInfo, size: int) -> tuple[bytes, str]:
