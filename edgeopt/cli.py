@@ -65,10 +65,10 @@ def main(argv: list[str] | None = None) -> int:
 def inspect(path: str, memory: bool = False, png: str | None = None, ir: bool = False) -> str:
     """The text ``edgeopt inspect`` prints."""
     from .memory.render import arena_png, arena_text
-    from .runtime.artifact import read_artifact
+    from .runtime.artifact import hash_only, read_artifact
 
     what = f"artifact {path!r}"
-    manifest, members = read_artifact(path, what, consumers={"weights.safetensors": _skip})  # schema checked
+    manifest, members = read_artifact(path, what, consumers={"weights.safetensors": hash_only})  # schema checked
     r = manifest.get("report", {})
     lines = [f"{path}: edgeopt {manifest['edgeopt_version']} (TVM {manifest['tvm_version']}), "
              f"target {json.dumps(manifest['target'])}"]
@@ -139,13 +139,13 @@ def sign(path: str, key: str, out: str | None = None) -> str:
 def verify(path: str, keys: list[str] | None = None, sha256: str | None = None) -> str:
     """``edgeopt verify``: every hash, and the signature (``keys``) or the pinned file hash, without loading any
     library; with neither, it lists who signed the artifact (unverified)."""
-    from .runtime.artifact import read_artifact
+    from .runtime.artifact import hash_only, read_artifact
     from .runtime.manifest_check import SIGNATURE
     from .runtime.signing import decode
 
     what = f"artifact {path!r}"
     names = _names(path)
-    read_artifact(path, what, consumers=dict.fromkeys(names, _skip), trusted_keys=keys or None, sha256=sha256)
+    read_artifact(path, what, consumers=dict.fromkeys(names, hash_only), trusted_keys=keys or None, sha256=sha256)
     checked = [x for x, given in (("signature", keys), ("sha256", sha256)) if given]
     text = f"{path}: intact (hashes of every member match its manifest)"
     if checked:
@@ -175,11 +175,6 @@ def _plan(data: bytes, what: str) -> dict:
     if not isinstance(plan, dict):
         raise ArtifactError(f"{what}: plan.json is not a JSON object")
     return plan
-
-
-def _skip(stream) -> None:
-    """Read the weights only to verify their hash; keep nothing."""
-    stream.drain()
 
 
 if __name__ == "__main__":

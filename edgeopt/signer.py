@@ -18,7 +18,7 @@ import zipfile
 
 from .errors import ArtifactError
 from .runtime import signing
-from .runtime.artifact import MANIFEST, SIGNATURE, read_artifact
+from .runtime.artifact import MANIFEST, SIGNATURE, hash_only, read_artifact
 from .runtime.zip_members import CHUNK, ZIP_ERRORS
 
 
@@ -60,19 +60,7 @@ def private_key(key, password: bytes | None = None):
     ed25519, serialization = signing.crypto()
     if isinstance(key, ed25519.Ed25519PrivateKey):
         return key
-    data, source = key, "the private key"
-    if isinstance(key, str) and "-----BEGIN" in key:
-        data = key.encode()
-    elif isinstance(key, (str, os.PathLike)):
-        source = f"private key {os.fspath(key)}"
-        try:
-            with open(key, "rb") as f:
-                data = f.read(1 << 16)
-        except OSError as e:
-            raise ArtifactError(f"cannot read {source}: {e}") from None
-    if not isinstance(data, (bytes, bytearray)):
-        raise ArtifactError(f"the private key is a {type(key).__name__}; give PEM text, a path or 32 raw bytes")
-    data = bytes(data)
+    data, source = signing.key_bytes(key, "the private key")
     try:
         if len(data) == 32 and b"-----BEGIN" not in data:
             return ed25519.Ed25519PrivateKey.from_private_bytes(data)
@@ -97,7 +85,7 @@ def sign(path: str | os.PathLike, key, out: str | os.PathLike | None = None, pas
             names = z.namelist()
     except ZIP_ERRORS:
         names = []  # read_artifact says what is wrong
-    read_artifact(path, what, consumers=dict.fromkeys(names, _drain))  # verified, the members hashed, not kept
+    read_artifact(path, what, consumers=dict.fromkeys(names, hash_only))  # verified, the members hashed, not kept
     kid = signing.key_id(key.public_key())
     with zipfile.ZipFile(path) as zin:
         manifest_bytes = zin.read(MANIFEST)  # verified above; at most MAX_MANIFEST_BYTES
@@ -127,7 +115,3 @@ def _copy(zin: zipfile.ZipFile, zout: zipfile.ZipFile, info: zipfile.ZipInfo) ->
     new.external_attr = info.external_attr
     with zin.open(info) as src, zout.open(new, "w", force_zip64=info.file_size >= 1 << 31) as dst:
         shutil.copyfileobj(src, dst, CHUNK)
-
-
-def _drain(stream) -> None:
-    stream.drain()

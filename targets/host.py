@@ -14,17 +14,20 @@ from __future__ import annotations
 import os
 import platform
 
-from ..runtime.cpu_features import X86_LINUX_NAMES, host_flags, isa_features
+from ..runtime.cpu_features import AARCH64_LINUX_NAMES, X86_LINUX_NAMES, host_flags, isa_features, missing_features
 from .x86 import X86Target
 
 
-def host_mattr(mcpu: str, flags: set[str]) -> list[str]:
-    """LLVM ``mattr`` that makes ``mcpu``'s x86 features exactly those a CPU reporting Linux ``flags`` has."""
+def host_mattr(mcpu: str, flags: set[str], arch: str = "x86_64") -> list[str]:
+    """LLVM ``mattr`` that makes ``mcpu``'s features in the table exactly those a CPU reporting Linux ``flags`` has
+    (x86: ``/proc/cpuinfo`` flags; aarch64: hwcaps, where a kernel or VM may hide SVE)."""
     import tvm
 
-    implied = set(tvm.target.codegen.llvm_get_cpu_features(tvm.target.Target({"kind": "llvm", "mcpu": mcpu})))
-    has = {f for f, linux in X86_LINUX_NAMES.items() if linux in flags}
-    return sorted([f"-{f}" for f in implied & set(X86_LINUX_NAMES) - has] + [f"+{f}" for f in has - implied])
+    spec = {"kind": "llvm", "mcpu": mcpu, **({} if arch == "x86_64" else {"mtriple": f"{arch}-linux-gnu"})}
+    implied = set(tvm.target.codegen.llvm_get_cpu_features(tvm.target.Target(spec)))
+    table = set(X86_LINUX_NAMES if arch == "x86_64" else AARCH64_LINUX_NAMES)
+    has = {f for f in table if not missing_features([f], arch, flags)}
+    return sorted([f"-{f}" for f in implied & table - has] + [f"+{f}" for f in has - implied])
 
 
 class HostTarget(X86Target):
@@ -37,10 +40,12 @@ class HostTarget(X86Target):
         cpu = mcpu or tvm.target.codegen.llvm_get_system_cpu()
         if self.arch == "x86_64":
             super().__init__(cpu, num_threads, mattr=tuple(host_mattr(cpu, host_flags())))
-        else:  # e.g. compiling on an aarch64 board for itself: LLVM's reading of the CPU
+        else:  # e.g. compiling on an aarch64 board for itself: LLVM's reading of the CPU, its hwcaps switched on/off
             self.mcpu = cpu
             self.num_cores = int(num_threads or len(os.sched_getaffinity(0)))
-            self._target = tvm.target.Target({"kind": "llvm", "mcpu": cpu, "num-cores": self.num_cores})
+            mattr = host_mattr(cpu, host_flags(), self.arch)
+            self._target = tvm.target.Target({"kind": "llvm", "mcpu": cpu, "num-cores": self.num_cores,
+                                              **({"mattr": mattr} if mattr else {})})
             self.features = isa_features(tvm.target.codegen.llvm_get_cpu_features(self._target), self.arch)
 
     def vector_lanes(self, dtype_bits: int = 32) -> int:

@@ -213,3 +213,11 @@ def test_multi_level_artifact_keeps_each_levels_ir(saved, monkeypatch):
     _, members = read_artifact(str(paths["levels"]))
     assert _load_as(monkeypatch, paths["levels"], ZEN3).ir == members["ir.txt"].decode()
     assert _load_as(monkeypatch, paths["levels"], ZEN4).ir == members["levels/v4/ir.txt"].decode()
+
+
+def test_host_mattr_on_aarch64_follows_the_hwcaps():
+    """On an ARM board the host target, too, uses what the kernel reports: a Pi 4 named as an A76 gets no dot
+    product, fp16 or rdm; a Pi 5 (an A76) keeps its name's features."""
+    assert host_mattr("cortex-a76", flags(A72), "aarch64") == ["-dotprod", "-fullfp16", "-rdm"]
+    assert host_mattr("cortex-a76", flags(A76), "aarch64") == []
+    assert host_mattr("cortex-a72", flags(A76), "aarch64") == ["+dotprod", "+fullfp16", "+rdm"]

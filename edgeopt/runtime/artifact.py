@@ -86,6 +86,11 @@ def read_artifact(source: str | os.PathLike | bytes, what: str = "artifact",
             return _read(z, what, consumers, keys)
 
 
+def hash_only(stream) -> None:
+    """A consumer for a member that is checked (its bytes hashed as they stream past) but not kept."""
+    return None
+
+
 def _read(z: zipfile.ZipFile, what: str, consumers: dict, keys) -> tuple[dict, dict]:
     entries = zip_members.entries(z, what)
     if MANIFEST not in entries:

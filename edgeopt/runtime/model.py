@@ -15,7 +15,7 @@ import numpy as np
 from ..errors import ArtifactError, InputError
 from ..ir_dtypes import NP_DTYPES
 from . import safetensors_io, strict_json, tvm_cpu, tvm_cuda, vulkan
-from .artifact import read_artifact
+from .artifact import hash_only, read_artifact
 from .devices import check_device
 from .plan_check import check_plan
 
@@ -34,10 +34,8 @@ class Model:
 
         def readers(manifest: dict) -> dict:  # called with the checked manifest, before any member is read
             target = manifest["target"]
-            tvm_version = str(manifest.get("tvm_version", ""))
-            if target.get("runtime") != "vulkan" and not tvm_version.startswith(SUPPORTED_TVM):  # Vulkan: no TVM
-                raise ArtifactError(f"{what} was compiled with TVM {tvm_version}; this runtime runs TVM "
-                                    f"{SUPPORTED_TVM}.x kernels: recompile the model")
+            if target.get("runtime") != "vulkan":  # Vulkan runs WGSL, without TVM
+                check_tvm_version(manifest, what, "this runtime")
             check_device(target)
             if level is not None and target.get("runtime") != "cpu":
                 raise ArtifactError(f"level={level!r} picks a CPU level; {what} is for {target.get('name')!r}")
@@ -47,7 +45,7 @@ class Model:
                     _ir_member(self.level), *_DEVICE_MEMBERS.get(target.get("runtime"), ())}
             weights = {"weights.safetensors", self.level.get("weights", "weights.safetensors")}
             # what this runtime does not use (another CPU level's plan, library, weights) is hashed, never kept
-            return {name: read_weights if name in weights else _skip
+            return {name: read_weights if name in weights else hash_only
                     for name in manifest["members"]
                     if name not in used and not name.startswith(_DEVICE_DIRS.get(target.get("runtime"), ()))}
 
@@ -204,11 +202,6 @@ def _ir_member(level: dict) -> str:
     return ir if isinstance(ir, str) else "ir.txt"
 
 
-def _skip(stream) -> None:
-    """The reader of a member this CPU does not need (another CPU level's library or weights): only hashed."""
-    return None
-
-
 def _info(target: dict, level: dict) -> dict:
     """What runs here: the target, and for a multi-level CPU artifact the level picked and the levels it has."""
     info = {"target": target.get("name"), "runtime": target.get("runtime")}
@@ -292,6 +285,14 @@ def _resolve_view(name, values, arrays):
     return arrays[name]
 
 
+def check_tvm_version(manifest: dict, what: str, user: str) -> None:
+    """``ArtifactError`` unless the artifact's kernels were built by the TVM version ``user`` runs."""
+    tvm_version = str(manifest.get("tvm_version", ""))
+    if not tvm_version.startswith(SUPPORTED_TVM):
+        raise ArtifactError(f"{what} was compiled with TVM {tvm_version}; {user} runs TVM {SUPPORTED_TVM}.x "
+                            "kernels: recompile the model")
+
+
 def read_cpu_artifact(source, what: str, user: str, *, trusted_keys=None, sha256: str | None = None,
                       level: str | None = None) -> tuple[dict, dict, dict[str, np.ndarray], bytes]:
     """(manifest, plan, weights, kernel library bytes) of a verified CPU artifact, for the runners that do not load it
@@ -300,10 +301,7 @@ def read_cpu_artifact(source, what: str, user: str, *, trusted_keys=None, sha256
     ``sha256``: as for ``load``. ``level``: which level of a multi-level artifact (default: the least demanding one,
     which runs wherever the artifact runs); this machine's CPU is not checked, the runner's device is elsewhere."""
     manifest, members = read_artifact(source, what, trusted_keys=trusted_keys, sha256=sha256)
-    tvm_version = str(manifest.get("tvm_version", ""))
-    if not tvm_version.startswith(SUPPORTED_TVM):
-        raise ArtifactError(f"{what} was compiled with TVM {tvm_version}; {user} runs TVM {SUPPORTED_TVM}.x "
-                            "kernels: recompile the model")
+    check_tvm_version(manifest, what, user)
     if manifest["target"].get("runtime") != "cpu":
         raise ArtifactError(f"{user} runs CPU artifacts (targets 'host' and 'arm'); {what} is for "
                             f"{manifest['target'].get('name')!r}")

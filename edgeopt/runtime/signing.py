@@ -89,9 +89,9 @@ def public_keys(trusted_keys) -> dict[str, object]:
     return keys
 
 
-def _public_key(item, name: str, ed25519, serialization):
-    if isinstance(item, ed25519.Ed25519PublicKey):
-        return item
+def key_bytes(item, name: str) -> tuple[bytes, str]:
+    """(bytes, a description for errors) of a key given as PEM text (str or bytes), a path to a PEM file or 32 raw
+    bytes; ``ArtifactError`` when it is none of these or the file cannot be read."""
     data, source = item, name
     if isinstance(item, str) and "-----BEGIN" in item:
         data = item.encode()
@@ -104,7 +104,13 @@ def _public_key(item, name: str, ed25519, serialization):
             raise ArtifactError(f"cannot read {source}: {e}") from None
     if not isinstance(data, (bytes, bytearray)):
         raise ArtifactError(f"{name} is a {type(item).__name__}; give PEM text, a path or 32 raw bytes")
-    data = bytes(data)
+    return bytes(data), source
+
+
+def _public_key(item, name: str, ed25519, serialization):
+    if isinstance(item, ed25519.Ed25519PublicKey):
+        return item
+    data, source = key_bytes(item, name)
     try:
         if len(data) == 32 and b"-----BEGIN" not in data:
             return ed25519.Ed25519PublicKey.from_public_bytes(data)
