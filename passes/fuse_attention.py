@@ -7,7 +7,8 @@ the part that produces K plus the swap. The scale is a scalar constant (``mul`` 
 is added (any broadcastable float tensor).
 
 Requires: nothing. Guarantees: ``attention_fused``. The same math up to rounding (a ``div`` scale becomes
-a multiplication by its reciprocal); intermediate results with other readers block the rewrite.
+a multiplication by its reciprocal), NaN and inf included (``masked_rows="nan"``: a row masked entirely by
+-inf stays NaN, as the softmax gave); intermediate results with other readers block the rewrite.
 
 Before:
     %kt: f32[1,12,32,16] = transpose(%k) {"perm": [0, 1, 3, 2]}
@@ -17,7 +18,7 @@ Before:
     %p: f32[1,12,16,16] = softmax(%u) {"axis": 3}
     %o: f32[1,12,16,32] = matmul(%p, %v)
 After:
-    %o: f32[1,12,16,32] = attention(%q, %k, %v, %mask) {"scale": 0.1767..., "causal": false}
+    %o: f32[1,12,16,32] = attention(%q, %k, %v, %mask) {"scale": 0.1767..., "causal": false, "masked_rows": "nan"}
 """
 
 from __future__ import annotations
@@ -45,7 +46,8 @@ def _rewrite(m, b):
         c = float(m.const("scale").reshape(()))
         scale = c if m.node("scaled").op == "mul" else 1.0 / c
     ins = [q, k, v] + ([m["mask"]] if "mask" in m else [])
-    return b.add("attention", ins, {"scale": scale, "causal": False}, name=m["out"].name)
+    # softmax over a row of -inf only is NaN (scaled_dot_product_attention would give 0): keep that
+    return b.add("attention", ins, {"scale": scale, "causal": False, "masked_rows": "nan"}, name=m["out"].name)
 
 
 @register_pass

@@ -195,7 +195,6 @@ def test_isa_extensions_the_table_lacks_are_switched_off():
     """A CPU whose LLVM model has extensions the runtime cannot check (APX's extra registers, AVX10, AVX-VNNI-INT8)
     gets code without them: no artifact needs a feature that loading does not check."""
     import tvm
-
     from edgeopt.targets.x86 import unrecorded_isa
 
     for cpu, dropped in [("diamondrapids", "egpr"), ("arrowlake", "avxvnniint8")]:

@@ -25,6 +25,8 @@ import math
 import tvm
 from tvm import te
 
+from . import nan_math
+
 F32 = "float32"
 _LN2_HI, _LN2_LO = 0.693145751953125, 1.428606765330187e-06  # ln 2 = hi + lo; hi has 12 significant bits
 _EXP_MAX, _EXP_MIN = 88.72283935546875, -86.5  # exp(-86.5) = 2.7e-38, near the smallest normal float
@@ -79,7 +81,10 @@ def _exp(x):
     def clamped(xc):
         return _let(te.floor(xc * _c(1 / math.log(2)) + _c(0.5)), lambda n: reduced(xc, n))
 
-    y = _let(te.min(te.max(x, _c(_EXP_MIN)), _c(_EXP_MAX)), clamped)
+    # the clamp lets NaN through (nan_math's selects, not max/min): NaN then stays NaN through the arithmetic on
+    # targets whose compiler drops the final isnan test (WGSL compilers may assume no NaN: lavapipe folds
+    # ``x != x`` to false and its min/max return the number)
+    y = _let(nan_math.clamp(x, _EXP_MIN, _EXP_MAX), clamped)
     y = tvm.tirx.Select(x > _c(_EXP_MAX), _c(math.inf), y)
     y = tvm.tirx.Select(x < _c(_EXP_MIN), _c(0.0), y)
     return tvm.tirx.Select(_is_nan(x), x, y)

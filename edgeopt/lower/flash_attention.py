@@ -7,6 +7,13 @@ the tile (on the stack), the running row max ``m`` and sum ``l`` are updated and
 rescaled by ``exp(m_old - m_new)`` (flash attention's online softmax). Per task it keeps
 ``ROWS x TILE`` scores and a ``ROWS x Dv`` accumulator: the score matrix is never materialized.
 
+NaN and infinities as in torch: a mask (bool or causal) adds -inf to a score, so a NaN score stays NaN even
+where it is masked, and the running max propagates NaN (``nan_math``): a NaN score (a NaN in q, or in any key)
+makes its row NaN. While a row has seen only masked scores its max is -inf; the exponentials then subtract 0
+instead (-inf - -inf would be NaN), so a fully masked row sums to 0 and its accumulator (0 x v) is not divided
+by that: the row comes out 0, as torch's ``scaled_dot_product_attention`` gives (NaN where a value is NaN, as
+its math backend gives); with ``masked_rows="nan"`` (attention that was softmax written out) it is 0 / 0.
+
 Written directly in TIR (TVMScript): the loop-carried max/sum cannot be expressed in TE. Used for
 fp32 attention whose q, k and v share their batch dims (the mask may broadcast); other cases fall
 back to the TE rule in ``rules/attention.py``.
@@ -21,10 +28,11 @@ from tvm.script import tirx as T
 
 from ..ir.types import TensorType
 from .fast_math import exp as fast_exp
+from .nan_math import maximum as nan_max
 
 ROWS = 4
 TILE = 64
-_NEG = -3.4028234663852886e38  # the lowest float32: masked scores; exp(_NEG - m) == 0 for any finite m
+_NEG = -math.inf  # masked scores (and the key tile's padding)
 
 
 def scratch_bytes(batch_heads: int, seq_k: int, d: int, dv: int, threads: int) -> int:
@@ -66,10 +74,17 @@ def flash_attention(in_types: list[TensorType], attrs: dict, out: TensorType):
         s = raw * T.float32(scale)
         if mask is not None:
             mv = mask_at(mbuf, b, i, j)
-            s = T.if_then_else(mv, s, T.float32(_NEG)) if mdt == "bool" else s + mv
+            s = s + (T.if_then_else(mv, T.float32(0), T.float32(_NEG)) if mdt == "bool" else mv)
         if causal:
-            s = T.if_then_else(j <= i, s, T.float32(_NEG))
+            s = s + T.if_then_else(j <= i, T.float32(0), T.float32(_NEG))
         return s
+
+    def total(lsum):
+        """A row's divisor: a fully masked row sums to 0 and keeps its accumulator (masked_rows "zero"), or
+        divides 0 by 0 (masked_rows "nan")."""
+        if attrs["masked_rows"] == "nan":
+            return lsum
+        return T.if_then_else(lsum == T.float32(0), T.float32(1), lsum)
 
     @T.prim_func
     def kernel(q_: T.Buffer(q.shape, "float32"), k_: T.Buffer(k.shape, "float32"),
@@ -92,7 +107,7 @@ def flash_attention(in_types: list[TensorType], attrs: dict, out: TensorType):
             acc = T.alloc_buffer((R, Dv), "float32")
             s = T.alloc_buffer((R, TT), "float32")
             part = T.alloc_buffer((8,), "float32")
-            red = T.alloc_buffer((2,), "float32")
+            red = T.alloc_buffer((3,), "float32")  # the row's new max, its tile sum, the max to subtract
             for r in range(R):
                 m[r] = T.float32(_NEG)
                 lsum[r] = T.float32(0)
@@ -115,12 +130,13 @@ def flash_attention(in_types: list[TensorType], attrs: dict, out: TensorType):
                         part[t] = m[r]
                     for t0 in range(TT // 8):
                         for t in T.vectorized(8):
-                            part[t] = T.max(part[t], s[r, t0 * 8 + t])
+                            part[t] = nan_max(part[t], s[r, t0 * 8 + t])
                     red[0] = m[r]
                     for t in range(8):
-                        red[0] = T.max(red[0], part[t])
+                        red[0] = nan_max(red[0], part[t])
+                    red[2] = T.if_then_else(red[0] == T.float32(_NEG), T.float32(0), red[0])
                     for t in T.vectorized(TT):
-                        s[r, t] = fast_exp(s[r, t] - red[0])
+                        s[r, t] = fast_exp(s[r, t] - red[2])
                     for t in T.vectorized(8):
                         part[t] = T.float32(0)
                     for t0 in range(TT // 8):
@@ -129,9 +145,9 @@ def flash_attention(in_types: list[TensorType], attrs: dict, out: TensorType):
                     red[1] = T.float32(0)
                     for t in range(8):
                         red[1] = red[1] + part[t]
-                    lsum[r] = lsum[r] * fast_exp(m[r] - red[0]) + red[1]
+                    lsum[r] = lsum[r] * fast_exp(m[r] - red[2]) + red[1]
                     for d in T.vectorized(Dv):
-                        acc[r, d] = acc[r, d] * fast_exp(m[r] - red[0])
+                        acc[r, d] = acc[r, d] * fast_exp(m[r] - red[2])
                     m[r] = red[0]
                     for t in range(T.min(TT, S - kb * TT)):
                         for d in T.vectorized(Dv):
@@ -139,7 +155,7 @@ def flash_attention(in_types: list[TensorType], attrs: dict, out: TensorType):
             for r in range(R):
                 if task % NR * R + r < L:
                     for d in T.vectorized(Dv):
-                        of[(task // NR * L + task % NR * R + r) * Dv + d] = acc[r, d] / lsum[r]
+                        of[(task // NR * L + task % NR * R + r) * Dv + d] = acc[r, d] / total(lsum[r])
 
     if mask is None:  # the kernel never reads the mask parameter: drop it, it is called (q, k, v, out)
         keep = [p for i, p in enumerate(kernel.params) if i != 3]

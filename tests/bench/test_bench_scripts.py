@@ -64,3 +64,13 @@ def test_vulkan_bench_reports_both_precisions(tmp_path):
     for precision, tol in (("fp32", 1e-4), ("fp16", 5e-3)):
         r = row[precision]
         assert r["rel_err"] < tol and r["ms"] > 0 and r["arena_bytes"] < r["naive_bytes"], precision
+
+
+@pytest.mark.slow
+def test_nan_cost_bench_times_both_builds_and_counts_nans(tmp_path):
+    res = _run("nan_cost.py", ["relu", "max_pool", "--rounds", "2", "--block", "2"], tmp_path)
+    assert [r["case"] for r in res["results"]] == ["relu", "max_pool"]
+    for r in res["results"]:
+        assert r["nan_ms"] > 0 and r["plain_ms"] > 0 and r["interval"][0] <= r["plain_over_nan"] <= r["interval"][1]
+        nans = r["nan_outputs"]
+        assert nans["nan"] == nans["torch"] > 0 and nans["plain"] < nans["torch"]  # the plain build drops NaN

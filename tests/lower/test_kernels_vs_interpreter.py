@@ -618,9 +618,6 @@ KNOWN_BUGS: dict[str, str] = {
     "slice_negative_start": "rules/shape.py slice uses the raw start: a negative start reads out of bounds",
     "slice_start_below_minus_dim": "rules/shape.py slice does not clamp start < -dim (reads out of bounds)",
     "slice_empty": "zero-size values do not run yet (an empty buffer is refused when the call list is built)",
-    "relu_nan": "relu(nan) gives 0 (te.max drops NaN); numpy/torch give nan",
-    "maximum_nan": "maximum(nan, y) gives y (te.max drops NaN); numpy/torch give nan",
-    "max_reduce_nan": "max over a row with a NaN ignores it; numpy/torch give nan",
 }
 
 GROUPS = {

@@ -66,7 +66,7 @@ graph main(%q: f32[1,2,8,4], %kx: f32[1,8,2,4], %v: f32[1,2,8,4], %mask: f32[1,1
 EXPECTED = """
 graph main(%q: f32[1,2,8,4], %kx: f32[1,8,2,4], %v: f32[1,2,8,4], %mask: f32[1,1,1,8]) {
   %k: f32[1,2,8,4] = transpose(%kx) {"perm": [0, 2, 1, 3]}
-  %o: f32[1,2,8,4] = attention(%q, %k, %v, %mask) {"scale": 0.5, "causal": false}
+  %o: f32[1,2,8,4] = attention(%q, %k, %v, %mask) {"scale": 0.5, "causal": false, "masked_rows": "nan"}
   return %o
 }
 """
@@ -111,7 +111,8 @@ graph main(%q: f32[2,8,4], %k: f32[2,8,4], %v: f32[2,8,4]) {
     g = parse_graph(text)
     after = g.clone()
     assert get_pass("fuse_attention").run(after) == {"fused": 1}
-    assert [(n.op, n.attrs) for n in after.nodes] == [("attention", {"scale": 0.5, "causal": False})]
+    assert [(n.op, n.attrs) for n in after.nodes] == [("attention", {"scale": 0.5, "causal": False,
+                                                                      "masked_rows": "nan"})]
     assert [v.name for v in after.nodes[0].inputs] == ["q", "k", "v"]
     rng = np.random.default_rng(1)
     xs = [rng.standard_normal(v.type.shape).astype(np.float32) for v in g.inputs]

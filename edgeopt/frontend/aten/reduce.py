@@ -56,6 +56,7 @@ CONVERTERS = {
     aten.sum.dim_IntList: _reduce("sum"), aten.sum.default: _reduce("sum"), aten.mean.dim: _reduce("mean"),
     aten.mean.default: _reduce("mean"), aten.amax.default: _reduce("max"), aten.amin.default: _reduce("min"),
     aten.max.dim: _max_dim, aten.argmax.default: _argmax,
+    aten.max.default: _reduce("max"), aten.min.default: _reduce("min"),  # torch.max(x): over every element
     aten.softmax.int: _softmax("softmax"), aten._softmax.default: _softmax("softmax"),
     aten.log_softmax.int: _softmax("log_softmax"), aten._log_softmax.default: _softmax("log_softmax"),
     aten.layer_norm.default: _layer_norm,

@@ -10,6 +10,10 @@ from ..registry import OpDef, OpError, register
 from ..types import TensorType
 from ._common import broadcast_shapes, need_float
 
+#: what a query row whose every score is masked (-inf) gives: "zero" as torch's scaled_dot_product_attention,
+#: "nan" as softmax written out (exp(-inf - -inf)); the fuse_attention pass keeps the latter
+MASKED_ROWS = ("zero", "nan")
+
 
 def _infer(types, attrs):
     q, k, v = types[:3]
@@ -24,6 +28,8 @@ def _infer(types, attrs):
         broadcast_shapes(m.shape, batch + (q.shape[-2], k.shape[-2]))
         if m.dtype != "bool" and m.dtype != q.dtype:
             raise OpError("attention: mask must be bool (True = attend) or additive of q's dtype")
+    if attrs["masked_rows"] not in MASKED_ROWS:
+        raise OpError(f"attention: masked_rows must be one of {MASKED_ROWS}, got {attrs['masked_rows']!r}")
     return [TensorType(batch + (q.shape[-2], v.shape[-1]), q.dtype)]
 
 
@@ -32,16 +38,25 @@ def _ref(xs, attrs):
     scale = attrs["scale"] if attrs["scale"] is not None else 1 / math.sqrt(q.shape[-1])
     s = (q @ np.swapaxes(k, -1, -2)) * scale
     L, S = s.shape[-2:]
-    if attrs["causal"]:
-        s = np.where(np.tril(np.ones((L, S), bool)), s, -np.inf)
-    if len(xs) == 4:
-        m = xs[3]
-        s = np.where(m, s, -np.inf) if m.dtype == np.bool_ else s + m
-    s = s - s.max(axis=-1, keepdims=True)
-    e = np.exp(s)
-    return [((e / e.sum(axis=-1, keepdims=True)) @ v).astype(xs[0].dtype)]
+    with np.errstate(invalid="ignore", divide="ignore"):  # inf - inf, 0 / 0: NaN as torch has it
+        # masks add -inf, as torch does: a NaN score stays NaN where it is masked
+        if attrs["causal"]:
+            s = s + np.where(np.tril(np.ones((L, S), bool)), 0.0, -np.inf)
+        if len(xs) == 4:
+            m = xs[3]
+            s = s + (np.where(m, 0.0, -np.inf) if m.dtype == np.bool_ else m)
+        mx = s.max(axis=-1, keepdims=True)  # NaN if any score is NaN (np.max propagates it)
+        e = np.exp(s - np.where(mx == -np.inf, 0.0, mx))  # a fully masked row: all 0
+        total = e.sum(axis=-1, keepdims=True)
+        p = e / total
+        if attrs["masked_rows"] == "zero":  # a fully masked row gives 0 (x v), as torch's SDPA does
+            p = np.where(total == 0, 0.0, p)
+    return [(p @ v).astype(xs[0].dtype)]
 
 
-register(OpDef("attention", "opaque", _infer, _ref, {"scale": None, "causal": False}, (3, 4),
-               doc="attention(q[...,L,E], k[...,S,E], v[...,S,Ev], [mask]){scale, causal}: "
-                   "softmax(q k^T * scale + mask) v; a bool mask keeps True positions"))
+register(OpDef("attention", "opaque", _infer, _ref, {"scale": None, "causal": False, "masked_rows": "zero"},
+               (3, 4),
+               doc="attention(q[...,L,E], k[...,S,E], v[...,S,Ev], [mask]){scale, causal, masked_rows}: "
+                   "softmax(q k^T * scale + mask) v; a bool mask keeps True positions (adds -inf elsewhere); "
+                   "a NaN score makes its row NaN; a row with every position masked gives 0 (masked_rows "
+                   "\"zero\", torch's scaled_dot_product_attention) or NaN (\"nan\", softmax written out)"))

@@ -7,9 +7,9 @@ import math
 import tvm
 from tvm import te
 
-from .. import fast_math
+from .. import fast_math, nan_math
 from . import rule
-from ._te import bcast_index, const
+from ._te import bcast_index, const, dtype_of
 from .linalg import batch_index
 
 
@@ -29,22 +29,26 @@ def attention(ins, attrs, out, op):
         return te.sum(qk * const(scale, q.dtype), axis=e)
 
     s = te.compute(batch + (L, S), score, name="attn_score")
-    neg = tvm.tirx.min_value(q.dtype)
+    neg, zero = const(-math.inf, q.dtype), const(0, q.dtype)
 
     def masked(*idx):
         val = s(*idx)
         i, j = idx[-2], idx[-1]
         if mask is not None:
             m = mask(*bcast_index(mask, idx, rank))
-            val = tvm.tirx.Select(m, val, neg) if mask.dtype == "bool" else val + m
+            # a bool mask adds -inf, as torch does: a NaN score stays NaN where it is masked
+            val = val + (tvm.tirx.Select(m, zero, neg) if mask.dtype == "bool" else m)
         if attrs["causal"]:
-            val = tvm.tirx.Select(j <= i, val, neg)
+            val = val + tvm.tirx.Select(j <= i, zero, neg)
         return val
 
     sm = te.compute(batch + (L, S), masked, name="attn_masked")
     j1 = te.reduce_axis((0, S), "j1")
-    mx = te.compute(batch + (L,), lambda *i: te.max(sm(*i, j1), axis=j1), name="attn_max")
-    ex = te.compute(batch + (L, S), lambda *i: fast_math.exp(sm(*i) - mx(*i[:-1])), name="attn_exp")
+    # NaN if a score is NaN; -inf if the whole row is masked, which then subtracts 0 instead (-inf - -inf would
+    # be NaN): its exps are all 0, its sum too (see ``total``)
+    mx = te.compute(batch + (L,), lambda *i: nan_math.max_reduce(sm(*i, j1), axis=j1), name="attn_max")
+    ex = te.compute(batch + (L, S), lambda *i: fast_math.exp(sm(*i) - _finite_or_zero(mx(*i[:-1]))),
+                    name="attn_exp")
     j2 = te.reduce_axis((0, S), "j2")
     sm_sum = te.compute(batch + (L,), lambda *i: te.sum(ex(*i, j2), axis=j2), name="attn_sum")
     j3 = te.reduce_axis((0, S), "j3")
@@ -54,4 +58,17 @@ def attention(ins, attrs, out, op):
         return te.sum(ex(*b, i, j3) * v(*batch_index(v, b), j3, c), axis=j3)
 
     o = te.compute(tuple(out.shape), pv, name="attn_pv")
-    return te.compute(tuple(out.shape), lambda *i: o(*i) / sm_sum(*i[:-1]), name="attention")
+    one = const(1, q.dtype)
+
+    def total(*i):
+        if attrs["masked_rows"] == "nan":
+            return sm_sum(*i)  # 0 / 0
+        # a fully masked row sums to 0: its output is o = sum of 0 x v (0, or NaN where v is), not 0 / 0
+        return tvm.tirx.Select(sm_sum(*i) == zero, one, sm_sum(*i))
+
+    return te.compute(tuple(out.shape), lambda *i: o(*i) / total(*i[:-1]), name="attention")
+
+
+def _finite_or_zero(m):
+    """The row max to subtract: 0 for a fully masked row (max -inf)."""
+    return tvm.tirx.Select(m == const(-math.inf, dtype_of(m)), const(0, dtype_of(m)), m)

@@ -7,13 +7,13 @@ import math
 import tvm
 from tvm import te
 
-from .. import fast_math
+from .. import fast_math, nan_math
 from . import rule
 from ._te import const, dtype_of, elementwise, tvm_dtype
 
 
 def _relu(x, a):
-    return te.max(x, const(0, dtype_of(x)))
+    return nan_math.relu(x)
 
 
 def _gelu(x, a):
@@ -29,8 +29,7 @@ def _sigmoid(x, a=None):
 
 
 def _hardsigmoid(x, a=None):
-    dt = dtype_of(x)
-    return te.min(te.max(x + const(3, dt), const(0, dt)), const(6, dt)) / const(6, dt)
+    return nan_math.clamp(x + const(3, dtype_of(x)), 0, 6) / const(6, dtype_of(x))
 
 
 UNARY = {
@@ -82,7 +81,8 @@ def _div(a, b):
 
 BINARY = {
     "add": lambda a, b: a + b, "sub": lambda a, b: a - b, "mul": lambda a, b: a * b, "div": _div,
-    "pow": lambda a, b: te.power(a, b), "maximum": te.max, "minimum": te.min,
+    "pow": lambda a, b: te.power(a, b), "maximum": lambda a, b: nan_math.maximum(a, b),
+    "minimum": lambda a, b: nan_math.minimum(a, b),
     "eq": lambda a, b: a == b, "ne": lambda a, b: a != b, "lt": lambda a, b: a < b,
     "le": lambda a, b: a <= b, "gt": lambda a, b: a > b, "ge": lambda a, b: a >= b,
     "logical_and": lambda a, b: tvm.tirx.And(a, b), "logical_or": lambda a, b: tvm.tirx.Or(a, b),
@@ -114,14 +114,7 @@ def cast(ins, attrs, out, op):
 
 @rule("clamp")
 def clamp(ins, attrs, out, op):
-    def f(x):
-        if attrs["min"] is not None:
-            x = te.max(x, const(attrs["min"], dtype_of(x)))
-        if attrs["max"] is not None:
-            x = te.min(x, const(attrs["max"], dtype_of(x)))
-        return x
-
-    return elementwise(out, f, ins[0], name=op)
+    return elementwise(out, lambda x: nan_math.clamp(x, attrs["min"], attrs["max"]), ins[0], name=op)
 
 
 @rule("copy")

@@ -7,12 +7,9 @@ from tvm import te
 
 from ...ir.ops.layout import BLOCKED, data_layout, layout_block
 from ...ir.ops.nn import adaptive_bounds, conv_weight_block, resize_scale
+from .. import nan_math
 from . import rule
 from ._te import const, narrow, widen
-
-
-def _min_value(dtype):
-    return tvm.tirx.min_value(dtype)
 
 
 def pad_nchw(x, pads, extra, value, name="pad"):
@@ -151,9 +148,9 @@ def _pool_extra(x, out, k, s, d, pads):
 def max_pool2d(ins, attrs, out, op):
     x = ins[0]
     k, s, d, p = attrs["kernel"], attrs["stride"], attrs["dilation"], attrs["padding"]
-    xp = pad_nchw(x, p, _pool_extra(x, out, k, s, d, p), _min_value(x.dtype))
+    xp = pad_nchw(x, p, _pool_extra(x, out, k, s, d, p), nan_math.lowest(x.dtype))  # -inf: torch's padding
     ry, rx = te.reduce_axis((0, k[0]), "ry"), te.reduce_axis((0, k[1]), "rx")
-    return te.compute(tuple(out.shape), lambda n, c, h, w, *v: te.max(
+    return te.compute(tuple(out.shape), lambda n, c, h, w, *v: nan_math.max_reduce(
         xp[(n, c, h * s[0] + ry * d[0], w * s[1] + rx * d[1], *v)], axis=[ry, rx]), name="max_pool2d")
 
 

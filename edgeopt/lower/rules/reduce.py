@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from tvm import te, topi
 
-from .. import fast_math
+from .. import fast_math, nan_math
 from . import rule
 from ._te import const
 
@@ -17,7 +17,7 @@ def _axes(attrs, rank):
 def reduce(ins, attrs, out, op):
     x = ins[0]
     axes = _axes(attrs, len(x.shape))
-    f = {"sum": topi.sum, "mean": topi.sum, "max": topi.max, "min": topi.min}[op]
+    f = {"sum": topi.sum, "mean": topi.sum, "max": nan_math.reduce_max, "min": nan_math.reduce_min}[op]
     y = f(x, axis=axes, keepdims=attrs["keepdims"])
     if op == "mean":
         n = 1
@@ -30,7 +30,7 @@ def reduce(ins, attrs, out, op):
 @rule("argmax")
 def argmax(ins, attrs, out, op):
     (ax,) = _axes(attrs, len(ins[0].shape))
-    y = topi.argmax(ins[0], axis=ax, keepdims=attrs["keepdims"])
+    y = nan_math.argmax(ins[0], axis=ax, keepdims=attrs["keepdims"])
     return te.compute(y.shape, lambda *i: y(*i).astype("int64"), name="argmax_i64")
 
 
@@ -45,7 +45,8 @@ def softmax(ins, attrs, out, op):
         return tuple(idx[:ax]) + (j,) + tuple(idx[ax + 1:])
 
     red_shape = tuple(1 if i == ax else d for i, d in enumerate(x.shape))
-    mx = te.compute(red_shape, lambda *i: te.max(x(*at(i, k)), axis=k), name="softmax_max")
+    mx = te.compute(red_shape, lambda *i: nan_math.max_reduce(x(*at(i, k)), axis=k),
+                    name="softmax_max")
     e = te.compute(x.shape, lambda *i: fast_math.exp(x(*i) - mx(*at(i, 0))), name="softmax_exp")
     k2 = te.reduce_axis((0, n), name="k2")
     s = te.compute(red_shape, lambda *i: te.sum(e(*at(i, k2)), axis=k2), name="softmax_sum")

@@ -1,0 +1,134 @@
+"""NaN semantics on the GPU targets: the generated CUDA C and WGSL compute max/min/clamp/ReLU, max pools and
+max reductions with ordered comparisons and selects (``edgeopt.lower.nan_math``), never CUDA's ``max``
+(``fmaxf``, which drops NaN) or WGSL's ``max`` (NaN behaviour left to the implementation); and on a Vulkan
+device (lavapipe in CI) the NaNs come out where torch has them.
+
+The source checks need nvcc (``get_target("cuda")``) but no GPU; the WGSL checks need nothing; the run needs a
+Vulkan device.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import edgeopt
+from edgeopt.errors import ArtifactError
+from edgeopt.runtime import vulkan
+from edgeopt.runtime.artifact import read_artifact
+from tests.targets import needs
+
+needs_nvcc = needs("cuda", bool(shutil.which("nvcc")), "nvcc is not installed (the CUDA 13 toolkit)")
+
+
+def _has_vulkan() -> tuple[bool, str]:
+    try:
+        return True, vulkan.adapter_description()
+    except ArtifactError as e:
+        return False, str(e)
+
+
+HAS_VULKAN, ADAPTER = _has_vulkan()
+needs_vulkan = needs("vulkan", HAS_VULKAN, f"no Vulkan device: {ADAPTER}")
+
+
+class MaxMin(torch.nn.Module):
+    """One kernel per max/min-like op (the scalar makes ``maximum`` a kernel of its own)."""
+
+    def forward(self, x):
+        return (F.relu(x), F.relu6(x), torch.maximum(x, x * -0.5 + 1), F.max_pool2d(x, 3, 2, 1), x.amax(-1),
+                torch.softmax(x, -1), torch.exp(x), F.hardsigmoid(x))
+
+
+#: kernels whose whole body is a max/min-like op (no integer min/max either): no max( or min( at all
+PURE = ("relu", "clamp", "maximum", "max_pool2d", "max_", "hardsigmoid")
+
+
+def _example():
+    x = torch.randn(2, 4, 8, 16, generator=torch.Generator().manual_seed(0))
+    x[0, 1, 2, 3], x[1, 2, 5, 7], x[0, 3, 0, :] = float("nan"), float("inf"), float("-inf")
+    return x
+
+
+@pytest.mark.cuda
+@needs_nvcc
+def test_cuda_source_has_no_nan_dropping_max():
+    from edgeopt.targets import get_target
+    from edgeopt.targets.cuda_aot import cuda_source
+
+    from edgeopt.api import optimize_graph
+    from edgeopt.frontend import from_torch
+    from edgeopt.lower.build import lower
+
+    tgt = get_target("cuda")
+    g = from_torch(MaxMin().eval(), (_example(),))
+    optimize_graph(g, tgt)
+    src = cuda_source(lower(g, tgt).executable)
+    bodies = dict(re.findall(r"__global__ void __launch_bounds__\(\d+\) (\w+)_kernel\([^)]*\) \{(.*?)\n\}\n", src,
+                             re.S))
+    assert len(bodies) >= 7, list(bodies)
+    for name, body in bodies.items():
+        assert "fmaxf" not in body and "fminf" not in body, name
+        if name.startswith(PURE):
+            assert not re.search(r"\b(max|min)\(", body), (name, body)
+            assert "<" in body, name
+    softmax = next(b for n, b in bodies.items() if n.startswith("softmax"))
+    # the cross-thread max: NaN from either lane survives the shuffle steps (the other lane's by its bits)
+    assert re.search(r"2139095040 < .*\? t0\w*\[0\] : \(\(red_buf0\w*\[0\] < t0\w*\[0\]\) \? t0\w*\[0\] : "
+                     r"red_buf0\w*\[0\]\)", softmax), softmax[:3000]
+
+
+def _wgsl(members) -> dict[str, str]:
+    return {k: v.decode() for k, v in members.items() if k.endswith(".wgsl")}
+
+
+@pytest.mark.vulkan
+def test_wgsl_has_no_nan_dropping_max():
+    compiled = edgeopt.compile(MaxMin().eval(), (_example(),), target="vulkan")
+    shaders = _wgsl(read_artifact(compiled._artifact)[1])
+    assert len(shaders) >= 7
+    for name, text in shaders.items():
+        body = text.split("fn ", 1)[1]
+        if any(f"/{p}" in name for p in PURE):
+            assert not re.search(r"\b(max|min)\(", body), (name, body)
+            assert "<" in body, name
+        # exp's range clamp lets NaN through: only integer min/max remain (lavapipe folds x != x to false)
+        assert not re.search(r"\b(max|min)\(fm", body), name
+
+
+@pytest.mark.vulkan
+@needs_vulkan
+def test_vulkan_run_keeps_nan_where_torch_has_it():
+    model = MaxMin().eval()
+    x = _example()
+    compiled = edgeopt.compile(model, (x,), target="vulkan")
+    with torch.no_grad():
+        want = model(x)
+    for i, (g, w) in enumerate(zip(compiled(x), want)):
+        w = w.numpy()
+        assert np.isnan(w).any(), i
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6, equal_nan=True, err_msg=f"output {i}")
+
+
+@pytest.mark.vulkan
+@needs_vulkan
+def test_vulkan_fp16_keeps_nan_and_infinities():
+    """precision="fp16": the max reductions start from an f16 -inf, which the WGSL spells through f32 (naga
+    rejects a component of a vec2<f16> bit cast); NaN and infinities land where torch's fp32 has them."""
+    model = MaxMin().eval()
+    x = _example()
+    compiled = edgeopt.compile(model, (x,), target="vulkan", precision="fp16")
+    assert any("f16(bitcast<f32>(0x7f800000u))" in t for t in _wgsl(read_artifact(compiled._artifact)[1]).values())
+    with torch.no_grad():
+        want = model(x)
+    for i, (g, w) in enumerate(zip(compiled(x), want)):
+        w = w.numpy()
+        np.testing.assert_array_equal(np.isnan(g), np.isnan(w), err_msg=f"output {i}")
+        np.testing.assert_array_equal(np.isinf(g) & (g > 0), np.isinf(w) & (w > 0), err_msg=f"output {i}")
+        finite = np.isfinite(w)
+        np.testing.assert_allclose(g[finite], w[finite], rtol=2e-2, atol=2e-2, err_msg=f"output {i}")
