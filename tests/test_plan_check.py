@@ -116,6 +116,11 @@ def _other_kernels_args(plan, n):
     plan["steps"][2]["kernel"] = plan["steps"][0]["kernel"]
 
 
+def _far_buffer(plan, n):  # inside an arena of 32 TiB: every load allocated it (MemoryError)
+    plan["values"][n["first"]]["offset"] = 1 << 45
+    plan["arena_bytes"] = (1 << 45) + 64
+
+
 ATTACKS = {  # name: (edit, what the message says)
     "view larger than its base": (_set(["values", "view", "shape"], [32]), "is not a reshape"),
     "view with another dtype": (_set(["values", "view", "dtype"], "i32"), "is not a reshape"),
@@ -142,6 +147,7 @@ ATTACKS = {  # name: (edit, what the message says)
     "unknown kind": (_set(["values", "first", "kind"], "scratch"), "unknown kind 'scratch'"),
     "weight of another shape": (_set(["values", "weight", "shape"], [8, 9]), "does not match"),
     "arena far too large": (_set(["arena_bytes"], 1 << 45), "more than its tensors need"),
+    "far buffer, arena to match": (_far_buffer, "more than all 4 of them side by side"),
     "input not listed": (_set(["inputs"], []), "not among the plan's inputs"),
     "output of another shape": (_set(["outputs", 0, "shape"], [17]), "differs from its value's"),
     "values is a list": (_set(["values"], []), "'values' is a JSON array, not a JSON object"),
@@ -275,3 +281,88 @@ def test_gpu_plans_pass(target, tiny):
         check_plan(json.loads(json.dumps(plan)), target)
         if target == "vulkan":
             assert all(v["offset"] % 256 == 0 for v in plan["values"].values() if "offset" in v)
+
+
+def many_live_plan(n: int) -> dict:
+    """A crafted plan: ``n`` buffers, each written by one step and all model outputs, so all are in use together
+    (the comparison of every pair of live tensors took 19 s at n = 8k)."""
+    t = {"shape": [16], "dtype": "f32"}
+    values = {"x": {**t, "kind": "input", "offset": 0, "live": [0, n]}}
+    values.update({f"b{i}": {**t, "kind": "buffer", "offset": 64 * (i + 1), "live": [i, n]} for i in range(n)})
+    return {"inputs": [{"name": "x", **t}], "outputs": [{"name": f"b{i}", **t} for i in range(n)], "values": values,
+            "steps": [{"kernel": "k", "args": ["x", f"b{i}"], "num_outputs": 1} for i in range(n)],
+            "arena_bytes": 64 * (n + 1)}
+
+
+def many_pairs_plan(n: int) -> dict:
+    """A crafted plan: one step of ``n`` inputs and ``n`` outputs, each output in place over its input (``n``
+    declared pairs, each found among ``2n`` arguments)."""
+    t = {"shape": [16], "dtype": "f32"}
+    values = {f"x{i}": {**t, "kind": "input", "offset": 64 * i, "live": [0, 0]} for i in range(n)}
+    values.update({f"y{i}": {**t, "kind": "buffer", "offset": 64 * i, "live": [0, 1]} for i in range(n)})
+    step = {"kernel": "k", "args": [*(f"x{i}" for i in range(n)), *(f"y{i}" for i in range(n))], "num_outputs": n,
+            "inplace": [[f"x{i}", f"y{i}"] for i in range(n)]}
+    return {"inputs": [{"name": f"x{i}", **t} for i in range(n)], "outputs": [{"name": f"y{i}", **t} for i in range(n)],
+            "values": values, "steps": [step], "arena_bytes": 64 * n}
+
+
+CRAFTED = {"live buffers": many_live_plan, "in-place pairs": many_pairs_plan}
+
+
+def _seconds(check, plan, repeat: int = 3) -> float:
+    import gc
+    import time
+
+    best = float("inf")
+    for _ in range(repeat):
+        gc.collect()
+        t0 = time.perf_counter()
+        check(plan)
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+@pytest.mark.parametrize("kind", list(CRAFTED))
+def test_a_large_crafted_plan_is_checked_in_n_log_n_time(kind):
+    """A guard against quadratic checks (a denial of service: a plan deflating to 110 KB took 19 s, one of 100k
+    buffers would take an hour): 4x the tensors may take at most 8x the time (quadratic: 16x), and 20k well under
+    the 2 minutes the quadratic check took."""
+    small, large = CRAFTED[kind](5_000), CRAFTED[kind](20_000)
+    t_small = _seconds(lambda p: check_plan(p, kind), small)
+    t_large = _seconds(lambda p: check_plan(p, kind), large)
+    assert t_large < 8 * t_small + 0.05 and t_large < 10, (t_small, t_large)
+    bad = CRAFTED[kind](20_000)  # and the sweep still finds an overlap among them: the last one over the first
+    last = max(bad["values"], key=lambda n: bad["values"][n]["offset"])
+    bad["values"][last]["offset"] = 64 if kind == "live buffers" else 128
+    with pytest.raises(ArtifactError, match="share arena bytes"):
+        check_plan(bad, kind)
+
+
+def test_a_far_buffer_cannot_make_the_arena_huge():
+    """A buffer at 2^45 with an arena to match lay inside it, so the first call allocated 32 TiB (MemoryError): the
+    arena may be no larger than all its tensors side by side (each rounded up to 256 bytes, Vulkan's alignment)."""
+    plan = many_live_plan(4)
+    check_plan(plan, "far")
+    plan["values"]["b3"]["offset"] = 1 << 45
+    plan["arena_bytes"] = (1 << 45) + 64
+    with pytest.raises(ArtifactError, match=r"arena_bytes 35184372088896 is more than its tensors need: more than all "
+                                            r"5 of them side by side, each rounded up to 256 bytes \(1280 bytes\)"):
+        check_plan(plan, "far")
+    plan["values"]["b3"]["offset"], plan["arena_bytes"] = 1024, 1280  # as far as the naive plan goes: accepted
+    check_plan(plan, "far")
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda p: p.__setitem__("steps", [p["steps"][0]] * ((1 << 20) + 1)), "'steps' has 1048577 entries"),
+    (lambda p: p["steps"][0].__setitem__("args", ["x"] * ((1 << 20) + 1)), "step 0: args has 1048577 arguments"),
+    (lambda p: p["steps"][0].__setitem__("inplace", [["x", "b0"]] * ((1 << 20) + 1)), "1048577 pairs"),
+    (lambda p: p["values"].update({f"v{i}": p["values"]["x"] for i in range(1 << 20)}), "'values' has 1048578"),
+    (lambda p: p.__setitem__("outputs", p["outputs"] * ((1 << 20) + 1)), "'outputs' has 1048577 entries"),
+])
+def test_counts_are_capped(edit, message):
+    """Values (and model inputs and outputs), steps, and each step's arguments and in-place pairs: at most 2^20."""
+    plan = many_live_plan(1)
+    edit(plan)
+    with pytest.raises(ArtifactError, match=r"\(at most 1048576\)") as e:
+        check_plan(plan, "big")
+    assert message in str(e.value)

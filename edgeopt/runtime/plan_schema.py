@@ -3,8 +3,9 @@
 ``check_schema`` turns an untrusted plan (any JSON: lists where dicts belong, bools, huge ints, junk) into a
 ``Plan`` whose fields can be used without further type checks, or raises ``ArtifactError`` naming the field. It
 never formats the untrusted data itself into a message beyond a short excerpt (``show``), never recurses into it,
-and resolves views iteratively, so no input makes it raise anything else. The semantic checks (bytes, steps,
-lifetimes) are in ``plan_check``.
+and resolves views iteratively, so no input makes it raise anything else. It bounds the counts of values, steps and
+each step's arguments and in-place pairs (``MAX_VALUES``, ``MAX_STEPS``, ``MAX_ARGS``), and takes time linear in
+the plan's size. The semantic checks (bytes, steps, lifetimes) are in ``plan_check``.
 """
 
 from __future__ import annotations
@@ -25,6 +26,11 @@ MAX_ELEMENTS = 1 << 40
 MAX_VIEW_DEPTH = 64
 #: the largest byte offset or arena size a plan may state
 MAX_BYTES = 1 << 50
+#: the most values (and model inputs, and model outputs) and steps a plan may have, and arguments (and in-place
+#: pairs) one step may have: every check is O(n log n) in the plan's size; these keep its size sane too
+MAX_VALUES = 1 << 20
+MAX_STEPS = 1 << 20
+MAX_ARGS = 1 << 20
 KINDS = ("input", "const", "buffer", "view")
 #: (model input/output dtype, dtype its buffer holds) pairs a target may differ by (Vulkan stores bool as i32)
 HELD_AS = {("bool", "i32")}
@@ -83,6 +89,9 @@ def check_schema(plan, what: str = "artifact") -> Plan:
     values, steps = _dict(plan["values"], what, "'values'"), _list(plan["steps"], what, "'steps'")
     p = Plan(what, values, steps, _list(plan["inputs"], what, "'inputs'"), _list(plan["outputs"], what, "'outputs'"),
              _int(plan["arena_bytes"], what, "'arena_bytes'", 0, MAX_BYTES))
+    for key, items, cap in (("values", values, MAX_VALUES), ("steps", steps, MAX_STEPS),
+                            ("inputs", p.inputs, MAX_VALUES), ("outputs", p.outputs, MAX_VALUES)):
+        _cap(p, f"{key!r}", len(items), cap, "entries")
     for name, info in values.items():
         _check_value(p, name, info)
     for name in values:
@@ -192,6 +201,7 @@ def _check_step(p: Plan, i: int, step) -> None:
     if not isinstance(step["kernel"], str) or not step["kernel"]:
         fail(p, f"{where}: kernel {show(step['kernel'])} is not a kernel name")
     args = _list(step["args"], p, f"{where}: args")
+    _cap(p, f"{where}: args", len(args), MAX_ARGS, "arguments")
     for a in args:
         if not isinstance(a, str) or a not in p.values:
             fail(p, f"{where}: argument {show(a)} is not a value of the plan")
@@ -200,9 +210,15 @@ def _check_step(p: Plan, i: int, step) -> None:
         fail(p, f"{where}: {step['num_outputs']} output(s) but {len(args)} argument(s)")
     if "node" in step and not isinstance(step["node"], str):
         fail(p, f"{where}: node {show(step['node'])} is not a name")
+    pairs = _list(step.get("inplace", []), p, f"{where}: inplace")
+    _cap(p, f"{where}: inplace", len(pairs), MAX_ARGS, "pairs")
+    if not pairs:
+        return
     ins, outs = Plan.split(step)
-    for pair in _list(step.get("inplace", []), p, f"{where}: inplace"):
-        if not isinstance(pair, list) or len(pair) != 2 or pair[0] not in ins or pair[1] not in outs:
+    ins, outs = set(ins), set(outs)  # membership in O(1): a step may have many pairs and many arguments
+    for pair in pairs:
+        if (not isinstance(pair, list) or len(pair) != 2 or not all(isinstance(n, str) for n in pair)
+                or pair[0] not in ins or pair[1] not in outs):
             fail(p, f"{where}: inplace pair {show(pair)} is not [an input argument, an output argument]")
 
 
@@ -216,6 +232,11 @@ def _list(x, p, where: str) -> list:
     if not isinstance(x, list):
         fail(p, f"{where} is {show(x)}, not a JSON array")
     return x
+
+
+def _cap(p, where: str, n: int, cap: int, what: str) -> None:
+    if n > cap:
+        fail(p, f"{where} has {n} {what} (at most {cap})")
 
 
 def _int(x, p, where: str, lo: int, hi: int) -> int:

@@ -74,3 +74,16 @@ def test_nan_cost_bench_times_both_builds_and_counts_nans(tmp_path):
         assert r["nan_ms"] > 0 and r["plain_ms"] > 0 and r["interval"][0] <= r["plain_over_nan"] <= r["interval"][1]
         nans = r["nan_outputs"]
         assert nans["nan"] == nans["torch"] > 0 and nans["plain"] < nans["torch"]  # the plain build drops NaN
+
+
+@pytest.mark.slow
+def test_cpu_levels_bench_times_every_level_this_cpu_runs(tmp_path):
+    from edgeopt.runtime.cpu_features import host_flags
+
+    res = _run("cpu_levels.py", ["--small", "mobilenet_v2", "--rounds", "2"], tmp_path)
+    (row,) = res["results"]
+    avx512 = "avx512f" in host_flags()
+    assert row["picked_level"] == ("v4" if avx512 else "v3")
+    assert set(row["median_ms"]) == ({"host", "v3", "v4"} if avx512 else {"host", "v3"})
+    assert all(t > 0 for t in row["median_ms"].values())
+    assert set(row["compile_seconds"]) == {"v3", "v4"} and row["artifact_bytes"] > row["v3_only_artifact_bytes"]

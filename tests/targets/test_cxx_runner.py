@@ -144,6 +144,11 @@ def _same_kernel(lines):
     _steps(lines)[2][1] = _steps(lines)[0][1]
 
 
+def _far_buffer(lines):  # inside an arena of 32 TiB: the runner tried to allocate it
+    _line(lines, "value", "linear")[4] = str(1 << 45)
+    _line(lines, "arena")[1] = str((1 << 45) + 64)
+
+
 #: edits of the tiny model's plan.txt (its buffers: linear, relu, sigmoid; the view: reshape of sigmoid) and what the
 #: runner says; before the checks, the first wrote past the end of the arena (exit 139)
 FLAT_ATTACKS = {
@@ -167,6 +172,7 @@ FLAT_ATTACKS = {
     "view of an unknown value": (_set("view", 2, "nope"), "not defined above"),
     "a value twice": (lambda lines: lines.insert(3, list(_line(lines, "value", "linear"))), "defined twice"),
     "arena far too large": (_set("arena", 1, str(1 << 45)), "larger than its tensors need"),
+    "far buffer, arena to match": (_far_buffer, "35184372088896 bytes, more than all 4 of them side by side"),
     "unknown record": (lambda lines: lines.append(["rm", "-rf", "/"]), "unknown record rm"),
     "trailing field": (lambda lines: _line(lines, "input").append("extra"), "unexpected 'extra'"),
     "old format": (lambda lines: lines.__setitem__(0, ["edgeopt-flat", "1"]), "not a flat plan of version 2"),
@@ -241,3 +247,51 @@ def test_multi_level_artifact_exports_each_level(host_device, tmp_path):
         np.testing.assert_allclose(outputs(flat, compiled)[0], want, rtol=1e-5, atol=1e-6)
     with pytest.raises(edgeopt.ArtifactError, match="no CPU level 'v9'"):
         cxx.export_flat(path, tmp_path / "flat-v9", level="v9")
+
+
+def _write_flat(d: Path, plan: dict) -> Path:
+    lines, blob = cxx.flat_plan(plan, {})
+    d.mkdir()
+    (d / "plan.txt").write_text("\n".join(lines) + "\n")
+    (d / "weights.bin").write_bytes(bytes(blob))
+    return d
+
+
+@pytest.mark.parametrize("kind", ["live buffers", "in-place pairs"])
+def test_runner_checks_a_large_crafted_plan_in_n_log_n_time(kind, host_device, tmp_path):
+    """As ``tests/test_plan_check.py``: the runner's own check of a crafted plan of 20k tensors in use together (or
+    20k in-place pairs of one step) took 97 s; 4x the tensors may now take at most 8x the time (quadratic: 16x).
+    Run without input files, so a plan that passes ends at the input count, before anything is loaded."""
+    import time
+
+    from tests.test_plan_check import CRAFTED
+
+    seconds = {}
+    for n in (5_000, 20_000):
+        flat = _write_flat(tmp_path / f"flat{n}", CRAFTED[kind](n))
+        best = float("inf")
+        for _ in range(3):
+            t0 = time.perf_counter()
+            proc = run_runner(host_device, flat, [])
+            best = min(best, time.perf_counter() - t0)
+            assert proc.returncode == 2 and f"takes {1 if kind == 'live buffers' else n} input file(s), got 0" in \
+                proc.stderr, proc.stderr
+        seconds[n] = best
+    assert seconds[20_000] < 8 * seconds[5_000] + 0.05 and seconds[20_000] < 10, seconds
+    bad = CRAFTED[kind](20_000)  # and the sweep still finds an overlap among them: the last one over the first
+    last = max(bad["values"], key=lambda n: bad["values"][n]["offset"])
+    bad["values"][last]["offset"] = 64 if kind == "live buffers" else 128
+    proc = run_runner(host_device, _write_flat(tmp_path / "bad", bad), [])
+    assert proc.returncode == 2 and "share arena bytes" in proc.stderr, proc.stderr
+
+
+def test_runner_caps_the_arguments_of_a_step(host_device, tmp_path):
+    from tests.test_plan_check import many_live_plan
+
+    flat = _write_flat(tmp_path / "flat", many_live_plan(1))
+    lines = (flat / "plan.txt").read_text().splitlines()
+    n = (1 << 20) + 1
+    lines = [" ".join(["step", "k", "1", str(n), *["x"] * n, "0"]) if ln.startswith("step ") else ln for ln in lines]
+    (flat / "plan.txt").write_text("\n".join(lines) + "\n")
+    proc = run_runner(host_device, flat, [])
+    assert proc.returncode == 2 and "more than 1048576 arguments" in proc.stderr, proc.stderr

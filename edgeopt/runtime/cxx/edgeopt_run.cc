@@ -21,8 +21,11 @@
 // aligned, with overflow-safe sizes; views the same dtype and bytes as their source; every name known; argument
 // counts consistent; kernels write buffers only, each once, before anything reads it; every output written;
 // each tensor's live range covers its uses; and no two tensors in use at one step share arena bytes, except a
-// step's in-place pair whose input dies there. A bad plan, a bad input file or a kernel refusing its arguments
-// ends the run with a message on stderr and exit status 2, never a crash.
+// step's in-place pair whose input dies there. The arena is no larger than all its tensors side by side (each
+// rounded up to 256 bytes, the largest alignment a target plans with), so no plan makes it allocate more than its
+// tensors' own bytes. Values, steps and each step's arguments and in-place pairs are at most 2^20, and every check
+// takes O(n log n) time in the plan's size. A bad plan, a bad input file or a kernel refusing its arguments ends the
+// run with a message on stderr and exit status 2, never a crash.
 #include <tvm/ffi/extra/module.h>
 #include <tvm/ffi/tvm_ffi.h>
 
@@ -41,6 +44,9 @@
 #include <set>
 #include <sstream>
 #include <string>
+#include <string_view>
+#include <unordered_map>
+#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -52,7 +58,11 @@ constexpr uint64_t kAlign = 64;
 constexpr uint64_t kMaxElements = uint64_t{1} << 40;  // per tensor: no size computation below can overflow
 constexpr uint64_t kMaxBytes = uint64_t{1} << 50;     // offsets and the arena
 constexpr uint64_t kArenaSlack = 256;                 // the arena may exceed its tensors' needs by this much
+constexpr uint64_t kMaxTargetAlign = 256;  // the largest alignment a target plans with (Vulkan/WebGPU)
 constexpr size_t kMaxRank = 32;
+constexpr size_t kMaxValues = size_t{1} << 20;  // values (and input, output records) in a plan
+constexpr size_t kMaxSteps = size_t{1} << 20;
+constexpr size_t kMaxArgs = size_t{1} << 20;  // arguments, and in-place pairs, of one step
 
 [[noreturn]] void Fail(const std::string& msg) {
   std::fprintf(stderr, "edgeopt_run: %s\n", msg.c_str());
@@ -136,7 +146,9 @@ class Fields {
 
 std::string Quote(const std::string& name) { return "'" + name.substr(0, 80) + "'"; }
 
-uint64_t Aligned(uint64_t nbytes) { return std::max(kAlign, (nbytes + kAlign - 1) / kAlign * kAlign); }
+uint64_t Aligned(uint64_t nbytes, uint64_t align = kAlign) {
+  return std::max(align, (nbytes + align - 1) / align * align);
+}
 
 void ReadShape(Fields& f, Value& v) {
   size_t rank = f.Uint("rank", kMaxRank);
@@ -153,6 +165,7 @@ void ReadShape(Fields& f, Value& v) {
 void ParseValue(Fields& f, bool view, Plan& p) {
   std::string name = f.Next("name");
   if (p.values.count(name)) Bad(f.where() + ": value " + Quote(name) + " is defined twice");
+  if (p.values.size() >= kMaxValues) Bad(f.where() + ": more than " + std::to_string(kMaxValues) + " values");
   Value v;
   if (view) {
     std::string src = f.Next("source");
@@ -186,13 +199,16 @@ void ParseValue(Fields& f, bool view, Plan& p) {
 }
 
 void ParseStep(Fields& f, Plan& p) {
+  if (p.steps.size() >= kMaxSteps) Bad(f.where() + ": more than " + std::to_string(kMaxSteps) + " steps");
   Step s;
   s.kernel = f.Next("kernel");
   s.num_outputs = f.Uint("number of outputs", kMaxBytes);
   size_t argc = f.Uint("argument count", f.Left());
+  if (argc > kMaxArgs) Bad(f.where() + ": more than " + std::to_string(kMaxArgs) + " arguments");
   if (s.num_outputs < 1 || s.num_outputs > argc) Bad(f.where() + ": the outputs are not among the arguments");
   for (size_t i = 0; i < argc; ++i) s.args.push_back(f.Next("argument"));
   size_t pairs = f.Uint("in-place pair count", f.Left() / 2);
+  if (pairs > kMaxArgs) Bad(f.where() + ": more than " + std::to_string(kMaxArgs) + " in-place pairs");
   for (size_t i = 0; i < pairs; ++i) {
     std::string src = f.Next("in-place input");
     s.inplace.emplace_back(src, f.Next("in-place output"));
@@ -222,7 +238,9 @@ Plan ReadPlan(const std::string& path) {
     } else if (kind == "step") {
       ParseStep(f, p);
     } else if (kind == "input" || kind == "output") {
-      (kind == "input" ? p.inputs : p.outputs).push_back(f.Next("name"));
+      auto& names = kind == "input" ? p.inputs : p.outputs;
+      if (names.size() >= kMaxValues) Bad(f.where() + ": more than " + std::to_string(kMaxValues) + " " + kind + "s");
+      names.push_back(f.Next("name"));
       f.End();
     } else {
       Bad(f.where() + ": unknown record " + kind.substr(0, 40));
@@ -240,7 +258,7 @@ const Value& Get(const Plan& p, const std::string& name, const std::string& wher
 
 // The plan's rules (as edgeopt/runtime/plan_check.py): see the header.
 void Validate(const Plan& p, uint64_t weights_bytes) {
-  uint64_t need = 0;
+  uint64_t need = 0, unshared = 0;
   for (auto& [name, v] : p.values) {
     if (v.kind == "const" && (v.offset > weights_bytes || v.nbytes > weights_bytes - v.offset))
       Bad("weight " + Quote(name) + " lies outside weights.bin");
@@ -248,8 +266,13 @@ void Validate(const Plan& p, uint64_t weights_bytes) {
     uint64_t end = v.offset + Aligned(v.nbytes);  // <= 2^50 + 2^43: no overflow
     if (end > p.arena_bytes) Bad("value " + Quote(name) + " lies outside the arena");
     need = std::max(need, end);
+    // all of them side by side, each rounded up to 256: the most the planner's arena takes (saturating past 2^50)
+    unshared = std::min(unshared + Aligned(v.nbytes, kMaxTargetAlign), kMaxBytes + 1);
   }
   if (p.arena_bytes > need + kArenaSlack) Bad("the arena is larger than its tensors need");
+  if (p.arena_bytes > unshared)
+    Bad("the arena is larger than its tensors need: " + std::to_string(p.arena_bytes) + " bytes, more than all " +
+        std::to_string(p.storage.size()) + " of them side by side (" + std::to_string(unshared) + " bytes)");
   std::set<std::string> listed;
   for (auto& name : p.inputs) {
     if (Get(p, name, "an input record").kind != "input" || !listed.insert(name).second)
@@ -285,9 +308,11 @@ void Validate(const Plan& p, uint64_t weights_bytes) {
         if (!writer.emplace(base, i).second) Bad(where + " writes " + Quote(s.args[k]) + " a second time");
       }
     }
+    if (s.inplace.empty()) continue;
+    std::unordered_set<std::string_view> ins(s.args.begin(), s.args.begin() + static_cast<std::ptrdiff_t>(num_in));
+    std::unordered_set<std::string_view> outs(s.args.begin() + static_cast<std::ptrdiff_t>(num_in), s.args.end());
     for (auto& [src, dst] : s.inplace) {
-      auto in_begin = s.args.begin(), in_end = s.args.begin() + static_cast<std::ptrdiff_t>(num_in);
-      if (std::find(in_begin, in_end, src) == in_end || std::find(in_end, s.args.end(), dst) == s.args.end())
+      if (!ins.count(src) || !outs.count(dst))
         Bad(where + ": an in-place pair is not (an input argument, an output argument)");
     }
   }
@@ -312,34 +337,56 @@ void Validate(const Plan& p, uint64_t weights_bytes) {
   std::set<std::pair<std::string, std::string>> shared;
   for (int64_t i = 0; i < num_steps; ++i) {
     const Step& s = p.steps[i];
+    if (s.inplace.empty()) continue;
     size_t num_in = s.args.size() - s.num_outputs;
+    std::unordered_map<std::string_view, size_t> reads;  // storage -> the step's arguments that read it
+    for (size_t k = 0; k < num_in; ++k) ++reads[p.values.at(s.args[k]).base];
     for (auto& [src, dst] : s.inplace) {
       const std::string &u = p.values.at(src).base, &w = p.values.at(dst).base;
       if (!first.count(u) || last[u] != i || writer[w] != i) continue;
-      size_t reads = 0;
-      for (size_t k = 0; k < num_in; ++k) reads += p.values.at(s.args[k]).base == u;
       const Value &a = p.values.at(src), &b = p.values.at(dst);
-      if (reads == 1 && a.dtype_name == b.dtype_name && a.shape == b.shape) shared.emplace(u, w);
+      if (reads[u] == 1 && a.dtype_name == b.dtype_name && a.shape == b.shape) shared.emplace(u, w);
     }
   }
-  // no two tensors in use at one step share a byte: a sweep over the steps
-  std::vector<std::string> order(p.storage);
-  std::sort(order.begin(), order.end(), [&](const std::string& a, const std::string& b) {
-    return std::make_pair(first[a], a) < std::make_pair(first[b], b);
+  // No two tensors in use at one step share a byte: a sweep over the steps, in O(n log n). Tensors start in order
+  // of (first step, name); before each starts, those whose last step is past are dropped. The live ones are kept by
+  // offset, in groups of one offset whose byte ranges are pairwise disjoint (the members of a group have the same
+  // bytes: an in-place pair), so a new tensor shares bytes with a live one iff it does with the group at the
+  // largest offset below its end.
+  std::vector<std::pair<int64_t, const std::string*>> order;
+  std::vector<std::vector<const std::string*>> ending(static_cast<size_t>(num_steps) + 1);
+  for (auto& name : p.storage) {
+    order.emplace_back(first[name], &name);
+    ending[static_cast<size_t>(last[name])].push_back(&name);  // last <= live last <= num_steps: checked above
+  }
+  std::sort(order.begin(), order.end(), [](const auto& a, const auto& b) {
+    return a.first != b.first ? a.first < b.first : *a.second < *b.second;
   });
-  std::vector<std::string> alive;
-  for (auto& t : order) {
-    alive.erase(std::remove_if(alive.begin(), alive.end(), [&](const std::string& a) { return last[a] < first[t]; }),
-                alive.end());
-    const Value& vt = p.values.at(t);
-    for (auto& a : alive) {
-      const Value& va = p.values.at(a);
-      if (vt.offset >= va.offset + Aligned(va.nbytes) || va.offset >= vt.offset + Aligned(vt.nbytes)) continue;
-      bool same = vt.offset == va.offset && vt.nbytes == va.nbytes;
-      if (same && (shared.count({a, t}) || shared.count({t, a}))) continue;
-      Bad("values " + Quote(a) + " and " + Quote(t) + " are in use at the same step and share arena bytes");
+  std::map<uint64_t, std::vector<const std::string*>> groups;  // offset -> the live tensors there
+  int64_t swept = 0;  // the tensors whose last step is before this one are dropped
+  for (auto& [start, t] : order) {
+    for (; swept < start; ++swept) {
+      for (const std::string* a : ending[static_cast<size_t>(swept)]) {
+        auto g = groups.find(p.values.at(*a).offset);
+        g->second.erase(std::find(g->second.begin(), g->second.end(), a));
+        if (g->second.empty()) groups.erase(g);
+      }
     }
-    alive.push_back(t);
+    const Value& vt = p.values.at(*t);
+    auto it = groups.lower_bound(vt.offset + Aligned(vt.nbytes));
+    if (it != groups.begin()) {
+      --it;
+      const Value& head = p.values.at(*it->second.front());
+      if (it->first + Aligned(head.nbytes) > vt.offset) {
+        for (const std::string* a : it->second) {
+          const Value& va = p.values.at(*a);
+          bool same = va.offset == vt.offset && va.nbytes == vt.nbytes;
+          if (!same || (!shared.count({*a, *t}) && !shared.count({*t, *a})))
+            Bad("values " + Quote(*a) + " and " + Quote(*t) + " are in use at the same step and share arena bytes");
+        }
+      }
+    }
+    groups[vt.offset].push_back(t);  // a new group, or an in-place pair: the same bytes as every tensor there
   }
 }
 
