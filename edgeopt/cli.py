@@ -166,15 +166,9 @@ def _names(path: str) -> list[str]:
 
 
 def _plan(data: bytes, what: str) -> dict:
-    from .runtime import strict_json
+    from .runtime.manifest_check import json_object
 
-    try:
-        plan = strict_json.loads(data)
-    except ValueError as e:
-        raise ArtifactError(f"{what}: plan.json is unreadable ({e})") from None
-    if not isinstance(plan, dict):
-        raise ArtifactError(f"{what}: plan.json is not a JSON object")
-    return plan
+    return json_object(data, what, "plan.json")
 
 
 if __name__ == "__main__":

@@ -58,14 +58,20 @@ def name_problem(name) -> str | None:
     return None
 
 
+def json_object(data: bytes, what: str, member: str) -> dict:
+    """The JSON object in ``member``'s bytes (strict: see ``strict_json``); ``ArtifactError`` naming the member."""
+    try:
+        obj = strict_json.loads(data)
+    except ValueError as e:
+        raise ArtifactError(f"{what}: {member} is unreadable ({e})") from None
+    if not isinstance(obj, dict):
+        raise ArtifactError(f"{what}: {member} is not a JSON object")
+    return obj
+
+
 def parse_manifest(data: bytes, what: str) -> dict:
     """The manifest in ``data``, checked (format and version first, then the schema above); ``ArtifactError``."""
-    try:
-        manifest = strict_json.loads(data)
-    except ValueError as e:
-        raise ArtifactError(f"{what}: {MANIFEST} is unreadable ({e})") from None
-    if not isinstance(manifest, dict):
-        raise ArtifactError(f"{what}: {MANIFEST} is not a JSON object: not an edgeopt artifact")
+    manifest = json_object(data, what, MANIFEST)
     check_format(manifest, what)
     _Checker(what).manifest(manifest)
     return manifest

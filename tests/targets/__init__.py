@@ -18,3 +18,14 @@ def needs(target: str, ok: bool, reason: str):
     if not ok and required(target):
         raise RuntimeError(f"EDGEOPT_REQUIRE_TARGETS includes {target!r}, but {reason}")
     return pytest.mark.skipif(not ok, reason=reason)
+
+
+def vulkan_probe() -> tuple[bool, str]:
+    """(whether wgpu finds a Vulkan device here, its description or why not)."""
+    from edgeopt.errors import ArtifactError
+    from edgeopt.runtime import vulkan
+
+    try:
+        return True, vulkan.adapter_description()
+    except ArtifactError as e:
+        return False, str(e)

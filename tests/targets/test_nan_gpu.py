@@ -18,22 +18,13 @@ import torch
 import torch.nn.functional as F
 
 import edgeopt
-from edgeopt.errors import ArtifactError
-from edgeopt.runtime import vulkan
 from edgeopt.runtime.artifact import read_artifact
-from tests.targets import needs
+from tests.targets import needs, vulkan_probe
 
 needs_nvcc = needs("cuda", bool(shutil.which("nvcc")), "nvcc is not installed (the CUDA 13 toolkit)")
 
 
-def _has_vulkan() -> tuple[bool, str]:
-    try:
-        return True, vulkan.adapter_description()
-    except ArtifactError as e:
-        return False, str(e)
-
-
-HAS_VULKAN, ADAPTER = _has_vulkan()
+HAS_VULKAN, ADAPTER = vulkan_probe()
 needs_vulkan = needs("vulkan", HAS_VULKAN, f"no Vulkan device: {ADAPTER}")
 
 

@@ -26,21 +26,14 @@ from edgeopt.runtime import vulkan
 from edgeopt.runtime.artifact import read_artifact
 from edgeopt.runtime.model import Model
 from tests.conftest import compile_zoo, rel_err, torch_outputs
-from tests.targets import needs
+from tests.targets import needs, vulkan_probe
 
 pytestmark = pytest.mark.vulkan
 TOL = 1e-4  # max abs error relative to the output's scale, as for the CPU targets
 F16_TOL = 5e-3  # precision="fp16": f16 weights and activations (measured: 1e-3 on the CNN and MiniLM)
 
 
-def _probe() -> tuple[bool, str]:
-    try:
-        return True, vulkan.adapter_description()
-    except ArtifactError as e:
-        return False, str(e)
-
-
-HAS_VULKAN, ADAPTER = _probe()
+HAS_VULKAN, ADAPTER = vulkan_probe()
 needs_vulkan = needs("vulkan", HAS_VULKAN, f"no Vulkan device: {ADAPTER}")
 
 
