@@ -139,9 +139,29 @@ def saved(tmp_path_factory):
     return paths, m, x
 
 
-def _load_as(monkeypatch, path, machine):
+_LOAD_LIBRARY = tvm_cpu.load_library
+
+
+class _UnloadedLibrary:
+    """Stands in for a kernel library built for features this machine's real CPU lacks: loading it (``dlopen``)
+    could already run its instructions. Looks like one: ``lib[kernel]`` is a function, never called here."""
+
+    def __getitem__(self, kernel):
+        return lambda *args: pytest.fail(f"kernel {kernel} of a library this CPU cannot run was called")
+
+
+def _load_as(monkeypatch, path, machine, level=None):
+    """Load ``path`` as on ``machine`` (its recorded flags); a library this CPU cannot run is never dlopen'ed."""
+    from edgeopt.runtime.artifact import read_artifact
+
     monkeypatch.setattr(tvm_cpu, "host_flags", lambda: flags(machine))
-    return edgeopt.load(str(path))
+    try:
+        picked = tvm_cpu.chosen_level(read_artifact(str(path))[0]["target"], level)
+    except ArtifactError:
+        picked = None  # refused: edgeopt.load says so below, before any library
+    cannot_run = picked and missing_features(picked["cpu_features"], "x86_64", cpu_features.host_flags())
+    monkeypatch.setattr(tvm_cpu, "load_library", (lambda data: _UnloadedLibrary()) if cannot_run else _LOAD_LIBRARY)
+    return edgeopt.load(str(path), level=level)
 
 
 @pytest.mark.parametrize("name, accepted_on, refused_on", [
