@@ -29,11 +29,18 @@ class Target:
         """SIMD lanes for one vector register of ``dtype_bits``-wide elements."""
         return 4
 
+    def vector_registers(self) -> int:
+        """Vector registers the schedules may plan register tiles for (half of them hold accumulators)."""
+        from ..lower.schedule_cpu import DEFAULT_REGISTERS
+
+        return DEFAULT_REGISTERS
+
     def schedule(self, func, op: str, lanes: int, attrs: dict | None = None):
-        """Schedule one kernel's PrimFunc (anchor op ``op``); returns (func, description). CPUs: ``schedule_cpu``."""
+        """Schedule one kernel's PrimFunc (anchor op ``op``); returns (func, description). CPUs: ``schedule_cpu``,
+        with this target's ``vector_registers``."""
         from ..lower.schedule_cpu import schedule_kernel
 
-        return schedule_kernel(func, op, lanes, attrs)
+        return schedule_kernel(func, op, lanes, attrs, self.vector_registers())
 
     def build(self, funcs: dict):
         """Compile the scheduled kernels (name -> PrimFunc) into what ``export_library`` writes."""

@@ -72,6 +72,9 @@ class X86Target(Target):
         bits = 512 if "avx512f" in self.features else 256 if "avx2" in self.features else 128
         return bits // dtype_bits
 
+    def vector_registers(self) -> int:
+        return 32 if "avx512f" in self.features else 16  # AVX-512: zmm0-31; AVX2 and SSE: 16
+
     def check_toolchain(self) -> None:
         if not (shutil.which(os.environ.get("CXX", "g++")) or shutil.which("gcc") or shutil.which("cc")):
             raise TargetError(f"target {self.name!r} needs a C compiler to link kernels (gcc/g++/cc): "

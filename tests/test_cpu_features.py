@@ -240,3 +240,27 @@ def test_host_mattr_on_aarch64_follows_the_hwcaps():
     assert host_mattr("cortex-a76", flags(A72), "aarch64") == ["-dotprod", "-fullfp16", "-rdm"]
     assert host_mattr("cortex-a76", flags(A76), "aarch64") == []
     assert host_mattr("cortex-a72", flags(A76), "aarch64") == ["+dotprod", "+fullfp16", "+rdm"]
+
+
+def test_register_tiles_follow_the_targets_registers():
+    """The schedules size register tiles from the target's vector registers (half of them accumulators, at most the
+    measured best 8), never from the build machine's: a target with 8 registers gets smaller pixel runs."""
+    from edgeopt.lower.schedule_cpu import _tile_shape
+
+    assert get_target("x86-64-v3").vector_registers() == 16 and get_target("x86-64-v4").vector_registers() == 32
+    blocked = {"layout": "NCHWc", "groups": 4}  # a depthwise-like blocked kernel: a run of output pixels unrolled
+    ext = [1, 4, 14, 16, 8]
+    assert _tile_shape("conv2d", blocked, ext, 8, accumulators=8)[2] == [(3, 8)]
+    assert _tile_shape("conv2d", blocked, ext, 8, accumulators=4)[2] == [(3, 4)]
+
+
+def test_targets_pass_their_registers_to_the_schedule(monkeypatch):
+    import edgeopt.lower.schedule_cpu as schedule_cpu
+
+    seen = []
+    monkeypatch.setattr(schedule_cpu, "schedule_kernel", lambda func, op, lanes, attrs, registers: seen.append(
+        (lanes, registers)) or (func, ""))
+    for target in ("x86-64-v3", "x86-64-v4"):
+        t = get_target(target)
+        t.schedule(None, "relu", t.vector_lanes(32))
+    assert seen == [(8, 16), (16, 32)]

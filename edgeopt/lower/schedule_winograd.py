@@ -13,16 +13,14 @@ from __future__ import annotations
 
 from tvm.s_tir import Schedule
 
-from .schedule_cpu import _divisor_at_most
+from .schedule_cpu import DEFAULT_REGISTERS, _divisor_at_most
 
 #: the rule's stages (``rules/winograd.py``)
 STAGES = ("wino_rows", "wino_in", "wino_gemm", "wino_cols", "conv2d_winograd")
-#: accumulator vectors of the products' register tile (AVX2 has 16 registers; the rest feed the FMAs)
-_MAX_ACCUMULATORS = 8
-
-
-def schedule_winograd(sch: Schedule, attrs: dict) -> str:
-    """Schedule the conv2d_winograd kernel in ``sch`` (tile ``attrs["tile"]``); returns its description."""
+def schedule_winograd(sch: Schedule, attrs: dict, accumulators: int = DEFAULT_REGISTERS // 2) -> str:
+    """Schedule the conv2d_winograd kernel in ``sch`` (tile ``attrs["tile"]``), with at most ``accumulators``
+    accumulator vectors in the products' register tile (half the target's vector registers; the rest feed the
+    FMAs); returns its description."""
     m = attrs["tile"]
     a = m + 2
     block = _input_block(sch)
@@ -63,7 +61,7 @@ def schedule_winograd(sch: Schedule, attrs: dict) -> str:
     sch.unroll(s)
     sch.vectorize(cb)
     sch.parallel(row)
-    return f"winograd(F{m}x{m},{_tile_products(sch, gemm, _last_dim(sch, 1))})"
+    return f"winograd(F{m}x{m},{_tile_products(sch, gemm, _last_dim(sch, 1), accumulators)})"
 
 
 def _transform_at(sch: Schedule, name: str, loop) -> None:
@@ -92,15 +90,15 @@ def _last_dim(sch: Schedule, arg: int) -> int:
     return int(sch.mod["main"].params[arg].shape[-1])
 
 
-def _tile_products(sch: Schedule, gemm, v: int) -> str:
+def _tile_products(sch: Schedule, gemm, v: int, accumulators: int) -> str:
     """Register-tile the products M[e, p, k] of one task: ``rows`` tiles x ``vecs`` vectors of ``v`` channels
     (``v``: the weight's panel width, the output's channel block)."""
     e, p, k, c = sch.get_loops(gemm)[-4:]
     tiles, channels = (int(sch.get(lp).extent) for lp in (p, k))
-    rows = _divisor_at_most(tiles, _MAX_ACCUMULATORS - 1)
+    rows = _divisor_at_most(tiles, accumulators - 1)
     if rows < 4 < tiles:  # a prime-ish count (13 tiles): 4 rows with a predicated tail beat 1-row tiles
         rows = 4
-    vecs = 2 if rows <= _MAX_ACCUMULATORS // 2 and channels % (2 * v) == 0 else 1
+    vecs = 2 if rows <= accumulators // 2 and channels % (2 * v) == 0 else 1
     ko, ki = sch.split(k, [None, vecs * v])
     po, pi = sch.split(p, [None, rows])
     kj, kl = sch.split(ki, [None, v])
