@@ -139,30 +139,21 @@ def sign(path: str, key: str, out: str | None = None) -> str:
 def verify(path: str, keys: list[str] | None = None, sha256: str | None = None) -> str:
     """``edgeopt verify``: every hash, and the signature (``keys``) or the pinned file hash, without loading any
     library; with neither, it lists who signed the artifact (unverified)."""
-    from .runtime.artifact import hash_only, read_artifact
+    from .runtime.artifact import every_member, hash_only, read_artifact
     from .runtime.manifest_check import SIGNATURE
     from .runtime.signing import decode
 
     what = f"artifact {path!r}"
-    names = _names(path)
-    read_artifact(path, what, consumers=dict.fromkeys(names, hash_only), trusted_keys=keys or None, sha256=sha256)
+    read_artifact(path, what, consumers=every_member(hash_only), trusted_keys=keys or None, sha256=sha256)
     checked = [x for x, given in (("signature", keys), ("sha256", sha256)) if given]
     text = f"{path}: intact (hashes of every member match its manifest)"
     if checked:
         return text + f"; {' and '.join(checked)} verified"
-    if SIGNATURE not in names:
-        return text + "; not signed (a hash in the file proves no origin: sign it, or pin its sha256)"
     with zipfile.ZipFile(path) as z:
+        if SIGNATURE not in z.namelist():
+            return text + "; not signed (a hash in the file proves no origin: sign it, or pin its sha256)"
         signers = [kid for kid, _ in decode(z.read(SIGNATURE), what)]
     return text + f"; signed by {', '.join(signers)} (not verified: give --key)"
-
-
-def _names(path: str) -> list[str]:
-    try:
-        with zipfile.ZipFile(path) as z:
-            return z.namelist()
-    except (OSError, zipfile.BadZipFile, ValueError):
-        return []  # read_artifact says what is wrong
 
 
 def _plan(data: bytes, what: str) -> dict:

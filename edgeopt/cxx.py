@@ -59,7 +59,7 @@ def flat_plan(plan: dict, weights: dict[str, np.ndarray]) -> tuple[list[str], by
     lines = [f"edgeopt-flat {FLAT_VERSION}", f"arena {int(plan['arena_bytes'])}"]
     blob, views = bytearray(), []
     for name, info in plan["values"].items():
-        dims = " ".join(str(int(d)) for d in [len(info["shape"]), *info["shape"]])
+        dims = _dims(info)
         _check_name(name)
         if info["kind"] == "const":
             blob += bytes(-len(blob) % ALIGN)
@@ -72,8 +72,7 @@ def flat_plan(plan: dict, weights: dict[str, np.ndarray]) -> tuple[list[str], by
             views.append(name)
     for name in sorted(views, key=lambda v: _view_depth(v, plan["values"])):  # each after its source
         info = plan["values"][name]
-        dims = " ".join(str(int(d)) for d in [len(info["shape"]), *info["shape"]])
-        lines.append(f"view {name} {info['of']} {info['dtype']} {dims}")
+        lines.append(f"view {name} {info['of']} {info['dtype']} {_dims(info)}")
     for s in plan["steps"]:
         _check_name(s["kernel"])
         pairs = s.get("inplace", [])
@@ -81,6 +80,11 @@ def flat_plan(plan: dict, weights: dict[str, np.ndarray]) -> tuple[list[str], by
                                str(len(pairs)), *(n for pair in pairs for n in pair)]))
     lines += [f"input {i['name']}" for i in plan["inputs"]] + [f"output {o['name']}" for o in plan["outputs"]]
     return lines, blob
+
+
+def _dims(info: dict) -> str:
+    """A value's rank and dims as plan.txt writes them."""
+    return " ".join(str(int(d)) for d in [len(info["shape"]), *info["shape"]])
 
 
 def build_runner(out_path: str | os.PathLike, target: str = "host") -> Path:

@@ -18,8 +18,8 @@ import zipfile
 
 from .errors import ArtifactError
 from .runtime import signing
-from .runtime.artifact import MANIFEST, SIGNATURE, hash_only, read_artifact
-from .runtime.zip_members import CHUNK, ZIP_ERRORS
+from .runtime.artifact import MANIFEST, SIGNATURE, every_member, hash_only, read_artifact
+from .runtime.zip_members import CHUNK
 
 
 def keygen(private_path: str | os.PathLike, public_path: str | os.PathLike | None = None,
@@ -80,12 +80,7 @@ def sign(path: str | os.PathLike, key, out: str | os.PathLike | None = None, pas
     path = os.fspath(path)
     out = os.fspath(out) if out is not None else path
     what = f"artifact {path!r}"
-    try:
-        with zipfile.ZipFile(path) as z:
-            names = z.namelist()
-    except ZIP_ERRORS:
-        names = []  # read_artifact says what is wrong
-    read_artifact(path, what, consumers=dict.fromkeys(names, hash_only))  # verified, the members hashed, not kept
+    read_artifact(path, what, consumers=every_member(hash_only))  # verified, the members hashed, not kept
     kid = signing.key_id(key.public_key())
     with zipfile.ZipFile(path) as zin:
         manifest_bytes = zin.read(MANIFEST)  # verified above; at most MAX_MANIFEST_BYTES

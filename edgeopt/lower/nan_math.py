@@ -28,18 +28,11 @@ import tvm
 import tvm_ffi
 from tvm import te
 
-
-def dtype_of(e) -> str:
-    ty = getattr(e, "ty", None)
-    return str(ty) if ty is not None else str(e.dtype)
+from .rules._te import const, dtype_of
 
 
 def is_float(dtype: str) -> bool:
     return str(dtype).startswith(("float", "bfloat"))
-
-
-def _const(value, dtype: str):
-    return tvm.tirx.const(value, dtype)
 
 
 def lower_bound(x, lo):
@@ -58,7 +51,7 @@ def upper_bound(x, hi):
 
 def relu(x):
     """``max(x, 0)`` as torch has it: NaN -> NaN, -0.0 -> -0.0."""
-    return lower_bound(x, _const(0, dtype_of(x)))
+    return lower_bound(x, const(0, dtype_of(x)))
 
 
 def clamp(x, lo=None, hi=None):
@@ -66,9 +59,9 @@ def clamp(x, lo=None, hi=None):
     ``hi`` everywhere, as in torch."""
     dt = dtype_of(x)
     if lo is not None:
-        x = lower_bound(x, _const(lo, dt))
+        x = lower_bound(x, const(lo, dt))
     if hi is not None:
-        x = upper_bound(x, _const(hi, dt))
+        x = upper_bound(x, const(hi, dt))
     return x
 
 
@@ -82,7 +75,7 @@ def isnan(x):
     if dtype_of(x) not in _BITS:
         x = x.astype("float32")
     ity, mask, inf = _BITS[dtype_of(x)]
-    return tvm.tirx.bitwise_and(tvm.tirx.reinterpret(ity, x), _const(mask, ity)) > _const(inf, ity)
+    return tvm.tirx.bitwise_and(tvm.tirx.reinterpret(ity, x), const(mask, ity)) > const(inf, ity)
 
 
 def maximum(a, b):
@@ -104,12 +97,12 @@ def minimum(a, b):
 def lowest(dtype: str):
     """The identity of a max: -inf for floats (so that a max over -inf values is -inf, not the lowest
     finite float), the smallest value for integers."""
-    return _const(-math.inf, dtype) if is_float(dtype) else tvm.tirx.min_value(dtype)
+    return const(-math.inf, dtype) if is_float(dtype) else tvm.tirx.min_value(dtype)
 
 
 def highest(dtype: str):
     """The identity of a min: +inf for floats, the largest value for integers."""
-    return _const(math.inf, dtype) if is_float(dtype) else tvm.tirx.max_value(dtype)
+    return const(math.inf, dtype) if is_float(dtype) else tvm.tirx.max_value(dtype)
 
 
 #: reducers for ``te.compute(..., lambda ...: max_reduce(expr, axis=[...]))``; NaN anywhere gives NaN

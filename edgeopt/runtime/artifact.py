@@ -91,6 +91,11 @@ def hash_only(stream) -> None:
     return None
 
 
+def every_member(consumer: Callable) -> Callable:
+    """``consumers`` for ``read_artifact`` that give every member the manifest lists to ``consumer``."""
+    return lambda manifest: dict.fromkeys(manifest["members"], consumer)
+
+
 def _read(z: zipfile.ZipFile, what: str, consumers: dict, keys) -> tuple[dict, dict]:
     entries = zip_members.entries(z, what)
     if MANIFEST not in entries:

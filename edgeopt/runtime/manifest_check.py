@@ -5,8 +5,8 @@ runners read has the type they expect, so none of them indexes into unchecked JS
     edgeopt_version   str                              tvm_version, tvm_ffi_version   str
     target            {name: str, runtime: str, precision?: str, arch?: str, mcpu?: str|null,
                        cpu_features?: [str], num_threads?: int, cuda_arch?: str, compute_capability?: [int, int],
-                       backend?: str, levels?: [{level?: str|null, arch?, mcpu?, cpu_features?, num_threads?,
-                       plan?, library?, weights?: names of listed members}], ...}  (other keys: any JSON)
+                       backend?: str, levels?: non-empty [{level: str, arch?, mcpu?, cpu_features?, num_threads?,
+                       plan, library, weights?: names of listed members, each its own}], ...}  (other keys: any JSON)
     inputs, outputs   [{name: str, dtype: one of the IR's dtypes, shape: [int >= 0]}]
     members           {name: {sha256: 64 lowercase hex digits, size: int >= 0}}: plan.json and weights.safetensors
                       among them; names are relative paths of letters, digits and ``._+-@=,``
@@ -142,15 +142,15 @@ class _Checker:
         if cc is not None and (len(cc) != 2 or not all(_is_int(v) and 0 <= v < 1000 for v in cc)):
             self.fail("target.compute_capability", f"is not [major, minor] ({_short(cc)})")
         used: set[str] = set()
-        for i, level in enumerate(self.typed(t, "levels", list, "target", required=False) or []):
+        levels = self.typed(t, "levels", list, "target", required=False)
+        if levels == []:
+            self.fail("target.levels", "is empty")
+        for i, level in enumerate(levels or []):
             path = f"target.levels[{i}]"
             if not isinstance(level, dict):
                 self.fail(path, f"has type {type(level).__name__}")
-            self.typed(level, "level", (str, type(None)), path, required=False)
-            self.typed(level, "arch", str, path, required=False)
-            self.cpu(level, path)
             for key in ("plan", "library", "weights"):
-                name = self.typed(level, key, str, path, required=False)
+                name = self.typed(level, key, str, path, required=key != "weights")
                 if name is None:
                     continue
                 if name not in members:
@@ -158,6 +158,9 @@ class _Checker:
                 if not _LEVEL_MEMBER[key].fullmatch(name) or name in used:
                     self.fail(f"{path}.{key}", f"names {_short(name)}, which is not a {key} member of its own")
                 used.add(name)
+            self.typed(level, "level", str, path)
+            self.typed(level, "arch", str, path, required=False)
+            self.cpu(level, path)
 
     def cpu(self, obj: dict, path: str) -> None:
         """The CPU fields of the target or of one of its levels."""

@@ -36,11 +36,14 @@ class Model:
             target = manifest["target"]
             if target.get("runtime") != "vulkan":  # Vulkan runs WGSL, without TVM
                 check_tvm_version(manifest, what, "this runtime")
-            check_device(target)
-            if level is not None and target.get("runtime") != "cpu":
-                raise ArtifactError(f"level={level!r} picks a CPU level; {what} is for {target.get('name')!r}")
             #: which of the artifact's CPU levels runs here (the artifact itself when it has one): its members
-            self.level = tvm_cpu.chosen_level(target, level) if target.get("runtime") == "cpu" else target
+            if target.get("runtime") == "cpu":
+                self.level = tvm_cpu.chosen_level(target, level)  # the device check, and the level it picks
+            elif level is not None:
+                raise ArtifactError(f"level={level!r} picks a CPU level; {what} is for {target.get('name')!r}")
+            else:
+                check_device(target)
+                self.level = target
             used = {self.level.get("plan", "plan.json"), self.level.get("library", "kernels.so"),
                     _ir_member(self.level), *_DEVICE_MEMBERS.get(target.get("runtime"), ())}
             weights = {"weights.safetensors", self.level.get("weights", "weights.safetensors")}
@@ -89,13 +92,8 @@ class Model:
                 except (AttributeError, KeyError, TypeError, RuntimeError):
                     raise ArtifactError(f"{what}: the plan runs kernel {step['kernel']!r}, which its kernel library "
                                         "does not hold (damaged)") from None
-        self._consts = {}
-        for name, info in self.plan["values"].items():
-            if info["kind"] == "const":
-                arr = weights.get(name)
-                if arr is None or list(arr.shape) != list(info["shape"]) or arr.dtype != NP_DTYPES[info["dtype"]]:
-                    raise ArtifactError(f"{what}: weight {name!r} is missing or does not match the plan")
-                self._consts[name] = arr
+        # every planned constant is in ``weights`` with its shape and dtype (check_plan)
+        self._consts = {name: weights[name] for name, info in self.plan["values"].items() if info["kind"] == "const"}
         del members, weights
         self._local = threading.local()
         self.inputs = self.plan["inputs"]
@@ -265,15 +263,10 @@ class _Context:
         self._arrays = arrays  # keep the memory alive while the tensors point at it
 
     def _place(self, info: dict) -> np.ndarray:
+        """The tensor's view of the arena (``check_plan`` has checked its offset is aligned and inside it)."""
         dtype = np.dtype(NP_DTYPES[info["dtype"]])
-        if "offset" not in info:  # a plan without a memory plan: a buffer of its own
-            return tvm_cpu.aligned_empty(info["shape"], dtype)
-        count = int(np.prod(info["shape"], dtype=np.int64))
-        off = int(info["offset"])
-        if off % tvm_cpu.ALIGN or off + count * dtype.itemsize > self.arena.nbytes:
-            raise ArtifactError(f"plan places a tensor at bytes {off}..{off + count * dtype.itemsize}, outside "
-                                f"the arena of {self.arena.nbytes} bytes or misaligned")
-        return self.arena[off : off + count * dtype.itemsize].view(dtype).reshape(info["shape"])
+        off, nbytes = int(info["offset"]), int(np.prod(info["shape"], dtype=np.int64)) * dtype.itemsize
+        return self.arena[off : off + nbytes].view(dtype).reshape(info["shape"])
 
 
 def _resolve_view(name, values, arrays):
@@ -314,10 +307,7 @@ def read_cpu_artifact(source, what: str, user: str, *, trusted_keys=None, sha256
         lib = members[chosen.get("library", "kernels.so")]
     except (KeyError, ValueError) as e:
         raise ArtifactError(f"{what}: plan, weights or kernel library unreadable ({e})") from None
-    check_plan(plan, what, weights)  # types, bytes, steps and lifetimes: safe for any runner
-    missing = [n for n, v in plan["values"].items() if v["kind"] == "const" and n not in weights]
-    if missing:
-        raise ArtifactError(f"{what}: weights {missing[:5]} of the plan are not in weights.safetensors")
+    check_plan(plan, what, weights)  # types, bytes, steps and lifetimes, every weight present: safe for any runner
     return manifest, plan, weights, lib
 
 

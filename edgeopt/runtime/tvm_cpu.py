@@ -85,9 +85,9 @@ def as_tensor(arr: np.ndarray):
     return tvm_ffi.from_dlpack(arr, require_alignment=ALIGN, require_contiguous=True)
 
 
-def check_device(target: dict) -> None:
-    """Refuse an artifact built for another machine kind, or for CPU features this CPU lacks (every level of a
-    multi-level artifact: ``select_level``)."""
+def check_device(target: dict) -> dict:
+    """Refuse an artifact built for another machine kind, or for CPU features this CPU lacks; returns the level this
+    CPU runs (the best of a multi-level artifact: ``select_level``)."""
     if target.get("runtime") != "cpu":
         raise ArtifactError(f"this artifact targets {target.get('name')!r} (runtime {target.get('runtime')!r}); "
                             "the CPU runtime cannot run it")
@@ -95,25 +95,27 @@ def check_device(target: dict) -> None:
     if target.get("arch") and target["arch"] != arch:
         raise ArtifactError(f"this artifact was compiled for {target['arch']} ({target.get('name')}), "
                             f"but this machine is {arch}: recompile for this device")
-    select_level(target, arch, host_flags())
+    return select_level(target, arch, host_flags())
 
 
 def chosen_level(target: dict, name: str | None = None) -> dict:
-    """The level of a CPU artifact that this CPU runs (``select_level`` with this CPU's features), or the level
-    ``name`` of a multi-level artifact if this CPU runs it."""
-    chosen = target if name is None else {"levels": [named_level(target, name)]}
-    return select_level(chosen, platform.machine(), host_flags())
+    """The level of a CPU artifact that this CPU runs (``check_device``), or the level ``name`` of a multi-level
+    artifact if this CPU runs it."""
+    best = check_device(target)
+    return best if name is None else select_level({"levels": [named_level(target, name)]}, platform.machine(),
+                                                  host_flags())
 
 
 def named_level(target: dict, name: str | None) -> dict:
     """The level ``name`` of a CPU artifact (``None``: its least demanding one, which every CPU that runs the
-    artifact runs), without checking this CPU; ``ArtifactError`` if there is no such level."""
-    levels = _checked_levels(target)
+    artifact runs), without checking this CPU; ``ArtifactError`` if there is no such level. (The manifest's schema,
+    ``manifest_check``, has checked the levels' fields.)"""
+    levels = target.get("levels", [target])
     if name is None:
         return levels[-1]
-    named = [lv for lv in levels if "levels" in target and lv.get("level") == name]
+    named = [lv for lv in levels if "levels" in target and lv["level"] == name]
     if not named:
-        have = [lv.get("level") for lv in levels if "levels" in target]
+        have = [lv["level"] for lv in levels if "levels" in target]
         why = f"its levels: {have}" if have else "it has one level: load it without level="
         raise ArtifactError(f"this artifact has no CPU level {name!r} ({why})")
     return named[0]
@@ -123,7 +125,7 @@ def select_level(target: dict, arch: str, cpu_flags: set[str]) -> dict:
     """The best CPU level of ``target`` that a CPU with the Linux feature ``cpu_flags`` runs: the first entry of
     ``target["levels"]`` (best first) whose features it has, or the target itself for a single-level artifact.
     ``ArtifactError`` naming the missing features (of the least demanding level) when it runs none."""
-    levels = _checked_levels(target)
+    levels = target.get("levels", [target])
     for level in levels:
         if not missing_features(level.get("cpu_features", []), arch, cpu_flags):
             return level
@@ -132,21 +134,3 @@ def select_level(target: dict, arch: str, cpu_flags: set[str]) -> dict:
     raise ArtifactError(f"this artifact was compiled for a CPU with {', '.join(missing)} (mcpu={last.get('mcpu')}), "
                         "which this CPU lacks: running it would crash (illegal instruction). Recompile on or for "
                         "this CPU (target='host'), or for a level it has (target='x86-64-v3').")
-
-
-
-def _checked_levels(target: dict) -> list[dict]:
-    """``target["levels"]`` (or ``[target]``) after checking its shape: dicts with a list of feature names and, in a
-    multi-level artifact, the level's name and its plan and library members (``ArtifactError`` otherwise)."""
-    levels = target.get("levels", [target])
-    if not isinstance(levels, list) or not levels or not all(isinstance(lv, dict) for lv in levels):
-        raise ArtifactError("the manifest's target levels are damaged (not a list of CPU levels)")
-    for lv in levels:
-        feats = lv.get("cpu_features", [])
-        if not isinstance(feats, list) or not all(isinstance(f, str) for f in feats):
-            raise ArtifactError("the manifest's target records its CPU features in an unknown form")
-        members = [lv.get(k) for k in ("level", "plan", "library")] + [lv.get("weights", "")]
-        if "levels" in target and not all(isinstance(m, str) and m for m in members[:3] + [members[3] or "-"]):
-            raise ArtifactError(f"the manifest's CPU level {lv.get('level')!r} is damaged (its name, plan or library "
-                                "member is missing)")
-    return levels

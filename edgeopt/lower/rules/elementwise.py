@@ -81,8 +81,7 @@ def _div(a, b):
 
 BINARY = {
     "add": lambda a, b: a + b, "sub": lambda a, b: a - b, "mul": lambda a, b: a * b, "div": _div,
-    "pow": lambda a, b: te.power(a, b), "maximum": lambda a, b: nan_math.maximum(a, b),
-    "minimum": lambda a, b: nan_math.minimum(a, b),
+    "pow": lambda a, b: te.power(a, b), "maximum": nan_math.maximum, "minimum": nan_math.minimum,
     "eq": lambda a, b: a == b, "ne": lambda a, b: a != b, "lt": lambda a, b: a < b,
     "le": lambda a, b: a <= b, "gt": lambda a, b: a > b, "ge": lambda a, b: a >= b,
     "logical_and": lambda a, b: tvm.tirx.And(a, b), "logical_or": lambda a, b: tvm.tirx.Or(a, b),
