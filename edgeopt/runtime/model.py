@@ -263,10 +263,15 @@ class _Context:
         self._arrays = arrays  # keep the memory alive while the tensors point at it
 
     def _place(self, info: dict) -> np.ndarray:
-        """The tensor's view of the arena (``check_plan`` has checked its offset is aligned and inside it)."""
         dtype = np.dtype(NP_DTYPES[info["dtype"]])
-        off, nbytes = int(info["offset"]), int(np.prod(info["shape"], dtype=np.int64)) * dtype.itemsize
-        return self.arena[off : off + nbytes].view(dtype).reshape(info["shape"])
+        if "offset" not in info:  # a plan without a memory plan: a buffer of its own
+            return tvm_cpu.aligned_empty(info["shape"], dtype)
+        count = int(np.prod(info["shape"], dtype=np.int64))
+        off = int(info["offset"])
+        if off % tvm_cpu.ALIGN or off + count * dtype.itemsize > self.arena.nbytes:
+            raise ArtifactError(f"plan places a tensor at bytes {off}..{off + count * dtype.itemsize}, outside "
+                                f"the arena of {self.arena.nbytes} bytes or misaligned")
+        return self.arena[off : off + count * dtype.itemsize].view(dtype).reshape(info["shape"])
 
 
 def _resolve_view(name, values, arrays):

@@ -224,7 +224,10 @@ class VulkanContext:
                 data = _words(np.ascontiguousarray(model._consts[name]).tobytes())
                 where[name] = (self.device.create_buffer_with_data(data=data, usage=usage), 0, size)
             elif info["kind"] in ("input", "buffer"):
-                off = int(info["offset"])  # inside the arena (check_plan); aligned for this device?
+                if "offset" not in info:  # a plan without a memory plan: a buffer of its own
+                    where[name] = (self.device.create_buffer(size=_padded(size), usage=usage), 0, size)
+                    continue
+                off = int(info["offset"])
                 if off % align or off + size > self.arena.size:
                     raise ArtifactError(f"plan places {name!r} at bytes {off}..{off + size}, outside the arena of "
                                         f"{self.arena.size} bytes or not a multiple of this device's {align}")
