@@ -26,6 +26,14 @@ from .errors import (  # noqa: E402
 from .runtime import load  # noqa: E402
 
 
+def __getattr__(name):
+    if name in ("QuantConfig", "QuantizationError"):  # lazily: importing edgeopt stays light for the runtime
+        from . import quant
+
+        return getattr(quant, name)
+    raise AttributeError(f"module 'edgeopt' has no attribute {name!r}")
+
+
 def compile(model, example_inputs, target="host", **options):
     """Compile ``model`` for ``target``; see :func:`edgeopt.api.compile`."""
     from .api import compile as _compile

@@ -79,11 +79,14 @@ class CompiledModel:
 
 def compile(model, example_inputs: Sequence, target="host", *, opt_level: int = 2,
             passes: Sequence | None = None, disable: Sequence[str] = (), dynamic_shapes=None,
-            tuning_db: str | os.PathLike | None = None, **target_options) -> CompiledModel:
+            tuning_db: str | os.PathLike | None = None, quantize=None, calibration_data=None,
+            **target_options) -> CompiledModel:
     """Compile ``model`` (a torch.nn.Module) for ``target`` at the shapes of ``example_inputs``.
 
     ``passes`` replaces the pipeline that ``opt_level`` picks; ``disable`` removes passes from it.
     ``tuning_db`` (a file written by ``edgeopt.tune``) gives tuned schedules to the kernels it has records for.
+    ``quantize`` is a mode ("int8", "int8-dynamic", "int8-weight", "int4-weight") or an ``edgeopt.QuantConfig``;
+    static "int8" needs ``calibration_data``: an iterable of input batches like ``example_inputs`` (e.g. 64 images).
     """
     from .errors import UnsupportedModelError
     from .frontend import from_torch
@@ -98,22 +101,29 @@ def compile(model, example_inputs: Sequence, target="host", *, opt_level: int = 
         example_inputs = (example_inputs,)
     graph = from_torch(model, example_inputs)
     return compile_graph(graph, tgt, opt_level=opt_level, passes=passes, disable=disable,
-                         frontend_seconds=time.perf_counter() - t0, tuning_db=tuning_db)
+                         frontend_seconds=time.perf_counter() - t0, tuning_db=tuning_db, quantize=quantize,
+                         calibration_data=calibration_data)
 
 
 def optimize_graph(graph, tgt, *, opt_level: int = 2, passes: Sequence | None = None,
-                   disable: Sequence[str] = ()) -> list[dict]:
-    """Verify the traced graph and run the pass pipeline on it (in place); returns the passes' records."""
+                   disable: Sequence[str] = (), quantization=None) -> list[dict]:
+    """Verify the traced graph and run the pass pipeline on it (in place); returns the passes' records.
+    ``quantization`` (``edgeopt.quant.setup.quantization_pass``) is the configured quantization pass, if any."""
     from .ir import verify
     from .pipeline import resolve, run_passes
 
     verify(graph)
-    return run_passes(graph, resolve(passes, disable, opt_level, tgt.name, tgt.legalize_passes, tgt.precision), tgt)
+    pipeline = resolve(passes, disable, opt_level, tgt.name, tgt.legalize_passes, tgt.precision)
+    if quantization is not None:
+        from .quant.setup import place
+
+        place(pipeline, quantization)
+    return run_passes(graph, pipeline, tgt)
 
 
 def compile_graph(graph, target="host", *, opt_level: int = 2, passes: Sequence | None = None,
                   disable: Sequence[str] = (), frontend_seconds: float = 0.0,
-                  tuning_db: str | os.PathLike | None = None) -> CompiledModel:
+                  tuning_db: str | os.PathLike | None = None, quantize=None, calibration_data=None) -> CompiledModel:
     """Run the pass pipeline on an IR graph (modified in place), lower it and package the artifact.
 
     A multi-level target (``target="x86-64", levels=[...]``) compiles the graph once per level (each with its own
@@ -126,13 +136,21 @@ def compile_graph(graph, target="host", *, opt_level: int = 2, passes: Sequence 
 
     t0 = time.perf_counter() - frontend_seconds
     tgt = get_target(target)
+    from .quant.setup import quantization_pass
+
     tuning = None if tuning_db is None else TuningDB.load(tuning_db)  # a bad file fails before any work
-    traced_ops = len(graph.nodes)
+    quantization = quantization_pass(quantize, calibration_data, graph)  # bad settings fail before any work too
+    traced_ops, float_weight_bytes = len(graph.nodes), graph.weight_bytes()
     levels = getattr(tgt, "levels", None) or [(None, tgt)]
-    builds = [_build(graph if i == len(levels) - 1 else graph.clone(), t, opt_level, passes, disable, tuning)
-              for i, (_, t) in enumerate(levels)]
+    builds = [_build(graph if i == len(levels) - 1 else graph.clone(), t, opt_level, passes, disable, tuning,
+                     quantization) for i, (_, t) in enumerate(levels)]
     base, best = builds[0], builds[-1]
     report = _report(best, tgt, traced_ops, frontend_seconds, tuning)
+    if quantization is not None:
+        from .quant.setup import quantization_report
+
+        report["quantization"] = quantization_report(quantization, best.graph, best.records, float_weight_bytes,
+                                                     report["weight_bytes"])
     members = {"plan.json": _json(base.lowered.plan), "weights.safetensors": safetensors_dumps(base.consts),
                **({"kernels.so": base.lib} if base.lib is not None else {}), "ir.txt": str(base.graph).encode(),
                **base.device_code}
@@ -172,11 +190,12 @@ class _Built:
     seconds: float
 
 
-def _build(graph, tgt, opt_level, passes, disable, tuning) -> _Built:
+def _build(graph, tgt, opt_level, passes, disable, tuning, quantization=None) -> _Built:
     from .lower import lower
 
     t0 = time.perf_counter()
-    records = optimize_graph(graph, tgt, opt_level=opt_level, passes=passes, disable=disable)
+    records = optimize_graph(graph, tgt, opt_level=opt_level, passes=passes, disable=disable,
+                             quantization=quantization)
     lowered = lower(graph, tgt, tuning)
     with tempfile.TemporaryDirectory(prefix="edgeopt-") as d:
         lib_path = os.path.join(d, "kernels.so")

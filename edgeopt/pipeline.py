@@ -102,6 +102,22 @@ PRECISION_PASSES = {"fp16": ("to_fp16", ("fuse_epilogue", "fuse_reductions", "fu
 PRECISIONS = ("fp32", *PRECISION_PASSES)
 
 
+#: quantize mode -> the pass that quantizes, and the passes it runs before. Static int8 (and its calibration) sees
+#: the graph after the folds and before the layout passes, with weights in their plain layouts; the weight-only and
+#: dynamic passes run where ``to_fp16`` does, after the layout passes, so packed weights stay packed
+_LAYOUT_AND_FUSION = (*CPU_LAYOUT_PASSES, *FUSION)
+QUANT_PASSES = {"int8": ("quantize_static", _LAYOUT_AND_FUSION),
+                "int8-dynamic": ("quantize_dynamic", PRECISION_PASSES["fp16"][1]),
+                "int8-weight": ("quantize_weights", PRECISION_PASSES["fp16"][1]),
+                "int4-weight": ("quantize_weights", PRECISION_PASSES["fp16"][1])}
+
+
+def insert_before(passes: list, p: Pass, before: Sequence[str]) -> None:
+    """Put pass object ``p`` before the first of the ``before`` passes that ``passes`` has (else last)."""
+    keys = [q if isinstance(q, str) else q.name for q in passes]
+    passes.insert(min((keys.index(b) for b in before if b in keys), default=len(passes)), p)
+
+
 def default_pipeline(opt_level: int, target_name: str = "host", precision: str = "fp32") -> list[str]:
     if opt_level not in PIPELINES:
         raise ValueError(f"opt_level must be one of {sorted(PIPELINES)}")

@@ -4,7 +4,8 @@ The anchor's result is finished in registers (bias, ReLU/ReLU6/GELU/SiLU/hardswi
 scales, and for matmul and linear a residual add...) before it is stored, so the intermediate never
 goes through memory. A plain NCHW conv's residual add is left to ``fuse_elementwise`` (see ``_keeps_shape``).
 Transposes, pads and layout transforms that only feed the anchor join it as its prologue (a transpose
-followed by a reshape too): the conv then reads the image straight from NCHW.
+followed by a reshape too): the conv then reads the image straight from NCHW. So does a ``dequantize`` of an
+int8 or int4 weight (or activation): the kernel reads the narrow values and widens them in registers.
 
 Requires: nothing. Guarantees: ``epilogues_fused``. Never duplicates work: a joined producer has no
 other reader; an epilogue op joins only if it keeps the anchor's output shape (no broadcast growth).
@@ -46,7 +47,11 @@ def _keeps_shape(group, cand) -> bool:
         return cand.inputs[0].producer is not None and cand.inputs[0].producer.op == "transpose"
     if cand.op in ("transpose", "pad", "layout_transform"):
         return True
+    if cand.op == "dequantize":  # int8/int4 weights or activations: widened in registers as the kernel reads them
+        return not epilogue
     t = cand.outputs[0].type
+    if cand.op == "quantize":  # the next layer's int8 input, stored narrow straight from the registers
+        return t.shape == anchor.shape
     return t.shape == anchor.shape and t.dtype == anchor.dtype
 
 
@@ -54,7 +59,7 @@ RULE = FusionRule(
     "epilogue",
     anchor=Op(kind="contraction"),
     epilogue=Op(kind="elementwise"),
-    prologue=Op(("transpose", "pad", "reshape", "layout_transform")),
+    prologue=Op(("transpose", "pad", "reshape", "layout_transform", "dequantize")),
     where=_keeps_shape,
 )
 POOL_RULE = FusionRule("pool_epilogue", anchor=Op(("max_pool2d", "avg_pool2d")),

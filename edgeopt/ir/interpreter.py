@@ -5,7 +5,7 @@ It is the oracle for every pass (interpret before vs after) and for the compiled
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -13,8 +13,12 @@ from .graph import Graph, Value
 from .registry import get_op
 
 
-def interpret(g: Graph, inputs: Sequence[np.ndarray] | Mapping[str, np.ndarray]) -> list[np.ndarray]:
-    """Evaluate ``g`` on numpy inputs (a list in input order or a dict by input name)."""
+def interpret(g: Graph, inputs: Sequence[np.ndarray] | Mapping[str, np.ndarray],
+              observe: Callable[[Value, np.ndarray], None] | None = None) -> list[np.ndarray]:
+    """Evaluate ``g`` on numpy inputs (a list in input order or a dict by input name).
+
+    ``observe(value, array)`` is called with every graph input and every node output as it is computed (the
+    calibration of quantization collects its statistics this way)."""
     if isinstance(inputs, Mapping):
         inputs = [inputs[v.name] for v in g.inputs]
     if len(inputs) != len(g.inputs):
@@ -25,6 +29,8 @@ def interpret(g: Graph, inputs: Sequence[np.ndarray] | Mapping[str, np.ndarray])
         if x.shape != v.type.shape or x.dtype != v.type.np_dtype:
             raise ValueError(f"input %{v.name}: expected {v.type}, got {x.dtype}{list(x.shape)}")
         env[v] = x
+        if observe is not None:
+            observe(v, x)
     for name, arr in g.constants.items():
         env[g.const_values[name]] = arr
     last_use = {}
@@ -40,6 +46,8 @@ def interpret(g: Graph, inputs: Sequence[np.ndarray] | Mapping[str, np.ndarray])
             if y.shape != o.type.shape or y.dtype != o.type.np_dtype:
                 raise AssertionError(f"reference of {n.op} gave {y.dtype}{list(y.shape)}, IR says {o.type}")
             env[o] = y
+            if observe is not None:
+                observe(o, y)
         for v in n.inputs:  # free intermediates early: full-size models stay within memory
             if last_use.get(v) == i and v not in keep and v.producer is not None:
                 env.pop(v, None)

@@ -2,7 +2,8 @@
 
 Every kernel gets at least a parallel + vectorized schedule; no tuning run is needed:
 
-* injective producers are inlined into their consumers (a pad feeding a contraction stays separate);
+* injective producers are inlined into their consumers (a pad feeding a contraction stays separate; the
+  dequantize of an int8/int4 operand is inlined into the contraction that reads it);
 * the elementwise epilogue of a fused kernel is folded into the anchor's store from registers;
 * the anchor of a contraction (conv / matmul / linear) or window pool is register-tiled: the last
   output axis is vectorized (``lanes`` wide), one more output axis (channels / rows) is unrolled, the
@@ -99,8 +100,8 @@ def _schedule(sch: Schedule, op: str, lanes: int, attrs: dict, accumulators: int
         name = sch.get(b).name_hint
         if name in outputs or not _is_spatial(sch, b):
             continue
-        if anchor and any(sch.get(c).name_hint == anchor for c in sch.get_consumers(b)):
-            continue
+        if anchor and name != "dequantize" and any(sch.get(c).name_hint == anchor for c in sch.get_consumers(b)):
+            continue  # a pad stays a stage; a dequantized int8/int4 operand is widened where the anchor reads it
         try:
             sch.compute_inline(b)
         except Exception:  # noqa: BLE001 - TVM 0.27 raises tvm_ffi errors; any refusal means 'skip this step'

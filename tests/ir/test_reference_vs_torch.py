@@ -775,6 +775,7 @@ COVERED = (set(UNARY_TORCH) | set(BINARY_TORCH) | {
     "log_softmax", "layer_norm", "batch_norm", "sum", "mean", "max", "min", "argmax", "attention", "matmul",
     "linear", "take", "slice", "concat", "broadcast_to", "transpose", "reshape", "copy", "layout_transform",
     "conv2d_winograd",
+    "quantize", "dequantize",  # compared with torch's quantized tensors in tests/ir/test_quant_ops.py
 })
 
 

@@ -608,6 +608,30 @@ def attention_cases() -> list[Case]:
     ]
 
 
+def quant_cases() -> list[Case]:
+    from edgeopt.ir.ops.quant import pack_int4
+
+    x = f32((3, 4, 8), -3.0, 3.0)
+    x.flat[:6] = [0.25, 0.75, -0.25, 1.25, -1.75, 100.0]  # ties round to even; 100 saturates
+    w = ints((6, 8), -128, 128, np.int8)
+    nib = ints((6, 16), 0, 16, np.uint8)
+    ch_scale = RNG.uniform(0.01, 0.1, (6, 1)).astype(np.float32)
+    return [
+        Case("quantize_u8_tensor", opn("quantize", ["x", "s", "z"], {"dtype": "u8"}), {"x": x},
+             {"s": np.float32(0.5), "z": np.int32(128)}),
+        Case("quantize_i8_tensor", opn("quantize", ["x", "s"], {"dtype": "i8"}), {"x": x}, {"s": np.float32(0.5)}),
+        Case("quantize_i8_rows_runtime_scale", opn("quantize", ["x", "s"], {"dtype": "i8"}),
+             {"x": x, "s": f32((3, 4, 1), 0.02, 0.05)}),
+        Case("dequantize_i8_per_channel", opn("dequantize", ["q", "s"]), {"q": w}, {"s": ch_scale}),
+        Case("dequantize_u8_zero_point", opn("dequantize", ["q", "s", "z"]), {"q": ints((2, 5), 0, 256, np.uint8)},
+             {"s": f32((5,), 0.01, 0.1), "z": ints((5,), 0, 256)}),
+        Case("dequantize_int4_groups", opn("dequantize", ["q", "s", "z"], {"bits": 4, "group_size": 4}),
+             {"q": pack_int4(nib)}, {"s": f32((6, 4), 0.01, 0.1), "z": np.int32(8)}),
+        Case("dequantize_groups_axis0", opn("dequantize", ["q", "s"], {"group_size": 2, "group_axis": 0}),
+             {"q": w}, {"s": f32((3, 8), 0.01, 0.1)}),
+    ]
+
+
 # -- the tests -----------------------------------------------------------------------------------------------
 
 #: case id -> why it fails today (kept as a strict xfail, each compiled on its own)
@@ -632,6 +656,7 @@ GROUPS = {
     "resize_pad": resize_pad_cases,
     "shape": shape_cases,
     "attention": attention_cases,
+    "quant": quant_cases,
 }
 ALL_CASES = {name: fn() for name, fn in GROUPS.items()}
 

@@ -1,0 +1,136 @@
+"""Quantization ops: ``quantize`` (float -> int8/uint8) and ``dequantize`` (int8/uint8/packed int4 -> float).
+
+Affine quantization, ``real = scale * (q - zero_point)``. ``scale`` (f32) and ``zero_point`` (i32) are inputs,
+not attributes, and broadcast against the tensor like numpy (a missing zero point is 0; a stored one may be u8 or
+i8 to save space):
+
+    per tensor          scale f32[]                    (usually a scalar constant: an immediate in the kernel)
+    per output channel  scale f32[N,1] for a [N,K] weight, f32[N/v,1,v] for one packed in panels [N/v,K,v]
+    per row, dynamic    scale f32[M,1], computed at run time by other ops (``int8-dynamic``)
+    group-wise          ``group_size`` g > 0: along ``group_axis`` element k takes scale row k // g, so
+                        a [N,K] weight with groups along K has scale f32[N,K/g] (int4 weights)
+
+``bits=4`` (dequantize only) reads two 4-bit values per byte of a u8 tensor, packed along the last axis,
+low nibble first: the logical last dimension is twice the stored one. Values are unsigned nibbles 0..15
+read with their zero point (8 for symmetric int4).
+
+``quantize`` is ONNX's QuantizeLinear: ``saturate(rint(x / scale) + zero_point)``, ties to even. (PyTorch rounds
+``x / scale + zero_point`` instead, which differs at ties when the zero point is odd.)
+Both ops are elementwise: fusion passes fold them into the kernels around them (a weight's dequantize into
+the matrix product that reads it, an activation's quantize into the epilogue of the kernel that makes it).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..registry import OpDef, OpError, register
+from ..types import TensorType
+from ._common import norm_axis
+
+QRANGE = {"i8": (-128, 127), "u8": (0, 255)}
+
+
+def scale_shape(out_shape: tuple[int, ...], attrs) -> tuple[int, ...]:
+    """The shape the scale and zero point broadcast against: ``out_shape`` with the group axis in groups."""
+    g = attrs.get("group_size", 0)
+    if not g:
+        return tuple(out_shape)
+    ax = norm_axis(attrs["group_axis"], len(out_shape))
+    if out_shape[ax] % g:
+        raise OpError(f"group_size {g} does not divide dimension {ax} ({out_shape[ax]})")
+    return tuple(d // g if i == ax else d for i, d in enumerate(out_shape))
+
+
+def _check_params(op: str, types, out_shape, attrs) -> None:
+    grid = scale_shape(out_shape, attrs)
+    scale, zp = types[1], types[2] if len(types) == 3 else None
+    if scale.dtype != "f32":
+        raise OpError(f"{op}: scale must be f32, got {scale.dtype}")
+    if zp is not None and zp.dtype not in ("i32", "u8", "i8"):
+        raise OpError(f"{op}: zero_point must be i32, u8 or i8, got {zp.dtype}")
+    for name, t in (("scale", scale), ("zero_point", zp)):
+        if t is None:
+            continue
+        if t.rank > len(grid) or any(d not in (1, g) for d, g in zip(t.shape[::-1], grid[::-1])):
+            raise OpError(f"{op}: {name} shape {list(t.shape)} does not broadcast to {list(grid)}")
+
+
+def expand_params(p: np.ndarray, out_shape, attrs) -> np.ndarray:
+    """A scale or zero point broadcast to the full ``out_shape`` (groups repeated ``group_size`` times)."""
+    grid = scale_shape(out_shape, attrs)
+    p = np.broadcast_to(p, grid)
+    g = attrs.get("group_size", 0)
+    if g:
+        p = np.repeat(p, g, axis=norm_axis(attrs["group_axis"], len(out_shape)))
+    return p
+
+
+def _quantize_infer(types, attrs):
+    x = types[0]
+    if x.dtype not in ("f32", "f16"):
+        raise OpError(f"quantize: input must be float, got {x.dtype}")
+    if attrs["dtype"] not in QRANGE:
+        raise OpError(f"quantize: dtype must be one of {sorted(QRANGE)}, got {attrs['dtype']!r}")
+    _check_params("quantize", types, x.shape, attrs)
+    return [TensorType(x.shape, attrs["dtype"])]
+
+
+def _quantize_ref(xs, attrs):
+    x = xs[0].astype(np.float32)
+    scale = expand_params(xs[1], x.shape, attrs)
+    zp = expand_params(xs[2], x.shape, attrs) if len(xs) == 3 else 0
+    lo, hi = QRANGE[attrs["dtype"]]
+    q = np.clip(np.rint(x / scale) + zp, lo, hi)
+    return [q.astype(np.int8 if attrs["dtype"] == "i8" else np.uint8)]
+
+
+register(OpDef("quantize", "elementwise", _quantize_infer, _quantize_ref,
+               {"dtype": "u8", "group_size": 0, "group_axis": -1}, (2, 3),
+               doc="quantize(x, scale, [zero_point]): clamp(rint(x / scale) + zero_point) as i8/u8"))
+
+
+def logical_shape(q: TensorType, bits: int) -> tuple[int, ...]:
+    if bits == 8:
+        return q.shape
+    if not q.rank:
+        raise OpError("dequantize: packed int4 needs rank >= 1")
+    return q.shape[:-1] + (2 * q.shape[-1],)
+
+
+def unpack_int4(q: np.ndarray) -> np.ndarray:
+    """u8 [..., K/2] -> u8 nibbles [..., K] (low nibble first)."""
+    out = np.empty(q.shape[:-1] + (2 * q.shape[-1],), np.uint8)
+    out[..., 0::2], out[..., 1::2] = q & 15, q >> 4
+    return out
+
+
+def pack_int4(nibbles: np.ndarray) -> np.ndarray:
+    """u8 nibbles 0..15 [..., K] (K even) -> u8 [..., K/2] (the inverse of ``unpack_int4``)."""
+    n = nibbles.astype(np.uint8)
+    return np.ascontiguousarray(n[..., 0::2] | (n[..., 1::2] << 4))
+
+
+def _dequantize_infer(types, attrs):
+    q = types[0]
+    if attrs["bits"] not in (4, 8):
+        raise OpError(f"dequantize: bits must be 8 or 4, got {attrs['bits']}")
+    if q.dtype not in QRANGE or (attrs["bits"] == 4 and q.dtype != "u8"):
+        raise OpError(f"dequantize: needs an {'u8 (packed int4)' if attrs['bits'] == 4 else 'i8 or u8'} "
+                      f"input, got {q.dtype}")
+    shape = logical_shape(q, attrs["bits"])
+    _check_params("dequantize", types, shape, attrs)
+    return [TensorType(shape, "f32")]
+
+
+def _dequantize_ref(xs, attrs):
+    q = unpack_int4(xs[0]) if attrs["bits"] == 4 else xs[0]
+    scale = expand_params(xs[1], q.shape, attrs)
+    zp = expand_params(xs[2], q.shape, attrs) if len(xs) == 3 else 0
+    return [((q.astype(np.int32) - zp) * scale.astype(np.float32)).astype(np.float32)]
+
+
+register(OpDef("dequantize", "elementwise", _dequantize_infer, _dequantize_ref,
+               {"bits": 8, "group_size": 0, "group_axis": -1}, (2, 3),
+               doc="dequantize(q, scale, [zero_point]): (q - zero_point) * scale as f32; bits=4 reads packed "
+                   "nibbles"))

@@ -1,0 +1,65 @@
+"""TE rules for quantize and dequantize (semantics in ``edgeopt/ir/ops/quant.py``)."""
+
+from __future__ import annotations
+
+import tvm
+from tvm import te
+
+from ...ir.ops.quant import QRANGE
+from . import rule
+from ._te import const, tvm_dtype
+
+
+def _param_index(p: te.Tensor, idx, attrs) -> list:
+    """Index into a broadcast scale / zero point for output index ``idx`` (group axis divided by group_size)."""
+    rank, r = len(idx), len(p.shape)
+    g, ax = attrs.get("group_size", 0), attrs.get("group_axis", -1) % max(len(idx), 1)
+    out = []
+    for i in range(r):
+        j = rank - r + i
+        if int(p.shape[i]) == 1:
+            out.append(0)
+        else:
+            out.append(idx[j] // g if g and j == ax else idx[j])
+    return out
+
+
+def _param(p, idx, attrs, dtype):
+    return p(*_param_index(p, idx, attrs)).astype(dtype)
+
+
+@rule("quantize")
+def quantize(ins, attrs, out, op):
+    x, scale = ins[0], ins[1]
+    zp = ins[2] if len(ins) == 3 else None
+    lo, hi = QRANGE[attrs["dtype"]]
+    dt = tvm_dtype(attrs["dtype"])
+
+    def body(*i):
+        v = te.nearbyint(x(*i).astype("float32") / _param(scale, i, attrs, "float32"))
+        if zp is not None:
+            v = v + _param(zp, i, attrs, "float32")
+        return te.min(te.max(v, const(lo, "float32")), const(hi, "float32")).astype(dt)
+
+    return te.compute(tuple(out.shape), body, name="quantize")
+
+
+@rule("dequantize")
+def dequantize(ins, attrs, out, op):
+    q, scale = ins[0], ins[1]
+    zp = ins[2] if len(ins) == 3 else None
+    packed = attrs["bits"] == 4
+
+    def element(*i):
+        if not packed:
+            return q(*i).astype("int32")
+        byte = q(*i[:-1], i[-1] // 2).astype("int32")
+        return tvm.tirx.bitwise_and(tvm.tirx.shift_right(byte, (i[-1] % 2) * 4), const(15, "int32"))
+
+    def body(*i):
+        v = element(*i)
+        if zp is not None:
+            v = v - _param(zp, i, attrs, "int32")
+        return v.astype("float32") * _param(scale, i, attrs, "float32")
+
+    return te.compute(tuple(out.shape), body, name="dequantize")

@@ -1,0 +1,151 @@
+"""Calibration: statistics of activations on real data, and the int8 ranges the calibrators pick from them.
+
+``observe_ranges(graph, values, batches)`` runs the reference interpreter on each calibration batch and keeps,
+for every value asked for, its exact min and max and a weighted sample of its elements (``Stats``: the
+largest 0.1% exactly, 4096 others at random per batch: enough for a 99.99th percentile or a 2048-bin histogram,
+small enough for 64 full-size images of a CNN). ``choose_range`` turns one value's statistics into the (lo, hi)
+that its quantization covers, by the config's calibrator:
+
+    minmax      (min, max)
+    percentile  |x| clipped at its ``percentile``-th percentile
+    entropy     |x| clipped where the KL divergence between the 2048-bin histogram and its 128-level
+                quantization is least (TensorRT's calibrator)
+    mse         |x| clipped where the mean squared error of quantizing the sample is least
+
+A clip applies to each side of the range that has data (a post-ReLU tensor is clipped only at the top).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+from ..ir import Graph, Value, interpret
+
+SAMPLES_PER_BATCH = 4096
+
+
+class Stats:
+    """One value's calibration statistics: exact min and max, and a weighted sample of its elements.
+
+    From each batch the sample keeps the largest 0.1% of magnitudes exactly (weight 1: they decide what clipping
+    costs) and a uniform random draw of the rest (each element standing for the ones not drawn)."""
+
+    def __init__(self):
+        self.lo, self.hi = np.inf, -np.inf
+        self.values: list[np.ndarray] = []
+        self.weights: list[np.ndarray] = []
+
+    def add(self, x: np.ndarray, rng: np.random.Generator) -> None:
+        x = np.asarray(x, np.float32).reshape(-1)
+        x = x[np.isfinite(x)]
+        if not x.size:
+            return
+        self.lo, self.hi = min(self.lo, float(x.min())), max(self.hi, float(x.max()))
+        if x.size <= SAMPLES_PER_BATCH:
+            self.values.append(x)
+            self.weights.append(np.ones(x.size))
+            return
+        k = max(1, x.size // 1000)
+        order = np.argpartition(np.abs(x), x.size - k)
+        tail, rest = x[order[x.size - k:]], x[order[:x.size - k]]
+        drawn = rng.choice(rest, min(SAMPLES_PER_BATCH, rest.size), replace=False)
+        self.values += [tail, drawn]
+        self.weights += [np.ones(k), np.full(drawn.size, rest.size / drawn.size)]
+
+    def sample(self) -> tuple[np.ndarray, np.ndarray]:
+        """(values, weights) of the sample."""
+        if not self.values:
+            return np.zeros(1, np.float32), np.ones(1)
+        return np.concatenate(self.values), np.concatenate(self.weights)
+
+
+def observe_ranges(g: Graph, values: Sequence[Value], batches: Iterable[Sequence[np.ndarray]]) -> dict[Value, Stats]:
+    """Run ``g`` on every calibration batch (a list of inputs in graph order); statistics of ``values``."""
+    want = {v: Stats() for v in values}
+    rng = np.random.default_rng(0)
+    count = 0
+
+    def observe(v, x):
+        if v in want:
+            want[v].add(x, rng)
+
+    for batch in batches:
+        interpret(g, [np.asarray(a) for a in batch], observe=observe)
+        count += 1
+    if not count:
+        from .config import QuantizationError
+
+        raise QuantizationError("calibration_data is empty: static int8 needs a few real input batches")
+    return want
+
+
+def choose_range(st: Stats, calibrator: str, percentile: float = 99.99, levels: int = 256) -> tuple[float, float]:
+    """The (lo, hi) an activation's quantization covers; always contains 0 (so 0 is exact)."""
+    lo, hi = min(st.lo, 0.0), max(st.hi, 0.0)
+    if calibrator == "minmax" or hi - lo <= 0:
+        return lo, hi
+    values, weights = st.sample()
+    x = np.abs(values.astype(np.float64))
+    amax = max(-lo, hi)
+    if calibrator == "percentile":
+        order = np.argsort(x)
+        cum = np.cumsum(weights[order])
+        t = float(x[order][min(np.searchsorted(cum, cum[-1] * percentile / 100.0), x.size - 1)])
+    elif calibrator == "entropy":
+        t = _entropy_threshold(x, weights, amax, levels // 2 if lo < 0 else levels)
+    elif calibrator == "mse":
+        t = _mse_threshold(values, weights, lo, hi, levels)
+    else:
+        raise ValueError(f"unknown calibrator {calibrator!r}")
+    t = max(t, 1e-8)
+    return max(lo, -t), min(hi, t)
+
+
+def affine_params(lo: float, hi: float, dtype: str = "u8") -> tuple[float, int]:
+    """(scale, zero point) mapping [lo, hi] (which contains 0) onto the dtype's range."""
+    qmin, qmax = (0, 255) if dtype == "u8" else (-128, 127)
+    scale = max((hi - lo) / (qmax - qmin), 1e-12)
+    zp = int(np.clip(round(qmin - lo / scale), qmin, qmax))
+    return float(np.float32(scale)), zp
+
+
+def _mse_threshold(x: np.ndarray, w: np.ndarray, lo: float, hi: float, levels: int) -> float:
+    """The clip of |x| (searched on a grid from 5% to 100% of the range) with the least squared error."""
+    x = x.astype(np.float64)
+    amax, best, best_t = max(-lo, hi), np.inf, max(-lo, hi)
+    for frac in np.linspace(0.05, 1.0, 96):
+        t = amax * frac
+        a, b = max(lo, -t), min(hi, t)
+        s = (b - a) / (levels - 1)
+        q = np.clip(np.rint((x - a) / s), 0, levels - 1) * s + a
+        err = float(np.average((q - x) ** 2, weights=w))
+        if err < best:
+            best, best_t = err, t
+    return best_t
+
+
+def _entropy_threshold(x: np.ndarray, w: np.ndarray, amax: float, levels: int, bins: int = 2048) -> float:
+    """TensorRT's KL calibration on the histogram of |x| over [0, amax]."""
+    hist, edges = np.histogram(x, bins=bins, range=(0.0, amax), weights=w)
+    hist = hist.astype(np.float64)
+    best, best_i = np.inf, bins
+    for i in range(levels, bins + 1, 16):
+        p = hist[:i].copy()
+        p[-1] += hist[i:].sum()  # the clipped tail lands in the last bin
+        nz = p > 0
+        # merge the i bins into `levels` levels, spread each level's mass over its non-empty bins
+        idx = (np.arange(i) * levels) // i
+        mass = np.bincount(idx, weights=hist[:i], minlength=levels)
+        count = np.bincount(idx, weights=(hist[:i] > 0).astype(np.float64), minlength=levels)
+        q = np.where(hist[:i] > 0, mass[idx] / np.maximum(count[idx], 1), 0.0)
+        ps, qs = p.sum(), q.sum()
+        if ps <= 0 or qs <= 0:
+            continue
+        pn, qn = p / ps, q / qs
+        ok = nz & (qn > 0)
+        kl = float(np.sum(pn[ok] * np.log(pn[ok] / qn[ok]))) + (1.0 if np.any(nz & (qn <= 0)) else 0.0)
+        if kl < best:
+            best, best_i = kl, i
+    return float(edges[min(best_i, bins)])

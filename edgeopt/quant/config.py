@@ -1,0 +1,102 @@
+"""``QuantConfig``: every knob of quantization, and the short mode strings ``compile(quantize=...)`` takes.
+
+    edgeopt.compile(m, x, quantize="int8", calibration_data=batches)   # static: weights and activations int8
+    edgeopt.compile(m, x, quantize="int8-dynamic")    # int8 weights, activations quantized per row at run time
+    edgeopt.compile(m, x, quantize="int8-weight")     # weight-only int8, dequantized inside the kernel
+    edgeopt.compile(m, x, quantize="int4-weight")     # weight-only int4, group-wise scales
+    edgeopt.compile(m, x, quantize=edgeopt.QuantConfig(mode="int8", calibrator="entropy", keep_float=["fc"]))
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from ..errors import EdgeoptError
+
+MODES = ("int8", "int8-dynamic", "int8-weight", "int4-weight")
+CALIBRATORS = ("minmax", "percentile", "entropy", "mse")
+GRANULARITIES = ("per-channel", "per-tensor")
+#: ops whose weights and inputs the quantization passes convert (anything else stays float)
+QUANTIZABLE_OPS = ("conv2d", "linear", "matmul")
+
+
+class QuantizationError(EdgeoptError):
+    """A quantization request that cannot be honoured (bad mode, missing calibration data...)."""
+
+
+@dataclass(frozen=True)
+class QuantConfig:
+    """How to quantize a model.
+
+    mode          one of ``MODES``
+    weights       "per-channel" (symmetric, one scale per output channel: the default) or "per-tensor"
+    calibrator    how static activation ranges are chosen from the calibration data: "minmax" (the whole
+                  observed range), "percentile" (clip to the ``percentile``-th percentile of |x|), "entropy"
+                  (the clip that minimises the KL divergence of the quantized histogram, TensorRT's method) or
+                  "mse" (the clip that minimises the mean squared quantization error)
+    percentile    for the "percentile" calibrator
+    group_size    int4: weights share one scale per ``group_size`` inputs
+    keep_float    layers left in float: op names (e.g. "matmul"), or IR value names / source-line fragments
+                  of the layers (``compiled.compare`` lists them)
+    """
+
+    mode: str = "int8"
+    weights: str = "per-channel"
+    calibrator: str = "minmax"
+    percentile: float = 99.99
+    group_size: int = 32
+    keep_float: tuple[str, ...] = field(default_factory=tuple)
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise QuantizationError(f"quantize mode {self.mode!r} is not one of {', '.join(MODES)}")
+        if self.weights not in GRANULARITIES:
+            raise QuantizationError(f"QuantConfig.weights must be one of {GRANULARITIES}, got {self.weights!r}")
+        if self.calibrator not in CALIBRATORS:
+            raise QuantizationError(f"QuantConfig.calibrator must be one of {CALIBRATORS}, got {self.calibrator!r}")
+        if not 50.0 < self.percentile <= 100.0:
+            raise QuantizationError(f"QuantConfig.percentile must be in (50, 100], got {self.percentile}")
+        if self.group_size < 2 or self.group_size % 2:
+            raise QuantizationError(f"QuantConfig.group_size must be an even number >= 2, got {self.group_size}")
+        object.__setattr__(self, "keep_float", tuple(self.keep_float))
+
+    @property
+    def static(self) -> bool:
+        return self.mode == "int8"
+
+    @property
+    def weight_only(self) -> bool:
+        return self.mode.endswith("-weight")
+
+    @property
+    def weight_bits(self) -> int:
+        return 4 if self.mode == "int4-weight" else 8
+
+    def keeps_float(self, op: str, value_name: str, source: str | None) -> bool:
+        return any(k == op or k == value_name or (source and k in source) for k in self.keep_float)
+
+    def describe(self) -> dict:
+        out = {"mode": self.mode, "weights": self.weights}
+        if self.static:
+            out["calibrator"] = self.calibrator
+        if self.mode == "int4-weight":
+            out["group_size"] = self.group_size
+        if self.keep_float:
+            out["keep_float"] = list(self.keep_float)
+        return out
+
+
+def as_config(quantize) -> QuantConfig | None:
+    """``compile``'s ``quantize=`` argument (None, a mode string or a QuantConfig) as a QuantConfig or None."""
+    if quantize is None or quantize is False:
+        return None
+    if isinstance(quantize, QuantConfig):
+        return quantize
+    if isinstance(quantize, str):
+        return QuantConfig(mode=quantize)
+    raise QuantizationError(f"quantize= takes a mode string ({', '.join(MODES)}) or an edgeopt.QuantConfig, "
+                            f"got {type(quantize).__name__}")
+
+
+def with_mode(cfg: QuantConfig, mode: str) -> QuantConfig:
+    return replace(cfg, mode=mode)

@@ -1,0 +1,102 @@
+"""From ``compile(quantize=..., calibration_data=...)`` to the configured quantization pass, its place in the
+pipeline, and the ``quantization`` section of the compile report."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+
+from .config import QuantConfig, QuantizationError, as_config
+
+#: the report's precision of a kernel, from the dtypes of what it reads and the ops in it
+_INT_DTYPES = ("i8", "u8")
+
+
+def quantization_pass(quantize, calibration_data, graph):
+    """The pass that applies ``quantize`` to ``graph`` (None for no quantization). Checks the calibration data
+    against the graph's inputs here, before any compile work."""
+    from ..pipeline import get_pass
+
+    cfg = as_config(quantize)
+    if cfg is None:
+        if calibration_data is not None:
+            raise QuantizationError("calibration_data was given without quantize=: pass quantize=\"int8\" to use it")
+        return None
+    if cfg.static:
+        batches = calibration_batches(calibration_data, graph)
+        p = get_pass("quantize_static").__class__(cfg, batches)
+    elif calibration_data is not None:
+        raise QuantizationError(f"quantize={cfg.mode!r} needs no calibration_data (only static \"int8\" does)")
+    elif cfg.mode == "int8-dynamic":
+        p = get_pass("quantize_dynamic").__class__(cfg)
+    else:
+        p = get_pass("quantize_weights").__class__(cfg)
+    p.config = cfg
+    return p
+
+
+def place(pipeline: list, p) -> None:
+    """Insert the quantization pass ``p`` into ``pipeline`` (pass objects) at its mode's slot."""
+    from ..pipeline import QUANT_PASSES, insert_before
+
+    insert_before(pipeline, p, QUANT_PASSES[p.config.mode][1])
+
+
+def calibration_batches(data, graph) -> list[list[np.ndarray]]:
+    """``data`` (an iterable of batches; a batch is one tensor/array or a tuple of them, in input order) as lists
+    of numpy arrays checked against the graph's inputs."""
+    if data is None:
+        raise QuantizationError("quantize=\"int8\" (static) needs calibration_data: an iterable of input batches "
+                                "shaped like example_inputs, e.g. [images[i:i+1] for i in range(64)]")
+    if not isinstance(data, Iterable):
+        raise QuantizationError(f"calibration_data must be an iterable of input batches, got {type(data).__name__}")
+    out = []
+    for i, batch in enumerate(data):
+        items = list(batch) if isinstance(batch, (tuple, list)) else [batch]
+        arrays = [_numpy(a) for a in items]
+        if len(arrays) != len(graph.inputs):
+            raise QuantizationError(f"calibration batch {i} has {len(arrays)} inputs, the model takes "
+                                    f"{len(graph.inputs)}")
+        for a, v in zip(arrays, graph.inputs):
+            if a.shape != v.type.shape or a.dtype != v.type.np_dtype:
+                raise QuantizationError(f"calibration batch {i}: input %{v.name} is {a.dtype}{list(a.shape)}, "
+                                        f"the model was traced with {v.type} (batches must match example_inputs)")
+        out.append(arrays)
+    if not out:
+        raise QuantizationError("calibration_data is empty")
+    return out
+
+
+def _numpy(a) -> np.ndarray:
+    if hasattr(a, "detach"):
+        a = a.detach().cpu().numpy()
+    return np.asarray(a)
+
+
+def quantization_report(p, graph, records, float_weight_bytes: int, weight_bytes: int) -> dict:
+    stats = next((r["stats"] for r in records if r["name"] == p.name), {})
+    cfg: QuantConfig = p.config
+    return {**cfg.describe(), "pass": p.name, "weight_bytes_float": int(float_weight_bytes),
+            "weight_bytes": int(weight_bytes), "weight_ratio": round(weight_bytes / max(float_weight_bytes, 1), 4),
+            "layers_quantized": stats.get("quantized", 0), "kept_float": stats.get("kept_float", []),
+            "kernels_by_precision": kernels_by_precision(graph)}
+
+
+def kernels_by_precision(graph) -> dict[str, int]:
+    """How many kernels compute on int4, int8 or float data (a kernel is int8 when it reads or makes int8 values
+    or dequantizes inside)."""
+    counts: dict[str, int] = {}
+    for n in graph.nodes:
+        if n.op == "reshape":
+            continue
+        nodes = n.body.nodes if n.body is not None else [n]
+        if any(m.op == "dequantize" and m.attrs.get("bits") == 4 for m in nodes):
+            kind = "int4"
+        elif any(m.op in ("quantize", "dequantize") for m in nodes) or any(
+                v.type.dtype in _INT_DTYPES for v in n.inputs):
+            kind = "int8"
+        else:
+            kind = n.outputs[0].type.dtype
+        counts[kind] = counts.get(kind, 0) + 1
+    return counts

@@ -1,0 +1,68 @@
+"""quantize_dynamic: int8 weights, and activations quantized per row at run time (``quantize="int8-dynamic"``).
+
+For each linear layer (and matmul with a constant operand) the weight becomes int8 as in ``quantize_weights``,
+and the activation it reads is quantized symmetrically with one scale per row (per token of a transformer),
+computed from that row's largest magnitude when the model runs. Per-row scales follow activation outliers
+(all-MiniLM's hidden states have a few large channels in some tokens) much better than the per-tensor scale
+ONNX Runtime's dynamic quantization uses, and need no calibration data.
+
+Requires: nothing (runs after the layout passes, like ``quantize_weights``). Guarantees: ``weights_quantized``.
+
+Before:
+    %y: f32[128,384] = linear(%x, %w) {"weight_layout": "oi"}
+After:
+    %x_abs: f32[128,384] = abs(%x)
+    %x_amax: f32[128,1] = max(%x_abs) {"axes": [-1], "keepdims": true}
+    %x_scale: f32[128,1] = maximum(div(%x_amax, 127.0), 1e-12)
+    %x_q: i8[128,384] = quantize(%x, %x_scale) {"dtype": "i8"}
+    %x_dq: f32[128,384] = dequantize(%x_q, %x_scale)
+    %y: f32[128,384] = linear(%x_dq, dequantize(%w_q, %w_scale)) {"weight_layout": "oi"}
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edgeopt.ir import Graph, Value
+from edgeopt.pipeline import Pass, register_pass
+from edgeopt.quant.config import QuantConfig
+from edgeopt.quant.weights import weight_input
+
+from .quantize_weights import QuantizeWeights
+
+
+@register_pass
+class QuantizeDynamic(Pass):
+    name = "quantize_dynamic"
+    guarantees = ("weights_quantized",)
+
+    def __init__(self, config: QuantConfig | None = None):
+        self.config = config or QuantConfig(mode="int8-dynamic")
+
+    def run(self, g: Graph) -> dict:
+        layers = [n for n in g.nodes if n.op in ("linear", "matmul") and weight_input(g, n) is not None
+                  and not self.config.keeps_float(n.op, n.outputs[0].name, n.source)]
+        qdq: dict[Value, Value] = {}
+        for n in layers:
+            x = n.inputs[0]
+            if x not in qdq:
+                qdq[x] = _quantize_rows(g, x, g.nodes.index(n), n.source)
+            n.inputs[0] = qdq[x]
+        stats = QuantizeWeights(QuantConfig(mode="int8-weight", weights=self.config.weights,
+                                            keep_float=self.config.keep_float)).run(g)
+        return {"dynamic_activations": len(qdq), **stats}
+
+
+def _quantize_rows(g: Graph, x: Value, at: int, source: str | None) -> Value:
+    """x -> dequantize(quantize(x, s), s) with s = max |row| / 127, inserted before node index ``at``."""
+    def add(op, ins, attrs=None, name=None):
+        nonlocal at
+        v = g.add(op, ins, attrs, source=source, name=f"{x.name}_{name or op}", index=at)
+        at += 1
+        return v
+
+    amax = add("max", [add("abs", [x])], {"axes": [-1], "keepdims": True}, "amax")
+    scale = add("maximum", [add("div", [amax, g.add_const(np.float32(127.0), "q127")]),
+                            g.add_const(np.float32(1e-12), "tiny")], name="scale")
+    q = add("quantize", [x, scale], {"dtype": "i8"}, "q")
+    return add("dequantize", [q, scale], name="dq")

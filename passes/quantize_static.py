@@ -1,0 +1,125 @@
+"""quantize_static: static int8 (``quantize="int8"``): int8 weights, and activations quantized with ranges measured
+on calibration data.
+
+Each convolution, linear layer and matmul with a constant operand becomes a layer on int8 values:
+- its weight is stored int8, symmetric, one scale per output channel (``QuantConfig.weights="per-tensor"``: one);
+- each float activation it reads is quantized to u8 (asymmetric: ``scale``, ``zero_point``) with the range the
+  calibrator picks from the statistics of that value over ``calibration_data`` (the reference interpreter runs
+  the graph as it is at this point of the pipeline: after BatchNorm folding, so the ranges are those of the
+  tensors the kernels compute). One quantize/dequantize pair serves every quantized reader of a value; other
+  readers (a residual add, a softmax) keep reading float.
+- ``bias_correction`` (on by default) shifts each layer's float bias by the mean error that weight rounding
+  causes in its output over the calibration data, so that errors do not add up as a drift through deep nets.
+
+The graph stays an exact description of the int8 model: ``dequantize(quantize(x))`` is what an integer kernel
+computes from x. Matrix products of two activations (attention scores) stay float.
+
+Requires: nothing; runs after the folds and before the layout and fusion passes. Guarantees: ``quantized``.
+
+Before:
+    %c: f32[1,8,4,4] = conv2d(%x, %w, %b) {...}
+After:
+    %x_q: u8[1,3,4,4] = quantize(%x, %x_scale, %x_zp) {"dtype": "u8"}
+    %x_dq: f32[1,3,4,4] = dequantize(%x_q, %x_scale, %x_zp)
+    %w_dq: f32[8,3,3,3] = dequantize(%w_q, %w_scale)          # %w_q: i8 constant, %w_scale: f32[8,1,1,1]
+    %c: f32[1,8,4,4] = conv2d(%x_dq, %w_dq, %b_corrected) {...}
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edgeopt.ir import Graph, Node, Value, interpret
+from edgeopt.pipeline import Pass, register_pass
+from edgeopt.quant.calibrate import affine_params, choose_range, observe_ranges
+from edgeopt.quant.config import QuantConfig, QuantizationError
+from edgeopt.quant.weights import reduce_axes, symmetric_int8, weight_input
+
+QUANTIZED_OPS = ("conv2d", "linear", "matmul")
+#: bias correction runs the float and the int8-weight layer on this many calibration batches
+BIAS_CORRECTION_BATCHES = 16
+
+
+@register_pass
+class QuantizeStatic(Pass):
+    name = "quantize_static"
+    guarantees = ("quantized",)
+
+    def __init__(self, config: QuantConfig | None = None, calibration=None, bias_correction: bool = True):
+        self.config = config or QuantConfig(mode="int8")
+        self.calibration = list(calibration or [])
+        self.bias_correction = bias_correction
+
+    def run(self, g: Graph) -> dict:
+        if not self.calibration:
+            raise QuantizationError("static int8 needs calibration_data: a few real input batches (e.g. 64 images)")
+        layers, kept = [], []
+        for n in g.nodes:
+            if n.op not in QUANTIZED_OPS or weight_input(g, n) is None:
+                continue
+            (kept if self.config.keeps_float(n.op, n.outputs[0].name, n.source) else layers).append(n)
+        acts = list(dict.fromkeys(n.inputs[0] for n in layers))
+        stats = observe_ranges(g, acts, self.calibration)
+        qdq = {v: self._quantize_activation(g, v, stats[v]) for v in acts}
+        corrected = self._correct_biases(g, layers) if self.bias_correction else 0
+        for n in layers:
+            n.inputs[0] = qdq[n.inputs[0]]
+            n.inputs[1] = self._quantize_weight(g, n)
+        g.toposort()
+        g.remove_unused_constants()
+        return {"quantized": len(layers), "activations": len(acts), "kept_float": [n.outputs[0].name for n in kept],
+                "bias_corrected": corrected, "calibration_batches": len(self.calibration)}
+
+    def _quantize_activation(self, g: Graph, v: Value, st) -> Value:
+        lo, hi = choose_range(st, self.config.calibrator, self.config.percentile)
+        scale, zp = affine_params(lo, hi, "u8")
+        s, z = g.add_const(np.float32(scale), f"{v.name}_scale"), g.add_const(np.int32(zp), f"{v.name}_zp")
+        src = v.producer.source if v.producer is not None else None
+        q = g.add("quantize", [v, s, z], {"dtype": "u8"}, source=src, name=f"{v.name}_q")
+        return g.add("dequantize", [q, s, z], source=src, name=f"{v.name}_dq")
+
+    def _quantize_weight(self, g: Graph, n: Node) -> Value:
+        w = n.inputs[1]
+        arr = g.const(w)
+        axes = reduce_axes(n, arr) if self.config.weights == "per-channel" else None
+        q, s = symmetric_int8(arr, axes)
+        qv, sv = g.add_const(q, f"{w.name}_q"), g.add_const(s, f"{w.name}_scale")
+        return g.add("dequantize", [qv, sv], source=n.source, name=f"{w.name}_dq")
+
+    def _correct_biases(self, g: Graph, layers: list[Node]) -> int:
+        """Subtract from each biased conv/linear bias the mean output error its int8 weight causes (per output
+        channel, over calibration batches, with float inputs: the error of the weights alone)."""
+        biased = [n for n in layers if n.op in ("conv2d", "linear") and len(n.inputs) == 3 and g.is_const(n.inputs[2])]
+        if not biased:
+            return 0
+        inputs = {n: [] for n in biased}
+        want = {n.inputs[0]: [m for m in biased if m.inputs[0] is n.inputs[0]] for n in biased}
+
+        def observe(v, x):
+            for m in want.get(v, ()):
+                inputs[m].append(x)
+
+        for batch in self.calibration[:BIAS_CORRECTION_BATCHES]:
+            interpret(g, [np.asarray(a) for a in batch], observe=observe)
+        for n in biased:
+            shift = _mean_error(g, n, inputs[n], self.config)
+            b = g.const(n.inputs[2])
+            n.inputs[2] = g.add_const((b - shift).astype(b.dtype), f"{n.inputs[2].name}_corrected")
+        return len(biased)
+
+
+def _mean_error(g: Graph, n: Node, xs: list, config: QuantConfig) -> np.ndarray:
+    """Mean over batch and positions of (layer with int8 weight - float layer), per output channel."""
+    from edgeopt.ir.registry import get_op
+
+    w = g.const(n.inputs[1])
+    axes = reduce_axes(n, w) if config.weights == "per-channel" else None
+    q, s = symmetric_int8(w, axes)
+    wq = (q.astype(np.float32) * s).astype(np.float32)
+    ref = get_op(n.op).reference
+    err = []
+    for x in xs:
+        d = ref([x, wq], n.attrs)[0].astype(np.float64) - ref([x, w], n.attrs)[0].astype(np.float64)
+        ch = 1 if n.op == "conv2d" else d.ndim - 1
+        err.append(d.mean(axis=tuple(i for i in range(d.ndim) if i != ch)))
+    return np.mean(err, axis=0).astype(np.float32)

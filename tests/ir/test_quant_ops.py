@@ -1,0 +1,107 @@
+"""The quantize / dequantize ops: reference semantics against PyTorch's, int4 packing, type checks, text form."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from edgeopt.ir import Graph, TensorType, interpret, parse_graph, print_graph, verify
+from edgeopt.ir.ops.quant import pack_int4, unpack_int4
+from edgeopt.ir.registry import OpError, get_op
+
+RNG = np.random.default_rng(7)
+
+
+def _ref(op, xs, **attrs):
+    d = get_op(op)
+    return d.reference(xs, d.normalize_attrs(attrs))[0]
+
+
+@pytest.mark.filterwarnings("ignore:torch.quantize_per_tensor")
+def test_quantize_per_tensor_matches_torch_ties_and_saturation():
+    """ONNX's rule, rint(x / scale) + zero_point; PyTorch rounds x / scale + zero_point, which agrees at ties only
+    for an even zero point (2.5 + 3 rounds to 6, 2 + 3 is 5), so the check uses even ones."""
+    x = np.array([0.25, 0.75, -0.25, 1.25, -1.75, 100.0, -100.0, 0.0], np.float32)
+    for dtype, tdt, zp in (("u8", torch.quint8, 128), ("i8", torch.qint8, 2)):
+        got = _ref("quantize", [x, np.float32(0.5), np.int32(zp)], dtype=dtype)
+        want = torch.quantize_per_tensor(torch.from_numpy(x), 0.5, zp, tdt).int_repr().numpy()
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.filterwarnings("ignore:torch.quantize_per_tensor")
+def test_quantize_per_channel_matches_torch():
+    x = RNG.standard_normal((4, 6)).astype(np.float32)
+    s = RNG.uniform(0.01, 0.05, 4).astype(np.float32)
+    got = _ref("quantize", [x, s[:, None], np.zeros((4, 1), np.int32)], dtype="i8")
+    zeros = torch.zeros(4, dtype=torch.long)
+    want = torch.quantize_per_channel(torch.from_numpy(x), torch.from_numpy(s).double(), zeros, 0,
+                                      torch.qint8).int_repr().numpy()
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.filterwarnings("ignore:torch.quantize_per_tensor")
+def test_dequantize_matches_torch_per_channel_with_zero_points():
+    q = RNG.integers(0, 256, (3, 5)).astype(np.uint8)
+    s, z = RNG.uniform(0.01, 0.1, 3).astype(np.float32), RNG.integers(0, 256, 3)
+    tq = torch._make_per_channel_quantized_tensor(torch.from_numpy(q), torch.from_numpy(s).double(),
+                                                  torch.from_numpy(z), 0)
+    got = _ref("dequantize", [q, s[:, None], z[:, None].astype(np.int32)])
+    np.testing.assert_allclose(got, tq.dequantize().numpy(), rtol=1e-6)
+
+
+def test_dequantize_inverts_quantize_within_half_a_step():
+    x = RNG.uniform(-1, 3, (3, 5)).astype(np.float32)
+    s, z = np.float32(4 / 255), np.int32(64)
+    y = _ref("dequantize", [_ref("quantize", [x, s, z], dtype="u8"), s, z])
+    assert y.dtype == np.float32 and np.abs(y - x).max() <= s / 2 + 1e-7
+
+
+def test_int4_pack_roundtrip_and_grouped_dequantize():
+    nib = RNG.integers(0, 16, (3, 8)).astype(np.uint8)
+    packed = pack_int4(nib)
+    assert packed.shape == (3, 4) and packed.dtype == np.uint8
+    np.testing.assert_array_equal(unpack_int4(packed), nib)
+    scale = RNG.uniform(0.1, 1, (3, 2)).astype(np.float32)
+    zp = RNG.integers(0, 16, (3, 2)).astype(np.uint8)
+    got = _ref("dequantize", [packed, scale, zp], bits=4, group_size=4)
+    want = (nib.astype(np.float32) - np.repeat(zp, 4, 1)) * np.repeat(scale, 4, 1)
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+@pytest.mark.parametrize("types, attrs, msg", [
+    ([TensorType((4, 6), "i32"), TensorType((), "f32")], {}, "i8 or u8"),
+    ([TensorType((4, 6), "i8"), TensorType((3, 1), "f32")], {}, "does not broadcast"),
+    ([TensorType((4, 6), "i8"), TensorType((), "f64")], {}, "scale must be f32"),
+    ([TensorType((4, 6), "i8"), TensorType((4, 2), "f32")], {"bits": 4, "group_size": 6}, r"u8 \(packed int4\)"),
+    ([TensorType((4, 6), "u8"), TensorType((4, 2), "f32")], {"bits": 4, "group_size": 5}, "does not divide"),
+])
+def test_dequantize_rejects_bad_types(types, attrs, msg):
+    d = get_op("dequantize")
+    with pytest.raises(OpError, match=msg):
+        d.infer(types, d.normalize_attrs(attrs))
+
+
+def test_quantize_rejects_integer_input_and_bad_dtype():
+    d = get_op("quantize")
+    with pytest.raises(OpError, match="must be float"):
+        d.infer([TensorType((2,), "i32"), TensorType((), "f32")], d.normalize_attrs({}))
+    with pytest.raises(OpError, match="dtype must be one of"):
+        d.infer([TensorType((2,), "f32"), TensorType((), "f32")], d.normalize_attrs({"dtype": "i16"}))
+
+
+def test_text_form_round_trips_and_verifies():
+    g = Graph("q")
+    x = g.add_input("x", TensorType((2, 16), "f32"))
+    s, z = g.add_const(np.float32(0.1), "s"), g.add_const(np.int32(3), "z")
+    wq = g.add_const(pack_int4(RNG.integers(0, 16, (4, 16)).astype(np.uint8)), "wq")
+    ws, wz = g.add_const(np.ones((4, 2), np.float32), "ws"), g.add_const(np.full((4, 2), 8, np.uint8), "wz")
+    xd = g.add("dequantize", [g.add("quantize", [x, s, z], {"dtype": "u8"}), s, z])
+    w = g.add("dequantize", [wq, ws, wz], {"bits": 4, "group_size": 8})
+    g.set_outputs([g.add("linear", [xd, w])])
+    verify(g)
+    text = print_graph(g)
+    g2 = parse_graph(text, g.constants)
+    assert print_graph(g2) == text
+    inp = [RNG.standard_normal((2, 16)).astype(np.float32)]
+    np.testing.assert_array_equal(interpret(g, inp)[0], interpret(g2, inp)[0])

@@ -1,0 +1,134 @@
+"""The quantization passes: structure (what they insert, how weights are stored) and numerics (interpreter before
+vs after, compiled kernels vs interpreter, and PyTorch)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from edgeopt.api import compile_graph
+from edgeopt.frontend import from_torch
+from edgeopt.ir import interpret, verify
+from edgeopt.pipeline import get_pass
+from edgeopt.quant import QuantConfig
+
+torch.manual_seed(0)
+
+
+class TinyEncoder(torch.nn.Module):
+    """An embedding, two linear layers with a GELU, and a matmul against a constant: the weight-only and dynamic
+    targets."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = torch.nn.Embedding(64, 32)
+        self.up, self.down = torch.nn.Linear(32, 96), torch.nn.Linear(96, 32)
+        self.proj = torch.nn.Parameter(torch.randn(32, 48) * 0.2)
+
+    def forward(self, ids):
+        h = self.emb(ids)
+        return (h + self.down(torch.nn.functional.gelu(self.up(h)))) @ self.proj
+
+
+class TinyCNN(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c1, self.c2 = torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.Conv2d(16, 16, 3, padding=1, groups=16)
+        self.c3, self.fc = torch.nn.Conv2d(16, 32, 1), torch.nn.Linear(32, 10)
+
+    def forward(self, x):
+        y = torch.relu(self.c1(x))
+        y = torch.relu(self.c3(torch.relu(self.c2(y)) + y))
+        return self.fc(y.mean((2, 3)))
+
+
+def _graph(model, *args):
+    return from_torch(model.eval(), args)
+
+
+def _encoder():
+    m, ids = TinyEncoder().eval(), torch.randint(0, 64, (2, 8))
+    return m, ids, _graph(m, ids)
+
+
+def _relative_error(a, b) -> float:
+    return float(np.abs(a - b).max() / np.abs(b).max())
+
+
+@pytest.mark.parametrize("mode, ops, bound", [("int8-weight", {"dequantize": 4}, 0.02),
+                                              ("int4-weight", {"dequantize": 4}, 0.15)])
+def test_weight_only_stores_narrow_weights_and_stays_close(mode, ops, bound):
+    m, ids, g = _encoder()
+    before = interpret(g, [ids.numpy()])[0]
+    float_bytes = g.weight_bytes()
+    stats = get_pass("quantize_weights").__class__(QuantConfig(mode=mode)).run(g)
+    verify(g)
+    assert stats["quantized"] == 4 and {k: g.op_counts().get(k) for k in ops} == ops
+    narrow = {a.dtype for a in g.constants.values() if a.size >= 1024}
+    assert narrow == ({np.dtype(np.int8)} if mode == "int8-weight" else {np.dtype(np.uint8)})
+    assert g.weight_bytes() < (0.3 if mode == "int8-weight" else 0.2) * float_bytes
+    after = interpret(g, [ids.numpy()])[0]
+    assert 0 < _relative_error(after, before) < bound  # changed (it quantized), but not by much
+    np.testing.assert_allclose(before, m(ids).detach().numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_keep_float_leaves_named_layers_alone():
+    _, _, g = _encoder()
+    stats = get_pass("quantize_weights").__class__(QuantConfig(mode="int8-weight", keep_float=["linear"])).run(g)
+    assert stats["quantized"] == 2 and len(stats["kept_float"]) == 2  # the matmul and the embedding table
+
+
+def test_dynamic_quantizes_rows_at_run_time():
+    m, ids, g = _encoder()
+    before = interpret(g, [ids.numpy()])[0]
+    stats = get_pass("quantize_dynamic").__class__().run(g)
+    verify(g)
+    assert stats["dynamic_activations"] == 3  # the embedding output, the GELU output, the residual sum
+    qs = [n for n in g.nodes if n.op == "quantize"]
+    assert all(n.attrs["dtype"] == "i8" and n.inputs[1].producer is not None for n in qs)  # run-time scales
+    assert 0 < _relative_error(interpret(g, [ids.numpy()])[0], before) < 0.03
+
+
+@pytest.mark.parametrize("mode", ["int8-weight", "int4-weight", "int8-dynamic"])
+def test_compiled_weight_modes_match_the_interpreter(mode):
+    """The kernels compute the quantized graph (dequantize inside the matrix products) like the interpreter."""
+    m, ids, g = _encoder()
+    compiled = compile_graph(g, "host", quantize=mode)
+    expected = interpret(compiled.graph, [ids.numpy()])[0]
+    got = compiled(ids.numpy())
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+    fused = [k for k in compiled.report["kernels"] if "dequantize" in k["ops"] and "linear" in k["ops"]]
+    assert fused and all(k["schedule"].startswith("tile(") for k in fused)  # int weights widened in the tile
+
+
+def test_static_inserts_quantize_dequantize_around_every_layer():
+    model, x = TinyCNN().eval(), torch.randn(1, 3, 12, 12)
+    g = _graph(model, x)
+    for name in ("fold_batch_norm", "dead_code_elimination"):
+        get_pass(name).run(g)
+    cal = [[np.random.default_rng(i).standard_normal((1, 3, 12, 12)).astype(np.float32)] for i in range(6)]
+    before = interpret(g, cal[0])[0]
+    stats = get_pass("quantize_static").__class__(QuantConfig(), cal).run(g)
+    verify(g)
+    assert stats["quantized"] == 4 and stats["bias_corrected"] == 4
+    layers = [n for n in g.nodes if n.op in ("conv2d", "linear")]
+    for n in layers:
+        x_dq, w_dq = n.inputs[0].producer, n.inputs[1].producer
+        assert x_dq.op == "dequantize" and x_dq.inputs[0].producer.op == "quantize"
+        assert x_dq.inputs[0].type.dtype == "u8" and w_dq.op == "dequantize" and w_dq.inputs[0].type.dtype == "i8"
+        assert g.const(w_dq.inputs[1]).shape[0] == n.outputs[0].type.shape[1 if n.op == "conv2d" else -1]
+    assert 0 < _relative_error(interpret(g, cal[0])[0], before) < 0.1
+
+
+def test_static_needs_calibration_data_and_checks_it():
+    from edgeopt.quant import QuantizationError
+
+    model, x = TinyCNN().eval(), torch.randn(1, 3, 12, 12)
+    g = _graph(model, x)
+    with pytest.raises(QuantizationError, match="needs calibration_data"):
+        compile_graph(g.clone(), "host", quantize="int8")
+    with pytest.raises(QuantizationError, match=r"calibration batch 0: input %\w+ is float32\[1, 3, 8, 8\]"):
+        compile_graph(g.clone(), "host", quantize="int8", calibration_data=[torch.randn(1, 3, 8, 8)])
+    with pytest.raises(QuantizationError, match="needs no calibration_data"):
+        compile_graph(g.clone(), "host", quantize="int8-weight", calibration_data=[x])
