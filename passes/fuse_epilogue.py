@@ -47,11 +47,11 @@ def _keeps_shape(group, cand) -> bool:
         return cand.inputs[0].producer is not None and cand.inputs[0].producer.op == "transpose"
     if cand.op in ("transpose", "pad", "layout_transform"):
         return True
-    if cand.op == "dequantize":  # int8/int4 weights or activations: widened in registers as the kernel reads them
-        return not epilogue
+    if cand.op == "dequantize" and not epilogue:  # int8/int4 weights or activations: widened in registers as the
+        return True                                 # kernel reads them
     t = cand.outputs[0].type
-    if cand.op == "quantize":  # the next layer's int8 input, stored narrow straight from the registers
-        return t.shape == anchor.shape
+    if cand.op == "quantize" or anchor.dtype == "i32":  # requantizing an integer kernel's sums, storing the next
+        return t.shape == anchor.shape                   # layer's int8 input narrow straight from the registers
     return t.shape == anchor.shape and t.dtype == anchor.dtype
 
 

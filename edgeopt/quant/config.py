@@ -38,6 +38,8 @@ class QuantConfig:
     group_size    int4: weights share one scale per ``group_size`` inputs
     keep_float    layers left in float: op names (e.g. "matmul"), or IR value names / source-line fragments
                   of the layers (``compiled.compare`` lists them)
+    integer_kernels  static int8 layers run as integer kernels (u8 x i8 summed in i32, ``fold_quantized``); False
+                  keeps them as float kernels on dequantized values (the same numbers, for debugging)
     """
 
     mode: str = "int8"
@@ -46,6 +48,7 @@ class QuantConfig:
     percentile: float = 99.99
     group_size: int = 32
     keep_float: tuple[str, ...] = field(default_factory=tuple)
+    integer_kernels: bool = True
 
     def __post_init__(self):
         if self.mode not in MODES:

@@ -70,7 +70,7 @@ def test_int4_pack_roundtrip_and_grouped_dequantize():
 
 
 @pytest.mark.parametrize("types, attrs, msg", [
-    ([TensorType((4, 6), "i32"), TensorType((), "f32")], {}, "i8 or u8"),
+    ([TensorType((4, 6), "i16"), TensorType((), "f32")], {}, "i8, u8 or i32"),
     ([TensorType((4, 6), "i8"), TensorType((3, 1), "f32")], {}, "does not broadcast"),
     ([TensorType((4, 6), "i8"), TensorType((), "f64")], {}, "scale must be f32"),
     ([TensorType((4, 6), "i8"), TensorType((4, 2), "f32")], {"bits": 4, "group_size": 6}, r"u8 \(packed int4\)"),

@@ -629,6 +629,16 @@ def quant_cases() -> list[Case]:
              {"q": pack_int4(nib)}, {"s": f32((6, 4), 0.01, 0.1), "z": np.int32(8)}),
         Case("dequantize_groups_axis0", opn("dequantize", ["q", "s"], {"group_size": 2, "group_axis": 0}),
              {"q": w}, {"s": f32((3, 8), 0.01, 0.1)}),
+        Case("dequantize_i32_sums", opn("dequantize", ["q", "s", "z"]), {"q": ints((2, 6), -2**20, 2**20)},
+             {"s": f32((6,), 1e-4, 1e-3), "z": ints((6,), -5000, 5000)}),
+        # integer contractions: u8 / i8 activations x i8 weights, exact i32 sums
+        Case("linear_u8_i8", opn("linear", "xw"), {"x": ints((3, 40), 0, 256, np.uint8)}, {"w": w[:, :5].repeat(8, 1)}),
+        Case("matmul_i8_i8", opn("matmul", "ab"), {"a": ints((2, 3, 16), -128, 128, np.int8),
+                                                   "b": ints((2, 16, 5), -128, 128, np.int8)}),
+        Case("conv2d_u8_i8", opn("conv2d", "xw", {"padding": [1, 1, 1, 1], "stride": [2, 1]}),
+             {"x": ints((1, 4, 7, 6), 0, 256, np.uint8)}, {"w": ints((8, 4, 3, 3), -128, 128, np.int8)}),
+        Case("conv2d_depthwise_u8_i8", opn("conv2d", "xw", {"groups": 4}),
+             {"x": ints((1, 4, 6, 6), 0, 256, np.uint8)}, {"w": ints((4, 1, 3, 3), -128, 128, np.int8)}),
     ]
 
 

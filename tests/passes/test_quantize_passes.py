@@ -132,3 +132,45 @@ def test_static_needs_calibration_data_and_checks_it():
         compile_graph(g.clone(), "host", quantize="int8", calibration_data=[torch.randn(1, 3, 8, 8)])
     with pytest.raises(QuantizationError, match="needs no calibration_data"):
         compile_graph(g.clone(), "host", quantize="int8-weight", calibration_data=[x])
+
+
+def _static_graph(model, x, batches=6):
+    g = _graph(model, x)
+    for name in ("fold_batch_norm", "dead_code_elimination"):
+        get_pass(name).run(g)
+    cal = [[np.random.default_rng(i).standard_normal(tuple(x.shape)).astype(np.float32)] for i in range(batches)]
+    get_pass("quantize_static").__class__(QuantConfig(), cal).run(g)
+    return g, cal
+
+
+def test_fold_quantized_makes_integer_layers_with_the_same_numbers():
+    model, x = TinyCNN().eval(), torch.randn(1, 3, 12, 12)
+    g, cal = _static_graph(model, x)
+    before = interpret(g, cal[1])[0]
+    stats = get_pass("fold_quantized").run(g)
+    verify(g)
+    assert stats == {"integer_layers": 4}
+    layers = [n for n in g.nodes if n.op in ("conv2d", "linear")]
+    assert len(layers) == 4
+    for n in layers:  # u8 x i8 -> i32, requantized by a dequantize with per-channel scales
+        assert (n.inputs[0].type.dtype, n.inputs[1].type.dtype, n.outputs[0].type.dtype) == ("u8", "i8", "i32")
+        assert len(n.inputs) == 2 and g.is_const(n.inputs[1])
+    pads = [n for n in g.nodes if n.op == "pad"]
+    assert all(n.inputs[0].type.dtype == "u8" for n in pads)  # padded with the zero point, in u8
+    after = interpret(g, cal[1])[0]
+    # the same arithmetic up to float rounding (which may flip a later quantize by one step)
+    assert np.abs(after - before).max() <= 0.02 * np.abs(before).max()
+
+
+def test_compiled_static_int8_matches_interpreter_and_torch():
+    model, x = TinyCNN().eval(), torch.randn(1, 3, 12, 12)
+    cal = [torch.randn(1, 3, 12, 12) for _ in range(8)]
+    compiled = compile_graph(_graph(model, x), "host", quantize="int8", calibration_data=cal)
+    assert compiled.report["pass_stats"]["fold_quantized"] == {"integer_layers": 4}
+    fused = [k for k in compiled.report["kernels"] if k["ops"][:1] == ["conv2d"] or "conv2d" in k["ops"]]
+    assert fused and all("dequantize" in k["ops"] for k in fused)  # requantization in the epilogue
+    expected = interpret(compiled.graph, [x.numpy()])[0]
+    got = compiled(x.numpy())
+    assert np.abs(got - expected).max() <= 0.02 * np.abs(expected).max()
+    ref = model(x).detach().numpy()
+    assert np.abs(got - ref).max() <= 0.1 * np.abs(ref).max()

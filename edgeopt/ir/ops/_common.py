@@ -34,3 +34,18 @@ def same_dtype(op: str, types: list[TensorType]) -> str:
 def need_float(op: str, t: TensorType) -> None:
     if t.dtype not in FLOAT_DTYPES:
         raise OpError(f"{op}: needs a floating-point input, got {t.dtype}")
+
+
+#: integer contractions: u8 or i8 activations times i8 weights, summed exactly in i32 (quantized kernels)
+INT8_INPUTS = ("u8", "i8")
+
+
+def contraction_dtype(op: str, types: list[TensorType]) -> str:
+    """The result dtype of a conv / matmul / linear: its inputs' float dtype, or i32 for an integer one (u8 or i8
+    activations times i8 weights; a bias is then added after, in float, by the dequantize that follows)."""
+    x, w = types[0], types[1]
+    if x.dtype in INT8_INPUTS and w.dtype == "i8":
+        if len(types) > 2:
+            raise OpError(f"{op}: an integer {op} takes no bias (add it after dequantizing the i32 result)")
+        return "i32"
+    return same_dtype(op, types)

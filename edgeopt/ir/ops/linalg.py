@@ -8,23 +8,28 @@ import numpy as np
 
 from ..registry import OpDef, OpError, register
 from ..types import TensorType
-from ._common import broadcast_shapes, same_dtype
+from ._common import broadcast_shapes, contraction_dtype
 
 
 def _matmul_infer(types, attrs):
     a, b = types
-    same_dtype("matmul", types)
+    dtype = contraction_dtype("matmul", types)
     if a.rank < 2 or b.rank < 2:
         raise OpError("matmul needs rank >= 2 operands (reshape vectors first)")
     if a.shape[-1] != b.shape[-2]:
         raise OpError(f"matmul: inner dims differ: {a.shape} @ {b.shape}")
     batch = broadcast_shapes(a.shape[:-2], b.shape[:-2])
-    return [TensorType(batch + (a.shape[-2], b.shape[-1]), a.dtype)]
+    return [TensorType(batch + (a.shape[-2], b.shape[-1]), dtype)]
+
+
+def result_dtype(x: np.ndarray) -> np.dtype:
+    """numpy dtype of a contraction's result on ``x``: i32 for integer inputs, else the input's."""
+    return np.dtype(np.int32) if x.dtype.kind in "iu" else x.dtype
 
 
 def _matmul_ref(xs, attrs):
     a, b = xs
-    return [np.matmul(a.astype(np.float64), b.astype(np.float64)).astype(a.dtype)]
+    return [np.matmul(a.astype(np.float64), b.astype(np.float64)).astype(result_dtype(a))]
 
 
 register(OpDef("matmul", "contraction", _matmul_infer, _matmul_ref, {}, (2, 2),
@@ -60,7 +65,7 @@ def unpack_linear_weight(w: np.ndarray) -> np.ndarray:
 
 def _linear_infer(types, attrs):
     x, w = types[0], types[1]
-    same_dtype("linear", types)
+    dtype = contraction_dtype("linear", types)
     block = linear_weight_block(attrs)
     if w.rank != (3 if block else 2) or (block and w.shape[2] != block):
         raise OpError(f"linear: weight_layout {attrs['weight_layout']!r} needs a "
@@ -73,7 +78,7 @@ def _linear_infer(types, attrs):
         raise OpError(f"linear: input features {x.shape[-1]} != weight in-features {in_f}")
     if len(types) == 3 and types[2].shape != (out_f,):
         raise OpError(f"linear: bias shape {types[2].shape} != ({out_f},)")
-    return [TensorType(x.shape[:-1] + (out_f,), x.dtype)]
+    return [TensorType(x.shape[:-1] + (out_f,), dtype)]
 
 
 def _linear_ref(xs, attrs):
@@ -83,7 +88,7 @@ def _linear_ref(xs, attrs):
     y = x @ (w.T if attrs["weight_layout"] == "oi" else w)
     if len(xs) == 3:
         y = y + xs[2]
-    return [y.astype(xs[0].dtype)]
+    return [y.astype(result_dtype(xs[0]))]
 
 
 register(OpDef("linear", "contraction", _linear_infer, _linear_ref, {"weight_layout": "oi"}, (2, 3),

@@ -10,7 +10,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from ..registry import REQUIRED, OpDef, OpError, register
 from ..types import TensorType
-from ._common import need_float, same_dtype
+from ._common import contraction_dtype, need_float, same_dtype
 from .layout import BLOCKED, PLAIN, block_nchw, blocked_type, data_layout, plain_type, unblock_nchw
 
 
@@ -95,8 +95,9 @@ def _plain_input(op: str, x: TensorType, attrs) -> TensorType:
 
 def _conv_infer(types, attrs):
     x = types[0]
-    need_float("conv2d", x)
-    same_dtype("conv2d", types)
+    dtype = contraction_dtype("conv2d", types)
+    if dtype != "i32":
+        need_float("conv2d", x)
     blocked, block = data_layout(attrs) == BLOCKED, conv_weight_block(attrs)
     if blocked and not block:
         raise OpError("conv2d: layout NCHWc needs a packed weight (weight_layout 'OIHW<v>o')")
@@ -112,7 +113,7 @@ def _conv_infer(types, attrs):
     s, p, d = attrs["stride"], attrs["padding"], attrs["dilation"]
     oh = _out_dim(x.shape[2], w[2], s[0], p[0], p[2], d[0])
     ow = _out_dim(x.shape[3], w[3], s[1], p[1], p[3], d[1])
-    y = TensorType((x.shape[0], w[0], oh, ow), x.dtype)
+    y = TensorType((x.shape[0], w[0], oh, ow), dtype)
     return [blocked_type(y, block) if blocked else y]
 
 
@@ -137,7 +138,7 @@ def _conv_ref(xs, attrs):
     y = np.einsum("ngchwrs,gkcrs->ngkhw", win, wg, optimize=True).reshape(n, w.shape[0], oh, ow)
     if len(xs) == 3:
         y = y + xs[2].reshape(1, -1, 1, 1)
-    return [y.astype(xs[0].dtype)]
+    return [y.astype(np.int32 if xs[0].dtype.kind in "iu" else xs[0].dtype)]
 
 
 _CONV_ATTRS = {"stride": [1, 1], "padding": [0, 0, 0, 0], "dilation": [1, 1], "groups": 1}
@@ -181,7 +182,7 @@ def _convT_ref(xs, attrs):
                              "padding": [max(0, q) for q in pads]})[0]
     if len(xs) == 3:
         y = y + xs[2].reshape(1, -1, 1, 1)
-    return [y.astype(xs[0].dtype)]
+    return [y.astype(np.int32 if xs[0].dtype.kind in "iu" else xs[0].dtype)]
 
 
 register(OpDef("conv_transpose2d", "contraction", _convT_infer, _convT_ref,

@@ -10,6 +10,9 @@ i8 to save space):
     group-wise          ``group_size`` g > 0: along ``group_axis`` element k takes scale row k // g, so
                         a [N,K] weight with groups along K has scale f32[N,K/g] (int4 weights)
 
+``dequantize`` also reads the i32 sums of an integer conv / linear (u8 x i8): with scale = input scale x weight
+scale per channel and zero point = input zero point x the channel's weight sum it requantizes them to float.
+
 ``bits=4`` (dequantize only) reads two 4-bit values per byte of a u8 tensor, packed along the last axis,
 low nibble first: the logical last dimension is twice the stored one. Values are unsigned nibbles 0..15
 read with their zero point (8 for symmetric int4).
@@ -115,8 +118,8 @@ def _dequantize_infer(types, attrs):
     q = types[0]
     if attrs["bits"] not in (4, 8):
         raise OpError(f"dequantize: bits must be 8 or 4, got {attrs['bits']}")
-    if q.dtype not in QRANGE or (attrs["bits"] == 4 and q.dtype != "u8"):
-        raise OpError(f"dequantize: needs an {'u8 (packed int4)' if attrs['bits'] == 4 else 'i8 or u8'} "
+    if q.dtype not in (*QRANGE, "i32") or (attrs["bits"] == 4 and q.dtype != "u8"):
+        raise OpError(f"dequantize: needs an {'u8 (packed int4)' if attrs['bits'] == 4 else 'i8, u8 or i32'} "
                       f"input, got {q.dtype}")
     shape = logical_shape(q, attrs["bits"])
     _check_params("dequantize", types, shape, attrs)
@@ -127,7 +130,7 @@ def _dequantize_ref(xs, attrs):
     q = unpack_int4(xs[0]) if attrs["bits"] == 4 else xs[0]
     scale = expand_params(xs[1], q.shape, attrs)
     zp = expand_params(xs[2], q.shape, attrs) if len(xs) == 3 else 0
-    return [((q.astype(np.int32) - zp) * scale.astype(np.float32)).astype(np.float32)]
+    return [(q.astype(np.int32) - zp).astype(np.float32) * scale.astype(np.float32)]
 
 
 register(OpDef("dequantize", "elementwise", _dequantize_infer, _dequantize_ref,

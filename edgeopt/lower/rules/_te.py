@@ -35,9 +35,12 @@ def elementwise(out, fn, *tensors, name="T"):
 def widen(dtype: str):
     """How the factors of a product of ``dtype`` elements are read into a sum: f16 ones as f32, so that f16
     convolutions and matrix products multiply exactly and accumulate in f32, as tensor cores do (``narrow`` then
-    stores the result as f16); other dtypes as they are."""
+    stores the result as f16); int8 and uint8 ones as int32 (integer kernels sum exactly in i32); other dtypes as
+    they are."""
     if dtype == "float16":
         return lambda e: e.astype("float32")
+    if dtype in ("int8", "uint8"):
+        return lambda e: e.astype("int32")
     return lambda e: e
 
 

@@ -6,7 +6,7 @@ from tvm import te
 
 from ...ir.ops.linalg import linear_weight_block
 from . import rule
-from ._te import narrow, widen
+from ._te import narrow, tvm_dtype, widen
 
 
 @rule("matmul")
@@ -21,7 +21,7 @@ def matmul(ins, attrs, out, op):
         ai, bi = batch_index(a, batch), batch_index(b, batch)
         return te.sum(acc(a(*ai, i, k)) * acc(b(*bi, k, j)), axis=k)
 
-    return narrow(te.compute(tuple(out.shape), body, name="matmul"), a.dtype)
+    return narrow(te.compute(tuple(out.shape), body, name="matmul"), tvm_dtype(out.dtype))
 
 
 def batch_index(t, batch):
@@ -52,4 +52,4 @@ def linear(ins, attrs, out, op):
     if len(ins) == 3:  # added to the (f32, for f16 layers) sum before its one rounding
         b = ins[2]
         y = te.compute(y.shape, lambda *i: y(*i) + acc(b[i[-1]]), name="linear_bias")
-    return narrow(y, x.dtype)
+    return narrow(y, tvm_dtype(out.dtype))

@@ -9,7 +9,7 @@ from ...ir.ops.layout import BLOCKED, data_layout, layout_block
 from ...ir.ops.nn import adaptive_bounds, conv_weight_block, resize_scale
 from .. import nan_math
 from . import rule
-from ._te import const, narrow, widen
+from ._te import const, narrow, tvm_dtype, widen
 
 
 def pad_nchw(x, pads, extra, value, name="pad"):
@@ -92,7 +92,7 @@ def conv2d(ins, attrs, out, op):
         return te.sum(acc(xp[n, c, h * sh + ry * dh, wi * sw + rx * dw]) * acc(weight(k, rc, ry, rx)),
                       axis=[rc, ry, rx])
 
-    return narrow(_bias(te.compute(tuple(out.shape), body, name="conv2d"), ins), x.dtype)
+    return narrow(_bias(te.compute(tuple(out.shape), body, name="conv2d"), ins), tvm_dtype(out.dtype))
 
 
 def _bias(y, ins, block=0):

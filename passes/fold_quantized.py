@@ -1,0 +1,107 @@
+"""fold_quantized: turn each quantize/dequantize sandwich around a conv or linear layer into an integer kernel.
+
+``quantize_static`` leaves every layer reading ``dequantize(x_q)`` and ``dequantize(w_q)``: an exact description
+of an int8 layer, computed in float. This pass computes it in integers. With the activation's scale ``sx`` and
+zero point ``zx`` and the weight's per-channel scales ``sw[o]`` (symmetric)::
+
+    y[o] = sum_k sx (x_q[k] - zx) * sw[o] w_q[o, k] + b[o]
+         = (sx sw[o]) * (sum_k x_q[k] w_q[o, k]  -  zx * sum_k w_q[o, k]) + b[o]
+
+so the layer becomes an integer conv / linear on the u8 activation and the i8 weight, summed exactly in i32,
+followed by ``dequantize(acc, sx * sw, zx * colsum(w_q))`` and the bias add: the requantization, which
+``fuse_epilogue`` puts in the kernel's epilogue together with the activation function and the next layer's
+``quantize``, so the kernel reads u8, multiplies in integers and writes u8. A padded conv whose input zero point is
+not 0 pads with ``zx`` (an explicit ``pad`` the conv kernel takes as its prologue), so the padding stays 0.
+
+Requires: ``quantized`` (``quantize_static``'s sandwiches, weights still in their plain layouts). Guarantees:
+``integer_kernels``. Layers whose scales are not per-tensor for the activation are left as they are.
+
+Before:
+    %x_q: u8[1,16] = quantize(%x, 0.05, 3) {"dtype": "u8"}
+    %x_dq: f32[1,16] = dequantize(%x_q, 0.05, 3)
+    %w_dq: f32[8,16] = dequantize(%w_q, %w_scale)
+    %y: f32[1,8] = linear(%x_dq, %w_dq, %b) {"weight_layout": "oi"}
+After:
+    %x_q: u8[1,16] = quantize(%x, 0.05, 3) {"dtype": "u8"}
+    %y_acc: i32[1,8] = linear(%x_q, %w_q) {"weight_layout": "oi"}
+    %y_dq: f32[1,8] = dequantize(%y_acc, %y_scale, %y_zp)      # y_scale = 0.05 * w_scale, y_zp = 3 * colsum(w_q)
+    %y: f32[1,8] = add(%y_dq, %b)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edgeopt.ir import Graph, Node, Value
+from edgeopt.pipeline import Pass, register_pass
+
+
+def _dequantize_of(g: Graph, v: Value, const_q: bool) -> Node | None:
+    n = v.producer
+    if n is None or n.op != "dequantize" or n.attrs["bits"] != 8 or n.attrs["group_size"]:
+        return None
+    if not all(g.is_const(p) for p in n.inputs[1:]) or (const_q != g.is_const(n.inputs[0])):
+        return None
+    return n
+
+
+@register_pass
+class FoldQuantized(Pass):
+    name = "fold_quantized"
+    requires = ("quantized",)
+    guarantees = ("integer_kernels",)
+
+    def run(self, g: Graph) -> dict:
+        folded = 0
+        for n in list(g.nodes):
+            if n.op not in ("conv2d", "linear") or not self._foldable(g, n):
+                continue
+            self._fold(g, n)
+            folded += 1
+        g.remove_dead_nodes()
+        g.remove_unused_constants()
+        return {"integer_layers": folded}
+
+    def _foldable(self, g: Graph, n: Node) -> bool:
+        x, w = _dequantize_of(g, n.inputs[0], False), _dequantize_of(g, n.inputs[1], True)
+        if x is None or w is None or x.inputs[0].type.dtype not in ("u8", "i8") or w.inputs[0].type.dtype != "i8":
+            return False
+        if any(p.type.numel != 1 for p in x.inputs[1:]) or len(w.inputs) == 3 and g.const(w.inputs[2]).any():
+            return False
+        if len(n.inputs) == 3 and not g.is_const(n.inputs[2]):
+            return False
+        if n.op == "conv2d":
+            return n.attrs["layout"] == "NCHW" and n.attrs["weight_layout"] == "OIHW"
+        return n.attrs["weight_layout"] in ("oi", "io")
+
+    def _fold(self, g: Graph, n: Node) -> None:
+        xd, wd = n.inputs[0].producer, n.inputs[1].producer
+        xq, wq = xd.inputs[0], wd.inputs[0]
+        sx = float(g.const(xd.inputs[1]).reshape(()))
+        zx = int(g.const(xd.inputs[2]).reshape(())) if len(xd.inputs) == 3 else 0
+        w = g.const(wq)
+        if n.op == "conv2d":
+            out_axis, sum_axes, shape = 0, (1, 2, 3), (-1, 1, 1)
+        else:
+            oi = n.attrs["weight_layout"] == "oi"
+            out_axis, sum_axes, shape = (0, (1,), (-1,)) if oi else (1, (0,), (-1,))
+        sw = np.broadcast_to(g.const(wd.inputs[1]), w.shape)
+        sw = np.moveaxis(sw, out_axis, 0).reshape(w.shape[out_axis], -1)[:, 0]
+        colsum = w.astype(np.int64).sum(axis=sum_axes)
+        at, attrs, src, out = g.nodes.index(n), dict(n.attrs), n.source, n.outputs[0]
+        x_in = xq
+        if n.op == "conv2d" and zx and any(attrs["padding"]):
+            t, left, b, r = attrs["padding"]
+            x_in = g.add("pad", [xq], {"pads": [0, 0, 0, 0, t, b, left, r], "value": zx}, source=src,
+                         name=f"{xq.name}_pad", index=at)
+            attrs["padding"], at = [0, 0, 0, 0], at + 1
+        acc = g.add(n.op, [x_in, wq], attrs, source=src, name=f"{out.name}_acc", index=at)
+        scale = g.add_const((sx * sw).astype(np.float32).reshape(shape), f"{out.name}_scale")
+        params = [scale] + ([g.add_const((zx * colsum).astype(np.int32).reshape(shape), f"{out.name}_zp")]
+                            if zx else [])
+        y = g.add("dequantize", [acc, *params], source=src, name=f"{out.name}_dq", index=at + 1)
+        if len(n.inputs) == 3:
+            bias = g.add_const(g.const(n.inputs[2]).reshape(shape), f"{n.inputs[2].name}_b")
+            y = g.add("add", [y, bias], source=src, name=f"{out.name}_bias", index=at + 2)
+        g.replace_uses(out, y)
+        g.nodes.remove(n)
