@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from edgeopt.ir import Graph, Node, Value
 from edgeopt.ir.ops.layout import BLOCKED, PLAIN, block_nchw
-from edgeopt.ir.ops.nn import conv_weight_block, pack_conv_weight
+from edgeopt.ir.ops.nn import conv_weight_block, conv_weight_group, pack_conv_weight
 from edgeopt.ir.registry import get_op
 from edgeopt.pipeline import Pass, register_pass
 
@@ -102,12 +102,13 @@ class _Rewriter:
         channels = x.type.shape[1] * self.block.get(x, 1)
         out_channels = n.outputs[0].type.shape[1]
         if a["groups"] == 1:
-            v = conv_weight_block(a)
-            if not v:
+            v, grp = conv_weight_block(a), conv_weight_group(a) or 1
+            fits = [d for d in range(grp, self.lanes + 1, grp) if channels % d == 0]  # blocks of whole int8 groups
+            if not v or not fits or self.block.get(x, grp) % grp:
                 return 0
-            b = self.block.get(x) or max(d for d in range(1, self.lanes + 1) if channels % d == 0)
+            b = self.block.get(x) or max(fits)
         elif a["groups"] == channels == out_channels and a["weight_layout"] == "OIHW" and self.g.is_const(w) \
-                and w.type.dtype == "f32":
+                and w.type.dtype in ("f32", "i8"):
             v = b = self.block.get(x) or block_size(channels, self.lanes)
             if not v:
                 return 0

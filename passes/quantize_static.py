@@ -8,6 +8,8 @@ Each convolution, linear layer and matmul with a constant operand becomes a laye
   the graph as it is at this point of the pipeline: after BatchNorm folding, so the ranges are those of the
   tensors the kernels compute). One quantize/dequantize pair serves every quantized reader of a value; other
   readers (a residual add, a softmax) keep reading float.
+- a max pool between the activation and the layer pools the u8 values (quantizing commutes with max);
+- a dense conv on fewer than 4 input channels (an image's first layer) stays float;
 - ``bias_correction`` (on by default) shifts each layer's float bias by the mean error that weight rounding
   causes in its output over the calibration data, so that errors do not add up as a drift through deep nets.
 
@@ -57,10 +59,12 @@ class QuantizeStatic(Pass):
         for n in g.nodes:
             if n.op not in QUANTIZED_OPS or weight_input(g, n) is None:
                 continue
-            (kept if self.config.keeps_float(n.op, n.outputs[0].name, n.source) else layers).append(n)
+            keep = self.config.keeps_float(n.op, n.outputs[0].name, n.source) or _too_narrow(n)
+            (kept if keep else layers).append(n)
         acts = list(dict.fromkeys(n.inputs[0] for n in layers))
         stats = observe_ranges(g, acts, self.calibration)
-        qdq = {v: self._quantize_activation(g, v, stats[v]) for v in acts}
+        readers = g.users()
+        qdq = {v: self._quantize_activation(g, v, stats[v], readers) for v in acts}
         corrected = self._correct_biases(g, layers) if self.bias_correction else 0
         for n in layers:
             n.inputs[0] = qdq[n.inputs[0]]
@@ -70,12 +74,20 @@ class QuantizeStatic(Pass):
         return {"quantized": len(layers), "activations": len(acts), "kept_float": [n.outputs[0].name for n in kept],
                 "bias_corrected": corrected, "calibration_batches": len(self.calibration)}
 
-    def _quantize_activation(self, g: Graph, v: Value, st) -> Value:
+    def _quantize_activation(self, g: Graph, v: Value, st, readers) -> Value:
         lo, hi = choose_range(st, self.config.calibrator, self.config.percentile)
         scale, zp = affine_params(lo, hi, "u8")
         s, z = g.add_const(np.float32(scale), f"{v.name}_scale"), g.add_const(np.int32(zp), f"{v.name}_zp")
         src = v.producer.source if v.producer is not None else None
-        q = g.add("quantize", [v, s, z], {"dtype": "u8"}, source=src, name=f"{v.name}_q")
+        pool = v.producer
+        if pool is not None and pool.op == "max_pool2d" and len(readers.get(pool.inputs[0], ())) == 1 \
+                and pool.inputs[0] not in g.outputs:
+            # quantizing is monotone, so it commutes with max: pool the u8 values (a quarter of the bytes) with
+            # the pool's output range; the producer's kernel then stores u8 directly
+            q = g.add("quantize", [pool.inputs[0], s, z], {"dtype": "u8"}, source=src, name=f"{v.name}_q_in")
+            q = g.add("max_pool2d", [q], pool.attrs, source=pool.source, name=f"{v.name}_q")
+        else:
+            q = g.add("quantize", [v, s, z], {"dtype": "u8"}, source=src, name=f"{v.name}_q")
         return g.add("dequantize", [q, s, z], source=src, name=f"{v.name}_dq")
 
     def _quantize_weight(self, g: Graph, n: Node) -> Value:
@@ -106,6 +118,12 @@ class QuantizeStatic(Pass):
             b = g.const(n.inputs[2])
             n.inputs[2] = g.add_const((b - shift).astype(b.dtype), f"{n.inputs[2].name}_corrected")
         return len(biased)
+
+
+def _too_narrow(n: Node) -> bool:
+    """A dense conv with fewer than 4 input channels (an RGB image's first layer) stays float: an int8 dot product
+    sums groups of 4 channels, and the float kernel for 3 channels is already fast."""
+    return n.op == "conv2d" and n.attrs["groups"] == 1 and n.inputs[0].type.rank == 4 and n.inputs[0].type.shape[1] < 4
 
 
 def _mean_error(g: Graph, n: Node, xs: list, config: QuantConfig) -> np.ndarray:

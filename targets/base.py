@@ -35,6 +35,11 @@ class Target:
 
         return DEFAULT_REGISTERS
 
+    def int8_dot(self) -> tuple[str, int, int] | None:
+        """(intrinsic, lanes, group) of this CPU's int8 dot-product instruction that integer kernels are built on
+        (``edgeopt.lower.int8_dot``), or None: integer kernels then use plain vector code."""
+        return None
+
     def schedule(self, func, op: str, lanes: int, attrs: dict | None = None):
         """Schedule one kernel's PrimFunc (anchor op ``op``); returns (func, description). CPUs: ``schedule_cpu``,
         with this target's ``vector_registers``."""

@@ -112,7 +112,11 @@ def _schedule(sch: Schedule, op: str, lanes: int, attrs: dict, accumulators: int
         if rows:
             return rows
     others = [sch.get(b).name_hint for b in _blocks(sch) if sch.get(b).name_hint != anchor]
-    if anchor:
+    if anchor and _int8_tiles(op, attrs):
+        from .schedule_int8 import schedule_int8
+
+        desc.append(schedule_int8(sch, op, attrs, anchor, accumulators, _inline_epilogue))
+    elif anchor:
         desc.append(_tile_anchor(sch, sch.get_sblock(anchor, func_name="main"), op, lanes, attrs, accumulators))
         if _pad_in_task(op, attrs):
             pad_names = _pad_under_parallel_loop(sch, sch.get_sblock(anchor + "_update", func_name="main"), lanes)
@@ -128,6 +132,16 @@ def _schedule(sch: Schedule, op: str, lanes: int, attrs: dict, accumulators: int
         else:
             desc.append(_parallel_outer(sch, b))
     return ";".join(d for d in desc if d)
+
+
+def _int8_tiles(op: str, attrs: dict) -> bool:
+    """Whether the anchor reads int8 weight tiles that a dot-product instruction takes (``schedule_int8``)."""
+    grouped = attrs.get("weight_layout", "").endswith("i") and attrs.get("weight_layout") not in ("oi",)
+    if not grouped:
+        return False
+    from .schedule_int8 import int8_tile
+
+    return int8_tile(op, attrs) is not None
 
 
 def _rows_in_one_loop(sch: Schedule, lanes: int) -> str | None:

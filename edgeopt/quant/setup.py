@@ -45,6 +45,7 @@ def place(pipeline: list, p) -> None:
     insert_before(pipeline, p, before)
     if p.config.static and p.config.integer_kernels and "fold_quantized" not in [q.name for q in pipeline]:
         insert_before(pipeline, get_pass("fold_quantized"), before)
+        insert_before(pipeline, get_pass("int8_weight_layout"), before)
 
 
 def calibration_batches(data, graph) -> list[list[np.ndarray]]:

@@ -18,6 +18,7 @@ import pytest
 from edgeopt.api import compile_graph
 from edgeopt.ir import Graph, TensorType, Value, all_ops, interpret
 from edgeopt.ir.ops.elementwise import BINARY, UNARY
+from edgeopt.ir.ops.linalg import pack_linear_weight_groups
 from edgeopt.ir.ops.nn import pack_conv_weight
 from edgeopt.ir.ops.winograd import transform_weight
 from edgeopt.ir.types import dtype_from_numpy
@@ -639,7 +640,22 @@ def quant_cases() -> list[Case]:
              {"x": ints((1, 4, 7, 6), 0, 256, np.uint8)}, {"w": ints((8, 4, 3, 3), -128, 128, np.int8)}),
         Case("conv2d_depthwise_u8_i8", opn("conv2d", "xw", {"groups": 4}),
              {"x": ints((1, 4, 6, 6), 0, 256, np.uint8)}, {"w": ints((4, 1, 3, 3), -128, 128, np.int8)}),
+        # packed int8 layouts: [v, g] tiles of v outputs x g inputs (what VNNI / AVX2 dot products read)
+        Case("linear_u8_i8_oi8o4i", opn("linear", "xw", {"weight_layout": "oi8o4i"}),
+             {"x": ints((2, 3, 12), 0, 256, np.uint8)}, {"w": pack_linear_weight_groups(wi8(16, 12), 8, 4)}),
+        Case("conv2d_u8_i8_OIHW8o4i", opn("conv2d", "xw", {"weight_layout": "OIHW8o4i", "padding": [1, 0, 1, 0]}),
+             {"x": ints((1, 8, 5, 5), 0, 256, np.uint8)}, {"w": pack_conv_weight(wi8(16, 8, 3, 3), 8, 4)}),
+        Case("conv2d_nchwc_u8_i8_OIHW8o4i", opn("conv2d", "xw", {"weight_layout": "OIHW8o4i", "layout": "NCHWc",
+                                                                 "stride": [2, 2], "padding": [1, 1, 1, 1]}),
+             {"x": ints((1, 2, 7, 6, 8), 0, 256, np.uint8)}, {"w": pack_conv_weight(wi8(16, 16, 3, 3), 8, 4)}),
+        Case("conv2d_nchwc_depthwise_u8_i8", opn("conv2d", "xw", {"weight_layout": "OIHW8o", "layout": "NCHWc",
+                                                                  "groups": 16, "padding": [1, 1, 1, 1]}),
+             {"x": ints((1, 2, 6, 6, 8), 0, 256, np.uint8)}, {"w": pack_conv_weight(wi8(16, 1, 3, 3), 8)}),
     ]
+
+
+def wi8(*shape):
+    return ints(shape, -128, 128, np.int8)
 
 
 # -- the tests -----------------------------------------------------------------------------------------------

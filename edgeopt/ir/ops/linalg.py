@@ -36,19 +36,34 @@ register(OpDef("matmul", "contraction", _matmul_infer, _matmul_ref, {}, (2, 2),
                doc="matmul(a[..., M, K], b[..., K, N]) -> [..., M, N], batch dims broadcast"))
 
 
-def linear_weight_block(attrs) -> int:
-    """Output features per panel of a packed linear weight (``weight_layout`` "oi<v>o"); 0 for "oi" / "io".
+_LINEAR_LAYOUT = re.compile(r"oi([1-9][0-9]*)o(?:([1-9][0-9]*)i)?")
 
-    The packed layout is [out/v, in, v]: the ``v`` output features a kernel computes in one register tile
-    are contiguous, and so is the whole K x v panel it streams (in "io" each of its rows is a stride apart)."""
+
+def linear_weight_block(attrs) -> int:
+    """Output features per panel of a packed linear weight (``weight_layout`` "oi<v>o" or "oi<v>o<g>i"); 0 for
+    "oi" / "io".
+
+    The packed layout "oi<v>o" is [out/v, in, v]: the ``v`` output features a kernel computes in one register tile
+    are contiguous, and so is the whole K x v panel it streams (in "io" each of its rows is a stride apart).
+    "oi<v>o<g>i" is [out/v, in/g, v, g], for int8 dot products: each [v, g] tile holds the g consecutive inputs of
+    v outputs that one instruction (VNNI's vpdpbusd: v=16, g=4) multiplies and sums."""
+    return _linear_layout(attrs)[0]
+
+
+def linear_weight_group(attrs) -> int:
+    """Inputs per group of an "oi<v>o<g>i" linear weight (0 for the other layouts)."""
+    return _linear_layout(attrs)[1]
+
+
+def _linear_layout(attrs) -> tuple[int, int]:
     layout = attrs.get("weight_layout", "oi")
     if layout in ("oi", "io"):
-        return 0
-    m = re.fullmatch(r"oi([1-9][0-9]*)o", layout)
+        return 0, 0
+    m = _LINEAR_LAYOUT.fullmatch(layout)
     if not m:
-        raise OpError(f"linear: weight_layout must be 'oi' (torch), 'io' (transposed) or 'oi<v>o' (packed), "
-                      f"got {layout!r}")
-    return int(m.group(1))
+        raise OpError(f"linear: weight_layout must be 'oi' (torch), 'io' (transposed), 'oi<v>o' or 'oi<v>o<g>i' "
+                      f"(packed), got {layout!r}")
+    return int(m.group(1)), int(m.group(2) or 0)
 
 
 def pack_linear_weight(w_io: np.ndarray, block: int) -> np.ndarray:
@@ -58,19 +73,31 @@ def pack_linear_weight(w_io: np.ndarray, block: int) -> np.ndarray:
 
 
 def unpack_linear_weight(w: np.ndarray) -> np.ndarray:
-    """[out/block, in, block] -> [in, out] (the inverse of ``pack_linear_weight``)."""
+    """[out/block, in, block] or [out/block, in/g, block, g] -> [in, out] (the inverse of the packers)."""
+    if w.ndim == 4:
+        nb, kg, b, g = w.shape
+        return np.ascontiguousarray(w.transpose(1, 3, 0, 2).reshape(kg * g, nb * b))
     nb, k, b = w.shape
     return np.ascontiguousarray(w.transpose(1, 0, 2).reshape(k, nb * b))
+
+
+def pack_linear_weight_groups(w_oi: np.ndarray, block: int, group: int) -> np.ndarray:
+    """[out, in] -> [out/block, in/group, block, group] (``weight_layout`` "oi<block>o<group>i")."""
+    n, k = w_oi.shape
+    return np.ascontiguousarray(w_oi.reshape(n // block, block, k // group, group).transpose(0, 2, 1, 3))
 
 
 def _linear_infer(types, attrs):
     x, w = types[0], types[1]
     dtype = contraction_dtype("linear", types)
-    block = linear_weight_block(attrs)
-    if w.rank != (3 if block else 2) or (block and w.shape[2] != block):
-        raise OpError(f"linear: weight_layout {attrs['weight_layout']!r} needs a "
-                      f"{'[out/v, in, v]' if block else 'rank-2'} weight, got {list(w.shape)}")
-    if block:
+    block, group = _linear_layout(attrs)
+    rank = 4 if group else 3 if block else 2
+    if w.rank != rank or (block and w.shape[2] != block) or (group and w.shape[3] != group):
+        want = "[out/v, in/g, v, g]" if group else "[out/v, in, v]" if block else "rank-2"
+        raise OpError(f"linear: weight_layout {attrs['weight_layout']!r} needs a {want} weight, got {list(w.shape)}")
+    if group:
+        out_f, in_f = w.shape[0] * block, w.shape[1] * group
+    elif block:
         out_f, in_f = w.shape[0] * block, w.shape[1]
     else:
         out_f, in_f = w.shape if attrs["weight_layout"] == "oi" else w.shape[::-1]

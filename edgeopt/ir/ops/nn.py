@@ -41,38 +41,65 @@ def _windows(x, k, s, d, pads, fill, ceil_mode=False):
     return win[:, :, : (oh - 1) * s[0] + 1 : s[0], : (ow - 1) * s[1] + 1 : s[1], :: d[0], :: d[1]]
 
 
-def conv_weight_block(attrs) -> int:
-    """Output channels per block of a packed conv2d weight (``weight_layout`` "OIHW<v>o"); 0 for plain OIHW.
+_CONV_LAYOUT = re.compile(r"OIHW([1-9][0-9]*)o(?:([1-9][0-9]*)i)?")
 
-    The packed layout is [O/v, I, KH, KW, v]: the ``v`` output channels a kernel computes in one vector
-    are contiguous, and one block's weights are one sequential stream."""
+
+def conv_weight_block(attrs) -> int:
+    """Output channels per block of a packed conv2d weight (``weight_layout`` "OIHW<v>o" or "OIHW<v>o<g>i"); 0 for
+    plain OIHW.
+
+    "OIHW<v>o" is [O/v, I, KH, KW, v]: the ``v`` output channels a kernel computes in one vector are contiguous,
+    and one block's weights are one sequential stream. "OIHW<v>o<g>i" is [O/v, I/g, KH, KW, v, g], for int8 dot
+    products: each [v, g] tile holds the g consecutive input channels of v output channels that one instruction
+    (VNNI's vpdpbusd: v=16, g=4) multiplies and sums."""
+    return _conv_layout(attrs)[0]
+
+
+def conv_weight_group(attrs) -> int:
+    """Input channels per group of an "OIHW<v>o<g>i" weight (0 for the other layouts)."""
+    return _conv_layout(attrs)[1]
+
+
+def _conv_layout(attrs) -> tuple[int, int]:
     layout = attrs.get("weight_layout", "OIHW")
     if layout == "OIHW":
-        return 0
-    m = re.fullmatch(r"OIHW([1-9][0-9]*)o", layout)
+        return 0, 0
+    m = _CONV_LAYOUT.fullmatch(layout)
     if not m:
-        raise OpError(f"conv2d: weight_layout must be 'OIHW' or 'OIHW<v>o' (packed), got {layout!r}")
-    return int(m.group(1))
+        raise OpError(f"conv2d: weight_layout must be 'OIHW', 'OIHW<v>o' or 'OIHW<v>o<g>i' (packed), got {layout!r}")
+    return int(m.group(1)), int(m.group(2) or 0)
 
 
-def pack_conv_weight(w: np.ndarray, block: int) -> np.ndarray:
-    """OIHW -> [O/block, I, KH, KW, block]."""
+def pack_conv_weight(w: np.ndarray, block: int, group: int = 0) -> np.ndarray:
+    """OIHW -> [O/block, I, KH, KW, block], or with ``group`` -> [O/block, I/group, KH, KW, block, group]."""
     o, i, kh, kw = w.shape
+    if group:
+        return np.ascontiguousarray(w.reshape(o // block, block, i // group, group, kh, kw).transpose(0, 2, 4, 5, 1, 3))
     return np.ascontiguousarray(w.reshape(o // block, block, i, kh, kw).transpose(0, 2, 3, 4, 1))
 
 
 def unpack_conv_weight(w: np.ndarray, block: int) -> np.ndarray:
-    """[O/block, I, KH, KW, block] -> OIHW (the inverse of ``pack_conv_weight``)."""
+    """The inverse of ``pack_conv_weight``: a packed weight back to OIHW."""
+    if w.ndim == 6:
+        ob, ig, kh, kw, b, g = w.shape
+        return w.transpose(0, 4, 1, 5, 2, 3).reshape(ob * b, ig * g, kh, kw)
     ob, i, kh, kw, b = w.shape
     return w.transpose(0, 4, 1, 2, 3).reshape(ob * b, i, kh, kw)
 
 
 def _conv_weight_oihw_shape(w: TensorType, attrs) -> tuple:
-    block = conv_weight_block(attrs)
+    block, group = _conv_layout(attrs)
     if not block:
         if w.rank != 4:
             raise OpError("conv2d needs NCHW input and OIHW weight")
         return w.shape
+    if group:
+        if w.rank != 6 or w.shape[4] != block or w.shape[5] != group:
+            raise OpError(f"conv2d: weight_layout {attrs['weight_layout']} needs a [O/{block}, I/{group}, KH, KW, "
+                          f"{block}, {group}] weight, got {list(w.shape)}")
+        if attrs["groups"] != 1:
+            raise OpError("conv2d: a grouped-input weight_layout needs groups=1")
+        return (w.shape[0] * block, w.shape[1] * group, *w.shape[2:4])
     if w.rank != 5 or w.shape[4] != block:
         raise OpError(f"conv2d: weight_layout {attrs['weight_layout']} needs a [O/{block}, I, KH, KW, {block}] "
                       f"weight, got {list(w.shape)}")
@@ -105,6 +132,10 @@ def _conv_infer(types, attrs):
     w = _conv_weight_oihw_shape(types[1], attrs)
     if blocked and attrs["groups"] != 1 and types[0].shape[4] != block:
         raise OpError("conv2d: a depthwise NCHWc conv needs the input block to equal the weight block")
+    group = conv_weight_group(attrs)
+    if blocked and group and types[0].shape[4] % group:
+        raise OpError(f"conv2d: an NCHWc input block ({types[0].shape[4]}) must hold whole groups of {group} "
+                      f"input channels (weight_layout {attrs['weight_layout']})")
     g = attrs["groups"]
     if x.shape[1] != w[1] * g or w[0] % g:
         raise OpError(f"conv2d: channels {x.shape[1]} / weight {list(w)} / groups {g} disagree")

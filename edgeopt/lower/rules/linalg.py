@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from tvm import te
 
-from ...ir.ops.linalg import linear_weight_block
+from ...ir.ops.linalg import linear_weight_block, linear_weight_group
 from . import rule
 from ._te import narrow, tvm_dtype, widen
 
@@ -35,9 +35,11 @@ def linear(ins, attrs, out, op):
     x, w = ins[0], ins[1]
     K = int(x.shape[-1])
     k = te.reduce_axis((0, K), name="k")
-    io, v = attrs["weight_layout"] == "io", linear_weight_block(attrs)
+    io, v, grp = attrs["weight_layout"] == "io", linear_weight_block(attrs), linear_weight_group(attrs)
 
     def weight(j):
+        if grp:  # int8 tiles [out/v, in/g, v, g]
+            return w[j // v, k // grp, j % v, k % grp]
         if v:  # packed panels [out/v, in, v]
             return w[j // v, k, j % v]
         return w[k, j] if io else w[j, k]

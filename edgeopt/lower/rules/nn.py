@@ -6,7 +6,7 @@ import tvm
 from tvm import te
 
 from ...ir.ops.layout import BLOCKED, data_layout, layout_block
-from ...ir.ops.nn import adaptive_bounds, conv_weight_block, resize_scale
+from ...ir.ops.nn import adaptive_bounds, conv_weight_block, conv_weight_group, resize_scale
 from .. import nan_math
 from . import rule
 from ._te import const, narrow, tvm_dtype, widen
@@ -45,15 +45,28 @@ def _conv2d_blocked(x, w, attrs, out):
     The reduction runs over input-channel blocks, the window, then the channels of a block (contiguous in
     x), so a kernel reads one input pixel's channels in a row and the weight vectors as a stream."""
     (sh, sw), (dh, dw) = attrs["stride"], attrs["dilation"]
-    _, Cg, KH, KW, _ = (int(d) for d in w.shape)
+    KH, KW = int(w.shape[2]), int(w.shape[3])
     xp = pad_nchw(x, attrs["padding"], (0, 0), const(0, x.dtype))
     ry, rx = te.reduce_axis((0, KH), "ry"), te.reduce_axis((0, KW), "rx")
+    acc = widen(x.dtype)
     if attrs["groups"] != 1:  # depthwise: output channel block k is input channel block k
         def depthwise(n, k, h, wi, v):
-            return te.sum(xp[n, k, h * sh + ry * dh, wi * sw + rx * dw, v] * w[k, 0, ry, rx, v], axis=[ry, rx])
+            return te.sum(acc(xp[n, k, h * sh + ry * dh, wi * sw + rx * dw, v]) * acc(w[k, 0, ry, rx, v]),
+                          axis=[ry, rx])
 
         return te.compute(tuple(out.shape), depthwise, name="conv2d")
     b = int(x.shape[4])
+    grp = conv_weight_group(attrs)
+    if grp:  # int8 tiles [O/v, C/g, KH, KW, v, g]: the g channels of one input pixel meet one [v, g] tile
+        rco, rcq, r4 = te.reduce_axis((0, int(x.shape[1])), "rco"), te.reduce_axis((0, b // grp), "rcq"), \
+            te.reduce_axis((0, grp), "r4")
+
+        def grouped(n, k, h, wi, v):
+            return te.sum(acc(xp[n, rco, h * sh + ry * dh, wi * sw + rx * dw, rcq * grp + r4])
+                          * acc(w[k, rco * (b // grp) + rcq, ry, rx, v, r4]), axis=[rco, ry, rx, rcq, r4])
+
+        return te.compute(tuple(out.shape), grouped, name="conv2d")
+    Cg = int(w.shape[1])
     rco, rci = te.reduce_axis((0, Cg // b), "rco"), te.reduce_axis((0, b), "rci")
 
     def body(n, k, h, wi, v):
@@ -70,7 +83,13 @@ def conv2d(ins, attrs, out, op):
     block = conv_weight_block(attrs)
     if data_layout(attrs) == BLOCKED:
         return _bias(_conv2d_blocked(x, w, attrs, out), ins, block)
-    if block:  # packed [O/v, I, KH, KW, v]: w[k, c, y, x] is w[k // v, c, y, x, k % v]
+    grp = conv_weight_group(attrs)
+    if grp:  # int8 tiles [O/v, I/g, KH, KW, v, g]
+        Cg, KH, KW, O = int(w.shape[1]) * grp, int(w.shape[2]), int(w.shape[3]), int(out.shape[1])
+
+        def weight(k, c, y, x_):
+            return w[k // block, c // grp, y, x_, k % block, c % grp]
+    elif block:  # packed [O/v, I, KH, KW, v]: w[k, c, y, x] is w[k // v, c, y, x, k % v]
         _, Cg, KH, KW, _ = (int(d) for d in w.shape)
         O = int(out.shape[1])
 

@@ -1,0 +1,336 @@
+"""edgeopt's own x86 int8 dot-product tensor intrinsics and a tensorized int8 "linear" kernel.
+
+Contract
+--------
+The kernel computes, exactly (int32 wrap-around never happens for K < 2**31 / (255 * 128) ~ 65 000)::
+
+    y_i32[M, Np] = sum_k int32(x_u8[M, Kp]) * int32(w_i8[n, k])
+
+with the weight pre-packed by :func:`pack_int8_weight` into ``wp[Np / lanes, Kp / group, lanes, group]``:
+``wp[n // lanes, k // group, n % lanes, k % group] = w[n, k]``. ``Np`` and ``Kp`` are ``N`` and ``K`` rounded up to
+``lanes`` and ``group``; the packer zero-pads the weight, so the caller must give ``x`` with ``Kp`` columns (any values
+in the padding columns: they meet zero weights) and ignore output columns ``>= N``. Activations are **unsigned** 8-bit
+(u8, as VNNI's ``vpdpbusd`` wants; an asymmetric-quantized activation with zero point 128 is ``x_i8 + 128``) and
+weights **signed** 8-bit. ``M`` is free (a row tail is predicated).
+
+Intrinsics (registered lazily, once per process, by :func:`register_int8_intrinsics`; this module never imports
+``tvm.s_tir.tensor_intrin``, whose import costs 30-70 s):
+
+=================  =====  =====  =================================  ==========================================
+name               lanes  group  LLVM intrinsic                     needs (LLVM feature names)
+=================  =====  =====  =================================  ==========================================
+VNNI512            16     4      ``llvm.x86.avx512.vpdpbusd.512``   avx512vnni (+avx512f)
+VNNI256            8      4      ``llvm.x86.avx512.vpdpbusd.256``   avxvnni, or avx512vnni + avx512vl
+AVX2_PMADDWD       8      2      ``llvm.x86.avx2.pmadd.wd``         avx2
+=================  =====  =====  =================================  ==========================================
+
+Each computes ``C[lanes] += sum_{g < group} int32(A[g]) * int32(B[lanes, g])`` with ``A`` a u8 ``[group]`` slice of one
+row of ``x``, ``B`` one ``[lanes, group]`` tile of ``wp`` (contiguous: ``lanes * group`` bytes) and ``C`` ``lanes``
+contiguous int32 accumulators.
+
+* The VNNI ones use ``vpdpbusd`` (u8 x i8 products summed in groups of 4 into int32, no saturation). In LLVM 22 (the
+  one inside the TVM 0.27 wheel) its operands are ``<64 x i8>`` / ``<32 x i8>`` vectors, not ``<16 x i32>`` as in
+  older LLVMs and in TVM's own ``tvm.s_tir.tensor_intrin.x86`` (which therefore fails LLVM verification in 0.27).
+  The 256-bit form is the same LLVM intrinsic for AVX-VNNI and AVX512-VL: LLVM emits ``{vex} vpdpbusd`` when the
+  target has avxvnni but no avx512vl.
+* The AVX2 one is exact: it widens the u8 pair of ``x`` and the i8 weights to int16 and uses ``vpmaddwd`` (int16 x
+  int16 products summed in pairs into int32, which cannot overflow here). ``vpmaddubsw`` (u8 x i8 -> int16 pairs) does
+  twice the work per instruction but **saturates**: 255*127*2 = 64 770 > 32 767, so it is exact only if activations
+  are limited to 7 bits, which edgeopt's quantizer does not promise; it is not used.
+
+:func:`pick_int8_dot` chooses the intrinsic for a target; :func:`build_int8_linear` builds the kernel (register-tiled
+tensorized schedule, or the plain vectorized fallback of the same compute with ``path="plain"``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import tvm
+from tvm import te
+from tvm.s_tir import Schedule, TensorIntrin
+from tvm.script import tirx as T
+
+__all__ = ["INTRINSICS", "Int8Dot", "register_int8_intrinsics", "pick_int8_dot", "pack_int8_weight",
+           "int8_linear_func", "schedule_int8_linear", "default_tile", "schedule_linear_plain", "build_int8_linear",
+           "assembly", "target_features"]
+
+
+@dataclass(frozen=True)
+class Int8Dot:
+    name: str  # TensorIntrin name
+    lanes: int  # int32 outputs per call
+    group: int  # k values summed per output per call
+    needs: tuple  # alternatives: any one tuple of LLVM feature names, all of which the target must have
+    x_dtype: str = "uint8"  # the activation's dtype in the kernel (weights are always int8)
+
+
+VNNI512 = Int8Dot("edgeopt_x86_vnni512_u8i8i32_16x4", 16, 4, (("avx512vnni", "avx512f"),))
+VNNI256 = Int8Dot("edgeopt_x86_vnni256_u8i8i32_8x4", 8, 4, (("avxvnni",), ("avx512vnni", "avx512vl")))
+AVX2_PMADDWD = Int8Dot("edgeopt_x86_avx2_pmaddwd_u8i8i32_8x2", 8, 2, (("avx2",),))
+#: AVX2 with the activation already widened to int16 (values 0..255) by its producer: one broadcast per row and
+#: k pair instead of four widening instructions (an option for a compiler whose quantize step can emit int16)
+AVX2_PMADDWD_X16 = Int8Dot("edgeopt_x86_avx2_pmaddwd_i16i8i32_8x2", 8, 2, (("avx2",),), "int16")
+#: by preference, best first (the ones pick_int8_dot chooses from: all take u8 activations)
+INTRINSICS = (VNNI512, VNNI256, AVX2_PMADDWD)
+_BY_NAME = {d.name: d for d in (*INTRINSICS, AVX2_PMADDWD_X16)}
+_PATHS = {"vnni512": VNNI512, "vnni256": VNNI256, "avx2": AVX2_PMADDWD, "avx2-x16": AVX2_PMADDWD_X16}
+
+
+# ---------------------------------------------------------------------------------------------------- intrinsics
+def _desc(lanes: int, group: int, a_dtype: str = "uint8"):
+    @T.prim_func(s_tir=True)
+    def desc(A: T.Buffer((group,), a_dtype, offset_factor=1), B: T.Buffer((lanes, group), "int8", offset_factor=1),
+             C: T.Buffer((lanes,), "int32", offset_factor=1)) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:lanes], A[0:group], B[0:lanes, 0:group])
+            T.writes(C[0:lanes])
+            for i, k in T.grid(lanes, group):
+                with T.sblock("update"):
+                    vi, vk = T.axis.remap("SR", [i, k])
+                    C[vi] = C[vi] + T.Cast("int32", A[vk]) * T.Cast("int32", B[vi, vk])
+
+    return desc
+
+
+def _vnni_impl(lanes: int):
+    llvm_name = {16: "llvm.x86.avx512.vpdpbusd.512", 8: "llvm.x86.avx512.vpdpbusd.256"}[lanes]
+    nbytes = lanes * 4
+
+    @T.prim_func(s_tir=True)
+    def impl(A: T.Buffer((4,), "uint8", offset_factor=1), B: T.Buffer((lanes, 4), "int8", offset_factor=1),
+             C: T.Buffer((lanes,), "int32", offset_factor=1)) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:lanes], A[0:4], B[0:lanes, 0:4])
+            T.writes(C[0:lanes])
+            a = T.reinterpret(A.vload([0], "uint8x4"), dtype="int32")  # the 4 bytes of x as one int32 ...
+            C[T.ramp(T.int32(0), 1, lanes)] = T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id(llvm_name),
+                C.vload([0], dtype=f"int32x{lanes}"),
+                T.reinterpret(T.broadcast(a, lanes), dtype=f"uint8x{nbytes}"),  # ... copied to every lane
+                B.vload([0, 0], dtype=f"int8x{nbytes}"),
+                dtype=f"int32x{lanes}")
+
+    return impl
+
+
+@T.prim_func(s_tir=True)
+def _avx2_impl(A: T.Buffer((2,), "uint8", offset_factor=1), B: T.Buffer((8, 2), "int8", offset_factor=1),
+               C: T.Buffer((8,), "int32", offset_factor=1)) -> None:
+    with T.sblock("root"):
+        T.reads(C[0:8], A[0:2], B[0:8, 0:2])
+        T.writes(C[0:8])
+        a = T.reinterpret(T.Cast("int16x2", A.vload([0], "uint8x2")), dtype="int32")  # (x0, x1) as int16 pair
+        C[T.ramp(T.int32(0), 1, 8)] = C.vload([0], dtype="int32x8") + T.call_llvm_pure_intrin(
+            T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.wd"),
+            T.reinterpret(T.broadcast(a, 8), dtype="int16x16"),
+            T.Cast("int16x16", B.vload([0, 0], dtype="int8x16")),  # vpmovsxbw
+            dtype="int32x8")
+
+
+@T.prim_func(s_tir=True)
+def _avx2_x16_impl(A: T.Buffer((2,), "int16", offset_factor=1), B: T.Buffer((8, 2), "int8", offset_factor=1),
+                   C: T.Buffer((8,), "int32", offset_factor=1)) -> None:
+    with T.sblock("root"):
+        T.reads(C[0:8], A[0:2], B[0:8, 0:2])
+        T.writes(C[0:8])
+        a = T.reinterpret(A.vload([0], "int16x2"), dtype="int32")  # one vpbroadcastd from memory
+        C[T.ramp(T.int32(0), 1, 8)] = C.vload([0], dtype="int32x8") + T.call_llvm_pure_intrin(
+            T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.wd"),
+            T.reinterpret(T.broadcast(a, 8), dtype="int16x16"),
+            T.Cast("int16x16", B.vload([0, 0], dtype="int8x16")),
+            dtype="int32x8")
+
+
+_REGISTERED = False
+
+
+def register_int8_intrinsics() -> None:
+    """Register edgeopt's intrinsics with TVM (idempotent; milliseconds)."""
+    global _REGISTERED
+    if _REGISTERED:
+        return
+    impls = {VNNI512.name: lambda: _vnni_impl(16), VNNI256.name: lambda: _vnni_impl(8),
+             AVX2_PMADDWD.name: lambda: _avx2_impl, AVX2_PMADDWD_X16.name: lambda: _avx2_x16_impl}
+    for d in (*INTRINSICS, AVX2_PMADDWD_X16):
+        if TensorIntrin.get(d.name, allow_missing=True) is None:  # e.g. this module was reloaded
+            TensorIntrin.register(d.name, _desc(d.lanes, d.group, d.x_dtype), impls[d.name]())
+    _REGISTERED = True
+
+
+# ---------------------------------------------------------------------------------------------------- choice
+def target_features(target) -> set[str]:
+    """The x86 feature names this module cares about that ``target`` (a tvm Target) has."""
+    names = {f for d in INTRINSICS for alt in d.needs for f in alt}
+    return {f for f in names if tvm.target.codegen.target_has_features(f, target)}
+
+
+def pick_int8_dot(features) -> tuple[str, int, int] | None:
+    """``(intrin_name, lanes, group)`` of the best intrinsic for ``features`` (a tvm Target, or an iterable of LLVM
+    feature names such as "avx512vnni", "avx512vl", "avxvnni", "avx2"); None if none applies (non-x86 or pre-AVX2:
+    use the plain schedule)."""
+    if isinstance(features, tvm.target.Target):
+        if features.kind.name != "llvm" or "aarch64" in str(features.attrs.get("mtriple", "")):
+            return None
+        features = target_features(features)
+    feats = {f.lstrip("+") for f in features}
+    for d in INTRINSICS:
+        if any(all(f in feats for f in alt) for alt in d.needs):
+            return d.name, d.lanes, d.group
+    return None
+
+
+# ---------------------------------------------------------------------------------------------------- kernel
+def _round_up(n: int, m: int) -> int:
+    return -(-n // m) * m
+
+
+def pack_int8_weight(w_nk: np.ndarray, lanes: int, group: int) -> np.ndarray:
+    """``w[N, K]`` -> ``wp[Np/lanes, Kp/group, lanes, group]`` (zero-padded to Np, Kp); same dtype as ``w``."""
+    n, k = w_nk.shape
+    npad, kpad = _round_up(n, lanes), _round_up(k, group)
+    w = np.zeros((npad, kpad), w_nk.dtype)
+    w[:n, :k] = w_nk
+    return np.ascontiguousarray(w.reshape(npad // lanes, lanes, kpad // group, group).transpose(0, 2, 1, 3))
+
+
+def int8_linear_func(M: int, K: int, N: int, lanes: int, group: int, rows: int = 1, x_dtype: str = "uint8",
+                     w_dtype: str = "int8", acc_dtype: str = "int32") -> tvm.tirx.PrimFunc:
+    """PrimFunc ``main(x[M, K], wp[N/lanes, K/group, lanes, group], y[M, N])`` (K, N already padded: multiples of
+    group and lanes). Block "Y" accumulates ``Mp`` = M rounded up to ``rows`` rows (the rows past M re-read x's last
+    row, so a register tile of ``rows`` rows never needs a predicate, which ``tensorize`` cannot match); block
+    "Y_out" copies the first M rows to ``y``. With float32 dtypes it is the fp32 linear of the same layout."""
+    assert K % group == 0 and N % lanes == 0, (K, group, N, lanes)
+    mp = _round_up(M, rows)
+    x = te.placeholder((M, K), x_dtype, name="x")
+    w = te.placeholder((N // lanes, K // group, lanes, group), w_dtype, name="wp")
+    k = te.reduce_axis((0, K), name="k")
+    row = (lambda i: te.min(i, M - 1)) if mp != M else (lambda i: i)
+    acc = te.compute((mp, N), lambda i, j: te.sum(
+        x[row(i), k].astype(acc_dtype) * w[j // lanes, k // group, j % lanes, k % group].astype(acc_dtype), axis=k),
+        name="Y")
+    y = te.compute((M, N), lambda i, j: acc[i, j], name="Y_out")
+    return te.create_prim_func([x, w, y])
+
+
+def _tile(sch: Schedule, rows: int, vectors: int, lanes: int, group: int):
+    """Split and order block "Y" as (jo, io, ko, ii, jv, ji, ki); the copy-out block goes under io; returns loops."""
+    blk = sch.get_sblock("Y", func_name="main")
+    i, j, k = sch.get_loops(blk)
+    n_vec = sch.get(j).extent.value // lanes
+    vectors = max(v for v in range(1, vectors + 1) if n_vec % v == 0)  # the tensorized loop must not be predicated
+    mp = sch.get(i).extent.value
+    rows = max(r for r in range(1, min(rows, mp) + 1) if mp % r == 0)
+    jo, jv, ji = sch.split(j, [None, vectors, lanes])
+    io, ii = sch.split(i, [None, rows])
+    ko, ki = sch.split(k, [None, group])
+    sch.reorder(jo, io, ko, ii, jv, ji, ki)
+    out = sch.get_sblock("Y_out", func_name="main")
+    sch.reverse_compute_at(out, io)  # Y is then only live inside one io iteration: compacted to rows x tile
+    sch.parallel(sch.fuse(jo, io))
+    return blk, out, ko, ii, jv, ji, ki, rows, vectors
+
+
+def _finish(sch: Schedule, out) -> None:
+    for b in (sch.get_sblock("Y_init", func_name="main"), out):
+        loops = sch.get_loops(b)
+        jo, ji = sch.split(loops[-1], [None, 16])
+        sch.vectorize(ji)
+        sch.unroll(jo)
+        if sch.get(loops[-2]).extent.value <= 16:
+            sch.unroll(loops[-2])
+
+
+def schedule_int8_linear(func, intrin: str, rows: int = 4, vectors: int = 2):
+    """Tensorize ``func`` (from :func:`int8_linear_func` with the intrinsic's lanes and group): a register tile of
+    ``rows`` x ``vectors * lanes`` int32 accumulators, reduction outside the tile, one intrinsic call per (row,
+    vector, k-group), column panels then row blocks in parallel. Returns ``(func, rows, vectors)`` actually used."""
+    register_int8_intrinsics()
+    d = _BY_NAME[intrin]
+    sch = Schedule(tvm.IRModule({"main": func}))
+    blk, out, ko, ii, jv, ji, ki, rows, vectors = _tile(sch, rows, vectors, d.lanes, d.group)
+    sch.unroll(ii)
+    sch.unroll(jv)
+    sch.decompose_reduction(blk, ko)  # after parallel; the init block lands above ko
+    sch.tensorize(ji, d.name)  # the update block's ji: ji x ki now is exactly the intrinsic's desc
+    _finish(sch, out)
+    return sch.mod["main"], rows, vectors
+
+
+def schedule_linear_plain(func, vec: int = 16, rows: int = 4, vectors: int = 2):
+    """The untensorized fallback: the same tile (rows x vectors*vec accumulators), columns vectorized ``vec`` wide
+    (``vec`` must equal the packed ``lanes``), the packed group's k unrolled. Returns ``(func, rows, vectors)``."""
+    group = int(func.params[1].shape[3])  # 0.27: PrimFunc params are the buffers (no buffer_map)
+    sch = Schedule(tvm.IRModule({"main": func}))
+    blk, out, ko, ii, jv, ji, ki, rows, vectors = _tile(sch, rows, vectors, vec, group)
+    sch.reorder(ki, ii, jv, ji)
+    sch.vectorize(ji)
+    sch.unroll(jv)
+    sch.unroll(ii)
+    sch.unroll(ki)
+    sch.decompose_reduction(blk, ko)
+    _finish(sch, out)
+    return sch.mod["main"], rows, vectors
+
+
+def default_tile(path: str, M: int, N: int, target=None) -> tuple[int, int]:
+    """(rows, vectors) register tile for ``path``, from bench/int8_dot.py sweeps on a Zen 4 VM (2 threads, other jobs
+    running; see /tmp/probe_int8/REPORT.md), rounded to the rules they suggest:
+
+    * M > 1: vnni512 4x2 (4x4, 6x2, 8x2 within noise); vnni256 4x4 when the target has AVX-512's 32 registers,
+      else 6x2 (12 of AVX-VNNI's 16 ymm); avx2 (u8) 4x4 (it reuses each widened x pair 4 times); avx2-x16 6x2;
+      plain 4x2 (4x3 with 8-lane ymm vectors, when N/8 allows: 12 accumulators).
+    * M == 1 (GEMV): one accumulator chain per vector, so more vectors: 8 (4 when that leaves under 4 parallel
+      tasks for the zmm kernel); 1x1 and 1x2 were 2-4x slower.
+    """
+    lanes = 16 if path == "vnni512" or (path == "plain" and target is not None and
+                                        tvm.target.codegen.target_has_features("avx512f", target)) else 8
+    if M == 1:
+        vecs = N // lanes
+        return 1, (8 if vecs // 8 >= 4 or path not in ("vnni512", "plain") else 4)
+    if path == "vnni256":
+        wide = target is not None and tvm.target.codegen.target_has_features("avx512f", target)
+        return (4, 4) if wide else (6, 2)
+    if path == "plain" and lanes == 8:
+        return 4, (3 if (N // 8) % 3 == 0 else 2)
+    return {"vnni512": (4, 2), "avx2": (4, 4), "avx2-x16": (6, 2)}.get(path, (4, 2))
+
+
+def build_int8_linear(M: int, K: int, N: int, target, path: str = "auto", rows: int | None = None,
+                      vectors: int | None = None, plain_group: int | None = None):
+    """Build the kernel for ``x[M, K] (u8) @ w[N, K].T (i8)``; returns ``(executable, info)``.
+
+    ``path``: "auto" (:func:`pick_int8_dot` on ``target``, else "plain"), "vnni512", "vnni256", "avx2", "avx2-x16"
+    (x given as int16, 0..255) or "plain" (``plain_group``: the packed k group, default 4). ``rows``/``vectors``
+    default to :func:`default_tile`.
+    ``info`` has the intrinsic, lanes/group (for :func:`pack_int8_weight`), padded Kp/Np and the tile. Call the
+    executable as ``ex["main"](x[M, Kp], wp, y[M, Np])`` or ``ex(x, wp, y)``."""
+    if path == "auto":
+        pick = pick_int8_dot(target)
+        path = next((p for p, d in _PATHS.items() if pick and d.name == pick[0]), "plain")
+    if path == "plain":  # one int32 vector register per vector: zmm with AVX-512, else ymm
+        wide = tvm.target.codegen.target_has_features("avx512f", target)
+        lanes, group, x_dtype = (16 if wide else 8), (plain_group or 4), "uint8"
+        intrin = None
+    else:
+        d = _PATHS[path]
+        lanes, group, intrin, x_dtype = d.lanes, d.group, d.name, d.x_dtype
+    kp, np_ = _round_up(K, group), _round_up(N, lanes)
+    d_rows, d_vectors = default_tile(path, M, np_, target)
+    rows = d_rows if rows is None else rows
+    vectors = d_vectors if vectors is None else vectors
+    func = int8_linear_func(M, kp, np_, lanes, group, rows=min(rows, M), x_dtype=x_dtype)
+    if intrin is None:
+        func, rows, vectors = schedule_linear_plain(func, vec=lanes, rows=rows, vectors=vectors)
+    else:
+        func, rows, vectors = schedule_int8_linear(func, intrin, rows=rows, vectors=vectors)
+    ex = tvm.compile(tvm.IRModule({"main": func}), target=target)
+    return ex, {"path": path, "intrin": intrin, "x_dtype": x_dtype, "lanes": lanes, "group": group, "Kp": kp, "Np": np_,
+                "rows": rows, "vectors": vectors}
+
+
+def assembly(ex) -> str:
+    """Assembly text of a built executable (``tvm.compile`` result) or runtime module."""
+    mod = getattr(ex, "mod", ex)
+    return mod.inspect_source("asm")

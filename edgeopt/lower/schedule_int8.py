@@ -1,0 +1,122 @@
+"""CPU schedules for integer kernels on int8 dot-product instructions (``edgeopt.lower.int8_dot``'s intrinsics).
+
+A linear layer with weights in "oi<v>o<g>i" tiles, or a conv on blocked (NCHWc) u8 activations with "OIHW<v>o<g>i"
+weights, sums ``g`` u8 x i8 products into each of ``v`` int32 lanes per instruction: VNNI's ``vpdpbusd`` (v=16 on
+AVX-512, 8 on AVX-VNNI; g=4) or AVX2's ``vpmaddwd`` on widened pairs (v=8, g=2). The layout's (v, g) names the
+instruction; ``int8_weight_layout`` only writes layouts the target's CPU has.
+
+    linear: rows x vectors register tile (accumulators), the reduction in groups of g outside it, one intrinsic
+            call per (row, vector, group); column panels x row blocks in parallel
+    conv:   a run of output pixels x one v-wide block of output channels; per (input block, window tap, group of
+            g input channels) one weight tile is loaded and meets each pixel's g input bytes (one broadcast each)
+
+The epilogue (requantize, bias, activation, the next layer's quantize) is folded into the store of the int32
+accumulators, as for float kernels.
+"""
+
+from __future__ import annotations
+
+import math
+
+from tvm.s_tir import Schedule
+
+from ..ir.ops.linalg import linear_weight_block, linear_weight_group
+from ..ir.ops.nn import conv_weight_block, conv_weight_group
+from .int8_dot import INTRINSICS, register_int8_intrinsics
+
+#: (lanes, group) of a weight layout -> the intrinsic that reads such tiles
+_BY_TILE = {(d.lanes, d.group): d.name for d in INTRINSICS}
+_MIN_PARALLEL = 4096
+
+
+def int8_tile(op: str, attrs: dict) -> tuple[int, int] | None:
+    """(lanes, group) of a kernel whose anchor reads int8 weight tiles an intrinsic takes, else None."""
+    if op == "linear":
+        v, g = linear_weight_block(attrs), linear_weight_group(attrs)
+    elif op == "conv2d" and attrs.get("layout") == "NCHWc":
+        v, g = conv_weight_block(attrs), conv_weight_group(attrs)
+    else:
+        return None
+    return (v, g) if g and (v, g) in _BY_TILE else None
+
+
+def schedule_int8(sch: Schedule, op: str, attrs: dict, anchor: str, accumulators: int,
+                  inline_epilogue) -> str:
+    """Tile, tensorize and parallelize the integer anchor block ``anchor``; returns the description."""
+    register_int8_intrinsics()
+    v, g = int8_tile(op, attrs)
+    intrin = _BY_TILE[(v, g)]
+    block = sch.get_sblock(anchor, func_name="main")
+    if op == "linear":
+        return _linear(sch, block, v, g, intrin, accumulators, inline_epilogue)
+    return _conv(sch, block, v, intrin, accumulators, inline_epilogue)
+
+
+def _extent(sch, loop) -> int:
+    return int(sch.get(loop).extent)
+
+
+def _divisor(n: int, limit: int) -> int:
+    return max(d for d in range(1, max(1, min(n, limit)) + 1) if n % d == 0)
+
+
+def _linear(sch, block, v, g, intrin, accumulators, inline_epilogue) -> str:
+    *lead, j, k = sch.get_loops(block)
+    i = sch.fuse(*lead) if len(lead) > 1 else lead[0]
+    m, n_vec = _extent(sch, i), _extent(sch, j) // v
+    if m == 1:  # a matrix-vector product: independent accumulator chains come from several vectors
+        rows, vectors = 1, _divisor(n_vec, accumulators)
+    else:
+        rows = _divisor(m, 4)
+        vectors = _divisor(n_vec, max(1, accumulators // rows))
+    jo, jv, ji = sch.split(j, [None, vectors, v])
+    io, ii = sch.split(i, [None, rows])
+    ko, ki = sch.split(k, [None, g])
+    sch.reorder(jo, io, ko, ii, jv, ji, ki)
+    write_back = sch.cache_write(block, 0, "global")
+    fused = inline_epilogue(sch, write_back)
+    sch.reverse_compute_at(write_back, io)
+    if m * n_vec * v >= _MIN_PARALLEL:
+        sch.parallel(sch.fuse(jo, io))
+    sch.unroll(ii)
+    sch.unroll(jv)
+    init = sch.decompose_reduction(block, ko)
+    sch.tensorize(ji, intrin)
+    _vectorize(sch, init, v)
+    _vectorize(sch, write_back, v)
+    return f"int8-tile(r{rows},v{vectors}x{v},{intrin.split('_')[2]}{',epilogue' if fused else ''})"
+
+
+def _conv(sch, block, v, intrin, accumulators, inline_epilogue) -> str:
+    n, ko, h, w, lanes, rco, ry, rx, rcq, r4 = sch.get_loops(block)
+    run = _divisor(_extent(sch, w), accumulators)
+    wo, wi = sch.split(w, [None, run])
+    sch.reorder(n, ko, h, wo, rco, ry, rx, rcq, wi, lanes, r4)
+    write_back = sch.cache_write(block, 0, "global")
+    fused = inline_epilogue(sch, write_back)
+    sch.reverse_compute_at(write_back, wo)
+    outer = [n, ko, h]
+    if math.prod(_extent(sch, lp) for lp in outer) * _extent(sch, wo) > 1:
+        sch.parallel(sch.fuse(*outer, wo))
+    sch.unroll(wi)
+    if _extent(sch, rx) <= 3:
+        sch.unroll(rx)
+    init = sch.decompose_reduction(block, rco)
+    sch.tensorize(lanes, intrin)
+    _vectorize(sch, init, v)
+    _vectorize(sch, write_back, v)
+    return f"int8-tile(u{run},v{v},nchwc,{intrin.split('_')[2]}{',epilogue' if fused else ''})"
+
+
+def _vectorize(sch, blk, v: int) -> None:
+    loops = sch.get_loops(blk)
+    inner = loops[-1]
+    ext = _extent(sch, inner)
+    if ext == v:
+        sch.vectorize(inner)
+    elif ext % v == 0:
+        o, i = sch.split(inner, [None, v])
+        sch.unroll(o)
+        sch.vectorize(i)
+    if len(loops) >= 2 and _extent(sch, loops[-2]) <= 8:
+        sch.unroll(loops[-2])

@@ -1,0 +1,61 @@
+"""int8_weight_layout: lay the i8 weights of integer conv and linear layers out in the tiles the CPU's int8 dot
+product reads, once, at compile time.
+
+An int8 dot-product instruction multiplies ``g`` consecutive u8 inputs by ``g`` i8 weights of each of ``v`` outputs
+and adds each group's sum into one of ``v`` int32 lanes: VNNI's ``vpdpbusd`` (AVX-512: v=16, AVX-VNNI: v=8; g=4),
+or AVX2's ``vpmaddwd`` on widened pairs (v=8, g=2). Its weight operand is one [v, g] tile, so the weight is packed
+as ``oi<v>o<g>i`` = [out/v, in/g, v, g] (linear) or ``OIHW<v>o<g>i`` = [O/v, I/g, KH, KW, v, g] (conv), and
+``nchwc_layout`` then blocks the conv's u8 input in channel blocks of whole groups. ``schedule_int8`` tensorizes the
+kernels. Targets without such an instruction (``Target.int8_dot()`` is None) keep the plain layouts.
+
+Requires: ``integer_kernels`` (``fold_quantized``). Guarantees: ``int8_weights_laid_out``.
+
+Before:
+    %y_acc: i32[4,32] = linear(%x_q, %w_q) {"weight_layout": "oi"}           # %w_q: i8[32,64]
+After (AVX-512 VNNI):
+    %y_acc: i32[4,32] = linear(%x_q, %w_q_oi16o4i) {"weight_layout": "oi16o4i"}   # i8[2,16,16,4]
+"""
+
+from __future__ import annotations
+
+from edgeopt.ir import Graph, Node
+from edgeopt.ir.ops.linalg import pack_linear_weight_groups
+from edgeopt.ir.ops.nn import pack_conv_weight
+from edgeopt.pipeline import Pass, register_pass
+
+
+def _integer(g: Graph, n: Node) -> bool:
+    return (n.outputs[0].type.dtype == "i32" and len(n.inputs) == 2 and g.is_const(n.inputs[1])
+            and n.inputs[0].type.dtype == "u8" and n.inputs[1].type.dtype == "i8")
+
+
+@register_pass
+class Int8WeightLayout(Pass):
+    name = "int8_weight_layout"
+    guarantees = ("int8_weights_laid_out",)
+
+    def run(self, g: Graph) -> dict:
+        dot = self.target.int8_dot() if self.target is not None else None
+        if dot is None:
+            return {"packed": 0, "instruction": None}
+        name, v, grp = dot
+        packed = 0
+        for n in g.nodes:
+            if not _integer(g, n):
+                continue
+            w = g.const(n.inputs[1])
+            if n.op == "linear" and n.attrs["weight_layout"] in ("oi", "io"):
+                w_oi = w if n.attrs["weight_layout"] == "oi" else w.T
+                if w_oi.shape[0] % v or w_oi.shape[1] % grp:
+                    continue
+                layout, arr = f"oi{v}o{grp}i", pack_linear_weight_groups(w_oi, v, grp)
+            elif (n.op == "conv2d" and n.attrs["weight_layout"] == "OIHW" and n.attrs["groups"] == 1
+                  and n.attrs["layout"] == "NCHW" and w.shape[0] % v == 0 and w.shape[1] % grp == 0):
+                layout, arr = f"OIHW{v}o{grp}i", pack_conv_weight(w, v, grp)
+            else:
+                continue
+            n.inputs[1] = g.add_const(arr, f"{n.inputs[1].name}_{layout}")
+            n.attrs["weight_layout"] = layout
+            packed += 1
+        g.remove_unused_constants()
+        return {"packed": packed, "instruction": name}
