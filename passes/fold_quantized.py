@@ -13,8 +13,11 @@ followed by ``dequantize(acc, sx * sw, zx * colsum(w_q))`` and the bias add: the
 ``quantize``, so the kernel reads u8, multiplies in integers and writes u8. A padded conv whose input zero point is
 not 0 pads with ``zx`` (an explicit ``pad`` the conv kernel takes as its prologue), so the padding stays 0.
 
-Requires: ``quantized`` (``quantize_static``'s sandwiches, weights still in their plain layouts). Guarantees:
-``integer_kernels``. Layers whose scales are not per-tensor for the activation are left as they are.
+A linear layer whose input has one scale per row, computed at run time (``quantize_dynamic``), becomes the same
+integer layer followed by ``dequantize(acc, row_scales, zx * colsum(w_q))`` and a product with the weight scales.
+
+Requires: ``quantized`` (``quantize_static``'s or ``quantize_dynamic``'s sandwiches, weights still in their plain
+layouts). Guarantees: ``integer_kernels``. Other sandwiches (a per-channel activation scale) are left as they are.
 
 Before:
     %x_q: u8[1,16] = quantize(%x, 0.05, 3) {"dtype": "u8"}
@@ -34,6 +37,21 @@ import numpy as np
 
 from edgeopt.ir import Graph, Node, Value
 from edgeopt.pipeline import Pass, register_pass
+
+
+def _activation_dequantize(g: Graph, v: Value) -> Node | None:
+    """The dequantize of an activation with one zero point, and one scale (a constant) or one per row (computed at
+    run time, shaped [..., rows, 1]: ``quantize_dynamic``)."""
+    n = v.producer
+    if n is None or n.op != "dequantize" or n.attrs["bits"] != 8 or n.attrs["group_size"] or g.is_const(n.inputs[0]):
+        return None
+    scale, zp = n.inputs[1], n.inputs[2] if len(n.inputs) == 3 else None
+    if zp is not None and not (g.is_const(zp) and zp.type.numel == 1):
+        return None
+    if g.is_const(scale):
+        return n if scale.type.numel == 1 else None
+    t = scale.type
+    return n if t.rank == v.type.rank and t.shape[-1] == 1 and t.shape[:-1] == v.type.shape[:-1] else None
 
 
 def _dequantize_of(g: Graph, v: Value, const_q: bool) -> Node | None:
@@ -63,10 +81,12 @@ class FoldQuantized(Pass):
         return {"integer_layers": folded}
 
     def _foldable(self, g: Graph, n: Node) -> bool:
-        x, w = _dequantize_of(g, n.inputs[0], False), _dequantize_of(g, n.inputs[1], True)
+        x, w = _activation_dequantize(g, n.inputs[0]), _dequantize_of(g, n.inputs[1], True)
         if x is None or w is None or x.inputs[0].type.dtype not in ("u8", "i8") or w.inputs[0].type.dtype != "i8":
             return False
-        if any(p.type.numel != 1 for p in x.inputs[1:]) or len(w.inputs) == 3 and g.const(w.inputs[2]).any():
+        if len(w.inputs) == 3 and g.const(w.inputs[2]).any():
+            return False
+        if not g.is_const(x.inputs[1]) and n.op != "linear":  # per-row run-time scales: linear layers only
             return False
         if len(n.inputs) == 3 and not g.is_const(n.inputs[2]):
             return False
@@ -77,7 +97,8 @@ class FoldQuantized(Pass):
     def _fold(self, g: Graph, n: Node) -> None:
         xd, wd = n.inputs[0].producer, n.inputs[1].producer
         xq, wq = xd.inputs[0], wd.inputs[0]
-        sx = float(g.const(xd.inputs[1]).reshape(()))
+        rows = None if g.is_const(xd.inputs[1]) else xd.inputs[1]  # per-row scales, computed at run time
+        sx = 1.0 if rows is not None else float(g.const(xd.inputs[1]).reshape(()))
         zx = int(g.const(xd.inputs[2]).reshape(())) if len(xd.inputs) == 3 else 0
         w = g.const(wq)
         if n.op == "conv2d":
@@ -97,11 +118,16 @@ class FoldQuantized(Pass):
             attrs["padding"], at = [0, 0, 0, 0], at + 1
         acc = g.add(n.op, [x_in, wq], attrs, source=src, name=f"{out.name}_acc", index=at)
         scale = g.add_const((sx * sw).astype(np.float32).reshape(shape), f"{out.name}_scale")
-        params = [scale] + ([g.add_const((zx * colsum).astype(np.int32).reshape(shape), f"{out.name}_zp")]
-                            if zx else [])
+        params = [rows if rows is not None else scale]
+        if zx:
+            params.append(g.add_const((zx * colsum).astype(np.int32).reshape(shape), f"{out.name}_zp"))
         y = g.add("dequantize", [acc, *params], source=src, name=f"{out.name}_dq", index=at + 1)
+        at += 2
+        if rows is not None:  # (row scale x column scale) as two products: the row's, then the weight's
+            y = g.add("mul", [y, scale], source=src, name=f"{out.name}_wscale", index=at)
+            at += 1
         if len(n.inputs) == 3:
             bias = g.add_const(g.const(n.inputs[2]).reshape(shape), f"{n.inputs[2].name}_b")
-            y = g.add("add", [y, bias], source=src, name=f"{out.name}_bias", index=at + 2)
+            y = g.add("add", [y, bias], source=src, name=f"{out.name}_bias", index=at)
         g.replace_uses(out, y)
         g.nodes.remove(n)

@@ -2,20 +2,26 @@
 
 For each linear layer (and matmul with a constant operand) the weight becomes int8 as in ``quantize_weights``,
 and the activation it reads is quantized symmetrically with one scale per row (per token of a transformer),
-computed from that row's largest magnitude when the model runs. Per-row scales follow activation outliers
+computed from that row's largest magnitude when the model runs, and stored as u8 around zero point 128 (the
+unsigned operand of VNNI's dot product). ``fold_quantized`` then makes the layers integer kernels whose epilogue
+multiplies each row by its scale. Per-row scales follow activation outliers
 (all-MiniLM's hidden states have a few large channels in some tokens) much better than the per-tensor scale
 ONNX Runtime's dynamic quantization uses, and need no calibration data.
 
-Requires: nothing (runs after the layout passes, like ``quantize_weights``). Guarantees: ``weights_quantized``.
+Requires: nothing (runs before the layout passes, like ``quantize_static``). Guarantees: ``weights_quantized``,
+``quantized``.
 
 Before:
     %y: f32[128,384] = linear(%x, %w) {"weight_layout": "oi"}
-After:
-    %x_abs: f32[128,384] = abs(%x)
-    %x_amax: f32[128,1] = max(%x_abs) {"axes": [-1], "keepdims": true}
-    %x_scale: f32[128,1] = maximum(div(%x_amax, 127.0), 1e-12)
-    %x_q: i8[128,384] = quantize(%x, %x_scale) {"dtype": "i8"}
-    %x_dq: f32[128,384] = dequantize(%x_q, %x_scale)
+After (the row's statistics and its quantization are one kernel, which reads each row once):
+    %x_scale, %x_q = fused(%x) {"name": "quantize_rows", "anchor": "max"}
+      graph quantize_rows(%x: f32[128,384]) {
+        %x_amax: f32[128,1] = max(abs(%x)) {"axes": [-1], "keepdims": true}
+        %x_scale: f32[128,1] = maximum(div(%x_amax, 127.0), 1e-12)
+        %x_q: u8[128,384] = quantize(%x, %x_scale, 128) {"dtype": "u8"}
+        return %x_scale, %x_q
+      }
+    %x_dq: f32[128,384] = dequantize(%x_q, %x_scale, 128)
     %y: f32[128,384] = linear(%x_dq, dequantize(%w_q, %w_scale)) {"weight_layout": "oi"}
 """
 
@@ -24,6 +30,7 @@ from __future__ import annotations
 import numpy as np
 
 from edgeopt.ir import Graph, Value
+from edgeopt.ir.fused import fuse_nodes
 from edgeopt.pipeline import Pass, register_pass
 from edgeopt.quant.config import QuantConfig
 from edgeopt.quant.weights import weight_input
@@ -34,7 +41,7 @@ from .quantize_weights import QuantizeWeights
 @register_pass
 class QuantizeDynamic(Pass):
     name = "quantize_dynamic"
-    guarantees = ("weights_quantized",)
+    guarantees = ("weights_quantized", "quantized")
 
     def __init__(self, config: QuantConfig | None = None):
         self.config = config or QuantConfig(mode="int8-dynamic")
@@ -61,8 +68,13 @@ def _quantize_rows(g: Graph, x: Value, at: int, source: str | None) -> Value:
         at += 1
         return v
 
+    first = at
     amax = add("max", [add("abs", [x])], {"axes": [-1], "keepdims": True}, "amax")
     scale = add("maximum", [add("div", [amax, g.add_const(np.float32(127.0), "q127")]),
                             g.add_const(np.float32(1e-12), "tiny")], name="scale")
-    q = add("quantize", [x, scale], {"dtype": "i8"}, "q")
-    return add("dequantize", [q, scale], name="dq")
+    zero = g.add_const(np.int32(128), "zp128")  # symmetric, stored as u8 around 128 (what VNNI multiplies)
+    q = add("quantize", [x, scale, zero], {"dtype": "u8"}, "q")
+    dq = add("dequantize", [q, scale, zero], name="dq")
+    # one kernel, one pass over each row: its max |x|, its scale (a second output) and its u8 values
+    fuse_nodes(g, g.nodes[first:at - 1], "quantize_rows", amax.producer)
+    return dq

@@ -10,6 +10,7 @@ Each convolution, linear layer and matmul with a constant operand becomes a laye
   readers (a residual add, a softmax) keep reading float.
 - a max pool between the activation and the layer pools the u8 values (quantizing commutes with max);
 - a dense conv on fewer than 4 input channels (an image's first layer) stays float;
+- embedding tables are stored int8 per row (as ``quantize_weights`` does) and gathered rows dequantized;
 - ``bias_correction`` (on by default) shifts each layer's float bias by the mean error that weight rounding
   causes in its output over the calibration data, so that errors do not add up as a drift through deep nets.
 
@@ -29,6 +30,8 @@ After:
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from edgeopt.ir import Graph, Node, Value, interpret
@@ -36,6 +39,8 @@ from edgeopt.pipeline import Pass, register_pass
 from edgeopt.quant.calibrate import affine_params, choose_range, observe_ranges
 from edgeopt.quant.config import QuantConfig, QuantizationError
 from edgeopt.quant.weights import reduce_axes, symmetric_int8, weight_input
+
+from .quantize_weights import QuantizeWeights
 
 QUANTIZED_OPS = ("conv2d", "linear", "matmul")
 #: bias correction runs the float and the int8-weight layer on this many calibration batches
@@ -69,10 +74,12 @@ class QuantizeStatic(Pass):
         for n in layers:
             n.inputs[0] = qdq[n.inputs[0]]
             n.inputs[1] = self._quantize_weight(g, n)
+        tables = QuantizeWeights(replace(self.config, mode="int8-weight"), ops=("take",)).run(g)  # embeddings
         g.toposort()
         g.remove_unused_constants()
         return {"quantized": len(layers), "activations": len(acts), "kept_float": [n.outputs[0].name for n in kept],
-                "bias_corrected": corrected, "calibration_batches": len(self.calibration)}
+                "bias_corrected": corrected, "calibration_batches": len(self.calibration),
+                "embedding_tables": tables["quantized"]}
 
     def _quantize_activation(self, g: Graph, v: Value, st, readers) -> Value:
         lo, hi = choose_range(st, self.config.calibrator, self.config.percentile)

@@ -10,8 +10,10 @@ with the weight pre-packed by :func:`pack_int8_weight` into ``wp[Np / lanes, Kp 
 ``wp[n // lanes, k // group, n % lanes, k % group] = w[n, k]``. ``Np`` and ``Kp`` are ``N`` and ``K`` rounded up to
 ``lanes`` and ``group``; the packer zero-pads the weight, so the caller must give ``x`` with ``Kp`` columns (any values
 in the padding columns: they meet zero weights) and ignore output columns ``>= N``. Activations are **unsigned** 8-bit
-(u8, as VNNI's ``vpdpbusd`` wants; an asymmetric-quantized activation with zero point 128 is ``x_i8 + 128``) and
-weights **signed** 8-bit. ``M`` is free (a row tail is predicated).
+(u8, as VNNI's ``vpdpbusd`` wants; a signed int8 activation becomes u8 by adding 128, and the caller then subtracts
+``128 * sum_k w[n, k]`` per output column) and weights **signed** 8-bit. ``M`` is free: the accumulating block runs
+on M rounded up to the register tile's rows, the extra rows re-reading row M-1, and only M rows are stored (a
+predicated row tail cannot be tensorized).
 
 Intrinsics (registered lazily, once per process, by :func:`register_int8_intrinsics`; this module never imports
 ``tvm.s_tir.tensor_intrin``, whose import costs 30-70 s):
@@ -22,6 +24,7 @@ name               lanes  group  LLVM intrinsic                     needs (LLVM 
 VNNI512            16     4      ``llvm.x86.avx512.vpdpbusd.512``   avx512vnni (+avx512f)
 VNNI256            8      4      ``llvm.x86.avx512.vpdpbusd.256``   avxvnni, or avx512vnni + avx512vl
 AVX2_PMADDWD       8      2      ``llvm.x86.avx2.pmadd.wd``         avx2
+AVX2_PMADDWD_X16   8      2      ``llvm.x86.avx2.pmadd.wd``         avx2; x given as int16 (0..255), not u8
 =================  =====  =====  =================================  ==========================================
 
 Each computes ``C[lanes] += sum_{g < group} int32(A[g]) * int32(B[lanes, g])`` with ``A`` a u8 ``[group]`` slice of one

@@ -158,9 +158,20 @@ def _rows_in_one_loop(sch: Schedule, lanes: int) -> str | None:
     if len(loops) < 2:
         return None
     ext = _extents(sch, loops)
-    rows = sch.fuse(*loops[:-1]) if len(loops) > 2 else loops[0]
-    for b in reversed(blocks[:-1]):
-        sch.compute_at(b, rows, preserve_unit_loops=True)
+    root_outputs = {sch.get(b).name_hint for b in sch.get_output_blocks(sch.get_sblock("root", func_name="main"))}
+    stats = [i for i, b in enumerate(blocks[:-1]) if _is_spatial(sch, b) and sch.get(b).name_hint in root_outputs]
+    if stats:  # a row statistic that is an output too (a per-row quantization's scale) owns the row loop: TVM
+        at = stats[-1]  # moves no output block under another's loop, so the blocks after it move under its
+        stat_loops = sch.get_loops(blocks[at])
+        rows = sch.fuse(*stat_loops[:-1]) if len(stat_loops) > 2 else stat_loops[0]
+        for b in reversed(blocks[:at]):
+            sch.compute_at(b, rows, preserve_unit_loops=True)
+        for b in blocks[at + 1:]:
+            sch.reverse_compute_at(b, rows, preserve_unit_loops=True)
+    else:
+        rows = sch.fuse(*loops[:-1]) if len(loops) > 2 else loops[0]
+        for b in reversed(blocks[:-1]):
+            sch.compute_at(b, rows, preserve_unit_loops=True)
     if math.prod(ext) >= _MIN_PARALLEL_WORK and math.prod(ext[:-1]) > 1:
         sch.parallel(rows)
     for b in [*blocks[:-1], out]:

@@ -61,8 +61,7 @@ def _divisor(n: int, limit: int) -> int:
 
 
 def _linear(sch, block, v, g, intrin, accumulators, inline_epilogue) -> str:
-    *lead, j, k = sch.get_loops(block)
-    i = sch.fuse(*lead) if len(lead) > 1 else lead[0]
+    *lead, i, j, k = sch.get_loops(block)  # rows: the last leading axis (its split must stay affine for tensorize)
     m, n_vec = _extent(sch, i), _extent(sch, j) // v
     if m == 1:  # a matrix-vector product: independent accumulator chains come from several vectors
         rows, vectors = 1, _divisor(n_vec, accumulators)
@@ -72,12 +71,12 @@ def _linear(sch, block, v, g, intrin, accumulators, inline_epilogue) -> str:
     jo, jv, ji = sch.split(j, [None, vectors, v])
     io, ii = sch.split(i, [None, rows])
     ko, ki = sch.split(k, [None, g])
-    sch.reorder(jo, io, ko, ii, jv, ji, ki)
+    sch.reorder(*lead, jo, io, ko, ii, jv, ji, ki)
     write_back = sch.cache_write(block, 0, "global")
     fused = inline_epilogue(sch, write_back)
     sch.reverse_compute_at(write_back, io)
-    if m * n_vec * v >= _MIN_PARALLEL:
-        sch.parallel(sch.fuse(jo, io))
+    if math.prod(_extent(sch, lp) for lp in lead) * m * n_vec * v >= _MIN_PARALLEL:
+        sch.parallel(sch.fuse(*lead, jo, io))
     sch.unroll(ii)
     sch.unroll(jv)
     init = sch.decompose_reduction(block, ko)

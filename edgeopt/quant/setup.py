@@ -38,12 +38,14 @@ def quantization_pass(quantize, calibration_data, graph):
 
 def place(pipeline: list, p) -> None:
     """Insert the quantization pass ``p`` into ``pipeline`` (pass objects) at its mode's slot; static int8 is
-    followed by ``fold_quantized`` (integer kernels), unless the pipeline names it already or disables it."""
+    and dynamic int8 are followed by ``fold_quantized`` and ``int8_weight_layout`` (integer kernels), unless the
+    pipeline names them already."""
     from ..pipeline import QUANT_PASSES, get_pass, insert_before
 
     before = QUANT_PASSES[p.config.mode][1]
     insert_before(pipeline, p, before)
-    if p.config.static and p.config.integer_kernels and "fold_quantized" not in [q.name for q in pipeline]:
+    if p.config.mode in ("int8", "int8-dynamic") and p.config.integer_kernels \
+            and "fold_quantized" not in [q.name for q in pipeline]:
         insert_before(pipeline, get_pass("fold_quantized"), before)
         insert_before(pipeline, get_pass("int8_weight_layout"), before)
 

@@ -99,7 +99,10 @@ def test_compiled_weight_modes_match_the_interpreter(mode):
     got = compiled(ids.numpy())
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
     fused = [k for k in compiled.report["kernels"] if "dequantize" in k["ops"] and "linear" in k["ops"]]
-    assert fused and all(k["schedule"].startswith("tile(") for k in fused)  # int weights widened in the tile
+    # weight-only: int weights widened in the register tile; dynamic: integer kernels (on dot products if any)
+    assert fused and all(k["schedule"].startswith(("tile(", "int8-tile(")) for k in fused), fused
+    if mode == "int8-dynamic" and compiled_target_has_int8_dot():
+        assert all(k["schedule"].startswith("int8-tile(") for k in fused)
 
 
 def test_static_inserts_quantize_dequantize_around_every_layer():
