@@ -64,8 +64,12 @@ class QuantizeStatic(Pass):
         for n in g.nodes:
             if n.op not in QUANTIZED_OPS or weight_input(g, n) is None:
                 continue
-            keep = self.config.keeps_float(n.op, n.outputs[0].name, n.source) or _too_narrow(n)
-            (kept if keep else layers).append(n)
+            if self.config.keeps_float(n.op, n.outputs[0].name, n.source):
+                kept.append(f"{n.outputs[0].name} ({n.op}: QuantConfig.keep_float)")
+            elif _too_narrow(n):
+                kept.append(f"{n.outputs[0].name} ({n.op}: {n.inputs[0].type.shape[1]} input channels)")
+            else:
+                layers.append(n)
         acts = list(dict.fromkeys(n.inputs[0] for n in layers))
         stats = observe_ranges(g, acts, self.calibration)
         readers = g.users()
@@ -77,7 +81,7 @@ class QuantizeStatic(Pass):
         tables = QuantizeWeights(replace(self.config, mode="int8-weight"), ops=("take",)).run(g)  # embeddings
         g.toposort()
         g.remove_unused_constants()
-        return {"quantized": len(layers), "activations": len(acts), "kept_float": [n.outputs[0].name for n in kept],
+        return {"quantized": len(layers), "activations": len(acts), "kept_float": kept,
                 "bias_corrected": corrected, "calibration_batches": len(self.calibration),
                 "embedding_tables": tables["quantized"]}
 

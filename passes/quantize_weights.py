@@ -54,7 +54,7 @@ class QuantizeWeights(Pass):
             if i is None or g.const(n.inputs[i]).size < MIN_WEIGHT_ELEMENTS:
                 continue
             if self.config.keeps_float(n.op, n.outputs[0].name, n.source):
-                kept.append(n.outputs[0].name)
+                kept.append(f"{n.outputs[0].name} ({n.op}: QuantConfig.keep_float)")
                 continue
             w = n.inputs[i]
             key = f"{w.name}/{n.op}/{n.attrs.get('weight_layout')}"

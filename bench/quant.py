@@ -1,0 +1,306 @@
+"""Quantization: how much faster, how much accuracy kept, how much smaller -- edgeopt's int8 / int4 modes beside
+ONNX Runtime's int8, on real data, in one run.
+
+    .venv/bin/python bench/quant.py                                   # everything (~15 min on 2 cores)
+    .venv/bin/python bench/quant.py minilm --sentences 500 --rounds 3
+    .venv/bin/python bench/quant.py --small                           # a quick smoke run (CI's bench test)
+
+Accuracy (each against PyTorch fp32, on data that ships in packages, ``bench/quant_data.py``):
+- **EfficientNet-Lite0** (pretrained): top-1 agreement on 160 real photo crops, static int8 calibrated on 64
+  other crops (one compile per calibrator: minmax, percentile, entropy, mse);
+- **all-MiniLM-L6-v2** (pretrained): mean cosine of the mean-pooled embeddings over real English sentences, for
+  int8-weight, int4-weight, int8-dynamic and static int8 (calibrated on 64 other sentences);
+- **a digits CNN** trained here (``bench/digits_cnn.py``): test accuracy, fp32 vs static int8.
+
+ONNX Runtime's figures on the same data come from ``bench/quant_peers.py``, run as its own process in this run
+(static QDQ per-channel s8/u8 and dynamic QInt8; its ONNX files are reused for the timing below).
+
+Speed: batch 1, 2 threads. Every variant of a model (edgeopt fp32 and int8 artifacts run by edgeopt's runtime;
+ONNX Runtime fp32 and int8) runs in a process of its own (``bench/peer_workers.py``); a round times each once,
+in a rotating order, after a quiet gate; ratios are medians of per-round ratios (paired). ResNet-18 and
+MobileNetV2 use the zoo's random weights (speed only: no pretrained weights for them ship in a package).
+
+Size: the artifact's weight bytes, int8 vs fp32.
+
+Writes bench/results/quant-<time>.json with the machine facts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TVM_NUM_THREADS", "2")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import numpy as np  # noqa: E402
+
+from bench import quant_data as qd  # noqa: E402
+from bench.common import save_results  # noqa: E402
+
+MODELS = ["efficientnet_lite0", "minilm", "digits", "resnet18", "mobilenet_v2"]
+CALIBRATORS = ["minmax", "percentile", "entropy", "mse"]
+MINILM_MODES = ["int8-weight", "int4-weight", "int8-dynamic", "int8"]
+#: the ONNX Runtime int8 file quant_peers.py writes for each model, and the fp32 one
+ORT_FILES = {"efficientnet_lite0": ("lite0.onnx", "lite0_qdq.onnx"), "minilm": ("minilm.onnx", "minilm_dyn.onnx"),
+             "resnet18": ("resnet18.onnx", "resnet18_qdq.onnx")}
+
+
+def _compile(model, inputs, **kw):
+    import edgeopt
+
+    t0 = time.perf_counter()
+    c = edgeopt.compile(model, inputs, **kw)
+    return c, time.perf_counter() - t0
+
+
+def _size(c) -> dict:
+    q = c.report.get("quantization", {})
+    return {"weight_bytes": c.report["weight_bytes"], "weight_ratio": q.get("weight_ratio", 1.0),
+            "kernels_by_precision": q.get("kernels_by_precision"), "kept_float": q.get("kept_float", [])}
+
+
+# ------------------------------------------------------------------------------------------------ accuracy
+def lite0_accuracy(args, artifacts: dict) -> list[dict]:
+    import torch
+
+    from tests.models.zoo import efficientnet_lite0
+
+    model, _ = efficientnet_lite0(small=False)
+    calib, ev = qd.calibration_and_eval(args.n_calib, args.n_eval, norm="lite0")
+    with torch.inference_mode():
+        ref = np.concatenate([model(torch.from_numpy(ev[i:i + 16])).numpy() for i in range(0, len(ev), 16)])
+    x1 = (torch.from_numpy(ev[:1]),)
+    rows = []
+    fp32, secs = _compile(model, x1)
+    out = np.concatenate([fp32(ev[i:i + 1]) for i in range(len(ev))])
+    rows.append({"model": "efficientnet_lite0", "variant": "fp32", "compile_s": round(secs, 1),
+                 "top1_agreement": qd.top1_agreement(out, ref), **_size(fp32)})
+    artifacts["efficientnet_lite0"] = {"fp32": fp32}
+    batches = [torch.from_numpy(calib[i:i + 1]) for i in range(len(calib))]
+    for cal in args.calibrators:
+        import edgeopt
+
+        c, secs = _compile(model, x1, quantize=edgeopt.QuantConfig(mode="int8", calibrator=cal),
+                           calibration_data=batches)
+        out = np.concatenate([c(ev[i:i + 1]) for i in range(len(ev))])
+        rows.append({"model": "efficientnet_lite0", "variant": f"int8 ({cal})", "calibrator": cal,
+                     "compile_s": round(secs, 1), "top1_agreement": qd.top1_agreement(out, ref),
+                     "n_calib": len(calib), "n_eval": len(ev), **_size(c)})
+        if cal == args.calibrators[0]:
+            artifacts["efficientnet_lite0"]["int8"] = c
+    return rows
+
+
+def minilm_accuracy(args, artifacts: dict) -> list[dict]:
+    import torch
+
+    from tests.models.zoo import minilm
+
+    model, (ids0, mask0) = minilm(small=False)
+    sentences = qd.english_sentences()
+    calib, ev = sentences[:args.n_calib], sentences[args.n_calib:args.n_calib + args.sentences]
+    ids, mask = qd.minilm_batch(ev, 128)
+    with torch.inference_mode():
+        ref = np.concatenate([model(torch.from_numpy(ids[i:i + 32]), torch.from_numpy(mask[i:i + 32])).numpy()
+                              for i in range(0, len(ev), 32)])
+    cids, cmask = qd.minilm_batch(calib, 128)
+    batches = [(torch.from_numpy(cids[i:i + 1]), torch.from_numpy(cmask[i:i + 1])) for i in range(len(calib))]
+    rows, artifacts["minilm"] = [], {}
+    for mode in ["fp32", *args.minilm_modes]:
+        kw = {} if mode == "fp32" else {"quantize": mode}
+        if mode == "int8":
+            kw["calibration_data"] = batches
+        c, secs = _compile(model, (ids0, mask0), **kw)
+        out = np.concatenate([c(ids[i:i + 1], mask[i:i + 1]) for i in range(len(ev))])
+        cos = qd.row_cosines(out, ref, mask)
+        rows.append({"model": "minilm", "variant": mode, "compile_s": round(secs, 1), "mean_cosine": float(cos.mean()),
+                     "min_cosine": float(cos.min()), "n_eval": len(ev), **_size(c)})
+        artifacts["minilm"][mode] = c
+    return rows
+
+
+def digits_accuracy(args, artifacts: dict) -> list[dict]:
+    from bench.digits_cnn import accuracy, train_digits
+
+    model, x_train, x_test, y_test = train_digits(epochs=3 if args.small else 12)
+    fp32, _ = _compile(model, (x_test[:1],))
+    int8, _ = _compile(model, (x_test[:1],), quantize="int8", calibration_data=[x_train[i:i + 1] for i in range(64)])
+    a32, a8 = accuracy(fp32, x_test, y_test), accuracy(int8, x_test, y_test)
+    return [{"model": "digits_cnn", "variant": "fp32", "accuracy": a32, **_size(fp32)},
+            {"model": "digits_cnn", "variant": "int8", "accuracy": a8,
+             "accuracy_drop_points": round(100 * (a32 - a8), 2), "n_test": len(y_test), **_size(int8)}]
+
+
+def random_weight_models(args, artifacts: dict) -> list[dict]:
+    import torch
+
+    from tests.models.zoo import build
+
+    rows = []
+    calib = None if args.small else qd.calibration_and_eval(16, 16, norm="imagenet")[0]
+    for name in [m for m in ("resnet18", "mobilenet_v2") if m in args.models]:
+        model, x = build(name, small=args.small)
+        batches = [x] * 4 if args.small else [torch.from_numpy(calib[i:i + 1]) for i in range(len(calib))]
+        fp32, s32 = _compile(model, x)
+        int8, s8 = _compile(model, x, quantize="int8", calibration_data=batches)
+        artifacts[name] = {"fp32": fp32, "int8": int8}
+        agree = qd.top1_agreement(int8(x[0].numpy()), fp32(x[0].numpy()))
+        rows.append({"model": name, "variant": "int8", "compile_s": round(s8, 1), "agrees_on_example": agree,
+                     **_size(int8)})
+    return rows
+
+
+# --------------------------------------------------------------------------------------------------- speed
+def _workdir(root: str, model: str, variant: str, artifact, inputs: list, onnx: str | None) -> str:
+    d = os.path.join(root, f"{model}-{variant}")
+    os.makedirs(d, exist_ok=True)
+    np.savez(os.path.join(d, "inputs.npz"), **{f"arg{i}": a for i, a in enumerate(inputs)})
+    out = artifact(*inputs)
+    np.save(os.path.join(d, "reference.npy"), out[0] if isinstance(out, tuple) else out)
+    artifact.save(os.path.join(d, "model.edgeopt"))
+    if onnx:
+        shutil.copy(onnx, os.path.join(d, "model.onnx"))
+    return d
+
+
+def speed(args, artifacts: dict, ort_work: str | None) -> list[dict]:
+    """Paired rounds over edgeopt fp32 / int8 and ONNX Runtime fp32 / int8, each in its own process."""
+    from bench.peers import Worker, wait_quiet
+
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="quant-speed-") as root:
+        for model, arts in artifacts.items():
+            inputs = _speed_inputs(model, arts["fp32"], args)
+            onnx = ORT_FILES.get(model) if ort_work else None
+            workers = {}
+            for variant in ("fp32", "int8" if "int8" in arts else None, "int8-dynamic" if model == "minilm" else None):
+                if variant is None or variant not in arts:
+                    continue
+                ort_file = None
+                if onnx:
+                    ort_file = os.path.join(ort_work, onnx[0] if variant == "fp32" else onnx[1])
+                    ort_file = ort_file if os.path.exists(ort_file) else None
+                d = _workdir(root, model, variant, arts[variant], inputs, ort_file)
+                workers[f"edgeopt {variant}"] = Worker("edgeopt", model, d, args.small)
+                if ort_file and variant != "int8":  # ORT's MiniLM int8 is dynamic: paired with edgeopt's dynamic
+                    workers[f"onnxruntime {'fp32' if variant == 'fp32' else 'int8'}"] = Worker("onnxruntime", model, d,
+                                                                                              args.small)
+                elif ort_file and model != "minilm":
+                    workers["onnxruntime int8"] = Worker("onnxruntime", model, d, args.small)
+            times = {k: [] for k in workers}
+            names = list(workers)
+            for r in range(args.rounds):
+                wait_quiet(args.min_idle, args.quiet_timeout)
+                for k in names[r % len(names):] + names[:r % len(names)]:
+                    times[k].append(statistics.median(workers[k].time(args.calls)))
+            for w in workers.values():
+                w.close()
+            row = {"model": model, "round_medians_ms": times,
+                   "best_ms": {k: min(v) for k, v in times.items()}}
+            row["ratios"] = _paired_ratios(times)
+            rows.append(row)
+            print(f"[speed] {model}: " + ", ".join(f"{k} {min(v):.2f} ms" for k, v in times.items()), flush=True)
+    return rows
+
+
+def _paired_ratios(times: dict) -> dict:
+    """Median over rounds of (a / b) for the pairs the issue asks about."""
+    pairs = [("edgeopt int8", "edgeopt fp32"), ("edgeopt int8", "onnxruntime int8"),
+             ("edgeopt int8-dynamic", "edgeopt fp32"), ("edgeopt int8-dynamic", "onnxruntime int8"),
+             ("edgeopt fp32", "onnxruntime fp32"), ("onnxruntime int8", "onnxruntime fp32")]
+    return {f"{a} / {b}": round(statistics.median(x / y for x, y in zip(times[a], times[b])), 3)
+            for a, b in pairs if a in times and b in times}
+
+
+def _speed_inputs(model: str, artifact, args) -> list:
+    if model == "minilm":
+        ids, mask = qd.minilm_batch([max(qd.english_sentences()[:200], key=len)], 128)
+        return [ids, mask]
+    shape = tuple(artifact.plan["inputs"][0]["shape"])
+    if args.small:
+        return [np.random.default_rng(0).standard_normal(shape).astype(np.float32)]
+    norm = "lite0" if model == "efficientnet_lite0" else "imagenet"
+    return [qd.calibration_and_eval(0, 8, norm=norm, size=shape[-1])[1][:1]]
+
+
+# ---------------------------------------------------------------------------------------------------- main
+def run_peers(args) -> tuple[str | None, dict | None, str | None]:
+    """bench/quant_peers.py in its own process; returns (its ONNX folder, its results, its results path)."""
+    if args.no_peers:
+        return None, None, None
+    work = tempfile.mkdtemp(prefix="quant-peers-")
+    cmd = [sys.executable, os.path.join(ROOT, "bench", "quant_peers.py"), "--work", work, "--rounds", str(args.rounds),
+           "--n-calib", str(args.n_calib), "--n-eval", str(args.n_eval), "--sentences", str(args.sentences)]
+    if "resnet18" not in args.models:
+        cmd.append("--no-resnet")
+    proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True)
+    if proc.returncode:
+        print(proc.stdout[-2000:], proc.stderr[-4000:], file=sys.stderr)
+        return None, {"failed": proc.stderr[-1000:]}, None
+    path = next((ln.split(" ", 1)[1].strip() for ln in proc.stdout.splitlines()[::-1] if ln.startswith("wrote ")), "")
+    try:
+        with open(path) as f:
+            return work, json.load(f), path
+    except OSError:
+        return work, None, None
+
+
+def main(argv=None) -> str:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("models", nargs="*", help=f"any of {', '.join(MODELS)} (default: all)")
+    ap.add_argument("--calibrators", nargs="+", default=CALIBRATORS, choices=CALIBRATORS)
+    ap.add_argument("--minilm-modes", nargs="+", default=MINILM_MODES, choices=MINILM_MODES)
+    ap.add_argument("--n-calib", type=int, default=64)
+    ap.add_argument("--n-eval", type=int, default=160)
+    ap.add_argument("--sentences", type=int, default=500)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--calls", type=int, default=20)
+    ap.add_argument("--min-idle", type=float, default=90.0)
+    ap.add_argument("--quiet-timeout", type=float, default=20.0)
+    ap.add_argument("--no-peers", action="store_true", help="skip ONNX Runtime")
+    ap.add_argument("--no-speed", action="store_true", help="accuracy and size only")
+    ap.add_argument("--small", action="store_true", help="tiny sizes and counts: a smoke run")
+    args = ap.parse_args(argv)
+    args.models = args.models or MODELS
+    unknown = set(args.models) - set(MODELS)
+    if unknown:
+        ap.error(f"unknown model(s) {sorted(unknown)}; choose from {MODELS}")
+    if args.small:
+        args.n_calib, args.n_eval, args.sentences, args.rounds, args.calls = 4, 8, 8, 1, 3
+        args.calibrators, args.no_peers = args.calibrators[:1], True
+    import torch
+
+    torch.set_num_threads(2)
+    t0 = time.perf_counter()
+    ort_work, peers, peers_path = run_peers(args)
+    artifacts, rows = {}, []
+    steps = {"efficientnet_lite0": lite0_accuracy, "minilm": minilm_accuracy, "digits": digits_accuracy}
+    for name, fn in steps.items():
+        if name in args.models and not (args.small and name != "digits"):
+            rows += fn(args, artifacts)
+            print(f"[accuracy] {name} done", flush=True)
+    if any(m in args.models for m in ("resnet18", "mobilenet_v2")):
+        rows += random_weight_models(args, artifacts)
+    speed_rows = [] if args.no_speed else speed(args, artifacts, ort_work)
+    if ort_work:
+        shutil.rmtree(ort_work, ignore_errors=True)
+    for r in rows:
+        print(json.dumps(r))
+    return save_results("quant", {"accuracy_and_size": rows, "speed": speed_rows,
+                                  "onnxruntime": peers, "onnxruntime_results": peers_path},
+                        seconds=round(time.perf_counter() - t0, 1), args=vars(args))
+
+
+if __name__ == "__main__":
+    print(main())

@@ -1,0 +1,142 @@
+"""edgeopt.lower.int8_dot: the int8 x int8 -> int32 linear kernels are exact, and use the instruction they claim.
+
+Each path runs only where this CPU can execute it (/proc/cpuinfo flags); the assembly checks need no such CPU.
+Shapes are small: the whole file builds ~15 tiny kernels (< 0.3 s each) and never imports tvm.s_tir.tensor_intrin.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+tvm = pytest.importorskip("tvm")
+D = pytest.importorskip("edgeopt.lower.int8_dot")
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for ln in f:
+                if ln.startswith("flags"):
+                    return set(ln.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+FLAGS = _cpu_flags()
+#: path -> (mcpu to build for, cpuinfo flags needed to run it)
+PATHS = {
+    "vnni512": ("znver4", {"avx512_vnni", "avx512f"}),
+    "vnni256": ("znver4", {"avx512_vnni", "avx512vl"}),  # the EVEX form; AVX-VNNI CPUs get the VEX one (asm test)
+    "avx2": ("znver3", {"avx2"}),
+    "avx2-x16": ("znver3", {"avx2"}),
+    "plain": ("znver3", {"avx2"}),
+}
+SHAPES = [(5, 64, 48), (1, 64, 48), (3, 60, 40)]  # the last one pads K to the group and N to the lanes
+
+
+def _target(mcpu: str):
+    return tvm.target.Target({"kind": "llvm", "mcpu": mcpu, "num-cores": 2})
+
+
+def _run(M, K, N, path, rng, **kw):
+    mcpu, need = PATHS[path]
+    if not need <= FLAGS:
+        pytest.skip(f"this CPU lacks {sorted(need - FLAGS)} (needed to run the {path} kernel)")
+    x = rng.integers(0, 256, (M, K), dtype=np.uint8)
+    w = rng.integers(-128, 128, (N, K), dtype=np.int8)
+    x[0, :] = 255  # the extremes: 255 * -128 and 255 * 127 summed over K (vpmaddubsw would saturate here)
+    w[0, :] = -128
+    w[1, :] = 127
+    ex, info = D.build_int8_linear(M, K, N, _target(mcpu), path, **kw)
+    xp = np.zeros((M, info["Kp"]), info["x_dtype"])
+    xp[:, :K] = x
+    wp = D.pack_int8_weight(w, info["lanes"], info["group"])
+    y = tvm.runtime.tensor(np.zeros((M, info["Np"]), np.int32))
+    ex(tvm.runtime.tensor(xp), tvm.runtime.tensor(wp), y)
+    ref = x.astype(np.int64) @ w.astype(np.int64).T
+    return y.numpy()[:, :N], ref, ex
+
+
+@pytest.mark.parametrize("M,K,N", SHAPES)
+@pytest.mark.parametrize("path", list(PATHS))
+def test_int8_linear_exact(path, M, K, N):
+    got, ref, _ = _run(M, K, N, path, np.random.default_rng(M * 1000 + K + N))
+    assert got.dtype == np.int32
+    np.testing.assert_array_equal(got.astype(np.int64), ref)
+
+
+@pytest.mark.parametrize("path,rows,vectors", [("vnni512", 6, 2), ("avx2", 4, 1), ("vnni512", 3, 3)])
+def test_int8_linear_other_tiles_exact(path, rows, vectors):
+    """Row tails (M=7 with 6 or 3 rows) and a vectors count that does not divide N/lanes (reduced to one that does)."""
+    got, ref, _ = _run(7, 32, 64, path, np.random.default_rng(7), rows=rows, vectors=vectors)
+    np.testing.assert_array_equal(got.astype(np.int64), ref)
+
+
+def _asm(path: str, mcpu: str) -> str:
+    ex, _ = D.build_int8_linear(5, 64, 48, _target(mcpu), path)
+    return D.assembly(ex)
+
+
+def test_vnni_assembly_has_vpdpbusd():
+    asm = _asm("vnni512", "znver4")
+    assert re.search(r"vpdpbusd\s+%zmm", asm), "no zmm vpdpbusd in the VNNI kernel"
+
+
+def test_avxvnni_uses_vex_encoding():
+    """Alder Lake has AVX-VNNI but no AVX-512: the same LLVM intrinsic must come out as {vex} vpdpbusd (compile
+    only; it is not run)."""
+    asm = _asm("vnni256", "alderlake")
+    assert re.search(r"\{vex\}\s+vpdpbusd\s+%ymm", asm)
+    assert "zmm" not in asm
+
+
+def test_avx2_assembly_has_no_vpdpbusd():
+    asm = _asm("avx2", "znver3")
+    assert "vpdpbusd" not in asm
+    assert "vpmaddwd" in asm
+    assert "vpmaddubsw" not in asm  # saturating: would not be exact
+
+
+def test_pick_int8_dot():
+    assert D.pick_int8_dot(_target("znver4"))[1:] == (16, 4)
+    assert D.pick_int8_dot(_target("alderlake"))[1:] == (8, 4)
+    assert D.pick_int8_dot(_target("znver3"))[1:] == (8, 2)
+    assert D.pick_int8_dot(["avx512vnni", "avx512f"])[0] == D.VNNI512.name
+    assert D.pick_int8_dot({"+avxvnni", "+avx2"})[0] == D.VNNI256.name
+    assert D.pick_int8_dot(["avx512vnni", "avx512vl"])[0] == D.VNNI256.name  # no avx512f named: not the zmm one
+    assert D.pick_int8_dot(["sse4.2"]) is None
+    assert D.pick_int8_dot(tvm.target.Target({"kind": "llvm", "mtriple": "aarch64-linux-gnu"})) is None
+
+
+def test_register_is_idempotent():
+    D.register_int8_intrinsics()
+    D.register_int8_intrinsics()
+    for d in D.INTRINSICS:
+        assert tvm.s_tir.TensorIntrin.get(d.name) is not None
+
+
+def test_pack_int8_weight_layout():
+    w = np.arange(6 * 5, dtype=np.int64).reshape(6, 5).astype(np.int8)
+    wp = D.pack_int8_weight(w, lanes=4, group=2)
+    assert wp.shape == (2, 3, 4, 2) and wp.dtype == np.int8
+    for n in range(8):
+        for k in range(6):
+            want = w[n, k] if n < 6 and k < 5 else 0
+            assert wp[n // 4, k // 2, n % 4, k % 2] == want
+
+
+def test_auto_path_on_this_cpu_is_exact():
+    """path="auto" on the build machine's own CPU (what a compiler's host build does) picks a path and is exact."""
+    tgt = _target(tvm.target.codegen.llvm_get_system_cpu())
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 256, (2, 32), dtype=np.uint8)
+    w = rng.integers(-128, 128, (32, 32), dtype=np.int8)
+    ex, info = D.build_int8_linear(2, 32, 32, tgt, "auto")
+    assert info["path"] in ("vnni512", "vnni256", "avx2", "plain")
+    y = tvm.runtime.tensor(np.zeros((2, info["Np"]), np.int32))
+    ex(tvm.runtime.tensor(x), tvm.runtime.tensor(D.pack_int8_weight(w, info["lanes"], info["group"])), y)
+    np.testing.assert_array_equal(y.numpy()[:, :32].astype(np.int64), x.astype(np.int64) @ w.astype(np.int64).T)
