@@ -28,8 +28,9 @@ class CompiledModel:
     """
 
     def __init__(self, artifact: bytes, graph, report: dict, target: dict | None = None,
-                 plan_json: bytes | None = None):
+                 plan_json: bytes | None = None, quantization=None):
         self._artifact = artifact
+        self._quantization = quantization  # the quantization pass, with the graphs before and after it
         self.graph = graph
         self.report = report
         self._not_here = _cannot_run_here(target) if target is not None else None
@@ -67,6 +68,39 @@ class CompiledModel:
     def profile(self, *args, repeat: int = 20, **kwargs) -> list[dict]:
         """Per-kernel times on these inputs, slowest first (see ``edgeopt.runtime.Model.profile``)."""
         return self._runtime_model().profile(*args, repeat=repeat, **kwargs)
+
+    def compare(self, model=None, data=None) -> list[dict]:
+        """Per-layer error of this quantized model against its float original, worst (lowest SQNR) first: for each
+        conv / linear / matmul output its SQNR (dB), cosine and the SQNR the layer itself loses (``added_db``), on
+        ``data`` (input batches like ``example_inputs``; default: up to 8 calibration batches). Given the float
+        torch ``model``, a last row ``"output"`` compares this artifact's outputs with PyTorch's on ``data``."""
+        from .quant.compare import cosine, layer_errors, sqnr_db
+        from .quant.setup import calibration_batches
+
+        p = self._quantization
+        if p is None or not hasattr(p, "float_graph"):
+            from .quant import QuantizationError
+
+            raise QuantizationError("compare() is for models compiled with quantize=...")
+        if data is not None:
+            batches = calibration_batches(data, p.float_graph)
+        elif getattr(p, "calibration", None):
+            batches = p.calibration[:8]
+        else:
+            raise ValueError("compare() needs data: a list of input batches")
+        rows = layer_errors(p.float_graph, p.quant_graph, batches)
+        if model is not None:
+            import torch
+
+            with torch.inference_mode():
+                ref = [model(*[torch.from_numpy(a) for a in b]) for b in batches]
+            ref = np.concatenate([np.asarray(getattr(r, "last_hidden_state", r[0] if isinstance(r, tuple) else r))
+                                  .reshape(-1) for r in ref])
+            got = [self(*b) for b in batches]
+            got = np.concatenate([np.asarray(g[0] if isinstance(g, tuple) else g).reshape(-1) for g in got])
+            rows.append({"layer": "output", "op": "model", "source": None, "sqnr_db": round(sqnr_db(ref, got), 2),
+                         "cosine": round(cosine(ref, got), 6)})
+        return rows
 
     def save(self, path: str | os.PathLike) -> None:
         with open(path, "wb") as f:
@@ -174,7 +208,8 @@ def compile_graph(graph, target="host", *, opt_level: int = 2, passes: Sequence 
         "outputs": best.lowered.plan["outputs"],
         "report": report,
     }
-    return CompiledModel(write_artifact(manifest, members), graph, report, manifest["target"], members["plan.json"])
+    return CompiledModel(write_artifact(manifest, members), graph, report, manifest["target"], members["plan.json"],
+                         quantization)
 
 
 @dataclass

@@ -47,6 +47,7 @@ class QuantizeDynamic(Pass):
         self.config = config or QuantConfig(mode="int8-dynamic")
 
     def run(self, g: Graph) -> dict:
+        float_graph = g.clone()  # for CompiledModel.compare
         layers = [n for n in g.nodes if n.op in ("linear", "matmul") and weight_input(g, n) is not None
                   and not self.config.keeps_float(n.op, n.outputs[0].name, n.source)]
         qdq: dict[Value, Value] = {}
@@ -55,8 +56,10 @@ class QuantizeDynamic(Pass):
             if x not in qdq:
                 qdq[x] = _quantize_rows(g, x, g.nodes.index(n), n.source)
             n.inputs[0] = qdq[x]
-        stats = QuantizeWeights(QuantConfig(mode="int8-weight", weights=self.config.weights,
-                                            keep_float=self.config.keep_float)).run(g)
+        weights = QuantizeWeights(QuantConfig(mode="int8-weight", weights=self.config.weights,
+                                              keep_float=self.config.keep_float))
+        stats = weights.run(g)
+        self.float_graph, self.quant_graph = float_graph, weights.quant_graph
         return {"dynamic_activations": len(qdq), **stats}
 
 

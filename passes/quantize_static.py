@@ -12,7 +12,12 @@ Each convolution, linear layer and matmul with a constant operand becomes a laye
 - a dense conv on fewer than 4 input channels (an image's first layer) stays float;
 - embedding tables are stored int8 per row (as ``quantize_weights`` does) and gathered rows dequantized;
 - ``bias_correction`` (on by default) shifts each layer's float bias by the mean error that weight rounding
-  causes in its output over the calibration data, so that errors do not add up as a drift through deep nets.
+  causes in its output over the calibration data, so that errors do not add up as a drift through deep nets;
+- ``QuantConfig(max_drop=...)``: the metric (top-1 agreement, cosine, or a function) on the calibration data may
+  fall at most this much; the fewest of the layers that add the most error (``edgeopt.quant.compare``) stay float
+  for it to hold (a doubling then bisecting search; reported as ``kept_for_budget``). Each trial interprets the
+  calibration data, so a budget costs compile time (minutes for a full-size CNN). Without a budget, a model
+  whose outputs collapse gets a warning that names the layers responsible.
 
 The graph stays an exact description of the int8 model: ``dequantize(quantize(x))`` is what an integer kernel
 computes from x. Matrix products of two activations (attention scores) stay float.
@@ -30,6 +35,7 @@ After:
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import replace
 
 import numpy as np
@@ -37,6 +43,7 @@ import numpy as np
 from edgeopt.ir import Graph, Node, Value, interpret
 from edgeopt.pipeline import Pass, register_pass
 from edgeopt.quant.calibrate import affine_params, choose_range, observe_ranges
+from edgeopt.quant.compare import METRICS, layer_errors, outputs
 from edgeopt.quant.config import QuantConfig, QuantizationError
 from edgeopt.quant.weights import reduce_axes, symmetric_int8, weight_input
 
@@ -45,6 +52,9 @@ from .quantize_weights import QuantizeWeights
 QUANTIZED_OPS = ("conv2d", "linear", "matmul")
 #: bias correction runs the float and the int8-weight layer on this many calibration batches
 BIAS_CORRECTION_BATCHES = 16
+#: the accuracy budget scores the model on this many calibration batches; without a budget, a quick check on
+#: CHECK_BATCHES warns when the metric falls by more than COLLAPSE_DROP
+BUDGET_BATCHES, CHECK_BATCHES, COLLAPSE_DROP = 64, 8, 0.25
 
 
 @register_pass
@@ -71,19 +81,86 @@ class QuantizeStatic(Pass):
             else:
                 layers.append(n)
         acts = list(dict.fromkeys(n.inputs[0] for n in layers))
-        stats = observe_ranges(g, acts, self.calibration)
+        self._ranges = {v.name: st for v, st in observe_ranges(g, acts, self.calibration).items()}
+        self._shifts = self._bias_shifts(g, layers) if self.bias_correction else {}
+        #: the graph before and after, for ``CompiledModel.compare`` and the accuracy budget
+        self.float_graph = g.clone()
+        names = [n.outputs[0].name for n in layers]
+        tables = self._apply(g, set(names))
+        check = self._accuracy(g, names, kept)
+        self.quant_graph = g.clone()
+        return {"quantized": len(names) - len(check.get("kept_for_budget", [])), "activations": len(acts),
+                "kept_float": kept, "bias_corrected": len(self._shifts), "calibration_batches": len(self.calibration),
+                "embedding_tables": tables, **check}
+
+    def _apply(self, g: Graph, names: set) -> int:
+        """Quantize the layers of ``g`` whose outputs are ``names``; returns the embedding tables quantized."""
+        layers = [n for n in g.nodes if n.op in QUANTIZED_OPS and n.outputs[0].name in names]
         readers = g.users()
-        qdq = {v: self._quantize_activation(g, v, stats[v], readers) for v in acts}
-        corrected = self._correct_biases(g, layers) if self.bias_correction else 0
+        qdq = {}
         for n in layers:
-            n.inputs[0] = qdq[n.inputs[0]]
+            v = n.inputs[0]
+            if v not in qdq:
+                qdq[v] = self._quantize_activation(g, v, self._ranges[v.name], readers)
+            n.inputs[0] = qdq[v]
             n.inputs[1] = self._quantize_weight(g, n)
-        tables = QuantizeWeights(replace(self.config, mode="int8-weight"), ops=("take",)).run(g)  # embeddings
+            shift = self._shifts.get(n.outputs[0].name)
+            if shift is not None:
+                b = g.const(n.inputs[2])
+                n.inputs[2] = g.add_const((b - shift).astype(b.dtype), f"{n.inputs[2].name}_corrected")
         g.toposort()
+        tables = QuantizeWeights(replace(self.config, mode="int8-weight"), ops=("take",)).run(g)  # embeddings
         g.remove_unused_constants()
-        return {"quantized": len(layers), "activations": len(acts), "kept_float": kept,
-                "bias_corrected": corrected, "calibration_batches": len(self.calibration),
-                "embedding_tables": tables["quantized"]}
+        return tables["quantized"]
+
+    def _accuracy(self, g: Graph, names: list, kept: list) -> dict:
+        """The accuracy budget (``QuantConfig.max_drop``): keep the layers that add the most error in float until
+        the metric on the calibration data is within budget. Without a budget, a quick check that warns, naming
+        the layers responsible, when the quantized model's outputs collapse."""
+        cfg = self.config
+        metric = METRICS[cfg.metric] if isinstance(cfg.metric, str) else cfg.metric
+        budget = cfg.max_drop is not None
+        batches = self.calibration[:BUDGET_BATCHES if budget else CHECK_BATCHES]
+        ref = outputs(self.float_graph, batches)
+        best = metric(ref, ref)
+        score = metric(ref, outputs(g, batches))
+        out = {"metric": cfg.metric if isinstance(cfg.metric, str) else getattr(cfg.metric, "__name__", "custom"),
+               "score_float": round(best, 4), "score": round(score, 4)}
+        if best - score <= (cfg.max_drop if budget else COLLAPSE_DROP):
+            return out
+        ranking = [r["layer"] for r in sorted(layer_errors(self.float_graph, g, batches[:4]),
+                                              key=lambda r: -r["added_noise"])]
+        if not budget:
+            warnings.warn(f"int8 quantization lost {best - score:.3f} of {out['metric']} on the calibration data; "
+                          f"the layers adding the most error: {', '.join(ranking[:5])} (keep them float with "
+                          f"QuantConfig(keep_float=[...]) or set QuantConfig(max_drop=...))", stacklevel=2)
+            return out
+        def trial(k):
+            t = self.float_graph.clone()
+            self._apply(t, set(names) - set(ranking[:k]))
+            return t, metric(ref, outputs(t, batches))
+
+        lo, hi, found = 0, 1, None  # the fewest float layers that meet the budget: doubling, then bisection
+        while found is None:
+            t, score = trial(hi)
+            if best - score <= cfg.max_drop or hi >= len(ranking):
+                found = (hi, t, score)
+            else:
+                lo, hi = hi, min(2 * hi, len(ranking))
+        while found[0] - lo > 1:
+            mid = (lo + found[0]) // 2
+            t, score = trial(mid)
+            if best - score <= cfg.max_drop:
+                found = (mid, t, score)
+            else:
+                lo = mid
+        k, t, score = found
+        _adopt(g, t)
+        kept += [f"{name} (accuracy budget)" for name in ranking[:k]]
+        if best - score > cfg.max_drop:
+            warnings.warn(f"int8 quantization could not meet max_drop={cfg.max_drop} even with every layer float "
+                          f"({out['metric']} {score:.4f} vs {best:.4f})", stacklevel=2)
+        return {**out, "score": round(score, 4), "kept_for_budget": ranking[:k]}
 
     def _quantize_activation(self, g: Graph, v: Value, st, readers) -> Value:
         lo, hi = choose_range(st, self.config.calibrator, self.config.percentile)
@@ -109,12 +186,12 @@ class QuantizeStatic(Pass):
         qv, sv = g.add_const(q, f"{w.name}_q"), g.add_const(s, f"{w.name}_scale")
         return g.add("dequantize", [qv, sv], source=n.source, name=f"{w.name}_dq")
 
-    def _correct_biases(self, g: Graph, layers: list[Node]) -> int:
-        """Subtract from each biased conv/linear bias the mean output error its int8 weight causes (per output
-        channel, over calibration batches, with float inputs: the error of the weights alone)."""
+    def _bias_shifts(self, g: Graph, layers: list[Node]) -> dict[str, np.ndarray]:
+        """For each biased conv/linear: the mean output error its int8 weight causes (per output channel, over
+        calibration batches, with float inputs: the error of the weights alone), to subtract from its bias."""
         biased = [n for n in layers if n.op in ("conv2d", "linear") and len(n.inputs) == 3 and g.is_const(n.inputs[2])]
         if not biased:
-            return 0
+            return {}
         inputs = {n: [] for n in biased}
         want = {n.inputs[0]: [m for m in biased if m.inputs[0] is n.inputs[0]] for n in biased}
 
@@ -124,11 +201,13 @@ class QuantizeStatic(Pass):
 
         for batch in self.calibration[:BIAS_CORRECTION_BATCHES]:
             interpret(g, [np.asarray(a) for a in batch], observe=observe)
-        for n in biased:
-            shift = _mean_error(g, n, inputs[n], self.config)
-            b = g.const(n.inputs[2])
-            n.inputs[2] = g.add_const((b - shift).astype(b.dtype), f"{n.inputs[2].name}_corrected")
-        return len(biased)
+        return {n.outputs[0].name: _mean_error(g, n, inputs[n], self.config) for n in biased}
+
+
+def _adopt(g: Graph, other: Graph) -> None:
+    """Make ``g`` the graph ``other`` is (its nodes, values and constants)."""
+    g.inputs, g.outputs, g.nodes = other.inputs, other.outputs, other.nodes
+    g.constants, g.const_values, g._names = other.constants, other.const_values, other._names
 
 
 def _too_narrow(n: Node) -> bool:

@@ -47,6 +47,7 @@ class QuantizeWeights(Pass):
         self.ops = ops
 
     def run(self, g: Graph) -> dict:
+        self.float_graph = g.clone()  # for CompiledModel.compare
         done: dict[str, list[Value]] = {}  # a weight shared by several layers is encoded once
         quantized, kept = [], []
         for n in list(g.nodes):
@@ -67,6 +68,7 @@ class QuantizeWeights(Pass):
             quantized.append(n.outputs[0].name)
         g.toposort()
         g.remove_unused_constants()
+        self.quant_graph = g.clone()
         return {"quantized": len(quantized), "kept_float": kept, "bits": self.config.weight_bits}
 
     def _encode(self, g: Graph, n: Node, w: Value) -> list:

@@ -130,6 +130,7 @@ def _entropy_threshold(x: np.ndarray, w: np.ndarray, amax: float, levels: int, b
     """TensorRT's KL calibration on the histogram of |x| over [0, amax]."""
     hist, edges = np.histogram(x, bins=bins, range=(0.0, amax), weights=w)
     hist = hist.astype(np.float64)
+    hist[0] = 0.0  # exact zeros (ReLU's clipped half) would dominate both distributions and hide the tail
     best, best_i = np.inf, bins
     for i in range(levels, bins + 1, 16):
         p = hist[:i].copy()

@@ -40,6 +40,10 @@ class QuantConfig:
                   of the layers (``compiled.compare`` lists them)
     integer_kernels  static int8 layers run as integer kernels (u8 x i8 summed in i32, ``fold_quantized``); False
                   keeps them as float kernels on dequantized values (the same numbers, for debugging)
+    max_drop      static int8's accuracy budget: ``metric`` on the calibration data may fall at most this much
+                  below the float model's; the most sensitive layers stay float until it holds
+    metric        "top1" (agreement of the arg-max of the first output), "cosine" (mean cosine of the first
+                  output), or a function ``(float_outputs, quant_outputs) -> score`` (lists of output lists)
     """
 
     mode: str = "int8"
@@ -49,6 +53,8 @@ class QuantConfig:
     group_size: int = 32
     keep_float: tuple[str, ...] = field(default_factory=tuple)
     integer_kernels: bool = True
+    max_drop: float | None = None
+    metric: object = "top1"
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -62,6 +68,10 @@ class QuantConfig:
         if self.group_size < 2 or self.group_size % 2:
             raise QuantizationError(f"QuantConfig.group_size must be an even number >= 2, got {self.group_size}")
         object.__setattr__(self, "keep_float", tuple(self.keep_float))
+        if isinstance(self.metric, str) and self.metric not in ("top1", "cosine"):
+            raise QuantizationError(f"QuantConfig.metric must be 'top1', 'cosine' or a function, got {self.metric!r}")
+        if self.max_drop is not None and not 0 <= self.max_drop < 1:
+            raise QuantizationError(f"QuantConfig.max_drop must be in [0, 1), got {self.max_drop}")
 
     @property
     def static(self) -> bool:
@@ -86,6 +96,8 @@ class QuantConfig:
             out["group_size"] = self.group_size
         if self.keep_float:
             out["keep_float"] = list(self.keep_float)
+        if self.max_drop is not None:
+            out["max_drop"] = self.max_drop
         return out
 
 

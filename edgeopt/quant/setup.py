@@ -87,7 +87,9 @@ def quantization_report(p, graph, records, float_weight_bytes: int, weight_bytes
     return {**cfg.describe(), "pass": p.name, "weight_bytes_float": int(float_weight_bytes),
             "weight_bytes": int(weight_bytes), "weight_ratio": round(weight_bytes / max(float_weight_bytes, 1), 4),
             "layers_quantized": stats.get("quantized", 0), "kept_float": stats.get("kept_float", []),
-            "kernels_by_precision": kernels_by_precision(graph)}
+            "kernels_by_precision": kernels_by_precision(graph),
+            **({"accuracy_check": {k: stats[k] for k in ("metric", "score_float", "score", "kept_for_budget")
+                                   if k in stats}} if "metric" in stats else {})}
 
 
 def kernels_by_precision(graph) -> dict[str, int]:

@@ -189,3 +189,31 @@ def test_compiled_static_int8_matches_interpreter_and_torch():
     assert np.abs(got - expected).max() <= 0.02 * np.abs(expected).max()
     ref = model(x).detach().numpy()
     assert np.abs(got - ref).max() <= 0.1 * np.abs(ref).max()
+
+
+def test_accuracy_budget_keeps_the_noisiest_layers_float():
+    """A metric no int8 model can meet (cosine within 1e-9 of float) keeps layers float until it holds: all of them,
+    most error-adding first; a loose one keeps none. Both report the scores they reached."""
+    model, x = TinyCNN().eval(), torch.randn(1, 3, 12, 12)
+    cal = [[np.random.default_rng(i).standard_normal((1, 3, 12, 12)).astype(np.float32)] for i in range(6)]
+    g = _graph(model, x)
+    for name in ("fold_batch_norm", "dead_code_elimination"):
+        get_pass(name).run(g)
+    tight = get_pass("quantize_static").__class__(QuantConfig(max_drop=1e-9, metric="cosine"), cal)
+    stats = tight.run(g.clone())
+    assert stats["metric"] == "cosine" and len(stats["kept_for_budget"]) == 3 and stats["quantized"] == 0
+    assert stats["score"] >= stats["score_float"] - 1e-9
+    loose = get_pass("quantize_static").__class__(QuantConfig(max_drop=0.5, metric="cosine"), cal).run(g.clone())
+    assert "kept_for_budget" not in loose and loose["quantized"] == 3 and loose["score"] > 0.5
+
+
+def test_compare_reports_layers_worst_first_and_the_output():
+    model, x = TinyCNN().eval(), torch.randn(1, 3, 12, 12)
+    cal = [torch.randn(1, 3, 12, 12) for _ in range(4)]
+    compiled = compile_graph(_graph(model, x), "host", quantize="int8", calibration_data=cal)
+    rows = compiled.compare(model, [x])
+    layers, out = rows[:-1], rows[-1]
+    assert [r["op"] for r in layers].count("conv2d") == 3 and len(layers) == 4  # the float first conv: exact
+    assert [r["sqnr_db"] for r in layers] == sorted(r["sqnr_db"] for r in layers)
+    assert layers[-1]["sqnr_db"] == float("inf") and layers[0]["sqnr_db"] < 60
+    assert out["layer"] == "output" and 0.9 < out["cosine"] <= 1.0
