@@ -6,7 +6,10 @@ and adds each group's sum into one of ``v`` int32 lanes: VNNI's ``vpdpbusd`` (AV
 or AVX2's ``vpmaddwd`` on widened pairs (v=8, g=2). Its weight operand is one [v, g] tile, so the weight is packed
 as ``oi<v>o<g>i`` = [out/v, in/g, v, g] (linear) or ``OIHW<v>o<g>i`` = [O/v, I/g, KH, KW, v, g] (conv), and
 ``nchwc_layout`` then blocks the conv's u8 input in channel blocks of whole groups. ``schedule_int8`` tensorizes the
-kernels. Targets without such an instruction (``Target.int8_dot()`` is None) keep the plain layouts.
+kernels. A conv on fewer channels than a group (an RGB image) gets zero weights and a zero-padded input channel.
+Each layer takes the widest instruction whose lanes divide its outputs (AVX-512 CPUs also run the 8-lane
+VNNI-256 form, for 24 or 40 channels). Targets without such an instruction (``Target.int8_dots()`` is empty) keep
+the plain layouts.
 
 Requires: ``integer_kernels`` (``fold_quantized``). Guarantees: ``int8_weights_laid_out``.
 
@@ -17,6 +20,8 @@ After (AVX-512 VNNI):
 """
 
 from __future__ import annotations
+
+import numpy as np
 
 from edgeopt.ir import Graph, Node
 from edgeopt.ir.ops.linalg import pack_linear_weight_groups
@@ -29,33 +34,50 @@ def _integer(g: Graph, n: Node) -> bool:
             and n.inputs[0].type.dtype == "u8" and n.inputs[1].type.dtype == "i8")
 
 
+def _pad_input_channels(g: Graph, n: Node, w, grp: int):
+    """Give conv ``n`` whole groups of ``grp`` input channels: zero weights for the extra ones, and its input padded
+    with zeros along the channels (any value would do: it meets zero weights). Returns the padded weight."""
+    extra = -w.shape[1] % grp
+    w = np.concatenate([w, np.zeros((w.shape[0], extra, *w.shape[2:]), w.dtype)], axis=1)
+    x = n.inputs[0]
+    n.inputs[0] = g.add("pad", [x], {"pads": [0, 0, 0, extra, 0, 0, 0, 0], "value": 0}, source=n.source,
+                        name=f"{x.name}_channels", index=g.nodes.index(n))
+    return w
+
+
 @register_pass
 class Int8WeightLayout(Pass):
     name = "int8_weight_layout"
     guarantees = ("int8_weights_laid_out",)
 
     def run(self, g: Graph) -> dict:
-        dot = self.target.int8_dot() if self.target is not None else None
-        if dot is None:
-            return {"packed": 0, "instruction": None}
-        name, v, grp = dot
-        packed = 0
+        dots = self.target.int8_dots() if self.target is not None else []
+        used: dict[str, int] = {}
         for n in g.nodes:
             if not _integer(g, n):
                 continue
             w = g.const(n.inputs[1])
             if n.op == "linear" and n.attrs["weight_layout"] in ("oi", "io"):
                 w_oi = w if n.attrs["weight_layout"] == "oi" else w.T
-                if w_oi.shape[0] % v or w_oi.shape[1] % grp:
-                    continue
-                layout, arr = f"oi{v}o{grp}i", pack_linear_weight_groups(w_oi, v, grp)
             elif (n.op == "conv2d" and n.attrs["weight_layout"] == "OIHW" and n.attrs["groups"] == 1
-                  and n.attrs["layout"] == "NCHW" and w.shape[0] % v == 0 and w.shape[1] % grp == 0):
-                layout, arr = f"OIHW{v}o{grp}i", pack_conv_weight(w, v, grp)
+                  and n.attrs["layout"] == "NCHW"):
+                if dots and w.shape[1] % dots[-1][2]:  # an image's 3 channels: pad to whole groups
+                    w = _pad_input_channels(g, n, w, max(grp for _, _, grp in dots))
+                w_oi = w
             else:
                 continue
+            # the widest instruction whose lanes divide the outputs (24 or 40 channels: 8-lane VNNI-256)
+            fit = next(((name, v, grp) for name, v, grp in dots if w_oi.shape[0] % v == 0 and w_oi.shape[1] % grp == 0),
+                       None)
+            if fit is None:
+                continue
+            name, v, grp = fit
+            if n.op == "linear":
+                layout, arr = f"oi{v}o{grp}i", pack_linear_weight_groups(w_oi, v, grp)
+            else:
+                layout, arr = f"OIHW{v}o{grp}i", pack_conv_weight(w, v, grp)
             n.inputs[1] = g.add_const(arr, f"{n.inputs[1].name}_{layout}")
             n.attrs["weight_layout"] = layout
-            packed += 1
+            used[name] = used.get(name, 0) + 1
         g.remove_unused_constants()
-        return {"packed": packed, "instruction": name}
+        return {"packed": sum(used.values()), "instructions": used}

@@ -9,7 +9,8 @@ Each convolution, linear layer and matmul with a constant operand becomes a laye
   tensors the kernels compute). One quantize/dequantize pair serves every quantized reader of a value; other
   readers (a residual add, a softmax) keep reading float.
 - a max pool between the activation and the layer pools the u8 values (quantizing commutes with max);
-- a dense conv on fewer than 4 input channels (an image's first layer) stays float;
+- a dense conv on fewer than 4 input channels (an image's first layer) stays float where the target has no int8
+  dot product;
 - embedding tables are stored int8 per row (as ``quantize_weights`` does) and gathered rows dequantized;
 - ``bias_correction`` (on by default) shifts each layer's float bias by the mean error that weight rounding
   causes in its output over the calibration data, so that errors do not add up as a drift through deep nets;
@@ -76,7 +77,7 @@ class QuantizeStatic(Pass):
                 continue
             if self.config.keeps_float(n.op, n.outputs[0].name, n.source):
                 kept.append(f"{n.outputs[0].name} ({n.op}: QuantConfig.keep_float)")
-            elif _too_narrow(n):
+            elif _too_narrow(n) and not (self.target is not None and self.target.int8_dots()):
                 kept.append(f"{n.outputs[0].name} ({n.op}: {n.inputs[0].type.shape[1]} input channels)")
             else:
                 layers.append(n)
@@ -211,8 +212,9 @@ def _adopt(g: Graph, other: Graph) -> None:
 
 
 def _too_narrow(n: Node) -> bool:
-    """A dense conv with fewer than 4 input channels (an RGB image's first layer) stays float: an int8 dot product
-    sums groups of 4 channels, and the float kernel for 3 channels is already fast."""
+    """A dense conv with fewer than 4 input channels (an RGB image's first layer) stays float on targets without an
+    int8 dot product: plain integer code is slower there than the float kernel. (With one, ``int8_weight_layout``
+    pads the channels to a whole group.)"""
     return n.op == "conv2d" and n.attrs["groups"] == 1 and n.inputs[0].type.rank == 4 and n.inputs[0].type.shape[1] < 4
 
 

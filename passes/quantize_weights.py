@@ -20,7 +20,7 @@ After (int8):
     %w_dq: f32[8,16] = dequantize(%w_q, %w_scale) {"bits": 8, "group_size": 0, "group_axis": -1}
     %y: f32[2,8] = linear(%x, %w_dq) {"weight_layout": "oi"}
 After (int4, groups of 8 along the 16 inputs):
-    const %w_q4: u8[8,8]        (two nibbles a byte)
+    const %w_q4: u8[8,8]        (two nibbles a byte, along the inputs)
     const %w_scale: f32[8,2]
     const %w_zp: u8[8,2]
     %w_dq: f32[8,16] = dequantize(%w_q4, %w_scale, %w_zp) {"bits": 4, "group_size": 8, "group_axis": 1}
@@ -73,7 +73,7 @@ class QuantizeWeights(Pass):
 
     def _encode(self, g: Graph, n: Node, w: Value) -> list:
         arr = g.const(w)
-        if self.config.weight_bits == 4 and arr.shape[-1] % 2 == 0:
+        if self.config.weight_bits == 4:
             ax = int4_group_axis(n, arr)
             gs = _group_size(arr.shape[ax], self.config.group_size)
             if gs:

@@ -35,10 +35,15 @@ class Target:
 
         return DEFAULT_REGISTERS
 
+    def int8_dots(self) -> list[tuple[str, int, int]]:
+        """(intrinsic, lanes, group) of each int8 dot-product instruction of this CPU that integer kernels are built
+        on (``edgeopt.lower.int8_dot``), best first; empty: integer kernels use plain vector code."""
+        return []
+
     def int8_dot(self) -> tuple[str, int, int] | None:
-        """(intrinsic, lanes, group) of this CPU's int8 dot-product instruction that integer kernels are built on
-        (``edgeopt.lower.int8_dot``), or None: integer kernels then use plain vector code."""
-        return None
+        """The best of ``int8_dots()``, or None."""
+        dots = self.int8_dots()
+        return dots[0] if dots else None
 
     def schedule(self, func, op: str, lanes: int, attrs: dict | None = None):
         """Schedule one kernel's PrimFunc (anchor op ``op``); returns (func, description). CPUs: ``schedule_cpu``,

@@ -75,10 +75,10 @@ class X86Target(Target):
     def vector_registers(self) -> int:
         return 32 if "avx512f" in self.features else 16  # AVX-512: zmm0-31; AVX2 and SSE: 16
 
-    def int8_dot(self) -> tuple[str, int, int] | None:
-        from ..lower.int8_dot import pick_int8_dot
+    def int8_dots(self) -> list[tuple[str, int, int]]:
+        from ..lower.int8_dot import usable_int8_dots
 
-        return pick_int8_dot(self.features)
+        return usable_int8_dots(self.features)
 
     def check_toolchain(self) -> None:
         if not (shutil.which(os.environ.get("CXX", "g++")) or shutil.which("gcc") or shutil.which("cc")):

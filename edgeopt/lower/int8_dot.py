@@ -184,6 +184,13 @@ def pick_int8_dot(features) -> tuple[str, int, int] | None:
     return None
 
 
+def usable_int8_dots(features) -> list[tuple[str, int, int]]:
+    """Every intrinsic ``features`` (LLVM feature names) can run, best first, as ``(name, lanes, group)``: a layer
+    whose output count the widest one's lanes do not divide can use a narrower one (VNNI-256 beside VNNI-512)."""
+    feats = {f.lstrip("+") for f in features}
+    return [(d.name, d.lanes, d.group) for d in INTRINSICS if any(all(f in feats for f in alt) for alt in d.needs)]
+
+
 # ---------------------------------------------------------------------------------------------------- kernel
 def _round_up(n: int, m: int) -> int:
     return -(-n // m) * m

@@ -50,7 +50,7 @@ def symmetric_int8(w: np.ndarray, axes: tuple[int, ...] | None) -> tuple[np.ndar
 def int4_groups(w: np.ndarray, group_axis: int, group_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Asymmetric int4 with one (scale, zero point) per ``group_size`` elements along ``group_axis``.
 
-    Returns (nibbles packed two per byte along the last axis, scale f32, zero point u8), the last two shaped
+    Returns (nibbles packed two per byte along ``group_axis``, scale f32, zero point u8), the last two shaped
     like ``w`` with ``group_axis`` divided by ``group_size``."""
     ax = group_axis % w.ndim
     shape = w.shape[:ax] + (w.shape[ax] // group_size, group_size) + w.shape[ax + 1:]
@@ -62,7 +62,7 @@ def int4_groups(w: np.ndarray, group_axis: int, group_size: int) -> tuple[np.nda
     full_scale = np.repeat(scale, group_size, axis=ax)
     full_zp = np.repeat(zp, group_size, axis=ax).astype(np.float32)
     nibbles = np.clip(np.rint(w / full_scale) + full_zp, 0, 15).astype(np.uint8)
-    return pack_int4(nibbles), scale, zp
+    return pack_int4(nibbles, ax), scale, zp
 
 
 def int4_group_axis(n: Node, w: np.ndarray) -> int:

@@ -62,6 +62,7 @@ def test_int4_pack_roundtrip_and_grouped_dequantize():
     packed = pack_int4(nib)
     assert packed.shape == (3, 4) and packed.dtype == np.uint8
     np.testing.assert_array_equal(unpack_int4(packed), nib)
+    np.testing.assert_array_equal(unpack_int4(pack_int4(nib.T, 0), 0), nib.T)  # along the first axis
     scale = RNG.uniform(0.1, 1, (3, 2)).astype(np.float32)
     zp = RNG.integers(0, 16, (3, 2)).astype(np.uint8)
     got = _ref("dequantize", [packed, scale, zp], bits=4, group_size=4)

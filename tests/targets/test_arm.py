@@ -197,3 +197,29 @@ def test_a76_artifact_runs_on_a76_and_is_refused_on_a72(sysroot, tmp_path):
     with pytest.raises(ArtifactError, match=r"on the emulated cortex-a72 .*compiled for a CPU with dotprod, fullfp16, "
                                             r"rdm \(mcpu=cortex-a76\), which this CPU lacks"):
         emulate.run(path, [np.zeros((1, 3, 8, 8), np.float32)], cpu="cortex-a72", build=sysroot)
+
+
+@needs_cc
+@needs_qemu
+def test_static_int8_mobilenet_runs_on_emulated_a72_and_a76(sysroot, tmp_path):
+    """Static int8 MobileNetV2 (small) compiled for cortex-a72 and cortex-a76 runs under qemu on each and computes
+    what the host's int8 build does: the same top-1 class, outputs within a few quantization steps (the integer
+    sums are exact; float requantization may round a value the other way). The A76 library uses SDOT, the A72 one
+    has none (it would die with SIGILL there)."""
+    from tests.models.zoo import mobilenet_v2
+
+    model, inputs = mobilenet_v2(small=True)
+    gen = torch.Generator().manual_seed(3)
+    calibration = [torch.randn(inputs[0].shape, generator=gen) for _ in range(4)]
+    host = edgeopt.compile(model, inputs, quantize="int8", calibration_data=calibration)
+    want = host(*[x.numpy() for x in inputs])
+    for cpu in ("cortex-a72", "cortex-a76"):
+        compiled = edgeopt.compile(model, inputs, target="arm", cpu=cpu, quantize="int8", calibration_data=calibration)
+        assert compiled.report["quantization"]["kernels_by_precision"]["int8"] > 10
+        path = tmp_path / f"{cpu}.edgeopt"
+        compiled.save(path)
+        dots = dot_and_fp16(disassemble(read_artifact(str(path))[1]["kernels.so"], tmp_path))[0]
+        assert (dots > 0) == (cpu == "cortex-a76"), (cpu, dots)
+        (got,) = emulate.run(path, [x.numpy() for x in inputs], cpu=cpu, build=sysroot)
+        assert got.shape == want.shape and int(np.argmax(got)) == int(np.argmax(want)), cpu
+        assert rel_err(want, got) <= 0.05, (cpu, rel_err(want, got))

@@ -13,9 +13,10 @@ i8 to save space):
 ``dequantize`` also reads the i32 sums of an integer conv / linear (u8 x i8): with scale = input scale x weight
 scale per channel and zero point = input zero point x the channel's weight sum it requantizes them to float.
 
-``bits=4`` (dequantize only) reads two 4-bit values per byte of a u8 tensor, packed along the last axis,
-low nibble first: the logical last dimension is twice the stored one. Values are unsigned nibbles 0..15
-read with their zero point (8 for symmetric int4).
+``bits=4`` (dequantize only) reads two 4-bit values per byte of a u8 tensor, packed along the group axis (the
+last axis without groups), low nibble first: that logical dimension is twice the stored one. Packing along the axis
+a matrix product sums over keeps a vector of outputs' nibbles in one contiguous row of bytes, shifted alike. Values
+are unsigned nibbles 0..15 read with their zero point (8 for symmetric int4).
 
 ``quantize`` is ONNX's QuantizeLinear: ``saturate(rint(x / scale) + zero_point)``, ties to even. (PyTorch rounds
 ``x / scale + zero_point`` instead, which differs at ties when the zero point is odd.)
@@ -93,25 +94,32 @@ register(OpDef("quantize", "elementwise", _quantize_infer, _quantize_ref,
                doc="quantize(x, scale, [zero_point]): clamp(rint(x / scale) + zero_point) as i8/u8"))
 
 
-def logical_shape(q: TensorType, bits: int) -> tuple[int, ...]:
-    if bits == 8:
+def pack_axis(attrs, rank: int) -> int:
+    """The axis a packed int4 tensor holds two values a byte along: the group axis, or the last one."""
+    return norm_axis(attrs.get("group_axis", -1) if attrs.get("group_size") else -1, rank)
+
+
+def logical_shape(q: TensorType, attrs) -> tuple[int, ...]:
+    if attrs["bits"] == 8:
         return q.shape
     if not q.rank:
         raise OpError("dequantize: packed int4 needs rank >= 1")
-    return q.shape[:-1] + (2 * q.shape[-1],)
+    ax = pack_axis(attrs, q.rank)
+    return tuple(2 * d if i == ax else d for i, d in enumerate(q.shape))
 
 
-def unpack_int4(q: np.ndarray) -> np.ndarray:
-    """u8 [..., K/2] -> u8 nibbles [..., K] (low nibble first)."""
+def unpack_int4(q: np.ndarray, axis: int = -1) -> np.ndarray:
+    """u8 [..., K/2, ...] -> u8 nibbles [..., K, ...] along ``axis`` (low nibble first)."""
+    q = np.moveaxis(q, axis, -1)
     out = np.empty(q.shape[:-1] + (2 * q.shape[-1],), np.uint8)
     out[..., 0::2], out[..., 1::2] = q & 15, q >> 4
-    return out
+    return np.moveaxis(out, -1, axis)
 
 
-def pack_int4(nibbles: np.ndarray) -> np.ndarray:
-    """u8 nibbles 0..15 [..., K] (K even) -> u8 [..., K/2] (the inverse of ``unpack_int4``)."""
-    n = nibbles.astype(np.uint8)
-    return np.ascontiguousarray(n[..., 0::2] | (n[..., 1::2] << 4))
+def pack_int4(nibbles: np.ndarray, axis: int = -1) -> np.ndarray:
+    """u8 nibbles 0..15 (an even count along ``axis``) -> two a byte (the inverse of ``unpack_int4``)."""
+    n = np.moveaxis(nibbles.astype(np.uint8), axis, -1)
+    return np.ascontiguousarray(np.moveaxis(n[..., 0::2] | (n[..., 1::2] << 4), -1, axis))
 
 
 def _dequantize_infer(types, attrs):
@@ -121,13 +129,13 @@ def _dequantize_infer(types, attrs):
     if q.dtype not in (*QRANGE, "i32") or (attrs["bits"] == 4 and q.dtype != "u8"):
         raise OpError(f"dequantize: needs an {'u8 (packed int4)' if attrs['bits'] == 4 else 'i8, u8 or i32'} "
                       f"input, got {q.dtype}")
-    shape = logical_shape(q, attrs["bits"])
+    shape = logical_shape(q, attrs)
     _check_params("dequantize", types, shape, attrs)
     return [TensorType(shape, "f32")]
 
 
 def _dequantize_ref(xs, attrs):
-    q = unpack_int4(xs[0]) if attrs["bits"] == 4 else xs[0]
+    q = unpack_int4(xs[0], pack_axis(attrs, xs[0].ndim)) if attrs["bits"] == 4 else xs[0]
     scale = expand_params(xs[1], q.shape, attrs)
     zp = expand_params(xs[2], q.shape, attrs) if len(xs) == 3 else 0
     return [(q.astype(np.int32) - zp).astype(np.float32) * scale.astype(np.float32)]

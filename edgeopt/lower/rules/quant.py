@@ -5,7 +5,7 @@ from __future__ import annotations
 import tvm
 from tvm import te
 
-from ...ir.ops.quant import QRANGE
+from ...ir.ops.quant import QRANGE, pack_axis
 from . import rule
 from ._te import const, tvm_dtype
 
@@ -50,11 +50,13 @@ def dequantize(ins, attrs, out, op):
     zp = ins[2] if len(ins) == 3 else None
     packed = attrs["bits"] == 4
 
+    ax = pack_axis(attrs, len(out.shape))
+
     def element(*i):
         if not packed:
             return q(*i).astype("int32")
-        byte = q(*i[:-1], i[-1] // 2).astype("int32")
-        return tvm.tirx.bitwise_and(tvm.tirx.shift_right(byte, (i[-1] % 2) * 4), const(15, "int32"))
+        byte = q(*[d // 2 if a == ax else d for a, d in enumerate(i)]).astype("int32")
+        return tvm.tirx.bitwise_and(tvm.tirx.shift_right(byte, (i[ax] % 2) * 4), const(15, "int32"))
 
     def body(*i):
         v = element(*i)
