@@ -3,9 +3,10 @@ product reads, once, at compile time.
 
 An int8 dot-product instruction multiplies ``g`` consecutive u8 inputs by ``g`` i8 weights of each of ``v`` outputs
 and adds each group's sum into one of ``v`` int32 lanes: VNNI's ``vpdpbusd`` (AVX-512: v=16, AVX-VNNI: v=8; g=4),
-or AVX2's ``vpmaddwd`` on widened pairs (v=8, g=2). Its weight operand is one [v, g] tile, so the weight is packed
-as ``oi<v>o<g>i`` = [out/v, in/g, v, g] (linear) or ``OIHW<v>o<g>i`` = [O/v, I/g, KH, KW, v, g] (conv), and
-``nchwc_layout`` then blocks the conv's u8 input in channel blocks of whole groups. ``schedule_int8`` tensorizes the
+AVX2's ``vpmaddwd`` on widened pairs (v=8, g=2), or ARM's ``sdot`` (v=4, g=4; i8 inputs). Its weight operand is
+one [v, g] tile, so the weight is packed as ``oi<v>o<g>i`` = [out/v, in/g, v, g] (linear) or ``OIHW<v>o<g>i`` =
+[O/v, I/g, KH, KW, v, g] (conv), and ``nchwc_layout`` then blocks the conv's input in channel blocks of whole
+groups. ``schedule_int8`` tensorizes the
 kernels. A conv on fewer channels than a group (an RGB image) gets zero weights and a zero-padded input channel.
 Each layer takes the widest instruction whose lanes divide its outputs (AVX-512 CPUs also run the 8-lane
 VNNI-256 form, for 24 or 40 channels). Targets without such an instruction (``Target.int8_dots()`` is empty) keep
@@ -31,7 +32,7 @@ from edgeopt.pipeline import Pass, register_pass
 
 def _integer(g: Graph, n: Node) -> bool:
     return (n.outputs[0].type.dtype == "i32" and len(n.inputs) == 2 and g.is_const(n.inputs[1])
-            and n.inputs[0].type.dtype == "u8" and n.inputs[1].type.dtype == "i8")
+            and n.inputs[0].type.dtype in ("u8", "i8") and n.inputs[1].type.dtype == "i8")
 
 
 def _pad_input_channels(g: Graph, n: Node, w, grp: int):
@@ -51,11 +52,14 @@ class Int8WeightLayout(Pass):
     guarantees = ("int8_weights_laid_out",)
 
     def run(self, g: Graph) -> dict:
-        dots = self.target.int8_dots() if self.target is not None else []
+        from edgeopt.lower.int8_dot import activation_dtype
+
+        all_dots = self.target.int8_dots() if self.target is not None else []
         used: dict[str, int] = {}
         for n in g.nodes:
             if not _integer(g, n):
                 continue
+            dots = [d for d in all_dots if activation_dtype(d[0]) == n.inputs[0].type.dtype]  # u8 x86, i8 SDOT
             w = g.const(n.inputs[1])
             if n.op == "linear" and n.attrs["weight_layout"] in ("oi", "io"):
                 w_oi = w if n.attrs["weight_layout"] == "oi" else w.T

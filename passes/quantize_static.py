@@ -3,7 +3,8 @@ on calibration data.
 
 Each convolution, linear layer and matmul with a constant operand becomes a layer on int8 values:
 - its weight is stored int8, symmetric, one scale per output channel (``QuantConfig.weights="per-tensor"``: one);
-- each float activation it reads is quantized to u8 (asymmetric: ``scale``, ``zero_point``) with the range the
+- each float activation it reads is quantized to u8 (i8 on targets whose int8 dot product is signed: ARM SDOT;
+  asymmetric either way: ``scale``, ``zero_point``) with the range the
   calibrator picks from the statistics of that value over ``calibration_data`` (the reference interpreter runs
   the graph as it is at this point of the pipeline: after BatchNorm folding, so the ranges are those of the
   tensors the kernels compute). One quantize/dequantize pair serves every quantized reader of a value; other
@@ -165,7 +166,8 @@ class QuantizeStatic(Pass):
 
     def _quantize_activation(self, g: Graph, v: Value, st, readers) -> Value:
         lo, hi = choose_range(st, self.config.calibrator, self.config.percentile)
-        scale, zp = affine_params(lo, hi, "u8")
+        dtype = self._activation_dtype()
+        scale, zp = affine_params(lo, hi, dtype)
         s, z = g.add_const(np.float32(scale), f"{v.name}_scale"), g.add_const(np.int32(zp), f"{v.name}_zp")
         src = v.producer.source if v.producer is not None else None
         pool = v.producer
@@ -173,11 +175,20 @@ class QuantizeStatic(Pass):
                 and pool.inputs[0] not in g.outputs:
             # quantizing is monotone, so it commutes with max: pool the u8 values (a quarter of the bytes) with
             # the pool's output range; the producer's kernel then stores u8 directly
-            q = g.add("quantize", [pool.inputs[0], s, z], {"dtype": "u8"}, source=src, name=f"{v.name}_q_in")
+            q = g.add("quantize", [pool.inputs[0], s, z], {"dtype": dtype}, source=src, name=f"{v.name}_q_in")
             q = g.add("max_pool2d", [q], pool.attrs, source=pool.source, name=f"{v.name}_q")
         else:
-            q = g.add("quantize", [v, s, z], {"dtype": "u8"}, source=src, name=f"{v.name}_q")
+            q = g.add("quantize", [v, s, z], {"dtype": dtype}, source=src, name=f"{v.name}_q")
         return g.add("dequantize", [q, s, z], source=src, name=f"{v.name}_dq")
+
+    def _activation_dtype(self) -> str:
+        """u8 (what x86's dot products multiply), or i8 where the target's best one takes signed values (ARM SDOT)."""
+        dots = self.target.int8_dots() if self.target is not None else []
+        if not dots:
+            return "u8"
+        from edgeopt.lower.int8_dot import activation_dtype
+
+        return activation_dtype(dots[0][0])
 
     def _quantize_weight(self, g: Graph, n: Node) -> Value:
         w = n.inputs[1]

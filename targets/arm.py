@@ -65,5 +65,10 @@ class ArmTarget(Target):
             hint = " (install libc6-dev-arm64-cross)" if "crti.o" in str(e) else ""
             raise TargetError(f"linking the aarch64 kernel library with {CROSS_CC} failed{hint}: {e}") from None
 
+    def int8_dots(self) -> list[tuple[str, int, int]]:
+        from ..lower.int8_dot import usable_int8_dots
+
+        return usable_int8_dots(self.features)  # SDOT where the CPU has dotprod (A76, A55, N1); none on an A72
+
     def device_requirements(self) -> dict:
         return {"arch": "aarch64", "mcpu": self.cpu, "cpu_features": self.features}

@@ -75,8 +75,11 @@ AVX2_PMADDWD = Int8Dot("edgeopt_x86_avx2_pmaddwd_u8i8i32_8x2", 8, 2, (("avx2",),
 #: AVX2 with the activation already widened to int16 (values 0..255) by its producer: one broadcast per row and
 #: k pair instead of four widening instructions (an option for a compiler whose quantize step can emit int16)
 AVX2_PMADDWD_X16 = Int8Dot("edgeopt_x86_avx2_pmaddwd_i16i8i32_8x2", 8, 2, (("avx2",),), "int16")
-#: by preference, best first (the ones pick_int8_dot chooses from: all take u8 activations)
-INTRINSICS = (VNNI512, VNNI256, AVX2_PMADDWD)
+#: ARMv8.2 dot product (Cortex-A76/A55, Neoverse N1): ``sdot`` sums 4 i8 x i8 products into each of 4 int32 lanes;
+#: it takes signed activations (x86's take unsigned), so targets with it quantize activations to i8
+SDOT = Int8Dot("edgeopt_arm_sdot_i8i8i32_4x4", 4, 4, (("dotprod", "neon"),), "int8")
+#: by preference, best first (the ones pick_int8_dot chooses from)
+INTRINSICS = (VNNI512, VNNI256, AVX2_PMADDWD, SDOT)
 _BY_NAME = {d.name: d for d in (*INTRINSICS, AVX2_PMADDWD_X16)}
 _PATHS = {"vnni512": VNNI512, "vnni256": VNNI256, "avx2": AVX2_PMADDWD, "avx2-x16": AVX2_PMADDWD_X16}
 
@@ -146,6 +149,21 @@ def _avx2_x16_impl(A: T.Buffer((2,), "int16", offset_factor=1), B: T.Buffer((8, 
             dtype="int32x8")
 
 
+@T.prim_func(s_tir=True)
+def _sdot_impl(A: T.Buffer((4,), "int8", offset_factor=1), B: T.Buffer((4, 4), "int8", offset_factor=1),
+               C: T.Buffer((4,), "int32", offset_factor=1)) -> None:
+    with T.sblock("root"):
+        T.reads(C[0:4], A[0:4], B[0:4, 0:4])
+        T.writes(C[0:4])
+        a = T.reinterpret(A.vload([0], "int8x4"), dtype="int32")  # the 4 bytes of x as one int32 ...
+        C[T.ramp(T.int32(0), 1, 4)] = T.call_llvm_pure_intrin(
+            T.llvm_lookup_intrinsic_id("llvm.aarch64.neon.sdot.v4i32.v16i8"),
+            C.vload([0], dtype="int32x4"),
+            B.vload([0, 0], dtype="int8x16"),
+            T.reinterpret(T.broadcast(a, 4), dtype="int8x16"),  # ... copied to every lane
+            dtype="int32x4")
+
+
 _REGISTERED = False
 
 
@@ -155,7 +173,8 @@ def register_int8_intrinsics() -> None:
     if _REGISTERED:
         return
     impls = {VNNI512.name: lambda: _vnni_impl(16), VNNI256.name: lambda: _vnni_impl(8),
-             AVX2_PMADDWD.name: lambda: _avx2_impl, AVX2_PMADDWD_X16.name: lambda: _avx2_x16_impl}
+             AVX2_PMADDWD.name: lambda: _avx2_impl, AVX2_PMADDWD_X16.name: lambda: _avx2_x16_impl,
+             SDOT.name: lambda: _sdot_impl}
     for d in (*INTRINSICS, AVX2_PMADDWD_X16):
         if TensorIntrin.get(d.name, allow_missing=True) is None:  # e.g. this module was reloaded
             TensorIntrin.register(d.name, _desc(d.lanes, d.group, d.x_dtype), impls[d.name]())
@@ -182,6 +201,11 @@ def pick_int8_dot(features) -> tuple[str, int, int] | None:
         if any(all(f in feats for f in alt) for alt in d.needs):
             return d.name, d.lanes, d.group
     return None
+
+
+def activation_dtype(name: str) -> str:
+    """The IR dtype ("u8" or "i8") of the activations intrinsic ``name`` multiplies."""
+    return "i8" if _BY_NAME[name].x_dtype == "int8" else "u8"
 
 
 def usable_int8_dots(features) -> list[tuple[str, int, int]]:
