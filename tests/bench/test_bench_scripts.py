@@ -87,3 +87,17 @@ def test_cpu_levels_bench_times_every_level_this_cpu_runs(tmp_path):
     assert set(row["median_ms"]) == ({"host", "v3", "v4"} if avx512 else {"host", "v3"})
     assert all(t > 0 for t in row["median_ms"].values())
     assert set(row["compile_seconds"]) == {"v3", "v4"} and row["artifact_bytes"] > row["v3_only_artifact_bytes"]
+
+
+@pytest.mark.slow
+def test_quant_bench_measures_accuracy_size_and_speed(tmp_path):
+    res = _run("quant.py", ["--small", "digits", "resnet18", "mobilenet_v2"], tmp_path)["results"]
+    rows = {(r["model"], r["variant"]): r for r in res["accuracy_and_size"]}
+    fp32, int8 = rows["digits_cnn", "fp32"], rows["digits_cnn", "int8"]
+    assert fp32["accuracy"] > 0.5
+    assert int8["accuracy_drop_points"] == round(100 * (fp32["accuracy"] - int8["accuracy"]), 2)
+    assert all(r["weight_ratio"] < 0.35 for (m, v), r in rows.items() if v == "int8")
+    speed = {s["model"]: s for s in res["speed"]}
+    assert set(speed) == {"resnet18", "mobilenet_v2"}
+    for s in speed.values():
+        assert set(s["best_ms"]) == {"edgeopt fp32", "edgeopt int8"} and s["ratios"]["edgeopt int8 / edgeopt fp32"] > 0
