@@ -263,7 +263,9 @@ def test_plans_the_compiler_writes_pass(name, tiny):
     else:
         plan = compile_zoo(name)[2].plan
     check_plan(json.loads(json.dumps(plan)), name)  # as read back from plan.json
-    assert any(s.get("inplace") for s in plan["steps"]) or name == "passthrough"
+    # passthrough has no kernels to share memory; digits_int8's requantization chains fuse into the epilogues of its
+    # integer matmuls (an i32 sum may be cast, scaled and requantized there), leaving no elementwise kernel
+    assert any(s.get("inplace") for s in plan["steps"]) or name in ("passthrough", "digits_int8")
 
 
 @pytest.mark.parametrize("target", ["vulkan", pytest.param("cuda", marks=[pytest.mark.cuda, needs_nvcc])])
