@@ -1,6 +1,7 @@
 """pyproject.toml lists every package of the source tree, so a (non-editable) install ships all of them."""
 
 import os
+
 import tomllib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
