@@ -2,8 +2,9 @@
 
 import os
 
-import tomllib
+import pytest
 
+tomllib = pytest.importorskip("tomllib")  # Python 3.11+ (3.10 has no TOML reader in the standard library)
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
