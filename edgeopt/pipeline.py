@@ -65,11 +65,13 @@ def _load_builtin_passes() -> None:
         importlib.import_module(f"{passes.__name__}.{m.name}")
 
 
-def get_pass(name: str) -> Pass:
+def get_pass(name: str, *args, **options) -> Pass:
+    """A new instance of the registered pass ``name``; ``args`` / ``options`` go to its constructor (a pass with
+    settings, e.g. ``get_pass("quantize_static", config, calibration)``)."""
     _load_builtin_passes()
     if name not in _PASSES:
         raise PassError(f"unknown pass {name!r}; registered passes: {', '.join(sorted(_PASSES))}")
-    return _PASSES[name]()
+    return _PASSES[name](*args, **options)
 
 
 def registered_passes() -> list[str]:

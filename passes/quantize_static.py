@@ -42,7 +42,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from edgeopt.ir import Graph, Node, Value, interpret
+from edgeopt.ir import Graph, Node, Value
 from edgeopt.pipeline import Pass, register_pass
 from edgeopt.quant.calibrate import affine_params, choose_range, observe_ranges
 from edgeopt.quant.compare import METRICS, layer_errors, outputs
@@ -84,8 +84,12 @@ class QuantizeStatic(Pass):
             else:
                 layers.append(n)
         acts = list(dict.fromkeys(n.inputs[0] for n in layers))
-        self._ranges = {v.name: st for v, st in observe_ranges(g, acts, self.calibration).items()}
-        self._shifts = self._bias_shifts(g, layers) if self.bias_correction else {}
+        errors = _WeightErrors(g, layers, self.config) if self.bias_correction else None
+        self._float_outputs = []  # one pass over the calibration data: ranges, weight errors, float outputs
+        stats = observe_ranges(g, acts, self.calibration, also=errors.observe if errors else None,
+                               outputs=self._float_outputs)
+        self._ranges = {v.name: st for v, st in stats.items()}
+        self._shifts = errors.means() if errors else {}
         #: the graph before and after, for ``CompiledModel.compare`` and the accuracy budget
         self.float_graph = g.clone()
         names = [n.outputs[0].name for n in layers]
@@ -124,7 +128,7 @@ class QuantizeStatic(Pass):
         metric = METRICS[cfg.metric] if isinstance(cfg.metric, str) else cfg.metric
         budget = cfg.max_drop is not None
         batches = self.calibration[:BUDGET_BATCHES if budget else CHECK_BATCHES]
-        ref = outputs(self.float_graph, batches)
+        ref = self._float_outputs[:len(batches)]
         best = metric(ref, ref)
         score = metric(ref, outputs(g, batches))
         out = {"metric": cfg.metric if isinstance(cfg.metric, str) else getattr(cfg.metric, "__name__", "custom"),
@@ -199,22 +203,40 @@ class QuantizeStatic(Pass):
         qv, sv = g.add_const(q, f"{w.name}_q"), g.add_const(s, f"{w.name}_scale")
         return g.add("dequantize", [qv, sv], source=n.source, name=f"{w.name}_dq")
 
-    def _bias_shifts(self, g: Graph, layers: list[Node]) -> dict[str, np.ndarray]:
-        """For each biased conv/linear: the mean output error its int8 weight causes (per output channel, over
-        calibration batches, with float inputs: the error of the weights alone), to subtract from its bias."""
-        biased = [n for n in layers if n.op in ("conv2d", "linear") and len(n.inputs) == 3 and g.is_const(n.inputs[2])]
-        if not biased:
-            return {}
-        inputs = {n: [] for n in biased}
-        want = {n.inputs[0]: [m for m in biased if m.inputs[0] is n.inputs[0]] for n in biased}
 
-        def observe(v, x):
-            for m in want.get(v, ()):
-                inputs[m].append(x)
+class _WeightErrors:
+    """Bias correction's statistics: for each biased conv / linear, the mean (per output channel, over the first
+    ``BIAS_CORRECTION_BATCHES`` calibration batches, on float inputs) of the output error its int8 weight causes:
+    the layer applied to (int8 weight - float weight), the layer being linear in its weight."""
 
-        for batch in self.calibration[:BIAS_CORRECTION_BATCHES]:
-            interpret(g, [np.asarray(a) for a in batch], observe=observe)
-        return {n.outputs[0].name: _mean_error(g, n, inputs[n], self.config) for n in biased}
+    def __init__(self, g: Graph, layers: list[Node], config: QuantConfig):
+        from edgeopt.ir.registry import get_op
+
+        self.readers: dict[Value, list] = {}
+        for n in layers:
+            if n.op in ("conv2d", "linear") and len(n.inputs) == 3 and g.is_const(n.inputs[2]):
+                w = g.const(n.inputs[1])
+                q, s = symmetric_int8(w, reduce_axes(n, w) if config.weights == "per-channel" else None)
+                delta = (q.astype(np.float32) * s - w).astype(np.float32)
+                self.readers.setdefault(n.inputs[0], []).append((n, delta, get_op(n.op).reference))
+        self.sums: dict[str, np.ndarray] = {}
+        self.counts: dict[str, int] = {}
+
+    def observe(self, v: Value, x: np.ndarray, batch: int) -> None:
+        if batch >= BIAS_CORRECTION_BATCHES:
+            return
+        for n, delta, ref in self.readers.get(v, ()):
+            name = n.outputs[0].name
+            self.sums[name] = self.sums.get(name, 0.0) + _channel_mean(ref([x, delta], n.attrs)[0], n.op)
+            self.counts[name] = self.counts.get(name, 0) + 1
+
+    def means(self) -> dict[str, np.ndarray]:
+        return {k: (s / self.counts[k]).astype(np.float32) for k, s in self.sums.items()}
+
+
+def _channel_mean(x: np.ndarray, op: str) -> np.ndarray:
+    ch = 1 if op == "conv2d" else x.ndim - 1
+    return x.astype(np.float64).mean(axis=tuple(i for i in range(x.ndim) if i != ch))
 
 
 def _adopt(g: Graph, other: Graph) -> None:
@@ -229,20 +251,3 @@ def _too_narrow(n: Node) -> bool:
     code is slower than the float kernel. ``QuantConfig(int8_image_convs=True)`` quantizes it where the target has
     one (``int8_weight_layout`` pads its channels to a whole group)."""
     return n.op == "conv2d" and n.attrs["groups"] == 1 and n.inputs[0].type.rank == 4 and n.inputs[0].type.shape[1] < 4
-
-
-def _mean_error(g: Graph, n: Node, xs: list, config: QuantConfig) -> np.ndarray:
-    """Mean over batch and positions of (layer with int8 weight - float layer), per output channel."""
-    from edgeopt.ir.registry import get_op
-
-    w = g.const(n.inputs[1])
-    axes = reduce_axes(n, w) if config.weights == "per-channel" else None
-    q, s = symmetric_int8(w, axes)
-    wq = (q.astype(np.float32) * s).astype(np.float32)
-    ref = get_op(n.op).reference
-    err = []
-    for x in xs:
-        d = ref([x, wq], n.attrs)[0].astype(np.float64) - ref([x, w], n.attrs)[0].astype(np.float64)
-        ch = 1 if n.op == "conv2d" else d.ndim - 1
-        err.append(d.mean(axis=tuple(i for i in range(d.ndim) if i != ch)))
-    return np.mean(err, axis=0).astype(np.float32)

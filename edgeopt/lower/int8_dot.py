@@ -121,32 +121,22 @@ def _vnni_impl(lanes: int):
     return impl
 
 
-@T.prim_func(s_tir=True)
-def _avx2_impl(A: T.Buffer((2,), "uint8", offset_factor=1), B: T.Buffer((8, 2), "int8", offset_factor=1),
-               C: T.Buffer((8,), "int32", offset_factor=1)) -> None:
-    with T.sblock("root"):
-        T.reads(C[0:8], A[0:2], B[0:8, 0:2])
-        T.writes(C[0:8])
-        a = T.reinterpret(T.Cast("int16x2", A.vload([0], "uint8x2")), dtype="int32")  # (x0, x1) as int16 pair
-        C[T.ramp(T.int32(0), 1, 8)] = C.vload([0], dtype="int32x8") + T.call_llvm_pure_intrin(
-            T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.wd"),
-            T.reinterpret(T.broadcast(a, 8), dtype="int16x16"),
-            T.Cast("int16x16", B.vload([0, 0], dtype="int8x16")),  # vpmovsxbw
-            dtype="int32x8")
+def _pmaddwd_impl(x_dtype: str):
+    """AVX2: the pair of x (u8 widened to int16, or already int16) times 8 weight pairs, summed pairwise."""
+    @T.prim_func(s_tir=True)
+    def impl(A: T.Buffer((2,), x_dtype, offset_factor=1), B: T.Buffer((8, 2), "int8", offset_factor=1),
+             C: T.Buffer((8,), "int32", offset_factor=1)) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:8], A[0:2], B[0:8, 0:2])
+            T.writes(C[0:8])
+            a = T.reinterpret(T.Cast("int16x2", A.vload([0], f"{x_dtype}x2")), dtype="int32")  # (x0, x1) as int16
+            C[T.ramp(T.int32(0), 1, 8)] = C.vload([0], dtype="int32x8") + T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.wd"),
+                T.reinterpret(T.broadcast(a, 8), dtype="int16x16"),
+                T.Cast("int16x16", B.vload([0, 0], dtype="int8x16")),  # vpmovsxbw
+                dtype="int32x8")
 
-
-@T.prim_func(s_tir=True)
-def _avx2_x16_impl(A: T.Buffer((2,), "int16", offset_factor=1), B: T.Buffer((8, 2), "int8", offset_factor=1),
-                   C: T.Buffer((8,), "int32", offset_factor=1)) -> None:
-    with T.sblock("root"):
-        T.reads(C[0:8], A[0:2], B[0:8, 0:2])
-        T.writes(C[0:8])
-        a = T.reinterpret(A.vload([0], "int16x2"), dtype="int32")  # one vpbroadcastd from memory
-        C[T.ramp(T.int32(0), 1, 8)] = C.vload([0], dtype="int32x8") + T.call_llvm_pure_intrin(
-            T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.wd"),
-            T.reinterpret(T.broadcast(a, 8), dtype="int16x16"),
-            T.Cast("int16x16", B.vload([0, 0], dtype="int8x16")),
-            dtype="int32x8")
+    return impl
 
 
 @T.prim_func(s_tir=True)
@@ -173,7 +163,7 @@ def register_int8_intrinsics() -> None:
     if _REGISTERED:
         return
     impls = {VNNI512.name: lambda: _vnni_impl(16), VNNI256.name: lambda: _vnni_impl(8),
-             AVX2_PMADDWD.name: lambda: _avx2_impl, AVX2_PMADDWD_X16.name: lambda: _avx2_x16_impl,
+             AVX2_PMADDWD.name: lambda: _pmaddwd_impl("uint8"), AVX2_PMADDWD_X16.name: lambda: _pmaddwd_impl("int16"),
              SDOT.name: lambda: _sdot_impl}
     for d in (*INTRINSICS, AVX2_PMADDWD_X16):
         if TensorIntrin.get(d.name, allow_missing=True) is None:  # e.g. this module was reloaded

@@ -34,6 +34,7 @@ from tvm.s_tir import Schedule
 
 from ..ir.ops.linalg import linear_weight_block
 from ..ir.ops.nn import conv_weight_block
+from .schedule_int8 import int8_tile, schedule_int8
 
 TILED_OPS = {"conv2d", "conv_transpose2d", "matmul", "linear", "max_pool2d", "avg_pool2d"}
 #: which output axis to unroll (register-block) for each tiled op, counted from the front (None: none)
@@ -112,9 +113,7 @@ def _schedule(sch: Schedule, op: str, lanes: int, attrs: dict, accumulators: int
         if rows:
             return rows
     others = [sch.get(b).name_hint for b in _blocks(sch) if sch.get(b).name_hint != anchor]
-    if anchor and _int8_tiles(op, attrs):
-        from .schedule_int8 import schedule_int8
-
+    if anchor and int8_tile(op, attrs):
         desc.append(schedule_int8(sch, op, attrs, anchor, accumulators, _inline_epilogue))
     elif anchor:
         desc.append(_tile_anchor(sch, sch.get_sblock(anchor, func_name="main"), op, lanes, attrs, accumulators))
@@ -132,16 +131,6 @@ def _schedule(sch: Schedule, op: str, lanes: int, attrs: dict, accumulators: int
         else:
             desc.append(_parallel_outer(sch, b))
     return ";".join(d for d in desc if d)
-
-
-def _int8_tiles(op: str, attrs: dict) -> bool:
-    """Whether the anchor reads int8 weight tiles that a dot-product instruction takes (``schedule_int8``)."""
-    grouped = attrs.get("weight_layout", "").endswith("i") and attrs.get("weight_layout") not in ("oi",)
-    if not grouped:
-        return False
-    from .schedule_int8 import int8_tile
-
-    return int8_tile(op, attrs) is not None
 
 
 def _rows_in_one_loop(sch: Schedule, lanes: int) -> str | None:

@@ -72,17 +72,12 @@ def _linear(sch, block, v, g, intrin, accumulators, inline_epilogue) -> str:
     io, ii = sch.split(i, [None, rows])
     ko, ki = sch.split(k, [None, g])
     sch.reorder(*lead, jo, io, ko, ii, jv, ji, ki)
-    write_back = sch.cache_write(block, 0, "global")
-    fused = inline_epilogue(sch, write_back)
-    sch.reverse_compute_at(write_back, io)
+    write_back, fused = _store(sch, block, io, inline_epilogue)
     if math.prod(_extent(sch, lp) for lp in lead) * m * n_vec * v >= _MIN_PARALLEL:
         sch.parallel(sch.fuse(*lead, jo, io))
     sch.unroll(ii)
     sch.unroll(jv)
-    init = sch.decompose_reduction(block, ko)
-    sch.tensorize(ji, intrin)
-    _vectorize(sch, init, v)
-    _vectorize(sch, write_back, v)
+    _tensorize(sch, block, ko, ji, write_back, intrin, v)
     return f"int8-tile(r{rows},v{vectors}x{v},{intrin.split('_')[2]}{',epilogue' if fused else ''})"
 
 
@@ -91,20 +86,32 @@ def _conv(sch, block, v, intrin, accumulators, inline_epilogue) -> str:
     run = _divisor(_extent(sch, w), accumulators)
     wo, wi = sch.split(w, [None, run])
     sch.reorder(n, ko, h, wo, rco, ry, rx, rcq, wi, lanes, r4)
-    write_back = sch.cache_write(block, 0, "global")
-    fused = inline_epilogue(sch, write_back)
-    sch.reverse_compute_at(write_back, wo)
+    write_back, fused = _store(sch, block, wo, inline_epilogue)
     outer = [n, ko, h]
     if math.prod(_extent(sch, lp) for lp in outer) * _extent(sch, wo) > 1:
         sch.parallel(sch.fuse(*outer, wo))
     sch.unroll(wi)
     if _extent(sch, rx) <= 3:
         sch.unroll(rx)
-    init = sch.decompose_reduction(block, rco)
-    sch.tensorize(lanes, intrin)
+    _tensorize(sch, block, rco, lanes, write_back, intrin, v)
+    return f"int8-tile(u{run},v{v},nchwc,{intrin.split('_')[2]}{',epilogue' if fused else ''})"
+
+
+def _store(sch, block, loop, inline_epilogue):
+    """The accumulators in registers, stored (with the epilogue folded in) under ``loop``: (store block, fused?)."""
+    write_back = sch.cache_write(block, 0, "global")
+    fused = inline_epilogue(sch, write_back)
+    sch.reverse_compute_at(write_back, loop)
+    return write_back, fused
+
+
+def _tensorize(sch, block, reduce_loop, tensor_loop, write_back, intrin: str, v: int) -> None:
+    """Zero the accumulators above ``reduce_loop`` (after parallel/unroll: TVM 0.27's order), put the intrinsic on
+    ``tensor_loop`` and vectorize the init and the store."""
+    init = sch.decompose_reduction(block, reduce_loop)
+    sch.tensorize(tensor_loop, intrin)
     _vectorize(sch, init, v)
     _vectorize(sch, write_back, v)
-    return f"int8-tile(u{run},v{v},nchwc,{intrin.split('_')[2]}{',epilogue' if fused else ''})"
 
 
 def _vectorize(sch, blk, v: int) -> None:

@@ -17,7 +17,7 @@ A clip applies to each side of the range that has data (a post-ReLU tensor is cl
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -61,19 +61,25 @@ class Stats:
         return np.concatenate(self.values), np.concatenate(self.weights)
 
 
-def observe_ranges(g: Graph, values: Sequence[Value], batches: Iterable[Sequence[np.ndarray]]) -> dict[Value, Stats]:
-    """Run ``g`` on every calibration batch (a list of inputs in graph order); statistics of ``values``."""
+def observe_ranges(g: Graph, values: Sequence[Value], batches: Iterable[Sequence[np.ndarray]],
+                   also: Callable[[Value, np.ndarray, int], None] | None = None,
+                   outputs: list | None = None) -> dict[Value, Stats]:
+    """Run ``g`` on every calibration batch (a list of inputs in graph order); statistics of ``values``. In the same
+    pass ``also(value, array, batch index)`` sees every value, and ``outputs`` (a list) gets each batch's outputs."""
     want = {v: Stats() for v in values}
     rng = np.random.default_rng(0)
     count = 0
 
-    def observe(v, x):
-        if v in want:
-            want[v].add(x, rng)
+    for count, batch in enumerate(batches, 1):
+        def observe(v, x, i=count - 1):
+            if v in want:
+                want[v].add(x, rng)
+            if also is not None:
+                also(v, x, i)
 
-    for batch in batches:
-        interpret(g, [np.asarray(a) for a in batch], observe=observe)
-        count += 1
+        result = interpret(g, [np.asarray(a) for a in batch], observe=observe)
+        if outputs is not None:
+            outputs.append(result)
     if not count:
         from .config import QuantizationError
 

@@ -24,16 +24,10 @@ def quantization_pass(quantize, calibration_data, graph):
             raise QuantizationError("calibration_data was given without quantize=: pass quantize=\"int8\" to use it")
         return None
     if cfg.static:
-        batches = calibration_batches(calibration_data, graph)
-        p = get_pass("quantize_static").__class__(cfg, batches)
-    elif calibration_data is not None:
+        return get_pass("quantize_static", cfg, calibration_batches(calibration_data, graph))
+    if calibration_data is not None:
         raise QuantizationError(f"quantize={cfg.mode!r} needs no calibration_data (only static \"int8\" does)")
-    elif cfg.mode == "int8-dynamic":
-        p = get_pass("quantize_dynamic").__class__(cfg)
-    else:
-        p = get_pass("quantize_weights").__class__(cfg)
-    p.config = cfg
-    return p
+    return get_pass("quantize_dynamic" if cfg.mode == "int8-dynamic" else "quantize_weights", cfg)
 
 
 def place(pipeline: list, p) -> None:
