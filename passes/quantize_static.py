@@ -7,8 +7,11 @@ Each convolution, linear layer and matmul with a constant operand becomes a laye
   asymmetric either way: ``scale``, ``zero_point``) with the range the
   calibrator picks from the statistics of that value over ``calibration_data`` (the reference interpreter runs
   the graph as it is at this point of the pipeline: after BatchNorm folding, so the ranges are those of the
-  tensors the kernels compute). One quantize/dequantize pair serves every quantized reader of a value; other
-  readers (a residual add, a softmax) keep reading float.
+  tensors the kernels compute). One quantize/dequantize pair serves every quantized reader of a value, and its
+  other readers (a residual add, a concatenation) read the same int8 copy, as integer runtimes do: the kernel
+  that makes the value stores int8 only (a quarter of the bytes; no separate quantize kernel). A value that is
+  also a graph output stays float for the output; ``QuantConfig(quantized_residuals=False)`` keeps the other
+  readers on float.
 - a max pool between the activation and the layer pools the u8 values (quantizing commutes with max);
 - a dense conv on fewer than 4 input channels (an image's first layer) stays float unless
   ``QuantConfig(int8_image_convs=True)`` (and the target has an int8 dot product);
@@ -115,6 +118,12 @@ class QuantizeStatic(Pass):
             if shift is not None:
                 b = g.const(n.inputs[2])
                 n.inputs[2] = g.add_const((b - shift).astype(b.dtype), f"{n.inputs[2].name}_corrected")
+        if self.config.quantized_residuals:  # the other readers share the int8 copy: the float one is never stored
+            quantizers = {dq.producer.inputs[0].producer for dq in qdq.values()}
+            for v, dq in qdq.items():
+                for r in readers.get(v, ()):
+                    if r not in quantizers and r.op not in QUANTIZED_OPS:
+                        r.inputs = [dq if i is v else i for i in r.inputs]
         g.toposort()
         tables = QuantizeWeights(replace(self.config, mode="int8-weight"), ops=("take",)).run(g)  # embeddings
         g.remove_unused_constants()

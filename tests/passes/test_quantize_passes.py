@@ -127,6 +127,34 @@ def test_static_inserts_quantize_dequantize_around_every_layer():
     assert 0 < _relative_error(interpret(g, cal[0])[0], before) < 0.1
 
 
+@pytest.mark.parametrize("shared", [True, False])
+def test_residual_reads_the_int8_copy_unless_asked_not_to(shared):
+    """TinyCNN's ``relu(c2(y)) + y``: y is quantized for c2; the residual add reads that int8 copy (so no float y is
+    stored) or, with ``quantized_residuals=False``, the float y. Compiled, y's quantize then sits in the epilogue of
+    c1's kernel instead of a kernel of its own (the pooled features' quantize stays one either way)."""
+    model, x = TinyCNN().eval(), torch.randn(1, 3, 12, 12)
+    g = _graph(model, x)
+    for name in ("fold_batch_norm", "dead_code_elimination"):
+        get_pass(name).run(g)
+    cal = [[np.random.default_rng(i).standard_normal((1, 3, 12, 12)).astype(np.float32)] for i in range(6)]
+    before = interpret(g, cal[0])[0]
+    get_pass("quantize_static", QuantConfig(quantized_residuals=shared), cal).run(g)
+    verify(g)
+    dw = next(n for n in g.nodes if n.op == "conv2d" and n.attrs["groups"] == 16)
+    after_dw = next(n for n in g.nodes if n.op == "relu" and n.inputs[0] is dw.outputs[0]).outputs[0]
+    add = next(n for n in g.nodes if n.op == "add" and after_dw in n.inputs)
+    residual = next(v for v in add.inputs if v is not after_dw)
+    assert (residual is dw.inputs[0]) == shared  # the very dequantized value the depthwise conv reads
+    assert (residual.producer.op == "dequantize") == shared
+    assert 0 < _relative_error(interpret(g, cal[0])[0], before) < 0.1
+    compiled = compile_graph(_graph(model, x), "host", quantize=QuantConfig(quantized_residuals=shared),
+                             calibration_data=[torch.from_numpy(c[0]) for c in cal])
+    alone = [k for k in compiled.report["kernels"] if k["ops"] == ["quantize"]]
+    assert len(alone) == (1 if shared else 2), alone
+    got, want = compiled(x.numpy()), interpret(compiled.graph, [x.numpy()])[0]
+    assert np.abs(got - want).max() <= 0.02 * np.abs(want).max()
+
+
 def test_static_needs_calibration_data_and_checks_it():
     from edgeopt.quant import QuantizationError
 
