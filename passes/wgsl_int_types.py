@@ -4,14 +4,17 @@ WGSL (the ``vulkan`` target's kernels) has ``i32`` and ``u32`` only: TVM's WebGP
 ``i8``/``u8``/``i16`` do not exist in the language at all, neither in storage nor in registers. This pass
 narrows ``i64`` values to ``i32`` and widens ``i8``, ``u8`` and ``i16`` values to ``i32`` (quantization
 parameters kept): graph inputs and outputs, constants, every node's outputs (``cast`` targets included) and
-the bodies of fused kernels. A cast *to* a narrow type keeps its wrap-around (``(x + 10).to(uint8)``): the
-pass adds the modulo arithmetic after it. A constant that does not fit in ``i32`` is an error naming it, and
-the runtime refuses an input whose values do not fit (it converts the int64 ids a tokenizer returns). What
-cannot be kept: i64 arithmetic whose intermediate values leave int32's range (hashes, large products) wraps at
-32 bits; index and id arithmetic, the i64 of real models, stays far inside it. ``bool`` is left alone: it is a
+the bodies of fused kernels. A ``quantize`` keeps its 8-bit range and holds its values in i32 (``storage``);
+the pipeline runs this pass again after the quantization passes, which make 8-bit values. A cast *to* a narrow
+type keeps its wrap-around (``(x + 10).to(uint8)``): the pass adds the modulo arithmetic after it. A constant
+that does not fit in ``i32`` is an error naming it, and the runtime refuses an input whose values do not fit
+(it converts the int64 ids a tokenizer returns). What cannot be kept: i64 arithmetic whose intermediate values
+leave int32's range (hashes, large products) wraps at 32 bits; index and id arithmetic, the i64 of real models,
+stays far inside it. ``bool`` is left alone: it is a
 WGSL register type, and the lowering stores it as a 32-bit word.
 
-Requires: nothing. Guarantees: ``int32_only``. Run first, before every other pass (the target adds it).
+Requires: nothing. Guarantees: ``int32_only``. Run first, before every other pass (the target adds it), and
+again after quantization.
 
 Before:
     graph main(%ids: i64[1,4]) {
@@ -113,7 +116,9 @@ def _narrow(g: Graph) -> int:
     now: dict[Value, Value] = {}  # a cast's result -> its wrapped value, which readers use instead
     for n in nodes:
         n.inputs = [now.get(v, v) for v in n.inputs]
-        if n.attrs.get("dtype") in TO_INT32:
+        if n.op == "quantize" and n.attrs["dtype"] in TO_INT32:  # the values keep their 8-bit range, held in i32
+            n.attrs["storage"] = TO_INT32[n.attrs["dtype"]]
+        elif n.attrs.get("dtype") in TO_INT32:
             n.attrs["dtype"] = TO_INT32[n.attrs["dtype"]]
         if n.body is not None:  # its parameters take the (new) types of the node's inputs
             for param, arg in zip(n.body.inputs, n.inputs):

@@ -42,6 +42,8 @@ _SPECIAL_FLOATS = {"inff": "bitcast<f32>(0x7f800000u)", "nanf": "bitcast<f32>(0x
                    # f16 ones through f32: naga (wgpu 0.32) rejects a component of a bitcast ("invalid accessor")
                    "infh": "f16(bitcast<f32>(0x7f800000u))", "nanh": "f16(bitcast<f32>(0x7fc00000u))"}
 _SPECIAL_RE = re.compile(r"(?<![\w.])(" + "|".join(_SPECIAL_FLOATS) + r")(?![\w.])")
+#: i32's minimum, which TVM writes as a negated literal: 2147483648i is out of range, so WGSL refuses it
+_I32_MIN_RE = re.compile(r"-2147483648i(?!\w)")
 _TAGS = ("blockIdx.x", "blockIdx.y", "threadIdx.x", "threadIdx.y", "threadIdx.z")
 
 
@@ -133,7 +135,9 @@ def build_webgpu(funcs: dict[str, tirx.PrimFunc], tvm_target) -> WebGPULibrary:
 
 
 def legal_wgsl(source: str) -> str:
-    """TVM's WGSL with its infinity and NaN literals (``inff``, which WGSL lacks) spelled as bit casts."""
+    """TVM's WGSL with its infinity and NaN literals (``inff``, which WGSL lacks) spelled as bit casts, and i32's
+    minimum (a max-pool's start on integers) as an expression WGSL accepts."""
+    source = _I32_MIN_RE.sub("(-2147483647i - 1i)", source)
     return _SPECIAL_RE.sub(lambda m: _SPECIAL_FLOATS[m.group(1)], source)
 
 

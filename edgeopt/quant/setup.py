@@ -31,17 +31,22 @@ def quantization_pass(quantize, calibration_data, graph):
 
 
 def place(pipeline: list, p) -> None:
-    """Insert the quantization pass ``p`` into ``pipeline`` (pass objects) at its mode's slot; static int8 is
-    and dynamic int8 are followed by ``fold_quantized`` and ``int8_weight_layout`` (integer kernels), unless the
-    pipeline names them already."""
+    """Insert the quantization pass ``p`` into ``pipeline`` (pass objects) at its mode's slot; static int8 and
+    dynamic int8 are followed by ``fold_quantized`` and ``int8_weight_layout`` (integer kernels), unless the
+    pipeline names them already or the target has no 8-bit integers."""
     from ..pipeline import QUANT_PASSES, get_pass, insert_before
 
     before = QUANT_PASSES[p.config.mode][1]
     insert_before(pipeline, p, before)
-    if p.config.mode in ("int8", "int8-dynamic") and p.config.integer_kernels \
+    # a target without 8-bit integers (Vulkan's WGSL: ``wgsl_int_types`` guarantees "int32_only") widens the values
+    # quantization makes, after it; its kernels dequantize them and compute in float (no 8-bit products to make)
+    widen = [q.name for q in pipeline if "int32_only" in q.guarantees]
+    if p.config.mode in ("int8", "int8-dynamic") and p.config.integer_kernels and not widen \
             and "fold_quantized" not in [q.name for q in pipeline]:
         insert_before(pipeline, get_pass("fold_quantized"), before)
         insert_before(pipeline, get_pass("int8_weight_layout"), before)
+    for name in widen:
+        insert_before(pipeline, get_pass(name), before)
 
 
 def calibration_batches(data, graph) -> list[list[np.ndarray]]:

@@ -295,3 +295,22 @@ def test_runner_caps_the_arguments_of_a_step(host_device, tmp_path):
     (flat / "plan.txt").write_text("\n".join(lines) + "\n")
     proc = run_runner(host_device, flat, [])
     assert proc.returncode == 2 and "more than 1048576 arguments" in proc.stderr, proc.stderr
+
+
+def test_host_runner_runs_a_static_int8_model(host_device, tmp_path):
+    """A static int8 CNN (u8 activations, packed i8 weights, integer kernels with fused requantization, a residual
+    that reads the int8 copy) runs in the C++ runner with the Python runtime's outputs, bit for bit."""
+    from tests.passes.test_quantize_passes import TinyCNN
+
+    torch.manual_seed(0)
+    model, x = TinyCNN().eval(), torch.randn(1, 3, 12, 12)
+    cal = [torch.randn(1, 3, 12, 12) for _ in range(6)]
+    compiled = edgeopt.compile(model, [x], quantize="int8", calibration_data=cal)
+    assert compiled.report["quantization"]["kernels_by_precision"]["int8"] >= 2
+    compiled.save(tmp_path / "q.edgeopt")
+    flat = cxx.export_flat(tmp_path / "q.edgeopt", tmp_path / "q.flat")
+    proc = run_runner(host_device, flat, [x.numpy()])
+    assert proc.returncode == 0, proc.stderr
+    (got,) = outputs(flat, compiled)
+    np.testing.assert_array_equal(got, compiled(x.numpy()))
+    assert rel_err(model(x).detach().numpy(), got) < 0.1

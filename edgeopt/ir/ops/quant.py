@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ...ir_dtypes import NP_DTYPES
 from ..registry import OpDef, OpError, register
 from ..types import TensorType
 from ._common import norm_axis
@@ -76,8 +77,10 @@ def _quantize_infer(types, attrs):
         raise OpError(f"quantize: input must be float, got {x.dtype}")
     if attrs["dtype"] not in QRANGE:
         raise OpError(f"quantize: dtype must be one of {sorted(QRANGE)}, got {attrs['dtype']!r}")
+    if attrs.get("storage") not in (None, attrs["dtype"], "i32"):
+        raise OpError(f"quantize: storage must be its dtype or i32, got {attrs['storage']!r}")
     _check_params("quantize", types, x.shape, attrs)
-    return [TensorType(x.shape, attrs["dtype"])]
+    return [TensorType(x.shape, attrs.get("storage") or attrs["dtype"])]
 
 
 def _quantize_ref(xs, attrs):
@@ -86,12 +89,14 @@ def _quantize_ref(xs, attrs):
     zp = expand_params(xs[2], x.shape, attrs) if len(xs) == 3 else 0
     lo, hi = QRANGE[attrs["dtype"]]
     q = np.clip(np.rint(x / scale) + zp, lo, hi)
-    return [q.astype(np.int8 if attrs["dtype"] == "i8" else np.uint8)]
+    return [q.astype(NP_DTYPES[attrs.get("storage") or attrs["dtype"]])]
 
 
 register(OpDef("quantize", "elementwise", _quantize_infer, _quantize_ref,
-               {"dtype": "u8", "group_size": 0, "group_axis": -1}, (2, 3),
-               doc="quantize(x, scale, [zero_point]): clamp(rint(x / scale) + zero_point) as i8/u8"))
+               {"dtype": "u8", "group_size": 0, "group_axis": -1, "storage": None}, (2, 3),
+               doc="quantize(x, scale, [zero_point]): clamp(rint(x / scale) + zero_point) to the range of "
+                   "``dtype`` (i8/u8), held in ``storage`` (default: ``dtype``; i32 on targets without 8-bit "
+                   "integers)"))
 
 
 def pack_axis(attrs, rank: int) -> int:
@@ -126,7 +131,7 @@ def _dequantize_infer(types, attrs):
     q = types[0]
     if attrs["bits"] not in (4, 8):
         raise OpError(f"dequantize: bits must be 8 or 4, got {attrs['bits']}")
-    if q.dtype not in (*QRANGE, "i32") or (attrs["bits"] == 4 and q.dtype != "u8"):
+    if q.dtype not in (*QRANGE, "i32") or (attrs["bits"] == 4 and q.dtype not in ("u8", "i32")):
         raise OpError(f"dequantize: needs an {'u8 (packed int4)' if attrs['bits'] == 4 else 'i8, u8 or i32'} "
                       f"input, got {q.dtype}")
     shape = logical_shape(q, attrs)

@@ -33,7 +33,7 @@ def quantize(ins, attrs, out, op):
     x, scale = ins[0], ins[1]
     zp = ins[2] if len(ins) == 3 else None
     lo, hi = QRANGE[attrs["dtype"]]
-    dt = tvm_dtype(attrs["dtype"])
+    dt = tvm_dtype(attrs.get("storage") or attrs["dtype"])
 
     def body(*i):
         v = te.nearbyint(x(*i).astype("float32") / _param(scale, i, attrs, "float32"))
