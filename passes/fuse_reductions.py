@@ -5,7 +5,8 @@ A reduction kernel reads its input several times (max, sum, normalize); cheap el
 instead of being stored, and elementwise ops after the reduction are applied before the store.
 
 Requires: nothing. Guarantees: ``reductions_fused``. Only ``CHEAP`` ops join as prologue (recomputing
-them is cheaper than a round trip through memory); epilogue ops keep the reduction's output shape.
+them is cheaper than a round trip through memory); epilogue ops keep the reduction's output shape and dtype (a
+``quantize`` only its shape: static int8's LayerNorm stores u8).
 
 Before:
     %a: f32[1,16,384] = add(%h, %skip)
@@ -30,7 +31,9 @@ def _fits(group, cand) -> bool:
     anchor = group[0]
     if cand.outputs[0] in {v for n in group for v in n.inputs}:  # a prologue op
         return True
-    return cand.outputs[0].type == anchor.outputs[0].type
+    out, want = cand.outputs[0].type, anchor.outputs[0].type
+    # the reduction's shape; its dtype too, except for a quantize (LayerNorm's output stored as u8 for the next layer)
+    return out == want or cand.op == "quantize" and out.shape == want.shape
 
 
 RULE = FusionRule("reduction", anchor=Op(REDUCTIONS), prologue=Op(CHEAP), epilogue=Op(kind="elementwise"),

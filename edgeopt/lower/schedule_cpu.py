@@ -147,6 +147,8 @@ def _rows_in_one_loop(sch: Schedule, lanes: int) -> str | None:
     if len(loops) < 2:
         return None
     ext = _extents(sch, loops)
+    partial = _vector_partial_sums(sch, lanes)
+    blocks = list(_blocks(sch))
     root_outputs = {sch.get(b).name_hint for b in sch.get_output_blocks(sch.get_sblock("root", func_name="main"))}
     stats = [i for i, b in enumerate(blocks[:-1]) if _is_spatial(sch, b) and sch.get(b).name_hint in root_outputs]
     if stats:  # a row statistic that is an output too (a per-row quantization's scale) owns the row loop: TVM
@@ -164,12 +166,40 @@ def _rows_in_one_loop(sch: Schedule, lanes: int) -> str | None:
     if math.prod(ext) >= _MIN_PARALLEL_WORK and math.prod(ext[:-1]) > 1:
         sch.parallel(rows)
     for b in [*blocks[:-1], out]:
-        b = sch.get_sblock(sch.get(b).name_hint, func_name="main")
-        inner = sch.get_loops(b)[-1]
-        n = int(sch.get(inner).extent)
-        if _is_spatial(sch, b) and n % lanes == 0 and n >= lanes:
-            sch.vectorize(sch.split(inner, [None, lanes])[1])
-    return "rows(one-loop)"
+        name = sch.get(b).name_hint
+        b = sch.get_sblock(name, func_name="main")
+        loops = sch.get_loops(b)
+        n = int(sch.get(loops[-1]).extent)
+        if name.endswith("_rf"):  # [.., lane, k]: the lanes innermost, as one vector of partial results
+            lane = next(lp for lp in reversed(loops) if int(sch.get(lp).extent) == lanes)
+            sch.reorder(*[lp for lp in loops[loops.index(lane):] if lp != lane], lane)
+            sch.vectorize(lane)
+        elif _is_spatial(sch, b) and n % lanes == 0 and n >= lanes:
+            sch.vectorize(sch.split(loops[-1], [None, lanes])[1])
+    return "rows(one-loop)" + (f",vector-partials={partial}" if partial else "")
+
+
+def _vector_partial_sums(sch: Schedule, lanes: int) -> int:
+    """Each row reduction whose row is whole vectors as ``lanes`` partial results, one per vector lane (block
+    ``<name>_rf``), combined at the end: the row is read as vectors instead of one scalar chain whose every step
+    waits for the last (LayerNorm's mean and variance). Returns how many; a reduction TVM cannot factor (its
+    combiner) stays scalar."""
+    done = 0
+    for b in list(_blocks(sch)):
+        if _is_spatial(sch, b):
+            continue
+        name = sch.get(b).name_hint
+        loops = sch.get_loops(sch.get_sblock(name, func_name="main"))
+        n = int(sch.get(loops[-1]).extent)
+        if n % lanes or n < 2 * lanes:
+            continue
+        try:
+            _, lane = sch.split(loops[-1], [None, lanes])
+            sch.rfactor(lane, factor_axis=len(loops) - 1)  # the partials last: one contiguous vector per row
+            done += 1
+        except Exception:  # noqa: BLE001 - TVM 0.27 raises tvm_ffi errors; this one stays a scalar chain
+            pass
+    return done
 
 
 def _pad_in_task(op: str, attrs: dict) -> bool:
