@@ -90,6 +90,20 @@ def _exp(x):
     return tvm.tirx.Select(_is_nan(x), x, y)
 
 
+def expm1(x):
+    """exp(x) - 1 without losing small x (Kahan: the rounding of u = exp(x) divides out): (u - 1) * x / log(u)."""
+    if _dtype(x) != F32:
+        return te.exp(x) - tvm.tirx.const(1.0, _dtype(x))
+    return _let(x, lambda x: _let(_exp(x), lambda u: _expm1(x, u)))
+
+
+def _expm1(x, u):
+    one = _c(1.0)
+    y = tvm.tirx.Select(u == one, x, (u - one) * x / te.log(u))
+    y = tvm.tirx.Select(u == _c(0.0), -one, y)  # x -> -inf: log(u) is -inf
+    return tvm.tirx.Select(tvm.tirx.isinf(u), u, y)
+
+
 def erf(x):
     if _dtype(x) != F32:
         return te.erf(x)

@@ -559,6 +559,7 @@ UNARY_TORCH = {
     "floor": (torch.floor, False), "ceil": (torch.ceil, False), "round": (torch.round, False),
     "sigmoid": (torch.sigmoid, False), "relu": (F.relu, False), "silu": (F.silu, False),
     "hardswish": (F.hardswish, False), "hardsigmoid": (F.hardsigmoid, False),
+    "log1p": (torch.log1p, True), "expm1": (torch.expm1, False), "trunc": (torch.trunc, False),
 }
 
 
@@ -611,7 +612,7 @@ def test_logical_not(rng):
 BINARY_TORCH = {
     "add": torch.add, "sub": torch.sub, "mul": torch.mul, "div": torch.div, "pow": torch.pow,
     "maximum": torch.maximum, "minimum": torch.minimum, "eq": torch.eq, "ne": torch.ne, "lt": torch.lt,
-    "le": torch.le, "gt": torch.gt, "ge": torch.ge,
+    "le": torch.le, "gt": torch.gt, "ge": torch.ge, "fmod": torch.fmod,
 }
 COMPARISONS = {"eq", "ne", "lt", "le", "gt", "ge"}
 
@@ -632,6 +633,8 @@ def test_binary_integer(rng, op):
     a, b = rng.integers(-6, 7, (3, 4)).astype(np.int32), rng.integers(-6, 7, (4,)).astype(np.int32)
     if op == "pow":
         a, b = rng.integers(-4, 5, (3, 4)).astype(np.int32), rng.integers(0, 4, (4,)).astype(np.int32)
+    if op == "fmod":  # torch raises on an integer remainder by 0
+        b[b == 0] = 5
     got = run_op(op, [a, b])
     check(got, BINARY_TORCH[op](tt(a), tt(b)), dtype=np.bool_ if op in COMPARISONS else np.int32)
 
@@ -773,10 +776,38 @@ COVERED = (set(UNARY_TORCH) | set(BINARY_TORCH) | {
     "gelu", "leaky_relu", "logical_not", "logical_and", "logical_or", "where", "cast", "clamp", "conv2d",
     "conv_transpose2d", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "resize2d", "pad", "softmax",
     "log_softmax", "layer_norm", "batch_norm", "sum", "mean", "max", "min", "argmax", "attention", "matmul",
-    "linear", "take", "slice", "concat", "broadcast_to", "transpose", "reshape", "copy", "layout_transform",
+    "linear", "take", "slice", "prod", "cumsum", "gather",
+    "concat", "broadcast_to", "transpose", "reshape", "copy", "layout_transform",
     "conv2d_winograd",
     "quantize", "dequantize",  # compared with torch's quantized tensors in tests/ir/test_quant_ops.py
 })
+
+
+@pytest.mark.parametrize("axes, keepdims", [([1], False), (None, True), ([-1, 0], False)])
+def test_prod(rng, axes, keepdims):
+    x = rng.uniform(0.5, 1.5, (2, 3, 4)).astype(np.float32)
+    dims = tuple(range(x.ndim)) if axes is None else tuple(a % x.ndim for a in axes)
+    want = tt(x)
+    for d in sorted(dims, reverse=True):
+        want = torch.prod(want, dim=d, keepdim=keepdims)
+    check(run_op("prod", [x], {"axes": axes, "keepdims": keepdims}), want, dtype=np.float32)
+
+
+@pytest.mark.parametrize("axis", [0, 1, -1])
+def test_cumsum(rng, axis):
+    x = randn(rng, 3, 5, 4)
+    check(run_op("cumsum", [x], {"axis": axis}), torch.cumsum(tt(x), dim=axis), dtype=np.float32)
+    xi = rng.integers(-9, 9, (3, 5)).astype(np.int64)
+    check(run_op("cumsum", [xi], {"axis": -1}), torch.cumsum(tt(xi), dim=-1), dtype=np.int64)
+
+
+@pytest.mark.parametrize("axis", [0, 1, -1])
+def test_gather(rng, axis):
+    data = randn(rng, 4, 5, 3)
+    idx = rng.integers(0, data.shape[axis], (3, 4, 2)).astype(np.int64)
+    check(run_op("gather", [data, idx], {"axis": axis}), torch.gather(tt(data), axis, tt(idx)), rtol=0, atol=0)
+    with pytest.raises(IndexError, match="gather: index out of range"):
+        run_op("gather", [data, np.full((1, 1, 1), 7, np.int64)], {"axis": axis})
 
 
 def test_every_registered_op_is_compared_with_torch():

@@ -195,7 +195,7 @@ def unary_cases() -> list[Case]:
 
 _ARITH = ("add", "sub", "mul", "div", "maximum", "minimum")
 _COMPARE = ("eq", "ne", "lt", "le", "gt", "ge")
-assert set(BINARY) == set(_ARITH) | set(_COMPARE) | {"pow", "logical_and", "logical_or"}
+assert set(BINARY) == set(_ARITH) | set(_COMPARE) | {"pow", "logical_and", "logical_or", "fmod"}
 
 
 def _signed_away_from_zero(shape, lo=0.5, hi=2.0):
@@ -229,6 +229,11 @@ def binary_cases() -> list[Case]:
     num = np.array([7, -7, 7, -7, 6, -6, 1, -1, 0, 13], np.int32)
     den = np.array([2, 2, -2, -2, 3, 3, 4, 4, 5, -4], np.int32)
     cases.append(Case("div_i32_signs", opn("div", "ab"), {"a": num, "b": den}))
+    # C's fmod: the dividend's sign, for floats and integers (an integer remainder by 0 is 0, as numpy's)
+    cases += [Case("fmod_f32", opn("fmod", "ab"),
+                   {"a": f32((2, 1, 5), -9.0, 9.0), "b": _signed_away_from_zero((3, 1))}),
+              Case("fmod_i32_signs", opn("fmod", "ab"), {"a": num, "b": np.where(np.arange(10) == 9, 0, den)
+                                                           .astype(np.int32)})]
     pa, pb = bools((2, 1, 5)), bools((3, 1))
     cases += [Case(f"{op}_bool", opn(op, "ab"), {"a": pa, "b": pb})
               for op in ("logical_and", "logical_or", "eq", "ne")]
@@ -318,6 +323,11 @@ def reduction_cases() -> list[Case]:
         Case("sum_i32", op1("sum", attrs={"axes": [1]}), {"x": ints((4, 6), -50, 50)}),
         Case("max_i64", op1("max", attrs={"axes": None}), {"x": ints((4, 6), -50, 50, np.int64)}),
         Case("min_i32_keep", op1("min", attrs={"axes": [0], "keepdims": True}), {"x": ints((4, 6), -50, 50)}),
+        Case("prod_axis1", op1("prod", attrs={"axes": [1]}), {"x": f32((3, 7, 2), 0.5, 1.5)}),
+        Case("prod_i64_all_keep", op1("prod", attrs={"axes": None, "keepdims": True}),
+             {"x": ints((2, 5), -3, 4, np.int64)}),
+        Case("cumsum_axis1", op1("cumsum", attrs={"axis": 1}), {"x": f32((3, 9, 2))}),
+        Case("cumsum_i64_last", op1("cumsum", attrs={"axis": -1}), {"x": ints((4, 6), -50, 50, np.int64)}),
     ]
     xs = f32((3, 5, 7), -8.0, 8.0)
     for op in ("softmax", "log_softmax"):
@@ -576,6 +586,10 @@ def shape_cases() -> list[Case]:
              {"x": x, "i": np.array([[3, -4], [1, 1]], np.int64)}),
         Case("take_i32_scalar_index", opn("take", ["x", "i"], {"axis": 0}),
              {"x": x, "i": np.array(-1, np.int32)}),
+        Case("gather_axis1_smaller", opn("gather", ["t", "i"], {"axis": 1}),
+             {"i": ints((3, 6), 0, 4, np.int64)}, {"t": f32((5, 4))}),
+        Case("gather_i32_axis0", opn("gather", ["t", "i"], {"axis": 0}),
+             {"i": ints((2, 4), 0, 5)}, {"t": f32((5, 4))}),
     ]
     return cases
 
@@ -665,8 +679,6 @@ def wi8(*shape):
 
 #: case id -> why it fails today (kept as a strict xfail, each compiled on its own)
 KNOWN_BUGS: dict[str, str] = {
-    "eq_bool": "eq of bool tensors is lowered to a float compare: LLVM verification fails (fcmp oeq i1)",
-    "ne_bool": "ne of bool tensors is lowered to a float compare: LLVM verification fails (fcmp one i1)",
     "pow_i32": "the IR accepts pow on integers but te.power is float-only: 'power only applies to float'",
     "slice_negative_start": "rules/shape.py slice uses the raw start: a negative start reads out of bounds",
     "slice_start_below_minus_dim": "rules/shape.py slice does not clamp start < -dim (reads out of bounds)",

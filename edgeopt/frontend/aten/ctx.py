@@ -47,8 +47,11 @@ class Ctx:
         return self._scalars[key]
 
     def v(self, a, dtype: str | None = None) -> Value:
-        """An fx argument (node or Python scalar) as an IR value, cast to ``dtype`` if given."""
-        if isinstance(a, torch.fx.Node):
+        """An fx argument (node or Python scalar; or an IR value already) as an IR value, cast to ``dtype`` if
+        given."""
+        if isinstance(a, Value):
+            val = a
+        elif isinstance(a, torch.fx.Node):
             if a.name in self.torch_consts:
                 val = self.const(self.torch_consts[a.name], a.name)
             else:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from .ctx import Ctx, aten, promoted_dtype
@@ -13,6 +15,11 @@ def _binary(op, compare=False):
         x, y = ctx.v(a, dt), ctx.v(b, dt)
         if alpha is not None and alpha != 1:
             y = ctx.add("mul", [y, ctx.scalar(alpha, dt)])
+        if op == "div" and isinstance(b, (int, float)) and b == 0 and dt.startswith("f"):
+            # x / 0.0 is x * inf exactly (NaN for 0 and NaN, signed inf otherwise); TVM's constant folder would
+            # stop on the division
+            return ctx.add("mul", [x, ctx.scalar(math.copysign(math.inf, b) if isinstance(b, float) else math.inf,
+                                                 dt)])
         return ctx.add(op, [x, y])
 
     return convert
@@ -100,6 +107,42 @@ def _logical_not(ctx, a):
 
 
 
+def _sign(ctx, a):
+    """(x > 0) - (x < 0), as torch computes it: -1, 0 or 1, and 0 for NaN and both zeros."""
+    x = ctx.v(a)
+    dt = x.type.dtype
+    if dt == "bool":
+        return x
+    zero = ctx.v(0, dt)
+    pos = ctx.cast(ctx.add("gt", [x, zero]), dt)
+    return pos if dt.startswith("u") else ctx.add("sub", [pos, ctx.cast(ctx.add("lt", [x, zero]), dt)])
+
+
+def _elu(ctx, a, alpha=1.0, scale=1.0, input_scale=1.0):
+    """scale * (x if x > 0 else alpha * expm1(input_scale * x)), as torch computes it (SELU and CELU too)."""
+    x = ctx.v(a)
+    dt = x.type.dtype
+    neg = ctx.add("expm1", [x if input_scale == 1 else ctx.add("mul", [x, ctx.v(float(input_scale), dt)])])
+    if alpha != 1:
+        neg = ctx.add("mul", [neg, ctx.v(float(alpha), dt)])
+    pos = x
+    if scale != 1:
+        pos, neg = (ctx.add("mul", [v, ctx.v(float(scale), dt)]) for v in (x, neg))
+    return ctx.add("where", [ctx.add("gt", [x, ctx.v(0.0, dt)]), pos, neg])
+
+
+def _remainder(ctx, a, b):
+    """Python's modulo (the divisor's sign), from C's fmod as torch computes it: fmod, plus b where the signs
+    differ and the remainder is not 0."""
+    dt = ctx.out_dtype()
+    x, y = ctx.v(a, dt), ctx.v(b, dt)
+    m = ctx.add("fmod", [x, y])
+    zero = ctx.v(0, dt)
+    signs_differ = ctx.add("where", [ctx.add("lt", [m, zero]), ctx.add("ge", [y, zero]), ctx.add("lt", [y, zero])])
+    fix = ctx.add("logical_and", [ctx.add("ne", [m, zero]), signs_differ])
+    return ctx.add("where", [fix, ctx.add("add", [m, y]), m])
+
+
 def _no_op(ctx, *args, **kw):
     return None
 
@@ -138,6 +181,10 @@ CONVERTERS = {
     aten.gelu.default: _unary("gelu"), aten.silu.default: _unary("silu"),
     aten.hardswish.default: _unary("hardswish"), aten.hardsigmoid.default: _unary("hardsigmoid"),
     aten.leaky_relu.default: _unary("leaky_relu"),
+    aten.log1p.default: _unary("log1p"), aten.expm1.default: _unary("expm1"), aten.trunc.default: _unary("trunc"),
+    aten.sign.default: _sign, aten.elu.default: _elu,
+    aten.fmod.Scalar: _binary("fmod"), aten.fmod.Tensor: _binary("fmod"),
+    aten.remainder.Scalar: _remainder, aten.remainder.Tensor: _remainder,
     aten.hardtanh.default: lambda ctx, a, lo=-1.0, hi=1.0: _clamp(ctx, a, lo, hi),
     aten.relu6.default: lambda ctx, a: _clamp(ctx, a, 0.0, 6.0),
     aten.clamp.default: _clamp, aten.clamp.Tensor: _clamp,

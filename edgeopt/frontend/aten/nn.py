@@ -71,6 +71,50 @@ def _conv1d(ctx, xv, wv, b, stride, padding, dilation, transposed, output_paddin
     return ctx.add("reshape", [y], {"shape": [s[0], s[1], s[3]]})
 
 
+def _normalize_groups(ctx, xv, groups: int, eps: float):
+    """x [N, C, ...] normalized over each of ``groups`` channel groups (and every spatial position): the mean and
+    the biased variance of each (sample, group), as torch's group / instance norms compute them."""
+    shape = list(xv.type.shape)
+    g = ctx.add("reshape", [xv], {"shape": [shape[0], groups, xv.type.numel // (shape[0] * groups)]})
+    mean = ctx.add("mean", [g], {"axes": [2], "keepdims": True})
+    d = ctx.add("sub", [g, mean])
+    var = ctx.add("mean", [ctx.add("mul", [d, d])], {"axes": [2], "keepdims": True})
+    dt = xv.type.dtype
+    rstd = ctx.add("rsqrt", [ctx.add("add", [var, ctx.v(float(eps), dt)])])
+    y = ctx.add("reshape", [ctx.add("mul", [d, rstd])], {"shape": shape})
+    return y, mean, rstd
+
+
+def _per_channel(ctx, y, v, rank: int, op: str):
+    if v is None:
+        return y
+    wv = ctx.v(v)
+    return ctx.add(op, [y, ctx.add("reshape", [wv], {"shape": [wv.type.shape[0]] + [1] * (rank - 2)})])
+
+
+def _group_norm(ctx, x, w, b, n, c, hw, groups, eps):
+    """aten.native_group_norm -> (out, mean [N, G], rstd [N, G])."""
+    xv = ctx.v(x)
+    y, mean, rstd = _normalize_groups(ctx, xv, int(groups), eps)
+    y = _per_channel(ctx, _per_channel(ctx, y, w, xv.type.rank, "mul"), b, xv.type.rank, "add")
+    stats = [ctx.add("reshape", [v], {"shape": [xv.type.shape[0], int(groups)]}) for v in (mean, rstd)]
+    return (y, *stats)
+
+
+def _batch_norm_batch_stats(ctx, x, w, b, training, momentum, eps):
+    """aten._native_batch_norm_legit.no_stats (BatchNorm on the batch's own statistics; InstanceNorm traces to
+    it on [1, N*C, H, W]) -> (out, mean [C], rstd [C])."""
+    xv = ctx.v(x)
+    rank, c = xv.type.rank, xv.type.shape[1]
+    moved = ctx.add("transpose", [xv], {"perm": [1, 0, *range(2, rank)]})  # [C, N, ...]: one group per channel
+    flat = ctx.add("reshape", [moved], {"shape": [1, c, xv.type.numel // c]})
+    y, mean, rstd = _normalize_groups(ctx, flat, c, eps)
+    y = ctx.add("transpose", [ctx.add("reshape", [y], {"shape": list(moved.type.shape)})],
+                {"perm": [1, 0, *range(2, rank)]})
+    y = _per_channel(ctx, _per_channel(ctx, y, w, rank, "mul"), b, rank, "add")
+    return (y, *[ctx.add("reshape", [v], {"shape": [c]}) for v in (mean, rstd)])
+
+
 def _batch_norm(ctx, x, w, b, mean, var, momentum, eps):
     xv = ctx.v(x)
     c = xv.type.shape[1]
@@ -92,6 +136,21 @@ def _pair(v):
     return v * 2 if len(v) == 1 else v
 
 
+def _batched(convert):
+    """A 2-d pooling converter that also takes torch's unbatched [C, H, W] input (as a batch of one)."""
+    def wrapped(ctx, x, *args, **kwargs):
+        xv = ctx.v(x)
+        if xv.type.rank != 3:
+            return convert(ctx, xv, *args, **kwargs)
+        y = convert(ctx, ctx.add("reshape", [xv], {"shape": [1, *xv.type.shape]}), *args, **kwargs)
+        first = y[0] if isinstance(y, tuple) else y
+        first = ctx.add("reshape", [first], {"shape": list(first.type.shape[1:])})
+        return (first, *y[1:]) if isinstance(y, tuple) else first
+
+    return wrapped
+
+
+@_batched
 def _max_pool(ctx, x, kernel, stride=(), padding=0, dilation=1, ceil_mode=False):
     y = ctx.add("max_pool2d", [ctx.v(x)], {"kernel": _pair(kernel), "stride": _pair(stride or kernel),
                                            "padding": _pads(padding), "dilation": _pair(dilation),
@@ -99,6 +158,7 @@ def _max_pool(ctx, x, kernel, stride=(), padding=0, dilation=1, ceil_mode=False)
     return (y, None)
 
 
+@_batched
 def _avg_pool(ctx, x, kernel, stride=(), padding=0, ceil_mode=False, count_include_pad=True,
               divisor_override=None):
     return ctx.add("avg_pool2d", [ctx.v(x)], {"kernel": _pair(kernel), "stride": _pair(stride or kernel),
@@ -107,6 +167,7 @@ def _avg_pool(ctx, x, kernel, stride=(), padding=0, ceil_mode=False, count_inclu
                                               "divisor_override": divisor_override})
 
 
+@_batched
 def _adaptive_avg(ctx, x, output_size):
     xv = ctx.v(x)
     out = _pair(output_size)
@@ -158,6 +219,7 @@ CONVERTERS = {
     aten.bmm.default: _matmul, aten.addmm.default: _addmm,
     aten.convolution.default: _convolution,
     aten._native_batch_norm_legit_no_training.default: _batch_norm,
+    aten.native_group_norm.default: _group_norm, aten._native_batch_norm_legit.no_stats: _batch_norm_batch_stats,
     aten.max_pool2d_with_indices.default: _max_pool, aten.max_pool2d.default: lambda *a, **k: _max_pool(*a, **k)[0],
     aten.avg_pool2d.default: _avg_pool, aten.adaptive_avg_pool2d.default: _adaptive_avg,
     aten._adaptive_avg_pool2d.default: _adaptive_avg,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .ctx import Ctx, aten, norm_dim
@@ -12,6 +14,8 @@ def _reduce(op):
         x = ctx.v(a)
         if dtype is not None or op == "mean":
             x = ctx.cast(x, ctx.out_dtype())
+        if x.type.rank == 0:  # torch reduces a scalar over dim 0 / -1 / all dims to itself
+            return ctx.add("reshape", [x], {"shape": []})
         axes = None if dim is None or dim == [] else [norm_dim(d, x.type.rank) for d in
                                                        (dim if isinstance(dim, (list, tuple)) else [dim])]
         return ctx.add(op, [x], {"axes": axes, "keepdims": bool(keepdim)})
@@ -52,7 +56,99 @@ def _layer_norm(ctx, a, normalized_shape, weight=None, bias=None, eps=1e-5, *res
     return ctx.add("layer_norm", ins, {"normalized_ndim": len(normalized_shape), "eps": float(eps)})
 
 
+def _axes(x, dim) -> list[int]:
+    """``dim`` (None, [], an int or a list) as the list of axes a reduction covers: None and [] mean all."""
+    if dim is None or dim == []:
+        return list(range(x.type.rank))
+    return sorted({norm_dim(d, x.type.rank) for d in (dim if isinstance(dim, (list, tuple)) else [dim])})
+
+
+def _var(ctx: Ctx, a, dim=None, *, correction=None, keepdim=False):
+    """Variance with Bessel's ``correction`` (default 1): sum((x - mean)^2) / (N - correction), torch's two-pass
+    formula (N - correction <= 0 divides by 0 or less, giving inf or NaN as torch does)."""
+    x = ctx.v(a, ctx.out_dtype())
+    axes = _axes(x, dim)
+    n = int(np.prod([x.type.shape[i] for i in axes])) if x.type.rank else 1
+    if not x.type.rank:
+        axes = []
+    centred = ctx.add("sub", [x, ctx.add("mean", [x], {"axes": axes, "keepdims": True})]) if axes else \
+        ctx.add("sub", [x, x])
+    sq = ctx.add("mul", [centred, centred])
+    total = ctx.add("sum", [sq], {"axes": axes, "keepdims": bool(keepdim)}) if axes else sq
+    dof = n - (1 if correction is None else correction)
+    # sum / 0 as sum * inf (the same: NaN for 0, inf above); a constant division by 0 stops TVM's folder
+    return ctx.add("mul" if dof == 0 else "div", [total, ctx.v(math.inf if dof == 0 else float(dof), x.type.dtype)])
+
+
+def _prod(ctx: Ctx, a, dim=None, keepdim=False, dtype=None):
+    x = ctx.v(a)
+    if dtype is not None or x.type.dtype in ("bool", "u8", "i8", "i16", "i32"):  # torch: integers in int64
+        x = ctx.cast(x, ctx.out_dtype())
+    if not x.type.rank:
+        return ctx.add("reshape", [x], {"shape": []})
+    return ctx.add("prod", [x], {"axes": _axes(x, dim), "keepdims": bool(keepdim)})
+
+
+def _cumsum(ctx: Ctx, a, dim, dtype=None):
+    x = ctx.cast(ctx.v(a), ctx.out_dtype())  # torch: integers sum in int64
+    return ctx.add("cumsum", [x], {"axis": norm_dim(dim, x.type.rank)})
+
+
+def _argmin(ctx, a, dim=None, keepdim=False):
+    """argmax of -x: the first smallest value's index (NaN counts as the extreme, as in torch)."""
+    x = ctx.v(a)
+    if x.type.dtype in ("bool", "u8"):
+        x = ctx.cast(x, "i32")
+    neg = ctx.add("neg", [x])
+    if not x.type.rank:
+        return _argmax(ctx, neg, None, keepdim)
+    return _argmax(ctx, neg, dim, keepdim)
+
+
+def _any_all(op):
+    """any / all of a boolean (or numeric: nonzero) tensor: max / min of it as 0/1, back to bool."""
+    def convert(ctx: Ctx, a, dim=None, keepdim=False):
+        x = ctx.v(a)
+        flags = ctx.cast(x if x.type.dtype == "bool" else ctx.add("ne", [x, ctx.v(0, x.type.dtype)]), "i32")
+        axes = _axes(x, dim) if x.type.rank else []
+        r = ctx.add(op, [flags], {"axes": axes, "keepdims": bool(keepdim)}) if axes else flags
+        return ctx.cast(r, "bool")
+
+    return convert
+
+
+def _vector_norm(ctx: Ctx, a, ord=2, dim=None, keepdim=False, *, dtype=None):
+    """||x||_ord over ``dim``: 2 (sqrt of the sum of squares), 1, inf / -inf (max / min of |x|), 0 (count of
+    nonzeros), or any other p: (sum |x|^p)^(1/p)."""
+    x = ctx.v(a, ctx.out_dtype())
+    dt = x.type.dtype
+    axes = _axes(x, dim) if x.type.rank else []
+    mag = ctx.add("abs", [x])
+
+    def reduce(op, v):
+        return ctx.add(op, [v], {"axes": axes, "keepdims": bool(keepdim)}) if axes else v
+
+    p = float(ord)
+    if p == float("inf"):
+        return reduce("max", mag)
+    if p == float("-inf"):
+        return reduce("min", mag)
+    if p == 0:
+        return reduce("sum", ctx.cast(ctx.add("ne", [x, ctx.v(0.0, dt)]), dt))
+    if p == 1:
+        return reduce("sum", mag)
+    if p == 2:
+        return ctx.add("sqrt", [reduce("sum", ctx.add("mul", [x, x]))])
+    powered = reduce("sum", ctx.add("pow", [mag, ctx.v(p, dt)]))
+    return ctx.add("pow", [powered, ctx.v(1.0 / p, dt)])
+
+
 CONVERTERS = {
+    aten.var.correction: _var, aten.argmin.default: _argmin, aten.prod.dim_int: _prod, aten.prod.default: _prod,
+    aten.cumsum.default: _cumsum,
+    aten.any.dim: _any_all("max"), aten.any.default: _any_all("max"), aten.any.dims: _any_all("max"),
+    aten.all.dim: _any_all("min"), aten.all.default: _any_all("min"), aten.all.dims: _any_all("min"),
+    aten.linalg_vector_norm.default: _vector_norm,
     aten.sum.dim_IntList: _reduce("sum"), aten.sum.default: _reduce("sum"), aten.mean.dim: _reduce("mean"),
     aten.mean.default: _reduce("mean"), aten.amax.default: _reduce("max"), aten.amin.default: _reduce("min"),
     aten.max.dim: _max_dim, aten.argmax.default: _argmax,

@@ -99,6 +99,33 @@ def _embedding(ctx, w, ids, *rest):
     return ctx.add("take", [ctx.v(w), ctx.v(ids)], {"axis": 0})
 
 
+def _repeat(ctx, x, repeats):
+    """x.repeat(r0, ..., rk) (and tile): each axis as [r, d] by a broadcast, then merged: [r * d]."""
+    xv = ctx.v(x)
+    reps = [int(r) for r in repeats]
+    shape = [1] * (len(reps) - xv.type.rank) + list(xv.type.shape)
+    paired = [v for d in shape for v in (1, d)]
+    y = ctx.add("reshape", [xv], {"shape": paired})
+    y = ctx.add("broadcast_to", [y], {"shape": [v for r, d in zip(reps, shape) for v in (r, d)]})
+    return ctx.add("reshape", [y], {"shape": [r * d for r, d in zip(reps, shape)]})
+
+
+def _flip(ctx, x, dims):
+    """x.flip(dims): a gather of each flipped axis in reverse order."""
+    xv = ctx.v(x)
+    for d in sorted({norm_dim(d, xv.type.rank) for d in dims}) if xv.type.rank else []:
+        n = xv.type.shape[d]
+        if n > 1:
+            rev = ctx.g.add_const(np.arange(n - 1, -1, -1, dtype=np.int64), "flip")
+            xv = ctx.add("take", [xv, rev], {"axis": d})
+    return xv if xv is not ctx.v(x) else ctx.add("copy", [xv])
+
+
+def _gather(ctx, x, dim, index, sparse_grad=False):
+    xv = ctx.v(x)
+    return ctx.add("gather", [xv, ctx.v(index)], {"axis": norm_dim(dim, xv.type.rank)})
+
+
 def _index_select(ctx, x, dim, index):
     xv = ctx.v(x)
     return ctx.add("take", [xv, ctx.v(index)], {"axis": norm_dim(dim, xv.type.rank)})
@@ -138,7 +165,8 @@ CONVERTERS = {
     aten.squeeze.dim: _squeeze, aten.squeeze.dims: _squeeze, aten.squeeze.default: _squeeze,
     aten.unsqueeze.default: _view, aten.flatten.using_ints: _view,
     aten.permute.default: _permute, aten.transpose.int: _transpose, aten.t.default: _t,
-    aten.expand.default: _expand, aten.slice.Tensor: _slice, aten.select.int: _select,
+    aten.expand.default: _expand, aten.repeat.default: _repeat, aten.flip.default: _flip,
+    aten.gather.default: _gather, aten.slice.Tensor: _slice, aten.select.int: _select,
     aten.cat.default: _cat, aten.split.Tensor: _split, aten.split_with_sizes.default: _split_sizes,
     aten.unbind.int: _unbind,
     aten.embedding.default: _embedding, aten.index_select.default: _index_select, aten.index.Tensor: _index,

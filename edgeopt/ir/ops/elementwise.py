@@ -53,6 +53,9 @@ UNARY = {
     "hardswish": (lambda x, a: x * np.clip(x + 3, 0, 6) / 6, True, {}),
     "hardsigmoid": (lambda x, a: np.clip(x + 3, 0, 6) / 6, True, {}),
     "leaky_relu": (lambda x, a: np.where(x >= 0, x, x * a["alpha"]), True, {"alpha": 0.01}),
+    "log1p": (lambda x, a: np.log1p(x), True, {}),
+    "expm1": (lambda x, a: np.expm1(x), True, {}),
+    "trunc": (lambda x, a: np.trunc(x), True, {}),
 }
 
 
@@ -80,7 +83,7 @@ BINARY = {
     "minimum": (np.minimum, False), "eq": (np.equal, True), "ne": (np.not_equal, True),
     "lt": (np.less, True), "le": (np.less_equal, True), "gt": (np.greater, True),
     "ge": (np.greater_equal, True), "logical_and": (np.logical_and, True),
-    "logical_or": (np.logical_or, True),
+    "logical_or": (np.logical_or, True), "fmod": (np.fmod, False),
 }
 
 

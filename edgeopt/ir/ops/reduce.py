@@ -48,7 +48,27 @@ _reduce("sum", np.sum)
 _reduce("mean", np.mean)
 _reduce("max", np.max)
 _reduce("min", np.min)
+_reduce("prod", np.prod)
 _reduce("argmax", None, out_dtype="i64")
+
+
+def _cumsum_infer(types, attrs):
+    x = types[0]
+    if x.rank:
+        norm_axis(attrs["axis"], x.rank)
+    return [TensorType(x.shape, x.dtype)]
+
+
+def _cumsum_ref(xs, attrs):
+    x = xs[0]
+    if not x.ndim:
+        return [x.copy()]
+    xx = x.astype(np.float64) if x.dtype.kind == "f" else x
+    return [np.cumsum(xx, axis=norm_axis(attrs["axis"], x.ndim)).astype(x.dtype)]
+
+
+register(OpDef("cumsum", "reduction", _cumsum_infer, _cumsum_ref, {"axis": REQUIRED}, (1, 1),
+               doc="cumsum(x){axis}: running sums along axis (y[i] = x[0] + ... + x[i]), the dtype of x"))
 
 
 def _softmax_infer(types, attrs):

@@ -106,5 +106,34 @@ def _take_ref(xs, a):
 register(OpDef("take", "injective", _take_infer, _take_ref, {"axis": 0}, (2, 2),
                doc="take(data, indices){axis}: data indexed along axis by an int tensor (embedding lookup)"))
 
+def _gather_infer(types, attrs):
+    data, idx = types
+    if idx.dtype not in ("i32", "i64"):
+        raise OpError(f"gather: indices must be i32/i64, got {idx.dtype}")
+    if idx.rank != data.rank:
+        raise OpError(f"gather: indices {list(idx.shape)} need the rank of data {list(data.shape)}")
+    ax = norm_axis(attrs["axis"], data.rank) if data.rank else 0
+    if any(i != ax and d > data.shape[i] for i, d in enumerate(idx.shape)):
+        raise OpError(f"gather: indices {list(idx.shape)} larger than data {list(data.shape)} off axis {ax}")
+    return [TensorType(idx.shape, data.dtype)]
+
+
+def _gather_ref(xs, a):
+    data, idx = xs
+    if not data.ndim:
+        return [data.copy()]
+    ax = norm_axis(a["axis"], data.ndim)
+    n = data.shape[ax]
+    if idx.size and (idx.min() < 0 or idx.max() >= n):
+        raise IndexError(f"gather: index out of range [0, {n})")
+    sl = tuple(slice(0, d) if i != ax else slice(None) for i, d in enumerate(idx.shape))
+    return [np.take_along_axis(data[sl], idx.astype(np.int64), axis=ax)]
+
+
+register(OpDef("gather", "injective", _gather_infer, _gather_ref, {"axis": 0}, (2, 2),
+               doc="gather(data, indices){axis}: y[..i..] = data[..indices[..i..].. on axis]: torch.gather "
+                   "(indices of data's rank, no larger off the axis)"))
+
+
 register(OpDef("copy", "elementwise", lambda t, a: [t[0]], lambda xs, a: [xs[0].copy()], {}, (1, 1),
                doc="copy(x): an explicit copy (an output that would otherwise alias an input)"))

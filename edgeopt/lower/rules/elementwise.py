@@ -32,6 +32,14 @@ def _hardsigmoid(x, a=None):
     return nan_math.clamp(x + const(3, dtype_of(x)), 0, 6) / const(6, dtype_of(x))
 
 
+def _log1p(x, a=None):
+    """log(1 + x) without losing small x (Kahan: the rounding of 1 + x divides out): log(u) * x / (u - 1)."""
+    one = const(1.0, dtype_of(x))
+    u = x + one
+    exact = te.log(u) * x / (u - one)
+    return tvm.tirx.Select(u == one, x, tvm.tirx.Select(tvm.tirx.isinf(u), u, exact))
+
+
 UNARY = {
     "neg": lambda x, a: -x,
     "abs": lambda x, a: te.abs(x),
@@ -54,12 +62,15 @@ UNARY = {
     "hardswish": lambda x, a: x * _hardsigmoid(x),
     "hardsigmoid": _hardsigmoid,
     "leaky_relu": lambda x, a: tvm.tirx.Select(x >= const(0, dtype_of(x)), x, x * const(a["alpha"], dtype_of(x))),
+    "log1p": _log1p,
+    "expm1": lambda x, a: fast_math.expm1(x),
+    "trunc": lambda x, a: te.trunc(x),
 }
 
 
 #: evaluated in float32 on f16 data, then rounded once: f16 arithmetic inside them would lose most digits (GELU's
 #: ``1 + erf(x)`` cancels for negative x) or overflow (exp above 11)
-IN_F32 = {"exp", "log", "sqrt", "rsqrt", "sin", "cos", "tanh", "erf", "sigmoid", "gelu", "silu"}
+IN_F32 = {"exp", "log", "sqrt", "rsqrt", "sin", "cos", "tanh", "erf", "sigmoid", "gelu", "silu", "log1p", "expm1"}
 
 
 def _in_f32(f):
@@ -79,11 +90,32 @@ def _div(a, b):
     return tvm.tirx.truncdiv(a, b) if dtype_of(a).startswith(("int", "uint")) else a / b
 
 
+def _compare(f):
+    """A comparison; bool operands compared as 0/1 integers (TVM would emit a float compare of i1 values, which
+    LLVM rejects: ``(a > 0) != (b > 0)``)."""
+    def g(a, b):
+        if dtype_of(a) == "bool":
+            a, b = a.astype("int32"), b.astype("int32")
+        return f(a, b)
+
+    return g
+
+
+def _fmod(a, b):
+    """C's fmod: the remainder with the dividend's sign; an integer remainder by 0 is 0 (numpy's), not a trap."""
+    if dtype_of(a).startswith(("int", "uint")):
+        zero = tvm.tirx.const(0, dtype_of(a))
+        return tvm.tirx.Select(b == zero, zero, tvm.tirx.truncmod(a, tvm.tirx.Select(b == zero, zero + 1, b)))
+    dt = dtype_of(a)  # libm's fmodf: exact (a - trunc(a / b) * b is not); TVM's fmod has no CPU lowering
+    return tvm.tirx.call_pure_extern("float32", "fmodf", a.astype("float32"), b.astype("float32")).astype(dt)
+
+
 BINARY = {
+    "fmod": _fmod,
     "add": lambda a, b: a + b, "sub": lambda a, b: a - b, "mul": lambda a, b: a * b, "div": _div,
     "pow": lambda a, b: te.power(a, b), "maximum": nan_math.maximum, "minimum": nan_math.minimum,
-    "eq": lambda a, b: a == b, "ne": lambda a, b: a != b, "lt": lambda a, b: a < b,
-    "le": lambda a, b: a <= b, "gt": lambda a, b: a > b, "ge": lambda a, b: a >= b,
+    "eq": _compare(lambda a, b: a == b), "ne": _compare(lambda a, b: a != b), "lt": _compare(lambda a, b: a < b),
+    "le": _compare(lambda a, b: a <= b), "gt": _compare(lambda a, b: a > b), "ge": _compare(lambda a, b: a >= b),
     "logical_and": lambda a, b: tvm.tirx.And(a, b), "logical_or": lambda a, b: tvm.tirx.Or(a, b),
 }
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tvm
 from tvm import te, topi
 
 from .. import fast_math, nan_math
@@ -13,11 +14,12 @@ def _axes(attrs, rank):
     return list(range(rank)) if attrs["axes"] is None else [a % rank for a in attrs["axes"]]
 
 
-@rule("sum", "max", "min", "mean")
+@rule("sum", "max", "min", "mean", "prod")
 def reduce(ins, attrs, out, op):
     x = ins[0]
     axes = _axes(attrs, len(x.shape))
-    f = {"sum": topi.sum, "mean": topi.sum, "max": nan_math.reduce_max, "min": nan_math.reduce_min}[op]
+    f = {"sum": topi.sum, "mean": topi.sum, "max": nan_math.reduce_max, "min": nan_math.reduce_min,
+         "prod": topi.prod}[op]
     y = f(x, axis=axes, keepdims=attrs["keepdims"])
     if op == "mean":
         n = 1
@@ -25,6 +27,23 @@ def reduce(ins, attrs, out, op):
             n *= int(x.shape[a])
         y = te.compute(y.shape, lambda *i: y(*i) / const(n, x.dtype), name="mean")
     return y
+
+
+@rule("cumsum")
+def cumsum(ins, attrs, out, op):
+    """y[..., i, ...] = sum of x[..., k, ...] for k <= i: a masked sum over the axis (n^2 adds: the axes models
+    run a cumsum over, positions and masks, are short)."""
+    x = ins[0]
+    if not x.shape:
+        return te.compute((), lambda: x(), name="cumsum")
+    ax = attrs["axis"] % len(x.shape)
+    k = te.reduce_axis((0, int(x.shape[ax])), name="k")
+
+    def body(*i):
+        src = x(*i[:ax], k, *i[ax + 1:])
+        return te.sum(tvm.tirx.Select(k <= i[ax], src, tvm.tirx.const(0, x.dtype)), axis=k)
+
+    return te.compute(x.shape, body, name="cumsum")
 
 
 @rule("argmax")

@@ -40,6 +40,21 @@ def broadcast_to(ins, attrs, out, op):
     return te.compute(tuple(out.shape), lambda *i: x(*bcast_index(x, i, rank)), name="broadcast_to")
 
 
+@rule("gather")
+def gather(ins, attrs, out, op):
+    data, idx = ins
+    if not data.shape:
+        return te.compute((), lambda: data(), name="gather")
+    ax = attrs["axis"] % len(data.shape)
+    n = int(data.shape[ax])
+
+    def body(*o):
+        i = te.min(te.max(idx(*o), 0), n - 1).astype("int32")  # never read outside data (torch would raise)
+        return data(*o[:ax], i, *o[ax + 1:])
+
+    return te.compute(tuple(out.shape), body, name="gather")
+
+
 @rule("take")
 def take(ins, attrs, out, op):
     data, idx = ins
