@@ -10,8 +10,8 @@ type keeps its wrap-around (``(x + 10).to(uint8)``): the pass adds the modulo ar
 that does not fit in ``i32`` is an error naming it, and the runtime refuses an input whose values do not fit
 (it converts the int64 ids a tokenizer returns). What cannot be kept: i64 arithmetic whose intermediate values
 leave int32's range (hashes, large products) wraps at 32 bits; index and id arithmetic, the i64 of real models,
-stays far inside it. ``bool`` is left alone: it is a
-WGSL register type, and the lowering stores it as a 32-bit word.
+stays far inside it. ``bool`` is left alone: it is a WGSL register type, and the lowering stores it as a 32-bit
+word.
 
 Requires: nothing. Guarantees: ``int32_only``. Run first, before every other pass (the target adds it), and
 again after quantization.

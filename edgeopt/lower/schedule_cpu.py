@@ -170,10 +170,8 @@ def _rows_in_one_loop(sch: Schedule, lanes: int) -> str | None:
         b = sch.get_sblock(name, func_name="main")
         loops = sch.get_loops(b)
         n = int(sch.get(loops[-1]).extent)
-        if name.endswith("_rf"):  # [.., lane, k]: the lanes innermost, as one vector of partial results
-            lane = next(lp for lp in reversed(loops) if int(sch.get(lp).extent) == lanes)
-            sch.reorder(*[lp for lp in loops[loops.index(lane):] if lp != lane], lane)
-            sch.vectorize(lane)
+        if name.endswith("_rf"):
+            _vectorize_partials(sch, b, loops, lanes)
         elif _is_spatial(sch, b) and n % lanes == 0 and n >= lanes:
             sch.vectorize(sch.split(loops[-1], [None, lanes])[1])
     return "rows(one-loop)" + (f",vector-partials={partial}" if partial else "")
@@ -188,8 +186,7 @@ def _vector_partial_sums(sch: Schedule, lanes: int) -> int:
     for b in list(_blocks(sch)):
         if _is_spatial(sch, b):
             continue
-        name = sch.get(b).name_hint
-        loops = sch.get_loops(sch.get_sblock(name, func_name="main"))
+        loops = sch.get_loops(b)
         n = int(sch.get(loops[-1]).extent)
         if n % lanes or n < 2 * lanes:
             continue
@@ -200,6 +197,20 @@ def _vector_partial_sums(sch: Schedule, lanes: int) -> int:
         except Exception:  # noqa: BLE001 - TVM 0.27 raises tvm_ffi errors; this one stays a scalar chain
             pass
     return done
+
+
+def _vectorize_partials(sch: Schedule, rf, loops, lanes: int) -> None:
+    """The partial-sum block ``rf`` under its row loop: the lane loop innermost (after the reduction loop) and
+    vectorized. Its innermost loops are one per block variable, in their order (``compute_at`` makes them so):
+    the lane is the spatial one ``lanes`` long, the reduction loop the reduce one (whatever its length)."""
+    types = _iter_types(sch, rf)
+    own = loops[-len(types):]
+    lane = [lp for lp, t in zip(own, types) if t == 0 and int(sch.get(lp).extent) == lanes]
+    red = [lp for lp, t in zip(own, types) if t != 0]
+    if len(lane) != 1 or len(red) != 1:
+        return
+    sch.reorder(red[0], lane[0])
+    sch.vectorize(lane[0])
 
 
 def _pad_in_task(op: str, attrs: dict) -> bool:

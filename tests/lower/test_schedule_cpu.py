@@ -106,3 +106,19 @@ def test_image_pad_runs_along_rows():
     assert first["ops"][0] == "layout_transform" and "par(w-inner)" in first["schedule"], first
     with torch.no_grad():
         np.testing.assert_allclose(compiled(x.numpy()), m(x).numpy(), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("width", [48, 256, 384])
+def test_layer_norm_sums_rows_as_vectors(width):
+    """LayerNorm's mean and variance as one vector of partial sums per row (rfactor), whatever the number of
+    vectors in a row (256 = 16 vectors of 16: the reduction loop as long as the lane loop), and the same numbers."""
+    g = Graph()
+    x = g.add_input("x", TensorType((6, width), "f32"))
+    g.set_outputs([g.add("layer_norm", [x, g.add_const(rand(width), "w"), g.add_const(rand(width), "b")],
+                         {"normalized_ndim": 1, "eps": 1e-5})])
+    data = rand(6, width)
+    want = interpret(g, [data])[0]
+    compiled = compile_graph(g, "host")
+    (kernel,) = compiled.report["kernels"]
+    assert kernel["schedule"] == "rows(one-loop),vector-partials=2", kernel
+    np.testing.assert_allclose(compiled(data), want, rtol=1e-5, atol=1e-5)

@@ -105,12 +105,18 @@ def test_compiled_weight_modes_match_the_interpreter(mode):
         assert all(k["schedule"].startswith("int8-tile(") for k in fused)
 
 
-def test_static_inserts_quantize_dequantize_around_every_layer():
-    model, x = TinyCNN().eval(), torch.randn(1, 3, 12, 12)
+def _folded_graph(model, x, batches=6):
+    """The model's graph after BatchNorm folding (where quantize_static runs) and calibration batches for it."""
     g = _graph(model, x)
     for name in ("fold_batch_norm", "dead_code_elimination"):
         get_pass(name).run(g)
-    cal = [[np.random.default_rng(i).standard_normal((1, 3, 12, 12)).astype(np.float32)] for i in range(6)]
+    cal = [[np.random.default_rng(i).standard_normal(tuple(x.shape)).astype(np.float32)] for i in range(batches)]
+    return g, cal
+
+
+def test_static_inserts_quantize_dequantize_around_every_layer():
+    model, x = TinyCNN().eval(), torch.randn(1, 3, 12, 12)
+    g, cal = _folded_graph(model, x)
     before = interpret(g, cal[0])[0]
     stats = get_pass("quantize_static").__class__(QuantConfig(), cal).run(g)
     verify(g)
@@ -134,10 +140,7 @@ def test_residual_reads_the_int8_copy_unless_asked_not_to(shared):
     of the kernel that makes its value (the pooled features' in the mean's); with float residuals y's quantize is
     a kernel of its own."""
     model, x = TinyCNN().eval(), torch.randn(1, 3, 12, 12)
-    g = _graph(model, x)
-    for name in ("fold_batch_norm", "dead_code_elimination"):
-        get_pass(name).run(g)
-    cal = [[np.random.default_rng(i).standard_normal((1, 3, 12, 12)).astype(np.float32)] for i in range(6)]
+    g, cal = _folded_graph(model, x)
     before = interpret(g, cal[0])[0]
     get_pass("quantize_static", QuantConfig(quantized_residuals=shared), cal).run(g)
     verify(g)
@@ -176,10 +179,7 @@ def compiled_target_has_int8_dot() -> bool:
 
 
 def _static_graph(model, x, batches=6):
-    g = _graph(model, x)
-    for name in ("fold_batch_norm", "dead_code_elimination"):
-        get_pass(name).run(g)
-    cal = [[np.random.default_rng(i).standard_normal(tuple(x.shape)).astype(np.float32)] for i in range(batches)]
+    g, cal = _folded_graph(model, x, batches)
     get_pass("quantize_static").__class__(QuantConfig(), cal).run(g)
     return g, cal
 

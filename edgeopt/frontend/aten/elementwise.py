@@ -18,8 +18,7 @@ def _binary(op, compare=False):
         if op == "div" and isinstance(b, (int, float)) and b == 0 and dt.startswith("f"):
             # x / 0.0 is x * inf exactly (NaN for 0 and NaN, signed inf otherwise); TVM's constant folder would
             # stop on the division
-            return ctx.add("mul", [x, ctx.scalar(math.copysign(math.inf, b) if isinstance(b, float) else math.inf,
-                                                 dt)])
+            return ctx.add("mul", [x, ctx.scalar(math.copysign(math.inf, b), dt)])
         return ctx.add(op, [x, y])
 
     return convert

@@ -16,8 +16,7 @@ def _reduce(op):
             x = ctx.cast(x, ctx.out_dtype())
         if x.type.rank == 0:  # torch reduces a scalar over dim 0 / -1 / all dims to itself
             return ctx.add("reshape", [x], {"shape": []})
-        axes = None if dim is None or dim == [] else [norm_dim(d, x.type.rank) for d in
-                                                       (dim if isinstance(dim, (list, tuple)) else [dim])]
+        axes = None if dim is None or dim == [] else _axes(x, dim)
         return ctx.add(op, [x], {"axes": axes, "keepdims": bool(keepdim)})
 
     return convert
@@ -57,7 +56,10 @@ def _layer_norm(ctx, a, normalized_shape, weight=None, bias=None, eps=1e-5, *res
 
 
 def _axes(x, dim) -> list[int]:
-    """``dim`` (None, [], an int or a list) as the list of axes a reduction covers: None and [] mean all."""
+    """``dim`` (None, [], an int or a list) as the list of axes a reduction covers: None and [] mean all; a
+    scalar has none (torch takes dim 0 / -1 of a scalar as the scalar itself)."""
+    if not x.type.rank:
+        return []
     if dim is None or dim == []:
         return list(range(x.type.rank))
     return sorted({norm_dim(d, x.type.rank) for d in (dim if isinstance(dim, (list, tuple)) else [dim])})
@@ -67,12 +69,10 @@ def _var(ctx: Ctx, a, dim=None, *, correction=None, keepdim=False):
     """Variance with Bessel's ``correction`` (default 1): sum((x - mean)^2) / (N - correction), torch's two-pass
     formula (N - correction <= 0 divides by 0 or less, giving inf or NaN as torch does)."""
     x = ctx.v(a, ctx.out_dtype())
-    axes = _axes(x, dim)
-    n = int(np.prod([x.type.shape[i] for i in axes])) if x.type.rank else 1
-    if not x.type.rank:
-        axes = []
-    centred = ctx.add("sub", [x, ctx.add("mean", [x], {"axes": axes, "keepdims": True})]) if axes else \
-        ctx.add("sub", [x, x])
+    axes = _axes(x, dim)  # [] for a scalar: its one element is its mean
+    n = int(np.prod([x.type.shape[i] for i in axes]))
+    mean = ctx.add("mean", [x], {"axes": axes, "keepdims": True}) if axes else x
+    centred = ctx.add("sub", [x, mean])
     sq = ctx.add("mul", [centred, centred])
     total = ctx.add("sum", [sq], {"axes": axes, "keepdims": bool(keepdim)}) if axes else sq
     dof = n - (1 if correction is None else correction)
@@ -84,9 +84,8 @@ def _prod(ctx: Ctx, a, dim=None, keepdim=False, dtype=None):
     x = ctx.v(a)
     if dtype is not None or x.type.dtype in ("bool", "u8", "i8", "i16", "i32"):  # torch: integers in int64
         x = ctx.cast(x, ctx.out_dtype())
-    if not x.type.rank:
-        return ctx.add("reshape", [x], {"shape": []})
-    return ctx.add("prod", [x], {"axes": _axes(x, dim), "keepdims": bool(keepdim)})
+    axes = _axes(x, dim)
+    return ctx.add("prod", [x], {"axes": axes, "keepdims": bool(keepdim)}) if axes else ctx.add("copy", [x])
 
 
 def _cumsum(ctx: Ctx, a, dim, dtype=None):
@@ -99,10 +98,7 @@ def _argmin(ctx, a, dim=None, keepdim=False):
     x = ctx.v(a)
     if x.type.dtype in ("bool", "u8"):
         x = ctx.cast(x, "i32")
-    neg = ctx.add("neg", [x])
-    if not x.type.rank:
-        return _argmax(ctx, neg, None, keepdim)
-    return _argmax(ctx, neg, dim, keepdim)
+    return _argmax(ctx, ctx.add("neg", [x]), dim if x.type.rank else None, keepdim)
 
 
 def _any_all(op):
@@ -110,7 +106,7 @@ def _any_all(op):
     def convert(ctx: Ctx, a, dim=None, keepdim=False):
         x = ctx.v(a)
         flags = ctx.cast(x if x.type.dtype == "bool" else ctx.add("ne", [x, ctx.v(0, x.type.dtype)]), "i32")
-        axes = _axes(x, dim) if x.type.rank else []
+        axes = _axes(x, dim)
         r = ctx.add(op, [flags], {"axes": axes, "keepdims": bool(keepdim)}) if axes else flags
         return ctx.cast(r, "bool")
 
@@ -122,7 +118,7 @@ def _vector_norm(ctx: Ctx, a, ord=2, dim=None, keepdim=False, *, dtype=None):
     nonzeros), or any other p: (sum |x|^p)^(1/p)."""
     x = ctx.v(a, ctx.out_dtype())
     dt = x.type.dtype
-    axes = _axes(x, dim) if x.type.rank else []
+    axes = _axes(x, dim)
     mag = ctx.add("abs", [x])
 
     def reduce(op, v):

@@ -112,13 +112,13 @@ def _repeat(ctx, x, repeats):
 
 def _flip(ctx, x, dims):
     """x.flip(dims): a gather of each flipped axis in reverse order."""
-    xv = ctx.v(x)
+    y = xv = ctx.v(x)
     for d in sorted({norm_dim(d, xv.type.rank) for d in dims}) if xv.type.rank else []:
         n = xv.type.shape[d]
         if n > 1:
             rev = ctx.g.add_const(np.arange(n - 1, -1, -1, dtype=np.int64), "flip")
-            xv = ctx.add("take", [xv, rev], {"axis": d})
-    return xv if xv is not ctx.v(x) else ctx.add("copy", [xv])
+            y = ctx.add("take", [y, rev], {"axis": d})
+    return ctx.add("copy", [xv]) if y is xv else y
 
 
 def _gather(ctx, x, dim, index, sparse_grad=False):
