@@ -31,6 +31,10 @@ def __getattr__(name):
         from . import quant
 
         return getattr(quant, name)
+    if name == "Pipeline":
+        from .pipeline import Pipeline
+
+        return Pipeline
     raise AttributeError(f"module 'edgeopt' has no attribute {name!r}")
 
 

@@ -147,7 +147,7 @@ def optimize_graph(graph, tgt, *, opt_level: int = 2, passes: Sequence | None = 
     from .pipeline import resolve, run_passes
 
     verify(graph)
-    pipeline = resolve(passes, disable, opt_level, tgt.name, tgt.legalize_passes, tgt.precision)
+    pipeline = resolve(passes, disable, opt_level, tgt, tgt.legalize_passes, tgt.precision)
     if quantization is not None:
         from .quant.setup import place
 

@@ -12,6 +12,15 @@ A pass is a class with a ``name``, the IR properties it ``requires`` and ``guara
 
 After every pass the IR is verified; a pass that breaks it is named in the error. ``EDGEOPT_DEBUG=1``
 prints the IR after each pass to stderr (``EDGEOPT_DEBUG_DIR=dir`` writes one file per pass instead).
+
+Properties are names. A graph with no fused kernels starts with ``unfused``; the fusion passes invalidate it, so a
+pass that matches op patterns declares ``requires = ("unfused",)`` and, placed after fusion, warns
+(``PassOrderWarning``) instead of silently matching nothing. A requirement that no earlier pass guarantees is an
+error. ``Pipeline`` edits a pipeline by pass names:
+
+    p = Pipeline.default(opt_level=2, target="host")
+    p.insert(MyPass(), before="fuse_epilogue")
+    edgeopt.compile(model, inputs, passes=p)
 """
 
 from __future__ import annotations
@@ -19,12 +28,19 @@ from __future__ import annotations
 import os
 import sys
 import time
+import warnings
 from collections.abc import Iterable, Sequence
 
 from .errors import PassError
 from .ir import Graph, VerificationError, verify
 
 _PASSES: dict[str, type[Pass]] = {}
+#: the property of a graph with no fused kernels: pattern passes require it, the fusion passes invalidate it
+UNFUSED = "unfused"
+
+
+class PassOrderWarning(UserWarning):
+    """A pass runs after an earlier pass invalidated a property it requires (e.g. a pattern pass after fusion)."""
 
 
 class Pass:
@@ -92,9 +108,8 @@ PIPELINES = {
 
 
 #: passes that pack weights or activations into CPU vector layouts (OIHW<v>o, NCHW<v>c, linear panels) or
-#: pick a CPU algorithm on them (Winograd convs on NCHW<v>c): GPU targets schedule the plain layouts and skip them
+#: pick a CPU algorithm on them (Winograd convs on NCHW<v>c): GPU targets leave them out (``GpuTarget.pipeline``)
 CPU_LAYOUT_PASSES = ("linear_weight_layout", "conv_weight_layout", "nchwc_layout", "winograd_conv")
-GPU_TARGETS = ("cuda", "vulkan")
 
 
 #: precision -> the pass that converts the graph to it, and the pass it runs before: after the folds (exact in
@@ -121,12 +136,18 @@ def insert_before(passes: list, p: Pass, before: Sequence[str]) -> None:
     passes.insert(min((keys.index(b) for b in before if b in keys), default=len(passes)), p)
 
 
-def default_pipeline(opt_level: int, target_name: str = "host", precision: str = "fp32") -> list[str]:
+def _target_class(target):
+    from .targets import Target, target_class
+
+    return target if isinstance(target, Target) else target_class(target)
+
+
+def default_pipeline(opt_level: int, target="host", precision: str = "fp32") -> list[str]:
+    """The pass names for ``opt_level`` on ``target`` (a name or a ``Target``: the target edits the generic
+    pipeline, e.g. GPUs leave out the CPU layout passes), with ``precision``'s conversion pass."""
     if opt_level not in PIPELINES:
         raise ValueError(f"opt_level must be one of {sorted(PIPELINES)}")
-    names = list(PIPELINES[opt_level])
-    if target_name in GPU_TARGETS:
-        names = [p for p in names if p not in CPU_LAYOUT_PASSES]
+    names = _target_class(target).pipeline(list(PIPELINES[opt_level]))
     if precision in PRECISION_PASSES:
         _insert_precision_pass(names, precision)
     return names
@@ -135,16 +156,79 @@ def default_pipeline(opt_level: int, target_name: str = "host", precision: str =
 def _insert_precision_pass(names: list, precision: str) -> None:
     """Put the precision's pass before the first of the passes it must precede that ``names`` has (else last)."""
     convert, before = PRECISION_PASSES[precision]
-    keys = [p if isinstance(p, str) else p.name for p in names]
-    names.insert(min((keys.index(b) for b in before if b in keys), default=len(names)), convert)
+    insert_before(names, convert, before)
 
 
-def resolve(passes: Sequence[str | Pass] | None, disable: Iterable[str], opt_level: int,
-            target_name: str, legalize: Sequence[str] = (), precision: str = "fp32") -> list[Pass]:
+class Pipeline:
+    """An ordered list of passes (names or ``Pass`` objects) edited by name; ``edgeopt.compile(passes=...)``
+    takes it.
+
+        p = Pipeline.default(2, "host")
+        p.insert("my_pass", before="fuse_epilogue")      # or after=, or a list: the first (last) that is there
+        p.remove("winograd_conv")
+    """
+
+    def __init__(self, passes: Iterable[str | Pass] = ()):
+        self.passes = list(passes)
+        for q in self.passes:
+            _check_entry(q)
+
+    @classmethod
+    def default(cls, opt_level: int = 2, target="host", precision: str = "fp32") -> Pipeline:
+        return cls(default_pipeline(opt_level, target, precision))
+
+    @property
+    def names(self) -> list[str]:
+        return [q if isinstance(q, str) else q.name for q in self.passes]
+
+    def insert(self, p: str | Pass, *, before: str | Sequence[str] | None = None,
+               after: str | Sequence[str] | None = None) -> Pipeline:
+        """Insert ``p`` before the first of ``before`` or after the last of ``after`` found in the pipeline."""
+        _check_entry(p)
+        if (before is None) == (after is None):
+            raise PassError("Pipeline.insert takes exactly one of before= and after=")
+        anchors = [before or after] if isinstance(before or after, str) else list(before or after)
+        found = [i for i, n in enumerate(self.names) if n in anchors]
+        if not found:
+            raise PassError(f"cannot insert {_key(p)!r}: none of {anchors} is in the pipeline {self.names}")
+        self.passes.insert(found[0] if before is not None else found[-1] + 1, p)
+        return self
+
+    def remove(self, name: str) -> Pipeline:
+        if name not in self.names:
+            raise PassError(f"pass {name!r} is not in the pipeline {self.names}")
+        del self.passes[self.names.index(name)]
+        return self
+
+    def __iter__(self):
+        return iter(self.passes)
+
+    def __len__(self) -> int:
+        return len(self.passes)
+
+    def __contains__(self, name) -> bool:
+        return _key(name) in self.names
+
+    def __repr__(self) -> str:
+        return f"Pipeline({self.names})"
+
+
+def _key(p) -> str:
+    return p if isinstance(p, str) else p.name
+
+
+def _check_entry(p) -> None:
+    if not isinstance(p, (str, Pass)):
+        raise PassError(f"a pipeline holds pass names or Pass objects, got {p!r}")
+
+
+def resolve(passes: Iterable[str | Pass] | None, disable: Iterable[str], opt_level: int,
+            target="host", legalize: Sequence[str] = (), precision: str = "fp32") -> list[Pass]:
     """The passes to run: ``passes``, or the pipeline for ``opt_level``, the target and its ``precision``, minus
     ``disable``. ``legalize`` (the target's ``legalize_passes``) runs first in every case, and the precision's pass
     (``PRECISION_PASSES``) runs in every case too: neither can be disabled."""
-    names = default_pipeline(opt_level, target_name, precision) if passes is None else list(passes)
+    names = default_pipeline(opt_level, target, precision) if passes is None else list(passes)
+    target_name = target if isinstance(target, str) else target.name
     disable = set(disable)
     forced = [p for p in legalize if p in disable]
     if forced:
@@ -170,12 +254,19 @@ def run_passes(g: Graph, passes: Sequence[Pass], target=None) -> list[dict]:
     """Run passes in order for ``target``, verifying after each; returns [{name, seconds, stats}] for the report."""
     debug = os.environ.get("EDGEOPT_DEBUG", "") not in ("", "0")
     debug_dir = os.environ.get("EDGEOPT_DEBUG_DIR")
-    have: set[str] = set()
+    lost: dict[str, str] = {}  # property -> the pass that invalidated it
+    have = {UNFUSED}
+    if any(n.op == "fused" for n in g.nodes):
+        have, lost[UNFUSED] = set(), "an earlier compile (the graph has fused kernels)"
     records = []
     for i, p in enumerate(passes):
         missing = set(p.requires) - have
-        if missing:
-            raise PassError(f"pass {p.name!r} requires {sorted(missing)}, which no earlier pass guarantees")
+        never = sorted(missing - set(lost))
+        if never:
+            raise PassError(f"pass {p.name!r} requires {never}, which no earlier pass guarantees")
+        for prop in sorted(missing):
+            warnings.warn(f"pass {p.name!r} requires {prop!r}, which {lost[prop]} invalidated: it will likely find "
+                          f"nothing to do; run it before that", PassOrderWarning, stacklevel=2)
         p.target = target
         t0 = time.perf_counter()
         try:
@@ -187,6 +278,7 @@ def run_passes(g: Graph, passes: Sequence[Pass], target=None) -> list[dict]:
             verify(g)
         except VerificationError as e:
             raise PassError(f"pass {p.name!r} left the IR invalid:\n{e}") from e
+        lost.update({prop: f"pass {p.name!r}" for prop in p.invalidates if prop in have})
         have = (have - set(p.invalidates)) | set(p.guarantees)
         records.append({"name": p.name, "seconds": round(seconds, 6), "stats": stats})
         if debug or debug_dir:

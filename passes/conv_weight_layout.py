@@ -6,7 +6,7 @@ layout ``OIHW<v>o`` is ``[O/v, I, KH, KW, v]``: the vector is contiguous and a b
 as one sequential stream. ``v`` is the target's fp32 vector width (8 with AVX2, 16 with AVX-512, 4
 with NEON), or the largest power of two >= 4 below it that divides O.
 
-Requires: nothing (run it after BatchNorm / affine folding, which rescale OIHW weights).
+Requires: ``unfused`` (run it after BatchNorm / affine folding, which rescale OIHW weights).
 Guarantees: ``conv_weights_packed`` (every groups=1 conv2d with a constant fp32 weight and O divisible
 by 4 has a packed weight).
 
@@ -38,6 +38,7 @@ def block_size(out_channels: int, lanes: int) -> int:
 @register_pass
 class ConvWeightLayout(Pass):
     name = "conv_weight_layout"
+    requires = ("unfused",)
     guarantees = ("conv_weights_packed",)
 
     def run(self, g: Graph) -> dict:

@@ -4,7 +4,7 @@
 ``c`` is constant per output channel (or a scalar): exact algebra, one kernel fewer. Division is left
 alone (``x / c`` and ``x * (1/c)`` round differently).
 
-Requires: nothing. Guarantees: ``affine_folded``. Folds only when the layer's weights are constants,
+Requires: ``unfused``. Guarantees: ``affine_folded``. Folds only when the layer's weights are constants,
 its result has no other reader, and ``c`` does not broadcast the result to a bigger shape.
 
 Before:
@@ -54,6 +54,7 @@ def _fold(m, b):
 @register_pass
 class FoldAffine(Pass):
     name = "fold_affine"
+    requires = ("unfused",)
     guarantees = ("affine_folded",)
 
     def run(self, g: Graph) -> dict:

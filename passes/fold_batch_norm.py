@@ -3,7 +3,7 @@
 ``bn(conv(x, w, b))`` with constant statistics is ``conv(x, w * s, (b - mean) * s + beta)`` where
 ``s = gamma / sqrt(var + eps)`` per output channel: one kernel and no BatchNorm at run time.
 
-Requires: nothing. Guarantees: ``batch_norm_folded`` (no BatchNorm that follows a foldable layer).
+Requires: ``unfused``. Guarantees: ``batch_norm_folded`` (no BatchNorm that follows a foldable layer).
 Folds only when the layer's weights and the BatchNorm's statistics are constants, the layer's result
 has no other reader, and BatchNorm's channel axis (1) is the layer's output-channel axis (conv2d,
 conv_transpose2d, and linear on [N, C]).
@@ -75,6 +75,7 @@ def _fold(m, b):
 @register_pass
 class FoldBatchNorm(Pass):
     name = "fold_batch_norm"
+    requires = ("unfused",)
     guarantees = ("batch_norm_folded",)
 
     def run(self, g: Graph) -> dict:

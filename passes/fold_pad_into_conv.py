@@ -4,7 +4,7 @@ TensorFlow-style "same" padding is traced as an explicit, often asymmetric, ``pa
 (EfficientNet-Lite's strided depthwise convs). The conv already pads [top, left, bottom, right] by
 any amounts, so the pad op, a full copy of its input, goes away: exact, one kernel fewer.
 
-Requires: nothing. Guarantees: ``pads_folded``. Folds only a pad with value 0, no negative (cropping)
+Requires: ``unfused``. Guarantees: ``pads_folded``. Folds only a pad with value 0, no negative (cropping)
 amounts, nothing added on the batch or channel axes, and no reader but the conv.
 
 Before:
@@ -42,6 +42,7 @@ def _fold(m, b):
 @register_pass
 class FoldPadIntoConv(Pass):
     name = "fold_pad_into_conv"
+    requires = ("unfused",)
     guarantees = ("pads_folded",)
 
     def run(self, g: Graph) -> dict:

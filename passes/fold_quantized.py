@@ -17,7 +17,8 @@ A linear layer whose input has one scale per row, computed at run time (``quanti
 integer layer followed by ``dequantize(acc, row_scales, zx * colsum(w_q))`` and a product with the weight scales.
 
 Requires: ``quantized`` (``quantize_static``'s or ``quantize_dynamic``'s sandwiches, weights still in their plain
-layouts). Guarantees: ``integer_kernels``. Other sandwiches (a per-channel activation scale) are left as they are.
+layouts), ``unfused``. Guarantees: ``integer_kernels``. Other sandwiches (a per-channel activation scale) are
+left as they are.
 
 Before:
     %x_q: u8[1,16] = quantize(%x, 0.05, 3) {"dtype": "u8"}
@@ -66,7 +67,7 @@ def _dequantize_of(g: Graph, v: Value, const_q: bool) -> Node | None:
 @register_pass
 class FoldQuantized(Pass):
     name = "fold_quantized"
-    requires = ("quantized",)
+    requires = ("quantized", "unfused")
     guarantees = ("integer_kernels",)
 
     def run(self, g: Graph) -> dict:

@@ -6,7 +6,7 @@
 the part that produces K plus the swap. The scale is a scalar constant (``mul`` or ``div``); the mask
 is added (any broadcastable float tensor).
 
-Requires: nothing. Guarantees: ``attention_fused``. The same math up to rounding (a ``div`` scale becomes
+Requires: ``unfused``. Guarantees: ``attention_fused``. The same math up to rounding (a ``div`` scale becomes
 a multiplication by its reciprocal), NaN and inf included (``masked_rows="nan"``: a row masked entirely by
 -inf stays NaN, as the softmax gave); intermediate results with other readers block the rewrite.
 
@@ -53,6 +53,7 @@ def _rewrite(m, b):
 @register_pass
 class FuseAttention(Pass):
     name = "fuse_attention"
+    requires = ("unfused",)
     guarantees = ("attention_fused",)
 
     def run(self, g: Graph) -> dict:

@@ -1,5 +1,6 @@
 """fuse_elementwise: chains and trees of elementwise and injective ops (with broadcasting) into one kernel.
 
+Invalidates: ``unfused`` (its ops move into fused kernels, where pattern passes no longer see them).
 Requires: nothing. Guarantees: ``elementwise_fused``. Run after the epilogue and reduction fusions so
 that heavy kernels claim their neighbours first. A producer joins only if all its readers are in the
 group (nothing is computed twice for different kernels); a producer that is read more than once inside
@@ -46,6 +47,7 @@ RULE = FusionRule("elementwise", anchor=ELEMENTWISE, prologue=Op(kind=("elementw
 class FuseElementwise(Pass):
     name = "fuse_elementwise"
     guarantees = ("elementwise_fused",)
+    invalidates = ("unfused",)
 
     def run(self, g: Graph) -> dict:
         groups = fuse(g, RULE)

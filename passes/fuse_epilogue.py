@@ -7,6 +7,7 @@ Transposes, pads and layout transforms that only feed the anchor join it as its 
 followed by a reshape too): the conv then reads the image straight from NCHW. So does a ``dequantize`` of an
 int8 or int4 weight (or activation): the kernel reads the narrow values and widens them in registers.
 
+Invalidates: ``unfused`` (its ops move into fused kernels, where pattern passes no longer see them).
 Requires: nothing. Guarantees: ``epilogues_fused``. Never duplicates work: a joined producer has no
 other reader; an epilogue op joins only if it keeps the anchor's output shape (no broadcast growth).
 
@@ -70,6 +71,7 @@ POOL_RULE = FusionRule("pool_epilogue", anchor=Op(("max_pool2d", "avg_pool2d")),
 class FuseEpilogue(Pass):
     name = "fuse_epilogue"
     guarantees = ("epilogues_fused",)
+    invalidates = ("unfused",)
 
     def run(self, g: Graph) -> dict:
         groups = fuse(g, RULE) + fuse(g, POOL_RULE)

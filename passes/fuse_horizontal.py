@@ -5,7 +5,7 @@ the weights side by side reads the activations once, gives the kernel a wider ou
 and launches once. Each original result becomes a ``slice`` of the wide result along its last axis
 (``fuse_elementwise`` later merges each slice into the reshape/transpose that follows it).
 
-Requires: nothing. Guarantees: ``horizontal_fused``. Groups only linears with constant weights of the
+Requires: ``unfused``. Guarantees: ``horizontal_fused``. Groups only linears with constant weights of the
 same layout, dtype and input width, all with constant biases or all without.
 
 Before:
@@ -37,6 +37,7 @@ def _key(g: Graph, n):
 @register_pass
 class FuseHorizontal(Pass):
     name = "fuse_horizontal"
+    requires = ("unfused",)
     guarantees = ("horizontal_fused",)
 
     def run(self, g: Graph) -> dict:

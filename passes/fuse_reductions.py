@@ -4,6 +4,7 @@ A reduction kernel reads its input several times (max, sum, normalize); cheap el
 (a residual add before LayerNorm, the scale and mask before softmax) are recomputed on each read
 instead of being stored, and elementwise ops after the reduction are applied before the store.
 
+Invalidates: ``unfused`` (its ops move into fused kernels, where pattern passes no longer see them).
 Requires: nothing. Guarantees: ``reductions_fused``. Only ``CHEAP`` ops join as prologue (recomputing
 them is cheaper than a round trip through memory); epilogue ops keep the reduction's output shape and dtype (a
 ``quantize`` only its shape: static int8's LayerNorm stores u8).
@@ -44,6 +45,7 @@ RULE = FusionRule("reduction", anchor=Op(REDUCTIONS), prologue=Op(CHEAP), epilog
 class FuseReductions(Pass):
     name = "fuse_reductions"
     guarantees = ("reductions_fused",)
+    invalidates = ("unfused",)
 
     def run(self, g: Graph) -> dict:
         groups = fuse(g, RULE)

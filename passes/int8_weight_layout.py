@@ -12,7 +12,7 @@ Each layer takes the widest instruction whose lanes divide its outputs (AVX-512 
 VNNI-256 form, for 24 or 40 channels). Targets without such an instruction (``Target.int8_dots()`` is empty) keep
 the plain layouts.
 
-Requires: ``integer_kernels`` (``fold_quantized``). Guarantees: ``int8_weights_laid_out``.
+Requires: ``unfused``; runs after ``fold_quantized`` (its integer kernels). Guarantees: ``int8_weights_laid_out``.
 
 Before:
     %y_acc: i32[4,32] = linear(%x_q, %w_q) {"weight_layout": "oi"}           # %w_q: i8[32,64]
@@ -49,6 +49,7 @@ def _pad_input_channels(g: Graph, n: Node, w, grp: int):
 @register_pass
 class Int8WeightLayout(Pass):
     name = "int8_weight_layout"
+    requires = ("unfused",)
     guarantees = ("int8_weights_laid_out",)
 
     def run(self, g: Graph) -> dict:

@@ -9,7 +9,7 @@ contiguous stream. ``v`` is the tile the schedule uses: 3 vectors when ``out`` a
 (the target's fp32 vector width; 8 with AVX2, 16 with AVX-512, 4 with NEON). A weight whose ``out`` no
 vector width divides is stored "io".
 
-Requires: nothing (run it after BatchNorm / affine folding, which rescale [out, in] weights).
+Requires: ``unfused`` (run it after BatchNorm / affine folding, which rescale [out, in] weights).
 Guarantees: ``linear_weights_laid_out`` (every linear with a constant weight is "io" or packed "oi<v>o").
 
 Before:
@@ -42,6 +42,7 @@ def panel_width(out_features: int, lanes: int) -> int:
 @register_pass
 class LinearWeightLayout(Pass):
     name = "linear_weight_layout"
+    requires = ("unfused",)
     guarantees = ("linear_weights_laid_out",)
 
     def run(self, g: Graph) -> dict:

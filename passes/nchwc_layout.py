@@ -12,7 +12,7 @@ every other reader, and every graph output, gets one ``layout_transform`` back t
 input is plain gets one ``layout_transform`` to blocked (a 3-channel image: block 3). Depthwise weights
 are packed here (``OIHW<v>o`` with one input channel), with the block of the conv's input.
 
-Requires: ``conv_weights_packed``. Guarantees: ``nchwc_layout`` (no layout_transform pair cancels: a
+Requires: ``conv_weights_packed``, ``unfused``. Guarantees: ``nchwc_layout`` (no layout_transform pair cancels: a
 value is converted at most once each way). Numerics are unchanged: only where values are stored moves.
 
 Before:
@@ -45,7 +45,7 @@ _NOT_POINTWISE = {"batch_norm"}
 @register_pass
 class NCHWcLayout(Pass):
     name = "nchwc_layout"
-    requires = ("conv_weights_packed",)
+    requires = ("conv_weights_packed", "unfused")
     guarantees = ("nchwc_layout",)
 
     def run(self, g: Graph) -> dict:

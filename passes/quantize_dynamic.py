@@ -8,7 +8,7 @@ multiplies each row by its scale. Per-row scales follow activation outliers
 (all-MiniLM's hidden states have a few large channels in some tokens) much better than the per-tensor scale
 ONNX Runtime's dynamic quantization uses, and need no calibration data.
 
-Requires: nothing (runs before the layout passes, like ``quantize_static``). Guarantees: ``weights_quantized``,
+Requires: ``unfused`` (runs before the layout passes, like ``quantize_static``). Guarantees: ``weights_quantized``,
 ``quantized``.
 
 Before:
@@ -41,6 +41,7 @@ from .quantize_weights import QuantizeWeights
 @register_pass
 class QuantizeDynamic(Pass):
     name = "quantize_dynamic"
+    requires = ("unfused",)
     guarantees = ("weights_quantized", "quantized")
 
     def __init__(self, config: QuantConfig | None = None):

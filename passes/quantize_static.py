@@ -27,7 +27,7 @@ Each convolution, linear layer and matmul with a constant operand becomes a laye
 The graph stays an exact description of the int8 model: ``dequantize(quantize(x))`` is what an integer kernel
 computes from x. Matrix products of two activations (attention scores) stay float.
 
-Requires: nothing; runs after the folds and before the layout and fusion passes. Guarantees: ``quantized``.
+Requires: ``unfused``; runs after the folds and before the layout and fusion passes. Guarantees: ``quantized``.
 
 Before:
     %c: f32[1,8,4,4] = conv2d(%x, %w, %b) {...}
@@ -65,6 +65,7 @@ BUDGET_BATCHES, CHECK_BATCHES, COLLAPSE_DROP = 64, 8, 0.25
 @register_pass
 class QuantizeStatic(Pass):
     name = "quantize_static"
+    requires = ("unfused",)
     guarantees = ("quantized",)
 
     def __init__(self, config: QuantConfig | None = None, calibration=None, bias_correction: bool = True):

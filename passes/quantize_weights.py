@@ -8,7 +8,7 @@ artifact's weights shrink about 4x (int8) or 6x (int4 with groups of 32). ``fuse
 float weight never exists in memory. An embedding table is gathered as int8 rows with their scales, then
 dequantized (a ``take`` of the codes and one of the scales).
 
-Requires: nothing (runs after the layout passes: a packed ``oi<v>o`` weight keeps its layout, its scales shaped
+Requires: ``unfused`` (runs after the layout passes: a packed ``oi<v>o`` weight keeps its layout, its scales shaped
 ``[out/v, 1, v]``). Guarantees: ``weights_quantized``. Layers named in ``QuantConfig.keep_float`` stay float.
 
 Before:
@@ -40,6 +40,7 @@ MIN_WEIGHT_ELEMENTS = 1024
 @register_pass
 class QuantizeWeights(Pass):
     name = "quantize_weights"
+    requires = ("unfused",)
     guarantees = ("weights_quantized",)
 
     def __init__(self, config: QuantConfig | None = None, ops: tuple[str, ...] = ("linear", "matmul", "take")):

@@ -15,7 +15,7 @@ accumulate in f32, and transcendental activations are evaluated in f32 (their lo
   such as a final layer norm, is returned as it is; a weight returned as an output comes back rounded to f16).
 - Casts to ``f32`` inside the graph (e.g. of an integer mask) become casts to ``f16``.
 
-Requires: nothing; runs on plain nodes, after ``fuse_attention`` (its casts would hide the attention pattern) and
+Requires: ``unfused``; runs on plain nodes, after ``fuse_attention`` (its casts would hide the attention pattern) and
 before the passes that group nodes into kernels. Guarantees: ``fp16``.
 
 Before:
@@ -69,6 +69,7 @@ def _weights_to_f16(g: Graph) -> tuple[int, int]:
 @register_pass
 class ToFp16(Pass):
     name = "to_fp16"
+    requires = ("unfused",)
     guarantees = ("fp16",)
 
     def run(self, g: Graph) -> dict:

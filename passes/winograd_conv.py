@@ -14,7 +14,7 @@ blocked NCHWc tensors with a constant fp32 3x3 packed weight, stride 1, dilation
 and an output whose sides are multiples of the tile: m = 4 where both are multiples of 4 and at least 8,
 m = 2 where both are even; any other conv is left direct.
 
-Requires: ``nchwc_layout`` (run it after nchwc_layout, before fusion).
+Requires: ``nchwc_layout``, ``unfused`` (run it after nchwc_layout, before fusion).
 Guarantees: ``winograd_convs`` (every conv that qualifies and gets a tile from ``winograd_tile`` is a
 conv2d_winograd; the others are unchanged). Numerics: exact in exact arithmetic; in fp32 within about 1e-5 of
 the output's scale with m = 4 and 2e-6 with m = 2 (the transformed filter is rounded to fp32). The tile
@@ -64,7 +64,7 @@ def _qualifies(g: Graph, n: Node) -> bool:
 @register_pass
 class WinogradConv(Pass):
     name = "winograd_conv"
-    requires = ("nchwc_layout",)
+    requires = ("nchwc_layout", "unfused")
     guarantees = ("winograd_convs",)
 
     def __init__(self, tile: int | None = None):

@@ -19,6 +19,19 @@ def available_targets() -> list[str]:
     return sorted(_TARGETS)
 
 
+def target_class(name: str) -> type[Target]:
+    """The class (or factory's class) of the target named ``name``, without building it or checking its toolchain."""
+    if name not in _TARGETS:
+        raise TargetError(f"unknown target {name!r}; available targets: {', '.join(available_targets())}")
+    import importlib
+    import inspect
+    import typing
+
+    mod, attr = _TARGETS[name].split(":")
+    obj = getattr(importlib.import_module(mod), attr)
+    return obj if inspect.isclass(obj) else typing.get_type_hints(obj)["return"]
+
+
 def get_target(target: str | Target, **options) -> Target:
     """The target named ``target`` built with ``options`` (e.g. ``get_target("arm", cpu="cortex-a76")``), its
     toolchain checked; a ``Target`` instance is returned as it is."""
@@ -45,4 +58,4 @@ def get_target(target: str | Target, **options) -> Target:
     return t
 
 
-__all__ = ["Target", "available_targets", "get_target"]
+__all__ = ["Target", "available_targets", "get_target", "target_class"]

@@ -22,6 +22,11 @@ class Target:
     #: whether artifacts hold a kernel library (``kernels.so``); Vulkan's hold shaders instead
     has_library: bool = True
 
+    @classmethod
+    def pipeline(cls, names: list[str]) -> list[str]:
+        """This target's edit of the generic pass pipeline (names, in order) for an opt level; CPUs keep it."""
+        return names
+
     def tvm_target(self):
         raise NotImplementedError
 
@@ -91,6 +96,13 @@ class GpuTarget(Target):
 
     tir_kernels = False
     _target = None
+
+    @classmethod
+    def pipeline(cls, names: list[str]) -> list[str]:
+        """Without the CPU layout passes: GPU schedules take the plain layouts."""
+        from ..pipeline import CPU_LAYOUT_PASSES
+
+        return [p for p in names if p not in CPU_LAYOUT_PASSES]
 
     def tvm_target(self):
         return self._target

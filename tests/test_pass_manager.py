@@ -3,15 +3,20 @@ debug dumps (EDGEOPT_DEBUG / EDGEOPT_DEBUG_DIR) and report records."""
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
 from edgeopt.errors import PassError
 from edgeopt.ir import Graph, TensorType, VerificationError, parse_graph, print_graph
+from edgeopt.pattern import Any, Op, PatternAfterFusionWarning, rewrite
 from edgeopt.pipeline import (
     CLEANUP,
     FUSION,
     Pass,
+    PassOrderWarning,
+    Pipeline,
     default_pipeline,
     get_pass,
     register_pass,
@@ -222,9 +227,11 @@ def test_requirement_met_by_an_earlier_pass_and_invalidated():
     records = run_passes(_graph(), resolve(names, [], 2, "host"))
     assert [r["name"] for r in records] == names
     assert records[2]["stats"] == {"used_magic": 1}
-    with pytest.raises(PassError, match="requires"):
-        spoiled = ["pm_test_makes_magic", "pm_test_spoils_magic", "pm_test_needs_magic"]
-        run_passes(_graph(), resolve(spoiled, [], 2, "host"))
+    spoiled = ["pm_test_makes_magic", "pm_test_spoils_magic", "pm_test_needs_magic"]
+    with pytest.warns(PassOrderWarning, match="'pm_test_needs_magic' requires 'magic', which pass "
+                                              "'pm_test_spoils_magic' invalidated"):
+        records = run_passes(_graph(), resolve(spoiled, [], 2, "host"))
+    assert records[2]["stats"] == {"used_magic": 1}  # it still runs: an order problem is a warning
 
 
 # -- debug dumps ---------------------------------------------------------------------------------------------
@@ -277,3 +284,92 @@ def test_debug_dir_wins_over_stderr(no_debug_env, capsys, tmp_path):
     run_passes(_graph(), resolve(["dead_code_elimination"], [], 2, "host"))
     assert [p.name for p in tmp_path.iterdir()] == ["00_dead_code_elimination.ir"]
     assert capsys.readouterr().err == ""
+
+
+# -- Pipeline: editing by name; pass order as a contract -------------------------------------------------------
+
+
+def test_pipeline_inserts_before_or_after_a_named_pass():
+    p = Pipeline.default(2, "host")
+    assert p.names == default_pipeline(2) and len(p) == len(default_pipeline(2))
+    mine = MakesMagic()
+    p.insert(mine, before="fuse_epilogue")
+    assert p.names[p.names.index("fuse_epilogue") - 1] == "pm_test_makes_magic"
+    p.insert("pm_test_needs_magic", after=["fuse_epilogue", "fuse_elementwise"])  # after the last one present
+    assert p.names[p.names.index("fuse_elementwise") + 1] == "pm_test_needs_magic"
+    p.insert("pm_test_spoils_magic", after="dead_code_elimination")  # twice in the pipeline: after the second
+    assert p.names.index("pm_test_spoils_magic") == len(p.names) - p.names[::-1].index("dead_code_elimination")
+    assert "pm_test_spoils_magic" in p and mine in p
+    p.remove("pm_test_spoils_magic").remove("winograd_conv")
+    assert "winograd_conv" not in p.names and "pm_test_spoils_magic" not in p
+    resolved = resolve(p, [], 2, "host")
+    assert [q.name for q in resolved] == p.names and resolved[p.names.index("pm_test_makes_magic")] is mine
+
+
+@pytest.mark.parametrize("call, msg", [
+    (lambda p: p.insert("pm_test_makes_magic", before="no_such_pass"), r"none of \['no_such_pass'\]"),
+    (lambda p: p.insert("pm_test_makes_magic"), "exactly one of before= and after="),
+    (lambda p: p.insert("pm_test_makes_magic", before="fuse_epilogue", after="fuse_epilogue"), "exactly one"),
+    (lambda p: p.insert(42, before="fuse_epilogue"), "pass names or Pass objects"),
+    (lambda p: p.remove("no_such_pass"), "'no_such_pass' is not in the pipeline"),
+])
+def test_pipeline_edits_that_cannot_apply_say_why(call, msg):
+    with pytest.raises(PassError, match=msg):
+        call(Pipeline.default(2, "host"))
+
+
+def test_targets_edit_the_generic_pipeline():
+    cpu, gpu = default_pipeline(2, "arm"), default_pipeline(2, "cuda")
+    assert "conv_weight_layout" in cpu and "conv_weight_layout" not in gpu
+    assert [q for q in cpu if q in gpu] == gpu  # the GPU pipeline is the CPU one without the layout passes
+    from edgeopt.targets import get_target
+
+    assert default_pipeline(2, get_target("host")) == default_pipeline(2, "host")
+
+
+FUSED_LATE = """
+graph main(%x: f32[2,4]) {
+  %s: f32[2,4] = sigmoid(%x)
+  %y: f32[2,4] = mul(%x, %s)
+  return %y
+}"""
+
+
+SWISH = Op("mul", Any("x"), Op("sigmoid", Any("x")), commutative=True)
+
+
+def test_pattern_pass_after_fusion_warns_by_its_contract():
+    class Declared(Pass):
+        name, requires = "pm_test_silu", ("unfused",)
+
+        def run(self, g):
+            return {"rewritten": rewrite(g, SWISH, lambda m, b: b.add("silu", [m["x"]]))}
+
+    g = parse_graph(FUSED_LATE)
+    with pytest.warns(PatternAfterFusionWarning), \
+            pytest.warns(PassOrderWarning, match="'pm_test_silu' requires 'unfused', which pass 'fuse_elementwise'"):
+        records = run_passes(g, [get_pass("fuse_elementwise"), Declared()])
+    assert records[1]["stats"] == {"rewritten": 0}
+    # before fusion: no warning, and it rewrites
+    g = parse_graph(FUSED_LATE)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        records = run_passes(g, [Declared(), get_pass("fuse_elementwise")])
+    assert records[0]["stats"] == {"rewritten": 1} and [n.op for n in g.nodes] == ["silu"]
+
+
+def test_undeclared_pattern_pass_after_fusion_warns_from_its_rewrite():
+    g = parse_graph(FUSED_LATE)
+    run_passes(g, [get_pass("fuse_elementwise")])
+    with pytest.warns(PatternAfterFusionWarning, match="matches inside its fused kernels"):
+        assert rewrite(g, SWISH, lambda m, b: b.add("silu", [m["x"]])) == 0
+    with warnings.catch_warnings():  # a pattern that is nowhere, fused or not: silent
+        warnings.simplefilter("error")
+        assert rewrite(g, Op("tanh", Any("x")), lambda m, b: None) == 0
+
+
+def test_a_graph_fused_before_the_pipeline_warns_instead_of_failing():
+    g = parse_graph(FUSED_LATE)
+    run_passes(g, [get_pass("fuse_elementwise")])
+    with pytest.warns(PassOrderWarning, match="an earlier compile"):
+        run_passes(g, [get_pass("fold_affine")])

@@ -7,24 +7,13 @@ import pytest
 
 from edgeopt.ir import Graph, TensorType, interpret, parse_graph, print_graph, verify
 from edgeopt.ir.fused import is_fused
-from edgeopt.pattern import Any, Const, FusionRule, Op, fuse, match, plan_groups, remove_dead, rewrite
+from edgeopt.pattern import Any, Const, Either, FusionRule, Op, explain, fuse, match, plan_groups, remove_dead, rewrite
+from edgeopt.testing import assert_same_numerics, random_inputs
 
 RNG = np.random.default_rng(5)
 W = RNG.standard_normal((4, 8)).astype(np.float32)
 B = RNG.standard_normal(4).astype(np.float32)
 F = TensorType((2, 4), "f32")
-
-
-def _inputs(g: Graph, seed: int = 0) -> list[np.ndarray]:
-    rng = np.random.default_rng(seed)
-    return [rng.standard_normal(v.type.shape).astype(v.type.np_dtype) for v in g.inputs]
-
-
-def _same(before: Graph, after: Graph) -> None:
-    xs = _inputs(before)
-    for a, b in zip(interpret(before, xs), interpret(after, xs)):
-        assert a.shape == b.shape and a.dtype == b.dtype
-        np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-6)
 
 
 def _by_name(g: Graph) -> dict:
@@ -216,7 +205,7 @@ def test_swish_example_from_the_docs():
     assert rewrite(g, swish, lambda m, b: b.add("silu", [m["x"]])) == 2
     verify(g)
     assert g.op_counts() == {"silu": 2, "sigmoid": 1, "mul": 1}
-    xs = _inputs(before)
+    xs = random_inputs(before)
     for e, o in zip(interpret(before, xs), interpret(g, xs)):
         np.testing.assert_allclose(o, e, rtol=1e-6, atol=1e-6)
 
@@ -259,7 +248,7 @@ def test_rewrite_counts_and_removes_dead_nodes_and_constants():
       %e: f32[2,4] = exp(%x)
       return %d, %e
     }"""))
-    _same(before, g)
+    assert_same_numerics(before, g)
     assert rewrite(g, times_one, lambda m, b: m["x"]) == 0
 
 
@@ -288,7 +277,7 @@ def test_rewrite_builder_inserts_before_the_root_and_new_constants():
     assert g.outputs[0] is n["folded"].outputs[0]
     assert g.constants["k"] == np.float32(2.0)
     assert g.nodes.index(n["folded"]) < g.nodes.index(n["e"])
-    _same(before, g)
+    assert_same_numerics(before, g)
 
 
 def test_rewrite_of_a_chain_applies_to_new_nodes_producers():
@@ -304,7 +293,7 @@ def test_rewrite_of_a_chain_applies_to_new_nodes_producers():
     assert count == 2
     verify(g)
     assert [n.op for n in g.nodes] == ["reshape"] and g.nodes[0].inputs[0] is x
-    _same(before, g)
+    assert_same_numerics(before, g)
 
 
 def test_remove_dead():
@@ -329,7 +318,7 @@ def _fuse_and_check(g: Graph, rule: FusionRule):
     fused = fuse(g, rule)
     verify(g)
     g.toposort()  # no cycle between the new kernels
-    _same(before, g)
+    assert_same_numerics(before, g)
     return fused
 
 
@@ -518,5 +507,105 @@ def test_fusion_numerics_on_a_mixed_graph(seed):
     before = g.clone()
     fuse(g, FusionRule("t", anchor=Op("linear"), epilogue=Op(kind="elementwise"), min_size=1))
     verify(g)
-    xs = _inputs(before, seed)
+    xs = random_inputs(before, seed)
     np.testing.assert_allclose(interpret(g, xs)[0], interpret(before, xs)[0], rtol=1e-6, atol=1e-6)
+
+
+# -- literals, attributes, argument checks, explain: a pattern cannot quietly mean something else ----------------
+
+HARDSWISH_LIKE = """
+graph main(%y: f32[2,4]) {{
+  const %a: f32[] = [{add}]
+  const %d: f32[] = [{div}]
+  %s: f32[2,4] = add(%y, %a)
+  %r: f32[2,4] = clamp(%s) {{"min": 0.0, "max": 6.0}}
+  %m: f32[2,4] = mul(%y, %r)
+  %h: f32[2,4] = div(%m, %d)
+  return %h
+}}"""
+
+HARDSWISH = Op("div", Op("mul", Any("y"), Op("clamp", Op("add", Any("y"), Const(value=3.0)),
+                                             attrs={"min": 0.0, "max": 6.0}), commutative=True), Const(value=6.0))
+
+
+def _hardswish_pass(g):
+    return rewrite(g, HARDSWISH, lambda m, b: b.add("hardswish", [m["y"]]))
+
+
+def test_literal_constants_match_only_their_value():
+    """The review's trap: ``y * relu6(y + 2) / 5`` is not hardswish, and a pass keyed on 3 and 6 must leave it."""
+    trap = parse_graph(HARDSWISH_LIKE.format(add=2.0, div=5.0))
+    before = print_graph(trap)
+    assert _hardswish_pass(trap) == 0 and print_graph(trap) == before
+    real = parse_graph(HARDSWISH_LIKE.format(add=3.0, div=6.0))
+    reference = real.clone()
+    assert _hardswish_pass(real) == 1 and [n.op for n in real.nodes] == ["hardswish"]
+    assert_same_numerics(reference, real)
+    assert _hardswish_pass(parse_graph(HARDSWISH_LIKE.format(add=3.0, div=5.0))) == 0  # one literal off: no
+
+
+def test_literal_compares_whole_arrays_and_tolerances():
+    g = parse_graph("""
+    graph main(%x: f32[4]) {
+      const %c: f32[4] = [1.0, 2.0, 3.0, 4.0]
+      const %k: f32[4] = [3.0, 3.0, 3.0, 3.0]
+      %y: f32[4] = add(%x, %c)
+      %z: f32[4] = mul(%y, %k)
+      return %z
+    }""")
+    y, z = (n.outputs[0] for n in g.nodes)
+    assert match(Op("add", Any(), Const(value=[1, 2, 3, 4])), y, g) is not None
+    assert match(Op("add", Any(), Const(value=[1, 2, 3, 5])), y, g) is None
+    assert match(Op("add", Any(), Const(value=[1, 2, 3])), y, g) is None  # shapes differ
+    assert match(Op("mul", Any(), Const(value=3.0)), z, g) is not None  # every element is 3
+    assert match(Op("mul", Any(), Const(value=3.0, scalar=True)), z, g) is None  # but it has four
+    assert match(Op("mul", Any(), Const(value=3.001)), z, g) is None
+    assert match(Op("mul", Any(), Const(value=3.001, atol=0.01)), z, g) is not None
+
+
+def test_attributes_match_by_value_or_predicate():
+    g = parse_graph("""
+    graph main(%x: f32[2,3,4]) {
+      %t: f32[2,4,3] = transpose(%x) {"perm": [0, 2, 1]}
+      return %t
+    }""")
+    t = g.nodes[0].outputs[0]
+    assert match(Op("transpose", attrs={"perm": (0, 2, 1)}), t, g) is not None
+    assert match(Op("transpose", attrs={"perm": [1, 0, 2]}), t, g) is None
+    assert match(Op("transpose", attrs={"perm": lambda p: p[0] == 0}), t, g) is not None
+
+
+@pytest.mark.parametrize("build, error, msg", [
+    (lambda: Const("c", scalar=3.0), TypeError, r"scalar= takes True or False, got 3.0 \(for a literal, write value"),
+    (lambda: Const(3.0), TypeError, r"name must be a string.*Const\(value=3.0\)"),
+    (lambda: Op("mul", Any("x"), 3.0), TypeError, r"input 1 must be a pattern.*Const\(value=3.0\)"),
+    (lambda: Op("relu6"), ValueError, "unknown op 'relu6'"),
+    (lambda: Op("sigmod"), ValueError, "did you mean sigmoid"),
+    (lambda: Op(kind="elementwize"), ValueError, "unknown kind 'elementwize'"),
+    (lambda: Op("transpose", attrs={"axes": [1, 0]}), ValueError,
+     r"has no attribute 'axes'; its attributes: \['perm'\]"),
+    (lambda: Op("add", commutative="yes"), TypeError, "commutative= takes True or False"),
+    (lambda: Op("add", where=True), TypeError, "where= must be a function"),
+    (lambda: Const(value="three"), TypeError, "value= must be a number"),
+    (lambda: Either(Any()), TypeError, "two or more patterns"),
+])
+def test_pattern_arguments_are_checked_when_built(build, error, msg):
+    with pytest.raises(error, match=msg):
+        build()
+
+
+def test_explain_says_why_a_pattern_does_not_match():
+    g = parse_graph(HARDSWISH_LIKE.format(add=3.0, div=5.0))
+    assert explain(HARDSWISH, g.nodes[-1].outputs[0], g) == "%h (div) > Const(): %d (constant 5.0) is not 6.0"
+    g = parse_graph(HARDSWISH_LIKE.format(add=2.0, div=6.0))
+    why = explain(HARDSWISH, g.nodes[-1].outputs[0], g)
+    assert "%h (div) > %m (mul) > %r (clamp) > %s (add) > Const(): %a (constant 2.0) is not 3.0" in why
+    g = parse_graph(HARDSWISH_LIKE.format(add=3.0, div=6.0))
+    assert explain(HARDSWISH, g.nodes[-1].outputs[0], g) == "matches"
+    assert "its op is add, not div" in explain(HARDSWISH, g.nodes[0].outputs[0], g)
+
+
+def test_a_rewrite_must_keep_the_matched_type():
+    g = parse_graph(LINEARS, {"w": W})
+    with pytest.raises(TypeError, match="the replacement is f32\\[2,8\\], but the matched value is f32\\[2,4\\]"):
+        rewrite(g, Op("add", Any(), Any()), lambda m, b: g.inputs[0])

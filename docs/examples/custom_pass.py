@@ -8,7 +8,7 @@ import torch
 
 import edgeopt
 from edgeopt.pattern import Any, FusionRule, Op, fuse, rewrite
-from edgeopt.pipeline import Pass, default_pipeline, register_pass
+from edgeopt.pipeline import Pass, Pipeline, register_pass
 
 # 1. A rewrite: x * sigmoid(x) is SiLU (one op instead of two, and a kernel that knows it).
 X = Any("x")
@@ -17,9 +17,11 @@ SWISH = Op("mul", X, Op("sigmoid", X), commutative=True)
 
 @register_pass
 class RecognizeSilu(Pass):
-    """recognize_silu: ``mul(x, sigmoid(x))`` -> ``silu(x)``. Requires nothing; guarantees ``silu_recognized``."""
+    """recognize_silu: ``mul(x, sigmoid(x))`` -> ``silu(x)``. Requires ``unfused`` (plain nodes: before the fusion
+    passes, or it warns); guarantees ``silu_recognized``."""
 
     name = "recognize_silu"
+    requires = ("unfused",)
     guarantees = ("silu_recognized",)
 
     def run(self, g):
@@ -32,9 +34,11 @@ POOL_FLATTEN = FusionRule("pool_flatten", anchor=Op("mean"), epilogue=Op("reshap
 
 @register_pass
 class FusePoolFlatten(Pass):
-    """fuse_pool_flatten: ``mean`` + the ``reshape`` reading it -> one kernel. Guarantees ``pool_flatten_fused``."""
+    """fuse_pool_flatten: ``mean`` + the ``reshape`` reading it -> one kernel. Invalidates ``unfused``; guarantees
+    ``pool_flatten_fused``."""
 
     name = "fuse_pool_flatten"
+    invalidates = ("unfused",)
     guarantees = ("pool_flatten_fused",)
 
     def run(self, g):
@@ -56,10 +60,9 @@ class Net(torch.nn.Module):
 def main():
     torch.manual_seed(0)
     model, x = Net().eval(), torch.randn(1, 3, 16, 16)
-    pipeline = default_pipeline(2)
     # our passes go before the built-in fusions (which would otherwise claim these ops first)
-    at = pipeline.index("fuse_epilogue")
-    passes = pipeline[:at] + ["recognize_silu", "fuse_pool_flatten"] + pipeline[at:]
+    passes = Pipeline.default(opt_level=2, target="host")
+    passes.insert("recognize_silu", before="fuse_epilogue").insert("fuse_pool_flatten", after="recognize_silu")
     compiled = edgeopt.compile(model, (x,), passes=passes)
     print(compiled.ir)
     print("stats:", compiled.report["pass_stats"]["recognize_silu"], compiled.report["pass_stats"]["fuse_pool_flatten"])

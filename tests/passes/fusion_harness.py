@@ -6,11 +6,13 @@ from types import SimpleNamespace
 
 import numpy as np
 
+from edgeopt import testing
 from edgeopt.api import compile_graph
 from edgeopt.ir import Graph, interpret, parse_graph, print_graph, verify
 from edgeopt.ir.fused import is_fused
 from edgeopt.pattern import FusionRule, Op, fuse
 from edgeopt.pipeline import Pass, get_pass
+from edgeopt.testing import random_inputs
 
 RTOL = 1e-5
 
@@ -29,32 +31,13 @@ class FuseConvResidual(Pass):
 CONV_RESIDUAL_FUSION = FuseConvResidual()
 
 
-def random_inputs(g: Graph, seed: int = 0) -> list[np.ndarray]:
-    rng = np.random.default_rng(seed)
-    out = []
-    for v in g.inputs:
-        if v.type.dtype == "bool":
-            out.append(rng.random(v.type.shape) < 0.5)
-        else:
-            out.append(rng.standard_normal(v.type.shape).astype(v.type.np_dtype))
-    return out
-
-
 def assert_same_numerics(before: Graph, after: Graph, seed: int = 0) -> None:
     """A fused body runs the same references in the same order: the results are identical."""
-    xs = random_inputs(before, seed)
-    for a, b in zip(interpret(before, xs), interpret(after, xs)):
-        assert a.dtype == b.dtype and a.shape == b.shape
-        np.testing.assert_array_equal(b, a)
+    testing.assert_same_numerics(before, after, seed, exact=True)
 
 
 def assert_close(expected: np.ndarray, got: np.ndarray, rtol: float = RTOL) -> None:
-    """|got - expected| <= rtol * (|expected| + max(1, max |expected|)): fp32 error relative to the scale."""
-    assert got.shape == expected.shape and got.dtype == expected.dtype
-    e, o = expected.astype(np.float64), got.astype(np.float64)
-    scale = max(1.0, float(np.abs(e).max()))
-    err = np.abs(o - e)
-    assert (err <= rtol * (np.abs(e) + scale)).all(), f"max abs error {err.max():.3g} at scale {scale:.3g}"
+    testing.assert_close(got, expected, rtol)
 
 
 def fused_nodes(g: Graph) -> list:

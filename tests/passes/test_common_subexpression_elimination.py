@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from edgeopt.ir import Graph, interpret, parse_graph, print_graph, verify
-from edgeopt.pipeline import get_pass
+from edgeopt.testing import assert_same_numerics, run_pass
 
 NAME = "common_subexpression_elimination"
 RNG = np.random.default_rng(3)
@@ -14,30 +14,14 @@ W = RNG.standard_normal((4, 8)).astype(np.float32)
 W_OTHER = RNG.standard_normal((4, 8)).astype(np.float32)
 
 
-def run_pass(g: Graph) -> dict:
-    stats = get_pass(NAME).run(g)
-    verify(g)
-    return stats
-
-
 def assert_rewrites(before: str, expected: str, constants: dict | None = None) -> tuple[Graph, Graph, dict]:
     """Parse Before, run the pass on a clone, compare its printed text with the printed Expected."""
     g = parse_graph(before, constants)
     verify(g)
     after = g.clone()
-    stats = run_pass(after)
+    stats = run_pass(NAME, after)
     assert print_graph(after) == print_graph(parse_graph(expected, constants))
     return g, after, stats
-
-
-def assert_same_numerics(before: Graph, after: Graph, seed: int = 0) -> None:
-    rng = np.random.default_rng(seed)
-    xs = [rng.standard_normal(v.type.shape).astype(v.type.np_dtype) for v in before.inputs]
-    ys_before, ys_after = interpret(before, xs), interpret(after, xs)
-    assert len(ys_before) == len(ys_after)
-    for a, b in zip(ys_before, ys_after):
-        assert a.dtype == b.dtype and a.shape == b.shape
-        np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-6)
 
 
 # -- duplicate nodes ---------------------------------------------------------------------------------------------
@@ -125,7 +109,7 @@ def test_different_attributes_are_not_merged():
     }"""
     g = parse_graph(before)
     after = g.clone()
-    assert run_pass(after) == {"removed_nodes": 0, "merged_constants": 0}
+    assert run_pass(NAME, after) == {"removed_nodes": 0, "merged_constants": 0}
     assert print_graph(after) == print_graph(g)
     assert_same_numerics(g, after)
 
@@ -142,7 +126,7 @@ def test_different_inputs_or_ops_are_not_merged():
     }"""
     g = parse_graph(before)
     after = g.clone()
-    assert run_pass(after) == {"removed_nodes": 0, "merged_constants": 0}
+    assert run_pass(NAME, after) == {"removed_nodes": 0, "merged_constants": 0}
     assert print_graph(after) == print_graph(g)
 
 
@@ -169,7 +153,7 @@ def test_same_attributes_merge_regardless_of_key_order():
     # a node whose attrs dict was built in another key order is still the same node
     g2 = parse_graph(before)
     g2.nodes[1].attrs = dict(reversed(list(g2.nodes[1].attrs.items())))
-    assert run_pass(g2) == {"removed_nodes": 1, "merged_constants": 0}
+    assert run_pass(NAME, g2) == {"removed_nodes": 1, "merged_constants": 0}
     assert_same_numerics(g, after)
 
 
@@ -219,7 +203,7 @@ def test_constants_that_differ_in_value_dtype_or_shape_are_kept_apart(second):
     if "i32" in second:  # the test's premise: the two arrays really have the same bytes
         assert g.constants["c1"].tobytes() == g.constants["c2"].tobytes()
     after = g.clone()
-    assert run_pass(after) == {"removed_nodes": 0, "merged_constants": 0}
+    assert run_pass(NAME, after) == {"removed_nodes": 0, "merged_constants": 0}
     assert print_graph(after) == print_graph(g)
 
 
@@ -234,7 +218,7 @@ def test_zero_and_negative_zero_are_not_merged():
     }"""
     g = parse_graph(before)
     after = g.clone()
-    assert run_pass(after) == {"removed_nodes": 0, "merged_constants": 0}
+    assert run_pass(NAME, after) == {"removed_nodes": 0, "merged_constants": 0}
     assert print_graph(after) == print_graph(g)
     with np.errstate(divide="ignore"):
         a, b = interpret(after, [np.array([1.0, 2.0], np.float32)])
@@ -312,7 +296,7 @@ def test_fused_kernels_with_different_bodies_are_not_merged():
     g = parse_graph(FUSED.format(k="3.0"))
     verify(g)
     after = g.clone()
-    assert run_pass(after) == {"removed_nodes": 0, "merged_constants": 0}
+    assert run_pass(NAME, after) == {"removed_nodes": 0, "merged_constants": 0}
     assert print_graph(after) == print_graph(g)
     assert_same_numerics(g, after)
 
@@ -360,7 +344,7 @@ def test_mixed_graph():
 def test_numerics_on_random_inputs(seed):
     g = parse_graph(MIXED, {"w1": W, "w2": W.copy()})
     after = g.clone()
-    run_pass(after)
+    run_pass(NAME, after)
     assert_same_numerics(g, after, seed)
 
 
@@ -368,8 +352,8 @@ def test_pass_is_idempotent_and_leaves_the_input_graph_alone():
     g = parse_graph(MIXED, {"w1": W, "w2": W.copy()})
     text = print_graph(g)
     after = g.clone()
-    run_pass(after)
+    run_pass(NAME, after)
     assert print_graph(g) == text
     once = print_graph(after)
-    assert run_pass(after) == {"removed_nodes": 0, "merged_constants": 0}
+    assert run_pass(NAME, after) == {"removed_nodes": 0, "merged_constants": 0}
     assert print_graph(after) == once

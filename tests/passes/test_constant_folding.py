@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from edgeopt.ir import Graph, interpret, parse_graph, print_graph, verify
-from edgeopt.pipeline import get_pass
+from edgeopt.testing import assert_same_numerics, run_pass
 
 NAME = "constant_folding"
 RNG = np.random.default_rng(11)
@@ -15,19 +15,13 @@ W6 = RNG.standard_normal((2, 12)).astype(np.float32)
 BIG = RNG.standard_normal((1, 5000)).astype(np.float32)
 
 
-def run_pass(g: Graph) -> dict:
-    stats = get_pass(NAME).run(g)
-    verify(g)
-    return stats
-
-
 def assert_rewrites(before: str, expected: str, before_consts: dict | None = None,
                     expected_consts: dict | None = None) -> tuple[Graph, Graph, dict]:
     """Parse Before, run the pass on a clone, compare its printed text with the printed Expected."""
     g = parse_graph(before, before_consts)
     verify(g)
     after = g.clone()
-    stats = run_pass(after)
+    stats = run_pass(NAME, after)
     expected_consts = expected_consts or {}
     assert print_graph(after) == print_graph(parse_graph(expected, expected_consts))
     for k, arr in expected_consts.items():
@@ -35,17 +29,6 @@ def assert_rewrites(before: str, expected: str, before_consts: dict | None = Non
         np.testing.assert_array_equal(after.constants[k], arr)
         assert after.constants[k].flags.c_contiguous
     return g, after, stats
-
-
-def assert_same_numerics(before: Graph, after: Graph, seed: int = 0) -> None:
-    rng = np.random.default_rng(seed)
-    xs = [rng.standard_normal(v.type.shape).astype(v.type.np_dtype) for v in before.inputs]
-    ys_before, ys_after = interpret(before, xs), interpret(after, xs)
-    assert len(ys_before) == len(ys_after)
-    for a, b in zip(ys_before, ys_after):
-        assert a.dtype == b.dtype and a.shape == b.shape
-        scale = max(1.0, float(np.abs(a.astype(np.float64)).max())) if a.size else 1.0
-        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5 * scale)
 
 
 # -- the docstring example -------------------------------------------------------------------------------------
@@ -169,7 +152,7 @@ def test_nodes_reading_a_graph_input_are_untouched():
     g = parse_graph(NON_CONST, {"w": W})
     text = print_graph(g)
     after = g.clone()
-    assert run_pass(after) == {"folded": 0}
+    assert run_pass(NAME, after) == {"folded": 0}
     assert print_graph(after) == text
     assert after.constants["w"] is W  # not copied, not rewritten
     assert_same_numerics(g, after)
@@ -241,10 +224,10 @@ def test_widening_an_int8_weight_stays_a_kernel():
     }"""
     g = parse_graph(before, {"w": w})
     after = g.clone()
-    assert run_pass(after) == {"folded": 0}
+    assert run_pass(NAME, after) == {"folded": 0}
     assert after.constants["w"].dtype == np.int8
     small = parse_graph(before.replace("256", "16"), {"w": w[:16]})  # 4 KiB as i32: under the limit, folded
-    assert run_pass(small) == {"folded": 2}
+    assert run_pass(NAME, small) == {"folded": 2}
 
 
 @pytest.mark.parametrize("shape,folded", [
@@ -265,7 +248,7 @@ def test_broadcast_of_a_scalar_is_folded_only_up_to_the_growth_limit(shape, fold
     }}"""
     g = parse_graph(before)
     after = g.clone()
-    stats = run_pass(after)
+    stats = run_pass(NAME, after)
     if folded:
         assert stats == {"folded": 1}
         assert [n.op for n in after.nodes] == ["add"]
@@ -292,7 +275,7 @@ def test_growth_is_measured_against_the_biggest_input():
     }"""
     g = parse_graph(before, {"big": BIG})
     after = g.clone()
-    stats = run_pass(after)
+    stats = run_pass(NAME, after)
     # the reshape and the neg do not grow the weights; the broadcast doubles a 5000-element tensor
     assert stats == {"folded": 2}
     assert [n.op for n in after.nodes] == ["broadcast_to", "add", "add", "add"]
@@ -389,11 +372,11 @@ def test_folding_is_idempotent_and_leaves_the_input_graph_alone():
     g = parse_graph(CHAIN, {"w": W})
     text = print_graph(g)
     after = g.clone()
-    run_pass(after)
+    run_pass(NAME, after)
     assert print_graph(g) == text
     np.testing.assert_array_equal(g.constants["w"], W)
     folded_text = print_graph(after)
-    assert run_pass(after) == {"folded": 0}
+    assert run_pass(NAME, after) == {"folded": 0}
     assert print_graph(after) == folded_text
 
 
@@ -402,7 +385,7 @@ def test_numerics_on_random_inputs(seed):
     for text in (CHAIN, NON_CONST):
         g = parse_graph(text, {"w": W})
         after = g.clone()
-        run_pass(after)
+        run_pass(NAME, after)
         assert_same_numerics(g, after, seed)
 
 
@@ -420,7 +403,7 @@ def test_reductions_and_comparisons_of_constants_fold():
     }"""
     g = parse_graph(before, {"w": W})
     after = g.clone()
-    stats = run_pass(after)
+    stats = run_pass(NAME, after)
     # %q reads %p, which reads only constants: the whole mask chain folds (3 nodes)
     assert stats == {"folded": 3}
     assert [n.op for n in after.nodes] == ["add", "where"]
@@ -491,7 +474,7 @@ def test_no_graph_output_becomes_a_constant():
     }"""
     g = parse_graph(before)
     after = g.clone()
-    run_pass(after)
+    run_pass(NAME, after)
     assert not any(after.is_const(v) for v in after.outputs)
     assert_same_numerics(g, after)
 

@@ -5,18 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgeopt.ir import Graph, interpret, parse_graph, print_graph, verify
-from edgeopt.pipeline import get_pass
+from edgeopt.ir import Graph, parse_graph, print_graph, verify
+from edgeopt.testing import assert_same_numerics, run_pass
 
 NAME = "dead_code_elimination"
 W = (np.arange(32, dtype=np.float32).reshape(4, 8) - 16) / 10
 W_DEAD = np.ones((4, 8), np.float32)
-
-
-def run_pass(g: Graph) -> dict:
-    stats = get_pass(NAME).run(g)
-    verify(g)
-    return stats
 
 
 def assert_rewrites(before: str, expected: str, constants: dict | None = None) -> tuple[Graph, Graph, dict]:
@@ -24,19 +18,9 @@ def assert_rewrites(before: str, expected: str, constants: dict | None = None) -
     g = parse_graph(before, constants)
     verify(g)
     after = g.clone()
-    stats = run_pass(after)
+    stats = run_pass(NAME, after)
     assert print_graph(after) == print_graph(parse_graph(expected, constants))
     return g, after, stats
-
-
-def assert_same_numerics(before: Graph, after: Graph, seed: int = 0) -> None:
-    rng = np.random.default_rng(seed)
-    xs = [rng.standard_normal(v.type.shape).astype(v.type.np_dtype) for v in before.inputs]
-    ys_before, ys_after = interpret(before, xs), interpret(after, xs)
-    assert len(ys_before) == len(ys_after)
-    for a, b in zip(ys_before, ys_after):
-        assert a.dtype == b.dtype and a.shape == b.shape
-        np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-6)
 
 
 BEFORE = """
@@ -98,9 +82,9 @@ def test_everything_dead_but_an_input():
 
 def test_clean_graph_is_unchanged_and_pass_is_idempotent():
     g = parse_graph(BEFORE, {"w": W, "w_dead": W_DEAD})
-    run_pass(g)
+    run_pass(NAME, g)
     text = print_graph(g)
-    assert run_pass(g) == {"removed_nodes": 0, "removed_constants": 0}
+    assert run_pass(NAME, g) == {"removed_nodes": 0, "removed_constants": 0}
     assert print_graph(g) == text
 
 
@@ -149,12 +133,12 @@ def test_node_order_is_kept():
 def test_numerics_on_random_inputs(seed):
     g = parse_graph(BEFORE, {"w": W, "w_dead": W_DEAD})
     after = g.clone()
-    run_pass(after)
+    run_pass(NAME, after)
     assert_same_numerics(g, after, seed)
 
 
 def test_removed_names_can_be_reused():
     g = parse_graph(BEFORE, {"w": W, "w_dead": W_DEAD})
-    run_pass(g)
+    run_pass(NAME, g)
     assert g.add_const(np.zeros(2, np.float32), "w_dead").name == "w_dead"
     verify(g)

@@ -6,8 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgeopt.ir import Graph, interpret, parse_graph, print_graph, verify
+from edgeopt.ir import Graph, parse_graph, print_graph, verify
 from edgeopt.pipeline import get_pass
+from edgeopt.testing import assert_same_numerics, run_pass
 
 NAME = "linear_weight_layout"
 RNG = np.random.default_rng(7)
@@ -16,31 +17,17 @@ W_IO = RNG.standard_normal((8, 3)).astype(np.float32)  # already [in, out]
 W_OTHER = RNG.standard_normal((5, 8)).astype(np.float32)
 
 
-def run_pass(g: Graph) -> dict:
-    stats = get_pass(NAME).run(g)
-    verify(g)
-    return stats
-
-
 def assert_rewrites(before: str, expected: str, before_consts: dict, expected_consts: dict):
     """Parse Before, run the pass on a clone, compare its printed text with the printed Expected."""
     g = parse_graph(before, before_consts)
     verify(g)
     after = g.clone()
-    stats = run_pass(after)
+    stats = run_pass(NAME, after)
     assert print_graph(after) == print_graph(parse_graph(expected, expected_consts))
     for k, arr in expected_consts.items():
         np.testing.assert_array_equal(after.constants[k], arr)
         assert after.constants[k].flags.c_contiguous
     return g, after, stats
-
-
-def assert_same_numerics(before: Graph, after: Graph, seed: int = 0) -> None:
-    rng = np.random.default_rng(seed)
-    xs = [rng.standard_normal(v.type.shape).astype(v.type.np_dtype) for v in before.inputs]
-    for a, b in zip(interpret(before, xs), interpret(after, xs)):
-        assert a.dtype == b.dtype and a.shape == b.shape
-        np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-6)
 
 
 BEFORE = """
@@ -85,7 +72,7 @@ def test_transposes_constant_weights():
 
 def test_shared_weight_is_transposed_once():
     g = _before()
-    run_pass(g)
+    run_pass(NAME, g)
     y, z = g.nodes[0], g.nodes[1]
     assert y.inputs[1] is z.inputs[1] is g.const_values["w_io"]
     assert [k for k in g.constants if k.startswith("w_io") and k != "w_io_given"] == ["w_io"]
@@ -94,7 +81,7 @@ def test_shared_weight_is_transposed_once():
 
 def test_non_constant_weight_is_left_alone():
     g = _before()
-    run_pass(g)
+    run_pass(NAME, g)
     v = g.nodes[2]
     assert v.inputs[1] is g.inputs[1]
     assert v.attrs == {"weight_layout": "oi"}
@@ -102,10 +89,10 @@ def test_non_constant_weight_is_left_alone():
 
 def test_io_weight_is_left_alone_and_pass_is_idempotent():
     g = _before()
-    run_pass(g)
+    run_pass(NAME, g)
     assert g.constants["w_io_given"] is W_IO
     text = print_graph(g)
-    assert run_pass(g) == {"rewritten": 0, "packed": 0}
+    assert run_pass(NAME, g) == {"rewritten": 0, "packed": 0}
     assert print_graph(g) == text
 
 
@@ -183,14 +170,14 @@ def test_two_weights_and_batched_input():
 def test_numerics_on_random_inputs(seed):
     g = _before()
     after = g.clone()
-    run_pass(after)
+    run_pass(NAME, after)
     assert_same_numerics(g, after, seed)
 
 
 def test_before_graph_is_not_modified_by_running_on_a_clone():
     g = _before()
     text = print_graph(g)
-    run_pass(g.clone())
+    run_pass(NAME, g.clone())
     assert print_graph(g) == text
     np.testing.assert_array_equal(g.constants["w"], W)
 
@@ -221,7 +208,7 @@ def test_packs_weights_in_register_tile_panels():
                                       {"w_oi24o": panels, "w16_io_oi8o": w16.reshape(8, 2, 8).transpose(1, 0, 2)})
     assert stats == {"rewritten": 2, "packed": 2}
     assert_same_numerics(g, after)
-    assert run_pass(after) == {"rewritten": 0, "packed": 0}  # idempotent
+    assert run_pass(NAME, after) == {"rewritten": 0, "packed": 0}  # idempotent
 
 
 def test_panel_width_follows_the_target_vector_width():
@@ -254,7 +241,7 @@ def test_horizontal_fusion_stacks_packed_panels():
       return %q, %k
     }""", {"wq": W48, "wk": W48[:24] * 2})
     ref = g.clone()
-    run_pass(g)
+    run_pass(NAME, g)
     assert get_pass("fuse_horizontal").run(g)["merged_linears"] == 2
     verify(g)
     (wide,) = [n for n in g.nodes if n.op == "linear"]

@@ -5,17 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgeopt.ir import Graph, interpret, parse_graph, print_graph, verify
-from edgeopt.pipeline import get_pass
+from edgeopt.ir import Graph, parse_graph, print_graph, verify
+from edgeopt.testing import assert_same_numerics, run_pass
 
 NAME = "remove_noops"
 NO_HITS = {"identities": 0, "copies": 0, "merged_reshapes": 0, "merged_transposes": 0}
-
-
-def run_pass(g: Graph) -> dict:
-    stats = get_pass(NAME).run(g)
-    verify(g)
-    return stats
 
 
 def hits(**counts) -> dict:
@@ -27,7 +21,7 @@ def assert_rewrites(before: str, expected: str, constants: dict | None = None) -
     g = parse_graph(before, constants)
     verify(g)
     after = g.clone()
-    stats = run_pass(after)
+    stats = run_pass(NAME, after)
     assert print_graph(after) == print_graph(parse_graph(expected, constants))
     return g, after, stats
 
@@ -36,19 +30,9 @@ def assert_unchanged(before: str, constants: dict | None = None) -> tuple[Graph,
     g = parse_graph(before, constants)
     verify(g)
     after = g.clone()
-    assert run_pass(after) == NO_HITS
+    assert run_pass(NAME, after) == NO_HITS
     assert print_graph(after) == print_graph(g)
     return g, after
-
-
-def assert_same_numerics(before: Graph, after: Graph, seed: int = 0) -> None:
-    rng = np.random.default_rng(seed)
-    xs = [rng.standard_normal(v.type.shape).astype(v.type.np_dtype) for v in before.inputs]
-    ys_before, ys_after = interpret(before, xs), interpret(after, xs)
-    assert len(ys_before) == len(ys_after)
-    for a, b in zip(ys_before, ys_after):
-        assert a.dtype == b.dtype and a.shape == b.shape
-        np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-6)
 
 
 # -- the docstring example -------------------------------------------------------------------------------------
@@ -490,7 +474,7 @@ def test_mixed_graph():
 def test_numerics_on_random_inputs(seed):
     g = parse_graph(MIXED)
     after = g.clone()
-    run_pass(after)
+    run_pass(NAME, after)
     assert_same_numerics(g, after, seed)
 
 
@@ -498,10 +482,10 @@ def test_pass_is_idempotent_and_leaves_the_input_graph_alone():
     g = parse_graph(MIXED)
     text = print_graph(g)
     after = g.clone()
-    run_pass(after)
+    run_pass(NAME, after)
     assert print_graph(g) == text
     once = print_graph(after)
-    assert run_pass(after) == NO_HITS
+    assert run_pass(NAME, after) == NO_HITS
     assert print_graph(after) == once
 
 
@@ -520,7 +504,7 @@ def test_cancelled_transposes_do_not_make_an_output_alias_an_input_or_weight(sou
     }}"""
     g = parse_graph(before)
     after = g.clone()
-    run_pass(after)
+    run_pass(NAME, after)
     # the same rule as for `mul(x, 1)` or `copy(x)` (see test_identity_that_is_the_only_op_...): keep an op
     assert all(o.producer is not None for o in after.outputs)
     assert_same_numerics(g, after)

@@ -9,18 +9,13 @@ import numpy as np
 import pytest
 
 from edgeopt.errors import PassError
-from edgeopt.ir import Graph, interpret, parse_graph, print_graph, verify
-from edgeopt.pipeline import default_pipeline, get_pass
+from edgeopt.ir import Graph, interpret, parse_graph, print_graph
+from edgeopt.pipeline import PassOrderWarning, default_pipeline, get_pass
+from edgeopt.testing import run_pass
 
 NAME = "to_fp16"
 _INLINE = re.compile(r"^(\s*const %\S+: \S+) = .*$", re.MULTILINE)  # inline constant values: compared as arrays
 F16_TOL = 2e-3  # max error relative to the output's scale: f16 has an 11-bit significand (4.9e-4 per rounding)
-
-
-def run_pass(g: Graph) -> dict:
-    stats = get_pass(NAME).run(g)
-    verify(g)
-    return stats
 
 
 BEFORE = """graph main(%x: f32[2,4]) {
@@ -60,7 +55,7 @@ def _graph() -> Graph:
 
 def test_before_expected():
     g = _graph()
-    stats = run_pass(g)
+    stats = run_pass(NAME, g)
     assert _INLINE.sub(r"\1", print_graph(g)) == _INLINE.sub(r"\1", EXPECTED)
     assert float(g.constants["fill"]) == -65504.0
     assert stats == {"weights": 3, "saturated": 1, "kept_f32": 1}
@@ -70,7 +65,7 @@ def test_before_expected():
 def test_numerics_against_the_f32_graph():
     g = _graph()
     before = g.clone()
-    run_pass(g)
+    run_pass(NAME, g)
     x = np.random.default_rng(1).standard_normal((2, 4)).astype(np.float32)
     for want, got in zip(interpret(before, [x]), interpret(g, [x])):
         assert got.dtype == np.float32  # the boundary stays f32
@@ -87,7 +82,7 @@ def test_integer_paths_and_int_to_float_casts():
   return %y, %ids
 }
 """, {"table": np.arange(10, dtype=np.float32).reshape(5, 2)})
-    run_pass(g)
+    run_pass(NAME, g)
     types = {o.name: o.type.text() for n in g.nodes for o in n.outputs}
     assert types["e"] == "f16[1,3,2]" and types["mf"] == "f16[1,3]"  # the cast to f32 became a cast to f16
     assert types["s"] == "f32[1,3]" and "e_f32" in types  # sum is kept in f32
@@ -103,8 +98,8 @@ def test_refuses_fused_nodes():
 """)
     get_pass("fuse_elementwise").run(g)
     assert any(n.body is not None for n in g.nodes)
-    with pytest.raises(PassError, match="before fuse_epilogue"):
-        run_pass(g)
+    with pytest.raises(PassError, match="before fuse_epilogue"), pytest.warns(PassOrderWarning, match="unfused"):
+        run_pass(NAME, g)
 
 
 def test_place_in_the_pipeline():
@@ -154,7 +149,7 @@ def test_inputs_and_weights_returned_as_outputs():
   return %y, %x, %c
 }
 """)
-    run_pass(g)
+    run_pass(NAME, g)
     y, x, c = g.outputs
     assert x is g.inputs[0]  # untouched: no f16 round trip
     assert [v.type.dtype for v in g.outputs] == ["f32", "f32", "f32"]
@@ -180,6 +175,6 @@ def test_a_kept_op_output_is_not_rounded_to_f16():
   return %y
 }
 """)
-    run_pass(g)
+    run_pass(NAME, g)
     (y,) = g.outputs
     assert y.producer.op == "softmax"  # its f32 result, not a cast back from f16

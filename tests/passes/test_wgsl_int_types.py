@@ -7,15 +7,10 @@ import pytest
 
 from edgeopt.errors import PassError
 from edgeopt.ir import Graph, interpret, parse_graph, print_graph, verify
-from edgeopt.pipeline import get_pass, resolve
+from edgeopt.pipeline import resolve
+from edgeopt.testing import run_pass
 
 NAME = "wgsl_int_types"
-
-
-def run_pass(g: Graph) -> dict:
-    stats = get_pass(NAME).run(g)
-    verify(g)
-    return stats
 
 
 BEFORE = """graph main(%ids: i64[1,4], %img: u8[1,4], %q: i8[1,4]) {
@@ -54,7 +49,7 @@ def _graph(text: str = BEFORE) -> Graph:
 def test_before_expected_and_numerics():
     g = _graph()
     before = g.clone()
-    stats = run_pass(g)
+    stats = run_pass(NAME, g)
     assert print_graph(g) == EXPECTED
     assert stats["retyped"] == 6  # 3 inputs, 1 constant, %shift and %n
     assert g.constants["offset"].dtype == np.int32 and g.constants["offset"].shape == ()
@@ -69,10 +64,10 @@ def test_before_expected_and_numerics():
 
 def test_no_integer_wider_or_narrower_than_32_bits_is_left():
     g = _graph()
-    run_pass(g)
+    run_pass(NAME, g)
     dtypes = {v.type.dtype for v in g.inputs} | {o.type.dtype for n in g.nodes for o in n.outputs}
     assert not dtypes & {"i64", "i8", "u8", "i16"}
-    assert run_pass(g)["retyped"] == 0  # idempotent
+    assert run_pass(NAME, g)["retyped"] == 0  # idempotent
 
 
 def test_fused_bodies_are_retyped():
@@ -83,7 +78,7 @@ def test_fused_bodies_are_retyped():
         gp(p).run(g)
     verify(g)
     assert any(n.body is not None for n in g.nodes)
-    run_pass(g)
+    run_pass(NAME, g)
     for n in g.nodes:
         if n.body is not None:
             for v in [*n.body.inputs, *(o for m in n.body.nodes for o in m.outputs)]:
@@ -93,7 +88,7 @@ def test_fused_bodies_are_retyped():
 def test_constant_outside_int32_is_an_error():
     g = _graph(BEFORE.replace("%offset: i64[] = 2", "%offset: i64[] = 4294967296"))
     with pytest.raises(PassError, match=r"constant %offset \(i64\[\]\) holds values outside int32"):
-        run_pass(g)
+        run_pass(NAME, g)
 
 
 def test_fixed_i64_result_is_an_error():
@@ -103,7 +98,7 @@ def test_fixed_i64_result_is_an_error():
 }
 """)
     with pytest.raises(PassError, match=r"argmax produces i64\[2\] \(at model.py:3"):
-        run_pass(g)
+        run_pass(NAME, g)
 
 
 def test_target_runs_it_first_and_it_cannot_be_disabled():
@@ -124,7 +119,7 @@ def test_casts_to_a_narrow_type_keep_their_wrap_around(dtype, lo, hi):
 }}
 """)
     before = g.clone()
-    run_pass(g)
+    run_pass(NAME, g)
     x = np.array([0, 1, -1, hi, hi + 1, lo - 1, 70000, -70001], np.int64)
     f = np.array([0.5, -0.5, 3.9, -3.9, float(hi), float(lo), 10.0, -7.0], np.float32)
     if dtype == "u8":  # a negative float cast to u8 is undefined in C (and numpy): x86 wraps, aarch64 gives 0
@@ -144,6 +139,6 @@ def test_a_clamped_quantization_needs_no_wrap():
   return %q, %u
 }
 """)
-    run_pass(g)
+    run_pass(NAME, g)
     assert [n.op for n in g.nodes][:3] == ["round", "clamp", "cast"] and g.nodes[3].op == "cast"  # no wrap for %q
     assert "where" in [n.op for n in g.nodes[4:]]  # an i8 -> u8 cast wraps negative values
