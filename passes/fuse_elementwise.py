@@ -4,7 +4,7 @@ Invalidates: ``unfused`` (its ops move into fused kernels, where pattern passes 
 Requires: nothing. Guarantees: ``elementwise_fused``. Run after the epilogue and reduction fusions so
 that heavy kernels claim their neighbours first. A producer joins only if all its readers are in the
 group (nothing is computed twice for different kernels); a producer that is read more than once inside
-the group, or broadcast to a bigger shape, is recomputed per read, so it must be ``CHEAP``. Lone
+the group, or broadcast to a bigger shape, is recomputed per read, so it must be ``cheap`` (an op trait). Lone
 reshapes stay out (they are free views).
 
 Before:
@@ -19,12 +19,13 @@ After:
 from __future__ import annotations
 
 from edgeopt.ir import Graph
+from edgeopt.ir.registry import get_op
 from edgeopt.pattern import FusionRule, Op, fuse
 from edgeopt.pipeline import Pass, register_pass
 
-from .fuse_reductions import CHEAP
 
-CHEAP_INJECTIVE = ("reshape", "transpose", "slice", "broadcast_to", "concat", "pad", "take")
+def _cheap(n) -> bool:
+    return get_op(n.op).cheap
 
 
 def _no_recompute(group, cand) -> bool:
@@ -32,8 +33,8 @@ def _no_recompute(group, cand) -> bool:
     reads = sum(v is out for n in group for v in n.inputs)
     biggest = max(n.outputs[0].type.numel for n in group)
     if reads == 0:  # an epilogue op: if it broadcasts the group bigger, the group is recomputed per element
-        return out.type.numel <= biggest or all(n.op in CHEAP or n.op in CHEAP_INJECTIVE for n in group)
-    if cand.op in CHEAP or cand.op in CHEAP_INJECTIVE:
+        return out.type.numel <= biggest or all(_cheap(n) for n in group)
+    if _cheap(cand):
         return True
     return reads == 1 and out.type.numel >= biggest
 

@@ -5,7 +5,8 @@ A reduction kernel reads its input several times (max, sum, normalize); cheap el
 instead of being stored, and elementwise ops after the reduction are applied before the store.
 
 Invalidates: ``unfused`` (its ops move into fused kernels, where pattern passes no longer see them).
-Requires: nothing. Guarantees: ``reductions_fused``. Only ``CHEAP`` ops join as prologue (recomputing
+Requires: nothing. Guarantees: ``reductions_fused``. Anchors: ops with the ``row_reduction`` trait. Only ``cheap``
+elementwise ops (an op trait) join as prologue (recomputing
 them is cheaper than a round trip through memory); epilogue ops keep the reduction's output shape and dtype (a
 ``quantize`` only its shape: static int8's LayerNorm stores u8).
 
@@ -20,12 +21,14 @@ After:
 from __future__ import annotations
 
 from edgeopt.ir import Graph
+from edgeopt.ir.registry import get_op
 from edgeopt.pattern import FusionRule, Op, fuse
 from edgeopt.pipeline import Pass, register_pass
 
-REDUCTIONS = ("softmax", "log_softmax", "layer_norm", "sum", "mean", "max", "min", "adaptive_avg_pool2d")
-#: elementwise ops cheap enough to recompute on every read of a reduction's input
-CHEAP = ("add", "sub", "mul", "div", "neg", "cast", "where", "maximum", "minimum", "relu", "clamp", "copy")
+#: the kernels' anchors: reductions along rows (op trait ``row_reduction``: softmax, layer_norm, sum...)
+ANCHOR = Op(kind="reduction", where=lambda n: get_op(n.op).row_reduction)
+#: prologue: elementwise ops cheap enough to recompute on every read of a reduction's input (op trait ``cheap``)
+PROLOGUE = Op(kind="elementwise", where=lambda n: get_op(n.op).cheap)
 
 
 def _fits(group, cand) -> bool:
@@ -37,7 +40,7 @@ def _fits(group, cand) -> bool:
     return out == want or cand.op == "quantize" and out.shape == want.shape
 
 
-RULE = FusionRule("reduction", anchor=Op(REDUCTIONS), prologue=Op(CHEAP), epilogue=Op(kind="elementwise"),
+RULE = FusionRule("reduction", anchor=ANCHOR, prologue=PROLOGUE, epilogue=Op(kind="elementwise"),
                   where=_fits)
 
 

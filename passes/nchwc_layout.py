@@ -37,10 +37,6 @@ from edgeopt.pipeline import Pass, register_pass
 
 from .conv_weight_layout import DEFAULT_LANES, block_size
 
-POOLS = ("max_pool2d", "avg_pool2d")
-#: elementwise ops whose operands are not interchangeable positionally (axis-1 statistics)
-_NOT_POINTWISE = {"batch_norm"}
-
 
 @register_pass
 class NCHWcLayout(Pass):
@@ -80,11 +76,11 @@ class _Rewriter:
             return False
         if n.op == "conv2d":
             b = self._conv(n)
-        elif n.op in POOLS:
+        elif get_op(n.op).blocked_layout:  # window pools
             b = self.block.get(n.inputs[0], 0) if n.attrs["layout"] == PLAIN else 0
             if b:
                 n.attrs["layout"] = BLOCKED
-        elif get_op(n.op).kind == "elementwise" and n.op not in _NOT_POINTWISE:
+        elif get_op(n.op).pointwise:
             b = self._elementwise(n)
         else:
             b = 0

@@ -27,10 +27,9 @@ After (each branch pooled as soon as it is computed):
 from __future__ import annotations
 
 from edgeopt.ir import Graph, Node, Value
+from edgeopt.ir.registry import get_op
 from edgeopt.memory.liveness import aligned
 from edgeopt.pipeline import Pass, register_pass
-
-VIEWS = {"reshape"}
 
 
 def _size(v: Value) -> int:
@@ -46,7 +45,7 @@ class _Storage:
             self.base[v] = v
         for n in g.nodes:
             for o in n.outputs:
-                if n.op in VIEWS:
+                if get_op(n.op).view:
                     src = n.inputs[0]
                     self.base[o] = None if g.is_const(src) else self.base.get(src, src)
                 else:
@@ -73,7 +72,7 @@ def peak_bytes(g: Graph, order: list[Node]) -> int:
     live = sum(_size(v) for v in g.inputs)
     peak = live
     for i, n in enumerate(order):
-        if n.op not in VIEWS:
+        if not get_op(n.op).view:
             live += sum(_size(o) for o in n.outputs)
             for o in n.outputs:
                 last.setdefault(o, i)
@@ -107,7 +106,7 @@ def greedy_order(g: Graph) -> list[Node]:
     order = []
 
     def delta(n: Node) -> int:
-        grow = 0 if n.op in VIEWS else sum(_size(o) for o in n.outputs)
+        grow = 0 if get_op(n.op).view else sum(_size(o) for o in n.outputs)
         freed = sum(_size(b) for b in {st.of(v) for v in n.inputs} - {None}
                     if b not in outputs and readers.get(b, set()) - done == {n})
         return grow - freed

@@ -1,11 +1,12 @@
 """to_fp16: compute in half precision where it is safe, keep float32 where it is not (``precision="fp16"``).
 
 Close to PyTorch autocast's split: most ops (convolutions, linear layers, elementwise math, data movement)
-take and produce ``f16``; the ops in ``KEEP_F32`` (reductions over many elements, normalizations, softmax,
-and the math that overflows or loses precision in f16: ``exp``, ``log``, ``pow``, ``rsqrt``, ``reciprocal``)
-read their f16 inputs as f32 and their results are stored as f16. Unlike autocast, attention and batch_norm
-stay f32 too (a masked score of -65504 plus a score overflows f16). Convolutions and matrix products
-accumulate in f32, and transcendental activations are evaluated in f32 (their lowering rules do that for f16).
+take and produce ``f16``; the ops whose ``fp16`` trait is ``"f32"`` (reductions over many elements,
+normalizations, softmax, and the math that overflows or loses precision in f16: ``exp``, ``log``, ``pow``,
+``rsqrt``, ``reciprocal``) read their f16 inputs as f32 and their results are stored as f16. Unlike autocast,
+attention and batch_norm stay f32 too (a masked score of -65504 plus a score overflows f16). Convolutions and
+matrix products accumulate in f32, and transcendental activations are evaluated in f32 (their lowering rules
+do that for f16).
 
 - **Weights**: float32 constants become f16. Values beyond f16's range (65504) saturate to it, and are
   counted (``saturated``): a ``-3.4e38`` attention-mask fill becomes ``-65504``, which still zeroes the
@@ -43,8 +44,6 @@ from edgeopt.ir.registry import get_op
 from edgeopt.ir.types import TensorType
 from edgeopt.pipeline import Pass, register_pass
 
-KEEP_F32 = frozenset({"softmax", "log_softmax", "layer_norm", "batch_norm", "sum", "mean", "attention", "exp", "log",
-                      "pow", "rsqrt", "reciprocal"})
 F16_MAX = float(np.finfo(np.float16).max)
 
 
@@ -85,7 +84,7 @@ class ToFp16(Pass):
         kept = 0
         for n in nodes:
             ins = [now.get(v, v) for v in n.inputs]
-            keep = n.op in KEEP_F32 and any(o.type.dtype == "f32" for o in n.outputs)
+            keep = get_op(n.op).fp16 == "f32" and any(o.type.dtype == "f32" for o in n.outputs)
             if keep:
                 ins = [_cast(g, v, "f32", n.source) if v.type.dtype == "f16" else v for v in ins]
                 kept += 1

@@ -9,6 +9,17 @@ of an op lives apart, in ``edgeopt/lower/rules/``, so the IR never depends on TV
     reduction    reduces over axes (sum, softmax, layer_norm, pooling)
     contraction  matmul / linear / conv: the heavy ops that anchor a fused kernel
     opaque       anything else (attention)
+
+Traits tell passes and lowering what they may do with an op, so that none of them keeps a list of op names of
+its own and adding an op touches only its IR, lowering and frontend files:
+    view            the output is the input's memory reinterpreted: no kernel, no copy (reshape)
+    cheap           cheap enough to recompute at every read inside a fused kernel (add, relu, transpose...)
+    fp16            under precision="fp16": "f16" computes in half precision; "f32" reads its f16 inputs as f32
+                    (reductions over many elements, normalizations, exp/log/pow: they overflow or lose precision)
+    pointwise       output element i reads element i of each (broadcast) input, whatever the layout: it runs on
+                    blocked NCHW<v>c tensors unchanged (default: every elementwise op; batch_norm is not)
+    blocked_layout  its ``layout`` attribute takes the blocked NCHW<v>c layout (conv2d, window pools)
+    row_reduction   reduces along rows in one kernel that anchors a fused reduction (softmax, layer_norm, sum...)
 """
 
 from __future__ import annotations
@@ -38,6 +49,12 @@ class OpDef:
     attrs: dict[str, Any] = field(default_factory=dict)
     num_inputs: tuple[int, int] = (1, 1)  # min, max
     doc: str = ""
+    view: bool = False
+    cheap: bool = False
+    fp16: str = "f16"
+    pointwise: bool | None = None  # None: kind == "elementwise"
+    blocked_layout: bool = False
+    row_reduction: bool = False
 
     def normalize_attrs(self, attrs: dict[str, Any]) -> dict[str, Any]:
         unknown = set(attrs) - set(self.attrs)
@@ -82,6 +99,10 @@ def register(opdef: OpDef) -> OpDef:
         raise ValueError(f"op {opdef.name}: kind must be one of {KINDS}")
     if opdef.name in _REGISTRY:
         raise ValueError(f"op {opdef.name} registered twice")
+    if opdef.fp16 not in ("f16", "f32"):
+        raise ValueError(f"op {opdef.name}: fp16 must be 'f16' or 'f32', got {opdef.fp16!r}")
+    if opdef.pointwise is None:
+        opdef.pointwise = opdef.kind == "elementwise"
     infer = opdef.infer
 
     def checked_infer(types, attrs, _infer=infer, _op=opdef):

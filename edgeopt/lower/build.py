@@ -37,7 +37,6 @@ from .rules import get_rule
 from .rules._te import narrow
 from .schedule_cpu import schedule_kernel
 
-VIEW_OPS = {"reshape"}
 #: kernels written directly in TIR (already scheduled); each returns None for cases it does not cover
 TIR_KERNELS = {"attention": (flash_attention, "flash(online-softmax)")}
 #: (target, kernel key, tuned record id or None) -> (scheduled func, schedule description, tuned?)
@@ -95,7 +94,7 @@ def inplace_candidates(g: Graph, n: Node, args: list[Value]) -> list[list[str]]:
     of the input is read only to compute element i of the output, just before it is written (a residual
     add in a conv's epilogue qualifies; an input of the conv itself does not). The memory planner shares
     the pair's storage when the input dies at this kernel."""
-    if len(n.outputs) != 1 or n.op in VIEW_OPS:
+    if len(n.outputs) != 1 or get_op(n.op).view:
         return []
     out = n.outputs[0].type
     candidates = [v for v in args if v.type == out and not g.is_const(v) and args.count(v) == 1]
@@ -168,7 +167,7 @@ def hand_kernel(g: Graph, n: Node, lanes: int, target=None) -> tuple[tvm.tirx.Pr
 
 def is_tunable(g: Graph, n: Node) -> bool:
     """A kernel built from TE (views and hand-written TIR kernels are not tuned)."""
-    return n.op not in VIEW_OPS and _tir_kernel(g, n) is None
+    return not get_op(n.op).view and _tir_kernel(g, n) is None
 
 
 def _tuned_kernel(g: Graph, n: Node, record: dict,
@@ -246,7 +245,7 @@ def lower(g: Graph, target, tuning=None) -> Lowered:
         values[v.name] = _vinfo(v, "input", storage)
     for n in g.nodes:
         out = n.outputs[0]
-        if n.op in VIEW_OPS:
+        if get_op(n.op).view:
             src = n.inputs[0]
             if g.is_const(src) and src.name not in values:  # a view of a weight: the weight must ship
                 values[src.name] = _vinfo(src, "const", storage)

@@ -59,4 +59,4 @@ register(OpDef("attention", "opaque", _infer, _ref, {"scale": None, "causal": Fa
                doc="attention(q[...,L,E], k[...,S,E], v[...,S,Ev], [mask]){scale, causal, masked_rows}: "
                    "softmax(q k^T * scale + mask) v; a bool mask keeps True positions (adds -inf elsewhere); "
                    "a NaN score makes its row NaN; a row with every position masked gives 0 (masked_rows "
-                   "\"zero\", torch's scaled_dot_product_attention) or NaN (\"nan\", softmax written out)"))
+                   "\"zero\", torch's scaled_dot_product_attention) or NaN (\"nan\", softmax written out)", fp16="f32"))

@@ -59,6 +59,36 @@ UNARY = {
 }
 
 
+#: traits (see ``edgeopt.ir.registry``): cheap to recompute per read; computed in f32 under precision="fp16"
+_CHEAP = {"neg", "relu", "add", "sub", "mul", "div", "maximum", "minimum"}
+_KEEP_F32 = {"exp", "log", "pow", "rsqrt", "reciprocal"}
+
+DOCS = {
+    "neg": "neg(x): -x", "abs": "abs(x): |x|", "exp": "exp(x): e**x (overflows to inf)",
+    "log": "log(x): natural logarithm (-inf at 0, NaN below)", "sqrt": "sqrt(x): square root (NaN below 0)",
+    "rsqrt": "rsqrt(x): 1 / sqrt(x) (inf at 0)", "reciprocal": "reciprocal(x): 1 / x (inf at 0)",
+    "sin": "sin(x), radians", "cos": "cos(x), radians", "tanh": "tanh(x)",
+    "erf": "erf(x): the Gauss error function", "floor": "floor(x): round toward -inf",
+    "ceil": "ceil(x): round toward +inf", "round": "round(x): to the nearest integer, halves to even (torch.round)",
+    "sigmoid": "sigmoid(x): 1 / (1 + e**-x)", "relu": "relu(x): max(x, 0) (NaN stays NaN)",
+    "gelu": "gelu(x){approximate='none'|'tanh'}: x * Phi(x), or its tanh approximation",
+    "silu": "silu(x): x * sigmoid(x) (swish)", "hardswish": "hardswish(x): x * clamp(x + 3, 0, 6) / 6",
+    "hardsigmoid": "hardsigmoid(x): clamp(x + 3, 0, 6) / 6",
+    "leaky_relu": "leaky_relu(x){alpha}: x if x >= 0 else alpha * x", "log1p": "log1p(x): log(1 + x), exact near 0",
+    "expm1": "expm1(x): e**x - 1, exact near 0", "trunc": "trunc(x): round toward 0",
+    "add": "add(a, b): a + b, broadcasting", "sub": "sub(a, b): a - b, broadcasting",
+    "mul": "mul(a, b): a * b, broadcasting",
+    "div": "div(a, b): a / b, broadcasting; integers truncate toward 0 (as C does); x / 0 is inf or NaN for floats",
+    "pow": "pow(a, b): a ** b, broadcasting", "maximum": "maximum(a, b): the larger, NaN if either is NaN",
+    "minimum": "minimum(a, b): the smaller, NaN if either is NaN", "eq": "eq(a, b): a == b, a bool tensor",
+    "ne": "ne(a, b): a != b, a bool tensor", "lt": "lt(a, b): a < b, a bool tensor",
+    "le": "le(a, b): a <= b, a bool tensor", "gt": "gt(a, b): a > b, a bool tensor",
+    "ge": "ge(a, b): a >= b, a bool tensor", "logical_and": "logical_and(a, b): bool tensors",
+    "logical_or": "logical_or(a, b): bool tensors",
+    "fmod": "fmod(a, b): remainder with the sign of a (C fmod); integer fmod by 0 is 0",
+}
+
+
 def _unary(name, fn, needs_float, extra):
     def infer(types, attrs):
         if needs_float:
@@ -70,7 +100,8 @@ def _unary(name, fn, needs_float, extra):
         y = fn(x.astype(np.float64) if x.dtype.kind == "f" else x, attrs)
         return [np.asarray(y).astype(x.dtype)]
 
-    register(OpDef(name, "elementwise", infer, reference, dict(extra), (1, 1)))
+    register(OpDef(name, "elementwise", infer, reference, dict(extra), (1, 1), doc=DOCS[name], cheap=name in _CHEAP,
+                   fp16="f32" if name in _KEEP_F32 else "f16"))
 
 
 for _n, (_f, _fl, _ex) in UNARY.items():
@@ -106,7 +137,8 @@ def _binary(name, fn, is_bool):
         y = f(a.astype(np.float64), b.astype(np.float64)) if a.dtype.kind == "f" and not is_bool else f(a, b)
         return [np.asarray(y).astype(np.bool_ if is_bool else a.dtype)]
 
-    register(OpDef(name, "elementwise", infer, reference, {}, (2, 2)))
+    register(OpDef(name, "elementwise", infer, reference, {}, (2, 2), doc=DOCS[name], cheap=name in _CHEAP,
+                   fp16="f32" if name in _KEEP_F32 else "f16"))
 
 
 for _n, (_f, _b) in BINARY.items():
@@ -118,7 +150,7 @@ def _logical_not_infer(types, attrs):
 
 
 register(OpDef("logical_not", "elementwise", _logical_not_infer,
-               lambda xs, a: [np.logical_not(xs[0])], {}, (1, 1)))
+               lambda xs, a: [np.logical_not(xs[0])], {}, (1, 1), doc="logical_not(x): not x, a bool tensor"))
 
 
 def _where_infer(types, attrs):
@@ -131,7 +163,7 @@ def _where_infer(types, attrs):
 
 register(OpDef("where", "elementwise", _where_infer,
                lambda xs, a: [np.where(xs[0], xs[1], xs[2]).astype(xs[1].dtype)], {}, (3, 3),
-               doc="where(cond, x, y): x where cond else y, with broadcasting"))
+               doc="where(cond, x, y): x where cond else y, with broadcasting", cheap=True))
 
 
 def _cast_infer(types, attrs):
@@ -147,7 +179,8 @@ def _cast_ref(xs, a):
     return [x.astype(dt)]
 
 
-register(OpDef("cast", "elementwise", _cast_infer, _cast_ref, {"dtype": REQUIRED}, (1, 1)))
+register(OpDef("cast", "elementwise", _cast_infer, _cast_ref, {"dtype": REQUIRED}, (1, 1), cheap=True,
+               doc="cast(x){dtype}: convert; float to integer truncates toward 0, as torch does"))
 
 
 def _clamp_infer(types, attrs):
@@ -164,4 +197,4 @@ def _clamp_ref(xs, a):
 
 
 register(OpDef("clamp", "elementwise", _clamp_infer, _clamp_ref, {"min": None, "max": None}, (1, 1),
-               doc="clamp(x){min, max}: relu6 is clamp{min=0, max=6}"))
+               doc="clamp(x){min, max}: relu6 is clamp{min=0, max=6}", cheap=True))

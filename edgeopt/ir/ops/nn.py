@@ -177,7 +177,7 @@ register(OpDef("conv2d", "contraction", _conv_infer, _conv_ref,
                dict(_CONV_ATTRS, weight_layout="OIHW", layout="NCHW"), (2, 3),
                doc="conv2d(x[N,C,H,W], w[O,C/groups,KH,KW] or packed [O/v,C,KH,KW,v] (weight_layout "
                    "'OIHW<v>o'), [b[O]]); padding is [top, left, bottom, right]. layout 'NCHWc': x is "
-                   "[N,C/b,H,W,b] and the result [N,O/v,OH,OW,v]"))
+                   "[N,C/b,H,W,b] and the result [N,O/v,OH,OW,v]", blocked_layout=True))
 
 
 def _convT_infer(types, attrs):
@@ -266,10 +266,14 @@ def _avg_pool_ref(xs, a):
 
 register(OpDef("max_pool2d", "reduction", _pool_infer, _pool_ref(_max_pool_ref),
                {"kernel": REQUIRED, "stride": REQUIRED, "padding": [0, 0, 0, 0], "dilation": [1, 1],
-                "ceil_mode": False, "layout": "NCHW"}, (1, 1)))
+                "ceil_mode": False, "layout": "NCHW"}, (1, 1), blocked_layout=True,
+               doc="max_pool2d(x[N,C,H,W] or blocked NCHW<v>c){kernel, stride, padding=[t,l,b,r], dilation, ceil_mode, "
+                   "layout}: the largest of each window; padding never wins; NaN if the window has one"))
 register(OpDef("avg_pool2d", "reduction", _pool_infer, _pool_ref(_avg_pool_ref),
                {"kernel": REQUIRED, "stride": REQUIRED, "padding": [0, 0, 0, 0], "ceil_mode": False,
-                "count_include_pad": True, "divisor_override": None, "layout": "NCHW"}, (1, 1)))
+                "count_include_pad": True, "divisor_override": None, "layout": "NCHW"}, (1, 1), blocked_layout=True,
+               doc="avg_pool2d(x[N,C,H,W] or blocked NCHW<v>c){kernel, stride, padding, ceil_mode, count_include_pad, "
+                   "divisor_override, layout}: the mean of each window, torch's divisor rules"))
 
 
 def adaptive_bounds(size: int, out: int) -> list[tuple[int, int]]:
@@ -296,7 +300,8 @@ def _adaptive_ref(xs, a):
 
 
 register(OpDef("adaptive_avg_pool2d", "reduction", _adaptive_infer, _adaptive_ref,
-               {"output_size": REQUIRED}, (1, 1)))
+               {"output_size": REQUIRED}, (1, 1), row_reduction=True,
+               doc="adaptive_avg_pool2d(x[N,C,H,W]){output_size=[OH, OW]}: torch's adaptive windows, averaged"))
 
 
 def _bn_infer(types, attrs):
@@ -316,7 +321,8 @@ def _bn_ref(xs, a):
 
 
 register(OpDef("batch_norm", "elementwise", _bn_infer, _bn_ref, {"eps": 1e-5}, (5, 5),
-               doc="batch_norm(x, mean, var, weight, bias): inference-mode BatchNorm over axis 1"))
+               doc="batch_norm(x, mean, var, weight, bias): inference-mode BatchNorm over axis 1", pointwise=False,
+               fp16="f32"))
 
 
 def _resize_infer(types, attrs):
@@ -382,4 +388,5 @@ def _pad_ref(xs, a):
 
 
 register(OpDef("pad", "injective", _pad_infer, _pad_ref, {"pads": REQUIRED, "value": 0.0}, (1, 1),
-               doc="pad(x){pads=[before0, after0, before1, ...], value}: constant padding (negative crops)"))
+               doc="pad(x){pads=[before0, after0, before1, ...], value}: constant padding (negative crops)",
+               cheap=True))

@@ -17,6 +17,16 @@ def _axes(attrs, rank):
     return sorted(axes)
 
 
+_REDUCE_DOCS = {
+    "sum": "sum(x){axes, keepdims}: sum over axes (None: all; []: none)",
+    "mean": "mean(x){axes, keepdims}: mean over axes, float only",
+    "max": "max(x){axes, keepdims}: the largest over axes; NaN if any is NaN",
+    "min": "min(x){axes, keepdims}: the smallest over axes; NaN if any is NaN",
+    "prod": "prod(x){axes, keepdims}: the product over axes",
+    "argmax": "argmax(x){axes=[axis], keepdims}: the i64 index of the first largest along one axis (NaN wins)",
+}
+
+
 def _reduce(name, fn, out_dtype=None):
     def infer(types, attrs):
         t = types[0]
@@ -41,7 +51,9 @@ def _reduce(name, fn, out_dtype=None):
     def out_dtype_np(x):
         return np.int64 if out_dtype == "i64" else x.dtype
 
-    register(OpDef(name, "reduction", infer, reference, {"axes": None, "keepdims": False}, (1, 1)))
+    register(OpDef(name, "reduction", infer, reference, {"axes": None, "keepdims": False}, (1, 1),
+                   doc=_REDUCE_DOCS[name], row_reduction=name in ("sum", "mean", "max", "min"),
+                   fp16="f32" if name in ("sum", "mean") else "f16"))
 
 
 _reduce("sum", np.sum)
@@ -87,9 +99,11 @@ def _softmax_ref(xs, attrs, log=False):
     return [y.astype(xs[0].dtype)]
 
 
-register(OpDef("softmax", "reduction", _softmax_infer, _softmax_ref, {"axis": REQUIRED}, (1, 1)))
+register(OpDef("softmax", "reduction", _softmax_infer, _softmax_ref, {"axis": REQUIRED}, (1, 1),
+               doc="softmax(x){axis}: exp(x - max) / sum(exp(x - max)) along axis", row_reduction=True, fp16="f32"))
 register(OpDef("log_softmax", "reduction", _softmax_infer, lambda xs, a: _softmax_ref(xs, a, log=True),
-               {"axis": REQUIRED}, (1, 1)))
+               {"axis": REQUIRED}, (1, 1), doc="log_softmax(x){axis}: x - max - log(sum(exp(x - max))) along axis",
+               row_reduction=True, fp16="f32"))
 
 
 def _layer_norm_infer(types, attrs):
@@ -119,4 +133,5 @@ def _layer_norm_ref(xs, attrs):
 
 register(OpDef("layer_norm", "reduction", _layer_norm_infer, _layer_norm_ref,
                {"normalized_ndim": 1, "eps": 1e-5}, (1, 3),
-               doc="layer_norm(x, [weight, [bias]]): normalize over the last normalized_ndim axes"))
+               doc="layer_norm(x, [weight, [bias]]): normalize over the last normalized_ndim axes",
+               row_reduction=True, fp16="f32"))

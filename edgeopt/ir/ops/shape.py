@@ -18,7 +18,8 @@ def _reshape_infer(types, attrs):
 
 
 register(OpDef("reshape", "injective", _reshape_infer, lambda xs, a: [xs[0].reshape(a["shape"])],
-               {"shape": REQUIRED}, (1, 1), doc="reshape(x){shape}: same elements, row-major order"))
+               {"shape": REQUIRED}, (1, 1), doc="reshape(x){shape}: same elements, row-major order",
+               view=True, cheap=True))
 
 
 def _transpose_infer(types, attrs):
@@ -30,7 +31,7 @@ def _transpose_infer(types, attrs):
 
 register(OpDef("transpose", "injective", _transpose_infer,
                lambda xs, a: [np.transpose(xs[0], a["perm"]).copy()],  # .copy(): C order, keeps rank 0
-               {"perm": REQUIRED}, (1, 1)))
+               {"perm": REQUIRED}, (1, 1), doc="transpose(x){perm}: y's axis i is x's axis perm[i]", cheap=True))
 
 
 def _slice_infer(types, attrs):
@@ -52,7 +53,7 @@ def _slice_ref(xs, a):
 
 register(OpDef("slice", "injective", _slice_infer, _slice_ref,
                {"axis": REQUIRED, "start": 0, "end": REQUIRED, "step": 1}, (1, 1),
-               doc="slice(x){axis, start, end, step}: Python slicing along one axis (clamped bounds)"))
+               doc="slice(x){axis, start, end, step}: Python slicing along one axis (clamped bounds)", cheap=True))
 
 
 def _concat_infer(types, attrs):
@@ -68,7 +69,8 @@ def _concat_infer(types, attrs):
 
 
 register(OpDef("concat", "injective", _concat_infer,
-               lambda xs, a: [np.concatenate(xs, axis=a["axis"])], {"axis": REQUIRED}, (1, 64)))
+               lambda xs, a: [np.concatenate(xs, axis=a["axis"])], {"axis": REQUIRED}, (1, 64),
+               doc="concat(x0, x1, ...){axis}: joined along axis (same dtype, other axes equal)", cheap=True))
 
 
 def _broadcast_infer(types, attrs):
@@ -84,7 +86,7 @@ def _broadcast_infer(types, attrs):
 
 register(OpDef("broadcast_to", "injective", _broadcast_infer,
                lambda xs, a: [np.ascontiguousarray(np.broadcast_to(xs[0], a["shape"]))],
-               {"shape": REQUIRED}, (1, 1)))
+               {"shape": REQUIRED}, (1, 1), doc="broadcast_to(x){shape}: numpy broadcasting to shape", cheap=True))
 
 
 def _take_infer(types, attrs):
@@ -104,7 +106,8 @@ def _take_ref(xs, a):
 
 
 register(OpDef("take", "injective", _take_infer, _take_ref, {"axis": 0}, (2, 2),
-               doc="take(data, indices){axis}: data indexed along axis by an int tensor (embedding lookup)"))
+               doc="take(data, indices){axis}: data indexed along axis by an int tensor (embedding lookup)",
+               cheap=True))
 
 def _gather_infer(types, attrs):
     data, idx = types
@@ -136,4 +139,4 @@ register(OpDef("gather", "injective", _gather_infer, _gather_ref, {"axis": 0}, (
 
 
 register(OpDef("copy", "elementwise", lambda t, a: [t[0]], lambda xs, a: [xs[0].copy()], {}, (1, 1),
-               doc="copy(x): an explicit copy (an output that would otherwise alias an input)"))
+               doc="copy(x): an explicit copy (an output that would otherwise alias an input)", cheap=True))
