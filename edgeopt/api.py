@@ -117,7 +117,8 @@ def compile(model, example_inputs: Sequence, target="host", *, opt_level: int = 
             **target_options) -> CompiledModel:
     """Compile ``model`` (a torch.nn.Module) for ``target`` at the shapes of ``example_inputs``.
 
-    ``passes`` replaces the pipeline that ``opt_level`` picks; ``disable`` removes passes from it.
+    ``passes`` replaces the pipeline that ``opt_level`` picks (pass names and ``Pass`` objects, or an
+    ``edgeopt.Pipeline`` edited from the default one); ``disable`` removes passes from it.
     ``tuning_db`` (a file written by ``edgeopt.tune``) gives tuned schedules to the kernels it has records for.
     ``quantize`` is a mode ("int8", "int8-dynamic", "int8-weight", "int4-weight") or an ``edgeopt.QuantConfig``;
     static "int8" needs ``calibration_data``: an iterable of input batches like ``example_inputs`` (e.g. 64 images).

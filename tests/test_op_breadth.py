@@ -70,6 +70,28 @@ CASES = {
     "remainder_int": (lambda x: torch.remainder(x, 3), [torch.arange(-7, 8, dtype=torch.int32)]),
     "div_by_zero": (lambda x: x / 0.0 + x / -0.0 * 0.5, [SPECIAL]),
     "bool_compare": (lambda a, b: ((a > 0) != (b > 0)).float() + ((a > 0) == (b < 0)).float(), [X, X.flip(0)]),
+    "bool_arithmetic": (lambda a: ((a > 0) * (a < 1)).float() + ((a > 1) + (a < -1)).float(), [X]),
+    "atan2": (lambda a, b: torch.atan2(a, b), [SPECIAL, SPECIAL.flip(1)]),
+    "atan2_int_broadcast": (lambda a, b: torch.atan2(a, b), [torch.arange(-3, 3).reshape(2, 3), torch.tensor(2)]),
+    # NaN tests: TVM folds x != x and x == x, and compares floats ordered
+    "ne_eq_nan": (lambda a, b: (a != b).float() * 2 + (a == b).float() + (a != a).float() * 4,
+                  [SPECIAL, SPECIAL.flip(1)]),
+    "isnan_isinf": (lambda a: torch.isnan(a).float() + torch.isinf(a).float() * 2 + torch.isposinf(a).float() * 4
+                    + torch.isneginf(a).float() * 8, [SPECIAL]),
+    "isfinite": (lambda a: torch.isfinite(a), [SPECIAL]),
+    "logical_of_floats": (lambda a, b: torch.logical_and(a, b).float() + torch.logical_or(a, b).float() * 2,
+                          [SPECIAL, SPECIAL.flip(1)]),
+    # selection: min over a dim with its index, topk (no sort: ranks by comparisons, NaN the largest)
+    "min_dim": (lambda x: x.min(dim=2)[0] + x.min(dim=2)[1].float(), [X]),
+    "argmax_rank0_keepdim": (lambda x: torch.argmax(x, 0, keepdim=True), [torch.tensor(2.5)]),
+    "argmax_all_keepdim": (lambda x: torch.argmax(x, keepdim=True), [X]),
+    "argmin_rank0": (lambda x: torch.argmin(x, 0, keepdim=True), [torch.tensor(2.5)]),
+    "index_select_rank0": (lambda x, i: torch.index_select(x, 0, i), [torch.tensor(2.5), torch.tensor([0])]),
+    "topk_values": (lambda x: torch.topk(x, 2)[0], [X]),
+    "topk_indices_dim1_smallest": (lambda x: torch.topk(x, 3, dim=1, largest=False)[1], [X]),
+    "topk_nan": (lambda x: torch.topk(x, 4)[0], [SPECIAL]),
+    "topk_nan_smallest_indices": (lambda x: torch.topk(x, 5, largest=False)[1], [SPECIAL]),
+    "topk_int": (lambda x: torch.topk(x, 2, dim=0)[1], [torch.tensor([[3, -1], [7, 2], [0, 9]])]),
     # shapes
     "repeat": (lambda x: x.repeat(1, 2, 1, 3), [X]),
     "repeat_new_axes": (lambda x: x.repeat(2, 1, 1, 1, 2), [X]),
@@ -100,9 +122,13 @@ def test_op_matches_torch(name):
         np.testing.assert_array_equal(got, want)
 
 
-@pytest.mark.parametrize("f, op", [(lambda x: torch.topk(x, 2)[0], "aten::topk"),
-                                   (lambda x: torch.atan2(x, x + 1), "aten::atan2"),
-                                   (lambda x: x.cummax(1)[0], "aten::cummax")])
+@pytest.mark.parametrize("f, op", [
+    (lambda x: x.cummax(1)[0], "aten::cummax"),
+    (lambda x: torch.erfinv(x.clamp(-0.5, 0.5)), "aten::erfinv"),
+    (lambda x: F.max_pool2d(x, 2, return_indices=True)[1].float(), r"aten::max_pool2d_with_indices \(output 1\)"),
+    (lambda x: (x.long() & x.long().flip(0)).float(), r"aten::bitwise_and.Tensor \(of i64 and i64 tensors"),
+    (lambda x: torch.topk(x.reshape(-1).repeat(20), 3)[0], r"aten::topk \(over 3600 elements"),
+])
 def test_ops_still_missing_are_one_clear_error(f, op):
     with pytest.raises(UnsupportedModelError, match=op) as info:
         edgeopt.compile(Fn(f).eval(), [X])

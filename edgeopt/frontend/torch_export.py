@@ -158,6 +158,9 @@ def _convert_node(ctx: Ctx, node, unsupported: dict[str, UnsupportedOp]) -> None
         src, idx = node.args
         if src.name in ctx.torch_consts:
             ctx.torch_consts[node.name] = ctx.torch_consts[src.name][idx]
+        elif ctx.env[src.name][idx] is None:  # an output the converter does not compute (max_pool2d's indices)
+            _unsupported(node, f"{_op_name(src.target)} (output {idx})", unsupported)
+            ctx.poisoned.add(node.name)
         else:
             ctx.env[node.name] = ctx.env[src.name][idx]
         return
@@ -168,19 +171,32 @@ def _convert_node(ctx: Ctx, node, unsupported: dict[str, UnsupportedOp]) -> None
         return
     conv = CONVERTERS.get(target)
     if conv is None:
-        key = str(getattr(target, "_name", None) or getattr(target, "__name__", target))
-        u = unsupported.setdefault(key, UnsupportedOp(key))
-        u.count += 1
-        src = source_line(node)
-        if src and src not in u.sources:
-            u.sources.append(src)
+        _unsupported(node, _op_name(target), unsupported)
         ctx.poisoned.add(node.name)
         return
     ctx.source = source_line(node, full=False)
     ctx.node = node
-    out = conv(ctx, *node.args, **node.kwargs)
+    try:
+        out = conv(ctx, *node.args, **node.kwargs)
+    except NotImplementedError as e:  # a converter that handles only some of an op's arguments
+        _unsupported(node, f"{_op_name(target)} ({e})" if str(e) else _op_name(target), unsupported)
+        ctx.poisoned.add(node.name)
+        return
     ctx.env[node.name] = out
     _check_types(ctx, node, out)
+
+
+def _op_name(target) -> str:
+    return str(getattr(target, "_name", None) or getattr(target, "__name__", target))
+
+
+def _unsupported(node, key: str, unsupported: dict[str, UnsupportedOp]) -> None:
+    """Record one use of an unsupported op (or of an unsupported case of an op) at ``node``'s source line."""
+    u = unsupported.setdefault(key, UnsupportedOp(key))
+    u.count += 1
+    src = source_line(node)
+    if src and src not in u.sources:
+        u.sources.append(src)
 
 
 def _fold_keeps_weights_small(ctx: Ctx, node) -> bool:

@@ -14,9 +14,9 @@ import numpy as np
 
 from ..errors import ArtifactError, InputError
 from ..ir_dtypes import NP_DTYPES
-from . import safetensors_io, strict_json, tvm_cpu, tvm_cuda, vulkan
+from . import safetensors_io, strict_json, tvm_cpu
 from .artifact import hash_only, read_artifact
-from .devices import check_device
+from .backends import get_backend
 from .plan_check import check_plan
 
 SUPPORTED_TVM = "0.27"
@@ -34,32 +34,24 @@ class Model:
 
         def readers(manifest: dict) -> dict:  # called with the checked manifest, before any member is read
             target = manifest["target"]
-            if target.get("runtime") != "vulkan":  # Vulkan runs WGSL, without TVM
+            backend = get_backend(target.get("runtime"), what)
+            if backend.uses_tvm:
                 check_tvm_version(manifest, what, "this runtime")
             #: which of the artifact's CPU levels runs here (the artifact itself when it has one): its members
-            if target.get("runtime") == "cpu":
-                self.level = tvm_cpu.chosen_level(target, level)  # the device check, and the level it picks
-            elif level is not None:
-                raise ArtifactError(f"level={level!r} picks a CPU level; {what} is for {target.get('name')!r}")
-            else:
-                check_device(target)
-                self.level = target
+            self.level = backend.pick_level(target, level, what)
             used = {self.level.get("plan", "plan.json"), self.level.get("library", "kernels.so"),
-                    _ir_member(self.level), *_DEVICE_MEMBERS.get(target.get("runtime"), ())}
+                    _ir_member(self.level)}
             weights = {"weights.safetensors", self.level.get("weights", "weights.safetensors")}
             # what this runtime does not use (another CPU level's plan, library, weights) is hashed, never kept
             return {name: read_weights if name in weights else hash_only
-                    for name in manifest["members"]
-                    if name not in used and not name.startswith(_DEVICE_DIRS.get(target.get("runtime"), ()))}
+                    for name in manifest["members"] if name not in used and not backend.reads(name)}
 
         manifest, members = read_artifact(source, what, consumers=readers, trusted_keys=trusted_keys,
                                           sha256=sha256)  # the manifest's schema checked
         self.manifest = manifest
-        runtime = manifest["target"].get("runtime")
         self.info = _info(manifest["target"], self.level)
-        self._cuda = runtime == "cuda"
-        #: GPU backends run the whole plan in their context (``ctx.run``); the CPU one calls kernels from here
-        self._device_context = {"cuda": tvm_cuda.CudaContext, "vulkan": vulkan.VulkanContext}.get(runtime)
+        #: everything device-specific goes through the backend (``edgeopt.runtime.backends``)
+        self._backend = get_backend(manifest["target"].get("runtime"), what)
         try:
             self.plan = strict_json.loads(members[self.level.get("plan", "plan.json")])
             weights = members["weights.safetensors"]  # already in 64-byte-aligned arrays
@@ -72,18 +64,7 @@ class Model:
             raise ArtifactError(f"{what}: the plan's inputs or outputs differ from the manifest's (damaged)")
         self.report = manifest.get("report", {})
         self.ir = (members.get(_ir_member(self.level)) or b"").decode(errors="replace")  # for people only
-        if not self.plan["steps"]:
-            self._lib = None
-        elif self._cuda:
-            self._lib = tvm_cuda.load_library(members["kernels.so"], members, manifest["target"])
-        elif runtime == "vulkan":
-            self._lib = vulkan.load_library(members, what)
-            self._lib.check_steps(self.plan["steps"])
-        else:
-            library = self.level.get("library", "kernels.so")
-            if library not in members:
-                raise ArtifactError(f"{what} has no kernel library {library!r} (damaged)")
-            self._lib = tvm_cpu.load_library(members[library])
+        self._lib = self._backend.load(members, manifest, self.level, self.plan, what) if self.plan["steps"] else None
         self._funcs = {}
         for step in self.plan["steps"]:
             if step["kernel"] not in self._funcs:
@@ -104,7 +85,7 @@ class Model:
     def _context(self):
         ctx = getattr(self._local, "ctx", None)
         if ctx is None:
-            ctx = self._local.ctx = (self._device_context or _Context)(self)
+            ctx = self._local.ctx = self._backend.context(self)
         return ctx
 
     def __call__(self, *args, **kwargs):
@@ -112,19 +93,7 @@ class Model:
 
         Each input must have the compiled shape and dtype; an integer input also takes an array of another integer
         dtype whose values fit (int64 token ids for a model whose device holds them as int32)."""
-        arrays = self._bind(args, kwargs)
-        ctx = self._context()
-        if self._device_context is not None:
-            outs = ctx.run(arrays)
-            return outs[0] if len(outs) == 1 else outs
-        for buf, arr in zip(ctx.input_arrays, arrays):
-            np.copyto(buf, arr)
-        try:
-            for fn, targs in ctx.calls:
-                fn(*targs)
-        except (TypeError, ValueError) as e:  # a kernel refused its arguments (it checks them before any access)
-            raise ArtifactError(f"a kernel refused the arguments the plan passes it (damaged plan): {e}") from None
-        outs = tuple(a.copy() for a in ctx.output_arrays)
+        outs = self._context().run(self._bind(args, kwargs))
         return outs[0] if len(outs) == 1 else outs
 
     run = __call__
@@ -136,7 +105,7 @@ class Model:
         import statistics
         import time
 
-        if self._device_context is not None:
+        if not self._backend.profiles:
             raise ArtifactError("profile() times CPU kernels only (GPU launches are asynchronous): time whole calls")
         self(*args, **kwargs)
         ctx = self._context()
@@ -189,11 +158,6 @@ class Model:
         return out
 
 
-#: members a GPU backend reads besides the plan and weights (by name, or everything under these folders)
-_DEVICE_MEMBERS = {"cuda": ("kernels.so",)}
-_DEVICE_DIRS = {"cuda": ("cuda/",), "vulkan": ("webgpu/",)}
-
-
 def _ir_member(level: dict) -> str:
     """The member with the IR of the level that runs here (the artifact's own ``ir.txt`` for one level)."""
     ir = level.get("ir", "ir.txt")
@@ -234,53 +198,6 @@ def _as_array(x, name: str, want: np.dtype) -> np.ndarray:
 def _fits(x: np.ndarray, dtype: np.dtype) -> bool:
     info = np.iinfo(dtype)
     return x.size == 0 or (int(x.min()) >= info.min and int(x.max()) <= info.max)
-
-
-class _Context:
-    """One thread's activation arena (one allocation, made on the thread's first call) and prebuilt call list.
-
-    Every input and kernel output is a view at its planned offset in the arena (``plan["values"][v]["offset"]``);
-    weights are the model's, shared by all threads."""
-
-    def __init__(self, model: Model):
-        plan = model.plan
-        arrays: dict[str, np.ndarray] = dict(model._consts)
-        try:
-            self.arena = tvm_cpu.aligned_empty((int(plan.get("arena_bytes", 0)),), np.uint8)
-        except MemoryError:
-            raise ArtifactError(f"the plan's activation arena of {plan.get('arena_bytes')} bytes does not fit in this "
-                                "machine's memory") from None
-        for name, info in plan["values"].items():
-            if info["kind"] in ("input", "buffer"):
-                arrays[name] = self._place(info)
-        for name, info in plan["values"].items():
-            if info["kind"] == "view":
-                arrays[name] = _resolve_view(name, plan["values"], arrays)
-        tensors = {name: tvm_cpu.as_tensor(a) for name, a in arrays.items()}
-        self.calls = [(model._funcs[s["kernel"]], [tensors[a] for a in s["args"]]) for s in plan["steps"]]
-        self.input_arrays = [arrays[i["name"]] for i in plan["inputs"]]
-        self.output_arrays = [arrays[o["name"]] for o in plan["outputs"]]
-        self._arrays = arrays  # keep the memory alive while the tensors point at it
-
-    def _place(self, info: dict) -> np.ndarray:
-        dtype = np.dtype(NP_DTYPES[info["dtype"]])
-        if "offset" not in info:  # a plan without a memory plan: a buffer of its own
-            return tvm_cpu.aligned_empty(info["shape"], dtype)
-        count = int(np.prod(info["shape"], dtype=np.int64))
-        off = int(info["offset"])
-        if off % tvm_cpu.ALIGN or off + count * dtype.itemsize > self.arena.nbytes:
-            raise ArtifactError(f"plan places a tensor at bytes {off}..{off + count * dtype.itemsize}, outside "
-                                f"the arena of {self.arena.nbytes} bytes or misaligned")
-        return self.arena[off : off + count * dtype.itemsize].view(dtype).reshape(info["shape"])
-
-
-def _resolve_view(name, values, arrays):
-    if name in arrays:
-        return arrays[name]
-    info = values[name]
-    base = _resolve_view(info["of"], values, arrays)
-    arrays[name] = base.reshape(info["shape"])
-    return arrays[name]
 
 
 def check_tvm_version(manifest: dict, what: str, user: str) -> None:

@@ -612,7 +612,7 @@ def test_logical_not(rng):
 BINARY_TORCH = {
     "add": torch.add, "sub": torch.sub, "mul": torch.mul, "div": torch.div, "pow": torch.pow,
     "maximum": torch.maximum, "minimum": torch.minimum, "eq": torch.eq, "ne": torch.ne, "lt": torch.lt,
-    "le": torch.le, "gt": torch.gt, "ge": torch.ge, "fmod": torch.fmod,
+    "le": torch.le, "gt": torch.gt, "ge": torch.ge, "fmod": torch.fmod, "atan2": torch.atan2,
 }
 COMPARISONS = {"eq", "ne", "lt", "le", "gt", "ge"}
 
@@ -628,7 +628,13 @@ def test_binary_float_broadcasting(rng, op):
     check(got, BINARY_TORCH[op](tt(a), tt(b)), dtype=np.bool_ if op in COMPARISONS else np.float32)
 
 
-@pytest.mark.parametrize("op", [op for op in BINARY_TORCH if op != "div"])
+def test_atan2_quadrants_zeros_and_infinities():
+    a = np.array([0.0, -0.0, 0.0, -0.0, 1.0, -1.0, np.inf, -np.inf, np.inf, 2.0, np.nan], np.float32)
+    b = np.array([0.0, 0.0, -0.0, -0.0, -1.0, -1.0, np.inf, 3.0, -np.inf, np.inf, 1.0], np.float32)
+    check(run_op("atan2", [a, b]), torch.atan2(tt(a), tt(b)))
+
+
+@pytest.mark.parametrize("op", [op for op in BINARY_TORCH if op not in ("div", "atan2")])
 def test_binary_integer(rng, op):
     a, b = rng.integers(-6, 7, (3, 4)).astype(np.int32), rng.integers(-6, 7, (4,)).astype(np.int32)
     if op == "pow":

@@ -195,7 +195,7 @@ def unary_cases() -> list[Case]:
 
 _ARITH = ("add", "sub", "mul", "div", "maximum", "minimum")
 _COMPARE = ("eq", "ne", "lt", "le", "gt", "ge")
-assert set(BINARY) == set(_ARITH) | set(_COMPARE) | {"pow", "logical_and", "logical_or", "fmod"}
+assert set(BINARY) == set(_ARITH) | set(_COMPARE) | {"pow", "logical_and", "logical_or", "fmod", "atan2"}
 
 
 def _signed_away_from_zero(shape, lo=0.5, hi=2.0):
@@ -234,9 +234,16 @@ def binary_cases() -> list[Case]:
                    {"a": f32((2, 1, 5), -9.0, 9.0), "b": _signed_away_from_zero((3, 1))}),
               Case("fmod_i32_signs", opn("fmod", "ab"), {"a": num, "b": np.where(np.arange(10) == 9, 0, den)
                                                            .astype(np.int32)})]
+    # atan2: every quadrant, the axes, zeros of both signs
+    cases.append(Case("atan2_f32", opn("atan2", "ab"), {"a": f32((2, 1, 5), -3.0, 3.0),
+                                                        "b": np.array([[0.0], [-0.0], [-2.0]], np.float32)}))
+    # comparisons with NaN and infinities: != is True and == False where either side is NaN, also for x vs x
+    special = np.array([np.nan, 1.0, np.inf, -np.inf, 0.0, -0.0, np.nan, 2.0], np.float32)
+    cases += [Case(f"{op}_nan", opn(op, "ab"), {"a": special, "b": special[::-1].copy()}) for op in _COMPARE]
+    cases += [Case(f"{op}_self_nan", opn(op, "aa"), {"a": special}) for op in ("eq", "ne")]
     pa, pb = bools((2, 1, 5)), bools((3, 1))
     cases += [Case(f"{op}_bool", opn(op, "ab"), {"a": pa, "b": pb})
-              for op in ("logical_and", "logical_or", "eq", "ne")]
+              for op in ("logical_and", "logical_or", "eq", "ne", "mul", "add", "maximum", "minimum")]
     cases.append(Case("logical_not", op1("logical_not"), {"x": bools((3, 4))}))
     return cases
 

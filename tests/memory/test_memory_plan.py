@@ -1083,7 +1083,7 @@ def test_each_thread_gets_its_own_arena():
 
 def test_runtime_refuses_an_offset_outside_the_arena():
     from edgeopt.errors import ArtifactError
-    from edgeopt.runtime.model import _Context
+    from edgeopt.runtime.cpu_context import CpuContext
 
     _, compiled = _compile(CHAIN_IR)
     model = compiled._model
@@ -1092,10 +1092,10 @@ def test_runtime_refuses_an_offset_outside_the_arena():
     try:
         plan["values"]["d"]["offset"] = plan["arena_bytes"]
         with pytest.raises(ArtifactError, match="outside"):
-            _Context(model)
+            CpuContext(model)
         plan["values"]["d"]["offset"] = 32
         with pytest.raises(ArtifactError, match="misaligned"):
-            _Context(model)
+            CpuContext(model)
     finally:
         plan["values"]["d"]["offset"], plan["arena_bytes"] = saved
 

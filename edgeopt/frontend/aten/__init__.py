@@ -8,7 +8,7 @@ decompose the op, add it to ``KEEP_WHOLE``.
 
 from __future__ import annotations
 
-from . import elementwise, nn, reduce, shape
+from . import elementwise, nn, reduce, select, shape
 from .ctx import Ctx, aten, ir_dtype
 
 #: ATen ops kept as they are (not decomposed to core ATen): the IR has a direct op for each.
@@ -20,6 +20,7 @@ KEEP_WHOLE = [
     aten.leaky_relu.default, aten.embedding.default,
 ]
 
-CONVERTERS = {**elementwise.CONVERTERS, **reduce.CONVERTERS, **nn.CONVERTERS, **shape.CONVERTERS}
+CONVERTERS = {**elementwise.CONVERTERS, **reduce.CONVERTERS, **nn.CONVERTERS, **shape.CONVERTERS,
+              **select.CONVERTERS}
 
 __all__ = ["CONVERTERS", "KEEP_WHOLE", "Ctx", "ir_dtype"]

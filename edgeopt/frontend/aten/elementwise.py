@@ -24,6 +24,53 @@ def _binary(op, compare=False):
     return convert
 
 
+def _as_bool(ctx: Ctx, a):
+    """A tensor as bool: nonzero is True (NaN too), as torch's logical ops read numbers."""
+    x = ctx.v(a)
+    return x if x.type.dtype == "bool" else ctx.add("ne", [x, ctx.v(0, x.type.dtype)])
+
+
+def _logical(op):
+    def convert(ctx: Ctx, a, b):
+        return ctx.add(op, [_as_bool(ctx, a), _as_bool(ctx, b)])
+
+    return convert
+
+
+def _bitwise(op):
+    """bitwise and/or: of bools, the logical op; the IR has no integer bit operations yet."""
+    def convert(ctx: Ctx, a, b):
+        x, y = ctx.v(a), ctx.v(b)
+        if x.type.dtype != "bool" or y.type.dtype != "bool":
+            raise NotImplementedError(f"of {x.type.dtype} and {y.type.dtype} tensors (only bool ones)")
+        return ctx.add(op, [x, y])
+
+    return convert
+
+
+def _float_test(kind):
+    """isnan / isinf / isposinf / isneginf / isfinite with comparisons (an integer or bool tensor is finite)."""
+    def convert(ctx: Ctx, a):
+        x = ctx.v(a)
+        if not x.type.dtype.startswith(("f", "bf")):
+            return ctx.add("eq", [ctx.add("sub", [x, x]) if x.type.dtype != "bool" else x, x]) if kind == "isfinite" \
+                else ctx.add("ne", [x, x])  # all True / all False, shaped like x
+        inf = ctx.v(math.inf, x.type.dtype)
+        if kind == "isnan":
+            return ctx.add("ne", [x, x])  # True only for NaN (the lowering keeps NaN tests exact)
+        if kind == "isposinf":
+            return ctx.add("eq", [x, inf])
+        if kind == "isneginf":
+            return ctx.add("eq", [x, ctx.v(-math.inf, x.type.dtype)])
+        isinf = ctx.add("eq", [ctx.add("abs", [x]), inf])
+        if kind == "isinf":
+            return isinf
+        # isfinite: neither inf nor NaN (``abs(x) < inf`` is not NaN-safe once LLVM assumes no NaN in a compare)
+        return ctx.add("logical_not", [ctx.add("logical_or", [isinf, ctx.add("ne", [x, x])])])
+
+    return convert
+
+
 def _rsub(ctx, a, b, alpha=1):
     dt = ctx.out_dtype()
     x, y = ctx.v(a, dt), ctx.v(b, dt)
@@ -161,14 +208,18 @@ CONVERTERS = {
     aten.div.Tensor: _binary("div"), aten.div.Scalar: _binary("div"), aten.div.Tensor_mode: _div_mode,
     aten.pow.Tensor_Scalar: _pow, aten.pow.Tensor_Tensor: _pow,
     aten.maximum.default: _binary("maximum"), aten.minimum.default: _binary("minimum"),
+    aten.atan2.default: _binary("atan2"),
+    aten.isnan.default: _float_test("isnan"), aten.isinf.default: _float_test("isinf"),
+    aten.isposinf.default: _float_test("isposinf"), aten.isneginf.default: _float_test("isneginf"),
+    aten.isfinite.default: _float_test("isfinite"),
     aten.eq.Tensor: _binary("eq", True), aten.eq.Scalar: _binary("eq", True),
     aten.ne.Tensor: _binary("ne", True), aten.ne.Scalar: _binary("ne", True),
     aten.lt.Tensor: _binary("lt", True), aten.lt.Scalar: _binary("lt", True),
     aten.le.Tensor: _binary("le", True), aten.le.Scalar: _binary("le", True),
     aten.gt.Tensor: _binary("gt", True), aten.gt.Scalar: _binary("gt", True),
     aten.ge.Tensor: _binary("ge", True), aten.ge.Scalar: _binary("ge", True),
-    aten.logical_and.default: _binary("logical_and", True), aten.logical_or.default: _binary("logical_or", True),
-    aten.bitwise_and.Tensor: _binary("logical_and", True), aten.bitwise_or.Tensor: _binary("logical_or", True),
+    aten.logical_and.default: _logical("logical_and"), aten.logical_or.default: _logical("logical_or"),
+    aten.bitwise_and.Tensor: _bitwise("logical_and"), aten.bitwise_or.Tensor: _bitwise("logical_or"),
     aten.logical_not.default: _logical_not, aten.bitwise_not.default: _logical_not,
     aten.where.self: _where, aten.masked_fill.Scalar: _masked_fill, aten.masked_fill.Tensor: _masked_fill,
     aten.neg.default: _unary("neg"), aten.abs.default: _unary("abs"), aten.exp.default: _unary("exp"),

@@ -29,12 +29,20 @@ def _max_dim(ctx, a, dim, keepdim=False):
             ctx.add("argmax", [x], {"axes": ax, "keepdims": keepdim}))
 
 
+def _min_dim(ctx, a, dim, keepdim=False):
+    x = ctx.v(a)
+    return (ctx.add("min", [x], {"axes": [norm_dim(dim, x.type.rank)], "keepdims": keepdim}),
+            _argmin(ctx, x, dim, keepdim))
+
+
 def _argmax(ctx, a, dim=None, keepdim=False):
     x = ctx.v(a)
-    if dim is None:
-        x = ctx.add("reshape", [x], {"shape": [x.type.numel]})
-        dim = 0
-    return ctx.add("argmax", [x], {"axes": [norm_dim(dim, x.type.rank)], "keepdims": keepdim})
+    rank = x.type.rank
+    if dim is None or rank == 0:  # over every element: the flat index (keepdim: every axis kept as 1)
+        flat = ctx.add("reshape", [x], {"shape": [x.type.numel]})
+        y = ctx.add("argmax", [flat], {"axes": [0], "keepdims": False})
+        return ctx.add("reshape", [y], {"shape": [1] * rank}) if keepdim and rank else y
+    return ctx.add("argmax", [x], {"axes": [norm_dim(dim, rank)], "keepdims": keepdim})
 
 
 def _softmax(op):
@@ -98,7 +106,7 @@ def _argmin(ctx, a, dim=None, keepdim=False):
     x = ctx.v(a)
     if x.type.dtype in ("bool", "u8"):
         x = ctx.cast(x, "i32")
-    return _argmax(ctx, ctx.add("neg", [x]), dim if x.type.rank else None, keepdim)
+    return _argmax(ctx, ctx.add("neg", [x]), dim, keepdim)
 
 
 def _any_all(op):
@@ -147,7 +155,7 @@ CONVERTERS = {
     aten.linalg_vector_norm.default: _vector_norm,
     aten.sum.dim_IntList: _reduce("sum"), aten.sum.default: _reduce("sum"), aten.mean.dim: _reduce("mean"),
     aten.mean.default: _reduce("mean"), aten.amax.default: _reduce("max"), aten.amin.default: _reduce("min"),
-    aten.max.dim: _max_dim, aten.argmax.default: _argmax,
+    aten.max.dim: _max_dim, aten.min.dim: _min_dim, aten.argmax.default: _argmax,
     aten.max.default: _reduce("max"), aten.min.default: _reduce("min"),  # torch.max(x): over every element
     aten.softmax.int: _softmax("softmax"), aten._softmax.default: _softmax("softmax"),
     aten.log_softmax.int: _softmax("log_softmax"), aten._log_softmax.default: _softmax("log_softmax"),

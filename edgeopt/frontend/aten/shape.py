@@ -128,6 +128,8 @@ def _gather(ctx, x, dim, index, sparse_grad=False):
 
 def _index_select(ctx, x, dim, index):
     xv = ctx.v(x)
+    if xv.type.rank == 0:  # a scalar indexed by a one-element index: the scalar (torch checks the index is 0)
+        return ctx.add("copy", [xv])
     return ctx.add("take", [xv, ctx.v(index)], {"axis": norm_dim(dim, xv.type.rank)})
 
 

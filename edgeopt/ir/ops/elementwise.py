@@ -86,6 +86,7 @@ DOCS = {
     "ge": "ge(a, b): a >= b, a bool tensor", "logical_and": "logical_and(a, b): bool tensors",
     "logical_or": "logical_or(a, b): bool tensors",
     "fmod": "fmod(a, b): remainder with the sign of a (C fmod); integer fmod by 0 is 0",
+    "atan2": "atan2(a, b): the angle of the point (b, a) in radians, in [-pi, pi]; float only",
 }
 
 
@@ -114,7 +115,7 @@ BINARY = {
     "minimum": (np.minimum, False), "eq": (np.equal, True), "ne": (np.not_equal, True),
     "lt": (np.less, True), "le": (np.less_equal, True), "gt": (np.greater, True),
     "ge": (np.greater_equal, True), "logical_and": (np.logical_and, True),
-    "logical_or": (np.logical_or, True), "fmod": (np.fmod, False),
+    "logical_or": (np.logical_or, True), "fmod": (np.fmod, False), "atan2": (np.arctan2, False),
 }
 
 
@@ -129,6 +130,8 @@ def _binary(name, fn, is_bool):
         dt = same_dtype(name, types)
         if name == "div" and dt == "bool":
             raise OpError("div of bool tensors")
+        if name == "atan2":
+            need_float(name, types[0])
         return [TensorType(broadcast_shapes(types[0].shape, types[1].shape), "bool" if is_bool else dt)]
 
     def reference(xs, attrs):

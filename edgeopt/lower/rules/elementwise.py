@@ -101,6 +101,21 @@ def _compare(f):
     return g
 
 
+def _not_equal(a, b):
+    """a != b, True where either is NaN as in torch: TVM lowers float ``!=`` to LLVM's ordered ``fcmp one``, false
+    for NaN, and folds ``x != x`` to false; the NaN tests read the bits (``nan_math.isnan``)."""
+    if not nan_math.is_float(dtype_of(a)):
+        return a != b
+    return tvm.tirx.Or(tvm.tirx.Or(nan_math.isnan(a), nan_math.isnan(b)), a != b)
+
+
+def _equal(a, b):
+    """a == b, False where a is NaN: TVM folds ``x == x`` to true (torch's ``isfinite`` is ``x == x`` and ...)."""
+    if not nan_math.is_float(dtype_of(a)):
+        return a == b
+    return tvm.tirx.And(tvm.tirx.Not(nan_math.isnan(a)), a == b)
+
+
 def _fmod(a, b):
     """C's fmod: the remainder with the dividend's sign; an integer remainder by 0 is 0 (numpy's), not a trap."""
     if dtype_of(a).startswith(("int", "uint")):
@@ -110,19 +125,30 @@ def _fmod(a, b):
     return tvm.tirx.call_pure_extern("float32", "fmodf", a.astype("float32"), b.astype("float32")).astype(dt)
 
 
+def _atan2(a, b):
+    dt = dtype_of(a)  # half precision has no atan2 of its own: computed in f32, as the transcendental activations
+    return tvm.tirx.atan2(a.astype("float32"), b.astype("float32")).astype(dt) if dt == "float16" else \
+        tvm.tirx.atan2(a, b)
+
+
 BINARY = {
-    "fmod": _fmod,
+    "fmod": _fmod, "atan2": _atan2,
     "add": lambda a, b: a + b, "sub": lambda a, b: a - b, "mul": lambda a, b: a * b, "div": _div,
     "pow": lambda a, b: te.power(a, b), "maximum": nan_math.maximum, "minimum": nan_math.minimum,
-    "eq": _compare(lambda a, b: a == b), "ne": _compare(lambda a, b: a != b), "lt": _compare(lambda a, b: a < b),
+    "eq": _compare(_equal), "ne": _compare(_not_equal), "lt": _compare(lambda a, b: a < b),
     "le": _compare(lambda a, b: a <= b), "gt": _compare(lambda a, b: a > b), "ge": _compare(lambda a, b: a >= b),
     "logical_and": lambda a, b: tvm.tirx.And(a, b), "logical_or": lambda a, b: tvm.tirx.Or(a, b),
 }
 
 
+#: arithmetic on bools, as torch computes it (LLVM has no multiply of i1): product and max are "and"/"or"...
+BOOL_BINARY = {"mul": tvm.tirx.And, "minimum": tvm.tirx.And, "add": tvm.tirx.Or, "maximum": tvm.tirx.Or}
+
+
 @rule(*BINARY)
 def binary(ins, attrs, out, op):
-    return elementwise(out, BINARY[op], ins[0], ins[1], name=op)
+    f = BOOL_BINARY[op] if op in BOOL_BINARY and str(ins[0].dtype) == "bool" else BINARY[op]
+    return elementwise(out, f, ins[0], ins[1], name=op)
 
 
 @rule("logical_not")
