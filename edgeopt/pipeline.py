@@ -181,13 +181,14 @@ class Pipeline:
     def names(self) -> list[str]:
         return [q if isinstance(q, str) else q.name for q in self.passes]
 
-    def insert(self, p: str | Pass, *, before: str | Sequence[str] | None = None,
-               after: str | Sequence[str] | None = None) -> Pipeline:
+    def insert(self, p: str | Pass, *, before: str | Pass | Sequence[str | Pass] | None = None,
+               after: str | Pass | Sequence[str | Pass] | None = None) -> Pipeline:
         """Insert ``p`` before the first of ``before`` or after the last of ``after`` found in the pipeline."""
         _check_entry(p)
         if (before is None) == (after is None):
             raise PassError("Pipeline.insert takes exactly one of before= and after=")
-        anchors = [before or after] if isinstance(before or after, str) else list(before or after)
+        given = before if before is not None else after
+        anchors = [_key(a) for a in ([given] if isinstance(given, (str, Pass)) else given)]
         found = [i for i, n in enumerate(self.names) if n in anchors]
         if not found:
             raise PassError(f"cannot insert {_key(p)!r}: none of {anchors} is in the pipeline {self.names}")

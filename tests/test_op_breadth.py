@@ -21,6 +21,17 @@ SPECIAL = torch.tensor([[0.0, -0.0, 1e-8, -1e-8, 0.5, -0.5, 3.0, -3.0, 30.0, -30
 IDX = torch.randint(0, 5, (2, 6, 4, 3))
 
 
+def _assign(x, write):
+    out = torch.zeros_like(x)
+    write(out, x)
+    return out
+
+
+def _checked(i):
+    torch._check(i.max().item() <= 5)
+    return F.one_hot(i, 6).float()
+
+
 class Fn(torch.nn.Module):
     def __init__(self, f):
         super().__init__()
@@ -43,6 +54,8 @@ CASES = {
     "prod": (lambda x: x.prod(1), [X]),
     "prod_all_int": (lambda x: x.prod(), [torch.tensor([[1, -2, 3], [4, 1, -1]], dtype=torch.int32)]),
     "argmin": (lambda x: x.argmin(-2), [X]),
+    "sum_of_bools_is_int64": (lambda x: (x > 0).sum(1), [X]),
+    "sum_of_int32_is_int64": (lambda x: x.sum(), [torch.arange(-4, 8, dtype=torch.int32).reshape(3, 4)]),
     "argmin_all": (lambda x: x.argmin(), [X]),
     "argmin_nan": (lambda x: x.argmin(1), [torch.tensor([[1.0, math.nan, -1.0], [2.0, 0.0, -3.0]])]),
     "cumsum": (lambda x: x.cumsum(2), [X]),
@@ -98,11 +111,23 @@ CASES = {
     "tile": (lambda x: x.tile((2, 1)), [X]),
     "flip": (lambda x: x.flip(1, -1), [X]),
     "gather": (lambda x, i: torch.gather(x, 2, i), [X, IDX]),
+    # writes into a preallocated tensor (torch.export makes them slice_scatter / select_scatter / copy)
+    "slice_assign": (lambda x: _assign(x, lambda o, y: o.__setitem__((slice(None), slice(1, 4)), y[:, :3] * 2)), [X]),
+    "select_assign_loop": (lambda x: _assign(x, lambda o, y: [o.__setitem__((slice(None), t), y[:, t] + t)
+                                                              for t in range(6)]), [X]),
+    "copy_broadcast": (lambda x: _assign(x, lambda o, y: o.copy_(y[:1, :1])), [X]),
+    # convolutions written with padding="valid" / "same" (aten.convolution gets one padding value for both axes)
+    "conv2d_padding_valid": (lambda x: F.conv2d(x, torch.ones(2, 6, 3, 3) / 9, padding="valid"), [X]),
+    "conv2d_padding_same": (lambda x: F.conv2d(x, torch.ones(4, 6, 3, 1), padding="same"), [X]),
     # normalization and pooling
     "group_norm": (torch.nn.GroupNorm(3, 6), [X]),
     "instance_norm": (torch.nn.InstanceNorm2d(6, affine=True), [X]),
     "max_pool2d_unbatched": (lambda x: F.max_pool2d(x, 2), [X[0]]),
     "avg_pool2d_unbatched": (lambda x: F.avg_pool2d(x, (2, 1)), [X[0]]),
+    "avg_pool2d_window_larger_than_input_ceil": (lambda x: F.avg_pool2d(x, 7, ceil_mode=True), [X]),
+    "max_pool2d_window_larger_than_input_ceil": (lambda x: F.max_pool2d(x, (4, 9), ceil_mode=True), [X]),
+    # runtime checks (torch._check, F.one_hot's range asserts) are not compiled: the example inputs passed them
+    "one_hot_with_checks": (lambda x, i: _checked(i) * x.sum(), [X, torch.tensor([0, 2, 5])]),
     "adaptive_avg_pool2d_unbatched": (lambda x: F.adaptive_avg_pool2d(x, 1), [X[0]]),
 }
 
@@ -125,6 +150,7 @@ def test_op_matches_torch(name):
 @pytest.mark.parametrize("f, op", [
     (lambda x: x.cummax(1)[0], "aten::cummax"),
     (lambda x: torch.erfinv(x.clamp(-0.5, 0.5)), "aten::erfinv"),
+    (lambda x: torch.fft.fft(x.to(torch.complex64)).real, r"aten::_to_copy \(tensors of torch.complex64"),
     (lambda x: F.max_pool2d(x, 2, return_indices=True)[1].float(), r"aten::max_pool2d_with_indices \(output 1\)"),
     (lambda x: (x.long() & x.long().flip(0)).float(), r"aten::bitwise_and.Tensor \(of i64 and i64 tensors"),
     (lambda x: torch.topk(x.reshape(-1).repeat(20), 3)[0], r"aten::topk \(over 3600 elements"),

@@ -300,6 +300,8 @@ def test_pipeline_inserts_before_or_after_a_named_pass():
     p.insert("pm_test_spoils_magic", after="dead_code_elimination")  # twice in the pipeline: after the second
     assert p.names.index("pm_test_spoils_magic") == len(p.names) - p.names[::-1].index("dead_code_elimination")
     assert "pm_test_spoils_magic" in p and mine in p
+    p.insert("pm_test_needs_magic", after=mine)  # a Pass object names its place too
+    assert p.names[p.names.index("pm_test_makes_magic") + 1] == "pm_test_needs_magic"
     p.remove("pm_test_spoils_magic").remove("winograd_conv")
     assert "winograd_conv" not in p.names and "pm_test_spoils_magic" not in p
     resolved = resolve(p, [], 2, "host")

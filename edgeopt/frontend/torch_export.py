@@ -125,7 +125,10 @@ def _convert(ep: torch.export.ExportedProgram, name: str) -> Graph:
     consts = {**ep.state_dict, **ep.constants}
     specs = {s.arg.name: s for s in ep.graph_signature.input_specs if hasattr(s.arg, "name")}
     unsupported: dict[str, UnsupportedOp] = {}
+    checks = _runtime_checks(ep.graph)
     for node in ep.graph.nodes:
+        if node in checks:
+            continue
         if node.op == "placeholder":
             spec = specs[node.name]
             if spec.kind == InputKind.USER_INPUT:
@@ -134,7 +137,10 @@ def _convert(ep: torch.export.ExportedProgram, name: str) -> Graph:
                     raise UnsupportedModelError(
                         f"input {node.name!r} has a dynamic shape {tuple(val.shape)}; edgeopt needs static "
                         "shapes for now: compile for one fixed shape (e.g. pad sequences to a fixed length).")
-                t = TensorType(tuple(val.shape), ir_dtype(val.dtype))
+                try:
+                    t = TensorType(tuple(val.shape), ir_dtype(val.dtype))
+                except NotImplementedError as e:
+                    raise UnsupportedModelError(f"input {node.name!r}: {e}") from None
                 ctx.env[node.name] = g.add_input(node.name, t)
             else:
                 ctx.torch_consts[node.name] = consts[spec.target]
@@ -184,6 +190,25 @@ def _convert_node(ctx: Ctx, node, unsupported: dict[str, UnsupportedOp]) -> None
         return
     ctx.env[node.name] = out
     _check_types(ctx, node, out)
+
+
+#: ops that only check the inputs at run time (an ``assert`` in the model, ``F.one_hot``'s range checks)
+_CHECKS = {"_assert_async", "_assert_scalar", "_assert_tensor_metadata", "sym_constrain_range",
+           "sym_constrain_range_for_size", "_functional_assert_async", "_functional_assert_scalar"}
+
+
+def _runtime_checks(graph) -> set:
+    """The call nodes that only feed runtime checks: the checks, and what only they read (``x.max().item()`` of
+    ``assert lengths.max().item() <= n``). A compiled model does not run them: the example inputs passed them,
+    and the model is compiled for their shapes (as inference runtimes drop asserts)."""
+    checks: set = set()
+    for node in reversed(list(graph.nodes)):
+        if node.op != "call_function":
+            continue
+        name = getattr(node.target, "__name__", "")
+        if name.split(".")[0] in _CHECKS or (node.users and all(u in checks for u in node.users)):
+            checks.add(node)
+    return checks
 
 
 def _op_name(target) -> str:

@@ -17,7 +17,12 @@ def np_dtype(dt: torch.dtype):
 
 
 def ir_dtype(dt: torch.dtype) -> str:
-    return dtype_from_numpy(np_dtype(dt))
+    """The IR dtype of a torch dtype; one the IR lacks (complex, float64...) is an unsupported case of the op being
+    converted (``NotImplementedError``, which the frontend reports as an ``UnsupportedModelError``)."""
+    try:
+        return dtype_from_numpy(np_dtype(dt))
+    except TypeError as e:
+        raise NotImplementedError(f"tensors of {dt}: {e}") from None
 
 
 class Ctx:

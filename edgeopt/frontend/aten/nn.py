@@ -43,13 +43,14 @@ def _convolution(ctx, x, w, b, stride, padding, dilation, transposed, output_pad
     if xv.type.rank != 4:
         return _conv1d(ctx, xv, wv, b, stride, padding, dilation, transposed, output_padding, groups)
     ins = [xv, wv] + ([ctx.v(b)] if b is not None else [])
+    # one value stands for both axes (Conv2d(padding="valid") exports padding=[0])
+    stride, padding, dilation, output_padding = map(_pair, (stride, padding, dilation, output_padding))
     if transposed:
-        return ctx.add("conv_transpose2d", ins, {"stride": list(stride), "padding": list(padding),
-                                                 "output_padding": list(output_padding),
-                                                 "dilation": list(dilation), "groups": groups})
-    p = list(padding)
-    return ctx.add("conv2d", ins, {"stride": list(stride), "padding": [p[0], p[1], p[0], p[1]],
-                                   "dilation": list(dilation), "groups": groups})
+        return ctx.add("conv_transpose2d", ins, {"stride": stride, "padding": padding,
+                                                 "output_padding": output_padding, "dilation": dilation,
+                                                 "groups": groups})
+    return ctx.add("conv2d", ins, {"stride": stride, "padding": _pads(padding), "dilation": dilation,
+                                   "groups": groups})
 
 
 def _conv1d(ctx, xv, wv, b, stride, padding, dilation, transposed, output_padding, groups):

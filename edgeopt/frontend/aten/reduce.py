@@ -11,9 +11,8 @@ from .ctx import Ctx, aten, norm_dim
 
 def _reduce(op):
     def convert(ctx: Ctx, a, dim=None, keepdim=False, dtype=None):
-        x = ctx.v(a)
-        if dtype is not None or op == "mean":
-            x = ctx.cast(x, ctx.out_dtype())
+        # the result's dtype: mean's float, dtype=, and torch's sum of bools and small integers in int64
+        x = ctx.cast(ctx.v(a), ctx.out_dtype())
         if x.type.rank == 0:  # torch reduces a scalar over dim 0 / -1 / all dims to itself
             return ctx.add("reshape", [x], {"shape": []})
         axes = None if dim is None or dim == [] else _axes(x, dim)

@@ -64,6 +64,47 @@ def _select(ctx, x, dim, index):
     return ctx.add("reshape", [s], {"shape": [d for k, d in enumerate(xv.type.shape) if k != ax]})
 
 
+def _slice_scatter(ctx, x, src, dim=0, start=None, end=None, step=1):
+    """``x`` with ``x[start:end]`` along ``dim`` replaced by ``src`` (what ``out[:, a:b] = y`` becomes): the parts of
+    ``x`` before and after, and ``src``, joined. A step other than 1 is not covered."""
+    xv = ctx.v(x)
+    sv = ctx.v(src, xv.type.dtype)
+    ax = norm_dim(dim, xv.type.rank)
+    n = xv.type.shape[ax]
+    rng = range(*slice(0 if start is None else start, n if end is None else end, step).indices(n))
+    if not len(rng):
+        return xv
+    if step != 1 and len(rng) > 1:
+        raise NotImplementedError(f"with step {step}")
+    parts = [ctx.add("slice", [xv], {"axis": ax, "start": 0, "end": rng.start, "step": 1})] if rng.start else []
+    parts.append(sv)
+    stop = rng.start + len(rng)
+    if stop < n:
+        parts.append(ctx.add("slice", [xv], {"axis": ax, "start": stop, "end": n, "step": 1}))
+    return ctx.add("concat", parts, {"axis": ax}) if len(parts) > 1 else ctx.add("copy", [sv])
+
+
+def _select_scatter(ctx, x, src, dim, index):
+    """``x`` with ``x.select(dim, index)`` replaced by ``src`` (``out[:, t] = y``)."""
+    xv = ctx.v(x)
+    ax = norm_dim(dim, xv.type.rank)
+    i = index % xv.type.shape[ax]
+    shape = list(xv.type.shape)
+    shape[ax] = 1
+    return _slice_scatter(ctx, xv, ctx.add("reshape", [ctx.v(src, xv.type.dtype)], {"shape": shape}), ax, i, i + 1)
+
+
+def _copy(ctx, dst, src, non_blocking=False):
+    """``dst.copy_(src)`` as a value: ``src`` broadcast to ``dst``'s shape, in ``dst``'s dtype."""
+    d, sv = ctx.v(dst), ctx.v(src)
+    sv = ctx.cast(sv, d.type.dtype)
+    if list(sv.type.shape) != list(d.type.shape):
+        if sv.type.rank < d.type.rank:
+            sv = ctx.add("reshape", [sv], {"shape": [1] * (d.type.rank - sv.type.rank) + list(sv.type.shape)})
+        return ctx.add("broadcast_to", [sv], {"shape": list(d.type.shape)})
+    return ctx.add("copy", [sv])
+
+
 def _cat(ctx, tensors, dim=0):
     vals = [ctx.v(t, ctx.out_dtype()) for t in tensors]
     vals = [v for v in vals if v.type.numel > 0] or vals[:1]
@@ -169,6 +210,8 @@ CONVERTERS = {
     aten.permute.default: _permute, aten.transpose.int: _transpose, aten.t.default: _t,
     aten.expand.default: _expand, aten.repeat.default: _repeat, aten.flip.default: _flip,
     aten.gather.default: _gather, aten.slice.Tensor: _slice, aten.select.int: _select,
+    aten.slice_scatter.default: _slice_scatter, aten.select_scatter.default: _select_scatter,
+    aten.copy.default: _copy,
     aten.cat.default: _cat, aten.split.Tensor: _split, aten.split_with_sizes.default: _split_sizes,
     aten.unbind.int: _unbind,
     aten.embedding.default: _embedding, aten.index_select.default: _index_select, aten.index.Tensor: _index,

@@ -17,7 +17,7 @@ from .layout import BLOCKED, PLAIN, block_nchw, blocked_type, data_layout, plain
 def _out_dim(size, k, s, p0, p1, d, ceil_mode=False):
     eff = d * (k - 1) + 1
     num = size + p0 + p1 - eff
-    if num < 0:
+    if num < 0 and not ceil_mode:  # ceil mode, as torch: one window, over the part of it that the input covers
         raise OpError(f"window {eff} larger than padded input {size + p0 + p1}")
     out = (math.ceil(num / s) if ceil_mode else num // s) + 1
     if ceil_mode and (out - 1) * s >= size + p0:  # last window must start inside the input or left padding
