@@ -86,9 +86,9 @@ class Any(Pattern):
 
     def _match(self, v, ctx):
         if v is None:
-            return self.optional or ctx.fail(self, "the input is missing")
+            return self.optional or ctx.fail(self, lambda: "the input is missing")
         if self.where is not None and not self.where(v):
-            return ctx.fail(self, f"{_describe(v, ctx.g)}: where= is false")
+            return ctx.fail(self, lambda: f"{_describe(v, ctx.g)}: where= is false")
         return ctx.bind(self, v)
 
     def __repr__(self) -> str:
@@ -114,16 +114,15 @@ class Const(Any):
 
     def _match(self, v, ctx):
         if v is None:
-            return self.optional or ctx.fail(self, "the input is missing")
-        what = _describe(v, ctx.g)
+            return self.optional or ctx.fail(self, lambda: "the input is missing")
         if not ctx.g.is_const(v):
-            return ctx.fail(self, f"{what} is not a constant")
+            return ctx.fail(self, lambda: f"{_describe(v, ctx.g)} is not a constant")
         if self.scalar and v.type.numel != 1:
-            return ctx.fail(self, f"{what} has {v.type.numel} elements, not one")
+            return ctx.fail(self, lambda: f"{_describe(v, ctx.g)} has {v.type.numel} elements, not one")
         if self.value is not None and not self._equal(ctx.g.const(v)):
-            return ctx.fail(self, f"{what} is not {self.value.tolist()}")
+            return ctx.fail(self, lambda: f"{_describe(v, ctx.g)} is not {self.value.tolist()}")
         if self.pred is not None and not bool(self.pred(ctx.g.const(v))):
-            return ctx.fail(self, f"{what}: where= is false")
+            return ctx.fail(self, lambda: f"{_describe(v, ctx.g)}: where= is false")
         return ctx.bind(self, v)
 
     def _equal(self, array: np.ndarray) -> bool:
@@ -173,14 +172,22 @@ class Op(Pattern):
         _check_name(name, "Op")
         for flag, v in (("shared", shared), ("commutative", commutative), ("optional", optional)):
             _check_flag(v, flag, what)
-        self.inputs, self.attrs, self.where, self.name = list(inputs), dict(attrs or {}), where, name
+        attrs = {k: want if callable(want) else _plain(want) for k, want in (attrs or {}).items()}  # as nodes hold
+        self.inputs, self.attrs, self.where, self.name = list(inputs), attrs, where, name
         self.shared, self.commutative, self.optional = shared, commutative, optional
 
     def test(self, n: Node) -> bool:
-        """Does the node itself (ignoring inputs) match?"""
-        return self._why_not(n) is None
+        """Does the node itself (ignoring inputs) match? (Every node of a graph meets this: no messages built.)"""
+        if n.op == "fused" or (self.ops is not None and n.op not in self.ops):
+            return False
+        if self.kinds is not None and get_op(n.op).kind not in self.kinds:
+            return False
+        if any(not _attr_matches(n.attrs.get(k), want) for k, want in self.attrs.items()):
+            return False
+        return self.where is None or bool(self.where(n))
 
-    def _why_not(self, n: Node) -> str | None:
+    def _why_not(self, n: Node) -> str:
+        """Why ``test(n)`` is false, for ``explain``."""
         if n.op == "fused":
             return "it is a fused kernel"
         if self.ops is not None and n.op not in self.ops:
@@ -189,25 +196,21 @@ class Op(Pattern):
             return f"{n.op} is {get_op(n.op).kind}, not {' or '.join(sorted(self.kinds))}"
         for key, want in self.attrs.items():
             have = n.attrs.get(key)
-            ok = bool(want(have)) if callable(want) else have == _plain(want)
-            if not ok:
-                return f"attribute {key} is {have!r}" + ("" if callable(want) else f", not {_plain(want)!r}")
-        if self.where is not None and not self.where(n):
-            return "where= is false"
-        return None
+            if not _attr_matches(have, want):
+                return f"attribute {key} is {have!r}" + ("" if callable(want) else f", not {want!r}")
+        return "where= is false"
 
     def _match(self, v, ctx):
         if v is None:
-            return self.optional or ctx.fail(self, "the input is missing")
+            return self.optional or ctx.fail(self, lambda: "the input is missing")
         n = v.producer
-        what = _describe(v, ctx.g)
         if n is None:
-            return ctx.fail(self, f"{what} is not produced by a node")
-        reason = self._why_not(n)
-        if reason is not None:
-            return ctx.fail(self, f"{what}: {reason}")
+            return ctx.fail(self, lambda: f"{_describe(v, ctx.g)} is not produced by a node")
+        if not self.test(n):
+            return ctx.fail(self, lambda: f"{_describe(v, ctx.g)}: {self._why_not(n)}")
         if ctx.depth > 0 and not self.shared and ctx.readers(v) != 1:
-            return ctx.fail(self, f"{what} has {ctx.readers(v)} readers (an inner Op needs one, or shared=True)")
+            return ctx.fail(self, lambda: f"{_describe(v, ctx.g)} has {ctx.readers(v)} readers (an inner Op needs "
+                                          "one, or shared=True)")
         if self.name is not None and not ctx.bind(self, v):
             return False
         if not self.inputs:
@@ -217,16 +220,17 @@ class Op(Pattern):
             orders.append(n.inputs[::-1])
         for ins in orders:
             saved = dict(ctx.bound)
-            if self._match_inputs(ins, what, ctx):
+            if self._match_inputs(v, ins, ctx):
                 return True
             ctx.bound = saved
         return False
 
-    def _match_inputs(self, ins, what, ctx):
+    def _match_inputs(self, v, ins, ctx):
         if len(ins) > len(self.inputs):
-            return ctx.fail(self, f"{what} has {len(ins)} inputs, the pattern {len(self.inputs)}")
+            return ctx.fail(self, lambda: f"{_describe(v, ctx.g)} has {len(ins)} inputs, the pattern "
+                                          f"{len(self.inputs)}")
         ctx.depth += 1
-        ctx.path.append(what)
+        ctx.path.append(v)
         try:
             return all(p._match(ins[i] if i < len(ins) else None, ctx) for i, p in enumerate(self.inputs))
         finally:
@@ -258,6 +262,10 @@ class Either(Pattern):
         return f"Either({', '.join(map(repr, self.patterns))})"
 
 
+def _attr_matches(have, want) -> bool:
+    return bool(want(have)) if callable(want) else have == want
+
+
 def _plain(v):
     if isinstance(v, (list, tuple)):
         return [_plain(x) for x in v]
@@ -277,15 +285,16 @@ class _Ctx:
     users: dict
     bound: dict = field(default_factory=dict)
     depth: int = 0
-    path: list = field(default_factory=list)
+    path: list = field(default_factory=list)  # the values from the root to the one being matched
     failures: list | None = None  # collected by ``explain``
 
     def readers(self, v: Value) -> int:
         return len(self.users.get(v, ())) + sum(o is v for o in self.g.outputs)
 
-    def fail(self, p: Pattern, reason: str) -> bool:
+    def fail(self, p: Pattern, reason: Callable[[], str]) -> bool:
+        """False; ``explain`` records why (the message is built only then: matching runs at every node)."""
         if self.failures is not None:
-            self.failures.append(" > ".join([*self.path, f"{p!r}: {reason}"]))
+            self.failures.append(" > ".join([*(_describe(v, self.g) for v in self.path), f"{p!r}: {reason()}"]))
         return False
 
     def bind(self, p: Pattern, v) -> bool:
@@ -293,7 +302,7 @@ class _Ctx:
         if name is None:
             return True
         if name in self.bound and self.bound[name] is not v:
-            return self.fail(p, f"{name!r} is already %{self.bound[name].name}, here it would be %{v.name}")
+            return self.fail(p, lambda: f"{name!r} is already %{self.bound[name].name}, here it would be %{v.name}")
         self.bound[name] = v
         return True
 

@@ -92,6 +92,8 @@ CASES = {
     "isnan_isinf": (lambda a: torch.isnan(a).float() + torch.isinf(a).float() * 2 + torch.isposinf(a).float() * 4
                     + torch.isneginf(a).float() * 8, [SPECIAL]),
     "isfinite": (lambda a: torch.isfinite(a), [SPECIAL]),
+    "isnan_isinf_isfinite_int": (lambda i: torch.isnan(i).int() + torch.isinf(i).int() * 2
+                                 + torch.isfinite(i).int() * 4, [torch.arange(-3, 5)]),
     "logical_of_floats": (lambda a, b: torch.logical_and(a, b).float() + torch.logical_or(a, b).float() * 2,
                           [SPECIAL, SPECIAL.flip(1)]),
     # selection: min over a dim with its index, topk (no sort: ranks by comparisons, NaN the largest)

@@ -34,7 +34,8 @@ class Model:
 
         def readers(manifest: dict) -> dict:  # called with the checked manifest, before any member is read
             target = manifest["target"]
-            backend = get_backend(target.get("runtime"), what)
+            #: everything device-specific goes through the backend (``edgeopt.runtime.backends``)
+            self._backend = backend = get_backend(target.get("runtime"), what)
             if backend.uses_tvm:
                 check_tvm_version(manifest, what, "this runtime")
             #: which of the artifact's CPU levels runs here (the artifact itself when it has one): its members
@@ -50,8 +51,6 @@ class Model:
                                           sha256=sha256)  # the manifest's schema checked
         self.manifest = manifest
         self.info = _info(manifest["target"], self.level)
-        #: everything device-specific goes through the backend (``edgeopt.runtime.backends``)
-        self._backend = get_backend(manifest["target"].get("runtime"), what)
         try:
             self.plan = strict_json.loads(members[self.level.get("plan", "plan.json")])
             weights = members["weights.safetensors"]  # already in 64-byte-aligned arrays

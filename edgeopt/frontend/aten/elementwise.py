@@ -52,9 +52,8 @@ def _float_test(kind):
     """isnan / isinf / isposinf / isneginf / isfinite with comparisons (an integer or bool tensor is finite)."""
     def convert(ctx: Ctx, a):
         x = ctx.v(a)
-        if not x.type.dtype.startswith(("f", "bf")):
-            return ctx.add("eq", [ctx.add("sub", [x, x]) if x.type.dtype != "bool" else x, x]) if kind == "isfinite" \
-                else ctx.add("ne", [x, x])  # all True / all False, shaped like x
+        if not x.type.dtype.startswith(("f", "bf")):  # integers and bools: all finite, never NaN or inf
+            return ctx.add("eq" if kind == "isfinite" else "ne", [x, x])
         inf = ctx.v(math.inf, x.type.dtype)
         if kind == "isnan":
             return ctx.add("ne", [x, x])  # True only for NaN (the lowering keeps NaN tests exact)
