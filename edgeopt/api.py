@@ -158,11 +158,18 @@ def optimize_graph(graph, tgt, *, opt_level: int = 2, passes: Sequence | None = 
 
 def compile_graph(graph, target="host", *, opt_level: int = 2, passes: Sequence | None = None,
                   disable: Sequence[str] = (), frontend_seconds: float = 0.0,
-                  tuning_db: str | os.PathLike | None = None, quantize=None, calibration_data=None) -> CompiledModel:
+                  tuning_db: str | os.PathLike | None = None, quantize=None, calibration_data=None,
+                  functions: dict | None = None, manifest_extra: dict | None = None,
+                  extra_members: dict[str, bytes] | None = None) -> CompiledModel:
     """Run the pass pipeline on an IR graph (modified in place), lower it and package the artifact.
 
     A multi-level target (``target="x86-64", levels=[...]``) compiles the graph once per level (each with its own
-    pipeline, vector width and kernels) into one artifact; ``graph`` ends as the most capable level's IR."""
+    pipeline, vector width and kernels) into one artifact; ``graph`` ends as the most capable level's IR.
+
+    ``functions`` (name -> Graph) are more entry points of the same artifact (a language model's prefill beside its
+    decode step), compiled the same way: they share the weights (a weight equal in bytes is stored once) and the
+    states (``Graph.states``, by name). ``manifest_extra`` adds keys to the manifest (what a runner needs to know),
+    ``extra_members`` files to the artifact (JSON or text, never code: a language model's tokenizer.json)."""
     import tvm
     import tvm_ffi
 
@@ -199,6 +206,27 @@ def compile_graph(graph, target="host", *, opt_level: int = 2, passes: Sequence 
                              "num_kernels": len(b.lowered.plan["steps"]), "library_bytes": len(b.lib or b""),
                              "arena_bytes": b.lowered.plan.get("arena_bytes", 0)}
                             for (name, t), b in zip(levels, builds)]
+    described["functions"] = {}
+    if functions:
+        if len(levels) > 1:
+            raise TargetError("an artifact with several functions is built for one CPU level: pick the target's CPU")
+        report["functions"] = {}
+        weights = dict(base.consts)
+        for name, fg in functions.items():
+            fb = _build(fg, tgt, opt_level, passes, disable, tuning, quantization)
+            plan = _share_weights(fb.lowered.plan, fb.consts, weights, name)
+            members[f"functions/{name}/plan.json"] = _json(plan)
+            members[f"functions/{name}/kernels.so"] = fb.lib or b""
+            members[f"functions/{name}/ir.txt"] = str(fb.graph).encode()
+            described["functions"][name] = {"plan": f"functions/{name}/plan.json",
+                                            "library": f"functions/{name}/kernels.so", "ir": f"functions/{name}/ir.txt",
+                                            "inputs": plan["inputs"], "outputs": plan["outputs"]}
+            report["functions"][name] = {"num_kernels": len(plan["steps"]), "arena_bytes": plan.get("arena_bytes", 0),
+                                         "seconds": round(fb.seconds, 4)}
+        members["weights.safetensors"] = safetensors_dumps(weights)
+        report["weight_bytes"] = int(sum(a.nbytes for a in weights.values()))
+    functions_manifest = described.pop("functions")
+    members.update(extra_members or {})
     report["compile_seconds"] = round(time.perf_counter() - t0, 4)
     manifest = {
         "edgeopt_version": __version__,
@@ -208,6 +236,8 @@ def compile_graph(graph, target="host", *, opt_level: int = 2, passes: Sequence 
         "inputs": best.lowered.plan["inputs"],
         "outputs": best.lowered.plan["outputs"],
         "report": report,
+        **({"functions": functions_manifest} if functions_manifest else {}),
+        **(manifest_extra or {}),
     }
     return CompiledModel(write_artifact(manifest, members), graph, report, manifest["target"], members["plan.json"],
                          quantization)
@@ -264,6 +294,32 @@ def _level_members(name: str | None, b: _Built, base: _Built, members: dict) -> 
         out["weights"] = f"levels/{name}/weights.safetensors"
         members[out["weights"]] = safetensors_dumps(own)
     return out
+
+
+def _share_weights(plan: dict, consts: dict, weights: dict, prefix: str) -> dict:
+    """``plan`` with each weight renamed to the one in ``weights`` with the same bytes (stored once), or, when its
+    name is taken by other bytes, to a name of its own (``prefix``.name); adds the weights it keeps to ``weights``."""
+    import hashlib
+
+    def digest(a: np.ndarray) -> tuple:
+        return a.dtype.str, a.shape, hashlib.sha256(np.ascontiguousarray(a).view(np.uint8).data).hexdigest()
+
+    known = {digest(a): k for k, a in weights.items()}
+    rename = {}
+    for name, arr in consts.items():
+        d = digest(arr)
+        if d in known:
+            rename[name] = known[d]
+            continue
+        new = name if name not in weights else f"{prefix}.{name}"
+        weights[new] = arr
+        known[d] = rename[name] = new
+    values = {rename.get(k, k): ({**v, "of": rename.get(v["of"], v["of"])} if "of" in v else v)
+              for k, v in plan["values"].items()}
+    if len(values) != len(plan["values"]):
+        raise AssertionError(f"edgeopt bug: sharing weights with function {prefix!r} renamed a weight onto a value")
+    steps = [{**st, "args": [rename.get(a, a) for a in st["args"]]} for st in plan["steps"]]
+    return {**plan, "values": values, "steps": steps}
 
 
 def _report(built: _Built, tgt, traced_ops: int, frontend_seconds: float, tuning) -> dict:

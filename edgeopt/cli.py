@@ -9,6 +9,7 @@
     edgeopt sign model.edgeopt --key release.pem          # add a signature (needs the cryptography package)
     edgeopt verify model.edgeopt --key release.pub.pem    # check it (and every hash) without loading any code
     edgeopt verify model.edgeopt --sha256 <hex>           # or check the whole file against a pinned hash
+    edgeopt generate smollm.edgeopt "What is the capital of France?"   # a language model's reply, as it comes
 """
 
 from __future__ import annotations
@@ -44,9 +45,20 @@ def main(argv: list[str] | None = None) -> int:
     vf.add_argument("artifact")
     vf.add_argument("--key", action="append", help="a trusted public key (PEM); repeat for several")
     vf.add_argument("--sha256", help="the whole file's expected sha256")
+    gen = sub.add_parser("generate", help="run a language model (edgeopt.llm.compile) on a prompt, printing as it goes")
+    gen.add_argument("artifact")
+    gen.add_argument("prompt")
+    gen.add_argument("-n", "--max-new-tokens", type=int, default=64)
+    gen.add_argument("--temperature", type=float, default=0.0, help="0 (the default): greedy")
+    gen.add_argument("--top-k", type=int, default=None)
+    gen.add_argument("--seed", type=int, default=None)
+    gen.add_argument("--raw", action="store_true", help="the prompt as it is, without the model's chat template")
+    gen.add_argument("--stats", action="store_true", help="print time to first token and decode speed after")
     args = ap.parse_args(argv)
     try:
-        if args.command == "tune-info":
+        if args.command == "generate":
+            generate(args)
+        elif args.command == "tune-info":
             print(tune_info(args.database))
         elif args.command == "keygen":
             print(keygen(args.private, args.public, args.force))
@@ -60,6 +72,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"edgeopt: {e}", file=sys.stderr)
         return 1
     return 0
+
+
+def generate(args) -> None:
+    """``edgeopt generate``: the reply printed piece by piece as the model makes it."""
+    from .runtime.generate import load_llm
+
+    lm = load_llm(args.artifact)
+    lm.chat(args.prompt, args.max_new_tokens, chat=not args.raw, temperature=args.temperature, top_k=args.top_k,
+            seed=args.seed, on_text=lambda piece: print(piece, end="", flush=True))
+    print()
+    if args.stats:
+        s = lm.stats
+        rate = f"{s['decode_tokens_per_s']:.1f} tokens/s" if s["decode_tokens_per_s"] else "-"
+        print(f"[{s['prompt_tokens']} prompt tokens, {s['new_tokens']} new; time to first token "
+              f"{1e3 * s['ttft_s']:.0f} ms; decode {rate}]", file=sys.stderr)
 
 
 def inspect(path: str, memory: bool = False, png: str | None = None, ir: bool = False) -> str:

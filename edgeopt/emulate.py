@@ -76,6 +76,43 @@ def check_emulator(build: str | os.PathLike | None = None) -> Path:
     return b
 
 
+_GENERATE_SCRIPT = """\
+import json, sys
+import edgeopt.runtime.generate as g
+from edgeopt.errors import EdgeoptError
+job = json.load(open(sys.argv[1]))
+try:
+    lm = g.load_llm(job["artifact"])
+    res = {"ok": True, "tokens": [lm.generate(p, job["max_new_tokens"], stop=job["stop"]) for p in job["prompts"]]}
+except EdgeoptError as e:
+    res = {"ok": False, "error": type(e).__name__, "message": str(e)}
+json.dump(res, open(job["result"], "w"))
+"""
+
+
+def generate(artifact: str | os.PathLike, prompts: Sequence[Sequence[int]], max_new_tokens: int = 4,
+             cpu: str = "cortex-a72", stop: Sequence[int] | None = None, build: str | os.PathLike | None = None,
+             timeout: float = 1800) -> list[list[int]]:
+    """Greedy generation with a saved language model (``edgeopt.llm.compile(..., target="arm")``) on emulated
+    ``cpu``: the new token ids for each prompt (token ids), in one emulated process."""
+    b = check_emulator(build)
+    with tempfile.TemporaryDirectory(prefix="edgeopt-emu-") as d:
+        d = Path(d)
+        stage_runtime(d / "py")
+        job = {"artifact": str(Path(artifact).resolve()), "prompts": [[int(t) for t in p] for p in prompts],
+               "max_new_tokens": int(max_new_tokens), "stop": None if stop is None else [int(t) for t in stop],
+               "result": str(d / "res.json")}
+        (d / "job.json").write_text(json.dumps(job))
+        (d / "device.py").write_text(_GENERATE_SCRIPT)
+        proc = _qemu(b, cpu, [str(d / "device.py"), str(d / "job.json")], d / "py", timeout)
+        if not (d / "res.json").exists():
+            raise _crash(proc, cpu, job["artifact"])
+        r = json.loads((d / "res.json").read_text())
+        if not r["ok"]:
+            raise getattr(errors, r["error"], errors.EdgeoptError)(f"on the emulated {cpu}: {r['message']}")
+        return r["tokens"]
+
+
 def stage_runtime(dest: str | os.PathLike) -> Path:
     """Copy edgeopt's device-side files (``RUNTIME_FILES``) into ``dest/edgeopt``; returns ``dest``.
 

@@ -131,7 +131,7 @@ ATTACKS = {  # name: (edit, what the message says)
     "huge offset": (_set(["values", "first", "offset"], 10**19), "not an integer"),
     "live tensors overlap": (_overlap, "share arena bytes"),
     "in-place pair whose input lives on": (_forged_inplace, "share arena bytes"),
-    "output is a view of a weight": (_view_of_weight, "of kind const: kernels may write buffers only"),
+    "output is a view of a weight": (_view_of_weight, "of kind const: kernels may write buffers and states only"),
     "output is a weight": (_set(["steps", 0, "args", -1], lambda p, n: n["weight"]), "of kind const"),
     "output is the input": (_set(["steps", 0, "args", -1], lambda p, n: n["input"]), "of kind input"),
     "no steps, buffer output": (_no_steps, "written by no step (0 steps)"),

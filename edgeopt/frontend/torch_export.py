@@ -78,11 +78,13 @@ def _user_frame(e: BaseException) -> str:
     return f" at {last}" if last else ""
 
 
-def _check_signature(ep: torch.export.ExportedProgram) -> None:
+def _check_signature(ep: torch.export.ExportedProgram, state: bool = False) -> None:
+    """In-place updates of inputs (and of buffers, unless ``state``) are an ``UnsupportedModelError``."""
     from torch.export.graph_signature import OutputKind
 
     sig = ep.graph_signature
-    mutated = [s for s in sig.output_specs if s.kind in (OutputKind.USER_INPUT_MUTATION, OutputKind.BUFFER_MUTATION)]
+    kinds = (OutputKind.USER_INPUT_MUTATION,) if state else (OutputKind.USER_INPUT_MUTATION, OutputKind.BUFFER_MUTATION)
+    mutated = [s for s in sig.output_specs if s.kind in kinds]
     if not mutated:
         return
     lines = []
@@ -103,8 +105,11 @@ def _decompose(ep: torch.export.ExportedProgram) -> torch.export.ExportedProgram
     return ep.run_decompositions(table)
 
 
-def from_torch(model: torch.nn.Module, example_inputs: Sequence, name: str = "main") -> Graph:
-    """Trace ``model`` on ``example_inputs`` into an IR Graph (static shapes, weights as constants)."""
+def from_torch(model: torch.nn.Module, example_inputs: Sequence, name: str = "main", state: bool = False) -> Graph:
+    """Trace ``model`` on ``example_inputs`` into an IR Graph (static shapes, weights as constants).
+
+    With ``state``, the buffers the model updates in place (``buf.index_copy_(...)``: a KV cache) become the
+    graph's states (``Graph.states``) instead of an error; the rest of the buffers are constants."""
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"edgeopt.compile takes a torch.nn.Module, got {type(model).__name__}")
     example_inputs = tuple(torch.from_numpy(x) if isinstance(x, np.ndarray) else x for x in example_inputs)
@@ -113,8 +118,18 @@ def from_torch(model: torch.nn.Module, example_inputs: Sequence, name: str = "ma
             raise TypeError(f"example input {i} is a {type(x).__name__}; edgeopt takes tensors (or numpy arrays)")
     _check_model(model)
     ep = _decompose(export(model, example_inputs))
-    _check_signature(ep)  # in-place ops show up as mutations only after functionalization
-    return _convert(ep, name)
+    _check_signature(ep, state)  # in-place ops show up as mutations only after functionalization
+    g = _convert(ep, name)
+    if g.states:
+        from ..ir import VerificationError, verify
+
+        try:
+            verify(g)
+        except VerificationError as e:
+            raise UnsupportedModelError("the model updates its buffers in a way edgeopt cannot run in place: "
+                                        "update a state with one index_copy_ (cache.index_copy_(dim, positions, "
+                                        f"new_rows)) and read the buffer only after it.\n{e}") from None
+    return g
 
 
 def _convert(ep: torch.export.ExportedProgram, name: str) -> Graph:
@@ -124,6 +139,8 @@ def _convert(ep: torch.export.ExportedProgram, name: str) -> Graph:
     ctx = Ctx(g)
     consts = {**ep.state_dict, **ep.constants}
     specs = {s.arg.name: s for s in ep.graph_signature.input_specs if hasattr(s.arg, "name")}
+    mutated = {s.target for s in ep.graph_signature.output_specs if s.kind == OutputKind.BUFFER_MUTATION}
+    state_of: dict[str, Value] = {}
     unsupported: dict[str, UnsupportedOp] = {}
     checks = _runtime_checks(ep.graph)
     for node in ep.graph.nodes:
@@ -142,6 +159,10 @@ def _convert(ep: torch.export.ExportedProgram, name: str) -> Graph:
                 except NotImplementedError as e:
                     raise UnsupportedModelError(f"input {node.name!r}: {e}") from None
                 ctx.env[node.name] = g.add_input(node.name, t)
+            elif spec.target in mutated:  # a buffer the model updates: state, zeros until the first call
+                val = node.meta["val"]
+                ctx.env[node.name] = state_of[spec.target] = g.add_state(
+                    spec.target, TensorType(tuple(val.shape), ir_dtype(val.dtype)))
             else:
                 ctx.torch_consts[node.name] = consts[spec.target]
         elif node.op == "call_function":
@@ -151,6 +172,9 @@ def _convert(ep: torch.export.ExportedProgram, name: str) -> Graph:
                 raise UnsupportedModelError.from_ops(list(unsupported.values()))
             user = [i for i, s in enumerate(ep.graph_signature.output_specs) if s.kind == OutputKind.USER_OUTPUT]
             g.set_outputs([_output_value(ctx, node.args[0][i]) for i in user])
+            for s, a in zip(ep.graph_signature.output_specs, node.args[0]):
+                if s.kind == OutputKind.BUFFER_MUTATION and s.target in state_of:
+                    g.state_updates[state_of[s.target].name] = ctx.env[a.name]
     g.remove_unused_constants()
     return g
 

@@ -69,11 +69,18 @@ class Node:
 
 
 class Graph:
-    """A function: inputs, constants, nodes in execution order, outputs."""
+    """A function: inputs, constants, nodes in execution order, outputs.
+
+    **State** (a language model's KV cache) is a tensor that outlives a call: ``states`` are read like inputs,
+    their storage is owned by the runtime (zeros at first, shared by the functions of one artifact), and
+    ``state_updates[name]`` is the value the state ``name`` holds after the call. An update is written in place:
+    the value must be an ``index_copy`` of the state itself, which nothing else reads (the verifier checks)."""
 
     def __init__(self, name: str = "main"):
         self.name = name
         self.inputs: list[Value] = []
+        self.states: list[Value] = []
+        self.state_updates: dict[str, Value] = {}
         self.outputs: list[Value] = []
         self.nodes: list[Node] = []
         self.constants: dict[str, np.ndarray] = {}
@@ -94,6 +101,18 @@ class Graph:
         v = Value(self.fresh_name(name), type)
         self.inputs.append(v)
         return v
+
+    def add_state(self, name: str, type: TensorType) -> Value:
+        v = Value(self.fresh_name(name), type)
+        self.states.append(v)
+        return v
+
+    def is_state(self, v: Value) -> bool:
+        return v.producer is None and any(v is s for s in self.states)
+
+    def live_outputs(self) -> list[Value]:
+        """What a call must compute: the outputs and the states' new values."""
+        return self.outputs + list(self.state_updates.values())
 
     def add_const(self, array, name: str = "c") -> Value:
         """Add a constant tensor (a weight). The array is stored as given; never mutate it later."""
@@ -159,11 +178,15 @@ class Graph:
             if v is old:
                 self.outputs[i] = new
                 count += 1
+        for k, v in self.state_updates.items():
+            if v is old:
+                self.state_updates[k] = new
+                count += 1
         return count
 
     def remove_dead_nodes(self) -> int:
         """Drop nodes whose outputs reach no graph output; returns how many were dropped."""
-        live = set(self.outputs)
+        live = set(self.live_outputs())
         kept = []
         for n in reversed(self.nodes):
             if any(o in live for o in n.outputs):
@@ -174,7 +197,7 @@ class Graph:
         return removed
 
     def remove_unused_constants(self) -> int:
-        used = {v.name for n in self.nodes for v in n.inputs} | {v.name for v in self.outputs}
+        used = {v.name for n in self.nodes for v in n.inputs} | {v.name for v in self.live_outputs()}
         dead = [k for k in self.constants if k not in used]
         for k in dead:
             del self.constants[k]
@@ -190,6 +213,9 @@ class Graph:
         for v in self.inputs:
             vmap[v] = Value(v.name, v.type)
             g.inputs.append(vmap[v])
+        for v in self.states:
+            vmap[v] = Value(v.name, v.type)
+            g.states.append(vmap[v])
         for k, arr in self.constants.items():
             old = self.const_values[k]
             vmap[old] = Value(old.name, old.type)
@@ -203,6 +229,7 @@ class Graph:
                 m.outputs.append(vmap[o])
             g.nodes.append(m)
         g.outputs = [vmap[v] for v in self.outputs]
+        g.state_updates = {k: vmap[v] for k, v in self.state_updates.items()}
         return g
 
     def toposort(self) -> None:

@@ -14,8 +14,12 @@ from .registry import get_op
 
 
 def interpret(g: Graph, inputs: Sequence[np.ndarray] | Mapping[str, np.ndarray],
-              observe: Callable[[Value, np.ndarray], None] | None = None) -> list[np.ndarray]:
+              observe: Callable[[Value, np.ndarray], None] | None = None,
+              states: dict[str, np.ndarray] | None = None) -> list[np.ndarray]:
     """Evaluate ``g`` on numpy inputs (a list in input order or a dict by input name).
+
+    ``states`` (name -> array) holds the graph's state: a state missing from it starts as zeros, and after the
+    call the dict holds every state's new value (pass the same dict to the next call).
 
     ``observe(value, array)`` is called with every graph input and every node output as it is computed (the
     calibration of quantization collects its statistics this way)."""
@@ -31,13 +35,16 @@ def interpret(g: Graph, inputs: Sequence[np.ndarray] | Mapping[str, np.ndarray],
         env[v] = x
         if observe is not None:
             observe(v, x)
+    states = {} if states is None else states
+    for v in g.states:
+        env[v] = states.setdefault(v.name, np.zeros(v.type.shape, v.type.np_dtype))
     for name, arr in g.constants.items():
         env[g.const_values[name]] = arr
     last_use = {}
     for i, n in enumerate(g.nodes):
         for v in n.inputs:
             last_use[v] = i
-    keep = set(g.outputs)
+    keep = set(g.live_outputs())
     for i, n in enumerate(g.nodes):
         args = [env[v] for v in n.inputs]
         outs = interpret(n.body, args) if n.body is not None else get_op(n.op).reference(args, n.attrs)
@@ -51,4 +58,5 @@ def interpret(g: Graph, inputs: Sequence[np.ndarray] | Mapping[str, np.ndarray],
         for v in n.inputs:  # free intermediates early: full-size models stay within memory
             if last_use.get(v) == i and v not in keep and v.producer is not None:
                 env.pop(v, None)
+    states.update({k: env[v] for k, v in g.state_updates.items()})
     return [env[v] for v in g.outputs]

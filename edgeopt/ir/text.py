@@ -8,6 +8,9 @@
       return %z
     }
 
+State (``Graph.states``) is declared after the inputs with the word ``state`` and its new value, when a call
+changes it, by a line ``state %k <- %k_new`` before ``return``.
+
 Constants with at most ``INLINE_MAX`` elements are printed inline (JSON); bigger ones are named only and
 their arrays are passed to ``parse_graph`` separately (the artifact stores them as safetensors).
 """
@@ -26,12 +29,15 @@ INLINE_MAX = 16
 _HEADER = re.compile(r"^graph ([\w.]+)\((.*)\) \{$")
 _TYPE = r"\w+\[[\d,]*\](?:\{[^}]*\})?"
 _VALUE_DECL = re.compile(rf"%([\w.]+): ({_TYPE})")
+_PARAM = re.compile(rf"(state )?%([\w.]+): ({_TYPE})")
+_STATE_UPDATE = re.compile(r"^state %([\w.]+) <- %([\w.]+)$")
 _CONST = re.compile(rf"^const %([\w.]+): ({_TYPE})(?: = (.*))?$")
 _NODE = re.compile(r"^(.*?) = ([a-z_0-9]+)\(([^)]*)\)(.*)$")
 
 
 def print_graph(g: Graph) -> str:
-    lines = [f"graph {g.name}({', '.join(f'%{v.name}: {v.type}' for v in g.inputs)}) {{"]
+    params = [f"%{v.name}: {v.type}" for v in g.inputs] + [f"state %{v.name}: {v.type}" for v in g.states]
+    lines = [f"graph {g.name}({', '.join(params)}) {{"]
     for name, arr in g.constants.items():
         v = g.const_values[name]
         inline = f" = {json.dumps(arr.tolist())}" if arr.size <= INLINE_MAX else ""
@@ -40,6 +46,7 @@ def print_graph(g: Graph) -> str:
         lines.append("  " + print_node(n))
         if n.body is not None:  # a fused kernel: its subgraph follows, indented
             lines.extend("    " + ln for ln in print_graph(n.body).splitlines())
+    lines.extend(f"  state %{k} <- %{v.name}" for k, v in g.state_updates.items())
     lines.append(f"  return {', '.join('%' + v.name for v in g.outputs)}")
     lines.append("}")
     return "\n".join(lines) + "\n"
@@ -72,14 +79,20 @@ def _parse_lines(lines: list[str], constants: dict, first_lineno: int) -> Graph:
         raise ParseError("expected 'graph NAME(...) {' ... '}'")
     g = Graph(m.group(1))
     env: dict[str, Value] = {}
-    for name, ty in _VALUE_DECL.findall(m.group(2)):
-        env[name] = _define(g, g.add_input(name, parse_type(ty)), name)
+    for state, name, ty in _PARAM.findall(m.group(2)):
+        add = g.add_state if state else g.add_input
+        env[name] = _define(g, add(name, parse_type(ty)), name)
     i = 1
     while i < len(lines) - 1:
         line, lineno = lines[i], first_lineno + i
         try:
             if line.startswith("const "):
                 _parse_const(g, env, line, constants)
+            elif line.startswith("state "):
+                u = _STATE_UPDATE.match(line)
+                if not u or u.group(1) not in {v.name for v in g.states}:
+                    raise ParseError("expected 'state %NAME <- %VALUE' naming a declared state")
+                g.state_updates[u.group(1)] = _lookup(env, u.group(2))
             elif line.startswith("return"):
                 g.set_outputs([_lookup(env, a) for a in _args(line[len("return"):])])
             else:

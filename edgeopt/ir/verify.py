@@ -26,6 +26,10 @@ def verify(g: Graph) -> None:
         if v.producer is not None:
             problems.append(f"input %{v.name} has a producer")
         define(v, "input")
+    for v in g.states:
+        if v.producer is not None:
+            problems.append(f"state %{v.name} has a producer")
+        define(v, "state")
     for name, arr in g.constants.items():
         v = g.const_values.get(name)
         if v is None or v.name != name:
@@ -69,6 +73,7 @@ def verify(g: Graph) -> None:
     for v in g.outputs:
         if id(v) not in defined:
             problems.append(f"graph output %{v.name} is not defined")
+    _check_state_updates(g, defined, problems)
     if problems:
         raise VerificationError("IR verification failed:\n  " + "\n  ".join(problems))
 
@@ -85,3 +90,29 @@ def _check_fused(n, where: str, problems: list[str]) -> None:
             verify(n.body)
         except VerificationError as e:
             problems.extend(f"{where} body: {line.strip()}" for line in str(e).splitlines()[1:])
+
+
+def _check_state_updates(g: Graph, defined: set[int], problems: list[str]) -> None:
+    """A state's new value is an ``index_copy`` of that state (written in place), and nothing else reads the state:
+    a later reader would see the new rows."""
+    states = {v.name: v for v in g.states}
+    readers: dict[str, int] = {}
+    for n in g.nodes:
+        for v in n.inputs:
+            if v.name in states and v is states[v.name]:
+                readers[v.name] = readers.get(v.name, 0) + 1
+    for name, v in g.state_updates.items():
+        s = states.get(name)
+        if s is None:
+            problems.append(f"state update of %{name}, which is not a state of the graph")
+            continue
+        if id(v) not in defined:
+            problems.append(f"state %{name}: its new value %{v.name} is not defined")
+        elif v.type != s.type:
+            problems.append(f"state %{name}: new value %{v.name} typed {v.type}, the state is {s.type}")
+        elif v.producer is None or v.producer.op != "index_copy" or v.producer.inputs[0] is not s:
+            problems.append(f"state %{name}: its new value %{v.name} must be an index_copy of the state (written in "
+                            "place)")
+        elif readers.get(name, 0) != 1:
+            problems.append(f"state %{name} is read by {readers.get(name, 0)} nodes; updated in place, it may be read "
+                            "only by the index_copy that updates it (read the new value instead)")

@@ -11,11 +11,14 @@ replaces the hand schedule of the kernels it has a valid record for with the tun
 The plan (``plan.json`` in the artifact) is all the runtime needs to know:
 
     {"inputs":  [{"name", "shape", "dtype"}], "outputs": [...],
-     "values":  {name: {"shape", "dtype", "kind": input|const|buffer|view, "of": source (views),
+     "values":  {name: {"shape", "dtype", "kind": input|const|buffer|view|state, "of": source (views),
                         "offset": byte offset in the arena, "live": [first, last step] (inputs and buffers)}},
      "steps":   [{"kernel": func name, "args": [value names...], "num_outputs": n, "node": IR value name,
                   "inplace": [[input, output]...] (pairs the kernel may share)}],
      "arena_bytes": size of the one activation arena (``edgeopt.memory``)}
+
+A graph's states (``Graph.states``: a KV cache) are values of kind ``state``, held by the runtime outside the
+arena; the ``index_copy`` that updates one writes in place, its output a view of the state.
 """
 
 from __future__ import annotations
@@ -33,12 +36,14 @@ from ..ir.registry import get_op
 from ..ir.types import TVM_DTYPES
 from ..memory import MemoryPlan, plan_arena
 from .flash_attention import flash_attention
+from .index_copy import index_copy_kernel
 from .rules import get_rule
 from .rules._te import narrow
 from .schedule_cpu import schedule_kernel
 
 #: kernels written directly in TIR (already scheduled); each returns None for cases it does not cover
-TIR_KERNELS = {"attention": (flash_attention, "flash(online-softmax)")}
+TIR_KERNELS = {"attention": (flash_attention, "flash(online-softmax)"),
+               "index_copy": (index_copy_kernel, "tir(copy, then rows)")}
 #: (target, kernel key, tuned record id or None) -> (scheduled func, schedule description, tuned?)
 _KERNEL_CACHE: dict[tuple[str, str, str | None], tuple[tvm.tirx.PrimFunc, str, bool]] = {}
 
@@ -232,6 +237,11 @@ def lower(g: Graph, target, tuning=None) -> Lowered:
     ``tuning`` (an ``edgeopt.tuning_db.TuningDB``) gives tuned schedules for the kernels it has records for."""
     from ..tuning_db import record_id
 
+    if g.states and getattr(target, "runtime", "cpu") != "cpu":
+        from ..errors import TargetError
+
+        raise TargetError(f"graphs with state (a language model's KV cache) compile for the CPU targets (host, arm) so "
+                          f"far, not for {target.name!r}")
     t0 = time.perf_counter()
     tkey = str(target.tvm_target())
     lanes = target.vector_lanes(32)
@@ -243,8 +253,14 @@ def lower(g: Graph, target, tuning=None) -> Lowered:
     ignored: list[str] = []  # kernels whose tuning record is stale
     for v in g.inputs:
         values[v.name] = _vinfo(v, "input", storage)
+    for v in g.states:
+        values[v.name] = _vinfo(v, "state", storage)
+    updates = {v: k for k, v in g.state_updates.items()}  # new value -> the state it is written into
     for n in g.nodes:
         out = n.outputs[0]
+        if out in updates:
+            steps.append(_state_update_step(g, n, updates[out], target, funcs, kernels, values, storage))
+            continue
         if get_op(n.op).view:
             src = n.inputs[0]
             if g.is_const(src) and src.name not in values:  # a view of a weight: the weight must ship
@@ -297,6 +313,29 @@ def lower(g: Graph, target, tuning=None) -> Lowered:
     t3 = time.perf_counter()
     return Lowered(executable, plan, kernels, {"schedule": t1 - t0, "codegen": t2 - t1, "memory_plan": t3 - t2},
                    memory, ignored)
+
+
+def _state_update_step(g: Graph, n: Node, state: str, target, funcs: dict, kernels: list, values: dict,
+                       storage: dict) -> dict:
+    """The step of an ``index_copy`` that updates ``state`` in place: a kernel that writes the new rows only (the TE
+    rule, which writes every element, on targets without TIR kernels); its output is a view of the state."""
+    key = kernel_key(g, n) + "|inplace"
+    name = kernel_name(n, key)
+    if name not in funcs:
+        if target.tir_kernels:
+            func, desc = index_copy_kernel([v.type for v in n.inputs], n.attrs, n.outputs[0].type, inplace=True), \
+                "tir(rows in place)"
+        else:
+            func, desc = hand_kernel(g, n, target.vector_lanes(32), target)
+        funcs[name] = func.with_attr("global_symbol", name)
+        kernels.append({"name": name, "op": n.op, "ops": [n.op], "schedule": desc, "tuned": False})
+    args = kernel_args(g, n)
+    for v in args:
+        if g.is_const(v) and v.name not in values:
+            values[v.name] = _vinfo(v, "const", storage)
+    out = n.outputs[0]
+    values[out.name] = {**_vinfo(out, "view", storage), "of": state}
+    return {"kernel": name, "args": [v.name for v in args] + [out.name], "num_outputs": 1, "node": out.name}
 
 
 def _vinfo(v: Value, kind: str, storage: dict[str, str]) -> dict:

@@ -5,6 +5,7 @@ kernel's outputs at its step, and a token lives until its last reader's step; gr
 end (``len(steps)``, when they are copied out). Two tokens conflict when their closed intervals meet:
 a kernel's inputs and outputs are alive together, unless the kernel works in place.
 
+States (a KV cache) live outside the arena, like weights: a kernel that updates one writes through a view of it.
 Views (reshapes) are no storage of their own: a read of a view is a read of its base. An in-place
 candidate ``(input, output)`` of a step merges the output into the input's token when that step is
 the input's last reader, no other argument of the step reads the same storage (the same value twice, or
@@ -95,6 +96,8 @@ def build_tokens(plan: dict, inplace: bool = True, align: int = ALIGN) -> list[T
                 continue
             shared[dst] = t
         for o in outs:
+            if values[base_of(o, values)]["kind"] == "state":  # written in place into the runtime's state
+                continue
             if o in shared:
                 owner[o] = shared[o]
                 tokens[shared[o]].values.append(o)

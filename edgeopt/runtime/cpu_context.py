@@ -13,7 +13,7 @@ class CpuContext:
     """One thread's activation arena (one allocation, made on the thread's first call) and prebuilt call list.
 
     Every input and kernel output is a view at its planned offset in the arena (``plan["values"][v]["offset"]``);
-    weights are the model's, shared by all threads."""
+    weights are the model's, shared by all threads; states (a KV cache) are the thread's (``Model.state``)."""
 
     def __init__(self, model):
         plan = model.plan
@@ -26,6 +26,8 @@ class CpuContext:
         for name, info in plan["values"].items():
             if info["kind"] in ("input", "buffer"):
                 arrays[name] = self._place(info)
+            elif info["kind"] == "state":  # the thread's state, shared by the artifact's functions
+                arrays[name] = model.state(name, info)
         for name, info in plan["values"].items():
             if info["kind"] == "view":
                 arrays[name] = _resolve_view(name, plan["values"], arrays)

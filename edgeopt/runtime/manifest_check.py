@@ -10,6 +10,9 @@ runners read has the type they expect, so none of them indexes into unchecked JS
     inputs, outputs   [{name: str, dtype: one of the IR's dtypes, shape: [int >= 0]}]
     members           {name: {sha256: 64 lowercase hex digits, size: int >= 0}}: plan.json and weights.safetensors
                       among them; names are relative paths of letters, digits and ``._+-@=,``
+    functions         optional {name: {plan, library, ir?: names of listed members under functions/<name>/,
+                      inputs, outputs}}: the artifact's other entry points (a language model's prefill), sharing
+                      its weights and states
     report            optional {...}: its count and byte fields numbers, plan_algorithm a str
 
 Unknown keys are allowed (later writers may add some). This module imports neither torch nor TVM.
@@ -126,6 +129,7 @@ class _Checker:
         for kind in ("inputs", "outputs"):
             for i, io in enumerate(self.typed(m, kind, list, "manifest")):
                 self.tensor(io, f"{kind}[{i}]")
+        self.functions(self.typed(m, "functions", dict, "manifest", required=False) or {}, members)
         report = self.typed(m, "report", dict, "manifest", required=False)
         if report is not None:
             for key in _REPORT_NUMBERS:
@@ -161,6 +165,21 @@ class _Checker:
             self.typed(level, "level", str, path)
             self.typed(level, "arch", str, path, required=False)
             self.cpu(level, path)
+
+    def functions(self, functions: dict, members: dict) -> None:
+        for name, f in functions.items():
+            path = f"functions[{_short(name)}]"
+            if not isinstance(f, dict) or not re.fullmatch(r"[A-Za-z0-9_]{1,64}", name):
+                self.fail(path, "is not {plan, library, inputs, outputs} under a plain name")
+            for key in ("plan", "library", "ir"):
+                member = self.typed(f, key, str, path, required=key != "ir")
+                if member is None:
+                    continue
+                if member not in members or not member.startswith(f"functions/{name}/"):
+                    self.fail(f"{path}.{key}", f"names {_short(member)}, which is not a listed member of its own")
+            for kind in ("inputs", "outputs"):
+                for i, io in enumerate(self.typed(f, kind, list, path)):
+                    self.tensor(io, f"{path}.{kind}[{i}]")
 
     def cpu(self, obj: dict, path: str) -> None:
         """The CPU fields of the target or of one of its levels."""

@@ -42,6 +42,11 @@ class Model:
             self.level = backend.pick_level(target, level, what)
             used = {self.level.get("plan", "plan.json"), self.level.get("library", "kernels.so"),
                     _ir_member(self.level)}
+            for f in manifest.get("functions", {}).values():  # another entry point: a language model's prefill
+                used.update(f[k] for k in ("plan", "library", "ir") if k in f)
+            llm = manifest.get("llm")
+            if isinstance(llm, dict) and isinstance(llm.get("tokenizer"), str):  # text, for edgeopt.llm's runtime
+                used.add(llm["tokenizer"])
             weights = {"weights.safetensors", self.level.get("weights", "weights.safetensors")}
             # what this runtime does not use (another CPU level's plan, library, weights) is hashed, never kept
             return {name: read_weights if name in weights else hash_only
@@ -63,9 +68,23 @@ class Model:
             raise ArtifactError(f"{what}: the plan's inputs or outputs differ from the manifest's (damaged)")
         self.report = manifest.get("report", {})
         self.ir = (members.get(_ir_member(self.level)) or b"").decode(errors="replace")  # for people only
-        self._lib = self._backend.load(members, manifest, self.level, self.plan, what) if self.plan["steps"] else None
+        self._bind_plan(self.plan, self.level, members, weights, what)
+        self.functions = {name: self._function(name, spec, members, weights, what)
+                          for name, spec in manifest.get("functions", {}).items()}
+        llm = manifest.get("llm")
+        self.extras = {llm["tokenizer"]: members[llm["tokenizer"]]} \
+            if isinstance(llm, dict) and llm.get("tokenizer") in members else {}
+        del members, weights
+        self._state_local = threading.local()  # each thread's states, shared by the artifact's functions
+        for f in self.functions.values():
+            f._state_local = self._state_local
+
+    def _bind_plan(self, plan: dict, level: dict, members: dict, weights: dict, what: str) -> None:
+        """Load the kernels ``plan`` runs (from ``level``'s library) and take its weights."""
+        self.plan = plan
+        self._lib = self._backend.load(members, self.manifest, level, plan, what) if plan["steps"] else None
         self._funcs = {}
-        for step in self.plan["steps"]:
+        for step in plan["steps"]:
             if step["kernel"] not in self._funcs:
                 try:
                     self._funcs[step["kernel"]] = self._lib[step["kernel"]]
@@ -73,12 +92,52 @@ class Model:
                     raise ArtifactError(f"{what}: the plan runs kernel {step['kernel']!r}, which its kernel library "
                                         "does not hold (damaged)") from None
         # every planned constant is in ``weights`` with its shape and dtype (check_plan)
-        self._consts = {name: weights[name] for name, info in self.plan["values"].items() if info["kind"] == "const"}
-        del members, weights
+        self._consts = {name: weights[name] for name, info in plan["values"].items() if info["kind"] == "const"}
         self._local = threading.local()
-        self.inputs = self.plan["inputs"]
-        self.outputs = self.plan["outputs"]
+        self.inputs = plan["inputs"]
+        self.outputs = plan["outputs"]
         self._input_names = [i["name"] for i in self.inputs]
+
+    def _function(self, name: str, spec: dict, members: dict, weights: dict, what: str) -> Model:
+        """Another function of the artifact (a language model's prefill): the same weights and states, its own plan
+        and kernels."""
+        f = object.__new__(Model)
+        f.__dict__.update({k: v for k, v in self.__dict__.items() if k != "functions"})
+        f.functions = {}
+        try:
+            plan = strict_json.loads(members[spec["plan"]])
+        except (KeyError, ValueError) as e:
+            raise ArtifactError(f"{what}: the plan of function {name!r} is unreadable ({e})") from None
+        check_plan(plan, f"{what} (function {name!r})", weights)
+        if [plan["inputs"], plan["outputs"]] != [spec["inputs"], spec["outputs"]]:
+            raise ArtifactError(f"{what}: function {name!r}'s plan has other inputs or outputs than the manifest's")
+        f.ir = (members.get(spec.get("ir", "")) or b"").decode(errors="replace")
+        f._bind_plan(plan, {"library": spec["library"]}, members, weights, what)
+        return f
+
+    # -- state ---------------------------------------------------------------------------------------
+    def state(self, name: str, info: dict) -> np.ndarray:
+        """This thread's state ``name`` (a KV cache): zeros at first, then what the calls left in it."""
+        states = self._states()
+        arr = states.get(name)
+        if arr is None:
+            arr = states[name] = tvm_cpu.aligned_empty(info["shape"], NP_DTYPES[info["dtype"]])
+            arr[...] = 0
+        elif list(arr.shape) != list(info["shape"]) or arr.dtype != NP_DTYPES[info["dtype"]]:
+            raise ArtifactError(f"state {name!r} is {arr.dtype}{list(arr.shape)} in one function of the artifact and "
+                                f"{info['dtype']}{info['shape']} in another (damaged)")
+        return arr
+
+    def _states(self) -> dict:
+        states = getattr(self._state_local, "states", None)
+        if states is None:
+            states = self._state_local.states = {}
+        return states
+
+    def reset_state(self) -> None:
+        """Zero this thread's states (a language model's KV cache): the next call starts a new sequence."""
+        for arr in self._states().values():
+            arr[...] = 0
 
     # -- execution ----------------------------------------------------------------------------------
     def _context(self):

@@ -15,8 +15,9 @@ deep nesting), it raises nothing else. What it proves:
   runtime allocate more than its tensors' own bytes); each view is a reshape of its source (same dtype and byte
   size) in a chain without cycles; each weight matches its array;
 * **steps**: every argument names a value; ``num_outputs`` fits the arguments; steps that run the same kernel
-  pass the same argument types; a kernel writes only buffers (never a weight or an input, not even through a
-  view), each buffer exactly once, before any step reads it; every output is written (or is an input, a weight
+  pass the same argument types; a kernel writes only buffers and states (never a weight or an input, not even
+  through a view), each exactly once, a buffer before any step reads it (a state, the runtime's own storage that
+  outlives the call, holds the last call's values until then); every output is written (or is an input, a weight
   or a view of one), so a plan with no steps may only return those;
 * **lifetimes**: each tensor's declared ``live`` range covers every step that writes or reads it, and no two
   tensors in use at the same step share arena bytes, except a step's declared in-place pair (``inplace``:
@@ -115,9 +116,9 @@ def _check_steps(p: Plan, kernels) -> dict[str, int]:
         for o in outs:
             b = p.base[o]
             kind = p.values[b]["kind"]
-            if kind != "buffer":
+            if kind not in ("buffer", "state"):
                 via = f"a view of {show(b)}, " if b != o else ""
-                fail(p, f"{where} writes {show(o)}, {via}of kind {kind}: kernels may write buffers only")
+                fail(p, f"{where} writes {show(o)}, {via}of kind {kind}: kernels may write buffers and states only")
             if b in writer:
                 fail(p, f"{where} writes {show(o)}, whose storage {show(b)} step {writer[b]} already wrote")
             writer[b] = i

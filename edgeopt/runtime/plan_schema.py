@@ -31,7 +31,7 @@ MAX_BYTES = 1 << 50
 MAX_VALUES = 1 << 20
 MAX_STEPS = 1 << 20
 MAX_ARGS = 1 << 20
-KINDS = ("input", "const", "buffer", "view")
+KINDS = ("input", "const", "buffer", "view", "state")
 #: (model input/output dtype, dtype its buffer holds) pairs a target may differ by (Vulkan stores bool as i32)
 HELD_AS = {("bool", "i32")}
 

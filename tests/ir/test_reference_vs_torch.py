@@ -776,7 +776,19 @@ def test_blocked_conv_needs_a_packed_weight(rng):
 
 # -- coverage ------------------------------------------------------------------------------------------------
 
-COVERED = (set(UNARY_TORCH) | set(BINARY_TORCH) | {
+@pytest.mark.parametrize("axis", [0, 1, -1])
+def test_index_copy(rng, axis):
+    x = randn(rng, 4, 5, 6)
+    n = x.shape[axis]
+    index = rng.permutation(n)[:3]
+    shape = list(x.shape)
+    shape[axis] = 3
+    src = randn(rng, *shape)
+    ref = tt(x).index_copy(axis, torch.from_numpy(index), tt(src))
+    check(run_op("index_copy", [x, src, index], {"axis": axis}), ref, rtol=0, atol=0)
+
+
+COVERED = (set(UNARY_TORCH) | set(BINARY_TORCH) | {"index_copy",
     "gelu", "leaky_relu", "logical_not", "logical_and", "logical_or", "where", "cast", "clamp", "conv2d",
     "conv_transpose2d", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "resize2d", "pad", "softmax",
     "log_softmax", "layer_norm", "batch_norm", "sum", "mean", "max", "min", "argmax", "attention", "matmul",

@@ -597,6 +597,11 @@ def shape_cases() -> list[Case]:
              {"i": ints((3, 6), 0, 4, np.int64)}, {"t": f32((5, 4))}),
         Case("gather_i32_axis0", opn("gather", ["t", "i"], {"axis": 0}),
              {"i": ints((2, 4), 0, 5)}, {"t": f32((5, 4))}),
+        # duplicates (the last wins), out of range (nothing written); the TIR kernel copies, then writes the rows
+        Case("index_copy_axis1_dup_oob", opn("index_copy", ["x", "s", "i"], {"axis": 1}),
+             {"x": f32((2, 5, 3)), "s": f32((2, 4, 3)), "i": np.array([4, 0, 4, 9], np.int64)}),
+        Case("index_copy_i32_axis0", opn("index_copy", ["x", "s", "i"], {"axis": 0}),
+             {"x": f32((6, 4)), "s": f32((2, 4)), "i": np.array([5, 1], np.int32)}),
     ]
     return cases
 

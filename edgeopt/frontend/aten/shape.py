@@ -203,7 +203,37 @@ def _index(ctx, x, indices):
     return ctx.add("take", [xv, lin], {"axis": a})
 
 
+def _index_put(ctx, x, indices, values, accumulate=False):
+    """``x[..., idx, ...] = values`` with one 1-D integer index tensor on one axis (``index_copy_`` and a KV cache's
+    update export as this): an ``index_copy``; negative indices count from the end, as in torch."""
+    xv = ctx.v(x)
+    given = [i for i, t in enumerate(indices) if t is not None]
+    if accumulate:
+        raise NotImplementedError("with accumulate=True")
+    if len(given) != 1:
+        raise NotImplementedError(f"with {len(given)} index tensors (one is covered)")
+    ax = given[0]
+    idx = ctx.v(indices[ax])
+    if idx.type.rank != 1 or idx.type.dtype == "bool":
+        raise NotImplementedError(f"with a {idx.type} index (a 1-D integer one is covered)")
+    n = xv.type.shape[ax]
+    wrapped = ctx.add("where", [ctx.add("lt", [idx, ctx.v(0, idx.type.dtype)]),
+                                ctx.add("add", [idx, ctx.v(n, idx.type.dtype)]), idx])
+    shape = list(xv.type.shape)
+    shape[ax] = idx.type.shape[0]
+    src = ctx.v(values, xv.type.dtype)
+    if list(src.type.shape) != shape:
+        src = ctx.add("broadcast_to", [src], {"shape": shape})
+    return ctx.add("index_copy", [xv, src, wrapped], {"axis": ax})
+
+
+def _index_copy(ctx, x, dim, index, source):
+    xv = ctx.v(x)
+    return _index_put(ctx, xv, [None] * norm_dim(dim, xv.type.rank) + [index], source)
+
+
 CONVERTERS = {
+    aten.index_put.default: _index_put, aten.index_copy.default: _index_copy,
     aten.view.default: _view, aten._unsafe_view.default: _view, aten.reshape.default: _view,
     aten.squeeze.dim: _squeeze, aten.squeeze.dims: _squeeze, aten.squeeze.default: _squeeze,
     aten.unsqueeze.default: _view, aten.flatten.using_ints: _view,

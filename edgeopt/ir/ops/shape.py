@@ -140,3 +140,31 @@ register(OpDef("gather", "injective", _gather_infer, _gather_ref, {"axis": 0}, (
 
 register(OpDef("copy", "elementwise", lambda t, a: [t[0]], lambda xs, a: [xs[0].copy()], {}, (1, 1),
                doc="copy(x): an explicit copy (an output that would otherwise alias an input)", cheap=True))
+
+
+def _index_copy_infer(types, attrs):
+    x, src, index = types
+    ax = norm_axis(attrs["axis"], x.rank)
+    if index.rank != 1 or not index.dtype.startswith(("i", "u")):
+        raise OpError(f"index_copy: index must be a 1-D integer tensor, got {index}")
+    want = x.shape[:ax] + (index.shape[0],) + x.shape[ax + 1:]
+    if src.shape != want or src.dtype != x.dtype:
+        raise OpError(f"index_copy: source must be {x.dtype}{list(want)} for x {x} and {index.shape[0]} indices, "
+                      f"got {src}")
+    return [TensorType(x.shape, x.dtype)]
+
+
+def _index_copy_ref(xs, a):
+    x, src, index = xs
+    ax = a["axis"] % x.ndim
+    y = x.copy()
+    for i, j in enumerate(index.tolist()):  # in order: the last of duplicate indices wins
+        if 0 <= j < x.shape[ax]:
+            y[(slice(None),) * ax + (j,)] = np.take(src, i, axis=ax)
+    return [y]
+
+
+register(OpDef("index_copy", "opaque", _index_copy_infer, _index_copy_ref, {"axis": 0}, (3, 3),
+               doc="index_copy(x, source, index){axis}: x with slice index[i] along axis replaced by slice i of "
+                   "source; the last of duplicate indices wins, indices outside [0, n) write nothing. The update of "
+                   "a state (a KV cache) is written in place"))

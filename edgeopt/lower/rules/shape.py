@@ -68,3 +68,22 @@ def take(ins, attrs, out, op):
         return data(*o[:ax], i, *o[ax + ir:])
 
     return te.compute(tuple(out.shape), body, name="take")
+
+
+@rule("index_copy")
+def index_copy(ins, attrs, out, op):
+    """Element j along the axis is source slice i for the last i with index[i] == j, else x's: a select chain over
+    the indices (few: a prompt's tokens). Each element reads x at its own position only, so the kernel may write
+    over x (a state's in-place update, on targets without the TIR kernel)."""
+    x, src, index = ins
+    ax = attrs["axis"] % len(x.shape)
+    count = int(index.shape[0])
+
+    def body(*i):
+        val = x(*i)
+        for t in range(count):
+            val = tvm.tirx.Select(index[t].astype("int64") == i[ax].astype("int64"),
+                                  src(*i[:ax], t, *i[ax + 1:]), val)
+        return val
+
+    return te.compute(tuple(out.shape), body, name="index_copy")
