@@ -7,6 +7,10 @@ fp32 greedy tokens on each prompt (and, for int4, how many first tokens agree), 
 tokens/s (medians over the prompts), memory (weights, the planned arenas, the KV cache). transformers eager and
 llama.cpp (``llama-cpp-python``, the package's own Q4_1 GGUF file, 2 threads) run the same prompts. Results:
 bench/results/llm-*.json. llama-cpp-python builds from source (``pip install llama-cpp-python``, ~10 minutes).
+
+Each engine runs in a process of its own, 2 threads each: edgeopt's artifacts are saved and run by a worker that
+loads them as a device would (no torch in the process: torch's idle OpenMP threads spin for a while after each
+call and slow the next engine's threads), llama.cpp likewise.
 """
 
 from __future__ import annotations
@@ -71,6 +75,60 @@ def transformers_greedy(lm, ids: list[int], n: int) -> tuple[list[int], float, f
     return out, ttft, (n - 1) / max(total - ttft, 1e-9)
 
 
+def worker(kind: str, path: str, prompts_file: str, n: int) -> None:
+    """Run one engine on the prompts in this process; print {"tokens": [...], "stats": [...]} as JSON."""
+    import json
+
+    prompts = json.load(open(prompts_file))
+    if kind == "llama.cpp":
+        rows = llama_cpp_greedy(path, prompts, n)
+    else:
+        from edgeopt.runtime.generate import load_llm  # the runtime only: no torch in this process
+
+        lm = load_llm(path)
+        lm.generate(prompts[0], 4)  # warm up: the thread pool, the first calls
+        rows = []
+        for ids in prompts:
+            tokens = lm.generate(ids, n)  # stops at the end of sequence, as transformers does
+            lm.generate(ids, n, stop=[])  # the speed: n tokens whatever they are
+            rows.append({"tokens": tokens, **lm.stats})
+    print("RESULT " + json.dumps(rows))
+
+
+def in_process(kind: str, path: str, prompts: list[list[int]], n: int) -> list[dict] | str:
+    import json
+    import subprocess
+    import tempfile
+
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump(prompts, f)
+    env = {**os.environ, "TVM_NUM_THREADS": "2", "OMP_NUM_THREADS": "2"}
+    r = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker", kind, path, f.name, str(n)],
+                       capture_output=True, text=True, env=env)
+    os.unlink(f.name)
+    out = [ln for ln in r.stdout.splitlines() if ln.startswith("RESULT ")]
+    if r.returncode or not out:
+        return f"{kind} worker failed: {r.stderr[-1500:]}"
+    return json.loads(out[-1][len("RESULT "):])
+
+
+def requantize_gguf(src: str, dest_dir: str) -> dict[str, str]:
+    """The GGUF file re-encoded by llama.cpp's own quantizer (F32 and Q8_0 beside the shipped Q4_1), so that
+    llama.cpp runs at the precisions edgeopt does; {label: path}."""
+    import ctypes
+
+    import llama_cpp
+
+    out = {"Q4_1 (GGUF file)": src}
+    for label, ftype in (("F32", llama_cpp.LLAMA_FTYPE_ALL_F32), ("Q8_0", llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0)):
+        dest = os.path.join(dest_dir, f"smollm2-{label}.gguf")
+        params = llama_cpp.llama_model_quantize_default_params()
+        params.ftype, params.allow_requantize, params.nthread = ftype, True, 2
+        if llama_cpp.llama_model_quantize(src.encode(), dest.encode(), ctypes.byref(params)) == 0:
+            out[label] = dest
+    return out
+
+
 def llama_cpp_greedy(path: str, prompts: list[list[int]], n: int) -> list[dict] | str:
     try:
         from llama_cpp import Llama
@@ -91,16 +149,41 @@ def llama_cpp_greedy(path: str, prompts: list[list[int]], n: int) -> list[dict] 
         toks = toks[: toks.index(eos) + 1] if eos in toks else toks
         t2 = time.perf_counter()
         rows.append({"tokens": toks, "ttft_s": t1 - t0, "decode_tokens_per_s": (n - 1) / (t2 - t1)})
-    return rows
+    return rows[1:] if len(rows) > 1 else rows  # the first prompt warms up
+
+
+def arm_check(lm, prompt: list[int], tmp: str, args) -> dict:
+    """The int4-weight model compiled for an ARM board (Cortex-A76), run for a few tokens on the emulated CPU: the
+    same tokens as the host build's."""
+    import edgeopt.llm
+    from edgeopt import emulate
+
+    n = 4
+    host = edgeopt.llm.compile(lm, max_seq_len=args.max_seq_len, prefill_len=(32, 8), quantize="int4-weight")
+    arm = edgeopt.llm.compile(lm, max_seq_len=args.max_seq_len, prefill_len=(32, 8), quantize="int4-weight",
+                              target="arm", cpu="cortex-a76")
+    path = os.path.join(tmp, "smollm2-arm.edgeopt")
+    arm.save(path)
+    t0 = time.perf_counter()
+    got = emulate.generate(path, [prompt], n, cpu="cortex-a76", stop=[])[0]
+    want = host.generate(prompt, n, stop=[])
+    row = {"engine": "edgeopt int4-weight, arm cortex-a76 (qemu)", "tokens": got, "host_tokens": want,
+           "same_as_host": got == want, "emulated_seconds": round(time.perf_counter() - t0, 1)}
+    print(f"ARM (qemu cortex-a76) int4-weight, {n} tokens: {got} vs host {want}: "
+          f"{'same' if got == want else 'DIFFERENT'} ({row['emulated_seconds']} s emulated)")
+    return row
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["--worker"]:
+        return worker(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]))
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--modes", default="fp32,int8-weight,int4-weight")
     ap.add_argument("--tokens", type=int, default=32)
     ap.add_argument("--max-seq-len", type=int, default=256)
     ap.add_argument("--prefill-len", default="32,8", help="the prefill chunk lengths, comma-separated")
     ap.add_argument("--no-llama-cpp", action="store_true")
+    ap.add_argument("--arm", action="store_true", help="also run int4-weight on the emulated Cortex-A76 (qemu)")
     args = ap.parse_args()
     pin_threads(2)
     import edgeopt.llm
@@ -109,6 +192,9 @@ def main() -> None:
     prompts = [chat_ids(tok, p) for p in PROMPTS]
     n = args.tokens
     chunks = tuple(int(c) for c in args.prefill_len.split(","))
+    import tempfile
+
+    tmp = tempfile.mkdtemp(prefix="edgeopt-llm-")
     ref = [transformers_greedy(lm, ids, n) for ids in prompts]
     rows = [{"engine": "transformers eager (fp32)", "ttft_ms": 1e3 * statistics.median(r[1] for r in ref),
              "decode_tokens_per_s": statistics.median(r[2] for r in ref)}]
@@ -121,11 +207,13 @@ def main() -> None:
         c = edgeopt.llm.compile(lm, max_seq_len=args.max_seq_len, prefill_len=chunks,
                                 quantize=None if mode == "fp32" else mode)
         compile_s = time.perf_counter() - t0
-        got, stats = [], []
-        for ids in prompts:
-            got.append(c.generate(ids, n))  # stops at the end of sequence, as transformers does
-            c.generate(ids, n, stop=[])  # the speed: n tokens whatever they are
-            stats.append(dict(c.stats))
+        path = os.path.join(tmp, f"smollm2-{mode}.edgeopt")
+        c.save(path)
+        stats = in_process("edgeopt", path, prompts, n)
+        if isinstance(stats, str):
+            print(stats)
+            continue
+        got = [s["tokens"] for s in stats]
         same = sum(g == r[0] for g, r in zip(got, ref))
         first = sum(g[0] == r[0][0] for g, r in zip(got, ref))
         prefix = [next((i for i, (a, b) in enumerate(zip(g, r[0])) if a != b), n) for g, r in zip(got, ref)]
@@ -143,18 +231,28 @@ def main() -> None:
               f"{row['decode_tokens_per_s']:12.1f}   compile {compile_s:.0f} s; memory: weights "
               f"{row['weight_bytes'] / 2**20:.1f} MiB + arena {arena / 2**20:.1f} MiB "
               f"+ KV cache {row['kv_cache_bytes'] / 2**20:.1f} MiB")
-    if not args.no_llama_cpp:
-        cpp = llama_cpp_greedy(gguf, prompts, n)
+    try:
+        files = {} if args.no_llama_cpp else requantize_gguf(gguf, tmp)
+    except ImportError:
+        files = {}
+        print("llama.cpp: llama-cpp-python is not installed (pip install llama-cpp-python: builds llama.cpp)")
+    for label, path in files.items():
+        cpp = in_process("llama.cpp", path, [prompts[0]] + prompts, n)
         if isinstance(cpp, str):
             print("llama.cpp:", cpp)
-        else:
-            same = sum(r["tokens"] == f[0] for r, f in zip(cpp, ref))
-            row = {"engine": "llama.cpp Q4_1 (GGUF file)", "same_tokens": f"{same}/{len(prompts)}",
-                   "ttft_ms": 1e3 * statistics.median(r["ttft_s"] for r in cpp),
-                   "decode_tokens_per_s": statistics.median(r["decode_tokens_per_s"] for r in cpp)}
-            rows.append(row)
-            print(f"{row['engine']:34} {row['same_tokens']:>12} {'':>9} {row['ttft_ms']:8.1f} "
-                  f"{row['decode_tokens_per_s']:12.1f}")
+            continue
+        same = sum(r["tokens"] == f[0] for r, f in zip(cpp, ref))
+        first = sum(r["tokens"][:1] == f[0][:1] for r, f in zip(cpp, ref))
+        row = {"engine": f"llama.cpp {label}", "same_tokens": f"{same}/{len(prompts)}",
+               "same_first_token": f"{first}/{len(prompts)}",
+               "ttft_ms": 1e3 * statistics.median(r["ttft_s"] for r in cpp),
+               "decode_tokens_per_s": statistics.median(r["decode_tokens_per_s"] for r in cpp),
+               "file_bytes": os.path.getsize(path)}
+        rows.append(row)
+        print(f"{row['engine']:34} {row['same_tokens']:>12} {row['same_first_token']:>9} {row['ttft_ms']:8.1f} "
+              f"{row['decode_tokens_per_s']:12.1f}   file {row['file_bytes'] / 2**20:.1f} MiB")
+    if args.arm:
+        rows.append(arm_check(lm, prompts[0], tmp, args))
     print("edgeopt text (fp32, first prompt):", repr(rows[1]["text"]) if len(rows) > 1 else "")
     save_results("llm", rows, prompts=PROMPTS, new_tokens=n, max_seq_len=args.max_seq_len,
                  prefill_lens=chunks)

@@ -341,6 +341,8 @@ def _report(built: _Built, tgt, traced_ops: int, frontend_seconds: float, tuning
         **lowered.memory.report(),
         "memory_plan_seconds": round(lowered.seconds["memory_plan"], 4),
     }
+    if built.graph.states:  # held by the runtime beside the arena, allocated once (a language model's KV cache)
+        report["state_bytes"] = int(sum(v.type.nbytes for v in built.graph.states))
     if tuning is not None:
         report["tuning_db"] = tuning.path
         report["tuning_ignored"] = lowered.tuning_ignored  # records that were stale for this build

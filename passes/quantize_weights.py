@@ -1,5 +1,6 @@
 """quantize_weights: store the weights of linear layers, constant matmul operands and embedding tables as int8
-(symmetric, one scale per output channel) or int4 (asymmetric, one scale and zero point per group of inputs),
+(symmetric, one scale per output channel; or "per-group" like int4) or int4 (a scale and a minimum per group of
+inputs: ``w = q * scale + min``),
 and dequantize them inside the kernel that reads them (``quantize="int8-weight"`` / ``"int4-weight"``).
 
 Activations stay float: only the weights lose precision, so accuracy stays close to the float model while the
@@ -22,8 +23,8 @@ After (int8):
 After (int4, groups of 8 along the 16 inputs):
     const %w_q4: u8[8,8]        (two nibbles a byte, along the inputs)
     const %w_scale: f32[8,2]
-    const %w_zp: u8[8,2]
-    %w_dq: f32[8,16] = dequantize(%w_q4, %w_scale, %w_zp) {"bits": 4, "group_size": 8, "group_axis": 1}
+    const %w_min: f32[8,2]
+    %w_dq: f32[8,16] = dequantize(%w_q4, %w_scale, %w_min) {"bits": 4, "group_size": 8, "group_axis": 1}
 """
 
 from __future__ import annotations
@@ -31,7 +32,14 @@ from __future__ import annotations
 from edgeopt.ir import Graph, Node, Value
 from edgeopt.pipeline import Pass, register_pass
 from edgeopt.quant.config import QuantConfig
-from edgeopt.quant.weights import int4_group_axis, int4_groups, reduce_axes, symmetric_int8, weight_input
+from edgeopt.quant.weights import (
+    affine_groups,
+    best_int8_groups,
+    int4_group_axis,
+    reduce_axes,
+    symmetric_int8,
+    weight_input,
+)
 
 #: weights smaller than this stay float: their bytes do not matter and the smallest layers are the most sensitive
 MIN_WEIGHT_ELEMENTS = 1024
@@ -74,14 +82,15 @@ class QuantizeWeights(Pass):
 
     def _encode(self, g: Graph, n: Node, w: Value) -> list:
         arr = g.const(w)
-        if self.config.weight_bits == 4:
+        bits = 8 if self.config.keeps_int8(n.op, n.outputs[0].name, n.source) else self.config.weight_bits
+        if bits == 4 or self.config.weights == "per-group":
             ax = int4_group_axis(n, arr)
             gs = _group_size(arr.shape[ax], self.config.group_size)
             if gs:
-                q, s, z = int4_groups(arr, ax, gs)
-                attrs = {"bits": 4, "group_size": gs, "group_axis": ax}
-                return [g.add_const(q, f"{w.name}_q4"), g.add_const(s, f"{w.name}_scale"),
-                        g.add_const(z, f"{w.name}_zp"), attrs]
+                q, s, lo = affine_groups(arr, ax, gs, 4) if bits == 4 else best_int8_groups(arr, ax, gs)
+                attrs = {"bits": bits, "group_size": gs, "group_axis": ax}
+                return [g.add_const(q, f"{w.name}_q{bits}"), g.add_const(s, f"{w.name}_scale"),
+                        None if lo is None else g.add_const(lo, f"{w.name}_min"), attrs]
         axes = reduce_axes(n, arr) if self.config.weights == "per-channel" else None
         q, s = symmetric_int8(arr, axes)
         return [g.add_const(q, f"{w.name}_q"), g.add_const(s, f"{w.name}_scale"), None, {}]

@@ -272,6 +272,10 @@ def _parallel_outer(sch: Schedule, block) -> str:
     return "rowpar"
 
 
+#: a tiled kernel whose outer loops give fewer parallel tasks than this also splits its innermost outer loop
+MIN_TASKS = 16
+
+
 def _parallel(sch: Schedule, loops) -> None:
     """Fuse adjacent loops and run the fused loop on the thread pool."""
     sch.parallel(sch.fuse(*loops) if len(loops) > 1 else loops[0])
@@ -346,7 +350,17 @@ def _tile_anchor(sch: Schedule, block, op: str, lanes: int, attrs: dict, accumul
         outer[-2], outer[-1] = outer[-1], outer[-2]  # column panel outside, row blocks inside
     if attrs.get("layout") == "NCHWc" and op == "conv2d" and attrs.get("groups", 1) == 1 and len(reduce) == 4:
         reduce = [reduce[0], reduce[3], reduce[1], reduce[2]]  # rco, rci, ry, rx: the packed weight read in order
-    sch.reorder(*outer, *reduce, *inner)
+    pairs = None
+    if reduce and _reads_packed_int4(sch, block) and _extents(sch, reduce[-1:])[0] % 2 == 0:
+        # two inputs a byte: both nibbles of one load, at constant shifts
+        if _extents(sch, reduce[-1:])[0] % 32 == 0:  # a group of 32 (the default): its scale is loop-invariant
+            kg, kk, pairs = sch.split(reduce[-1], [None, 16, 2])
+            reduce[-1:] = [kg, kk]
+        else:
+            reduce[-1], pairs = sch.split(reduce[-1], [None, 2])
+    sch.reorder(*outer, *reduce, *([pairs] if pairs is not None else []), *inner)
+    if pairs is not None:
+        sch.unroll(pairs)
     if attrs.get("layout") == "NCHWc" and reduce and _extents(sch, reduce[-1:])[0] <= 16:
         sch.unroll(reduce[-1])  # the window's last axis (or a block's channels): loads at constant offsets
     # "global", not "local": TVM 0.27 puts a small global buffer on the stack (LLVM keeps it in registers) but
@@ -355,6 +369,8 @@ def _tile_anchor(sch: Schedule, block, op: str, lanes: int, attrs: dict, accumul
     fused = _inline_epilogue(sch, write_back)
     sch.reverse_compute_at(write_back, outer[-1])
     par = outer[:-1] if len(outer) > 1 else outer
+    if len(outer) > 1 and math.prod(_extents(sch, par)) < MIN_TASKS:
+        par = outer  # few rows (a matrix-vector product: an LLM's decode step): the column panels are the tasks
     if _pad_in_task(op, attrs) and len(par) > 2:
         blocks = math.prod(_extents(sch, par[:2]))
         par = par[:2] if blocks >= 8 else par[:3]  # a task per channel block (per row if few): pads computed once
@@ -372,6 +388,12 @@ def _tile_anchor(sch: Schedule, block, op: str, lanes: int, attrs: dict, accumul
     u = unrolls[-1][1] if unrolls else 1
     blocks = f",k{unrolls[0][1]}" if len(unrolls) > 1 else ""
     return f"tile(u{u}{blocks},v{v}{packed}{',epilogue' if fused else ''})"
+
+
+def _reads_packed_int4(sch: Schedule, block) -> bool:
+    """The block reads u8 weights at a halved index: packed int4 (two nibbles a byte) inlined from a dequantize."""
+    return any(str(r.source.dtype) == "uint8" and any("// 2" in str(rg.min) for rg in r.region)
+               for r in sch.get(block).reads)
 
 
 def _inline_epilogue(sch: Schedule, write_back) -> bool:

@@ -15,7 +15,7 @@ from ..errors import EdgeoptError
 
 MODES = ("int8", "int8-dynamic", "int8-weight", "int4-weight")
 CALIBRATORS = ("minmax", "percentile", "entropy", "mse")
-GRANULARITIES = ("per-channel", "per-tensor")
+GRANULARITIES = ("per-channel", "per-tensor", "per-group")
 #: ops whose weights and inputs the quantization passes convert (anything else stays float)
 QUANTIZABLE_OPS = ("conv2d", "linear", "matmul")
 
@@ -29,15 +29,19 @@ class QuantConfig:
     """How to quantize a model.
 
     mode          one of ``MODES``
-    weights       "per-channel" (symmetric, one scale per output channel: the default) or "per-tensor"
+    weights       "per-channel" (symmetric, one scale per output channel: the default), "per-tensor", or
+                  "per-group" (weight-only int8: a scale and a minimum per ``group_size`` inputs, as int4 always
+                  has; exact for weights that come from 32-element block formats such as GGUF's Q4_1 and Q8_0)
     calibrator    how static activation ranges are chosen from the calibration data: "minmax" (the whole
                   observed range), "percentile" (clip to the ``percentile``-th percentile of |x|), "entropy"
                   (the clip that minimises the KL divergence of the quantized histogram, TensorRT's method) or
                   "mse" (the clip that minimises the mean squared quantization error)
     percentile    for the "percentile" calibrator
-    group_size    int4: weights share one scale per ``group_size`` inputs
+    group_size    int4 (and "per-group" int8): weights share one scale and minimum per ``group_size`` inputs
     keep_float    layers left in float: op names (e.g. "matmul"), or IR value names / source-line fragments
                   of the layers (``compiled.compare`` lists them)
+    keep_int8     int4-weight: layers quantized to per-group int8 instead, named as for ``keep_float`` (a language
+                  model's output projection and embedding, as llama.cpp's 4-bit formats keep them at 8 bits)
     integer_kernels  static int8 layers run as integer kernels (u8 x i8 summed in i32, ``fold_quantized``); False
                   keeps them as float kernels on dequantized values (the same numbers, for debugging)
     int8_image_convs  also quantize convs that read fewer than 4 channels (an image's first conv), on CPUs with int8
@@ -59,6 +63,7 @@ class QuantConfig:
     percentile: float = 99.99
     group_size: int = 32
     keep_float: tuple[str, ...] = field(default_factory=tuple)
+    keep_int8: tuple[str, ...] = field(default_factory=tuple)
     integer_kernels: bool = True
     int8_image_convs: bool = False
     quantized_residuals: bool = True
@@ -77,6 +82,7 @@ class QuantConfig:
         if self.group_size < 2 or self.group_size % 2:
             raise QuantizationError(f"QuantConfig.group_size must be an even number >= 2, got {self.group_size}")
         object.__setattr__(self, "keep_float", tuple(self.keep_float))
+        object.__setattr__(self, "keep_int8", tuple(self.keep_int8))
         if isinstance(self.metric, str) and self.metric not in ("top1", "cosine"):
             raise QuantizationError(f"QuantConfig.metric must be 'top1', 'cosine' or a function, got {self.metric!r}")
         if self.max_drop is not None and not 0 <= self.max_drop < 1:
@@ -95,19 +101,28 @@ class QuantConfig:
         return 4 if self.mode == "int4-weight" else 8
 
     def keeps_float(self, op: str, value_name: str, source: str | None) -> bool:
-        return any(k == op or k == value_name or (source and k in source) for k in self.keep_float)
+        return _named(self.keep_float, op, value_name, source)
+
+    def keeps_int8(self, op: str, value_name: str, source: str | None) -> bool:
+        return self.mode == "int4-weight" and _named(self.keep_int8, op, value_name, source)
 
     def describe(self) -> dict:
         out = {"mode": self.mode, "weights": self.weights}
         if self.static:
             out["calibrator"] = self.calibrator
-        if self.mode == "int4-weight":
+        if self.mode == "int4-weight" or self.weights == "per-group":
             out["group_size"] = self.group_size
         if self.keep_float:
             out["keep_float"] = list(self.keep_float)
+        if self.keep_int8 and self.mode == "int4-weight":
+            out["keep_int8"] = list(self.keep_int8)
         if self.max_drop is not None:
             out["max_drop"] = self.max_drop
         return out
+
+
+def _named(names, op: str, value_name: str, source: str | None) -> bool:
+    return any(k == op or k == value_name or (source and k in source) for k in names)
 
 
 def as_config(quantize) -> QuantConfig | None:

@@ -47,22 +47,52 @@ def symmetric_int8(w: np.ndarray, axes: tuple[int, ...] | None) -> tuple[np.ndar
     return q, scale if axes is not None else scale.reshape(())
 
 
-def int4_groups(w: np.ndarray, group_axis: int, group_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Asymmetric int4 with one (scale, zero point) per ``group_size`` elements along ``group_axis``.
+def affine_groups(w: np.ndarray, group_axis: int, group_size: int, bits: int) -> tuple[np.ndarray, ...]:
+    """Asymmetric ``bits``-bit codes with one (scale, minimum) per ``group_size`` elements along ``group_axis``:
+    ``w ~ q * scale + minimum``, q in 0..2^bits-1, each group's minimum and maximum hit exactly (llama.cpp's Q4_1
+    form: weights that came from such blocks come back exactly).
 
-    Returns (nibbles packed two per byte along ``group_axis``, scale f32, zero point u8), the last two shaped
+    Returns (codes: u8, two per byte along ``group_axis`` for 4 bits; scale f32; minimum f32), the last two shaped
     like ``w`` with ``group_axis`` divided by ``group_size``."""
     ax = group_axis % w.ndim
+    levels = (1 << bits) - 1
     shape = w.shape[:ax] + (w.shape[ax] // group_size, group_size) + w.shape[ax + 1:]
     grouped = w.reshape(shape)
-    lo = np.minimum(grouped.min(axis=ax + 1), 0.0)
-    hi = np.maximum(grouped.max(axis=ax + 1), 0.0)
-    scale = np.where(hi - lo > _TINY, (hi - lo) / 15.0, 1.0).astype(np.float32)
-    zp = np.clip(np.rint(-lo / scale), 0, 15).astype(np.uint8)
+    lo = grouped.min(axis=ax + 1).astype(np.float32)
+    hi = grouped.max(axis=ax + 1).astype(np.float32)
+    scale = np.where(hi - lo > _TINY, (hi - lo) / levels, 1.0).astype(np.float32)
+    full_lo = np.repeat(lo, group_size, axis=ax)
     full_scale = np.repeat(scale, group_size, axis=ax)
-    full_zp = np.repeat(zp, group_size, axis=ax).astype(np.float32)
-    nibbles = np.clip(np.rint(w / full_scale) + full_zp, 0, 15).astype(np.uint8)
-    return pack_int4(nibbles, ax), scale, zp
+    q = np.clip(np.rint((w - full_lo) / full_scale), 0, levels).astype(np.uint8)
+    return (pack_int4(q, ax) if bits == 4 else q), scale, lo
+
+
+def symmetric_groups(w: np.ndarray, group_axis: int, group_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric int8 with one scale per ``group_size`` elements along ``group_axis``: ``w ~ q * scale``, each
+    group's largest magnitude at 127 (GGUF's Q8_0 form: weights that came from such blocks come back exactly)."""
+    ax = group_axis % w.ndim
+    shape = w.shape[:ax] + (w.shape[ax] // group_size, group_size) + w.shape[ax + 1:]
+    amax = np.abs(w.reshape(shape)).max(axis=ax + 1).astype(np.float32)
+    scale = np.where(amax > _TINY, amax / 127.0, 1.0).astype(np.float32)
+    q = np.clip(np.rint(w / np.repeat(scale, group_size, axis=ax)), -127, 127).astype(np.int8)
+    return q, scale
+
+
+def best_int8_groups(w: np.ndarray, group_axis: int, group_size: int) -> tuple:
+    """Per-group int8, symmetric (``symmetric_groups``) or with a minimum (``affine_groups``), whichever
+    reproduces ``w`` with the smaller squared error: (codes, scale, minimum or None)."""
+    from ..ir.ops.quant import expand_params
+
+    def error(q, scale, lo):
+        attrs = {"group_size": group_size, "group_axis": group_axis}
+        back = q.astype(np.float32) * expand_params(scale, w.shape, attrs)
+        if lo is not None:
+            back = back + expand_params(lo, w.shape, attrs)
+        return float(np.square(back - w).sum())
+
+    sym = (*symmetric_groups(w, group_axis, group_size), None)
+    aff = affine_groups(w, group_axis, group_size, 8)
+    return sym if error(*sym) <= error(*aff) else aff
 
 
 def int4_group_axis(n: Node, w: np.ndarray) -> int:

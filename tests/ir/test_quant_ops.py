@@ -70,6 +70,48 @@ def test_int4_pack_roundtrip_and_grouped_dequantize():
     np.testing.assert_allclose(got, want, rtol=1e-6)
 
 
+def test_dequantize_with_a_float_minimum():
+    nib = RNG.integers(0, 16, (3, 8)).astype(np.uint8)
+    scale = RNG.uniform(0.1, 1, (3, 2)).astype(np.float32)
+    lo = RNG.uniform(-2, 0, (3, 2)).astype(np.float32)
+    got = _ref("dequantize", [pack_int4(nib), scale, lo], bits=4, group_size=4)
+    np.testing.assert_allclose(got, nib * np.repeat(scale, 4, 1) + np.repeat(lo, 4, 1), rtol=1e-6)
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+def test_affine_groups_give_back_weights_from_q4_1_blocks_exactly(bits):
+    """Weights dequantized from GGUF Q4_1 blocks (q * d + m, q hitting 0 and 15 in each block of 32) come back
+    from int4 and from per-group int8 (whose codes are 17 q) up to float rounding."""
+    from edgeopt.quant.weights import affine_groups
+
+    q = RNG.integers(0, 16, (6, 64))
+    q[:, ::32], q[:, 1::32] = 0, 15
+    d = RNG.uniform(0.001, 0.05, (6, 2)).astype(np.float32)
+    m = RNG.uniform(-0.4, -0.01, (6, 2)).astype(np.float32)
+    w = (q * np.repeat(d, 32, 1) + np.repeat(m, 32, 1)).astype(np.float32)
+    codes, scale, lo = affine_groups(w, 1, 32, bits)
+    back = _ref("dequantize", [codes, scale, lo], bits=bits, group_size=32, group_axis=1)
+    assert np.abs(back - w).max() <= 4 * np.finfo(np.float32).eps * np.abs(w).max()
+    assert np.abs(back - w).max() < np.repeat(d, 32, 1).min() / 100  # far below one step of the grid
+
+
+def test_per_group_int8_picks_the_form_the_weights_came_in():
+    """Q8_0 blocks (q * d, |q| <= 127, 127 hit) come back exactly from the symmetric form; Q4_1 blocks from the one
+    with a minimum."""
+    from edgeopt.quant.weights import best_int8_groups
+
+    q = RNG.integers(-127, 128, (4, 64))
+    q[:, ::32] = 127
+    d = RNG.uniform(0.001, 0.05, (4, 2)).astype(np.float32)
+    w = (q * np.repeat(d, 32, 1)).astype(np.float32)
+    codes, scale, lo = best_int8_groups(w, 1, 32)
+    assert lo is None and codes.dtype == np.int8
+    back = _ref("dequantize", [codes, scale], group_size=32, group_axis=1)
+    assert np.abs(back - w).max() <= 4 * np.finfo(np.float32).eps * np.abs(w).max()
+    w4 = (RNG.integers(0, 16, (4, 64)) * 0.01 - 0.3).astype(np.float32)
+    assert best_int8_groups(w4, 1, 32)[2] is not None
+
+
 @pytest.mark.parametrize("types, attrs, msg", [
     ([TensorType((4, 6), "i16"), TensorType((), "f32")], {}, "i8, u8 or i32"),
     ([TensorType((4, 6), "i8"), TensorType((3, 1), "f32")], {}, "does not broadcast"),

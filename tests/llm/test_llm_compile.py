@@ -107,7 +107,10 @@ def test_two_chunk_lengths_pick_the_least_padding():
     assert lm.info["prefill_lens"] == [8, 3] and lm.report["weight_bytes"] <= sum(
         p.numel() * 4 for p in m.parameters()) + 2 * 32 * 16 * 4
     r = lm.runtime
-    assert [r.chunk_for(n) for n in (20, 8, 7, 3, 2, 1)] == [8, 8, 8, 3, 3, 3]
+    assert [r.chunks_for(n) for n in (20, 8, 7, 3, 1, 11)] == [[8, 8, 8], [8], [8], [3], [3], [8, 3]]
+    r.prefill_lens = [32, 8]
+    assert [r.chunks_for(n) for n in (37, 12, 25, 45)] == [[32, 8], [8, 8], [32], [32, 8, 8]]
+    r.prefill_lens = [8, 3]
     for n in (2, 10, 13, 29):  # 29: the last chunk (3) passes the cache's end and starts early
         prompt = list(range(1, n + 1))
         assert lm.generate(prompt, 32 - n) == _reference(m, prompt, 32 - n), n
@@ -118,7 +121,7 @@ def test_kv_cache_is_state_in_the_plan(tiny):
     plan = lm.compiled.plan
     states = {k: v for k, v in plan["values"].items() if v["kind"] == "state"}
     assert len(states) == 4 and all(v["shape"] == [1, 2, MAX_LEN, 16] for v in states.values())
-    assert lm.info["kv_cache_bytes"] == 4 * 2 * MAX_LEN * 16 * 4
+    assert lm.info["kv_cache_bytes"] == lm.report["state_bytes"] == 4 * 2 * MAX_LEN * 16 * 4
     assert sum(s["kernel"].startswith("index_copy") for s in plan["steps"]) == 4
 
 
@@ -149,3 +152,25 @@ def test_runtime_generate_needs_no_torch(tiny):
     logits = np.zeros(10, np.float32)
     logits[3] = 1
     assert gen._pick(logits, 0.0, None, None) == 3
+
+
+@pytest.mark.parametrize("quantize", ["int4-weight", "int8-weight"])
+def test_weights_from_q4_1_blocks_give_the_same_tokens_quantized(quantize):
+    """A model whose weights came from GGUF Q4_1 blocks (q * d + m per 32 inputs; SmolLM2's file) comes back
+    exactly from edgeopt.llm's int4 and int8 encodings, so greedy generation equals transformers'. The rotary tables
+    (80 positions: large enough to be quantized as an embedding would be) stay float."""
+    from edgeopt.ir.ops.quant import _dequantize_ref
+    from edgeopt.quant.weights import affine_groups
+
+    m = _llama(seed=5, intermediate_size=128)
+    with torch.no_grad():
+        for p in m.parameters():
+            if p.dim() == 2:
+                q, s, lo = affine_groups(p.numpy(), 1, 32, 4)
+                back = _dequantize_ref([q, s, lo], {"bits": 4, "group_size": 32, "group_axis": 1})[0]
+                p.copy_(torch.from_numpy(back))
+    lm = edgeopt.llm.compile(m, max_seq_len=80, prefill_len=(8, 3), quantize=quantize)
+    kept = lm.report["quantization"]["kept_float"]
+    assert len(kept) == 2 and all("keep_float" in k for k in kept)  # cos and sin
+    for prompt in ([1, 2, 3], list(range(40, 60))):
+        assert lm.generate(prompt, 24) == _reference(m, prompt, 24)

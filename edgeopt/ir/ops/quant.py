@@ -18,6 +18,9 @@ last axis without groups), low nibble first: that logical dimension is twice the
 a matrix product sums over keeps a vector of outputs' nibbles in one contiguous row of bytes, shifted alike. Values
 are unsigned nibbles 0..15 read with their zero point (8 for symmetric int4).
 
+``dequantize``'s third input may instead be a f32 **minimum**: ``real = q * scale + minimum`` (llama.cpp's Q4_1
+form; weight-only int4 and per-group int8 use it, so each group's range is exact and zero need not be in it).
+
 ``quantize`` is ONNX's QuantizeLinear: ``saturate(rint(x / scale) + zero_point)``, ties to even. (PyTorch rounds
 ``x / scale + zero_point`` instead, which differs at ties when the zero point is odd.)
 Both ops are elementwise: fusion passes fold them into the kernels around them (a weight's dequantize into
@@ -52,8 +55,8 @@ def _check_params(op: str, types, out_shape, attrs) -> None:
     scale, zp = types[1], types[2] if len(types) == 3 else None
     if scale.dtype != "f32":
         raise OpError(f"{op}: scale must be f32, got {scale.dtype}")
-    if zp is not None and zp.dtype not in ("i32", "u8", "i8"):
-        raise OpError(f"{op}: zero_point must be i32, u8 or i8, got {zp.dtype}")
+    if zp is not None and zp.dtype not in ("i32", "u8", "i8") and not (op == "dequantize" and zp.dtype == "f32"):
+        raise OpError(f"{op}: zero_point must be i32, u8 or i8 (or, for dequantize, a f32 minimum), got {zp.dtype}")
     for name, t in (("scale", scale), ("zero_point", zp)):
         if t is None:
             continue
@@ -143,10 +146,12 @@ def _dequantize_ref(xs, attrs):
     q = unpack_int4(xs[0], pack_axis(attrs, xs[0].ndim)) if attrs["bits"] == 4 else xs[0]
     scale = expand_params(xs[1], q.shape, attrs)
     zp = expand_params(xs[2], q.shape, attrs) if len(xs) == 3 else 0
+    if len(xs) == 3 and xs[2].dtype == np.float32:  # a minimum: q * scale + min
+        return [(q.astype(np.float32) * scale.astype(np.float32) + zp).astype(np.float32)]
     return [(q.astype(np.int32) - zp).astype(np.float32) * scale.astype(np.float32)]
 
 
 register(OpDef("dequantize", "elementwise", _dequantize_infer, _dequantize_ref,
                {"bits": 8, "group_size": 0, "group_axis": -1}, (2, 3),
-               doc="dequantize(q, scale, [zero_point]): (q - zero_point) * scale as f32; bits=4 reads packed "
-                   "nibbles"))
+               doc="dequantize(q, scale, [zero_point]): (q - zero_point) * scale as f32, or q * scale + minimum "
+                   "when the third input is f32; bits=4 reads packed nibbles"))

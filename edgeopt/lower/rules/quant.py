@@ -60,6 +60,8 @@ def dequantize(ins, attrs, out, op):
 
     def body(*i):
         v = element(*i)
+        if zp is not None and zp.dtype == "float32":  # a minimum: q * scale + min
+            return v.astype("float32") * _param(scale, i, attrs, "float32") + _param(zp, i, attrs, "float32")
         if zp is not None:
             v = v - _param(zp, i, attrs, "int32")
         return v.astype("float32") * _param(scale, i, attrs, "float32")

@@ -1,4 +1,4 @@
-"""``edgeopt.llm.compile``: a decoder LM as one artifact with two functions over one KV cache.
+"""``edgeopt.llm.compile``: a decoder LM as one artifact with several functions over one KV cache.
 
 ``decode`` (one token, the artifact's own plan) and ``prefill_<n>`` (``n`` tokens, for each ``n`` of
 ``prefill_len``) are graphs traced from the same ``DecoderStep``: the KV cache buffers it updates in place become
@@ -25,6 +25,14 @@ from ..errors import InputError
 from ..frontend import from_torch
 from ..runtime.generate import LanguageModel
 from .decoder import DecoderStep
+
+#: the layers "int4-weight" keeps at 8 bits (source-line fragments of ``DecoderStep``): the logits' projection and
+#: the embedding it is tied to in small models
+OUTPUT_LAYERS = ("self.lm_head(", "self.embed(")
+
+
+#: the rotary cos/sin tables are gathered like an embedding but are not weights: they stay float
+ROTARY_TABLES = ("self.cos.index_select(", "self.sin.index_select(")
 
 
 class CompiledLLM:
@@ -64,12 +72,19 @@ def compile(hf_model, *, max_seq_len: int = 256, prefill_len: int | tuple[int, .
     """Compile a transformers causal LM (Llama family: Llama, SmolLM, Mistral without sliding windows) for
     sequences of up to ``max_seq_len`` tokens (the KV cache's length), running prompts in chunks of the
     ``prefill_len`` lengths (one or several).
-    ``quantize``: as for ``edgeopt.compile`` (weight-only "int8-weight" / "int4-weight" suit LLM decoding).
+    ``quantize``: as for ``edgeopt.compile``; the weight-only modes suit LLM decoding. Here "int8-weight" means groups
+    of 32 inputs, each with a scale (and a minimum where that is closer: ``QuantConfig(weights="per-group")``), so
+    models shipped in GGUF's 32-element block formats (Q4_1, Q8_0) come back exactly; "int4-weight" keeps the
+    embedding and the output projection at 8 bits (``keep_int8``), as llama.cpp's 4-bit formats do.
     ``tokenizer`` (a transformers fast tokenizer) is stored in the artifact (``tokenizer.json`` and the chat
     template): ``edgeopt generate model.edgeopt "prompt"`` and ``LanguageModel.chat`` then need only the small
     ``tokenizers`` and ``jinja2`` packages on the device."""
     from ..targets import get_target
 
+    if quantize in ("int8-weight", "int4-weight"):
+        from ..quant import QuantConfig
+
+        quantize = QuantConfig(mode=quantize, weights="per-group", keep_int8=OUTPUT_LAYERS, keep_float=ROTARY_TABLES)
     lens = sorted({int(n) for n in ((prefill_len,) if isinstance(prefill_len, int) else prefill_len)}, reverse=True)
     if not lens or not all(1 <= n <= max_seq_len for n in lens):
         raise InputError(f"prefill_len must be in 1..max_seq_len ({max_seq_len}), got {prefill_len}")
