@@ -210,10 +210,14 @@ def compile_graph(graph, target="host", *, opt_level: int = 2, passes: Sequence 
     if functions:
         if len(levels) > 1:
             raise TargetError("an artifact with several functions is built for one CPU level: pick the target's CPU")
+        if tgt.runtime != "cpu":
+            raise TargetError(f"artifacts with several functions run on the CPU targets (host, arm) so far, not "
+                              f"{tgt.name!r}")
         report["functions"] = {}
         weights = dict(base.consts)
         for name, fg in functions.items():
-            fb = _build(fg, tgt, opt_level, passes, disable, tuning, quantization)
+            fq = quantization_pass(quantize, calibration_data, fg)  # its own: a pass keeps the graphs it saw
+            fb = _build(fg, tgt, opt_level, passes, disable, tuning, fq)
             plan = _share_weights(fb.lowered.plan, fb.consts, weights, name)
             members[f"functions/{name}/plan.json"] = _json(plan)
             members[f"functions/{name}/kernels.so"] = fb.lib or b""
@@ -311,7 +315,9 @@ def _share_weights(plan: dict, consts: dict, weights: dict, prefix: str) -> dict
         if d in known:
             rename[name] = known[d]
             continue
-        new = name if name not in weights else f"{prefix}.{name}"
+        new = name
+        while new in weights or (new != name and new in plan["values"]):
+            new = f"{prefix}.{new}"
         weights[new] = arr
         known[d] = rename[name] = new
     values = {rename.get(k, k): ({**v, "of": rename.get(v["of"], v["of"])} if "of" in v else v)

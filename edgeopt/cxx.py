@@ -56,6 +56,9 @@ def export_flat(artifact: str | os.PathLike, out_dir: str | os.PathLike, *, trus
 
 def flat_plan(plan: dict, weights: dict[str, np.ndarray]) -> tuple[list[str], bytearray]:
     """(plan.txt lines, weights.bin bytes) of a checked plan, in the format ``runtime/cxx/edgeopt_run.cc`` reads."""
+    if any(info["kind"] == "state" for info in plan["values"].values()):
+        raise ArtifactError("this artifact keeps state between calls (a language model's KV cache), which only the "
+                            "Python runtime runs so far (edgeopt.llm.load)")
     lines = [f"edgeopt-flat {FLAT_VERSION}", f"arena {int(plan['arena_bytes'])}"]
     blob, views = bytearray(), []
     for name, info in plan["values"].items():

@@ -252,6 +252,7 @@ def _channel_mean(x: np.ndarray, op: str) -> np.ndarray:
 def _adopt(g: Graph, other: Graph) -> None:
     """Make ``g`` the graph ``other`` is (its nodes, values and constants)."""
     g.inputs, g.outputs, g.nodes = other.inputs, other.outputs, other.nodes
+    g.states, g.state_updates = other.states, other.state_updates
     g.constants, g.const_values, g._names = other.constants, other.const_values, other._names
 
 

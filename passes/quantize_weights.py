@@ -67,7 +67,7 @@ class QuantizeWeights(Pass):
                 kept.append(f"{n.outputs[0].name} ({n.op}: QuantConfig.keep_float)")
                 continue
             w = n.inputs[i]
-            key = f"{w.name}/{n.op}/{n.attrs.get('weight_layout')}"
+            key = f"{w.name}/{n.op}/{n.attrs.get('weight_layout')}/{self._bits(n)}"
             if key not in done:
                 done[key] = self._encode(g, n, w)
             if n.op == "take":
@@ -80,10 +80,13 @@ class QuantizeWeights(Pass):
         self.quant_graph = g.clone()
         return {"quantized": len(quantized), "kept_float": kept, "bits": self.config.weight_bits}
 
+    def _bits(self, n: Node) -> int:
+        return 8 if self.config.keeps_int8(n.op, n.outputs[0].name, n.source) else self.config.weight_bits
+
     def _encode(self, g: Graph, n: Node, w: Value) -> list:
         arr = g.const(w)
-        bits = 8 if self.config.keeps_int8(n.op, n.outputs[0].name, n.source) else self.config.weight_bits
-        if bits == 4 or self.config.weights == "per-group":
+        bits = self._bits(n)
+        if bits == 4 or self.config.weights == "per-group" or bits != self.config.weight_bits:
             ax = int4_group_axis(n, arr)
             gs = _group_size(arr.shape[ax], self.config.group_size)
             if gs:

@@ -161,6 +161,11 @@ def _convert(ep: torch.export.ExportedProgram, name: str) -> Graph:
                 ctx.env[node.name] = g.add_input(node.name, t)
             elif spec.target in mutated:  # a buffer the model updates: state, zeros until the first call
                 val = node.meta["val"]
+                init = consts.get(spec.target)
+                if init is not None and bool(torch.any(init != 0)):
+                    raise UnsupportedModelError(
+                        f"buffer {spec.target!r} is updated in place and starts with values other than zeros; "
+                        "edgeopt's states start as zeros: initialise it with torch.zeros")
                 ctx.env[node.name] = state_of[spec.target] = g.add_state(
                     spec.target, TensorType(tuple(val.shape), ir_dtype(val.dtype)))
             else:

@@ -107,9 +107,6 @@ class Graph:
         self.states.append(v)
         return v
 
-    def is_state(self, v: Value) -> bool:
-        return v.producer is None and any(v is s for s in self.states)
-
     def live_outputs(self) -> list[Value]:
         """What a call must compute: the outputs and the states' new values."""
         return self.outputs + list(self.state_updates.values())

@@ -113,6 +113,8 @@ def _check_state_updates(g: Graph, defined: set[int], problems: list[str]) -> No
         elif v.producer is None or v.producer.op != "index_copy" or v.producer.inputs[0] is not s:
             problems.append(f"state %{name}: its new value %{v.name} must be an index_copy of the state (written in "
                             "place)")
+        elif any(o is s for o in g.outputs):
+            problems.append(f"state %{name} is a graph output and updated in place: return its new value instead")
         elif readers.get(name, 0) != 1:
             problems.append(f"state %{name} is read by {readers.get(name, 0)} nodes; updated in place, it may be read "
                             "only by the index_copy that updates it (read the new value instead)")

@@ -319,17 +319,14 @@ def _state_update_step(g: Graph, n: Node, state: str, target, funcs: dict, kerne
                        storage: dict) -> dict:
     """The step of an ``index_copy`` that updates ``state`` in place: a kernel that writes the new rows only (the TE
     rule, which writes every element, on targets without TIR kernels); its output is a view of the state."""
-    key = kernel_key(g, n) + "|inplace"
+    key = json.dumps([n.op, n.attrs, [v.type.text() for v in n.inputs], "inplace"])
     name = kernel_name(n, key)
-    if name not in funcs:
-        if target.tir_kernels:
-            func, desc = index_copy_kernel([v.type for v in n.inputs], n.attrs, n.outputs[0].type, inplace=True), \
-                "tir(rows in place)"
-        else:
-            func, desc = hand_kernel(g, n, target.vector_lanes(32), target)
+    if name not in funcs:  # (lower() admits states on CPU targets only, which all have TIR kernels)
+        func = index_copy_kernel([v.type for v in n.inputs], n.attrs, n.outputs[0].type, inplace=True)
+        desc = "tir(rows in place)"
         funcs[name] = func.with_attr("global_symbol", name)
         kernels.append({"name": name, "op": n.op, "ops": [n.op], "schedule": desc, "tuned": False})
-    args = kernel_args(g, n)
+    args = list(n.inputs)  # the TIR kernel takes every input, one-element constants too
     for v in args:
         if g.is_const(v) and v.name not in values:
             values[v.name] = _vinfo(v, "const", storage)

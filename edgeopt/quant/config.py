@@ -77,6 +77,8 @@ class QuantConfig:
             raise QuantizationError(f"QuantConfig.weights must be one of {GRANULARITIES}, got {self.weights!r}")
         if self.calibrator not in CALIBRATORS:
             raise QuantizationError(f"QuantConfig.calibrator must be one of {CALIBRATORS}, got {self.calibrator!r}")
+        if self.weights == "per-group" and not self.weight_only:
+            raise QuantizationError(f"QuantConfig.weights='per-group' is for the weight-only modes, not {self.mode!r}")
         if not 50.0 < self.percentile <= 100.0:
             raise QuantizationError(f"QuantConfig.percentile must be in (50, 100], got {self.percentile}")
         if self.group_size < 2 or self.group_size % 2:

@@ -16,6 +16,7 @@ Imports numpy and the runtime only: it runs on the device.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Sequence
 
@@ -47,7 +48,7 @@ class LanguageModel:
         self.vocab_size = int(info["vocab_size"])
         eos = info.get("eos_token_id")
         self.eos_token_ids = [] if eos is None else [int(e) for e in (eos if isinstance(eos, list) else [eos])]
-        self._history = np.zeros(0, np.int64)  # the tokens in the cache, by position (to recompute a chunk)
+        self._history = (None, np.zeros(0, np.int64))  # (thread, the tokens in its cache by position)
         self.stats: dict = {}
 
     # -- text (needs the tokenizers and jinja2 packages, not torch) ---------------------------------------
@@ -67,9 +68,9 @@ class LanguageModel:
         """Token ids of a user message in the model's chat template (``chat=False``: of the text as it is)."""
         template = self.info.get("chat_template")
         if chat and template:
-            import jinja2
+            from jinja2.sandbox import ImmutableSandboxedEnvironment  # the template comes from the artifact
 
-            env = jinja2.Environment(trim_blocks=True, lstrip_blocks=True)
+            env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
             text = env.from_string(template).render(messages=[{"role": "user", "content": text}],
                                                     add_generation_prompt=True, **self.info.get("special_tokens", {}))
         return self.tokenizer.encode(text, add_special_tokens=not (chat and template)).ids
@@ -97,10 +98,13 @@ class LanguageModel:
         last one."""
         ids = np.asarray(ids, np.int64).reshape(-1)
         end = start + len(ids)
-        if len(ids) == 0 or start < 0 or end > self.max_seq_len or start > len(self._history):
+        held = len(self._thread_history())
+        if len(ids) == 0 or start < 0 or end > self.max_seq_len or start > held:
             raise InputError(f"{len(ids)} tokens at position {start}: the model holds 1..{self.max_seq_len} "
-                             f"positions and has {len(self._history)} in its cache")
-        seq = np.concatenate([self._history[:start], ids])
+                             f"positions and has {held} in this thread's cache")
+        self._check_ids(ids)
+        history = self._thread_history()
+        seq = np.concatenate([history[:start], ids])
         logits, pos = None, start
         for p in self.chunks_for(len(ids)):
             if pos >= end:  # a chunk that had to start early (at the cache's end) took the rest
@@ -111,8 +115,17 @@ class LanguageModel:
             chunk[0, :real] = seq[first:first + real]
             out = self._prefill[p](chunk, np.arange(first, first + p, dtype=np.int64))
             logits, pos = out[0, real - 1], first + real
-        self._history = seq
+        self._history = (threading.get_ident(), seq)
         return logits
+
+    def _thread_history(self) -> np.ndarray:
+        """The tokens in this thread's KV cache (each thread has its own cache: ``Model.state``)."""
+        owner, tokens = self._history
+        return tokens if owner == threading.get_ident() else np.zeros(0, np.int64)
+
+    def _check_ids(self, ids: np.ndarray) -> None:
+        if ids.size and (ids.min() < 0 or ids.max() >= self.vocab_size):
+            raise InputError(f"token ids must be in 0..{self.vocab_size - 1}, got {ids.min()}..{ids.max()}")
 
     def chunks_for(self, n: int) -> list[int]:
         """The prefill chunks for ``n`` tokens, largest first: the fewest padded rows, counting each call as
@@ -126,9 +139,12 @@ class LanguageModel:
 
     def decode(self, token: int, position: int) -> np.ndarray:
         """The logits after ``token`` at ``position`` (the cache holds every position before it)."""
-        if not 0 <= position < self.max_seq_len:
-            raise InputError(f"position {position} is outside the cache's {self.max_seq_len} positions")
-        self._history = np.concatenate([self._history[:position], [token]])
+        history = self._thread_history()
+        if not 0 <= position < self.max_seq_len or position > len(history):
+            raise InputError(f"position {position}: the cache holds {self.max_seq_len} positions and has "
+                             f"{len(history)} in this thread's")
+        self._check_ids(np.array([token]))
+        self._history = (threading.get_ident(), np.concatenate([history[:position], [token]]))
         return self.model(np.array([[token]], np.int64), np.array([position], np.int64))[0, -1]
 
     def generate(self, prompt_ids: Sequence[int], max_new_tokens: int = 32, *, temperature: float = 0.0,
@@ -139,7 +155,7 @@ class LanguageModel:
         ``stop`` (default: the model's end-of-sequence token), which is returned. ``on_token`` sees each token as it
         is made (print text as it comes). ``stats`` then holds the time to first token and decode tokens/s."""
         prompt = np.asarray(prompt_ids, np.int64).reshape(-1)
-        if len(prompt) + max_new_tokens > self.max_seq_len:
+        if len(prompt) + max_new_tokens - 1 > self.max_seq_len:  # the last new token is not run through the model
             raise InputError(f"{len(prompt)} prompt tokens + {max_new_tokens} new ones exceed the compiled "
                              f"max_seq_len of {self.max_seq_len}")
         stop = set(self.eos_token_ids if stop is None else stop)

@@ -121,7 +121,11 @@ class Model:
         states = self._states()
         arr = states.get(name)
         if arr is None:
-            arr = states[name] = tvm_cpu.aligned_empty(info["shape"], NP_DTYPES[info["dtype"]])
+            try:
+                arr = states[name] = tvm_cpu.aligned_empty(info["shape"], NP_DTYPES[info["dtype"]])
+            except MemoryError:
+                raise ArtifactError(f"state {name!r} ({info['dtype']}{info['shape']}) does not fit in this machine's "
+                                    "memory") from None
             arr[...] = 0
         elif list(arr.shape) != list(info["shape"]) or arr.dtype != NP_DTYPES[info["dtype"]]:
             raise ArtifactError(f"state {name!r} is {arr.dtype}{list(arr.shape)} in one function of the artifact and "

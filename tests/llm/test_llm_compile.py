@@ -174,3 +174,26 @@ def test_weights_from_q4_1_blocks_give_the_same_tokens_quantized(quantize):
     assert len(kept) == 2 and all("keep_float" in k for k in kept)  # cos and sin
     for prompt in ([1, 2, 3], list(range(40, 60))):
         assert lm.generate(prompt, 24) == _reference(m, prompt, 24)
+
+
+def test_token_ids_outside_the_vocabulary_and_other_threads(tiny):
+    import threading
+
+    m, lm = tiny
+    with pytest.raises(InputError, match="token ids"):
+        lm.generate([1, 500], 3)
+    r = lm.runtime
+    r.prefill([4, 5, 6])
+    seen = []
+
+    def other():  # another thread has its own (empty) cache: continuing the first thread's sequence is refused
+        try:
+            r.prefill([7], start=3)
+        except InputError as e:
+            seen.append(str(e))
+
+    t = threading.Thread(target=other)
+    t.start()
+    t.join()
+    assert seen and "this thread" in seen[0]
+    assert r.prefill([7], start=3) is not None  # this thread's cache holds the 3 positions

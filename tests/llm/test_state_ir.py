@@ -142,3 +142,36 @@ def test_compiled_index_copy_of_a_tensor_matches_the_reference(index):
     (want,) = interpret(g, args)
     c = compile_graph(g.clone(), "host")
     np.testing.assert_array_equal(c(*args), want)
+
+
+def test_a_state_updated_at_a_constant_position_compiles():
+    from edgeopt.api import compile_graph
+
+    text = CACHE.replace("%pos: i64[2], ", "").replace("%x: f32[1,2,4]", "%x: f32[1,1,4]").replace(
+        "{\n", "{\n  const %pos: i64[1] = [3]\n", 1)
+    g = parse_graph(text)
+    model = compile_graph(g.clone(), "host")._runtime_model()
+    states: dict = {}
+    x = np.ones((1, 1, 4), np.float32)
+    (want,) = interpret(g, [x], states=states)
+    np.testing.assert_array_equal(model(x), want)
+
+
+def test_a_buffer_that_does_not_start_at_zero_is_refused():
+    m = _Cache()
+    m.cache.fill_(1.0)
+    with pytest.raises(UnsupportedModelError, match="torch.zeros"):
+        from_torch(m, (torch.randn(1, 2, 4), torch.tensor([0, 1])), state=True)
+
+
+def test_verifier_refuses_an_updated_state_returned_as_output():
+    with pytest.raises(VerificationError, match="graph output"):
+        verify(parse_graph(CACHE.replace("return %y", "return %y, %cache")))
+
+
+def test_per_group_weights_are_for_weight_only_modes():
+    from edgeopt.quant import QuantConfig, QuantizationError
+
+    QuantConfig(mode="int8-weight", weights="per-group")
+    with pytest.raises(QuantizationError, match="weight-only"):
+        QuantConfig(mode="int8", weights="per-group")
