@@ -215,10 +215,11 @@ def compile_graph(graph, target="host", *, opt_level: int = 2, passes: Sequence 
                               f"{tgt.name!r}")
         report["functions"] = {}
         weights = dict(base.consts)
+        known = {_digest(a): k for k, a in weights.items()}  # every stored weight by its bytes, hashed once
         for name, fg in functions.items():
             fq = quantization_pass(quantize, calibration_data, fg)  # its own: a pass keeps the graphs it saw
             fb = _build(fg, tgt, opt_level, passes, disable, tuning, fq)
-            plan = _share_weights(fb.lowered.plan, fb.consts, weights, name)
+            plan = _share_weights(fb.lowered.plan, fb.consts, weights, known, name)
             members[f"functions/{name}/plan.json"] = _json(plan)
             members[f"functions/{name}/kernels.so"] = fb.lib or b""
             members[f"functions/{name}/ir.txt"] = str(fb.graph).encode()
@@ -300,18 +301,19 @@ def _level_members(name: str | None, b: _Built, base: _Built, members: dict) -> 
     return out
 
 
-def _share_weights(plan: dict, consts: dict, weights: dict, prefix: str) -> dict:
-    """``plan`` with each weight renamed to the one in ``weights`` with the same bytes (stored once), or, when its
-    name is taken by other bytes, to a name of its own (``prefix``.name); adds the weights it keeps to ``weights``."""
+def _digest(a: np.ndarray) -> tuple:
     import hashlib
 
-    def digest(a: np.ndarray) -> tuple:
-        return a.dtype.str, a.shape, hashlib.sha256(np.ascontiguousarray(a).view(np.uint8).data).hexdigest()
+    return a.dtype.str, a.shape, hashlib.sha256(np.ascontiguousarray(a).view(np.uint8).data).hexdigest()
 
-    known = {digest(a): k for k, a in weights.items()}
+
+def _share_weights(plan: dict, consts: dict, weights: dict, known: dict, prefix: str) -> dict:
+    """``plan`` with each weight renamed to the one in ``weights`` with the same bytes (stored once: ``known`` maps
+    ``_digest`` to name), or, when its name is taken by other bytes, to a name of its own (``prefix``.name); adds the
+    weights it keeps to ``weights`` and ``known``."""
     rename = {}
     for name, arr in consts.items():
-        d = digest(arr)
+        d = _digest(arr)
         if d in known:
             rename[name] = known[d]
             continue

@@ -15,6 +15,7 @@ with its own class (e.g. ``ArtifactError``); a crash or timeout is a ``DeviceErr
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
@@ -95,16 +96,11 @@ def generate(artifact: str | os.PathLike, prompts: Sequence[Sequence[int]], max_
              timeout: float = 1800) -> list[list[int]]:
     """Greedy generation with a saved language model (``edgeopt.llm.compile(..., target="arm")``) on emulated
     ``cpu``: the new token ids for each prompt (token ids), in one emulated process."""
-    b = check_emulator(build)
-    with tempfile.TemporaryDirectory(prefix="edgeopt-emu-") as d:
-        d = Path(d)
-        stage_runtime(d / "py")
+    with _device(build) as (b, d):
         job = {"artifact": str(Path(artifact).resolve()), "prompts": [[int(t) for t in p] for p in prompts],
                "max_new_tokens": int(max_new_tokens), "stop": None if stop is None else [int(t) for t in stop],
                "result": str(d / "res.json")}
-        (d / "job.json").write_text(json.dumps(job))
-        (d / "device.py").write_text(_GENERATE_SCRIPT)
-        proc = _qemu(b, cpu, [str(d / "device.py"), str(d / "job.json")], d / "py", timeout)
+        proc = _run_script(b, d, cpu, _GENERATE_SCRIPT, job, timeout)
         if not (d / "res.json").exists():
             raise _crash(proc, cpu, job["artifact"])
         r = json.loads((d / "res.json").read_text())
@@ -139,10 +135,7 @@ def run_many(jobs: Sequence[tuple], cpu: str = "cortex-a72", build: str | os.Pat
 
     ``build`` is the sysroot folder (default ``sysroot_dir()``). The first failing job raises (see the module
     docstring); a crash stops every job after it, so run an artifact expected to crash on its own."""
-    b = check_emulator(build)
-    with tempfile.TemporaryDirectory(prefix="edgeopt-emu-") as d:
-        d = Path(d)
-        stage_runtime(d / "py")
+    with _device(build) as (b, d):
         specs = []
         for i, (artifact, inputs) in enumerate(jobs):
             by_name = isinstance(inputs, Mapping)
@@ -151,9 +144,7 @@ def run_many(jobs: Sequence[tuple], cpu: str = "cortex-a72", build: str | os.Pat
             np.savez(d / f"in{i}.npz", **arrays)
             specs.append({"artifact": str(Path(artifact).resolve()), "inputs": str(d / f"in{i}.npz"),
                           "by_name": by_name, "outputs": str(d / f"out{i}.npz"), "result": str(d / f"res{i}.json")})
-        (d / "jobs.json").write_text(json.dumps(specs))
-        (d / "device.py").write_text(_DEVICE_SCRIPT)
-        proc = _qemu(b, cpu, [str(d / "device.py"), str(d / "jobs.json")], d / "py", timeout)
+        proc = _run_script(b, d, cpu, _DEVICE_SCRIPT, specs, timeout)
         results = []
         for spec in specs:
             res = Path(spec["result"])
@@ -166,6 +157,22 @@ def run_many(jobs: Sequence[tuple], cpu: str = "cortex-a72", build: str | os.Pat
             with np.load(spec["outputs"]) as z:
                 results.append([z[f"arr_{k}"] for k in range(len(z.files))])
         return results
+
+
+@contextlib.contextmanager
+def _device(build):
+    """(sysroot folder, a scratch folder with edgeopt's runtime staged in ``py/``), the scratch removed after."""
+    b = check_emulator(build)
+    with tempfile.TemporaryDirectory(prefix="edgeopt-emu-") as d:
+        stage_runtime(Path(d) / "py")
+        yield b, Path(d)
+
+
+def _run_script(b: Path, d: Path, cpu: str, script: str, job, timeout: float) -> subprocess.CompletedProcess:
+    """Run ``script`` on the emulated ``cpu`` with the JSON file of ``job`` as its argument."""
+    (d / "job.json").write_text(json.dumps(job))
+    (d / "device.py").write_text(script)
+    return _qemu(b, cpu, [str(d / "device.py"), str(d / "job.json")], d / "py", timeout)
 
 
 def _numpy(x) -> np.ndarray:

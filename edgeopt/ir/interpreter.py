@@ -37,7 +37,9 @@ def interpret(g: Graph, inputs: Sequence[np.ndarray] | Mapping[str, np.ndarray],
             observe(v, x)
     states = {} if states is None else states
     for v in g.states:
-        env[v] = states.setdefault(v.name, np.zeros(v.type.shape, v.type.np_dtype))
+        if v.name not in states:
+            states[v.name] = np.zeros(v.type.shape, v.type.np_dtype)
+        env[v] = states[v.name]
     for name, arr in g.constants.items():
         env[g.const_values[name]] = arr
     last_use = {}

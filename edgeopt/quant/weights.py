@@ -72,10 +72,8 @@ def symmetric_groups(w: np.ndarray, group_axis: int, group_size: int) -> tuple[n
     group's largest magnitude at 127 (GGUF's Q8_0 form: weights that came from such blocks come back exactly)."""
     ax = group_axis % w.ndim
     shape = w.shape[:ax] + (w.shape[ax] // group_size, group_size) + w.shape[ax + 1:]
-    amax = np.abs(w.reshape(shape)).max(axis=ax + 1).astype(np.float32)
-    scale = np.where(amax > _TINY, amax / 127.0, 1.0).astype(np.float32)
-    q = np.clip(np.rint(w / np.repeat(scale, group_size, axis=ax)), -127, 127).astype(np.int8)
-    return q, scale
+    q, scale = symmetric_int8(w.reshape(shape), (ax + 1,))
+    return q.reshape(w.shape), scale.reshape(scale.shape[:ax + 1] + scale.shape[ax + 2:])
 
 
 def best_int8_groups(w: np.ndarray, group_axis: int, group_size: int) -> tuple:

@@ -44,9 +44,7 @@ class Model:
                     _ir_member(self.level)}
             for f in manifest.get("functions", {}).values():  # another entry point: a language model's prefill
                 used.update(f[k] for k in ("plan", "library", "ir") if k in f)
-            llm = manifest.get("llm")
-            if isinstance(llm, dict) and isinstance(llm.get("tokenizer"), str):  # text, for edgeopt.llm's runtime
-                used.add(llm["tokenizer"])
+            used.add(_tokenizer_member(manifest))  # text, for edgeopt.llm's runtime
             weights = {"weights.safetensors", self.level.get("weights", "weights.safetensors")}
             # what this runtime does not use (another CPU level's plan, library, weights) is hashed, never kept
             return {name: read_weights if name in weights else hash_only
@@ -57,23 +55,19 @@ class Model:
         self.manifest = manifest
         self.info = _info(manifest["target"], self.level)
         try:
-            self.plan = strict_json.loads(members[self.level.get("plan", "plan.json")])
             weights = members["weights.safetensors"]  # already in 64-byte-aligned arrays
             if self.level.get("weights"):  # a CPU level's own weights (those that differ from the baseline's)
                 weights = {**weights, **members[self.level["weights"]]}
-        except (KeyError, ValueError) as e:
+        except KeyError as e:
             raise ArtifactError(f"{what}: plan or weights unreadable ({e})") from None
-        check_plan(self.plan, what, weights)  # the whole plan, before any library is loaded or any kernel runs
-        if [self.plan["inputs"], self.plan["outputs"]] != [manifest["inputs"], manifest["outputs"]]:
-            raise ArtifactError(f"{what}: the plan's inputs or outputs differ from the manifest's (damaged)")
+        self.plan = _checked_plan(members, self.level.get("plan", "plan.json"), manifest, weights, what)
         self.report = manifest.get("report", {})
         self.ir = (members.get(_ir_member(self.level)) or b"").decode(errors="replace")  # for people only
         self._bind_plan(self.plan, self.level, members, weights, what)
         self.functions = {name: self._function(name, spec, members, weights, what)
                           for name, spec in manifest.get("functions", {}).items()}
-        llm = manifest.get("llm")
-        self.extras = {llm["tokenizer"]: members[llm["tokenizer"]]} \
-            if isinstance(llm, dict) and llm.get("tokenizer") in members else {}
+        tokenizer = _tokenizer_member(manifest)
+        self.extras = {tokenizer: members[tokenizer]} if tokenizer in members else {}
         del members, weights
         self._state_local = threading.local()  # each thread's states, shared by the artifact's functions
         for f in self.functions.values():
@@ -104,13 +98,7 @@ class Model:
         f = object.__new__(Model)
         f.__dict__.update({k: v for k, v in self.__dict__.items() if k != "functions"})
         f.functions = {}
-        try:
-            plan = strict_json.loads(members[spec["plan"]])
-        except (KeyError, ValueError) as e:
-            raise ArtifactError(f"{what}: the plan of function {name!r} is unreadable ({e})") from None
-        check_plan(plan, f"{what} (function {name!r})", weights)
-        if [plan["inputs"], plan["outputs"]] != [spec["inputs"], spec["outputs"]]:
-            raise ArtifactError(f"{what}: function {name!r}'s plan has other inputs or outputs than the manifest's")
+        plan = _checked_plan(members, spec["plan"], spec, weights, f"{what} (function {name!r})")
         f.ir = (members.get(spec.get("ir", "")) or b"").decode(errors="replace")
         f._bind_plan(plan, {"library": spec["library"]}, members, weights, what)
         return f
@@ -218,6 +206,26 @@ class Model:
                                  f"(convert it with .astype(np.{want_dt}))")
             out.append(x)
         return out
+
+
+def _checked_plan(members: dict, member: str, io: dict, weights: dict, what: str) -> dict:
+    """The plan in ``member``, checked whole (before any library is loaded or any kernel runs) and against the
+    inputs and outputs ``io`` (the manifest, or its entry for a function) lists."""
+    try:
+        plan = strict_json.loads(members[member])
+    except (KeyError, ValueError) as e:
+        raise ArtifactError(f"{what}: plan or weights unreadable ({e})") from None
+    check_plan(plan, what, weights)
+    if [plan["inputs"], plan["outputs"]] != [io["inputs"], io["outputs"]]:
+        raise ArtifactError(f"{what}: the plan's inputs or outputs differ from the manifest's (damaged)")
+    return plan
+
+
+def _tokenizer_member(manifest: dict) -> str | None:
+    """The member holding a language model's tokenizer (``edgeopt.llm.compile(..., tokenizer=)``), if any."""
+    llm = manifest.get("llm")
+    name = llm.get("tokenizer") if isinstance(llm, dict) else None
+    return name if isinstance(name, str) else None
 
 
 def _ir_member(level: dict) -> str:
