@@ -31,6 +31,10 @@ def __getattr__(name):
         from . import quant
 
         return getattr(quant, name)
+    if name == "Compress":
+        from .compress import Compress
+
+        return Compress
     if name == "Pipeline":
         from .pipeline import Pipeline
 

@@ -113,7 +113,7 @@ class CompiledModel:
 
 def compile(model, example_inputs: Sequence, target="host", *, opt_level: int = 2,
             passes: Sequence | None = None, disable: Sequence[str] = (), dynamic_shapes=None,
-            tuning_db: str | os.PathLike | None = None, quantize=None, calibration_data=None,
+            tuning_db: str | os.PathLike | None = None, quantize=None, calibration_data=None, compress=None,
             **target_options) -> CompiledModel:
     """Compile ``model`` (a torch.nn.Module) for ``target`` at the shapes of ``example_inputs``.
 
@@ -122,6 +122,8 @@ def compile(model, example_inputs: Sequence, target="host", *, opt_level: int = 
     ``tuning_db`` (a file written by ``edgeopt.tune``) gives tuned schedules to the kernels it has records for.
     ``quantize`` is a mode ("int8", "int8-dynamic", "int8-weight", "int4-weight") or an ``edgeopt.QuantConfig``;
     static "int8" needs ``calibration_data``: an iterable of input batches like ``example_inputs`` (e.g. 64 images).
+    ``compress`` (an ``edgeopt.Compress``) prunes channels and / or factors layers by low rank first, without
+    retraining (``report["compression"]`` says what changed); quantization composes with it.
     """
     from .errors import UnsupportedModelError
     from .frontend import from_torch
@@ -137,13 +139,14 @@ def compile(model, example_inputs: Sequence, target="host", *, opt_level: int = 
     graph = from_torch(model, example_inputs)
     return compile_graph(graph, tgt, opt_level=opt_level, passes=passes, disable=disable,
                          frontend_seconds=time.perf_counter() - t0, tuning_db=tuning_db, quantize=quantize,
-                         calibration_data=calibration_data)
+                         calibration_data=calibration_data, compress=compress)
 
 
 def optimize_graph(graph, tgt, *, opt_level: int = 2, passes: Sequence | None = None,
-                   disable: Sequence[str] = (), quantization=None) -> list[dict]:
+                   disable: Sequence[str] = (), quantization=None, compress=None) -> list[dict]:
     """Verify the traced graph and run the pass pipeline on it (in place); returns the passes' records.
-    ``quantization`` (``edgeopt.quant.setup.quantization_pass``) is the configured quantization pass, if any."""
+    ``quantization`` (``edgeopt.quant.setup.quantization_pass``) is the configured quantization pass, if any;
+    ``compress`` (an ``edgeopt.Compress``) puts its passes first, where they see the traced layers."""
     from .ir import verify
     from .pipeline import resolve, run_passes
 
@@ -153,13 +156,15 @@ def optimize_graph(graph, tgt, *, opt_level: int = 2, passes: Sequence | None = 
         from .quant.setup import place
 
         place(pipeline, quantization)
+    if compress is not None:
+        pipeline[:0] = compress.passes()
     return run_passes(graph, pipeline, tgt)
 
 
 def compile_graph(graph, target="host", *, opt_level: int = 2, passes: Sequence | None = None,
                   disable: Sequence[str] = (), frontend_seconds: float = 0.0,
                   tuning_db: str | os.PathLike | None = None, quantize=None, calibration_data=None,
-                  functions: dict | None = None, manifest_extra: dict | None = None,
+                  compress=None, functions: dict | None = None, manifest_extra: dict | None = None,
                   extra_members: dict[str, bytes] | None = None) -> CompiledModel:
     """Run the pass pipeline on an IR graph (modified in place), lower it and package the artifact.
 
@@ -182,10 +187,11 @@ def compile_graph(graph, target="host", *, opt_level: int = 2, passes: Sequence 
 
     tuning = None if tuning_db is None else TuningDB.load(tuning_db)  # a bad file fails before any work
     quantization = quantization_pass(quantize, calibration_data, graph)  # bad settings fail before any work too
+    _check_compress(compress, functions)
     traced_ops, float_weight_bytes = len(graph.nodes), graph.weight_bytes()
     levels = getattr(tgt, "levels", None) or [(None, tgt)]
     builds = [_build(graph if i == len(levels) - 1 else graph.clone(), t, opt_level, passes, disable, tuning,
-                     quantization) for i, (_, t) in enumerate(levels)]
+                     quantization, compress) for i, (_, t) in enumerate(levels)]
     base, best = builds[0], builds[-1]
     report = _report(best, tgt, traced_ops, frontend_seconds, tuning)
     if quantization is not None:
@@ -193,6 +199,8 @@ def compile_graph(graph, target="host", *, opt_level: int = 2, passes: Sequence 
 
         report["quantization"] = quantization_report(quantization, best.graph, best.records, float_weight_bytes,
                                                      report["weight_bytes"])
+    if compress is not None:
+        report["compression"] = _compression_report(compress, best.records)
     members = {"plan.json": _json(base.lowered.plan), "weights.safetensors": safetensors_dumps(base.consts),
                **({"kernels.so": base.lib} if base.lib is not None else {}), "ir.txt": str(base.graph).encode(),
                **base.device_code}
@@ -261,12 +269,12 @@ class _Built:
     seconds: float
 
 
-def _build(graph, tgt, opt_level, passes, disable, tuning, quantization=None) -> _Built:
+def _build(graph, tgt, opt_level, passes, disable, tuning, quantization=None, compress=None) -> _Built:
     from .lower import lower
 
     t0 = time.perf_counter()
     records = optimize_graph(graph, tgt, opt_level=opt_level, passes=passes, disable=disable,
-                             quantization=quantization)
+                             quantization=quantization, compress=compress)
     lowered = lower(graph, tgt, tuning)
     with tempfile.TemporaryDirectory(prefix="edgeopt-") as d:
         lib_path = os.path.join(d, "kernels.so")
@@ -281,6 +289,33 @@ def _build(graph, tgt, opt_level, passes, disable, tuning, quantization=None) ->
     consts = {name: graph.constants[name].astype(NP_DTYPES[v["dtype"]], copy=False)
               for name, v in lowered.plan["values"].items() if v["kind"] == "const"}
     return _Built(graph, lowered, records, lib, device_code, consts, time.perf_counter() - t0)
+
+
+def _check_compress(compress, functions) -> None:
+    from .compress import Compress, CompressionError
+
+    if compress is None:
+        return
+    if not isinstance(compress, Compress):
+        raise CompressionError(f"compress= takes an edgeopt.Compress(...), got {type(compress).__name__}")
+    if functions:
+        raise CompressionError("compress= applies to one function; prune or factor a multi-function model with "
+                               "the torch-side edgeopt.compress functions before compiling it")
+
+
+def _compression_report(compress, records) -> dict:
+    """The compression passes' stats: MACs and weights before and after, what each pass changed."""
+    import dataclasses
+
+    stats = [r for r in records if r["name"] in ("prune_channels", "low_rank")]
+    out = {"config": dataclasses.asdict(compress)}
+    for r in stats:
+        out[r["name"]] = r["stats"]
+    if stats:
+        out["macs_before"], out["macs_after"] = stats[0]["stats"]["macs_before"], stats[-1]["stats"]["macs_after"]
+        out["params_before"] = stats[0]["stats"]["params_before"]
+        out["params_after"] = stats[-1]["stats"]["params_after"]
+    return out
 
 
 def _level_members(name: str | None, b: _Built, base: _Built, members: dict) -> dict:

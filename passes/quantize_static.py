@@ -18,6 +18,8 @@ Each convolution, linear layer and matmul with a constant operand becomes a laye
 - embedding tables are stored int8 per row (as ``quantize_weights`` does) and gathered rows dequantized;
 - ``bias_correction`` (on by default) shifts each layer's float bias by the mean error that weight rounding
   causes in its output over the calibration data, so that errors do not add up as a drift through deep nets;
+- scales learned by quantization-aware training (``QuantConfig.input_ranges`` / ``weight_scales``, by layer name)
+  replace the calibrated ranges and the max-based weight scales of those layers;
 - ``QuantConfig(max_drop=...)``: the metric (top-1 agreement, cosine, or a function) on the calibration data may
   fall at most this much; the fewest of the layers that add the most error (``edgeopt.quant.compare``) stay float
   for it to hold (a doubling then bisecting search; reported as ``kept_for_budget``). Each trial interprets the
@@ -88,7 +90,8 @@ class QuantizeStatic(Pass):
             else:
                 layers.append(n)
         acts = list(dict.fromkeys(n.inputs[0] for n in layers))
-        errors = _WeightErrors(g, layers, self.config) if self.bias_correction else None
+        errors = _WeightErrors(g, layers, self.config) if self.bias_correction and self.config.bias_correction \
+            else None
         self._float_outputs = []  # one pass over the calibration data: ranges, weight errors, float outputs
         stats = observe_ranges(g, acts, self.calibration, also=errors.observe if errors else None,
                                outputs=self._float_outputs)
@@ -112,7 +115,8 @@ class QuantizeStatic(Pass):
         for n in layers:
             v = n.inputs[0]
             if v not in qdq:
-                qdq[v] = self._quantize_activation(g, v, self._ranges[v.name], readers)
+                learned = self.config.input_ranges.get(g.layer_name(n))
+                qdq[v] = self._quantize_activation(g, v, self._ranges[v.name], readers, learned)
             n.inputs[0] = qdq[v]
             n.inputs[1] = self._quantize_weight(g, n)
             shift = self._shifts.get(n.outputs[0].name)
@@ -172,15 +176,15 @@ class QuantizeStatic(Pass):
             else:
                 lo = mid
         k, t, score = found
-        _adopt(g, t)
+        g.adopt(t)
         kept += [f"{name} (accuracy budget)" for name in ranking[:k]]
         if best - score > cfg.max_drop:
             warnings.warn(f"int8 quantization could not meet max_drop={cfg.max_drop} even with every layer float "
                           f"({out['metric']} {score:.4f} vs {best:.4f})", stacklevel=2)
         return {**out, "score": round(score, 4), "kept_for_budget": ranking[:k]}
 
-    def _quantize_activation(self, g: Graph, v: Value, st, readers) -> Value:
-        lo, hi = choose_range(st, self.config.calibrator, self.config.percentile)
+    def _quantize_activation(self, g: Graph, v: Value, st, readers, learned=None) -> Value:
+        lo, hi = learned if learned is not None else choose_range(st, self.config.calibrator, self.config.percentile)
         dtype = self._activation_dtype()
         scale, zp = affine_params(lo, hi, dtype)
         s, z = g.add_const(np.float32(scale), f"{v.name}_scale"), g.add_const(np.int32(zp), f"{v.name}_zp")
@@ -209,7 +213,7 @@ class QuantizeStatic(Pass):
         w = n.inputs[1]
         arr = g.const(w)
         axes = reduce_axes(n, arr) if self.config.weights == "per-channel" else None
-        q, s = symmetric_int8(arr, axes)
+        q, s = symmetric_int8(arr, axes, self.config.weight_scales.get(g.layer_name(n)))
         qv, sv = g.add_const(q, f"{w.name}_q"), g.add_const(s, f"{w.name}_scale")
         return g.add("dequantize", [qv, sv], source=n.source, name=f"{w.name}_dq")
 
@@ -226,7 +230,8 @@ class _WeightErrors:
         for n in layers:
             if n.op in ("conv2d", "linear") and len(n.inputs) == 3 and g.is_const(n.inputs[2]):
                 w = g.const(n.inputs[1])
-                q, s = symmetric_int8(w, reduce_axes(n, w) if config.weights == "per-channel" else None)
+                q, s = symmetric_int8(w, reduce_axes(n, w) if config.weights == "per-channel" else None,
+                                      config.weight_scales.get(g.layer_name(n)))
                 delta = (q.astype(np.float32) * s - w).astype(np.float32)
                 self.readers.setdefault(n.inputs[0], []).append((n, delta, get_op(n.op).reference))
         self.sums: dict[str, np.ndarray] = {}
@@ -247,13 +252,6 @@ class _WeightErrors:
 def _channel_mean(x: np.ndarray, op: str) -> np.ndarray:
     ch = 1 if op == "conv2d" else x.ndim - 1
     return x.astype(np.float64).mean(axis=tuple(i for i in range(x.ndim) if i != ch))
-
-
-def _adopt(g: Graph, other: Graph) -> None:
-    """Make ``g`` the graph ``other`` is (its nodes, values and constants)."""
-    g.inputs, g.outputs, g.nodes = other.inputs, other.outputs, other.nodes
-    g.states, g.state_updates = other.states, other.state_updates
-    g.constants, g.const_values, g._names = other.constants, other.const_values, other._names
 
 
 def _too_narrow(n: Node) -> bool:

@@ -170,6 +170,7 @@ def _convert(ep: torch.export.ExportedProgram, name: str) -> Graph:
                     spec.target, TensorType(tuple(val.shape), ir_dtype(val.dtype)))
             else:
                 ctx.torch_consts[node.name] = consts[spec.target]
+                g.param_names[node.name] = spec.target
         elif node.op == "call_function":
             _convert_node(ctx, node, unsupported)
         elif node.op == "output":
@@ -181,6 +182,7 @@ def _convert(ep: torch.export.ExportedProgram, name: str) -> Graph:
                 if s.kind == OutputKind.BUFFER_MUTATION and s.target in state_of:
                     g.state_updates[state_of[s.target].name] = ctx.env[a.name]
     g.remove_unused_constants()
+    g.param_names = {k: t for k, t in g.param_names.items() if k in g.constants}
     return g
 
 

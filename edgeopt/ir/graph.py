@@ -85,6 +85,8 @@ class Graph:
         self.nodes: list[Node] = []
         self.constants: dict[str, np.ndarray] = {}
         self.const_values: dict[str, Value] = {}
+        #: const name -> the name of the torch parameter or buffer it came from (set by the frontend)
+        self.param_names: dict[str, str] = {}
         self._names: set[str] = set()
 
     # -- construction -------------------------------------------------------------------------------
@@ -159,6 +161,12 @@ class Graph:
                 out.setdefault(v, []).append(n)
         return out
 
+    def layer_name(self, n: Node) -> str:
+        """The model's name of layer ``n`` (a conv / linear): its weight's parameter name without ``.weight``
+        (``encoder.layer.0.intermediate.dense``), else the weight's constant name."""
+        w = n.inputs[1].name if len(n.inputs) > 1 else n.outputs[0].name
+        return self.param_names.get(w, w).removesuffix(".weight")
+
     def weight_bytes(self) -> int:
         return int(sum(a.nbytes for a in self.constants.values()))
 
@@ -202,10 +210,19 @@ class Graph:
             self._names.discard(k)
         return len(dead)
 
+    def adopt(self, other: Graph) -> None:
+        """Become ``other`` (its inputs, states, nodes, constants and outputs): how a pass that rebuilds the graph
+        (pruning, calibration's swap) rewrites it in place."""
+        self.inputs, self.outputs, self.nodes = other.inputs, other.outputs, other.nodes
+        self.states, self.state_updates = other.states, other.state_updates
+        self.constants, self.const_values, self._names = other.constants, other.const_values, other._names
+        self.param_names = other.param_names
+
     def clone(self) -> Graph:
         """A structural copy (new Values and Nodes); constant arrays are shared, not copied."""
         g = Graph(self.name)
         g._names = set(self._names)
+        g.param_names = dict(self.param_names)
         vmap: dict[Value, Value] = {}
         for v in self.inputs:
             vmap[v] = Value(v.name, v.type)

@@ -55,6 +55,12 @@ class QuantConfig:
                   below the float model's; the most sensitive layers stay float until it holds
     metric        "top1" (agreement of the arg-max of the first output), "cosine" (mean cosine of the first
                   output), or a function ``(float_outputs, quant_outputs) -> score`` (lists of output lists)
+    input_ranges  static int8: layer name (its module's name, e.g. "features.3") -> the (lo, hi) range of its input
+                  activation, used instead of a calibrated one; ``weight_scales``: layer name -> its weight's scale
+                  per output channel. Quantization-aware training learns both
+                  (``edgeopt.compress.prepare_qat(...).export()``)
+    bias_correction  static int8: shift each biased layer's bias by the mean error weight rounding causes (off
+                  after QAT: training already compensated)
     """
 
     mode: str = "int8"
@@ -69,6 +75,9 @@ class QuantConfig:
     quantized_residuals: bool = True
     max_drop: float | None = None
     metric: object = "top1"
+    input_ranges: dict = field(default_factory=dict)
+    weight_scales: dict = field(default_factory=dict)
+    bias_correction: bool = True
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -120,6 +129,8 @@ class QuantConfig:
             out["keep_int8"] = list(self.keep_int8)
         if self.max_drop is not None:
             out["max_drop"] = self.max_drop
+        if self.input_ranges or self.weight_scales:
+            out["learned_ranges"], out["learned_weight_scales"] = len(self.input_ranges), len(self.weight_scales)
         return out
 
 

@@ -39,8 +39,16 @@ def reduce_axes(n: Node, w: np.ndarray) -> tuple[int, ...]:
     return (1,)  # take: an embedding table [V, D], one scale per row
 
 
-def symmetric_int8(w: np.ndarray, axes: tuple[int, ...] | None) -> tuple[np.ndarray, np.ndarray]:
-    """(q int8, scale f32) with ``|w|``'s max over ``axes`` (None: the whole tensor) mapped to 127."""
+def symmetric_int8(w: np.ndarray, axes: tuple[int, ...] | None, scale=None) -> tuple[np.ndarray, np.ndarray]:
+    """(q int8, scale f32) with ``|w|``'s max over ``axes`` (None: the whole tensor) mapped to 127, or with the
+    ``scale`` given (one per output channel, learned by quantization-aware training)."""
+    if scale is not None:
+        keep = [1 if axes is None or i in axes else d for i, d in enumerate(w.shape)]
+        scale = np.asarray(scale, np.float32).reshape(keep)
+        if axes is None and scale.size != 1:
+            raise ValueError("a per-tensor weight takes one learned scale")
+        q = np.clip(np.rint(w / scale), -127, 127).astype(np.int8)
+        return q, scale if axes is not None else scale.reshape(())
     amax = np.abs(w).max(axis=axes, keepdims=axes is not None)
     scale = np.where(amax > _TINY, amax / 127.0, 1.0).astype(np.float32)
     q = np.clip(np.rint(w / scale), -127, 127).astype(np.int8)
