@@ -1,6 +1,6 @@
 """Compression beyond quantization: what structured pruning and low rank save, and what distillation gives back.
 
-    .venv/bin/python bench/compress.py              # both experiments (~4 min on 2 cores)
+    .venv/bin/python bench/compress.py              # all three experiments (~6 min on 2 cores)
     .venv/bin/python bench/compress.py digits       # one of them
     .venv/bin/python bench/compress.py --small      # a quick smoke run (CI's bench test)
 
@@ -9,10 +9,14 @@
   original with the labels (``edgeopt.compress.distill``). Test accuracy of the original, the pruned model
   before and after distillation; MACs and weights; the edgeopt latency of both (batch 32, compiled for host,
   interleaved rounds in one process: a ratio, measured in the same run).
-- **minilm**: pretrained all-MiniLM-L6-v2, its 12 FFN linears factored by SVD at a 0.5 parameter budget
-  (``edgeopt.compress.low_rank``); mean cosine of the sentence embeddings to the original's on held-out real
-  sentences before and after a short distillation (cosine loss) on other, unlabeled sentences; weights and the
-  edgeopt latency of both (batch 1, 128 tokens).
+- **minilm**: pretrained all-MiniLM-L6-v2, its 12 FFN linears factored at a 0.5 parameter budget
+  (``edgeopt.compress.low_rank``, with the training sentences as ``data``: factors that keep the layers' outputs;
+  the plain weight SVD's cosine is printed beside); mean cosine of the sentence embeddings to the original's on
+  held-out real sentences before and after a short distillation (cosine loss) on the other, unlabeled sentences;
+  weights and the edgeopt latency of both (batch 1, 128 tokens).
+- **explore**: ``edgeopt.explore`` on the digits CNN (test accuracy on the real labels, batch 32): the default
+  grid of quantization, pruning and low-rank settings, its table and Pareto plot
+  (bench/results/compress-pareto-<time>.png).
 
 Writes bench/results/compress-<time>.json.
 """
@@ -102,7 +106,10 @@ def minilm(small: bool, rounds: int) -> dict:
     train_ids, train_mask = minilm_batch(sentences[:n], seq=64)
     test_ids, test_mask = minilm_batch(sentences[n:2 * n], seq=64)
     ffn = ("bert.encoder.layer.?.intermediate.dense", "bert.encoder.layer.?.output.dense")
-    student, res = low_rank(teacher, budget=0.5, layers=ffn, return_result=True)
+    batches = [{"input_ids": torch.from_numpy(train_ids[i:i + 16]), "attention_mask": torch.from_numpy(
+        train_mask[i:i + 16])} for i in range(0, n, 16)]
+    plain = low_rank(teacher, budget=0.5, layers=ffn)  # factors of the weights alone
+    student, res = low_rank(teacher, budget=0.5, layers=ffn, data=batches, return_result=True)  # of the outputs
 
     def mean_cosine(model):
         with torch.no_grad():
@@ -113,9 +120,8 @@ def minilm(small: bool, rounds: int) -> dict:
 
     row = {"experiment": "MiniLM FFN low rank at a 0.5 parameter budget + distillation", "sentences_train": n,
            "sentences_test": n, "ffn_weights_original": res.params_before, "ffn_weights_low_rank": res.params_after,
-           "ranks": sorted({v["rank"] for v in res.layers.values()}), "cosine_before_distill": mean_cosine(student)}
-    batches = [{"input_ids": torch.from_numpy(train_ids[i:i + 16]), "attention_mask": torch.from_numpy(
-        train_mask[i:i + 16])} for i in range(0, n, 16)]
+           "ranks": sorted({v["rank"] for v in res.layers.values()}),
+           "cosine_weight_svd": mean_cosine(plain), "cosine_before_distill": mean_cosine(student)}
     t0 = time.perf_counter()
     out = distill(teacher, student, batches, loss="cosine", epochs=1 if small else 3, lr=1e-4)
     row["distill_seconds"] = round(time.perf_counter() - t0, 1)
@@ -129,16 +135,46 @@ def minilm(small: bool, rounds: int) -> dict:
     return row
 
 
+def explore(small: bool, rounds: int) -> dict:
+    import numpy as np
+    import torch
+
+    import edgeopt
+    from bench.common import save_results  # noqa: F401  (the plot goes beside the JSON)
+    from bench.digits_cnn import DigitsResNet, digits_split, train_digits
+
+    teacher, *_ = train_digits(epochs=2 if small else 12, model=DigitsResNet())
+    x_tr, y_tr, x_te, y_te = digits_split()
+    n = 64 if small else len(x_te) // 32 * 32
+    data = [x_te[i:i + 32] for i in range(0, n, 32)]
+    labels = [y_te[i:i + 32].numpy() for i in range(0, n, 32)]
+
+    def accuracy(run, batches):
+        return float(np.mean([np.mean(run(*b).argmax(-1) == y) for b, y in zip(batches, labels)]))
+
+    calib = [x_tr[i:i + 32] for i in range(0, 64 * (1 if small else 4), 32)]
+    result = edgeopt.explore(teacher, (data[0],), data, accuracy, calibration_data=calib, runs=rounds)
+    print(result)
+    out_dir = os.environ.get("EDGEOPT_BENCH_RESULTS") or os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                                                      "results")
+    os.makedirs(out_dir, exist_ok=True)
+    plot = result.plot(os.path.join(out_dir, f"compress-pareto-{time.strftime('%Y%m%d-%H%M%S')}.png"))
+    del torch
+    return {"experiment": "explore (digits CNN, test accuracy on labels, batch 32)", "plot": os.path.basename(plot),
+            "settings": result.rows}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("experiments", nargs="*", choices=["digits", "minilm", []], help="default: both")
+    ap.add_argument("experiments", nargs="*", choices=["digits", "minilm", "explore", []], help="default: all")
     ap.add_argument("--small", action="store_true", help="a quick smoke run: few epochs and sentences")
     ap.add_argument("--rounds", type=int, default=30)
     args = ap.parse_args()
     pin_threads(2)
     rows = []
-    for name in args.experiments or ["digits", "minilm"]:
-        row = {"digits": digits, "minilm": minilm}[name](args.small, 3 if args.small else args.rounds)
+    for name in args.experiments or ["digits", "minilm", "explore"]:
+        row = {"digits": digits, "minilm": minilm, "explore": explore}[name](args.small,
+                                                                            3 if args.small else args.rounds)
         print(row, flush=True)
         rows.append(row)
     save_results("compress", rows, small=args.small)

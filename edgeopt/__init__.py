@@ -35,6 +35,10 @@ def __getattr__(name):
         from .compress import Compress
 
         return Compress
+    if name == "explore":
+        from .compress.explore import explore
+
+        return explore
     if name == "Pipeline":
         from .pipeline import Pipeline
 

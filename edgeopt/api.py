@@ -201,7 +201,8 @@ def compile_graph(graph, target="host", *, opt_level: int = 2, passes: Sequence 
                                                      report["weight_bytes"])
     if compress is not None:
         report["compression"] = _compression_report(compress, best.records)
-    members = {"plan.json": _json(base.lowered.plan), "weights.safetensors": safetensors_dumps(base.consts),
+    weights = base.consts
+    members = {"plan.json": _json(base.lowered.plan),
                **({"kernels.so": base.lib} if base.lib is not None else {}), "ir.txt": str(base.graph).encode(),
                **base.device_code}
     described = tgt.describe()
@@ -236,9 +237,9 @@ def compile_graph(graph, target="host", *, opt_level: int = 2, passes: Sequence 
                                             "inputs": plan["inputs"], "outputs": plan["outputs"]}
             report["functions"][name] = {"num_kernels": len(plan["steps"]), "arena_bytes": plan.get("arena_bytes", 0),
                                          "seconds": round(fb.seconds, 4)}
-        members["weights.safetensors"] = safetensors_dumps(weights)
         report["weight_bytes"] = int(sum(a.nbytes for a in weights.values()))
     functions_manifest = described.pop("functions")
+    sparse_spec = _store_weights(weights, members, report)
     members.update(extra_members or {})
     report["compile_seconds"] = round(time.perf_counter() - t0, 4)
     manifest = {
@@ -250,6 +251,7 @@ def compile_graph(graph, target="host", *, opt_level: int = 2, passes: Sequence 
         "outputs": best.lowered.plan["outputs"],
         "report": report,
         **({"functions": functions_manifest} if functions_manifest else {}),
+        **({"sparse_weights": sparse_spec} if sparse_spec else {}),
         **(manifest_extra or {}),
     }
     return CompiledModel(write_artifact(manifest, members), graph, report, manifest["target"], members["plan.json"],
@@ -291,6 +293,21 @@ def _build(graph, tgt, opt_level, passes, disable, tuning, quantization=None, co
     return _Built(graph, lowered, records, lib, device_code, consts, time.perf_counter() - t0)
 
 
+def _store_weights(weights: dict, members: dict, report: dict) -> dict:
+    """Write ``weights`` into ``members``: mostly-zero ones (magnitude pruning) as mask and values in their own
+    member (``edgeopt.runtime.sparse_weights``), the rest dense; returns the manifest's ``sparse_weights``."""
+    from .runtime import sparse_weights
+
+    dense, sparse, spec = sparse_weights.encode(weights)
+    members["weights.safetensors"] = safetensors_dumps(dense)
+    if spec:
+        members[sparse_weights.MEMBER] = safetensors_dumps(sparse)
+        report["sparse_weights"] = {"count": len(spec),
+                                    "dense_bytes": int(sum(weights[k].nbytes for k in spec)),
+                                    "stored_bytes": int(sum(a.nbytes for a in sparse.values()))}
+    return spec
+
+
 def _check_compress(compress, functions) -> None:
     from .compress import Compress, CompressionError
 
@@ -307,10 +324,11 @@ def _compression_report(compress, records) -> dict:
     """The compression passes' stats: MACs and weights before and after, what each pass changed."""
     import dataclasses
 
-    stats = [r for r in records if r["name"] in ("prune_channels", "low_rank")]
     out = {"config": dataclasses.asdict(compress)}
-    for r in stats:
-        out[r["name"]] = r["stats"]
+    for r in records:
+        if r["name"] in ("prune_channels", "low_rank", "prune_magnitude", "sparse_linear"):
+            out[r["name"]] = r["stats"]
+    stats = [r for r in records if r["name"] in ("prune_channels", "low_rank")]
     if stats:
         out["macs_before"], out["macs_after"] = stats[0]["stats"]["macs_before"], stats[-1]["stats"]["macs_after"]
         out["params_before"] = stats[0]["stats"]["params_before"]

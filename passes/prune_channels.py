@@ -6,7 +6,8 @@ norm's entry ``i``, the next conv's input slice ``[:, i]``, the depthwise filter
 convs feeding the same residual add; a concat offsets its inputs' channels; a reshape that splits the channels
 into heads prunes whole heads. Channels that reach a graph input or output, a layer norm or an op the analysis
 does not know are kept. In each group of alternatives (a layer, a residual stream) the ``ratio`` with the
-smallest filter norms (``score`` "l1" or "l2") go, keeping a multiple of ``round_to``.
+smallest filter norms (``score`` "l1" or "l2") go, keeping a multiple of ``round_to`` (16: vector width) in a
+group of at least that many.
 
 Requires: ``unfused`` (plain OIHW / "oi" weights: it runs first). Guarantees: nothing new; the outputs keep
 their shapes, their values change (the removed channels contributed to them). Runs without data: fine-tune
@@ -39,7 +40,7 @@ class PruneChannels(Pass):
     name = "prune_channels"
     requires = ("unfused",)
 
-    def __init__(self, ratio: float = 0.5, score: str = "l1", round_to: int = 1):
+    def __init__(self, ratio: float = 0.5, score: str = "l1", round_to: int = 16):
         self.ratio, self.score, self.round_to = ratio, score, round_to
 
     def run(self, g: Graph) -> dict:

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 from .config import Compress, CompressionError
 from .distillation import DistillResult, distill
+from .explore import ExploreResult, explore
 from .torch_low_rank import LowRankResult, low_rank
 from .torch_prune import PruneResult, prune
 
-__all__ = ["Compress", "CompressionError", "DistillResult", "LowRankResult", "PruneResult", "QATModel", "distill",
-           "low_rank", "prepare_qat", "prune"]
+__all__ = ["Compress", "CompressionError", "DistillResult", "ExploreResult", "LowRankResult", "PruneResult",
+           "QATModel", "distill", "explore", "low_rank", "prepare_qat", "prune"]
 
 
 def __getattr__(name):

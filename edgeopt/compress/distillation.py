@@ -68,7 +68,7 @@ def distill(teacher, student, data: Iterable, *, epochs: int = 10, lr: float = 1
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, epochs * len(data)))
     result = DistillResult(student)
     best, best_state, waited = None, None, 0
-    bar = _progress(epochs * len(data), progress)
+    bar = progress_bar(epochs * len(data), progress, "distill")
 
     def batch_loss(batch):
         x, y = (batch if labels else (batch, None))
@@ -208,7 +208,8 @@ class _FeatureHooks:
             h.remove()
 
 
-def _progress(total: int, progress: bool | None):
+def progress_bar(total: int, progress: bool | None, desc: str):
+    """A tqdm bar (``progress`` None: when stderr is a terminal and tqdm is installed), or None."""
     if progress is None:
         progress = sys.stderr.isatty()
     if not progress:
@@ -217,4 +218,4 @@ def _progress(total: int, progress: bool | None):
         from tqdm.auto import tqdm
     except ImportError:
         return None
-    return tqdm(total=total, desc="distill", leave=False)
+    return tqdm(total=total, desc=desc, leave=False)

@@ -11,6 +11,17 @@ def svd(w2d: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return u, s, vt
 
 
+def whitened_svd(w2d: np.ndarray, gram: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The SVD that minimizes the error on the layer's inputs rather than on its weight: with ``gram`` = X^T X of
+    the inputs X seen (rows of features) and L its Cholesky factor, ||X (W - W')^T|| = ||(W - W') L||, so W L is
+    factored and L^-1 folded back into the right factor. Returns ``(u, s, vt)`` with ``u diag(s) vt = W``."""
+    g = gram.astype(np.float64)
+    g = g + np.eye(len(g)) * max(1e-6 * float(np.trace(g)) / len(g), 1e-12)  # damped: unseen directions stay
+    chol = np.linalg.cholesky(g)
+    u, s, vt = np.linalg.svd(w2d.astype(np.float64) @ chol, full_matrices=False)
+    return u, s, np.linalg.solve(chol.T, vt.T).T  # vt L^-1
+
+
 def factors(u: np.ndarray, s: np.ndarray, vt: np.ndarray, rank: int, dtype) -> tuple[np.ndarray, np.ndarray]:
     """``(a [out, rank], b [rank, in])`` with ``a @ b`` the best rank-``rank`` approximation; the singular values
     are split evenly between them (their norms stay alike, which suits later quantization)."""

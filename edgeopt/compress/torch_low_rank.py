@@ -9,7 +9,7 @@ import copy
 from dataclasses import dataclass
 
 from .config import CompressionError, matches
-from .factor import RANK_MULTIPLE, factors, rank_for_energy, ranks_for_budget, saves, svd
+from .factor import RANK_MULTIPLE, factors, rank_for_energy, ranks_for_budget, saves, svd, whitened_svd
 
 
 @dataclass
@@ -27,12 +27,16 @@ class LowRankResult:
 
 
 def low_rank(model, *, energy: float | None = None, budget: float | None = None, layers=("*",),
-             multiple: int = RANK_MULTIPLE, return_result: bool = False):
+             multiple: int = RANK_MULTIPLE, data=None, return_result: bool = False):
     """A copy of ``model`` with every ``nn.Linear`` and ``nn.Conv2d`` (groups 1) whose name matches ``layers``
     (globs, e.g. ``"encoder.layer.*.intermediate.dense"``) factored by truncated SVD: rank by ``energy`` (share of
     squared singular values kept, per layer) or by a parameter ``budget`` over the matched layers (share of their
     weights kept; ranks chosen across them); ranks are multiples of ``multiple`` (a CPU kernel's vector width).
-    A layer whose rank would not save weights stays as it is."""
+    A layer whose rank would not save weights stays as it is.
+
+    With ``data`` (batches of inputs: a tensor, a tuple, or a dict of keyword arguments), each linear layer is
+    factored to keep its outputs on those inputs rather than its weight (``factor.whitened_svd``): much closer
+    for transformer FFNs, whose weights have flat spectra but whose inputs do not."""
     import torch
     from torch import nn
 
@@ -46,7 +50,8 @@ def low_rank(model, *, energy: float | None = None, budget: float | None = None,
     if not found:
         raise CompressionError(f"low_rank: no nn.Linear or nn.Conv2d matches {list(layers)}")
     mats = {name: m.weight.detach().reshape(m.weight.shape[0], -1).numpy() for name, m in found.items()}
-    dec = {name: svd(w) for name, w in mats.items()}
+    grams = _input_grams(new, {n: m for n, m in found.items() if isinstance(m, nn.Linear)}, data) if data else {}
+    dec = {name: whitened_svd(w, grams[name]) if name in grams else svd(w) for name, w in mats.items()}
     if budget is not None:
         ranks = ranks_for_budget({n: (dec[n][1], *mats[n].shape) for n in found}, budget, multiple)
     else:
@@ -77,3 +82,30 @@ def low_rank(model, *, energy: float | None = None, budget: float | None = None,
         done[name] = {"rank": r, "full_rank": len(s), "energy": round(float((s[:r] ** 2).sum() / (s ** 2).sum()), 4)}
     result = LowRankResult(done, before, after)
     return (new, result) if return_result else new
+
+
+def _input_grams(model, layers: dict, data) -> dict:
+    """X^T X of each linear layer's inputs over ``data`` (every row of every batch)."""
+    import numpy as np
+    import torch
+
+    grams = {}
+
+    def hook(name):
+        def keep(module, args):
+            x = args[0].detach().reshape(-1, args[0].shape[-1]).double()
+            grams[name] = grams.get(name, 0) + (x.T @ x).numpy()
+        return keep
+
+    handles = [m.register_forward_pre_hook(hook(n)) for n, m in layers.items()]
+    try:
+        with torch.no_grad():
+            for batch in data:
+                if isinstance(batch, dict):
+                    model(**batch)
+                else:
+                    model(*batch) if isinstance(batch, (tuple, list)) else model(batch)
+    finally:
+        for h in handles:
+            h.remove()
+    return {n: np.asarray(g) for n, g in grams.items()}

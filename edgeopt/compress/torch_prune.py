@@ -37,14 +37,15 @@ class PruneResult:
 
 
 def prune(model, example_inputs, ratio: float = 0.5, *, score: str = "l1", data=None, loss_fn=None,
-          round_to: int = 1, return_result: bool = False):
+          round_to: int = 16, return_result: bool = False):
     """A copy of ``model`` with ``ratio`` of the channels of every prunable layer removed (the least important by
     ``score``: "l1" / "l2" norm of the filters, or "taylor" = sum of |w * dL/dw| over ``data``, an iterable of
     ``(inputs, target)`` batches with ``loss_fn(output, target)``; default loss: cross entropy).
 
     Coupled layers lose the same channels: the convs of a residual stream, a depthwise conv and the conv before
     it, the inputs of the next layer. Channels that reach the model's inputs or outputs, a layer norm or an op the
-    analysis does not know are kept. ``round_to`` keeps a multiple of that many channels (vector width).
+    analysis does not know are kept. ``round_to`` keeps a multiple of that many channels in each layer that has at
+    least that many (16: the CPU kernels' vector width; ``Compress`` explains).
     With ``return_result``, returns ``(model, PruneResult)``."""
     import torch
 

@@ -40,10 +40,12 @@ from .index_copy import index_copy_kernel
 from .rules import get_rule
 from .rules._te import narrow
 from .schedule_cpu import schedule_kernel
+from .sparse_linear import sparse_linear_kernel
 
 #: kernels written directly in TIR (already scheduled); each returns None for cases it does not cover
 TIR_KERNELS = {"attention": (flash_attention, "flash(online-softmax)"),
-               "index_copy": (index_copy_kernel, "tir(copy, then rows)")}
+               "index_copy": (index_copy_kernel, "tir(copy, then rows)"),
+               "sparse_linear": (sparse_linear_kernel, "tir(sparse rows, tokens in lanes)")}
 #: (target, kernel key, tuned record id or None) -> (scheduled func, schedule description, tuned?)
 _KERNEL_CACHE: dict[tuple[str, str, str | None], tuple[tvm.tirx.PrimFunc, str, bool]] = {}
 

@@ -13,6 +13,8 @@ runners read has the type they expect, so none of them indexes into unchecked JS
     functions         optional {name: {plan, library, ir?: names of listed members under functions/<name>/,
                       inputs, outputs}}: the artifact's other entry points (a language model's prefill), sharing
                       its weights and states
+    sparse_weights    optional {name: {dtype, shape}}: weights stored as mask and values in
+                      sparse_weights.safetensors (``edgeopt.runtime.sparse_weights``)
     report            optional {...}: its count and byte fields numbers, plan_algorithm a str
 
 Unknown keys are allowed (later writers may add some). This module imports neither torch nor TVM.
@@ -24,7 +26,7 @@ import re
 
 from ..errors import ArtifactError
 from ..ir_dtypes import NP_DTYPES
-from . import strict_json
+from . import sparse_weights, strict_json
 
 #: what a CPU level's members may be called: the artifact's own (the least demanding level) or under levels/<name>/
 #: (a level's own weights only ever live under levels/: the artifact's own weights.safetensors is always read)
@@ -130,6 +132,7 @@ class _Checker:
             for i, io in enumerate(self.typed(m, kind, list, "manifest")):
                 self.tensor(io, f"{kind}[{i}]")
         self.functions(self.typed(m, "functions", dict, "manifest", required=False) or {}, members)
+        sparse_weights.check_spec(m.get("sparse_weights", {}), members, self.fail)
         report = self.typed(m, "report", dict, "manifest", required=False)
         if report is not None:
             for key in _REPORT_NUMBERS:

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..errors import ArtifactError, InputError
 from ..ir_dtypes import NP_DTYPES
-from . import safetensors_io, strict_json, tvm_cpu
+from . import safetensors_io, sparse_weights, strict_json, tvm_cpu
 from .artifact import hash_only, read_artifact
 from .backends import get_backend
 from .plan_check import check_plan
@@ -45,7 +45,7 @@ class Model:
             for f in manifest.get("functions", {}).values():  # another entry point: a language model's prefill
                 used.update(f[k] for k in ("plan", "library", "ir") if k in f)
             used.add(_tokenizer_member(manifest))  # text, for edgeopt.llm's runtime
-            weights = {"weights.safetensors", self.level.get("weights", "weights.safetensors")}
+            weights = {"weights.safetensors", sparse_weights.MEMBER, self.level.get("weights", "weights.safetensors")}
             # what this runtime does not use (another CPU level's plan, library, weights) is hashed, never kept
             return {name: read_weights if name in weights else hash_only
                     for name in manifest["members"] if name not in used and not backend.reads(name)}
@@ -55,7 +55,9 @@ class Model:
         self.manifest = manifest
         self.info = _info(manifest["target"], self.level)
         try:
-            weights = members["weights.safetensors"]  # already in 64-byte-aligned arrays
+            weights = sparse_weights.decode(members["weights.safetensors"],  # already in 64-byte-aligned arrays
+                                            members.get(sparse_weights.MEMBER, {}),
+                                            manifest.get("sparse_weights", {}), tvm_cpu.aligned_empty, what)
             if self.level.get("weights"):  # a CPU level's own weights (those that differ from the baseline's)
                 weights = {**weights, **members[self.level["weights"]]}
         except KeyError as e:
@@ -294,6 +296,10 @@ def read_cpu_artifact(source, what: str, user: str, *, trusted_keys=None, sha256
     try:
         plan = strict_json.loads(members[chosen.get("plan", "plan.json")])
         weights = safetensors_io.read_into(io.BytesIO(members["weights.safetensors"]), np.empty)
+        if sparse_weights.MEMBER in members:
+            weights = sparse_weights.decode(
+                weights, safetensors_io.read_into(io.BytesIO(members[sparse_weights.MEMBER]), np.empty),
+                manifest.get("sparse_weights", {}), np.empty, what)
         if chosen.get("weights"):
             weights.update(safetensors_io.read_into(io.BytesIO(members[chosen["weights"]]), np.empty))
         lib = members[chosen.get("library", "kernels.so")]

@@ -788,7 +788,21 @@ def test_index_copy(rng, axis):
     check(run_op("index_copy", [x, src, index], {"axis": axis}), ref, rtol=0, atol=0)
 
 
-COVERED = (set(UNARY_TORCH) | set(BINARY_TORCH) | {"index_copy",
+def test_sparse_linear(rng):
+    """Row o's (value, column) pairs, padded with zero values: torch's sparse CSR matrix product of that weight."""
+    x = randn(rng, 2, 3, 10)
+    w = randn(rng, 6, 10) * (rng.random((6, 10)) < 0.3)
+    per_row = int((w != 0).sum(1).max())
+    values, indices = np.zeros((6, per_row), np.float32), np.zeros((6, per_row), np.int32)
+    for o in range(6):
+        cols = np.flatnonzero(w[o])
+        values[o, :len(cols)], indices[o, :len(cols)] = w[o, cols], cols
+    b = randn(rng, 6)
+    ref = (tt(w).to_sparse_csr() @ tt(x).reshape(-1, 10).T).T.reshape(2, 3, 6) + tt(b)
+    check(run_op("sparse_linear", [x, values, indices, b], {"in_features": 10}), ref, rtol=1e-5, atol=1e-5)
+
+
+COVERED = (set(UNARY_TORCH) | set(BINARY_TORCH) | {"index_copy", "sparse_linear",
     "gelu", "leaky_relu", "logical_not", "logical_and", "logical_or", "where", "cast", "clamp", "conv2d",
     "conv_transpose2d", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "resize2d", "pad", "softmax",
     "log_softmax", "layer_norm", "batch_norm", "sum", "mean", "max", "min", "argmax", "attention", "matmul",

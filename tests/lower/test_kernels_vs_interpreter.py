@@ -602,6 +602,11 @@ def shape_cases() -> list[Case]:
              {"x": f32((2, 5, 3)), "s": f32((2, 4, 3)), "i": np.array([4, 0, 4, 9], np.int64)}),
         Case("index_copy_i32_axis0", opn("index_copy", ["x", "s", "i"], {"axis": 0}),
              {"x": f32((6, 4)), "s": f32((2, 4)), "i": np.array([5, 1], np.int32)}),
+        # the CPU TIR kernel: tokens in vector lanes (24 rows: lanes of 8), and one row (a matrix-vector product)
+        Case("sparse_linear_rows", opn("sparse_linear", ["x", "v", "i", "b"], {"in_features": 12}),
+             {"x": f32((2, 12, 12))}, {"v": f32((7, 3)), "i": ints((7, 3), 0, 12), "b": f32((7,))}),
+        Case("sparse_linear_vector", opn("sparse_linear", ["x", "v", "i", "b"], {"in_features": 12}),
+             {"x": f32((1, 12))}, {"v": f32((5, 4)), "i": ints((5, 4), 0, 12), "b": f32((5,))}),
     ]
     return cases
 

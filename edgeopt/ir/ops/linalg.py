@@ -6,7 +6,7 @@ import re
 
 import numpy as np
 
-from ..registry import OpDef, OpError, register
+from ..registry import REQUIRED, OpDef, OpError, register
 from ..types import TensorType
 from ._common import broadcast_shapes, contraction_dtype
 
@@ -121,3 +121,28 @@ def _linear_ref(xs, attrs):
 register(OpDef("linear", "contraction", _linear_infer, _linear_ref, {"weight_layout": "oi"}, (2, 3),
                doc="linear(x, w, [b]): x @ w.T + b with w [out, in] ('oi'), x @ w + b with w [in, out] ('io'), "
                    "or packed in panels [out/v, in, v] ('oi<v>o')"))
+
+
+def _sparse_linear_infer(types, attrs):
+    x, values, indices = types[:3]
+    if values.rank != 2 or indices.shape != values.shape or indices.dtype != "i32":
+        raise OpError(f"sparse_linear: values {values} and indices {indices} must be [out, per_row], indices i32")
+    if x.dtype != values.dtype or values.dtype not in ("f32", "f16"):
+        raise OpError(f"sparse_linear: x {x.dtype} and values {values.dtype} must be one float dtype")
+    if attrs["in_features"] != x.shape[-1]:
+        raise OpError(f"sparse_linear: x has {x.shape[-1]} features, the weight {attrs['in_features']}")
+    if types[3].shape != (values.shape[0],) or types[3].dtype != x.dtype:
+        raise OpError(f"sparse_linear: bias shape {types[3].shape} != ({values.shape[0]},)")
+    return [TensorType(x.shape[:-1] + (values.shape[0],), x.dtype)]
+
+
+def _sparse_linear_ref(xs, attrs):
+    x, values, indices = xs[0].astype(np.float64), xs[1].astype(np.float64), xs[2]
+    y = np.einsum("...or,or->...o", x[..., indices], values) + xs[3]
+    return [y.astype(xs[0].dtype)]
+
+
+register(OpDef("sparse_linear", "opaque", _sparse_linear_infer, _sparse_linear_ref, {"in_features": REQUIRED},
+               (4, 4), doc="sparse_linear(x, values, indices, b){in_features}: a linear layer whose weight is "
+                           "sparse, row o holding values[o, r] at columns indices[o, r] (rows padded with zero "
+                           "values): y[..., o] = sum_r values[o, r] * x[..., indices[o, r]] + b[o]"))

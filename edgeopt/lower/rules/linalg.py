@@ -55,3 +55,20 @@ def linear(ins, attrs, out, op):
         b = ins[2]
         y = te.compute(y.shape, lambda *i: y(*i) + acc(b[i[-1]]), name="linear_bias")
     return narrow(y, tvm_dtype(out.dtype))
+
+
+@rule("sparse_linear")
+def sparse_linear(ins, attrs, out, op):
+    """A gather per stored weight: y[..., o] = sum_r values[o, r] * x[..., indices[o, r]] + b[o]. The CPU targets
+    run the TIR kernel (``edgeopt.lower.sparse_linear``) instead; this is the portable form."""
+    x, values, indices, b = ins
+    r = te.reduce_axis((0, int(values.shape[1])), name="r")
+    acc = widen(x.dtype)
+
+    def body(*idx):
+        lead, o = idx[:-1], idx[-1]
+        return te.sum(acc(values[o, r]) * acc(x(*lead, indices[o, r])), axis=r)
+
+    y = te.compute(tuple(out.shape), body, name="sparse_linear")
+    y = te.compute(tuple(out.shape), lambda *i: y(*i) + acc(b[i[-1]]), name="sparse_linear_bias")
+    return narrow(y, tvm_dtype(out.dtype))
