@@ -157,7 +157,7 @@ def optimize_graph(graph, tgt, *, opt_level: int = 2, passes: Sequence | None = 
 
         place(pipeline, quantization)
     if compress is not None:
-        pipeline[:0] = compress.passes()
+        pipeline[:0] = compress.passes(sparse_kernels=quantization is None)
     return run_passes(graph, pipeline, tgt)
 
 

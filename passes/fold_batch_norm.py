@@ -58,6 +58,8 @@ def rescale_layer(m, b, scale: np.ndarray, shift: np.ndarray, name: str):
         w = w * scale[None, :]
     dt = m.const("w").dtype
     w_new = b.const(w.astype(dt), f"{m['w'].name}_folded")
+    if m["w"].name in b.g.param_names:  # still the model's layer (QAT's learned scales find it by this name)
+        b.g.param_names[w_new.name] = b.g.param_names[m["w"].name]
     b_new = b.const((bias * scale + shift).astype(dt), f"{name}_bias")
     return b.add(layer.op, [m["x"], w_new, b_new], layer.attrs, name=name)
 

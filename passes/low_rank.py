@@ -87,14 +87,23 @@ def _factor(g: Graph, n: Node, a, b) -> None:
     bias = n.inputs[2:]
     i = g.nodes.index(n)
     wb = g.add_const(b.reshape((b.shape[0], *w.type.shape[1:])), f"{w.name}_lr_b")
+    if w.name in g.param_names:  # the second layer keeps the layer's name, the first gets ".lr_b"
+        g.param_names[wb.name] = g.param_names[w.name].removesuffix(".weight") + ".lr_b.weight"
     if n.op == "linear":
         wa = g.add_const(a, f"{w.name}_lr_a")
+        _keep_name(g, w, wa)
         mid = g.add("linear", [x, wb], {"weight_layout": "oi"}, source=n.source, name=f"{n.output.name}_lr",
                     index=i)
         n.inputs = [mid, wa, *bias]
     else:
         wa = g.add_const(a.reshape(*a.shape, 1, 1), f"{w.name}_lr_a")
+        _keep_name(g, w, wa)
         mid = g.add("conv2d", [x, wb], {k: n.attrs[k] for k in ("stride", "padding", "dilation")},
                     source=n.source, name=f"{n.output.name}_lr", index=i)
         n.inputs = [mid, wa, *bias]
         n.attrs = {**n.attrs, "stride": [1, 1], "padding": [0, 0, 0, 0], "dilation": [1, 1]}
+
+
+def _keep_name(g: Graph, old, new) -> None:
+    if old.name in g.param_names:
+        g.param_names[new.name] = g.param_names[old.name]

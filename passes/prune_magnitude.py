@@ -36,6 +36,7 @@ class PruneMagnitude(Pass):
 
     def run(self, g: Graph) -> dict:
         done, zeros, total = [], 0, 0
+        readers = g.users()
         for n in g.nodes:
             if n.op not in ("conv2d", "linear", "matmul") or len(n.inputs) < 2 or not g.is_const(n.inputs[1]):
                 continue
@@ -47,7 +48,10 @@ class PruneMagnitude(Pass):
             cut = np.argpartition(flat, k)[:k] if k else np.array([], np.int64)
             pruned = w.copy().reshape(-1)
             pruned[cut] = 0
-            g.constants[n.inputs[1].name] = pruned.reshape(w.shape)
+            if len(readers[n.inputs[1]]) == 1:
+                g.constants[n.inputs[1].name] = pruned.reshape(w.shape)
+            else:  # shared (a tied embedding): only this layer's copy loses weights
+                n.inputs[1] = g.add_const(pruned.reshape(w.shape), f"{n.inputs[1].name}_pruned")
             done.append(g.layer_name(n))
             zeros += int((pruned == 0).sum())
             total += w.size

@@ -89,6 +89,11 @@ class QuantizeStatic(Pass):
                 kept.append(f"{n.outputs[0].name} ({n.op}: {n.inputs[0].type.shape[1]} input channels)")
             else:
                 layers.append(n)
+        names_here = {g.layer_name(n) for n in layers}
+        unknown = sorted((set(self.config.input_ranges) | set(self.config.weight_scales)) - names_here)
+        if unknown:
+            warnings.warn(f"QuantConfig has learned scales for layers this model does not quantize: {unknown[:8]} "
+                          f"(its quantized layers: {sorted(names_here)[:8]}...)", stacklevel=2)
         acts = list(dict.fromkeys(n.inputs[0] for n in layers))
         errors = _WeightErrors(g, layers, self.config) if self.bias_correction and self.config.bias_correction \
             else None
@@ -114,10 +119,11 @@ class QuantizeStatic(Pass):
         qdq = {}
         for n in layers:
             v = n.inputs[0]
-            if v not in qdq:
-                learned = self.config.input_ranges.get(g.layer_name(n))
-                qdq[v] = self._quantize_activation(g, v, self._ranges[v.name], readers, learned)
-            n.inputs[0] = qdq[v]
+            learned = self.config.input_ranges.get(g.layer_name(n))
+            key = (v, None if learned is None else tuple(learned))  # QAT: each layer's own learned range
+            if key not in qdq:
+                qdq[key] = self._quantize_activation(g, v, self._ranges[v.name], readers, learned)
+            n.inputs[0] = qdq[key]
             n.inputs[1] = self._quantize_weight(g, n)
             shift = self._shifts.get(n.outputs[0].name)
             if shift is not None:
@@ -125,7 +131,7 @@ class QuantizeStatic(Pass):
                 n.inputs[2] = g.add_const((b - shift).astype(b.dtype), f"{n.inputs[2].name}_corrected")
         if self.config.quantized_residuals:  # the other readers share the int8 copy: the float one is never stored
             quantizers = {dq.producer.inputs[0].producer for dq in qdq.values()}
-            for v, dq in qdq.items():
+            for (v, _), dq in qdq.items():
                 for r in readers.get(v, ()):
                     if r not in quantizers and r.op not in QUANTIZED_OPS:
                         r.inputs = [dq if i is v else i for i in r.inputs]

@@ -3,11 +3,11 @@
 ``linear(x, W, b)`` with a constant ``W [out, in]`` becomes ``sparse_linear(x, values, indices, b)``: each row's
 non-zero weights and their columns, rows padded to the longest with zero values (a zero bias when there was
 none). It fires only on CPU targets (the TIR kernel ``edgeopt.lower.sparse_linear``) and only at the sparsity where
-that kernel beat the dense one on this project's machines (``bench/sparse.py``, 2 threads): from 90% zeros with at
-least ``MANY_TOKENS`` rows of input (the bare kernel wins from 80% on MiniLM's FFN shape, but the dense layer fuses
-its bias and activation and the whole model was slower at 80%: 1.10x, 0.86x at 90%), from 97% with fewer rows (a
-matrix-vector product, where the dense kernel is hardest to beat). Elsewhere the weight stays dense (the artifact
-still stores it sparse). With one row the kernel broke even at 95% (1.03x) and won at 98% (0.64x), hence 97%.
+that kernel beat the dense one on this project's machines (``bench/sparse.py``, MiniLM's FFN shape, 2 threads):
+from 90% zeros with at least ``MANY_TOKENS`` rows of input (128 rows: 0.54x at 90%, 1.13x at 80%; whole MiniLM at 90%:
+0.84x), from 97% with fewer (16 rows: 1.00x at 90%, 0.77x at 95%; one row, a matrix-vector product, where the dense
+kernel is hardest to beat: 1.19x at 95%, 0.65x at 98%). Elsewhere the weight stays dense (the artifact still stores
+it sparse).
 ``min_sparsity`` overrides both (to measure).
 
 Requires: ``unfused``, plain "oi" weights (it runs with the compression passes, before the layout passes).
@@ -33,7 +33,7 @@ from edgeopt.ir import Graph, Node
 from edgeopt.pipeline import Pass, register_pass
 
 #: from this many rows of input (tokens x batch) the sparse kernel wins from MANY_TOKENS_SPARSITY zeros
-MANY_TOKENS, MANY_TOKENS_SPARSITY, FEW_TOKENS_SPARSITY = 16, 0.9, 0.97
+MANY_TOKENS, MANY_TOKENS_SPARSITY, FEW_TOKENS_SPARSITY = 32, 0.9, 0.97
 
 
 @register_pass

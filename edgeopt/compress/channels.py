@@ -60,6 +60,7 @@ class Channels:
 
     units: list[Unit]
     axis: dict[str, int]
+    depthwise: set[str] = field(default_factory=set)  # outputs of the depthwise convs (groups = channels)
 
     def spaces(self) -> list[list[Unit]]:
         """Prunable units (not blocked, made by some weight) grouped by space, each space in the graph's order."""
@@ -114,6 +115,7 @@ class _Analysis:
         if not self.g.is_const(w):
             self.block(v)
             return False
+        self.linked.add((id(self.node), w.name))
         for i in range(v.type.shape[self.axis[v]]):
             key = ("c", w.name, waxis, i)
             self.union(("v", v.name, i), key)
@@ -131,7 +133,10 @@ class _Analysis:
 
     # -- ops ----------------------------------------------------------------------------------------
     def run(self) -> Channels:
+        self.linked: set[tuple[int, str]] = set()  # (node, weight) pairs a rule sliced with the channels
+        self.depthwise: set[int] = set()  # the convs whose groups follow their channels
         for n in self.g.nodes:
+            self.node = n
             self.a = get_op(n.op).normalize_attrs(n.attrs)  # the op's attributes, defaults filled in
             rule = getattr(self, "_" + n.op, None)
             if rule is None:
@@ -139,6 +144,13 @@ class _Analysis:
             rule(n)
         for v in self.g.live_outputs():
             self.block(v)
+        # a weight that some reader uses without slicing it with the channels (a gather, an op with no rule)
+        # cannot lose any of its slices
+        unsliced = {v.name for n in self.g.nodes for v in n.inputs
+                    if self.g.is_const(v) and (id(n), v.name) not in self.linked}
+        for k in list(self.parent):
+            if k[0] == "c" and k[1] in unsliced:
+                self.blocked.add(k)
         return self._units()
 
     def tracked(self, n: Node) -> list[Value]:
@@ -198,6 +210,7 @@ class _Analysis:
                 self.block(x)
             self.new_channels(out, 1, w, 0, b)
         elif a["groups"] == cin == cout and w.type.shape[1] == 1:  # depthwise: channel i in, channel i out
+            self.depthwise.add(out.name)
             self.new_channels(out, 1, w, 0, b)
             if self.axis.get(x) == 1:
                 self.link(out, x)
@@ -256,8 +269,8 @@ class _Analysis:
         if got and self.axis[out] < ro - 2:  # a batch axis (heads): the other operand must carry it too
             for v in (a, b):
                 vaxis = self.axis[out] - (ro - v.type.rank)
-                if v not in self.axis and vaxis >= 0 and v.type.shape[vaxis] != 1:
-                    self.block(out)
+                if self.axis.get(v) != vaxis and vaxis >= 0 and v.type.shape[vaxis] != 1:
+                    self.block(out)  # (an operand tracked on another axis was blocked, not linked)
 
     def _attention(self, n: Node) -> None:
         q, k, v = n.inputs[:3]
@@ -415,7 +428,7 @@ class _Analysis:
                     u.makers.append(k[1:])
             if k in self.blocked:
                 u.blocked = True
-        return Channels(list(units.values()), {v.name: a for v, a in self.axis.items()})
+        return Channels(list(units.values()), {v.name: a for v, a in self.axis.items()}, self.depthwise)
 
 
 def analyze(g: Graph) -> Channels:
@@ -453,8 +466,11 @@ def choose(ch: Channels, g: Graph, ratio: float, score: str = "l1", round_to: in
     for space in ch.spaces():
         n = len(space)
         keep = max(1, n - int(n * ratio))
-        if round_to > 1 and n >= round_to:
-            keep = min(n, -(-keep // round_to) * round_to)
+        w, a, _ = space[0].makers[0]
+        width = sum(1 for m in space[0].makers if m[:2] == (w, a))  # channels a unit is (an attention head: many)
+        step = max(1, round_to // width)  # keep a multiple of round_to channels
+        if step > 1 and n >= step:
+            keep = min(n, -(-keep // step) * step)
         if keep == n:
             continue
         order = np.argsort(unit_scores(space, g, score, grads), kind="stable")
@@ -496,7 +512,7 @@ def prune_graph(g: Graph, ch: Channels, drop: list[Unit]) -> tuple[Graph, dict[s
         attrs = get_op(n.op).normalize_attrs(n.attrs)
         if n.op in ("reshape", "broadcast_to"):
             attrs["shape"] = list(new_shape(n.outputs[0]))
-        elif n.op == "conv2d" and attrs["groups"] > 1:
+        elif n.op == "conv2d" and n.outputs[0].name in ch.depthwise:
             attrs["groups"] = new_shape(n.outputs[0])[1]
         res = out.add(n.op, [vmap[v] for v in n.inputs], attrs, source=n.source, name=n.outputs[0].name)
         for old, new in zip(n.outputs, res if isinstance(res, tuple) else (res,)):

@@ -27,7 +27,8 @@ class Compress:
       multiples of ``rank_multiple`` (vector width); a layer whose rank would not save multiply-adds stays whole.
     - ``sparsity``: unstructured magnitude pruning, the fraction of each conv / linear weight (of the layers
       matching ``sparsity_layers``) set to zero; the artifact stores such weights sparse (mask and values), and
-      linear layers run as sparse kernels where measured faster (the ``sparse_linear`` pass).
+      linear layers run as sparse kernels where measured faster (the ``sparse_linear`` pass; not with
+      ``quantize=``, whose integer kernels are dense: the zeros then only shrink the artifact).
     """
 
     prune: float = 0.0
@@ -65,8 +66,9 @@ class Compress:
     def low_rank(self) -> bool:
         return self.rank_energy is not None or self.rank_budget is not None
 
-    def passes(self) -> list:
-        """The configured passes, in the order they run (first in the pipeline)."""
+    def passes(self, sparse_kernels: bool = True) -> list:
+        """The configured passes, in the order they run (first in the pipeline). ``sparse_kernels`` False leaves
+        the pruned linears dense (quantization then quantizes them: its kernels have no sparse form)."""
         from ..pipeline import get_pass
 
         out = []
@@ -77,7 +79,8 @@ class Compress:
                                 layers=self.rank_layers, multiple=self.rank_multiple))
         if self.sparsity:
             out.append(get_pass("prune_magnitude", self.sparsity, self.sparsity_layers))
-            out.append(get_pass("sparse_linear"))
+            if sparse_kernels:
+                out.append(get_pass("sparse_linear"))
         return out
 
 

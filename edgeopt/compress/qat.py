@@ -38,8 +38,9 @@ def _grad_scale(x, factor: float):
 
 
 def fake_quant(x, scale, zero_point, qmin: int, qmax: int, grad_factor: float):
-    s = _grad_scale(scale, grad_factor)
-    z = _round_ste(_grad_scale(zero_point, grad_factor)) if zero_point is not None else 0.0
+    s = _grad_scale(scale, grad_factor).abs().clamp(min=1e-12)
+    z = (torch.clamp(_round_ste(_grad_scale(zero_point, grad_factor)), qmin, qmax)
+         if zero_point is not None else 0.0)
     q = torch.clamp(_round_ste(x / s) + z, qmin, qmax)
     return (q - z) * s
 
@@ -72,7 +73,8 @@ class QATLayer(torch.nn.Module):
         return torch.nn.functional.conv2d(x, w, m.bias, m.stride, m.padding, m.dilation, m.groups)
 
     def input_range(self) -> tuple[float, float]:
-        s, z = float(self.in_scale.detach()), float(round(float(self.in_zero_point.detach())))
+        s = max(abs(float(self.in_scale.detach())), 1e-12)
+        z = float(min(max(round(float(self.in_zero_point.detach())), 0), 255))  # as fake_quant clamps it
         return -z * s, (255 - z) * s
 
 
@@ -97,9 +99,11 @@ class QATModel(torch.nn.Module):
             with torch.no_grad():
                 m.layer.weight.copy_(m.quantized_weight())
             ranges[name] = m.input_range()
-            scales[name] = m.w_scale.detach().numpy().astype(np.float32).copy()
+            scales[name] = np.abs(m.w_scale.detach().numpy()).astype(np.float32).clip(1e-12)
             _set_module(model, name, m.layer)
-        return model, QuantConfig(mode="int8", input_ranges=ranges, weight_scales=scales, bias_correction=False)
+        # the other readers of a quantized activation (a residual add) read the float value, as in training
+        return model, QuantConfig(mode="int8", input_ranges=ranges, weight_scales=scales, bias_correction=False,
+                                  quantized_residuals=False)
 
 
 def prepare_qat(model, example_inputs, calibration_data) -> QATModel:
@@ -140,16 +144,21 @@ def fold_batch_norms(model, example_inputs):
     users = g.users()
     for n in g.nodes:
         x = n.inputs[0]
-        if n.op != "batch_norm" or x.producer is None or x.producer.op != "conv2d" or len(users[x]) != 1:
+        if n.op != "batch_norm" or x.producer is None or x.producer.op != "conv2d" or len(users[x]) != 1 \
+                or len(users[x.producer.inputs[1]]) != 1:  # a conv called from several places keeps its BNs
             continue
         conv_name = g.layer_name(x.producer)
         bn_name = g.param_names.get(n.inputs[1].name, "").rpartition(".")[0]
         conv, bn = model.get_submodule(conv_name), model.get_submodule(bn_name)
+        if bn.running_mean is None:  # batch statistics at inference: nothing to fold
+            continue
         with torch.no_grad():
-            k = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+            gamma = bn.weight if bn.weight is not None else torch.ones_like(bn.running_mean)
+            beta = bn.bias if bn.bias is not None else torch.zeros_like(bn.running_mean)
+            k = gamma / torch.sqrt(bn.running_var + bn.eps)
             conv.weight.mul_(k.reshape(-1, 1, 1, 1))
             b = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
-            conv.bias = torch.nn.Parameter((b - bn.running_mean) * k + bn.bias)
+            conv.bias = torch.nn.Parameter((b - bn.running_mean) * k + beta)
         _set_module(model, bn_name, torch.nn.Identity())
     return model
 

@@ -63,31 +63,50 @@ def prune(model, example_inputs, ratio: float = 0.5, *, score: str = "l1", data=
     new = copy.deepcopy(model)
     sizes_before = {n: tuple(m.weight.shape) for n, m in new.named_modules() if hasattr(m, "weight")
                     and isinstance(m.weight, torch.Tensor)}
+    aliases = _aliases(new)
     for const, axes in kept.items():
-        _slice_tensor(new, g.param_names[const], axes)
+        _slice_tensor(new, g.param_names[const], axes, aliases)
     _update_modules(new, sizes_before)
-    _check_runs(model, new, inputs)
+    _check_runs(new, inputs, pruned_g)
     result = PruneResult(len(drop), graph_macs(g), graph_macs(pruned_g), graph_params(g), graph_params(pruned_g),
                          {g.param_names[c]: int(g.constants[c].shape[a] - len(i))
                           for c, axes in kept.items() for a, i in axes.items()})
     return (new, result) if return_result else new
 
 
-def _slice_tensor(model, fqn: str, axes: dict[int, np.ndarray]) -> None:
+def _aliases(model) -> dict[int, list[tuple]]:
+    """Every (owner module, attribute name) holding each tensor (by id): tied weights have several."""
+    import torch
+
+    out: dict[int, list[tuple]] = {}
+    for _, m in model.named_modules(remove_duplicate=False):
+        for leaf, t in list(m._parameters.items()) + list(m._buffers.items()) + [
+                (k, v) for k, v in vars(m).items() if isinstance(v, torch.Tensor)]:
+            if t is not None and (m, leaf) not in out.setdefault(id(t), []):
+                out[id(t)].append((m, leaf))
+    return out
+
+
+def _slice_tensor(model, fqn: str, axes: dict[int, np.ndarray], aliases: dict) -> None:
+    """Slice the tensor ``fqn`` and rebind every module attribute that holds it."""
     import torch
 
     owner_name, _, leaf = fqn.rpartition(".")
-    owner = model.get_submodule(owner_name)
-    t = getattr(owner, leaf)
+    t = getattr(model.get_submodule(owner_name), leaf)
     with torch.no_grad():
         new = t.detach()
         for a, idx in axes.items():
             new = new.index_select(a, torch.as_tensor(idx, dtype=torch.long))
         new = new.clone()
     if isinstance(t, torch.nn.Parameter):
-        setattr(owner, leaf, torch.nn.Parameter(new, requires_grad=t.requires_grad))
-    else:
-        owner._buffers[leaf] = new
+        new = torch.nn.Parameter(new, requires_grad=t.requires_grad)
+    for owner, name in aliases.get(id(t), [(model.get_submodule(owner_name), leaf)]):
+        if name in owner._parameters:
+            owner._parameters[name] = new
+        elif name in owner._buffers:
+            owner._buffers[name] = new
+        else:
+            setattr(owner, name, new)
 
 
 def _update_modules(model, before: dict[str, tuple]) -> None:
@@ -97,7 +116,7 @@ def _update_modules(model, before: dict[str, tuple]) -> None:
     for name, m in model.named_modules():
         if isinstance(m, nn.modules.conv._ConvNd):
             o, i = m.weight.shape[:2]
-            if m.groups > 1 and m.groups == m.in_channels and before[name][1] == 1:  # depthwise stays depthwise
+            if m.groups > 1 and m.groups == m.in_channels == before[name][0] and before[name][1] == 1:  # depthwise
                 m.groups = m.in_channels = m.out_channels = o
             elif m.groups == 1:
                 m.out_channels, m.in_channels = o, i
@@ -113,19 +132,26 @@ def _update_modules(model, before: dict[str, tuple]) -> None:
                 m.all_head_size = width
 
 
-def _check_runs(model, new, inputs) -> None:
+def _check_runs(new, inputs, pruned_g) -> None:
+    """The pruned module runs and computes what the pruned IR graph computes."""
     import torch
+
+    from ..ir import interpret
 
     with torch.no_grad():
         try:
-            ref, got = model(*inputs), new(*inputs)
+            got = [t.numpy() for t in _tensors(new(*inputs))]
         except Exception as e:  # a module computing sizes from its own attributes that we could not update
             raise CompressionError(f"the pruned model does not run ({type(e).__name__}: {e}); a module of it "
                                    "computes shapes from attributes that pruning does not know: prune with "
                                    "edgeopt.compile(..., compress=edgeopt.Compress(prune=...)) instead") from None
-    shapes = [tuple(t.shape) for t in _tensors(ref)], [tuple(t.shape) for t in _tensors(got)]
-    if shapes[0] != shapes[1]:
-        raise CompressionError(f"edgeopt bug: pruning changed the output shapes {shapes[0]} -> {shapes[1]}")
+    want = interpret(pruned_g, [x.detach().numpy() for x in inputs])
+    for a, b in zip(got, want):
+        scale = max(float(np.abs(b).max()), 1e-6) if b.size else 1.0
+        if a.shape != b.shape or (b.size and float(np.abs(a - b).max()) > 1e-3 * scale):
+            raise CompressionError("the pruned module computes something other than the pruned graph: a module "
+                                   "of it computes from a tensor or attribute that pruning did not update; prune "
+                                   "with edgeopt.compile(..., compress=edgeopt.Compress(prune=...)) instead")
 
 
 def _tensors(out) -> list:

@@ -3,8 +3,8 @@ lanes.
 
 ``y.T[o, :] = sum_r values[o, r] * x.T[indices[o, r], :]``: the input is transposed once so that each stored weight
 is one multiply-add over a contiguous row of all the tokens, output rows run in parallel, and the result is
-transposed back. With 128 tokens this beats the dense kernel from about 80% zeros (0.82x; 0.56x at 90%); with one
-token (a matrix-vector product) only from about 96% (``bench/sparse.py``); the ``sparse_linear`` pass decides.
+transposed back. With 128 tokens it beats the dense kernel from 80-90% zeros (0.54x at 90%); with one token (a
+matrix-vector product) only from about 96% (``bench/sparse.py``); the ``sparse_linear`` pass decides.
 """
 
 from __future__ import annotations

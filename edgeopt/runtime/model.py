@@ -60,7 +60,7 @@ class Model:
                                             manifest.get("sparse_weights", {}), tvm_cpu.aligned_empty, what)
             if self.level.get("weights"):  # a CPU level's own weights (those that differ from the baseline's)
                 weights = {**weights, **members[self.level["weights"]]}
-        except KeyError as e:
+        except (KeyError, ValueError, OverflowError) as e:
             raise ArtifactError(f"{what}: plan or weights unreadable ({e})") from None
         self.plan = _checked_plan(members, self.level.get("plan", "plan.json"), manifest, weights, what)
         self.report = manifest.get("report", {})
@@ -303,7 +303,7 @@ def read_cpu_artifact(source, what: str, user: str, *, trusted_keys=None, sha256
         if chosen.get("weights"):
             weights.update(safetensors_io.read_into(io.BytesIO(members[chosen["weights"]]), np.empty))
         lib = members[chosen.get("library", "kernels.so")]
-    except (KeyError, ValueError) as e:
+    except (KeyError, ValueError, OverflowError) as e:
         raise ArtifactError(f"{what}: plan, weights or kernel library unreadable ({e})") from None
     check_plan(plan, what, weights)  # types, bytes, steps and lifetimes, every weight present: safe for any runner
     return manifest, plan, weights, lib

@@ -19,6 +19,9 @@ from ..ir_dtypes import NP_DTYPES
 MEMBER = "sparse_weights.safetensors"
 #: smaller weights, or with fewer zeros than this, stay dense
 MIN_ELEMENTS, MIN_ZERO_FRACTION = 4096, 0.5
+#: decoding may make at most this many bytes per byte of the sparse member (all zeros, 8-byte values: 64), so a
+#: small crafted artifact cannot ask for gigabytes
+MAX_EXPANSION = 64
 
 
 def encode(weights: dict[str, np.ndarray]) -> tuple[dict, dict, dict]:
@@ -45,12 +48,20 @@ def decode(weights: dict, tensors: dict, spec: dict, alloc, what: str) -> dict:
     """``weights`` with the sparse ones (``tensors`` as ``encode`` made them, ``spec`` from the manifest) made dense
     in arrays from ``alloc(shape, dtype)``; an ``ArtifactError`` if they disagree."""
     out = dict(weights)
+    stored = sum(int(t.nbytes) for t in tensors.values())
+    budget = MAX_EXPANSION * stored
     for name, info in spec.items():
         mask, values = tensors.get(f"{name}.mask"), tensors.get(f"{name}.values")
         shape, dtype = tuple(info["shape"]), np.dtype(NP_DTYPES[info["dtype"]])
-        n = int(np.prod(shape, dtype=np.int64))
+        n = 1
+        for d in shape:  # Python ints: no overflow
+            n *= int(d)
         if mask is None or values is None or name in out:
             raise ArtifactError(f"{what}: sparse weight {name!r} is missing its mask or values, or is stored twice")
+        budget -= n * dtype.itemsize
+        if budget < 0:
+            raise ArtifactError(f"{what}: sparse weights decode to more than {MAX_EXPANSION}x their stored bytes "
+                                "(damaged or crafted)")
         if mask.dtype != np.uint8 or mask.shape != ((n + 7) // 8,) or values.dtype != dtype or values.ndim != 1:
             raise ArtifactError(f"{what}: sparse weight {name!r} has a mask or values of the wrong type or size")
         bits = np.unpackbits(mask, count=n, bitorder="little").view(bool)

@@ -59,3 +59,41 @@ def randomize_bn(model: nn.Module) -> nn.Module:
                 m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
                 m.bias.copy_(torch.randn(m.num_features, generator=g) * 0.1)
     return model.eval()
+
+
+class GroupedNet(nn.Module):
+    """A grouped conv (ResNeXt), a depthwise conv with a channel multiplier, and a linear tied to another."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 3, padding=1)
+        self.grouped = nn.Conv2d(16, 16, 3, padding=1, groups=4)
+        self.mult = nn.Conv2d(16, 32, 3, padding=1, groups=16)  # two filters per input channel
+        self.pw = nn.Conv2d(32, 32, 1)
+        self.a = nn.Linear(32, 32)
+        self.b = nn.Linear(32, 32)
+        self.b.weight = self.a.weight  # tied
+        self.head = nn.Linear(32, 5)
+
+    def forward(self, x):
+        y = torch.relu(self.pw(self.mult(torch.relu(self.grouped(torch.relu(self.stem(x)))))))
+        y = y.mean((2, 3))
+        return self.head(torch.relu(self.a(y)) + torch.relu(self.b(y)))
+
+
+class MultiQueryNet(nn.Module):
+    """Multi-query attention written out: many query heads, one key/value head expanded to them."""
+
+    def __init__(self, d: int = 32, heads: int = 4):
+        super().__init__()
+        self.h, self.dh = heads, d // heads
+        self.q, self.o = nn.Linear(d, d), nn.Linear(d, d)
+        self.k, self.v = nn.Linear(d, self.dh), nn.Linear(d, self.dh)
+
+    def forward(self, x):
+        b, t, d = x.shape
+        q = self.q(x).reshape(b, t, self.h, self.dh).transpose(1, 2)
+        k = self.k(x).unsqueeze(1).expand(b, self.h, t, self.dh)
+        v = self.v(x).unsqueeze(1).expand(b, self.h, t, self.dh)
+        att = torch.softmax(q @ k.transpose(-1, -2) / self.dh ** 0.5, dim=-1)
+        return x + self.o((att @ v).transpose(1, 2).reshape(b, t, d))

@@ -214,3 +214,54 @@ def test_ratio_round_to_and_scores():
         choose(ch, g, 0.5, score="random")
     with pytest.raises(ValueError, match="ratio"):
         choose(ch, g, 1.0)
+
+
+def test_grouped_multiplier_and_tied_weights():
+    """A grouped conv and a channel-multiplier depthwise conv keep their groups; a weight two layers share loses
+    the same slices for both (or none)."""
+    from tests.compress.nets import GroupedNet
+
+    torch.manual_seed(0)
+    g = from_torch(GroupedNet().eval(), (torch.randn(1, 3, 8, 8),))
+    ch, drop, pruned, kept = check_pruned(g)
+    groups = sorted(n.attrs["groups"] for n in pruned.nodes if n.op == "conv2d")
+    assert groups == [1, 1, 4, 16]  # unchanged: their channels could not be pruned
+
+
+def test_multi_query_attention_keeps_consistent_heads():
+    from tests.compress.nets import MultiQueryNet
+
+    torch.manual_seed(0)
+    g = from_torch(MultiQueryNet().eval(), (torch.randn(1, 6, 32),))
+    ch = analyze(g)
+    drop = choose(ch, g, 0.5)
+    pruned, _ = prune_graph(g, ch, drop)  # no shape error: the expanded key/value head blocks query heads
+    verify(pruned)
+    if drop:
+        check_pruned(g)
+
+
+def test_weights_read_unsliced_are_kept():
+    """A weight that a gather reads as well as a linear cannot lose slices (a tied embedding / output layer)."""
+    g = parse_random("""
+graph main(%x: f32[2,16], %i: i64[3]) {
+  const %w: f32[32,16]
+  const %w2: f32[4,32]
+  %h: f32[2,32] = linear(%x, %w) {"weight_layout": "oi"}
+  %r: f32[2,32] = relu(%h)
+  %y: f32[2,4] = linear(%r, %w2) {"weight_layout": "oi"}
+  %e: f32[3,16] = take(%w, %i) {"axis": 0}
+  return %y, %e
+}""")
+    assert choose(analyze(g), g, 0.5) == []
+
+
+def test_round_to_counts_channels_not_heads():
+    """16 heads of 8 channels: round_to=16 is satisfied by any head count (each head is 8 channels... two make
+    16), so half the heads go."""
+    torch.manual_seed(0)
+    g = from_torch(HeadsNet(d=128, heads=16, hidden=32).eval(), (torch.randn(1, 4, 128),))
+    ch = analyze(g)
+    q = next(k for k, v in g.param_names.items() if v == "q.weight")
+    _, kept = prune_graph(g, ch, choose(ch, g, 0.5, round_to=16))
+    assert kept[q][0].size == 64

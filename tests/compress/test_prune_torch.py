@@ -128,3 +128,19 @@ def test_bad_settings():
         edgeopt.Compress(rank_energy=0.9, rank_budget=0.5)
     with pytest.raises(CompressionError, match="Compress"):
         edgeopt.compile(ConcatNet().eval(), (torch.randn(1, 3, 8, 8),), compress={"prune": 0.5})
+
+
+def test_grouped_and_tied_modules():
+    """Grouped and channel-multiplier convs keep their groups; tied weights stay tied and sliced alike; the result
+    is checked against the pruned graph."""
+    from tests.compress.nets import GroupedNet
+
+    torch.manual_seed(0)
+    model = GroupedNet().eval()
+    x = torch.randn(1, 3, 8, 8)
+    small = prune(model, (x,), 0.5, round_to=1)
+    assert small.grouped.groups == 4 and small.mult.groups == 16
+    assert small.a.weight is small.b.weight
+    with torch.no_grad():
+        np.testing.assert_allclose(small(x).numpy(), interpret(_ir_pruned(model, (x,), round_to=1),
+                                                               [x.numpy()])[0], rtol=1e-4, atol=1e-5)

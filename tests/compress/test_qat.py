@@ -74,3 +74,34 @@ def test_learned_scales_are_used():
     compiled = edgeopt.compile(float_model, (x,), quantize=config, calibration_data=[(x,)])
     with torch.no_grad():
         np.testing.assert_allclose(compiled(x.numpy()), qat(x).numpy(), rtol=1e-4, atol=1e-4)
+
+
+class _ResidualShared(torch.nn.Module):
+    """A residual add reading a quantized activation, and two layers reading one input."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = torch.nn.Conv2d(1, 16, 3, padding=1)
+        self.b = torch.nn.Conv2d(16, 16, 3, padding=1)
+        self.c = torch.nn.Conv2d(16, 16, 1)
+        self.fc = torch.nn.Linear(16, 10)
+
+    def forward(self, x):
+        y = torch.relu(self.stem(x))
+        z = torch.relu(self.b(y)) + self.c(y) + y
+        return self.fc(z.mean((2, 3)))
+
+
+def test_qat_residual_and_shared_input():
+    torch.manual_seed(0)
+    model = _ResidualShared().eval()
+    x = torch.rand(8, 1, 8, 8)
+    calib = [x[i:i + 1] for i in range(8)]
+    qat = prepare_qat(model, (x[:1],), calib)
+    with torch.no_grad():  # the two readers of y learned different ranges
+        qat.qat_layers()["c"].in_scale.mul_(1.7)
+    float_model, config = qat.export()
+    compiled = edgeopt.compile(float_model, (x[:1],), quantize=config, calibration_data=calib)
+    with torch.no_grad():
+        want = qat(x[:4]).numpy()
+    np.testing.assert_allclose(_run(compiled, x[:4]), want, rtol=1e-3, atol=1e-3 * float(np.abs(want).max()))

@@ -51,6 +51,9 @@ def test_sparse_weights_roundtrip_and_refusals():
         sparse_weights.decode(dense, bad, spec, np.empty, "test")
     with pytest.raises(ArtifactError, match="missing"):
         sparse_weights.decode(dense, {}, spec, np.empty, "test")
+    huge = {"w": {"dtype": "f32", "shape": [2 ** 40, 2 ** 40]}}  # a tiny member asking for a vast weight
+    with pytest.raises(ArtifactError, match="more than"):
+        sparse_weights.decode({}, {"w.mask": tensors["w.mask"], "w.values": tensors["w.values"]}, huge, np.empty, "t")
 
 
 def test_compiled_artifact_is_smaller_and_loads_the_same(tmp_path):

@@ -145,4 +145,5 @@ def _sparse_linear_ref(xs, attrs):
 register(OpDef("sparse_linear", "opaque", _sparse_linear_infer, _sparse_linear_ref, {"in_features": REQUIRED},
                (4, 4), doc="sparse_linear(x, values, indices, b){in_features}: a linear layer whose weight is "
                            "sparse, row o holding values[o, r] at columns indices[o, r] (rows padded with zero "
-                           "values): y[..., o] = sum_r values[o, r] * x[..., indices[o, r]] + b[o]"))
+                           "values): y[..., o] = sum_r values[o, r] * x[..., indices[o, r]] + b[o]",
+               fp16="f32"))
