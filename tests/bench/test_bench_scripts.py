@@ -101,3 +101,20 @@ def test_quant_bench_measures_accuracy_size_and_speed(tmp_path):
     assert set(speed) == {"resnet18", "mobilenet_v2"}
     for s in speed.values():
         assert set(s["best_ms"]) == {"edgeopt fp32", "edgeopt int8"} and s["ratios"]["edgeopt int8 / edgeopt fp32"] > 0
+
+
+@pytest.mark.slow
+def test_compress_bench_runs_each_experiment(tmp_path):
+    rows = {r["experiment"].split()[0]: r for r in _run("compress.py", ["--small"], tmp_path)["results"]}
+    assert set(rows) == {"digits", "MiniLM", "explore"}
+    d = rows["digits"]
+    assert d["macs_pruned"] < 0.5 * d["macs_original"] and 0 <= d["accuracy_distilled"] <= 1
+    m = rows["MiniLM"]
+    assert m["ffn_weights_low_rank"] <= 0.5 * m["ffn_weights_original"] and -1 <= m["cosine_after_distill"] <= 1
+    assert len(rows["explore"]["settings"]) == 8 and (tmp_path / rows["explore"]["plot"]).exists()
+
+
+@pytest.mark.slow
+def test_sparse_bench_compares_kernels(tmp_path):
+    rows = _run("sparse.py", ["--small"], tmp_path)["results"]
+    assert {r["case"] for r in rows} == {"kernel", "minilm"} and all(r["sparse_vs_dense"] > 0 for r in rows)
