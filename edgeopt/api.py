@@ -202,7 +202,7 @@ def compile_graph(graph, target="host", *, opt_level: int = 2, passes: Sequence 
     if compress is not None:
         report["compression"] = _compression_report(compress, best.records)
     weights = base.consts
-    members = {"plan.json": _json(base.lowered.plan),
+    members = {"plan.json": _json(base.lowered.plan), "weights.safetensors": b"",  # written last: _store_weights
                **({"kernels.so": base.lib} if base.lib is not None else {}), "ir.txt": str(base.graph).encode(),
                **base.device_code}
     described = tgt.describe()
