@@ -137,10 +137,8 @@ def minilm(small: bool, rounds: int) -> dict:
 
 def explore(small: bool, rounds: int) -> dict:
     import numpy as np
-    import torch
 
     import edgeopt
-    from bench.common import save_results  # noqa: F401  (the plot goes beside the JSON)
     from bench.digits_cnn import DigitsResNet, digits_split, train_digits
 
     teacher, *_ = train_digits(epochs=2 if small else 12, model=DigitsResNet())
@@ -159,7 +157,6 @@ def explore(small: bool, rounds: int) -> dict:
                                                                       "results")
     os.makedirs(out_dir, exist_ok=True)
     plot = result.plot(os.path.join(out_dir, f"compress-pareto-{time.strftime('%Y%m%d-%H%M%S')}.png"))
-    del torch
     return {"experiment": "explore (digits CNN, test accuracy on labels, batch 32)", "plot": os.path.basename(plot),
             "settings": result.rows}
 

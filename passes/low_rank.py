@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from edgeopt.compress.config import matches
 from edgeopt.compress.cost import graph_macs, graph_params
-from edgeopt.compress.factor import RANK_MULTIPLE, factors, rank_for_energy, ranks_for_budget, saves, svd
+from edgeopt.compress.factor import RANK_MULTIPLE, factors, pick_ranks, svd
 from edgeopt.ir import Graph, Node
 from edgeopt.pipeline import Pass, register_pass
 
@@ -46,17 +46,12 @@ class LowRank(Pass):
         before = graph_macs(g), graph_params(g)
         found = {n: _matrix(g, n) for n in g.nodes if _factorable(g, n, self.layers)}
         decomposed = {n: svd(w2d) for n, w2d in found.items()}
-        if self.budget is not None:
-            ids = {f"{i}": n for i, n in enumerate(decomposed)}
-            ranks = ranks_for_budget({i: (decomposed[n][1], *found[n].shape) for i, n in ids.items()}, self.budget,
-                                     self.multiple)
-            rank = {ids[i]: r for i, r in ranks.items()}
-        else:
-            rank = {n: rank_for_energy(s, self.energy, self.multiple) for n, (_, s, _) in decomposed.items()}
+        rank = pick_ranks({n: d[1] for n, d in decomposed.items()}, {n: w.shape for n, w in found.items()},
+                          self.energy, self.budget, self.multiple)
         done = []
         for n, (u, s, vt) in decomposed.items():
             r = rank[n]
-            if r and saves(r, *found[n].shape):
+            if r:
                 done.append({"layer": g.layer_name(n), "rank": r, "full_rank": len(s),
                              "energy": round(float((s[:r] ** 2).sum() / (s ** 2).sum()), 4)})
                 _factor(g, n, *factors(u, s, vt, r, g.const(n.inputs[1]).dtype))

@@ -440,19 +440,26 @@ def unit_scores(units: list[Unit], g: Graph, score: str = "l1", grads: dict[str,
                 ) -> np.ndarray:
     """Importance of each unit: the L1 or L2 norm of the weights that make it (its filters / rows), or
     ``"taylor"``: sum of |w * dL/dw| over every weight slice in it (``grads``: const name -> gradient)."""
+    if score not in ("l1", "l2", "taylor"):
+        raise ValueError(f"score must be 'l1', 'l2' or 'taylor', got {score!r}")
+    if score == "taylor" and grads is None:
+        raise ValueError("score='taylor' needs gradients (give data to prune)")
+    per_slice: dict[tuple[str, int], np.ndarray] = {}  # (weight, axis) -> the score of each of its slices
+
+    def slices(w: str, a: int) -> np.ndarray:
+        if (w, a) not in per_slice:
+            arr = g.constants[w].astype(np.float64)
+            elem = np.abs(arr * grads[w]) if score == "taylor" else np.abs(arr) if score == "l1" else arr ** 2
+            per_slice[w, a] = elem.sum(axis=tuple(i for i in range(arr.ndim) if i != a))
+        return per_slice[w, a]
+
     out = np.zeros(len(units))
     for i, u in enumerate(units):
         if score == "taylor":
-            if grads is None:
-                raise ValueError("score='taylor' needs gradients (give data to prune)")
-            out[i] = sum(float(np.abs(np.take(g.constants[w] * grads[w], [j], axis=a)).sum())
-                         for w, a, j in u.weights if w in grads)
-        elif score in ("l1", "l2"):
-            parts = [np.take(g.constants[w], [j], axis=a) for w, a, j in u.makers]
-            out[i] = (sum(float(np.abs(p).sum()) for p in parts) if score == "l1"
-                      else math.sqrt(sum(float((p.astype(np.float64) ** 2).sum()) for p in parts)))
+            out[i] = sum(float(slices(w, a)[j]) for w, a, j in u.weights if w in grads)
         else:
-            raise ValueError(f"score must be 'l1', 'l2' or 'taylor', got {score!r}")
+            total = sum(float(slices(w, a)[j]) for w, a, j in u.makers)
+            out[i] = total if score == "l1" else math.sqrt(total)
     return out
 
 

@@ -156,7 +156,9 @@ def _score(metric, compiled, data, outs, reference) -> float:
         return float(np.mean([np.mean(o.reshape(o.shape[0], -1).argmax(-1) == r.reshape(r.shape[0], -1).argmax(-1))
                               for o, r in zip(outs, reference)]))
     if metric == "cosine":
-        return float(np.mean([_cosine(o, r) for o, r in zip(outs, reference)]))
+        from ..quant.compare import cosine
+
+        return float(np.mean([cosine(r, o) for o, r in zip(outs, reference)]))
     raise ValueError(f"explore(metric=...) is 'agreement', 'cosine' or a function, got {metric!r}")
 
 
@@ -179,11 +181,6 @@ def _np(a) -> np.ndarray:
     if hasattr(a, "detach"):
         a = a.detach().cpu().numpy()
     return np.asarray(a)
-
-
-def _cosine(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a.reshape(-1).astype(np.float64), b.reshape(-1).astype(np.float64)
-    return float(a @ b / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-30))
 
 
 def _median_ms(fn, args, runs: int) -> float:

@@ -72,3 +72,14 @@ def ranks_for_budget(layers: dict[str, tuple[np.ndarray, int, int]], budget: flo
         if not more:
             return {n: ranks.get(n, 0) for n in layers}
         dense |= more
+
+
+def pick_ranks(spectra: dict, shapes: dict, energy: float | None, budget: float | None,
+               multiple: int = RANK_MULTIPLE) -> dict:
+    """The rank of each layer (key -> singular values, key -> (rows, cols)) by ``energy`` or ``budget``; 0 for a
+    layer that stays whole (its rank would not save weights)."""
+    if budget is not None:
+        ranks = ranks_for_budget({k: (spectra[k], *shapes[k]) for k in spectra}, budget, multiple)
+    else:
+        ranks = {k: rank_for_energy(s, energy, multiple) for k, s in spectra.items()}
+    return {k: r if r and saves(r, *shapes[k]) else 0 for k, r in ranks.items()}

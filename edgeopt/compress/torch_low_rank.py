@@ -9,7 +9,7 @@ import copy
 from dataclasses import dataclass
 
 from .config import CompressionError, matches
-from .factor import RANK_MULTIPLE, factors, rank_for_energy, ranks_for_budget, saves, svd, whitened_svd
+from .factor import RANK_MULTIPLE, factors, pick_ranks, svd, whitened_svd
 
 
 @dataclass
@@ -52,15 +52,13 @@ def low_rank(model, *, energy: float | None = None, budget: float | None = None,
     mats = {name: m.weight.detach().reshape(m.weight.shape[0], -1).numpy() for name, m in found.items()}
     grams = _input_grams(new, {n: m for n, m in found.items() if isinstance(m, nn.Linear)}, data) if data else {}
     dec = {name: whitened_svd(w, grams[name]) if name in grams else svd(w) for name, w in mats.items()}
-    if budget is not None:
-        ranks = ranks_for_budget({n: (dec[n][1], *mats[n].shape) for n in found}, budget, multiple)
-    else:
-        ranks = {n: rank_for_energy(dec[n][1], energy, multiple) for n in found}
+    ranks = pick_ranks({n: d[1] for n, d in dec.items()}, {n: w.shape for n, w in mats.items()}, energy, budget,
+                       multiple)
     done, before, after = {}, 0, 0
     for name, m in found.items():
         before += mats[name].size
         r = ranks[name]
-        if not r or not saves(r, *mats[name].shape):
+        if not r:
             after += mats[name].size
             continue
         u, s, vt = dec[name]

@@ -65,9 +65,9 @@ def decode(weights: dict, tensors: dict, spec: dict, alloc, what: str) -> dict:
         if mask.dtype != np.uint8 or mask.shape != ((n + 7) // 8,) or values.dtype != dtype or values.ndim != 1:
             raise ArtifactError(f"{what}: sparse weight {name!r} has a mask or values of the wrong type or size")
         bits = np.unpackbits(mask, count=n, bitorder="little").view(bool)
-        if int(bits.sum()) != values.size:
-            raise ArtifactError(f"{what}: sparse weight {name!r} has {values.size} values for "
-                                f"{int(bits.sum())} set mask bits")
+        count = int(bits.sum())
+        if count != values.size:
+            raise ArtifactError(f"{what}: sparse weight {name!r} has {values.size} values for {count} set mask bits")
         arr = alloc(shape, dtype)
         flat = arr.reshape(-1)
         flat[...] = 0
