@@ -31,16 +31,43 @@ class CompiledModel:
                  plan_json: bytes | None = None, quantization=None):
         self._artifact = artifact
         self._quantization = quantization  # the quantization pass, with the graphs before and after it
-        self.graph = graph
+        self._graph, self._ir_text = graph, None
         self.report = report
         self._not_here = _cannot_run_here(target) if target is not None else None
         self._model = None if self._not_here else Model(artifact, what="compiled artifact")
         self._plan_json, self._plan = plan_json, None
 
+    @classmethod
+    def from_cache(cls, artifact: bytes, ir_text: str, seconds: float) -> CompiledModel:
+        """A compile served whole by the model cache (``edgeopt.cache.models``): the artifact as first compiled;
+        ``report`` is its report with this compile's time and ``report["cache"]["model"] == "hit"``; ``graph`` is
+        rebuilt from the IR text and the artifact's weights when first read."""
+        from .runtime.artifact import hash_only, read_artifact
+
+        manifest, members = read_artifact(artifact, "cached artifact", consumers={"weights.safetensors": hash_only})
+        report = {**manifest["report"], "compile_seconds": round(seconds, 4),
+                  "cache": {**manifest["report"].get("cache", {}), "model": "hit"}}
+        cm = cls(artifact, None, report, manifest["target"], members["plan.json"])
+        cm._ir_text = ir_text
+        return cm
+
+    @property
+    def graph(self):
+        """The IR graph after all passes."""
+        if self._graph is None:
+            from .cache.models import graph_from_artifact
+
+            self._graph = graph_from_artifact(self._artifact, self._ir_text)
+        return self._graph
+
+    @graph.setter
+    def graph(self, g) -> None:
+        self._graph = g
+
     @property
     def ir(self) -> str:
         """The IR after all passes, as text."""
-        return str(self.graph)
+        return self._ir_text if self._graph is None else str(self._graph)
 
     @property
     def plan(self) -> dict:
@@ -114,8 +141,9 @@ class CompiledModel:
 def compile(model, example_inputs: Sequence, target="host", *, opt_level: int = 2,
             passes: Sequence | None = None, disable: Sequence[str] = (), dynamic_shapes=None,
             tuning_db: str | os.PathLike | None = None, quantize=None, calibration_data=None, compress=None,
-            **target_options) -> CompiledModel:
-    """Compile ``model`` (a torch.nn.Module) for ``target`` at the shapes of ``example_inputs``.
+            cache: bool = True, **target_options) -> CompiledModel:
+    """Compile ``model`` (a torch.nn.Module, or a ``torch.export.ExportedProgram``) for ``target`` at the shapes of
+    ``example_inputs``.
 
     ``passes`` replaces the pipeline that ``opt_level`` picks (pass names and ``Pass`` objects, or an
     ``edgeopt.Pipeline`` edited from the default one); ``disable`` removes passes from it.
@@ -124,9 +152,13 @@ def compile(model, example_inputs: Sequence, target="host", *, opt_level: int = 
     static "int8" needs ``calibration_data``: an iterable of input batches like ``example_inputs`` (e.g. 64 images).
     ``compress`` (an ``edgeopt.Compress``) prunes channels and / or factors layers by low rank first, without
     retraining (``report["compression"]`` says what changed); quantization composes with it.
+    ``cache`` (default True; ``EDGEOPT_CACHE=0`` turns it off everywhere) reuses earlier compiles from the on-disk
+    cache (``edgeopt.cache``): each CPU kernel's object code, and the whole artifact when the exported program,
+    target and options are the same (``report["cache"]`` says what was reused).
     """
     from .errors import UnsupportedModelError
-    from .frontend import from_torch
+    from .frontend import from_exported, trace
+    from .frontend.torch_export import example_tensors
     from .targets import get_target
 
     if dynamic_shapes is not None:
@@ -136,10 +168,41 @@ def compile(model, example_inputs: Sequence, target="host", *, opt_level: int = 
     tgt = get_target(target, **target_options)
     if not isinstance(example_inputs, (tuple, list)):
         example_inputs = (example_inputs,)
-    graph = from_torch(model, example_inputs)
-    return compile_graph(graph, tgt, opt_level=opt_level, passes=passes, disable=disable,
-                         frontend_seconds=time.perf_counter() - t0, tuning_db=tuning_db, quantize=quantize,
-                         calibration_data=calibration_data, compress=compress)
+    ep = model if _is_exported_program(model) else trace(model, example_inputs)
+    store, key = _model_cache(ep, example_tensors(example_inputs), tgt, cache, opt_level=opt_level,
+                              passes=passes, disable=disable, tuning_db=tuning_db, quantize=quantize,
+                              compress=compress, target_options=target_options)
+    if key is not None:
+        from .cache import models
+
+        hit = models.lookup(store, key)
+        if hit is not None:
+            return CompiledModel.from_cache(*hit, seconds=time.perf_counter() - t0)
+    graph = from_exported(ep)
+    compiled = compile_graph(graph, tgt, opt_level=opt_level, passes=passes, disable=disable,
+                             frontend_seconds=time.perf_counter() - t0, tuning_db=tuning_db, quantize=quantize,
+                             calibration_data=calibration_data, compress=compress, cache=cache)
+    if key is not None:
+        models.store(store, key, compiled._artifact, str(compiled.graph))
+        compiled.report["cache"]["model"] = "miss"  # (the artifact's own report says "not cached": written before)
+    return compiled
+
+
+def _is_exported_program(model) -> bool:
+    import torch
+
+    return isinstance(model, torch.export.ExportedProgram)
+
+
+def _model_cache(ep, example_inputs, tgt, cache: bool, **options):
+    """(the disk cache, this compile's model key), or (cache or None, None) when the model cache does not apply."""
+    from .cache import DiskCache
+    from .cache.models import model_key
+
+    store = DiskCache.default() if cache else None
+    if store is None:
+        return None, None
+    return store, model_key(ep, example_inputs, tgt, **options)
 
 
 def optimize_graph(graph, tgt, *, opt_level: int = 2, passes: Sequence | None = None,
@@ -165,7 +228,7 @@ def compile_graph(graph, target="host", *, opt_level: int = 2, passes: Sequence 
                   disable: Sequence[str] = (), frontend_seconds: float = 0.0,
                   tuning_db: str | os.PathLike | None = None, quantize=None, calibration_data=None,
                   compress=None, functions: dict | None = None, manifest_extra: dict | None = None,
-                  extra_members: dict[str, bytes] | None = None) -> CompiledModel:
+                  extra_members: dict[str, bytes] | None = None, cache: bool = True) -> CompiledModel:
     """Run the pass pipeline on an IR graph (modified in place), lower it and package the artifact.
 
     A multi-level target (``target="x86-64", levels=[...]``) compiles the graph once per level (each with its own
@@ -185,15 +248,22 @@ def compile_graph(graph, target="host", *, opt_level: int = 2, passes: Sequence 
     tgt = get_target(target)
     from .quant.setup import quantization_pass
 
+    from .cache import DiskCache
+
     tuning = None if tuning_db is None else TuningDB.load(tuning_db)  # a bad file fails before any work
+    store = DiskCache.default() if cache else None
     quantization = quantization_pass(quantize, calibration_data, graph)  # bad settings fail before any work too
     _check_compress(compress, functions)
     traced_ops, float_weight_bytes = len(graph.nodes), graph.weight_bytes()
     levels = getattr(tgt, "levels", None) or [(None, tgt)]
     builds = [_build(graph if i == len(levels) - 1 else graph.clone(), t, opt_level, passes, disable, tuning,
-                     quantization, compress) for i, (_, t) in enumerate(levels)]
+                     quantization, compress, store) for i, (_, t) in enumerate(levels)]
     base, best = builds[0], builds[-1]
     report = _report(best, tgt, traced_ops, frontend_seconds, tuning)
+    stats = [b.lowered.kernel_cache for b in builds if b.lowered.kernel_cache is not None]
+    report["cache"] = {"model": "off" if store is None else "not cached",
+                       "kernels_reused": sum(st["hits"] for st in stats),
+                       "kernels_compiled": sum(st["compiled"] for st in stats)}
     if quantization is not None:
         from .quant.setup import quantization_report
 
@@ -227,7 +297,7 @@ def compile_graph(graph, target="host", *, opt_level: int = 2, passes: Sequence 
         known = {_digest(a): k for k, a in weights.items()}  # every stored weight by its bytes, hashed once
         for name, fg in functions.items():
             fq = quantization_pass(quantize, calibration_data, fg)  # its own: a pass keeps the graphs it saw
-            fb = _build(fg, tgt, opt_level, passes, disable, tuning, fq)
+            fb = _build(fg, tgt, opt_level, passes, disable, tuning, fq, store=store)
             plan = _share_weights(fb.lowered.plan, fb.consts, weights, known, name)
             members[f"functions/{name}/plan.json"] = _json(plan)
             members[f"functions/{name}/kernels.so"] = fb.lib or b""
@@ -271,13 +341,13 @@ class _Built:
     seconds: float
 
 
-def _build(graph, tgt, opt_level, passes, disable, tuning, quantization=None, compress=None) -> _Built:
+def _build(graph, tgt, opt_level, passes, disable, tuning, quantization=None, compress=None, store=None) -> _Built:
     from .lower import lower
 
     t0 = time.perf_counter()
     records = optimize_graph(graph, tgt, opt_level=opt_level, passes=passes, disable=disable,
                              quantization=quantization, compress=compress)
-    lowered = lower(graph, tgt, tuning)
+    lowered = lower(graph, tgt, tuning, store)
     with tempfile.TemporaryDirectory(prefix="edgeopt-") as d:
         lib_path = os.path.join(d, "kernels.so")
         # device code beside the library (CUDA cubin/PTX), or instead of it (Vulkan's WGSL shaders)

@@ -37,6 +37,8 @@ class ArmTarget(Target):
 
     name = "arm"
     runtime = "cpu"
+    #: kernels compile to one object file each (cached on disk: ``edgeopt.lower.object_cache``), linked at the end
+    object_code = True
 
     def __init__(self, cpu: str = DEFAULT_CPU):
         if cpu not in CPUS:

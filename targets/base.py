@@ -21,6 +21,9 @@ class Target:
     buffer_alignment: int = 64
     #: whether artifacts hold a kernel library (``kernels.so``); Vulkan's hold shaders instead
     has_library: bool = True
+    #: whether each kernel compiles to its own object file, linked into the library (``edgeopt.lower.objects``):
+    #: then ``lower`` caches kernels' object code on disk. Targets whose library carries device code keep one build
+    object_code: bool = False
 
     @classmethod
     def pipeline(cls, names: list[str]) -> list[str]:

@@ -43,6 +43,8 @@ class X86Target(Target):
 
     name = "x86"
     runtime = "cpu"
+    #: kernels compile to one object file each (cached on disk: ``edgeopt.lower.object_cache``), linked at the end
+    object_code = True
     arch = "x86_64"
 
     def __init__(self, cpu: str | None = None, num_threads: int | None = None, mattr: tuple[str, ...] = ()):

@@ -3,12 +3,26 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 
 import numpy as np
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def pytest_configure(config):
+    """One compile cache for the run (shared by the xdist workers, which inherit the variable), removed after it:
+    kernels compiled by one test are reused by the others, and every run starts cold."""
+    if "EDGEOPT_CACHE_DIR" not in os.environ and not hasattr(config, "workerinput"):
+        config._edgeopt_cache = os.environ["EDGEOPT_CACHE_DIR"] = tempfile.mkdtemp(prefix="edgeopt-test-cache-")
+
+
+def pytest_unconfigure(config):
+    if getattr(config, "_edgeopt_cache", None):
+        shutil.rmtree(config._edgeopt_cache, ignore_errors=True)
 
 _COMPILED: dict = {}
 

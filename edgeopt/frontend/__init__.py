@@ -1,5 +1,5 @@
 """Frontends: model formats -> edgeopt IR. ``from_torch`` is the torch.export frontend."""
 
-from .torch_export import from_torch
+from .torch_export import from_exported, from_torch, trace
 
-__all__ = ["from_torch"]
+__all__ = ["from_exported", "from_torch", "trace"]

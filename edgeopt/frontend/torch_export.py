@@ -110,14 +110,30 @@ def from_torch(model: torch.nn.Module, example_inputs: Sequence, name: str = "ma
 
     With ``state``, the buffers the model updates in place (``buf.index_copy_(...)``: a KV cache) become the
     graph's states (``Graph.states``) instead of an error; the rest of the buffers are constants."""
-    if not isinstance(model, torch.nn.Module):
-        raise TypeError(f"edgeopt.compile takes a torch.nn.Module, got {type(model).__name__}")
+    return from_exported(trace(model, example_inputs), name, state)
+
+
+def example_tensors(example_inputs: Sequence) -> tuple:
+    """The example inputs as torch tensors (numpy arrays converted); anything else is a ``TypeError``."""
     example_inputs = tuple(torch.from_numpy(x) if isinstance(x, np.ndarray) else x for x in example_inputs)
     for i, x in enumerate(example_inputs):
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"example input {i} is a {type(x).__name__}; edgeopt takes tensors (or numpy arrays)")
+    return example_inputs
+
+
+def trace(model: torch.nn.Module, example_inputs: Sequence) -> torch.export.ExportedProgram:
+    """``model`` checked (eval mode) and exported on ``example_inputs``, not yet decomposed (``from_exported``)."""
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"edgeopt.compile takes a torch.nn.Module, got {type(model).__name__}")
+    example_inputs = example_tensors(example_inputs)
     _check_model(model)
-    ep = _decompose(export(model, example_inputs))
+    return export(model, example_inputs)
+
+
+def from_exported(ep: torch.export.ExportedProgram, name: str = "main", state: bool = False) -> Graph:
+    """An exported program (``trace``, or ``torch.export.load`` of a saved one) as an IR Graph."""
+    ep = _decompose(ep)
     _check_signature(ep, state)  # in-place ops show up as mutations only after functionalization
     g = _convert(ep, name)
     if g.states:

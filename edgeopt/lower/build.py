@@ -37,6 +37,7 @@ from ..ir.types import TVM_DTYPES
 from ..memory import MemoryPlan, plan_arena
 from .flash_attention import flash_attention
 from .index_copy import index_copy_kernel
+from .object_cache import ObjectCache
 from .rules import get_rule
 from .rules._te import narrow
 from .schedule_cpu import schedule_kernel
@@ -58,6 +59,7 @@ class Lowered:
     seconds: dict = field(default_factory=dict)
     memory: MemoryPlan | None = None
     tuning_ignored: list[str] = field(default_factory=list)  # kernels whose tuning record did not apply
+    kernel_cache: dict | None = None  # {"hits", "compiled"}: kernels reused from / added to the disk cache
 
 
 def _is_scalar_const(g: Graph, v: Value) -> bool:
@@ -233,10 +235,11 @@ def _constant_body(val, dt):
     return body
 
 
-def lower(g: Graph, target, tuning=None) -> Lowered:
+def lower(g: Graph, target, tuning=None, cache=None) -> Lowered:
     """Compile every kernel of ``g`` for ``target`` into one library; build the execution plan.
 
-    ``tuning`` (an ``edgeopt.tuning_db.TuningDB``) gives tuned schedules for the kernels it has records for."""
+    ``tuning`` (an ``edgeopt.tuning_db.TuningDB``) gives tuned schedules for the kernels it has records for.
+    ``cache`` (an ``edgeopt.cache.DiskCache``) keeps each CPU kernel's object code for later compiles."""
     from ..tuning_db import record_id
 
     if g.states and getattr(target, "runtime", "cpu") != "cpu":
@@ -248,7 +251,9 @@ def lower(g: Graph, target, tuning=None) -> Lowered:
     tkey = str(target.tvm_target())
     lanes = target.vector_lanes(32)
     storage = getattr(target, "storage_dtypes", {})
-    funcs: dict[str, tvm.tirx.PrimFunc] = {}
+    funcs: dict[str, tvm.tirx.PrimFunc] = {}  # the kernels to compile now
+    seen: set[str] = set()
+    objects = ObjectCache.for_target(target, cache)  # CPU targets: one object file per kernel, cached on disk
     kernels: list[dict] = []
     values: dict[str, dict] = {}
     steps: list[dict] = []
@@ -272,19 +277,27 @@ def lower(g: Graph, target, tuning=None) -> Lowered:
         key = kernel_key(g, n)
         name = kernel_name(n, key)
         arg_values = kernel_args(g, n)
-        if name not in funcs:  # TE is built and scheduled once per distinct kernel, not per node
+        if name not in seen:  # TE is built and scheduled once per distinct kernel, not per node
+            seen.add(name)
             record = tuning.tuned(tkey, key) if tuning is not None else None
-            ckey = (tkey, key, record_id(record) if record else None)
-            cached = _KERNEL_CACHE.get(ckey)
-            if cached is None:
-                cached = ((record and _tuned_kernel(g, n, record, storage))
-                          or (*hand_kernel(g, n, lanes, target), False))
-                _KERNEL_CACHE[ckey] = cached
-            funcs[name] = cached[0].with_attr("global_symbol", name)
+            rid = record_id(record) if record else None
+            disk_key = objects.key(key, rid) if objects else None
+            meta = objects.lookup(disk_key) if objects else None
+            if meta is not None:  # compiled by an earlier compile: no TE, no schedule, no code generation
+                schedule, tuned = meta["schedule"], meta["tuned"]
+            else:
+                cached = _KERNEL_CACHE.get((tkey, key, rid))
+                if cached is None:
+                    cached = ((record and _tuned_kernel(g, n, record, storage))
+                              or (*hand_kernel(g, n, lanes, target), False))
+                    _KERNEL_CACHE[(tkey, key, rid)] = cached
+                funcs[name] = cached[0].with_attr("global_symbol", name)
+                schedule, tuned = cached[1], cached[2]
+                if objects:
+                    objects.pending(name, disk_key, {"schedule": schedule, "tuned": tuned})
             ops = [m.op for m in n.body.nodes] if n.body is not None else [n.op]
-            kernels.append({"name": name, "op": anchor_op(n), "ops": ops, "schedule": cached[1],
-                            "tuned": cached[2]})
-            if record and not cached[2]:
+            kernels.append({"name": name, "op": anchor_op(n), "ops": ops, "schedule": schedule, "tuned": tuned})
+            if record and not tuned:
                 ignored.append(name)
         for v in arg_values:
             if g.is_const(v) and v.name not in values:
@@ -298,7 +311,10 @@ def lower(g: Graph, target, tuning=None) -> Lowered:
             step["inplace"] = inplace
         steps.append(step)
     t1 = time.perf_counter()
-    executable = target.build(funcs) if funcs else None
+    if objects:
+        executable = objects.build(funcs)
+    else:
+        executable = target.build(funcs) if funcs else None
     t2 = time.perf_counter()
     plan = {
         "inputs": [_io(v) for v in g.inputs],
@@ -314,7 +330,7 @@ def lower(g: Graph, target, tuning=None) -> Lowered:
     plan["arena_bytes"] = memory.arena_bytes
     t3 = time.perf_counter()
     return Lowered(executable, plan, kernels, {"schedule": t1 - t0, "codegen": t2 - t1, "memory_plan": t3 - t2},
-                   memory, ignored)
+                   memory, ignored, objects.stats() if objects else None)
 
 
 def _state_update_step(g: Graph, n: Node, state: str, target, funcs: dict, kernels: list, values: dict,

@@ -118,3 +118,12 @@ def test_compress_bench_runs_each_experiment(tmp_path):
 def test_sparse_bench_compares_kernels(tmp_path):
     rows = _run("sparse.py", ["--small"], tmp_path)["results"]
     assert {r["case"] for r in rows} == {"kernel", "minilm"} and all(r["sparse_vs_dense"] > 0 for r in rows)
+
+
+@pytest.mark.slow
+def test_compile_cache_bench_reuses_kernels_then_the_model(tmp_path):
+    res = _run("compile_cache.py", ["--small", "--rounds", "1"], tmp_path)
+    s = res["summary"]
+    assert s["kernels"] > 5 and min(s["cold_s"], s["kernels_s"], s["model_s"]) > 0
+    assert s["speedup_model"] == pytest.approx(s["cold_s"] / s["model_s"])
+    assert s["process_cold_compile_s"] > 0 and s["process_warm_compile_s"] > 0
