@@ -14,6 +14,7 @@ import numpy as np
 from . import __version__
 from .errors import ArtifactError, TargetError
 from .ir_dtypes import NP_DTYPES
+from .progress import advance, expect, task
 from .runtime.artifact import write_artifact
 from .runtime.devices import check_device
 from .runtime.model import Model
@@ -38,17 +39,18 @@ class CompiledModel:
         self._plan_json, self._plan = plan_json, None
 
     @classmethod
-    def from_cache(cls, artifact: bytes, ir_text: str, seconds: float) -> CompiledModel:
+    def from_cache(cls, artifact: bytes, ir_text: str, t0: float) -> CompiledModel:
         """A compile served whole by the model cache (``edgeopt.cache.models``): the artifact as first compiled;
-        ``report`` is its report with this compile's time and ``report["cache"]["model"] == "hit"``; ``graph`` is
-        rebuilt from the IR text and the artifact's weights when first read."""
+        ``report`` is its report with this compile's time (since ``t0``, a ``perf_counter``) and
+        ``report["cache"]["model"] == "hit"``; ``graph`` is rebuilt from the IR text and the artifact's weights when
+        first read."""
         from .runtime.artifact import hash_only, read_artifact
 
         manifest, members = read_artifact(artifact, "cached artifact", consumers={"weights.safetensors": hash_only})
-        report = {**manifest["report"], "compile_seconds": round(seconds, 4),
-                  "cache": {**manifest["report"].get("cache", {}), "model": "hit"}}
+        report = {**manifest["report"], "cache": {**manifest["report"].get("cache", {}), "model": "hit"}}
         cm = cls(artifact, None, report, manifest["target"], members["plan.json"])
         cm._ir_text = ir_text
+        report["compile_seconds"] = round(time.perf_counter() - t0, 4)
         return cm
 
     @property
@@ -141,7 +143,7 @@ class CompiledModel:
 def compile(model, example_inputs: Sequence, target="host", *, opt_level: int = 2,
             passes: Sequence | None = None, disable: Sequence[str] = (), dynamic_shapes=None,
             tuning_db: str | os.PathLike | None = None, quantize=None, calibration_data=None, compress=None,
-            cache: bool = True, **target_options) -> CompiledModel:
+            cache: bool = True, progress: bool | None = None, **target_options) -> CompiledModel:
     """Compile ``model`` (a torch.nn.Module, or a ``torch.export.ExportedProgram``) for ``target`` at the shapes of
     ``example_inputs``.
 
@@ -155,10 +157,9 @@ def compile(model, example_inputs: Sequence, target="host", *, opt_level: int = 
     ``cache`` (default True; ``EDGEOPT_CACHE=0`` turns it off everywhere) reuses earlier compiles from the on-disk
     cache (``edgeopt.cache``): each CPU kernel's object code, and the whole artifact when the exported program,
     target and options are the same (``report["cache"]`` says what was reused).
+    ``progress``: a progress bar on stderr (default: on a terminal, unless ``EDGEOPT_QUIET=1``).
     """
     from .errors import UnsupportedModelError
-    from .frontend import from_exported, trace
-    from .frontend.torch_export import example_tensors
     from .targets import get_target
 
     if dynamic_shapes is not None:
@@ -168,16 +169,28 @@ def compile(model, example_inputs: Sequence, target="host", *, opt_level: int = 
     tgt = get_target(target, **target_options)
     if not isinstance(example_inputs, (tuple, list)):
         example_inputs = (example_inputs,)
+    with task("compile", progress):
+        return _compile(model, example_inputs, tgt, t0, opt_level=opt_level, passes=passes, disable=disable,
+                        tuning_db=tuning_db, quantize=quantize, calibration_data=calibration_data, compress=compress,
+                        cache=cache, target_options=target_options)
+
+
+def _compile(model, example_inputs, tgt, t0, *, opt_level, passes, disable, tuning_db, quantize, calibration_data,
+             compress, cache, target_options) -> CompiledModel:
+    from .cache import models
+    from .frontend import from_exported, trace
+    from .frontend.torch_export import example_tensors
+
+    expect(1, "torch.export")
     ep = model if _is_exported_program(model) else trace(model, example_inputs)
+    advance("traced")
     store, key = _model_cache(ep, example_tensors(example_inputs), tgt, cache, opt_level=opt_level,
                               passes=passes, disable=disable, tuning_db=tuning_db, quantize=quantize,
                               compress=compress, target_options=target_options)
     if key is not None:
-        from .cache import models
-
         hit = models.lookup(store, key)
         if hit is not None:
-            return CompiledModel.from_cache(*hit, seconds=time.perf_counter() - t0)
+            return CompiledModel.from_cache(*hit, t0=t0)
     graph = from_exported(ep)
     compiled = compile_graph(graph, tgt, opt_level=opt_level, passes=passes, disable=disable,
                              frontend_seconds=time.perf_counter() - t0, tuning_db=tuning_db, quantize=quantize,
@@ -246,9 +259,8 @@ def compile_graph(graph, target="host", *, opt_level: int = 2, passes: Sequence 
 
     t0 = time.perf_counter() - frontend_seconds
     tgt = get_target(target)
-    from .quant.setup import quantization_pass
-
     from .cache import DiskCache
+    from .quant.setup import quantization_pass
 
     tuning = None if tuning_db is None else TuningDB.load(tuning_db)  # a bad file fails before any work
     store = DiskCache.default() if cache else None

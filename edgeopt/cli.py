@@ -1,15 +1,23 @@
-"""The ``edgeopt`` command line. Needs only the runtime (no torch, no compiler).
+"""The ``edgeopt`` command line. ``edgeopt <command> --help`` describes each command.
 
-    edgeopt inspect model.edgeopt              # versions, target, inputs/outputs, kernels, memory figures
-    edgeopt inspect model.edgeopt --memory     # + the activation arena over time, as text
-    edgeopt inspect model.edgeopt --png a.png  # + the arena as a picture (needs matplotlib)
-    edgeopt inspect model.edgeopt --ir         # + the final IR
-    edgeopt tune-info tuning.json              # a tuning database (edgeopt.tune): kernels, hand vs tuned times
-    edgeopt keygen release.pem                 # a new Ed25519 key pair: release.pem (private), release.pub.pem
-    edgeopt sign model.edgeopt --key release.pem          # add a signature (needs the cryptography package)
-    edgeopt verify model.edgeopt --key release.pub.pem    # check it (and every hash) without loading any code
-    edgeopt verify model.edgeopt --sha256 <hex>           # or check the whole file against a pinned hash
-    edgeopt generate smollm.edgeopt "What is the capital of France?"   # a language model's reply, as it comes
+Compile and check (need the compiler: torch and TVM):
+    edgeopt compile model.py:make -o model.edgeopt [--target arm --cpu cortex-a76] [--quantize int8 ...]
+    edgeopt compile model.py:make -o model.edgeopt --graphs graphs/   # + the graph before / after the passes
+    edgeopt compare model.edgeopt model.py:make [--data val.npz]     # error vs PyTorch, layer by layer
+    edgeopt tune model.py:make --db model.tuning.json                 # MetaSchedule schedules for its kernels
+    edgeopt cache info | clear                                        # the on-disk compile cache
+
+Run and look (need only the runtime):
+    edgeopt run model.edgeopt --input x.npy -o out/                  # outputs as .npy files
+    edgeopt bench model.edgeopt [--kernels --png kernels.png] [--remote host:9090]   # latency and memory
+    edgeopt inspect model.edgeopt [--memory] [--png arena.png] [--graph graph.html] [--ir]
+    edgeopt tune-info tuning.json                                     # a tuning database: hand vs tuned times
+    edgeopt keygen release.pem; edgeopt sign model.edgeopt --key release.pem; edgeopt verify model.edgeopt --key ...
+    edgeopt generate smollm.edgeopt "What is the capital of France?"  # a language model's reply, as it comes
+
+``-q`` / ``--quiet`` (before the command) turns progress bars off; they show only on a terminal anyway.
+``-v`` shows edgeopt's log messages (cache hits and misses...). A model is ``file.py:factory`` (a function returning
+``(model, example_inputs)``), ``package.module:factory``, or a ``.pt2`` file from ``torch.export.save``.
 """
 
 from __future__ import annotations
@@ -25,12 +33,22 @@ from .errors import ArtifactError, EdgeoptError
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="edgeopt", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    ap.add_argument("-v", "--verbose", action="store_true", help="show edgeopt's log messages")
     sub = ap.add_subparsers(dest="command", required=True)
+    from .commands import cache_cmd, compare_cmd, compile_cmd, run_cmd, tune_cmd
+
+    compile_cmd.add_parser(sub)
+    run_cmd.add_parsers(sub)
+    compare_cmd.add_parser(sub)
+    tune_cmd.add_parser(sub)
+    cache_cmd.add_parser(sub)
     ins = sub.add_parser("inspect", help="describe a compiled artifact (verifies it first)")
     ins.add_argument("artifact")
     ins.add_argument("--memory", action="store_true", help="draw the activation arena over time")
     ins.add_argument("--png", metavar="PATH", help="save a picture of the arena")
     ins.add_argument("--ir", action="store_true", help="print the final IR")
+    ins.add_argument("--graph", metavar="PATH", help="draw the final IR (fused kernels colored) as .svg or .html")
     tin = sub.add_parser("tune-info", help="summarise a tuning database written by edgeopt.tune")
     tin.add_argument("database")
     kg = sub.add_parser("keygen", help="write a new Ed25519 key pair (PEM) for signing artifacts")
@@ -55,8 +73,22 @@ def main(argv: list[str] | None = None) -> int:
     gen.add_argument("--raw", action="store_true", help="the prompt as it is, without the model's chat template")
     gen.add_argument("--stats", action="store_true", help="print time to first token and decode speed after")
     args = ap.parse_args(argv)
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")  # torch.export's own noise
+
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="edgeopt: %(message)s")
+    if args.quiet:
+        from .progress import set_quiet
+
+        set_quiet()
+    commands = {"compile": compile_cmd.run, "run": run_cmd.run, "bench": run_cmd.bench, "compare": compare_cmd.run,
+                "tune": tune_cmd.run, "cache": cache_cmd.run}
     try:
-        if args.command == "generate":
+        if args.command in commands:
+            print(commands[args.command](args))
+        elif args.command == "generate":
             generate(args)
         elif args.command == "tune-info":
             print(tune_info(args.database))
@@ -67,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "verify":
             print(verify(args.artifact, args.key, args.sha256))
         else:
-            print(inspect(args.artifact, memory=args.memory, png=args.png, ir=args.ir))
+            print(inspect(args.artifact, memory=args.memory, png=args.png, ir=args.ir, graph=args.graph))
     except (EdgeoptError, ImportError) as e:
         print(f"edgeopt: {e}", file=sys.stderr)
         return 1
@@ -89,7 +121,7 @@ def generate(args) -> None:
               f"{1e3 * s['ttft_s']:.0f} ms; decode {rate}]", file=sys.stderr)
 
 
-def inspect(path: str, memory: bool = False, png: str | None = None, ir: bool = False) -> str:
+def inspect(path: str, memory: bool = False, png: str | None = None, ir: bool = False, graph: str | None = None) -> str:
     """The text ``edgeopt inspect`` prints."""
     from .memory.render import arena_png, arena_text
     from .runtime.artifact import hash_only, read_artifact
@@ -119,6 +151,16 @@ def inspect(path: str, memory: bool = False, png: str | None = None, ir: bool = 
                 lines.append(f"arena picture: {png}")
         except (KeyError, IndexError, TypeError, ValueError) as e:
             raise ArtifactError(f"{what}: plan.json holds no valid memory plan ({type(e).__name__}: {e})") from None
+    if graph:
+        from .ir.picture import write_picture
+        from .ir.text import ParseError, parse_graph
+
+        try:
+            g = parse_graph(members.get("ir.txt", b"").decode(), placeholders=True)
+        except (ParseError, KeyError, ValueError) as e:
+            raise ArtifactError(f"{what}: ir.txt does not parse ({e})") from None
+        write_picture(g, graph, f"{path}: {manifest['target'].get('name')}")
+        lines.append(f"graph picture: {graph}")
     if ir:
         lines += ["", members.get("ir.txt", b"").decode(errors="replace")]
     return "\n".join(lines)

@@ -33,6 +33,7 @@ from collections.abc import Iterable, Sequence
 
 from .errors import PassError
 from .ir import Graph, VerificationError, verify
+from .progress import advance, expect
 
 _PASSES: dict[str, type[Pass]] = {}
 #: the property of a graph with no fused kernels: pattern passes require it, the fusion passes invalidate it
@@ -260,6 +261,7 @@ def run_passes(g: Graph, passes: Sequence[Pass], target=None) -> list[dict]:
     if any(n.op == "fused" for n in g.nodes):
         have, lost[UNFUSED] = set(), "an earlier compile (the graph has fused kernels)"
     records = []
+    expect(len(passes), "passes")
     for i, p in enumerate(passes):
         missing = set(p.requires) - have
         never = sorted(missing - set(lost))
@@ -282,6 +284,7 @@ def run_passes(g: Graph, passes: Sequence[Pass], target=None) -> list[dict]:
         lost.update({prop: f"pass {p.name!r}" for prop in p.invalidates if prop in have})
         have = (have - set(p.invalidates)) | set(p.guarantees)
         records.append({"name": p.name, "seconds": round(seconds, 6), "stats": stats})
+        advance(p.name)
         if debug or debug_dir:
             _dump(g, i, p.name, debug_dir)
     return records

@@ -28,7 +28,7 @@ from .errors import TuningError
 def tune(model, example_inputs: Sequence, target="host", *, trials: int = 64,
          tuning_db: str | os.PathLike = "edgeopt-tuning.json", opt_level: int = 2, passes: Sequence | None = None,
          disable: Sequence[str] = (), cost_model: str = "xgb", strategy: str = "evolutionary",
-         min_speedup: float = 1.0, retune: bool = False, progress: bool = True, seed: int | None = None,
+         min_speedup: float = 1.0, retune: bool = False, progress: bool | None = None, seed: int | None = None,
          work_dir: str | None = None, **target_options) -> list[dict]:
     """Tune every distinct kernel of ``model`` (compiled for ``target`` at the shapes of ``example_inputs``)
     with ``trials`` MetaSchedule candidates each; records go to the JSON file ``tuning_db`` (created, or
@@ -45,8 +45,11 @@ def tune(model, example_inputs: Sequence, target="host", *, trials: int = 64,
     check_dependencies(cost_model)
     from tqdm import tqdm
 
-    from .api import _cannot_run_here, optimize_graph
-    from .frontend import from_torch
+    from .progress import showing
+
+    progress = showing(progress)
+    from .api import _cannot_run_here, _is_exported_program, optimize_graph
+    from .frontend import from_exported, trace
     from .lower.metaschedule import Tuner
     from .targets import get_target
     from .tuning_db import TuningDB
@@ -59,7 +62,7 @@ def tune(model, example_inputs: Sequence, target="host", *, trials: int = 64,
     db = TuningDB.load(tuning_db, missing_ok=True)  # a damaged file is an error, never overwritten
     if not isinstance(example_inputs, (tuple, list)):
         example_inputs = (example_inputs,)
-    graph = from_torch(model, example_inputs)
+    graph = from_exported(model if _is_exported_program(model) else trace(model, example_inputs))
     optimize_graph(graph, tgt, opt_level=opt_level, passes=passes, disable=disable)
     kernels = _tunable_kernels(graph)
     results = []

@@ -43,6 +43,21 @@ def test_unsupported_ops_listed_once_with_source_lines():
     assert "relu" not in [u.op for u in err.ops]
 
 
+class ChainedUnsupported(torch.nn.Module):
+    def forward(self, x):
+        y = torch.sort(x, -1).values
+        z = torch.cummax(torch.relu(y), -1).values  # reads only what an unsupported op made
+        return torch.sort(z * 2, -1).values + 1
+
+
+def test_unsupported_ops_after_an_unsupported_op_are_listed_too():
+    with pytest.raises(UnsupportedModelError) as e:
+        edgeopt.compile(ChainedUnsupported().eval(), (torch.randn(2, 8),))
+    ops = {u.op: u for u in e.value.ops}
+    assert set(ops) == {"aten::sort", "aten::cummax"} and ops["aten::sort"].count == 2
+    assert f"test_errors.py:{_line_of(ChainedUnsupported, 'torch.cummax(')}" in str(e.value)
+
+
 class Branchy(torch.nn.Module):
     def forward(self, x):
         if x.sum() > 0:

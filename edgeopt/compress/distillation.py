@@ -17,9 +17,10 @@ student's narrower features).
 from __future__ import annotations
 
 import copy
-import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+
+from ..progress import progress_bar
 
 
 @dataclass
@@ -208,14 +209,3 @@ class _FeatureHooks:
             h.remove()
 
 
-def progress_bar(total: int, progress: bool | None, desc: str):
-    """A tqdm bar (``progress`` None: when stderr is a terminal and tqdm is installed), or None."""
-    if progress is None:
-        progress = sys.stderr.isatty()
-    if not progress:
-        return None
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        return None
-    return tqdm(total=total, desc=desc, leave=False)

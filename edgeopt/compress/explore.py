@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..progress import progress_bar
 from .config import Compress
-from .distillation import progress_bar
 
 
 def default_grid() -> list[dict]:

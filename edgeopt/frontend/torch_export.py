@@ -206,6 +206,8 @@ def _convert_node(ctx: Ctx, node, unsupported: dict[str, UnsupportedOp]) -> None
     target = node.target
     if any(_is_poisoned(ctx, a) for a in node.all_input_nodes):
         ctx.poisoned.add(node.name)  # an input could not be converted; its error is already recorded
+        if isinstance(target, torch._ops.OpOverload) and target not in CONVERTERS:
+            _unsupported(node, _op_name(target), unsupported)  # unsupported itself too: listed in the same error
         return
     if target is operator.getitem:
         src, idx = node.args

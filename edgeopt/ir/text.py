@@ -67,10 +67,24 @@ class ParseError(ValueError):
     pass
 
 
-def parse_graph(text: str, constants: dict[str, np.ndarray] | None = None) -> Graph:
-    """Parse the text form. Constants not printed inline must be given in ``constants`` by name."""
+def parse_graph(text: str, constants: dict[str, np.ndarray] | None = None, placeholders: bool = False) -> Graph:
+    """Parse the text form. Constants not printed inline must be given in ``constants`` by name; with
+    ``placeholders``, a missing one becomes a read-only zero of its type that takes no memory (for tools that read
+    the graph's structure only: drawing an artifact's IR)."""
     lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip() and not ln.strip().startswith("#")]
-    return _parse_lines(lines, constants or {}, 1)
+    return _parse_lines(lines, _Placeholders(constants or {}) if placeholders else (constants or {}), 1)
+
+
+class _Placeholders(dict):
+    """Constants that make up a zero-strided zero array for any name they lack."""
+
+    def __contains__(self, name) -> bool:
+        return True
+
+    def placeholder(self, name: str, t) -> np.ndarray:
+        if dict.__contains__(self, name):
+            return np.asarray(self[name])
+        return np.broadcast_to(np.zeros((), t.np_dtype), t.shape)
 
 
 def _parse_lines(lines: list[str], constants: dict, first_lineno: int) -> Graph:
@@ -151,13 +165,20 @@ def _parse_const(g, env, line, constants):
     t = parse_type(ty)
     if inline is not None:
         arr = np.array(json.loads(inline), dtype=t.np_dtype).reshape(t.shape)
+    elif isinstance(constants, _Placeholders):
+        arr = constants.placeholder(name, t)
     elif name in constants:
         arr = np.asarray(constants[name])
     else:
         raise ParseError(f"no data for constant %{name}")
     if arr.shape != t.shape or arr.dtype != t.np_dtype:
         raise ParseError(f"constant %{name} data is {arr.dtype}{list(arr.shape)}, declared {t}")
-    env[name] = _define(g, g.add_const(arr, name), name)
+    if isinstance(constants, _Placeholders) and not arr.flags.c_contiguous:  # add_const would copy it: do not
+        v = Value(g.fresh_name(name), t)
+        g.constants[v.name], g.const_values[v.name] = arr, v
+    else:
+        v = g.add_const(arr, name)
+    env[name] = _define(g, v, name)
 
 
 def _parse_node(g, env, line):

@@ -14,6 +14,8 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from ..progress import advance, expect
+
 
 @dataclass
 class KernelObjects:
@@ -50,7 +52,10 @@ def compile_objects(tvm_target, funcs: dict) -> dict[str, bytes]:
             with open(path, "rb") as f:
                 return name, f.read()
 
-        if workers == 1:
-            return dict(map(one, funcs.items()))
+        expect(len(funcs), "kernels")
+        out = {}
         with ThreadPoolExecutor(workers) as pool:
-            return dict(pool.map(one, funcs.items()))
+            for name, data in pool.map(one, funcs.items()):
+                out[name] = data
+                advance(name)
+        return out

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable, Sequence
 import numpy as np
 
 from ..ir import Graph, Value, interpret
+from ..progress import advance, expect
 
 SAMPLES_PER_BATCH = 4096
 
@@ -68,6 +69,8 @@ def observe_ranges(g: Graph, values: Sequence[Value], batches: Iterable[Sequence
     pass ``also(value, array, batch index)`` sees every value, and ``outputs`` (a list) gets each batch's outputs."""
     want = {v: Stats() for v in values}
     rng = np.random.default_rng(0)
+    if hasattr(batches, "__len__"):
+        expect(len(batches), "calibration")
     count = 0
 
     for count, batch in enumerate(batches, 1):
@@ -80,6 +83,7 @@ def observe_ranges(g: Graph, values: Sequence[Value], batches: Iterable[Sequence
         result = interpret(g, [np.asarray(a) for a in batch], observe=observe)
         if outputs is not None:
             outputs.append(result)
+        advance(f"calibration batch {count}")
     if not count:
         from .config import QuantizationError
 

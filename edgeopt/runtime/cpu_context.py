@@ -47,6 +47,19 @@ class CpuContext:
             raise ArtifactError(f"a kernel refused the arguments the plan passes it (damaged plan): {e}") from None
         return tuple(a.copy() for a in self.output_arrays)
 
+    def run_capturing(self, arrays: list[np.ndarray], steps: list[dict], names: set[str]) -> dict[str, np.ndarray]:
+        """Run the plan step by step; a copy of each output in ``names`` right after the kernel that writes it (before
+        the arena reuses its bytes)."""
+        for buf, arr in zip(self.input_arrays, arrays):
+            np.copyto(buf, arr)
+        captured = {}
+        for (fn, targs), step in zip(self.calls, steps):
+            fn(*targs)
+            for name in step["args"][len(step["args"]) - step["num_outputs"]:]:
+                if name in names:
+                    captured[name] = self._arrays[name].copy()
+        return captured
+
     def _place(self, info: dict) -> np.ndarray:
         dtype = np.dtype(NP_DTYPES[info["dtype"]])
         if "offset" not in info:  # a plan without a memory plan: a buffer of its own

@@ -176,6 +176,15 @@ class Model:
             r["share"] = r["median_ms"] / total
         return sorted(rows, key=lambda r: -r["median_ms"])
 
+    def intermediates(self, *args, names=None, **kwargs) -> dict[str, np.ndarray]:
+        """The outputs of the plan's kernels on these inputs, by IR value name (``names``: only those), each copied
+        right after its kernel ran: what the compiled code really computed, layer by layer (``edgeopt compare``)."""
+        if not self._backend.profiles:
+            raise ArtifactError("intermediates() reads CPU kernels' outputs; GPU artifacts give their outputs only")
+        steps = self.plan["steps"]
+        want = set(names) if names is not None else {a for s in steps for a in s["args"][-s["num_outputs"]:]}
+        return self._context().run_capturing(self._bind(args, kwargs), steps, want)
+
     def _bind(self, args, kwargs) -> list[np.ndarray]:
         names = self._input_names
         if len(args) > len(names):

@@ -1,0 +1,156 @@
+"""``edgeopt compare``: how far an artifact's numbers are from its PyTorch model, at the output and layer by layer.
+
+    edgeopt compare model.edgeopt model.py:make                     # on the factory's example inputs
+    edgeopt compare model.edgeopt model.py:make --data val.npz      # on real samples (one array per input)
+
+The outputs are compared with PyTorch's (max error, cosine, SQNR; top-1 agreement for class scores). Layer by
+layer, every kernel output of the artifact that the traced float graph also has (by value name) is compared with
+the float graph's value (run on edgeopt's reference interpreter): the kernels' real outputs, copied as they run
+(``Model.intermediates``), in the float graph's layout. The worst layers come first, and the first layer whose
+SQNR drops below ``--threshold`` dB is named: where the error starts. CPU artifacts that run here.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+
+def add_parser(sub) -> None:
+    import argparse
+
+    p = sub.add_parser("compare", help="per-layer error of an artifact against its PyTorch model",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("artifact")
+    p.add_argument("model", help="file.py:factory, package.module:factory or a .pt2 (as for edgeopt compile)")
+    p.add_argument("--data", metavar="FILE", help="samples: .npz with one array per input, samples along the first "
+                                                  "axis (default: the example inputs)")
+    p.add_argument("--input", action="append", metavar="FILE", help="example inputs, if the factory has none")
+    p.add_argument("--top", type=int, default=12, help="layers to list (default 12)")
+    p.add_argument("--threshold", type=float, default=30.0, help="SQNR (dB) below which a layer is called lossy")
+    p.add_argument("--json", metavar="FILE", help="write every row as JSON")
+
+
+def run(args) -> str:
+    import edgeopt
+
+    from ..api import _is_exported_program
+    from ..frontend import from_exported, trace
+    from .sources import load_arrays, load_batches, load_model
+
+    model, example = load_model(args.model, load_arrays(args.input))
+    batches = load_batches(args.data, len(example)) if args.data else [[x.numpy() for x in example]]
+    compiled = edgeopt.load(args.artifact)
+    ep = model if _is_exported_program(model) else trace(model, example)
+    float_graph = from_exported(ep)
+    outputs = output_errors(ep.module(), compiled, batches)
+    layers = layer_errors(float_graph, compiled, batches)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"outputs": outputs, "layers": layers}, f, indent=1)
+    return _text(outputs, layers, args, len(batches))
+
+
+def output_errors(module, compiled, batches) -> list[dict]:
+    """Per output: max abs error, error relative to the output's scale, cosine, SQNR; top-1 agreement for 2-D."""
+    import torch
+
+    from ..quant.compare import cosine, sqnr_db
+
+    refs, gots = [], []
+    with torch.no_grad():
+        for b in batches:
+            r = module(*[torch.from_numpy(np.asarray(a)) for a in b])
+            r = r if isinstance(r, (tuple, list)) else (r,)
+            g = compiled(*b)
+            g = g if isinstance(g, tuple) else (g,)
+            refs.append([np.asarray(x.detach().numpy() if hasattr(x, "detach") else x) for x in r])
+            gots.append(list(g))
+    rows = []
+    for i, spec in enumerate(compiled.manifest["outputs"]):
+        ref = np.concatenate([r[i].reshape(-1) for r in refs]).astype(np.float64)
+        got = np.concatenate([g[i].reshape(-1) for g in gots]).astype(np.float64)
+        row = {"output": spec["name"], "max_abs": float(np.abs(ref - got).max()) if ref.size else 0.0,
+               "rel": float(np.abs(ref - got).max() / max(np.abs(ref).max(), 1e-12)) if ref.size else 0.0,
+               "cosine": round(cosine(ref, got), 6), "sqnr_db": round(sqnr_db(ref, got), 2)}
+        if len(spec["shape"]) == 2 and spec["shape"][-1] > 1:
+            agree = [np.argmax(r[i], -1) == np.argmax(g[i], -1) for r, g in zip(refs, gots)]
+            row["top1_agreement"] = float(np.mean(np.concatenate(agree)))
+        rows.append(row)
+    return rows
+
+
+def layer_errors(float_graph, compiled, batches) -> list[dict]:
+    """Per kernel output the float graph also computes: SQNR, cosine and max error over ``batches``, in plan order
+    (``step``), with the op that makes it in the float graph."""
+    from ..ir import interpret
+    from ..quant.compare import cosine, sqnr_db
+
+    float_values = {o.name: (n, o) for n in float_graph.nodes for o in n.outputs}
+    steps = compiled.plan["steps"]
+    names = [a for s in steps for a in s["args"][len(s["args"]) - s["num_outputs"]:] if a in float_values]
+    refs: dict[str, list] = {n: [] for n in names}
+    gots: dict[str, list] = {n: [] for n in names}
+    want = set(names)
+    for b in batches:
+        got = compiled.intermediates(*b, names=want)
+
+        def observe(v, x):
+            if v.name in want:
+                refs[v.name].append(np.asarray(x))
+
+        interpret(float_graph, [np.asarray(a) for a in b], observe=observe)
+        for n in names:
+            gots[n].append(got[n])
+    rows = []
+    step_of = {a: i for i, s in enumerate(steps) for a in s["args"][len(s["args"]) - s["num_outputs"]:]}
+    for n in names:
+        ref = [r.astype(np.float64) for r in refs[n]]
+        got = [_to_layout(g, r.shape) for g, r in zip(gots[n], ref)]
+        if any(g is None for g in got):
+            continue  # a layout this command cannot map back
+        r, g = np.concatenate([x.reshape(-1) for x in ref]), np.concatenate([x.reshape(-1) for x in got])
+        node = float_values[n][0]
+        rows.append({"value": n, "step": step_of[n], "op": node.op, "source": node.source,
+                     "sqnr_db": round(sqnr_db(r, g), 2), "cosine": round(cosine(r, g), 6),
+                     "max_abs": float(np.abs(r - g).max()) if r.size else 0.0})
+    return rows
+
+
+def _to_layout(got: np.ndarray, shape: tuple) -> np.ndarray | None:
+    """``got`` in the float graph's layout ``shape``: as it is, or from the blocked NCHW<c>c layout of the CPU
+    passes ([N, C/c, H, W, c], channels padded up to a multiple of c); None when it is neither."""
+    got = np.asarray(got, np.float64)
+    if got.shape == tuple(shape):
+        return got
+    if got.ndim == 5 and len(shape) == 4 and got.shape[0] == shape[0] and got.shape[2:4] == tuple(shape[2:]) \
+            and got.shape[1] * got.shape[4] >= shape[1]:
+        n, cb, h, w, c = got.shape
+        return got.transpose(0, 1, 4, 2, 3).reshape(n, cb * c, h, w)[:, :shape[1]]
+    return None
+
+
+def _text(outputs: list[dict], layers: list[dict], args, samples: int) -> str:
+    lines = [f"{args.artifact} vs {args.model} on {samples} sample(s)", "outputs (against PyTorch):"]
+    for r in outputs:
+        top1 = f", top-1 agreement {100 * r['top1_agreement']:.1f}%" if "top1_agreement" in r else ""
+        lines.append(f"  {r['output']}: max |err| {r['max_abs']:.3g} ({r['rel']:.2g} of its scale), cosine "
+                     f"{r['cosine']:.6f}, SQNR {r['sqnr_db']:.1f} dB{top1}")
+    if not layers:
+        lines.append("layers: none of the artifact's kernel outputs match a traced value by name")
+        return "\n".join(lines)
+    lossy = [r for r in sorted(layers, key=lambda r: r["step"]) if r["sqnr_db"] < args.threshold]
+    lines.append(f"layers ({len(layers)} kernel outputs matched to the traced float graph; worst first):")
+    lines.append(f"  {'SQNR dB':>8} {'cosine':>9} {'max |err|':>10}  step  value (op)  source")
+    for r in sorted(layers, key=lambda r: r["sqnr_db"])[:args.top]:
+        lines.append(f"  {r['sqnr_db']:8.1f} {r['cosine']:9.6f} {r['max_abs']:10.3g}  {r['step']:4d}  {r['value']} "
+                     f"({r['op']})  {r['source'] or ''}")
+    if lossy:
+        first = lossy[0]
+        lines.append(f"the error starts at step {first['step']}: {first['value']} ({first['op']}), SQNR "
+                     f"{first['sqnr_db']:.1f} dB < {args.threshold:g}" + (f", at {first['source']}"
+                                                                          if first["source"] else ""))
+    else:
+        lines.append(f"every matched layer is above {args.threshold:g} dB SQNR")
+    return "\n".join(lines)
