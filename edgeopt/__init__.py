@@ -46,7 +46,7 @@ def __getattr__(name):
     raise AttributeError(f"module 'edgeopt' has no attribute {name!r}")
 
 
-def compile(model, example_inputs, target="host", **options):
+def compile(model, example_inputs=None, target="host", **options):
     """Compile ``model`` for ``target``; see :func:`edgeopt.api.compile`."""
     from .api import compile as _compile
 

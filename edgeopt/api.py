@@ -140,12 +140,13 @@ class CompiledModel:
         return f"<CompiledModel target={r['target']} kernels={r['num_kernels']} weights={r['weight_bytes']}B>"
 
 
-def compile(model, example_inputs: Sequence, target="host", *, opt_level: int = 2,
+def compile(model, example_inputs: Sequence | None = None, target="host", *, opt_level: int = 2,
             passes: Sequence | None = None, disable: Sequence[str] = (), dynamic_shapes=None,
             tuning_db: str | os.PathLike | None = None, quantize=None, calibration_data=None, compress=None,
             cache: bool = True, progress: bool | None = None, **target_options) -> CompiledModel:
-    """Compile ``model`` (a torch.nn.Module, or a ``torch.export.ExportedProgram``) for ``target`` at the shapes of
-    ``example_inputs``.
+    """Compile ``model`` (a torch.nn.Module, a ``torch.export.ExportedProgram``, or an ONNX model: a ``.onnx`` path or
+    an ``onnx.ModelProto``) for ``target`` at the shapes of ``example_inputs`` (an ONNX model whose input shapes are
+    all fixed needs none).
 
     ``passes`` replaces the pipeline that ``opt_level`` picks (pass names and ``Pass`` objects, or an
     ``edgeopt.Pipeline`` edited from the default one); ``disable`` removes passes from it.
@@ -167,7 +168,7 @@ def compile(model, example_inputs: Sequence, target="host", *, opt_level: int = 
                                     "(e.g. pad sequences to a fixed length)")
     t0 = time.perf_counter()
     tgt = get_target(target, **target_options)
-    if not isinstance(example_inputs, (tuple, list)):
+    if example_inputs is not None and not isinstance(example_inputs, (tuple, list)):
         example_inputs = (example_inputs,)
     with task("compile", progress):
         return _compile(model, example_inputs, tgt, t0, opt_level=opt_level, passes=passes, disable=disable,
@@ -177,21 +178,34 @@ def compile(model, example_inputs: Sequence, target="host", *, opt_level: int = 
 
 def _compile(model, example_inputs, tgt, t0, *, opt_level, passes, disable, tuning_db, quantize, calibration_data,
              compress, cache, target_options) -> CompiledModel:
-    from .cache import models
-    from .frontend import from_exported, trace
-    from .frontend.torch_export import example_tensors
+    from .cache import DiskCache, models
 
-    expect(1, "torch.export")
-    ep = model if _is_exported_program(model) else trace(model, example_inputs)
+    store = DiskCache.default() if cache else None
+    options = dict(opt_level=opt_level, passes=passes, disable=disable, tuning_db=tuning_db, quantize=quantize,
+                   compress=compress, target_options=target_options)
+    expect(1, "frontend")
+    if is_onnx(model):
+        from .frontend.onnx_import import from_onnx, load_onnx
+
+        proto = load_onnx(model)
+        key = models.onnx_key(proto.SerializeToString(), example_inputs, tgt, **options) if store else None
+        make_graph = lambda: from_onnx(proto, example_inputs)  # noqa: E731
+    else:
+        from .frontend import from_exported, trace
+        from .frontend.torch_export import example_tensors
+
+        if example_inputs is None:
+            raise TypeError("edgeopt.compile(model, example_inputs): a torch model needs example inputs (a tensor or "
+                            "a tuple of tensors) to trace it")
+        ep = model if _is_exported_program(model) else trace(model, example_inputs)
+        key = models.model_key(ep, example_tensors(example_inputs), tgt, **options) if store else None
+        make_graph = lambda: from_exported(ep)  # noqa: E731
     advance("traced")
-    store, key = _model_cache(ep, example_tensors(example_inputs), tgt, cache, opt_level=opt_level,
-                              passes=passes, disable=disable, tuning_db=tuning_db, quantize=quantize,
-                              compress=compress, target_options=target_options)
     if key is not None:
         hit = models.lookup(store, key)
         if hit is not None:
             return CompiledModel.from_cache(*hit, t0=t0)
-    graph = from_exported(ep)
+    graph = make_graph()
     compiled = compile_graph(graph, tgt, opt_level=opt_level, passes=passes, disable=disable,
                              frontend_seconds=time.perf_counter() - t0, tuning_db=tuning_db, quantize=quantize,
                              calibration_data=calibration_data, compress=compress, cache=cache)
@@ -201,21 +215,17 @@ def _compile(model, example_inputs, tgt, t0, *, opt_level, passes, disable, tuni
     return compiled
 
 
+def is_onnx(model) -> bool:
+    """An ONNX model: a path to a .onnx file, or an ``onnx.ModelProto``."""
+    if isinstance(model, (str, os.PathLike)):
+        return os.fspath(model).endswith(".onnx")
+    return type(model).__name__ == "ModelProto" and type(model).__module__.startswith("onnx")
+
+
 def _is_exported_program(model) -> bool:
     import torch
 
     return isinstance(model, torch.export.ExportedProgram)
-
-
-def _model_cache(ep, example_inputs, tgt, cache: bool, **options):
-    """(the disk cache, this compile's model key), or (cache or None, None) when the model cache does not apply."""
-    from .cache import DiskCache
-    from .cache.models import model_key
-
-    store = DiskCache.default() if cache else None
-    if store is None:
-        return None, None
-    return store, model_key(ep, example_inputs, tgt, **options)
 
 
 def optimize_graph(graph, tgt, *, opt_level: int = 2, passes: Sequence | None = None,

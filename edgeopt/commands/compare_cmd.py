@@ -37,8 +37,10 @@ def run(args) -> str:
 
     from ..api import _is_exported_program
     from ..frontend import from_exported, trace
-    from .sources import load_arrays, load_batches, load_model
+    from .sources import SourceError, load_arrays, load_batches, load_model
 
+    if args.model.endswith(".onnx"):
+        raise SourceError("compare measures an artifact against its PyTorch model: give file.py:factory or a .pt2")
     model, example = load_model(args.model, load_arrays(args.input))
     batches = load_batches(args.data, len(example)) if args.data else [[x.numpy() for x in example]]
     compiled = edgeopt.load(args.artifact)

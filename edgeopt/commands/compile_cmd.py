@@ -1,8 +1,9 @@
-"""``edgeopt compile``: a model (``file.py:factory`` or an exported ``.pt2``) into an artifact.
+"""``edgeopt compile``: a model (``file.py:factory``, an exported ``.pt2`` or an ``.onnx``) into an artifact.
 
     edgeopt compile model.py:make -o model.edgeopt
     edgeopt compile model.py:make -o m.edgeopt --target arm --cpu cortex-a76 --quantize int8 --calibration cal.npz
     edgeopt compile resnet.pt2 -o m.edgeopt --graphs graphs/     # + graphs/before.html and after.html
+    edgeopt compile model.onnx -o m.edgeopt [--input x.npy]      # the ONNX frontend
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ def add_parser(sub) -> None:
     p = sub.add_parser("compile", help="compile a model (file.py:factory, module:factory or a .pt2) into an artifact",
                        description=__doc__, formatter_class=_raw())
     p.add_argument("model", help="file.py:factory, package.module:factory (returning (model, example_inputs) or a "
-                                 "model), or a .pt2 file from torch.export.save")
+                                 "model), a .pt2 file from torch.export.save, or a .onnx file")
     p.add_argument("-o", "--output", required=True, help="the artifact to write (e.g. model.edgeopt)")
     p.add_argument("--input", action="append", metavar="FILE",
                    help="example input(s) (.npy, or .npz with one array per input), instead of the factory's")
@@ -53,7 +54,7 @@ def run(args) -> str:
     options = {k: v for k, v in (("cpu", args.cpu), ("arch", args.arch), ("precision", args.precision)) if v}
     if args.levels:
         options["levels"] = [lv.strip() for lv in args.levels.split(",") if lv.strip()]
-    calibration = load_batches(args.calibration, len(example)) if args.calibration else None
+    calibration = load_batches(args.calibration, len(example) if example else None) if args.calibration else None
     kwargs = dict(opt_level=args.opt_level, disable=args.disable, tuning_db=args.tuning_db, quantize=args.quantize,
                   calibration_data=calibration, cache=not args.no_cache)
     if args.graphs:
@@ -69,15 +70,18 @@ def run(args) -> str:
 
 def _compile_with_pictures(model, example, target, out_dir: str, kwargs: dict, options: dict):
     """Compile through the frontend and ``compile_graph`` so the graph can be drawn before and after the passes."""
-    from ..api import _is_exported_program, compile_graph
+    from ..api import _is_exported_program, compile_graph, is_onnx
     from ..frontend import from_exported, trace
+    from ..frontend.onnx_import import from_onnx
     from ..ir.picture import write_picture
     from ..targets import get_target
 
     os.makedirs(out_dir, exist_ok=True)
     tgt = get_target(target, **options)
-    ep = model if _is_exported_program(model) else trace(model, example)
-    graph = from_exported(ep)
+    if is_onnx(model):
+        graph = from_onnx(model, example)
+    else:
+        graph = from_exported(model if _is_exported_program(model) else trace(model, example))
     write_picture(graph, os.path.join(out_dir, "before.html"), "as traced (before the passes)")
     compiled = compile_graph(graph, tgt, **kwargs)
     write_picture(compiled.graph, os.path.join(out_dir, "after.html"), f"after the passes ({tgt.name})")

@@ -2,7 +2,8 @@
 
 A model is ``file.py:factory`` (or ``package.module:factory``): ``factory()`` returns ``(model, example_inputs)``
 or just the model, whose example inputs then come from ``--input`` files; or a ``.pt2`` file written by
-``torch.export.save`` (its example inputs are stored in it). Arrays are ``.npy`` files (one array each) or ``.npz``
+``torch.export.save`` (its example inputs are stored in it); or an ``.onnx`` file (input shapes from the file or
+from ``--input``). Arrays are ``.npy`` files (one array each) or ``.npz``
 files (their arrays in order).
 """
 
@@ -27,6 +28,10 @@ def load_model(spec: str, inputs: list[np.ndarray] | None = None):
     """(model or ExportedProgram, example inputs as a tuple of torch tensors) from ``spec``."""
     import torch
 
+    if spec.endswith(".onnx"):  # compiled by the ONNX frontend: its inputs' shapes are in the file, or --input
+        if not os.path.isfile(spec):
+            raise SourceError(f"no such file: {spec}")
+        return spec, tuple(inputs) if inputs else None
     if spec.endswith(".pt2"):
         if not os.path.isfile(spec):
             raise SourceError(f"no such file: {spec}")
@@ -90,11 +95,11 @@ def load_arrays(paths: list[str] | None) -> list[np.ndarray]:
     return out
 
 
-def load_batches(path: str, num_inputs: int) -> list[list[np.ndarray]]:
+def load_batches(path: str, num_inputs: int | None) -> list[list[np.ndarray]]:
     """Batches from a .npz (one array per model input, samples along the first axis: sample i of every array is
     batch i, kept with a batch axis of 1) or a .npy (a one-input model's samples)."""
     arrays = load_arrays([path])
-    if len(arrays) != num_inputs:
+    if num_inputs is not None and len(arrays) != num_inputs:
         raise SourceError(f"{path} holds {len(arrays)} array(s); the model takes {num_inputs} input(s): one array "
                           "per input, samples along the first axis")
     n = {a.shape[0] for a in arrays}
