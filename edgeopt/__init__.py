@@ -39,6 +39,10 @@ def __getattr__(name):
         from .compress.explore import explore
 
         return explore
+    if name == "RemoteTuning":
+        from .tuning import RemoteTuning
+
+        return RemoteTuning
     if name == "Pipeline":
         from .pipeline import Pipeline
 

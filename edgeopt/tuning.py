@@ -20,16 +20,31 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from . import __version__
 from .errors import TuningError
+
+
+@dataclass
+class RemoteTuning:
+    """Time the candidates on boards instead of this machine: the TVM RPC servers registered with the tracker at
+    ``tracker`` (host, port) under ``key`` (``python -m tvm.exec.rpc_server --tracker host:port --key KEY`` on each
+    board). ``workers`` candidates are measured at once, each on a board the tracker hands out (MetaSchedule's
+    ``RPCRunner``); give as many as there are boards. The boards need this machine's CPU kind: the tuned schedule's
+    results are also checked here."""
+
+    tracker: tuple[str, int]
+    key: str
+    workers: int = 2
+    session_timeout: float = 120.0
 
 
 def tune(model, example_inputs: Sequence, target="host", *, trials: int = 64,
          tuning_db: str | os.PathLike = "edgeopt-tuning.json", opt_level: int = 2, passes: Sequence | None = None,
          disable: Sequence[str] = (), cost_model: str = "xgb", strategy: str = "evolutionary",
          min_speedup: float = 1.0, retune: bool = False, progress: bool | None = None, seed: int | None = None,
-         work_dir: str | None = None, **target_options) -> list[dict]:
+         work_dir: str | None = None, rpc: RemoteTuning | None = None, **target_options) -> list[dict]:
     """Tune every distinct kernel of ``model`` (compiled for ``target`` at the shapes of ``example_inputs``)
     with ``trials`` MetaSchedule candidates each; records go to the JSON file ``tuning_db`` (created, or
     updated). Returns one dict per kernel: kernel, op, status, trials, hand_ms, tuned_ms, speedup, seconds.
@@ -37,6 +52,7 @@ def tune(model, example_inputs: Sequence, target="host", *, trials: int = 64,
     ``cost_model`` ("xgb", "random") and ``strategy`` ("evolutionary", "replay-trace") go to MetaSchedule;
     ``cost_model="random"`` needs no xgboost. ``work_dir`` keeps MetaSchedule's logs (default: a temp dir).
     ``opt_level``, ``passes``, ``disable`` and target options are those of ``edgeopt.compile``.
+    ``rpc`` (a ``RemoteTuning``) times the candidates on boards through a TVM RPC tracker, several in parallel.
     """
     from .lower.metaschedule import check_dependencies
 
@@ -66,7 +82,9 @@ def tune(model, example_inputs: Sequence, target="host", *, trials: int = 64,
     optimize_graph(graph, tgt, opt_level=opt_level, passes=passes, disable=disable)
     kernels = _tunable_kernels(graph)
     results = []
-    with Tuner(tgt.tvm_target(), tgt.num_cores, cost_model, strategy, seed, work_dir) as tuner:
+    if rpc is not None and not isinstance(rpc, RemoteTuning):
+        raise TuningError(f"rpc= takes an edgeopt.RemoteTuning(tracker=(host, port), key=...), got {rpc!r}")
+    with Tuner(tgt.tvm_target(), tgt.num_cores, cost_model, strategy, seed, work_dir, rpc) as tuner:
         bar = tqdm(kernels, desc="tuning", unit="kernel", disable=not progress, file=sys.stderr)
         for name, key, node in bar:
             bar.set_postfix_str(name)

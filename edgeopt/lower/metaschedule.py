@@ -15,7 +15,8 @@ Three traps of TVM 0.27's MetaSchedule are avoided here:
 Candidates and the final comparison are timed by MetaSchedule's ``LocalRunner`` in one worker process
 started with ``TVM_NUM_THREADS`` set to the target's core count (the thread count TVM picks by default is
 half the logical CPUs on x86, 1 on a 2-vCPU machine, and ``runtime.config_threadpool`` cannot raise it in a
-process that has started).
+process that has started). With ``rpc`` (``edgeopt.tuning.RemoteTuning``) they are timed instead by
+MetaSchedule's ``RPCRunner`` on the boards registered with a TVM RPC tracker under one key, several at once.
 """
 
 from __future__ import annotations
@@ -114,8 +115,8 @@ class Tuner:
     processes start with the first kernel that needs them)."""
 
     def __init__(self, tvm_target, num_threads: int, cost_model: str = "xgb", strategy: str = "evolutionary",
-                 seed: int | None = None, work_dir: str | None = None):
-        self.target, self.num_threads = tvm_target, num_threads
+                 seed: int | None = None, work_dir: str | None = None, rpc=None):
+        self.target, self.num_threads, self.rpc = tvm_target, num_threads, rpc
         self.cost_model, self.strategy, self.seed = cost_model, strategy, seed
         self._stack = contextlib.ExitStack()
         self._work_dir = work_dir
@@ -140,7 +141,13 @@ class Tuner:
         if self._work_dir is None:
             self._work_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="edgeopt-tune-"))
         self._scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix="edgeopt-measure-"))
-        self.runner = ms.runner.LocalRunner(timeout_sec=60)
+        if self.rpc is None:
+            self.runner = ms.runner.LocalRunner(timeout_sec=60)
+        else:  # MetaSchedule's RPC runner: each candidate on a board the tracker hands out, ``workers`` at once
+            host, port = self.rpc.tracker
+            config = ms.runner.RPCConfig(tracker_host=host, tracker_port=int(port), tracker_key=self.rpc.key,
+                                         session_timeout_sec=self.rpc.session_timeout)
+            self.runner = ms.runner.RPCRunner(config, max_workers=self.rpc.workers)
 
     def search(self, func, name: str, trials: int):
         """(schedule, candidates measured): the best ``s_tir.Schedule`` MetaSchedule finds for ``func`` in at
