@@ -47,7 +47,7 @@ class CompiledModel:
         from .runtime.artifact import hash_only, read_artifact
 
         manifest, members = read_artifact(artifact, "cached artifact", consumers={"weights.safetensors": hash_only})
-        report = {**manifest["report"], "cache": {**manifest["report"].get("cache", {}), "model": "hit"}}
+        report = {**manifest["report"], "cache": {"model": "hit", "kernels_reused": 0, "kernels_compiled": 0}}
         cm = cls(artifact, None, report, manifest["target"], members["plan.json"])
         cm._ir_text = ir_text
         report["compile_seconds"] = round(time.perf_counter() - t0, 4)
@@ -180,6 +180,7 @@ def _compile(model, example_inputs, tgt, t0, *, opt_level, passes, disable, tuni
              compress, cache, target_options) -> CompiledModel:
     from .cache import DiskCache, models
 
+    _check_compress(compress, None)  # (before the cache key reads it)
     store = DiskCache.default() if cache else None
     options = dict(opt_level=opt_level, passes=passes, disable=disable, tuning_db=tuning_db, quantize=quantize,
                    compress=compress, target_options=target_options)
@@ -198,6 +199,8 @@ def _compile(model, example_inputs, tgt, t0, *, opt_level, passes, disable, tuni
             raise TypeError("edgeopt.compile(model, example_inputs): a torch model needs example inputs (a tensor or "
                             "a tuple of tensors) to trace it")
         ep = model if _is_exported_program(model) else trace(model, example_inputs)
+        if model is ep:
+            _check_program_inputs(ep, example_tensors(example_inputs))
         key = models.model_key(ep, example_tensors(example_inputs), tgt, **options) if store else None
         make_graph = lambda: from_exported(ep)  # noqa: E731
     advance("traced")
@@ -213,6 +216,20 @@ def _compile(model, example_inputs, tgt, t0, *, opt_level, passes, disable, tuni
         models.store(store, key, compiled._artifact, str(compiled.graph))
         compiled.report["cache"]["model"] = "miss"  # (the artifact's own report says "not cached": written before)
     return compiled
+
+
+def _check_program_inputs(ep, example_inputs) -> None:
+    """An ExportedProgram is compiled for the shapes it was exported with: example inputs must have them."""
+    from .errors import InputError
+
+    user = set(ep.graph_signature.user_inputs)
+    want = [n.meta.get("val") for n in ep.graph.nodes if n.op == "placeholder" and n.name in user]
+    got = list(example_inputs)
+    if len(want) != len(got) or any(w is not None and (tuple(w.shape) != tuple(x.shape) or w.dtype != x.dtype)
+                                    for w, x in zip(want, got)):
+        raise InputError(f"the exported program takes {[(list(w.shape), str(w.dtype)) for w in want if w is not None]}"
+                         f"; the example inputs are {[(list(x.shape), str(x.dtype)) for x in got]}. An exported "
+                         "program keeps the shapes it was exported with: export it again for other shapes")
 
 
 def is_onnx(model) -> bool:
@@ -282,10 +299,6 @@ def compile_graph(graph, target="host", *, opt_level: int = 2, passes: Sequence 
                      quantization, compress, store) for i, (_, t) in enumerate(levels)]
     base, best = builds[0], builds[-1]
     report = _report(best, tgt, traced_ops, frontend_seconds, tuning)
-    stats = [b.lowered.kernel_cache for b in builds if b.lowered.kernel_cache is not None]
-    report["cache"] = {"model": "off" if store is None else "not cached",
-                       "kernels_reused": sum(st["hits"] for st in stats),
-                       "kernels_compiled": sum(st["compiled"] for st in stats)}
     if quantization is not None:
         from .quant.setup import quantization_report
 
@@ -308,6 +321,7 @@ def compile_graph(graph, target="host", *, opt_level: int = 2, passes: Sequence 
                              "arena_bytes": b.lowered.plan.get("arena_bytes", 0)}
                             for (name, t), b in zip(levels, builds)]
     described["functions"] = {}
+    function_builds: list[_Built] = []
     if functions:
         if len(levels) > 1:
             raise TargetError("an artifact with several functions is built for one CPU level: pick the target's CPU")
@@ -320,6 +334,7 @@ def compile_graph(graph, target="host", *, opt_level: int = 2, passes: Sequence 
         for name, fg in functions.items():
             fq = quantization_pass(quantize, calibration_data, fg)  # its own: a pass keeps the graphs it saw
             fb = _build(fg, tgt, opt_level, passes, disable, tuning, fq, store=store)
+            function_builds.append(fb)
             plan = _share_weights(fb.lowered.plan, fb.consts, weights, known, name)
             members[f"functions/{name}/plan.json"] = _json(plan)
             members[f"functions/{name}/kernels.so"] = fb.lib or b""
@@ -330,6 +345,10 @@ def compile_graph(graph, target="host", *, opt_level: int = 2, passes: Sequence 
             report["functions"][name] = {"num_kernels": len(plan["steps"]), "arena_bytes": plan.get("arena_bytes", 0),
                                          "seconds": round(fb.seconds, 4)}
         report["weight_bytes"] = int(sum(a.nbytes for a in weights.values()))
+    stats = [b.lowered.kernel_cache for b in builds + function_builds if b.lowered.kernel_cache is not None]
+    report["cache"] = {"model": "off" if store is None else "not cached",
+                       "kernels_reused": sum(st["hits"] for st in stats),
+                       "kernels_compiled": sum(st["compiled"] for st in stats)}
     functions_manifest = described.pop("functions")
     sparse_spec = _store_weights(weights, members, report)
     members.update(extra_members or {})

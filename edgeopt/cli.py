@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
             print(verify(args.artifact, args.key, args.sha256))
         else:
             print(inspect(args.artifact, memory=args.memory, png=args.png, ir=args.ir, graph=args.graph))
-    except (EdgeoptError, ImportError) as e:
+    except (EdgeoptError, ImportError, OSError) as e:
         print(f"edgeopt: {e}", file=sys.stderr)
         return 1
     return 0
@@ -155,6 +155,8 @@ def inspect(path: str, memory: bool = False, png: str | None = None, ir: bool = 
         from .ir.picture import write_picture
         from .ir.text import ParseError, parse_graph
 
+        if not graph.endswith((".svg", ".html", ".htm")):
+            raise EdgeoptError(f"--graph writes an .svg or .html file, not {graph!r}")
         try:
             g = parse_graph(members.get("ir.txt", b"").decode(), placeholders=True)
         except (ParseError, KeyError, ValueError) as e:

@@ -1,6 +1,6 @@
 """Progress bars for the long steps (compiling, calibrating, tuning, exploring, distilling) and edgeopt's logging.
 
-A bar shows on a terminal only: never when stderr is not a TTY (CI logs, pipes), nor when quiet
+A bar shows on a terminal or in a notebook only: never when stderr is not a TTY (CI logs, pipes), nor when quiet
 (``EDGEOPT_QUIET=1``, the CLI's ``--quiet``, or ``progress=False`` where a function takes it). Bars are tqdm's when
 it is installed; without it there are none. Messages go through ``logging`` under the ``edgeopt`` logger
 (``edgeopt.cache``, ...); the CLI shows warnings, ``-v`` shows info.
@@ -28,7 +28,7 @@ def showing(progress: bool | None = None) -> bool:
     """Whether to show a bar: ``progress`` when given, else on a terminal unless quiet."""
     if progress is not None:
         return bool(progress)
-    return not quiet() and sys.stderr.isatty()
+    return not quiet() and (sys.stderr.isatty() or "ipykernel" in sys.modules)  # a terminal, or a notebook
 
 
 def progress_bar(total: int, progress: bool | None, desc: str, unit: str = "it"):

@@ -44,18 +44,18 @@ def test_store_round_trip_damage_and_eviction(tmp_path, caplog):
     key = digest("a")
     assert store.get("kernels", key) is None
     store.put("kernels", key, b"x" * 100, {"name": "k"})
-    assert store.get("kernels", key) == b"x" * 100 and store.meta("kernels", key) == {"name": "k"}
-    data_path = next(tmp_path.rglob(f"{key}.bin"))
-    data_path.write_bytes(b"y" * 100)  # damaged: a miss, and the entry goes
+    assert store.get("kernels", key) == (b"x" * 100, {"name": "k"})
+    (path,) = tmp_path.rglob(f"{key}.entry")
+    path.write_bytes(path.read_bytes()[:-1] + b"y")  # damaged: a miss, and the entry goes
     with caplog.at_level(logging.WARNING, logger="edgeopt.cache"):
         assert store.get("kernels", key) is None
-    assert "damaged" in caplog.text and not data_path.exists()
+    assert "damaged" in caplog.text and not path.exists()
     keys = [digest(i) for i in range(5)]
-    for k in keys:  # 5 x 4000 bytes over a 10000-byte limit: the least recently used go
+    for k in keys:  # 5 entries of 4000 bytes over a 10000-byte limit: the least recently used go
         store.put("models", k, bytes(4000))
         store.get("models", keys[0])  # keeps the first one recently used
     left = {k for k in keys if store.get("models", k) is not None}
-    assert keys[0] in left and keys[-1] in left and len(left) == 2
+    assert left == {keys[0], keys[-1]}
     assert store.info()["kinds"]["models"]["entries"] == 2 and store.info()["bytes"] <= 10_000
     assert store.clear() == 2 and store.info()["bytes"] == 0
     with pytest.raises(ValueError):
@@ -128,7 +128,7 @@ def test_a_second_compile_of_the_same_model_is_the_cached_artifact(cache_dir):
     assert hit.report["num_kernels"] == first.report["num_kernels"]
 
 
-@pytest.mark.parametrize("change", ["weight", "option", "target_option", "input_shape", "quantize"])
+@pytest.mark.parametrize("change", ["weight", "option", "target_option", "target", "input_shape", "quantize"])
 def test_anything_that_changes_the_artifact_misses(cache_dir, change):
     model, x = small_cnn()
     edgeopt.compile(model, x)
@@ -139,6 +139,8 @@ def test_anything_that_changes_the_artifact_misses(cache_dir, change):
     elif change == "option":
         kwargs = {"opt_level": 1}
     elif change == "target_option":
+        kwargs = {"num_threads": 1}
+    elif change == "target":
         kwargs = {"target": "x86-64-v3"}
     elif change == "input_shape":
         x = (torch.randn(2, 3, 12, 12),)
@@ -152,7 +154,7 @@ def test_anything_that_changes_the_artifact_misses(cache_dir, change):
 def test_a_damaged_cached_model_is_compiled_again(cache_dir):
     model, x = small_cnn()
     edgeopt.compile(model, x)
-    (entry,) = (cache_dir / "v1" / "models").rglob("*.bin")
+    (entry,) = (cache_dir / "v1" / "models").rglob("*.entry")
     data = bytearray(entry.read_bytes())
     data[len(data) // 2] ^= 0xFF
     entry.write_bytes(bytes(data))
@@ -163,12 +165,53 @@ def test_a_damaged_cached_model_is_compiled_again(cache_dir):
 
 def test_exported_program_compiles_and_hits_like_the_module(cache_dir, tmp_path):
     model, x = small_cnn()
+    torch.export.save(torch.export.export(model, x), tmp_path / "m.pt2")
+    first = edgeopt.compile(torch.export.load(tmp_path / "m.pt2"), x)
+    again = edgeopt.compile(torch.export.load(tmp_path / "m.pt2"), x)
+    assert (first.report["cache"]["model"], again.report["cache"]["model"]) == ("miss", "hit")
+    np.testing.assert_array_equal(again(x[0].numpy()), edgeopt.compile(model, x)(x[0].numpy()))
+    # another export of the same model at other shapes is another program: another artifact
+    big = (torch.randn(1, 3, 20, 20),)
+    other = edgeopt.compile(torch.export.export(model, big), big)
+    assert other.report["cache"]["model"] == "miss" and other.plan["inputs"][0]["shape"] == [1, 3, 20, 20]
+    with pytest.raises(edgeopt.InputError, match="keeps the shapes it was exported with"):
+        edgeopt.compile(torch.export.load(tmp_path / "m.pt2"), big)
+
+
+def test_levels_and_target_options_are_in_the_key(cache_dir):
+    from edgeopt.cache.models import model_key
+    from edgeopt.targets import get_target
+
+    model, x = small_cnn()
     ep = torch.export.export(model, x)
-    torch.export.save(ep, tmp_path / "m.pt2")
-    first = edgeopt.compile(model, x)
-    loaded = edgeopt.compile(torch.export.load(tmp_path / "m.pt2"), x)
-    assert loaded.report["cache"]["model"] in ("hit", "miss")
-    np.testing.assert_array_equal(loaded(x[0].numpy()), first(x[0].numpy()))
+    opts = dict(opt_level=2, passes=None, disable=(), tuning_db=None, quantize=None, compress=None, target_options={})
+    keys = {model_key(ep, x, get_target(t, **kw), **opts)
+            for t, kw in [("x86-64", {"levels": ["v3", "v4"]}), ("x86-64", {"levels": ["v3", "znver4"]}),
+                          ("host", {}), ("host", {"num_threads": 1})]}
+    assert len(keys) == 4 and None not in keys
+
+
+def test_a_users_registered_pass_is_keyed_by_its_source(tmp_path, monkeypatch):
+    import importlib
+    import sys
+
+    from edgeopt.cache.fingerprint import pass_name_fingerprint
+    from edgeopt.pipeline import _PASSES
+
+    source = "from edgeopt.pipeline import Pass, register_pass\n@register_pass\nclass Mine(Pass):\n" \
+             "    name = 'user_noop_pass'\n    def run(self, g):\n        return {VALUE}\n"
+    (tmp_path / "user_pass_mod.py").write_text(source.replace("VALUE", "{}"))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        importlib.import_module("user_pass_mod")
+        before = pass_name_fingerprint("user_noop_pass")
+        (tmp_path / "user_pass_mod.py").write_text(source.replace("VALUE", "{'n': 1}"))
+        assert pass_name_fingerprint("user_noop_pass") != before  # edited since: another key
+        assert pass_name_fingerprint("dead_code_elimination") == ["dead_code_elimination"]  # edgeopt's own
+        assert pass_name_fingerprint("no_such_pass") is None
+    finally:
+        _PASSES.pop("user_noop_pass", None)
+        sys.modules.pop("user_pass_mod", None)
 
 
 def test_custom_pass_objects_key_by_their_source_and_settings(cache_dir):
@@ -180,16 +223,20 @@ def test_custom_pass_objects_key_by_their_source_and_settings(cache_dir):
     assert fp[2] == "dead_code_elimination" and len(fp[3]) == 64
     p.target = object()  # set by run_passes: not a setting
     assert pass_fingerprint(p) == fp
-    p.helper = object()  # a setting with no stable text: not cacheable
+    p.table = np.arange(5000.0)  # big arrays are keyed by their bytes, not a shortened repr
+    fp_table = pass_fingerprint(p)
+    p.table = np.arange(5000.0) + (np.arange(5000) == 2500)
+    assert pass_fingerprint(p) != fp_table
+    p.helper = object()  # a setting that is not plain data: not cacheable
     assert pass_fingerprint(p) is None
     model, x = small_cnn()
     c = edgeopt.compile(model, x, passes=[p])
     assert c.report["cache"]["model"] == "not cached"
 
 
-def test_cache_entries_are_json_and_bytes_only(cache_dir):
+def test_cache_entries_are_a_json_header_and_bytes(cache_dir):
     model, x = small_cnn()
     edgeopt.compile(model, x)
-    records = list(cache_dir.rglob("*.json"))
-    assert records and all(isinstance(json.loads(r.read_text()), dict) for r in records)
-    assert {p.suffix for p in cache_dir.rglob("*") if p.is_file()} == {".json", ".bin"}
+    entries = list(cache_dir.rglob("*.entry"))
+    assert entries and all(isinstance(json.loads(e.read_bytes().split(b"\n", 1)[0]), dict) for e in entries)
+    assert {p.suffix for p in cache_dir.rglob("*") if p.is_file()} == {".entry"}

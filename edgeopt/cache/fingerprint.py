@@ -47,15 +47,79 @@ def versions() -> dict:
 
 def pass_fingerprint(p) -> list | None:
     """A pass object's identity for a cache key: its class, its source file's hash and its settings; None when it
-    cannot be pinned down (no source file, or settings whose text names a memory address)."""
+    cannot be pinned down (no source file, or a setting that is not plain data: numbers, strings, arrays and lists
+    or dicts of them)."""
     cls = type(p)
+    source = _source_hash(cls)
+    if source is None:
+        return None
+    settings = {}
+    for k, v in sorted(vars(p).items()):
+        if k == "target":  # set by the pass manager for each run: not a setting
+            continue
+        settings[k] = _plain(v)
+        if settings[k] is _UNKNOWN:
+            return None
+    return [cls.__module__, cls.__qualname__, p.name, source, settings]
+
+
+def pass_name_fingerprint(name: str) -> list | None:
+    """A pass given by its registered name: the name alone for edgeopt's own passes (``code_fingerprint`` covers
+    them), else also its class's source hash (a user's pass, edited between compiles); None for an unknown name."""
+    from ..pipeline import _PASSES, _load_builtin_passes
+
+    _load_builtin_passes()
+    cls = _PASSES.get(name)
+    if cls is None:
+        return None
+    if cls.__module__.split(".")[0] == "edgeopt":
+        return [name]
+    source = _source_hash(cls)
+    return None if source is None else [name, cls.__module__, cls.__qualname__, source]
+
+
+def _source_hash(cls) -> str | None:
     try:
         path = inspect.getsourcefile(cls)
         with open(path, "rb") as f:
-            source = hashlib.sha256(f.read()).hexdigest()
+            return hashlib.sha256(f.read()).hexdigest()
     except (OSError, TypeError):
         return None
-    settings = repr(sorted((k, v) for k, v in vars(p).items() if k != "target"))  # target: set per run
-    if " at 0x" in settings or " object at " in settings:
+
+
+_UNKNOWN = object()
+
+
+def _plain(v):
+    """``v`` as JSON-able data with array contents hashed, or ``_UNKNOWN`` for anything else."""
+    import numpy as np
+
+    if v is None or isinstance(v, (bool, int, float, str)):
+        return v
+    if isinstance(v, np.ndarray):
+        return ["ndarray", v.dtype.str, list(v.shape), hashlib.sha256(np.ascontiguousarray(v).tobytes()).hexdigest()]
+    if type(v).__module__.split(".")[0] == "torch" and hasattr(v, "detach"):
+        return _plain(v.detach().cpu().contiguous().numpy())
+    if isinstance(v, (list, tuple)):
+        items = [_plain(x) for x in v]
+        return _UNKNOWN if any(x is _UNKNOWN for x in items) else items
+    if isinstance(v, dict) and all(isinstance(k, str) for k in v):
+        items = {k: _plain(x) for k, x in v.items()}
+        return _UNKNOWN if any(x is _UNKNOWN for x in items.values()) else items
+    return _UNKNOWN
+
+
+@functools.cache
+def toolchain(tool: str) -> str | None:
+    """The first line of ``tool --version`` (a compiler whose output the artifact holds), or None."""
+    import shutil
+    import subprocess
+
+    path = shutil.which(tool)
+    if path is None:
         return None
-    return [cls.__module__, cls.__qualname__, p.name, source, settings]
+    try:
+        out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return " ".join(out.split())[-200:]

@@ -27,7 +27,7 @@ import re
 
 import numpy as np
 
-from .fingerprint import pass_fingerprint, versions
+from .fingerprint import pass_fingerprint, pass_name_fingerprint, versions
 from .store import DiskCache, digest
 
 KIND = "models"
@@ -38,13 +38,19 @@ def model_key(ep, example_inputs, target, **options) -> str | None:
     """The cache key of compiling exported program ``ep`` this way, or None when such a compile is not cached."""
     import torch
 
-    tensors = []
-    for name, t in sorted({**ep.state_dict, **ep.constants}.items()):
-        if not isinstance(t, torch.Tensor):
-            return None  # a script object: no stable bytes to hash
-        tensors.append([name, str(t.dtype), list(t.shape), _tensor_sha256(t)])
+    try:
+        tensors = []
+        for name, t in sorted({**ep.state_dict, **ep.constants}.items()):
+            if not isinstance(t, torch.Tensor) or t.layout != torch.strided or t.is_quantized \
+                    or type(t) is not torch.Tensor and not isinstance(t, torch.nn.Parameter):
+                return None  # a script object, a sparse, quantized or subclass tensor: no plain bytes to hash
+            tensors.append([name, str(t.dtype), list(t.shape), _tensor_sha256(t)])
+        inputs = [[n.name, list(n.meta["val"].shape), str(n.meta["val"].dtype)]  # the program's own input types
+                  for n in ep.graph.nodes if n.op == "placeholder" and isinstance(n.meta.get("val"), torch.Tensor)]
+    except (RuntimeError, TypeError, ValueError, KeyError, AttributeError):
+        return None
     program = ["torch.export", ep.graph_module.code, str(ep.graph_signature), tensors, torch.__version__]
-    return _key(program, [[list(x.shape), str(x.dtype)] for x in example_inputs], target, **options)
+    return _key(program, inputs, target, **options)
 
 
 def onnx_key(model_bytes: bytes, example_inputs, target, **options) -> str | None:
@@ -60,13 +66,14 @@ def onnx_key(model_bytes: bytes, example_inputs, target, **options) -> str | Non
 
 def _key(program: list, inputs, target, *, opt_level, passes, disable, tuning_db, quantize, compress,
          target_options: dict) -> str | None:
-    if quantize is not None or os.environ.get("EDGEOPT_DEBUG", "") not in ("", "0"):
+    if quantize is not None or any(os.environ.get(v, "") not in ("", "0") for v in ("EDGEOPT_DEBUG",
+                                                                                    "EDGEOPT_DEBUG_DIR")):
         return None
     pass_key = None
     if passes is not None:
         pass_key = []
         for p in passes:
-            pass_key.append(p if isinstance(p, str) else pass_fingerprint(p))
+            pass_key.append(pass_name_fingerprint(p) if isinstance(p, str) else pass_fingerprint(p))
             if pass_key[-1] is None:
                 return None
     tuning = None
@@ -79,7 +86,19 @@ def _key(program: list, inputs, target, *, opt_level, passes, disable, tuning_db
     options = {"opt_level": opt_level, "passes": pass_key, "disable": sorted(disable),
                "tuning_db": tuning, "compress": dataclasses.asdict(compress) if compress is not None else None,
                "target_options": {k: repr(v) for k, v in sorted(target_options.items())}}
-    return digest("model", program, inputs, target.describe(), str(target.tvm_target()), options, versions())
+    levels = [[lv, t.describe(), str(t.tvm_target())] for lv, t in getattr(target, "levels", None) or []]
+    return digest("model", program, inputs, target.describe(), str(target.tvm_target()), levels,
+                  _toolchains(target), options, versions())
+
+
+def _toolchains(target) -> dict:
+    """The compilers besides LLVM whose output an artifact for ``target`` holds (nvcc's cubin and PTX) or links."""
+    from .fingerprint import toolchain
+
+    tools = {"cuda": ["nvcc"], "arm": ["aarch64-linux-gnu-gcc"]}.get(target.name, [])
+    if target.name == "cuda" and getattr(target, "host_arch", "") == "aarch64":
+        tools.append("aarch64-linux-gnu-gcc")
+    return {t: toolchain(t) for t in tools}
 
 
 def _tensor_sha256(t) -> str:
@@ -91,11 +110,10 @@ def _tensor_sha256(t) -> str:
 
 def lookup(store: DiskCache, key: str) -> tuple[bytes, str] | None:
     """(artifact bytes, final IR text) of a cached compile, or None."""
-    data = store.get(KIND, key)
-    meta = store.meta(KIND, key) if data is not None else None
-    if data is None or not isinstance(meta, dict) or not isinstance(meta.get("ir"), str):
+    hit = store.get(KIND, key)
+    if hit is None or not isinstance(hit[1].get("ir"), str):
         return None
-    return data, meta["ir"]
+    return hit[0], hit[1]["ir"]
 
 
 def store(cache: DiskCache, key: str, artifact: bytes, ir_text: str) -> None:
@@ -118,9 +136,10 @@ def graph_from_artifact(artifact: bytes, ir_text: str):
         weights = sparse_weights.decode(weights, safetensors_io.read_into(io.BytesIO(members[sparse_weights.MEMBER]),
                                                                           np.empty),
                                         manifest.get("sparse_weights", {}), np.empty, "cached artifact")
-    for name, blob in members.items():
-        if name.startswith("levels/") and name.endswith("weights.safetensors"):
-            weights.update(safetensors_io.read_into(io.BytesIO(blob), np.empty))
+    levels = manifest["target"].get("levels") or []
+    best = levels[0].get("weights") if levels else None  # best level first: the graph compile_graph returns
+    if best:
+        weights.update(safetensors_io.read_into(io.BytesIO(members[best]), np.empty))
     declared = {}
     for line in ir_text.splitlines():  # a target may store a dtype in a wider one (bool as int32 on Vulkan)
         m = _CONST.match(line)

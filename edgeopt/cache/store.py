@@ -10,11 +10,12 @@ Where and how much:
 - ``EDGEOPT_CACHE=0`` (or ``off``) turns caching off, as ``edgeopt.compile(..., cache=False)`` does for one compile;
 - ``EDGEOPT_CACHE_MAX_MB`` (default 2048) bounds its size: after a write the least recently used entries go.
 
-An entry is ``<kind>/<key[:2]>/<key>.bin`` (the bytes) and ``<key>.json`` (their sha256 and size, and what the
-writer wants to remember). Writes go to a temporary file first and are renamed into place, so concurrent compiles
-never see half an entry; a read checks the sha256, so a damaged entry is a miss (and is deleted), never wrong code.
-Keys are sha256 hex digests computed by the callers (``kernel_objects``, ``models``) over everything that decides
-the result.
+An entry is one file, ``<kind>/<key[:2]>/<key>.entry``: a JSON header line (the payload's sha256 and size, and what
+the writer wants to remember) and the payload bytes. It is written to a temporary file and renamed into place, so
+concurrent compiles never see half an entry; a read checks the sha256, so a damaged entry is a miss (and is
+deleted), never wrong code. Last use is the file's mtime, set to the nanosecond on every write and hit; the least
+recently used entries are evicted first. Keys are sha256 hex digests computed by the callers (``kernel_objects``,
+``models``) over everything that decides the result.
 """
 
 from __future__ import annotations
@@ -66,94 +67,102 @@ class DiskCache:
         """The user's cache, or None when ``EDGEOPT_CACHE`` turns it off."""
         return cls(cache_dir()) if enabled() else None
 
-    def _paths(self, kind: str, key: str) -> tuple[Path, Path]:
+    def _path(self, kind: str, key: str) -> Path:
         if not key.isalnum() or not kind.isidentifier():
             raise ValueError(f"bad cache key {kind}/{key}")
-        d = self.root / kind / key[:2]
-        return d / f"{key}.bin", d / f"{key}.json"
+        return self.root / kind / key[:2] / f"{key}.entry"
 
-    def get(self, kind: str, key: str) -> bytes | None:
-        """The entry's bytes, or None when it is missing or damaged (a damaged entry is removed)."""
-        data_path, meta_path = self._paths(kind, key)
+    def get(self, kind: str, key: str) -> tuple[bytes, dict] | None:
+        """(payload, the writer's meta) of the entry, or None when it is missing or damaged (then removed)."""
+        path = self._path(kind, key)
         try:
-            meta = json.loads(meta_path.read_text())
-            data = data_path.read_bytes()
-        except (OSError, ValueError):
-            return None
-        if not isinstance(meta, dict) or meta.get("sha256") != hashlib.sha256(data).hexdigest():
-            log.warning("edgeopt cache: entry %s/%s is damaged; removing it", kind, key)
-            self._remove(data_path, meta_path)
-            return None
-        try:
-            os.utime(meta_path)  # recently used: evicted last
+            blob = path.read_bytes()
         except OSError:
-            pass
-        return data
-
-    def meta(self, kind: str, key: str) -> dict | None:
-        """What the writer stored beside the entry (read after a successful ``get``)."""
-        try:
-            meta = json.loads(self._paths(kind, key)[1].read_text())
-        except (OSError, ValueError):
             return None
-        return meta.get("meta") if isinstance(meta, dict) else None
+        head, sep, data = blob.partition(b"\n")
+        try:
+            record = json.loads(head) if sep else None
+        except ValueError:
+            record = None
+        if not isinstance(record, dict) or record.get("sha256") != hashlib.sha256(data).hexdigest() \
+                or not isinstance(record.get("meta"), dict):
+            log.warning("edgeopt cache: entry %s/%s is damaged; removing it", kind, key)
+            self._remove(path)
+            return None
+        _touch(path)  # recently used: evicted last
+        log.info("edgeopt cache: hit %s/%s", kind, key[:12])
+        return data, record["meta"]
 
-    def put(self, kind: str, key: str, data: bytes, meta: dict | None = None) -> None:
-        """Store ``data`` (atomically); a cache that cannot be written is only a warning, never a failed compile."""
-        data_path, meta_path = self._paths(kind, key)
+    def put(self, kind: str, key: str, data: bytes, meta: dict | None = None, evict: bool = True) -> None:
+        """Store ``data`` (atomically); a cache that cannot be written is one warning, never a failed compile."""
+        if self.root in _UNWRITABLE:
+            return
+        path = self._path(kind, key)
         record = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data), "created": time.time(),
                   "meta": meta or {}}
         try:
-            data_path.parent.mkdir(parents=True, exist_ok=True)
-            _write_atomic(data_path, data)
-            _write_atomic(meta_path, json.dumps(record).encode())  # last: an entry exists once its record does
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _write_atomic(path, json.dumps(record).encode() + b"\n" + data)
+            _touch(path)
         except OSError as e:
-            log.warning("edgeopt cache: cannot write %s (%s); compiling without it", data_path, e)
+            _UNWRITABLE.add(self.root)
+            log.warning("edgeopt cache: cannot write %s (%s); compiling without storing results there", path, e)
             return
-        self.evict()
+        log.info("edgeopt cache: stored %s/%s (%d bytes)", kind, key[:12], len(data))
+        if evict:
+            self.evict()
 
-    def entries(self) -> list[tuple[float, int, Path, Path]]:
-        """(last used, bytes, data path, record path) of every entry."""
+    def entries(self) -> list[tuple[int, int, Path]]:
+        """(last used in ns, bytes, path) of every entry."""
         out = []
         if not self.root.is_dir():
             return out
-        for meta_path in self.root.glob("*/*/*.json"):
-            data_path = meta_path.with_suffix(".bin")
+        for path in self.root.glob("*/*/*.entry"):
             try:
-                out.append((meta_path.stat().st_mtime, data_path.stat().st_size + meta_path.stat().st_size,
-                            data_path, meta_path))
+                st = path.stat()
             except OSError:
                 continue
+            out.append((st.st_mtime_ns, st.st_size, path))
         return out
 
     def evict(self) -> int:
-        """Remove the least recently used entries until the cache fits its limit; returns how many went."""
+        """Remove the least recently used entries until the cache fits its limit (and temporary files a crashed
+        writer left over an hour ago); returns how many entries went."""
         entries = sorted(self.entries())
         total = sum(e[1] for e in entries)
         gone = 0
-        for _, size, data_path, meta_path in entries:
+        for _, size, path in entries:
             if total <= self.limit:
                 break
-            self._remove(data_path, meta_path)
+            self._remove(path)
             total -= size
             gone += 1
+        cutoff = time.time() - 3600
+        for tmp in self.root.glob("*/*/.tmp-*") if self.root.is_dir() else ():
+            try:
+                if tmp.stat().st_mtime < cutoff:
+                    tmp.unlink()
+            except OSError:
+                pass
         return gone
 
     def info(self) -> dict:
         """Entries and bytes per kind."""
         kinds: dict[str, dict] = {}
-        for _, size, data_path, _ in self.entries():
-            k = kinds.setdefault(data_path.parent.parent.name, {"entries": 0, "bytes": 0})
+        for _, size, path in self.entries():
+            k = kinds.setdefault(path.parent.parent.name, {"entries": 0, "bytes": 0})
             k["entries"] += 1
             k["bytes"] += size
         return {"dir": str(self.root), "limit_bytes": self.limit, "kinds": kinds,
                 "bytes": sum(k["bytes"] for k in kinds.values())}
 
     def clear(self) -> int:
-        """Remove every entry; returns how many."""
+        """Remove every entry (and leftover temporary files); returns how many entries."""
         entries = self.entries()
-        for _, _, data_path, meta_path in entries:
-            self._remove(data_path, meta_path)
+        for _, _, path in entries:
+            self._remove(path)
+        for tmp in self.root.glob("*/*/.tmp-*") if self.root.is_dir() else ():
+            self._remove(tmp)
         return len(entries)
 
     @staticmethod
@@ -163,6 +172,19 @@ class DiskCache:
                 p.unlink()
             except OSError:
                 pass
+
+
+#: cache roots a write failed under in this process: not tried again (one warning, not one per kernel)
+_UNWRITABLE: set[Path] = set()
+
+
+def _touch(path: Path) -> None:
+    """Mark ``path`` used now, to the nanosecond (LRU order: writes and hits in one second stay ordered)."""
+    now = time.time_ns()
+    try:
+        os.utime(path, ns=(now, now))
+    except OSError:
+        pass
 
 
 def _write_atomic(path: Path, data: bytes) -> None:

@@ -35,7 +35,8 @@ def add_parser(sub) -> None:
     p.add_argument("--tuning-db", help="a tuning database written by edgeopt tune")
     p.add_argument("--no-cache", action="store_true", help="compile everything again (ignore the compile cache)")
     p.add_argument("--graphs", metavar="DIR", help="also write DIR/before.html (as traced) and DIR/after.html (after "
-                                                   "the passes, fused kernels colored)")
+                                                   "the passes, fused kernels colored); compiles past the whole-model "
+                                                   "cache (kernels still come from it)")
     p.add_argument("--report", metavar="FILE", help="also write the compile report as JSON")
 
 
@@ -58,7 +59,10 @@ def run(args) -> str:
     kwargs = dict(opt_level=args.opt_level, disable=args.disable, tuning_db=args.tuning_db, quantize=args.quantize,
                   calibration_data=calibration, cache=not args.no_cache)
     if args.graphs:
-        compiled = _compile_with_pictures(model, example, args.target, args.graphs, kwargs, options)
+        from ..progress import task
+
+        with task("compile"):
+            compiled = _compile_with_pictures(model, example, args.target, args.graphs, kwargs, options)
     else:
         compiled = api.compile(model, example, args.target, **kwargs, **options)
     compiled.save(args.output)

@@ -69,11 +69,11 @@ def _module(where: str):
         name = "edgeopt_user_" + os.path.splitext(os.path.basename(where))[0]
         spec = importlib.util.spec_from_file_location(name, where)
         mod = importlib.util.module_from_spec(spec)
-        sys.path.insert(0, os.path.dirname(os.path.abspath(where)))  # its own imports of files beside it
-        try:
-            spec.loader.exec_module(mod)
-        finally:
-            sys.path.pop(0)
+        folder = os.path.dirname(os.path.abspath(where))
+        if folder not in sys.path:  # its imports of files beside it, also when the factory runs (kept: the
+            sys.path.insert(0, folder)  # command is one short process)
+        sys.modules[name] = mod
+        spec.loader.exec_module(mod)
         return mod
     try:
         return importlib.import_module(where)

@@ -22,7 +22,6 @@ class ObjectCache:
     def __init__(self, target, store: DiskCache):
         self.target, self.store = target, store
         self.found: dict[str, bytes] = {}
-        self._found_meta: dict[str, dict] = {}
         self._pending: dict[str, tuple[str, dict]] = {}
         self._tkey = [type(target).__module__, type(target).__qualname__, str(target.tvm_target())]
 
@@ -38,10 +37,10 @@ class ObjectCache:
 
     def lookup(self, key: str) -> dict | None:
         """The kernel's {"schedule", "tuned"} when its object is cached (and remembered for ``build``), else None."""
-        data = self.store.get(KIND, key)
-        meta = self.store.meta(KIND, key) if data is not None else None
-        if data is None or not isinstance(meta, dict) or not {"name", "schedule", "tuned"} <= meta.keys():
+        hit = self.store.get(KIND, key)
+        if hit is None or not {"name", "schedule", "tuned"} <= hit[1].keys():
             return None
+        data, meta = hit
         self.found[meta["name"]] = data
         return meta
 
@@ -53,7 +52,9 @@ class ObjectCache:
         """Compile ``funcs``, store the kernels registered with ``pending``, and return every object."""
         new = compile_objects(self.target.tvm_target(), funcs)
         for name, (key, meta) in self._pending.items():
-            self.store.put(KIND, key, new[name], {**meta, "name": name})
+            self.store.put(KIND, key, new[name], {**meta, "name": name}, evict=False)
+        if self._pending:
+            self.store.evict()  # once for the whole build
         objects = {**self.found, **new}
         return KernelObjects(objects) if objects else None
 

@@ -182,7 +182,8 @@ class Model:
         if not self._backend.profiles:
             raise ArtifactError("intermediates() reads CPU kernels' outputs; GPU artifacts give their outputs only")
         steps = self.plan["steps"]
-        want = set(names) if names is not None else {a for s in steps for a in s["args"][-s["num_outputs"]:]}
+        want = set(names) if names is not None else {a for s in steps
+                                                     for a in s["args"][len(s["args"]) - s["num_outputs"]:]}
         return self._context().run_capturing(self._bind(args, kwargs), steps, want)
 
     def _bind(self, args, kwargs) -> list[np.ndarray]:
