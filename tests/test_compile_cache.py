@@ -179,8 +179,9 @@ def test_exported_program_compiles_and_hits_like_the_module(cache_dir, tmp_path)
 
 
 def test_levels_and_target_options_are_in_the_key(cache_dir):
-    from edgeopt.cache.models import model_key
     from edgeopt.targets import get_target
+
+    from edgeopt.cache.models import model_key
 
     model, x = small_cnn()
     ep = torch.export.export(model, x)
