@@ -108,6 +108,23 @@ def build_runner(out_path: str | os.PathLike, target: str = "host") -> Path:
     return out
 
 
+def copy_runtime(out_dir: str | os.PathLike, target: str = "host") -> list[Path]:
+    """Copy ``libtvm_runtime.so`` and ``libtvm_ffi.so`` of ``target`` ("host" or "arm") into ``out_dir``: put them
+    beside ``edgeopt_run`` on the device (its rpath is ``$ORIGIN``). Returns the copies."""
+    import shutil
+
+    if target not in COMPILERS:
+        raise TargetError(f"the C++ runner runs on {sorted(COMPILERS)}, not {target!r}")
+    _, libs = _runtime_files(target)
+    out = []
+    for name in ("libtvm_runtime.so", "libtvm_ffi.so"):
+        src = next((p / name for p in libs if (p / name).exists()), None)
+        if src is None:
+            raise TargetError(f"{name} for {target!r} not found in {', '.join(map(str, libs))}")
+        out.append(Path(shutil.copy(src, Path(out_dir) / name)))
+    return out
+
+
 def _runtime_files(target: str) -> tuple[Path, list[Path]]:
     """(tvm-ffi include folder, [folders of libtvm_runtime.so and libtvm_ffi.so]) for the target."""
     if target == "arm":

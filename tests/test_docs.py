@@ -1,9 +1,9 @@
 """Every code block in ``docs/`` runs.
 
 A page is run like a notebook, in a fresh working directory: its ``python`` blocks in order, in one namespace (a
-later block uses what an earlier one made); its ``bash`` blocks line by line, where an ``edgeopt ...`` line runs the
-command line (``python -m edgeopt.cli``), a ``python ...`` line runs this Python, and ``pip install`` / ``apt-get``
-lines are set-up steps that ``scripts/setup.sh`` already ran (the test checks that what they install is there).
+later block uses what an earlier one made); its ``bash`` blocks line by line through bash, with this Python's ``bin`` first on ``PATH`` (so
+``edgeopt`` and ``python`` are the installed ones), where ``pip install`` / ``apt-get`` lines and
+``scripts/setup.sh`` are set-up steps that already ran (the test checks that what pip installs is there).
 Blocks of other languages (``text``, ``json``: outputs and formats) are not code. A block whose info string says
 ``device=cuda`` runs only on a machine with a CUDA GPU; elsewhere it is compiled (syntax and names checked by
 ``compile``) and the skip is reported. A failing block fails the test with the page, the block's line and the
@@ -16,6 +16,7 @@ import re
 import shlex
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -53,24 +54,29 @@ def _has_cuda_gpu() -> bool:
 
 
 def _run_bash(text: str, cwd: Path, where: str) -> None:
-    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    """Each line through bash, with this Python's ``bin`` first on PATH (``edgeopt``, ``python``)."""
+    bindir = os.path.dirname(sys.executable)
+    env = {**os.environ, "PATH": bindir + os.pathsep + os.environ.get("PATH", ""),
+           "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     for line in text.splitlines():
-        cmd = line.split("#", 1)[0].strip()
-        if not cmd:
+        cmd = line.split(" #", 1)[0].strip()
+        if not cmd or cmd.startswith("#"):
             continue
-        words = shlex.split(cmd)
+        words = [w for w in shlex.split(cmd) if not re.fullmatch(r"[A-Z_]+=\S*", w)]  # VAR=value prefixes aside
         if words[:2] == ["pip", "install"] or words[0] in ("apt-get", "sudo"):
             _check_installed(words, where)
             continue
-        if words[0].endswith(("scripts/setup.sh", "scripts/arm_sysroot.sh")):
-            continue  # the machine set-up that ran before the tests (CI runs setup.sh; the arm tests the other)
-        if words[0] == "edgeopt":
-            argv = [sys.executable, "-m", "edgeopt.cli", *words[1:]]
-        elif words[0] in ("python", "python3", ".venv/bin/python"):
-            argv = [sys.executable, *words[1:]]
-        else:
-            pytest.fail(f"{where}: a bash block line this test does not know how to run: {line!r}")
-        r = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+        if words[0].endswith("scripts/setup.sh"):
+            continue  # the machine set-up that ran before the tests
+        if words[0].endswith("scripts/arm_sysroot.sh"):  # the emulated ARM device: built once, shared (a lock, a stamp)
+            from edgeopt import emulate
+
+            cmd = f"bash {shlex.quote(str(ROOT / 'scripts' / 'arm_sysroot.sh'))} {shlex.quote(str(emulate.sysroot_dir()))}"
+            env = {**env, "HOST_PY": sys.executable}
+        if words[0] == "edgeopt" and not os.path.exists(os.path.join(bindir, "edgeopt")):  # no console script
+            cmd = re.sub(r"(^|\s)edgeopt\s", lambda m: f"{m.group(1)}{shlex.quote(sys.executable)} -m edgeopt.cli ", cmd,
+                         count=1)
+        r = subprocess.run(["bash", "-c", cmd], cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
         assert r.returncode == 0, f"{where}: `{cmd}` failed:\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}"
 
 
@@ -94,10 +100,16 @@ def _check_installed(words: list[str], where: str) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("page", DOCS, ids=[str(p.relative_to(ROOT / "docs")) for p in DOCS])
 def test_every_code_block_of_the_page_runs(page, tmp_path, monkeypatch, capsys):
+    from edgeopt import pipeline
+
+    pipeline._load_builtin_passes()
+    monkeypatch.setattr(pipeline, "_PASSES", dict(pipeline._PASSES))  # a page's registered passes stay with it
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("EDGEOPT_QUIET", "1")
     monkeypatch.syspath_prepend(str(ROOT))
-    namespace = {"__name__": f"docs_{page.stem}"}
+    module = types.ModuleType(f"docs_{page.stem.replace('-', '_')}")  # a real module: inspect finds its classes
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    namespace = module.__dict__
     skipped = []
     for line, lang, opts, text in blocks(page):
         where = f"{page.relative_to(ROOT)}:{line}"

@@ -83,7 +83,7 @@ def _source_hash(cls) -> str | None:
         path = inspect.getsourcefile(cls)
         with open(path, "rb") as f:
             return hashlib.sha256(f.read()).hexdigest()
-    except (OSError, TypeError):
+    except (OSError, TypeError, KeyError):  # no file (a class made in exec or a notebook cell)
         return None
 
 
