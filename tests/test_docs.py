@@ -1,13 +1,13 @@
 """Every code block in ``docs/`` runs.
 
 A page is run like a notebook, in a fresh working directory: its ``python`` blocks in order, in one namespace (a
-later block uses what an earlier one made); its ``bash`` blocks line by line through bash, with this Python's ``bin`` first on ``PATH`` (so
-``edgeopt`` and ``python`` are the installed ones), where ``pip install`` / ``apt-get`` lines and
-``scripts/setup.sh`` are set-up steps that already ran (the test checks that what pip installs is there).
-Blocks of other languages (``text``, ``json``: outputs and formats) are not code. A block whose info string says
-``device=cuda`` runs only on a machine with a CUDA GPU; elsewhere it is compiled (syntax and names checked by
-``compile``) and the skip is reported. A failing block fails the test with the page, the block's line and the
-error."""
+later block uses what an earlier one made); its ``bash`` blocks line by line through bash, with this Python's
+``bin`` first on ``PATH`` (so ``edgeopt`` and ``python`` are the installed ones). ``pip install`` / ``apt-get``
+lines and ``scripts/setup.sh`` are set-up steps that already ran (the test checks that what pip installs is there);
+``scripts/arm_sysroot.sh`` runs (it is cached). Blocks of other languages (``text``, ``json``: outputs and formats)
+are not code. A block whose info string says ``device=cuda`` runs only on a machine with a CUDA GPU; elsewhere it
+is compiled (syntax checked) and the skip is reported. A failing block fails the test with the page, the block's
+line and the error."""
 
 from __future__ import annotations
 
@@ -71,7 +71,8 @@ def _run_bash(text: str, cwd: Path, where: str) -> None:
         if words[0].endswith("scripts/arm_sysroot.sh"):  # the emulated ARM device: built once, shared (a lock, a stamp)
             from edgeopt import emulate
 
-            cmd = f"bash {shlex.quote(str(ROOT / 'scripts' / 'arm_sysroot.sh'))} {shlex.quote(str(emulate.sysroot_dir()))}"
+            script, build = ROOT / "scripts" / "arm_sysroot.sh", emulate.sysroot_dir()
+            cmd = f"bash {shlex.quote(str(script))} {shlex.quote(str(build))}"
             env = {**env, "HOST_PY": sys.executable}
         if words[0] == "edgeopt" and not os.path.exists(os.path.join(bindir, "edgeopt")):  # no console script
             cmd = re.sub(r"(^|\s)edgeopt\s", lambda m: f"{m.group(1)}{shlex.quote(sys.executable)} -m edgeopt.cli ", cmd,
