@@ -76,7 +76,7 @@ def _run_bash(text: str, cwd: Path, where: str) -> None:
             env = {**env, "HOST_PY": sys.executable}
         if words[0] == "edgeopt" and not os.path.exists(os.path.join(bindir, "edgeopt")):  # no console script
             cli = f"{shlex.quote(sys.executable)} -m edgeopt.cli "
-            cmd = re.sub(r"(^|\s)edgeopt\s", lambda m: m.group(1) + cli, cmd, count=1)
+            cmd = re.sub(r"(^|\s)edgeopt\s", lambda m, cli=cli: m.group(1) + cli, cmd, count=1)
         r = subprocess.run(["bash", "-c", cmd], cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
         assert r.returncode == 0, f"{where}: `{cmd}` failed:\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}"
 
