@@ -54,10 +54,9 @@ def one_round(model, x, small: bool) -> dict:
         cold = edgeopt.compile(model, x)
         t1 = time.perf_counter()
         store = DiskCache.default()
-        for _, _, data, meta in store.entries():  # drop the whole-model entry: kernels only
-            if data.parent.parent.name == "models":
-                data.unlink()
-                meta.unlink()
+        for _, _, path in store.entries():  # drop the whole-model entry: kernels only
+            if path.parent.parent.name == "models":
+                path.unlink()
         build._KERNEL_CACHE.clear()
         t2 = time.perf_counter()
         kernels = edgeopt.compile(model, x)
