@@ -157,7 +157,9 @@ def compile(model, example_inputs: Sequence | None = None, target="host", *, opt
     retraining (``report["compression"]`` says what changed); quantization composes with it.
     ``cache`` (default True; ``EDGEOPT_CACHE=0`` turns it off everywhere) reuses earlier compiles from the on-disk
     cache (``edgeopt.cache``): each CPU kernel's object code, and the whole artifact when the exported program,
-    target and options are the same (``report["cache"]`` says what was reused).
+    target and options are the same (``report["cache"]`` says what was reused). The cache sees edgeopt's code
+    files, not changes made to its modules in the running process: code that patches a lowering rule or schedule
+    in-process (a benchmark of two formulations) passes ``cache=False``.
     ``progress``: a progress bar on stderr (default: on a terminal, unless ``EDGEOPT_QUIET=1``).
     """
     from .errors import UnsupportedModelError

@@ -78,7 +78,13 @@ def main(argv: list[str] | None = None) -> int:
 
     warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")  # torch.export's own noise
 
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="edgeopt: %(message)s")
+    log = logging.getLogger("edgeopt")  # edgeopt's loggers only (main may run inside another program)
+    if not any(h.get_name() == "edgeopt-cli" for h in log.handlers):
+        handler = logging.StreamHandler()
+        handler.set_name("edgeopt-cli")
+        handler.setFormatter(logging.Formatter("edgeopt: %(message)s"))
+        log.addHandler(handler)
+    log.setLevel(logging.INFO if args.verbose else logging.WARNING)
     if args.quiet:
         from .progress import set_quiet
 

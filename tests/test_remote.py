@@ -54,6 +54,22 @@ def test_runs_and_times_on_the_board(server, compiled):
     assert "conv2d_winograd" in c.ir  # the Winograd kernel runs remotely too
 
 
+def test_bench_command_times_on_the_board(server, compiled, tmp_path, capsys):
+    from edgeopt.cli import main
+
+    path, x, ref, c = compiled
+    np.save(tmp_path / "x.npy", x)
+    out = tmp_path / "b.json"
+    assert main(["bench", path, "--input", str(tmp_path / "x.npy"), "--remote", f"127.0.0.1:{server.port}",
+                 "--repeat", "10", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    import json
+
+    b = json.loads(out.read_text())
+    assert b["where"] == f"127.0.0.1:{server.port}" and b["median_ms"] > 0
+    assert len(b["kernels"]) == len(c.plan["steps"]) and "on the board's clock" in text
+
+
 class ReshapeBetweenLinears(torch.nn.Module):
     def __init__(self):
         super().__init__()

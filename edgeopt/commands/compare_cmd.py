@@ -6,8 +6,9 @@
 The outputs are compared with PyTorch's (max error, cosine, SQNR; top-1 agreement for class scores). Layer by
 layer, every kernel output of the artifact that the traced float graph also has (by value name) is compared with
 the float graph's value (run on edgeopt's reference interpreter): the kernels' real outputs, copied as they run
-(``Model.intermediates``), in the float graph's layout. The worst layers come first, and the first layer whose
-SQNR drops below ``--threshold`` dB is named: where the error starts. CPU artifacts that run here.
+(``Model.intermediates``), in the float graph's layout; a quantized kernel's integer output is dequantized with its
+scale and zero point first. The worst layers come first, and the first layer whose SQNR drops below
+``--threshold`` dB is named: where the error starts. CPU artifacts that run here.
 """
 
 from __future__ import annotations
@@ -47,7 +48,9 @@ def run(args) -> str:
     ep = model if _is_exported_program(model) else trace(model, example)
     float_graph = from_exported(ep)
     outputs = output_errors(ep.module(), compiled, batches)
-    layers = layer_errors(float_graph, compiled, batches)
+    with open(args.artifact, "rb") as f:
+        scales = quantized_outputs(f.read(), compiled.ir)
+    layers = layer_errors(float_graph, compiled, batches, scales)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"outputs": outputs, "layers": layers}, f, indent=1)
@@ -83,20 +86,58 @@ def output_errors(module, compiled, batches) -> list[dict]:
     return rows
 
 
-def layer_errors(float_graph, compiled, batches) -> list[dict]:
+def quantized_outputs(artifact: bytes, ir_text: str) -> dict[str, tuple[np.ndarray, np.ndarray, str]]:
+    """Kernel outputs of a quantized artifact that end in a ``quantize``: value name -> (scale, zero point, the float
+    value it quantizes), from the artifact's IR and weights: what turns the integers back into the float value."""
+    from ..cache.models import graph_from_artifact
+
+    if "quantize(" not in ir_text:
+        return {}
+    g = graph_from_artifact(artifact, ir_text)
+    out = {}
+    for n in g.nodes:
+        if n.body is None:
+            continue
+        inner = dict(zip(n.body.inputs, n.inputs))
+        for pos, v in enumerate(n.body.outputs):
+            m = next((b for b in n.body.nodes if v in b.outputs), None)
+            if m is None or m.op != "quantize" or len(m.inputs) < 2:
+                continue
+            params = []
+            for p in m.inputs[1:3]:
+                top = inner.get(p)
+                if top is not None and g.is_const(top):
+                    params.append(g.const(top))
+                elif n.body.is_const(p):
+                    params.append(n.body.const(p))
+            if len(params) == 2 and params[0].size == 1 and params[1].size == 1:  # per-tensor activations
+                out[n.outputs[pos].name] = (params[0], params[1], m.inputs[0].name)
+    return out
+
+
+def layer_errors(float_graph, compiled, batches, quantized: dict | None = None) -> list[dict]:
     """Per kernel output the float graph also computes: SQNR, cosine and max error over ``batches``, in plan order
-    (``step``), with the op that makes it in the float graph."""
+    (``step``), with the op that makes it in the float graph. A quantized output (``quantized``: from
+    ``quantized_outputs``) is dequantized and compared with the float value it stands for (``name_q`` for ``name``)."""
     from ..ir import interpret
     from ..quant.compare import cosine, sqnr_db
 
+    quantized = quantized or {}
     float_values = {o.name: (n, o) for n in float_graph.nodes for o in n.outputs}
     steps = compiled.plan["steps"]
-    names = [a for s in steps for a in s["args"][len(s["args"]) - s["num_outputs"]:] if a in float_values]
-    refs: dict[str, list] = {n: [] for n in names}
+    made = [a for s in steps for a in s["args"][len(s["args"]) - s["num_outputs"]:]]
+    ref_of = {}  # kernel output -> the float value it is compared with
+    for a in made:
+        if a in float_values:
+            ref_of[a] = a
+        elif a in quantized and a.endswith("_q") and a[:-2] in float_values:
+            ref_of[a] = a[:-2]
+    names = list(ref_of)
+    refs: dict[str, list] = {ref_of[n]: [] for n in names}
     gots: dict[str, list] = {n: [] for n in names}
-    want = set(names)
+    want = set(refs)
     for b in batches:
-        got = compiled.intermediates(*b, names=want)
+        got = compiled.intermediates(*b, names=set(names))
 
         def observe(v, x):
             if v.name in want:
@@ -104,16 +145,20 @@ def layer_errors(float_graph, compiled, batches) -> list[dict]:
 
         interpret(float_graph, [np.asarray(a) for a in b], observe=observe)
         for n in names:
-            gots[n].append(got[n])
+            g = got[n]
+            if n in quantized and ref_of[n] != n:
+                scale, zero, _ = quantized[n]
+                g = (g.astype(np.float64) - float(zero.reshape(-1)[0])) * float(scale.reshape(-1)[0])
+            gots[n].append(g)
     rows = []
     step_of = {a: i for i, s in enumerate(steps) for a in s["args"][len(s["args"]) - s["num_outputs"]:]}
     for n in names:
-        ref = [r.astype(np.float64) for r in refs[n]]
+        ref = [r.astype(np.float64) for r in refs[ref_of[n]]]
         got = [_to_layout(g, r.shape) for g, r in zip(gots[n], ref)]
         if any(g is None for g in got):
             continue  # a layout this command cannot map back
         r, g = np.concatenate([x.reshape(-1) for x in ref]), np.concatenate([x.reshape(-1) for x in got])
-        node = float_values[n][0]
+        node = float_values[ref_of[n]][0]
         rows.append({"value": n, "step": step_of[n], "op": node.op, "source": node.source,
                      "sqnr_db": round(sqnr_db(r, g), 2), "cosine": round(cosine(r, g), 6),
                      "max_abs": float(np.abs(r - g).max()) if r.size else 0.0})

@@ -86,14 +86,24 @@ def cpu_intrinsics_only():
 
 @contextlib.contextmanager
 def _quiet_logs():
-    """MetaSchedule logs its progress tables to stdout; keep its console to errors (its log files keep all)."""
-    log = logging.getLogger("tvm.s_tir.meta_schedule")
+    """MetaSchedule logs its progress tables to stdout; keep its console to errors (its log files keep all).
+
+    Each ``tune_tir`` rebuilds its logging config from the names of its logger's handlers, and fails on a handler it
+    did not make (``'NoneType' object has no attribute 'format'``: pytest's capture handlers have no name): such
+    handlers are taken off the logger while it runs, and put back."""
+    name = "tvm.s_tir.meta_schedule"
+    log = logging.getLogger(name)
     level = log.level
+    foreign = [h for h in log.handlers if not (h.get_name() or "").startswith(name)]
+    for h in foreign:
+        log.removeHandler(h)
     log.setLevel(logging.ERROR)
     try:
         yield
     finally:
         log.setLevel(level)
+        for h in foreign:
+            log.addHandler(h)
 
 
 @contextlib.contextmanager
