@@ -147,6 +147,27 @@ def inspect(path: str, memory: bool = False, png: str | None = None, ir: bool = 
         lines.append(f"  activations: arena {r['arena_bytes']} bytes, lower bound {r['lower_bound_bytes']}, "
                      f"naive {r['naive_bytes']} ({r['naive_bytes'] / max(1, r['arena_bytes']):.2f}x the arena), "
                      f"plan {r['plan_algorithm']}")
+    ops: dict[str, int] = {}
+    for k in r.get("kernels", []) if isinstance(r.get("kernels"), list) else []:
+        if isinstance(k, dict) and isinstance(k.get("op"), str):
+            ops[k["op"]] = ops.get(k["op"], 0) + 1
+    if ops:
+        lines.append("  distinct kernels by anchor op: " + ", ".join(f"{op} {n}" for op, n in sorted(ops.items(),
+                                                                                         key=lambda kv: -kv[1])))
+    groups = [g for g in r.get("fused_groups", []) if isinstance(g, dict)]
+    if groups:
+        kinds: dict[str, list[int]] = {}  # ops fused -> [distinct kernels, steps]
+        for g in groups:
+            k = kinds.setdefault("+".join(map(str, g.get("ops", []))), [0, 0])
+            k[0], k[1] = k[0] + 1, k[1] + int(g.get("count", 1))
+        lines.append(f"  fused kernels: {len(groups)} distinct, {sum(k[1] for k in kinds.values())} steps")
+        lines += [f"    {ops}: {steps} steps, {n} distinct" for ops, (n, steps) in
+                  sorted(kinds.items(), key=lambda kv: -kv[1][1])[:12]]
+        if len(kinds) > 12:
+            lines.append(f"    ... and {len(kinds) - 12} more fusions")
+    sizes = manifest.get("members", {})
+    lines.append("  members: " + ", ".join(f"{name} {info.get('size', 0):,} B" for name, info in sizes.items()
+                                           if isinstance(info, dict)))
     if memory or png:
         plan = _plan(members["plan.json"], what)
         try:
