@@ -8,14 +8,16 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import time
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("compile", help="compile a model (file.py:factory, module:factory or a .pt2) into an artifact",
-                       description=__doc__, formatter_class=_raw())
+    p = sub.add_parser("compile", help="compile a model (file.py:factory, module:factory, a .pt2 or a .onnx) into an "
+                                       "artifact", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", help="file.py:factory, package.module:factory (returning (model, example_inputs) or a "
                                  "model), a .pt2 file from torch.export.save, or a .onnx file")
     p.add_argument("-o", "--output", required=True, help="the artifact to write (e.g. model.edgeopt)")
@@ -38,12 +40,6 @@ def add_parser(sub) -> None:
                                                    "the passes, fused kernels colored); compiles past the whole-model "
                                                    "cache (kernels still come from it)")
     p.add_argument("--report", metavar="FILE", help="also write the compile report as JSON")
-
-
-def _raw():
-    import argparse
-
-    return argparse.RawDescriptionHelpFormatter
 
 
 def run(args) -> str:
