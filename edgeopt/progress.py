@@ -42,26 +42,6 @@ def progress_bar(total: int, progress: bool | None, desc: str, unit: str = "it")
     return tqdm(total=total, desc=desc, unit=unit, leave=False, file=sys.stderr)
 
 
-class Steps:
-    """``with Steps(n, "compile") as s: ... s.step("passes")``: a bar advanced by named steps, or nothing."""
-
-    def __init__(self, total: int, desc: str, progress: bool | None = None, unit: str = "it"):
-        self.bar = progress_bar(total, progress, desc, unit)
-
-    def step(self, what: str | None = None, n: int = 1) -> None:
-        if self.bar is not None:
-            if what:
-                self.bar.set_postfix_str(what, refresh=False)
-            self.bar.update(n)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        if self.bar is not None:
-            self.bar.close()
-
-
 _CURRENT: list = []  # the open ``task`` bars, innermost last (one compile at a time per process)
 
 

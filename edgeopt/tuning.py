@@ -64,7 +64,7 @@ def tune(model, example_inputs: Sequence, target="host", *, trials: int = 64,
     from .progress import showing
 
     progress = showing(progress)
-    from .api import _cannot_run_here, _is_exported_program, optimize_graph
+    from .api import _cannot_run_here, optimize_graph
     from .frontend import from_exported, trace
     from .lower.metaschedule import Tuner
     from .targets import get_target
@@ -78,7 +78,7 @@ def tune(model, example_inputs: Sequence, target="host", *, trials: int = 64,
     db = TuningDB.load(tuning_db, missing_ok=True)  # a damaged file is an error, never overwritten
     if not isinstance(example_inputs, (tuple, list)):
         example_inputs = (example_inputs,)
-    graph = from_exported(model if _is_exported_program(model) else trace(model, example_inputs))
+    graph = from_exported(trace(model, example_inputs))
     optimize_graph(graph, tgt, opt_level=opt_level, passes=passes, disable=disable)
     kernels = _tunable_kernels(graph)
     results = []

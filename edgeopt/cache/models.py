@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import io
 import logging
 import os
 import re
@@ -95,10 +94,18 @@ def _toolchains(target) -> dict:
     """The compilers besides LLVM whose output an artifact for ``target`` holds (nvcc's cubin and PTX) or links."""
     from .fingerprint import toolchain
 
-    tools = {"cuda": ["nvcc"], "arm": ["aarch64-linux-gnu-gcc"]}.get(target.name, [])
-    if target.name == "cuda" and getattr(target, "host_arch", "") == "aarch64":
-        tools.append("aarch64-linux-gnu-gcc")
-    return {t: toolchain(t) for t in tools}
+    out = {}
+    if target.name == "cuda":
+        from ..errors import TargetError
+        from ..targets.cuda_aot import nvcc_version
+
+        try:
+            out["nvcc"] = nvcc_version()
+        except TargetError:  # no nvcc: the compile itself says so
+            out["nvcc"] = None
+    if target.name == "arm" or getattr(target, "host_arch", "") == "aarch64":
+        out["aarch64-linux-gnu-gcc"] = toolchain("aarch64-linux-gnu-gcc")
+    return out
 
 
 def _tensor_sha256(t) -> str:
@@ -127,19 +134,12 @@ def graph_from_artifact(artifact: bytes, ir_text: str):
     """The IR graph of a cached compile, rebuilt from its text and the artifact's weights (every level's)."""
     from ..ir.text import parse_graph
     from ..ir.types import parse_type
-    from ..runtime import safetensors_io, sparse_weights
     from ..runtime.artifact import read_artifact
+    from ..runtime.model import artifact_weights
 
     manifest, members = read_artifact(artifact, "cached artifact")
-    weights = safetensors_io.read_into(io.BytesIO(members["weights.safetensors"]), np.empty)
-    if sparse_weights.MEMBER in members:
-        weights = sparse_weights.decode(weights, safetensors_io.read_into(io.BytesIO(members[sparse_weights.MEMBER]),
-                                                                          np.empty),
-                                        manifest.get("sparse_weights", {}), np.empty, "cached artifact")
-    levels = manifest["target"].get("levels") or []
-    best = levels[0].get("weights") if levels else None  # best level first: the graph compile_graph returns
-    if best:
-        weights.update(safetensors_io.read_into(io.BytesIO(members[best]), np.empty))
+    levels = manifest["target"].get("levels") or [{}]  # best level first: the graph compile_graph returns
+    weights = artifact_weights(manifest, members, levels[0], "cached artifact")
     declared = {}
     for line in ir_text.splitlines():  # a target may store a dtype in a wider one (bool as int32 on Vulkan)
         m = _CONST.match(line)

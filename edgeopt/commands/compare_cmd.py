@@ -36,7 +36,6 @@ def add_parser(sub) -> None:
 def run(args) -> str:
     import edgeopt
 
-    from ..api import _is_exported_program
     from ..frontend import from_exported, trace
     from .sources import SourceError, load_arrays, load_batches, load_model
 
@@ -45,7 +44,7 @@ def run(args) -> str:
     model, example = load_model(args.model, load_arrays(args.input))
     batches = load_batches(args.data, len(example)) if args.data else [[x.numpy() for x in example]]
     compiled = edgeopt.load(args.artifact)
-    ep = model if _is_exported_program(model) else trace(model, example)
+    ep = trace(model, example)
     float_graph = from_exported(ep)
     outputs = output_errors(ep.module(), compiled, batches)
     with open(args.artifact, "rb") as f:
@@ -168,13 +167,14 @@ def layer_errors(float_graph, compiled, batches, quantized: dict | None = None) 
 def _to_layout(got: np.ndarray, shape: tuple) -> np.ndarray | None:
     """``got`` in the float graph's layout ``shape``: as it is, or from the blocked NCHW<c>c layout of the CPU
     passes ([N, C/c, H, W, c], channels padded up to a multiple of c); None when it is neither."""
+    from ..ir.ops.layout import unblock_nchw
+
     got = np.asarray(got, np.float64)
     if got.shape == tuple(shape):
         return got
     if got.ndim == 5 and len(shape) == 4 and got.shape[0] == shape[0] and got.shape[2:4] == tuple(shape[2:]) \
             and got.shape[1] * got.shape[4] >= shape[1]:
-        n, cb, h, w, c = got.shape
-        return got.transpose(0, 1, 4, 2, 3).reshape(n, cb * c, h, w)[:, :shape[1]]
+        return unblock_nchw(got)[:, :shape[1]]
     return None
 
 

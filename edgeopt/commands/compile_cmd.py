@@ -70,7 +70,7 @@ def run(args) -> str:
 
 def _compile_with_pictures(model, example, target, out_dir: str, kwargs: dict, options: dict):
     """Compile through the frontend and ``compile_graph`` so the graph can be drawn before and after the passes."""
-    from ..api import _is_exported_program, compile_graph, is_onnx
+    from ..api import compile_graph, is_onnx
     from ..frontend import from_exported, trace
     from ..frontend.onnx_import import from_onnx
     from ..ir.picture import write_picture
@@ -81,7 +81,7 @@ def _compile_with_pictures(model, example, target, out_dir: str, kwargs: dict, o
     if is_onnx(model):
         graph = from_onnx(model, example)
     else:
-        graph = from_exported(model if _is_exported_program(model) else trace(model, example))
+        graph = from_exported(trace(model, example))
     write_picture(graph, os.path.join(out_dir, "before.html"), "as traced (before the passes)")
     compiled = compile_graph(graph, tgt, **kwargs)
     write_picture(compiled.graph, os.path.join(out_dir, "after.html"), f"after the passes ({tgt.name})")

@@ -155,9 +155,12 @@ def _rss() -> int:
 
 
 def _peak_rss() -> int:
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    """VmHWM: this process's own peak (ru_maxrss would keep a forking parent's peak across exec)."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
+    except (OSError, ValueError, StopIteration):
+        return 0
 
 
 def _text(r: dict, args) -> str:

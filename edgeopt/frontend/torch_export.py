@@ -122,8 +122,11 @@ def example_tensors(example_inputs: Sequence) -> tuple:
     return example_inputs
 
 
-def trace(model: torch.nn.Module, example_inputs: Sequence) -> torch.export.ExportedProgram:
-    """``model`` checked (eval mode) and exported on ``example_inputs``, not yet decomposed (``from_exported``)."""
+def trace(model, example_inputs: Sequence) -> torch.export.ExportedProgram:
+    """``model`` checked (eval mode) and exported on ``example_inputs``, not yet decomposed (``from_exported``); an
+    ``ExportedProgram`` is returned as it is."""
+    if isinstance(model, torch.export.ExportedProgram):
+        return model
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"edgeopt.compile takes a torch.nn.Module, got {type(model).__name__}")
     example_inputs = example_tensors(example_inputs)

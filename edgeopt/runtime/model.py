@@ -290,6 +290,19 @@ def check_tvm_version(manifest: dict, what: str, user: str) -> None:
                             "kernels: recompile the model")
 
 
+def artifact_weights(manifest: dict, members: dict[str, bytes], level: dict, what: str) -> dict[str, np.ndarray]:
+    """The weights a level of an artifact runs with, from its members' bytes: the dense ones, the sparse ones decoded,
+    and the level's own (those that differ from the baseline's)."""
+    weights = safetensors_io.read_into(io.BytesIO(members["weights.safetensors"]), np.empty)
+    if sparse_weights.MEMBER in members:
+        weights = sparse_weights.decode(
+            weights, safetensors_io.read_into(io.BytesIO(members[sparse_weights.MEMBER]), np.empty),
+            manifest.get("sparse_weights", {}), np.empty, what)
+    if level.get("weights"):
+        weights.update(safetensors_io.read_into(io.BytesIO(members[level["weights"]]), np.empty))
+    return weights
+
+
 def read_cpu_artifact(source, what: str, user: str, *, trusted_keys=None, sha256: str | None = None,
                       level: str | None = None) -> tuple[dict, dict, dict[str, np.ndarray], bytes]:
     """(manifest, plan, weights, kernel library bytes) of a verified CPU artifact, for the runners that do not load it
@@ -305,13 +318,7 @@ def read_cpu_artifact(source, what: str, user: str, *, trusted_keys=None, sha256
     chosen = tvm_cpu.named_level(manifest["target"], level)
     try:
         plan = strict_json.loads(members[chosen.get("plan", "plan.json")])
-        weights = safetensors_io.read_into(io.BytesIO(members["weights.safetensors"]), np.empty)
-        if sparse_weights.MEMBER in members:
-            weights = sparse_weights.decode(
-                weights, safetensors_io.read_into(io.BytesIO(members[sparse_weights.MEMBER]), np.empty),
-                manifest.get("sparse_weights", {}), np.empty, what)
-        if chosen.get("weights"):
-            weights.update(safetensors_io.read_into(io.BytesIO(members[chosen["weights"]]), np.empty))
+        weights = artifact_weights(manifest, members, chosen, what)
         lib = members[chosen.get("library", "kernels.so")]
     except (KeyError, ValueError, OverflowError) as e:
         raise ArtifactError(f"{what}: plan, weights or kernel library unreadable ({e})") from None
