@@ -13,6 +13,11 @@ followed by ``dequantize(acc, sx * sw, zx * colsum(w_q))`` and the bias add: the
 ``quantize``, so the kernel reads u8, multiplies in integers and writes u8. A padded conv whose input zero point is
 not 0 pads with ``zx`` (an explicit ``pad`` the conv kernel takes as its prologue), so the padding stays 0.
 
+A conv reading 8-bit pixels in units of their steps (``dequantize(x_q, 1, minimum)``: x = q + min[c], one minimum
+per channel, ``quantize_static``) sums ``x_q * w_q`` the same way; the minimums' share, ``sw[o] * sum_c min[c] *
+colsum(w_q)[o, c]``, joins the bias, and the padding is each channel's level of 0, ``rint(-min[c])`` (the border
+half a level off at most).
+
 A linear layer whose input has one scale per row, computed at run time (``quantize_dynamic``), becomes the same
 integer layer followed by ``dequantize(acc, row_scales, zx * colsum(w_q))`` and a product with the weight scales.
 
@@ -47,12 +52,22 @@ def _activation_dequantize(g: Graph, v: Value) -> Node | None:
     if n is None or n.op != "dequantize" or n.attrs["bits"] != 8 or n.attrs["group_size"] or g.is_const(n.inputs[0]):
         return None
     scale, zp = n.inputs[1], n.inputs[2] if len(n.inputs) == 3 else None
+    if zp is not None and g.is_const(zp) and zp.type.dtype == "f32":  # a minimum per channel: pixels in steps
+        per_channel = zp.type.rank == v.type.rank and all(d == 1 for i, d in enumerate(zp.type.shape) if i != 1)
+        return n if g.is_const(scale) and scale.type.numel == 1 and (zp.type.numel == 1 or per_channel) else None
     if zp is not None and not (g.is_const(zp) and zp.type.numel == 1):
         return None
     if g.is_const(scale):
         return n if scale.type.numel == 1 else None
     t = scale.type
     return n if t.rank == v.type.rank and t.shape[-1] == 1 and t.shape[:-1] == v.type.shape[:-1] else None
+
+
+def _minimum(g: Graph, dq: Node) -> np.ndarray | None:
+    """The f32 minimum of ``dequantize(q, scale, minimum)`` (q * scale + minimum), flattened, or None."""
+    if len(dq.inputs) == 3 and dq.inputs[2].type.dtype == "f32":
+        return g.const(dq.inputs[2]).reshape(-1)
+    return None
 
 
 def _dequantize_of(g: Graph, v: Value, const_q: bool) -> Node | None:
@@ -89,6 +104,8 @@ class FoldQuantized(Pass):
             return False
         if not g.is_const(x.inputs[1]) and n.op != "linear":  # per-row run-time scales: linear layers only
             return False
+        if _minimum(g, x) is not None and n.op != "conv2d":  # a minimum per channel: convs only
+            return False
         if len(n.inputs) == 3 and not g.is_const(n.inputs[2]):
             return False
         if n.op == "conv2d":
@@ -100,7 +117,8 @@ class FoldQuantized(Pass):
         xq, wq = xd.inputs[0], wd.inputs[0]
         rows = None if g.is_const(xd.inputs[1]) else xd.inputs[1]  # per-row scales, computed at run time
         sx = 1.0 if rows is not None else float(g.const(xd.inputs[1]).reshape(()))
-        zx = int(g.const(xd.inputs[2]).reshape(())) if len(xd.inputs) == 3 else 0
+        minimum = _minimum(g, xd)
+        zx = int(g.const(xd.inputs[2]).reshape(())) if len(xd.inputs) == 3 and minimum is None else 0
         w = g.const(wq)
         if n.op == "conv2d":
             out_axis, sum_axes, shape = 0, (1, 2, 3), (-1, 1, 1)
@@ -111,10 +129,17 @@ class FoldQuantized(Pass):
         sw = np.moveaxis(sw, out_axis, 0).reshape(w.shape[out_axis], -1)[:, 0]
         colsum = w.astype(np.int64).sum(axis=sum_axes)
         at, attrs, src, out = g.nodes.index(n), dict(n.attrs), n.source, n.outputs[0]
-        x_in = xq
-        if n.op == "conv2d" and zx and any(attrs["padding"]):
+        x_in, bias_extra = xq, None
+        pad_value = zx
+        if minimum is not None:  # x = q * sx + min[c]: the min's share is a constant per output channel
+            mins = np.broadcast_to(minimum, (w.shape[1],)).astype(np.float64)
+            bias_extra = sw * (w.astype(np.float64).sum(axis=(2, 3)) @ mins)
+            lo, hi = (0, 255) if xq.type.dtype == "u8" else (-128, 127)
+            levels = np.clip(np.rint(-mins / sx), lo, hi).astype(int)  # 0 in x, to the nearest level
+            pad_value = int(levels[0]) if (levels == levels[0]).all() else [int(q) for q in levels]
+        if n.op == "conv2d" and (pad_value if minimum is None else True) and any(attrs["padding"]):
             t, left, b, r = attrs["padding"]
-            x_in = g.add("pad", [xq], {"pads": [0, 0, 0, 0, t, b, left, r], "value": zx}, source=src,
+            x_in = g.add("pad", [xq], {"pads": [0, 0, 0, 0, t, b, left, r], "value": pad_value}, source=src,
                          name=f"{xq.name}_pad", index=at)
             attrs["padding"], at = [0, 0, 0, 0], at + 1
         acc = g.add(n.op, [x_in, wq], attrs, source=src, name=f"{out.name}_acc", index=at)
@@ -127,8 +152,10 @@ class FoldQuantized(Pass):
         if rows is not None:  # (row scale x column scale) as two products: the row's, then the weight's
             y = g.add("mul", [y, scale], source=src, name=f"{out.name}_wscale", index=at)
             at += 1
-        if len(n.inputs) == 3:
-            bias = g.add_const(g.const(n.inputs[2]).reshape(shape), f"{n.inputs[2].name}_b")
-            y = g.add("add", [y, bias], source=src, name=f"{out.name}_bias", index=at)
+        if len(n.inputs) == 3 or bias_extra is not None:
+            b = g.const(n.inputs[2]).astype(np.float64) if len(n.inputs) == 3 else 0.0
+            b = (b + (bias_extra if bias_extra is not None else 0.0)).astype(np.float32).reshape(shape)
+            name = n.inputs[2].name if len(n.inputs) == 3 else out.name
+            y = g.add("add", [y, g.add_const(b, f"{name}_b")], source=src, name=f"{out.name}_bias", index=at)
         g.replace_uses(out, y)
         g.nodes.remove(n)

@@ -6,8 +6,9 @@ pixels at a time. In ``NCHW<v>c`` (``[N, C/v, H, W, v]``) they are one contiguou
 stores are whole vectors, and an input pixel's channels are read in a row.
 
 The layout is chosen once per region: a conv with a packed weight (groups=1) or a depthwise conv
-produces a blocked tensor; pools and elementwise ops whose activation inputs are blocked stay blocked
-(their constants are re-laid out at compile time: a per-channel bias [1,C,1,1] becomes [1,C/v,1,1,v]);
+produces a blocked tensor; pools, elementwise ops and channel concats (when the block divides each part's
+channels: a U-Net skip, a DenseNet block) whose activation inputs are blocked stay blocked (their constants are
+re-laid out at compile time: a per-channel bias [1,C,1,1] becomes [1,C/v,1,1,v]);
 every other reader, and every graph output, gets one ``layout_transform`` back to NCHW. A conv whose
 input is plain gets one ``layout_transform`` to blocked (a 3-channel image: block 3). Depthwise weights
 are packed here (``OIHW<v>o`` with one input channel), with the block of the conv's input.
@@ -82,6 +83,8 @@ class _Rewriter:
                 n.attrs["layout"] = BLOCKED
         elif get_op(n.op).pointwise:
             b = self._elementwise(n)
+        elif n.op == "concat" and n.attrs["axis"] % 4 == 1:
+            b = self._channel_concat(n)
         else:
             b = 0
         if b:
@@ -130,6 +133,20 @@ class _Rewriter:
             return 0
         n.inputs = [v if v in self.block else self._blocked_const(v, b) if self.g.is_const(v)
                     else self._blocked(v, b, n) for v in n.inputs]
+        return b
+
+    def _channel_concat(self, n: Node) -> int:
+        """A concat of channels stays blocked when its blocked inputs share a block that divides every input's
+        channels: [N, C1/b, H, W, b] and [N, C2/b, H, W, b] join along axis 1 (a U-Net skip, a DenseNet block)."""
+        blocks = {self.block[v] for v in n.inputs if v in self.block}
+        if len(blocks) != 1:
+            return 0
+        b = blocks.pop()
+        if any((v.type.shape[1] * (b if v in self.block else 1)) % b or (v not in self.block and self.g.is_const(v))
+               for v in n.inputs):
+            return 0
+        n.inputs = [self._blocked(v, b, n) for v in n.inputs]
+        n.attrs["axis"] = 1
         return b
 
     # -- conversions ------------------------------------------------------------------------------------

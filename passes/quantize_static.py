@@ -12,9 +12,13 @@ Each convolution, linear layer and matmul with a constant operand becomes a laye
   that makes the value stores int8 only (a quarter of the bytes; no separate quantize kernel). A value that is
   also a graph output stays float for the output; ``QuantConfig(quantized_residuals=False)`` keeps the other
   readers on float.
-- a max pool between the activation and the layer pools the u8 values (quantizing commutes with max);
+- a max pool between the activation and the layer pools the u8 values (quantizing commutes with max), and a
+  concat quantizes its parts with its own scale and joins u8 values (quantizing is elementwise): each part's kernel
+  stores u8, and a part that is also another layer's int8 input is rescaled from that copy;
 - a dense conv on fewer than 4 input channels (an image's first layer) stays float unless
-  ``QuantConfig(int8_image_convs=True)`` (and the target has an int8 dot product);
+  ``QuantConfig(int8_image_convs=True)`` (and the target has an int8 dot product). When the calibration images are
+  8-bit pixels (``edgeopt.quant.lattice``: ``(k / 255 - mean) / std``, per channel), such a conv reads them without
+  loss: u8 = the pixel k, and each channel's step moves into the conv's weight;
 - embedding tables are stored int8 per row (as ``quantize_weights`` does) and gathered rows dequantized;
 - ``bias_correction`` (on by default) shifts each layer's float bias by the mean error that weight rounding
   causes in its output over the calibration data, so that errors do not add up as a drift through deep nets;
@@ -52,6 +56,7 @@ from edgeopt.pipeline import Pass, register_pass
 from edgeopt.quant.calibrate import affine_params, choose_range, observe_ranges
 from edgeopt.quant.compare import METRICS, layer_errors, outputs
 from edgeopt.quant.config import QuantConfig, QuantizationError
+from edgeopt.quant.lattice import pixel_lattice
 from edgeopt.quant.weights import reduce_axes, symmetric_int8, weight_input
 
 from .quantize_weights import QuantizeWeights
@@ -79,13 +84,14 @@ class QuantizeStatic(Pass):
         if not self.calibration:
             raise QuantizationError("static int8 needs calibration_data: a few real input batches (e.g. 64 images)")
         layers, kept = [], []
+        self._lattices = self._pixel_lattices(g)
+        dots = self.target is not None and bool(self.target.int8_dots())
         for n in g.nodes:
             if n.op not in QUANTIZED_OPS or weight_input(g, n) is None:
                 continue
             if self.config.keeps_float(n.op, n.outputs[0].name, n.source):
                 kept.append(f"{n.outputs[0].name} ({n.op}: QuantConfig.keep_float)")
-            elif _too_narrow(n) and not (self.config.int8_image_convs and self.target is not None
-                                         and self.target.int8_dots()):
+            elif _too_narrow(n) and not (dots and self.config.int8_image_convs):
                 kept.append(f"{n.outputs[0].name} ({n.op}: {n.inputs[0].type.shape[1]} input channels)")
             else:
                 layers.append(n)
@@ -95,7 +101,8 @@ class QuantizeStatic(Pass):
             warnings.warn(f"QuantConfig has learned scales for layers this model does not quantize: {unknown[:8]} "
                           f"(its quantized layers: {sorted(names_here)[:8]}...)", stacklevel=2)
         acts = list(dict.fromkeys(n.inputs[0] for n in layers))
-        errors = _WeightErrors(g, layers, self.config) if self.bias_correction and self.config.bias_correction \
+        steps = {n: self._lattices[n.inputs[0].name].step for n in layers if self._on_lattice(g, n)}
+        errors = _WeightErrors(g, layers, self.config, steps) if self.bias_correction and self.config.bias_correction \
             else None
         self._float_outputs = []  # one pass over the calibration data: ranges, weight errors, float outputs
         stats = observe_ranges(g, acts, self.calibration, also=errors.observe if errors else None,
@@ -117,14 +124,21 @@ class QuantizeStatic(Pass):
         layers = [n for n in g.nodes if n.op in QUANTIZED_OPS and n.outputs[0].name in names]
         readers = g.users()
         qdq = {}
+        levels = {}  # a pixel input's levels, shared by the layers that read it (not by its other readers)
         for n in layers:
             v = n.inputs[0]
-            learned = self.config.input_ranges.get(g.layer_name(n))
-            key = (v, None if learned is None else tuple(learned))  # QAT: each layer's own learned range
-            if key not in qdq:
-                qdq[key] = self._quantize_activation(g, v, self._ranges[v.name], readers, learned)
-            n.inputs[0] = qdq[key]
-            n.inputs[1] = self._quantize_weight(g, n)
+            if self._on_lattice(g, n):
+                if v not in levels:
+                    levels[v] = self._quantize_pixels(g, v, self._lattices[v.name])
+                n.inputs[0] = levels[v]
+                n.inputs[1] = self._quantize_weight(g, n, self._lattices[v.name].step)
+            else:
+                learned = self.config.input_ranges.get(g.layer_name(n))
+                key = (v, None if learned is None else tuple(learned))  # QAT: each layer's own learned range
+                if key not in qdq:
+                    qdq[key] = self._quantize_activation(g, v, self._ranges[v.name], readers, learned)
+                n.inputs[0] = qdq[key]
+                n.inputs[1] = self._quantize_weight(g, n)
             shift = self._shifts.get(n.outputs[0].name)
             if shift is not None:
                 b = g.const(n.inputs[2])
@@ -136,6 +150,7 @@ class QuantizeStatic(Pass):
                     if r not in quantizers and r.op not in QUANTIZED_OPS:
                         r.inputs = [dq if i is v else i for i in r.inputs]
         g.toposort()
+        g.remove_dead_nodes()  # the float values every reader now takes as int8 (a concat, a pool)
         tables = QuantizeWeights(replace(self.config, mode="int8-weight"), ops=("take",)).run(g)  # embeddings
         g.remove_unused_constants()
         return tables["quantized"]
@@ -202,9 +217,54 @@ class QuantizeStatic(Pass):
             # the pool's output range; the producer's kernel then stores u8 directly
             q = g.add("quantize", [pool.inputs[0], s, z], {"dtype": dtype}, source=src, name=f"{v.name}_q_in")
             q = g.add("max_pool2d", [q], pool.attrs, source=pool.source, name=f"{v.name}_q")
+        elif pool is not None and pool.op == "concat" and self.config.quantized_residuals and v not in g.outputs:
+            # quantizing is elementwise, so it commutes with concat: each part is quantized with the concat's
+            # scale (its producer's kernel stores u8; a part that is another layer's int8 input is rescaled from
+            # that copy), and the concat joins u8 values
+            parts = []
+            for i, part in enumerate(pool.inputs):
+                parts.append(g.add("quantize", [part, s, z], {"dtype": dtype}, source=src, name=f"{v.name}_q{i}"))
+                readers.setdefault(part, []).append(parts[-1].producer)
+            q = g.add("concat", parts, pool.attrs, source=pool.source, name=f"{v.name}_q")
         else:
             q = g.add("quantize", [v, s, z], {"dtype": dtype}, source=src, name=f"{v.name}_q")
         return g.add("dequantize", [q, s, z], source=src, name=f"{v.name}_dq")
+
+    def _pixel_lattices(self, g: Graph) -> dict:
+        """The graph's image inputs (rank 4, read by a conv) whose calibration values are 8-bit pixels, with their
+        lattices (``edgeopt.quant.lattice``), by name."""
+        readers, found = g.users(), {}
+        for i, v in enumerate(g.inputs):
+            if v.type.rank == 4 and v.type.dtype == "f32" and any(r.op == "conv2d" for r in readers.get(v, ())):
+                lattice = pixel_lattice([np.asarray(b[i]) for b in self.calibration])
+                if lattice is not None:
+                    found[v.name] = lattice
+        return found
+
+    def _on_lattice(self, g: Graph, n: Node) -> bool:
+        """Whether conv ``n`` reads 8-bit pixels it can take exactly (no scales learned for it by QAT)."""
+        name = g.layer_name(n)
+        return n.op == "conv2d" and n.attrs["groups"] == 1 and n.attrs["weight_layout"] == "OIHW" \
+            and n.inputs[0].name in self._lattices and name not in self.config.input_ranges \
+            and name not in self.config.weight_scales
+
+    def _quantize_pixels(self, g: Graph, v: Value, lattice) -> Value:
+        """8-bit pixels quantized without loss: the level of each value, ``(x - origin) / step`` (shifted by -128 for
+        i8), and, for the convs that read them, the values in units of their channel's step (``x / step``: the
+        steps are folded into those convs' weights), ``q + origin / step - zero_point`` (a dequantize with a f32
+        minimum)."""
+        dtype = self._activation_dtype()
+        zp = -128 if dtype == "i8" else 0
+        per_channel = (1, -1, 1, 1)
+        origin = g.add_const(lattice.origin.reshape(per_channel), f"{v.name}_origin")
+        step = g.add_const(lattice.step.reshape(per_channel), f"{v.name}_step")
+        src = v.producer.source if v.producer is not None else None
+        shifted = g.add("sub", [v, origin], source=src, name=f"{v.name}_from_origin")
+        q = g.add("quantize", [shifted, step, g.add_const(np.int32(zp), f"{v.name}_zp")], {"dtype": dtype},
+                  source=src, name=f"{v.name}_q")
+        lowest = (lattice.origin / lattice.step - zp).astype(np.float32).reshape(per_channel)
+        return g.add("dequantize", [q, g.add_const(np.float32(1.0), f"{v.name}_unit"),
+                                    g.add_const(lowest, f"{v.name}_lowest")], source=src, name=f"{v.name}_steps")
 
     def _activation_dtype(self) -> str:
         """u8 (what x86's dot products multiply), or i8 where the target's best one takes signed values (ARM SDOT)."""
@@ -215,9 +275,11 @@ class QuantizeStatic(Pass):
 
         return activation_dtype(dots[0][0])
 
-    def _quantize_weight(self, g: Graph, n: Node) -> Value:
+    def _quantize_weight(self, g: Graph, n: Node, input_steps: np.ndarray | None = None) -> Value:
+        """``n``'s weight as int8 and its scales; with ``input_steps`` (a conv reading pixels in units of their
+        steps), the weight times each input channel's step."""
         w = n.inputs[1]
-        arr = g.const(w)
+        arr = g.const(w) if input_steps is None else _times_input_steps(g.const(w), input_steps)
         axes = reduce_axes(n, arr) if self.config.weights == "per-channel" else None
         q, s = symmetric_int8(arr, axes, self.config.weight_scales.get(g.layer_name(n)))
         qv, sv = g.add_const(q, f"{w.name}_q"), g.add_const(s, f"{w.name}_scale")
@@ -229,16 +291,21 @@ class _WeightErrors:
     ``BIAS_CORRECTION_BATCHES`` calibration batches, on float inputs) of the output error its int8 weight causes:
     the layer applied to (int8 weight - float weight), the layer being linear in its weight."""
 
-    def __init__(self, g: Graph, layers: list[Node], config: QuantConfig):
+    def __init__(self, g: Graph, layers: list[Node], config: QuantConfig, input_steps: dict):
         from edgeopt.ir.registry import get_op
 
         self.readers: dict[Value, list] = {}
         for n in layers:
             if n.op in ("conv2d", "linear") and len(n.inputs) == 3 and g.is_const(n.inputs[2]):
                 w = g.const(n.inputs[1])
+                steps = input_steps.get(n)
+                if steps is not None:  # quantized as w * step (pixels in steps): the error in x's units
+                    w = _times_input_steps(w, steps)
                 q, s = symmetric_int8(w, reduce_axes(n, w) if config.weights == "per-channel" else None,
                                       config.weight_scales.get(g.layer_name(n)))
                 delta = (q.astype(np.float32) * s - w).astype(np.float32)
+                if steps is not None:
+                    delta = (delta / steps.reshape(1, -1, 1, 1)).astype(np.float32)
                 self.readers.setdefault(n.inputs[0], []).append((n, delta, get_op(n.op).reference))
         self.sums: dict[str, np.ndarray] = {}
         self.counts: dict[str, int] = {}
@@ -258,6 +325,11 @@ class _WeightErrors:
 def _channel_mean(x: np.ndarray, op: str) -> np.ndarray:
     ch = 1 if op == "conv2d" else x.ndim - 1
     return x.astype(np.float64).mean(axis=tuple(i for i in range(x.ndim) if i != ch))
+
+
+def _times_input_steps(w: np.ndarray, steps: np.ndarray) -> np.ndarray:
+    """An OIHW conv weight with each input channel scaled by its step: ``conv(x / step, w * step) == conv(x, w)``."""
+    return (w * steps.reshape(1, -1, 1, 1)).astype(np.float32)
 
 
 def _too_narrow(n: Node) -> bool:

@@ -478,6 +478,9 @@ def resize_pad_cases() -> list[Case]:
         Case("pad_1d", op1("pad", attrs={"pads": [3, 2], "value": -1.0}), {"x": f32((4,))}),
         Case("pad_i64", op1("pad", attrs={"pads": [1, 1, 0, 2], "value": 7}),
              {"x": ints((2, 3), -9, 9, np.int64)}),
+        # one value per channel: 8-bit pixels padded with each channel's level of 0 (fold_quantized)
+        Case("pad_u8_per_channel", op1("pad", attrs={"pads": [0, 0, 0, 0, 1, 2, 3, 0], "value": [124, 116, 104]}),
+             {"x": ints((1, 3, 4, 5), 0, 255, np.uint8)}),
     ]
     return cases
 

@@ -201,3 +201,48 @@ def test_cnns_convert_layout_only_at_the_ends(name):
     assert stats["to_blocked"] == 1 and stats["to_plain"] == 1, stats
     ref = model(*inputs).detach().numpy()
     assert_close(ref, c(*[t.numpy() for t in inputs]), rtol=1e-4)
+
+
+CONCAT = """
+graph main(%x: f32[1,16,8,8]) {{
+  const %wa: f32[2,16,1,1,8]
+  const %wb: f32[{ob},16,3,3,8]
+  const %wc: f32[2,{cat},1,1,8]
+  %a: f32[1,16,8,8] = conv2d(%x, %wa) {pad0}
+  %b: f32[1,{bc},8,8] = conv2d(%x, %wb) {pad1}
+  %j: f32[1,{cat},8,8] = concat(%a, %b) {{"axis": {axis}}}
+  %r: f32[1,{cat},8,8] = relu(%j)
+  %c: f32[1,16,8,8] = conv2d(%r, %wc) {pad0}
+  return %c
+}}"""
+
+
+def concat_graph(b_channels: int, axis: int = 1):
+    ob = b_channels // 8
+    text = CONCAT.format(ob=ob, bc=b_channels, cat=16 + b_channels, axis=axis, pad0=attrs(pad=0), pad1=attrs())
+    return parse_graph(text, {"wa": w(2, 16, 1, 1, 8), "wb": w(ob, 16, 3, 3, 8), "wc": w(2, 16 + b_channels, 1, 1, 8)})
+
+
+@pytest.mark.parametrize("axis", [1, -3])
+def test_a_channel_concat_of_blocked_values_stays_blocked(axis):
+    """A U-Net skip / DenseNet join: [1,2,8,8,8] and [1,1,8,8,8] concatenate along the channel-block axis, so the
+    joined value, the relu after it and the next conv need no layout_transform in between."""
+    g = concat_graph(8, axis)
+    assert run(g) == {"blocked_ops": 5, "to_blocked": 1, "to_plain": 1}
+    assert ops(g) == ["layout_transform", "conv2d", "conv2d", "concat", "relu", "conv2d", "layout_transform"]
+    j = g.nodes[3]
+    assert j.attrs["axis"] == 1 and j.outputs[0].type.shape == (1, 3, 8, 8, 8)
+
+
+def test_a_concat_whose_parts_do_not_fill_whole_blocks_goes_back_to_nchw():
+    text = f"""
+    graph main(%x: f32[1,16,8,8], %y: f32[1,3,8,8]) {{
+      const %wa: f32[2,16,1,1,8]
+      %a: f32[1,16,8,8] = conv2d(%x, %wa) {attrs(pad=0)}
+      %j: f32[1,19,8,8] = concat(%a, %y) {{"axis": 1}}
+      return %j
+    }}"""
+    g = parse_graph(text, {"wa": w(2, 16, 1, 1, 8)})
+    assert run(g)["to_plain"] == 1
+    j = next(n for n in g.nodes if n.op == "concat")
+    assert j.outputs[0].type.shape == (1, 19, 8, 8) and j.inputs[0].producer.op == "layout_transform"

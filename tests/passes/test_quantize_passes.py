@@ -159,6 +159,52 @@ def test_residual_reads_the_int8_copy_unless_asked_not_to(shared):
     assert np.abs(got - want).max() <= 0.02 * np.abs(want).max()
 
 
+class TinyConcat(torch.nn.Module):
+    """Two branches joined by a channel concat before a 1x1 conv; branch a is also read by a conv of its own."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = torch.nn.Conv2d(3, 16, 3, padding=1)
+        self.a, self.b = torch.nn.Conv2d(16, 16, 1), torch.nn.Conv2d(16, 16, 3, padding=1)
+        self.head, self.side = torch.nn.Conv2d(32, 16, 1), torch.nn.Conv2d(16, 16, 1)
+
+    def forward(self, x):
+        y = torch.relu(self.stem(x))
+        a, b = torch.relu(self.a(y)), torch.relu(self.b(y)) * 3.0
+        return self.head(torch.cat([a, b], 1)) + self.side(a)
+
+
+def test_a_concat_joins_int8_parts_quantized_with_its_scale():
+    """quantize(concat(a, b)) == concat(quantize(a), quantize(b)) with the concat's scale: b is quantized where it
+    is made; a, which the side conv reads with a range of its own, is rescaled from that int8 copy. No float concat
+    is left, and the compiled model's convs all store u8 (no float part is written for the concat)."""
+    model, x = TinyConcat().eval(), torch.randn(1, 3, 12, 12)
+    g, cal = _folded_graph(model, x)
+    before = interpret(g, cal[0])[0]
+    get_pass("quantize_static", QuantConfig(), cal).run(g)
+    verify(g)
+    (cat,) = [n for n in g.nodes if n.op == "concat"]
+    assert cat.outputs[0].type.dtype == "u8"
+    parts = [v.producer for v in cat.inputs]
+    assert [p.op for p in parts] == ["quantize", "quantize"]
+    dq = next(n for n in g.nodes if n.op == "dequantize" and n.inputs[0] is cat.outputs[0])
+    assert all(p.inputs[1:] == dq.inputs[1:] for p in parts)  # the concat's own scale and zero point
+    rescaled, fresh = parts
+    assert rescaled.inputs[0].producer.op == "dequantize" and rescaled.inputs[0].producer.inputs[0].type.dtype == "u8"
+    assert fresh.inputs[0].producer.op == "mul"  # relu(b(y)) * 3, quantized where it is made
+    assert 0 < _relative_error(interpret(g, cal[0])[0], before) < 0.1
+    compiled = compile_graph(_graph(model, x), "host", quantize="int8",
+                             calibration_data=[torch.from_numpy(c[0]) for c in cal])
+    steps = compiled.graph.nodes
+    joins = [n for n in steps if n.op == "concat" or (n.op == "fused" and "concat" in n.attrs["name"])]
+    assert len(joins) == 1 and all(v.type.dtype == "u8" for v in joins[0].inputs)
+    assert joins[0].outputs[0].type.dtype == "u8"
+    got, want = compiled(x.numpy()), interpret(compiled.graph, [x.numpy()])[0]
+    assert np.abs(got - want).max() <= 0.02 * np.abs(want).max()
+    ref = model(x).detach().numpy()
+    assert np.abs(got - ref).max() <= 0.1 * np.abs(ref).max()
+
+
 def test_static_needs_calibration_data_and_checks_it():
     from edgeopt.quant import QuantizationError
 

@@ -376,17 +376,27 @@ def _pad_infer(types, attrs):
     shape = tuple(d + p[2 * i] + p[2 * i + 1] for i, d in enumerate(x.shape))
     if min(shape, default=1) < 0:
         raise OpError("pad: negative size")
+    v = attrs["value"]
+    if isinstance(v, list) and (x.rank < 2 or len(v) != x.shape[1] or p[2] or p[3]):
+        raise OpError(f"pad: a value per channel needs one per channel of axis 1 ({x.shape[1:2]}) and no channel "
+                      f"padding, got {len(v)} values")
     return [TensorType(shape, x.dtype)]
 
 
 def _pad_ref(xs, a):
     x, p = xs[0], a["pads"]
     pos = [(max(0, p[2 * i]), max(0, p[2 * i + 1])) for i in range(x.ndim)]
-    y = np.pad(x, pos, constant_values=a["value"])
+    if isinstance(a["value"], list):  # one value per channel (axis 1)
+        inside = np.pad(np.ones(x.shape, bool), pos)
+        per_channel = np.asarray(a["value"], x.dtype).reshape((1, -1) + (1,) * (x.ndim - 2))
+        y = np.where(inside, np.pad(x, pos), per_channel)
+    else:
+        y = np.pad(x, pos, constant_values=a["value"])
     sl = tuple(slice(max(0, -p[2 * i]), y.shape[i] - max(0, -p[2 * i + 1])) for i in range(x.ndim))
     return [y[sl]]
 
 
 register(OpDef("pad", "injective", _pad_infer, _pad_ref, {"pads": REQUIRED, "value": 0.0}, (1, 1),
-               doc="pad(x){pads=[before0, after0, before1, ...], value}: constant padding (negative crops)",
+               doc="pad(x){pads=[before0, after0, before1, ...], value}: constant padding (negative crops); value: "
+                   "one number, or one per channel of axis 1",
                cheap=True))

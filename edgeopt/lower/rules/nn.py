@@ -262,13 +262,20 @@ def resize2d(ins, attrs, out, op):
 @rule("pad")
 def pad(ins, attrs, out, op):
     x = ins[0]
-    p = attrs["pads"]
-    value = const(attrs["value"], x.dtype)
+    p, v = attrs["pads"], attrs["value"]
+
+    def value(channel):
+        if not isinstance(v, list):
+            return const(v, x.dtype)
+        out = const(v[-1], x.dtype)  # one value per channel: a select chain (images: 3 or 4 channels)
+        for c in range(len(v) - 2, -1, -1):
+            out = tvm.tirx.Select(channel == c, const(v[c], x.dtype), out)
+        return out
 
     def body(*idx):
         src = [i - p[2 * a] for a, i in enumerate(idx)]
         ok = tvm.tirx.all(*[tvm.tirx.all(s >= 0, s < int(x.shape[a])) for a, s in enumerate(src)])
         clamped = [te.min(te.max(s, 0), int(x.shape[a]) - 1) for a, s in enumerate(src)]
-        return tvm.tirx.if_then_else(ok, x(*clamped), value)
+        return tvm.tirx.if_then_else(ok, x(*clamped), value(idx[1] if len(idx) > 1 else 0))
 
     return te.compute(tuple(out.shape), body, name="pad")
