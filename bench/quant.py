@@ -94,7 +94,8 @@ def lite0_accuracy(args, artifacts: dict) -> list[dict]:
     import edgeopt
 
     for cal in args.calibrators:
-        c, secs = _compile(model, x1, quantize=edgeopt.QuantConfig(mode="int8", calibrator=cal),
+        c, secs = _compile(model, x1, quantize=edgeopt.QuantConfig(mode="int8", calibrator=cal,
+                                                                   weight_rounding=args.weight_rounding),
                            calibration_data=batches)
         out = np.concatenate([c(ev[i:i + 1]) for i in range(len(ev))])
         rows.append({"model": "efficientnet_lite0", "variant": f"int8 ({cal})", "calibrator": cal,
@@ -102,7 +103,8 @@ def lite0_accuracy(args, artifacts: dict) -> list[dict]:
                      "n_calib": len(calib), "n_eval": len(ev), **_size(c)})
         if cal == args.calibrators[0]:
             artifacts["efficientnet_lite0"]["int8"] = c
-    c, secs = _compile(model, x1, quantize=edgeopt.QuantConfig(mode="int8", int8_image_convs=True),
+    c, secs = _compile(model, x1, quantize=edgeopt.QuantConfig(mode="int8", int8_image_convs=True,
+                                                               weight_rounding=args.weight_rounding),
                        calibration_data=batches)  # the stem in int8 too, on the crops' exact pixels
     out = np.concatenate([c(ev[i:i + 1]) for i in range(len(ev))])
     rows.append({"model": "efficientnet_lite0", "variant": "int8 (minmax, int8 image conv)", "calibrator": "minmax",
@@ -130,7 +132,10 @@ def minilm_accuracy(args, artifacts: dict) -> list[dict]:
     for mode in ["fp32", *args.minilm_modes]:
         kw = {} if mode == "fp32" else {"quantize": mode}
         if mode == "int8":
+            import edgeopt
+
             kw["calibration_data"] = batches
+            kw["quantize"] = edgeopt.QuantConfig(mode="int8", weight_rounding=args.weight_rounding)
         c, secs = _compile(model, (ids0, mask0), **kw)
         out = np.concatenate([c(ids[i:i + 1], mask[i:i + 1]) for i in range(len(ev))])
         cos = qd.row_cosines(out, ref, mask)
@@ -145,7 +150,10 @@ def digits_accuracy(args, artifacts: dict) -> list[dict]:
 
     model, x_train, x_test, y_test = train_digits(epochs=3 if args.small else 12)
     fp32, _ = _compile(model, (x_test[:1],))
-    int8, _ = _compile(model, (x_test[:1],), quantize="int8", calibration_data=[x_train[i:i + 1] for i in range(64)])
+    import edgeopt
+
+    int8, _ = _compile(model, (x_test[:1],), quantize=edgeopt.QuantConfig(weight_rounding=args.weight_rounding),
+                       calibration_data=[x_train[i:i + 1] for i in range(64)])
     a32, a8 = accuracy(fp32, x_test, y_test), accuracy(int8, x_test, y_test)
     return [{"model": "digits_cnn", "variant": "fp32", "accuracy": a32, **_size(fp32)},
             {"model": "digits_cnn", "variant": "int8", "accuracy": a8,
@@ -163,13 +171,14 @@ def random_weight_models(args, artifacts: dict) -> list[dict]:
         model, x = build(name, small=args.small)
         batches = [x] * 4 if args.small else [torch.from_numpy(calib[i:i + 1]) for i in range(len(calib))]
         fp32, s32 = _compile(model, x)
-        int8, s8 = _compile(model, x, quantize="int8", calibration_data=batches)
+        import edgeopt
+
+        int8, s8 = _compile(model, x, quantize=edgeopt.QuantConfig(weight_rounding=args.weight_rounding),
+                            calibration_data=batches)
         artifacts[name] = {"fp32": fp32, "int8": int8}
         if not args.small:  # the image's conv in int8 too (exact on 8-bit pixels): speed beside the default
-            import edgeopt
-
-            artifacts[name]["int8-img"] = _compile(model, x, quantize=edgeopt.QuantConfig(int8_image_convs=True),
-                                                   calibration_data=batches)[0]
+            cfg = edgeopt.QuantConfig(int8_image_convs=True, weight_rounding=args.weight_rounding)
+            artifacts[name]["int8-img"] = _compile(model, x, quantize=cfg, calibration_data=batches)[0]
         agree = qd.top1_agreement(int8(x[0].numpy()), fp32(x[0].numpy()))
         rows.append({"model": name, "variant": "int8", "compile_s": round(s8, 1), "agrees_on_example": agree,
                      **_size(int8)})
@@ -277,6 +286,8 @@ def main(argv=None) -> str:
     ap.add_argument("models", nargs="*", help=f"any of {', '.join(MODELS)} (default: all)")
     ap.add_argument("--calibrators", nargs="+", default=CALIBRATORS, choices=CALIBRATORS)
     ap.add_argument("--minilm-modes", nargs="+", default=MINILM_MODES, choices=MINILM_MODES)
+    ap.add_argument("--weight-rounding", default="nearest", choices=["nearest", "gptq"],
+                    help="QuantConfig.weight_rounding of every static int8 compile")
     ap.add_argument("--n-calib", type=int, default=64)
     ap.add_argument("--n-eval", type=int, default=160)
     ap.add_argument("--sentences", type=int, default=500)

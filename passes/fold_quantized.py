@@ -104,7 +104,7 @@ class FoldQuantized(Pass):
             return False
         if not g.is_const(x.inputs[1]) and n.op != "linear":  # per-row run-time scales: linear layers only
             return False
-        if _minimum(g, x) is not None and n.op != "conv2d":  # a minimum per channel: convs only
+        if _minimum(g, x) is not None and (n.op != "conv2d" or n.attrs["groups"] != 1):  # dense convs only
             return False
         if len(n.inputs) == 3 and not g.is_const(n.inputs[2]):
             return False
@@ -135,9 +135,10 @@ class FoldQuantized(Pass):
             mins = np.broadcast_to(minimum, (w.shape[1],)).astype(np.float64)
             bias_extra = sw * (w.astype(np.float64).sum(axis=(2, 3)) @ mins)
             lo, hi = (0, 255) if xq.type.dtype == "u8" else (-128, 127)
-            levels = np.clip(np.rint(-mins / sx), lo, hi).astype(int)  # 0 in x, to the nearest level
+            levels = np.clip(np.rint(-mins / sx), lo, hi).astype(int)  # 0 in x, to the nearest level (on the grid:
+            # edgeopt.quant.lattice keeps it there)
             pad_value = int(levels[0]) if (levels == levels[0]).all() else [int(q) for q in levels]
-        if n.op == "conv2d" and (pad_value if minimum is None else True) and any(attrs["padding"]):
+        if n.op == "conv2d" and pad_value != 0 and any(attrs["padding"]):
             t, left, b, r = attrs["padding"]
             x_in = g.add("pad", [xq], {"pads": [0, 0, 0, 0, t, b, left, r], "value": pad_value}, source=src,
                          name=f"{xq.name}_pad", index=at)

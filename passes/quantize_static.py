@@ -13,12 +13,17 @@ Each convolution, linear layer and matmul with a constant operand becomes a laye
   also a graph output stays float for the output; ``QuantConfig(quantized_residuals=False)`` keeps the other
   readers on float.
 - a max pool between the activation and the layer pools the u8 values (quantizing commutes with max), and a
-  concat quantizes its parts with its own scale and joins u8 values (quantizing is elementwise): each part's kernel
-  stores u8, and a part that is also another layer's int8 input is rescaled from that copy;
+  concat that only quantized layers and other int8-reading ops read (and is no graph output; with
+  ``quantized_residuals``) quantizes its parts with its own scale and joins u8 values (quantizing is elementwise):
+  each part's kernel stores u8, a part that is also another layer's int8 input is rescaled from that copy, and a
+  constant part is quantized at compile time;
 - a dense conv on fewer than 4 input channels (an image's first layer) stays float unless
-  ``QuantConfig(int8_image_convs=True)`` (and the target has an int8 dot product). When the calibration images are
-  8-bit pixels (``edgeopt.quant.lattice``: ``(k / 255 - mean) / std``, per channel), such a conv reads them without
-  loss: u8 = the pixel k, and each channel's step moves into the conv's weight;
+  ``QuantConfig(int8_image_convs=True)`` (and the target has an int8 dot product);
+- a dense conv that reads an image input whose calibration values are 8-bit pixels (``edgeopt.quant.lattice``:
+  ``(k / 255 - mean) / std`` per channel, with the evidence it asks for) reads them without loss: u8 = the pixel k,
+  and each channel's step moves into the conv's weight (``fold_quantized`` pads with each channel's level of 0);
+- ``weight_rounding="gptq"`` picks each layer's int8 levels (on the same grid) for the least output error on the
+  calibration data (``edgeopt.quant.rounding``) instead of the nearest ones;
 - embedding tables are stored int8 per row (as ``quantize_weights`` does) and gathered rows dequantized;
 - ``bias_correction`` (on by default) shifts each layer's float bias by the mean error that weight rounding
   causes in its output over the calibration data, so that errors do not add up as a drift through deep nets;
@@ -52,11 +57,13 @@ from dataclasses import replace
 import numpy as np
 
 from edgeopt.ir import Graph, Node, Value
+from edgeopt.ir.registry import get_op
 from edgeopt.pipeline import Pass, register_pass
 from edgeopt.quant.calibrate import affine_params, choose_range, observe_ranges
 from edgeopt.quant.compare import METRICS, layer_errors, outputs
 from edgeopt.quant.config import QuantConfig, QuantizationError
 from edgeopt.quant.lattice import pixel_lattice
+from edgeopt.quant.rounding import InputMoments, from_matrix, layer_matrix, round_to_grid
 from edgeopt.quant.weights import reduce_axes, symmetric_int8, weight_input
 
 from .quantize_weights import QuantizeWeights
@@ -84,7 +91,6 @@ class QuantizeStatic(Pass):
         if not self.calibration:
             raise QuantizationError("static int8 needs calibration_data: a few real input batches (e.g. 64 images)")
         layers, kept = [], []
-        self._lattices = self._pixel_lattices(g)
         dots = self.target is not None and bool(self.target.int8_dots())
         for n in g.nodes:
             if n.op not in QUANTIZED_OPS or weight_input(g, n) is None:
@@ -101,14 +107,18 @@ class QuantizeStatic(Pass):
             warnings.warn(f"QuantConfig has learned scales for layers this model does not quantize: {unknown[:8]} "
                           f"(its quantized layers: {sorted(names_here)[:8]}...)", stacklevel=2)
         acts = list(dict.fromkeys(n.inputs[0] for n in layers))
+        self._lattices = self._pixel_lattices(g, layers)
         steps = {n: self._lattices[n.inputs[0].name].step for n in layers if self._on_lattice(g, n)}
-        errors = _WeightErrors(g, layers, self.config, steps) if self.bias_correction and self.config.bias_correction \
-            else None
+        errors = _WeightErrors(layers) if self.bias_correction and self.config.bias_correction else None
+        moments = InputMoments([n for n in layers if self._rounds_by_output(g, n)]) \
+            if self.config.weight_rounding == "gptq" else None
+        watchers = [w.observe for w in (errors, moments) if w is not None]
         self._float_outputs = []  # one pass over the calibration data: ranges, weight errors, float outputs
-        stats = observe_ranges(g, acts, self.calibration, also=errors.observe if errors else None,
-                               outputs=self._float_outputs)
+        stats = observe_ranges(g, acts, self.calibration, outputs=self._float_outputs,
+                               also=(lambda v, x, i: [f(v, x, i) for f in watchers]) if watchers else None)
+        self._weights = {n.outputs[0].name: self._int8_weight(g, n, steps.get(n), moments) for n in layers}
+        self._shifts = errors.means(g, self._weights, steps) if errors else {}
         self._ranges = {v.name: st for v, st in stats.items()}
-        self._shifts = errors.means() if errors else {}
         #: the graph before and after, for ``CompiledModel.compare`` and the accuracy budget
         self.float_graph = g.clone()
         names = [n.outputs[0].name for n in layers]
@@ -131,12 +141,12 @@ class QuantizeStatic(Pass):
                 if v not in levels:
                     levels[v] = self._quantize_pixels(g, v, self._lattices[v.name])
                 n.inputs[0] = levels[v]
-                n.inputs[1] = self._quantize_weight(g, n, self._lattices[v.name].step)
+                n.inputs[1] = self._quantize_weight(g, n)
             else:
                 learned = self.config.input_ranges.get(g.layer_name(n))
                 key = (v, None if learned is None else tuple(learned))  # QAT: each layer's own learned range
                 if key not in qdq:
-                    qdq[key] = self._quantize_activation(g, v, self._ranges[v.name], readers, learned)
+                    qdq[key] = self._quantize_activation(g, v, self._ranges[v.name], readers, learned, names)
                 n.inputs[0] = qdq[key]
                 n.inputs[1] = self._quantize_weight(g, n)
             shift = self._shifts.get(n.outputs[0].name)
@@ -204,7 +214,9 @@ class QuantizeStatic(Pass):
                           f"({out['metric']} {score:.4f} vs {best:.4f})", stacklevel=2)
         return {**out, "score": round(score, 4), "kept_for_budget": ranking[:k]}
 
-    def _quantize_activation(self, g: Graph, v: Value, st, readers, learned=None) -> Value:
+    def _quantize_activation(self, g: Graph, v: Value, st, readers, learned=None, layers=frozenset()) -> Value:
+        """``v`` quantized for the layers (by output name) in ``layers``, and dequantized: u8 (or i8) values with
+        one scale and zero point, calibrated or learned."""
         lo, hi = learned if learned is not None else choose_range(st, self.config.calibrator, self.config.percentile)
         dtype = self._activation_dtype()
         scale, zp = affine_params(lo, hi, dtype)
@@ -217,29 +229,38 @@ class QuantizeStatic(Pass):
             # the pool's output range; the producer's kernel then stores u8 directly
             q = g.add("quantize", [pool.inputs[0], s, z], {"dtype": dtype}, source=src, name=f"{v.name}_q_in")
             q = g.add("max_pool2d", [q], pool.attrs, source=pool.source, name=f"{v.name}_q")
-        elif pool is not None and pool.op == "concat" and self.config.quantized_residuals and v not in g.outputs:
+        elif pool is not None and pool.op == "concat" and self.config.quantized_residuals and v not in g.outputs \
+                and all(r.op not in QUANTIZED_OPS or r.outputs[0].name in layers for r in readers.get(v, ())):
             # quantizing is elementwise, so it commutes with concat: each part is quantized with the concat's
             # scale (its producer's kernel stores u8; a part that is another layer's int8 input is rescaled from
-            # that copy), and the concat joins u8 values
-            parts = []
+            # that copy; a constant part at compile time), and the concat joins u8 values
+            parts = {}
             for i, part in enumerate(pool.inputs):
-                parts.append(g.add("quantize", [part, s, z], {"dtype": dtype}, source=src, name=f"{v.name}_q{i}"))
-                readers.setdefault(part, []).append(parts[-1].producer)
-            q = g.add("concat", parts, pool.attrs, source=pool.source, name=f"{v.name}_q")
+                if part in parts:
+                    continue
+                if g.is_const(part):
+                    const = [g.const(part), np.float32(scale), np.int32(zp)]
+                    parts[part] = g.add_const(get_op("quantize").reference(const, {"dtype": dtype})[0],
+                                              f"{v.name}_q{i}")
+                    continue
+                parts[part] = g.add("quantize", [part, s, z], {"dtype": dtype}, source=src, name=f"{v.name}_q{i}")
+                readers.setdefault(part, []).append(parts[part].producer)
+            q = g.add("concat", [parts[p] for p in pool.inputs], pool.attrs, source=pool.source, name=f"{v.name}_q")
         else:
             q = g.add("quantize", [v, s, z], {"dtype": dtype}, source=src, name=f"{v.name}_q")
         return g.add("dequantize", [q, s, z], source=src, name=f"{v.name}_dq")
 
-    def _pixel_lattices(self, g: Graph) -> dict:
-        """The graph's image inputs (rank 4, read by a conv) whose calibration values are 8-bit pixels, with their
-        lattices (``edgeopt.quant.lattice``), by name."""
-        readers, found = g.users(), {}
-        for i, v in enumerate(g.inputs):
-            if v.type.rank == 4 and v.type.dtype == "f32" and any(r.op == "conv2d" for r in readers.get(v, ())):
-                lattice = pixel_lattice([np.asarray(b[i]) for b in self.calibration])
-                if lattice is not None:
-                    found[v.name] = lattice
-        return found
+    def _pixel_lattices(self, g: Graph, layers: list[Node]) -> dict:
+        """The image inputs of the graph (rank 4, read by a dense conv among ``layers``) whose calibration values are
+        8-bit pixels, with their lattices (``edgeopt.quant.lattice``), by name."""
+        found = {}
+        for n in layers:
+            v = n.inputs[0]
+            if v in g.inputs and v.name not in found and v.type.rank == 4 and v.type.dtype == "f32" \
+                    and n.op == "conv2d" and n.attrs["groups"] == 1:
+                i = g.inputs.index(v)
+                found[v.name] = pixel_lattice([np.asarray(b[i]) for b in self.calibration])
+        return {k: lattice for k, lattice in found.items() if lattice is not None}
 
     def _on_lattice(self, g: Graph, n: Node) -> bool:
         """Whether conv ``n`` reads 8-bit pixels it can take exactly (no scales learned for it by QAT)."""
@@ -275,51 +296,69 @@ class QuantizeStatic(Pass):
 
         return activation_dtype(dots[0][0])
 
-    def _quantize_weight(self, g: Graph, n: Node, input_steps: np.ndarray | None = None) -> Value:
-        """``n``'s weight as int8 and its scales; with ``input_steps`` (a conv reading pixels in units of their
-        steps), the weight times each input channel's step."""
-        w = n.inputs[1]
-        arr = g.const(w) if input_steps is None else _times_input_steps(g.const(w), input_steps)
+    def _rounds_by_output(self, g: Graph, n: Node) -> bool:
+        """Whether ``weight_rounding="gptq"`` rounds ``n``'s weight (a per-channel grid it did not learn by QAT)."""
+        return self.config.weights == "per-channel" and g.layer_name(n) not in self.config.weight_scales \
+            and layer_matrix(n, g.const(n.inputs[1])) is not None
+
+    def _int8_weight(self, g: Graph, n: Node, input_steps, moments) -> tuple[np.ndarray, np.ndarray]:
+        """(int8 levels, scales) of ``n``'s weight: nearest levels, or GPTQ's (``weight_rounding="gptq"``). With
+        ``input_steps`` (a conv reading pixels in units of their steps) the weight is times each input channel's
+        step."""
+        arr = g.const(n.inputs[1]) if input_steps is None else _times_input_steps(g.const(n.inputs[1]), input_steps)
         axes = reduce_axes(n, arr) if self.config.weights == "per-channel" else None
         q, s = symmetric_int8(arr, axes, self.config.weight_scales.get(g.layer_name(n)))
+        h = moments.h.get(n) if moments is not None else None
+        if h is None:
+            return q, s
+        if input_steps is not None:  # H of x -> H of x / step (patch columns: channel-major)
+            d = np.repeat(input_steps.astype(np.float64), arr[0, 0].size)
+            h = h / np.outer(d, d)
+        levels = round_to_grid(layer_matrix(n, arr), h, s.reshape(-1))
+        return from_matrix(n, levels, arr.shape), s
+
+    def _quantize_weight(self, g: Graph, n: Node) -> Value:
+        w = n.inputs[1]
+        q, s = self._weights[n.outputs[0].name]
         qv, sv = g.add_const(q, f"{w.name}_q"), g.add_const(s, f"{w.name}_scale")
         return g.add("dequantize", [qv, sv], source=n.source, name=f"{w.name}_dq")
 
 
 class _WeightErrors:
     """Bias correction's statistics: for each biased conv / linear, the mean (per output channel, over the first
-    ``BIAS_CORRECTION_BATCHES`` calibration batches, on float inputs) of the output error its int8 weight causes:
-    the layer applied to (int8 weight - float weight), the layer being linear in its weight."""
+    ``BIAS_CORRECTION_BATCHES`` calibration batches, on float inputs) of the output error its int8 weight causes.
+    The layer is linear in its input and in its weight, so that mean is the layer applied to the mean input and to
+    (int8 weight - float weight): only the inputs' sums are kept while the data flows, and the weights' errors are
+    applied at the end (whatever rounding chose them)."""
 
-    def __init__(self, g: Graph, layers: list[Node], config: QuantConfig, input_steps: dict):
-        from edgeopt.ir.registry import get_op
-
-        self.readers: dict[Value, list] = {}
-        for n in layers:
-            if n.op in ("conv2d", "linear") and len(n.inputs) == 3 and g.is_const(n.inputs[2]):
-                w = g.const(n.inputs[1])
-                steps = input_steps.get(n)
-                if steps is not None:  # quantized as w * step (pixels in steps): the error in x's units
-                    w = _times_input_steps(w, steps)
-                q, s = symmetric_int8(w, reduce_axes(n, w) if config.weights == "per-channel" else None,
-                                      config.weight_scales.get(g.layer_name(n)))
-                delta = (q.astype(np.float32) * s - w).astype(np.float32)
-                if steps is not None:
-                    delta = (delta / steps.reshape(1, -1, 1, 1)).astype(np.float32)
-                self.readers.setdefault(n.inputs[0], []).append((n, delta, get_op(n.op).reference))
-        self.sums: dict[str, np.ndarray] = {}
-        self.counts: dict[str, int] = {}
+    def __init__(self, layers: list[Node]):
+        self.layers = [n for n in layers if n.op in ("conv2d", "linear") and len(n.inputs) == 3]
+        self.inputs = {n.inputs[0] for n in self.layers}
+        self.sums: dict[Value, np.ndarray] = {}
+        self.counts: dict[Value, int] = {}
 
     def observe(self, v: Value, x: np.ndarray, batch: int) -> None:
-        if batch >= BIAS_CORRECTION_BATCHES:
-            return
-        for n, delta, ref in self.readers.get(v, ()):
-            name = n.outputs[0].name
-            self.sums[name] = self.sums.get(name, 0.0) + _channel_mean(ref([x, delta], n.attrs)[0], n.op)
-            self.counts[name] = self.counts.get(name, 0) + 1
+        if batch < BIAS_CORRECTION_BATCHES and v in self.inputs:
+            self.sums[v] = self.sums.get(v, 0.0) + x.astype(np.float64)
+            self.counts[v] = self.counts.get(v, 0) + 1
 
-    def means(self) -> dict[str, np.ndarray]:
-        return {k: (s / self.counts[k]).astype(np.float32) for k, s in self.sums.items()}
+    def means(self, g: Graph, weights: dict, input_steps: dict) -> dict[str, np.ndarray]:
+        out = {}
+        for n in self.layers:
+            v, name = n.inputs[0], n.outputs[0].name
+            if not g.is_const(n.inputs[2]) or v not in self.sums:
+                continue
+            w = g.const(n.inputs[1])
+            q, s = weights[name]
+            steps = input_steps.get(n)
+            if steps is None:
+                delta = q.astype(np.float32) * s - w
+            else:  # quantized as w * step (pixels in steps): the error in x's units
+                delta = (q.astype(np.float32) * s - _times_input_steps(w, steps)) / steps.reshape(1, -1, 1, 1)
+            mean_x = (self.sums[v] / self.counts[v]).astype(np.float32)
+            error = get_op(n.op).reference([mean_x, delta.astype(np.float32)], n.attrs)[0]
+            out[name] = _channel_mean(error, n.op).astype(np.float32)
+        return out
 
 
 def _channel_mean(x: np.ndarray, op: str) -> np.ndarray:

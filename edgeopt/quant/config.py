@@ -16,6 +16,7 @@ from ..errors import EdgeoptError
 MODES = ("int8", "int8-dynamic", "int8-weight", "int4-weight")
 CALIBRATORS = ("minmax", "percentile", "entropy", "mse")
 GRANULARITIES = ("per-channel", "per-tensor", "per-group")
+ROUNDINGS = ("nearest", "gptq")
 #: ops whose weights and inputs the quantization passes convert (anything else stays float)
 QUANTIZABLE_OPS = ("conv2d", "linear", "matmul")
 
@@ -46,7 +47,8 @@ class QuantConfig:
                   keeps them as float kernels on dequantized values (the same numbers, for debugging)
     int8_image_convs  also quantize convs that read fewer than 4 channels (an image's first conv), on CPUs with int8
                   dot products: faster (ResNet-18's first conv 1.7 -> 0.55 ms on Zen 4). Images of 8-bit pixels
-                  (found in the calibration data) are read exactly, but the conv's int8 weights still cost accuracy
+                  (found in the calibration data) are read exactly (any conv reading them is), but the conv's int8
+                  weights still cost accuracy
                   (EfficientNet-Lite0: 94.4% -> 92.5% top-1 agreement), so such convs stay float by default
     quantized_residuals  static int8: the other readers of a quantized activation (a residual add, a concatenation)
                   read its int8 copy, so the kernel that makes it stores int8 only (ResNet-18 6.9 -> 5.8 ms on Zen 4;
@@ -62,6 +64,9 @@ class QuantConfig:
                   (``edgeopt.compress.prepare_qat(...).export()``)
     bias_correction  static int8: shift each biased layer's bias by the mean error weight rounding causes (off
                   after QAT: training already compensated)
+    weight_rounding  static int8: "nearest" (each weight to its nearest level) or "gptq" (``edgeopt.quant.rounding``:
+                  levels chosen, on the same grid, to minimize the error of each conv / linear layer's output on the
+                  calibration data)
     """
 
     mode: str = "int8"
@@ -79,6 +84,7 @@ class QuantConfig:
     input_ranges: dict = field(default_factory=dict)
     weight_scales: dict = field(default_factory=dict)
     bias_correction: bool = True
+    weight_rounding: str = "nearest"
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -89,6 +95,9 @@ class QuantConfig:
             raise QuantizationError(f"QuantConfig.calibrator must be one of {CALIBRATORS}, got {self.calibrator!r}")
         if self.weights == "per-group" and not self.weight_only:
             raise QuantizationError(f"QuantConfig.weights='per-group' is for the weight-only modes, not {self.mode!r}")
+        if self.weight_rounding not in ROUNDINGS:
+            raise QuantizationError(f"QuantConfig.weight_rounding must be one of {ROUNDINGS}, "
+                                    f"got {self.weight_rounding!r}")
         if not 50.0 < self.percentile <= 100.0:
             raise QuantizationError(f"QuantConfig.percentile must be in (50, 100], got {self.percentile}")
         if self.group_size < 2 or self.group_size % 2:
@@ -121,7 +130,7 @@ class QuantConfig:
     def describe(self) -> dict:
         out = {"mode": self.mode, "weights": self.weights}
         if self.static:
-            out["calibrator"] = self.calibrator
+            out["calibrator"], out["weight_rounding"] = self.calibrator, self.weight_rounding
         if self.mode == "int4-weight" or self.weights == "per-group":
             out["group_size"] = self.group_size
         if self.keep_float:

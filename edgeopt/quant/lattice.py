@@ -8,8 +8,10 @@ agreement). On the lattice itself, ``k = (x - origin) / step`` is the raw pixel:
 
 ``pixel_lattice(arrays)`` finds ``step`` and ``origin`` per channel (axis 1) from calibration arrays, or returns
 None when the values are not on such a lattice (more than 256 distinct values in a channel, spacings that are not
-whole multiples of one step, or a span over 255 steps). When the data do not show k = 0 or k = 255, the origin is
-placed so that the values seen sit in the middle of the 256 levels.
+whole multiples of one step, a span over 255 steps) or show too little of one to trust (fewer than 64 distinct
+values or a span under 128 steps: a mask, data rounded to a coarse grid), or when 0 would fall off the grid (the
+conv's zero padding must be a level). When the data do not show k = 0 or k = 255, the origin is placed so that
+the values seen sit in the middle of the 256 levels, as far as 0 stays on the grid.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ import numpy as np
 LEVELS = 256
 #: how far (in steps) a value may sit from its lattice point: float32 rounding of (k / 255 - mean) / std
 TOLERANCE = 1e-2
+#: evidence of 8-bit pixels in each channel: distinct values seen, and levels between the lowest and the highest
+MIN_DISTINCT, MIN_SPAN = 64, 128
 
 
 @dataclass(frozen=True)
@@ -66,5 +70,12 @@ def _channel_lattice(x: np.ndarray) -> tuple[float, float] | None:
     if np.abs(k - np.rint(k)).max() > TOLERANCE or k[-1] > LEVELS - 1 + TOLERANCE:
         return None
     span = int(np.rint(k[-1]))
-    below = (LEVELS - 1 - span) // 2  # unseen levels: as many below the values seen as above them
+    if len(values) < MIN_DISTINCT or span < MIN_SPAN:  # too little evidence of 8-bit pixels (a mask, rounded data)
+        return None
+    zero = -float(values[0]) / step  # the level of x = 0 counted from the lowest value seen: padding must be a level
+    lowest, highest = max(0.0, -zero), min(float(LEVELS - 1 - span), LEVELS - 1 - zero)
+    if lowest > highest + TOLERANCE:
+        return None
+    # unseen levels: as many below the values seen as above them, as far as 0 stays on the grid
+    below = int(np.clip((LEVELS - 1 - span) // 2, np.ceil(lowest - TOLERANCE), np.floor(highest + TOLERANCE)))
     return float(values[0] - below * step), step

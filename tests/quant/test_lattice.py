@@ -37,17 +37,23 @@ def test_finds_imagenet_normalization_per_channel():
     np.testing.assert_allclose(lattice.levels(imagenet(k)), k, atol=1e-3)  # each value's level is its pixel
 
 
-def test_places_unseen_levels_evenly_around_the_values_seen():
-    k = pixels(2, lo=100, hi=151)  # levels 100..150 seen: 51 of 256
-    lattice = pixel_lattice([(k / 255 - 0.5) / 0.5])
-    levels = np.rint(lattice.levels((k / 255 - 0.5) / 0.5))
-    assert levels.min() == (255 - 50) // 2 and levels.max() == levels.min() + 50
+def test_places_unseen_levels_evenly_around_the_values_seen_keeping_zero_on_the_grid():
+    k = pixels(2, lo=60, hi=201)  # levels 60..200 seen: 141 of 256
+    x = ((k / 255 - 0.5) / 0.5).astype(np.float32)
+    levels = np.rint(pixel_lattice([x]).levels(x))
+    assert levels.min() == (255 - 140) // 2 and levels.max() == levels.min() + 140
+    k = pixels(2, lo=20, hi=256)  # k / 255 seen from 20 up: centring would put x = 0 below the grid
+    lattice = pixel_lattice([(k / 255).astype(np.float32)])
+    np.testing.assert_allclose(lattice.origin, 0.0, atol=1e-6)  # level 0 is x = 0: the padding stays exact
 
 
 @pytest.mark.parametrize("data", [
     np.random.default_rng(0).standard_normal((2, 3, 8, 8)).astype(np.float32),  # not on a lattice
     np.arange(2 * 3 * 600, dtype=np.float32).reshape(2, 3, 600) % 300,  # 300 levels: more than 8 bits
     np.array([0.0, 1.0, 1.0 + 2 ** 0.5] * 64, np.float32).reshape(1, 3, 64),  # spacings 1 and sqrt(2)
+    np.where(np.arange(2 * 3 * 64).reshape(2, 3, 64) % 2, 0.1, 0.8).astype(np.float32),  # a mask: 2 values
+    np.rint(np.random.default_rng(0).standard_normal((2, 3, 64, 64)) * 10).astype(np.float32) / 10,  # rounded
+    pixels(2, lo=0, hi=160) / 255 + 1.0,  # 8-bit, but 0 is far below the grid: the padding could not be a level
 ])
 def test_refuses_values_that_are_not_8_bit_pixels(data):
     assert pixel_lattice([data.astype(np.float32)]) is None

@@ -267,7 +267,7 @@ def pad(ins, attrs, out, op):
     def value(channel):
         if not isinstance(v, list):
             return const(v, x.dtype)
-        out = const(v[-1], x.dtype)  # one value per channel: a select chain (images: 3 or 4 channels)
+        out = const(v[-1], x.dtype)  # one value per channel: a select chain, one select per channel
         for c in range(len(v) - 2, -1, -1):
             out = tvm.tirx.Select(channel == c, const(v[c], x.dtype), out)
         return out
