@@ -56,7 +56,8 @@ CALIBRATORS = ["minmax", "percentile", "entropy", "mse"]
 MINILM_MODES = ["int8-weight", "int4-weight", "int8-dynamic", "int8"]
 #: the ONNX Runtime int8 file quant_peers.py writes for each model, and the fp32 one
 ORT_FILES = {"efficientnet_lite0": ("lite0.onnx", "lite0_qdq.onnx"), "minilm": ("minilm.onnx", "minilm_dyn.onnx"),
-             "resnet18": ("resnet18.onnx", "resnet18_qdq.onnx")}
+             "resnet18": ("resnet18.onnx", "resnet18_qdq.onnx"),
+             "mobilenet_v2": ("mobilenet_v2.onnx", "mobilenet_v2_qdq.onnx")}
 
 
 def _compile(model, inputs, **kw):
@@ -267,7 +268,7 @@ def run_peers(args) -> tuple[str | None, dict | None, str | None]:
     work = tempfile.mkdtemp(prefix="quant-peers-")
     cmd = [sys.executable, os.path.join(ROOT, "bench", "quant_peers.py"), "--work", work, "--rounds", str(args.rounds),
            "--n-calib", str(args.n_calib), "--n-eval", str(args.n_eval), "--sentences", str(args.sentences)]
-    if "resnet18" not in args.models:
+    if "resnet18" not in args.models and "mobilenet_v2" not in args.models:
         cmd.append("--no-resnet")
     proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True)
     if proc.returncode:

@@ -19,10 +19,11 @@ Models and routes (recipes of ``../shared/notes/peers.md`` 2.1, 2.2 and 3):
   activation tensor with a range taken over the whole tensor, so it depends on the batch: it is scored
   both one sentence at a time, unpadded (``int8_dynamic``, as deployed) and in padded batches of 32 (the
   ``batch32_*`` figures, the protocol behind peers.md 5.2's 0.9615).
-- **ResNet-18** (zoo, random weights): latency only, fp32 vs static int8 calibrated on 16 crops.
+- **ResNet-18** and **MobileNetV2** (zoo, random weights): latency only, fp32 vs static int8 calibrated on 16
+  crops (``--no-resnet`` skips both).
 
 Latency: ORT ``CPUExecutionProvider``, ``intra_op_num_threads=2``, ``inter_op_num_threads=1``, all graph
-optimisations, batch 1 (Lite0 1x3x224x224, MiniLM 1x128 padded, ResNet-18 1x3x224x224). Every variant of a
+optimisations, batch 1 (Lite0 1x3x224x224, MiniLM 1x128 padded, the CNNs 1x3x224x224). Every variant of a
 model is timed once per round (5 warm-up + ``--calls`` timed calls, order flipped every round); reported: the
 best round median, every round's median and the min. Each round waits for a quiet CPU (a 1-second sample at
 least ``--min-idle`` % idle, for up to ``--quiet-timeout`` s) and logs the idle figure.
@@ -330,16 +331,18 @@ def minilm(work: str, n_calib: int, n_sentences: int, rounds: int, calls: int) -
 # -------------------------------------------------------------------------------------------- ResNet-18
 
 
-def resnet18(work: str, rounds: int, calls: int) -> list[dict]:
+def random_weight_cnn(name: str, work: str, rounds: int, calls: int) -> list[dict]:
+    """ResNet-18 or MobileNetV2 with the zoo's random weights (no pretrained ones ship in a package): speed only,
+    static QDQ int8 calibrated on 16 ImageNet-normalized crops."""
     import torch
 
     from tests.models.zoo import build
 
-    model, (x,) = build("resnet18", small=False)
+    model, (x,) = build(name, small=False)
     calib, _ = qd.calibration_and_eval(16, 16, norm="imagenet")
-    fp32 = os.path.join(work, "resnet18.onnx")
+    fp32 = os.path.join(work, f"{name}.onnx")
     export_s = export_legacy(model, (x,), fp32, ["x"], {"x": {0: "b"}, "y": {0: "b"}})
-    int8 = os.path.join(work, "resnet18_qdq.onnx")
+    int8 = os.path.join(work, f"{name}_qdq.onnx")
     info = {"fp32": {"export_s": round(export_s, 2)},
             "int8_static": quantize_static_qdq(fp32, int8, [{"x": calib[i:i + 8]} for i in range(0, 16, 8)])}
     with torch.inference_mode():
@@ -351,7 +354,7 @@ def resnet18(work: str, rounds: int, calls: int) -> list[dict]:
     rows = []
     for k, p in (("fp32", fp32), ("int8_static", int8)):
         out = sessions[k].run(None, {"x": xn})[0]
-        rows.append({"model": "resnet18", "variant": k, "weights": "random (speed only)", "onnx_mb": round(mb(p), 2),
+        rows.append({"model": name, "variant": k, "weights": "random (speed only)", "onnx_mb": round(mb(p), 2),
                      **info[k], "n_calib": 16 if k == "int8_static" else 0,
                      "max_abs_diff_vs_torch_fp32": float(np.abs(out - ref).max()), **stats[k],
                      "idle_per_round": idle})
@@ -390,7 +393,7 @@ def main(argv=None) -> str:
     ap.add_argument("--n-calib", type=int, default=64, help="calibration crops / sentences (default 64)")
     ap.add_argument("--n-eval", type=int, default=160, help="Lite0 evaluation crops (default 160)")
     ap.add_argument("--sentences", type=int, default=1000, help="max MiniLM evaluation sentences (default: all)")
-    ap.add_argument("--no-resnet", action="store_true", help="skip the ResNet-18 latency rows")
+    ap.add_argument("--no-resnet", action="store_true", help="skip the ResNet-18 and MobileNetV2 latency rows")
     ap.add_argument("--min-idle", type=float, default=90.0, help="quiet gate: CPU idle %% wanted per round")
     ap.add_argument("--quiet-timeout", type=float, default=20.0, help="quiet gate: max wait per round (s)")
     ap.add_argument("--work", help="folder for the ONNX files (default: a temporary folder, deleted)")
@@ -409,8 +412,9 @@ def main(argv=None) -> str:
         for name, fn in (("efficientnet_lite0", lambda: lite0(work, args.n_calib, args.n_eval, args.rounds,
                                                              args.calls)),
                          ("minilm", lambda: minilm(work, args.n_calib, args.sentences, args.rounds, args.calls)),
-                         ("resnet18", lambda: resnet18(work, args.rounds, args.calls))):
-            if name == "resnet18" and args.no_resnet:
+                         ("resnet18", lambda: random_weight_cnn("resnet18", work, args.rounds, args.calls)),
+                         ("mobilenet_v2", lambda: random_weight_cnn("mobilenet_v2", work, args.rounds, args.calls))):
+            if name in ("resnet18", "mobilenet_v2") and args.no_resnet:
                 continue
             t0 = time.perf_counter()
             print(f"[{name}] ...", flush=True)
