@@ -141,14 +141,13 @@ class QuantizeStatic(Pass):
                 if v not in levels:
                     levels[v] = self._quantize_pixels(g, v, self._lattices[v.name])
                 n.inputs[0] = levels[v]
-                n.inputs[1] = self._quantize_weight(g, n)
             else:
                 learned = self.config.input_ranges.get(g.layer_name(n))
                 key = (v, None if learned is None else tuple(learned))  # QAT: each layer's own learned range
                 if key not in qdq:
                     qdq[key] = self._quantize_activation(g, v, self._ranges[v.name], readers, learned, names)
                 n.inputs[0] = qdq[key]
-                n.inputs[1] = self._quantize_weight(g, n)
+            n.inputs[1] = self._quantize_weight(g, n)
             shift = self._shifts.get(n.outputs[0].name)
             if shift is not None:
                 b = g.const(n.inputs[2])
@@ -215,8 +214,8 @@ class QuantizeStatic(Pass):
         return {**out, "score": round(score, 4), "kept_for_budget": ranking[:k]}
 
     def _quantize_activation(self, g: Graph, v: Value, st, readers, learned=None, layers=frozenset()) -> Value:
-        """``v`` quantized for the layers (by output name) in ``layers``, and dequantized: u8 (or i8) values with
-        one scale and zero point, calibrated or learned."""
+        """``v`` quantized for the layers being quantized (``layers``: their output names), and dequantized: u8 (or
+        i8) values with one scale and zero point, calibrated or learned."""
         lo, hi = learned if learned is not None else choose_range(st, self.config.calibrator, self.config.percentile)
         dtype = self._activation_dtype()
         scale, zp = affine_params(lo, hi, dtype)

@@ -68,9 +68,11 @@ class Stem(torch.nn.Module):
         return self.body(torch.relu(self.stem(x)))
 
 
-def test_an_image_conv_reads_the_raw_pixels_and_pads_with_the_level_of_zero():
-    """With ``int8_image_convs``, ImageNet-normalized pixels quantize to exactly their 8-bit values, the steps move
-    into the stem's weights, and the integer stem pads each channel with its own level of 0 (124, 116, 104)."""
+@pytest.mark.parametrize("target, shift", [("x86-64-v3", 0), ("arm-a76", -128)])
+def test_an_image_conv_reads_the_raw_pixels_and_pads_with_the_level_of_zero(target, shift):
+    """With ``int8_image_convs``, ImageNet-normalized pixels quantize to exactly their 8-bit values (less 128 where
+    the dot product is signed: ARM SDOT), the steps move into the stem's weights, and the integer stem pads each
+    channel with its own level of 0 (124, 116, 104)."""
     torch.manual_seed(0)
     model, k = Stem().eval(), pixels(9)
     x, cal = imagenet(k[:1]), [[imagenet(k[i:i + 1])] for i in range(1, 9)]
@@ -78,21 +80,23 @@ def test_an_image_conv_reads_the_raw_pixels_and_pads_with_the_level_of_zero():
     get_pass("fold_batch_norm").run(g)
     before = g.clone()
     p = get_pass("quantize_static", QuantConfig(int8_image_convs=True), cal)
-    p.target = get_target("x86-64-v3")  # AVX2: an int8 dot product every x86-64-v3 CPU has
+    # AVX2 (an int8 dot product every x86-64-v3 CPU has, on u8) or the Cortex-A76's SDOT (on i8)
+    p.target = get_target("x86-64-v3") if target == "x86-64-v3" else get_target("arm", cpu="cortex-a76")
     p.run(g)
     verify(g)
     q = next(n for n in g.nodes if n.op == "quantize" and n.outputs[0].name.startswith(g.inputs[0].name))
     seen = {}
     interpret(g, [x], observe=lambda v, a: seen.setdefault(v.name, a))
-    np.testing.assert_array_equal(seen[q.outputs[0].name], k[:1])  # the pixels themselves: nothing lost
+    np.testing.assert_array_equal(seen[q.outputs[0].name], k[:1] + shift)  # the pixels themselves: nothing lost
     stem = next(n for n in g.nodes if n.op == "conv2d")
     assert stem.inputs[0].producer.op == "dequantize" and stem.inputs[0].type.dtype == "f32"
     ref = interpret(before, [x])[0]
     assert sqnr_db(ref, interpret(g, [x])[0]) > 30
     get_pass("fold_quantized").run(g)
     verify(g)
-    (pad,) = [n for n in g.nodes if n.op == "pad"]
-    assert pad.attrs["value"] == [124, 116, 104] and pad.inputs[0].type.dtype == "u8"
+    (pad,) = [n for n in g.nodes if n.op == "pad" and n.inputs[0] is q.outputs[0]]
+    assert pad.attrs["value"] == [124 + shift, 116 + shift, 104 + shift]
+    assert pad.inputs[0].type.dtype == ("u8" if shift == 0 else "i8")
     assert sqnr_db(ref, interpret(g, [x])[0]) > 30  # the border half a level off: barely changes anything
 
 
