@@ -103,7 +103,8 @@ FUSION = ["fuse_horizontal", "fuse_attention", "fuse_epilogue", "fuse_reductions
 PIPELINES = {
     0: [],
     1: CLEANUP,
-    2: [*CLEANUP, "fold_pad_into_conv", "fold_batch_norm", "fold_affine", "dead_code_elimination",
+    2: [*CLEANUP, "fold_pad_into_conv", "fold_batch_norm", "fold_affine", "conv_transpose_as_conv",
+        "dead_code_elimination",
         "linear_weight_layout", "conv_weight_layout", "nchwc_layout", "winograd_conv", *FUSION, "reorder_for_memory"],
 }
 

@@ -127,3 +127,12 @@ def test_compile_cache_bench_reuses_kernels_then_the_model(tmp_path):
     assert s["kernels"] > 5 and min(s["cold_s"], s["kernels_s"], s["model_s"]) > 0
     assert s["speedup_model"] == pytest.approx(s["cold_s"] / s["model_s"])
     assert s["process_cold_compile_s"] > 0 and s["process_warm_compile_s"] > 0
+
+
+@pytest.mark.slow
+def test_quant_concat_bench_times_integer_and_float_joins(tmp_path):
+    res = _run("quant_concat.py", ["--small", "--rounds", "1"], tmp_path)
+    rows = {r["build"]: r for r in res["results"]}
+    assert set(rows) == {"fp32", "int8, integer joins", "int8, float joins"}
+    assert all(r["best_median_ms"] > 0 for r in rows.values()) and res["integer_over_float_joins"] > 0
+    assert rows["int8, integer joins"]["join_kernels_ms"] >= 0
