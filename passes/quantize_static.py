@@ -307,7 +307,7 @@ class QuantizeStatic(Pass):
         arr = g.const(n.inputs[1]) if input_steps is None else _times_input_steps(g.const(n.inputs[1]), input_steps)
         axes = reduce_axes(n, arr) if self.config.weights == "per-channel" else None
         q, s = symmetric_int8(arr, axes, self.config.weight_scales.get(g.layer_name(n)))
-        h = moments.h.get(n) if moments is not None else None
+        h = moments.h.pop(n, None) if moments is not None else None  # used once: freed as soon as it is
         if h is None:
             return q, s
         if input_steps is not None:  # H of x -> H of x / step (patch columns: channel-major)
@@ -337,9 +337,9 @@ class _WeightErrors:
         self.counts: dict[Value, int] = {}
 
     def observe(self, v: Value, x: np.ndarray, batch: int) -> None:
-        if batch < BIAS_CORRECTION_BATCHES and v in self.inputs:
-            self.sums[v] = self.sums.get(v, 0.0) + x.astype(np.float64)
-            self.counts[v] = self.counts.get(v, 0) + 1
+        if batch < BIAS_CORRECTION_BATCHES and v in self.inputs:  # one sample's worth of sums, whatever the batch
+            self.sums[v] = self.sums.get(v, 0.0) + x.astype(np.float64).sum(axis=0, keepdims=True)
+            self.counts[v] = self.counts.get(v, 0) + x.shape[0]
 
     def means(self, g: Graph, weights: dict, input_steps: dict) -> dict[str, np.ndarray]:
         out = {}

@@ -27,15 +27,20 @@ BATCHES, POSITIONS = 16, 2048
 DAMPING = 0.01
 #: columns rounded between two updates of the remaining ones (GPTQ's lazy batches)
 BLOCK = 128
+#: layers with more inputs than this (a 512-channel 3x3 conv has 4608) keep the nearest levels: H is inputs^2
+MAX_INPUTS = 8192
 
 
 def layer_matrix(n: Node, w: np.ndarray) -> np.ndarray | None:
-    """``n``'s weight as [out, in] (a dense conv: in = C*KH*KW; a depthwise conv: [C, KH*KW]); None if not handled."""
-    if n.op == "conv2d" and n.attrs["weight_layout"] == "OIHW" and (n.attrs["groups"] == 1 or w.shape[1] == 1):
-        return w.reshape(w.shape[0], -1)
-    if n.op == "linear" and n.attrs["weight_layout"] in ("oi", "io") and w.ndim == 2:
-        return w if n.attrs["weight_layout"] == "oi" else w.T
-    return None
+    """``n``'s weight as [out, in] (a dense conv: in = C*KH*KW; a depthwise conv: [C, KH*KW]); None if not handled
+    (other grouped convs, and layers with more than ``MAX_INPUTS`` inputs: their H would be too big)."""
+    m = None
+    depthwise = n.op == "conv2d" and w.shape[1] == 1 and n.attrs["groups"] == w.shape[0]  # one channel per filter
+    if n.op == "conv2d" and n.attrs["weight_layout"] == "OIHW" and (n.attrs["groups"] == 1 or depthwise):
+        m = w.reshape(w.shape[0], -1)
+    elif n.op == "linear" and n.attrs["weight_layout"] in ("oi", "io") and w.ndim == 2:
+        m = w if n.attrs["weight_layout"] == "oi" else w.T
+    return m if m is not None and m.shape[1] <= MAX_INPUTS else None
 
 
 def from_matrix(n: Node, m: np.ndarray, shape: tuple) -> np.ndarray:
@@ -69,16 +74,18 @@ class InputMoments:
 
 
 def _patches(n: Node, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Sampled im2col patches of conv ``n``'s input ``x`` [1, C, H, W]: [P, C*KH*KW], or [C, P, KH*KW] (depthwise)."""
+    """Sampled im2col patches of conv ``n``'s input ``x`` [N, C, H, W] (``POSITIONS`` per batch, spread over its
+    samples): [P, C*KH*KW], or [C, P, KH*KW] (depthwise)."""
     a = n.attrs
     t, left, b, r = a["padding"]
     kh, kw = n.inputs[1].type.shape[2:]
     (sh, sw), (dh, dw) = a["stride"], a["dilation"]
-    x = np.pad(x[0], ((0, 0), (t, b), (left, r)))
-    win = sliding_window_view(x, ((kh - 1) * dh + 1, (kw - 1) * dw + 1), axis=(1, 2))[:, ::sh, ::sw, ::dh, ::dw]
-    c, oh, ow = win.shape[:3]
-    pick = rng.choice(oh * ow, min(POSITIONS, oh * ow), replace=False)
-    win = win.reshape(c, oh * ow, kh * kw)[:, pick]  # [C, P, K]
+    x = np.pad(x, ((0, 0), (0, 0), (t, b), (left, r)))
+    win = sliding_window_view(x, ((kh - 1) * dh + 1, (kw - 1) * dw + 1), axis=(2, 3))[:, :, ::sh, ::sw, ::dh, ::dw]
+    n_, c, oh, ow = win.shape[:4]
+    win = win.transpose(1, 0, 2, 3, 4, 5).reshape(c, n_ * oh * ow, kh * kw)  # [C, positions of every sample, K]
+    pick = rng.choice(win.shape[1], min(POSITIONS, win.shape[1]), replace=False)
+    win = win[:, pick]
     return win if a["groups"] > 1 else win.transpose(1, 0, 2).reshape(len(pick), c * kh * kw)
 
 

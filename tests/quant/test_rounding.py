@@ -101,3 +101,30 @@ def test_weight_rounding_is_checked_and_reported():
     with pytest.raises(QuantizationError, match="weight_rounding must be one of"):
         QuantConfig(weight_rounding="stochastic")
     assert QuantConfig(weight_rounding="gptq").describe()["weight_rounding"] == "gptq"
+
+
+class Multiplier(torch.nn.Module):
+    """A depthwise conv with two filters per channel (GPTQ leaves it at the nearest levels), between dense ones."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.dw = torch.nn.Conv2d(8, 16, 3, padding=1, groups=8)
+        self.b = torch.nn.Conv2d(16, 8, 1)
+
+    def forward(self, x):
+        return self.b(torch.relu(self.dw(torch.relu(self.a(x)))))
+
+
+def test_gptq_takes_channel_multipliers_and_batches_of_several_samples():
+    torch.manual_seed(0)
+    model, x = Multiplier().eval(), torch.randn(2, 3, 12, 12)
+    g, _ = _folded_graph(model, x)
+    crops = photo_crops(16, 12, seed=3)
+    cal = [[np.concatenate(crops[i:i + 2])] for i in range(0, 16, 2)]  # batches of 2
+    ref = interpret(g, cal[0])[0]
+    for rounding in ("nearest", "gptq"):
+        q = g.clone()
+        get_pass("quantize_static", QuantConfig(weight_rounding=rounding), cal).run(q)
+        verify(q)
+        assert sqnr_db(ref, interpret(q, cal[0])[0]) > 20
