@@ -68,6 +68,13 @@ def _compile(model, inputs, **kw):
     return c, time.perf_counter() - t0
 
 
+def _static(args, **kw):
+    """The static int8 config of every compile here (``--weight-rounding``), with ``kw``."""
+    import edgeopt
+
+    return edgeopt.QuantConfig(mode="int8", weight_rounding=args.weight_rounding, **kw)
+
+
 def _size(c) -> dict:
     q = c.report.get("quantization", {})
     return {"weight_bytes": c.report["weight_bytes"], "weight_ratio": q.get("weight_ratio", 1.0),
@@ -92,11 +99,8 @@ def lite0_accuracy(args, artifacts: dict) -> list[dict]:
                  "top1_agreement": qd.top1_agreement(out, ref), **_size(fp32)})
     artifacts["efficientnet_lite0"] = {"fp32": fp32}
     batches = [torch.from_numpy(calib[i:i + 1]) for i in range(len(calib))]
-    import edgeopt
-
     for cal in args.calibrators:
-        c, secs = _compile(model, x1, quantize=edgeopt.QuantConfig(mode="int8", calibrator=cal,
-                                                                   weight_rounding=args.weight_rounding),
+        c, secs = _compile(model, x1, quantize=_static(args, calibrator=cal),
                            calibration_data=batches)
         out = np.concatenate([c(ev[i:i + 1]) for i in range(len(ev))])
         rows.append({"model": "efficientnet_lite0", "variant": f"int8 ({cal})", "calibrator": cal,
@@ -104,9 +108,8 @@ def lite0_accuracy(args, artifacts: dict) -> list[dict]:
                      "n_calib": len(calib), "n_eval": len(ev), **_size(c)})
         if cal == args.calibrators[0]:
             artifacts["efficientnet_lite0"]["int8"] = c
-    c, secs = _compile(model, x1, quantize=edgeopt.QuantConfig(mode="int8", int8_image_convs=True,
-                                                               weight_rounding=args.weight_rounding),
-                       calibration_data=batches)  # the stem in int8 too, on the crops' exact pixels
+    # the stem in int8 too, on the crops' exact pixels
+    c, secs = _compile(model, x1, quantize=_static(args, int8_image_convs=True), calibration_data=batches)
     out = np.concatenate([c(ev[i:i + 1]) for i in range(len(ev))])
     rows.append({"model": "efficientnet_lite0", "variant": "int8 (minmax, int8 image conv)", "calibrator": "minmax",
                  "compile_s": round(secs, 1), "top1_agreement": qd.top1_agreement(out, ref),
@@ -133,10 +136,7 @@ def minilm_accuracy(args, artifacts: dict) -> list[dict]:
     for mode in ["fp32", *args.minilm_modes]:
         kw = {} if mode == "fp32" else {"quantize": mode}
         if mode == "int8":
-            import edgeopt
-
-            kw["calibration_data"] = batches
-            kw["quantize"] = edgeopt.QuantConfig(mode="int8", weight_rounding=args.weight_rounding)
+            kw["calibration_data"], kw["quantize"] = batches, _static(args)
         c, secs = _compile(model, (ids0, mask0), **kw)
         out = np.concatenate([c(ids[i:i + 1], mask[i:i + 1]) for i in range(len(ev))])
         cos = qd.row_cosines(out, ref, mask)
@@ -151,9 +151,7 @@ def digits_accuracy(args, artifacts: dict) -> list[dict]:
 
     model, x_train, x_test, y_test = train_digits(epochs=3 if args.small else 12)
     fp32, _ = _compile(model, (x_test[:1],))
-    import edgeopt
-
-    int8, _ = _compile(model, (x_test[:1],), quantize=edgeopt.QuantConfig(weight_rounding=args.weight_rounding),
+    int8, _ = _compile(model, (x_test[:1],), quantize=_static(args),
                        calibration_data=[x_train[i:i + 1] for i in range(64)])
     a32, a8 = accuracy(fp32, x_test, y_test), accuracy(int8, x_test, y_test)
     return [{"model": "digits_cnn", "variant": "fp32", "accuracy": a32, **_size(fp32)},
@@ -172,14 +170,11 @@ def random_weight_models(args, artifacts: dict) -> list[dict]:
         model, x = build(name, small=args.small)
         batches = [x] * 4 if args.small else [torch.from_numpy(calib[i:i + 1]) for i in range(len(calib))]
         fp32, s32 = _compile(model, x)
-        import edgeopt
-
-        int8, s8 = _compile(model, x, quantize=edgeopt.QuantConfig(weight_rounding=args.weight_rounding),
-                            calibration_data=batches)
+        int8, s8 = _compile(model, x, quantize=_static(args), calibration_data=batches)
         artifacts[name] = {"fp32": fp32, "int8": int8}
         if not args.small:  # the image's conv in int8 too (exact on 8-bit pixels): speed beside the default
-            cfg = edgeopt.QuantConfig(int8_image_convs=True, weight_rounding=args.weight_rounding)
-            artifacts[name]["int8-img"] = _compile(model, x, quantize=cfg, calibration_data=batches)[0]
+            artifacts[name]["int8-img"] = _compile(model, x, quantize=_static(args, int8_image_convs=True),
+                                                   calibration_data=batches)[0]
         agree = qd.top1_agreement(int8(x[0].numpy()), fp32(x[0].numpy()))
         rows.append({"model": name, "variant": "int8", "compile_s": round(s8, 1), "agrees_on_example": agree,
                      **_size(int8)})

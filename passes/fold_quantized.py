@@ -135,8 +135,7 @@ class FoldQuantized(Pass):
             mins = np.broadcast_to(minimum, (w.shape[1],)).astype(np.float64)
             bias_extra = sw * (w.astype(np.float64).sum(axis=(2, 3)) @ mins)
             lo, hi = (0, 255) if xq.type.dtype == "u8" else (-128, 127)
-            levels = np.clip(np.rint(-mins / sx), lo, hi).astype(int)  # 0 in x, to the nearest level (on the grid:
-            # edgeopt.quant.lattice keeps it there)
+            levels = np.clip(np.rint(-mins / sx), lo, hi).astype(int)  # x = 0 (the lattice keeps it on the grid)
             pad_value = int(levels[0]) if (levels == levels[0]).all() else [int(q) for q in levels]
         if n.op == "conv2d" and pad_value != 0 and any(attrs["padding"]):
             t, left, b, r = attrs["padding"]
@@ -153,9 +152,11 @@ class FoldQuantized(Pass):
         if rows is not None:  # (row scale x column scale) as two products: the row's, then the weight's
             y = g.add("mul", [y, scale], source=src, name=f"{out.name}_wscale", index=at)
             at += 1
-        if len(n.inputs) == 3 or bias_extra is not None:
-            b = g.const(n.inputs[2]).astype(np.float64) if len(n.inputs) == 3 else 0.0
-            b = (b + (bias_extra if bias_extra is not None else 0.0)).astype(np.float32).reshape(shape)
+        biases = [g.const(n.inputs[2])] if len(n.inputs) == 3 else []
+        if bias_extra is not None:
+            biases.append(bias_extra)
+        if biases:
+            b = sum(np.asarray(a, np.float64) for a in biases).astype(np.float32).reshape(shape)
             name = n.inputs[2].name if len(n.inputs) == 3 else out.name
             y = g.add("add", [y, g.add_const(b, f"{name}_b")], source=src, name=f"{out.name}_bias", index=at)
         g.replace_uses(out, y)

@@ -142,9 +142,8 @@ class _Rewriter:
         if len(blocks) != 1:
             return 0
         b = blocks.pop()
-        if any((v.type.shape[1] * (b if v in self.block else 1)) % b or (v not in self.block and self.g.is_const(v))
-               for v in n.inputs):
-            return 0
+        if any(v not in self.block and (self.g.is_const(v) or v.type.shape[1] % b) for v in n.inputs):
+            return 0  # a plain part that does not fill whole blocks (or a constant)
         n.inputs = [self._blocked(v, b, n) for v in n.inputs]
         n.attrs["axis"] = 1
         return b
