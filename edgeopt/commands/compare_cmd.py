@@ -86,8 +86,9 @@ def output_errors(module, compiled, batches) -> list[dict]:
 
 
 def quantized_outputs(artifact: bytes, ir_text: str) -> dict[str, tuple[np.ndarray, np.ndarray, str]]:
-    """Kernel outputs of a quantized artifact that end in a ``quantize``: value name -> (scale, zero point, the float
-    value it quantizes), from the artifact's IR and weights: what turns the integers back into the float value."""
+    """Kernel outputs of a quantized artifact that end in a ``quantize`` or ``requantize``: value name -> (scale, zero
+    point, the float value it quantizes), from the artifact's IR and weights: what turns the integers back into the
+    float value."""
     from ..cache.models import graph_from_artifact
 
     if "quantize(" not in ir_text:
@@ -100,6 +101,10 @@ def quantized_outputs(artifact: bytes, ir_text: str) -> dict[str, tuple[np.ndarr
         inner = dict(zip(n.body.inputs, n.inputs))
         for pos, v in enumerate(n.body.outputs):
             m = next((b for b in n.body.nodes if v in b.outputs), None)
+            if m is not None and m.op == "requantize" and v.name.endswith("_q"):  # fold_requantize: "<name>_q"
+                out[n.outputs[pos].name] = (np.float32(m.attrs["scale"]), np.int32(m.attrs["zero_point"]),
+                                            v.name[:-2])
+                continue
             if m is None or m.op != "quantize" or len(m.inputs) < 2:
                 continue
             params = []

@@ -34,7 +34,7 @@ def place(pipeline: list, p) -> None:
     """Insert the quantization pass ``p`` into ``pipeline`` (pass objects) at its mode's slot; static int8 and
     dynamic int8 are followed by ``fold_quantized`` and ``int8_weight_layout`` (integer kernels), unless the
     pipeline names them already or the target has no 8-bit integers."""
-    from ..pipeline import QUANT_PASSES, get_pass, insert_before
+    from ..pipeline import FUSION, QUANT_PASSES, get_pass, insert_before
 
     before = QUANT_PASSES[p.config.mode][1]
     insert_before(pipeline, p, before)
@@ -45,6 +45,7 @@ def place(pipeline: list, p) -> None:
             and "fold_quantized" not in [q.name for q in pipeline]:
         insert_before(pipeline, get_pass("fold_quantized"), before)
         insert_before(pipeline, get_pass("int8_weight_layout"), before)
+        insert_before(pipeline, get_pass("fold_requantize"), FUSION)
     for name in widen:
         insert_before(pipeline, get_pass(name), before)
 

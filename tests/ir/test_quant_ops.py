@@ -148,3 +148,39 @@ def test_text_form_round_trips_and_verifies():
     assert print_graph(g2) == text
     inp = [RNG.standard_normal((2, 16)).astype(np.float32)]
     np.testing.assert_array_equal(interpret(g, inp)[0], interpret(g2, inp)[0])
+
+
+@pytest.mark.filterwarnings("ignore:torch.quantize_per_tensor")
+def test_requantize_is_the_epilogue_chain_it_replaces():
+    """requantize(acc, m, c) with m = s / s_out, c = (b - zp * s) / s_out + z_out and the ReLU6 as integer bounds
+    gives the levels torch's dequantize -> bias -> clamp -> quantize_per_tensor chain gives (i32 sums of a conv)."""
+    acc = RNG.integers(-40000, 40000, (2, 4, 5, 5)).astype(np.int32)
+    s = RNG.uniform(1e-4, 3e-4, (1, 4, 1, 1)).astype(np.float32)
+    zp = RNG.integers(-3000, 3000, (1, 4, 1, 1)).astype(np.int32)
+    b = RNG.uniform(-1, 1, (1, 4, 1, 1)).astype(np.float32)
+    s_out, z_out = 0.0235, 0
+    real = torch.clamp((torch.from_numpy(acc) - torch.from_numpy(zp)).float() * torch.from_numpy(s) +
+                       torch.from_numpy(b), 0.0, 6.0)
+    want = torch.quantize_per_tensor(real, s_out, z_out, torch.quint8).int_repr().numpy()
+    m = (s.astype(np.float64) / s_out).astype(np.float32)
+    c = ((b.astype(np.float64) - zp * s.astype(np.float64)) / s_out + z_out).astype(np.float32)
+    got = _ref("requantize", [acc, m, c], dtype="u8", min=0, max=int(np.rint(np.float32(6.0) / np.float32(s_out))))
+    assert got.dtype == np.uint8 and (got == 0).any()  # the ReLU's bottom
+    diff = np.abs(got.astype(int) - want.astype(int))
+    assert diff.max() <= 1 and (diff == 0).mean() > 0.99, (diff.max(), (diff == 0).mean())
+    assert got.max() == int(np.rint(6.0 / s_out))  # the ReLU6's top, as an integer bound
+
+
+def test_requantize_checks_its_bounds_and_types():
+    g = Graph()
+    a = g.add_input("a", TensorType((2, 3), "i32"))
+    m, c = g.add_const(np.ones(3, np.float32), "m"), g.add_const(np.zeros(3, np.float32), "c")
+    with pytest.raises(OpError, match="min <= max"):
+        g.add("requantize", [a, m, c], {"dtype": "i8", "min": -128, "max": 200})
+    with pytest.raises(OpError, match="i32 sums"):
+        g.add("requantize", [g.add_input("f", TensorType((2, 3), "f32")), m, c])
+    with pytest.raises(OpError, match="does not broadcast"):
+        g.add("requantize", [a, g.add_const(np.ones(4, np.float32), "m4"), c])
+    g.set_outputs([g.add("requantize", [a, m, c], {"dtype": "u8", "min": 0, "max": 255, "scale": 0.5})])
+    verify(g)
+    assert print_graph(parse_graph(print_graph(g))) == print_graph(g)

@@ -673,6 +673,12 @@ def quant_cases() -> list[Case]:
              {"q": w}, {"s": f32((3, 8), 0.01, 0.1)}),
         Case("dequantize_i32_sums", opn("dequantize", ["q", "s", "z"]), {"q": ints((2, 6), -2**20, 2**20)},
              {"s": f32((6,), 1e-4, 1e-3), "z": ints((6,), -5000, 5000)}),
+        Case("requantize_u8_per_channel_relu6",
+             opn("requantize", ["a", "m", "c"], {"dtype": "u8", "min": 3, "max": 200}),
+             {"a": ints((2, 3, 4, 6), -2**16, 2**16)},
+             {"m": f32((1, 3, 1, 1), 1e-3, 4e-3), "c": f32((3, 1, 1), 90, 130)}),
+        Case("requantize_i8_tensor", opn("requantize", ["a", "m", "c"], {"dtype": "i8", "min": -128, "max": 127}),
+             {"a": ints((5, 8), -2**15, 2**15)}, {"m": np.float32(2.5e-3), "c": f32((8,), -3, 3)}),
         # integer contractions: u8 / i8 activations x i8 weights, exact i32 sums
         Case("linear_u8_i8", opn("linear", "xw"), {"x": ints((3, 40), 0, 256, np.uint8)}, {"w": w[:, :5].repeat(8, 1)}),
         Case("matmul_i8_i8", opn("matmul", "ab"), {"a": ints((2, 3, 16), -128, 128, np.int8),

@@ -21,6 +21,12 @@ are unsigned nibbles 0..15 read with their zero point (8 for symmetric int4).
 ``dequantize``'s third input may instead be a f32 **minimum**: ``real = q * scale + minimum`` (llama.cpp's Q4_1
 form; weight-only int4 and per-group int8 use it, so each group's range is exact and zero need not be in it).
 
+``requantize(acc, multiplier, offset)`` is an integer kernel's epilogue in one op: ``clamp(rint(acc * multiplier +
+offset), min, max)`` from i32 sums to ``dtype`` (``fold_requantize`` makes it from dequantize -> bias -> activation ->
+quantize). ``multiplier`` and ``offset`` are f32 and broadcast like numpy; ``min``/``max`` (in ``dtype``'s range)
+hold a folded ReLU / clamp. ``scale`` and ``zero_point`` say what the output's values mean (real = scale * (q -
+zero_point)) for tools that read them back; they take no part in the computation.
+
 ``quantize`` is ONNX's QuantizeLinear: ``saturate(rint(x / scale) + zero_point)``, ties to even. (PyTorch rounds
 ``x / scale + zero_point`` instead, which differs at ties when the zero point is odd.)
 Both ops are elementwise: fusion passes fold them into the kernels around them (a weight's dequantize into
@@ -100,6 +106,38 @@ register(OpDef("quantize", "elementwise", _quantize_infer, _quantize_ref,
                doc="quantize(x, scale, [zero_point]): clamp(rint(x / scale) + zero_point) to the range of "
                    "``dtype`` (i8/u8), held in ``storage`` (default: ``dtype``; i32 on targets without 8-bit "
                    "integers)"))
+
+
+def _requantize_infer(types, attrs):
+    acc, mult, off = types
+    if acc.dtype != "i32":
+        raise OpError(f"requantize: needs i32 sums, got {acc.dtype}")
+    if attrs["dtype"] not in QRANGE:
+        raise OpError(f"requantize: dtype must be one of {sorted(QRANGE)}, got {attrs['dtype']!r}")
+    if attrs.get("storage") not in (None, attrs["dtype"], "i32"):
+        raise OpError(f"requantize: storage must be its dtype or i32, got {attrs['storage']!r}")
+    lo, hi = QRANGE[attrs["dtype"]]
+    if not lo <= attrs["min"] <= attrs["max"] <= hi:
+        raise OpError(f"requantize: needs {lo} <= min <= max <= {hi}, got min={attrs['min']} max={attrs['max']}")
+    for name, t in (("multiplier", mult), ("offset", off)):
+        if t.dtype != "f32":
+            raise OpError(f"requantize: {name} must be f32, got {t.dtype}")
+        if t.rank > acc.rank or any(d not in (1, a) for d, a in zip(t.shape[::-1], acc.shape[::-1])):
+            raise OpError(f"requantize: {name} shape {list(t.shape)} does not broadcast to {list(acc.shape)}")
+    return [TensorType(acc.shape, attrs.get("storage") or attrs["dtype"])]
+
+
+def _requantize_ref(xs, attrs):
+    acc, mult, off = xs
+    y = np.rint(acc.astype(np.float32) * mult.astype(np.float32) + off.astype(np.float32))
+    return [np.clip(y, attrs["min"], attrs["max"]).astype(NP_DTYPES[attrs.get("storage") or attrs["dtype"]])]
+
+
+register(OpDef("requantize", "elementwise", _requantize_infer, _requantize_ref,
+               {"dtype": "u8", "min": 0, "max": 255, "scale": 1.0, "zero_point": 0, "storage": None}, (3, 3),
+               doc="requantize(acc, multiplier, offset): clamp(rint(acc * multiplier + offset), min, max) from i32 "
+                   "sums to ``dtype`` (an integer kernel's epilogue; ``scale`` / ``zero_point`` describe the "
+                   "output for tools)"))
 
 
 def pack_axis(attrs, rank: int) -> int:

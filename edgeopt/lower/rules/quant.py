@@ -44,6 +44,18 @@ def quantize(ins, attrs, out, op):
     return te.compute(tuple(out.shape), body, name="quantize")
 
 
+@rule("requantize")
+def requantize(ins, attrs, out, op):
+    acc, mult, off = ins
+    dt = tvm_dtype(attrs.get("storage") or attrs["dtype"])
+
+    def body(*i):
+        v = te.nearbyint(acc(*i).astype("float32") * _param(mult, i, {}, "float32") + _param(off, i, {}, "float32"))
+        return te.min(te.max(v, const(attrs["min"], "float32")), const(attrs["max"], "float32")).astype(dt)
+
+    return te.compute(tuple(out.shape), body, name="requantize")
+
+
 @rule("dequantize")
 def dequantize(ins, attrs, out, op):
     q, scale = ins[0], ins[1]
