@@ -62,7 +62,8 @@ def _chain(g: Graph, users: dict, q: Node):
     if prev is not None and prev.op == "add" and _sole_reader(g, users, prev.outputs[0], n) \
             and sum(g.is_const(v) for v in prev.inputs) == 1 and prev.outputs[0].type.shape == q.outputs[0].type.shape:
         bias, n, prev = prev, prev, next(v for v in prev.inputs if not g.is_const(v)).producer
-    if prev is None or prev.op != "dequantize" or not _sole_reader(g, users, prev.outputs[0], n):
+    if prev is None or prev.op != "dequantize" or not _sole_reader(g, users, prev.outputs[0], n) \
+            or prev.outputs[0].type.shape != q.outputs[0].type.shape:
         return None
     dq = prev
     if dq.attrs["bits"] != 8 or dq.attrs["group_size"] or dq.inputs[0].type.dtype != "i32" \
@@ -97,14 +98,16 @@ class FoldRequantize(Pass):
             offset = zp.astype(np.float64) if zp.dtype == np.float32 else -zp.astype(np.float64) * s  # a minimum
         if bias is not None:
             offset = offset + g.const(next(v for v in bias.inputs if g.is_const(v))).astype(np.float64)
-        s_out = float(g.const(q.inputs[1]))
-        z_out = int(g.const(q.inputs[2])) if len(q.inputs) == 3 else 0
+        s_out = float(g.const(q.inputs[1]).reshape(()))
+        z_out = int(g.const(q.inputs[2]).reshape(())) if len(q.inputs) == 3 else 0
         lo, hi = QRANGE[q.attrs["dtype"]]
         if act is not None:
             a, b = _bounds(act)
             lo = max(lo, int(np.rint(np.float32(a) / np.float32(s_out))) + z_out) if a > -math.inf else lo
             hi = min(hi, int(np.rint(np.float32(b) / np.float32(s_out))) + z_out) if b < math.inf else hi
-            hi = max(hi, lo)
+            qlo, qhi = QRANGE[q.attrs["dtype"]]
+            lo, hi = min(max(lo, qlo), qhi), min(max(hi, qlo), qhi)
+            lo = min(lo, hi)  # a clamp whose min lies above its max gives its max, as np.clip does
         rank = q.outputs[0].type.rank
         mult = _params(s / s_out, rank)
         off = _params(offset / s_out + z_out, rank)

@@ -385,20 +385,22 @@ def _tile_anchor(sch: Schedule, block, op: str, lanes: int, attrs: dict, accumul
         init = sch.decompose_reduction(block, reduce[0])
         _vectorize_inner(sch, init, vec)
     _vectorize_inner(sch, write_back, vec)
-    _unroll_store_run(sch, write_back)
+    _unroll_store_run(sch, write_back, block)
     packed = ",packed" if v_axis != len(spatial) - 1 else ",nchwc" if attrs.get("layout") == "NCHWc" else ""
     u = unrolls[-1][1] if unrolls else 1
     blocks = f",k{unrolls[0][1]}" if len(unrolls) > 1 else ""
     return f"tile(u{u}{blocks},v{v}{packed}{',epilogue' if fused else ''})"
 
 
-def _unroll_store_run(sch: Schedule, write_back) -> None:
-    """Unroll the run of pixels the store writes (at most 8 vectors): left a loop, LLVM may vectorize it again
-    across pixels, a lane at a time, with gathers and byte-by-byte stores (it did for a depthwise conv whose
-    epilogue was one short requantize: 2.7x slower)."""
-    loops = sch.get_loops(write_back)
-    if len(loops) >= 2 and int(sch.get(loops[-2]).extent) <= 8:
-        sch.unroll(loops[-2])
+def _unroll_store_run(sch: Schedule, write_back, anchor) -> None:
+    """Unroll the run of pixels the store writes (at most 8 vectors; a loop of the store's own, not one it shares
+    with the ``anchor``, such as the parallel one): left a loop, LLVM may vectorize it again across pixels, a lane
+    at a time, with gathers and byte-by-byte stores (it did for a depthwise conv whose epilogue was one short
+    requantize: 2.7x slower)."""
+    shared = [sch.get(lp) for lp in sch.get_loops(anchor)]
+    own = [lp for lp in sch.get_loops(write_back) if not any(sch.get(lp).same_as(f) for f in shared)]
+    if len(own) >= 2 and int(sch.get(own[-2]).extent) <= 8:
+        sch.unroll(own[-2])
 
 
 def _reads_packed_int4(sch: Schedule, block) -> bool:

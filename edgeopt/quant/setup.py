@@ -102,7 +102,7 @@ def kernels_by_precision(graph) -> dict[str, int]:
         nodes = n.body.nodes if n.body is not None else [n]
         if any(m.op == "dequantize" and m.attrs.get("bits") == 4 for m in nodes):
             kind = "int4"
-        elif any(m.op in ("quantize", "dequantize") for m in nodes) or any(
+        elif any(m.op in ("quantize", "dequantize", "requantize") for m in nodes) or any(
                 v.type.dtype in _INT_DTYPES for v in n.inputs):
             kind = "int8"
         else:
