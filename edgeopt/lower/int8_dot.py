@@ -110,11 +110,13 @@ def _vnni_impl(lanes: int):
         with T.sblock("root"):
             T.reads(C[0:lanes], A[0:4], B[0:lanes, 0:4])
             T.writes(C[0:lanes])
-            a = T.reinterpret(A.vload([0], "uint8x4"), dtype="int32")  # the 4 bytes of x as one int32 ...
+            # the 4 bytes of x as one int32, copied to every lane (inline: bound to a name in TVMScript, the int32
+            # became a 4-byte workspace buffer, allocated and freed by a call in every parallel task)
             C[T.ramp(T.int32(0), 1, lanes)] = T.call_llvm_pure_intrin(
                 T.llvm_lookup_intrinsic_id(llvm_name),
                 C.vload([0], dtype=f"int32x{lanes}"),
-                T.reinterpret(T.broadcast(a, lanes), dtype=f"uint8x{nbytes}"),  # ... copied to every lane
+                T.reinterpret(T.broadcast(T.reinterpret(A.vload([0], "uint8x4"), dtype="int32"), lanes),
+                              dtype=f"uint8x{nbytes}"),
                 B.vload([0, 0], dtype=f"int8x{nbytes}"),
                 dtype=f"int32x{lanes}")
 
@@ -129,10 +131,10 @@ def _pmaddwd_impl(x_dtype: str):
         with T.sblock("root"):
             T.reads(C[0:8], A[0:2], B[0:8, 0:2])
             T.writes(C[0:8])
-            a = T.reinterpret(T.Cast("int16x2", A.vload([0], f"{x_dtype}x2")), dtype="int32")  # (x0, x1) as int16
             C[T.ramp(T.int32(0), 1, 8)] = C.vload([0], dtype="int32x8") + T.call_llvm_pure_intrin(
                 T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.wd"),
-                T.reinterpret(T.broadcast(a, 8), dtype="int16x16"),
+                T.reinterpret(T.broadcast(T.reinterpret(T.Cast("int16x2", A.vload([0], f"{x_dtype}x2")),
+                                                        dtype="int32"), 8), dtype="int16x16"),  # (x0, x1) as int16
                 T.Cast("int16x16", B.vload([0, 0], dtype="int8x16")),  # vpmovsxbw
                 dtype="int32x8")
 
@@ -145,12 +147,12 @@ def _sdot_impl(A: T.Buffer((4,), "int8", offset_factor=1), B: T.Buffer((4, 4), "
     with T.sblock("root"):
         T.reads(C[0:4], A[0:4], B[0:4, 0:4])
         T.writes(C[0:4])
-        a = T.reinterpret(A.vload([0], "int8x4"), dtype="int32")  # the 4 bytes of x as one int32 ...
         C[T.ramp(T.int32(0), 1, 4)] = T.call_llvm_pure_intrin(
             T.llvm_lookup_intrinsic_id("llvm.aarch64.neon.sdot.v4i32.v16i8"),
             C.vload([0], dtype="int32x4"),
             B.vload([0, 0], dtype="int8x16"),
-            T.reinterpret(T.broadcast(a, 4), dtype="int8x16"),  # ... copied to every lane
+            # the 4 bytes of x as one int32, copied to every lane (inline, as for VNNI)
+            T.reinterpret(T.broadcast(T.reinterpret(A.vload([0], "int8x4"), dtype="int32"), 4), dtype="int8x16"),
             dtype="int32x4")
 
 
