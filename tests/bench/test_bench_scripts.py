@@ -136,3 +136,12 @@ def test_quant_concat_bench_times_integer_and_float_joins(tmp_path):
     assert set(rows) == {"fp32", "int8, integer joins", "int8, float joins"}
     assert all(r["best_median_ms"] > 0 for r in rows.values()) and res["integer_over_float_joins"] > 0
     assert rows["int8, integer joins"]["join_kernels_ms"] >= 0
+
+
+@pytest.mark.slow
+def test_int8_peak_bench_puts_convs_beside_the_dot_product_peak(tmp_path):
+    res = _run("int8_peak.py", ["--small", "--threads", "1"], tmp_path)
+    assert res["instruction"] in ("vpdpbusd-zmm", "vpdpbusd-ymm", "vpmaddwd-ymm") and res["peak_gmacs"]["1"] > 0
+    assert res["results"] and all(r["macs"] > 0 and r["gmacs"] > 0 for r in res["results"])
+    s = res["summary"]
+    assert s["macs"] >= sum(r["macs"] for r in res["results"]) and s["whole_call_ms"] > 0 and s["outputs_finite"]
