@@ -7,8 +7,9 @@ instruction; ``int8_weight_layout`` only writes layouts the target's CPU has.
 
     linear: rows x vectors register tile (accumulators), the reduction in groups of g outside it, one intrinsic
             call per (row, vector, group); column panels x row blocks in parallel
-    conv:   a run of output pixels x one v-wide block of output channels; per (input block, window tap, group of
-            g input channels) one weight tile is loaded and meets each pixel's g input bytes (one broadcast each)
+    conv:   a run of output pixels x one or two v-wide blocks of output channels; per (input block, window tap,
+            group of g input channels) each block's weight tile is loaded once and meets each pixel's g input bytes
+            (one broadcast each, shared by the blocks)
 
 The epilogue (requantize, bias, activation, the next layer's quantize) is folded into the store of the int32
 accumulators, as for float kernels.
@@ -83,18 +84,30 @@ def _linear(sch, block, v, g, intrin, accumulators, inline_epilogue) -> str:
 
 def _conv(sch, block, v, intrin, accumulators, inline_epilogue) -> str:
     n, ko, h, w, lanes, rco, ry, rx, rcq, r4 = sch.get_loops(block)
-    run = _divisor(_extent(sch, w), accumulators)
+    blocks, run = _conv_tile(_extent(sch, ko), _extent(sch, w), accumulators)
+    koo, koi = sch.split(ko, [None, blocks])
     wo, wi = sch.split(w, [None, run])
-    sch.reorder(n, ko, h, wo, rco, ry, rx, rcq, wi, lanes, r4)
+    sch.reorder(n, koo, h, wo, rco, ry, rx, rcq, koi, wi, lanes, r4)
     write_back, fused = _store(sch, block, wo, inline_epilogue)
-    outer = [n, ko, h]
+    outer = [n, koo, h]
     if math.prod(_extent(sch, lp) for lp in outer) * _extent(sch, wo) > 1:
         sch.parallel(sch.fuse(*outer, wo))
+    sch.unroll(koi)
     sch.unroll(wi)
     if _extent(sch, rx) <= 3:
         sch.unroll(rx)
     _tensorize(sch, block, rco, lanes, write_back, intrin, v)
-    return f"int8-tile(u{run},v{v},nchwc,{intrin.split('_')[2]}{',epilogue' if fused else ''})"
+    return f"int8-tile(u{run},k{blocks},v{v},nchwc,{intrin.split('_')[2]}{',epilogue' if fused else ''})"
+
+
+def _conv_tile(out_blocks: int, width: int, accumulators: int) -> tuple[int, int]:
+    """(output-channel blocks, output pixels) of a conv's register tile: 2 blocks x 4 pixels where both divide (each
+    input broadcast feeds 2 dot products, each weight tile 4: 6 loads per 8 instead of 9), else one block x the
+    longest run of pixels that divides the row (rows of 7 or 14 would leave 2 x 1 or 2 x 2 tiles). Int8 ResNet-18
+    0.975x, MobileNetV2 0.967x (Zen 4, paired rounds)."""
+    if out_blocks % 2 == 0 and width % 4 == 0 and accumulators >= 8:
+        return 2, 4
+    return 1, _divisor(width, accumulators)
 
 
 def _store(sch, block, loop, inline_epilogue):
