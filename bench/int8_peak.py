@@ -142,7 +142,7 @@ def model_rows(name: str, threads: int, peak: float, small: bool = False) -> tup
         if macs:
             g = macs / r["median_ms"] / 1e6
             rows.append({"step": r["step"], "kernel": r["kernel"], "macs": macs, "median_ms": round(r["median_ms"], 4),
-                         "gmacs": round(g, 1), "share_of_peak": round(g / peak, 3)})
+                         "gmacs": g, "share_of_peak": g / peak})
     for _ in range(10):
         c(xs)
     rounds = []
