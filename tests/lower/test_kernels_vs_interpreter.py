@@ -677,6 +677,9 @@ def quant_cases() -> list[Case]:
              opn("requantize", ["a", "m", "c"], {"dtype": "u8", "min": 3, "max": 200}),
              {"a": ints((2, 3, 4, 6), -2**16, 2**16)},
              {"m": f32((1, 3, 1, 1), 1e-3, 4e-3), "c": f32((3, 1, 1), 90, 130)}),
+        Case("requantize_u8_zero_point", opn("requantize", ["a", "m", "c", "z"], {"dtype": "u8"}),
+             {"a": ints((2, 3, 4, 6), -2**20, 2**20)},
+             {"m": f32((3, 1, 1), 1e-4, 4e-4), "c": f32((3, 1, 1), 100, 130), "z": ints((3, 1, 1), -2**19, 2**19)}),
         Case("requantize_i8_tensor", opn("requantize", ["a", "m", "c"], {"dtype": "i8", "min": -128, "max": 127}),
              {"a": ints((5, 8), -2**15, 2**15)}, {"m": np.float32(2.5e-3), "c": f32((8,), -3, 3)}),
         # integer contractions: u8 / i8 activations x i8 weights, exact i32 sums

@@ -21,9 +21,11 @@ are unsigned nibbles 0..15 read with their zero point (8 for symmetric int4).
 ``dequantize``'s third input may instead be a f32 **minimum**: ``real = q * scale + minimum`` (llama.cpp's Q4_1
 form; weight-only int4 and per-group int8 use it, so each group's range is exact and zero need not be in it).
 
-``requantize(acc, multiplier, offset)`` is an integer kernel's epilogue in one op: ``clamp(rint(acc * multiplier +
-offset), min, max)`` from i32 sums to ``dtype`` (``fold_requantize`` makes it from dequantize -> bias -> activation ->
-quantize). ``multiplier`` and ``offset`` are f32 and broadcast like numpy; ``min``/``max`` (in ``dtype``'s range)
+``requantize(acc, multiplier, offset, [zero_point])`` is an integer kernel's epilogue in one op: ``clamp(rint((acc -
+zero_point) * multiplier + offset), min, max)`` from i32 sums to ``dtype``; ``fold_requantize`` makes it from
+dequantize -> bias -> activation -> quantize. The i32 zero point is subtracted exactly, before the float product
+(folded into ``offset`` it would be a large float cancelling a large product).
+``multiplier`` and ``offset`` are f32 and broadcast like numpy; ``min``/``max`` (in ``dtype``'s range)
 hold a folded ReLU / clamp. ``scale`` and ``zero_point`` say what the output's values mean (real = scale * (q -
 zero_point)) for tools that read them back; they take no part in the computation.
 
@@ -109,7 +111,11 @@ register(OpDef("quantize", "elementwise", _quantize_infer, _quantize_ref,
 
 
 def _requantize_infer(types, attrs):
-    acc, mult, off = types
+    acc, mult, off = types[:3]
+    zp = types[3] if len(types) == 4 else None
+    if zp is not None and (zp.dtype != "i32" or zp.rank > acc.rank
+                           or any(d not in (1, a) for d, a in zip(zp.shape[::-1], acc.shape[::-1]))):
+        raise OpError(f"requantize: zero_point must be i32 and broadcast to {list(acc.shape)}, got {zp}")
     if acc.dtype != "i32":
         raise OpError(f"requantize: needs i32 sums, got {acc.dtype}")
     if attrs["dtype"] not in QRANGE:
@@ -128,14 +134,16 @@ def _requantize_infer(types, attrs):
 
 
 def _requantize_ref(xs, attrs):
-    acc, mult, off = xs
-    y = np.rint(acc.astype(np.float32) * mult.astype(np.float32) + off.astype(np.float32))
+    acc, mult, off = xs[:3]
+    a = (acc.astype(np.int32) - xs[3]) if len(xs) == 4 else acc
+    y = np.rint(a.astype(np.float32) * mult.astype(np.float32) + off.astype(np.float32))
     return [np.clip(y, attrs["min"], attrs["max"]).astype(NP_DTYPES[attrs.get("storage") or attrs["dtype"]])]
 
 
 register(OpDef("requantize", "elementwise", _requantize_infer, _requantize_ref,
-               {"dtype": "u8", "min": 0, "max": 255, "scale": 1.0, "zero_point": 0, "storage": None}, (3, 3),
-               doc="requantize(acc, multiplier, offset): clamp(rint(acc * multiplier + offset), min, max) from i32 "
+               {"dtype": "u8", "min": 0, "max": 255, "scale": 1.0, "zero_point": 0, "storage": None}, (3, 4),
+               doc="requantize(acc, multiplier, offset, [zero_point]): clamp(rint((acc - zero_point) * multiplier + "
+                   "offset), min, max) from i32 "
                    "sums to ``dtype`` (an integer kernel's epilogue; ``scale`` / ``zero_point`` describe the "
                    "output for tools)"))
 

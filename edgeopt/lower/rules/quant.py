@@ -46,11 +46,13 @@ def quantize(ins, attrs, out, op):
 
 @rule("requantize")
 def requantize(ins, attrs, out, op):
-    acc, mult, off = ins
+    acc, mult, off = ins[:3]
+    zp = ins[3] if len(ins) == 4 else None
     dt = tvm_dtype(attrs.get("storage") or attrs["dtype"])
 
     def body(*i):
-        v = te.nearbyint(acc(*i).astype("float32") * _param(mult, i, {}, "float32") + _param(off, i, {}, "float32"))
+        a = acc(*i) - _param(zp, i, {}, "int32") if zp is not None else acc(*i)
+        v = te.nearbyint(a.astype("float32") * _param(mult, i, {}, "float32") + _param(off, i, {}, "float32"))
         return te.min(te.max(v, const(attrs["min"], "float32")), const(attrs["max"], "float32")).astype(dt)
 
     return te.compute(tuple(out.shape), body, name="requantize")
