@@ -131,3 +131,16 @@ def test_layer_norm_sums_rows_as_vectors(width):
     (kernel,) = compiled.report["kernels"]
     assert kernel["schedule"] == "rows(one-loop),vector-partials=2", kernel
     np.testing.assert_allclose(compiled(data), want, rtol=1e-5, atol=1e-5)
+
+
+def test_store_run_unroll_leaves_the_parallel_loop_of_a_one_row_linear(host_target):
+    """The store's pixel run is unrolled (else LLVM re-vectorizes it across pixels with gathers), but only a loop of
+    the store's own: a matrix-vector product's column panels are its parallel tasks and stay so."""
+    g = Graph()
+    x = g.add_input("x", TensorType((1, 256), "f32"))
+    g.set_outputs([g.add("linear", [x, g.add_const(rand(128, 256), "w")])])
+    node = g.nodes[-1]
+    func, _ = schedule_kernel(build_primfunc(g, node)[0], node.op, host_target.vector_lanes(32), node.attrs)
+    assert "T.parallel" in func.script()
+    data = rand(1, 256)
+    np.testing.assert_allclose(compile_graph(g, "host")(data), interpret(g, [data])[0], rtol=1e-4, atol=1e-4)
