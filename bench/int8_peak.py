@@ -103,7 +103,7 @@ def peak_gmacs(name: str, threads: int, iters: int = 20_000_000) -> float:
     return float(out.strip())
 
 
-def _macs(g, n) -> int:
+def _macs(n) -> int:
     """MACs of a conv2d / linear kernel (the anchor of fused node ``n``): output elements x its reduction."""
     body = n.body
     anchor = next((m for m in body.nodes if m.op in ("conv2d", "linear")), None) if body is not None else None
@@ -137,7 +137,7 @@ def model_rows(name: str, threads: int, peak: float, small: bool = False) -> tup
     for r in sorted(profile, key=lambda r: r["step"]):
         step = c.plan["steps"][r["step"]]
         node = by_name.get(step["node"])
-        macs = _macs(c.graph, node) if node is not None else 0
+        macs = _macs(node) if node is not None else 0
         total_macs += macs
         if macs:
             g = macs / r["median_ms"] / 1e6

@@ -111,11 +111,7 @@ register(OpDef("quantize", "elementwise", _quantize_infer, _quantize_ref,
 
 
 def _requantize_infer(types, attrs):
-    acc, mult, off = types[:3]
-    zp = types[3] if len(types) == 4 else None
-    if zp is not None and (zp.dtype != "i32" or zp.rank > acc.rank
-                           or any(d not in (1, a) for d, a in zip(zp.shape[::-1], acc.shape[::-1]))):
-        raise OpError(f"requantize: zero_point must be i32 and broadcast to {list(acc.shape)}, got {zp}")
+    acc = types[0]
     if acc.dtype != "i32":
         raise OpError(f"requantize: needs i32 sums, got {acc.dtype}")
     if attrs["dtype"] not in QRANGE:
@@ -125,9 +121,9 @@ def _requantize_infer(types, attrs):
     lo, hi = QRANGE[attrs["dtype"]]
     if not lo <= attrs["min"] <= attrs["max"] <= hi:
         raise OpError(f"requantize: needs {lo} <= min <= max <= {hi}, got min={attrs['min']} max={attrs['max']}")
-    for name, t in (("multiplier", mult), ("offset", off)):
-        if t.dtype != "f32":
-            raise OpError(f"requantize: {name} must be f32, got {t.dtype}")
+    for name, t, dtype in zip(("multiplier", "offset", "zero_point"), types[1:], ("f32", "f32", "i32")):
+        if t.dtype != dtype:
+            raise OpError(f"requantize: {name} must be {dtype}, got {t.dtype}")
         if t.rank > acc.rank or any(d not in (1, a) for d, a in zip(t.shape[::-1], acc.shape[::-1])):
             raise OpError(f"requantize: {name} shape {list(t.shape)} does not broadcast to {list(acc.shape)}")
     return [TensorType(acc.shape, attrs.get("storage") or attrs["dtype"])]
@@ -143,9 +139,8 @@ def _requantize_ref(xs, attrs):
 register(OpDef("requantize", "elementwise", _requantize_infer, _requantize_ref,
                {"dtype": "u8", "min": 0, "max": 255, "scale": 1.0, "zero_point": 0, "storage": None}, (3, 4),
                doc="requantize(acc, multiplier, offset, [zero_point]): clamp(rint((acc - zero_point) * multiplier + "
-                   "offset), min, max) from i32 "
-                   "sums to ``dtype`` (an integer kernel's epilogue; ``scale`` / ``zero_point`` describe the "
-                   "output for tools)"))
+                   "offset), min, max) from i32 sums to ``dtype`` (an integer kernel's epilogue; ``scale`` / "
+                   "``zero_point`` describe the output for tools)"))
 
 
 def pack_axis(attrs, rank: int) -> int:
