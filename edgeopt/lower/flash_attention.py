@@ -1,18 +1,21 @@
 """A tiled attention kernel with online softmax: the score matrix never exists in memory.
 
-A first parallel loop transposes the keys once, tile by tile (``[batch, S/TILE, D, TILE]``: one copy of
-K, linear in the sequence length; transposing per task instead cost half the kernel's time at seq 128).
-Then each parallel task takes ``ROWS`` query rows of one (batch, head) and walks the key tiles: scores of
-the tile (on the stack), the running row max ``m`` and sum ``l`` are updated and the accumulator is
-rescaled by ``exp(m_old - m_new)`` (flash attention's online softmax). Per task it keeps
-``ROWS x TILE`` scores and a ``ROWS x Dv`` accumulator: the score matrix is never materialized.
+A first parallel loop transposes the keys once, tile by tile (``[batch, S/TILE, D, TILE]``: one copy of K, linear
+in the sequence length; transposing per task instead cost half the kernel's time at seq 128). Then each parallel
+task takes ``ROWS`` query rows of one (batch, head) and walks the key tiles: scores of the tile for its ``ROWS``
+rows at once (a register tile: each row of transposed keys, and each row of values below, is loaded once for all of
+them), the running row max ``m`` and sum ``l`` are updated and the accumulator is rescaled by
+``exp(m_old - m_new)`` (flash attention's online softmax). Per task it keeps ``ROWS x TILE`` scores and a ``ROWS x Dv``
+accumulator: the score matrix is never materialized.
 
-NaN and infinities as in torch: a mask (bool or causal) adds -inf to a score, so a NaN score stays NaN even
-where it is masked, and the running max propagates NaN (``nan_math``): a NaN score (a NaN in q, or in any key)
-makes its row NaN. While a row has seen only masked scores its max is -inf; the exponentials then subtract 0
-instead (-inf - -inf would be NaN), so a fully masked row sums to 0 and its accumulator (0 x v) is not divided
-by that: the row comes out 0, as torch's ``scaled_dot_product_attention`` gives (NaN where a value is NaN, as
-its math backend gives); with ``masked_rows="nan"`` (attention that was softmax written out) it is 0 / 0.
+NaN and infinities as in torch: a mask (bool or causal) adds -inf to a score, so a NaN score stays NaN even where
+it is masked, and its exponential is NaN (``fast_exp`` keeps NaN), so the row's sum and accumulator go NaN: a NaN
+score (a NaN in q, or in any key) makes its row NaN. The row max therefore needs no NaN test (a plain ``max``:
+whichever operand it returns for a NaN, the row is NaN). While a row has seen only masked scores its max is -inf;
+the exponentials then subtract 0 instead (-inf - -inf would be NaN), so a fully masked row sums to 0 and its
+accumulator (0 x v) is not divided by that: the row comes out 0, as torch's ``scaled_dot_product_attention`` gives
+(NaN where a value is NaN, as its math backend gives); with ``masked_rows="nan"`` (attention that was softmax
+written out) it is 0 / 0.
 
 Written directly in TIR (TVMScript): the loop-carried max/sum cannot be expressed in TE. Used for
 fp32 attention whose q, k and v share their batch dims (the mask may broadcast); other cases fall
@@ -28,7 +31,6 @@ from tvm.script import tirx as T
 
 from ..ir.types import TensorType
 from .fast_math import exp as fast_exp
-from .nan_math import maximum as nan_max
 
 ROWS = 4
 TILE = 64
@@ -58,6 +60,7 @@ def flash_attention(in_types: list[TensorType], attrs: dict, out: TensorType):
     R = ROWS
     NR = -(-L // R)
     NK = -(-S // TT)
+    whole_tiles = S % TT == 0
     mshape = tuple(mask.shape) if mask is not None else (1, 1)
     mdt = {"bool": "bool", "f32": "float32"}.get(mask.dtype) if mask is not None else None
 
@@ -114,26 +117,34 @@ def flash_attention(in_types: list[TensorType], attrs: dict, out: TensorType):
                 for d in T.vectorized(Dv):
                     acc[r, d] = T.float32(0)
             for kb in range(NK):
-                for r in range(R):
+                # the tile's scores, all R rows at once: each row of transposed keys is loaded once for R rows
+                for r in T.unroll(R):
                     for t in T.vectorized(TT):
                         s[r, t] = T.float32(0)
-                    for d in range(D):
+                for d in range(D):
+                    for r in T.unroll(R):
                         for t in T.vectorized(TT):
                             s[r, t] = s[r, t] + qf[(task // NR * L + T.min(task % NR * R + r, L - 1)) * D + d] \
                                 * kt[task // NR, kb, d, t]
-                    for t in range(TT):
-                        s[r, t] = T.if_then_else(
-                            kb * TT + t < S,
-                            score(s[r, t], task // NR, T.min(task % NR * R + r, L - 1), T.min(kb * TT + t, S - 1), m_),
-                            T.float32(_NEG))
+                for r in range(R):
+                    if whole_tiles:  # no key padding: the scale and the mask are vector code
+                        for t in T.vectorized(TT):
+                            s[r, t] = score(s[r, t], task // NR, T.min(task % NR * R + r, L - 1), kb * TT + t, m_)
+                    else:
+                        for t in range(TT):
+                            s[r, t] = T.if_then_else(
+                                kb * TT + t < S,
+                                score(s[r, t], task // NR, T.min(task % NR * R + r, L - 1), T.min(kb * TT + t, S - 1),
+                                      m_),
+                                T.float32(_NEG))
                     for t in T.vectorized(8):
                         part[t] = m[r]
                     for t0 in range(TT // 8):
                         for t in T.vectorized(8):
-                            part[t] = nan_max(part[t], s[r, t0 * 8 + t])
+                            part[t] = T.max(part[t], s[r, t0 * 8 + t])
                     red[0] = m[r]
                     for t in range(8):
-                        red[0] = nan_max(red[0], part[t])
+                        red[0] = T.max(red[0], part[t])
                     red[2] = T.if_then_else(red[0] == T.float32(_NEG), T.float32(0), red[0])
                     for t in T.vectorized(TT):
                         s[r, t] = fast_exp(s[r, t] - red[2])
@@ -149,7 +160,9 @@ def flash_attention(in_types: list[TensorType], attrs: dict, out: TensorType):
                     for d in T.vectorized(Dv):
                         acc[r, d] = acc[r, d] * fast_exp(m[r] - red[2])
                     m[r] = red[0]
-                    for t in range(T.min(TT, S - kb * TT)):
+                # the values, each row of v loaded once for R rows
+                for t in range(T.min(TT, S - kb * TT)):
+                    for r in T.unroll(R):
                         for d in T.vectorized(Dv):
                             acc[r, d] = acc[r, d] + s[r, t] * vf[(task // NR * S + kb * TT + t) * Dv + d]
             for r in range(R):

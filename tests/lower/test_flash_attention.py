@@ -18,6 +18,9 @@ CASES = {
     "causal_two_tiles": ((1, 2, 70, 16), (1, 2, 70, 16), (1, 2, 70, 8), None, None, True, 0.3),
     "rank3_full_mask": ((3, 50, 24), (3, 50, 24), (3, 50, 24), (50, 50), "f32", False, None),
     "mask_and_causal": ((1, 1, 9, 4), (1, 1, 9, 4), (1, 1, 9, 4), (9, 9), "f32", True, None),
+    # key counts that fill whole tiles (no key padding: the scale and the mask are vector code)
+    "whole_tiles_bool_mask": ((1, 3, 10, 32), (1, 3, 128, 32), (1, 3, 128, 32), (1, 1, 1, 128), "bool", False, None),
+    "whole_tiles_mask_and_causal": ((2, 1, 64, 8), (2, 1, 64, 8), (2, 1, 64, 16), (2, 1, 64, 64), "f32", True, 0.4),
 }
 
 
