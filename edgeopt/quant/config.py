@@ -45,11 +45,13 @@ class QuantConfig:
                   model's output projection and embedding, as llama.cpp's 4-bit formats keep them at 8 bits)
     integer_kernels  static int8 layers run as integer kernels (u8 x i8 summed in i32, ``fold_quantized``); False
                   keeps them as float kernels on dequantized values (the same numbers, for debugging)
-    int8_image_convs  also quantize convs that read fewer than 4 channels (an image's first conv), on CPUs with int8
-                  dot products: faster (ResNet-18's first conv 1.7 -> 0.55 ms on Zen 4). Images of 8-bit pixels
-                  (found in the calibration data) are read exactly (any conv reading them is), but the conv's int8
-                  weights still cost accuracy
-                  (EfficientNet-Lite0: 94.4% -> 92.5% top-1 agreement), so such convs stay float by default
+    int8_image_convs  convs that read fewer than 4 channels (an image's first conv), on CPUs with int8 dot products:
+                  "auto" (default) makes such a conv "split" where it reads 8-bit pixels (found in the calibration
+                  data: read exactly) and sums at least ``SPLIT_MIN_PATCH`` inputs per output (a 7x7 stem: ResNet-18
+                  0.93x; a 3x3 stem stays float, where the int8 convs save nothing); "split": two int8 convs on the
+                  same input, the weight's levels and its rounding residual's (15-bit weights, twice the int8 work:
+                  the float conv's accuracy); True: one int8 conv (ResNet-18's first conv 1.7 -> 0.55 ms on Zen 4,
+                  but its int8 weights cost EfficientNet-Lite0 94.4% -> 92.5% top-1 agreement); False: float
     quantized_residuals  static int8: the other readers of a quantized activation (a residual add, a concatenation)
                   read its int8 copy, so the kernel that makes it stores int8 only (ResNet-18 6.9 -> 5.8 ms on Zen 4;
                   MiniLM cosine 0.993 -> 0.990);
@@ -77,7 +79,7 @@ class QuantConfig:
     keep_float: tuple[str, ...] = field(default_factory=tuple)
     keep_int8: tuple[str, ...] = field(default_factory=tuple)
     integer_kernels: bool = True
-    int8_image_convs: bool = False
+    int8_image_convs: bool | str = "auto"
     quantized_residuals: bool = True
     max_drop: float | None = None
     metric: object = "top1"
@@ -98,6 +100,9 @@ class QuantConfig:
         if self.weight_rounding not in ROUNDINGS:
             raise QuantizationError(f"QuantConfig.weight_rounding must be one of {ROUNDINGS}, "
                                     f"got {self.weight_rounding!r}")
+        if self.int8_image_convs not in (False, True, "split", "auto"):
+            raise QuantizationError(f"QuantConfig.int8_image_convs must be 'auto', 'split', True or False, "
+                                    f"got {self.int8_image_convs!r}")
         if not 50.0 < self.percentile <= 100.0:
             raise QuantizationError(f"QuantConfig.percentile must be in (50, 100], got {self.percentile}")
         if self.group_size < 2 or self.group_size % 2:
