@@ -20,8 +20,12 @@ ONNX Runtime fp32 and int8) runs in a process of its own (``bench/peer_workers.p
 in a rotating order, after a quiet gate; ratios are medians of per-round ratios (paired). ResNet-18 and
 MobileNetV2 use the zoo's random weights (speed only: no pretrained weights for them ship in a package).
 
-CNNs also get ``int8-img``: ``QuantConfig(int8_image_convs=True)``, the image's conv in int8 too (on the crops'
-exact 8-bit pixels): Lite0's agreement and every CNN's speed beside the default (float stem).
+CNNs also get ``int8-img``: ``QuantConfig(int8_image_convs=True)``, the image's conv as one int8 conv (on the
+crops' exact 8-bit pixels): Lite0's agreement and every CNN's speed beside the default (``"auto"``: a 7x7 stem as two
+int8 convs, its weight's levels and their rounding residual's; a 3x3 stem float).
+
+``--target x86-64-v3 --no-peers``: every edgeopt build for AVX2 + FMA only (int8 on ``vpmaddwd``), timed here: the
+int8 / fp32 ratio of a CPU without VNNI (Zen 3), as far as this CPU runs that code alike.
 
 Size: the artifact's weight bytes, int8 vs fp32.
 
@@ -60,11 +64,11 @@ ORT_FILES = {"efficientnet_lite0": ("lite0.onnx", "lite0_qdq.onnx"), "minilm": (
              "mobilenet_v2": ("mobilenet_v2.onnx", "mobilenet_v2_qdq.onnx")}
 
 
-def _compile(model, inputs, **kw):
+def _compile(args, model, inputs, **kw):
     import edgeopt
 
     t0 = time.perf_counter()
-    c = edgeopt.compile(model, inputs, **kw)
+    c = edgeopt.compile(model, inputs, target=args.target, **kw)
     return c, time.perf_counter() - t0
 
 
@@ -93,14 +97,14 @@ def lite0_accuracy(args, artifacts: dict) -> list[dict]:
         ref = np.concatenate([model(torch.from_numpy(ev[i:i + 16])).numpy() for i in range(0, len(ev), 16)])
     x1 = (torch.from_numpy(ev[:1]),)
     rows = []
-    fp32, secs = _compile(model, x1)
+    fp32, secs = _compile(args, model, x1)
     out = np.concatenate([fp32(ev[i:i + 1]) for i in range(len(ev))])
     rows.append({"model": "efficientnet_lite0", "variant": "fp32", "compile_s": round(secs, 1),
                  "top1_agreement": qd.top1_agreement(out, ref), **_size(fp32)})
     artifacts["efficientnet_lite0"] = {"fp32": fp32}
     batches = [torch.from_numpy(calib[i:i + 1]) for i in range(len(calib))]
     for cal in args.calibrators:
-        c, secs = _compile(model, x1, quantize=_static(args, calibrator=cal),
+        c, secs = _compile(args, model, x1, quantize=_static(args, calibrator=cal),
                            calibration_data=batches)
         out = np.concatenate([c(ev[i:i + 1]) for i in range(len(ev))])
         rows.append({"model": "efficientnet_lite0", "variant": f"int8 ({cal})", "calibrator": cal,
@@ -109,7 +113,7 @@ def lite0_accuracy(args, artifacts: dict) -> list[dict]:
         if cal == args.calibrators[0]:
             artifacts["efficientnet_lite0"]["int8"] = c
     # the stem in int8 too, on the crops' exact pixels
-    c, secs = _compile(model, x1, quantize=_static(args, int8_image_convs=True), calibration_data=batches)
+    c, secs = _compile(args, model, x1, quantize=_static(args, int8_image_convs=True), calibration_data=batches)
     out = np.concatenate([c(ev[i:i + 1]) for i in range(len(ev))])
     rows.append({"model": "efficientnet_lite0", "variant": "int8 (minmax, int8 image conv)", "calibrator": "minmax",
                  "compile_s": round(secs, 1), "top1_agreement": qd.top1_agreement(out, ref),
@@ -137,7 +141,7 @@ def minilm_accuracy(args, artifacts: dict) -> list[dict]:
         kw = {} if mode == "fp32" else {"quantize": mode}
         if mode == "int8":
             kw["calibration_data"], kw["quantize"] = batches, _static(args)
-        c, secs = _compile(model, (ids0, mask0), **kw)
+        c, secs = _compile(args, model, (ids0, mask0), **kw)
         out = np.concatenate([c(ids[i:i + 1], mask[i:i + 1]) for i in range(len(ev))])
         cos = qd.row_cosines(out, ref, mask)
         rows.append({"model": "minilm", "variant": mode, "compile_s": round(secs, 1), "mean_cosine": float(cos.mean()),
@@ -150,8 +154,8 @@ def digits_accuracy(args, artifacts: dict) -> list[dict]:
     from bench.digits_cnn import accuracy, train_digits
 
     model, x_train, x_test, y_test = train_digits(epochs=3 if args.small else 12)
-    fp32, _ = _compile(model, (x_test[:1],))
-    int8, _ = _compile(model, (x_test[:1],), quantize=_static(args),
+    fp32, _ = _compile(args, model, (x_test[:1],))
+    int8, _ = _compile(args, model, (x_test[:1],), quantize=_static(args),
                        calibration_data=[x_train[i:i + 1] for i in range(64)])
     a32, a8 = accuracy(fp32, x_test, y_test), accuracy(int8, x_test, y_test)
     return [{"model": "digits_cnn", "variant": "fp32", "accuracy": a32, **_size(fp32)},
@@ -169,11 +173,11 @@ def random_weight_models(args, artifacts: dict) -> list[dict]:
     for name in [m for m in ("resnet18", "mobilenet_v2") if m in args.models]:
         model, x = build(name, small=args.small)
         batches = [x] * 4 if args.small else [torch.from_numpy(calib[i:i + 1]) for i in range(len(calib))]
-        fp32, s32 = _compile(model, x)
-        int8, s8 = _compile(model, x, quantize=_static(args), calibration_data=batches)
+        fp32, s32 = _compile(args, model, x)
+        int8, s8 = _compile(args, model, x, quantize=_static(args), calibration_data=batches)
         artifacts[name] = {"fp32": fp32, "int8": int8}
         if not args.small:  # the image's conv in int8 too (exact on 8-bit pixels): speed beside the default
-            artifacts[name]["int8-img"] = _compile(model, x, quantize=_static(args, int8_image_convs=True),
+            artifacts[name]["int8-img"] = _compile(args, model, x, quantize=_static(args, int8_image_convs=True),
                                                    calibration_data=batches)[0]
         agree = qd.top1_agreement(int8(x[0].numpy()), fp32(x[0].numpy()))
         rows.append({"model": name, "variant": "int8", "compile_s": round(s8, 1), "agrees_on_example": agree,
@@ -221,8 +225,11 @@ def speed(args, artifacts: dict, ort_work: str | None) -> list[dict]:
             times = {k: [] for k in workers}
             names = list(workers)
             for r in range(args.rounds):
-                wait_quiet(args.min_idle, args.quiet_timeout)
                 for k in names[r % len(names):] + names[:r % len(names)]:
+                    # a quiet CPU before each variant, not only each round: the previous worker's pool threads
+                    # spin for a while after its calls (TVM's, ONNX Runtime's) and took a core from the next one
+                    # (ONNX Runtime's MiniLM ran 11.5-24.5 ms right after edgeopt's workers, 7.0 in its own run)
+                    wait_quiet(args.min_idle, args.quiet_timeout)
                     times[k].append(statistics.median(workers[k].time(args.calls)))
             for w in workers.values():
                 w.close()
@@ -291,6 +298,9 @@ def main(argv=None) -> str:
     ap.add_argument("--calls", type=int, default=20)
     ap.add_argument("--min-idle", type=float, default=90.0)
     ap.add_argument("--quiet-timeout", type=float, default=20.0)
+    ap.add_argument("--target", default="host",
+                    help="edgeopt's target for every compile (x86-64-v3: the AVX2 code paths, int8 on vpmaddwd, timed "
+                         "on any AVX2 CPU; ONNX Runtime then still runs its own best code: use --no-peers)")
     ap.add_argument("--no-peers", action="store_true", help="skip ONNX Runtime")
     ap.add_argument("--no-speed", action="store_true", help="accuracy and size only")
     ap.add_argument("--small", action="store_true", help="tiny sizes and counts: a smoke run")

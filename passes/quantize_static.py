@@ -18,10 +18,11 @@ Each convolution, linear layer and matmul with a constant operand becomes a laye
   each part's kernel stores u8, a part that is also another layer's int8 input is rescaled from that copy, and a
   constant part is quantized at compile time;
 - a dense conv on fewer than 4 input channels (an image's first layer) is quantized only where the target has an
-  int8 dot product, and as ``QuantConfig.int8_image_convs`` says: ``"split"``, two int8 convs on the same input,
-  the weight's levels and its rounding residual's (``w ~ s q + s' q'``, ``s' ~ s / 254``: 15-bit weights for twice
-  the int8 work); ``"auto"`` (the default), split where it reads exact 8-bit pixels and has at least
-  ``SPLIT_MIN_PATCH`` inputs per output, else float; ``True``, one int8 conv; ``False``, float;
+  int8 dot product, and as ``QuantConfig.int8_image_convs`` says: ``"auto"`` (the default), where it reads exact
+  8-bit pixels and sums at least ``IMAGE_CONV_MIN_PATCH`` inputs per output, its levels chosen by GPTQ (a few
+  weights per output, whose nearest levels cost accuracy), else float; ``True``, one int8 conv; ``"split"``, two
+  int8 convs on the same input, the weight's levels and its rounding residual's (``w ~ s q + s' q'``, ``s' ~ s /
+  254``: 15-bit weights for twice the int8 work); ``False``, float;
 - a dense conv that reads an image input whose calibration values are 8-bit pixels (``edgeopt.quant.lattice``:
   ``(k / 255 - mean) / std`` per channel, with the evidence it asks for) reads them without loss: u8 = the pixel k,
   and each channel's step moves into the conv's weight (``fold_quantized`` pads with each channel's level of 0);
@@ -111,21 +112,22 @@ class QuantizeStatic(Pass):
                           f"(its quantized layers: {sorted(names_here)[:8]}...)", stacklevel=2)
         self._lattices = self._pixel_lattices(g, layers)
         if self.config.int8_image_convs == "auto":  # only where it pays, and only on exact pixels
-            for n in [n for n in layers if _too_narrow(n) and not self._split_pays(g, n)]:
+            for n in [n for n in layers if _too_narrow(n) and not self._image_conv_pays(g, n)]:
                 layers.remove(n)
                 kept.append(f"{n.outputs[0].name} ({n.op}: {n.inputs[0].type.shape[1]} input channels)")
         acts = list(dict.fromkeys(n.inputs[0] for n in layers))
         steps = {n: self._lattices[n.inputs[0].name].step for n in layers if self._on_lattice(g, n)}
         errors = _WeightErrors(layers) if self.bias_correction and self.config.bias_correction else None
-        moments = InputMoments([n for n in layers if self._rounds_by_output(g, n)]) \
-            if self.config.weight_rounding == "gptq" else None
+        by_output = [n for n in layers if self._rounds_by_output(g, n) and (self.config.weight_rounding == "gptq" or (
+            self.config.int8_image_convs == "auto" and _too_narrow(n)))]  # "auto": an image conv's levels by GPTQ
+        moments = InputMoments(by_output) if by_output else None
         watchers = [w.observe for w in (errors, moments) if w is not None]
         self._float_outputs = []  # one pass over the calibration data: ranges, weight errors, float outputs
         stats = observe_ranges(g, acts, self.calibration, outputs=self._float_outputs,
                                also=(lambda v, x, i: [f(v, x, i) for f in watchers]) if watchers else None)
         self._weights = {n.outputs[0].name: self._int8_weight(g, n, steps.get(n), moments) for n in layers}
         self._shifts = errors.means(g, self._weights, steps) if errors else {}
-        split = [n for n in layers if self.config.int8_image_convs in ("split", "auto") and _too_narrow(n)]
+        split = [n for n in layers if self.config.int8_image_convs == "split" and _too_narrow(n)]
         self._residuals = {n.outputs[0].name: self._residual_weight(g, n, steps.get(n)) for n in split}
         for name in self._residuals:  # the two parts' error is ~1/256 of one part's: nothing left to correct
             self._shifts.pop(name, None)
@@ -274,12 +276,12 @@ class QuantizeStatic(Pass):
                 found[v.name] = pixel_lattice([np.asarray(b[i]) for b in self.calibration])
         return {k: lattice for k, lattice in found.items() if lattice is not None}
 
-    def _split_pays(self, g: Graph, n: Node) -> bool:
-        """``int8_image_convs="auto"``: an image conv becomes two int8 convs (``"split"``) where it reads exact 8-bit
-        pixels and has at least ``SPLIT_MIN_PATCH`` inputs per output (ResNet-18's 7x7 stem, 147: 0.93x the model's
-        time; a 3x3 stem, 27: 1.03x)."""
+    def _image_conv_pays(self, g: Graph, n: Node) -> bool:
+        """``int8_image_convs="auto"``: an image conv is quantized where it reads exact 8-bit pixels and sums at least
+        ``IMAGE_CONV_MIN_PATCH`` inputs per output (ResNet-18's 7x7 stem, 147: 0.38 instead of 1.5 ms; a 3x3 stem,
+        27, gains nothing: MobileNetV2 1.40 against 1.41 ms)."""
         w = n.inputs[1].type.shape
-        return self._on_lattice(g, n) and w[1] * w[2] * w[3] >= SPLIT_MIN_PATCH
+        return self._on_lattice(g, n) and w[1] * w[2] * w[3] >= IMAGE_CONV_MIN_PATCH
 
     def _on_lattice(self, g: Graph, n: Node) -> bool:
         """Whether conv ``n`` reads 8-bit pixels it can take exactly (no scales learned for it by QAT)."""
@@ -412,8 +414,8 @@ def _times_input_steps(w: np.ndarray, steps: np.ndarray) -> np.ndarray:
     return (w * steps.reshape(1, -1, 1, 1)).astype(np.float32)
 
 
-#: ``int8_image_convs="auto"``: the fewest inputs per output (channels x kernel area) of an image conv that is split
-SPLIT_MIN_PATCH = 64
+#: ``int8_image_convs="auto"``: the fewest inputs per output (channels x kernel area) of an image conv it quantizes
+IMAGE_CONV_MIN_PATCH = 64
 
 
 def _too_narrow(n: Node) -> bool:

@@ -46,12 +46,13 @@ class QuantConfig:
     integer_kernels  static int8 layers run as integer kernels (u8 x i8 summed in i32, ``fold_quantized``); False
                   keeps them as float kernels on dequantized values (the same numbers, for debugging)
     int8_image_convs  convs that read fewer than 4 channels (an image's first conv), on CPUs with int8 dot products:
-                  "auto" (default) makes such a conv "split" where it reads 8-bit pixels (found in the calibration
-                  data: read exactly) and sums at least ``SPLIT_MIN_PATCH`` inputs per output (a 7x7 stem: ResNet-18
-                  0.93x; a 3x3 stem stays float, where the int8 convs save nothing); "split": two int8 convs on the
-                  same input, the weight's levels and its rounding residual's (15-bit weights, twice the int8 work:
-                  the float conv's accuracy); True: one int8 conv (ResNet-18's first conv 1.7 -> 0.55 ms on Zen 4,
-                  but its int8 weights cost EfficientNet-Lite0 94.4% -> 92.5% top-1 agreement); False: float
+                  "auto" (default) quantizes such a conv where it reads 8-bit pixels (found in the calibration
+                  data: read exactly) and sums at least ``IMAGE_CONV_MIN_PATCH`` inputs per output (a 7x7 stem:
+                  ResNet-18's takes 0.38 instead of 1.5 ms; a 3x3 stem stays float: it gains nothing), with its
+                  levels chosen by GPTQ (the nearest ones cost EfficientNet-Lite0's logits 1 - cosine 0.00238
+                  against 0.00185 with the float stem; GPTQ's 0.00190); True: one int8 conv, rounded as
+                  ``weight_rounding`` says; "split": two int8 convs on the same input, the weight's levels and its
+                  rounding residual's (15-bit weights, twice the int8 work: 0.00183); False: float
     quantized_residuals  static int8: the other readers of a quantized activation (a residual add, a concatenation)
                   read its int8 copy, so the kernel that makes it stores int8 only (ResNet-18 6.9 -> 5.8 ms on Zen 4;
                   MiniLM cosine 0.993 -> 0.990);
