@@ -17,12 +17,14 @@ ONNX Runtime's figures on the same data come from ``bench/quant_peers.py``, run 
 
 Speed: batch 1, 2 threads. Every variant of a model (edgeopt fp32 and int8 artifacts run by edgeopt's runtime;
 ONNX Runtime fp32 and int8) runs in a process of its own (``bench/peer_workers.py``); a round times each once,
-in a rotating order, after a quiet gate; ratios are medians of per-round ratios (paired). ResNet-18 and
+in a rotating order, each after a quiet gate (a 1-s sample of idle CPU: the previous worker's pool threads spin
+for a while after its calls); ratios are medians of per-round ratios (paired). ResNet-18 and
 MobileNetV2 use the zoo's random weights (speed only: no pretrained weights for them ship in a package).
 
-CNNs also get ``int8-img``: ``QuantConfig(int8_image_convs=True)``, the image's conv as one int8 conv (on the
-crops' exact 8-bit pixels): Lite0's agreement and every CNN's speed beside the default (``"auto"``: a 7x7 stem as two
-int8 convs, its weight's levels and their rounding residual's; a 3x3 stem float).
+The image's conv: the default (``int8_image_convs="auto"``) quantizes a 7x7 stem (ResNet-18's) on the crops'
+exact 8-bit pixels with GPTQ's levels and keeps a 3x3 stem float. Lite0 also gets ``int8-img``
+(``int8_image_convs=True``: its 3x3 stem as one int8 conv, nearest levels): agreement and speed; ResNet-18 and
+MobileNetV2 get ``int8-float-stem`` (``int8_image_convs=False``): the speed the default's stem buys.
 
 ``--target x86-64-v3 --no-peers``: every edgeopt build for AVX2 + FMA only (int8 on ``vpmaddwd``), timed here: the
 int8 / fp32 ratio of a CPU without VNNI (Zen 3), as far as this CPU runs that code alike.
@@ -176,9 +178,10 @@ def random_weight_models(args, artifacts: dict) -> list[dict]:
         fp32, s32 = _compile(args, model, x)
         int8, s8 = _compile(args, model, x, quantize=_static(args), calibration_data=batches)
         artifacts[name] = {"fp32": fp32, "int8": int8}
-        if not args.small:  # the image's conv in int8 too (exact on 8-bit pixels): speed beside the default
-            artifacts[name]["int8-img"] = _compile(args, model, x, quantize=_static(args, int8_image_convs=True),
-                                                   calibration_data=batches)[0]
+        if not args.small:  # the image's conv float: what the default's int8 stem buys
+            artifacts[name]["int8-float-stem"] = _compile(args, model, x,
+                                                          quantize=_static(args, int8_image_convs=False),
+                                                          calibration_data=batches)[0]
         agree = qd.top1_agreement(int8(x[0].numpy()), fp32(x[0].numpy()))
         rows.append({"model": name, "variant": "int8", "compile_s": round(s8, 1), "agrees_on_example": agree,
                      **_size(int8)})
@@ -208,7 +211,7 @@ def speed(args, artifacts: dict, ort_work: str | None) -> list[dict]:
             inputs = _speed_inputs(model, arts["fp32"], args)
             onnx = ORT_FILES.get(model) if ort_work else None
             workers = {}
-            for variant in ("fp32", "int8", "int8-dynamic", "int8-img"):
+            for variant in ("fp32", "int8", "int8-dynamic", "int8-img", "int8-float-stem"):
                 if variant not in arts:
                     continue
                 ort_file = None
@@ -245,6 +248,7 @@ def _paired_ratios(times: dict) -> dict:
     """Median over rounds of (a / b) for the pairs the issue asks about."""
     pairs = [("edgeopt int8", "edgeopt fp32"), ("edgeopt int8", "onnxruntime int8"),
              ("edgeopt int8-img", "edgeopt fp32"), ("edgeopt int8-img", "onnxruntime int8"),
+             ("edgeopt int8-float-stem", "edgeopt fp32"), ("edgeopt int8", "edgeopt int8-float-stem"),
              ("edgeopt int8-dynamic", "edgeopt fp32"), ("edgeopt int8-dynamic", "onnxruntime int8"),
              ("edgeopt fp32", "onnxruntime fp32"), ("onnxruntime int8", "onnxruntime fp32")]
     return {f"{a} / {b}": round(statistics.median(x / y for x, y in zip(times[a], times[b])), 3)

@@ -102,7 +102,8 @@ class QuantizeStatic(Pass):
             if self.config.keeps_float(n.op, n.outputs[0].name, n.source):
                 kept.append(f"{n.outputs[0].name} ({n.op}: QuantConfig.keep_float)")
             elif _too_narrow(n) and not (dots and self.config.int8_image_convs):
-                kept.append(f"{n.outputs[0].name} ({n.op}: {n.inputs[0].type.shape[1]} input channels)")
+                why = "no int8 dot product on the target" if self.config.int8_image_convs else "int8_image_convs=False"
+                kept.append(f"{n.outputs[0].name} ({n.op}: {n.inputs[0].type.shape[1]} input channels, {why})")
             else:
                 layers.append(n)
         names_here = {g.layer_name(n) for n in layers}
@@ -112,9 +113,11 @@ class QuantizeStatic(Pass):
                           f"(its quantized layers: {sorted(names_here)[:8]}...)", stacklevel=2)
         self._lattices = self._pixel_lattices(g, layers)
         if self.config.int8_image_convs == "auto":  # only where it pays, and only on exact pixels
-            for n in [n for n in layers if _too_narrow(n) and not self._image_conv_pays(g, n)]:
-                layers.remove(n)
-                kept.append(f"{n.outputs[0].name} ({n.op}: {n.inputs[0].type.shape[1]} input channels)")
+            for n in [n for n in layers if _too_narrow(n)]:
+                why = self._image_conv_stays_float(g, n)
+                if why:
+                    layers.remove(n)
+                    kept.append(f"{n.outputs[0].name} ({n.op}: {n.inputs[0].type.shape[1]} input channels, {why})")
         acts = list(dict.fromkeys(n.inputs[0] for n in layers))
         steps = {n: self._lattices[n.inputs[0].name].step for n in layers if self._on_lattice(g, n)}
         errors = _WeightErrors(layers) if self.bias_correction and self.config.bias_correction else None
@@ -167,6 +170,7 @@ class QuantizeStatic(Pass):
                 n.inputs[2] = g.add_const((b - shift).astype(b.dtype), f"{n.inputs[2].name}_corrected")
             if n.outputs[0].name in self._residuals:
                 self._add_residual_conv(g, n)
+                readers = g.users()  # the layer's readers now read the sum
         if self.config.quantized_residuals:  # the other readers share the int8 copy: the float one is never stored
             quantizers = {dq.producer.inputs[0].producer for dq in qdq.values()}
             for (v, _), dq in qdq.items():
@@ -276,12 +280,19 @@ class QuantizeStatic(Pass):
                 found[v.name] = pixel_lattice([np.asarray(b[i]) for b in self.calibration])
         return {k: lattice for k, lattice in found.items() if lattice is not None}
 
-    def _image_conv_pays(self, g: Graph, n: Node) -> bool:
-        """``int8_image_convs="auto"``: an image conv is quantized where it reads exact 8-bit pixels and sums at least
+    def _image_conv_stays_float(self, g: Graph, n: Node) -> str:
+        """``int8_image_convs="auto"``: why image conv ``n`` stays float, or "" where it is quantized: where it reads
+        exact 8-bit pixels, its levels can be GPTQ's (per-channel weights it did not learn by QAT) and it sums at least
         ``IMAGE_CONV_MIN_PATCH`` inputs per output (ResNet-18's 7x7 stem, 147: 0.38 instead of 1.5 ms; a 3x3 stem,
         27, gains nothing: MobileNetV2 1.40 against 1.41 ms)."""
         w = n.inputs[1].type.shape
-        return self._on_lattice(g, n) and w[1] * w[2] * w[3] >= IMAGE_CONV_MIN_PATCH
+        if not self._on_lattice(g, n):
+            return "not 8-bit pixels" if n.inputs[0].name not in self._lattices else "scales learned by QAT"
+        if not self._rounds_by_output(g, n):
+            return "per-tensor weights: no GPTQ levels"
+        if w[1] * w[2] * w[3] < IMAGE_CONV_MIN_PATCH:
+            return f"{w[1] * w[2] * w[3]} inputs per output, under {IMAGE_CONV_MIN_PATCH}: no faster in int8"
+        return ""
 
     def _on_lattice(self, g: Graph, n: Node) -> bool:
         """Whether conv ``n`` reads 8-bit pixels it can take exactly (no scales learned for it by QAT)."""
@@ -419,8 +430,8 @@ IMAGE_CONV_MIN_PATCH = 64
 
 
 def _too_narrow(n: Node) -> bool:
-    """A dense conv with fewer than 4 input channels (an RGB image's first layer) stays float: quantizing the image
-    costs accuracy (EfficientNet-Lite0: 95% -> 90% top-1 agreement), and without an int8 dot product plain integer
-    code is slower than the float kernel. ``QuantConfig(int8_image_convs=True)`` quantizes it where the target has
-    one (``int8_weight_layout`` pads its channels to a whole group)."""
+    """A dense conv with fewer than 4 input channels (an RGB image's first layer): quantized only as
+    ``QuantConfig.int8_image_convs`` says, and only where the target has an int8 dot product (without one, plain
+    integer code is slower than the float kernel; with one, ``int8_weight_layout`` pads its channels to a whole
+    group)."""
     return n.op == "conv2d" and n.attrs["groups"] == 1 and n.inputs[0].type.rank == 4 and n.inputs[0].type.shape[1] < 4

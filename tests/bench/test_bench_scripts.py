@@ -145,3 +145,14 @@ def test_int8_peak_bench_puts_convs_beside_the_dot_product_peak(tmp_path):
     assert res["results"] and all(r["macs"] > 0 and r["gmacs"] > 0 for r in res["results"])
     s = res["summary"]
     assert s["macs"] >= sum(r["macs"] for r in res["results"]) and s["whole_call_ms"] > 0 and s["outputs_finite"]
+
+
+def test_lite0_noise_bench_splits_the_error_by_source(tmp_path):
+    res = _run("lite0_noise.py", ["--small"], tmp_path)["results"]
+    rows = {r["variant"]: r for r in res["rows"]}
+    assert res["n_eval"] == 16 and len(rows) == 14
+    both = rows["int8 weights and u8 inputs (the compiled model's scheme)"]
+    weights, inputs = rows["int8 weights only"], rows["u8 inputs only"]
+    assert 0 < weights["one_minus_cosine"] < both["one_minus_cosine"]  # each source alone: part of the error
+    assert 0 < inputs["one_minus_cosine"] < both["one_minus_cosine"]
+    assert all(0 <= r["top1_agreement"] <= 1 for r in rows.values())

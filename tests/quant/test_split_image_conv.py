@@ -30,7 +30,7 @@ class Stem(torch.nn.Module):
         return self.body(torch.relu(self.stem(x)))
 
 
-def _quantized(mode, k: int = 7, data=None):
+def _quantized(mode, k: int = 7, data=None, weights: str = "per-channel"):
     """(graph before, graph after quantize_static with ``int8_image_convs=mode``, an input, the pass's stats)."""
     torch.manual_seed(0)
     model = Stem(k).eval()
@@ -42,7 +42,7 @@ def _quantized(mode, k: int = 7, data=None):
     g = from_torch(model, (torch.from_numpy(x),))
     get_pass("fold_batch_norm").run(g)
     before = g.clone()
-    p = get_pass("quantize_static", QuantConfig(int8_image_convs=mode), cal)
+    p = get_pass("quantize_static", QuantConfig(int8_image_convs=mode, weights=weights), cal)
     p.target = get_target("x86-64-v3")  # an int8 dot product every x86-64-v3 CPU has (AVX2)
     stats = p.run(g)
     verify(g)
@@ -108,14 +108,20 @@ def test_auto_quantizes_a_7x7_stem_on_pixels_with_gptq_levels_and_keeps_a_3x3_st
     assert (levels[0] != levels[1]).mean() > 0.05  # GPTQ's levels, not the nearest ones
     # on crops of a real photo (neighbouring pixels move together, which GPTQ's choice of levels uses), the first
     # crop held out: less output error than the nearest levels
-    gptq, nearest = _stem_sqnr("auto", True, data=np.concatenate(photo_crops(9, 24, seed=5)))
+    crops = np.concatenate(photo_crops(9, 24, seed=5))
+    assert len(_convs_on_pixels(_quantized("auto", data=crops)[1])) == 1
+    gptq, nearest = _stem_sqnr("auto", True, data=crops)
     assert gptq > nearest + 6, (gptq, nearest)  # measured: 63 against 48 dB
     _, g, _, stats = _quantized("auto", k=3)
-    assert _convs_on_pixels(g) == [] and len(stats["kept_float"]) == 1
-    assert "3 input channels" in stats["kept_float"][0]
+    assert _convs_on_pixels(g) == []
+    assert stats["kept_float"] == ["conv2d (conv2d: 3 input channels, 27 inputs per output, under 64: no faster "
+                                   "in int8)"]
     floats = np.random.default_rng(0).standard_normal((9, 3, 24, 24)).astype(np.float32)  # not 8-bit pixels
     _, g, _, stats = _quantized("auto", k=7, data=floats)
-    assert len(stats["kept_float"]) == 1 and next(n for n in g.nodes if n.op == "conv2d").inputs[0].name == "x"
+    assert stats["kept_float"] == ["conv2d (conv2d: 3 input channels, not 8-bit pixels)"]
+    assert next(n for n in g.nodes if n.op == "conv2d").inputs[0].name == "x"
+    _, g, _, stats = _quantized("auto", k=7, weights="per-tensor")  # no GPTQ levels: the nearest ones cost too much
+    assert _convs_on_pixels(g) == [] and stats["kept_float"][0].endswith("per-tensor weights: no GPTQ levels)")
 
 
 def test_auto_is_the_default_and_other_values_are_refused():
