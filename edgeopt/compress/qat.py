@@ -101,9 +101,10 @@ class QATModel(torch.nn.Module):
             ranges[name] = m.input_range()
             scales[name] = np.abs(m.w_scale.detach().numpy()).astype(np.float32).clip(1e-12)
             _set_module(model, name, m.layer)
-        # the other readers of a quantized activation (a residual add) read the float value, as in training
+        # the other readers of a quantized activation (a residual add) read the float value, as in training; the
+        # image's conv stays as training had it (float), not quantized after training by ``int8_image_convs="auto"``
         return model, QuantConfig(mode="int8", input_ranges=ranges, weight_scales=scales, bias_correction=False,
-                                  quantized_residuals=False)
+                                  quantized_residuals=False, int8_image_convs=False)
 
 
 def prepare_qat(model, example_inputs, calibration_data) -> QATModel:
