@@ -58,14 +58,16 @@ class FakeQuant:
 
     def _int8(self, n: str):
         """The int8 weight of layer ``n`` (quantized with its BatchNorm folded, then unfolded), as floats."""
+        from edgeopt.quant.weights import symmetric_int8
+
         w = self.float_w[n]
         g = None
         if n in self.bn:
             bn = self.bn[n]
             g = (bn.weight / self.torch.sqrt(bn.running_var + bn.eps)).detach().reshape((-1,) + (1,) * (w.dim() - 1))
             w = w * g
-        s = (w.abs().reshape(w.shape[0], -1).amax(1).clamp_min(1e-12) / 127).reshape((-1,) + (1,) * (w.dim() - 1))
-        q = self.torch.round(w / s) * s
+        q, s = symmetric_int8(w.numpy(), tuple(range(1, w.dim())))  # edgeopt's own per-channel int8
+        q = self.torch.from_numpy(q.astype(np.float32) * s)
         return q / g if g is not None else q
 
     def _observe(self, calib) -> dict:
@@ -131,9 +133,9 @@ class FakeQuant:
         try:
             return self._run(x, pre={n: hook(n, bits[kind(n)]) for n, _ in self.layers if kind(n) in bits})
         finally:
-            self.run_float_weights()
+            self.restore_float()
 
-    def run_float_weights(self) -> None:
+    def restore_float(self) -> None:
         for n, m in self.layers:
             m.weight.data = self.float_w[n].clone()
         for n, rm in self.running_mean.items():

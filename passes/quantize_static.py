@@ -55,6 +55,7 @@ After:
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import replace
 
@@ -285,13 +286,13 @@ class QuantizeStatic(Pass):
         exact 8-bit pixels, its levels can be GPTQ's (per-channel weights it did not learn by QAT) and it sums at least
         ``IMAGE_CONV_MIN_PATCH`` inputs per output (ResNet-18's 7x7 stem, 147: 0.38 instead of 1.5 ms; a 3x3 stem,
         27, gains nothing: MobileNetV2 1.40 against 1.41 ms)."""
-        w = n.inputs[1].type.shape
+        patch = math.prod(n.inputs[1].type.shape[1:])
         if not self._on_lattice(g, n):
             return "not 8-bit pixels" if n.inputs[0].name not in self._lattices else "scales learned by QAT"
         if not self._rounds_by_output(g, n):
             return "per-tensor weights: no GPTQ levels"
-        if w[1] * w[2] * w[3] < IMAGE_CONV_MIN_PATCH:
-            return f"{w[1] * w[2] * w[3]} inputs per output, under {IMAGE_CONV_MIN_PATCH}: no faster in int8"
+        if patch < IMAGE_CONV_MIN_PATCH:
+            return f"{patch} inputs per output, under {IMAGE_CONV_MIN_PATCH}: no faster in int8"
         return ""
 
     def _on_lattice(self, g: Graph, n: Node) -> bool:
@@ -333,12 +334,16 @@ class QuantizeStatic(Pass):
         return self.config.weights == "per-channel" and g.layer_name(n) not in self.config.weight_scales \
             and layer_matrix(n, g.const(n.inputs[1])) is not None
 
-    def _int8_weight(self, g: Graph, n: Node, input_steps, moments) -> tuple[np.ndarray, np.ndarray]:
-        """(int8 levels, scales) of ``n``'s weight: nearest levels, or GPTQ's (``weight_rounding="gptq"``). With
-        ``input_steps`` (a conv reading pixels in units of their steps) the weight is times each input channel's
-        step."""
+    def _float_weight(self, g: Graph, n: Node, input_steps) -> tuple[np.ndarray, tuple[int, ...] | None]:
+        """``n``'s float weight (times each input channel's step, for a conv reading pixels in units of their steps)
+        and the axes one weight scale covers (None: one scale for the tensor)."""
         arr = g.const(n.inputs[1]) if input_steps is None else _times_input_steps(g.const(n.inputs[1]), input_steps)
-        axes = reduce_axes(n, arr) if self.config.weights == "per-channel" else None
+        return arr, reduce_axes(n, arr) if self.config.weights == "per-channel" else None
+
+    def _int8_weight(self, g: Graph, n: Node, input_steps, moments) -> tuple[np.ndarray, np.ndarray]:
+        """(int8 levels, scales) of ``n``'s weight (``_float_weight``): nearest levels, or GPTQ's
+        (``weight_rounding="gptq"``, and an image conv under ``int8_image_convs="auto"``)."""
+        arr, axes = self._float_weight(g, n, input_steps)
         q, s = symmetric_int8(arr, axes, self.config.weight_scales.get(g.layer_name(n)))
         h = moments.h.pop(n, None) if moments is not None else None  # used once: freed as soon as it is
         if h is None:
@@ -350,13 +355,12 @@ class QuantizeStatic(Pass):
         return from_matrix(n, levels, arr.shape), s
 
     def _residual_weight(self, g: Graph, n: Node, input_steps) -> tuple[np.ndarray, np.ndarray]:
-        """(int8 levels, scales) of what ``n``'s int8 weight leaves out (``int8_image_convs="split"``): the float
-        weight (times the input steps, as ``_int8_weight``) less its levels times their scales."""
-        arr = g.const(n.inputs[1]) if input_steps is None else _times_input_steps(g.const(n.inputs[1]), input_steps)
+        """(int8 levels, scales) of what ``n``'s int8 weight leaves out (``int8_image_convs="split"``): its float
+        weight (``_float_weight``) less its levels times their scales."""
+        arr, axes = self._float_weight(g, n, input_steps)
         q, s = self._weights[n.outputs[0].name]
         rest = arr.astype(np.float64) - q.astype(np.float64) * s
-        return symmetric_int8(rest.astype(np.float32), reduce_axes(n, arr) if self.config.weights == "per-channel"
-                              else None)
+        return symmetric_int8(rest.astype(np.float32), axes)
 
     def _add_residual_conv(self, g: Graph, n: Node) -> None:
         """``y = conv(x, w)`` becomes ``conv(x, w_q) + conv(x, rest_q)``: a second int8 conv (no bias) on the same
