@@ -293,7 +293,7 @@ def main(argv=None) -> str:
     ap.add_argument("models", nargs="*", help=f"any of {', '.join(MODELS)} (default: all)")
     ap.add_argument("--calibrators", nargs="+", default=CALIBRATORS, choices=CALIBRATORS)
     ap.add_argument("--minilm-modes", nargs="+", default=MINILM_MODES, choices=MINILM_MODES)
-    ap.add_argument("--weight-rounding", default="nearest", choices=["nearest", "gptq"],
+    ap.add_argument("--weight-rounding", default="auto", choices=["auto", "nearest", "gptq"],
                     help="QuantConfig.weight_rounding of every static int8 compile")
     ap.add_argument("--n-calib", type=int, default=64)
     ap.add_argument("--n-eval", type=int, default=160)

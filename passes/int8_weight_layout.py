@@ -3,14 +3,15 @@ product reads, once, at compile time.
 
 An int8 dot-product instruction multiplies ``g`` consecutive u8 inputs by ``g`` i8 weights of each of ``v`` outputs
 and adds each group's sum into one of ``v`` int32 lanes: VNNI's ``vpdpbusd`` (AVX-512: v=16, AVX-VNNI: v=8; g=4),
-AVX2's ``vpmaddwd`` on widened pairs (v=8, g=2), or ARM's ``sdot`` (v=4, g=4; i8 inputs). Its weight operand is
-one [v, g] tile, so the weight is packed as ``oi<v>o<g>i`` = [out/v, in/g, v, g] (linear) or ``OIHW<v>o<g>i`` =
-[O/v, I/g, KH, KW, v, g] (conv), and ``nchwc_layout`` then blocks the conv's input in channel blocks of whole
-groups. ``schedule_int8`` tensorizes the
-kernels. A conv on fewer channels than a group (an RGB image) gets zero weights and a zero-padded input channel.
-Each layer takes the widest instruction whose lanes divide its outputs (AVX-512 CPUs also run the 8-lane
-VNNI-256 form, for 24 or 40 channels). Targets without such an instruction (``Target.int8_dots()`` is empty) keep
-the plain layouts.
+AVX2's ``vpmaddubsw`` + ``vpmaddwd`` (v=8, g=4; exact only for weights with |w| <= 64, which the quantizers give
+AVX2 targets), AVX2's ``vpmaddwd`` on widened pairs (v=8, g=2; any weights), or ARM's ``sdot`` (v=4, g=4; i8
+inputs). Its weight operand is one [v, g] tile, so the weight is packed as ``oi<v>o<g>i`` = [out/v, in/g, v, g]
+(linear) or ``OIHW<v>o<g>i`` = [O/v, I/g, KH, KW, v, g] (conv), and ``nchwc_layout`` then blocks the conv's input
+in channel blocks of whole groups. ``schedule_int8`` tensorizes the kernels. A conv on fewer channels than a group
+(an RGB image) gets zero weights and a zero-padded input channel. Each layer takes the best instruction whose lanes
+divide its outputs and that is exact for its weights (AVX-512 CPUs also run the 8-lane VNNI-256 form, for 24 or 40
+channels; an AVX2 layer with 8-bit weights, e.g. scales learned by QAT, takes ``vpmaddwd``). Targets without such
+an instruction (``Target.int8_dots()`` is empty) keep the plain layouts.
 
 Requires: ``unfused``; runs after ``fold_quantized`` (its integer kernels). Guarantees: ``int8_weights_laid_out``.
 
@@ -53,7 +54,7 @@ class Int8WeightLayout(Pass):
     guarantees = ("int8_weights_laid_out",)
 
     def run(self, g: Graph) -> dict:
-        from edgeopt.lower.int8_dot import activation_dtype
+        from edgeopt.lower.int8_dot import activation_dtype, weight_limit
 
         all_dots = self.target.int8_dots() if self.target is not None else []
         used: dict[str, int] = {}
@@ -71,9 +72,11 @@ class Int8WeightLayout(Pass):
                 w_oi = w
             else:
                 continue
-            # the widest instruction whose lanes divide the outputs (24 or 40 channels: 8-lane VNNI-256)
-            fit = next(((name, v, grp) for name, v, grp in dots if w_oi.shape[0] % v == 0 and w_oi.shape[1] % grp == 0),
-                       None)
+            # the best instruction whose lanes divide the outputs (24 or 40 channels: 8-lane VNNI-256) and that is
+            # exact for these weights (AVX2's vpmaddubsw saturates on |w| > 64)
+            w_max = int(np.abs(w_oi.astype(np.int16)).max(initial=0))
+            fit = next(((name, v, grp) for name, v, grp in dots if w_oi.shape[0] % v == 0 and w_oi.shape[1] % grp == 0
+                        and w_max <= weight_limit(name)), None)
             if fit is None:
                 continue
             name, v, grp = fit

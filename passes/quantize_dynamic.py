@@ -33,7 +33,7 @@ from edgeopt.ir import Graph, Value
 from edgeopt.ir.fused import fuse_nodes
 from edgeopt.pipeline import Pass, register_pass
 from edgeopt.quant.config import QuantConfig
-from edgeopt.quant.weights import weight_input
+from edgeopt.quant.weights import weight_input, weight_qmax
 
 from .quantize_weights import QuantizeWeights
 
@@ -57,11 +57,12 @@ class QuantizeDynamic(Pass):
             if x not in qdq:
                 qdq[x] = _quantize_rows(g, x, g.nodes.index(n), n.source)
             n.inputs[0] = qdq[x]
+        qmax = weight_qmax(self.config.reduce_range, self.target)  # 64: 7-bit weights (AVX2's vpmaddubsw)
         weights = QuantizeWeights(QuantConfig(mode="int8-weight", weights=self.config.weights,
-                                              keep_float=self.config.keep_float))
+                                              keep_float=self.config.keep_float), qmax=qmax)
         stats = weights.run(g)
         self.float_graph, self.quant_graph = float_graph, weights.quant_graph
-        return {"dynamic_activations": len(qdq), **stats}
+        return {"dynamic_activations": len(qdq), **stats, "weight_levels": qmax}
 
 
 def _quantize_rows(g: Graph, x: Value, at: int, source: str | None) -> Value:

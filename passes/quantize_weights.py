@@ -51,9 +51,11 @@ class QuantizeWeights(Pass):
     requires = ("unfused",)
     guarantees = ("weights_quantized",)
 
-    def __init__(self, config: QuantConfig | None = None, ops: tuple[str, ...] = ("linear", "matmul", "take")):
+    def __init__(self, config: QuantConfig | None = None, ops: tuple[str, ...] = ("linear", "matmul", "take"),
+                 qmax: int = 127):
         self.config = config or QuantConfig(mode="int8-weight")
         self.ops = ops
+        self.qmax = qmax  # per-channel int8's largest level (int8-dynamic on AVX2: 7-bit weights, see weight_qmax)
 
     def run(self, g: Graph) -> dict:
         self.float_graph = g.clone()  # for CompiledModel.compare
@@ -95,7 +97,7 @@ class QuantizeWeights(Pass):
                 return [g.add_const(q, f"{w.name}_q{bits}"), g.add_const(s, f"{w.name}_scale"),
                         None if lo is None else g.add_const(lo, f"{w.name}_min"), attrs]
         axes = reduce_axes(n, arr) if self.config.weights == "per-channel" else None
-        q, s = symmetric_int8(arr, axes)
+        q, s = symmetric_int8(arr, axes, qmax=self.qmax)
         return [g.add_const(q, f"{w.name}_q"), g.add_const(s, f"{w.name}_scale"), None, {}]
 
     def _dequantize(self, g: Graph, n: Node, enc: list) -> Value:

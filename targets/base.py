@@ -55,10 +55,10 @@ class Target:
 
     def schedule(self, func, op: str, lanes: int, attrs: dict | None = None):
         """Schedule one kernel's PrimFunc (anchor op ``op``); returns (func, description). CPUs: ``schedule_cpu``,
-        with this target's ``vector_registers``."""
+        with this target's ``vector_registers`` and ``int8_dots``."""
         from ..lower.schedule_cpu import schedule_kernel
 
-        return schedule_kernel(func, op, lanes, attrs, self.vector_registers())
+        return schedule_kernel(func, op, lanes, attrs, self.vector_registers(), self.int8_dots())
 
     def build(self, funcs: dict):
         """Compile the scheduled kernels (name -> PrimFunc) into what ``export_library`` writes."""

@@ -23,6 +23,8 @@ name               lanes  group  LLVM intrinsic                     needs (LLVM 
 =================  =====  =====  =================================  ==========================================
 VNNI512            16     4      ``llvm.x86.avx512.vpdpbusd.512``   avx512vnni (+avx512f)
 VNNI256            8      4      ``llvm.x86.avx512.vpdpbusd.256``   avxvnni, or avx512vnni + avx512vl
+AVX2_PMADDUBSW     8      4      ``llvm.x86.avx2.pmadd.ub.sw``      avx2; weights with |w| <= 64 (7 bits)
+                                 then ``llvm.x86.avx2.pmadd.wd``
 AVX2_PMADDWD       8      2      ``llvm.x86.avx2.pmadd.wd``         avx2
 AVX2_PMADDWD_X16   8      2      ``llvm.x86.avx2.pmadd.wd``         avx2; x given as int16 (0..255), not u8
 =================  =====  =====  =================================  ==========================================
@@ -36,10 +38,14 @@ contiguous int32 accumulators.
   older LLVMs and in TVM's own ``tvm.s_tir.tensor_intrin.x86`` (which therefore fails LLVM verification in 0.27).
   The 256-bit form is the same LLVM intrinsic for AVX-VNNI and AVX512-VL: LLVM emits ``{vex} vpdpbusd`` when the
   target has avxvnni but no avx512vl.
-* The AVX2 one is exact: it widens the u8 pair of ``x`` and the i8 weights to int16 and uses ``vpmaddwd`` (int16 x
-  int16 products summed in pairs into int32, which cannot overflow here). ``vpmaddubsw`` (u8 x i8 -> int16 pairs) does
-  twice the work per instruction but **saturates**: 255*127*2 = 64 770 > 32 767, so it is exact only if activations
-  are limited to 7 bits, which edgeopt's quantizer does not promise; it is not used.
+* AVX2 without VNNI has two. ``vpmaddubsw`` multiplies u8 by i8 and sums each pair into int16, **saturating**:
+  255*127*2 = 64 770 > 32 767. With weights limited to |w| <= 64 a pair stays within 255*128 = 32 640, so
+  AVX2_PMADDUBSW is exact for such weights only (``weight_max``); ``vpmaddwd`` by ones then sums the int16 pairs into
+  int32: 32 products in three instructions, twice AVX2_PMADDWD's speed (MiniLM's 128x384x1536: 0.66 against
+  1.35 ms on a Zen 4 running AVX2 code). The quantizer gives AVX2 targets such 7-bit weights (``QuantConfig
+  .reduce_range``, ONNX Runtime's ``reduce_range`` for the same instruction), and ``int8_weight_layout`` checks
+  every layer's weights before choosing it. AVX2_PMADDWD is exact for any int8 weight: it widens the u8 pair of
+  ``x`` and the i8 weights to int16 and uses ``vpmaddwd`` (int16 x int16 products summed in pairs into int32).
 
 :func:`pick_int8_dot` chooses the intrinsic for a target; :func:`build_int8_linear` builds the kernel (register-tiled
 tensorized schedule, or the plain vectorized fallback of the same compute with ``path="plain"``).
@@ -57,7 +63,8 @@ from tvm.script import tirx as T
 
 __all__ = ["INTRINSICS", "Int8Dot", "register_int8_intrinsics", "pick_int8_dot", "pack_int8_weight",
            "int8_linear_func", "schedule_int8_linear", "default_tile", "schedule_linear_plain", "build_int8_linear",
-           "assembly", "target_features"]
+           "assembly", "target_features", "weight_limit", "intrinsic_for_tile", "path_name", "usable_int8_dots",
+           "activation_dtype"]
 
 
 @dataclass(frozen=True)
@@ -67,10 +74,14 @@ class Int8Dot:
     group: int  # k values summed per output per call
     needs: tuple  # alternatives: any one tuple of LLVM feature names, all of which the target must have
     x_dtype: str = "uint8"  # the activation's dtype in the kernel (weights are always int8)
+    weight_max: int = 128  # exact only for weights with |w| <= weight_max (128: any int8)
 
 
 VNNI512 = Int8Dot("edgeopt_x86_vnni512_u8i8i32_16x4", 16, 4, (("avx512vnni", "avx512f"),))
 VNNI256 = Int8Dot("edgeopt_x86_vnni256_u8i8i32_8x4", 8, 4, (("avxvnni",), ("avx512vnni", "avx512vl")))
+#: AVX2 on 7-bit weights: ``vpmaddubsw`` sums u8 x i8 pairs into int16 (saturating: exact while |w| <= 64, since
+#: 255 * 64 * 2 = 32 640 < 32 767), ``vpmaddwd`` by ones sums those pairs into int32: 32 products in 3 instructions
+AVX2_PMADDUBSW = Int8Dot("edgeopt_x86_avx2_pmaddubsw_u8i7i32_8x4", 8, 4, (("avx2",),), weight_max=64)
 AVX2_PMADDWD = Int8Dot("edgeopt_x86_avx2_pmaddwd_u8i8i32_8x2", 8, 2, (("avx2",),))
 #: AVX2 with the activation already widened to int16 (values 0..255) by its producer: one broadcast per row and
 #: k pair instead of four widening instructions (an option for a compiler whose quantize step can emit int16)
@@ -79,9 +90,10 @@ AVX2_PMADDWD_X16 = Int8Dot("edgeopt_x86_avx2_pmaddwd_i16i8i32_8x2", 8, 2, (("avx
 #: it takes signed activations (x86's take unsigned), so targets with it quantize activations to i8
 SDOT = Int8Dot("edgeopt_arm_sdot_i8i8i32_4x4", 4, 4, (("dotprod", "neon"),), "int8")
 #: by preference, best first (the ones pick_int8_dot chooses from)
-INTRINSICS = (VNNI512, VNNI256, AVX2_PMADDWD, SDOT)
+INTRINSICS = (VNNI512, VNNI256, AVX2_PMADDUBSW, AVX2_PMADDWD, SDOT)
 _BY_NAME = {d.name: d for d in (*INTRINSICS, AVX2_PMADDWD_X16)}
-_PATHS = {"vnni512": VNNI512, "vnni256": VNNI256, "avx2": AVX2_PMADDWD, "avx2-x16": AVX2_PMADDWD_X16}
+_PATHS = {"vnni512": VNNI512, "vnni256": VNNI256, "avx2-ubsw": AVX2_PMADDUBSW, "avx2": AVX2_PMADDWD,
+          "avx2-x16": AVX2_PMADDWD_X16}
 
 
 # ---------------------------------------------------------------------------------------------------- intrinsics
@@ -141,6 +153,29 @@ def _pmaddwd_impl(x_dtype: str):
     return impl
 
 
+def _pmaddubsw_impl():
+    """AVX2, 7-bit weights: the 4 bytes of x (broadcast as one int32) times 8 weight quads: ``vpmaddubsw`` gives 16
+    int16 pair sums, ``vpmaddwd`` by ones adds neighbouring pairs into 8 int32, ``vpaddd`` accumulates."""
+    @T.prim_func(s_tir=True)
+    def impl(A: T.Buffer((4,), "uint8", offset_factor=1), B: T.Buffer((8, 4), "int8", offset_factor=1),
+             C: T.Buffer((8,), "int32", offset_factor=1)) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:8], A[0:4], B[0:8, 0:4])
+            T.writes(C[0:8])
+            C[T.ramp(T.int32(0), 1, 8)] = C.vload([0], dtype="int32x8") + T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.wd"),
+                T.call_llvm_pure_intrin(
+                    T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.ub.sw"),
+                    T.reinterpret(T.broadcast(T.reinterpret(A.vload([0], "uint8x4"), dtype="int32"), 8),
+                                  dtype="uint8x32"),
+                    B.vload([0, 0], dtype="int8x32"),
+                    dtype="int16x16"),
+                T.broadcast(T.int16(1), 16),
+                dtype="int32x8")
+
+    return impl
+
+
 @T.prim_func(s_tir=True)
 def _sdot_impl(A: T.Buffer((4,), "int8", offset_factor=1), B: T.Buffer((4, 4), "int8", offset_factor=1),
                C: T.Buffer((4,), "int32", offset_factor=1)) -> None:
@@ -165,7 +200,8 @@ def register_int8_intrinsics() -> None:
     if _REGISTERED:
         return
     impls = {VNNI512.name: lambda: _vnni_impl(16), VNNI256.name: lambda: _vnni_impl(8),
-             AVX2_PMADDWD.name: lambda: _pmaddwd_impl("uint8"), AVX2_PMADDWD_X16.name: lambda: _pmaddwd_impl("int16"),
+             AVX2_PMADDUBSW.name: _pmaddubsw_impl, AVX2_PMADDWD.name: lambda: _pmaddwd_impl("uint8"),
+             AVX2_PMADDWD_X16.name: lambda: _pmaddwd_impl("int16"),
              SDOT.name: lambda: _sdot_impl}
     for d in (*INTRINSICS, AVX2_PMADDWD_X16):
         if TensorIntrin.get(d.name, allow_missing=True) is None:  # e.g. this module was reloaded
@@ -180,24 +216,39 @@ def target_features(target) -> set[str]:
     return {f for f in names if tvm.target.codegen.target_has_features(f, target)}
 
 
-def pick_int8_dot(features) -> tuple[str, int, int] | None:
+def pick_int8_dot(features, weight_max: int = 128) -> tuple[str, int, int] | None:
     """``(intrin_name, lanes, group)`` of the best intrinsic for ``features`` (a tvm Target, or an iterable of LLVM
-    feature names such as "avx512vnni", "avx512vl", "avxvnni", "avx2"); None if none applies (non-x86 or pre-AVX2:
-    use the plain schedule)."""
+    feature names such as "avx512vnni", "avx512vl", "avxvnni", "avx2") that is exact for weights with
+    ``|w| <= weight_max`` (128: any int8); None if none applies (non-x86 or pre-AVX2: use the plain schedule)."""
     if isinstance(features, tvm.target.Target):
         if features.kind.name != "llvm" or "aarch64" in str(features.attrs.get("mtriple", "")):
             return None
         features = target_features(features)
-    feats = {f.lstrip("+") for f in features}
-    for d in INTRINSICS:
-        if any(all(f in feats for f in alt) for alt in d.needs):
-            return d.name, d.lanes, d.group
-    return None
+    return next((d for d in usable_int8_dots(features) if weight_limit(d[0]) >= weight_max), None)
 
 
 def activation_dtype(name: str) -> str:
     """The IR dtype ("u8" or "i8") of the activations intrinsic ``name`` multiplies."""
     return "i8" if _BY_NAME[name].x_dtype == "int8" else "u8"
+
+
+def weight_limit(name: str) -> int:
+    """The largest ``|w|`` intrinsic ``name`` is exact for (128: any int8 weight; 64: AVX2's ``vpmaddubsw``)."""
+    return _BY_NAME[name].weight_max
+
+
+def intrinsic_for_tile(dots, lanes: int, group: int) -> str | None:
+    """The intrinsic that reads a weight packed in ``[lanes, group]`` tiles on a CPU with ``dots`` (its
+    ``usable_int8_dots``, best first): the best one of that shape (VNNI-256 where the CPU has it, else AVX2's
+    ``vpmaddubsw``: ``int8_weight_layout`` packs a weight so only if it is exact for it). With ``dots`` None (no CPU
+    named) the first of ``INTRINSICS`` of that shape."""
+    names = [d[0] for d in dots] if dots is not None else [d.name for d in INTRINSICS]
+    return next((n for n in names if (_BY_NAME[n].lanes, _BY_NAME[n].group) == (lanes, group)), None)
+
+
+def path_name(name: str) -> str:
+    """The short name of intrinsic ``name`` (a ``build_int8_linear`` path: "vnni512", "avx2-ubsw"...; "sdot")."""
+    return next((p for p, d in _PATHS.items() if d.name == name), name.split("_")[2])
 
 
 def usable_int8_dots(features) -> list[tuple[str, int, int]]:
@@ -306,7 +357,8 @@ def default_tile(path: str, M: int, N: int, target=None) -> tuple[int, int]:
 
     * M > 1: vnni512 4x2 (4x4, 6x2, 8x2 within noise); vnni256 4x4 when the target has AVX-512's 32 registers,
       else 6x2 (12 of AVX-VNNI's 16 ymm); avx2 (u8) 4x4 (it reuses each widened x pair 4 times); avx2-x16 6x2;
-      plain 4x2 (4x3 with 8-lane ymm vectors, when N/8 allows: 12 accumulators).
+      plain 4x2 (4x3 with 8-lane ymm vectors, when N/8 allows: 12 accumulators); avx2-ubsw 4x2 (3x4 and 4x3 within
+      4%, scratch runs at 128x384x1536).
     * M == 1 (GEMV): one accumulator chain per vector, so more vectors: 8 (4 when that leaves under 4 parallel
       tasks for the zmm kernel); 1x1 and 1x2 were 2-4x slower.
     """
@@ -320,15 +372,16 @@ def default_tile(path: str, M: int, N: int, target=None) -> tuple[int, int]:
         return (4, 4) if wide else (6, 2)
     if path == "plain" and lanes == 8:
         return 4, (3 if (N // 8) % 3 == 0 else 2)
-    return {"vnni512": (4, 2), "avx2": (4, 4), "avx2-x16": (6, 2)}.get(path, (4, 2))
+    return {"vnni512": (4, 2), "avx2": (4, 4), "avx2-x16": (6, 2), "avx2-ubsw": (4, 2)}.get(path, (4, 2))
 
 
 def build_int8_linear(M: int, K: int, N: int, target, path: str = "auto", rows: int | None = None,
                       vectors: int | None = None, plain_group: int | None = None):
     """Build the kernel for ``x[M, K] (u8) @ w[N, K].T (i8)``; returns ``(executable, info)``.
 
-    ``path``: "auto" (:func:`pick_int8_dot` on ``target``, else "plain"), "vnni512", "vnni256", "avx2", "avx2-x16"
-    (x given as int16, 0..255) or "plain" (``plain_group``: the packed k group, default 4). ``rows``/``vectors``
+    ``path``: "auto" (:func:`pick_int8_dot` on ``target``, for any int8 weight, else "plain"), "vnni512",
+    "vnni256", "avx2-ubsw" (weights with |w| <= 64 only), "avx2", "avx2-x16" (x given as int16, 0..255) or "plain"
+    (``plain_group``: the packed k group, default 4). ``rows``/``vectors``
     default to :func:`default_tile`.
     ``info`` has the intrinsic, lanes/group (for :func:`pack_int8_weight`), padded Kp/Np and the tile. Call the
     executable as ``ex["main"](x[M, Kp], wp, y[M, Np])`` or ``ex(x, wp, y)``."""

@@ -53,12 +53,13 @@ _MIN_PARALLEL_WORK = 4096  # elements; below this a thread-pool launch costs mor
 
 
 def schedule_kernel(func: tvm.tirx.PrimFunc, op: str, lanes: int, attrs: dict | None = None,
-                    registers: int = DEFAULT_REGISTERS) -> tuple[tvm.tirx.PrimFunc, str]:
-    """Schedule ``func`` (one kernel whose anchor IR op is ``op`` with ``attrs``) for a CPU with ``lanes``-wide vectors
-    and ``registers`` vector registers; returns (func, description)."""
+                    registers: int = DEFAULT_REGISTERS, int8_dots=None) -> tuple[tvm.tirx.PrimFunc, str]:
+    """Schedule ``func`` (one kernel whose anchor IR op is ``op`` with ``attrs``) for a CPU with ``lanes``-wide vectors,
+    ``registers`` vector registers and the int8 dot products ``int8_dots`` (``Target.int8_dots()``; None: whichever
+    reads the kernel's weight tiles); returns (func, description)."""
     try:
         sch = Schedule(tvm.IRModule({"main": func}))
-        desc = _schedule(sch, op, lanes, attrs or {}, max(1, min(registers // 2, MAX_ACCUMULATORS)))
+        desc = _schedule(sch, op, lanes, attrs or {}, max(1, min(registers // 2, MAX_ACCUMULATORS)), int8_dots)
         return sch.mod["main"], desc
     except Exception as e:  # a schedule primitive refused this kernel: use the safe fallback
         sch = Schedule(tvm.IRModule({"main": func}))
@@ -86,7 +87,7 @@ def _extents(sch: Schedule, loops) -> list[int]:
     return [int(sch.get(lp).extent) for lp in loops]
 
 
-def _schedule(sch: Schedule, op: str, lanes: int, attrs: dict, accumulators: int) -> str:
+def _schedule(sch: Schedule, op: str, lanes: int, attrs: dict, accumulators: int, int8_dots=None) -> str:
     if op == "conv2d_winograd":
         from .schedule_winograd import schedule_winograd  # it imports this module's helpers
 
@@ -113,8 +114,8 @@ def _schedule(sch: Schedule, op: str, lanes: int, attrs: dict, accumulators: int
         if rows:
             return rows
     others = [sch.get(b).name_hint for b in _blocks(sch) if sch.get(b).name_hint != anchor]
-    if anchor and int8_tile(op, attrs):
-        desc.append(schedule_int8(sch, op, attrs, anchor, accumulators, _inline_epilogue))
+    if anchor and int8_tile(op, attrs, int8_dots):
+        desc.append(schedule_int8(sch, op, attrs, anchor, accumulators, _inline_epilogue, int8_dots))
     elif anchor:
         desc.append(_tile_anchor(sch, sch.get_sblock(anchor, func_name="main"), op, lanes, attrs, accumulators))
         if _pad_in_task(op, attrs):

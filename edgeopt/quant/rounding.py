@@ -89,9 +89,9 @@ def _patches(n: Node, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return win if a["groups"] > 1 else win.transpose(1, 0, 2).reshape(len(pick), c * kh * kw)
 
 
-def round_to_grid(w: np.ndarray, h: np.ndarray, scale: np.ndarray) -> np.ndarray:
-    """int8 levels of ``w`` [out, in] on the grid ``scale`` [out] chosen by GPTQ against input moments ``h`` ([in, in],
-    or [out, in, in]: one per output channel)."""
+def round_to_grid(w: np.ndarray, h: np.ndarray, scale: np.ndarray, qmax: int = 127) -> np.ndarray:
+    """int8 levels (within [-qmax, qmax]) of ``w`` [out, in] on the grid ``scale`` [out] chosen by GPTQ against input
+    moments ``h`` ([in, in], or [out, in, in]: one per output channel)."""
     per_row = h.ndim == 3
     hs = h if per_row else h[None]
     hs = hs.copy()
@@ -111,7 +111,7 @@ def round_to_grid(w: np.ndarray, h: np.ndarray, scale: np.ndarray) -> np.ndarray
         b1 = min(b0 + BLOCK, k)
         errs = np.zeros((w.shape[0], b1 - b0))
         for i in range(b0, b1):
-            level = np.clip(np.rint(rest[:, i] / s), -127, 127)
+            level = np.clip(np.rint(rest[:, i] / s), -qmax, qmax)
             q[:, i] = level
             d = u[:, i, i] if per_row else u[i, i]
             err = (rest[:, i] - level * s) / d

@@ -83,11 +83,17 @@ def _numpy(a) -> np.ndarray:
 
 def quantization_report(p, graph, records, float_weight_bytes: int, weight_bytes: int) -> dict:
     stats = next((r["stats"] for r in records if r["name"] == p.name), {})
+    layout = next((r["stats"] for r in records if r["name"] == "int8_weight_layout"), {})
     cfg: QuantConfig = p.config
+    extra = {"weight_levels": stats["weight_levels"]} if "weight_levels" in stats else {}  # 127, or 64 (7-bit)
+    if layout.get("instructions"):  # which int8 dot product the integer layers run on ("avx2-ubsw": 12, ...)
+        from ..lower.int8_dot import path_name
+
+        extra["int8_instructions"] = {path_name(k): v for k, v in layout["instructions"].items()}
     return {**cfg.describe(), "pass": p.name, "weight_bytes_float": int(float_weight_bytes),
             "weight_bytes": int(weight_bytes), "weight_ratio": round(weight_bytes / max(float_weight_bytes, 1), 4),
             "layers_quantized": stats.get("quantized", 0), "kept_float": stats.get("kept_float", []),
-            "kernels_by_precision": kernels_by_precision(graph),
+            "kernels_by_precision": kernels_by_precision(graph), **extra,
             **({"accuracy_check": {k: stats[k] for k in ("metric", "score_float", "score", "kept_for_budget")
                                    if k in stats}} if "metric" in stats else {})}
 

@@ -15,6 +15,9 @@ from ..ir.ops.quant import pack_int4
 
 #: a scale this small means an all-zero channel: store zeros with scale 1 (never divide by 0)
 _TINY = 1e-30
+#: the largest level of 7-bit weights (``QuantConfig.reduce_range``): AVX2's ``vpmaddubsw`` sums two u8 x level
+#: products in int16 without saturating (255 * 64 * 2 = 32 640 < 32 767)
+REDUCED_QMAX = 64
 
 
 def weight_input(g: Graph, n: Node) -> int | None:
@@ -39,20 +42,36 @@ def reduce_axes(n: Node, w: np.ndarray) -> tuple[int, ...]:
     return (1,)  # take: an embedding table [V, D], one scale per row
 
 
-def symmetric_int8(w: np.ndarray, axes: tuple[int, ...] | None, scale=None) -> tuple[np.ndarray, np.ndarray]:
-    """(q int8, scale f32) with ``|w|``'s max over ``axes`` (None: the whole tensor) mapped to 127, or with the
-    ``scale`` given (one per output channel, learned by quantization-aware training)."""
+def symmetric_int8(w: np.ndarray, axes: tuple[int, ...] | None, scale=None,
+                   qmax: int = 127) -> tuple[np.ndarray, np.ndarray]:
+    """(q int8, scale f32) with ``|w|``'s max over ``axes`` (None: the whole tensor) mapped to ``qmax`` (127, or
+    ``REDUCED_QMAX`` for 7-bit weights), or with the ``scale`` given (one per output channel, learned by
+    quantization-aware training); levels within [-qmax, qmax]."""
     if scale is not None:
         keep = [1 if axes is None or i in axes else d for i, d in enumerate(w.shape)]
         scale = np.asarray(scale, np.float32).reshape(keep)
         if axes is None and scale.size != 1:
             raise ValueError("a per-tensor weight takes one learned scale")
-        q = np.clip(np.rint(w / scale), -127, 127).astype(np.int8)
+        q = np.clip(np.rint(w / scale), -qmax, qmax).astype(np.int8)
         return q, scale if axes is not None else scale.reshape(())
     amax = np.abs(w).max(axis=axes, keepdims=axes is not None)
-    scale = np.where(amax > _TINY, amax / 127.0, 1.0).astype(np.float32)
-    q = np.clip(np.rint(w / scale), -127, 127).astype(np.int8)
+    scale = np.where(amax > _TINY, amax / float(qmax), 1.0).astype(np.float32)
+    q = np.clip(np.rint(w / scale), -qmax, qmax).astype(np.int8)
     return q, scale if axes is not None else scale.reshape(())
+
+
+def weight_qmax(reduce_range, target) -> int:
+    """The largest int8 weight level for integer kernels on ``target`` (``QuantConfig.reduce_range``): "auto" gives
+    ``REDUCED_QMAX`` where the target's best int8 dot product is exact only for 7-bit weights (AVX2 without VNNI:
+    ``vpmaddubsw``, twice the speed of the exact ``vpmaddwd`` path), else 127; True: ``REDUCED_QMAX``; False: 127."""
+    if reduce_range != "auto":
+        return REDUCED_QMAX if reduce_range else 127
+    dots = target.int8_dots() if target is not None else []
+    if not dots:
+        return 127
+    from ..lower.int8_dot import weight_limit
+
+    return min(127, weight_limit(dots[0][0]))
 
 
 def affine_groups(w: np.ndarray, group_axis: int, group_size: int, bits: int) -> tuple[np.ndarray, ...]:

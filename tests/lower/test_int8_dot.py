@@ -31,6 +31,7 @@ FLAGS = _cpu_flags()
 PATHS = {
     "vnni512": ("znver4", {"avx512_vnni", "avx512f"}),
     "vnni256": ("znver4", {"avx512_vnni", "avx512vl"}),  # the EVEX form; AVX-VNNI CPUs get the VEX one (asm test)
+    "avx2-ubsw": ("znver3", {"avx2"}),  # 7-bit weights only (|w| <= 64)
     "avx2": ("znver3", {"avx2"}),
     "avx2-x16": ("znver3", {"avx2"}),
     "plain": ("znver3", {"avx2"}),
@@ -42,15 +43,19 @@ def _target(mcpu: str):
     return tvm.target.Target({"kind": "llvm", "mcpu": mcpu, "num-cores": 2})
 
 
-def _run(M, K, N, path, rng, **kw):
+def _run(M, K, N, path, rng, w_max=None, **kw):
+    """(kernel's y, exact reference, executable) for random u8 x and i8 w (|w| <= ``w_max``: the path's own limit
+    by default), with the extremes in row 0 of x (255) and rows 0, 1 of w (-w_max and w_max - 1)."""
     mcpu, need = PATHS[path]
     if not need <= FLAGS:
         pytest.skip(f"this CPU lacks {sorted(need - FLAGS)} (needed to run the {path} kernel)")
+    if w_max is None:
+        w_max = D.weight_limit(D._PATHS[path].name) if path != "plain" else 128
     x = rng.integers(0, 256, (M, K), dtype=np.uint8)
-    w = rng.integers(-128, 128, (N, K), dtype=np.int8)
-    x[0, :] = 255  # the extremes: 255 * -128 and 255 * 127 summed over K (vpmaddubsw would saturate here)
-    w[0, :] = -128
-    w[1, :] = 127
+    w = rng.integers(-w_max, w_max, (N, K)).astype(np.int8)
+    x[0, :] = 255  # the extremes: 255 * -w_max and 255 * (w_max - 1) summed over K (vpmaddubsw's saturation edge)
+    w[0, :] = -w_max
+    w[1, :] = w_max - 1
     ex, info = D.build_int8_linear(M, K, N, _target(mcpu), path, **kw)
     xp = np.zeros((M, info["Kp"]), info["x_dtype"])
     xp[:, :K] = x
@@ -69,7 +74,8 @@ def test_int8_linear_exact(path, M, K, N):
     np.testing.assert_array_equal(got.astype(np.int64), ref)
 
 
-@pytest.mark.parametrize("path,rows,vectors", [("vnni512", 6, 2), ("avx2", 4, 1), ("vnni512", 3, 3)])
+@pytest.mark.parametrize("path,rows,vectors", [("vnni512", 6, 2), ("avx2", 4, 1), ("vnni512", 3, 3),
+                                               ("avx2-ubsw", 3, 4)])
 def test_int8_linear_other_tiles_exact(path, rows, vectors):
     """Row tails (M=7 with 6 or 3 rows) and a vectors count that does not divide N/lanes (reduced to one that does)."""
     got, ref, _ = _run(7, 32, 64, path, np.random.default_rng(7), rows=rows, vectors=vectors)
@@ -106,18 +112,48 @@ def test_avx2_assembly_has_no_vpdpbusd():
     asm = _asm("avx2", "znver3")
     assert "vpdpbusd" not in asm
     assert "vpmaddwd" in asm
-    assert "vpmaddubsw" not in asm  # saturating: would not be exact
+    assert "vpmaddubsw" not in asm  # saturating: would not be exact for 8-bit weights
+
+
+def test_avx2_ubsw_assembly():
+    """7-bit weights: vpmaddubsw then vpmaddwd (by ones) per weight tile, ymm only, no VNNI."""
+    asm = _asm("avx2-ubsw", "znver3")
+    assert re.search(r"vpmaddubsw\s+[^\n]*%ymm", asm) and re.search(r"vpmaddwd\s+[^\n]*%ymm", asm)
+    assert asm.count("vpmaddubsw") == asm.count("vpmaddwd")
+    assert "vpdpbusd" not in asm and "zmm" not in asm
+
+
+def test_avx2_ubsw_saturates_past_its_weight_limit():
+    """The 7-bit limit is real: with weights of -128 / 127 (a pair of 255 x 127 = 64 770 > 32 767) the kernel's
+    int16 pair sums saturate and the result is wrong, which is why ``int8_weight_layout`` checks |w| <= 64."""
+    got, ref, _ = _run(5, 64, 48, "avx2-ubsw", np.random.default_rng(3), w_max=128)
+    assert not np.array_equal(got.astype(np.int64), ref)
+    assert np.abs(got.astype(np.int64) - ref)[:2].max() > 1000  # the saturated rows are far off
 
 
 def test_pick_int8_dot():
     assert D.pick_int8_dot(_target("znver4"))[1:] == (16, 4)
     assert D.pick_int8_dot(_target("alderlake"))[1:] == (8, 4)
-    assert D.pick_int8_dot(_target("znver3"))[1:] == (8, 2)
+    assert D.pick_int8_dot(_target("znver3"))[1:] == (8, 2)  # any int8 weight: vpmaddwd
+    assert D.pick_int8_dot(_target("znver3"), weight_max=64)[0] == D.AVX2_PMADDUBSW.name  # 7-bit weights
+    assert D.pick_int8_dot(_target("znver4"), weight_max=64)[0] == D.VNNI512.name
     assert D.pick_int8_dot(["avx512vnni", "avx512f"])[0] == D.VNNI512.name
     assert D.pick_int8_dot({"+avxvnni", "+avx2"})[0] == D.VNNI256.name
     assert D.pick_int8_dot(["avx512vnni", "avx512vl"])[0] == D.VNNI256.name  # no avx512f named: not the zmm one
     assert D.pick_int8_dot(["sse4.2"]) is None
     assert D.pick_int8_dot(tvm.target.Target({"kind": "llvm", "mtriple": "aarch64-linux-gnu"})) is None
+
+
+def test_intrinsic_for_tile_prefers_vnni():
+    """8 lanes x 4: VNNI-256 where the CPU has it (exact for any weight), else AVX2's vpmaddubsw."""
+    zen4 = D.usable_int8_dots(["avx512vnni", "avx512f", "avx512vl", "avx2"])
+    zen3 = D.usable_int8_dots(["avx2", "fma"])
+    assert D.intrinsic_for_tile(zen4, 8, 4) == D.VNNI256.name
+    assert D.intrinsic_for_tile(zen3, 8, 4) == D.AVX2_PMADDUBSW.name
+    assert D.intrinsic_for_tile(zen3, 8, 2) == D.AVX2_PMADDWD.name
+    assert D.intrinsic_for_tile(zen3, 16, 4) is None
+    assert D.intrinsic_for_tile([], 8, 4) is None
+    assert [D.path_name(d[0]) for d in zen3] == ["avx2-ubsw", "avx2"]
 
 
 def test_register_is_idempotent():
