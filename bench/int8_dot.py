@@ -10,12 +10,15 @@ Kernels (all on weights packed beforehand; activations already u8 (or int16 for 
                 AVX2 int8 paths against)
   vnni512       tensorized vpdpbusd zmm (16 lanes x 4), target znver4
   vnni256       tensorized vpdpbusd ymm (8 lanes x 4; EVEX here, {vex} on AVX-VNNI CPUs), target znver4
-  avx2          tensorized vpmaddwd (8 lanes x 2, exact), target znver3 (it runs on Zen 4 too)
+  avx2-ubsw     tensorized vpmaddubsw + vpmaddwd by ones (8 lanes x 4), exact for 7-bit weights (|w| <= 64: its
+                weights are the same ones clipped to that range), target znver3
+  avx2          tensorized vpmaddwd (8 lanes x 2, exact for any int8 weight), target znver3 (it runs on Zen 4 too)
   avx2-x16      the same with the activation handed over as int16 (0..255), widened by its producer (not timed)
   plain-g4      untensorized, vectorized, the same packed weight as vnni512 ([N/16, K/4, 16, 4]), target znver4
   plain-g1      untensorized, weight [N/16, K, 16] (k-major panel), target znver4
   plain-g1-avx2 the same built for znver3 (8 lanes, weight [N/8, K, 8])
-``--sweep`` adds other register tiles (rows x vectors) of vnni512, vnni256, avx2 and avx2-x16 as "<kernel>-<r>x<v>".
+``--sweep`` adds other register tiles (rows x vectors) of vnni512, vnni256, avx2-ubsw, avx2 and avx2-x16 as
+"<kernel>-<r>x<v>".
 
 Timing: 2 threads (TVM_NUM_THREADS=2, OPENBLAS_NUM_THREADS=2; ``--threads 1`` for one). In each process every kernel
 of a shape is built and checked first, then timed in ``--rounds`` interleaved rounds (each round times every kernel
@@ -48,6 +51,7 @@ SHAPES = [(128, 384, 384), (128, 384, 1536), (128, 1536, 384), (1, 384, 384), (1
 INT8_KERNELS = {
     "vnni512": ("vnni512", "znver4", {}),
     "vnni256": ("vnni256", "znver4", {}),
+    "avx2-ubsw": ("avx2-ubsw", "znver3", {}),
     "avx2": ("avx2", "znver3", {}),
     "avx2-x16": ("avx2-x16", "znver3", {}),
     "plain-g4": ("plain", "znver4", {"plain_group": 4}),
@@ -90,6 +94,9 @@ def _build_int8(name, path, mcpu, kw, M, K, N, x, w, ref):
     t0 = time.perf_counter()
     ex, info = D.build_int8_linear(M, K, N, _target(mcpu), path, **kw)
     build_s = time.perf_counter() - t0
+    if info["intrin"] and D.weight_limit(info["intrin"]) < 128:  # 7-bit weights: the same ones, clipped
+        w = np.clip(w, -D.weight_limit(info["intrin"]), D.weight_limit(info["intrin"])).astype(np.int8)
+        ref = x.astype(np.int64) @ w.astype(np.int64).T
     xp = np.zeros((M, info["Kp"]), info["x_dtype"])
     xp[:, :K] = x
     y = tvm.runtime.tensor(np.zeros((M, info["Np"]), np.int32))
@@ -99,6 +106,7 @@ def _build_int8(name, path, mcpu, kw, M, K, N, x, w, ref):
     meta = {"exact": bool(np.array_equal(y.numpy()[:, :N], ref)), "build_s": round(build_s, 3), "mcpu": mcpu,
             "rows": info["rows"], "vectors": info["vectors"], "lanes": info["lanes"], "group": info["group"],
             "asm_vpdpbusd": asm.count("vpdpbusd"), "asm_vpmaddwd": asm.count("vpmaddwd"),
+            "asm_vpmaddubsw": asm.count("vpmaddubsw"),
             "asm_rsp_refs": asm.count("(%rsp)")}
     return ex.mod, args, meta
 
@@ -163,7 +171,7 @@ def one_process(shapes, rounds: int, sweep: bool, only: set | None) -> list:
         specs = dict(INT8_KERNELS)
         if sweep:
             for r, v in (SWEEP_GEMV if M == 1 else SWEEP_BIG):
-                for base in ("vnni512", "vnni256", "avx2", "avx2-x16"):
+                for base in ("vnni512", "vnni256", "avx2-ubsw", "avx2", "avx2-x16"):
                     path, mcpu, _ = INT8_KERNELS[base]
                     specs[f"{base}-{r}x{v}"] = (path, mcpu, {"rows": r, "vectors": v})
         names = ["fp32-numpy", "fp32-tvm", "fp32-tvm-avx2", *specs]

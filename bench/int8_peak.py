@@ -1,11 +1,13 @@
 """How close int8 convs run to this CPU's int8 dot-product peak: the peak of the instruction edgeopt's int8 kernels
 use here, and an int8 CNN's convs (each kernel timed alone) and whole calls as a share of it.
 
-    .venv/bin/python bench/int8_peak.py [--model resnet18] [--threads 1 2] [--small]
+    .venv/bin/python bench/int8_peak.py [--model resnet18] [--threads 1 2] [--target x86-64-v3] [--small]
 
 Peak: a C loop of 12 independent accumulators of the dot-product instruction (no loads), built with gcc and
-OpenMP for this CPU: ``vpdpbusd zmm`` (AVX-512 VNNI: 64 u8 x i8 products a call), ``vpdpbusd ymm`` (AVX-VNNI: 32) or
-``vpmaddwd ymm`` (AVX2: 16 i16 products, edgeopt's exact AVX2 path); best of 5 runs of ~0.2 s. A model's MACs are
+OpenMP for this CPU: ``vpdpbusd zmm`` (AVX-512 VNNI: 64 u8 x i8 products a call), ``vpdpbusd ymm`` (AVX-VNNI: 32),
+``vpmaddubsw ymm`` + ``vpmaddwd`` by ones + ``vpaddd`` (AVX2 on 7-bit weights: 32) or ``vpmaddwd ymm`` (AVX2 on
+8-bit weights: 16 i16 products); best of 5 runs of ~0.2 s. ``--target`` (default: this CPU) picks the build, and
+with it the instruction (``x86-64-v3``: AVX2's). A model's MACs are
 counted from its IR (each conv / linear: output elements x input channels per group x window), the zoo's random
 weights, calibrated on random data (speed only). Whole-call time: median of 20 calls in each of 5 rounds, best
 round. Results: bench/results/int8_peak-<time>.json.
@@ -33,9 +35,14 @@ KERNELS = {
                      "_mm512_set1_epi32", "_mm512_reduce_add_epi32(a{i})"),
     "vpdpbusd-ymm": ("-mavx2 -mavxvnni", "a{i} = _mm256_dpbusd_avx_epi32(a{i}, x, w);", 32, "__m256i",
                      "_mm256_set1_epi32", "_mm256_extract_epi32(a{i}, 0)"),
+    "vpmaddubsw-ymm": ("-mavx2", "a{i} = _mm256_add_epi32(a{i}, _mm256_madd_epi16(_mm256_maddubs_epi16(x, w), "
+                       "_mm256_set1_epi16(1)));", 32, "__m256i", "_mm256_set1_epi32", "_mm256_extract_epi32(a{i}, 0)"),
     "vpmaddwd-ymm": ("-mavx2", "a{i} = _mm256_add_epi32(a{i}, _mm256_madd_epi16(x, w));", 16, "__m256i",
                      "_mm256_set1_epi32", "_mm256_extract_epi32(a{i}, 0)"),
 }
+#: edgeopt's int8_dot path -> the peak loop of its instruction
+BY_PATH = {"vnni512": "vpdpbusd-zmm", "vnni256": "vpdpbusd-ymm", "avx2-ubsw": "vpmaddubsw-ymm",
+           "avx2": "vpmaddwd-ymm"}
 ACCUMULATORS = 12
 
 
@@ -47,14 +54,17 @@ def _flags() -> set[str]:
         return set()
 
 
-def instruction() -> str | None:
-    """The dot-product instruction edgeopt's int8 kernels use on this CPU (as ``pick_int8_dot`` picks)."""
-    flags = _flags()
-    if "avx512_vnni" in flags:
-        return "vpdpbusd-zmm"
-    if "avx_vnni" in flags:
-        return "vpdpbusd-ymm"
-    return "vpmaddwd-ymm" if "avx2" in flags else None
+def instruction(target: str = "host") -> str | None:
+    """The dot-product instruction edgeopt's int8 convs use when built for ``target`` (its best int8 dot product;
+    AVX2's with the 7-bit weights the quantizer gives it), if this CPU runs it."""
+    from edgeopt.targets import get_target
+
+    from edgeopt.lower.int8_dot import path_name
+
+    dots = get_target(target).int8_dots()
+    name = BY_PATH.get(path_name(dots[0][0])) if dots else None
+    need = {"vpdpbusd-zmm": "avx512_vnni", "vpdpbusd-ymm": "avx_vnni"}.get(name, "avx2")
+    return name if name and (need in _flags() or name == "vpdpbusd-ymm" and "avx512_vnni" in _flags()) else None
 
 
 def _source(name: str, iters: int) -> str:
@@ -118,7 +128,8 @@ def _macs(n) -> int:
     return out.numel * (cin // anchor.attrs.get("groups", 1)) * kh * kw
 
 
-def model_rows(name: str, threads: int, peak: float, small: bool = False) -> tuple[list[dict], dict]:
+def model_rows(name: str, threads: int, peak: float, small: bool = False,
+               target: str = "host") -> tuple[list[dict], dict]:
     import numpy as np
     import torch
 
@@ -127,8 +138,8 @@ def model_rows(name: str, threads: int, peak: float, small: bool = False) -> tup
 
     model, (x,) = build(name, small=small)
     cal = [torch.randn_like(x) for _ in range(4)]
-    c = edgeopt.compile(model, (x,), quantize=edgeopt.QuantConfig(mode="int8", int8_image_convs=True),
-                        calibration_data=cal)
+    c = edgeopt.compile(model, (x,), target=target, calibration_data=cal,
+                        quantize=edgeopt.QuantConfig(mode="int8", int8_image_convs=True))
     xs = x.numpy()
     by_name = {n.outputs[0].name: n for n in c.graph.nodes}
     rows = []
@@ -167,10 +178,11 @@ def main(argv=None) -> str:
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--no-model", action="store_true", help="the peak only")
     ap.add_argument("--small", action="store_true", help="the zoo's small model (CI's smoke run)")
+    ap.add_argument("--target", default="host", help="edgeopt target to build for (x86-64-v3: the AVX2 code)")
     args = ap.parse_args(argv)
-    inst = instruction()
+    inst = instruction(args.target)
     if inst is None:
-        raise SystemExit("this CPU has no int8 dot-product instruction edgeopt uses (AVX2 or newer)")
+        raise SystemExit(f"no int8 dot-product instruction edgeopt uses for target {args.target!r} runs on this CPU")
     peaks = {t: peak_gmacs(inst, t) for t in args.threads}
     for t, p in peaks.items():
         print(f"{inst}: {t} thread(s) {p:.0f} GMAC/s")
@@ -178,15 +190,15 @@ def main(argv=None) -> str:
     if not args.no_model:
         t = max(args.threads)
         os.environ.setdefault("TVM_NUM_THREADS", str(t))
-        rows, summary = model_rows(args.model, t, peaks[t], args.small)
+        rows, summary = model_rows(args.model, t, peaks[t], args.small, args.target)
         for r in sorted(rows, key=lambda r: -r["median_ms"])[:8]:
             print(f"  step {r['step']:3d} {r['kernel'][:44]:44s} {r['median_ms']:.3f} ms {r['gmacs']:6.0f} GMAC/s "
                   f"{r['share_of_peak']:.0%} of peak")
         print(f"{summary['model']} int8: {summary['macs'] / 1e9:.2f} GMAC, whole call {summary['whole_call_ms']} ms = "
               f"{summary['whole_gmacs']} GMAC/s, {summary['whole_share_of_peak']:.0%} of peak "
               f"({summary['ms_at_peak']} ms at peak)")
-    path = save_results("int8_peak", rows, instruction=inst, peak_gmacs={str(k): v for k, v in peaks.items()},
-                        summary=summary)
+    path = save_results("int8_peak", rows, instruction=inst, target=args.target,
+                        peak_gmacs={str(k): v for k, v in peaks.items()}, summary=summary)
     print("saved", path)
     return path
 

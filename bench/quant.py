@@ -26,8 +26,9 @@ exact 8-bit pixels with GPTQ's levels and keeps a 3x3 stem float. Lite0 also get
 (``int8_image_convs=True``: its 3x3 stem as one int8 conv, nearest levels): agreement and speed; ResNet-18 and
 MobileNetV2 get ``int8-float-stem`` (``int8_image_convs=False``): the speed the default's stem buys.
 
-``--target x86-64-v3 --no-peers``: every edgeopt build for AVX2 + FMA only (int8 on ``vpmaddwd``), timed here: the
-int8 / fp32 ratio of a CPU without VNNI (Zen 3), as far as this CPU runs that code alike.
+``--target x86-64-v3 --no-peers``: every edgeopt build for AVX2 + FMA only (int8 on ``vpmaddubsw``, 7-bit weights
+chosen by GPTQ: ``QuantConfig.reduce_range``), timed here: the int8 / fp32 ratio of a CPU without VNNI (Zen 3), as
+far as this CPU runs that code alike.
 
 Size: the artifact's weight bytes, int8 vs fp32.
 
@@ -303,8 +304,8 @@ def main(argv=None) -> str:
     ap.add_argument("--min-idle", type=float, default=90.0)
     ap.add_argument("--quiet-timeout", type=float, default=20.0)
     ap.add_argument("--target", default="host",
-                    help="edgeopt's target for every compile (x86-64-v3: the AVX2 code paths, int8 on vpmaddwd, timed "
-                         "on any AVX2 CPU; ONNX Runtime then still runs its own best code: use --no-peers)")
+                    help="edgeopt's target for every compile (x86-64-v3: the AVX2 code paths, int8 on vpmaddubsw, "
+                         "timed on any AVX2 CPU; ONNX Runtime then still runs its own best code: use --no-peers)")
     ap.add_argument("--no-peers", action="store_true", help="skip ONNX Runtime")
     ap.add_argument("--no-speed", action="store_true", help="accuracy and size only")
     ap.add_argument("--small", action="store_true", help="tiny sizes and counts: a smoke run")

@@ -35,6 +35,7 @@ from edgeopt.pipeline import Pass, register_pass
 from edgeopt.quant.config import QuantConfig
 from edgeopt.quant.weights import weight_input, weight_qmax
 
+from .int8_weight_layout import weight_levels
 from .quantize_weights import QuantizeWeights
 
 
@@ -57,12 +58,16 @@ class QuantizeDynamic(Pass):
             if x not in qdq:
                 qdq[x] = _quantize_rows(g, x, g.nodes.index(n), n.source)
             n.inputs[0] = qdq[x]
-        qmax = weight_qmax(self.config.reduce_range, self.target)  # 64: 7-bit weights (AVX2's vpmaddubsw)
+        def levels(n):  # 7-bit for the layers AVX2's vpmaddubsw will run (u8 activations, around 128)
+            w = g.const(n.inputs[weight_input(g, n)])
+            return weight_levels(n, w.shape, self.target, "u8", self.config.reduce_range)
+
         weights = QuantizeWeights(QuantConfig(mode="int8-weight", weights=self.config.weights,
-                                              keep_float=self.config.keep_float), qmax=qmax)
+                                              keep_float=self.config.keep_float), levels=levels)
         stats = weights.run(g)
         self.float_graph, self.quant_graph = float_graph, weights.quant_graph
-        return {"dynamic_activations": len(qdq), **stats, "weight_levels": qmax}
+        return {"dynamic_activations": len(qdq), **stats,
+                "weight_levels": weight_qmax(self.config.reduce_range, self.target)}
 
 
 def _quantize_rows(g: Graph, x: Value, at: int, source: str | None) -> Value:

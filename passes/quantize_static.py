@@ -75,6 +75,7 @@ from edgeopt.quant.lattice import pixel_lattice
 from edgeopt.quant.rounding import InputMoments, from_matrix, layer_matrix, round_to_grid
 from edgeopt.quant.weights import reduce_axes, symmetric_int8, weight_input, weight_qmax
 
+from .int8_weight_layout import weight_levels
 from .quantize_weights import QuantizeWeights
 
 QUANTIZED_OPS = ("conv2d", "linear", "matmul")
@@ -137,7 +138,7 @@ class QuantizeStatic(Pass):
         self._shifts = errors.means(g, self._weights, steps) if errors else {}
         split = [n for n in layers if self.config.int8_image_convs == "split" and _too_narrow(n)]
         self._residuals = {n.outputs[0].name: self._residual_weight(g, n, steps.get(n)) for n in split}
-        for name in self._residuals:  # the two parts' error is ~1/256 of one part's: nothing left to correct
+        for name in self._residuals:  # the two parts' error is ~1/(2 qmax) of one part's: nothing left to correct
             self._shifts.pop(name, None)
         self._ranges = {v.name: st for v, st in stats.items()}
         #: the graph before and after, for ``CompiledModel.compare`` and the accuracy budget
@@ -335,7 +336,8 @@ class QuantizeStatic(Pass):
         return activation_dtype(dots[0][0])
 
     def _rounds_by_output(self, g: Graph, n: Node) -> bool:
-        """Whether ``weight_rounding="gptq"`` rounds ``n``'s weight (a per-channel grid it did not learn by QAT)."""
+        """Whether GPTQ may round ``n``'s weight (a per-channel grid it did not learn by QAT; ``_by_gptq`` says whether
+        it does)."""
         return self.config.weights == "per-channel" and g.layer_name(n) not in self.config.weight_scales \
             and layer_matrix(n, g.const(n.inputs[1])) is not None
 
@@ -353,17 +355,21 @@ class QuantizeStatic(Pass):
         return rounding == "gptq" or (rounding == "auto" and self._qmax < 127) or (
             self.config.int8_image_convs == "auto" and _too_narrow(n))
 
-    def _levels(self, n: Node) -> int:
-        """The largest weight level of layer ``n``: 7-bit (``self._qmax``) where a dot product may run it, 127 for a
-        grouped (depthwise) conv, which runs as plain vector code whatever its weights."""
-        return 127 if n.op == "conv2d" and n.attrs["groups"] != 1 else self._qmax
+    def _levels(self, g: Graph, n: Node) -> int:
+        """The largest weight level of layer ``n``: 127, or 7-bit (``self._qmax``) where ``int8_weight_layout`` will
+        run it on an instruction exact only for such weights (AVX2's vpmaddubsw), or on any dot product under
+        ``reduce_range=True``. A depthwise conv (plain vector code on every CPU), a layer whose shape no instruction
+        fits, and a weight grid learned by QAT keep 127."""
+        if g.layer_name(n) in self.config.weight_scales:
+            return 127
+        return weight_levels(n, g.const(n.inputs[1]).shape, self.target, self._activation_dtype(),
+                             self.config.reduce_range)
 
     def _int8_weight(self, g: Graph, n: Node, input_steps, moments) -> tuple[np.ndarray, np.ndarray]:
         """(int8 levels, scales) of ``n``'s weight (``_float_weight``): nearest levels, or GPTQ's (``_by_gptq``)."""
         arr, axes = self._float_weight(g, n, input_steps)
-        learned = self.config.weight_scales.get(g.layer_name(n))  # a QAT grid: its levels span -127..127
-        qmax = 127 if learned is not None else self._levels(n)
-        q, s = symmetric_int8(arr, axes, learned, qmax=qmax)
+        qmax = self._levels(g, n)
+        q, s = symmetric_int8(arr, axes, self.config.weight_scales.get(g.layer_name(n)), qmax=qmax)
         h = moments.h.pop(n, None) if moments is not None else None  # used once: freed as soon as it is
         if h is None:
             return q, s
@@ -379,7 +385,7 @@ class QuantizeStatic(Pass):
         arr, axes = self._float_weight(g, n, input_steps)
         q, s = self._weights[n.outputs[0].name]
         rest = arr.astype(np.float64) - q.astype(np.float64) * s
-        return symmetric_int8(rest.astype(np.float32), axes, qmax=self._levels(n))
+        return symmetric_int8(rest.astype(np.float32), axes, qmax=self._levels(g, n))
 
     def _add_residual_conv(self, g: Graph, n: Node) -> None:
         """``y = conv(x, w)`` becomes ``conv(x, w_q) + conv(x, rest_q)``: a second int8 conv (no bias) on the same

@@ -52,10 +52,11 @@ class QuantizeWeights(Pass):
     guarantees = ("weights_quantized",)
 
     def __init__(self, config: QuantConfig | None = None, ops: tuple[str, ...] = ("linear", "matmul", "take"),
-                 qmax: int = 127):
+                 levels=None):
         self.config = config or QuantConfig(mode="int8-weight")
         self.ops = ops
-        self.qmax = qmax  # per-channel int8's largest level (int8-dynamic on AVX2: 7-bit weights, see weight_qmax)
+        #: layer -> per-channel int8's largest level (int8-dynamic on AVX2: 64 for the layers vpmaddubsw runs)
+        self.levels = levels or (lambda n: 127)
 
     def run(self, g: Graph) -> dict:
         self.float_graph = g.clone()  # for CompiledModel.compare
@@ -69,7 +70,7 @@ class QuantizeWeights(Pass):
                 kept.append(f"{n.outputs[0].name} ({n.op}: QuantConfig.keep_float)")
                 continue
             w = n.inputs[i]
-            key = f"{w.name}/{n.op}/{n.attrs.get('weight_layout')}/{self._bits(n)}"
+            key = f"{w.name}/{n.op}/{n.attrs.get('weight_layout')}/{self._bits(n)}/{self.levels(n)}"
             if key not in done:
                 done[key] = self._encode(g, n, w)
             if n.op == "take":
@@ -97,7 +98,7 @@ class QuantizeWeights(Pass):
                 return [g.add_const(q, f"{w.name}_q{bits}"), g.add_const(s, f"{w.name}_scale"),
                         None if lo is None else g.add_const(lo, f"{w.name}_min"), attrs]
         axes = reduce_axes(n, arr) if self.config.weights == "per-channel" else None
-        q, s = symmetric_int8(arr, axes, qmax=self.qmax)
+        q, s = symmetric_int8(arr, axes, qmax=self.levels(n))
         return [g.add_const(q, f"{w.name}_q"), g.add_const(s, f"{w.name}_scale"), None, {}]
 
     def _dequantize(self, g: Graph, n: Node, enc: list) -> Value:

@@ -258,9 +258,12 @@ def test_targets_pass_their_registers_to_the_schedule(monkeypatch):
     import edgeopt.lower.schedule_cpu as schedule_cpu
 
     seen = []
-    monkeypatch.setattr(schedule_cpu, "schedule_kernel", lambda func, op, lanes, attrs, registers: seen.append(
-        (lanes, registers)) or (func, ""))
-    for target in ("x86-64-v3", "x86-64-v4"):
-        t = get_target(target)
+    from edgeopt.lower.int8_dot import path_name
+
+    monkeypatch.setattr(schedule_cpu, "schedule_kernel", lambda func, op, lanes, attrs, registers, dots: seen.append(
+        (lanes, registers, [path_name(d[0]) for d in dots])) or (func, ""))
+    for t in (get_target("x86-64-v3"), get_target("x86-64-v4"), get_target("x86", cpu="znver4")):
         t.schedule(None, "relu", t.vector_lanes(32))
-    assert seen == [(8, 16), (16, 32)]
+    assert seen == [(8, 16, ["avx2-ubsw", "avx2"]),  # and its int8 dot products: AVX-512 without VNNI has AVX2's
+                    (16, 32, ["avx2-ubsw", "avx2"]),
+                    (16, 32, ["vnni512", "vnni256", "avx2-ubsw", "avx2"])]

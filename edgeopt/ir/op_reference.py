@@ -4,13 +4,14 @@ the checked-in page matches the registry."""
 
 from __future__ import annotations
 
-from .registry import REQUIRED, all_ops
+from .registry import OPTIONAL, REQUIRED, all_ops
 
 TRAITS = ("view", "cheap", "pointwise", "blocked_layout", "row_reduction")
 
 
 def _attrs(attrs: dict) -> str:
-    return ", ".join(f"`{k}`" if v is REQUIRED else f"`{k}={v!r}`" for k, v in attrs.items()) or "—"
+    return ", ".join(f"`{k}`" if v is REQUIRED else f"`{k}` (optional)" if v is OPTIONAL else f"`{k}={v!r}`"
+                     for k, v in attrs.items()) or "—"
 
 
 def _traits(op) -> str:

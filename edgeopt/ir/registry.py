@@ -45,7 +45,8 @@ class OpDef:
     infer: Callable[[list[TensorType], dict[str, Any]], list[TensorType]]
     #: (list of numpy inputs, attrs) -> list of numpy outputs. The reference semantics.
     reference: Callable[[list, dict[str, Any]], list]
-    #: attribute name -> default (``REQUIRED`` if it has none).
+    #: attribute name -> default (``REQUIRED`` if it has none; ``OPTIONAL``: absent unless given, so the text form of
+    #: the many nodes without it stays as it was).
     attrs: dict[str, Any] = field(default_factory=dict)
     num_inputs: tuple[int, int] = (1, 1)  # min, max
     doc: str = ""
@@ -66,6 +67,8 @@ class OpDef:
                 out[k] = _plain(attrs[k])
             elif default is REQUIRED:
                 raise OpError(f"{self.name}: missing required attribute {k!r}")
+            elif default is OPTIONAL:
+                continue
             else:
                 out[k] = default
         return out
@@ -82,6 +85,14 @@ class _Required:
 
 
 REQUIRED = _Required()
+
+
+class _Optional:
+    def __repr__(self) -> str:
+        return "OPTIONAL"
+
+
+OPTIONAL = _Optional()
 _REGISTRY: dict[str, OpDef] = {}
 
 

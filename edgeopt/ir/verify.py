@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from .graph import Graph
 from .registry import OpError, get_op
 
@@ -45,6 +47,7 @@ def verify(g: Graph) -> None:
                 problems.append(f"{where}: input %{v.name} is used before it is defined (or not in the graph)")
         if n.op == "fused" or n.body is not None:
             _check_fused(n, where, problems)
+        _check_int8_weights(g, n, where, problems)
         try:
             opdef = get_op(n.op)
             attrs = opdef.normalize_attrs(n.attrs)
@@ -76,6 +79,27 @@ def verify(g: Graph) -> None:
     _check_state_updates(g, defined, problems)
     if problems:
         raise VerificationError("IR verification failed:\n  " + "\n  ".join(problems))
+
+
+def _check_int8_weights(g: Graph, n, where: str, problems: list[str]) -> None:
+    """A conv / linear that names an int8 dot product (``int8_dot``) with a constant weight: every weight within
+    the range the instruction is exact for (AVX2's vpmaddubsw saturates past |w| = 64). In a fused node, its body's
+    layers whose weight is a constant outside."""
+    from .ops._common import INT8_DOTS
+
+    if n.body is not None:
+        outer = dict(zip(n.body.inputs, n.inputs))
+        layers = [(m, outer.get(m.inputs[1])) for m in n.body.nodes if m.attrs.get("int8_dot") and len(m.inputs) > 1]
+    else:
+        layers = [(n, n.inputs[1])] if n.attrs.get("int8_dot") and len(n.inputs) > 1 else []
+    for m, w in layers:
+        if w is None or not g.is_const(w) or m.attrs["int8_dot"] not in INT8_DOTS:
+            continue
+        limit = INT8_DOTS[m.attrs["int8_dot"]][3]
+        worst = int(abs(g.const(w).astype(np.int16)).max(initial=0))
+        if worst > limit:
+            problems.append(f"{where}: int8_dot {m.attrs['int8_dot']!r} is exact for weights within +-{limit}; "
+                            f"%{w.name} holds {worst}")
 
 
 def _check_fused(n, where: str, problems: list[str]) -> None:

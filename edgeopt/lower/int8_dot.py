@@ -63,13 +63,14 @@ from tvm.script import tirx as T
 
 __all__ = ["INTRINSICS", "Int8Dot", "register_int8_intrinsics", "pick_int8_dot", "pack_int8_weight",
            "int8_linear_func", "schedule_int8_linear", "default_tile", "schedule_linear_plain", "build_int8_linear",
-           "assembly", "target_features", "weight_limit", "intrinsic_for_tile", "path_name", "usable_int8_dots",
+           "assembly", "target_features", "weight_limit", "intrinsic_named", "path_name", "usable_int8_dots",
            "activation_dtype"]
 
 
 @dataclass(frozen=True)
 class Int8Dot:
     name: str  # TensorIntrin name
+    path: str  # short name: a build_int8_linear path and the IR's ``int8_dot`` attribute (ir.ops._common.INT8_DOTS)
     lanes: int  # int32 outputs per call
     group: int  # k values summed per output per call
     needs: tuple  # alternatives: any one tuple of LLVM feature names, all of which the target must have
@@ -77,23 +78,22 @@ class Int8Dot:
     weight_max: int = 128  # exact only for weights with |w| <= weight_max (128: any int8)
 
 
-VNNI512 = Int8Dot("edgeopt_x86_vnni512_u8i8i32_16x4", 16, 4, (("avx512vnni", "avx512f"),))
-VNNI256 = Int8Dot("edgeopt_x86_vnni256_u8i8i32_8x4", 8, 4, (("avxvnni",), ("avx512vnni", "avx512vl")))
+VNNI512 = Int8Dot("edgeopt_x86_vnni512_u8i8i32_16x4", "vnni512", 16, 4, (("avx512vnni", "avx512f"),))
+VNNI256 = Int8Dot("edgeopt_x86_vnni256_u8i8i32_8x4", "vnni256", 8, 4, (("avxvnni",), ("avx512vnni", "avx512vl")))
 #: AVX2 on 7-bit weights: ``vpmaddubsw`` sums u8 x i8 pairs into int16 (saturating: exact while |w| <= 64, since
 #: 255 * 64 * 2 = 32 640 < 32 767), ``vpmaddwd`` by ones sums those pairs into int32: 32 products in 3 instructions
-AVX2_PMADDUBSW = Int8Dot("edgeopt_x86_avx2_pmaddubsw_u8i7i32_8x4", 8, 4, (("avx2",),), weight_max=64)
-AVX2_PMADDWD = Int8Dot("edgeopt_x86_avx2_pmaddwd_u8i8i32_8x2", 8, 2, (("avx2",),))
+AVX2_PMADDUBSW = Int8Dot("edgeopt_x86_avx2_pmaddubsw_u8i7i32_8x4", "avx2-ubsw", 8, 4, (("avx2",),), weight_max=64)
+AVX2_PMADDWD = Int8Dot("edgeopt_x86_avx2_pmaddwd_u8i8i32_8x2", "avx2", 8, 2, (("avx2",),))
 #: AVX2 with the activation already widened to int16 (values 0..255) by its producer: one broadcast per row and
 #: k pair instead of four widening instructions (an option for a compiler whose quantize step can emit int16)
-AVX2_PMADDWD_X16 = Int8Dot("edgeopt_x86_avx2_pmaddwd_i16i8i32_8x2", 8, 2, (("avx2",),), "int16")
+AVX2_PMADDWD_X16 = Int8Dot("edgeopt_x86_avx2_pmaddwd_i16i8i32_8x2", "avx2-x16", 8, 2, (("avx2",),), "int16")
 #: ARMv8.2 dot product (Cortex-A76/A55, Neoverse N1): ``sdot`` sums 4 i8 x i8 products into each of 4 int32 lanes;
 #: it takes signed activations (x86's take unsigned), so targets with it quantize activations to i8
-SDOT = Int8Dot("edgeopt_arm_sdot_i8i8i32_4x4", 4, 4, (("dotprod", "neon"),), "int8")
+SDOT = Int8Dot("edgeopt_arm_sdot_i8i8i32_4x4", "sdot", 4, 4, (("dotprod", "neon"),), "int8")
 #: by preference, best first (the ones pick_int8_dot chooses from)
 INTRINSICS = (VNNI512, VNNI256, AVX2_PMADDUBSW, AVX2_PMADDWD, SDOT)
 _BY_NAME = {d.name: d for d in (*INTRINSICS, AVX2_PMADDWD_X16)}
-_PATHS = {"vnni512": VNNI512, "vnni256": VNNI256, "avx2-ubsw": AVX2_PMADDUBSW, "avx2": AVX2_PMADDWD,
-          "avx2-x16": AVX2_PMADDWD_X16}
+_PATHS = {d.path: d for d in (*INTRINSICS, AVX2_PMADDWD_X16)}
 
 
 # ---------------------------------------------------------------------------------------------------- intrinsics
@@ -237,18 +237,17 @@ def weight_limit(name: str) -> int:
     return _BY_NAME[name].weight_max
 
 
-def intrinsic_for_tile(dots, lanes: int, group: int) -> str | None:
-    """The intrinsic that reads a weight packed in ``[lanes, group]`` tiles on a CPU with ``dots`` (its
-    ``usable_int8_dots``, best first): the best one of that shape (VNNI-256 where the CPU has it, else AVX2's
-    ``vpmaddubsw``: ``int8_weight_layout`` packs a weight so only if it is exact for it). With ``dots`` None (no CPU
-    named) the first of ``INTRINSICS`` of that shape."""
-    names = [d[0] for d in dots] if dots is not None else [d.name for d in INTRINSICS]
-    return next((n for n in names if (_BY_NAME[n].lanes, _BY_NAME[n].group) == (lanes, group)), None)
+def intrinsic_named(path: str, dots) -> str | None:
+    """The intrinsic an IR layer's ``int8_dot`` attribute ``path`` names ("vnni256", "avx2-ubsw"...), if a CPU with
+    ``dots`` (its ``usable_int8_dots``) runs it, else None (the layer then runs as plain vector code)."""
+    d = _PATHS.get(path)
+    return d.name if d is not None and d.name in [name for name, _, _ in dots] else None
 
 
 def path_name(name: str) -> str:
-    """The short name of intrinsic ``name`` (a ``build_int8_linear`` path: "vnni512", "avx2-ubsw"...; "sdot")."""
-    return next((p for p, d in _PATHS.items() if d.name == name), name.split("_")[2])
+    """The short name of intrinsic ``name`` (a ``build_int8_linear`` path and the IR's ``int8_dot``: "vnni512",
+    "avx2-ubsw", "sdot"...)."""
+    return _BY_NAME[name].path
 
 
 def usable_int8_dots(features) -> list[tuple[str, int, int]]:

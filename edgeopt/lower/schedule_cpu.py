@@ -53,10 +53,10 @@ _MIN_PARALLEL_WORK = 4096  # elements; below this a thread-pool launch costs mor
 
 
 def schedule_kernel(func: tvm.tirx.PrimFunc, op: str, lanes: int, attrs: dict | None = None,
-                    registers: int = DEFAULT_REGISTERS, int8_dots=None) -> tuple[tvm.tirx.PrimFunc, str]:
+                    registers: int = DEFAULT_REGISTERS, int8_dots=()) -> tuple[tvm.tirx.PrimFunc, str]:
     """Schedule ``func`` (one kernel whose anchor IR op is ``op`` with ``attrs``) for a CPU with ``lanes``-wide vectors,
-    ``registers`` vector registers and the int8 dot products ``int8_dots`` (``Target.int8_dots()``; None: whichever
-    reads the kernel's weight tiles); returns (func, description)."""
+    ``registers`` vector registers and the int8 dot products ``int8_dots`` (``Target.int8_dots()``: an integer
+    layer's ``int8_dot`` instruction is used only if listed); returns (func, description)."""
     try:
         sch = Schedule(tvm.IRModule({"main": func}))
         desc = _schedule(sch, op, lanes, attrs or {}, max(1, min(registers // 2, MAX_ACCUMULATORS)), int8_dots)
@@ -87,7 +87,7 @@ def _extents(sch: Schedule, loops) -> list[int]:
     return [int(sch.get(lp).extent) for lp in loops]
 
 
-def _schedule(sch: Schedule, op: str, lanes: int, attrs: dict, accumulators: int, int8_dots=None) -> str:
+def _schedule(sch: Schedule, op: str, lanes: int, attrs: dict, accumulators: int, int8_dots=()) -> str:
     if op == "conv2d_winograd":
         from .schedule_winograd import schedule_winograd  # it imports this module's helpers
 

@@ -3,9 +3,9 @@
 A linear layer with weights in "oi<v>o<g>i" tiles, or a conv on blocked (NCHWc) u8 activations with "OIHW<v>o<g>i"
 weights, sums ``g`` u8 x i8 products into each of ``v`` int32 lanes per instruction: VNNI's ``vpdpbusd`` (v=16 on
 AVX-512, 8 on AVX-VNNI; g=4), AVX2's ``vpmaddubsw`` + ``vpmaddwd`` on 7-bit weights (v=8, g=4) or AVX2's
-``vpmaddwd`` on widened pairs (v=8, g=2). The layout's (v, g) and the target's CPU name the instruction
-(``int8_dot.intrinsic_for_tile``: v=8, g=4 is VNNI-256 where the CPU has it, else ``vpmaddubsw``);
-``int8_weight_layout`` only writes layouts the target's CPU has, for weights the instruction is exact for.
+``vpmaddwd`` on widened pairs (v=8, g=2). ``int8_weight_layout`` chooses the instruction per layer (one the target's
+CPU has, exact for the layer's weights: the verifier checks them) and names it in the layer's ``int8_dot``
+attribute; a kernel whose instruction the target lacks runs as plain vector code.
 
     linear: rows x vectors register tile (accumulators), the reduction in groups of g outside it, one intrinsic
             call per (row, vector, group); column panels x row blocks in parallel
@@ -25,31 +25,30 @@ from tvm.s_tir import Schedule
 
 from ..ir.ops.linalg import linear_weight_block, linear_weight_group
 from ..ir.ops.nn import conv_weight_block, conv_weight_group
-from .int8_dot import intrinsic_for_tile, path_name, register_int8_intrinsics
+from .int8_dot import intrinsic_named, path_name, register_int8_intrinsics
 
 _MIN_PARALLEL = 4096
 
 
-def int8_tile(op: str, attrs: dict, dots=None) -> tuple[int, int] | None:
-    """(lanes, group) of a kernel whose anchor reads int8 weight tiles an intrinsic of ``dots`` (the target's
-    ``int8_dots()``; None: any) takes, else None."""
+def int8_tile(op: str, attrs: dict, dots=()) -> tuple[int, int] | None:
+    """(lanes, group) of a kernel whose anchor reads int8 weight tiles with the instruction its ``int8_dot``
+    attribute names, if the target (``dots``: its ``int8_dots()``) has it; else None."""
     if op == "linear":
         v, g = linear_weight_block(attrs), linear_weight_group(attrs)
     elif op == "conv2d" and attrs.get("layout") == "NCHWc":
         v, g = conv_weight_block(attrs), conv_weight_group(attrs)
     else:
         return None
-    return (v, g) if g and intrinsic_for_tile(dots, v, g) else None
+    return (v, g) if g and intrinsic_named(attrs.get("int8_dot", ""), dots) else None
 
 
 def schedule_int8(sch: Schedule, op: str, attrs: dict, anchor: str, accumulators: int,
-                  inline_epilogue, dots=None) -> str:
-    """Tile, tensorize and parallelize the integer anchor block ``anchor`` on the intrinsic of ``dots`` (the
-    target's ``int8_dots()``; None: the first of its tile shape) that reads its weight tiles; returns the
-    description."""
+                  inline_epilogue, dots=()) -> str:
+    """Tile, tensorize and parallelize the integer anchor block ``anchor`` on the intrinsic its ``int8_dot``
+    attribute names (``int8_tile`` says whether the target, with ``dots``, has it); returns the description."""
     register_int8_intrinsics()
     v, g = int8_tile(op, attrs, dots)
-    intrin = intrinsic_for_tile(dots, v, g)
+    intrin = intrinsic_named(attrs["int8_dot"], dots)
     block = sch.get_sblock(anchor, func_name="main")
     if op == "linear":
         return _linear(sch, block, v, g, intrin, accumulators, inline_epilogue)

@@ -76,8 +76,8 @@ class QuantConfig:
                   the target's int8 dot product needs them to be exact, i.e. x86 CPUs with AVX2 but no VNNI, whose
                   ``vpmaddubsw`` then runs integer kernels at twice the speed of the 8-bit path (ONNX Runtime's
                   ``reduce_range``, for the same instruction); True: always; False: never (AVX2 kernels then widen to
-                  16 bits, ``vpmaddwd``: no faster than fp32). Depthwise convs (plain vector code on every CPU) and
-                  layers with weight scales learned by QAT keep 8 bits
+                  16 bits, ``vpmaddwd``: no faster than fp32). Only layers ``vpmaddubsw`` will run get 7 bits:
+                  depthwise convs, shapes no 8 x 4 tile fits, embedding tables and QAT-learned grids keep 8 bits
     """
 
     mode: str = "int8"
@@ -113,7 +113,7 @@ class QuantConfig:
         if self.int8_image_convs not in (False, True, "split", "auto"):
             raise QuantizationError(f"QuantConfig.int8_image_convs must be 'auto', 'split', True or False, "
                                     f"got {self.int8_image_convs!r}")
-        if self.reduce_range not in (False, True, "auto"):
+        if not (isinstance(self.reduce_range, bool) or self.reduce_range == "auto"):
             raise QuantizationError(f"QuantConfig.reduce_range must be 'auto', True or False, "
                                     f"got {self.reduce_range!r}")
         if not 50.0 < self.percentile <= 100.0:

@@ -45,17 +45,18 @@ def _target(mcpu: str):
 
 def _run(M, K, N, path, rng, w_max=None, **kw):
     """(kernel's y, exact reference, executable) for random u8 x and i8 w (|w| <= ``w_max``: the path's own limit
-    by default), with the extremes in row 0 of x (255) and rows 0, 1 of w (-w_max and w_max - 1)."""
+    by default), with the extremes in row 0 of x (255) and rows 0, 1 of w (-w_max and the largest positive)."""
     mcpu, need = PATHS[path]
     if not need <= FLAGS:
         pytest.skip(f"this CPU lacks {sorted(need - FLAGS)} (needed to run the {path} kernel)")
     if w_max is None:
         w_max = D.weight_limit(D._PATHS[path].name) if path != "plain" else 128
     x = rng.integers(0, 256, (M, K), dtype=np.uint8)
-    w = rng.integers(-w_max, w_max, (N, K)).astype(np.int8)
-    x[0, :] = 255  # the extremes: 255 * -w_max and 255 * (w_max - 1) summed over K (vpmaddubsw's saturation edge)
+    top = min(w_max, 127)
+    w = rng.integers(-w_max, top + 1, (N, K)).astype(np.int8)
+    x[0, :] = 255  # the extremes: 255 * -w_max and 255 * top summed over K (+-64: vpmaddubsw's saturation edge)
     w[0, :] = -w_max
-    w[1, :] = w_max - 1
+    w[1, :] = top
     ex, info = D.build_int8_linear(M, K, N, _target(mcpu), path, **kw)
     xp = np.zeros((M, info["Kp"]), info["x_dtype"])
     xp[:, :K] = x
@@ -144,16 +145,25 @@ def test_pick_int8_dot():
     assert D.pick_int8_dot(tvm.target.Target({"kind": "llvm", "mtriple": "aarch64-linux-gnu"})) is None
 
 
-def test_intrinsic_for_tile_prefers_vnni():
-    """8 lanes x 4: VNNI-256 where the CPU has it (exact for any weight), else AVX2's vpmaddubsw."""
+def test_intrinsic_named_only_where_the_cpu_runs_it():
+    """An IR layer's int8_dot names its instruction; a CPU without it gets None (plain vector code, never SIGILL)."""
     zen4 = D.usable_int8_dots(["avx512vnni", "avx512f", "avx512vl", "avx2"])
     zen3 = D.usable_int8_dots(["avx2", "fma"])
-    assert D.intrinsic_for_tile(zen4, 8, 4) == D.VNNI256.name
-    assert D.intrinsic_for_tile(zen3, 8, 4) == D.AVX2_PMADDUBSW.name
-    assert D.intrinsic_for_tile(zen3, 8, 2) == D.AVX2_PMADDWD.name
-    assert D.intrinsic_for_tile(zen3, 16, 4) is None
-    assert D.intrinsic_for_tile([], 8, 4) is None
+    assert D.intrinsic_named("vnni256", zen4) == D.VNNI256.name
+    assert D.intrinsic_named("avx2-ubsw", zen4) == D.AVX2_PMADDUBSW.name
+    assert D.intrinsic_named("vnni256", zen3) is None
+    assert D.intrinsic_named("avx2-ubsw", zen3) == D.AVX2_PMADDUBSW.name
+    assert D.intrinsic_named("", zen3) is None and D.intrinsic_named("avx2", []) is None
     assert [D.path_name(d[0]) for d in zen3] == ["avx2-ubsw", "avx2"]
+
+
+def test_ir_names_match_the_intrinsics():
+    """The IR's table of int8_dot instructions (what the verifier checks weights against) agrees with the kernels."""
+    from edgeopt.ir.ops._common import INT8_DOTS
+
+    assert set(INT8_DOTS) == {d.path for d in D.INTRINSICS}
+    for d in D.INTRINSICS:
+        assert INT8_DOTS[d.path] == (d.lanes, d.group, D.activation_dtype(d.name), d.weight_max)
 
 
 def test_register_is_idempotent():

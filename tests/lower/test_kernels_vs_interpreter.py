@@ -698,6 +698,13 @@ def quant_cases() -> list[Case]:
         Case("conv2d_nchwc_u8_i8_OIHW8o4i", opn("conv2d", "xw", {"weight_layout": "OIHW8o4i", "layout": "NCHWc",
                                                                  "stride": [2, 2], "padding": [1, 1, 1, 1]}),
              {"x": ints((1, 2, 7, 6, 8), 0, 256, np.uint8)}, {"w": pack_conv_weight(wi8(16, 16, 3, 3), 8, 4)}),
+        # the same tiles naming AVX2's vpmaddubsw (int8_dot): 7-bit weights, tensorized on any AVX2 host
+        Case("linear_u8_i7_oi8o4i_avx2_ubsw", opn("linear", "xw", {"weight_layout": "oi8o4i", "int8_dot": "avx2-ubsw"}),
+             {"x": ints((2, 3, 12), 0, 256, np.uint8)}, {"w": pack_linear_weight_groups(wi7(16, 12), 8, 4)}),
+        Case("conv2d_nchwc_u8_i7_OIHW8o4i_avx2_ubsw",
+             opn("conv2d", "xw", {"weight_layout": "OIHW8o4i", "layout": "NCHWc", "int8_dot": "avx2-ubsw",
+                                  "padding": [1, 1, 1, 1]}),
+             {"x": ints((1, 2, 6, 5, 8), 0, 256, np.uint8)}, {"w": pack_conv_weight(wi7(16, 16, 3, 3), 8, 4)}),
         Case("conv2d_nchwc_depthwise_u8_i8", opn("conv2d", "xw", {"weight_layout": "OIHW8o", "layout": "NCHWc",
                                                                   "groups": 16, "padding": [1, 1, 1, 1]}),
              {"x": ints((1, 2, 6, 6, 8), 0, 256, np.uint8)}, {"w": pack_conv_weight(wi8(16, 1, 3, 3), 8)}),
@@ -706,6 +713,13 @@ def quant_cases() -> list[Case]:
 
 def wi8(*shape):
     return ints(shape, -128, 128, np.int8)
+
+
+def wi7(*shape):
+    """7-bit weights (-64..64), with both ends present: what AVX2's vpmaddubsw is exact for."""
+    w = ints(shape, -64, 65, np.int8)
+    w.flat[0], w.flat[1] = -64, 64
+    return w
 
 
 # -- the tests -----------------------------------------------------------------------------------------------
@@ -810,3 +824,19 @@ def test_every_op_is_covered():
         g, _, _ = build_group([c for c in cases if c.id not in KNOWN_BUGS])
         covered |= set(g.op_counts())
     assert set(all_ops()) - covered - {"fused"} == set()  # fused kernels: tests/lower/test_fused_kernels.py
+
+
+def test_int8_dot_layers_are_tensorized_where_the_cpu_has_the_instruction(target):
+    """The quant group's int8 tiles: a layer naming AVX2's vpmaddubsw is tensorized with it on an AVX2 host (and
+    exact: the 7-bit weights include +-64); one naming nothing runs as plain vector code on full 8-bit weights."""
+    if "avx2" not in target.features:
+        pytest.skip("the host CPU has no AVX2")
+    cases = [c for c in ALL_CASES["quant"] if c.id in ("linear_u8_i7_oi8o4i_avx2_ubsw", "linear_u8_i8_oi8o4i",
+                                                        "conv2d_nchwc_u8_i7_OIHW8o4i_avx2_ubsw")]
+    lowered, g, spans = check_cases(cases, target)
+    kernel_of = {s["node"]: s["kernel"] for s in lowered.plan["steps"]}
+    schedule = {k["name"]: k["schedule"] for k in lowered.kernels}
+    desc = {c.id: schedule[kernel_of[g.outputs[first].name]] for c, first, _ in spans}
+    assert ",avx2-ubsw" in desc["linear_u8_i7_oi8o4i_avx2_ubsw"], desc
+    assert ",avx2-ubsw" in desc["conv2d_nchwc_u8_i7_OIHW8o4i_avx2_ubsw"], desc
+    assert not desc["linear_u8_i8_oi8o4i"].startswith("int8-tile("), desc

@@ -145,3 +145,60 @@ def test_depthwise_convs_keep_eight_bit_weights():
     assert levels == [64, 127], levels  # the 1x1 conv on vpmaddubsw, the depthwise one on 8 bits
     assert set(_instructions(c)) == {"avx2-ubsw"}
     np.testing.assert_allclose(c(x.numpy()), interpret(c.graph, [x.numpy()])[0], rtol=1e-4, atol=1e-4)
+
+
+@needs_avx2
+def test_verifier_refuses_weights_past_the_instructions_range():
+    """The IR names each integer layer's instruction (``int8_dot``); a constant weight it would saturate on is a
+    verification error, wherever it came from (here: one weight of a compiled graph set to 65)."""
+    from edgeopt.ir import VerificationError, verify
+
+    c, _ = _compile()
+    named = [m.attrs["int8_dot"] for n in c.graph.nodes for m in (n.body.nodes if n.body is not None else [n])
+             if m.attrs.get("int8_dot")]
+    assert named and set(named) == {"avx2-ubsw"}
+    verify(c.graph)
+    name = next(k for k, a in c.graph.constants.items() if a.dtype == np.int8)
+    c.graph.constants[name] = c.graph.constants[name].copy()
+    c.graph.constants[name].flat[0] = 65
+    with pytest.raises(VerificationError, match="exact for weights within"):
+        verify(c.graph)
+
+
+def test_int8_dot_attribute_is_checked_against_the_layout():
+    from edgeopt.ir.ops._common import check_int8_dot
+    from edgeopt.ir.registry import OpError
+    from edgeopt.ir.types import TensorType
+
+    x, w = TensorType((2, 16), "u8"), TensorType((2, 4, 8, 4), "i8")
+    check_int8_dot("linear", {"int8_dot": "avx2-ubsw"}, x, w, (8, 4))
+    check_int8_dot("linear", {"int8_dot": ""}, x, w, (0, 0))
+    with pytest.raises(OpError, match="unknown int8_dot"):
+        check_int8_dot("linear", {"int8_dot": "avx3"}, x, w, (8, 4))
+    with pytest.raises(OpError, match=r"\[8, 4\] tiles"):
+        check_int8_dot("linear", {"int8_dot": "avx2-ubsw"}, x, w, (8, 2))
+    with pytest.raises(OpError, match="i8 activations"):
+        check_int8_dot("linear", {"int8_dot": "sdot"}, x, w, (4, 4))
+
+
+@needs_avx2
+def test_only_layers_an_avx2_instruction_runs_get_seven_bits():
+    """A 10-class head (10 outputs: no 8-lane tile fits) stays plain vector code, so it keeps 127 levels; an
+    int8-dynamic model's embedding table (gathered, never a dot product) too."""
+    torch.manual_seed(0)
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb, self.fc = torch.nn.Embedding(100, 32), torch.nn.Linear(32, 128)
+            self.head = torch.nn.Linear(128, 10)
+
+        def forward(self, ids):
+            return self.head(torch.relu(self.fc(self.emb(ids))))
+
+    m, ids = Net().eval(), torch.randint(0, 100, (1, 6))
+    c = edgeopt.compile(m, (ids,), target=AVX2, quantize="int8-dynamic")
+    by_shape = {a.size: int(np.abs(a.astype(np.int16)).max()) for a in _int8_weights(c)}
+    assert by_shape == {100 * 32: 127, 32 * 128: 64, 128 * 10: 127}, by_shape
+    assert c.report["quantization"]["int8_instructions"] == {"avx2-ubsw": 1}
+    np.testing.assert_allclose(c(ids.numpy()), interpret(c.graph, [ids.numpy()])[0], rtol=1e-4, atol=1e-4)

@@ -49,3 +49,26 @@ def contraction_dtype(op: str, types: list[TensorType]) -> str:
             raise OpError(f"{op}: an integer {op} takes no bias (add it after dequantizing the i32 result)")
         return "i32"
     return same_dtype(op, types)
+
+
+#: the int8 dot-product instructions an integer conv / linear can name in its ``int8_dot`` attribute (set by
+#: ``int8_weight_layout``; the CPU schedule tensorizes with it, ``edgeopt.lower.int8_dot``): name -> (lanes, group)
+#: of the [lanes, group] weight tiles it reads, the activation dtype it multiplies, and the largest |weight| it is
+#: exact for (AVX2's vpmaddubsw sums u8 x i8 pairs in int16: 7-bit weights only). The verifier checks constant
+#: weights against it.
+INT8_DOTS = {"vnni512": (16, 4, "u8", 128), "vnni256": (8, 4, "u8", 128), "avx2-ubsw": (8, 4, "u8", 64),
+             "avx2": (8, 2, "u8", 128), "sdot": (4, 4, "i8", 128)}
+
+
+def check_int8_dot(op: str, attrs, x: TensorType, w: TensorType, tile: tuple[int, int]) -> None:
+    """An ``int8_dot`` attribute (if set) names a known instruction whose tiles are the weight layout's ``tile``
+    (lanes, group), on activations of its dtype and i8 weights."""
+    name = attrs.get("int8_dot", "")
+    if not name:
+        return
+    if name not in INT8_DOTS:
+        raise OpError(f"{op}: unknown int8_dot {name!r}; known: {', '.join(INT8_DOTS)}")
+    lanes, group, x_dtype, _ = INT8_DOTS[name]
+    if tile != (lanes, group) or x.dtype != x_dtype or w.dtype != "i8":
+        raise OpError(f"{op}: int8_dot {name!r} reads {x_dtype} activations and i8 weights in [{lanes}, {group}] "
+                      f"tiles; got {x.dtype} x {w.dtype}, weight_layout {attrs.get('weight_layout')!r}")

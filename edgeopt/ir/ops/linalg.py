@@ -6,9 +6,9 @@ import re
 
 import numpy as np
 
-from ..registry import REQUIRED, OpDef, OpError, register
+from ..registry import OPTIONAL, REQUIRED, OpDef, OpError, register
 from ..types import TensorType
-from ._common import broadcast_shapes, contraction_dtype
+from ._common import broadcast_shapes, check_int8_dot, contraction_dtype
 
 
 def _matmul_infer(types, attrs):
@@ -91,6 +91,7 @@ def _linear_infer(types, attrs):
     x, w = types[0], types[1]
     dtype = contraction_dtype("linear", types)
     block, group = _linear_layout(attrs)
+    check_int8_dot("linear", attrs, x, w, (block, group))
     rank = 4 if group else 3 if block else 2
     if w.rank != rank or (block and w.shape[2] != block) or (group and w.shape[3] != group):
         want = "[out/v, in/g, v, g]" if group else "[out/v, in, v]" if block else "rank-2"
@@ -118,9 +119,11 @@ def _linear_ref(xs, attrs):
     return [y.astype(result_dtype(xs[0]))]
 
 
-register(OpDef("linear", "contraction", _linear_infer, _linear_ref, {"weight_layout": "oi"}, (2, 3),
+register(OpDef("linear", "contraction", _linear_infer, _linear_ref, {"weight_layout": "oi", "int8_dot": OPTIONAL},
+               (2, 3),
                doc="linear(x, w, [b]): x @ w.T + b with w [out, in] ('oi'), x @ w + b with w [in, out] ('io'), "
-                   "or packed in panels [out/v, in, v] ('oi<v>o')"))
+                   "or packed in panels [out/v, in, v] ('oi<v>o'); an integer one in int8 dot-product tiles "
+                   "[out/v, in/g, v, g] ('oi<v>o<g>i') may name the instruction that reads them (int8_dot)"))
 
 
 def _sparse_linear_infer(types, attrs):

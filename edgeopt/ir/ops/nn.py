@@ -8,9 +8,9 @@ import re
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from ..registry import REQUIRED, OpDef, OpError, register
+from ..registry import OPTIONAL, REQUIRED, OpDef, OpError, register
 from ..types import TensorType
-from ._common import contraction_dtype, need_float, same_dtype
+from ._common import check_int8_dot, contraction_dtype, need_float, same_dtype
 from .layout import BLOCKED, PLAIN, block_nchw, blocked_type, data_layout, plain_type, unblock_nchw
 
 
@@ -128,6 +128,7 @@ def _conv_infer(types, attrs):
     blocked, block = data_layout(attrs) == BLOCKED, conv_weight_block(attrs)
     if blocked and not block:
         raise OpError("conv2d: layout NCHWc needs a packed weight (weight_layout 'OIHW<v>o')")
+    check_int8_dot("conv2d", attrs, x, types[1], (conv_weight_block(attrs), conv_weight_group(attrs)))
     x = _plain_input("conv2d", x, attrs)
     w = _conv_weight_oihw_shape(types[1], attrs)
     if blocked and attrs["groups"] != 1 and types[0].shape[4] != block:
@@ -174,10 +175,11 @@ def _conv_ref(xs, attrs):
 
 _CONV_ATTRS = {"stride": [1, 1], "padding": [0, 0, 0, 0], "dilation": [1, 1], "groups": 1}
 register(OpDef("conv2d", "contraction", _conv_infer, _conv_ref,
-               dict(_CONV_ATTRS, weight_layout="OIHW", layout="NCHW"), (2, 3),
+               dict(_CONV_ATTRS, weight_layout="OIHW", layout="NCHW", int8_dot=OPTIONAL), (2, 3),
                doc="conv2d(x[N,C,H,W], w[O,C/groups,KH,KW] or packed [O/v,C,KH,KW,v] (weight_layout "
                    "'OIHW<v>o'), [b[O]]); padding is [top, left, bottom, right]. layout 'NCHWc': x is "
-                   "[N,C/b,H,W,b] and the result [N,O/v,OH,OW,v]", blocked_layout=True))
+                   "[N,C/b,H,W,b] and the result [N,O/v,OH,OW,v]. An integer conv in int8 dot-product tiles "
+                   "('OIHW<v>o<g>i') may name the instruction that reads them (int8_dot)", blocked_layout=True))
 
 
 def _convT_infer(types, attrs):
