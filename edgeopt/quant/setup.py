@@ -85,7 +85,8 @@ def quantization_report(p, graph, records, float_weight_bytes: int, weight_bytes
     stats = next((r["stats"] for r in records if r["name"] == p.name), {})
     layout = next((r["stats"] for r in records if r["name"] == "int8_weight_layout"), {})
     cfg: QuantConfig = p.config
-    extra = {"weight_levels": stats["weight_levels"]} if "weight_levels" in stats else {}  # 127, or 64 (7-bit)
+    # 127, or 64 (7-bit weights for the layers AVX2's vpmaddubsw runs); layers whose levels GPTQ chose
+    extra = {k: stats[k] for k in ("weight_levels", "gptq_layers") if k in stats}
     if layout.get("instructions"):  # which int8 dot product the integer layers run on ("avx2-ubsw": 12, ...)
         from ..lower.int8_dot import path_name
 

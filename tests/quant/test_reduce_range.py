@@ -88,7 +88,7 @@ def test_avx2_build_uses_vpmaddubsw_on_seven_bit_weights():
     assert tiles and set(tiles) == {"avx2-ubsw"}, tiles
     q = c.report["quantization"]
     assert q["weight_levels"] == 64 and set(q["int8_instructions"]) == {"avx2-ubsw"}
-    assert c.report["pass_stats"]["quantize_static"]["gptq_layers"] == 3  # weight_rounding="auto": 7-bit -> GPTQ
+    assert q["gptq_layers"] == 3  # weight_rounding="auto": 7-bit levels -> GPTQ
     got = c(x.numpy())
     np.testing.assert_allclose(got, interpret(c.graph, [x.numpy()])[0], rtol=1e-4, atol=1e-4)  # the kernel is exact
     with torch.no_grad():
@@ -101,7 +101,7 @@ def test_reduce_range_false_keeps_eight_bits_on_vpmaddwd():
     assert max(int(np.abs(w.astype(np.int16)).max()) for w in _int8_weights(c)) == 127
     assert set(_instructions(c)) == {"avx2"}
     assert c.report["quantization"]["weight_levels"] == 127
-    assert c.report["pass_stats"]["quantize_static"]["gptq_layers"] == 0  # 8 bits: the nearest levels
+    assert c.report["quantization"]["gptq_layers"] == 0  # 8 bits: the nearest levels
     np.testing.assert_allclose(c(x.numpy()), interpret(c.graph, [x.numpy()])[0], rtol=1e-4, atol=1e-4)
 
 
