@@ -16,13 +16,17 @@ def trained():
 
 
 @pytest.mark.slow
-def test_static_int8_keeps_digits_accuracy(trained, tmp_path):
+@pytest.mark.parametrize("target", ["host", "x86-64-v3"])  # x86-64-v3: AVX2's vpmaddubsw on 7-bit weights
+def test_static_int8_keeps_digits_accuracy(trained, tmp_path, target):
     import edgeopt
+    from edgeopt.targets import get_target
 
+    if "avx2" not in get_target("host").features and target != "host":
+        pytest.skip("the host CPU has no AVX2")
     model, x_train, x_test, y_test = trained
     calibration = [x_train[i:i + 1] for i in range(64)]
-    fp32 = edgeopt.compile(model, (x_test[:1],))
-    int8 = edgeopt.compile(model, (x_test[:1],), quantize="int8", calibration_data=calibration)
+    fp32 = edgeopt.compile(model, (x_test[:1],), target=target)
+    int8 = edgeopt.compile(model, (x_test[:1],), target=target, quantize="int8", calibration_data=calibration)
     acc_fp32 = accuracy(fp32, x_test, y_test)
     acc_int8 = accuracy(int8, x_test, y_test)
     assert acc_fp32 > 0.95  # it learned
