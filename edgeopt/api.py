@@ -300,7 +300,7 @@ def compile_graph(graph, target="host", *, opt_level: int = 2, passes: Sequence 
     base, best = builds[0], builds[-1]
     report = _report(best, tgt, traced_ops, frontend_seconds, tuning)
     if quantization is not None:
-        from .quant.setup import quantization_report
+        from .quant.setup import integer_kernels_report, quantization_report
 
         report["quantization"] = quantization_report(quantization, best.graph, best.records, float_weight_bytes,
                                                      report["weight_bytes"])
@@ -318,7 +318,8 @@ def compile_graph(graph, target="host", *, opt_level: int = 2, passes: Sequence 
                                         **_level_members(name, b, base, members)})
         report["levels"] = [{"level": name, "mcpu": t.mcpu, "seconds": round(b.seconds, 4),
                              "num_kernels": len(b.lowered.plan["steps"]), "library_bytes": len(b.lib or b""),
-                             "arena_bytes": b.lowered.plan.get("arena_bytes", 0)}
+                             "arena_bytes": b.lowered.plan.get("arena_bytes", 0),
+                             **(integer_kernels_report(quantization, b.records) if quantization is not None else {})}
                             for (name, t), b in zip(levels, builds)]
     described["functions"] = {}
     function_builds: list[_Built] = []

@@ -83,20 +83,28 @@ def _numpy(a) -> np.ndarray:
 
 def quantization_report(p, graph, records, float_weight_bytes: int, weight_bytes: int) -> dict:
     stats = next((r["stats"] for r in records if r["name"] == p.name), {})
-    layout = next((r["stats"] for r in records if r["name"] == "int8_weight_layout"), {})
     cfg: QuantConfig = p.config
-    # 127, or 64 (7-bit weights for the layers AVX2's vpmaddubsw runs); layers whose levels GPTQ chose
-    extra = {k: stats[k] for k in ("weight_levels", "gptq_layers") if k in stats}
-    if layout.get("instructions"):  # which int8 dot product the integer layers run on ("avx2-ubsw": 12, ...)
-        from ..lower.int8_dot import path_name
-
-        extra["int8_instructions"] = {path_name(k): v for k, v in layout["instructions"].items()}
+    extra = integer_kernels_report(p, records)
     return {**cfg.describe(), "pass": p.name, "weight_bytes_float": int(float_weight_bytes),
             "weight_bytes": int(weight_bytes), "weight_ratio": round(weight_bytes / max(float_weight_bytes, 1), 4),
             "layers_quantized": stats.get("quantized", 0), "kept_float": stats.get("kept_float", []),
             "kernels_by_precision": kernels_by_precision(graph), **extra,
             **({"accuracy_check": {k: stats[k] for k in ("metric", "score_float", "score", "kept_for_budget")
                                    if k in stats}} if "metric" in stats else {})}
+
+
+def integer_kernels_report(p, records) -> dict:
+    """What one build's integer layers run on (a multi-level artifact has one per level): ``weight_levels`` (127, or
+    64: 7-bit weights for the layers AVX2's vpmaddubsw runs), ``gptq_layers`` (layers whose levels GPTQ chose) and
+    ``int8_instructions`` (layers per int8 dot product, e.g. ``{"avx2-ubsw": 21}``)."""
+    stats = next((r["stats"] for r in records if r["name"] == p.name), {})
+    layout = next((r["stats"] for r in records if r["name"] == "int8_weight_layout"), {})
+    out = {k: stats[k] for k in ("weight_levels", "gptq_layers") if k in stats}
+    if layout.get("instructions"):
+        from ..lower.int8_dot import path_name
+
+        out["int8_instructions"] = {path_name(k): v for k, v in layout["instructions"].items()}
+    return out
 
 
 def kernels_by_precision(graph) -> dict[str, int]:

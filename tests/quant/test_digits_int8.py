@@ -18,8 +18,9 @@ def trained():
 @pytest.mark.slow
 @pytest.mark.parametrize("target", ["host", "x86-64-v3"])  # x86-64-v3: AVX2's vpmaddubsw on 7-bit weights
 def test_static_int8_keeps_digits_accuracy(trained, tmp_path, target):
-    import edgeopt
     from edgeopt.targets import get_target
+
+    import edgeopt
 
     if "avx2" not in get_target("host").features and target != "host":
         pytest.skip("the host CPU has no AVX2")

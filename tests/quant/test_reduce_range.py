@@ -202,3 +202,21 @@ def test_only_layers_an_avx2_instruction_runs_get_seven_bits():
     assert by_shape == {100 * 32: 127, 32 * 128: 64, 128 * 10: 127}, by_shape
     assert c.report["quantization"]["int8_instructions"] == {"avx2-ubsw": 1}
     np.testing.assert_allclose(c(ids.numpy()), interpret(c.graph, [ids.numpy()])[0], rtol=1e-4, atol=1e-4)
+
+
+@needs_avx2
+def test_multi_level_artifact_reports_each_levels_weights(tmp_path):
+    """One artifact for AVX2 and AVX-512 VNNI CPUs: each level is quantized for its own instructions (7-bit weights
+    on vpmaddubsw, 8-bit on vpdpbusd), the report says so per level, and the loaded artifact runs whichever this CPU
+    takes."""
+    torch.manual_seed(1)
+    x = torch.randn(1, 3, 8, 8)
+    c = edgeopt.compile(_net(), (x,), target="x86-64", levels=["v3", "znver4"], quantize="int8",
+                        calibration_data=[torch.randn(1, 3, 8, 8) for _ in range(4)])
+    v3, zen4 = c.report["levels"]
+    assert (v3["weight_levels"], v3["int8_instructions"]) == (64, {"avx2-ubsw": 3}), v3
+    assert zen4["weight_levels"] == 127 and set(zen4["int8_instructions"]) <= {"vnni512", "vnni256"}, zen4
+    c.save(tmp_path / "m.edgeopt")
+    got = edgeopt.load(tmp_path / "m.edgeopt")(x.numpy())
+    with torch.no_grad():
+        assert _cosine(_net()(x).numpy(), got) > 0.99
