@@ -30,8 +30,9 @@ Each convolution, linear layer and matmul with a constant operand becomes a laye
   calibration data (``edgeopt.quant.rounding``) instead of the nearest ones; ``"auto"`` (the default) does so where
   the dense layers get 7-bit levels (``reduce_range``: AVX2 targets) and keeps the nearest levels on 8-bit targets
   (there GPTQ moved the logits' cosine but not the top-1 agreement, for 10 s more compile time);
-- ``reduce_range`` ("auto": on x86 CPUs with AVX2 but no VNNI) puts the weights of layers a dot product runs on
-  7-bit levels (-64..64), the range ``vpmaddubsw`` is exact for; depthwise convs keep 8 bits;
+- ``reduce_range`` ("auto": on x86 CPUs with AVX2 but no VNNI) puts the weights of the layers ``vpmaddubsw`` will
+  run on 7-bit levels (-64..64), the range it is exact for (``int8_weight_layout.weight_levels``); depthwise convs,
+  shapes no 8 x 4 tile fits and QAT grids keep 8 bits;
 - embedding tables are stored int8 per row (as ``quantize_weights`` does) and gathered rows dequantized;
 - ``bias_correction`` (on by default) shifts each layer's float bias by the mean error that weight rounding
   causes in its output over the calibration data, so that errors do not add up as a drift through deep nets;
