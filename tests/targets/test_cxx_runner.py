@@ -118,10 +118,13 @@ def _set(record: str, index: int, value: str, name: str | None = None):
     return edit
 
 
-def _step_output(value: str):
+def _step_output(value: str | None):
+    """Make the first step's output ``value`` (None: the plan's first weight, whose name follows the CPU's layout:
+    ``p_fc1_weight_io`` with AVX-512, ``p_fc1_weight_oi8o`` with AVX2)."""
     def edit(lines):
         step = _steps(lines)[0]
-        step[3 + int(step[3])] = value  # step <kernel> <outputs> <argc> <args...>: the last argument
+        name = value or next(f[1] for f in lines if f[0] == "value" and f[2] == "const")
+        step[3 + int(step[3])] = name  # step <kernel> <outputs> <argc> <args...>: the last argument
     return edit
 
 
@@ -159,7 +162,7 @@ FLAT_ATTACKS = {
     "weight past weights.bin": (_set("value", 4, "1048576", "p_fc1_bias"), "lies outside weights.bin"),
     "live tensors overlap": (_same_offset("linear", "x"), "share arena bytes"),
     "in-place pair whose input lives on": (_same_offset("relu", "linear"), "share arena bytes"),
-    "output is a weight": (_step_output("p_fc1_weight_io"), "which is not a buffer"),
+    "output is a weight": (_step_output(None), "which is not a buffer"),
     "output is the input": (_step_output("x"), "which is not a buffer"),
     "no steps, buffer output": (_drop_steps, "written by no step"),
     "read before written": (_swap_first_steps, "before it is written"),
