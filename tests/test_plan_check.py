@@ -48,7 +48,7 @@ def names(plan: dict) -> dict:
     shared = next((a, b) for s in steps for a, b in s.get("inplace", []) if v[a]["offset"] == v[b]["offset"])
     unused = next((a, b) for s in steps for a, b in s.get("inplace", []) if v[a]["offset"] != v[b]["offset"])
     return {"input": plan["inputs"][0]["name"], "view": next(n for n in v if v[n]["kind"] == "view"),
-            "weight": next(n for n in v if v[n]["kind"] == "const" and len(v[n]["shape"]) == 2),
+            "weight": next(n for n in v if v[n]["kind"] == "const" and len(v[n]["shape"]) >= 2),
             "first": steps[0]["args"][-1], "shared": shared, "unused": unused}
 
 
