@@ -94,8 +94,9 @@ def _build_int8(name, path, mcpu, kw, M, K, N, x, w, ref):
     t0 = time.perf_counter()
     ex, info = D.build_int8_linear(M, K, N, _target(mcpu), path, **kw)
     build_s = time.perf_counter() - t0
-    if info["intrin"] and D.weight_limit(info["intrin"]) < 128:  # 7-bit weights: the same ones, clipped
-        w = np.clip(w, -D.weight_limit(info["intrin"]), D.weight_limit(info["intrin"])).astype(np.int8)
+    limit = D.weight_limit(info["intrin"]) if info["intrin"] else 128
+    if limit < 128:  # 7-bit weights: the same ones, clipped
+        w = np.clip(w, -limit, limit).astype(np.int8)
         ref = x.astype(np.int64) @ w.astype(np.int64).T
     xp = np.zeros((M, info["Kp"]), info["x_dtype"])
     xp[:, :K] = x

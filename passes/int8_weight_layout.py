@@ -29,6 +29,7 @@ from __future__ import annotations
 import numpy as np
 
 from edgeopt.ir import Graph, Node
+from edgeopt.ir.ops._common import largest_magnitude
 from edgeopt.ir.ops.linalg import pack_linear_weight_groups
 from edgeopt.ir.ops.nn import pack_conv_weight
 from edgeopt.pipeline import Pass, register_pass
@@ -105,7 +106,7 @@ class Int8WeightLayout(Pass):
             if not _integer(g, n):
                 continue
             w = g.const(n.inputs[1])
-            w_max = int(np.abs(w.astype(np.int16)).max(initial=0))
+            w_max = largest_magnitude(w)
             fit = layer_int8_dot(n, w.shape, dots, n.inputs[0].type.dtype, w_max)
             if fit is None:
                 continue

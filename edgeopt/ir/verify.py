@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
-
 from .graph import Graph
 from .registry import OpError, get_op
 
@@ -85,7 +83,7 @@ def _check_int8_weights(g: Graph, n, where: str, problems: list[str]) -> None:
     """A conv / linear that names an int8 dot product (``int8_dot``) with a constant weight: every weight within
     the range the instruction is exact for (AVX2's vpmaddubsw saturates past |w| = 64). In a fused node, its body's
     layers whose weight is a constant outside."""
-    from .ops._common import INT8_DOTS
+    from .ops._common import INT8_DOTS, largest_magnitude
 
     if n.body is not None:
         outer = dict(zip(n.body.inputs, n.inputs))
@@ -96,7 +94,7 @@ def _check_int8_weights(g: Graph, n, where: str, problems: list[str]) -> None:
         if w is None or not g.is_const(w) or m.attrs["int8_dot"] not in INT8_DOTS:
             continue
         limit = INT8_DOTS[m.attrs["int8_dot"]][3]
-        worst = int(abs(g.const(w).astype(np.int16)).max(initial=0))
+        worst = largest_magnitude(g.const(w))
         if worst > limit:
             problems.append(f"{where}: int8_dot {m.attrs['int8_dot']!r} is exact for weights within +-{limit}; "
                             f"%{w.name} holds {worst}")

@@ -60,6 +60,11 @@ INT8_DOTS = {"vnni512": (16, 4, "u8", 128), "vnni256": (8, 4, "u8", 128), "avx2-
              "avx2": (8, 2, "u8", 128), "sdot": (4, 4, "i8", 128)}
 
 
+def largest_magnitude(w) -> int:
+    """max |w| of an integer weight, without the widened copy ``abs`` would need (|-128| does not fit in i8)."""
+    return max(int(w.max(initial=0)), -int(w.min(initial=0)))
+
+
 def check_int8_dot(op: str, attrs, x: TensorType, w: TensorType, tile: tuple[int, int]) -> None:
     """An ``int8_dot`` attribute (if set) names a known instruction whose tiles are the weight layout's ``tile``
     (lanes, group), on activations of its dtype and i8 weights."""
