@@ -74,6 +74,15 @@ def layer_int8_dot(n: Node, w_shape: tuple, dots, x_dtype: str, w_max: int) -> t
                  if outputs % v == 0 and inputs % grp == 0 and w_max <= weight_limit(name)), None)
 
 
+def target_activation_dtype(target) -> str:
+    """The dtype integer layers' activations take on ``target``: u8 (what x86's dot products multiply), or i8 where
+    its best dot product takes signed values (ARM's SDOT)."""
+    from edgeopt.lower.int8_dot import activation_dtype
+
+    dots = target.int8_dots() if target is not None else []
+    return activation_dtype(dots[0][0]) if dots else "u8"
+
+
 def weight_levels(n: Node, w_shape: tuple, target, x_dtype: str, reduce_range) -> int:
     """The largest int8 level a quantizer gives layer ``n``'s weight (shape ``w_shape``, plain layout) on ``target``
     (activations ``x_dtype``): 127, or 7-bit (``edgeopt.quant.weights.weight_qmax``) where this pass will run it on an

@@ -32,7 +32,8 @@ Each convolution, linear layer and matmul with a constant operand becomes a laye
   (there GPTQ moved the logits' cosine but not the top-1 agreement, for 10 s more compile time);
 - ``reduce_range`` ("auto": on x86 CPUs with AVX2 but no VNNI) puts the weights of the layers ``vpmaddubsw`` will
   run on 7-bit levels (-64..64), the range it is exact for (``int8_weight_layout.weight_levels``); depthwise convs,
-  shapes no 8 x 4 tile fits and QAT grids keep 8 bits;
+  shapes no 8 x 4 tile fits and QAT grids keep their levels (``prepare_qat`` trains these layers on 7-bit ones
+  for such a target: ``int8_weight_layout`` then runs them on ``vpmaddubsw``, as it does any weight within +-64);
 - embedding tables are stored int8 per row (as ``quantize_weights`` does) and gathered rows dequantized;
 - ``bias_correction`` (on by default) shifts each layer's float bias by the mean error that weight rounding
   causes in its output over the calibration data, so that errors do not add up as a drift through deep nets;
@@ -76,7 +77,7 @@ from edgeopt.quant.lattice import pixel_lattice
 from edgeopt.quant.rounding import InputMoments, from_matrix, layer_matrix, round_to_grid
 from edgeopt.quant.weights import reduce_axes, symmetric_int8, weight_input, weight_qmax
 
-from .int8_weight_layout import weight_levels
+from .int8_weight_layout import target_activation_dtype, weight_levels
 from .quantize_weights import QuantizeWeights
 
 QUANTIZED_OPS = ("conv2d", "linear", "matmul")
@@ -329,12 +330,7 @@ class QuantizeStatic(Pass):
 
     def _activation_dtype(self) -> str:
         """u8 (what x86's dot products multiply), or i8 where the target's best one takes signed values (ARM SDOT)."""
-        dots = self.target.int8_dots() if self.target is not None else []
-        if not dots:
-            return "u8"
-        from edgeopt.lower.int8_dot import activation_dtype
-
-        return activation_dtype(dots[0][0])
+        return target_activation_dtype(self.target)
 
     def _rounds_by_output(self, g: Graph, n: Node) -> bool:
         """Whether GPTQ may round ``n``'s weight (a per-channel grid it did not learn by QAT; ``_by_gptq`` says whether

@@ -11,7 +11,13 @@ every conv and linear that static int8 quantizes (not a dense conv on fewer than
 first layer stays float there too) in a ``QATLayer``: its input goes through an asymmetric u8 fake quantizer and
 its weight through a symmetric int8 one per output channel, both with learned scales (LSQ: the rounding passes
 gradients straight through, the scales get theirs scaled by 1/sqrt(elements * levels)). Input ranges start at
-the calibration data's min/max, weight scales at max|w|/127.
+the calibration data's min/max, weight scales at max|w| / levels.
+
+The weight levels are the ones the compiler gives each layer on ``target`` (default "host", as for
+``edgeopt.compile``; ``reduce_range`` as in ``QuantConfig``): 127, or 7-bit (-64..64) for a layer that a CPU
+without VNNI runs on AVX2's ``vpmaddubsw``, exact only for such weights (``int8_weight_layout.weight_levels``, the
+rule static int8 follows). Training on the grid the kernel needs keeps those layers on the fast instruction; a model
+trained on 8-bit grids and compiled for such a CPU runs them on the exact ``vpmaddwd`` path, at about half the speed.
 
 ``export`` gives the float model whose weights are the fake-quantized ones (exactly on the int8 grid of the
 learned scales) and a ``QuantConfig`` carrying those scales and the learned input ranges, by layer name, with
@@ -47,23 +53,24 @@ def fake_quant(x, scale, zero_point, qmin: int, qmax: int, grad_factor: float):
 
 class QATLayer(torch.nn.Module):
     """A conv or linear with fake-quantized input (u8, learned scale and zero point) and weight (int8 per output
-    channel, learned scales)."""
+    channel on levels -``levels``..``levels``, learned scales)."""
 
-    def __init__(self, layer, lo: float, hi: float):
+    def __init__(self, layer, lo: float, hi: float, levels: int = 127):
         super().__init__()
-        self.layer = layer
+        self.layer, self.levels = layer, levels
         lo, hi = min(lo, 0.0), max(hi, 0.0)
         scale = max((hi - lo) / 255.0, 1e-8)
         self.in_scale = torch.nn.Parameter(torch.tensor(scale))
         self.in_zero_point = torch.nn.Parameter(torch.tensor(float(np.clip(round(-lo / scale), 0, 255))))
         w = layer.weight.detach()
         amax = w.abs().reshape(w.shape[0], -1).amax(1).clamp(min=1e-8)
-        self.w_scale = torch.nn.Parameter(amax / 127.0)
+        self.w_scale = torch.nn.Parameter(amax / float(levels))
 
     def quantized_weight(self):
         w = self.layer.weight
         shape = (-1,) + (1,) * (w.dim() - 1)
-        return fake_quant(w, self.w_scale.reshape(shape), None, -127, 127, 1.0 / (w[0].numel() * 127) ** 0.5)
+        q = self.levels
+        return fake_quant(w, self.w_scale.reshape(shape), None, -q, q, 1.0 / (w[0].numel() * q) ** 0.5)
 
     def forward(self, x):
         x = fake_quant(x, self.in_scale, self.in_zero_point, 0, 255, 1.0 / (x[0].numel() * 255) ** 0.5)
@@ -107,13 +114,16 @@ class QATModel(torch.nn.Module):
                                   quantized_residuals=False, int8_image_convs=False)
 
 
-def prepare_qat(model, example_inputs, calibration_data) -> QATModel:
+def prepare_qat(model, example_inputs, calibration_data, target="host", reduce_range="auto") -> QATModel:
     """A copy of ``model`` ready for quantization-aware training (see the module docstring). ``calibration_data``:
-    batches of inputs (a tensor or a tuple of tensors) that set the initial input ranges."""
+    batches of inputs (a tensor or a tuple of tensors) that set the initial input ranges; ``target`` (a name or an
+    ``edgeopt.targets`` target) and ``reduce_range``: what each layer's weight levels are made for."""
+    QuantConfig(reduce_range=reduce_range)  # its checks
     model = fold_batch_norms(copy.deepcopy(model).eval(), example_inputs)
     targets = {name: m for name, m in model.named_modules()
                if isinstance(m, torch.nn.Linear) or isinstance(m, torch.nn.Conv2d) and m.padding_mode == "zeros"
                and not (m.groups == 1 and m.in_channels < 4)}
+    levels = weight_levels_for(model, example_inputs, set(targets), target, reduce_range)
     lo = dict.fromkeys(targets, np.inf)
     hi = dict.fromkeys(targets, -np.inf)
 
@@ -131,8 +141,27 @@ def prepare_qat(model, example_inputs, calibration_data) -> QATModel:
         h.remove()
     for name, m in targets.items():
         if np.isfinite(lo[name]):
-            _set_module(model, name, QATLayer(m, lo[name], hi[name]))
+            _set_module(model, name, QATLayer(m, lo[name], hi[name], levels.get(name, 127)))
     return QATModel(model)
+
+
+def weight_levels_for(model, example_inputs, names: set, target, reduce_range) -> dict[str, int]:
+    """The largest weight level the compiler gives each layer of ``names`` on ``target`` (a name or a target), by
+    the rule static int8 follows (``int8_weight_layout.weight_levels``)."""
+    from edgeopt.passes.int8_weight_layout import target_activation_dtype, weight_levels
+
+    from ..frontend import from_torch
+    from ..targets import get_target
+
+    tgt = get_target(target) if isinstance(target, str) else target
+    inputs = tuple(example_inputs) if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
+    g = from_torch(model, inputs)
+    out = {}
+    for n in g.nodes:
+        name = g.layer_name(n) if n.op in ("conv2d", "linear") and g.is_const(n.inputs[1]) else None
+        if name in names:
+            out[name] = weight_levels(n, g.const(n.inputs[1]).shape, tgt, target_activation_dtype(tgt), reduce_range)
+    return out
 
 
 def fold_batch_norms(model, example_inputs):

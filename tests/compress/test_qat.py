@@ -105,3 +105,44 @@ def test_qat_residual_and_shared_input():
     with torch.no_grad():
         want = qat(x[:4]).numpy()
     np.testing.assert_allclose(_run(compiled, x[:4]), want, rtol=1e-3, atol=1e-3 * float(np.abs(want).max()))
+
+
+def _seven_bit_net():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Conv2d(8, 16, 3, padding=1), torch.nn.ReLU(),
+                               torch.nn.Conv2d(16, 16, 3, padding=1), torch.nn.ReLU(), torch.nn.Flatten(),
+                               torch.nn.Linear(16 * 6 * 6, 10)).eval()
+
+
+def test_qat_trains_on_the_levels_its_target_runs():
+    """For a CPU without VNNI (x86-64-v3) the layers AVX2's vpmaddubsw will run train on 7-bit levels (it is exact only
+    for |w| <= 64), so the compiled model runs them there, not on the slower exact vpmaddwd path, and gives the
+    fake-quantized model's numbers; the 10-class head, which no 8 x 4 tile fits, keeps 127 levels, as does every layer
+    for a VNNI CPU or with reduce_range=False."""
+    from edgeopt.targets import get_target
+
+    from tests.quant.test_reduce_range import _instructions
+
+    if "avx2" not in get_target("host").features:
+        pytest.skip("the host CPU has no AVX2")
+    torch.manual_seed(1)
+    x = torch.randn(48, 8, 6, 6)
+    calib = [x[i:i + 1] for i in range(16)]
+    levels = lambda q: {n: m.levels for n, m in q.qat_layers().items()}  # noqa: E731
+    assert levels(prepare_qat(_seven_bit_net(), (x[:1],), calib, target=get_target("x86", cpu="znver4"))) == \
+        {"0": 127, "2": 127, "5": 127}
+    assert set(levels(prepare_qat(_seven_bit_net(), (x[:1],), calib, target="x86-64-v3",
+                                  reduce_range=False)).values()) == {127}
+    qat = prepare_qat(_seven_bit_net(), (x[:1],), calib, target="x86-64-v3")
+    assert levels(qat) == {"0": 64, "2": 64, "5": 127}
+    teacher = _seven_bit_net()
+    distill(teacher, qat, [x[i:i + 16] for i in range(0, 48, 16)], epochs=2, lr=1e-3)
+    w = qat.qat_layers()["2"].quantized_weight().detach() / qat.qat_layers()["2"].w_scale.detach().reshape(-1, 1, 1, 1)
+    assert float(w.abs().max()) <= 64 and float(w.abs().max()) > 60  # trained on the 7-bit grid, its top level used
+    float_model, config = qat.export()
+    compiled = edgeopt.compile(float_model, (x[:1],), target="x86-64-v3", quantize=config, calibration_data=calib)
+    assert _instructions(compiled) == ["avx2-ubsw", "avx2-ubsw"]  # the head: plain vector code
+    with torch.no_grad():
+        want = qat(x[:8]).numpy()
+    got = _run(compiled, x[:8])
+    np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-3 * float(np.abs(want).max()))
