@@ -12,6 +12,7 @@ Kernels (all on weights packed beforehand; activations already u8 (or int16 for 
   vnni256       tensorized vpdpbusd ymm (8 lanes x 4; EVEX here, {vex} on AVX-VNNI CPUs), target znver4
   avx2-ubsw     tensorized vpmaddubsw + vpmaddwd by ones (8 lanes x 4), exact for 7-bit weights (|w| <= 64: its
                 weights are the same ones clipped to that range), target znver3
+  avx512-ubsw   the same on zmm registers (16 lanes x 4; AVX-512 without VNNI), target skylake-avx512
   avx2          tensorized vpmaddwd (8 lanes x 2, exact for any int8 weight), target znver3 (it runs on Zen 4 too)
   avx2-x16      the same with the activation handed over as int16 (0..255), widened by its producer (not timed)
   plain-g4      untensorized, vectorized, the same packed weight as vnni512 ([N/16, K/4, 16, 4]), target znver4
@@ -51,6 +52,7 @@ SHAPES = [(128, 384, 384), (128, 384, 1536), (128, 1536, 384), (1, 384, 384), (1
 INT8_KERNELS = {
     "vnni512": ("vnni512", "znver4", {}),
     "vnni256": ("vnni256", "znver4", {}),
+    "avx512-ubsw": ("avx512-ubsw", "skylake-avx512", {}),
     "avx2-ubsw": ("avx2-ubsw", "znver3", {}),
     "avx2": ("avx2", "znver3", {}),
     "avx2-x16": ("avx2-x16", "znver3", {}),
@@ -162,7 +164,8 @@ def one_process(shapes, rounds: int, sweep: bool, only: set | None) -> list:
     import numpy as np
 
     flags = set(cpuinfo()["flags"])
-    avx512 = {"avx512_vnni", "avx512vl", "avx512f"} <= flags
+    runs = {"znver4": {"avx512_vnni", "avx512vl", "avx512f"} <= flags,
+            "skylake-avx512": {"avx512bw", "avx512vl", "avx512f"} <= flags}
     rng = np.random.default_rng(0)
     rows_out = []
     for M, K, N in shapes:
@@ -180,13 +183,13 @@ def one_process(shapes, rounds: int, sweep: bool, only: set | None) -> list:
             names = [n for n in names if n in only or n.split("-")[0] in only]
         cases = {}
         for name in names:
-            if name in specs and specs[name][1] == "znver4" and not avx512:
+            if name in specs and not runs.get(specs[name][1], True):
                 continue  # would die with SIGILL here
             try:
                 if name == "fp32-numpy":
                     cases[name] = (_NumpyTimer(x, w), {})
                 elif name.startswith("fp32-tvm"):
-                    mcpu = "znver4" if avx512 and name == "fp32-tvm" else "znver3"
+                    mcpu = "znver4" if runs["znver4"] and name == "fp32-tvm" else "znver3"
                     mod, args, meta = _build_fp32(M, K, N, x, w, mcpu)
                     cases[name] = (_tvm_timer(mod, args), meta)
                 else:

@@ -5,12 +5,12 @@ use here, and an int8 CNN's convs (each kernel timed alone) and whole calls as a
 
 Peak: a C loop of 12 independent accumulators of the dot-product instruction (no loads), built with gcc and
 OpenMP for this CPU: ``vpdpbusd zmm`` (AVX-512 VNNI: 64 u8 x i8 products a call), ``vpdpbusd ymm`` (AVX-VNNI: 32),
-``vpmaddubsw ymm`` + ``vpmaddwd`` by ones + ``vpaddd`` (AVX2 on 7-bit weights: 32) or ``vpmaddwd ymm`` (AVX2 on
-8-bit weights: 16 i16 products); best of 5 runs of ~0.2 s. ``--target`` (default: this CPU) picks the build, and
-with it the instruction (``x86-64-v3``: AVX2's). A model's MACs are
-counted from its IR (each conv / linear: output elements x input channels per group x window), the zoo's random
-weights, calibrated on random data (speed only). Whole-call time: median of 20 calls in each of 5 rounds, best
-round. Results: bench/results/int8_peak-<time>.json.
+``vpmaddubsw ymm`` + ``vpmaddwd`` by ones + ``vpaddd`` (AVX2 on 7-bit weights: 32; ``zmm``, AVX-512 without VNNI:
+64) or ``vpmaddwd ymm`` (AVX2 on 8-bit weights: 16 i16 products); best of 5 runs of ~0.2 s. ``--target`` (default:
+this CPU) picks the build, and with it the instruction (``x86-64-v3``: AVX2's; ``x86-64-v4``: its zmm form). A
+model's MACs are counted from its IR (each conv / linear: output elements x input channels per group x window),
+the zoo's random weights, calibrated on random data (speed only). Whole-call time: median of 20 calls in each of 5
+rounds, best round. Results: bench/results/int8_peak-<time>.json.
 """
 
 from __future__ import annotations
@@ -29,21 +29,26 @@ sys.path.insert(0, ROOT)
 
 from bench.common import save_results  # noqa: E402
 
-#: instruction -> (gcc flags, the statement on accumulator a, MACs per instruction)
+#: instruction -> (gcc flags, the statement on accumulator a{i}, MACs per statement, vector type, set1, reduce).
+#: vpdpbusd reads its accumulator; vpmaddubsw / vpmaddwd do not, so each accumulator gets a weight register w{i} of
+#: its own (on one shared x and w, gcc computed the product once an iteration and timed 12 vpaddd), and only the
+#: vpaddd chains through it, as in the kernels
 KERNELS = {
     "vpdpbusd-zmm": ("-mavx512f -mavx512vnni", "a{i} = _mm512_dpbusd_epi32(a{i}, x, w);", 64, "__m512i",
                      "_mm512_set1_epi32", "_mm512_reduce_add_epi32(a{i})"),
     "vpdpbusd-ymm": ("-mavx2 -mavxvnni", "a{i} = _mm256_dpbusd_avx_epi32(a{i}, x, w);", 32, "__m256i",
                      "_mm256_set1_epi32", "_mm256_extract_epi32(a{i}, 0)"),
-    "vpmaddubsw-ymm": ("-mavx2", "a{i} = _mm256_add_epi32(a{i}, _mm256_madd_epi16(_mm256_maddubs_epi16(x, w), "
+    "vpmaddubsw-zmm": ("-mavx512bw", "a{i} = _mm512_add_epi32(a{i}, _mm512_madd_epi16(_mm512_maddubs_epi16(x, w{i}), "
+                       "_mm512_set1_epi16(1)));", 64, "__m512i", "_mm512_set1_epi32", "_mm512_reduce_add_epi32(a{i})"),
+    "vpmaddubsw-ymm": ("-mavx2", "a{i} = _mm256_add_epi32(a{i}, _mm256_madd_epi16(_mm256_maddubs_epi16(x, w{i}), "
                        "_mm256_set1_epi16(1)));", 32, "__m256i", "_mm256_set1_epi32", "_mm256_extract_epi32(a{i}, 0)"),
-    "vpmaddwd-ymm": ("-mavx2", "a{i} = _mm256_add_epi32(a{i}, _mm256_madd_epi16(x, w));", 16, "__m256i",
+    "vpmaddwd-ymm": ("-mavx2", "a{i} = _mm256_add_epi32(a{i}, _mm256_madd_epi16(x, w{i}));", 16, "__m256i",
                      "_mm256_set1_epi32", "_mm256_extract_epi32(a{i}, 0)"),
 }
 #: edgeopt's int8_dot path -> the peak loop of its instruction
-BY_PATH = {"vnni512": "vpdpbusd-zmm", "vnni256": "vpdpbusd-ymm", "avx2-ubsw": "vpmaddubsw-ymm",
-           "avx2": "vpmaddwd-ymm"}
-ACCUMULATORS = 12
+BY_PATH = {"vnni512": "vpdpbusd-zmm", "vnni256": "vpdpbusd-ymm", "avx512-ubsw": "vpmaddubsw-zmm",
+           "avx2-ubsw": "vpmaddubsw-ymm", "avx2": "vpmaddwd-ymm"}
+ACCUMULATORS = 12  # 6 where each needs a weight register too, in AVX2's 16 ymm
 
 
 def _flags() -> set[str]:
@@ -63,14 +68,16 @@ def instruction(target: str = "host") -> str | None:
 
     dots = get_target(target).int8_dots()
     name = BY_PATH.get(path_name(dots[0][0])) if dots else None
-    need = {"vpdpbusd-zmm": "avx512_vnni", "vpdpbusd-ymm": "avx_vnni"}.get(name, "avx2")
+    need = {"vpdpbusd-zmm": "avx512_vnni", "vpdpbusd-ymm": "avx_vnni", "vpmaddubsw-zmm": "avx512bw"}.get(name, "avx2")
     return name if name and (need in _flags() or name == "vpdpbusd-ymm" and "avx512_vnni" in _flags()) else None
 
 
 def _source(name: str, iters: int) -> str:
     _, stmt, macs, vec, set1, reduce = KERNELS[name]
-    n = ACCUMULATORS
-    decl = " ".join(f"{vec} a{i} = {set1}({i});" for i in range(n))
+    own_w = "w{i}" in stmt
+    n = ACCUMULATORS // 2 if own_w and vec == "__m256i" else ACCUMULATORS
+    decl = " ".join(f"{vec} a{i} = {set1}({i});" + (f" {vec} w{i} = {set1}(0x02020202 + {i});" if own_w else "")
+                    for i in range(n))
     body = " ".join(stmt.format(i=i) for i in range(n))
     red = " + ".join(reduce.format(i=i) for i in range(n))
     return f"""#include <immintrin.h>

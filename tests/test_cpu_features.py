@@ -264,6 +264,6 @@ def test_targets_pass_their_registers_to_the_schedule(monkeypatch):
         (lanes, registers, [path_name(d[0]) for d in dots])) or (func, ""))
     for t in (get_target("x86-64-v3"), get_target("x86-64-v4"), get_target("x86", cpu="znver4")):
         t.schedule(None, "relu", t.vector_lanes(32))
-    assert seen == [(8, 16, ["avx2-ubsw", "avx2"]),  # and its int8 dot products: AVX-512 without VNNI has AVX2's
-                    (16, 32, ["avx2-ubsw", "avx2"]),
-                    (16, 32, ["vnni512", "vnni256", "avx2-ubsw", "avx2"])]
+    assert seen == [(8, 16, ["avx2-ubsw", "avx2"]),  # and its int8 dot products: AVX-512 without VNNI has vpmaddubsw
+                    (16, 32, ["avx512-ubsw", "avx2-ubsw", "avx2"]),  # on zmm registers too
+                    (16, 32, ["vnni512", "vnni256", "avx512-ubsw", "avx2-ubsw", "avx2"])]

@@ -23,6 +23,8 @@ name               lanes  group  LLVM intrinsic                     needs (LLVM 
 =================  =====  =====  =================================  ==========================================
 VNNI512            16     4      ``llvm.x86.avx512.vpdpbusd.512``   avx512vnni (+avx512f)
 VNNI256            8      4      ``llvm.x86.avx512.vpdpbusd.256``   avxvnni, or avx512vnni + avx512vl
+AVX512_PMADDUBSW   16     4      ``llvm.x86.avx512.pmaddubs.w.512`` avx512bw; weights with |w| <= 64 (7 bits)
+                                 then ``llvm.x86.avx512.pmaddw.d.512``
 AVX2_PMADDUBSW     8      4      ``llvm.x86.avx2.pmadd.ub.sw``      avx2; weights with |w| <= 64 (7 bits)
                                  then ``llvm.x86.avx2.pmadd.wd``
 AVX2_PMADDWD       8      2      ``llvm.x86.avx2.pmadd.wd``         avx2
@@ -46,6 +48,8 @@ contiguous int32 accumulators.
   .reduce_range``, ONNX Runtime's ``reduce_range`` for the same instruction), and ``int8_weight_layout`` checks
   every layer's weights before choosing it. AVX2_PMADDWD is exact for any int8 weight: it widens the u8 pair of
   ``x`` and the i8 weights to int16 and uses ``vpmaddwd`` (int16 x int16 products summed in pairs into int32).
+* AVX-512 without VNNI (Skylake-SP, ``x86-64-v4``) runs the same two instructions on zmm registers
+  (AVX512_PMADDUBSW, AVX512BW): 16 lanes, the ``OIHW16o4i`` / ``oi16o4i`` tiles VNNI-512 reads, twice the ymm form.
 
 :func:`pick_int8_dot` chooses the intrinsic for a target; :func:`build_int8_linear` builds the kernel (register-tiled
 tensorized schedule, or the plain vectorized fallback of the same compute with ``path="plain"``).
@@ -83,6 +87,9 @@ VNNI256 = Int8Dot("edgeopt_x86_vnni256_u8i8i32_8x4", "vnni256", 8, 4, (("avxvnni
 #: AVX2 on 7-bit weights: ``vpmaddubsw`` sums u8 x i8 pairs into int16 (saturating: exact while |w| <= 64, since
 #: 255 * 64 * 2 = 32 640 < 32 767), ``vpmaddwd`` by ones sums those pairs into int32: 32 products in 3 instructions
 AVX2_PMADDUBSW = Int8Dot("edgeopt_x86_avx2_pmaddubsw_u8i7i32_8x4", "avx2-ubsw", 8, 4, (("avx2",),), weight_max=64)
+#: the same on zmm registers (AVX512BW): AVX-512 CPUs without VNNI (Skylake-SP)
+AVX512_PMADDUBSW = Int8Dot("edgeopt_x86_avx512_pmaddubsw_u8i7i32_16x4", "avx512-ubsw", 16, 4, (("avx512bw",),),
+                           weight_max=64)
 AVX2_PMADDWD = Int8Dot("edgeopt_x86_avx2_pmaddwd_u8i8i32_8x2", "avx2", 8, 2, (("avx2",),))
 #: AVX2 with the activation already widened to int16 (values 0..255) by its producer: one broadcast per row and
 #: k pair instead of four widening instructions (an option for a compiler whose quantize step can emit int16)
@@ -91,7 +98,7 @@ AVX2_PMADDWD_X16 = Int8Dot("edgeopt_x86_avx2_pmaddwd_i16i8i32_8x2", "avx2-x16", 
 #: it takes signed activations (x86's take unsigned), so targets with it quantize activations to i8
 SDOT = Int8Dot("edgeopt_arm_sdot_i8i8i32_4x4", "sdot", 4, 4, (("dotprod", "neon"),), "int8")
 #: by preference, best first (the ones pick_int8_dot chooses from)
-INTRINSICS = (VNNI512, VNNI256, AVX2_PMADDUBSW, AVX2_PMADDWD, SDOT)
+INTRINSICS = (VNNI512, VNNI256, AVX512_PMADDUBSW, AVX2_PMADDUBSW, AVX2_PMADDWD, SDOT)
 _BY_NAME = {d.name: d for d in (*INTRINSICS, AVX2_PMADDWD_X16)}
 _PATHS = {d.path: d for d in (*INTRINSICS, AVX2_PMADDWD_X16)}
 
@@ -153,25 +160,30 @@ def _pmaddwd_impl(x_dtype: str):
     return impl
 
 
-def _pmaddubsw_impl():
-    """AVX2, 7-bit weights: the 4 bytes of x (broadcast as one int32) times 8 weight quads: ``vpmaddubsw`` gives 16
-    int16 pair sums, ``vpmaddwd`` by ones adds neighbouring pairs into 8 int32, ``vpaddd`` accumulates."""
+def _pmaddubsw_impl(lanes: int):
+    """7-bit weights: the 4 bytes of x (broadcast as one int32) times ``lanes`` weight quads: ``vpmaddubsw`` gives
+    2 x ``lanes`` int16 pair sums, ``vpmaddwd`` by ones adds neighbouring pairs into ``lanes`` int32, ``vpaddd``
+    accumulates (ymm with AVX2: 8 lanes; zmm with AVX512BW: 16)."""
+    ubsw, wd = {8: ("llvm.x86.avx2.pmadd.ub.sw", "llvm.x86.avx2.pmadd.wd"),
+                16: ("llvm.x86.avx512.pmaddubs.w.512", "llvm.x86.avx512.pmaddw.d.512")}[lanes]
+    nbytes, pairs = lanes * 4, lanes * 2
+
     @T.prim_func(s_tir=True)
-    def impl(A: T.Buffer((4,), "uint8", offset_factor=1), B: T.Buffer((8, 4), "int8", offset_factor=1),
-             C: T.Buffer((8,), "int32", offset_factor=1)) -> None:
+    def impl(A: T.Buffer((4,), "uint8", offset_factor=1), B: T.Buffer((lanes, 4), "int8", offset_factor=1),
+             C: T.Buffer((lanes,), "int32", offset_factor=1)) -> None:
         with T.sblock("root"):
-            T.reads(C[0:8], A[0:4], B[0:8, 0:4])
-            T.writes(C[0:8])
-            C[T.ramp(T.int32(0), 1, 8)] = C.vload([0], dtype="int32x8") + T.call_llvm_pure_intrin(
-                T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.wd"),
+            T.reads(C[0:lanes], A[0:4], B[0:lanes, 0:4])
+            T.writes(C[0:lanes])
+            C[T.ramp(T.int32(0), 1, lanes)] = C.vload([0], dtype=f"int32x{lanes}") + T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id(wd),
                 T.call_llvm_pure_intrin(
-                    T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.ub.sw"),
-                    T.reinterpret(T.broadcast(T.reinterpret(A.vload([0], "uint8x4"), dtype="int32"), 8),
-                                  dtype="uint8x32"),
-                    B.vload([0, 0], dtype="int8x32"),
-                    dtype="int16x16"),
-                T.broadcast(T.int16(1), 16),
-                dtype="int32x8")
+                    T.llvm_lookup_intrinsic_id(ubsw),
+                    T.reinterpret(T.broadcast(T.reinterpret(A.vload([0], "uint8x4"), dtype="int32"), lanes),
+                                  dtype=f"uint8x{nbytes}"),
+                    B.vload([0, 0], dtype=f"int8x{nbytes}"),
+                    dtype=f"int16x{pairs}"),
+                T.broadcast(T.int16(1), pairs),
+                dtype=f"int32x{lanes}")
 
     return impl
 
@@ -200,7 +212,8 @@ def register_int8_intrinsics() -> None:
     if _REGISTERED:
         return
     impls = {VNNI512.name: lambda: _vnni_impl(16), VNNI256.name: lambda: _vnni_impl(8),
-             AVX2_PMADDUBSW.name: _pmaddubsw_impl, AVX2_PMADDWD.name: lambda: _pmaddwd_impl("uint8"),
+             AVX512_PMADDUBSW.name: lambda: _pmaddubsw_impl(16), AVX2_PMADDUBSW.name: lambda: _pmaddubsw_impl(8),
+             AVX2_PMADDWD.name: lambda: _pmaddwd_impl("uint8"),
              AVX2_PMADDWD_X16.name: lambda: _pmaddwd_impl("int16"),
              SDOT.name: lambda: _sdot_impl}
     for d in (*INTRINSICS, AVX2_PMADDWD_X16):
@@ -357,15 +370,15 @@ def default_tile(path: str, M: int, N: int, target=None) -> tuple[int, int]:
     * M > 1: vnni512 4x2 (4x4, 6x2, 8x2 within noise); vnni256 4x4 when the target has AVX-512's 32 registers,
       else 6x2 (12 of AVX-VNNI's 16 ymm); avx2 (u8) 4x4 (it reuses each widened x pair 4 times); avx2-x16 6x2;
       plain 4x2 (4x3 with 8-lane ymm vectors, when N/8 allows: 12 accumulators); avx2-ubsw 4x2 (3x4 and 4x3 within
-      4%, scratch runs at 128x384x1536).
+      4%, scratch runs at 128x384x1536); avx512-ubsw as vnni512.
     * M == 1 (GEMV): one accumulator chain per vector, so more vectors: 8 (4 when that leaves under 4 parallel
       tasks for the zmm kernel); 1x1 and 1x2 were 2-4x slower.
     """
-    lanes = 16 if path == "vnni512" or (path == "plain" and target is not None and
+    lanes = 16 if path in ("vnni512", "avx512-ubsw") or (path == "plain" and target is not None and
                                         tvm.target.codegen.target_has_features("avx512f", target)) else 8
     if M == 1:
         vecs = N // lanes
-        return 1, (8 if vecs // 8 >= 4 or path not in ("vnni512", "plain") else 4)
+        return 1, (8 if vecs // 8 >= 4 or path not in ("vnni512", "avx512-ubsw", "plain") else 4)
     if path == "vnni256":
         wide = target is not None and tvm.target.codegen.target_has_features("avx512f", target)
         return (4, 4) if wide else (6, 2)
@@ -379,7 +392,8 @@ def build_int8_linear(M: int, K: int, N: int, target, path: str = "auto", rows: 
     """Build the kernel for ``x[M, K] (u8) @ w[N, K].T (i8)``; returns ``(executable, info)``.
 
     ``path``: "auto" (:func:`pick_int8_dot` on ``target``, for any int8 weight, else "plain"), "vnni512",
-    "vnni256", "avx2-ubsw" (weights with |w| <= 64 only), "avx2", "avx2-x16" (x given as int16, 0..255) or "plain"
+    "vnni256", "avx512-ubsw" / "avx2-ubsw" (weights with |w| <= 64 only), "avx2", "avx2-x16" (x given as int16,
+    0..255) or "plain"
     (``plain_group``: the packed k group, default 4). ``rows``/``vectors``
     default to :func:`default_tile`.
     ``info`` has the intrinsic, lanes/group (for :func:`pack_int8_weight`), padded Kp/Np and the tile. Call the

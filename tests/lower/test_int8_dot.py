@@ -31,6 +31,7 @@ FLAGS = _cpu_flags()
 PATHS = {
     "vnni512": ("znver4", {"avx512_vnni", "avx512f"}),
     "vnni256": ("znver4", {"avx512_vnni", "avx512vl"}),  # the EVEX form; AVX-VNNI CPUs get the VEX one (asm test)
+    "avx512-ubsw": ("skylake-avx512", {"avx512bw"}),  # 7-bit weights only (|w| <= 64)
     "avx2-ubsw": ("znver3", {"avx2"}),  # 7-bit weights only (|w| <= 64)
     "avx2": ("znver3", {"avx2"}),
     "avx2-x16": ("znver3", {"avx2"}),
@@ -76,7 +77,7 @@ def test_int8_linear_exact(path, M, K, N):
 
 
 @pytest.mark.parametrize("path,rows,vectors", [("vnni512", 6, 2), ("avx2", 4, 1), ("vnni512", 3, 3),
-                                               ("avx2-ubsw", 3, 4)])
+                                               ("avx2-ubsw", 3, 4), ("avx512-ubsw", 3, 3)])
 def test_int8_linear_other_tiles_exact(path, rows, vectors):
     """Row tails (M=7 with 6 or 3 rows) and a vectors count that does not divide N/lanes (reduced to one that does)."""
     got, ref, _ = _run(7, 32, 64, path, np.random.default_rng(7), rows=rows, vectors=vectors)
@@ -124,10 +125,19 @@ def test_avx2_ubsw_assembly():
     assert "vpdpbusd" not in asm and "zmm" not in asm
 
 
-def test_avx2_ubsw_saturates_past_its_weight_limit():
+def test_avx512_ubsw_assembly():
+    """AVX-512 without VNNI (Skylake-SP): the same pair of instructions on zmm registers, no VNNI."""
+    asm = _asm("avx512-ubsw", "skylake-avx512")
+    assert re.search(r"vpmaddubsw\s+[^\n]*%zmm", asm) and re.search(r"vpmaddwd\s+[^\n]*%zmm", asm)
+    assert asm.count("vpmaddubsw") == asm.count("vpmaddwd")
+    assert "vpdpbusd" not in asm and not re.search(r"vpmaddubsw\s+[^\n]*%ymm", asm)
+
+
+@pytest.mark.parametrize("path", ["avx2-ubsw", "avx512-ubsw"])
+def test_ubsw_saturates_past_its_weight_limit(path):
     """The 7-bit limit is real: with weights of -128 / 127 (a pair of 255 x 127 = 64 770 > 32 767) the kernel's
     int16 pair sums saturate and the result is wrong, which is why ``int8_weight_layout`` checks |w| <= 64."""
-    got, ref, _ = _run(5, 64, 48, "avx2-ubsw", np.random.default_rng(3), w_max=128)
+    got, ref, _ = _run(5, 64, 48, path, np.random.default_rng(3), w_max=128)
     assert not np.array_equal(got.astype(np.int64), ref)
     assert np.abs(got.astype(np.int64) - ref)[:2].max() > 1000  # the saturated rows are far off
 
@@ -138,6 +148,8 @@ def test_pick_int8_dot():
     assert D.pick_int8_dot(_target("znver3"))[1:] == (8, 2)  # any int8 weight: vpmaddwd
     assert D.pick_int8_dot(_target("znver3"), weight_max=64)[0] == D.AVX2_PMADDUBSW.name  # 7-bit weights
     assert D.pick_int8_dot(_target("znver4"), weight_max=64)[0] == D.VNNI512.name
+    assert D.pick_int8_dot(_target("skylake-avx512"), weight_max=64)[0] == D.AVX512_PMADDUBSW.name  # no VNNI
+    assert D.pick_int8_dot(_target("skylake-avx512"))[1:] == (8, 2)  # 8-bit weights: still vpmaddwd
     assert D.pick_int8_dot(["avx512vnni", "avx512f"])[0] == D.VNNI512.name
     assert D.pick_int8_dot({"+avxvnni", "+avx2"})[0] == D.VNNI256.name
     assert D.pick_int8_dot(["avx512vnni", "avx512vl"])[0] == D.VNNI256.name  # no avx512f named: not the zmm one
@@ -155,6 +167,9 @@ def test_intrinsic_named_only_where_the_cpu_runs_it():
     assert D.intrinsic_named("avx2-ubsw", zen3) == D.AVX2_PMADDUBSW.name
     assert D.intrinsic_named("", zen3) is None and D.intrinsic_named("avx2", []) is None
     assert [D.path_name(d[0]) for d in zen3] == ["avx2-ubsw", "avx2"]
+    skx = D.usable_int8_dots(["avx512f", "avx512bw", "avx512vl", "avx2"])
+    assert [D.path_name(d[0]) for d in skx] == ["avx512-ubsw", "avx2-ubsw", "avx2"]
+    assert D.intrinsic_named("avx512-ubsw", zen3) is None
 
 
 def test_ir_names_match_the_intrinsics():

@@ -705,6 +705,14 @@ def quant_cases() -> list[Case]:
              opn("conv2d", "xw", {"weight_layout": "OIHW8o4i", "layout": "NCHWc", "int8_dot": "avx2-ubsw",
                                   "padding": [1, 1, 1, 1]}),
              {"x": ints((1, 2, 6, 5, 8), 0, 256, np.uint8)}, {"w": pack_conv_weight(wi7(16, 16, 3, 3), 8, 4)}),
+        # and its zmm form (AVX-512 without VNNI): 16-lane tiles, tensorized where the host has AVX512BW
+        Case("linear_u8_i7_oi16o4i_avx512_ubsw",
+             opn("linear", "xw", {"weight_layout": "oi16o4i", "int8_dot": "avx512-ubsw"}),
+             {"x": ints((2, 3, 12), 0, 256, np.uint8)}, {"w": pack_linear_weight_groups(wi7(32, 12), 16, 4)}),
+        Case("conv2d_nchwc_u8_i7_OIHW16o4i_avx512_ubsw",
+             opn("conv2d", "xw", {"weight_layout": "OIHW16o4i", "layout": "NCHWc", "int8_dot": "avx512-ubsw",
+                                  "stride": [2, 2], "padding": [1, 1, 1, 1]}),
+             {"x": ints((1, 1, 7, 6, 16), 0, 256, np.uint8)}, {"w": pack_conv_weight(wi7(32, 16, 3, 3), 16, 4)}),
         Case("conv2d_nchwc_depthwise_u8_i8", opn("conv2d", "xw", {"weight_layout": "OIHW8o", "layout": "NCHWc",
                                                                   "groups": 16, "padding": [1, 1, 1, 1]}),
              {"x": ints((1, 2, 6, 6, 8), 0, 256, np.uint8)}, {"w": pack_conv_weight(wi8(16, 1, 3, 3), 8)}),
@@ -832,7 +840,9 @@ def test_int8_dot_layers_are_tensorized_where_the_cpu_has_the_instruction(target
     if "avx2" not in target.features:
         pytest.skip("the host CPU has no AVX2")
     cases = [c for c in ALL_CASES["quant"] if c.id in ("linear_u8_i7_oi8o4i_avx2_ubsw", "linear_u8_i8_oi8o4i",
-                                                        "conv2d_nchwc_u8_i7_OIHW8o4i_avx2_ubsw")]
+                                                        "conv2d_nchwc_u8_i7_OIHW8o4i_avx2_ubsw",
+                                                        "linear_u8_i7_oi16o4i_avx512_ubsw",
+                                                        "conv2d_nchwc_u8_i7_OIHW16o4i_avx512_ubsw")]
     lowered, g, spans = check_cases(cases, target)
     kernel_of = {s["node"]: s["kernel"] for s in lowered.plan["steps"]}
     schedule = {k["name"]: k["schedule"] for k in lowered.kernels}
@@ -840,3 +850,6 @@ def test_int8_dot_layers_are_tensorized_where_the_cpu_has_the_instruction(target
     assert ",avx2-ubsw" in desc["linear_u8_i7_oi8o4i_avx2_ubsw"], desc
     assert ",avx2-ubsw" in desc["conv2d_nchwc_u8_i7_OIHW8o4i_avx2_ubsw"], desc
     assert not desc["linear_u8_i8_oi8o4i"].startswith("int8-tile("), desc
+    zmm = "avx512bw" in target.features  # an AVX2-only host runs the zmm form's layers as plain vector code
+    for name in ("linear_u8_i7_oi16o4i_avx512_ubsw", "conv2d_nchwc_u8_i7_OIHW16o4i_avx512_ubsw"):
+        assert (",avx512-ubsw" in desc[name]) == zmm, desc

@@ -45,7 +45,7 @@ def _int8_weights(c) -> list[np.ndarray]:
 
 def _instructions(c) -> list[str]:
     """The int8 dot product each integer kernel's schedule names (``int8-tile(...,avx2-ubsw,epilogue)``)."""
-    return [re.search(r",(vnni512|vnni256|avx2-ubsw|avx2|sdot)[,)]", k["schedule"]).group(1)
+    return [re.search(r",(vnni512|vnni256|avx512-ubsw|avx2-ubsw|avx2|sdot)[,)]", k["schedule"]).group(1)
             for k in c.report["kernels"] if k["schedule"].startswith("int8-tile(")]
 
 
@@ -91,6 +91,20 @@ def test_avx2_build_uses_vpmaddubsw_on_seven_bit_weights():
     assert q["gptq_layers"] == 3  # weight_rounding="auto": 7-bit levels -> GPTQ
     got = c(x.numpy())
     np.testing.assert_allclose(got, interpret(c.graph, [x.numpy()])[0], rtol=1e-4, atol=1e-4)  # the kernel is exact
+    with torch.no_grad():
+        assert _cosine(_net()(x).numpy(), got) > 0.99
+
+
+@pytest.mark.skipif("avx512bw" not in get_target("host").features, reason="the host CPU has no AVX-512 BW")
+def test_avx512_without_vnni_uses_vpmaddubsw_on_zmm():
+    """x86-64-v4 (AVX-512 without VNNI, Skylake-SP): the layers with 16-lane tiles run vpmaddubsw on zmm registers, the
+    24-output head its ymm form (8 lanes divide 24, 16 do not); the same 7-bit weights, exactly the interpreter's."""
+    c, x = _compile("x86-64-v4")
+    assert sorted(_instructions(c)) == ["avx2-ubsw", "avx512-ubsw", "avx512-ubsw"], _instructions(c)
+    q = c.report["quantization"]
+    assert q["weight_levels"] == 64 and q["int8_instructions"] == {"avx512-ubsw": 2, "avx2-ubsw": 1}
+    got = c(x.numpy())
+    np.testing.assert_allclose(got, interpret(c.graph, [x.numpy()])[0], rtol=1e-4, atol=1e-4)
     with torch.no_grad():
         assert _cosine(_net()(x).numpy(), got) > 0.99
 

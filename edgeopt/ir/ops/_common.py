@@ -54,10 +54,10 @@ def contraction_dtype(op: str, types: list[TensorType]) -> str:
 #: the int8 dot-product instructions an integer conv / linear can name in its ``int8_dot`` attribute (set by
 #: ``int8_weight_layout``; the CPU schedule tensorizes with it, ``edgeopt.lower.int8_dot``): name -> (lanes, group)
 #: of the [lanes, group] weight tiles it reads, the activation dtype it multiplies, and the largest |weight| it is
-#: exact for (AVX2's vpmaddubsw sums u8 x i8 pairs in int16: 7-bit weights only). The verifier checks constant
+#: exact for (vpmaddubsw sums u8 x i8 pairs in int16: 7-bit weights only). The verifier checks constant
 #: weights against it.
-INT8_DOTS = {"vnni512": (16, 4, "u8", 128), "vnni256": (8, 4, "u8", 128), "avx2-ubsw": (8, 4, "u8", 64),
-             "avx2": (8, 2, "u8", 128), "sdot": (4, 4, "i8", 128)}
+INT8_DOTS = {"vnni512": (16, 4, "u8", 128), "vnni256": (8, 4, "u8", 128), "avx512-ubsw": (16, 4, "u8", 64),
+             "avx2-ubsw": (8, 4, "u8", 64), "avx2": (8, 2, "u8", 128), "sdot": (4, 4, "i8", 128)}
 
 
 def largest_magnitude(w) -> int:
