@@ -1,17 +1,17 @@
 """int8_weight_layout: lay the i8 weights of integer conv and linear layers out in the tiles the CPU's int8 dot
 product reads, once, at compile time.
 
-An int8 dot-product instruction multiplies ``g`` consecutive u8 inputs by ``g`` i8 weights of each of ``v`` outputs
-and adds each group's sum into one of ``v`` int32 lanes: VNNI's ``vpdpbusd`` (AVX-512: v=16, AVX-VNNI: v=8; g=4),
-AVX2's ``vpmaddubsw`` + ``vpmaddwd`` (v=8, g=4; exact only for weights with |w| <= 64, which the quantizers give
-AVX2 targets), AVX2's ``vpmaddwd`` on widened pairs (v=8, g=2; any weights), or ARM's ``sdot`` (v=4, g=4; i8
-inputs). Its weight operand is one [v, g] tile, so the weight is packed as ``oi<v>o<g>i`` = [out/v, in/g, v, g]
-(linear) or ``OIHW<v>o<g>i`` = [O/v, I/g, KH, KW, v, g] (conv), and ``nchwc_layout`` then blocks the conv's input
-in channel blocks of whole groups. ``schedule_int8`` tensorizes the kernels. A conv on fewer channels than a group
-(an RGB image) gets zero weights and a zero-padded input channel. Each layer takes the best instruction whose lanes
-divide its outputs and that is exact for its weights (AVX-512 CPUs also run the 8-lane VNNI-256 form, for 24 or 40
-channels; an AVX2 layer with 8-bit weights, e.g. scales learned by QAT, takes ``vpmaddwd``). Targets without such
-an instruction (``Target.int8_dots()`` is empty) keep the plain layouts.
+An int8 dot-product instruction multiplies ``g`` consecutive u8 inputs by ``g`` i8 weights of each of ``v`` outputs and
+adds each group's sum into one of ``v`` int32 lanes: VNNI's ``vpdpbusd`` (AVX-512: v=16, AVX-VNNI: v=8; g=4), AVX2's
+``vpmaddubsw`` + ``vpmaddwd`` (v=8, g=4; v=16 on AVX-512 without VNNI; exact only for weights with |w| <= 64, which the
+quantizers give such targets), AVX2's ``vpmaddwd`` on widened pairs (v=8, g=2; any weights), or ARM's ``sdot`` (v=4,
+g=4; i8 inputs). Its weight operand is one [v, g] tile, so the weight is packed as ``oi<v>o<g>i`` = [out/v, in/g, v, g]
+(linear) or ``OIHW<v>o<g>i`` = [O/v, I/g, KH, KW, v, g] (conv), and ``nchwc_layout`` then blocks the conv's input in
+channel blocks of whole groups. ``schedule_int8`` tensorizes the kernels. A conv on fewer channels than a group (an RGB
+image) gets zero weights and a zero-padded input channel. Each layer takes the best instruction whose lanes divide its
+outputs and that is exact for its weights (AVX-512 CPUs also run the 8-lane VNNI-256 form, for 24 or 40 channels; an
+AVX2 layer with 8-bit weights, e.g. scales learned by QAT, takes ``vpmaddwd``). Targets without such an instruction
+(``Target.int8_dots()`` is empty) keep the plain layouts.
 
 Each packed layer names its instruction in its ``int8_dot`` attribute ("vnni512", "avx2-ubsw"...), which the CPU
 schedule tensorizes with and the verifier checks the stored weights against.

@@ -355,8 +355,9 @@ class QuantizeStatic(Pass):
     def _levels(self, g: Graph, n: Node) -> int:
         """The largest weight level of layer ``n``: 127, or 7-bit (``self._qmax``) where ``int8_weight_layout`` will
         run it on an instruction exact only for such weights (AVX2's vpmaddubsw), or on any dot product under
-        ``reduce_range=True``. A depthwise conv (plain vector code on every CPU), a layer whose shape no instruction
-        fits, and a weight grid learned by QAT keep 127."""
+        ``reduce_range=True``. A depthwise conv (plain vector code on every CPU) and a layer whose shape no instruction
+        fits keep 127; a weight grid learned by QAT keeps its learned levels (127 here only bounds them: on a target
+        that needs 7 bits ``prepare_qat`` trained them within +-64)."""
         if g.layer_name(n) in self.config.weight_scales:
             return 127
         return weight_levels(n, g.const(n.inputs[1]).shape, self.target, self._activation_dtype(),

@@ -32,9 +32,10 @@ def target_class(name: str) -> type[Target]:
     return obj if inspect.isclass(obj) else typing.get_type_hints(obj)["return"]
 
 
-def get_target(target: str | Target, **options) -> Target:
+def get_target(target: str | Target, *, check_toolchain: bool = True, **options) -> Target:
     """The target named ``target`` built with ``options`` (e.g. ``get_target("arm", cpu="cortex-a76")``), its
-    toolchain checked; a ``Target`` instance is returned as it is."""
+    toolchain checked (``check_toolchain=False``: only its description is needed, e.g. which int8 instructions it
+    has); a ``Target`` instance is returned as it is."""
     if isinstance(target, Target):
         if options:
             raise TargetError(f"target options {sorted(options)} were given with a ready Target: pass them to "
@@ -54,7 +55,8 @@ def get_target(target: str | Target, **options) -> Target:
         takes = ", ".join(inspect.signature(factory).parameters) or "none"
         raise TargetError(f"target {name!r} got unknown options {sorted(options)}; its options: {takes}") from None
     t = factory(**options)
-    t.check_toolchain()
+    if check_toolchain:
+        t.check_toolchain()
     return t
 
 

@@ -9,12 +9,13 @@ recomputed as an attacker would: each must be refused cleanly or run and give ex
 Refused cleanly: ``ArtifactError`` (``InputError`` at the call, when the plan now declares other inputs); the runner
 exits 2 with a message. Ran: the outputs must equal bit for bit those of the same plan run with every tensor in a
 buffer of its own (``run_isolated``): sharing the arena must never show. They must also equal the unmutated
-answer: the Done-when of the issue, with one exception no check of a plan can close. A mutation that only rewires
-the steps (arguments of one shape and dtype swapped, a step's argument or an output pointed at another such tensor),
-leaving every tensor's record as it was, makes another well-formed program: it must give exactly its own answer
-(the isolated run), which may differ from the unmutated one. Which layout a host packs weights in decides whether a
-seed hits one (an AVX2-only host packs the tiny model's two weights in one shape). Only a signature,
-``edgeopt.sign``, rules these out.
+answer: the Done-when of the issue, with one exception no check of a plan can close. A mutation that leaves every
+tensor's record (``values``) as it was and changes only the program over them (arguments of one shape and dtype
+swapped, a step's argument or an output pointed at another such tensor, steps reordered) can make another
+well-formed program: the plan checks (each buffer written once, before it is read, within its lifetime) let it run,
+and it must give exactly its own answer (the isolated run), which may differ from the unmutated one. Which layout
+a host packs weights in decides whether a seed hits one (an AVX2-only host packs the tiny model's two weights in one
+shape). Only a signature, ``edgeopt.sign``, rules these out.
 
 A kernel name the library lacks, or a kernel given arguments of another shape or count than it was compiled for
 (tvm-ffi checks them before the kernel touches memory), is an ``ArtifactError`` too (``Model`` turns tvm-ffi's

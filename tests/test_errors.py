@@ -98,6 +98,17 @@ def test_unknown_target():
         edgeopt.compile(torch.nn.ReLU(), (torch.randn(2),), target="tpu")
 
 
+def test_missing_toolchain_is_named_unless_only_the_description_is_wanted(monkeypatch):
+    """A target whose compiler is missing is refused with what to install; ``check_toolchain=False`` (what
+    ``prepare_qat`` asks for: only which instructions the target has) builds it anyway."""
+    from edgeopt.targets import get_target
+
+    monkeypatch.setattr("shutil.which", lambda name: None)
+    with pytest.raises(TargetError, match="aarch64-linux-gnu-gcc"):
+        get_target("arm", cpu="cortex-a76")
+    assert get_target("arm", cpu="cortex-a76", check_toolchain=False).int8_dots()
+
+
 @pytest.fixture(scope="module")
 def small_cnn():
     return compile_zoo("resnet18")

@@ -14,10 +14,11 @@ gradients straight through, the scales get theirs scaled by 1/sqrt(elements * le
 the calibration data's min/max, weight scales at max|w| / levels.
 
 The weight levels are the ones the compiler gives each layer on ``target`` (default "host", as for
-``edgeopt.compile``; ``reduce_range`` as in ``QuantConfig``): 127, or 7-bit (-64..64) for a layer that a CPU
-without VNNI runs on AVX2's ``vpmaddubsw``, exact only for such weights (``int8_weight_layout.weight_levels``, the
-rule static int8 follows). Training on the grid the kernel needs keeps those layers on the fast instruction; a model
-trained on 8-bit grids and compiled for such a CPU runs them on the exact ``vpmaddwd`` path, at about half the speed.
+``edgeopt.compile``; ``reduce_range`` as in ``QuantConfig``): 127, or 7-bit (-64..64) for a layer that an x86 CPU
+without VNNI (AVX2, or AVX-512 without VNNI) runs on ``vpmaddubsw``, exact only for such weights
+(``int8_weight_layout.weight_levels``, the rule static int8 follows). Training on the grid the kernel needs keeps
+those layers on the fast instruction; a model trained on 8-bit grids and compiled for such a CPU runs them on the
+exact ``vpmaddwd`` path, at about half the speed.
 
 ``export`` gives the float model whose weights are the fake-quantized ones (exactly on the int8 grid of the
 learned scales) and a ``QuantConfig`` carrying those scales and the learned input ranges, by layer name, with
@@ -114,11 +115,16 @@ class QATModel(torch.nn.Module):
                                   quantized_residuals=False, int8_image_convs=False)
 
 
-def prepare_qat(model, example_inputs, calibration_data, target="host", reduce_range="auto") -> QATModel:
+def prepare_qat(model, example_inputs, calibration_data, target="host", reduce_range="auto",
+                **target_options) -> QATModel:
     """A copy of ``model`` ready for quantization-aware training (see the module docstring). ``calibration_data``:
-    batches of inputs (a tensor or a tuple of tensors) that set the initial input ranges; ``target`` (a name or an
-    ``edgeopt.targets`` target) and ``reduce_range``: what each layer's weight levels are made for."""
+    batches of inputs (a tensor or a tuple of tensors) that set the initial input ranges; ``target`` (a name with
+    ``target_options``, as for ``edgeopt.compile``, or an ``edgeopt.targets`` target) and ``reduce_range``: what each
+    layer's weight levels are made for. (The target's toolchain need not be on the training machine.)"""
+    from ..targets import get_target
+
     QuantConfig(reduce_range=reduce_range)  # its checks
+    target = get_target(target, check_toolchain=False, **target_options)
     model = fold_batch_norms(copy.deepcopy(model).eval(), example_inputs)
     targets = {name: m for name, m in model.named_modules()
                if isinstance(m, torch.nn.Linear) or isinstance(m, torch.nn.Conv2d) and m.padding_mode == "zeros"
@@ -146,21 +152,23 @@ def prepare_qat(model, example_inputs, calibration_data, target="host", reduce_r
 
 
 def weight_levels_for(model, example_inputs, names: set, target, reduce_range) -> dict[str, int]:
-    """The largest weight level the compiler gives each layer of ``names`` on ``target`` (a name or a target), by
-    the rule static int8 follows (``int8_weight_layout.weight_levels``)."""
+    """The largest weight level the compiler gives each layer of ``names`` on ``target`` (an ``edgeopt.targets``
+    target), by the rule static int8 follows (``int8_weight_layout.weight_levels``). A multi-level target
+    (``"x86-64"``) builds each level on the same weights: each layer gets the fewest levels any of them needs (7-bit
+    weights are exact on every dot product)."""
     from edgeopt.passes.int8_weight_layout import target_activation_dtype, weight_levels
 
     from ..frontend import from_torch
-    from ..targets import get_target
 
-    tgt = get_target(target) if isinstance(target, str) else target
     inputs = tuple(example_inputs) if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
     g = from_torch(model, inputs)
     out = {}
-    for n in g.nodes:
-        name = g.layer_name(n) if n.op in ("conv2d", "linear") and g.is_const(n.inputs[1]) else None
-        if name in names:
-            out[name] = weight_levels(n, g.const(n.inputs[1]).shape, tgt, target_activation_dtype(tgt), reduce_range)
+    for _, tgt in getattr(target, "levels", None) or [(None, target)]:
+        for n in g.nodes:
+            name = g.layer_name(n) if n.op in ("conv2d", "linear") and g.is_const(n.inputs[1]) else None
+            if name in names:
+                q = weight_levels(n, g.const(n.inputs[1]).shape, tgt, target_activation_dtype(tgt), reduce_range)
+                out[name] = min(q, out.get(name, 127))
     return out
 
 

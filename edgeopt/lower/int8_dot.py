@@ -18,18 +18,18 @@ predicated row tail cannot be tensorized).
 Intrinsics (registered lazily, once per process, by :func:`register_int8_intrinsics`; this module never imports
 ``tvm.s_tir.tensor_intrin``, whose import costs 30-70 s):
 
-=================  =====  =====  =================================  ==========================================
-name               lanes  group  LLVM intrinsic                     needs (LLVM feature names)
-=================  =====  =====  =================================  ==========================================
-VNNI512            16     4      ``llvm.x86.avx512.vpdpbusd.512``   avx512vnni (+avx512f)
-VNNI256            8      4      ``llvm.x86.avx512.vpdpbusd.256``   avxvnni, or avx512vnni + avx512vl
-AVX512_PMADDUBSW   16     4      ``llvm.x86.avx512.pmaddubs.w.512`` avx512bw; weights with |w| <= 64 (7 bits)
+=================  =====  =====  =======================================  ======================================
+name               lanes  group  LLVM intrinsic                           needs (LLVM feature names)
+=================  =====  =====  =======================================  ======================================
+VNNI512            16     4      ``llvm.x86.avx512.vpdpbusd.512``         avx512vnni (+avx512f)
+VNNI256            8      4      ``llvm.x86.avx512.vpdpbusd.256``         avxvnni, or avx512vnni + avx512vl
+AVX512_PMADDUBSW   16     4      ``llvm.x86.avx512.pmaddubs.w.512``       avx512bw; weights with |w| <= 64
                                  then ``llvm.x86.avx512.pmaddw.d.512``
-AVX2_PMADDUBSW     8      4      ``llvm.x86.avx2.pmadd.ub.sw``      avx2; weights with |w| <= 64 (7 bits)
+AVX2_PMADDUBSW     8      4      ``llvm.x86.avx2.pmadd.ub.sw``            avx2; weights with |w| <= 64 (7 bits)
                                  then ``llvm.x86.avx2.pmadd.wd``
-AVX2_PMADDWD       8      2      ``llvm.x86.avx2.pmadd.wd``         avx2
-AVX2_PMADDWD_X16   8      2      ``llvm.x86.avx2.pmadd.wd``         avx2; x given as int16 (0..255), not u8
-=================  =====  =====  =================================  ==========================================
+AVX2_PMADDWD       8      2      ``llvm.x86.avx2.pmadd.wd``               avx2
+AVX2_PMADDWD_X16   8      2      ``llvm.x86.avx2.pmadd.wd``               avx2; x given as int16 (0..255), not u8
+=================  =====  =====  =======================================  ======================================
 
 Each computes ``C[lanes] += sum_{g < group} int32(A[g]) * int32(B[lanes, g])`` with ``A`` a u8 ``[group]`` slice of one
 row of ``x``, ``B`` one ``[lanes, group]`` tile of ``wp`` (contiguous: ``lanes * group`` bytes) and ``C`` ``lanes``
@@ -246,7 +246,7 @@ def activation_dtype(name: str) -> str:
 
 
 def weight_limit(name: str) -> int:
-    """The largest ``|w|`` intrinsic ``name`` is exact for (128: any int8 weight; 64: AVX2's ``vpmaddubsw``)."""
+    """The largest ``|w|`` intrinsic ``name`` is exact for (128: any int8 weight; 64: ``vpmaddubsw``, ymm or zmm)."""
     return _BY_NAME[name].weight_max
 
 

@@ -131,6 +131,12 @@ def test_qat_trains_on_the_levels_its_target_runs():
     levels = lambda q: {n: m.levels for n, m in q.qat_layers().items()}  # noqa: E731
     assert levels(prepare_qat(_seven_bit_net(), (x[:1],), calib, target=get_target("x86", cpu="znver4"))) == \
         {"0": 127, "2": 127, "5": 127}
+    assert levels(prepare_qat(_seven_bit_net(), (x[:1],), calib, target="x86", cpu="znver4")) == \
+        {"0": 127, "2": 127, "5": 127}  # by name and options, as for compile
+    assert levels(prepare_qat(_seven_bit_net(), (x[:1],), calib, target="x86-64", levels=["v3", "v4"])) == \
+        {"0": 64, "2": 64, "5": 127}  # a multi-level artifact: the levels every one of its builds can run fast
+    assert levels(prepare_qat(_seven_bit_net(), (x[:1],), calib, target="arm", cpu="cortex-a76")) == \
+        {"0": 127, "2": 127, "5": 127}  # SDOT; and no aarch64 toolchain is needed to train for it
     assert set(levels(prepare_qat(_seven_bit_net(), (x[:1],), calib, target="x86-64-v3",
                                   reduce_range=False)).values()) == {127}
     qat = prepare_qat(_seven_bit_net(), (x[:1],), calib, target="x86-64-v3")
@@ -138,7 +144,7 @@ def test_qat_trains_on_the_levels_its_target_runs():
     teacher = _seven_bit_net()
     distill(teacher, qat, [x[i:i + 16] for i in range(0, 48, 16)], epochs=2, lr=1e-3)
     w = qat.qat_layers()["2"].quantized_weight().detach() / qat.qat_layers()["2"].w_scale.detach().reshape(-1, 1, 1, 1)
-    assert float(w.abs().max()) <= 64 and float(w.abs().max()) > 60  # trained on the 7-bit grid, its top level used
+    assert 60 < int(w.abs().max().round()) <= 64  # trained on the 7-bit grid, its top levels used
     float_model, config = qat.export()
     compiled = edgeopt.compile(float_model, (x[:1],), target="x86-64-v3", quantize=config, calibration_data=calib)
     assert _instructions(compiled) == ["avx2-ubsw", "avx2-ubsw"]  # the head: plain vector code

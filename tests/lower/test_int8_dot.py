@@ -102,7 +102,8 @@ def test_avxvnni_uses_vex_encoding():
     assert "zmm" not in asm
 
 
-@pytest.mark.parametrize("path,mcpu", [("vnni512", "znver4"), ("vnni256", "alderlake"), ("avx2", "znver3")])
+@pytest.mark.parametrize("path,mcpu", [("vnni512", "znver4"), ("vnni256", "alderlake"), ("avx2", "znver3"),
+                                       ("avx2-ubsw", "znver3"), ("avx512-ubsw", "skylake-avx512")])
 def test_intrinsics_allocate_no_workspace(path, mcpu):
     """The broadcast activation word stays a register: bound to a name in the intrinsic's TVMScript it became a
     4-byte workspace buffer, allocated and freed by a call in every parallel task (MobileNetV2's 16 -> 96 1x1
