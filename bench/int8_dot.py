@@ -18,7 +18,7 @@ Kernels (all on weights packed beforehand; activations already u8 (or int16 for 
   plain-g4      untensorized, vectorized, the same packed weight as vnni512 ([N/16, K/4, 16, 4]), target znver4
   plain-g1      untensorized, weight [N/16, K, 16] (k-major panel), target znver4
   plain-g1-avx2 the same built for znver3 (8 lanes, weight [N/8, K, 8])
-``--sweep`` adds other register tiles (rows x vectors) of vnni512, vnni256, avx2-ubsw, avx2 and avx2-x16 as
+``--sweep`` adds other register tiles (rows x vectors) of vnni512, vnni256, avx512-ubsw, avx2-ubsw, avx2, avx2-x16 as
 "<kernel>-<r>x<v>".
 
 Timing: 2 threads (TVM_NUM_THREADS=2, OPENBLAS_NUM_THREADS=2; ``--threads 1`` for one). In each process every kernel
@@ -175,7 +175,7 @@ def one_process(shapes, rounds: int, sweep: bool, only: set | None) -> list:
         specs = dict(INT8_KERNELS)
         if sweep:
             for r, v in (SWEEP_GEMV if M == 1 else SWEEP_BIG):
-                for base in ("vnni512", "vnni256", "avx2-ubsw", "avx2", "avx2-x16"):
+                for base in ("vnni512", "vnni256", "avx512-ubsw", "avx2-ubsw", "avx2", "avx2-x16"):
                     path, mcpu, _ = INT8_KERNELS[base]
                     specs[f"{base}-{r}x{v}"] = (path, mcpu, {"rows": r, "vectors": v})
         names = ["fp32-numpy", "fp32-tvm", "fp32-tvm-avx2", *specs]

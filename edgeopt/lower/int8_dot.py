@@ -49,7 +49,8 @@ contiguous int32 accumulators.
   every layer's weights before choosing it. AVX2_PMADDWD is exact for any int8 weight: it widens the u8 pair of
   ``x`` and the i8 weights to int16 and uses ``vpmaddwd`` (int16 x int16 products summed in pairs into int32).
 * AVX-512 without VNNI (Skylake-SP, ``x86-64-v4``) runs the same two instructions on zmm registers
-  (AVX512_PMADDUBSW, AVX512BW): 16 lanes, the ``OIHW16o4i`` / ``oi16o4i`` tiles VNNI-512 reads, twice the ymm form.
+  (AVX512_PMADDUBSW, AVX512BW): 16 lanes, the ``OIHW16o4i`` / ``oi16o4i`` tiles VNNI-512 reads, twice the ymm form's
+  work per instruction (as fast as the ymm form on Zen 4, which splits zmm instructions into two halves).
 
 :func:`pick_int8_dot` chooses the intrinsic for a target; :func:`build_int8_linear` builds the kernel (register-tiled
 tensorized schedule, or the plain vectorized fallback of the same compute with ``path="plain"``).
@@ -393,9 +394,8 @@ def build_int8_linear(M: int, K: int, N: int, target, path: str = "auto", rows: 
 
     ``path``: "auto" (:func:`pick_int8_dot` on ``target``, for any int8 weight, else "plain"), "vnni512",
     "vnni256", "avx512-ubsw" / "avx2-ubsw" (weights with |w| <= 64 only), "avx2", "avx2-x16" (x given as int16,
-    0..255) or "plain"
-    (``plain_group``: the packed k group, default 4). ``rows``/``vectors``
-    default to :func:`default_tile`.
+    0..255) or "plain" (``plain_group``: the packed k group, default 4). ``rows``/``vectors`` default to
+    :func:`default_tile`.
     ``info`` has the intrinsic, lanes/group (for :func:`pack_int8_weight`), padded Kp/Np and the tile. Call the
     executable as ``ex["main"](x[M, Kp], wp, y[M, Np])`` or ``ex(x, wp, y)``."""
     if path == "auto":

@@ -2,11 +2,10 @@
 
 A linear layer with weights in "oi<v>o<g>i" tiles, or a conv on blocked (NCHWc) u8 activations with "OIHW<v>o<g>i"
 weights, sums ``g`` u8 x i8 products into each of ``v`` int32 lanes per instruction: VNNI's ``vpdpbusd`` (v=16 on
-AVX-512, 8 on AVX-VNNI; g=4), ``vpmaddubsw`` + ``vpmaddwd`` on 7-bit weights (v=8, g=4 with AVX2; v=16 with
-AVX-512 BW, no VNNI) or AVX2's
-``vpmaddwd`` on widened pairs (v=8, g=2). ``int8_weight_layout`` chooses the instruction per layer (one the target's
-CPU has, exact for the layer's weights: the verifier checks them) and names it in the layer's ``int8_dot``
-attribute; a kernel whose instruction the target lacks runs as plain vector code.
+AVX-512, 8 on AVX-VNNI; g=4), ``vpmaddubsw`` + ``vpmaddwd`` on 7-bit weights (v=8, g=4 with AVX2; v=16 with AVX-512
+BW, no VNNI) or AVX2's ``vpmaddwd`` on widened pairs (v=8, g=2). ``int8_weight_layout`` chooses the instruction per
+layer (one the target's CPU has, exact for the layer's weights: the verifier checks them) and names it in the
+layer's ``int8_dot`` attribute; a kernel whose instruction the target lacks runs as plain vector code.
 
     linear: rows x vectors register tile (accumulators), the reduction in groups of g outside it, one intrinsic
             call per (row, vector, group); column panels x row blocks in parallel
