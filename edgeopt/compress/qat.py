@@ -125,11 +125,13 @@ def prepare_qat(model, example_inputs, calibration_data, target="host", reduce_r
 
     QuantConfig(reduce_range=reduce_range)  # its checks
     target = get_target(target, check_toolchain=False, **target_options)
-    model = fold_batch_norms(copy.deepcopy(model).eval(), example_inputs)
+    model = copy.deepcopy(model).eval()
+    graph = _trace(model, example_inputs)  # once: the BatchNorms to fold and each layer's weight shape
+    model = fold_batch_norms(model, example_inputs, graph)
     targets = {name: m for name, m in model.named_modules()
                if isinstance(m, torch.nn.Linear) or isinstance(m, torch.nn.Conv2d) and m.padding_mode == "zeros"
                and not (m.groups == 1 and m.in_channels < 4)}
-    levels = weight_levels_for(model, example_inputs, set(targets), target, reduce_range)
+    levels = weight_levels_for(graph, set(targets), target, reduce_range)
     lo = dict.fromkeys(targets, np.inf)
     hi = dict.fromkeys(targets, -np.inf)
 
@@ -151,17 +153,13 @@ def prepare_qat(model, example_inputs, calibration_data, target="host", reduce_r
     return QATModel(model)
 
 
-def weight_levels_for(model, example_inputs, names: set, target, reduce_range) -> dict[str, int]:
-    """The largest weight level the compiler gives each layer of ``names`` on ``target`` (an ``edgeopt.targets``
-    target), by the rule static int8 follows (``int8_weight_layout.weight_levels``). A multi-level target
-    (``"x86-64"``) builds each level on the same weights: each layer gets the fewest levels any of them needs (7-bit
-    weights are exact on every dot product)."""
+def weight_levels_for(g, names: set, target, reduce_range) -> dict[str, int]:
+    """The largest weight level the compiler gives each layer of ``names`` (of the model traced as graph ``g``) on
+    ``target`` (an ``edgeopt.targets`` target), by the rule static int8 follows (``int8_weight_layout.weight_levels``).
+    A multi-level target (``"x86-64"``) builds each level on the same weights: each layer gets the fewest levels any of
+    them needs (7-bit weights are exact on every dot product)."""
     from edgeopt.passes.int8_weight_layout import target_activation_dtype, weight_levels
 
-    from ..frontend import from_torch
-
-    inputs = tuple(example_inputs) if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
-    g = from_torch(model, inputs)
     out = {}
     for _, tgt in getattr(target, "levels", None) or [(None, target)]:
         for n in g.nodes:
@@ -172,13 +170,11 @@ def weight_levels_for(model, example_inputs, names: set, target, reduce_range) -
     return out
 
 
-def fold_batch_norms(model, example_inputs):
-    """``model`` (changed in place) with each BatchNorm that follows a conv (its only reader, in the traced graph)
-    folded into that conv's weight and bias and replaced by ``nn.Identity``."""
-    from ..frontend import from_torch
-
-    inputs = tuple(example_inputs) if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
-    g = from_torch(model, inputs)
+def fold_batch_norms(model, example_inputs, graph=None):
+    """``model`` (changed in place) with each BatchNorm that follows a conv (its only reader, in the traced graph:
+    ``graph`` if given, ``model`` traced on ``example_inputs``) folded into that conv's weight and bias and replaced
+    by ``nn.Identity``."""
+    g = graph if graph is not None else _trace(model, example_inputs)
     users = g.users()
     for n in g.nodes:
         x = n.inputs[0]
@@ -199,6 +195,12 @@ def fold_batch_norms(model, example_inputs):
             conv.bias = torch.nn.Parameter((b - bn.running_mean) * k + beta)
         _set_module(model, bn_name, torch.nn.Identity())
     return model
+
+
+def _trace(model, example_inputs):
+    from ..frontend import from_torch
+
+    return from_torch(model, tuple(example_inputs) if isinstance(example_inputs, (tuple, list)) else (example_inputs,))
 
 
 def _set_module(model, name: str, new) -> None:

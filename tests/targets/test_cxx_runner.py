@@ -119,7 +119,7 @@ def _set(record: str, index: int, value: str, name: str | None = None):
 
 
 def _step_output(value: str | None):
-    """Make the first step's output ``value`` (None: the plan's first weight, whose name follows the CPU's layout:
+    """Make the first step's output ``value`` (None: the plan's first constant, whose name follows the CPU's layout:
     ``p_fc1_weight_io`` with AVX-512, ``p_fc1_weight_oi8o`` with AVX2)."""
     def edit(lines):
         step = _steps(lines)[0]
