@@ -21,6 +21,9 @@ def interpret(g: Graph, inputs: Sequence[np.ndarray] | Mapping[str, np.ndarray],
     ``states`` (name -> array) holds the graph's state: a state missing from it starts as zeros, and after the
     call the dict holds every state's new value (pass the same dict to the next call).
 
+    An integer input also takes an array of another integer dtype whose values fit, as the runtime does (int64 token
+    ids for a graph a target narrowed to int32).
+
     ``observe(value, array)`` is called with every graph input and every node output as it is computed (the
     calibration of quantization collects its statistics this way)."""
     if isinstance(inputs, Mapping):
@@ -29,7 +32,7 @@ def interpret(g: Graph, inputs: Sequence[np.ndarray] | Mapping[str, np.ndarray],
         raise ValueError(f"graph takes {len(g.inputs)} inputs, got {len(inputs)}")
     env: dict[Value, np.ndarray] = {}
     for v, x in zip(g.inputs, inputs):
-        x = np.asarray(x)
+        x = _fitted(np.asarray(x), v.type.np_dtype)
         if x.shape != v.type.shape or x.dtype != v.type.np_dtype:
             raise ValueError(f"input %{v.name}: expected {v.type}, got {x.dtype}{list(x.shape)}")
         env[v] = x
@@ -62,3 +65,13 @@ def interpret(g: Graph, inputs: Sequence[np.ndarray] | Mapping[str, np.ndarray],
                 env.pop(v, None)
     states.update({k: env[v] for k, v in g.state_updates.items()})
     return [env[v] for v in g.outputs]
+
+
+def _fitted(x: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """``x`` as ``dtype`` when both are integer types and every value fits; else ``x`` unchanged."""
+    if x.dtype == dtype or x.dtype.kind not in "iu" or np.dtype(dtype).kind not in "iu":
+        return x
+    info = np.iinfo(dtype)
+    if x.size and (int(x.min()) < info.min or int(x.max()) > info.max):
+        return x
+    return x.astype(dtype)

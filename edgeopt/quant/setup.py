@@ -39,13 +39,16 @@ def place(pipeline: list, p) -> None:
     before = QUANT_PASSES[p.config.mode][1]
     insert_before(pipeline, p, before)
     # a target without 8-bit integers (Vulkan's WGSL: ``wgsl_int_types`` guarantees "int32_only") widens the values
-    # quantization makes, after it; its kernels dequantize them and compute in float (no 8-bit products to make)
+    # quantization makes, after it; its kernels dequantize them and compute in float (no 8-bit products to make).
+    # The weights are first packed four to a 32-bit word, so that they stay a quarter of the float ones' size
     widen = [q.name for q in pipeline if "int32_only" in q.guarantees]
     if p.config.mode in ("int8", "int8-dynamic") and p.config.integer_kernels and not widen \
             and "fold_quantized" not in [q.name for q in pipeline]:
         insert_before(pipeline, get_pass("fold_quantized"), before)
         insert_before(pipeline, get_pass("int8_weight_layout"), before)
         insert_before(pipeline, get_pass("fold_requantize"), FUSION)
+    if widen:
+        insert_before(pipeline, get_pass("pack_int8_words"), before)
     for name in widen:
         insert_before(pipeline, get_pass(name), before)
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from edgeopt.ir import Graph, TensorType, interpret, parse_graph, print_graph, verify
-from edgeopt.ir.ops.quant import pack_int4, unpack_int4
+from edgeopt.ir.ops.quant import pack_int4, pack_words, unpack_int4, unpack_words
 from edgeopt.ir.registry import OpError, get_op
 
 RNG = np.random.default_rng(7)
@@ -112,7 +112,39 @@ def test_per_group_int8_picks_the_form_the_weights_came_in():
     assert best_int8_groups(w4, 1, 32)[2] is not None
 
 
+def test_words_hold_four_bytes_low_first_and_dequantize_reads_them():
+    """``packed_axis``: i32 words holding four i8 / u8 values along an axis (targets without 8-bit integers)."""
+    q = RNG.integers(-128, 128, (3, 8, 2)).astype(np.int8)
+    q.flat[:4] = [-128, -1, 127, 0]
+    words = pack_words(q, 1)
+    assert words.shape == (3, 2, 2) and words.dtype == np.int32
+    b = [int(v) for v in q[0, :4, 0].view(np.uint8)]
+    assert int(words[0, 0, 0]) % 2**32 == b[0] + (b[1] << 8) + (b[2] << 16) + (b[3] << 24)  # low byte first
+    np.testing.assert_array_equal(unpack_words(words, 1, "i8"), q)
+    np.testing.assert_array_equal(unpack_words(words, -2, "u8"), q.view(np.uint8))  # the same bytes, unsigned
+    s = RNG.uniform(0.01, 0.1, (3, 1, 1)).astype(np.float32)
+    np.testing.assert_array_equal(_ref("dequantize", [words, s], packed_axis=-2), _ref("dequantize", [q, s]))
+    u = RNG.integers(0, 256, (4, 5)).astype(np.uint8)
+    z = np.int32(100)
+    np.testing.assert_array_equal(_ref("dequantize", [pack_words(u, 0), np.float32(0.5), z], packed_axis=0,
+                                       packed_dtype="u8"), _ref("dequantize", [u, np.float32(0.5), z]))
+    nib = RNG.integers(0, 16, (3, 16)).astype(np.uint8)  # int4 bytes, eight nibbles a word
+    s4 = RNG.uniform(0.1, 1, (3, 4)).astype(np.float32)
+    np.testing.assert_array_equal(
+        _ref("dequantize", [pack_words(pack_int4(nib)), s4, np.int32(8)], bits=4, group_size=4, packed_axis=-1,
+             packed_dtype="u8"),
+        _ref("dequantize", [pack_int4(nib), s4, np.int32(8)], bits=4, group_size=4))
+    with pytest.raises(ValueError, match="multiple of 4"):
+        pack_words(q, 2)
+
+
 @pytest.mark.parametrize("types, attrs, msg", [
+    ([TensorType((4, 2), "i8"), TensorType((), "f32")], {"packed_axis": -1}, "i32 words"),
+    ([TensorType((4, 2), "i32"), TensorType((), "f32")], {"packed_axis": -1, "packed_dtype": "i16"}, "i32 words"),
+    ([TensorType((4, 2), "i32"), TensorType((4, 2), "f32")], {"bits": 4, "group_size": 4, "packed_axis": -1},
+     r"u8 for bits=4"),
+    ([TensorType((4, 2), "i32"), TensorType((), "f32")], {"packed_axis": 2}, "out of range"),
+    ([TensorType((4, 2), "i32"), TensorType((4, 2), "f32")], {"packed_axis": -1}, "does not broadcast"),
     ([TensorType((4, 6), "i16"), TensorType((), "f32")], {}, "i8, u8 or i32"),
     ([TensorType((4, 6), "i8"), TensorType((3, 1), "f32")], {}, "does not broadcast"),
     ([TensorType((4, 6), "i8"), TensorType((), "f64")], {}, "scale must be f32"),
@@ -141,13 +173,16 @@ def test_text_form_round_trips_and_verifies():
     ws, wz = g.add_const(np.ones((4, 2), np.float32), "ws"), g.add_const(np.full((4, 2), 8, np.uint8), "wz")
     xd = g.add("dequantize", [g.add("quantize", [x, s, z], {"dtype": "u8"}), s, z])
     w = g.add("dequantize", [wq, ws, wz], {"bits": 4, "group_size": 8})
-    g.set_outputs([g.add("linear", [xd, w])])
+    w8 = g.add("dequantize", [g.add_const(pack_words(RNG.integers(-128, 128, (16, 4)).astype(np.int8), 0), "w8"), s],
+               {"packed_axis": -2, "packed_dtype": "i8"})
+    g.set_outputs([g.add("linear", [xd, w]), g.add("matmul", [xd, w8])])
     verify(g)
     text = print_graph(g)
     g2 = parse_graph(text, g.constants)
     assert print_graph(g2) == text
     inp = [RNG.standard_normal((2, 16)).astype(np.float32)]
-    np.testing.assert_array_equal(interpret(g, inp)[0], interpret(g2, inp)[0])
+    for a, b in zip(interpret(g, inp), interpret(g2, inp)):
+        np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.filterwarnings("ignore:torch.quantize_per_tensor")

@@ -644,7 +644,7 @@ def attention_cases() -> list[Case]:
 
 
 def quant_cases() -> list[Case]:
-    from edgeopt.ir.ops.quant import pack_int4
+    from edgeopt.ir.ops.quant import pack_int4, pack_words
 
     x = f32((3, 4, 8), -3.0, 3.0)
     x.flat[:6] = [0.25, 0.75, -0.25, 1.25, -1.75, 100.0]  # ties round to even; 100 saturates
@@ -669,6 +669,18 @@ def quant_cases() -> list[Case]:
              {"q": pack_int4(nib)}, {"s": f32((6, 4), 0.01, 0.1), "m": f32((6, 4), -1.0, 0.5)}),
         Case("dequantize_u8_groups_min", opn("dequantize", ["q", "s", "m"], {"group_size": 4}),
              {"q": ints((6, 16), 0, 256, np.uint8)}, {"s": f32((6, 4), 0.001, 0.01), "m": f32((6, 4), -1.0, 0.5)}),
+        # 8-bit values four to an i32 word (targets without 8-bit integers): i8 sign-extended, u8 not, int4 bytes
+        Case("dequantize_i8_words", opn("dequantize", ["q", "s"], {"packed_axis": -1, "packed_dtype": "i8"}),
+             {"q": pack_words(w)}, {"s": ch_scale}),
+        Case("dequantize_i8_words_conv_inputs", opn("dequantize", ["q", "s"], {"packed_axis": -3}),
+             {"q": pack_words(ints((6, 8, 3, 3), -128, 128, np.int8), 1)}, {"s": f32((6, 1, 1, 1), 0.01, 0.1)}),
+        Case("dequantize_u8_words_zero_point", opn("dequantize", ["q", "s", "z"],
+                                                   {"packed_axis": 0, "packed_dtype": "u8"}),
+             {"q": pack_words(ints((4, 5), 0, 256, np.uint8), 0)},
+             {"s": f32((5,), 0.01, 0.1), "z": ints((5,), 0, 256)}),
+        Case("dequantize_int4_words_groups", opn("dequantize", ["q", "s", "m"],
+                                                 {"bits": 4, "group_size": 4, "packed_axis": -1, "packed_dtype": "u8"}),
+             {"q": pack_words(pack_int4(nib))}, {"s": f32((6, 4), 0.01, 0.1), "m": f32((6, 4), -1.0, 0.5)}),
         Case("dequantize_groups_axis0", opn("dequantize", ["q", "s"], {"group_size": 2, "group_axis": 0}),
              {"q": w}, {"s": f32((3, 8), 0.01, 0.1)}),
         Case("dequantize_i32_sums", opn("dequantize", ["q", "s", "z"]), {"q": ints((2, 6), -2**20, 2**20)},

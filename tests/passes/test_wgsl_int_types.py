@@ -142,3 +142,19 @@ def test_a_clamped_quantization_needs_no_wrap():
     run_pass(NAME, g)
     assert [n.op for n in g.nodes][:3] == ["round", "clamp", "cast"] and g.nodes[3].op == "cast"  # no wrap for %q
     assert "where" in [n.op for n in g.nodes[4:]]  # an i8 -> u8 cast wraps negative values
+
+
+def test_narrowed_graph_interprets_integer_inputs_that_fit():
+    """The interpreter takes an integer array of another dtype whose values fit, as the runtime does: calibrating
+    static int8 for Vulkan runs the narrowed graph on the user's int64 token ids."""
+    g = _graph()
+    run_pass(NAME, g)
+    ids, img, q = np.array([[0, 3, 5, 7]], np.int64), np.array([[0, 1, 2, 255]], np.uint8), np.zeros((1, 4), np.int8)
+    got = interpret(g, [ids, img, q])
+    want = interpret(g, [ids.astype(np.int32), img.astype(np.int32), q.astype(np.int32)])
+    for a, b in zip(want, got):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="expected i32"):  # does not fit
+        interpret(g, [np.array([[0, 3, 5, 2**40]], np.int64), img, q])
+    with pytest.raises(ValueError, match="expected i32"):  # not an integer
+        interpret(g, [ids.astype(np.float32), img, q])

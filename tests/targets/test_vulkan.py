@@ -336,9 +336,10 @@ def test_a_model_with_no_kernels():
 @needs_vulkan
 @pytest.mark.parametrize("mode", ["int8", "int8-dynamic", "int8-weight", "int4-weight"])
 def test_quantized_models_run_with_the_hosts_numbers(mode):
-    """Every quantize mode compiles for Vulkan (WGSL has no 8-bit integers: the int8 values, the packed int4 bytes
-    and a max-pool on quantized values are held in i32 words, keeping their 8-bit range) and computes what the host
-    build computes: the same quantized model, its products in float instead of integers."""
+    """Every quantize mode compiles for Vulkan (WGSL has no 8-bit integers: the weights are stored four bytes to an
+    i32 word and unpacked in the kernels that read them; activations and a max-pool on quantized values are held
+    one to a word, keeping their 8-bit range) and computes what the host build computes: the same quantized model,
+    its products in float instead of integers."""
     from tests.passes.test_quantize_passes import TinyCNN, TinyEncoder
 
     torch.manual_seed(0)
@@ -356,6 +357,36 @@ def test_quantized_models_run_with_the_hosts_numbers(mode):
     if mode in ("int8", "int8-dynamic"):
         assert narrow  # it really is quantized...
     assert not [v for v in gpu.graph.const_values.values() if v.type.dtype in ("i8", "u8")]  # ...held in words
+    # the weights four (int4: eight) to a word: as small as the host's (whose int8 convs keep i32 weight sums)
+    assert gpu.report["weight_bytes"] <= 1.02 * host.report["weight_bytes"], (gpu.report["weight_bytes"],
+                                                                             host.report["weight_bytes"])
     want, got = host(x.numpy()), gpu(x.numpy())
     assert rel_err(want, got) < 1e-3, mode
     assert rel_err(model(x).detach().numpy(), got) < (0.25 if mode == "int4-weight" else 0.1)  # int4: 16 levels
+
+
+@needs_vulkan
+def test_static_int8_of_a_token_model_calibrates_on_int64_ids():
+    """Static int8 of a model that takes int64 token ids: the Vulkan build narrows its input to i32 before the
+    calibration runs it on the user's int64 batches (the interpreter takes integers that fit, as the runtime does),
+    and gives the host build's numbers."""
+    from tests.passes.test_quantize_passes import TinyEncoder
+
+    torch.manual_seed(0)
+    model, ids = TinyEncoder().eval(), torch.randint(0, 64, (2, 8))
+    calib = [torch.randint(0, 64, (2, 8)) for _ in range(4)]
+    host = edgeopt.compile(model, [ids], quantize=edgeopt.QuantConfig(mode="int8", reduce_range=False),
+                           calibration_data=calib)
+    gpu = edgeopt.compile(model, [ids], target="vulkan", quantize="int8", calibration_data=calib)
+    assert gpu.graph.inputs[0].type.dtype == "i32" and gpu.report["quantization"]["layers_quantized"] >= 3
+    assert rel_err(host(ids.numpy()), gpu(ids.numpy())) < 1e-3
+
+
+@needs_vulkan
+def test_dequantize_unpacks_words_in_wgsl():
+    """The WGSL kernels read i8 (sign-extended), u8 and int4 values from 32-bit words as the interpreter does."""
+    from tests.lower.test_kernels_vs_interpreter import check_cases, quant_cases
+
+    cases = [c for c in quant_cases() if "_words" in c.id]
+    assert len(cases) == 4
+    check_cases(cases, get_target("vulkan"))

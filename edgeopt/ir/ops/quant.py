@@ -18,6 +18,12 @@ last axis without groups), low nibble first: that logical dimension is twice the
 a matrix product sums over keeps a vector of outputs' nibbles in one contiguous row of bytes, shifted alike. Values
 are unsigned nibbles 0..15 read with their zero point (8 for symmetric int4).
 
+``packed_axis`` (dequantize only; None by default) reads its 8-bit values from **32-bit words**, for targets with
+no 8-bit integers (Vulkan's WGSL): ``q`` is i32 and holds four bytes of a ``packed_dtype`` (i8 or u8) tensor per
+element along ``packed_axis`` (counted from the end, so a ``take`` of rows keeps it), low byte first: that
+dimension of the byte tensor is four times ``q``'s. The bytes are then read as above (``bits=4``: two nibbles
+each). A weight so stored is as small as an ``i8`` one, where widening each value to an i32 made it as big as f32.
+
 ``dequantize``'s third input may instead be a f32 **minimum**: ``real = q * scale + minimum`` (llama.cpp's Q4_1
 form; weight-only int4 and per-group int8 use it, so each group's range is exact and zero need not be in it).
 
@@ -148,13 +154,22 @@ def pack_axis(attrs, rank: int) -> int:
     return norm_axis(attrs.get("group_axis", -1) if attrs.get("group_size") else -1, rank)
 
 
-def logical_shape(q: TensorType, attrs) -> tuple[int, ...]:
-    if attrs["bits"] == 8:
+def stored_shape(q: TensorType, attrs) -> tuple[int, ...]:
+    """The shape of the byte tensor ``q`` holds: ``q``'s own, or with ``packed_axis`` four times longer."""
+    if attrs.get("packed_axis") is None:
         return q.shape
+    ax = norm_axis(attrs["packed_axis"], q.rank)
+    return tuple(4 * d if i == ax else d for i, d in enumerate(q.shape))
+
+
+def logical_shape(q: TensorType, attrs) -> tuple[int, ...]:
+    shape = stored_shape(q, attrs)
+    if attrs["bits"] == 8:
+        return shape
     if not q.rank:
         raise OpError("dequantize: packed int4 needs rank >= 1")
     ax = pack_axis(attrs, q.rank)
-    return tuple(2 * d if i == ax else d for i, d in enumerate(q.shape))
+    return tuple(2 * d if i == ax else d for i, d in enumerate(shape))
 
 
 def unpack_int4(q: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -171,10 +186,31 @@ def pack_int4(nibbles: np.ndarray, axis: int = -1) -> np.ndarray:
     return np.ascontiguousarray(np.moveaxis(n[..., 0::2] | (n[..., 1::2] << 4), -1, axis))
 
 
+def pack_words(values: np.ndarray, axis: int = -1) -> np.ndarray:
+    """An i8 / u8 tensor (a multiple of 4 along ``axis``) -> i32 words holding four values each along ``axis``,
+    low byte first (the inverse of ``unpack_words``)."""
+    v = np.ascontiguousarray(np.moveaxis(values, axis, -1))
+    if v.dtype not in (np.int8, np.uint8) or v.ndim == 0 or v.shape[-1] % 4:
+        raise ValueError(f"pack_words needs i8/u8 values, a multiple of 4 along axis {axis}; got {v.dtype}{v.shape}")
+    return np.ascontiguousarray(np.moveaxis(v.view("<i4").astype(np.int32), -1, axis))
+
+
+def unpack_words(words: np.ndarray, axis: int, dtype: str) -> np.ndarray:
+    """i32 words [..., K/4, ...] -> the ``dtype`` (i8/u8) values [..., K, ...] they hold along ``axis``."""
+    w = np.ascontiguousarray(np.moveaxis(words, axis, -1), "<i4")
+    return np.moveaxis(w.view(NP_DTYPES[dtype]), -1, axis)
+
+
 def _dequantize_infer(types, attrs):
     q = types[0]
     if attrs["bits"] not in (4, 8):
         raise OpError(f"dequantize: bits must be 8 or 4, got {attrs['bits']}")
+    if attrs.get("packed_axis") is not None:
+        if q.dtype != "i32" or not q.rank or attrs.get("packed_dtype") not in QRANGE \
+                or (attrs["bits"] == 4 and attrs["packed_dtype"] != "u8"):
+            raise OpError(f"dequantize: packed_axis needs i32 words of i8 / u8 values (u8 for bits=4) and rank >= "
+                          f"1, got {q} with packed_dtype={attrs.get('packed_dtype')!r}")
+        norm_axis(attrs["packed_axis"], q.rank)
     if q.dtype not in (*QRANGE, "i32") or (attrs["bits"] == 4 and q.dtype not in ("u8", "i32")):
         raise OpError(f"dequantize: needs an {'u8 (packed int4)' if attrs['bits'] == 4 else 'i8, u8 or i32'} "
                       f"input, got {q.dtype}")
@@ -184,7 +220,10 @@ def _dequantize_infer(types, attrs):
 
 
 def _dequantize_ref(xs, attrs):
-    q = unpack_int4(xs[0], pack_axis(attrs, xs[0].ndim)) if attrs["bits"] == 4 else xs[0]
+    q = xs[0]
+    if attrs.get("packed_axis") is not None:
+        q = unpack_words(q, attrs["packed_axis"], attrs["packed_dtype"])
+    q = unpack_int4(q, pack_axis(attrs, q.ndim)) if attrs["bits"] == 4 else q
     scale = expand_params(xs[1], q.shape, attrs)
     zp = expand_params(xs[2], q.shape, attrs) if len(xs) == 3 else 0
     if len(xs) == 3 and xs[2].dtype == np.float32:  # a minimum: q * scale + min
@@ -193,6 +232,7 @@ def _dequantize_ref(xs, attrs):
 
 
 register(OpDef("dequantize", "elementwise", _dequantize_infer, _dequantize_ref,
-               {"bits": 8, "group_size": 0, "group_axis": -1}, (2, 3),
+               {"bits": 8, "group_size": 0, "group_axis": -1, "packed_axis": None, "packed_dtype": "i8"}, (2, 3),
                doc="dequantize(q, scale, [zero_point]): (q - zero_point) * scale as f32, or q * scale + minimum "
-                   "when the third input is f32; bits=4 reads packed nibbles"))
+                   "when the third input is f32; bits=4 reads packed nibbles; packed_axis reads the 8-bit values "
+                   "(``packed_dtype``) four to an i32 word along that axis"))

@@ -63,13 +63,24 @@ def dequantize(ins, attrs, out, op):
     q, scale = ins[0], ins[1]
     zp = ins[2] if len(ins) == 3 else None
     packed = attrs["bits"] == 4
+    rank = len(out.shape)
+    ax = pack_axis(attrs, rank)
+    word_ax = None if attrs.get("packed_axis") is None else attrs["packed_axis"] % rank
 
-    ax = pack_axis(attrs, len(out.shape))
+    def stored(*j):
+        """The 8-bit value at index ``j`` of the byte tensor, as i32: read from its 32-bit word with packed_axis."""
+        if word_ax is None:
+            return q(*j).astype("int32")
+        word = q(*[d // 4 if a == word_ax else d for a, d in enumerate(j)]).astype("int32")
+        byte = tvm.tirx.bitwise_and(tvm.tirx.shift_right(word, (j[word_ax] % 4) * 8), const(255, "int32"))
+        if attrs["packed_dtype"] == "u8":
+            return byte
+        return tvm.tirx.bitwise_xor(byte, const(128, "int32")) - const(128, "int32")  # sign-extended, no shift
 
     def element(*i):
         if not packed:
-            return q(*i).astype("int32")
-        byte = q(*[d // 2 if a == ax else d for a, d in enumerate(i)]).astype("int32")
+            return stored(*i)
+        byte = stored(*[d // 2 if a == ax else d for a, d in enumerate(i)])
         return tvm.tirx.bitwise_and(tvm.tirx.shift_right(byte, (i[ax] % 2) * 4), const(15, "int32"))
 
     def body(*i):
