@@ -40,13 +40,25 @@ def cuda_source(executable) -> str:
     return source
 
 
+def compiler_errors(log: str, limit: int = 2000) -> str:
+    """The errors of a compiler's ``log`` (each with the source line and caret after it), not its warnings: a
+    generated kernel file can print thousands of warnings before the error that matters. The log's tail when no
+    line says error."""
+    lines = log.splitlines()
+    picked = []
+    for i, line in enumerate(lines):
+        if "error" in line and "warning" not in line:
+            picked.extend(lines[i:i + 3])
+    return "\n".join(picked)[:limit] if picked else log[-limit:]
+
+
 def _nvcc(args: list[str], cwd: str) -> str:
     try:
         r = subprocess.run(["nvcc", *args], cwd=cwd, capture_output=True, text=True, timeout=600)
     except FileNotFoundError:
         raise TargetError("nvcc was not found: install the CUDA 13 toolkit (or nvidia-cuda-nvcc)") from None
     if r.returncode != 0:
-        raise TargetError(f"nvcc {' '.join(args)} failed:\n{(r.stderr or r.stdout)[-2000:]}")
+        raise TargetError(f"nvcc {' '.join(args)} failed:\n{compiler_errors(r.stderr or r.stdout)}")
     return r.stdout
 
 

@@ -69,9 +69,25 @@ def clamp(x, lo=None, hi=None):
 _BITS = {"float64": ("int64", (1 << 63) - 1, 0x7FF0000000000000), "float32": ("int32", (1 << 31) - 1, 0x7F800000)}
 
 
+def constant_value(x) -> float | None:
+    """The value of ``x`` when it is a float constant: an immediate, or a read of a tensor computed as one (a scalar
+    constant of the graph, inlined into the kernel later); else None."""
+    if isinstance(x, tvm.tirx.FloatImm):
+        return float(x.value)
+    if isinstance(x, tvm.ir.Call) and getattr(x.op, "name", "") == "te.tensor_load":  # TVM 0.27's tensor read
+        body = getattr(x.args[0].op, "body", None)
+        if body is not None and len(body) == 1 and isinstance(body[0], tvm.tirx.FloatImm):
+            return float(body[0].value)
+    return None
+
+
 def isnan(x):
     """Whether ``x`` is NaN, from its bits: without the sign they exceed the bits of +inf (f16 and bf16 are
-    widened to f32 first: WGSL has no 16-bit integers)."""
+    widened to f32 first: WGSL has no 16-bit integers). A constant's answer is a constant: CUDA's codegen
+    reinterprets by taking an address, which a literal does not have (``max(absmax, 1e-12)`` failed in nvcc)."""
+    value = constant_value(x)
+    if value is not None:
+        return tvm.tirx.const(math.isnan(value), "bool")
     if dtype_of(x) not in _BITS:
         x = x.astype("float32")
     ity, mask, inf = _BITS[dtype_of(x)]

@@ -210,6 +210,44 @@ def test_gpu_numerics_match_pytorch(name, precision, tmp_path):
         assert rel_err(ref, got) < (GPU_TOL if precision == "fp32" else GPU_F16_TOL)
 
 
+@needs_nvcc
+@pytest.mark.parametrize("mode", ["int8", "int8-dynamic", "int8-weight", "int4-weight"])
+def test_quantized_models_build_device_code(mode):
+    """Every quantize mode builds for CUDA (the kernels dequantize and compute in float), each kernel a __global__
+    function of the PTX; on a GPU, with the host build's numbers. int8-dynamic's row scale ``max(absmax, 1e-12)``
+    reached nvcc as a NaN test on a literal (``*(int *)&1e-12f``), which nvcc refused."""
+    from tests.passes.test_quantize_passes import TinyCNN, TinyEncoder
+
+    torch.manual_seed(0)
+    if mode == "int8":
+        model, x = TinyCNN().eval(), torch.randn(1, 3, 12, 12)
+    else:  # int8-dynamic quantizes linear layers and matmuls
+        model, x = TinyEncoder().eval(), torch.randint(0, 64, (2, 8))
+    kw = {"calibration_data": [torch.randn(1, 3, 12, 12) for _ in range(4)]} if mode == "int8" else {}
+    compiled = edgeopt.compile(model, [x], target=get_target("cuda", arch="sm_80"), quantize=mode, **kw)
+    members = read_artifact(compiled._artifact)[1]
+    ptx = members[json.loads(members["cuda/device_code.json"])["ptx"]]
+    entries = set(re.findall(rb"\.entry\s+(\w+)", ptx))
+    kernels = compiled.report["kernels"]
+    assert kernels and all(k["schedule"].startswith("dlight(") for k in kernels), [k["schedule"] for k in kernels]
+    assert all(any(e.startswith(f"{k['name']}_kernel".encode()) for e in entries) for k in kernels)
+    assert compiled.report["quantization"]["layers_quantized"] >= 1
+    if HAS_GPU and f"sm_{''.join(map(str, gpu_compute_capability()))}" == "sm_80":
+        host = edgeopt.compile(model, [x], quantize=edgeopt.QuantConfig(mode=mode, reduce_range=False), **kw)
+        assert rel_err(host(x.numpy()), compiled(x.numpy())) < GPU_TOL
+
+
+def test_nvcc_failures_show_the_errors_not_the_warnings():
+    from edgeopt.targets.cuda_aot import compiler_errors
+
+    warnings = [f'k.cu({i}): warning #177-D: variable "v{i}" was declared but never referenced' for i in range(500)]
+    error = ["k.cu(115): error: expression must be an lvalue", "    if (x < y) {", "        ^"]
+    log = "\n".join(warnings + error + ['1 error detected in the compilation of "k.cu".'])
+    got = compiler_errors(log)
+    assert got.startswith("k.cu(115): error: expression must be an lvalue\n    if (x < y) {") and "warning" not in got
+    assert compiler_errors("ld: cannot find -lfoo\n") == "ld: cannot find -lfoo\n"  # no error line: the tail
+
+
 def test_device_context_logic_on_a_cpu_device():
     """The GPU runtime's buffers, weight copies, views and calls, run here with a CPU device and host kernels."""
     import tvm_ffi
