@@ -291,7 +291,8 @@ def compile_graph(graph, target="host", *, opt_level: int = 2, passes: Sequence 
 
     tuning = None if tuning_db is None else TuningDB.load(tuning_db)  # a bad file fails before any work
     store = DiskCache.default() if cache else None
-    quantization = quantization_pass(quantize, calibration_data, graph)  # bad settings fail before any work too
+    quantization = quantization_pass(quantize, calibration_data, graph,  # bad settings fail before any work too
+                                     getattr(tgt, "precision", "fp32"))
     _check_compress(compress, functions)
     traced_ops, float_weight_bytes = len(graph.nodes), graph.weight_bytes()
     levels = getattr(tgt, "levels", None) or [(None, tgt)]

@@ -123,13 +123,14 @@ PRECISIONS = ("fp32", *PRECISION_PASSES)
 
 #: quantize mode -> the pass that quantizes, and the passes it runs before. Static and dynamic int8 see the graph
 #: after the folds and before the layout passes, with weights in their plain layouts (``fold_quantized`` and
-#: ``int8_weight_layout`` follow them); the weight-only passes run where ``to_fp16`` does, after the layout passes,
+#: ``int8_weight_layout`` follow them); the weight-only passes run just before ``to_fp16`` (which then computes in
+#: f16 on the int8 / int4 weights) or where it would, after the layout passes,
 #: so packed float weights stay packed
 _LAYOUT_AND_FUSION = (*CPU_LAYOUT_PASSES, *FUSION)
 QUANT_PASSES = {"int8": ("quantize_static", _LAYOUT_AND_FUSION),
                 "int8-dynamic": ("quantize_dynamic", _LAYOUT_AND_FUSION),
-                "int8-weight": ("quantize_weights", PRECISION_PASSES["fp16"][1]),
-                "int4-weight": ("quantize_weights", PRECISION_PASSES["fp16"][1])}
+                "int8-weight": ("quantize_weights", ("to_fp16", *PRECISION_PASSES["fp16"][1])),
+                "int4-weight": ("quantize_weights", ("to_fp16", *PRECISION_PASSES["fp16"][1]))}
 
 
 def insert_before(passes: list, p: Pass, before: Sequence[str]) -> None:

@@ -15,6 +15,9 @@ do that for f16).
   f16 is cast back, so callers see the dtypes of the model they exported (an input, or the result of a kept op
   such as a final layer norm, is returned as it is; a weight returned as an output comes back rounded to f16).
 - Casts to ``f32`` inside the graph (e.g. of an integer mask) become casts to ``f16``.
+- **Quantized models** (``quantize=`` with ``precision="fp16"``: int8 / int4 weights, f16 compute): a
+  ``dequantize`` gives f16 (its weights are widened in registers, as in f32), and quantization parameters (scales,
+  minimums, multipliers, offsets) stay f32, constants or computed.
 
 Requires: ``unfused``; runs on plain nodes, after ``fuse_attention`` (its casts would hide the attention pattern) and
 before the passes that group nodes into kernels. Guarantees: ``fp16``.
@@ -51,11 +54,25 @@ def _cast(g: Graph, v: Value, dtype: str, source: str | None) -> Value:
     return g.add("cast", [v], {"dtype": dtype}, source=source, name=f"{v.name}_{dtype}")
 
 
+#: ops whose inputs after the first are quantization parameters: scales, minimums, multipliers, offsets (f32)
+QUANT_OPS = ("quantize", "dequantize", "requantize")
+
+
+def _quant_params(g: Graph) -> set[Value]:
+    """The constants read only as quantization parameters: they stay f32 (the ops compute in f32)."""
+    uses: dict[Value, list[bool]] = {}
+    for n in g.nodes:
+        for i, v in enumerate(n.inputs):
+            uses.setdefault(v, []).append(n.op in QUANT_OPS and i >= 1)
+    return {v for v, params in uses.items() if g.is_const(v) and all(params)}
+
+
 def _weights_to_f16(g: Graph) -> tuple[int, int]:
     converted = saturated = 0
+    params = _quant_params(g)
     for name, arr in list(g.constants.items()):
         v = g.const_values[name]
-        if v.type.dtype != "f32":
+        if v.type.dtype != "f32" or v in params:
             continue
         big = np.abs(arr) > F16_MAX
         saturated += int(np.count_nonzero(big & np.isfinite(arr)))
@@ -90,6 +107,10 @@ class ToFp16(Pass):
                 kept += 1
             elif n.op == "cast" and n.attrs["dtype"] == "f32":
                 n.attrs["dtype"] = "f16"
+            elif n.op in QUANT_OPS:  # f16 values in, f32 parameters, f16 out (a dequantized weight: in registers)
+                ins = ins[:1] + [_cast(g, v, "f32", n.source) if v.type.dtype == "f16" else v for v in ins[1:]]
+                if n.op == "dequantize":
+                    n.attrs["dtype"] = "f16"
             n.inputs = ins
             for o, t in zip(n.outputs, get_op(n.op).infer([v.type for v in ins], n.attrs)):
                 o.type = t

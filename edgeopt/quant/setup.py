@@ -13,9 +13,9 @@ from .config import QuantConfig, QuantizationError, as_config
 _INT_DTYPES = ("i8", "u8")
 
 
-def quantization_pass(quantize, calibration_data, graph):
-    """The pass that applies ``quantize`` to ``graph`` (None for no quantization). Checks the calibration data
-    against the graph's inputs here, before any compile work."""
+def quantization_pass(quantize, calibration_data, graph, precision: str = "fp32"):
+    """The pass that applies ``quantize`` to ``graph`` (None for no quantization) on a target computing in
+    ``precision``. Checks the calibration data against the graph's inputs here, before any compile work."""
     from ..pipeline import get_pass
 
     cfg = as_config(quantize)
@@ -23,6 +23,10 @@ def quantization_pass(quantize, calibration_data, graph):
         if calibration_data is not None:
             raise QuantizationError("calibration_data was given without quantize=: pass quantize=\"int8\" to use it")
         return None
+    if precision == "fp16" and cfg.mode == "int8-dynamic":
+        raise QuantizationError("quantize=\"int8-dynamic\" does not combine with precision=\"fp16\": its per-row "
+                                "activation scales are computed in f32. Use quantize=\"int8-weight\" or "
+                                "\"int4-weight\" (int8 / int4 weights, f16 compute), or precision=\"fp32\"")
     if cfg.static:
         return get_pass("quantize_static", cfg, calibration_batches(calibration_data, graph))
     if calibration_data is not None:

@@ -681,6 +681,7 @@ def quant_cases() -> list[Case]:
         Case("dequantize_int4_words_groups", opn("dequantize", ["q", "s", "m"],
                                                  {"bits": 4, "group_size": 4, "packed_axis": -1, "packed_dtype": "u8"}),
              {"q": pack_words(pack_int4(nib))}, {"s": f32((6, 4), 0.01, 0.1), "m": f32((6, 4), -1.0, 0.5)}),
+        Case("dequantize_i8_to_f16", opn("dequantize", ["q", "s"], {"dtype": "f16"}), {"q": w}, {"s": ch_scale}),
         Case("dequantize_groups_axis0", opn("dequantize", ["q", "s"], {"group_size": 2, "group_axis": 0}),
              {"q": w}, {"s": f32((3, 8), 0.01, 0.1)}),
         Case("dequantize_i32_sums", opn("dequantize", ["q", "s", "z"]), {"q": ints((2, 6), -2**20, 2**20)},

@@ -178,3 +178,45 @@ def test_a_kept_op_output_is_not_rounded_to_f16():
     run_pass(NAME, g)
     (y,) = g.outputs
     assert y.producer.op == "softmax"  # its f32 result, not a cast back from f16
+
+
+QUANTIZED = """graph main(%x: f32[2,16]) {
+  const %w_q: i8[8,16]
+  const %w_scale: f32[8,1]
+  const %x_scale: f32[] = 0.05
+  const %x_zero: i32[] = 128
+  const %levels: f32[] = 127.0
+  %x_q: u8[2,16] = quantize(%x, %x_scale, %x_zero) {"dtype": "u8"}
+  %x_dq: f32[2,16] = dequantize(%x_q, %x_scale, %x_zero)
+  %w: f32[8,16] = dequantize(%w_q, %w_scale)
+  %y: f32[2,8] = linear(%x_dq, %w)
+  %a: f32[2,1] = max(%y) {"axes": [-1], "keepdims": true}
+  %s: f32[2,1] = div(%a, %levels)
+  %r: u8[2,8] = quantize(%y, %s, %x_zero) {"dtype": "u8"}
+  return %y, %r
+}
+"""
+
+
+def test_quantized_graph_computes_in_f16_on_int8_weights():
+    """quantize= with precision="fp16": the int8 weights stay int8, a dequantize gives f16, and the quantization
+    parameters stay f32: constant scales as they are, a computed one (here a row max) cast back to f32."""
+    from edgeopt.ir.registry import get_op
+
+    rng = np.random.default_rng(0)
+    g = parse_graph(QUANTIZED, {"w_q": rng.integers(-127, 128, (8, 16)).astype(np.int8),
+                                "w_scale": rng.uniform(0.01, 0.02, (8, 1)).astype(np.float32)})
+    for n in g.nodes:
+        n.attrs = get_op(n.op).normalize_attrs(n.attrs)
+    before = g.clone()
+    run_pass(NAME, g)
+    types = {k: str(v.type) for k, v in g.const_values.items()}
+    assert types == {"w_q": "i8[8,16]", "w_scale": "f32[8,1]", "x_scale": "f32[]", "x_zero": "i32[]",
+                     "levels": "f16[]"}
+    nodes = {n.outputs[0].name: n for n in g.nodes}
+    assert [str(nodes[k].outputs[0].type) for k in ("x_dq", "w", "y")] == ["f16[2,16]", "f16[8,16]", "f16[2,8]"]
+    assert nodes["x_q"].inputs[0].type.dtype == "f16" and nodes["r"].inputs[1].type.dtype == "f32"
+    x = rng.standard_normal((2, 16)).astype(np.float32)
+    want, got = interpret(before, [x]), interpret(g, [x])
+    assert got[0].dtype == np.float32 and np.abs(got[0] - want[0]).max() / np.abs(want[0]).max() < F16_TOL
+    assert np.abs(got[1].astype(int) - want[1].astype(int)).max() <= 1  # a level at most, from f16 rounding

@@ -383,6 +383,34 @@ def test_static_int8_of_a_token_model_calibrates_on_int64_ids():
 
 
 @needs_vulkan
+@pytest.mark.parametrize("mode", ["int8", "int8-weight", "int4-weight"])
+def test_quantized_models_in_fp16(mode):
+    """quantize= with precision="fp16": the weights stay int8 / int4 (they were f16 before: the weight-only pass
+    ran after to_fp16 and found no f32 weight; static int8 crashed on its f16 scales), f16 compute on them, the
+    fp32 quantized build's numbers within f16's error. int8-dynamic is refused with what to use instead."""
+    from edgeopt.quant.config import QuantizationError
+    from tests.passes.test_quantize_passes import TinyCNN, TinyEncoder
+
+    torch.manual_seed(0)
+    if mode == "int8":
+        model, x = TinyCNN().eval(), torch.randn(1, 3, 12, 12)
+    else:
+        model, x = TinyEncoder().eval(), torch.randint(0, 64, (2, 8))
+    kw = {"calibration_data": [torch.randn(1, 3, 12, 12) for _ in range(4)]} if mode == "int8" else {}
+    f32 = edgeopt.compile(model, [x], target="vulkan", quantize=mode, **kw)
+    f16 = edgeopt.compile(model, [x], target="vulkan", precision="fp16", quantize=mode, **kw)
+    assert f16.report["weight_bytes"] < f32.report["weight_bytes"]  # the int8 weights and f16 biases
+    packed = [n for n in f16.graph.nodes for m in (n.body.nodes if n.body else [n])
+              if m.op == "dequantize" and m.attrs["packed_axis"] is not None]
+    assert packed and all(m.attrs["dtype"] == "f16" for n in packed for m in (n.body.nodes if n.body else [n])
+                          if m.op == "dequantize" and m.attrs["packed_axis"] is not None)
+    assert rel_err(f32(x.numpy()), f16(x.numpy())) < F16_TOL
+    if mode == "int8-weight":
+        with pytest.raises(QuantizationError, match="int8-dynamic.*precision=\"fp16\".*int8-weight"):
+            edgeopt.compile(model, [x], target="vulkan", precision="fp16", quantize="int8-dynamic")
+
+
+@needs_vulkan
 def test_dequantize_unpacks_words_in_wgsl():
     """The WGSL kernels read i8 (sign-extended), u8 and int4 values from 32-bit words as the interpreter does."""
     from tests.lower.test_kernels_vs_interpreter import check_cases, quant_cases

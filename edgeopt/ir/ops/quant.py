@@ -214,9 +214,11 @@ def _dequantize_infer(types, attrs):
     if q.dtype not in (*QRANGE, "i32") or (attrs["bits"] == 4 and q.dtype not in ("u8", "i32")):
         raise OpError(f"dequantize: needs an {'u8 (packed int4)' if attrs['bits'] == 4 else 'i8, u8 or i32'} "
                       f"input, got {q.dtype}")
+    if attrs["dtype"] not in ("f32", "f16"):
+        raise OpError(f"dequantize: dtype must be f32 or f16, got {attrs['dtype']!r}")
     shape = logical_shape(q, attrs)
     _check_params("dequantize", types, shape, attrs)
-    return [TensorType(shape, "f32")]
+    return [TensorType(shape, attrs["dtype"])]
 
 
 def _dequantize_ref(xs, attrs):
@@ -226,13 +228,16 @@ def _dequantize_ref(xs, attrs):
     q = unpack_int4(q, pack_axis(attrs, q.ndim)) if attrs["bits"] == 4 else q
     scale = expand_params(xs[1], q.shape, attrs)
     zp = expand_params(xs[2], q.shape, attrs) if len(xs) == 3 else 0
+    out = NP_DTYPES[attrs["dtype"]]
     if len(xs) == 3 and xs[2].dtype == np.float32:  # a minimum: q * scale + min
-        return [(q.astype(np.float32) * scale.astype(np.float32) + zp).astype(np.float32)]
-    return [(q.astype(np.int32) - zp).astype(np.float32) * scale.astype(np.float32)]
+        return [(q.astype(np.float32) * scale.astype(np.float32) + zp).astype(out)]
+    return [((q.astype(np.int32) - zp).astype(np.float32) * scale.astype(np.float32)).astype(out)]
 
 
 register(OpDef("dequantize", "elementwise", _dequantize_infer, _dequantize_ref,
-               {"bits": 8, "group_size": 0, "group_axis": -1, "packed_axis": None, "packed_dtype": "i8"}, (2, 3),
-               doc="dequantize(q, scale, [zero_point]): (q - zero_point) * scale as f32, or q * scale + minimum "
-                   "when the third input is f32; bits=4 reads packed nibbles; packed_axis reads the 8-bit values "
-                   "(``packed_dtype``) four to an i32 word along that axis"))
+               {"bits": 8, "group_size": 0, "group_axis": -1, "packed_axis": None, "packed_dtype": "i8",
+                "dtype": "f32"}, (2, 3),
+               doc="dequantize(q, scale, [zero_point]): (q - zero_point) * scale, or q * scale + minimum when the "
+                   "third input is f32, computed in f32 and given as ``dtype`` (f32, or f16 in an fp16 model); "
+                   "bits=4 reads packed nibbles; packed_axis reads the 8-bit values (``packed_dtype``) four to an "
+                   "i32 word along that axis"))

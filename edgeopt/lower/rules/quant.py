@@ -83,12 +83,15 @@ def dequantize(ins, attrs, out, op):
         byte = stored(*[d // 2 if a == ax else d for a, d in enumerate(i)])
         return tvm.tirx.bitwise_and(tvm.tirx.shift_right(byte, (i[ax] % 2) * 4), const(15, "int32"))
 
+    dt = tvm_dtype(attrs["dtype"])
+
     def body(*i):
         v = element(*i)
         if zp is not None and zp.dtype == "float32":  # a minimum: q * scale + min
-            return v.astype("float32") * _param(scale, i, attrs, "float32") + _param(zp, i, attrs, "float32")
+            lo = _param(zp, i, attrs, "float32")
+            return (v.astype("float32") * _param(scale, i, attrs, "float32") + lo).astype(dt)
         if zp is not None:
             v = v - _param(zp, i, attrs, "int32")
-        return v.astype("float32") * _param(scale, i, attrs, "float32")
+        return (v.astype("float32") * _param(scale, i, attrs, "float32")).astype(dt)
 
     return te.compute(tuple(out.shape), body, name="dequantize")
