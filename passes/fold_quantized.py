@@ -49,7 +49,8 @@ def _activation_dequantize(g: Graph, v: Value) -> Node | None:
     """The dequantize of an activation with one zero point, and one scale (a constant) or one per row (computed at
     run time, shaped [..., rows, 1]: ``quantize_dynamic``)."""
     n = v.producer
-    if n is None or n.op != "dequantize" or n.attrs["bits"] != 8 or n.attrs["group_size"] or g.is_const(n.inputs[0]):
+    if n is None or n.op != "dequantize" or n.attrs["bits"] != 8 or n.attrs["group_size"] or g.is_const(n.inputs[0]) \
+            or n.attrs["packed_axis"] is not None:
         return None
     scale, zp = n.inputs[1], n.inputs[2] if len(n.inputs) == 3 else None
     if zp is not None and g.is_const(zp) and zp.type.dtype == "f32":  # a minimum per channel: pixels in steps
@@ -72,7 +73,8 @@ def _minimum(g: Graph, dq: Node) -> np.ndarray | None:
 
 def _dequantize_of(g: Graph, v: Value, const_q: bool) -> Node | None:
     n = v.producer
-    if n is None or n.op != "dequantize" or n.attrs["bits"] != 8 or n.attrs["group_size"]:
+    if n is None or n.op != "dequantize" or n.attrs["bits"] != 8 or n.attrs["group_size"] \
+            or n.attrs["packed_axis"] is not None:
         return None
     if not all(g.is_const(p) for p in n.inputs[1:]) or (const_q != g.is_const(n.inputs[0])):
         return None

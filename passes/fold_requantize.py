@@ -69,7 +69,7 @@ def _chain(g: Graph, users: dict, q: Node):
         return None
     dq = prev
     if dq.attrs["bits"] != 8 or dq.attrs["group_size"] or dq.inputs[0].type.dtype != "i32" \
-            or not all(g.is_const(p) for p in dq.inputs[1:]):
+            or dq.attrs["packed_axis"] is not None or not all(g.is_const(p) for p in dq.inputs[1:]):
         return None
     return dq, bias, act
 

@@ -8,8 +8,8 @@ int8 embedding table is read) becomes i32 words holding four of its values along
 shifts and a mask per value, in registers). Packed int4 bytes are packed the same way, eight nibbles a word.
 
 The axis is the last one whose length is a multiple of 4 (a conv's input channels, a linear's inputs, a depthwise
-conv's channels; after a ``take``'s axis). A weight with no such axis, or read by anything but a ``dequantize``,
-is left for ``wgsl_int_types`` to widen, and the stats name it.
+conv's channels; after a ``take``'s axis). A weight with no such axis, or read by anything but a ``dequantize`` (a
+zero point, a graph output), is left for ``wgsl_int_types`` to widen, and the stats say why.
 
 Requires: nothing; runs after the quantization pass and before ``wgsl_int_types`` widens what is left.
 Guarantees: ``int8_weights_in_words`` (no i8 / u8 constant that only dequantizes read, and has an axis of a
@@ -34,22 +34,31 @@ from edgeopt.pipeline import Pass, register_pass
 BYTE_DTYPES = ("i8", "u8")
 
 
-def _readers(v: Value, users: dict) -> tuple[list[Node], list[Node]] | None:
-    """The ``dequantize`` nodes that read constant ``v`` and the ``take`` nodes between them, or None when
-    anything else reads it (or reads a take of it)."""
+def _reads_only_q(n: Node, v: Value) -> bool:
+    """Whether ``n`` is a ``dequantize`` of unpacked bytes that reads ``v`` as its values and nothing else."""
+    return n.op == "dequantize" and n.attrs.get("packed_axis") is None and n.inputs[0] is v \
+        and all(x is not v for x in n.inputs[1:])
+
+
+def _readers(g: Graph, v: Value, users: dict) -> tuple[list[Node], list[Node]] | str:
+    """The ``dequantize`` nodes that read constant ``v`` and the ``take`` nodes between them, or why not: something
+    else reads it (a zero point's reader, a graph output), or a take of it."""
+    returned = set(g.outputs) | set(g.state_updates.values())
+    if v in returned:
+        return "a graph output"
     dequantizes, takes = [], []
     for n in users.get(v, []):
         if n.op == "take" and n.inputs[0] is v and n.inputs[1] is not v:
             rows = users.get(n.outputs[0], [])
-            if not rows or any(m.op != "dequantize" or m.inputs.index(n.outputs[0]) != 0 for m in rows):
-                return None
+            if n.outputs[0] in returned or not rows or not all(_reads_only_q(m, n.outputs[0]) for m in rows):
+                return "a take of it is read by other ops than dequantize"
             takes.append(n)
             dequantizes += rows
-        elif n.op == "dequantize" and n.inputs.index(v) == 0 and n.attrs.get("packed_axis") is None:
+        elif _reads_only_q(n, v):
             dequantizes.append(n)
         else:
-            return None
-    return (dequantizes, takes) if dequantizes else None
+            return f"read by {n.op} (as {'its values' if n.inputs[0] is v else 'a parameter'})"
+    return (dequantizes, takes) if dequantizes else "not read"
 
 
 def _packing_axis(shape: tuple[int, ...], takes: list[Node]) -> int | None:
@@ -73,9 +82,9 @@ class PackInt8Words(Pass):
         for name, v in list(g.const_values.items()):
             if v.type.dtype not in BYTE_DTYPES or not g.is_const(v) or not v.type.rank:
                 continue
-            found = _readers(v, users)
-            if found is None:
-                left.append(f"{name}: read by other ops than dequantize")
+            found = _readers(g, v, users)
+            if isinstance(found, str):
+                left.append(f"{name}: {found}")
                 continue
             dequantizes, takes = found
             ax = _packing_axis(v.type.shape, takes)

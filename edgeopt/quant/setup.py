@@ -37,7 +37,8 @@ def quantization_pass(quantize, calibration_data, graph, precision: str = "fp32"
 def place(pipeline: list, p) -> None:
     """Insert the quantization pass ``p`` into ``pipeline`` (pass objects) at its mode's slot; static int8 and
     dynamic int8 are followed by ``fold_quantized`` and ``int8_weight_layout`` (integer kernels), unless the
-    pipeline names them already or the target has no 8-bit integers."""
+    pipeline names them already or the target has no 8-bit integers. On such a target (a pass of it guarantees
+    ``int32_only``) ``pack_int8_words`` and the widening pass follow the quantization pass instead."""
     from ..pipeline import FUSION, QUANT_PASSES, get_pass, insert_before
 
     before = QUANT_PASSES[p.config.mode][1]

@@ -117,3 +117,37 @@ def test_vulkan_pipeline_packs_before_widening_and_keeps_the_weights_small():
         assert gpu.report["weight_bytes"] <= most * fp32, (mode, gpu.report["weight_bytes"], fp32)
         assert gpu.report["weight_bytes"] <= 1.02 * host.report["weight_bytes"], mode
         assert not [v for v in gpu.graph.const_values.values() if v.type.dtype in ("i8", "u8")]
+
+
+def test_take_along_a_middle_axis_direct_readers_and_what_is_left():
+    """A table read both through a take along axis 1 and directly: packed along an axis after the take's, for both
+    readers. A zero point and a graph output stay as they are."""
+    text = """graph main(%ids: i32[2]) {
+  const %t: i8[3,8,4]
+  const %ts: f32[] = 0.1
+  const %zp: i8[4]
+  const %out_q: i8[4,4]
+  %r: i8[3,2,4] = take(%t, %ids) {"axis": 1}
+  %rd: f32[3,2,4] = dequantize(%r, %ts)
+  %d: f32[3,8,4] = dequantize(%t, %ts)
+  %z: f32[4,4] = dequantize(%out_q, %ts, %zp)
+  return %rd, %d, %z, %out_q
+}
+"""
+    rng = np.random.default_rng(1)
+    g = parse_graph(text, {"t": rng.integers(-128, 128, (3, 8, 4)).astype(np.int8),
+                           "zp": rng.integers(-128, 128, 4).astype(np.int8),
+                           "out_q": rng.integers(-128, 128, (4, 4)).astype(np.int8)})
+    for n in g.nodes:
+        n.attrs = get_op(n.op).normalize_attrs(n.attrs)
+    before = g.clone()
+    stats = run_pass("pack_int8_words", g)
+    verify(g)
+    nodes = {n.outputs[0].name: n for n in g.nodes}
+    assert str(g.const_values["t"].type) == "i32[3,8,1]" and str(nodes["r"].outputs[0].type) == "i32[3,2,1]"
+    assert nodes["rd"].attrs["packed_axis"] == nodes["d"].attrs["packed_axis"] == -1
+    assert nodes["z"].attrs["packed_axis"] is None
+    assert stats["left_widened"] == ["zp: read by dequantize (as a parameter)", "out_q: a graph output"]
+    ids = np.array([7, 2], np.int32)
+    for want, got in zip(interpret(before, [ids]), interpret(g, [ids])):
+        np.testing.assert_array_equal(got, want)

@@ -211,11 +211,13 @@ def test_gpu_numerics_match_pytorch(name, precision, tmp_path):
 
 
 @needs_nvcc
-@pytest.mark.parametrize("mode", ["int8", "int8-dynamic", "int8-weight", "int4-weight"])
-def test_quantized_models_build_device_code(mode):
-    """Every quantize mode builds for CUDA (the kernels dequantize and compute in float), each kernel a __global__
-    function of the PTX; on a GPU, with the host build's numbers. int8-dynamic's row scale ``max(absmax, 1e-12)``
-    reached nvcc as a NaN test on a literal (``*(int *)&1e-12f``), which nvcc refused."""
+@pytest.mark.parametrize("mode, precision", [("int8", "fp32"), ("int8-dynamic", "fp32"), ("int8-weight", "fp32"),
+                                             ("int4-weight", "fp32"), ("int8", "fp16"), ("int8-weight", "fp16")])
+def test_quantized_models_build_device_code(mode, precision):
+    """Every quantize mode builds for CUDA (the kernels dequantize and compute in float, or in f16 with
+    precision="fp16"), each kernel a __global__ function of the PTX; on a GPU, with the host build's numbers.
+    int8-dynamic's row scale ``max(absmax, 1e-12)`` reached nvcc as a NaN test on a literal (``*(int *)&1e-12f``),
+    which nvcc refused."""
     from tests.passes.test_quantize_passes import TinyCNN, TinyEncoder
 
     torch.manual_seed(0)
@@ -224,7 +226,10 @@ def test_quantized_models_build_device_code(mode):
     else:  # int8-dynamic quantizes linear layers and matmuls
         model, x = TinyEncoder().eval(), torch.randint(0, 64, (2, 8))
     kw = {"calibration_data": [torch.randn(1, 3, 12, 12) for _ in range(4)]} if mode == "int8" else {}
-    compiled = edgeopt.compile(model, [x], target=get_target("cuda", arch="sm_80"), quantize=mode, **kw)
+    cap = gpu_compute_capability()
+    arch = f"sm_{cap[0]}{cap[1]}" if HAS_GPU and f"sm_{cap[0]}{cap[1]}" in ARCHS else "sm_80"
+    compiled = edgeopt.compile(model, [x], target=get_target("cuda", arch=arch, precision=precision), quantize=mode,
+                               **kw)
     members = read_artifact(compiled._artifact)[1]
     ptx = members[json.loads(members["cuda/device_code.json"])["ptx"]]
     entries = set(re.findall(rb"\.entry\s+(\w+)", ptx))
@@ -232,9 +237,14 @@ def test_quantized_models_build_device_code(mode):
     assert kernels and all(k["schedule"].startswith("dlight(") for k in kernels), [k["schedule"] for k in kernels]
     assert all(any(e.startswith(f"{k['name']}_kernel".encode()) for e in entries) for k in kernels)
     assert compiled.report["quantization"]["layers_quantized"] >= 1
-    if HAS_GPU and f"sm_{''.join(map(str, gpu_compute_capability()))}" == "sm_80":
+    if precision == "fp16":
+        assert b"cvt.rn.f16.f32" in ptx  # f16 results
+    if mode == "int8-weight":  # int8 weights in either precision (with fp16 they were once left f16)
+        q = compiled.report["quantization"]
+        assert q["weight_bytes"] < 0.3 * q["weight_bytes_float"], q
+    if HAS_GPU and arch == f"sm_{cap[0]}{cap[1]}":
         host = edgeopt.compile(model, [x], quantize=edgeopt.QuantConfig(mode=mode, reduce_range=False), **kw)
-        assert rel_err(host(x.numpy()), compiled(x.numpy())) < GPU_TOL
+        assert rel_err(host(x.numpy()), compiled(x.numpy())) < (GPU_TOL if precision == "fp32" else GPU_F16_TOL)
 
 
 def test_nvcc_failures_show_the_errors_not_the_warnings():

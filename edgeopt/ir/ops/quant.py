@@ -24,6 +24,8 @@ element along ``packed_axis`` (counted from the end, so a ``take`` of rows keeps
 dimension of the byte tensor is four times ``q``'s. The bytes are then read as above (``bits=4``: two nibbles
 each). A weight so stored is as small as an ``i8`` one, where widening each value to an i32 made it as big as f32.
 
+``dequantize`` computes in f32 and gives ``dtype``: f32, or f16 in a model that computes in f16 (``to_fp16``).
+
 ``dequantize``'s third input may instead be a f32 **minimum**: ``real = q * scale + minimum`` (llama.cpp's Q4_1
 form; weight-only int4 and per-group int8 use it, so each group's range is exact and zero need not be in it).
 
@@ -228,7 +230,7 @@ def _dequantize_ref(xs, attrs):
     q = unpack_int4(q, pack_axis(attrs, q.ndim)) if attrs["bits"] == 4 else q
     scale = expand_params(xs[1], q.shape, attrs)
     zp = expand_params(xs[2], q.shape, attrs) if len(xs) == 3 else 0
-    out = NP_DTYPES[attrs["dtype"]]
+    out = NP_DTYPES[attrs.get("dtype", "f32")]
     if len(xs) == 3 and xs[2].dtype == np.float32:  # a minimum: q * scale + min
         return [(q.astype(np.float32) * scale.astype(np.float32) + zp).astype(out)]
     return [((q.astype(np.int32) - zp).astype(np.float32) * scale.astype(np.float32)).astype(out)]
