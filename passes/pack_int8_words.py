@@ -4,8 +4,9 @@ WGSL (the ``vulkan`` target's kernels) reads i32 and u32 only, so ``wgsl_int_typ
 an i32: a quantized weight then takes as many bytes as the f32 one it replaced. This pass keeps the weights'
 size: each i8 / u8 constant that only ``dequantize`` nodes read (directly, or through a ``take`` of rows, as an
 int8 embedding table is read) becomes i32 words holding four of its values along one axis, and those
-``dequantize`` nodes unpack them in the kernel that reads the weight (``packed_axis`` / ``packed_dtype``: two
-shifts and a mask per value, in registers). Packed int4 bytes are packed the same way, eight nibbles a word.
+``dequantize`` nodes unpack them in the kernel that reads the weight (``packed_axis`` / ``packed_dtype``: a shift
+and a mask per value, and for i8 a sign extension, in registers). Packed int4 bytes are packed the same way, eight
+nibbles a word.
 
 The axis is the last one whose length is a multiple of 4 (a conv's input channels, a linear's inputs, a depthwise
 conv's channels; after a ``take``'s axis). A weight with no such axis, or read by anything but a ``dequantize`` (a
