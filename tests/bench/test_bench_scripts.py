@@ -48,7 +48,7 @@ def test_overhead_bench_runs_the_plan_on_null_kernels(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.vulkan
-def test_vulkan_bench_reports_both_precisions(tmp_path):
+def test_vulkan_bench_reports_both_precisions_and_a_quantized_build(tmp_path):
     from edgeopt.errors import ArtifactError
     from edgeopt.runtime.vulkan import vulkan_adapter
     from tests.targets import required
@@ -57,13 +57,14 @@ def test_vulkan_bench_reports_both_precisions(tmp_path):
         vulkan_adapter()
     except ArtifactError as e:
         (pytest.fail if required("vulkan") else pytest.skip)(f"no Vulkan device: {e}")
-    res = _run("vulkan.py", ["mobilenet_v2", "--calls", "2"], tmp_path)
+    res = _run("vulkan.py", ["mobilenet_v2", "--calls", "2", "--quantize", "int8"], tmp_path)
     assert "Vulkan" in res["device"]
     (row,) = res["results"]
     assert row["torch_eager_ms"] > 0
-    for precision, tol in (("fp32", 1e-4), ("fp16", 5e-3)):
+    for precision, tol in (("fp32", 1e-4), ("fp16", 5e-3), ("int8", 0.1)):
         r = row[precision]
         assert r["rel_err"] < tol and r["ms"] > 0 and r["arena_bytes"] < r["naive_bytes"], precision
+    assert row["int8"]["weight_ratio"] < 0.4  # calibrated on photo crops; its weights four to a 32-bit word
 
 
 @pytest.mark.slow
