@@ -5,3 +5,9 @@ import numpy as np
 NP_DTYPES = {"f32": np.dtype(np.float32), "f16": np.dtype(np.float16), "f64": np.dtype(np.float64),
              "i8": np.dtype(np.int8), "u8": np.dtype(np.uint8), "i16": np.dtype(np.int16),
              "i32": np.dtype(np.int32), "i64": np.dtype(np.int64), "bool": np.dtype(np.bool_)}
+
+
+def fits(x: np.ndarray, dtype) -> bool:
+    """Whether every value of the integer array ``x`` lies in integer ``dtype``'s range (an int64 token id in int32)."""
+    info = np.iinfo(dtype)
+    return x.size == 0 or (int(x.min()) >= info.min and int(x.max()) <= info.max)

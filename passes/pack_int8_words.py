@@ -41,10 +41,9 @@ def _reads_only_q(n: Node, v: Value) -> bool:
         and all(x is not v for x in n.inputs[1:])
 
 
-def _readers(g: Graph, v: Value, users: dict) -> tuple[list[Node], list[Node]] | str:
+def _readers(v: Value, users: dict, returned: set) -> tuple[list[Node], list[Node]] | str:
     """The ``dequantize`` nodes that read constant ``v`` and the ``take`` nodes between them, or why not: something
-    else reads it (a zero point's reader, a graph output), or a take of it."""
-    returned = set(g.outputs) | set(g.state_updates.values())
+    else reads it (a zero point's reader), or a take of it, or it is ``returned`` (a graph output or state)."""
     if v in returned:
         return "a graph output"
     dequantizes, takes = [], []
@@ -78,12 +77,12 @@ class PackInt8Words(Pass):
     guarantees = ("int8_weights_in_words",)
 
     def run(self, g: Graph) -> dict:
-        users = g.users()
+        users, returned = g.users(), set(g.outputs) | set(g.state_updates.values())
         packed, left, saved = [], [], 0
         for name, v in list(g.const_values.items()):
             if v.type.dtype not in BYTE_DTYPES or not g.is_const(v) or not v.type.rank:
                 continue
-            found = _readers(g, v, users)
+            found = _readers(v, users, returned)
             if isinstance(found, str):
                 left.append(f"{name}: {found}")
                 continue

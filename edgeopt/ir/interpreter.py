@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
+from ..ir_dtypes import fits
 from .graph import Graph, Value
 from .registry import get_op
 
@@ -69,9 +70,6 @@ def interpret(g: Graph, inputs: Sequence[np.ndarray] | Mapping[str, np.ndarray],
 
 def _fitted(x: np.ndarray, dtype: np.dtype) -> np.ndarray:
     """``x`` as ``dtype`` when both are integer types and every value fits; else ``x`` unchanged."""
-    if x.dtype == dtype or x.dtype.kind not in "iu" or np.dtype(dtype).kind not in "iu":
-        return x
-    info = np.iinfo(dtype)
-    if x.size and (int(x.min()) < info.min or int(x.max()) > info.max):
+    if x.dtype == dtype or x.dtype.kind not in "iu" or np.dtype(dtype).kind not in "iu" or not fits(x, dtype):
         return x
     return x.astype(dtype)

@@ -13,7 +13,7 @@ import threading
 import numpy as np
 
 from ..errors import ArtifactError, InputError
-from ..ir_dtypes import NP_DTYPES
+from ..ir_dtypes import NP_DTYPES, fits
 from . import safetensors_io, sparse_weights, strict_json, tvm_cpu
 from .artifact import hash_only, read_artifact
 from .backends import get_backend
@@ -209,7 +209,7 @@ class Model:
                                  f"{tuple(x.shape)}. The model was compiled for that static shape; "
                                  "recompile with example inputs of the new shape.")
             if x.dtype != want_dt and x.dtype.kind in "iu" and want_dt.kind in "iu":
-                if not _fits(x, want_dt):
+                if not fits(x, want_dt):
                     raise InputError(f"input {spec['name']!r}: expected dtype {want_dt}, got {x.dtype} with values "
                                      f"outside {want_dt}'s range [{x.min()}, {x.max()}]")
                 x = x.astype(want_dt)  # e.g. int64 token ids for a model whose device has 32-bit integers only
@@ -275,11 +275,6 @@ def _as_array(x, name: str, want: np.dtype) -> np.ndarray:
         raise InputError(f"input {name!r}: expected an array of dtype {want}, got {type(x).__name__} {str(x)[:40]!r}, "
                          f"which is an array of {arr.dtype}")
     return arr
-
-
-def _fits(x: np.ndarray, dtype: np.dtype) -> bool:
-    info = np.iinfo(dtype)
-    return x.size == 0 or (int(x.min()) >= info.min and int(x.max()) <= info.max)
 
 
 def check_tvm_version(manifest: dict, what: str, user: str) -> None:
