@@ -9,9 +9,12 @@ layer's ``int8_dot`` attribute; a kernel whose instruction the target lacks runs
 
     linear: rows x vectors register tile (accumulators), the reduction in groups of g outside it, one intrinsic
             call per (row, vector, group); column panels x row blocks in parallel
-    conv:   a run of output pixels x one or two v-wide blocks of output channels; per (input block, window tap,
-            group of g input channels) each block's weight tile is loaded once and meets each pixel's g input bytes
-            (one broadcast each, shared by the blocks)
+    conv:   a run of output pixels x one or two v-wide blocks of output channels; per (input block, group of g
+            input channels, window tap) each block's weight tile is loaded once and meets each pixel's g input bytes
+            (one broadcast each, shared by the blocks). That order reads the packed weight front to back, one
+            sequential stream the hardware prefetcher follows: when other work has pushed the weights out of the
+            caches (a model's 11 MB of them, a busy machine), ResNet-18's 512-channel convs run 1.5x their
+            warm-cache time with the taps outside the groups, 1.1x with them inside.
 
 The epilogue (requantize, bias, activation, the next layer's quantize) is folded into the store of the int32
 accumulators, as for float kernels.
@@ -89,7 +92,7 @@ def _conv(sch, block, v, intrin, accumulators, inline_epilogue) -> str:
     blocks, run = _conv_tile(_extent(sch, ko), _extent(sch, w), accumulators)
     koo, koi = sch.split(ko, [None, blocks])
     wo, wi = sch.split(w, [None, run])
-    sch.reorder(n, koo, h, wo, rco, ry, rx, rcq, koi, wi, lanes, r4)
+    sch.reorder(n, koo, h, wo, rco, rcq, ry, rx, koi, wi, lanes, r4)
     write_back, fused = _store(sch, block, wo, inline_epilogue)
     outer = [n, koo, h]
     if math.prod(_extent(sch, lp) for lp in outer) * _extent(sch, wo) > 1:
