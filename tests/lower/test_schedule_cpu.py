@@ -5,6 +5,7 @@
 * a blocked depthwise conv or window pool pads its input inside each parallel task, not as a padded copy of
   the whole input (3x slower on MobileNetV2's depthwise layers);
 * the blocked dense conv reads its packed weight in memory order (input channel, then window).
+* a per-row quantize (int8-dynamic) is vectorized by TVM, its rounding included (not gathers and byte stores).
 """
 
 from __future__ import annotations
@@ -144,3 +145,25 @@ def test_store_run_unroll_leaves_the_parallel_loop_of_a_one_row_linear(host_targ
     assert "T.parallel" in func.script()
     data = rand(1, 256)
     np.testing.assert_allclose(compile_graph(g, "host")(data), interpret(g, [data])[0], rtol=1e-4, atol=1e-4)
+
+
+def test_per_row_quantize_is_vectorized(host_target):
+    """int8-dynamic's per-row quantize (absmax of each row, then round(x / scale)) is TVM-vectorized: its rounding
+    (``tirx.nearbyint``, ties to even) is marked vectorizable. Unmarked, TVM scalarized the loop and LLVM vectorized
+    it across rows instead: gathers in and a store per byte (MiniLM: 52 instead of 18 us a call)."""
+    import torch
+
+    import edgeopt
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 16)).eval()
+    c = edgeopt.compile(model, (torch.randn(32, 64),), quantize="int8-dynamic")
+    rows = [n for n in c.graph.nodes if n.op == "fused" and n.attrs.get("name") == "quantize_rows"]
+    assert rows, [n.attrs.get("name") for n in c.graph.nodes]
+    node = rows[0]
+    func, desc = schedule_kernel(build_primfunc(c.graph, node)[0], node.attrs["anchor"],
+                                 host_target.vector_lanes(32), {})
+    ex = tvm.compile(tvm.IRModule({"main": func}), target=host_target.tvm_target())
+    ll = (ex.mod if hasattr(ex, "mod") else ex).inspect_source("ll")
+    assert desc.startswith("rows(one-loop)"), desc
+    assert "llvm.nearbyint.v" in ll and "masked.gather" not in ll and "masked.scatter" not in ll, desc

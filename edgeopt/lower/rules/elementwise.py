@@ -9,7 +9,7 @@ from tvm import te
 
 from .. import fast_math, nan_math
 from . import rule
-from ._te import const, dtype_of, elementwise, tvm_dtype
+from ._te import const, dtype_of, elementwise, round_half_even, tvm_dtype
 
 
 def _relu(x, a):
@@ -54,7 +54,7 @@ UNARY = {
     "erf": lambda x, a: fast_math.erf(x),
     "floor": lambda x, a: te.floor(x),
     "ceil": lambda x, a: te.ceil(x),
-    "round": lambda x, a: te.nearbyint(x),  # half to even, like torch
+    "round": lambda x, a: round_half_even(x),  # half to even, like torch
     "sigmoid": _sigmoid,
     "relu": _relu,
     "gelu": _gelu,

@@ -7,7 +7,7 @@ from tvm import te
 
 from ...ir.ops.quant import QRANGE, pack_axis
 from . import rule
-from ._te import const, tvm_dtype
+from ._te import const, round_half_even, tvm_dtype
 
 
 def _param_index(p: te.Tensor, idx, attrs) -> list:
@@ -36,7 +36,7 @@ def quantize(ins, attrs, out, op):
     dt = tvm_dtype(attrs.get("storage") or attrs["dtype"])
 
     def body(*i):
-        v = te.nearbyint(x(*i).astype("float32") / _param(scale, i, attrs, "float32"))
+        v = round_half_even(x(*i).astype("float32") / _param(scale, i, attrs, "float32"))
         if zp is not None:
             v = v + _param(zp, i, attrs, "float32")
         return te.min(te.max(v, const(lo, "float32")), const(hi, "float32")).astype(dt)
@@ -52,7 +52,7 @@ def requantize(ins, attrs, out, op):
 
     def body(*i):
         a = acc(*i) - _param(zp, i, {}, "int32") if zp is not None else acc(*i)
-        v = te.nearbyint(a.astype("float32") * _param(mult, i, {}, "float32") + _param(off, i, {}, "float32"))
+        v = round_half_even(a.astype("float32") * _param(mult, i, {}, "float32") + _param(off, i, {}, "float32"))
         return te.min(te.max(v, const(attrs["min"], "float32")), const(attrs["max"], "float32")).astype(dt)
 
     return te.compute(tuple(out.shape), body, name="requantize")
