@@ -17,8 +17,10 @@ import tvm
 from edgeopt.api import compile_graph
 from edgeopt.ir import Graph, TensorType, interpret
 from edgeopt.ir.ops.nn import pack_conv_weight
-from edgeopt.lower.build import build_primfunc
+from edgeopt.lower.build import anchor_attrs, anchor_op, build_primfunc
 from edgeopt.lower.schedule_cpu import schedule_kernel
+
+from .tir_loops import loop_names
 
 RNG = np.random.default_rng(0)
 
@@ -43,7 +45,9 @@ def only_node_graph(build):
 
 
 def llvm_ir(g, node, host_target) -> tuple[str, str]:
-    func, desc = schedule_kernel(build_primfunc(g, node)[0], node.op, host_target.vector_lanes(32), node.attrs)
+    """(schedule description, LLVM IR) of ``node``'s kernel (a fused one: scheduled by its anchor)."""
+    func, desc = schedule_kernel(build_primfunc(g, node)[0], anchor_op(node), host_target.vector_lanes(32),
+                                 anchor_attrs(node))
     ex = tvm.compile(tvm.IRModule({"main": func}), target=host_target.tvm_target())
     mod = ex.mod if hasattr(ex, "mod") else ex
     return desc, mod.inspect_source("ll")
@@ -86,8 +90,7 @@ def test_blocked_window_ops_pad_inside_each_task(op, stride):
 def test_blocked_conv_reads_the_packed_weight_in_memory_order(host_target):
     g, node = only_node_graph(lambda g, x: blocked_conv(g, x, 16, 16, 3))
     func, _ = schedule_kernel(build_primfunc(g, node)[0], node.op, host_target.vector_lanes(32), node.attrs)
-    loops = [name.strip() for line in func.script().splitlines() if line.strip().startswith("for ")
-             for name in line.strip()[4:].split(" in ")[0].split(",")]
+    loops = loop_names(func)
     order = [name for name in loops if name in ("rco", "rci", "ry", "rx")]
     assert order == ["rco", "rci", "ry", "rx"], order
 
@@ -148,22 +151,22 @@ def test_store_run_unroll_leaves_the_parallel_loop_of_a_one_row_linear(host_targ
 
 
 def test_per_row_quantize_is_vectorized(host_target):
-    """int8-dynamic's per-row quantize (absmax of each row, then round(x / scale)) is TVM-vectorized: its rounding
-    (``tirx.nearbyint``, ties to even) is marked vectorizable. Unmarked, TVM scalarized the loop and LLVM vectorized
-    it across rows instead: gathers in and a store per byte (MiniLM: 52 instead of 18 us a call)."""
+    """int8-dynamic's per-row quantize (absmax of each row, then round(x / scale)) is TVM-vectorized: one vector
+    store of u8 per vector of values. Its rounding was ``tirx.nearbyint``, which TVM 0.27 does not mark vectorizable:
+    TVM scalarized the loop, and LLVM vectorized it across rows instead (gathers in, a store per byte: MiniLM 52
+    instead of 18 us a call) on AVX-512, or as one 64-byte store per 4 vectors on AVX2."""
     import torch
 
     import edgeopt
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 16)).eval()
-    c = edgeopt.compile(model, (torch.randn(32, 64),), quantize="int8-dynamic")
+    x = torch.randn(32, 64)
+    c = edgeopt.compile(model, (x,), quantize="int8-dynamic")
     rows = [n for n in c.graph.nodes if n.op == "fused" and n.attrs.get("name") == "quantize_rows"]
     assert rows, [n.attrs.get("name") for n in c.graph.nodes]
-    node = rows[0]
-    func, desc = schedule_kernel(build_primfunc(c.graph, node)[0], node.attrs["anchor"],
-                                 host_target.vector_lanes(32), {})
-    ex = tvm.compile(tvm.IRModule({"main": func}), target=host_target.tvm_target())
-    ll = (ex.mod if hasattr(ex, "mod") else ex).inspect_source("ll")
+    desc, ll = llvm_ir(c.graph, rows[0], host_target)
+    lanes = host_target.vector_lanes(32)
     assert desc.startswith("rows(one-loop)"), desc
-    assert "llvm.nearbyint.v" in ll and "masked.gather" not in ll and "masked.scatter" not in ll, desc
+    assert f"store <{lanes} x i8>" in ll and "masked.gather" not in ll and "masked.scatter" not in ll, desc
+    np.testing.assert_allclose(c(x.numpy()), interpret(c.graph, [x.numpy()])[0], rtol=1e-5, atol=1e-5)

@@ -12,6 +12,8 @@ import edgeopt
 from edgeopt.ir import interpret
 from edgeopt.lower.schedule_int8 import _conv_tile
 
+from .tir_loops import loop_names
+
 
 def test_tile_takes_two_blocks_where_both_divide():
     assert _conv_tile(6, 112, 8) == (2, 4)  # MobileNetV2's 96 channels at 112 pixels a row
@@ -60,7 +62,6 @@ def test_int8_conv_reads_the_packed_weight_in_memory_order():
     func, desc = schedule_kernel(build_primfunc(g, node)[0], node.op, target.vector_lanes(32),
                                  node.attrs, int8_dots=target.int8_dots())
     assert desc.startswith("int8-tile(") and ",avx2-ubsw" in desc, desc
-    loops = [name.strip() for line in func.script().splitlines() if line.strip().startswith("for ")
-             for name in line.strip()[4:].split(" in ")[0].split(",")]
+    loops = loop_names(func)
     order = [name for name in loops if name in ("rco", "rcq", "ry", "rx")]
     assert order == ["rco", "rcq", "ry", "rx"], loops

@@ -17,25 +17,12 @@ def const(value, dtype: str):
 
 
 def round_half_even(x):
-    """``x`` rounded to the nearest integer, ties to even (``torch.round``, ``numpy.rint``): ``te.nearbyint``, marked
-    vectorizable. TVM 0.27 marks ``tirx.round`` vectorizable but not ``tirx.nearbyint`` (``round`` would not do: CUDA
-    lowers it to ``roundf``, ties away from zero), so a vectorized loop holding it was scalarized and left to LLVM's
-    loop vectorizer, which on a per-row quantize (int8-dynamic) read the row with gathers and wrote it byte by byte:
-    52 us a call for 128 x 384 values, 18 us vectorized. Each target lowers the vector form lane-wise:
-    ``llvm.nearbyint.v16f32``, WGSL's ``round`` (ties to even) on a vector."""
-    _mark_nearbyint_vectorizable()
-    return te.nearbyint(x)
-
-
-_NEARBYINT_MARKED = False
-
-
-def _mark_nearbyint_vectorizable() -> None:
-    global _NEARBYINT_MARKED
-    if not _NEARBYINT_MARKED:
-        if not tvm.ir.Op.get("tirx.nearbyint").get_attr("TVectorizable"):
-            tvm.ir.register_op_attr("tirx.nearbyint", "TVectorizable", True)
-        _NEARBYINT_MARKED = True
+    """``x`` rounded to the nearest integer, ties to even (``torch.round``, ``numpy.rint``), as ``te.round``: in TVM
+    0.27 it lowers to ``llvm.nearbyint`` (LLVM), ``nearbyintf`` (CUDA) and WGSL's ``round``, all ties to even, and
+    is marked vectorizable. ``te.nearbyint`` means the same but is not marked, so TVM scalarized any vectorized loop
+    holding it and left it to LLVM's loop vectorizer, which on a per-row quantize (int8-dynamic) read the row with
+    gathers and wrote it byte by byte: 52 us a call for 128 x 384 values, 18 us vectorized."""
+    return te.round(x)
 
 
 def bcast_index(t: te.Tensor, idx, out_rank: int):

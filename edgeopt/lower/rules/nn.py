@@ -42,8 +42,9 @@ def layout_transform(ins, attrs, out, op):
 def _conv2d_blocked(x, w, attrs, out):
     """NCHW<b>c conv: x [N, C/b, H, W, b], packed w [O/v, C/groups, KH, KW, v] -> [N, O/v, OH, OW, v].
 
-    The reduction runs over input-channel blocks, the window, then the channels of a block (contiguous in
-    x), so a kernel reads one input pixel's channels in a row and the weight vectors as a stream."""
+    The reduction axes are the input-channel blocks, the window, then the channels of a block (contiguous in x).
+    The CPU schedules put a block's channels (or its groups of g, for int8 dot products) outside the window, the
+    order the packed weight is stored in, so a kernel reads it as one stream (``schedule_cpu``, ``schedule_int8``)."""
     (sh, sw), (dh, dw) = attrs["stride"], attrs["dilation"]
     KH, KW = int(w.shape[2]), int(w.shape[3])
     xp = pad_nchw(x, attrs["padding"], (0, 0), const(0, x.dtype))
