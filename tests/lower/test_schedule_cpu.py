@@ -154,7 +154,7 @@ def test_per_row_quantize_is_vectorized(host_target):
     """int8-dynamic's per-row quantize (absmax of each row, then round(x / scale)) is TVM-vectorized: one vector
     store of u8 per vector of values. Its rounding was ``tirx.nearbyint``, which TVM 0.27 does not mark vectorizable:
     TVM scalarized the loop, and LLVM vectorized it across rows instead (gathers in, a store per byte: MiniLM 52
-    instead of 18 us a call) on AVX-512, or as one 64-byte store per 4 vectors on AVX2."""
+    instead of 8-18 us a call) on AVX-512, or as one 64-byte store per 4 vectors on AVX2."""
     import torch
 
     import edgeopt
