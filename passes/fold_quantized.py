@@ -42,6 +42,7 @@ from __future__ import annotations
 import numpy as np
 
 from edgeopt.ir import Graph, Node, Value
+from edgeopt.ir.ops.quant import one_value_per_element
 from edgeopt.pipeline import Pass, register_pass
 
 
@@ -49,8 +50,7 @@ def _activation_dequantize(g: Graph, v: Value) -> Node | None:
     """The dequantize of an activation with one zero point, and one scale (a constant) or one per row (computed at
     run time, shaped [..., rows, 1]: ``quantize_dynamic``)."""
     n = v.producer
-    if n is None or n.op != "dequantize" or n.attrs["bits"] != 8 or n.attrs["group_size"] or g.is_const(n.inputs[0]) \
-            or n.attrs["packed_axis"] is not None:
+    if n is None or n.op != "dequantize" or not one_value_per_element(n.attrs) or g.is_const(n.inputs[0]):
         return None
     scale, zp = n.inputs[1], n.inputs[2] if len(n.inputs) == 3 else None
     if zp is not None and g.is_const(zp) and zp.type.dtype == "f32":  # a minimum per channel: pixels in steps
@@ -73,8 +73,7 @@ def _minimum(g: Graph, dq: Node) -> np.ndarray | None:
 
 def _dequantize_of(g: Graph, v: Value, const_q: bool) -> Node | None:
     n = v.producer
-    if n is None or n.op != "dequantize" or n.attrs["bits"] != 8 or n.attrs["group_size"] \
-            or n.attrs["packed_axis"] is not None:
+    if n is None or n.op != "dequantize" or not one_value_per_element(n.attrs):
         return None
     if not all(g.is_const(p) for p in n.inputs[1:]) or (const_q != g.is_const(n.inputs[0])):
         return None

@@ -38,7 +38,7 @@ import math
 import numpy as np
 
 from edgeopt.ir import Graph, Node, Value
-from edgeopt.ir.ops.quant import QRANGE
+from edgeopt.ir.ops.quant import QRANGE, one_value_per_element
 from edgeopt.pipeline import Pass, register_pass
 
 
@@ -68,8 +68,8 @@ def _chain(g: Graph, users: dict, q: Node):
             or prev.outputs[0].type.shape != q.outputs[0].type.shape:
         return None
     dq = prev
-    if dq.attrs["bits"] != 8 or dq.attrs["group_size"] or dq.inputs[0].type.dtype != "i32" \
-            or dq.attrs["packed_axis"] is not None or not all(g.is_const(p) for p in dq.inputs[1:]):
+    if not one_value_per_element(dq.attrs) or dq.inputs[0].type.dtype != "i32" \
+            or not all(g.is_const(p) for p in dq.inputs[1:]):
         return None
     return dq, bias, act
 

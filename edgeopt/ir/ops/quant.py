@@ -156,6 +156,12 @@ def pack_axis(attrs, rank: int) -> int:
     return norm_axis(attrs.get("group_axis", -1) if attrs.get("group_size") else -1, rank)
 
 
+def one_value_per_element(attrs) -> bool:
+    """Whether a ``dequantize`` reads one 8-bit value per element with one scale per tensor or channel: no int4
+    nibbles, no groups, no words (``packed_axis``). Only such values go into an integer kernel's sums."""
+    return attrs["bits"] == 8 and not attrs["group_size"] and attrs.get("packed_axis") is None
+
+
 def stored_shape(q: TensorType, attrs) -> tuple[int, ...]:
     """The shape of the byte tensor ``q`` holds: ``q``'s own, or with ``packed_axis`` four times longer."""
     if attrs.get("packed_axis") is None:
