@@ -54,6 +54,12 @@ def load_edgeopt(name, workdir, small):
     return lambda xs: m(*xs)
 
 
+def load_edgeopt_tvm_pool(name, workdir, small):
+    """The artifact with TVM's thread pool instead of edgeopt's (``EDGEOPT_THREAD_POOL=tvm``)."""
+    os.environ["EDGEOPT_THREAD_POOL"] = "tvm"
+    return load_edgeopt(name, workdir, small)
+
+
 def load_torch_eager(name, workdir, small):
     import torch
 
@@ -142,8 +148,9 @@ def export_executorch(name, workdir, small) -> dict:
             "outside_xnnpack": sorted(set(ops) - {"executorch_call_delegate", "getitem"})}
 
 
-LOADERS = {"edgeopt": load_edgeopt, "torch_eager": load_torch_eager, "torch_compile": load_torch_compile,
-           "onnxruntime": load_onnxruntime, "openvino": load_openvino, "executorch": load_executorch}
+LOADERS = {"edgeopt": load_edgeopt, "edgeopt_tvm_pool": load_edgeopt_tvm_pool, "torch_eager": load_torch_eager,
+           "torch_compile": load_torch_compile, "onnxruntime": load_onnxruntime, "openvino": load_openvino,
+           "executorch": load_executorch}
 
 
 def _first(out):

@@ -38,6 +38,7 @@ from ..memory import MemoryPlan, plan_arena
 from .flash_attention import flash_attention
 from .index_copy import index_copy_kernel
 from .object_cache import ObjectCache
+from .objects import KernelObjects, compile_objects
 from .rules import get_rule
 from .rules._te import narrow
 from .schedule_cpu import schedule_kernel
@@ -313,6 +314,8 @@ def lower(g: Graph, target, tuning=None, cache=None) -> Lowered:
     t1 = time.perf_counter()
     if objects:
         executable = objects.build(funcs)
+    elif funcs and getattr(target, "object_code", False):  # no cache: the same objects, linked the same way
+        executable = KernelObjects(compile_objects(target.tvm_target(), funcs))
     else:
         executable = target.build(funcs) if funcs else None
     t2 = time.perf_counter()

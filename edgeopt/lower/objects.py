@@ -4,17 +4,21 @@
 parallel (TVM's LLVM code generation releases the GIL); ``KernelObjects.export_library`` links them into the one
 shared library an artifact ships (``kernels.so``), as ``tvm``'s own ``export_library`` links its one object. Each
 object defines its kernel's symbol only (plus weak helpers such as ``__tvm_ffi_main``), so objects built by
-different compiles link together.
+different compiles link together. The library also carries edgeopt's thread pool (``edgeopt/runtime/thread_pool.c``,
+compiled here by the same compiler driver), which the runtime installs for the kernels' parallel loops.
 """
 
 from __future__ import annotations
 
 import os
+import subprocess
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from ..progress import advance, expect
+
+THREAD_POOL_SOURCE = os.path.join(os.path.dirname(os.path.dirname(__file__)), "runtime", "thread_pool.c")
 
 
 @dataclass
@@ -34,7 +38,29 @@ class KernelObjects:
                 paths.append(os.path.join(d, f"k{i}.o"))
                 with open(paths[-1], "wb") as f:
                     f.write(self.objects[name])
-            tvm_cc.create_shared(path, paths, **({"cc": cc} if cc else {}))
+            paths.append(compile_thread_pool(d, cc))
+            tvm_cc.create_shared(path, paths, options=["-pthread"], **({"cc": cc} if cc else {}))
+
+
+_POOL_OBJECTS: dict[tuple[str, bytes], bytes] = {}  # (compiler, source) -> object: compiled once per process
+
+
+def compile_thread_pool(folder: str, cc: str | None = None) -> str:
+    """``thread_pool.c`` compiled into an object file in ``folder`` with the C compiler ``cc`` (default: ``gcc``;
+    a C++ driver such as ``aarch64-linux-gnu-g++`` compiles it as C); returns its path."""
+    out = os.path.join(folder, "thread_pool.o")
+    with open(THREAD_POOL_SOURCE, "rb") as f:
+        key = (cc or "gcc", f.read())
+    if key not in _POOL_OBJECTS:
+        cmd = [key[0], "-x", "c", "-std=gnu11", "-O2", "-fPIC", "-c", THREAD_POOL_SOURCE, "-o", out]
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"compiling the thread pool failed: {' '.join(cmd)}\n{done.stderr}")
+        with open(out, "rb") as f:
+            _POOL_OBJECTS[key] = f.read()
+    with open(out, "wb") as f:
+        f.write(_POOL_OBJECTS[key])
+    return out
 
 
 def compile_objects(tvm_target, funcs: dict) -> dict[str, bytes]:

@@ -51,6 +51,10 @@ class Backend:
         """The kernel library of a checked plan that has steps: ``lib[kernel]`` is callable."""
         raise NotImplementedError
 
+    def threads(self, lib) -> dict:
+        """How the library runs its parallel loops, for ``Model.info`` (CPU libraries only)."""
+        return {}
+
     def context(self, model):
         raise NotImplementedError
 
@@ -72,6 +76,12 @@ class CpuBackend(Backend):
         if library not in members:
             raise ArtifactError(f"{what} has no kernel library {library!r} (damaged)")
         return tvm_cpu.load_library(members[library])
+
+    def threads(self, lib) -> dict:
+        from . import tvm_cpu
+
+        n = tvm_cpu.install_thread_pool(lib)
+        return {"thread_pool": "edgeopt", "threads": n} if n else {"thread_pool": "tvm"}
 
     def context(self, model):
         from .cpu_context import CpuContext

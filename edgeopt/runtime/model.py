@@ -79,6 +79,8 @@ class Model:
         """Load the kernels ``plan`` runs (from ``level``'s library) and take its weights."""
         self.plan = plan
         self._lib = self._backend.load(members, self.manifest, level, plan, what) if plan["steps"] else None
+        if self._lib is not None:
+            self.info.update(self._backend.threads(self._lib))
         self._funcs = {}
         for step in plan["steps"]:
             if step["kernel"] not in self._funcs:
@@ -99,7 +101,7 @@ class Model:
         and kernels."""
         f = object.__new__(Model)
         f.__dict__.update({k: v for k, v in self.__dict__.items() if k != "functions"})
-        f.functions = {}
+        f.functions, f.info = {}, dict(self.info)
         plan = _checked_plan(members, spec["plan"], spec, weights, f"{what} (function {name!r})")
         f.ir = (members.get(spec.get("ir", "")) or b"").decode(errors="replace")
         f._bind_plan(plan, {"library": spec["library"]}, members, weights, what)

@@ -65,9 +65,26 @@ def load_library(data: bytes):
         with open(path, "wb") as f:
             f.write(data)
         try:
-            return tvm_ffi.load_module(path)  # dlopen'ed: the file may go away now
+            lib = tvm_ffi.load_module(path)  # dlopen'ed: the file may go away now
         except Exception as e:  # noqa: BLE001 - dlopen's refusal arrives as a tvm-ffi error of any type
             raise ArtifactError(f"the artifact's kernel library does not load here: {str(e)[:300]}") from None
+    install_thread_pool(lib)
+    return lib
+
+
+def install_thread_pool(lib) -> int:
+    """Run the library's parallel loops on edgeopt's thread pool (``thread_pool.c``, linked into each CPU
+    ``kernels.so``): dynamic tasks, and waiting threads that keep their core, so a busy process beside the model
+    costs it a share of the CPU instead of many times its latency. Returns the pool's thread count; 0 where TVM's
+    own pool stays (a library without the pool, or without parallel loops, or ``EDGEOPT_THREAD_POOL=tvm``: the
+    way back, for comparison). Calling it again changes nothing."""
+    if os.environ.get("EDGEOPT_THREAD_POOL") == "tvm":
+        return 0
+    try:
+        install = lib.get_function("edgeopt_thread_pool")
+    except AttributeError:
+        return 0
+    return int(install())
 
 
 def aligned_empty(shape, dtype) -> np.ndarray:

@@ -160,3 +160,16 @@ def test_lite0_noise_bench_splits_the_error_by_source(tmp_path):
     assert 0 < weights["one_minus_cosine"] < both["one_minus_cosine"]  # each source alone: part of the error
     assert 0 < inputs["one_minus_cosine"] < both["one_minus_cosine"]
     assert all(0 <= r["top1_agreement"] <= 1 for r in rows.values())
+
+
+@pytest.mark.slow
+def test_contention_bench_times_both_pools_and_onnxruntime_beside_a_busy_process(tmp_path):
+    res = _run("contention.py", ["--small", "resnet18", "--rounds", "1", "--calls", "2"], tmp_path)
+    (row,) = res["results"]
+    assert set(row["median_ms"]) == {"quiet", "nice19", "busy", "busy_core"}
+    for situation, ms in row["median_ms"].items():
+        assert set(ms) == {"edgeopt", "edgeopt_tvm_pool", "onnxruntime"} and min(ms.values()) > 0, situation
+    checks = row["variant_check"]
+    # both pools run the saved artifact and give the output it gave when compiled, bit for bit
+    assert checks["edgeopt"]["max_abs_diff"] == 0 and checks["edgeopt_tvm_pool"]["max_abs_diff"] == 0
+    assert checks["onnxruntime"]["max_abs_diff"] < 1.0  # its own int8 model of the same network

@@ -49,6 +49,14 @@ def disassemble(lib: bytes, tmp_path: Path) -> list[str]:
     return [" ".join(line.split("\t")[2:]) for line in out.splitlines() if line.count("\t") >= 2]
 
 
+def exported(lib: bytes, tmp_path: Path) -> set[str]:
+    """The names of the functions an aarch64 shared library exports."""
+    p = tmp_path / "k.so"
+    p.write_bytes(lib)
+    out = subprocess.run([OBJDUMP, "-T", str(p)], capture_output=True, text=True, check=True).stdout
+    return {line.split()[-1] for line in out.splitlines() if " DF .text" in line}
+
+
 def dot_and_fp16(instructions: list[str]) -> tuple[int, int]:
     """(SDOT/UDOT count, native fp16 vector arithmetic count): the ARMv8.2 instructions an A72 lacks."""
     dots = sum(i.startswith(("sdot", "udot")) for i in instructions)
@@ -170,7 +178,9 @@ def test_zoo_models_match_torch_on_emulated_a72(sysroot, tmp_path):
         model, inputs, compiled = compile_zoo(name, target="arm")
         path = tmp_path / f"{name}.edgeopt"
         compiled.save(path)
-        assert dot_and_fp16(disassemble(read_artifact(str(path))[1]["kernels.so"], tmp_path)) == (0, 0), name
+        lib = read_artifact(str(path))[1]["kernels.so"]
+        assert dot_and_fp16(disassemble(lib, tmp_path)) == (0, 0), name
+        assert "__tvm_ffi_edgeopt_thread_pool" in exported(lib, tmp_path), name  # the runtime runs it there
         jobs.append((path, inputs))
         refs.append(torch_outputs(model, inputs))
     for name, ref, got in zip(names, refs, emulate.run_many(jobs, "cortex-a72", build=sysroot)):

@@ -445,6 +445,10 @@ int Run(int argc, char** argv) {
   if (sched_getaffinity(0, sizeof(cpus), &cpus) == 0)
     setenv("TVM_NUM_THREADS", std::to_string(CPU_COUNT(&cpus)).c_str(), /*overwrite=*/0);
   ffi::Module lib = ffi::Module::LoadFromFile(dir + "/kernels.so");
+  // the library's parallel loops on edgeopt's thread pool (thread_pool.c), as the Python runtime does
+  const char* pool = getenv("EDGEOPT_THREAD_POOL");
+  if (auto install = lib->GetFunction("edgeopt_thread_pool"); install && !(pool && std::string(pool) == "tvm"))
+    (*install)();
   std::vector<std::pair<ffi::Function, std::vector<ffi::AnyView>>> calls;
   for (auto& s : p.steps) {
     auto fn = lib->GetFunction(s.kernel);
