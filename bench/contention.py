@@ -13,9 +13,11 @@ batch 1 on 2 threads, each runtime in its own process (``bench/peer_workers.py``
 
 Variants: ``edgeopt`` (its pool, ``edgeopt/runtime/thread_pool.c``), ``edgeopt_tvm_pool`` (the same artifact,
 ``EDGEOPT_THREAD_POOL=tvm``) and ``onnxruntime`` (static QDQ int8, per-channel, 16 calibration crops, as
-``bench/quant.py``). Every round times each variant in each situation (order rotated by round); reported: the
-median of the round medians, and per situation the ratios edgeopt / ONNX Runtime and edgeopt / edgeopt on TVM's
-pool (medians of the rounds' ratios). Writes bench/results/contention-<time>.json.
+``bench/quant.py``). Every round times each variant in each situation (order rotated by round) for ``--seconds``
+of calls, to span many of the scheduler's time slices (40 calls of MobileNetV2 last 60 ms, and such a run
+sometimes went at its quiet speed beside a busy process). Reported: the median of the round medians, and per
+situation the ratios edgeopt / ONNX Runtime and edgeopt / edgeopt on TVM's pool (medians of the rounds' ratios).
+Writes bench/results/contention-<time>.json.
 """
 
 from __future__ import annotations
@@ -94,7 +96,7 @@ def measure(name: str, workdir: str, args) -> dict:
                 load = start_load(s)
                 try:
                     for v in VARIANTS[r % 3:] + VARIANTS[:r % 3]:
-                        times[s][v].append(statistics.median(workers[v].time(args.calls)))
+                        times[s][v].append(statistics.median(workers[v].time(100_000, max_s=args.seconds)))
                 finally:
                     if load:
                         load.kill()
@@ -131,7 +133,8 @@ def main(argv=None) -> str:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("models", nargs="*", default=["resnet18", "mobilenet_v2"])
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--calls", type=int, default=40, help="timed calls per variant, situation and round")
+    p.add_argument("--seconds", type=float, default=2.0, help="timed calls per variant, situation and round, "
+                   "for about this long (5 calls at least)")
     p.add_argument("--small", action="store_true", help="small shapes (a smoke run)")
     args = p.parse_args(argv)
     rows = []

@@ -7,6 +7,7 @@ talks to the orchestrator over stdin/stdout, one JSON object per line:
 
     -> {"ready": true, "load_s": 1.2, "max_abs_diff": 3e-6}     (after loading and checking the output)
     <- "time 20 3"                                                (3 warm-up calls, then 20 timed calls)
+    <- "time 1000 3 2.0"                                          (... at most 1000, stopping after 2 s)
     -> {"ms": [4.1, 4.0, ...]}
     <- "quit"
 
@@ -181,13 +182,16 @@ def serve(kind: str, name: str, workdir: str, small: bool) -> None:
         if not cmd or cmd[0] == "quit":
             break
         calls, warmup = int(cmd[1]), int(cmd[2])
+        max_s = float(cmd[3]) if len(cmd) > 3 else float("inf")  # stop after this long (5 calls at least)
         for _ in range(warmup):
             run(xs)
-        ms = []
+        ms, end = [], time.perf_counter() + max_s
         for _ in range(calls):
             t = time.perf_counter()
             run(xs)
             ms.append((time.perf_counter() - t) * 1e3)
+            if len(ms) >= 5 and t > end:
+                break
         print(json.dumps({"ms": ms}), flush=True)
 
 

@@ -74,8 +74,9 @@ class Worker:
             raise RuntimeError(f"peer {self.kind} exited (code {self.proc.wait()}); see its stderr above")
         return json.loads(line)
 
-    def time(self, calls: int, warmup: int = 3) -> list[float]:
-        self.proc.stdin.write(f"time {calls} {warmup}\n")
+    def time(self, calls: int, warmup: int = 3, max_s: float | None = None) -> list[float]:
+        """``calls`` timed calls' ms (fewer when ``max_s`` seconds have passed, 5 at least)."""
+        self.proc.stdin.write(f"time {calls} {warmup}" + (f" {max_s}" if max_s is not None else "") + "\n")
         self.proc.stdin.flush()
         return self._reply()["ms"]
 

@@ -164,7 +164,7 @@ def test_lite0_noise_bench_splits_the_error_by_source(tmp_path):
 
 @pytest.mark.slow
 def test_contention_bench_times_both_pools_and_onnxruntime_beside_a_busy_process(tmp_path):
-    res = _run("contention.py", ["--small", "resnet18", "--rounds", "1", "--calls", "2"], tmp_path)
+    res = _run("contention.py", ["--small", "resnet18", "--rounds", "1", "--seconds", "0.1"], tmp_path)
     (row,) = res["results"]
     assert set(row["median_ms"]) == {"quiet", "nice19", "busy", "busy_core"}
     for situation, ms in row["median_ms"].items():
