@@ -76,10 +76,11 @@ static _Atomic int state[MAX_THREADS];
 static uint32_t start_generation[MAX_THREADS];  /* the launch a new worker counts as seen: the one before its first */
 /* the current launch: its generation (high 32 bits) and the next unclaimed task (low 32 bits). A task is
    claimed by a compare-and-swap on both, so a thread late from an earlier launch can never claim one. */
-static _Atomic uint64_t ticket;
-static _Atomic(FTVMParallelLambda) job_f;  /* written before the generation is published */
+static _Alignas(64) _Atomic uint64_t ticket;  /* each counter every thread writes on a cache line of its own */
+static _Alignas(64) _Atomic int finished;     /* tasks done: each thread adds its count once it has no more */
+static _Alignas(64) _Atomic(FTVMParallelLambda) job_f;  /* written before the generation is published */
 static _Atomic(void*) job_cdata;
-static _Atomic int job_tasks, finished, sleeping, stop;
+static _Atomic int job_tasks, sleeping, stop;
 static _Atomic int failed;  /* bit 0: a task failed on a worker; bit 1: on the launching thread (its error is set) */
 static _Thread_local int in_pool;  /* set on workers and on a launching thread: a nested launch runs inline */
 
@@ -93,20 +94,22 @@ static uint32_t generation(void) { return (uint32_t)(atomic_load_explicit(&ticke
 
 /* Claim and run tasks of launch `gen` until none is left (or a newer launch has begun). */
 static void run_tasks(uint32_t gen, int launcher) {
+  int done = 0;
   for (;;) {
     uint64_t t = atomic_load_explicit(&ticket, memory_order_acquire);
-    if ((uint32_t)(t >> 32) != gen) return;
+    if ((uint32_t)(t >> 32) != gen) break;
     FTVMParallelLambda f = atomic_load_explicit(&job_f, memory_order_relaxed);
     void* cdata = atomic_load_explicit(&job_cdata, memory_order_relaxed);
     int n = atomic_load_explicit(&job_tasks, memory_order_relaxed);
     int task = (int)(uint32_t)t;
-    if (task >= n) return;
+    if (task >= n) break;
     if (!atomic_compare_exchange_weak_explicit(&ticket, &t, t + 1, memory_order_acq_rel, memory_order_relaxed))
       continue;  /* claimed by another thread (the fields read above may be a newer launch's: unused) */
     TVMParallelGroupEnv env = {NULL, n};
     if (f(task, &env, cdata) != 0) atomic_fetch_or(&failed, launcher ? 2 : 1);
-    atomic_fetch_add_explicit(&finished, 1, memory_order_release);
+    ++done;
   }
+  if (done) atomic_fetch_add_explicit(&finished, done, memory_order_release);
 }
 
 /* Wait for a launch newer than `seen`: spin, then sleep. Returns 0 when the worker should exit. */
