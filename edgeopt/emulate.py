@@ -48,7 +48,7 @@ for job in json.load(open(sys.argv[1])):
         x = np.load(job["inputs"])
         out = m(**{k: x[k] for k in x.files}) if job["by_name"] else m(*[x[f"x{i}"] for i in range(len(x.files))])
         np.savez(job["outputs"], *(out if isinstance(out, tuple) else (out,)))
-        res = {"ok": True}
+        res = {"ok": True, "info": m.info}
     except EdgeoptError as e:
         res = {"ok": False, "error": type(e).__name__, "message": str(e)}
     json.dump(res, open(job["result"], "w"))
@@ -130,10 +130,11 @@ def run(artifact: str | os.PathLike, inputs, cpu: str = "cortex-a72", **kwargs) 
 
 
 def run_many(jobs: Sequence[tuple], cpu: str = "cortex-a72", build: str | os.PathLike | None = None,
-             timeout: float = 600) -> list[list[np.ndarray]]:
+             timeout: float = 600, infos: list | None = None) -> list[list[np.ndarray]]:
     """Run ``(artifact, inputs)`` jobs in order in ONE emulated Python process on ``cpu``; their outputs.
 
-    ``build`` is the sysroot folder (default ``sysroot_dir()``). The first failing job raises (see the module
+    ``build`` is the sysroot folder (default ``sysroot_dir()``); ``infos``, a list, receives each job's
+    ``Model.info`` on the device (the level it picked, its thread pool). The first failing job raises (see the module
     docstring); a crash stops every job after it, so run an artifact expected to crash on its own."""
     with _device(build) as (b, d):
         specs = []
@@ -156,6 +157,8 @@ def run_many(jobs: Sequence[tuple], cpu: str = "cortex-a72", build: str | os.Pat
                 raise cls(f"on the emulated {cpu} ({spec['artifact']}): {r['message']}")
             with np.load(spec["outputs"]) as z:
                 results.append([z[f"arr_{k}"] for k in range(len(z.files))])
+            if infos is not None:
+                infos.append(r.get("info"))
         return results
 
 

@@ -183,13 +183,16 @@ def test_zoo_models_match_torch_on_emulated_a72(sysroot, tmp_path):
         assert "__tvm_ffi_edgeopt_thread_pool" in exported(lib, tmp_path), name  # the runtime runs it there
         jobs.append((path, inputs))
         refs.append(torch_outputs(model, inputs))
-    for name, ref, got in zip(names, refs, emulate.run_many(jobs, "cortex-a72", build=sysroot)):
+    infos = []
+    for name, ref, got in zip(names, refs, emulate.run_many(jobs, "cortex-a72", build=sysroot, infos=infos)):
         assert len(got) == len(ref)
         for r, g in zip(ref, got):
             assert g.shape == r.shape and g.dtype == r.dtype
             assert rel_err(r, g) <= TOL, f"{name}: emulated cortex-a72 vs torch {rel_err(r, g):.2e}"
             if name == "digits_int8":
                 np.testing.assert_array_equal(g, r)
+    # the kernels' parallel loops ran on edgeopt's thread pool there, on every core qemu gives the process
+    assert len(infos) == len(names) and all(i["thread_pool"] == "edgeopt" and i["threads"] >= 1 for i in infos), infos
     plan = compile_zoo("digits_int8", target="arm")[2].plan  # the int8 weights ship as int8
     assert any(v["kind"] == "const" and v["dtype"] == "i8" for v in plan["values"].values())
 
