@@ -1,6 +1,6 @@
 """Latency beside a busy process: edgeopt on its own thread pool and on TVM's, and ONNX Runtime, same run.
 
-    .venv/bin/python bench/contention.py                      # int8 ResNet-18 and MobileNetV2 (~5 min)
+    .venv/bin/python bench/contention.py                      # int8 ResNet-18 and MobileNetV2 (~4 min)
     .venv/bin/python bench/contention.py --small --rounds 1   # a smoke run (CI's bench test)
 
 A device rarely runs the model alone: a phone has background work, a board a camera pipeline. Each model runs,
@@ -47,6 +47,10 @@ def start_load(situation: str) -> subprocess.Popen | None:
     last = max(os.sched_getaffinity(0))
 
     def setup():
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: it dies with the bench, however that ends
         if situation == "nice19":
             os.nice(19)
         if situation == "busy_core":
@@ -93,8 +97,9 @@ def measure(name: str, workdir: str, args) -> dict:
     try:
         for r in range(args.rounds):
             for s in SITUATIONS:
-                load = start_load(s)
+                load = None
                 try:
+                    load = start_load(s)
                     for v in VARIANTS[r % 3:] + VARIANTS[:r % 3]:
                         times[s][v].append(statistics.median(workers[v].time(100_000, max_s=args.seconds)))
                 finally:

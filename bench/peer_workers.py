@@ -52,7 +52,12 @@ def load_edgeopt(name, workdir, small):
     import edgeopt
 
     m = edgeopt.load(os.path.join(workdir, "model.edgeopt"))
-    return lambda xs: m(*xs)
+
+    def run(xs):
+        return m(*xs)
+
+    run.info = {"thread_pool": m.info.get("thread_pool")}  # reported when ready
+    return run
 
 
 def load_edgeopt_tvm_pool(name, workdir, small):

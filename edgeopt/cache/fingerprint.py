@@ -15,7 +15,8 @@ import os
 
 @functools.cache
 def code_fingerprint() -> str:
-    """sha256 over the source files of edgeopt, edgeopt.passes and edgeopt.targets (computed once a process)."""
+    """sha256 over the source files of edgeopt, edgeopt.passes and edgeopt.targets (computed once a process): the
+    Python and the C that ships in artifacts (the thread pool) or builds the runner."""
     import edgeopt
     import edgeopt.passes
     import edgeopt.targets
@@ -26,7 +27,7 @@ def code_fingerprint() -> str:
         for dirpath, dirnames, files in os.walk(root):
             dirnames[:] = sorted(d for d in dirnames if not d.startswith((".", "__pycache__")))
             for f in sorted(files):
-                if f.endswith(".py"):
+                if f.endswith((".py", ".c", ".cc")):
                     path = os.path.join(dirpath, f)
                     h.update(os.path.relpath(path, root).encode() + b"\0")
                     with open(path, "rb") as fh:

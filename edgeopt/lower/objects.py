@@ -46,14 +46,19 @@ _POOL_OBJECTS: dict[tuple[str, bytes], bytes] = {}  # (compiler, source) -> obje
 
 
 def compile_thread_pool(folder: str, cc: str | None = None) -> str:
-    """``thread_pool.c`` compiled into an object file in ``folder`` with the C compiler ``cc`` (default: ``gcc``;
-    a C++ driver such as ``aarch64-linux-gnu-g++`` compiles it as C); returns its path."""
+    """``thread_pool.c`` compiled into an object file in ``folder`` with ``cc``, the driver that links the library
+    (default: TVM's, which honours ``$CXX``; ``-x c`` compiles it as C with a C++ driver); returns its path."""
+    from tvm.support import cc as tvm_cc
+
     out = os.path.join(folder, "thread_pool.o")
     with open(THREAD_POOL_SOURCE, "rb") as f:
-        key = (cc or "gcc", f.read())
+        key = (cc or tvm_cc.get_cc() or "gcc", f.read())
     if key not in _POOL_OBJECTS:
         cmd = [key[0], "-x", "c", "-std=gnu11", "-O2", "-fPIC", "-c", THREAD_POOL_SOURCE, "-o", out]
-        done = subprocess.run(cmd, capture_output=True, text=True)
+        try:
+            done = subprocess.run(cmd, capture_output=True, text=True)
+        except OSError as e:
+            raise RuntimeError(f"compiling the thread pool failed: {' '.join(cmd)}: {e}") from None
         if done.returncode != 0:
             raise RuntimeError(f"compiling the thread pool failed: {' '.join(cmd)}\n{done.stderr}")
         with open(out, "rb") as f:

@@ -101,7 +101,8 @@ class Model:
         and kernels."""
         f = object.__new__(Model)
         f.__dict__.update({k: v for k, v in self.__dict__.items() if k != "functions"})
-        f.functions, f.info = {}, dict(self.info)
+        f.functions = {}
+        f.info = {k: v for k, v in self.info.items() if k not in ("thread_pool", "threads")}  # its own library's
         plan = _checked_plan(members, spec["plan"], spec, weights, f"{what} (function {name!r})")
         f.ir = (members.get(spec.get("ir", "")) or b"").decode(errors="replace")
         f._bind_plan(plan, {"library": spec["library"]}, members, weights, what)

@@ -36,6 +36,26 @@
 #include <time.h>
 #include <unistd.h>
 
+/* glibc 2.34 moved the pthread functions into libc under new symbol versions; a library linked against them would
+   not load on an older glibc (Ubuntu 20.04, JetPack 5), which kernels.so did before it carried this pool. Bind the
+   versions those functions have had since the architecture's first glibc (both still export them). */
+#if defined(__GLIBC__) && defined(__x86_64__)
+#define EDGEOPT_GLIBC_BASE(f, v) __asm__(".symver " #f "," #f "@GLIBC_" v);
+#define EDGEOPT_V(x86, arm) x86
+#elif defined(__GLIBC__) && defined(__aarch64__)
+#define EDGEOPT_GLIBC_BASE(f, v) __asm__(".symver " #f "," #f "@GLIBC_" v);
+#define EDGEOPT_V(x86, arm) arm
+#endif
+#ifdef EDGEOPT_GLIBC_BASE
+EDGEOPT_GLIBC_BASE(pthread_create, EDGEOPT_V("2.2.5", "2.17"))
+EDGEOPT_GLIBC_BASE(pthread_join, EDGEOPT_V("2.2.5", "2.17"))
+EDGEOPT_GLIBC_BASE(pthread_mutex_trylock, EDGEOPT_V("2.2.5", "2.17"))
+EDGEOPT_GLIBC_BASE(pthread_setname_np, EDGEOPT_V("2.12", "2.17"))
+EDGEOPT_GLIBC_BASE(pthread_condattr_setclock, EDGEOPT_V("2.3.3", "2.17"))
+EDGEOPT_GLIBC_BASE(pthread_condattr_init, EDGEOPT_V("2.2.5", "2.17"))
+EDGEOPT_GLIBC_BASE(pthread_condattr_destroy, EDGEOPT_V("2.2.5", "2.17"))
+#endif
+
 typedef struct { void* sync_handle; int32_t num_task; } TVMParallelGroupEnv;
 typedef int (*FTVMParallelLambda)(int task_id, TVMParallelGroupEnv* penv, void* cdata);
 typedef struct { int32_t type_index; int32_t zero_padding; int64_t v_int64; } TVMFFIAny;  /* tvm/ffi/c_api.h */

@@ -172,4 +172,5 @@ def test_contention_bench_times_both_pools_and_onnxruntime_beside_a_busy_process
     checks = row["variant_check"]
     # both pools run the saved artifact and give the output it gave when compiled, bit for bit
     assert checks["edgeopt"]["max_abs_diff"] == 0 and checks["edgeopt_tvm_pool"]["max_abs_diff"] == 0
+    assert checks["edgeopt"]["thread_pool"] == "edgeopt" and checks["edgeopt_tvm_pool"]["thread_pool"] == "tvm"
     assert checks["onnxruntime"]["max_abs_diff"] < 1.0  # its own int8 model of the same network
