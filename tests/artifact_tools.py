@@ -1,12 +1,17 @@
 """Helpers for tests that tamper with artifacts: a tiny model whose plan has every feature the plan checks care
 about, rewriting a member of a saved artifact with its manifest entry recomputed (as an attacker would), and
-running a loaded plan with every tensor in its own buffer (the reference a run in the shared arena must equal)."""
+running a loaded plan with every tensor in its own buffer (the reference a run in the shared arena must equal), and
+the newest glibc a kernel library needs."""
 
 from __future__ import annotations
 
 import hashlib
 import io
 import json
+import os
+import re
+import subprocess
+import tempfile
 import zipfile
 
 import numpy as np
@@ -94,3 +99,13 @@ def same_bytes(a: list[np.ndarray], b: list[np.ndarray]) -> bool:
     """Outputs equal bit for bit (NaNs included), shapes and dtypes too."""
     return len(a) == len(b) and all(x.shape == y.shape and x.dtype == y.dtype and x.tobytes() == y.tobytes()
                                     for x, y in zip(a, b))
+
+
+def newest_glibc(library: bytes, objdump: str = "objdump") -> tuple[int, ...]:
+    """The newest GLIBC_x.y symbol version a shared library (its bytes) needs, read with ``objdump -T``."""
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "lib.so")
+        with open(path, "wb") as f:
+            f.write(library)
+        out = subprocess.run([objdump, "-T", path], capture_output=True, text=True, check=True).stdout
+    return max(tuple(int(p) for p in v.split(".")) for v in re.findall(r"GLIBC_([0-9.]+)\)", out))

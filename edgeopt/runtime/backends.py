@@ -51,8 +51,9 @@ class Backend:
         """The kernel library of a checked plan that has steps: ``lib[kernel]`` is callable."""
         raise NotImplementedError
 
-    def threads(self, lib) -> dict:
-        """How the library runs its parallel loops, for ``Model.info`` (CPU libraries only)."""
+    def start_threads(self, lib) -> dict:
+        """Set up how a just-loaded library runs its parallel loops (before its first kernel); what to add to
+        ``Model.info`` about it (CPU libraries only)."""
         return {}
 
     def context(self, model):
@@ -77,7 +78,7 @@ class CpuBackend(Backend):
             raise ArtifactError(f"{what} has no kernel library {library!r} (damaged)")
         return tvm_cpu.load_library(members[library])
 
-    def threads(self, lib) -> dict:
+    def start_threads(self, lib) -> dict:
         from . import tvm_cpu
 
         n = tvm_cpu.install_thread_pool(lib)

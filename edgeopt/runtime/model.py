@@ -80,7 +80,7 @@ class Model:
         self.plan = plan
         self._lib = self._backend.load(members, self.manifest, level, plan, what) if plan["steps"] else None
         if self._lib is not None:
-            self.info.update(self._backend.threads(self._lib))
+            self.info.update(self._backend.start_threads(self._lib))
         self._funcs = {}
         for step in plan["steps"]:
             if step["kernel"] not in self._funcs:

@@ -34,19 +34,17 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <time.h>
-#include <unistd.h>
 
 /* glibc 2.34 moved the pthread functions into libc under new symbol versions; a library linked against them would
    not load on an older glibc (Ubuntu 20.04, JetPack 5), which kernels.so did before it carried this pool. Bind the
    versions those functions have had since the architecture's first glibc (both still export them). */
 #if defined(__GLIBC__) && defined(__x86_64__)
-#define EDGEOPT_GLIBC_BASE(f, v) __asm__(".symver " #f "," #f "@GLIBC_" v);
 #define EDGEOPT_V(x86, arm) x86
 #elif defined(__GLIBC__) && defined(__aarch64__)
-#define EDGEOPT_GLIBC_BASE(f, v) __asm__(".symver " #f "," #f "@GLIBC_" v);
 #define EDGEOPT_V(x86, arm) arm
 #endif
-#ifdef EDGEOPT_GLIBC_BASE
+#ifdef EDGEOPT_V
+#define EDGEOPT_GLIBC_BASE(f, v) __asm__(".symver " #f "," #f "@GLIBC_" v);
 EDGEOPT_GLIBC_BASE(pthread_create, EDGEOPT_V("2.2.5", "2.17"))
 EDGEOPT_GLIBC_BASE(pthread_join, EDGEOPT_V("2.2.5", "2.17"))
 EDGEOPT_GLIBC_BASE(pthread_mutex_trylock, EDGEOPT_V("2.2.5", "2.17"))
@@ -90,7 +88,7 @@ static pthread_mutex_t launch_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_mutex_t sleep_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t wake = PTHREAD_COND_INITIALIZER;
 static int nthreads;
-static pid_t owner;  /* the process that started the workers (a forked child has none of them) */
+static int configured;  /* nthreads is read (at the first launch; again in a forked child, which has no workers) */
 static pthread_t tid[MAX_THREADS];
 static _Atomic int state[MAX_THREADS];
 static uint32_t start_generation[MAX_THREADS];  /* the launch a new worker counts as seen: the one before its first */
@@ -195,7 +193,7 @@ static void after_fork_in_child(void) {
   init_sync();
   for (int i = 0; i < MAX_THREADS; ++i) atomic_store(&state[i], NONE);
   atomic_store(&sleeping, 0);
-  owner = 0;
+  configured = 0;
 }
 
 __attribute__((constructor)) static void init_pool(void) {
@@ -205,9 +203,9 @@ __attribute__((constructor)) static void init_pool(void) {
 
 /* (Re)start the workers that are not running; called holding launch_mu, before the launch is published. */
 static void start_workers(void) {
-  if (!owner) {
+  if (!configured) {
     nthreads = configured_threads();
-    owner = getpid();
+    configured = 1;
   }
   for (int i = 1; i < nthreads; ++i) {
     int s = atomic_load(&state[i]);

@@ -65,11 +65,9 @@ def load_library(data: bytes):
         with open(path, "wb") as f:
             f.write(data)
         try:
-            lib = tvm_ffi.load_module(path)  # dlopen'ed: the file may go away now
+            return tvm_ffi.load_module(path)  # dlopen'ed: the file may go away now
         except Exception as e:  # noqa: BLE001 - dlopen's refusal arrives as a tvm-ffi error of any type
             raise ArtifactError(f"the artifact's kernel library does not load here: {str(e)[:300]}") from None
-    install_thread_pool(lib)
-    return lib
 
 
 def install_thread_pool(lib) -> int:
@@ -77,7 +75,7 @@ def install_thread_pool(lib) -> int:
     ``kernels.so``): dynamic tasks, and waiting threads that keep their core, so a busy process beside the model
     costs it a share of the CPU instead of many times its latency. Returns the pool's thread count; 0 where TVM's
     own pool stays (a library without the pool, or without parallel loops, or ``EDGEOPT_THREAD_POOL=tvm``: the
-    way back, for comparison). Calling it again changes nothing."""
+    way back, for comparison). Call it before the library's first kernel; calling it again changes nothing."""
     if os.environ.get("EDGEOPT_THREAD_POOL") == "tvm":
         return 0
     try:

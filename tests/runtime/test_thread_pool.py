@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import re
 import shutil
 import subprocess
 import threading
@@ -150,18 +149,13 @@ def test_unloading_the_library_joins_its_workers(tmp_path, harness):
     assert threads_named("pool-unload") == 0
 
 
-def newest_glibc(library: str, objdump: str = "objdump") -> tuple[int, ...]:
-    """The newest GLIBC_x.y symbol version a shared library needs."""
-    out = subprocess.run([objdump, "-T", library], capture_output=True, text=True, check=True).stdout
-    return max(tuple(int(p) for p in v.split(".")) for v in re.findall(r"GLIBC_([0-9.]+)\)", out))
-
-
 def test_compiled_models_run_their_parallel_loops_on_it(tmp_path):
     import torch
 
     import edgeopt
     from edgeopt.runtime import load
     from edgeopt.runtime.artifact import read_artifact
+    from tests.artifact_tools import newest_glibc
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 32, 3, padding=1), torch.nn.ReLU(),
@@ -172,9 +166,7 @@ def test_compiled_models_run_their_parallel_loops_on_it(tmp_path):
     m = load(path)
     assert m.info["thread_pool"] == "edgeopt"
     # the pool binds glibc's old pthread symbol versions: the library still loads on a glibc before 2.34
-    lib = tmp_path / "kernels.so"
-    lib.write_bytes(read_artifact(path)[1]["kernels.so"])
-    assert newest_glibc(str(lib)) <= (2, 17)
+    assert newest_glibc(read_artifact(path)[1]["kernels.so"]) <= (2, 17)
     assert m.info["threads"] >= 1
     with torch.inference_mode():
         want = model(x).numpy()

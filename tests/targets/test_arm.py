@@ -8,7 +8,6 @@ stamp-cached under build/arm64). Each emulated Python process costs seconds, so 
 from __future__ import annotations
 
 import platform
-import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -23,6 +22,7 @@ import edgeopt
 from edgeopt import emulate
 from edgeopt.errors import ArtifactError, TargetError
 from edgeopt.runtime.artifact import read_artifact
+from tests.artifact_tools import newest_glibc
 from tests.conftest import compile_zoo, rel_err, torch_outputs
 from tests.targets import needs
 
@@ -56,14 +56,6 @@ def exported(lib: bytes, tmp_path: Path) -> set[str]:
     p.write_bytes(lib)
     out = subprocess.run([OBJDUMP, "-T", str(p)], capture_output=True, text=True, check=True).stdout
     return {line.split()[-1] for line in out.splitlines() if " DF .text" in line}
-
-
-def newest_glibc(lib: bytes, tmp_path: Path) -> tuple[int, ...]:
-    """The newest GLIBC_x.y symbol version an aarch64 shared library needs."""
-    p = tmp_path / "k.so"
-    p.write_bytes(lib)
-    out = subprocess.run([OBJDUMP, "-T", str(p)], capture_output=True, text=True, check=True).stdout
-    return max(tuple(int(x) for x in v.split(".")) for v in re.findall(r"GLIBC_([0-9.]+)\)", out))
 
 
 def dot_and_fp16(instructions: list[str]) -> tuple[int, int]:
@@ -190,7 +182,7 @@ def test_zoo_models_match_torch_on_emulated_a72(sysroot, tmp_path):
         lib = read_artifact(str(path))[1]["kernels.so"]
         assert dot_and_fp16(disassemble(lib, tmp_path)) == (0, 0), name
         assert "__tvm_ffi_edgeopt_thread_pool" in exported(lib, tmp_path), name  # the runtime runs it there
-        assert newest_glibc(lib, tmp_path) <= (2, 17), name  # loads on boards with a glibc before 2.34
+        assert newest_glibc(lib, OBJDUMP) <= (2, 17), name  # loads on boards with a glibc before 2.34
         jobs.append((path, inputs))
         refs.append(torch_outputs(model, inputs))
     infos = []
