@@ -6,8 +6,8 @@ ONNX Runtime's int8, on real data, in one run.
     .venv/bin/python bench/quant.py --small                           # a quick smoke run (CI's bench test)
 
 Accuracy (each against PyTorch fp32, on data that ships in packages, ``bench/quant_data.py``):
-- **EfficientNet-Lite0** (pretrained): top-1 agreement on 160 real photo crops, static int8 calibrated on 64
-  other crops (one compile per calibrator: minmax, percentile, entropy, mse);
+- **EfficientNet-Lite0** and **MobileNetV2** (pretrained): top-1 agreement on 160 real photo crops, static int8
+  calibrated on 64 other crops (one compile per calibrator: minmax, percentile, entropy, mse);
 - **all-MiniLM-L6-v2** (pretrained): mean cosine of the mean-pooled embeddings over real English sentences, for
   int8-weight, int4-weight, int8-dynamic and static int8 (calibrated on 64 other sentences);
 - **a digits CNN** trained here (``bench/digits_cnn.py``): test accuracy, fp32 vs static int8.
@@ -18,13 +18,13 @@ ONNX Runtime's figures on the same data come from ``bench/quant_peers.py``, run 
 Speed: batch 1, 2 threads. Every variant of a model (edgeopt fp32 and int8 artifacts run by edgeopt's runtime;
 ONNX Runtime fp32 and int8) runs in a process of its own (``bench/peer_workers.py``); a round times each once,
 in a rotating order, each after a quiet gate (a 1-s sample of idle CPU: the previous worker's pool threads spin
-for a while after its calls); ratios are medians of per-round ratios (paired). ResNet-18 and
-MobileNetV2 use the zoo's random weights (speed only: no pretrained weights for them ship in a package).
+for a while after its calls); ratios are medians of per-round ratios (paired). ResNet-18 uses the zoo's random
+weights (speed only: no pretrained ResNet ships in a package).
 
 The image's conv: the default (``int8_image_convs="auto"``) quantizes a 7x7 stem (ResNet-18's) on the crops'
 exact 8-bit pixels with GPTQ's levels and keeps a 3x3 stem float. Lite0 also gets ``int8-img``
-(``int8_image_convs=True``: its 3x3 stem as one int8 conv, nearest levels): agreement and speed; ResNet-18 and
-MobileNetV2 get ``int8-float-stem`` (``int8_image_convs=False``): the speed the default's stem buys.
+(``int8_image_convs=True``: its 3x3 stem as one int8 conv, nearest levels): agreement and speed, and so does
+MobileNetV2; ResNet-18 gets ``int8-float-stem`` (``int8_image_convs=False``): the speed the default's stem buys.
 
 ``--target x86-64-v3 --no-peers``: every edgeopt build for AVX2 + FMA only (int8 on ``vpmaddubsw``, 7-bit weights
 chosen by GPTQ: ``QuantConfig.reduce_range``), timed here: the int8 / fp32 ratio of a CPU without VNNI (Zen 3), as
@@ -89,39 +89,45 @@ def _size(c) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------ accuracy
-def lite0_accuracy(args, artifacts: dict) -> list[dict]:
+#: the pretrained image classifiers and their input normalization (``quant_data.NORMS``)
+IMAGE_CLASSIFIERS = {"efficientnet_lite0": "lite0", "mobilenet_v2": "imagenet"}
+
+
+def image_accuracy(name: str, args, artifacts: dict) -> list[dict]:
+    """A pretrained classifier's top-1 agreement with PyTorch fp32 on real photo crops: fp32, static int8 with each
+    calibrator, and with its 3x3 stem in int8 too (``int8_image_convs=True``)."""
     import torch
 
-    from tests.models.zoo import efficientnet_lite0
+    from tests.models.zoo import build
 
-    model, _ = efficientnet_lite0(small=False)
-    calib, ev = qd.calibration_and_eval(args.n_calib, args.n_eval, norm="lite0")
+    model, _ = build(name, small=False)
+    calib, ev = qd.calibration_and_eval(args.n_calib, args.n_eval, norm=IMAGE_CLASSIFIERS[name])
     with torch.inference_mode():
         ref = np.concatenate([model(torch.from_numpy(ev[i:i + 16])).numpy() for i in range(0, len(ev), 16)])
     x1 = (torch.from_numpy(ev[:1]),)
     rows = []
     fp32, secs = _compile(args, model, x1)
     out = np.concatenate([fp32(ev[i:i + 1]) for i in range(len(ev))])
-    rows.append({"model": "efficientnet_lite0", "variant": "fp32", "compile_s": round(secs, 1),
+    rows.append({"model": name, "variant": "fp32", "compile_s": round(secs, 1),
                  "top1_agreement": qd.top1_agreement(out, ref), **_size(fp32)})
-    artifacts["efficientnet_lite0"] = {"fp32": fp32}
+    artifacts[name] = {"fp32": fp32}
     batches = [torch.from_numpy(calib[i:i + 1]) for i in range(len(calib))]
     for cal in args.calibrators:
         c, secs = _compile(args, model, x1, quantize=_static(args, calibrator=cal),
                            calibration_data=batches)
         out = np.concatenate([c(ev[i:i + 1]) for i in range(len(ev))])
-        rows.append({"model": "efficientnet_lite0", "variant": f"int8 ({cal})", "calibrator": cal,
+        rows.append({"model": name, "variant": f"int8 ({cal})", "calibrator": cal,
                      "compile_s": round(secs, 1), "top1_agreement": qd.top1_agreement(out, ref),
                      "n_calib": len(calib), "n_eval": len(ev), **_size(c)})
         if cal == args.calibrators[0]:
-            artifacts["efficientnet_lite0"]["int8"] = c
+            artifacts[name]["int8"] = c
     # the stem in int8 too, on the crops' exact pixels
     c, secs = _compile(args, model, x1, quantize=_static(args, int8_image_convs=True), calibration_data=batches)
     out = np.concatenate([c(ev[i:i + 1]) for i in range(len(ev))])
-    rows.append({"model": "efficientnet_lite0", "variant": "int8 (minmax, int8 image conv)", "calibrator": "minmax",
+    rows.append({"model": name, "variant": "int8 (minmax, int8 image conv)", "calibrator": "minmax",
                  "compile_s": round(secs, 1), "top1_agreement": qd.top1_agreement(out, ref),
                  "n_calib": len(calib), "n_eval": len(ev), **_size(c)})
-    artifacts["efficientnet_lite0"]["int8-img"] = c
+    artifacts[name]["int8-img"] = c
     return rows
 
 
@@ -167,13 +173,14 @@ def digits_accuracy(args, artifacts: dict) -> list[dict]:
 
 
 def random_weight_models(args, artifacts: dict) -> list[dict]:
+    """ResNet-18 (random weights: speed only), and MobileNetV2's small variant in a smoke run (``--small``)."""
     import torch
 
     from tests.models.zoo import build
 
     rows = []
     calib = None if args.small else qd.calibration_and_eval(16, 16, norm="imagenet")[0]
-    for name in [m for m in ("resnet18", "mobilenet_v2") if m in args.models]:
+    for name in [m for m in ("resnet18", "mobilenet_v2") if m in args.models and (args.small or m == "resnet18")]:
         model, x = build(name, small=args.small)
         batches = [x] * 4 if args.small else [torch.from_numpy(calib[i:i + 1]) for i in range(len(calib))]
         fp32, s32 = _compile(args, model, x)
@@ -263,7 +270,7 @@ def _speed_inputs(model: str, artifact, args) -> list:
     shape = tuple(artifact.plan["inputs"][0]["shape"])
     if args.small:
         return [np.random.default_rng(0).standard_normal(shape).astype(np.float32)]
-    norm = "lite0" if model == "efficientnet_lite0" else "imagenet"
+    norm = IMAGE_CLASSIFIERS.get(model, "imagenet")
     return [qd.calibration_and_eval(0, 8, norm=norm, size=shape[-1])[1][:1]]
 
 
@@ -275,8 +282,7 @@ def run_peers(args) -> tuple[str | None, dict | None, str | None]:
     work = tempfile.mkdtemp(prefix="quant-peers-")
     cmd = [sys.executable, os.path.join(ROOT, "bench", "quant_peers.py"), "--work", work, "--rounds", str(args.rounds),
            "--n-calib", str(args.n_calib), "--n-eval", str(args.n_eval), "--sentences", str(args.sentences)]
-    if "resnet18" not in args.models and "mobilenet_v2" not in args.models:
-        cmd.append("--no-resnet")
+    cmd += [m for m in args.models if m != "digits"]
     proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True)
     if proc.returncode:
         print(proc.stdout[-2000:], proc.stderr[-4000:], file=sys.stderr)
@@ -323,7 +329,8 @@ def main(argv=None) -> str:
     t0 = time.perf_counter()
     ort_work, peers, peers_path = run_peers(args)
     artifacts, rows = {}, []
-    steps = {"efficientnet_lite0": lite0_accuracy, "minilm": minilm_accuracy, "digits": digits_accuracy}
+    steps = {"efficientnet_lite0": lambda *a: image_accuracy("efficientnet_lite0", *a), "minilm": minilm_accuracy,
+             "digits": digits_accuracy, "mobilenet_v2": lambda *a: image_accuracy("mobilenet_v2", *a)}
     for name, fn in steps.items():
         if name in args.models and not (args.small and name != "digits"):
             rows += fn(args, artifacts)

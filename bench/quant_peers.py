@@ -1,14 +1,15 @@
 """ONNX Runtime int8 as the peer for edgeopt's int8 path: accuracy on real data and batch-1 latency.
 
     .venv/bin/python bench/quant_peers.py                       # everything (~3-5 min on 2 cores)
-    .venv/bin/python bench/quant_peers.py --no-resnet --rounds 1 --work /tmp/qp    # keep the ONNX files
+    .venv/bin/python bench/quant_peers.py efficientnet_lite0 minilm --rounds 1 --work /tmp/qp  # keep the ONNX files
 
 Models and routes (recipes of ``../shared/notes/peers.md`` 2.1, 2.2 and 3):
 
-- **EfficientNet-Lite0**, pretrained (``tests/models/zoo.py``), legacy ONNX export (opset 17, dynamic batch).
-  int8: ORT static QDQ (``quant_pre_process``, then per-channel s8 weights, u8 activations, MinMax) calibrated
-  on 64 real photo crops; ORT dynamic QInt8 where ORT runs it. Accuracy: top-1 agreement with PyTorch fp32
-  on 160 other crops (``bench/quant_data.py``, ``(x - 0.5) / 0.5`` inputs).
+- **EfficientNet-Lite0** and **MobileNetV2**, pretrained (``tests/models/zoo.py``), legacy ONNX export (opset 17,
+  dynamic batch). int8: ORT static QDQ (``quant_pre_process``, then per-channel s8 weights, u8 activations,
+  MinMax) calibrated on 64 real photo crops; ORT dynamic QInt8 where ORT runs it. Accuracy: top-1 agreement with
+  PyTorch fp32 on 160 other crops (``bench/quant_data.py``; Lite0's ``(x - 0.5) / 0.5`` inputs, MobileNetV2's
+  ImageNet mean / std).
 - **all-MiniLM-L6-v2** ``BertModel`` (eager attention; ids + mask -> last_hidden_state), legacy export with
   dynamic batch and sequence axes. int8: ORT dynamic QInt8, and static QDQ as above calibrated on 64
   other sentences (one at a time, unpadded), once over every op type ORT quantizes (``int8_static``) and once
@@ -19,8 +20,10 @@ Models and routes (recipes of ``../shared/notes/peers.md`` 2.1, 2.2 and 3):
   activation tensor with a range taken over the whole tensor, so it depends on the batch: it is scored
   both one sentence at a time, unpadded (``int8_dynamic``, as deployed) and in padded batches of 32 (the
   ``batch32_*`` figures, the protocol behind peers.md 5.2's 0.9615).
-- **ResNet-18** and **MobileNetV2** (zoo, random weights): latency only, fp32 vs static int8 calibrated on 16
-  crops (``--no-resnet`` skips both).
+- **ResNet-18** (zoo, random weights: no pretrained ResNet ships in a package): latency only, fp32 vs static int8
+  calibrated on 16 crops.
+
+Name the models to run (default: all of ``MODELS``).
 
 Latency: ORT ``CPUExecutionProvider``, ``intra_op_num_threads=2``, ``inter_op_num_threads=1``, all graph
 optimisations, batch 1 (Lite0 1x3x224x224, MiniLM 1x128 padded, the CNNs 1x3x224x224). Every variant of a
@@ -193,32 +196,39 @@ def time_variants(fns: dict, rounds: int, calls: int) -> tuple[dict, list]:
     return stats, idle
 
 
-# ------------------------------------------------------------------------------------------ EfficientNet
+# ---------------------------------------------------------------------- pretrained image classifiers
+
+MODELS = ["efficientnet_lite0", "minilm", "resnet18", "mobilenet_v2"]
+#: each pretrained image classifier's input normalization (``quant_data.NORMS``) and ONNX file prefix
+IMAGE_CLASSIFIERS = {"efficientnet_lite0": ("lite0", "lite0"), "mobilenet_v2": ("imagenet", "mobilenet_v2")}
 
 
-def lite0(work: str, n_calib: int, n_eval: int, rounds: int, calls: int) -> list[dict]:
+def image_classifier(name: str, work: str, n_calib: int, n_eval: int, rounds: int, calls: int) -> list[dict]:
+    """A pretrained zoo classifier (``IMAGE_CLASSIFIERS``): ORT fp32, static QDQ and dynamic int8, their top-1
+    agreement with PyTorch fp32 on real photo crops, and their latency."""
     import torch
 
-    from tests.models.zoo import efficientnet_lite0
+    from tests.models.zoo import build
 
-    model, _ = efficientnet_lite0(small=False)
-    calib, ev = qd.calibration_and_eval(n_calib, n_eval, norm="lite0")
+    norm, prefix = IMAGE_CLASSIFIERS[name]
+    model, _ = build(name, small=False)
+    calib, ev = qd.calibration_and_eval(n_calib, n_eval, norm=norm)
     with torch.inference_mode():
         ref = np.concatenate([model(torch.from_numpy(ev[i:i + 16])).numpy() for i in range(0, len(ev), 16)])
 
-    fp32 = os.path.join(work, "lite0.onnx")
+    fp32 = os.path.join(work, f"{prefix}.onnx")
     export_s = export_legacy(model, (torch.from_numpy(ev[:1]),), fp32, ["x"], {"x": {0: "b"}, "y": {0: "b"}})
     paths = {"fp32": fp32}
     info = {"fp32": {"export_s": round(export_s, 2)}}
-    paths["int8_static"] = os.path.join(work, "lite0_qdq.onnx")
+    paths["int8_static"] = os.path.join(work, f"{prefix}_qdq.onnx")
     info["int8_static"] = quantize_static_qdq(fp32, paths["int8_static"],
                                               [{"x": calib[i:i + 8]} for i in range(0, len(calib), 8)])
-    paths["int8_dynamic"] = os.path.join(work, "lite0_dyn.onnx")
+    paths["int8_dynamic"] = os.path.join(work, f"{prefix}_dyn.onnx")
     info["int8_dynamic"] = quantize_dynamic_int8(fp32, paths["int8_dynamic"])
 
     sessions, rows = {}, []
     for k, p in paths.items():
-        row = {"model": "efficientnet_lite0", "variant": k, "onnx_mb": round(mb(p), 2), **info[k],
+        row = {"model": name, "variant": k, "onnx_mb": round(mb(p), 2), **info[k],
                "n_calib": n_calib if k == "int8_static" else 0, "n_eval": len(ev)}
         try:
             s = ort_session(p)
@@ -332,8 +342,8 @@ def minilm(work: str, n_calib: int, n_sentences: int, rounds: int, calls: int) -
 
 
 def random_weight_cnn(name: str, work: str, rounds: int, calls: int) -> list[dict]:
-    """ResNet-18 or MobileNetV2 with the zoo's random weights (no pretrained ones ship in a package): speed only,
-    static QDQ int8 calibrated on 16 ImageNet-normalized crops."""
+    """ResNet-18 with the zoo's random weights (no pretrained one ships in a package): speed only, static QDQ int8
+    calibrated on 16 ImageNet-normalized crops."""
     import torch
 
     from tests.models.zoo import build
@@ -388,16 +398,19 @@ def table(rows: list[dict]) -> str:
 
 def main(argv=None) -> str:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("models", nargs="*", help=f"any of {', '.join(MODELS)} (default: all)")
     ap.add_argument("--rounds", type=int, default=3, help="latency rounds per model (default 3)")
     ap.add_argument("--calls", type=int, default=20, help="timed calls per round (default 20)")
     ap.add_argument("--n-calib", type=int, default=64, help="calibration crops / sentences (default 64)")
-    ap.add_argument("--n-eval", type=int, default=160, help="Lite0 evaluation crops (default 160)")
+    ap.add_argument("--n-eval", type=int, default=160, help="evaluation crops of the image classifiers (default 160)")
     ap.add_argument("--sentences", type=int, default=1000, help="max MiniLM evaluation sentences (default: all)")
-    ap.add_argument("--no-resnet", action="store_true", help="skip the ResNet-18 and MobileNetV2 latency rows")
     ap.add_argument("--min-idle", type=float, default=90.0, help="quiet gate: CPU idle %% wanted per round")
     ap.add_argument("--quiet-timeout", type=float, default=20.0, help="quiet gate: max wait per round (s)")
     ap.add_argument("--work", help="folder for the ONNX files (default: a temporary folder, deleted)")
     args = ap.parse_args(argv)
+    args.models = args.models or MODELS
+    if set(args.models) - set(MODELS):
+        ap.error(f"unknown model(s) {sorted(set(args.models) - set(MODELS))}; choose from {MODELS}")
     QUIET.update(min_idle=args.min_idle, timeout=args.quiet_timeout)
 
     import onnxruntime
@@ -409,13 +422,11 @@ def main(argv=None) -> str:
         work = args.work or stack.enter_context(tempfile.TemporaryDirectory(prefix="quant-peers-"))
         os.makedirs(work, exist_ok=True)
         rows, seconds = [], {}
-        for name, fn in (("efficientnet_lite0", lambda: lite0(work, args.n_calib, args.n_eval, args.rounds,
-                                                             args.calls)),
-                         ("minilm", lambda: minilm(work, args.n_calib, args.sentences, args.rounds, args.calls)),
-                         ("resnet18", lambda: random_weight_cnn("resnet18", work, args.rounds, args.calls)),
-                         ("mobilenet_v2", lambda: random_weight_cnn("mobilenet_v2", work, args.rounds, args.calls))):
-            if name in ("resnet18", "mobilenet_v2") and args.no_resnet:
-                continue
+        steps = {"minilm": lambda: minilm(work, args.n_calib, args.sentences, args.rounds, args.calls),
+                 "resnet18": lambda: random_weight_cnn("resnet18", work, args.rounds, args.calls)}
+        for name in [m for m in MODELS if m in args.models]:
+            fn = steps.get(name) or (lambda name=name: image_classifier(name, work, args.n_calib, args.n_eval,
+                                                                        args.rounds, args.calls))
             t0 = time.perf_counter()
             print(f"[{name}] ...", flush=True)
             rows += fn()

