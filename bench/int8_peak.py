@@ -9,8 +9,8 @@ OpenMP for this CPU: ``vpdpbusd zmm`` (AVX-512 VNNI: 64 u8 x i8 products a call)
 64) or ``vpmaddwd ymm`` (AVX2 on 8-bit weights: 16 i16 products); best of 5 runs of ~0.2 s. ``--target`` (default:
 this CPU) picks the build, and with it the instruction (``x86-64-v3``: AVX2's; ``x86-64-v4``: its zmm form). A
 model's MACs are counted from its IR (each conv / linear: output elements x input channels per group x window),
-the zoo's random weights, calibrated on random data (speed only). Whole-call time: median of 20 calls in each of 5
-rounds, best round. Results: bench/results/int8_peak-<time>.json.
+the zoo's full-size weights (random; MobileNetV2's pretrained), calibrated on random data (speed only). Whole-call
+time: median of 20 calls in each of 5 rounds, best round. Results: bench/results/int8_peak-<time>.json.
 """
 
 from __future__ import annotations

@@ -89,10 +89,6 @@ def _size(c) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------ accuracy
-#: the pretrained image classifiers and their input normalization (``quant_data.NORMS``)
-IMAGE_CLASSIFIERS = {"efficientnet_lite0": "lite0", "mobilenet_v2": "imagenet"}
-
-
 def image_accuracy(name: str, args, artifacts: dict) -> list[dict]:
     """A pretrained classifier's top-1 agreement with PyTorch fp32 on real photo crops: fp32, static int8 with each
     calibrator, and with its 3x3 stem in int8 too (``int8_image_convs=True``)."""
@@ -101,7 +97,7 @@ def image_accuracy(name: str, args, artifacts: dict) -> list[dict]:
     from tests.models.zoo import build
 
     model, _ = build(name, small=False)
-    calib, ev = qd.calibration_and_eval(args.n_calib, args.n_eval, norm=IMAGE_CLASSIFIERS[name])
+    calib, ev = qd.calibration_and_eval(args.n_calib, args.n_eval, norm=qd.MODEL_NORMS[name])
     with torch.inference_mode():
         ref = np.concatenate([model(torch.from_numpy(ev[i:i + 16])).numpy() for i in range(0, len(ev), 16)])
     x1 = (torch.from_numpy(ev[:1]),)
@@ -179,9 +175,9 @@ def random_weight_models(args, artifacts: dict) -> list[dict]:
     from tests.models.zoo import build
 
     rows = []
-    calib = None if args.small else qd.calibration_and_eval(16, 16, norm="imagenet")[0]
     for name in [m for m in ("resnet18", "mobilenet_v2") if m in args.models and (args.small or m == "resnet18")]:
         model, x = build(name, small=args.small)
+        calib = None if args.small else qd.calibration_and_eval(16, 16, norm="imagenet")[0]
         batches = [x] * 4 if args.small else [torch.from_numpy(calib[i:i + 1]) for i in range(len(calib))]
         fp32, s32 = _compile(args, model, x)
         int8, s8 = _compile(args, model, x, quantize=_static(args), calibration_data=batches)
@@ -270,19 +266,20 @@ def _speed_inputs(model: str, artifact, args) -> list:
     shape = tuple(artifact.plan["inputs"][0]["shape"])
     if args.small:
         return [np.random.default_rng(0).standard_normal(shape).astype(np.float32)]
-    norm = IMAGE_CLASSIFIERS.get(model, "imagenet")
+    norm = qd.MODEL_NORMS.get(model, "imagenet")
     return [qd.calibration_and_eval(0, 8, norm=norm, size=shape[-1])[1][:1]]
 
 
 # ---------------------------------------------------------------------------------------------------- main
 def run_peers(args) -> tuple[str | None, dict | None, str | None]:
     """bench/quant_peers.py in its own process; returns (its ONNX folder, its results, its results path)."""
-    if args.no_peers:
+    peer_models = [m for m in args.models if m != "digits"]
+    if args.no_peers or not peer_models:
         return None, None, None
     work = tempfile.mkdtemp(prefix="quant-peers-")
     cmd = [sys.executable, os.path.join(ROOT, "bench", "quant_peers.py"), "--work", work, "--rounds", str(args.rounds),
            "--n-calib", str(args.n_calib), "--n-eval", str(args.n_eval), "--sentences", str(args.sentences)]
-    cmd += [m for m in args.models if m != "digits"]
+    cmd += peer_models
     proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True)
     if proc.returncode:
         print(proc.stdout[-2000:], proc.stderr[-4000:], file=sys.stderr)

@@ -101,6 +101,8 @@ NORMS = {
     "imagenet": (np.array([0.485, 0.456, 0.406], np.float32), np.array([0.229, 0.224, 0.225], np.float32)),
     "lite0": (np.float32(0.5), np.float32(0.5)),  # EfficientNet-Lite: (x - 0.5) / 0.5
 }
+#: the input normalization (``NORMS``) of each pretrained image classifier of the zoo
+MODEL_NORMS = {"efficientnet_lite0": "lite0", "mobilenet_v2": "imagenet"}
 
 
 def to_array(images, norm: str = "imagenet") -> np.ndarray:

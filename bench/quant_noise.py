@@ -37,12 +37,11 @@ class Lite0Layers:
     """EfficientNet-Lite0 (``efficientnet_lite_pytorch``): ``_blocks.3._depthwise_conv`` is a ``depthwise`` layer and
     ``_blocks.3._bn1`` its BatchNorm."""
 
-    norm = "lite0"
     _bn = {"_conv_stem": "_bn0", "_conv_head": "_bn1", "_expand_conv": "_bn0", "_depthwise_conv": "_bn1",
            "_project_conv": "_bn2"}
 
     @staticmethod
-    def kind(name: str, module) -> str:
+    def kind(name: str, modules: dict) -> str:
         return {"_conv_stem": "stem", "_fc": "fc", "_conv_head": "head"}.get(name) or \
             name.split(".")[-1].replace("_conv", "").strip("_")
 
@@ -56,19 +55,18 @@ class MobileNetV2Layers:
     """The zoo's MobileNetV2 (torchvision's modules): ``features.4.conv.1.0`` is a conv, ``features.4.conv.1.1`` its
     BatchNorm; a block's last conv projects, a grouped one is depthwise, the others expand."""
 
-    norm = "imagenet"
-
     @staticmethod
-    def kind(name: str, module) -> str:
+    def kind(name: str, modules: dict) -> str:
         if name == "features.0.0":
             return "stem"
         if name.startswith("classifier"):
             return "fc"
         if ".conv." not in name:
             return "head"
-        if module.groups > 1:
+        if modules[name].groups > 1:
             return "depthwise"
-        return "project" if module.kernel_size == (1, 1) and module.out_channels < module.in_channels else "expand"
+        block, index, _ = name.rsplit(".", 2)  # features.4.conv.1.0 -> features.4.conv, 1
+        return "project" if int(index) == len(modules[block]) - 1 else "expand"
 
     @staticmethod
     def batch_norm(name: str) -> str | None:
@@ -88,8 +86,8 @@ class FakeQuant:
         self.model, self.torch = model, torch
         mods = dict(model.named_modules())
         self.layers = [(n, m) for n, m in model.named_modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
-        self.kinds = {n: layers.kind(n, m) for n, m in self.layers}
-        self.bn = {n: mods[layers.batch_norm(n)] for n, _ in self.layers if layers.batch_norm(n) in mods}
+        self.kinds = {n: layers.kind(n, mods) for n, _ in self.layers}
+        self.bn = {n: mods[layers.batch_norm(n)] for n, _ in self.layers if layers.batch_norm(n)}
         self.float_w = {n: m.weight.detach().clone() for n, m in self.layers}
         self.int8_w = {n: self._int8(n) for n, _ in self.layers if self.kinds[n] != "stem"}
         self.running_mean = {n: bn.running_mean.clone() for n, bn in self.bn.items()}
@@ -117,7 +115,7 @@ class FakeQuant:
         def hook(n):
             def h(m, a):
                 x = a[0].transpose(0, 1).reshape(a[0].shape[1], -1)
-                lo, hi = x.min(1).values.numpy(), x.max(1).values.numpy()
+                lo, hi = x.min(1).values.double().numpy(), x.max(1).values.double().numpy()
                 ranges[n] = (np.minimum(ranges[n][0], lo), np.maximum(ranges[n][1], hi)) if n in ranges else (lo, hi)
             return h
 
@@ -206,7 +204,7 @@ def main(argv=None) -> str:
     small = args.small and args.model == "efficientnet_lite0"  # the zoo's small MobileNetV2 is not pretrained
     n_calib, n_eval = (8, 16) if args.small else (args.n_calib, args.n_eval)
     model, _ = build(args.model, small=small)
-    calib, ev = qd.calibration_and_eval(n_calib, n_eval, norm=layers.norm, size=64 if small else 224)
+    calib, ev = qd.calibration_and_eval(n_calib, n_eval, norm=qd.MODEL_NORMS[args.model], size=64 if small else 224)
     fq = FakeQuant(model, calib, layers)
     ref = fq.run(ev)
     top2 = np.sort(ref, 1)[:, -2:]

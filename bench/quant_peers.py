@@ -199,8 +199,8 @@ def time_variants(fns: dict, rounds: int, calls: int) -> tuple[dict, list]:
 # ---------------------------------------------------------------------- pretrained image classifiers
 
 MODELS = ["efficientnet_lite0", "minilm", "resnet18", "mobilenet_v2"]
-#: each pretrained image classifier's input normalization (``quant_data.NORMS``) and ONNX file prefix
-IMAGE_CLASSIFIERS = {"efficientnet_lite0": ("lite0", "lite0"), "mobilenet_v2": ("imagenet", "mobilenet_v2")}
+#: each pretrained image classifier's ONNX file prefix (bench/quant.py's ORT_FILES names the same files)
+IMAGE_CLASSIFIERS = {"efficientnet_lite0": "lite0", "mobilenet_v2": "mobilenet_v2"}
 
 
 def image_classifier(name: str, work: str, n_calib: int, n_eval: int, rounds: int, calls: int) -> list[dict]:
@@ -210,7 +210,7 @@ def image_classifier(name: str, work: str, n_calib: int, n_eval: int, rounds: in
 
     from tests.models.zoo import build
 
-    norm, prefix = IMAGE_CLASSIFIERS[name]
+    norm, prefix = qd.MODEL_NORMS[name], IMAGE_CLASSIFIERS[name]
     model, _ = build(name, small=False)
     calib, ev = qd.calibration_and_eval(n_calib, n_eval, norm=norm)
     with torch.inference_mode():

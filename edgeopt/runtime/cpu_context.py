@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 from ..errors import ArtifactError
@@ -46,6 +48,18 @@ class CpuContext:
         except (TypeError, ValueError) as e:  # a kernel refused its arguments (it checks them before any access)
             raise ArtifactError(f"a kernel refused the arguments the plan passes it (damaged plan): {e}") from None
         return tuple(a.copy() for a in self.output_arrays)
+
+    def run_timed(self, arrays: list[np.ndarray], repeat: int) -> list[list[float]]:
+        """``repeat`` whole runs on ``arrays``, each kernel timed by itself: seconds per step, one list per step."""
+        times: list[list[float]] = [[] for _ in self.calls]
+        for _ in range(repeat):
+            for buf, arr in zip(self.input_arrays, arrays):
+                np.copyto(buf, arr)
+            for (fn, targs), t in zip(self.calls, times):
+                start = time.perf_counter()
+                fn(*targs)
+                t.append(time.perf_counter() - start)
+        return times
 
     def run_capturing(self, arrays: list[np.ndarray], steps: list[dict], names: set[str]) -> dict[str, np.ndarray]:
         """Run the plan step by step; a copy of each output in ``names`` right after the kernel that writes it (before

@@ -155,25 +155,19 @@ class Model:
 
     def profile(self, *args, repeat: int = 20, **kwargs) -> list[dict]:
         """Time every step of the plan on these inputs: one dict per step (``step``, ``kernel``, ``median_ms``,
-        ``share`` of the summed medians), slowest first. Each step is timed alone over ``repeat`` calls after the
-        whole model ran once, so its inputs hold real values."""
+        ``share`` of the summed medians), slowest first. The model runs ``repeat`` whole calls (after one untimed),
+        each step timed inside them: every step reads what a real call gives it, even where the memory plan has
+        reused its input's bytes since, and finds the caches as a real call leaves them."""
         import statistics
-        import time
 
         if not self._backend.profiles:
             raise ArtifactError("profile() times CPU kernels only (GPU launches are asynchronous): time whole calls")
-        self(*args, **kwargs)
+        arrays = self._bind(args, kwargs)
         ctx = self._context()
-        rows = []
-        for i, (fn, targs) in enumerate(ctx.calls):
-            fn(*targs)
-            times = []
-            for _ in range(repeat):
-                t = time.perf_counter()
-                fn(*targs)
-                times.append(time.perf_counter() - t)
-            rows.append({"step": i, "kernel": self.plan["steps"][i]["kernel"],
-                         "median_ms": statistics.median(times) * 1e3})
+        ctx.run(arrays)
+        times = ctx.run_timed(arrays, repeat)
+        rows = [{"step": i, "kernel": self.plan["steps"][i]["kernel"], "median_ms": statistics.median(t) * 1e3}
+                for i, t in enumerate(times)]
         total = sum(r["median_ms"] for r in rows) or 1.0
         for r in rows:
             r["share"] = r["median_ms"] / total

@@ -156,12 +156,13 @@ def test_quant_noise_bench_splits_the_error_by_source(tmp_path, model):
     res = _run("quant_noise.py", [model, "--small"], tmp_path)["results"]
     rows = {r["variant"]: r for r in res["rows"]}
     assert res["model"] == model and res["n_eval"] == 16 and len(rows) == 15
-    both = rows["int8 weights and u8 inputs (the compiled model's scheme)"]
-    weights, inputs = rows["int8 weights only"], rows["u8 inputs only"]
-    assert 0 < weights["one_minus_cosine"] < both["one_minus_cosine"]  # each source alone: part of the error
-    assert 0 < inputs["one_minus_cosine"] < both["one_minus_cosine"]
-    # a range per channel rounds finer but clips a channel that the few calibration crops left quiet: either way, noise
-    assert 0 < rows["u8 inputs only, each channel its own range"]["one_minus_cosine"] < 1
+    both = rows["int8 weights and u8 inputs (the compiled model's scheme)"]["one_minus_cosine"]
+    weights, inputs = rows["int8 weights only"]["one_minus_cosine"], rows["u8 inputs only"]["one_minus_cosine"]
+    assert 0 < weights < both  # each source alone: part of the error (MobileNetV2's is nearly all its inputs')
+    assert 0 < inputs < both if model == "efficientnet_lite0" else 0.5 * both < inputs < 2 * both
+    # a range per channel rounds finer but clips a channel that the few calibration crops left quiet: other noise
+    per_channel = rows["u8 inputs only, each channel its own range"]["one_minus_cosine"]
+    assert 0 < per_channel < 1 and per_channel != inputs
     assert all(0 <= r["top1_agreement"] <= 1 for r in rows.values())
 
 
