@@ -137,10 +137,18 @@ def _requantize_infer(types, attrs):
     return [TensorType(acc.shape, attrs.get("storage") or attrs["dtype"])]
 
 
+def fused_multiply_add(a, b, c) -> np.ndarray:
+    """``a * b + c`` in float32 with one rounding, as the compiled kernels' fused multiply-add computes it: the
+    product of two float32 values (or an int32 below 2**29 and a float32) is exact in float64, and the sum is rounded
+    once to float64, then to float32 (the two roundings differ from one only on float32 ties, which a float64 sum
+    almost never lands on)."""
+    return (np.asarray(a, np.float64) * np.asarray(b, np.float32) + np.asarray(c, np.float32)).astype(np.float32)
+
+
 def _requantize_ref(xs, attrs):
     acc, mult, off = xs[:3]
     a = (acc.astype(np.int32) - xs[3]) if len(xs) == 4 else acc
-    y = np.rint(a.astype(np.float32) * mult.astype(np.float32) + off.astype(np.float32))
+    y = np.rint(fused_multiply_add(a, mult, off))
     return [np.clip(y, attrs["min"], attrs["max"]).astype(NP_DTYPES[attrs.get("storage") or attrs["dtype"]])]
 
 
@@ -148,7 +156,8 @@ register(OpDef("requantize", "elementwise", _requantize_infer, _requantize_ref,
                {"dtype": "u8", "min": 0, "max": 255, "scale": 1.0, "zero_point": 0, "storage": None}, (3, 4),
                doc="requantize(acc, multiplier, offset, [zero_point]): clamp(rint((acc - zero_point) * multiplier + "
                    "offset), min, max) from i32 sums to ``dtype`` (an integer kernel's epilogue; ``scale`` / "
-                   "``zero_point`` describe the output for tools)"))
+                   "``zero_point`` describe the output for tools); the multiply-add is rounded once to float32, as "
+                   "the kernels' fused multiply-add computes it"))
 
 
 def pack_axis(attrs, rank: int) -> int:
