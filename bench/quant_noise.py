@@ -13,9 +13,8 @@ row turns some of that on (a layer kind is ``expand``, ``depthwise``, ``project`
 top-1 agreement with fp32 and the logits' mean 1 - cosine: the error budget the 98% agreement target has to fit
 in. A last row quantizes every input per channel instead (float weights): what finer activation scales give (a
 channel quiet on the calibration crops clips on others), which an integer kernel can only use for a dense layer by
-moving them into its weights. It also prints how
-many evaluation crops have their top two fp32 logits within 0.05 (the near-ties that any error flips). Writes
-bench/results/quant_noise-<time>.json.
+moving them into its weights. It also prints how many evaluation crops have their top two fp32 logits within 0.05
+(the near-ties that any error flips). Writes bench/results/quant_noise-<time>.json.
 """
 
 from __future__ import annotations
@@ -161,22 +160,22 @@ class FakeQuant:
             if n in self.running_mean:
                 self.bn[n].running_mean.data = self.running_mean[n] + (self.shift[n] if on and n in self.shift else 0)
 
-        def hook(n, b):
+        def hook(n, m, b):
             lo, hi = self.ranges[n]
             lo, hi = (lo, hi) if per_channel else (lo.min(), hi.max())
             lo, hi = np.minimum(lo, 0.0), np.maximum(hi, 0.0)
             top = 2 ** b - 1
             s = np.maximum(hi - lo, 1e-12) / top
             z = np.round(-lo / s)
+            shape = (-1,) if isinstance(m, self.torch.nn.Linear) else (-1, 1, 1)  # the channel axis of its input
+            sc, zc = (self.torch.tensor(np.reshape(v, shape), dtype=self.torch.float32) for v in (s, z))
 
             def h(m, a):
-                shape = (-1,) + (1,) * (a[0].dim() - 2)
-                sc, zc = (self.torch.tensor(np.reshape(v, shape), dtype=a[0].dtype) for v in (s, z))
                 return ((self.torch.clamp(self.torch.round(a[0] / sc) + zc, 0, top) - zc) * sc,)
             return h
 
         try:
-            return self._run(x, pre={n: hook(n, bits[self.kinds[n]]) for n, _ in self.layers
+            return self._run(x, pre={n: hook(n, m, bits[self.kinds[n]]) for n, m in self.layers
                                      if self.kinds[n] in bits})
         finally:
             self.restore_float()

@@ -39,9 +39,12 @@ class CpuContext:
         self.output_arrays = [arrays[o["name"]] for o in plan["outputs"]]
         self._arrays = arrays  # keep the memory alive while the tensors point at it
 
-    def run(self, arrays: list[np.ndarray]) -> tuple[np.ndarray, ...]:
+    def _load_inputs(self, arrays: list[np.ndarray]) -> None:
         for buf, arr in zip(self.input_arrays, arrays):
             np.copyto(buf, arr)
+
+    def run(self, arrays: list[np.ndarray]) -> tuple[np.ndarray, ...]:
+        self._load_inputs(arrays)
         try:
             for fn, targs in self.calls:
                 fn(*targs)
@@ -53,8 +56,7 @@ class CpuContext:
         """``repeat`` whole runs on ``arrays``, each kernel timed by itself: seconds per step, one list per step."""
         times: list[list[float]] = [[] for _ in self.calls]
         for _ in range(repeat):
-            for buf, arr in zip(self.input_arrays, arrays):
-                np.copyto(buf, arr)
+            self._load_inputs(arrays)
             for (fn, targs), t in zip(self.calls, times):
                 start = time.perf_counter()
                 fn(*targs)
@@ -64,8 +66,7 @@ class CpuContext:
     def run_capturing(self, arrays: list[np.ndarray], steps: list[dict], names: set[str]) -> dict[str, np.ndarray]:
         """Run the plan step by step; a copy of each output in ``names`` right after the kernel that writes it (before
         the arena reuses its bytes)."""
-        for buf, arr in zip(self.input_arrays, arrays):
-            np.copyto(buf, arr)
+        self._load_inputs(arrays)
         captured = {}
         for (fn, targs), step in zip(self.calls, steps):
             fn(*targs)
