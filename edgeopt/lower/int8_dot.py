@@ -29,11 +29,15 @@ AVX2_PMADDUBSW     8      4      ``llvm.x86.avx2.pmadd.ub.sw``            avx2; 
                                  then ``llvm.x86.avx2.pmadd.wd``
 AVX2_PMADDWD       8      2      ``llvm.x86.avx2.pmadd.wd``               avx2
 AVX2_PMADDWD_X16   8      2      ``llvm.x86.avx2.pmadd.wd``               avx2; x given as int16 (0..255), not u8
+VNNI512_DW         16     4      a shuffle (``vpermb``) of each operand,  avx512vnni, avx512vbmi (+avx512f);
+                                 then ``llvm.x86.avx512.vpdpbusd.512``    depthwise convs
 =================  =====  =====  =======================================  ======================================
 
-Each computes ``C[lanes] += sum_{g < group} int32(A[g]) * int32(B[lanes, g])`` with ``A`` a u8 ``[group]`` slice of one
-row of ``x``, ``B`` one ``[lanes, group]`` tile of ``wp`` (contiguous: ``lanes * group`` bytes) and ``C`` ``lanes``
-contiguous int32 accumulators.
+Each dense one computes ``C[lanes] += sum_{g < group} int32(A[g]) * int32(B[lanes, g])`` with ``A`` a u8 ``[group]``
+slice of one row of ``x``, ``B`` one ``[lanes, group]`` tile of ``wp`` (contiguous: ``lanes * group`` bytes) and ``C``
+``lanes`` contiguous int32 accumulators. The depthwise one computes ``C[c] += sum_{t < 4} int32(A[t, c]) *
+int32(B[t, c])`` for 16 channels ``c``: ``A`` is 4 neighbouring pixels of one row of an NCHW16c input (64 contiguous
+bytes), ``B`` the 4 window taps of an "OIHW16o" weight whose width is a multiple of 4 (``depthwise_int8_taps``).
 
 * The VNNI ones use ``vpdpbusd`` (u8 x i8 products summed in groups of 4 into int32, no saturation). In LLVM 22 (the
   one inside the TVM 0.27 wheel) its operands are ``<64 x i8>`` / ``<32 x i8>`` vectors, not ``<16 x i32>`` as in
@@ -66,10 +70,10 @@ from tvm import te
 from tvm.s_tir import Schedule, TensorIntrin
 from tvm.script import tirx as T
 
-__all__ = ["INTRINSICS", "Int8Dot", "register_int8_intrinsics", "pick_int8_dot", "pack_int8_weight",
-           "int8_linear_func", "schedule_int8_linear", "default_tile", "schedule_linear_plain", "build_int8_linear",
-           "assembly", "target_features", "weight_limit", "intrinsic_named", "path_name", "usable_int8_dots",
-           "activation_dtype"]
+__all__ = ["INTRINSICS", "DEPTHWISE_INTRINSICS", "Int8Dot", "register_int8_intrinsics", "pick_int8_dot",
+           "pack_int8_weight", "int8_linear_func", "schedule_int8_linear", "default_tile", "schedule_linear_plain",
+           "build_int8_linear", "assembly", "target_features", "weight_limit", "intrinsic_named", "path_name",
+           "usable_int8_dots", "depthwise", "activation_dtype"]
 
 
 @dataclass(frozen=True)
@@ -81,6 +85,7 @@ class Int8Dot:
     needs: tuple  # alternatives: any one tuple of LLVM feature names, all of which the target must have
     x_dtype: str = "uint8"  # the activation's dtype in the kernel (weights are always int8)
     weight_max: int = 128  # exact only for weights with |w| <= weight_max (128: any int8)
+    depthwise: bool = False  # sums ``group`` window taps of each of ``lanes`` channels (a depthwise conv), not inputs
 
 
 VNNI512 = Int8Dot("edgeopt_x86_vnni512_u8i8i32_16x4", "vnni512", 16, 4, (("avx512vnni", "avx512f"),))
@@ -100,8 +105,15 @@ AVX2_PMADDWD_X16 = Int8Dot("edgeopt_x86_avx2_pmaddwd_i16i8i32_8x2", "avx2-x16", 
 SDOT = Int8Dot("edgeopt_arm_sdot_i8i8i32_4x4", "sdot", 4, 4, (("dotprod", "neon"),), "int8")
 #: by preference, best first (the ones pick_int8_dot chooses from)
 INTRINSICS = (VNNI512, VNNI256, AVX512_PMADDUBSW, AVX2_PMADDUBSW, AVX2_PMADDWD, SDOT)
-_BY_NAME = {d.name: d for d in (*INTRINSICS, AVX2_PMADDWD_X16)}
-_PATHS = {d.path: d for d in (*INTRINSICS, AVX2_PMADDWD_X16)}
+#: a depthwise conv's window on ``vpdpbusd``: 4 taps along a row of each of 16 channels, summed into the channel's
+#: int32 lane. NCHW16c holds a row's 4 neighbouring pixels as one [4 taps, 16 channels] run of 64 bytes, and the
+#: weight tile likewise; ``vpermb`` (AVX512-VBMI) transposes each to the [16 channels, 4 taps] that ``vpdpbusd`` reads
+VNNI512_DW = Int8Dot("edgeopt_x86_vnni512_depthwise_u8i8i32_16x4", "vnni512-dw", 16, 4,
+                     (("avx512vnni", "avx512f", "avx512vbmi"),), depthwise=True)
+DEPTHWISE_INTRINSICS = (VNNI512_DW,)
+_ALL = (*INTRINSICS, AVX2_PMADDWD_X16, *DEPTHWISE_INTRINSICS)
+_BY_NAME = {d.name: d for d in _ALL}
+_PATHS = {d.path: d for d in _ALL}
 
 
 # ---------------------------------------------------------------------------------------------------- intrinsics
@@ -204,6 +216,42 @@ def _sdot_impl(A: T.Buffer((4,), "int8", offset_factor=1), B: T.Buffer((4, 4), "
             dtype="int32x4")
 
 
+#: byte j of a [16, 4] tile comes from byte 16 * (j % 4) + j // 4 of the [4, 16] one (a 4 x 16 byte transpose)
+_TAPS_TO_LANES = [16 * (j % 4) + j // 4 for j in range(64)]
+
+
+def _depthwise_desc():
+    @T.prim_func(s_tir=True)
+    def desc(A: T.Buffer((4, 16), "uint8", offset_factor=1), B: T.Buffer((4, 16), "int8", offset_factor=1),
+             C: T.Buffer((16,), "int32", offset_factor=1)) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:16], A[0:4, 0:16], B[0:4, 0:16])
+            T.writes(C[0:16])
+            for i, k in T.grid(16, 4):
+                with T.sblock("update"):
+                    vi, vk = T.axis.remap("SR", [i, k])
+                    C[vi] = C[vi] + T.Cast("int32", A[vk, vi]) * T.Cast("int32", B[vk, vi])
+
+    return desc
+
+
+@T.prim_func(s_tir=True)
+def _vnni512_depthwise_impl(A: T.Buffer((4, 16), "uint8", offset_factor=1),
+                            B: T.Buffer((4, 16), "int8", offset_factor=1),
+                            C: T.Buffer((16,), "int32", offset_factor=1)) -> None:
+    """4 taps x 16 channels of x and of the weight (64 contiguous bytes each), transposed to 16 x 4 by a constant
+    shuffle (LLVM: one ``vpermb``; the weight's is loop-invariant over a run of pixels), then one ``vpdpbusd``."""
+    with T.sblock("root"):
+        T.reads(C[0:16], A[0:4, 0:16], B[0:4, 0:16])
+        T.writes(C[0:16])
+        C[T.ramp(T.int32(0), 1, 16)] = T.call_llvm_pure_intrin(
+            T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"),
+            C.vload([0], dtype="int32x16"),
+            T.Shuffle([A.vload([0, 0], dtype="uint8x64")], _TAPS_TO_LANES),
+            T.Shuffle([B.vload([0, 0], dtype="int8x64")], _TAPS_TO_LANES),
+            dtype="int32x16")
+
+
 _REGISTERED = False
 
 
@@ -216,17 +264,18 @@ def register_int8_intrinsics() -> None:
              AVX512_PMADDUBSW.name: lambda: _pmaddubsw_impl(16), AVX2_PMADDUBSW.name: lambda: _pmaddubsw_impl(8),
              AVX2_PMADDWD.name: lambda: _pmaddwd_impl("uint8"),
              AVX2_PMADDWD_X16.name: lambda: _pmaddwd_impl("int16"),
-             SDOT.name: lambda: _sdot_impl}
-    for d in (*INTRINSICS, AVX2_PMADDWD_X16):
+             SDOT.name: lambda: _sdot_impl, VNNI512_DW.name: lambda: _vnni512_depthwise_impl}
+    for d in _ALL:
         if TensorIntrin.get(d.name, allow_missing=True) is None:  # e.g. this module was reloaded
-            TensorIntrin.register(d.name, _desc(d.lanes, d.group, d.x_dtype), impls[d.name]())
+            desc = _depthwise_desc() if d.depthwise else _desc(d.lanes, d.group, d.x_dtype)
+            TensorIntrin.register(d.name, desc, impls[d.name]())
     _REGISTERED = True
 
 
 # ---------------------------------------------------------------------------------------------------- choice
 def target_features(target) -> set[str]:
     """The x86 feature names this module cares about that ``target`` (a tvm Target) has."""
-    names = {f for d in INTRINSICS for alt in d.needs for f in alt}
+    names = {f for d in _ALL for alt in d.needs for f in alt}
     return {f for f in names if tvm.target.codegen.target_has_features(f, target)}
 
 
@@ -238,12 +287,18 @@ def pick_int8_dot(features, weight_max: int = 128) -> tuple[str, int, int] | Non
         if features.kind.name != "llvm" or "aarch64" in str(features.attrs.get("mtriple", "")):
             return None
         features = target_features(features)
-    return next((d for d in usable_int8_dots(features) if weight_limit(d[0]) >= weight_max), None)
+    return next((d for d in usable_int8_dots(features) if weight_limit(d[0]) >= weight_max and not depthwise(d[0])),
+                None)
 
 
 def activation_dtype(name: str) -> str:
     """The IR dtype ("u8" or "i8") of the activations intrinsic ``name`` multiplies."""
     return "i8" if _BY_NAME[name].x_dtype == "int8" else "u8"
+
+
+def depthwise(name: str) -> bool:
+    """Whether intrinsic ``name`` sums a depthwise conv's window taps (``VNNI512_DW``), not a dense layer's inputs."""
+    return _BY_NAME[name].depthwise
 
 
 def weight_limit(name: str) -> int:
@@ -265,10 +320,12 @@ def path_name(name: str) -> str:
 
 
 def usable_int8_dots(features) -> list[tuple[str, int, int]]:
-    """Every intrinsic ``features`` (LLVM feature names) can run, best first, as ``(name, lanes, group)``: a layer
-    whose output count the widest one's lanes do not divide can use a narrower one (VNNI-256 beside VNNI-512)."""
+    """Every intrinsic ``features`` (LLVM feature names) can run, as ``(name, lanes, group)``: the dense layers' best
+    first (a layer whose output count the widest one's lanes do not divide can use a narrower one: VNNI-256 beside
+    VNNI-512), then the depthwise convs' (``depthwise(name)``)."""
     feats = {f.lstrip("+") for f in features}
-    return [(d.name, d.lanes, d.group) for d in INTRINSICS if any(all(f in feats for f in alt) for alt in d.needs)]
+    return [(d.name, d.lanes, d.group) for d in (*INTRINSICS, *DEPTHWISE_INTRINSICS)
+            if any(all(f in feats for f in alt) for alt in d.needs)]
 
 
 # ---------------------------------------------------------------------------------------------------- kernel

@@ -114,14 +114,19 @@ def _schedule(sch: Schedule, op: str, lanes: int, attrs: dict, accumulators: int
         if rows:
             return rows
     others = [sch.get(b).name_hint for b in _blocks(sch) if sch.get(b).name_hint != anchor]
+    moved = []  # pad stages computed inside the anchor's parallel tasks
+
+    def pad_in_task(consumer) -> None:
+        if _pad_in_task(op, attrs):
+            moved.extend(_pad_under_parallel_loop(sch, consumer, lanes))
+
     if anchor and int8_tile(op, attrs, int8_dots):
-        desc.append(schedule_int8(sch, op, attrs, anchor, accumulators, _inline_epilogue, int8_dots))
+        desc.append(schedule_int8(sch, op, attrs, anchor, accumulators, _inline_epilogue, int8_dots, pad_in_task))
     elif anchor:
         desc.append(_tile_anchor(sch, sch.get_sblock(anchor, func_name="main"), op, lanes, attrs, accumulators))
-        if _pad_in_task(op, attrs):
-            pad_names = _pad_under_parallel_loop(sch, sch.get_sblock(anchor + "_update", func_name="main"), lanes)
-            others = [n for n in others if n not in pad_names]
-            desc += [f"pad@task({n})" for n in pad_names]
+        pad_in_task(sch.get_sblock(anchor + "_update", func_name="main"))
+    others = [n for n in others if n not in moved]
+    desc += [f"pad@task({n})" for n in moved]
     for name in others:
         try:
             b = sch.get_sblock(name, func_name="main")

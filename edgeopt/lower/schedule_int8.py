@@ -15,6 +15,9 @@ layer's ``int8_dot`` attribute; a kernel whose instruction the target lacks runs
             sequential stream the hardware prefetcher follows: when other work has pushed the weights out of the
             caches (a model's 11 MB of them, a busy machine), ResNet-18's 512-channel convs run 1.5x their
             warm-cache time with the taps outside the groups, 1.1x with them inside.
+    depthwise: (``depthwise_int8_taps``' "vnni512-dw") a run of output pixels x one block of 16 channels; per window
+            row and group of 4 taps, the weight tile is transposed once and meets each pixel's 4 neighbouring input
+            pixels (one 64-byte load and one ``vpermb`` each); a task per channel block pads its input itself
 
 The epilogue (requantize, bias, activation, the next layer's quantize) is folded into the store of the int32
 accumulators, as for float kernels.
@@ -26,6 +29,7 @@ import math
 
 from tvm.s_tir import Schedule
 
+from ..ir.ops._common import DEPTHWISE_INT8_DOTS, INT8_DOTS
 from ..ir.ops.linalg import linear_weight_block, linear_weight_group
 from ..ir.ops.nn import conv_weight_block, conv_weight_group
 from .int8_dot import intrinsic_named, path_name, register_int8_intrinsics
@@ -38,6 +42,8 @@ def int8_tile(op: str, attrs: dict, dots=()) -> tuple[int, int] | None:
     attribute names, if the target (``dots``: its ``int8_dots()``) has it; else None."""
     if op == "linear":
         v, g = linear_weight_block(attrs), linear_weight_group(attrs)
+    elif op == "conv2d" and attrs.get("layout") == "NCHWc" and attrs.get("int8_dot") in DEPTHWISE_INT8_DOTS:
+        v, g = INT8_DOTS[attrs["int8_dot"]][:2]  # channels x window taps
     elif op == "conv2d" and attrs.get("layout") == "NCHWc":
         v, g = conv_weight_block(attrs), conv_weight_group(attrs)
     else:
@@ -46,15 +52,19 @@ def int8_tile(op: str, attrs: dict, dots=()) -> tuple[int, int] | None:
 
 
 def schedule_int8(sch: Schedule, op: str, attrs: dict, anchor: str, accumulators: int,
-                  inline_epilogue, dots=()) -> str:
+                  inline_epilogue, dots=(), pad_in_task=None) -> str:
     """Tile, tensorize and parallelize the integer anchor block ``anchor`` on the intrinsic its ``int8_dot``
-    attribute names (``int8_tile`` says whether the target, with ``dots``, has it); returns the description."""
+    attribute names (``int8_tile`` says whether the target, with ``dots``, has it); returns the description.
+    ``inline_epilogue(sch, store)`` and ``pad_in_task(block)`` are the generic CPU schedule's steps (``schedule_cpu``)
+    that fold the epilogue into the store and compute a depthwise conv's padded input inside its parallel tasks."""
     register_int8_intrinsics()
     v, g = int8_tile(op, attrs, dots)
     intrin = intrinsic_named(attrs["int8_dot"], dots)
     block = sch.get_sblock(anchor, func_name="main")
     if op == "linear":
         return _linear(sch, block, v, g, intrin, accumulators, inline_epilogue)
+    if attrs["int8_dot"] in DEPTHWISE_INT8_DOTS:
+        return _depthwise(sch, block, v, g, intrin, accumulators, inline_epilogue, pad_in_task)
     return _conv(sch, block, v, intrin, accumulators, inline_epilogue)
 
 
@@ -103,6 +113,23 @@ def _conv(sch, block, v, intrin, accumulators, inline_epilogue) -> str:
         sch.unroll(rx)
     _tensorize(sch, block, rco, lanes, write_back, intrin, v)
     return f"int8-tile(u{run},k{blocks},v{v},nchwc,{path_name(intrin)}{',epilogue' if fused else ''})"
+
+
+def _depthwise(sch, block, v, taps, intrin, accumulators, inline_epilogue, pad_in_task) -> str:
+    n, ko, h, w, lanes, ry, rx = sch.get_loops(block)
+    run = _divisor(_extent(sch, w), accumulators)
+    rxo, rxi = sch.split(rx, [None, taps])
+    wo, wi = sch.split(w, [None, run])
+    sch.reorder(n, ko, h, wo, ry, rxo, wi, lanes, rxi)
+    write_back, fused = _store(sch, block, wo, inline_epilogue)
+    # a task per channel block (its input padded once per task, ``schedule_cpu``), or per row where blocks are few
+    outer = [n, ko] if _extent(sch, n) * _extent(sch, ko) >= 8 else [n, ko, h]
+    sch.parallel(sch.fuse(*outer))
+    if pad_in_task is not None:
+        pad_in_task(block)
+    sch.unroll(wi)
+    _tensorize(sch, block, ry, lanes, write_back, intrin, v)
+    return f"int8-tile(u{run},v{v}x{taps}taps,depthwise,{path_name(intrin)}{',epilogue' if fused else ''})"
 
 
 def _conv_tile(out_blocks: int, width: int, accumulators: int) -> tuple[int, int]:

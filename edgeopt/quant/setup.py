@@ -36,9 +36,10 @@ def quantization_pass(quantize, calibration_data, graph, precision: str = "fp32"
 
 def place(pipeline: list, p) -> None:
     """Insert the quantization pass ``p`` into ``pipeline`` (pass objects) at its mode's slot; static int8 and
-    dynamic int8 are followed by ``fold_quantized`` and ``int8_weight_layout`` (integer kernels), unless the
-    pipeline names them already or the target has no 8-bit integers. On such a target (a pass of it guarantees
-    ``int32_only``) ``pack_int8_words`` and the widening pass follow the quantization pass instead."""
+    dynamic int8 are followed by ``fold_quantized`` and ``int8_weight_layout`` (integer kernels; on CPUs also
+    ``depthwise_int8_taps``), unless the pipeline names them already or the target has no 8-bit integers. On such a
+    target (a pass of it guarantees ``int32_only``) ``pack_int8_words`` and the widening pass follow the quantization
+    pass instead."""
     from ..pipeline import FUSION, QUANT_PASSES, get_pass, insert_before
 
     before = QUANT_PASSES[p.config.mode][1]
@@ -52,6 +53,8 @@ def place(pipeline: list, p) -> None:
         insert_before(pipeline, get_pass("fold_quantized"), before)
         insert_before(pipeline, get_pass("int8_weight_layout"), before)
         insert_before(pipeline, get_pass("fold_requantize"), FUSION)
+        if "nchwc_layout" in [q.name for q in pipeline]:  # CPUs: depthwise convs on window-tap dot products
+            insert_before(pipeline, get_pass("depthwise_int8_taps"), FUSION)
     if widen:
         insert_before(pipeline, get_pass("pack_int8_words"), before)
     for name in widen:

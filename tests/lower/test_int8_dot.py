@@ -175,11 +175,14 @@ def test_intrinsic_named_only_where_the_cpu_runs_it():
 
 def test_ir_names_match_the_intrinsics():
     """The IR's table of int8_dot instructions (what the verifier checks weights against) agrees with the kernels."""
-    from edgeopt.ir.ops._common import INT8_DOTS
+    from edgeopt.ir.ops._common import DEPTHWISE_INT8_DOTS, INT8_DOTS
 
-    assert set(INT8_DOTS) == {d.path for d in D.INTRINSICS}
-    for d in D.INTRINSICS:
+    every = (*D.INTRINSICS, *D.DEPTHWISE_INTRINSICS)
+    assert set(INT8_DOTS) == {d.path for d in every}
+    assert DEPTHWISE_INT8_DOTS == {d.path for d in D.DEPTHWISE_INTRINSICS}
+    for d in every:
         assert INT8_DOTS[d.path] == (d.lanes, d.group, D.activation_dtype(d.name), d.weight_max)
+    assert not any(d.depthwise for d in D.INTRINSICS) and all(d.depthwise for d in D.DEPTHWISE_INTRINSICS)
 
 
 def test_register_is_idempotent():

@@ -746,6 +746,16 @@ def quant_cases() -> list[Case]:
         Case("conv2d_nchwc_depthwise_u8_i8", opn("conv2d", "xw", {"weight_layout": "OIHW8o", "layout": "NCHWc",
                                                                   "groups": 16, "padding": [1, 1, 1, 1]}),
              {"x": ints((1, 2, 6, 6, 8), 0, 256, np.uint8)}, {"w": pack_conv_weight(wi8(16, 1, 3, 3), 8)}),
+        # a depthwise conv on window taps (depthwise_int8_taps' "vnni512-dw": 4 taps x 16 channels an instruction),
+        # tensorized where the host has AVX512-VNNI and VBMI: any weights in every tap (the pass's 4th ones are 0)
+        Case("conv2d_nchwc_depthwise_u8_i8_vnni512_dw",
+             opn("conv2d", "xw", {"weight_layout": "OIHW16o", "layout": "NCHWc", "groups": 32,
+                                  "padding": [1, 1, 1, 2], "int8_dot": "vnni512-dw"}),
+             {"x": ints((1, 2, 6, 9, 16), 0, 256, np.uint8)}, {"w": pack_conv_weight(wi8(32, 1, 3, 4), 16)}),
+        Case("conv2d_nchwc_depthwise_u8_i8_vnni512_dw_5x8_stride2",
+             opn("conv2d", "xw", {"weight_layout": "OIHW16o", "layout": "NCHWc", "groups": 16, "stride": [2, 2],
+                                  "padding": [2, 2, 2, 5], "int8_dot": "vnni512-dw"}),
+             {"x": ints((1, 1, 9, 11, 16), 0, 256, np.uint8)}, {"w": pack_conv_weight(wi8(16, 1, 5, 8), 16)}),
     ]
 
 
@@ -866,13 +876,16 @@ def test_every_op_is_covered():
 
 def test_int8_dot_layers_are_tensorized_where_the_cpu_has_the_instruction(target):
     """The quant group's int8 tiles: a layer naming AVX2's vpmaddubsw is tensorized with it on an AVX2 host (and
-    exact: the 7-bit weights include +-64); one naming nothing runs as plain vector code on full 8-bit weights."""
+    exact: the 7-bit weights include +-64); one naming nothing runs as plain vector code on full 8-bit weights; a
+    depthwise conv naming "vnni512-dw" is tensorized where the host has AVX512-VNNI and VBMI, plain code elsewhere."""
     if "avx2" not in target.features:
         pytest.skip("the host CPU has no AVX2")
     cases = [c for c in ALL_CASES["quant"] if c.id in ("linear_u8_i7_oi8o4i_avx2_ubsw", "linear_u8_i8_oi8o4i",
                                                         "conv2d_nchwc_u8_i7_OIHW8o4i_avx2_ubsw",
                                                         "linear_u8_i7_oi16o4i_avx512_ubsw",
-                                                        "conv2d_nchwc_u8_i7_OIHW16o4i_avx512_ubsw")]
+                                                        "conv2d_nchwc_u8_i7_OIHW16o4i_avx512_ubsw",
+                                                        "conv2d_nchwc_depthwise_u8_i8_vnni512_dw",
+                                                        "conv2d_nchwc_depthwise_u8_i8_vnni512_dw_5x8_stride2")]
     lowered, g, spans = check_cases(cases, target)
     kernel_of = {s["node"]: s["kernel"] for s in lowered.plan["steps"]}
     schedule = {k["name"]: k["schedule"] for k in lowered.kernels}
@@ -883,3 +896,6 @@ def test_int8_dot_layers_are_tensorized_where_the_cpu_has_the_instruction(target
     zmm = "avx512bw" in target.features  # an AVX2-only host runs the zmm form's layers as plain vector code
     for name in ("linear_u8_i7_oi16o4i_avx512_ubsw", "conv2d_nchwc_u8_i7_OIHW16o4i_avx512_ubsw"):
         assert (",avx512-ubsw" in desc[name]) == zmm, desc
+    taps = {"avx512vnni", "avx512vbmi"} <= set(target.features)  # vpdpbusd on window taps, vpermb to transpose them
+    for name in ("conv2d_nchwc_depthwise_u8_i8_vnni512_dw", "conv2d_nchwc_depthwise_u8_i8_vnni512_dw_5x8_stride2"):
+        assert (",vnni512-dw" in desc[name]) == taps, desc

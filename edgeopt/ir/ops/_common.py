@@ -57,7 +57,11 @@ def contraction_dtype(op: str, types: list[TensorType]) -> str:
 #: exact for (vpmaddubsw sums u8 x i8 pairs in int16: 7-bit weights only). The verifier checks constant
 #: weights against it.
 INT8_DOTS = {"vnni512": (16, 4, "u8", 128), "vnni256": (8, 4, "u8", 128), "avx512-ubsw": (16, 4, "u8", 64),
-             "avx2-ubsw": (8, 4, "u8", 64), "avx2": (8, 2, "u8", 128), "sdot": (4, 4, "i8", 128)}
+             "avx2-ubsw": (8, 4, "u8", 64), "avx2": (8, 2, "u8", 128), "sdot": (4, 4, "i8", 128),
+             "vnni512-dw": (16, 4, "u8", 128)}
+#: the ones a depthwise conv names: ``lanes`` channels (the NCHW<lanes>c block), each summing ``group`` neighbouring
+#: window taps along a row (the weight's width a multiple of ``group``: ``depthwise_int8_taps``)
+DEPTHWISE_INT8_DOTS = {"vnni512-dw"}
 
 
 def largest_magnitude(w) -> int:
@@ -73,6 +77,8 @@ def check_int8_dot(op: str, attrs, x: TensorType, w: TensorType, tile: tuple[int
         return
     if name not in INT8_DOTS:
         raise OpError(f"{op}: unknown int8_dot {name!r}; known: {', '.join(INT8_DOTS)}")
+    if name in DEPTHWISE_INT8_DOTS:
+        raise OpError(f"{op}: int8_dot {name!r} is for depthwise convs")
     lanes, group, x_dtype, _ = INT8_DOTS[name]
     if tile != (lanes, group) or x.dtype != x_dtype or w.dtype != "i8":
         raise OpError(f"{op}: int8_dot {name!r} reads {x_dtype} activations and i8 weights in [{lanes}, {group}] "

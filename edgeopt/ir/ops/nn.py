@@ -10,7 +10,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from ..registry import OPTIONAL, REQUIRED, OpDef, OpError, register
 from ..types import TensorType
-from ._common import check_int8_dot, contraction_dtype, need_float, same_dtype
+from ._common import DEPTHWISE_INT8_DOTS, INT8_DOTS, check_int8_dot, contraction_dtype, need_float, same_dtype
 from .layout import BLOCKED, PLAIN, block_nchw, blocked_type, data_layout, plain_type, unblock_nchw
 
 
@@ -128,7 +128,10 @@ def _conv_infer(types, attrs):
     blocked, block = data_layout(attrs) == BLOCKED, conv_weight_block(attrs)
     if blocked and not block:
         raise OpError("conv2d: layout NCHWc needs a packed weight (weight_layout 'OIHW<v>o')")
-    check_int8_dot("conv2d", attrs, x, types[1], (conv_weight_block(attrs), conv_weight_group(attrs)))
+    if attrs["groups"] != 1 and attrs.get("int8_dot"):
+        _check_depthwise_int8_dot(attrs, x, types[1])
+    else:
+        check_int8_dot("conv2d", attrs, x, types[1], (conv_weight_block(attrs), conv_weight_group(attrs)))
     x = _plain_input("conv2d", x, attrs)
     w = _conv_weight_oihw_shape(types[1], attrs)
     if blocked and attrs["groups"] != 1 and types[0].shape[4] != block:
@@ -147,6 +150,22 @@ def _conv_infer(types, attrs):
     ow = _out_dim(x.shape[3], w[3], s[1], p[1], p[3], d[1])
     y = TensorType((x.shape[0], w[0], oh, ow), dtype)
     return [blocked_type(y, block) if blocked else y]
+
+
+def _check_depthwise_int8_dot(attrs, x: TensorType, w: TensorType) -> None:
+    """A depthwise conv's ``int8_dot`` names a depthwise instruction, whose NCHW<lanes>c input and "OIHW<lanes>o"
+    weight it has, the weight's width a multiple of the taps the instruction sums."""
+    name = attrs["int8_dot"]
+    if name not in DEPTHWISE_INT8_DOTS:
+        raise OpError(f"conv2d: a depthwise conv's int8_dot must be one of {', '.join(sorted(DEPTHWISE_INT8_DOTS))}, "
+                      f"got {name!r}")
+    lanes, taps, x_dtype, _ = INT8_DOTS[name]
+    if (data_layout(attrs) != BLOCKED or conv_weight_block(attrs) != lanes or conv_weight_group(attrs)
+            or w.rank != 5 or w.shape[3] % taps or attrs["dilation"][1] != 1 or x.dtype != x_dtype or w.dtype != "i8"):
+        raise OpError(f"conv2d: int8_dot {name!r} reads {x_dtype} NCHW{lanes}c inputs and i8 'OIHW{lanes}o' weights "
+                      f"whose width is a multiple of {taps} (dilation 1 along it); got {x.dtype} x {w.dtype} "
+                      f"{list(w.shape)}, layout {attrs.get('layout')!r}, weight_layout {attrs.get('weight_layout')!r}, "
+                      f"dilation {attrs['dilation']}")
 
 
 def _on_plain(ref, xs, attrs, block: int) -> list:
@@ -179,7 +198,9 @@ register(OpDef("conv2d", "contraction", _conv_infer, _conv_ref,
                doc="conv2d(x[N,C,H,W], w[O,C/groups,KH,KW] or packed [O/v,C,KH,KW,v] (weight_layout "
                    "'OIHW<v>o'), [b[O]]); padding is [top, left, bottom, right]. layout 'NCHWc': x is "
                    "[N,C/b,H,W,b] and the result [N,O/v,OH,OW,v]. An integer conv in int8 dot-product tiles "
-                   "('OIHW<v>o<g>i') may name the instruction that reads them (int8_dot)", blocked_layout=True))
+                   "('OIHW<v>o<g>i') may name the instruction that reads them (int8_dot); so may an integer "
+                   "depthwise conv on NCHW<v>c whose 'OIHW<v>o' weight is a multiple of 4 taps wide (vnni512-dw)",
+               blocked_layout=True))
 
 
 def _convT_infer(types, attrs):
