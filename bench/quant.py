@@ -25,6 +25,8 @@ The image's conv: the default (``int8_image_convs="auto"``) quantizes a 7x7 stem
 exact 8-bit pixels with GPTQ's levels and keeps a 3x3 stem float. Lite0 also gets ``int8-img``
 (``int8_image_convs=True``: its 3x3 stem as one int8 conv, nearest levels): agreement and speed, and so does
 MobileNetV2; ResNet-18 gets ``int8-float-stem`` (``int8_image_convs=False``): the speed the default's stem buys.
+On a CPU with AVX512-VNNI and VBMI, Lite0 and MobileNetV2 also get ``int8-plain-dw`` (``disable=
+["depthwise_int8_taps"]``): their depthwise convs on plain vector code, the speed the window-tap kernels buy.
 
 ``--target x86-64-v3 --no-peers``: every edgeopt build for AVX2 + FMA only (int8 on ``vpmaddubsw``, 7-bit weights
 chosen by GPTQ: ``QuantConfig.reduce_range``), timed here: the int8 / fp32 ratio of a CPU without VNNI (Zen 3), as
@@ -124,7 +126,18 @@ def image_accuracy(name: str, args, artifacts: dict) -> list[dict]:
                  "compile_s": round(secs, 1), "top1_agreement": qd.top1_agreement(out, ref),
                  "n_calib": len(calib), "n_eval": len(ev), **_size(c)})
     artifacts[name]["int8-img"] = c
+    if _has_depthwise_taps(args):  # the depthwise convs on plain vector code: what their window-tap kernels buy
+        artifacts[name]["int8-plain-dw"] = _compile(args, model, x1, quantize=_static(args), calibration_data=batches,
+                                                    disable=["depthwise_int8_taps"])[0]
     return rows
+
+
+def _has_depthwise_taps(args) -> bool:
+    from edgeopt.targets import get_target
+
+    from edgeopt.lower.int8_dot import depthwise
+
+    return any(depthwise(name) for name, _, _ in get_target(args.target).int8_dots())
 
 
 def minilm_accuracy(args, artifacts: dict) -> list[dict]:
@@ -215,7 +228,7 @@ def speed(args, artifacts: dict, ort_work: str | None) -> list[dict]:
             inputs = _speed_inputs(model, arts["fp32"], args)
             onnx = ORT_FILES.get(model) if ort_work else None
             workers = {}
-            for variant in ("fp32", "int8", "int8-dynamic", "int8-img", "int8-float-stem"):
+            for variant in ("fp32", "int8", "int8-dynamic", "int8-img", "int8-float-stem", "int8-plain-dw"):
                 if variant not in arts:
                     continue
                 ort_file = None
@@ -253,6 +266,7 @@ def _paired_ratios(times: dict) -> dict:
     pairs = [("edgeopt int8", "edgeopt fp32"), ("edgeopt int8", "onnxruntime int8"),
              ("edgeopt int8-img", "edgeopt fp32"), ("edgeopt int8-img", "onnxruntime int8"),
              ("edgeopt int8-float-stem", "edgeopt fp32"), ("edgeopt int8", "edgeopt int8-float-stem"),
+             ("edgeopt int8", "edgeopt int8-plain-dw"),
              ("edgeopt int8-dynamic", "edgeopt fp32"), ("edgeopt int8-dynamic", "onnxruntime int8"),
              ("edgeopt fp32", "onnxruntime fp32"), ("onnxruntime int8", "onnxruntime fp32")]
     return {f"{a} / {b}": round(statistics.median(x / y for x, y in zip(times[a], times[b])), 3)

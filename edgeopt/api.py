@@ -259,6 +259,7 @@ def optimize_graph(graph, tgt, *, opt_level: int = 2, passes: Sequence | None = 
         from .quant.setup import place
 
         place(pipeline, quantization)
+        pipeline[:] = [q for q in pipeline if q.name not in set(disable)]  # the passes it brings can be disabled too
     if compress is not None:
         pipeline[:0] = compress.passes(sparse_kernels=quantization is None)
     return run_passes(graph, pipeline, tgt)

@@ -5,14 +5,16 @@ A depthwise conv has nothing for a dot product to sum across channels: each outp
 It can sum along the window instead. In NCHW16c, 4 neighbouring pixels of one input row are 64 contiguous bytes,
 [4 taps, 16 channels], and so are 4 taps of an "OIHW16o" weight row; one ``vpermb`` (AVX512-VBMI) transposes each
 to [16 channels, 4 taps] and one ``vpdpbusd`` sums the 4 products of every channel into its int32 lane
-(``edgeopt.lower.int8_dot.VNNI512_DW``). A 3x3 window takes 3 instructions per 16 outputs instead of 9 multiplies
-and 9 adds. Its rows are 3 taps, so this pass gives each row a 4th whose weight is zero, and the conv one more column
-of padding on the right to read it from: every output is the same sum (the padding value times a zero weight).
+(``edgeopt.lower.int8_dot.VNNI512_DW``); ARM's ``sdot`` does the same for 4 channels after one ``tbl`` (``SDOT_DW``,
+NCHW4c, i8 activations). A 3x3 window takes 3 instructions per 16 outputs on x86 instead of 9 multiplies and 9
+adds. Its rows are 3 taps, so this pass gives each row a 4th whose weight is zero, and the conv one more column of
+padding on the right to read it from: every output is the same sum (the padding value times a zero weight).
 
 Requires: ``integer_kernels``, ``nchwc_layout`` (the blocked input and packed "OIHW<v>o" weight), ``unfused``.
-Guarantees: ``depthwise_int8_taps``. Applies where the target has the instruction (``Target.int8_dots()``) to
-integer depthwise convs with a constant i8 weight on u8 NCHW16c inputs and dilation 1 along the width; names it in
-the conv's ``int8_dot`` attribute ("vnni512-dw"), which the CPU schedule tensorizes with.
+Guarantees: ``depthwise_int8_taps``. Applies where the target has such an instruction (``Target.int8_dots()``:
+AVX512-VNNI with VBMI; ARM's dot product) to integer depthwise convs with a constant i8 weight, activations of the
+instruction's dtype in blocks of its lanes, and dilation 1 along the width; names it in the conv's ``int8_dot``
+attribute ("vnni512-dw", "sdot-dw"), which the CPU schedule tensorizes with.
 
 Before (144 channels, 3x3, stride 1):
     %y: i32[1,9,56,56,16] = conv2d(%x_q, %w_OIHW16o) {"groups": 144, "padding": [1, 1, 1, 1], "layout": "NCHWc",
@@ -33,12 +35,16 @@ from edgeopt.ir.ops.nn import conv_weight_block, conv_weight_group
 from edgeopt.pipeline import Pass, register_pass
 
 
-def _widenable(g: Graph, n: Node, lanes: int) -> bool:
+def _instruction(g: Graph, n: Node, paths: list[str]) -> str | None:
+    """The first of ``paths`` (depthwise int8_dot names) that reads integer depthwise conv ``n`` as it is laid out:
+    its channel block, its activations' dtype, a constant i8 weight, dilation 1 along the width."""
     a = n.attrs
-    return (n.op == "conv2d" and a["groups"] != 1 and a.get("layout") == BLOCKED and not a.get("int8_dot")
-            and conv_weight_block(a) == lanes and not conv_weight_group(a) and a["dilation"][1] == 1
-            and len(n.inputs) == 2 and g.is_const(n.inputs[1]) and n.inputs[1].type.dtype == "i8"
-            and n.inputs[0].type.dtype == "u8" and n.outputs[0].type.dtype == "i32")
+    if not (n.op == "conv2d" and a["groups"] != 1 and a.get("layout") == BLOCKED and not a.get("int8_dot")
+            and not conv_weight_group(a) and a["dilation"][1] == 1 and len(n.inputs) == 2
+            and g.is_const(n.inputs[1]) and n.inputs[1].type.dtype == "i8" and n.outputs[0].type.dtype == "i32"):
+        return None
+    return next((p for p in paths if INT8_DOTS[p][0] == conv_weight_block(a)
+                 and INT8_DOTS[p][2] == n.inputs[0].type.dtype), None)
 
 
 @register_pass
@@ -50,16 +56,15 @@ class DepthwiseInt8Taps(Pass):
     def run(self, g: Graph) -> dict:
         from edgeopt.lower.int8_dot import depthwise, path_name
 
-        dots = [d for d in (self.target.int8_dots() if self.target is not None else []) if depthwise(d[0])]
-        if not dots:
-            return {"widened": 0}
-        path = path_name(dots[0][0])
-        lanes, taps = INT8_DOTS[path][:2]
+        paths = [path_name(d[0]) for d in (self.target.int8_dots() if self.target is not None else [])
+                 if depthwise(d[0])]
         widened = 0
         for n in g.nodes:
-            if not _widenable(g, n, lanes):
+            path = _instruction(g, n, paths) if paths else None
+            if path is None:
                 continue
-            w = g.const(n.inputs[1])  # [C/16, 1, KH, KW, 16]
+            taps = INT8_DOTS[path][1]
+            w = g.const(n.inputs[1])  # [C/v, 1, KH, KW, v]
             extra = -w.shape[3] % taps
             if extra:
                 pad = np.zeros((*w.shape[:3], extra, w.shape[4]), w.dtype)

@@ -31,13 +31,16 @@ AVX2_PMADDWD       8      2      ``llvm.x86.avx2.pmadd.wd``               avx2
 AVX2_PMADDWD_X16   8      2      ``llvm.x86.avx2.pmadd.wd``               avx2; x given as int16 (0..255), not u8
 VNNI512_DW         16     4      a shuffle (``vpermb``) of each operand,  avx512vnni, avx512vbmi (+avx512f);
                                  then ``llvm.x86.avx512.vpdpbusd.512``    depthwise convs
+SDOT_DW            4      4      a shuffle (``tbl``) of each operand,     dotprod (+neon); depthwise convs, x i8
+                                 then ``llvm.aarch64.neon.sdot``
 =================  =====  =====  =======================================  ======================================
 
 Each dense one computes ``C[lanes] += sum_{g < group} int32(A[g]) * int32(B[lanes, g])`` with ``A`` a u8 ``[group]``
 slice of one row of ``x``, ``B`` one ``[lanes, group]`` tile of ``wp`` (contiguous: ``lanes * group`` bytes) and ``C``
-``lanes`` contiguous int32 accumulators. The depthwise one computes ``C[c] += sum_{t < 4} int32(A[t, c]) *
-int32(B[t, c])`` for 16 channels ``c``: ``A`` is 4 neighbouring pixels of one row of an NCHW16c input (64 contiguous
-bytes), ``B`` the 4 window taps of an "OIHW16o" weight whose width is a multiple of 4 (``depthwise_int8_taps``).
+``lanes`` contiguous int32 accumulators. The depthwise ones compute ``C[c] += sum_{t < 4} int32(A[t, c]) *
+int32(B[t, c])`` for ``lanes`` channels ``c``: ``A`` is 4 neighbouring pixels of one row of an NCHW<lanes>c input
+(``4 * lanes`` contiguous bytes), ``B`` the 4 window taps of an "OIHW<lanes>o" weight whose width is a multiple of 4
+(``depthwise_int8_taps``).
 
 * The VNNI ones use ``vpdpbusd`` (u8 x i8 products summed in groups of 4 into int32, no saturation). In LLVM 22 (the
   one inside the TVM 0.27 wheel) its operands are ``<64 x i8>`` / ``<32 x i8>`` vectors, not ``<16 x i32>`` as in
@@ -110,7 +113,10 @@ INTRINSICS = (VNNI512, VNNI256, AVX512_PMADDUBSW, AVX2_PMADDUBSW, AVX2_PMADDWD, 
 #: weight tile likewise; ``vpermb`` (AVX512-VBMI) transposes each to the [16 channels, 4 taps] that ``vpdpbusd`` reads
 VNNI512_DW = Int8Dot("edgeopt_x86_vnni512_depthwise_u8i8i32_16x4", "vnni512-dw", 16, 4,
                      (("avx512vnni", "avx512f", "avx512vbmi"),), depthwise=True)
-DEPTHWISE_INTRINSICS = (VNNI512_DW,)
+#: the same on ARM's ``sdot`` (4 channels x 4 taps: 16 bytes, transposed by one ``tbl``), i8 activations
+SDOT_DW = Int8Dot("edgeopt_arm_sdot_depthwise_i8i8i32_4x4", "sdot-dw", 4, 4, (("dotprod", "neon"),), "int8",
+                  depthwise=True)
+DEPTHWISE_INTRINSICS = (VNNI512_DW, SDOT_DW)
 _ALL = (*INTRINSICS, AVX2_PMADDWD_X16, *DEPTHWISE_INTRINSICS)
 _BY_NAME = {d.name: d for d in _ALL}
 _PATHS = {d.path: d for d in _ALL}
@@ -216,18 +222,19 @@ def _sdot_impl(A: T.Buffer((4,), "int8", offset_factor=1), B: T.Buffer((4, 4), "
             dtype="int32x4")
 
 
-#: byte j of a [16, 4] tile comes from byte 16 * (j % 4) + j // 4 of the [4, 16] one (a 4 x 16 byte transpose)
-_TAPS_TO_LANES = [16 * (j % 4) + j // 4 for j in range(64)]
+def _taps_to_lanes(lanes: int) -> list[int]:
+    """Byte j of a [lanes, 4] tile comes from byte lanes * (j % 4) + j // 4 of the [4, lanes] one (a transpose)."""
+    return [lanes * (j % 4) + j // 4 for j in range(4 * lanes)]
 
 
-def _depthwise_desc():
+def _depthwise_desc(lanes: int, x_dtype: str):
     @T.prim_func(s_tir=True)
-    def desc(A: T.Buffer((4, 16), "uint8", offset_factor=1), B: T.Buffer((4, 16), "int8", offset_factor=1),
-             C: T.Buffer((16,), "int32", offset_factor=1)) -> None:
+    def desc(A: T.Buffer((4, lanes), x_dtype, offset_factor=1), B: T.Buffer((4, lanes), "int8", offset_factor=1),
+             C: T.Buffer((lanes,), "int32", offset_factor=1)) -> None:
         with T.sblock("root"):
-            T.reads(C[0:16], A[0:4, 0:16], B[0:4, 0:16])
-            T.writes(C[0:16])
-            for i, k in T.grid(16, 4):
+            T.reads(C[0:lanes], A[0:4, 0:lanes], B[0:4, 0:lanes])
+            T.writes(C[0:lanes])
+            for i, k in T.grid(lanes, 4):
                 with T.sblock("update"):
                     vi, vk = T.axis.remap("SR", [i, k])
                     C[vi] = C[vi] + T.Cast("int32", A[vk, vi]) * T.Cast("int32", B[vk, vi])
@@ -235,21 +242,27 @@ def _depthwise_desc():
     return desc
 
 
-@T.prim_func(s_tir=True)
-def _vnni512_depthwise_impl(A: T.Buffer((4, 16), "uint8", offset_factor=1),
-                            B: T.Buffer((4, 16), "int8", offset_factor=1),
-                            C: T.Buffer((16,), "int32", offset_factor=1)) -> None:
-    """4 taps x 16 channels of x and of the weight (64 contiguous bytes each), transposed to 16 x 4 by a constant
-    shuffle (LLVM: one ``vpermb``; the weight's is loop-invariant over a run of pixels), then one ``vpdpbusd``."""
-    with T.sblock("root"):
-        T.reads(C[0:16], A[0:4, 0:16], B[0:4, 0:16])
-        T.writes(C[0:16])
-        C[T.ramp(T.int32(0), 1, 16)] = T.call_llvm_pure_intrin(
-            T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"),
-            C.vload([0], dtype="int32x16"),
-            T.Shuffle([A.vload([0, 0], dtype="uint8x64")], _TAPS_TO_LANES),
-            T.Shuffle([B.vload([0, 0], dtype="int8x64")], _TAPS_TO_LANES),
-            dtype="int32x16")
+def _depthwise_impl(lanes: int, x_dtype: str, llvm_name: str):
+    """4 taps x ``lanes`` channels of x and of the weight (contiguous bytes each), transposed to ``lanes`` x 4 by a
+    constant shuffle (x86: one ``vpermb``; ARM: one ``tbl``; the weight's is loop-invariant over a run of pixels),
+    then one dot product of x (u8 for ``vpdpbusd``, i8 for ``sdot``) and the i8 weight."""
+    n = 4 * lanes
+    idx = _taps_to_lanes(lanes)
+
+    @T.prim_func(s_tir=True)
+    def impl(A: T.Buffer((4, lanes), x_dtype, offset_factor=1), B: T.Buffer((4, lanes), "int8", offset_factor=1),
+             C: T.Buffer((lanes,), "int32", offset_factor=1)) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:lanes], A[0:4, 0:lanes], B[0:4, 0:lanes])
+            T.writes(C[0:lanes])
+            C[T.ramp(T.int32(0), 1, lanes)] = T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id(llvm_name),
+                C.vload([0], dtype=f"int32x{lanes}"),
+                T.Shuffle([A.vload([0, 0], dtype=f"{x_dtype}x{n}")], idx),
+                T.Shuffle([B.vload([0, 0], dtype=f"int8x{n}")], idx),
+                dtype=f"int32x{lanes}")
+
+    return impl
 
 
 _REGISTERED = False
@@ -264,10 +277,12 @@ def register_int8_intrinsics() -> None:
              AVX512_PMADDUBSW.name: lambda: _pmaddubsw_impl(16), AVX2_PMADDUBSW.name: lambda: _pmaddubsw_impl(8),
              AVX2_PMADDWD.name: lambda: _pmaddwd_impl("uint8"),
              AVX2_PMADDWD_X16.name: lambda: _pmaddwd_impl("int16"),
-             SDOT.name: lambda: _sdot_impl, VNNI512_DW.name: lambda: _vnni512_depthwise_impl}
+             SDOT.name: lambda: _sdot_impl,
+             VNNI512_DW.name: lambda: _depthwise_impl(16, "uint8", "llvm.x86.avx512.vpdpbusd.512"),
+             SDOT_DW.name: lambda: _depthwise_impl(4, "int8", "llvm.aarch64.neon.sdot.v4i32.v16i8")}
     for d in _ALL:
         if TensorIntrin.get(d.name, allow_missing=True) is None:  # e.g. this module was reloaded
-            desc = _depthwise_desc() if d.depthwise else _desc(d.lanes, d.group, d.x_dtype)
+            desc = _depthwise_desc(d.lanes, d.x_dtype) if d.depthwise else _desc(d.lanes, d.group, d.x_dtype)
             TensorIntrin.register(d.name, desc, impls[d.name]())
     _REGISTERED = True
 
@@ -297,7 +312,8 @@ def activation_dtype(name: str) -> str:
 
 
 def depthwise(name: str) -> bool:
-    """Whether intrinsic ``name`` sums a depthwise conv's window taps (``VNNI512_DW``), not a dense layer's inputs."""
+    """Whether intrinsic ``name`` sums a depthwise conv's window taps (``VNNI512_DW``, ``SDOT_DW``), not a dense
+    layer's inputs."""
     return _BY_NAME[name].depthwise
 
 

@@ -36,7 +36,7 @@ def _depthwise(kh: int = 3, kw: int = 3, stride: int = 1, channels: int = 32, bl
 def _run(g: Graph, **target) -> tuple[Graph, dict]:
     after = g.clone()
     p = get_pass("depthwise_int8_taps")
-    p.target = get_target(**(target or ZEN4))
+    p.target = get_target(**(target or ZEN4), check_toolchain=False)
     stats = p.run(after)
     verify(after)
     return after, stats
@@ -44,8 +44,8 @@ def _run(g: Graph, **target) -> tuple[Graph, dict]:
 
 def _x(g: Graph):
     t = g.inputs[0].type
-    lo, hi = (0, 256) if t.dtype == "u8" else (-128, 128)
-    return [RNG.integers(lo, hi, t.shape).astype(t.dtype.replace("u", "uint").replace("i8", "int8"))]
+    lo, hi, dtype = (0, 256, np.uint8) if t.dtype == "u8" else (-128, 128, np.int8)
+    return [RNG.integers(lo, hi, t.shape).astype(dtype)]
 
 
 @pytest.mark.parametrize("kh,kw,stride", [(3, 3, 1), (3, 3, 2), (5, 5, 2), (3, 4, 1)])
@@ -64,6 +64,17 @@ def test_rows_become_whole_groups_of_4_taps_with_the_same_sums(kh, kw, stride):
     assert conv.outputs[0].type == g.nodes[-1].outputs[0].type
     x = _x(g)
     np.testing.assert_array_equal(interpret(after, x)[0], interpret(g, x)[0])
+
+
+def test_arm_dot_product_cpus_take_it_on_4_channel_blocks():
+    """ARM's sdot ("sdot-dw"): NCHW4c blocks of i8 activations, on a CPU with the dot product only."""
+    g = _depthwise(channels=8, block=4, x_dtype="i8")
+    after, stats = _run(g, target="arm", cpu="cortex-a76")
+    assert stats == {"widened": 1} and after.nodes[-1].attrs["int8_dot"] == "sdot-dw"
+    x = _x(g)
+    np.testing.assert_array_equal(interpret(after, x)[0], interpret(g, x)[0])
+    assert _run(g, target="arm", cpu="cortex-a72")[1] == {"widened": 0}  # no dot product
+    assert _run(_depthwise(channels=16, block=8, x_dtype="i8"), target="arm", cpu="cortex-a76")[1] == {"widened": 0}
 
 
 @pytest.mark.parametrize("target", [dict(target="x86", cpu="skylake-avx512"),  # AVX-512 without VNNI or VBMI
@@ -131,3 +142,17 @@ def test_compiled_model_uses_it_on_the_host_and_matches_its_interpreter():
     with torch.no_grad():
         ref = m(x).numpy()
     assert float((ref * got).sum() / np.linalg.norm(ref) / np.linalg.norm(got)) > 0.995
+
+
+def test_disable_leaves_it_out_like_any_pass():
+    """``disable=`` reaches the passes a quantize mode brings into the pipeline too."""
+    torch.manual_seed(0)
+    m, x = _Block().eval(), torch.rand(1, 8, 14, 14)
+    on = edgeopt.compile(m, (x,), target="x86", cpu="znver4", quantize="int8", calibration_data=[x])
+    assert on.report["pass_stats"]["depthwise_int8_taps"] == {"widened": 2}
+    c = edgeopt.compile(m, (x,), target="x86", cpu="znver4", quantize="int8", calibration_data=[x],
+                        disable=["depthwise_int8_taps"])
+    assert "depthwise_int8_taps" not in c.report["pass_stats"]
+    convs = [n for n in c.graph.nodes for n in ([n] if n.op != "fused" else n.body.nodes) if n.op == "conv2d"]
+    assert convs and not any(n.attrs.get("int8_dot") == "vnni512-dw" for n in convs)
+    assert any(n.attrs.get("int8_dot") == "vnni512" for n in convs)  # the dense ones still on dot products

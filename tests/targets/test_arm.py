@@ -220,7 +220,7 @@ def test_static_int8_mobilenet_runs_on_emulated_a72_and_a76(sysroot, tmp_path):
     """Static int8 MobileNetV2 (small) compiled for cortex-a72 and cortex-a76 runs under qemu on each: the same top-1
     class as the host's int8 build, and outputs within a few quantization steps of the reference interpreter on its
     own graph (the integer sums are exact; float requantization may round a value the other way). The A76 library
-    uses SDOT, the A72 one has none (it would die with SIGILL there)."""
+    uses SDOT, its depthwise convs too (on window taps), the A72 one has none (it would die with SIGILL there)."""
     from edgeopt.ir import interpret
     from tests.models.zoo import mobilenet_v2
 
@@ -232,6 +232,8 @@ def test_static_int8_mobilenet_runs_on_emulated_a72_and_a76(sysroot, tmp_path):
     for cpu in ("cortex-a72", "cortex-a76"):
         compiled = edgeopt.compile(model, inputs, target="arm", cpu=cpu, quantize="int8", calibration_data=calibration)
         assert compiled.report["quantization"]["kernels_by_precision"]["int8"] > 10
+        widened = compiled.report["pass_stats"]["depthwise_int8_taps"]["widened"]  # its depthwise convs on sdot
+        assert (widened > 0) == (cpu == "cortex-a76"), (cpu, widened)
         path = tmp_path / f"{cpu}.edgeopt"
         compiled.save(path)
         dots = dot_and_fp16(disassemble(read_artifact(str(path))[1]["kernels.so"], tmp_path))[0]
@@ -241,6 +243,40 @@ def test_static_int8_mobilenet_runs_on_emulated_a72_and_a76(sysroot, tmp_path):
         # its own int8 model (without dot products the 3-channel first conv stays float, unlike the host's)
         own = interpret(compiled.graph, [x.numpy() for x in inputs])[0]
         assert rel_err(own, got) <= 0.05, (cpu, rel_err(own, got))
+
+
+@needs_cc
+@needs_qemu
+def test_depthwise_int8_on_window_taps_is_exact_on_emulated_a76(sysroot, tmp_path):
+    """Integer depthwise convs on ``sdot`` over window taps ("sdot-dw": 4 neighbouring pixels x 4 channels, 16 bytes
+    transposed by one ``tbl``), a 3x4 window and a 5x8 one at stride 2, give the interpreter's int32 sums exactly
+    under qemu's Cortex-A76, with any weights in every tap."""
+    from edgeopt.api import compile_graph
+    from edgeopt.ir import Graph, TensorType, interpret
+    from edgeopt.ir.ops.nn import pack_conv_weight
+
+    rng = np.random.default_rng(0)
+    g = Graph()
+    x = g.add_input("x", TensorType((1, 2, 9, 11, 4), "i8"))
+    outs = []
+    for kh, kw, stride, pad in ((3, 4, 1, [1, 1, 1, 2]), (5, 8, 2, [2, 2, 2, 5])):
+        w = pack_conv_weight(rng.integers(-128, 128, (8, 1, kh, kw)).astype(np.int8), 4)
+        outs.append(g.add("conv2d", [x, g.add_const(w, f"w{kh}")],
+                          {"groups": 8, "stride": [stride, stride], "padding": pad, "layout": "NCHWc",
+                           "weight_layout": "OIHW4o", "int8_dot": "sdot-dw"}))
+    g.set_outputs(outs)
+    xs = [rng.integers(-128, 128, (1, 2, 9, 11, 4)).astype(np.int8)]
+    want = interpret(g, xs)
+    compiled = compile_graph(g, get_target("arm", cpu="cortex-a76"))
+    tiles = [k["schedule"] for k in compiled.report["kernels"] if ",sdot-dw" in k["schedule"]]
+    assert len(tiles) == 2, compiled.report["kernels"]
+    path = tmp_path / "dw.edgeopt"
+    compiled.save(path)
+    code = disassemble(read_artifact(str(path))[1]["kernels.so"], tmp_path)
+    assert dot_and_fp16(code)[0] > 0 and any(i.startswith("tbl") for i in code)
+    got = emulate.run(path, xs, cpu="cortex-a76", build=sysroot)
+    for a, b in zip(got, want):
+        np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.slow

@@ -58,10 +58,10 @@ def contraction_dtype(op: str, types: list[TensorType]) -> str:
 #: weights against it.
 INT8_DOTS = {"vnni512": (16, 4, "u8", 128), "vnni256": (8, 4, "u8", 128), "avx512-ubsw": (16, 4, "u8", 64),
              "avx2-ubsw": (8, 4, "u8", 64), "avx2": (8, 2, "u8", 128), "sdot": (4, 4, "i8", 128),
-             "vnni512-dw": (16, 4, "u8", 128)}
+             "vnni512-dw": (16, 4, "u8", 128), "sdot-dw": (4, 4, "i8", 128)}
 #: the ones a depthwise conv names: ``lanes`` channels (the NCHW<lanes>c block), each summing ``group`` neighbouring
 #: window taps along a row (the weight's width a multiple of ``group``: ``depthwise_int8_taps``)
-DEPTHWISE_INT8_DOTS = {"vnni512-dw"}
+DEPTHWISE_INT8_DOTS = {"vnni512-dw", "sdot-dw"}
 
 
 def largest_magnitude(w) -> int:
