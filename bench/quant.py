@@ -127,7 +127,8 @@ def image_accuracy(name: str, args, artifacts: dict) -> list[dict]:
                  "n_calib": len(calib), "n_eval": len(ev), **_size(c)})
     artifacts[name]["int8-img"] = c
     if _has_depthwise_taps(args):  # the depthwise convs on plain vector code: what their window-tap kernels buy
-        artifacts[name]["int8-plain-dw"] = _compile(args, model, x1, quantize=_static(args), calibration_data=batches,
+        plain = _static(args, calibrator=args.calibrators[0])  # the int8 build's, so that only the kernels differ
+        artifacts[name]["int8-plain-dw"] = _compile(args, model, x1, quantize=plain, calibration_data=batches,
                                                     disable=["depthwise_int8_taps"])[0]
     return rows
 
@@ -135,9 +136,9 @@ def image_accuracy(name: str, args, artifacts: dict) -> list[dict]:
 def _has_depthwise_taps(args) -> bool:
     from edgeopt.targets import get_target
 
-    from edgeopt.lower.int8_dot import depthwise
+    from edgeopt.lower.int8_dot import is_depthwise
 
-    return any(depthwise(name) for name, _, _ in get_target(args.target).int8_dots())
+    return any(is_depthwise(name) for name, _, _ in get_target(args.target).int8_dots())
 
 
 def minilm_accuracy(args, artifacts: dict) -> list[dict]:

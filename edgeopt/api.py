@@ -245,6 +245,20 @@ def is_onnx(model) -> bool:
     return type(model).__name__ == "ModelProto" and type(model).__module__.startswith("onnx")
 
 
+def _disable_quantization_passes(pipeline: list, quantization, disable: set) -> None:
+    """``disable`` reaches the passes a quantize mode brings (``depthwise_int8_taps``, ``fold_requantize``...) too,
+    except the ones the mode is: the quantization pass itself and the integer-kernel fold."""
+    from .errors import PassError
+
+    if quantization.name in disable:
+        raise PassError(f"pass {quantization.name!r} cannot be disabled: it is quantize={quantization.config.mode!r}; "
+                        "compile without quantize= instead")
+    if "fold_quantized" in disable and "fold_quantized" in [q.name for q in pipeline]:
+        raise PassError("pass 'fold_quantized' cannot be disabled: for float kernels on dequantized values use "
+                        "quantize=QuantConfig(..., integer_kernels=False)")
+    pipeline[:] = [q for q in pipeline if q.name not in disable]
+
+
 def optimize_graph(graph, tgt, *, opt_level: int = 2, passes: Sequence | None = None,
                    disable: Sequence[str] = (), quantization=None, compress=None) -> list[dict]:
     """Verify the traced graph and run the pass pipeline on it (in place); returns the passes' records.
@@ -259,7 +273,7 @@ def optimize_graph(graph, tgt, *, opt_level: int = 2, passes: Sequence | None = 
         from .quant.setup import place
 
         place(pipeline, quantization)
-        pipeline[:] = [q for q in pipeline if q.name not in set(disable)]  # the passes it brings can be disabled too
+        _disable_quantization_passes(pipeline, quantization, set(disable))
     if compress is not None:
         pipeline[:0] = compress.passes(sparse_kernels=quantization is None)
     return run_passes(graph, pipeline, tgt)

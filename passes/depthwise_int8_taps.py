@@ -12,9 +12,10 @@ padding on the right to read it from: every output is the same sum (the padding 
 
 Requires: ``integer_kernels``, ``nchwc_layout`` (the blocked input and packed "OIHW<v>o" weight), ``unfused``.
 Guarantees: ``depthwise_int8_taps``. Applies where the target has such an instruction (``Target.int8_dots()``:
-AVX512-VNNI with VBMI; ARM's dot product) to integer depthwise convs with a constant i8 weight, activations of the
-instruction's dtype in blocks of its lanes, and dilation 1 along the width; names it in the conv's ``int8_dot``
-attribute ("vnni512-dw", "sdot-dw"), which the CPU schedule tensorizes with.
+AVX512-VNNI with VBMI; ARM's dot product) to integer depthwise convs (i32 sums, no bias input) that name no
+``int8_dot`` yet, with a constant i8 weight, activations of the instruction's dtype in blocks of its lanes, and
+dilation 1 along the width; names it in the conv's ``int8_dot`` attribute ("vnni512-dw", "sdot-dw"), which the CPU
+schedule tensorizes with. Convs that share a weight share its widened copy.
 
 Before (144 channels, 3x3, stride 1):
     %y: i32[1,9,56,56,16] = conv2d(%x_q, %w_OIHW16o) {"groups": 144, "padding": [1, 1, 1, 1], "layout": "NCHWc",
@@ -54,11 +55,11 @@ class DepthwiseInt8Taps(Pass):
     guarantees = ("depthwise_int8_taps",)
 
     def run(self, g: Graph) -> dict:
-        from edgeopt.lower.int8_dot import depthwise, path_name
+        from edgeopt.lower.int8_dot import is_depthwise, path_name
 
         paths = [path_name(d[0]) for d in (self.target.int8_dots() if self.target is not None else [])
-                 if depthwise(d[0])]
-        widened = 0
+                 if is_depthwise(d[0])]
+        widened, copies = 0, {}  # weight value -> its widened copy
         for n in g.nodes:
             path = _instruction(g, n, paths) if paths else None
             if path is None:
@@ -67,8 +68,11 @@ class DepthwiseInt8Taps(Pass):
             w = g.const(n.inputs[1])  # [C/v, 1, KH, KW, v]
             extra = -w.shape[3] % taps
             if extra:
-                pad = np.zeros((*w.shape[:3], extra, w.shape[4]), w.dtype)
-                n.inputs[1] = g.add_const(np.concatenate([w, pad], axis=3), f"{n.inputs[1].name}_taps{taps}")
+                if n.inputs[1] not in copies:
+                    pad = np.zeros((*w.shape[:3], extra, w.shape[4]), w.dtype)
+                    copies[n.inputs[1]] = g.add_const(np.concatenate([w, pad], axis=3),
+                                                      f"{n.inputs[1].name}_taps{taps}")
+                n.inputs[1] = copies[n.inputs[1]]
                 top, left, bottom, right = n.attrs["padding"]
                 n.attrs["padding"] = [top, left, bottom, right + extra]
             n.attrs["int8_dot"] = path

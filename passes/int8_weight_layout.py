@@ -56,9 +56,10 @@ def layer_int8_dot(n: Node, w_shape: tuple, dots, x_dtype: str, w_max: int) -> t
     integer layer ``n`` on, given its weight's shape in the layer's plain layout, its activations' dtype and its
     largest |weight|; None where it stays plain vector code (a depthwise conv, a matmul, a shape no instruction
     fits). The quantizers ask it too, to give 7-bit weights only to layers that an instruction needing them runs."""
-    from edgeopt.lower.int8_dot import activation_dtype, weight_limit
+    from edgeopt.lower.int8_dot import activation_dtype, is_depthwise, weight_limit
 
-    dots = [d for d in dots if activation_dtype(d[0]) == x_dtype]  # u8 on x86, i8 for ARM's SDOT
+    # u8 on x86, i8 for ARM's SDOT; a dense layer's (the depthwise ones sum window taps: depthwise_int8_taps)
+    dots = [d for d in dots if activation_dtype(d[0]) == x_dtype and not is_depthwise(d[0])]
     if n.op == "linear" and n.attrs["weight_layout"] in ("oi", "io"):
         outputs, inputs = w_shape if n.attrs["weight_layout"] == "oi" else w_shape[::-1]
     elif (n.op == "conv2d" and n.attrs["weight_layout"] == "OIHW" and n.attrs["groups"] == 1

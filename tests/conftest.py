@@ -27,6 +27,16 @@ def pytest_unconfigure(config):
 _COMPILED: dict = {}
 
 
+def host_has_depthwise_int8_dot() -> bool:
+    """Whether the host runs integer depthwise convs on a dot product over window taps (``depthwise_int8_taps``:
+    AVX512-VNNI with VBMI, or ARM's sdot)."""
+    from edgeopt.targets import get_target
+
+    from edgeopt.lower.int8_dot import is_depthwise
+
+    return any(is_depthwise(name) for name, _, _ in get_target("host").int8_dots())
+
+
 def compile_zoo(name: str, small: bool = True, **options):
     """(model, inputs, compiled) for a zoo model, cached for the whole test process."""
     import edgeopt

@@ -76,7 +76,7 @@ from tvm.script import tirx as T
 __all__ = ["INTRINSICS", "DEPTHWISE_INTRINSICS", "Int8Dot", "register_int8_intrinsics", "pick_int8_dot",
            "pack_int8_weight", "int8_linear_func", "schedule_int8_linear", "default_tile", "schedule_linear_plain",
            "build_int8_linear", "assembly", "target_features", "weight_limit", "intrinsic_named", "path_name",
-           "usable_int8_dots", "depthwise", "activation_dtype"]
+           "usable_int8_dots", "is_depthwise", "activation_dtype"]
 
 
 @dataclass(frozen=True)
@@ -302,7 +302,7 @@ def pick_int8_dot(features, weight_max: int = 128) -> tuple[str, int, int] | Non
         if features.kind.name != "llvm" or "aarch64" in str(features.attrs.get("mtriple", "")):
             return None
         features = target_features(features)
-    return next((d for d in usable_int8_dots(features) if weight_limit(d[0]) >= weight_max and not depthwise(d[0])),
+    return next((d for d in usable_int8_dots(features) if weight_limit(d[0]) >= weight_max and not is_depthwise(d[0])),
                 None)
 
 
@@ -311,7 +311,7 @@ def activation_dtype(name: str) -> str:
     return "i8" if _BY_NAME[name].x_dtype == "int8" else "u8"
 
 
-def depthwise(name: str) -> bool:
+def is_depthwise(name: str) -> bool:
     """Whether intrinsic ``name`` sums a depthwise conv's window taps (``VNNI512_DW``, ``SDOT_DW``), not a dense
     layer's inputs."""
     return _BY_NAME[name].depthwise
@@ -338,7 +338,7 @@ def path_name(name: str) -> str:
 def usable_int8_dots(features) -> list[tuple[str, int, int]]:
     """Every intrinsic ``features`` (LLVM feature names) can run, as ``(name, lanes, group)``: the dense layers' best
     first (a layer whose output count the widest one's lanes do not divide can use a narrower one: VNNI-256 beside
-    VNNI-512), then the depthwise convs' (``depthwise(name)``)."""
+    VNNI-512), then the depthwise convs' (``is_depthwise(name)``)."""
     feats = {f.lstrip("+") for f in features}
     return [(d.name, d.lanes, d.group) for d in (*INTRINSICS, *DEPTHWISE_INTRINSICS)
             if any(all(f in feats for f in alt) for alt in d.needs)]
@@ -479,7 +479,10 @@ def build_int8_linear(M: int, K: int, N: int, target, path: str = "auto", rows: 
         lanes, group, x_dtype = (16 if wide else 8), (plain_group or 4), "uint8"
         intrin = None
     else:
-        d = _PATHS[path]
+        d = _PATHS.get(path)
+        if d is None or d.depthwise:
+            raise ValueError(f"build_int8_linear: unknown path {path!r}; one of auto, plain, "
+                             f"{', '.join(p for p, e in _PATHS.items() if not e.depthwise)}")
         lanes, group, intrin, x_dtype = d.lanes, d.group, d.name, d.x_dtype
     kp, np_ = _round_up(K, group), _round_up(N, lanes)
     d_rows, d_vectors = default_tile(path, M, np_, target)

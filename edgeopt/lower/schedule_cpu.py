@@ -34,7 +34,7 @@ from tvm.s_tir import Schedule
 
 from ..ir.ops.linalg import linear_weight_block
 from ..ir.ops.nn import conv_weight_block
-from .schedule_int8 import int8_tile, schedule_int8
+from .schedule_int8 import CHANNEL_BLOCK_TASKS, int8_tile, schedule_int8
 
 TILED_OPS = {"conv2d", "conv_transpose2d", "matmul", "linear", "max_pool2d", "avg_pool2d"}
 #: which output axis to unroll (register-block) for each tiled op, counted from the front (None: none)
@@ -380,7 +380,7 @@ def _tile_anchor(sch: Schedule, block, op: str, lanes: int, attrs: dict, accumul
         par = outer  # few rows (a matrix-vector product: an LLM's decode step): the column panels are the tasks
     if _pad_in_task(op, attrs) and len(par) > 2:
         blocks = math.prod(_extents(sch, par[:2]))
-        par = par[:2] if blocks >= 8 else par[:3]  # a task per channel block (per row if few): pads computed once
+        par = par[:2] if blocks >= CHANNEL_BLOCK_TASKS else par[:3]  # pads computed once per task
     if par and max(_extents(sch, par)) > 1:
         _parallel(sch, par)
     if v > 1:

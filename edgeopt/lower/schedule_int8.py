@@ -35,6 +35,9 @@ from ..ir.ops.nn import conv_weight_block, conv_weight_group
 from .int8_dot import intrinsic_named, path_name, register_int8_intrinsics
 
 _MIN_PARALLEL = 4096
+#: a depthwise conv or pool on blocked tensors runs one parallel task per channel block where it has this many blocks
+#: (each task pads its block's input once), else one per output row
+CHANNEL_BLOCK_TASKS = 8
 
 
 def int8_tile(op: str, attrs: dict, dots=()) -> tuple[int, int] | None:
@@ -123,7 +126,7 @@ def _depthwise(sch, block, v, taps, intrin, accumulators, inline_epilogue, pad_i
     sch.reorder(n, ko, h, wo, ry, rxo, wi, lanes, rxi)
     write_back, fused = _store(sch, block, wo, inline_epilogue)
     # a task per channel block (its input padded once per task, ``schedule_cpu``), or per row where blocks are few
-    outer = [n, ko] if _extent(sch, n) * _extent(sch, ko) >= 8 else [n, ko, h]
+    outer = [n, ko] if _extent(sch, n) * _extent(sch, ko) >= CHANNEL_BLOCK_TASKS else [n, ko, h]
     sch.parallel(sch.fuse(*outer))
     if pad_in_task is not None:
         pad_in_task(block)

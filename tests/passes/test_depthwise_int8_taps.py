@@ -9,25 +9,28 @@ import torch
 from edgeopt.targets import get_target
 
 import edgeopt
+from edgeopt.errors import PassError
 from edgeopt.ir import Graph, TensorType, interpret, verify
 from edgeopt.ir.ops.nn import pack_conv_weight
 from edgeopt.ir.registry import OpError
 from edgeopt.ir.verify import VerificationError
 from edgeopt.pipeline import get_pass
+from tests.conftest import host_has_depthwise_int8_dot
 
 RNG = np.random.default_rng(5)
 ZEN4 = dict(target="x86", cpu="znver4")  # AVX512-VNNI and VBMI
 
 
 def _depthwise(kh: int = 3, kw: int = 3, stride: int = 1, channels: int = 32, block: int = 16,
-               x_dtype: str = "u8") -> Graph:
+               x_dtype: str = "u8", dilation: int = 1) -> Graph:
     """An integer depthwise conv as nchwc_layout leaves it: u8 NCHW<block>c input, i8 "OIHW<block>o" weight."""
     g = Graph()
     x = g.add_input("x", TensorType((1, channels // block, 9, 11, block), x_dtype))
     w = pack_conv_weight(RNG.integers(-128, 128, (channels, 1, kh, kw)).astype(np.int8), block)
     pad = [kh // 2, kw // 2, kh // 2, kw // 2]
     y = g.add("conv2d", [x, g.add_const(w, "w")], {"groups": channels, "stride": [stride, stride], "padding": pad,
-                                                   "layout": "NCHWc", "weight_layout": f"OIHW{block}o"}, name="acc")
+                                                   "dilation": [1, dilation], "layout": "NCHWc",
+                                                   "weight_layout": f"OIHW{block}o"}, name="acc")
     g.set_outputs([y])
     verify(g)
     return g
@@ -64,6 +67,21 @@ def test_rows_become_whole_groups_of_4_taps_with_the_same_sums(kh, kw, stride):
     assert conv.outputs[0].type == g.nodes[-1].outputs[0].type
     x = _x(g)
     np.testing.assert_array_equal(interpret(after, x)[0], interpret(g, x)[0])
+    again, stats = _run(after)  # a named conv is left as it is
+    assert stats == {"widened": 0} and again.const(again.nodes[-1].inputs[1]).shape == w_after.shape
+
+
+def test_convs_sharing_a_weight_share_its_widened_copy():
+    g = _depthwise()
+    conv = g.nodes[-1]
+    second = g.add("conv2d", list(conv.inputs), dict(conv.attrs), name="acc2")
+    g.set_outputs([conv.outputs[0], second])
+    after, stats = _run(g)
+    assert stats == {"widened": 2}
+    assert after.nodes[0].inputs[1] is after.nodes[1].inputs[1] and len(after.const_values) == 1
+    x = _x(g)
+    for a, b in zip(interpret(after, x), interpret(g, x)):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_arm_dot_product_cpus_take_it_on_4_channel_blocks():
@@ -78,6 +96,7 @@ def test_arm_dot_product_cpus_take_it_on_4_channel_blocks():
 
 
 @pytest.mark.parametrize("target", [dict(target="x86", cpu="skylake-avx512"),  # AVX-512 without VNNI or VBMI
+                                    dict(target="x86", cpu="cascadelake"),  # AVX512-VNNI without VBMI
                                     dict(target="x86", cpu="znver3"),  # AVX2
                                     dict(target="x86", cpu="alderlake")])  # AVX-VNNI, no AVX-512
 def test_targets_without_the_instruction_keep_the_conv(target):
@@ -86,8 +105,9 @@ def test_targets_without_the_instruction_keep_the_conv(target):
     assert after.nodes[-1].attrs.get("int8_dot") is None and after.const(after.nodes[-1].inputs[1]).shape[3] == 3
 
 
-@pytest.mark.parametrize("graph", [lambda: _depthwise(block=8, channels=16),  # an 8-channel block (24 channels...)
-                                   lambda: _depthwise(x_dtype="i8")])  # signed activations (ARM's)
+@pytest.mark.parametrize("graph", [lambda: _depthwise(block=8, channels=16),  # an 8-channel block (VNNI reads 16)
+                                   lambda: _depthwise(x_dtype="i8"),  # signed activations (ARM's)
+                                   lambda: _depthwise(dilation=2)])  # taps 2 pixels apart: not one contiguous run
 def test_other_convs_are_left_alone(graph):
     after, stats = _run(graph())
     assert stats == {"widened": 0}
@@ -132,9 +152,8 @@ def test_compiled_model_uses_it_on_the_host_and_matches_its_interpreter():
     c = edgeopt.compile(m, (x,), quantize="int8", calibration_data=cal)
     convs = [n for n in c.graph.nodes for n in ([n] if n.op != "fused" else n.body.nodes)
              if n.op == "conv2d" and n.attrs["groups"] != 1]
-    host = get_target("host")
-    has = {"avx512vnni", "avx512vbmi"} <= set(host.features) and host.arch == "x86_64"
-    assert len(convs) == 2 and all((n.attrs.get("int8_dot") == "vnni512-dw") == has for n in convs), convs
+    has = host_has_depthwise_int8_dot()
+    assert len(convs) == 2 and all(bool(n.attrs.get("int8_dot")) == has for n in convs), convs
     tiles = [k["schedule"] for k in c.report["kernels"] if "depthwise" in k["schedule"]]
     assert len(tiles) == (2 if has else 0), c.report["kernels"]
     got = c(x.numpy())
@@ -144,15 +163,37 @@ def test_compiled_model_uses_it_on_the_host_and_matches_its_interpreter():
     assert float((ref * got).sum() / np.linalg.norm(ref) / np.linalg.norm(got)) > 0.995
 
 
-def test_disable_leaves_it_out_like_any_pass():
-    """``disable=`` reaches the passes a quantize mode brings into the pipeline too."""
+def _disassembly(compiled, tmp_path) -> str:
+    import shutil
+    import subprocess
+
+    from edgeopt.runtime.artifact import read_artifact
+
+    if not shutil.which("objdump"):
+        pytest.skip("objdump is not installed (binutils)")
+    compiled.save(tmp_path / "m.edgeopt")
+    (tmp_path / "k.so").write_bytes(read_artifact(str(tmp_path / "m.edgeopt"))[1]["kernels.so"])
+    out = subprocess.run(["objdump", "-d", "--no-show-raw-insn", str(tmp_path / "k.so")], capture_output=True,
+                         text=True, check=True).stdout
+    return out.replace("\t", " ")
+
+
+def test_disable_leaves_it_out_like_any_pass(tmp_path):
+    """``disable=`` reaches the passes a quantize mode brings into the pipeline too, but not the ones the mode is."""
     torch.manual_seed(0)
     m, x = _Block().eval(), torch.rand(1, 8, 14, 14)
     on = edgeopt.compile(m, (x,), target="x86", cpu="znver4", quantize="int8", calibration_data=[x])
     assert on.report["pass_stats"]["depthwise_int8_taps"] == {"widened": 2}
+    # built for Zen 4 on any x86 host: both kernels tensorized, vpermb feeding vpdpbusd in the library
+    assert sum(",vnni512-dw" in k["schedule"] for k in on.report["kernels"]) == 2, on.report["kernels"]
+    code = _disassembly(on, tmp_path)
+    assert " vpermb " in code and " vpdpbusd " in code
     c = edgeopt.compile(m, (x,), target="x86", cpu="znver4", quantize="int8", calibration_data=[x],
                         disable=["depthwise_int8_taps"])
     assert "depthwise_int8_taps" not in c.report["pass_stats"]
     convs = [n for n in c.graph.nodes for n in ([n] if n.op != "fused" else n.body.nodes) if n.op == "conv2d"]
     assert convs and not any(n.attrs.get("int8_dot") == "vnni512-dw" for n in convs)
     assert any(n.attrs.get("int8_dot") == "vnni512" for n in convs)  # the dense ones still on dot products
+    for name, hint in (("quantize_static", "without quantize="), ("fold_quantized", "integer_kernels=False")):
+        with pytest.raises(PassError, match=hint):
+            edgeopt.compile(m, (x,), quantize="int8", calibration_data=[x], disable=[name])

@@ -262,9 +262,9 @@ def test_compiled_static_int8_matches_interpreter_and_torch():
     if compiled_target_has_int8_dot():
         # the first conv's 3 channels padded to 4 and the 1x1 conv on dot products; the depthwise on window taps
         # where the CPU has AVX512-VNNI and VBMI (depthwise_int8_taps), else on plain vectors
-        from edgeopt.targets import get_target
+        from tests.conftest import host_has_depthwise_int8_dot
 
-        taps = {"avx512vnni", "avx512vbmi"} <= set(get_target("host").features)
+        taps = host_has_depthwise_int8_dot()
         assert len(convs) == 3 and [k["schedule"].startswith("int8-tile(") for k in integer] == [True, taps, True]
         assert "pad" in integer[0]["ops"], integer[0]
     else:  # the first conv (3 input channels) stays float

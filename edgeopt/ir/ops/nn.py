@@ -199,7 +199,8 @@ register(OpDef("conv2d", "contraction", _conv_infer, _conv_ref,
                    "'OIHW<v>o'), [b[O]]); padding is [top, left, bottom, right]. layout 'NCHWc': x is "
                    "[N,C/b,H,W,b] and the result [N,O/v,OH,OW,v]. An integer conv in int8 dot-product tiles "
                    "('OIHW<v>o<g>i') may name the instruction that reads them (int8_dot); so may an integer "
-                   "depthwise conv on NCHW<v>c whose 'OIHW<v>o' weight is a multiple of 4 taps wide (vnni512-dw)",
+                   "depthwise conv on NCHW<v>c whose 'OIHW<v>o' weight is a multiple of 4 taps wide (vnni512-dw, "
+                   "sdot-dw)",
                blocked_layout=True))
 
 

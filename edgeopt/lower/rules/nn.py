@@ -42,7 +42,8 @@ def layout_transform(ins, attrs, out, op):
 def _conv2d_blocked(x, w, attrs, out):
     """NCHW<b>c conv: x [N, C/b, H, W, b], packed w [O/v, C/groups, KH, KW, v] -> [N, O/v, OH, OW, v].
 
-    The reduction axes are the input-channel blocks, the window, then the channels of a block (contiguous in x).
+    The reduction axes are the input-channel blocks, the window, then the channels of a block (contiguous in x); a
+    depthwise conv's loops are (n, k, h, w, v, ry, rx), the order ``schedule_int8``'s window-tap kernel splits.
     The CPU schedules put a block's channels (or its groups of g, for int8 dot products) outside the window, the
     order the packed weight is stored in, so a kernel reads it as one stream (``schedule_cpu``, ``schedule_int8``)."""
     (sh, sw), (dh, dw) = attrs["stride"], attrs["dilation"]
