@@ -15,9 +15,10 @@ layer's ``int8_dot`` attribute; a kernel whose instruction the target lacks runs
             sequential stream the hardware prefetcher follows: when other work has pushed the weights out of the
             caches (a model's 11 MB of them, a busy machine), ResNet-18's 512-channel convs run 1.5x their
             warm-cache time with the taps outside the groups, 1.1x with them inside.
-    depthwise: (``depthwise_int8_taps``' "vnni512-dw") a run of output pixels x one block of 16 channels; per window
-            row and group of 4 taps, the weight tile is transposed once and meets each pixel's 4 neighbouring input
-            pixels (one 64-byte load and one ``vpermb`` each); a task per channel block pads its input itself
+    depthwise: (``depthwise_int8_taps``' "vnni512-dw", "sdot-dw") a run of output pixels x one block of v channels;
+            per window row and group of 4 taps, the weight tile is transposed once and meets each pixel's 4
+            neighbouring input pixels (one load and one ``vpermb`` / ``tbl`` each); a task per channel block pads its
+            input itself
 
 The epilogue (requantize, bias, activation, the next layer's quantize) is folded into the store of the int32
 accumulators, as for float kernels.
