@@ -266,4 +266,5 @@ def test_targets_pass_their_registers_to_the_schedule(monkeypatch):
         t.schedule(None, "relu", t.vector_lanes(32))
     assert seen == [(8, 16, ["avx2-ubsw", "avx2"]),  # and its int8 dot products: AVX-512 without VNNI has vpmaddubsw
                     (16, 32, ["avx512-ubsw", "avx2-ubsw", "avx2"]),  # on zmm registers too
-                    (16, 32, ["vnni512", "vnni256", "avx512-ubsw", "avx2-ubsw", "avx2"])]
+                    (16, 32, ["vnni512", "vnni256", "avx512-ubsw", "avx2-ubsw", "avx2",
+                              "vnni512-dw"])]  # and VBMI: depthwise convs on window taps
