@@ -6,9 +6,10 @@ It can sum along the window instead. In NCHW16c, 4 neighbouring pixels of one in
 [4 taps, 16 channels], and so are 4 taps of an "OIHW16o" weight row; one ``vpermb`` (AVX512-VBMI) transposes each
 to [16 channels, 4 taps] and one ``vpdpbusd`` sums the 4 products of every channel into its int32 lane
 (``edgeopt.lower.int8_dot.VNNI512_DW``); ARM's ``sdot`` does the same for 4 channels after one ``tbl`` (``SDOT_DW``,
-NCHW4c, i8 activations). A 3x3 window takes 3 instructions per 16 outputs on x86 instead of 9 multiplies and 9
-adds. Its rows are 3 taps, so this pass gives each row a 4th whose weight is zero, and the conv one more column of
-padding on the right to read it from: every output is the same sum (the padding value times a zero weight).
+NCHW4c, i8 activations). A 3x3 window takes 3 ``vpermb`` and 3 ``vpdpbusd`` per 16 outputs on x86 (the weight's
+``vpermb`` shared by a run of pixels) instead of 9 multiplies and 9 adds. Its rows are 3 taps, so this pass gives
+each row a 4th whose weight is zero, and the conv one more column of padding on the right to read it from: every
+output is the same sum (the padding value times a zero weight).
 
 Requires: ``integer_kernels``, ``nchwc_layout`` (the blocked input and packed "OIHW<v>o" weight), ``unfused``.
 Guarantees: ``depthwise_int8_taps``. Applies where the target has such an instruction (``Target.int8_dots()``:
@@ -68,10 +69,9 @@ class DepthwiseInt8Taps(Pass):
             w = g.const(n.inputs[1])  # [C/v, 1, KH, KW, v]
             extra = -w.shape[3] % taps
             if extra:
-                if n.inputs[1] not in copies:
-                    pad = np.zeros((*w.shape[:3], extra, w.shape[4]), w.dtype)
-                    copies[n.inputs[1]] = g.add_const(np.concatenate([w, pad], axis=3),
-                                                      f"{n.inputs[1].name}_taps{taps}")
+                if n.inputs[1] not in copies:  # zero taps at the end of each row
+                    wide = np.pad(w, [(0, 0), (0, 0), (0, 0), (0, extra), (0, 0)])
+                    copies[n.inputs[1]] = g.add_const(wide, f"{n.inputs[1].name}_taps{taps}")
                 n.inputs[1] = copies[n.inputs[1]]
                 top, left, bottom, right = n.attrs["padding"]
                 n.attrs["padding"] = [top, left, bottom, right + extra]

@@ -101,11 +101,23 @@ def same_bytes(a: list[np.ndarray], b: list[np.ndarray]) -> bool:
                                     for x, y in zip(a, b))
 
 
-def newest_glibc(library: bytes, objdump: str = "objdump") -> tuple[int, ...]:
-    """The newest GLIBC_x.y symbol version a shared library (its bytes) needs, read with ``objdump -T``."""
+def _objdump(library: bytes, objdump: str, flag: str) -> str:
+    """``objdump <flag>`` of a shared library given as its bytes."""
     with tempfile.TemporaryDirectory() as d:
         path = os.path.join(d, "lib.so")
         with open(path, "wb") as f:
             f.write(library)
-        out = subprocess.run([objdump, "-T", path], capture_output=True, text=True, check=True).stdout
+        return subprocess.run([objdump, flag, path], capture_output=True, text=True, check=True).stdout
+
+
+def newest_glibc(library: bytes, objdump: str = "objdump") -> tuple[int, ...]:
+    """The newest GLIBC_x.y symbol version a shared library (its bytes) needs, read with ``objdump -T``."""
+    out = _objdump(library, objdump, "-T")
     return max(tuple(int(p) for p in v.split(".")) for v in re.findall(r"GLIBC_([0-9.]+)\)", out))
+
+
+def disassemble(library: bytes, objdump: str = "objdump") -> list[str]:
+    """The mnemonic + operands of every instruction in a shared library (its bytes; ``objdump``: the one for its
+    architecture, e.g. aarch64-linux-gnu-objdump)."""
+    out = _objdump(library, objdump, "-d")
+    return [" ".join(line.split("\t")[2:]) for line in out.splitlines() if line.count("\t") >= 2]

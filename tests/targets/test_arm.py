@@ -22,7 +22,7 @@ import edgeopt
 from edgeopt import emulate
 from edgeopt.errors import ArtifactError, TargetError
 from edgeopt.runtime.artifact import read_artifact
-from tests.artifact_tools import newest_glibc
+from tests.artifact_tools import disassemble, newest_glibc
 from tests.conftest import compile_zoo, rel_err, torch_outputs
 from tests.targets import needs
 
@@ -40,14 +40,6 @@ def tiny_cnn():
     m = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Flatten(),
                             torch.nn.Linear(8 * 8 * 8, 16), torch.nn.GELU())
     return m.eval(), (torch.randn(1, 3, 8, 8),)
-
-
-def disassemble(lib: bytes, tmp_path: Path) -> list[str]:
-    """The mnemonic + operands of every instruction in an aarch64 shared library."""
-    p = tmp_path / "k.so"
-    p.write_bytes(lib)
-    out = subprocess.run([OBJDUMP, "-d", str(p)], capture_output=True, text=True, check=True).stdout
-    return [" ".join(line.split("\t")[2:]) for line in out.splitlines() if line.count("\t") >= 2]
 
 
 def exported(lib: bytes, tmp_path: Path) -> set[str]:
@@ -124,7 +116,7 @@ def test_compiles_to_aarch64_and_cannot_run_here(tmp_path):
                                   "mcpu": "cortex-a72", "cpu_features": ["fp-armv8", "neon"]}
     lib = members["kernels.so"]
     assert lib[:5] == b"\x7fELF\x02" and int.from_bytes(lib[18:20], "little") == EM_AARCH64  # 64-bit, aarch64
-    ins = disassemble(lib, tmp_path)
+    ins = disassemble(lib, OBJDUMP)
     assert any(i.startswith("fmla") and ".4s" in i for i in ins)  # NEON, 4 float32 lanes
     assert dot_and_fp16(ins) == (0, 0)
     for call in (lambda: compiled(*inputs), lambda: compiled.profile(*inputs)):
@@ -161,7 +153,7 @@ def test_dot_product_and_fp16_only_where_the_cpu_has_them(tmp_path):
         t = get_target("arm", cpu=cpu)
         for kind, func in (("int8", _int8_gemm()), ("fp16", _fp16_fma())):
             t.export_library(tvm.compile(tvm.IRModule({"main": func}), target=t.tvm_target()), str(tmp_path / "k.so"))
-            found[cpu, kind] = dot_and_fp16(disassemble((tmp_path / "k.so").read_bytes(), tmp_path))
+            found[cpu, kind] = dot_and_fp16(disassemble((tmp_path / "k.so").read_bytes(), OBJDUMP))
     assert found["cortex-a72", "int8"] == (0, 0) and found["cortex-a72", "fp16"] == (0, 0)
     assert found["cortex-a76", "int8"][0] > 0 and found["cortex-a76", "fp16"][1] > 0
 
@@ -180,7 +172,7 @@ def test_zoo_models_match_torch_on_emulated_a72(sysroot, tmp_path):
         path = tmp_path / f"{name}.edgeopt"
         compiled.save(path)
         lib = read_artifact(str(path))[1]["kernels.so"]
-        assert dot_and_fp16(disassemble(lib, tmp_path)) == (0, 0), name
+        assert dot_and_fp16(disassemble(lib, OBJDUMP)) == (0, 0), name
         assert "__tvm_ffi_edgeopt_thread_pool" in exported(lib, tmp_path), name  # the runtime runs it there
         assert newest_glibc(lib, OBJDUMP) <= (2, 17), name  # loads on boards with a glibc before 2.34
         jobs.append((path, inputs))
@@ -236,7 +228,7 @@ def test_static_int8_mobilenet_runs_on_emulated_a72_and_a76(sysroot, tmp_path):
         assert (widened > 0) == (cpu == "cortex-a76"), (cpu, widened)
         path = tmp_path / f"{cpu}.edgeopt"
         compiled.save(path)
-        dots = dot_and_fp16(disassemble(read_artifact(str(path))[1]["kernels.so"], tmp_path))[0]
+        dots = dot_and_fp16(disassemble(read_artifact(str(path))[1]["kernels.so"], OBJDUMP))[0]
         assert (dots > 0) == (cpu == "cortex-a76"), (cpu, dots)
         (got,) = emulate.run(path, [x.numpy() for x in inputs], cpu=cpu, build=sysroot)
         assert got.shape == want.shape and int(np.argmax(got)) == int(np.argmax(want)), cpu
@@ -272,7 +264,7 @@ def test_depthwise_int8_on_window_taps_is_exact_on_emulated_a76(sysroot, tmp_pat
     assert len(tiles) == 2, compiled.report["kernels"]
     path = tmp_path / "dw.edgeopt"
     compiled.save(path)
-    code = disassemble(read_artifact(str(path))[1]["kernels.so"], tmp_path)
+    code = disassemble(read_artifact(str(path))[1]["kernels.so"], OBJDUMP)
     assert dot_and_fp16(code)[0] > 0 and any(i.startswith("tbl") for i in code)
     got = emulate.run(path, xs, cpu="cortex-a76", build=sysroot)
     for a, b in zip(got, want):
