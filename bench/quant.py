@@ -27,6 +27,8 @@ exact 8-bit pixels with GPTQ's levels and keeps a 3x3 stem float. Lite0 also get
 MobileNetV2; ResNet-18 gets ``int8-float-stem`` (``int8_image_convs=False``): the speed the default's stem buys.
 On a CPU with AVX512-VNNI and VBMI, Lite0 and MobileNetV2 also get ``int8-plain-dw`` (``disable=
 ["depthwise_int8_taps"]``): their depthwise convs on plain vector code, the speed the window-tap kernels buy.
+On a CPU with AMX tiles (Intel Xeon Sapphire Rapids and later), every int8 model also gets ``int8-vnni``: the same
+build for this CPU without AMX (its convs on ``vpdpbusd``), the speed the tile kernels buy.
 
 ``--target x86-64-v3 --no-peers``: every edgeopt build for AVX2 + FMA only (int8 on ``vpmaddubsw``, 7-bit weights
 chosen by GPTQ: ``QuantConfig.reduce_range``), timed here: the int8 / fp32 ratio of a CPU without VNNI (Zen 3), as
@@ -130,7 +132,25 @@ def image_accuracy(name: str, args, artifacts: dict) -> list[dict]:
         plain = _static(args, calibrator=args.calibrators[0])  # the int8 build's, so that only the kernels differ
         artifacts[name]["int8-plain-dw"] = _compile(args, model, x1, quantize=plain, calibration_data=batches,
                                                     disable=["depthwise_int8_taps"])[0]
+    _without_amx(args, artifacts[name], model, x1, _static(args, calibrator=args.calibrators[0]), batches)
     return rows
+
+
+def _without_amx(args, arts: dict, model, inputs, quantize, batches) -> None:
+    """On a CPU with AMX tiles: ``int8-vnni``, the int8 build with the same calibration for this CPU without them
+    (its convs on ``vpdpbusd``): the speed the tile kernels buy."""
+    from edgeopt.targets import get_target
+    from edgeopt.targets.host import host_mattr
+    from edgeopt.targets.x86 import X86Target
+
+    import edgeopt
+    from edgeopt.runtime.cpu_features import host_flags
+
+    target = get_target(args.target)
+    if args.target != "host" or not target.amx():
+        return
+    vnni = X86Target(target.mcpu, mattr=(*host_mattr(target.mcpu, host_flags()), "-amx-tile", "-amx-int8"))
+    arts["int8-vnni"] = edgeopt.compile(model, inputs, target=vnni, quantize=quantize, calibration_data=batches)
 
 
 def _has_depthwise_taps(args) -> bool:
@@ -200,6 +220,7 @@ def random_weight_models(args, artifacts: dict) -> list[dict]:
             artifacts[name]["int8-float-stem"] = _compile(args, model, x,
                                                           quantize=_static(args, int8_image_convs=False),
                                                           calibration_data=batches)[0]
+        _without_amx(args, artifacts[name], model, x, _static(args), batches)
         agree = qd.top1_agreement(int8(x[0].numpy()), fp32(x[0].numpy()))
         rows.append({"model": name, "variant": "int8", "compile_s": round(s8, 1), "agrees_on_example": agree,
                      **_size(int8)})
@@ -229,7 +250,8 @@ def speed(args, artifacts: dict, ort_work: str | None) -> list[dict]:
             inputs = _speed_inputs(model, arts["fp32"], args)
             onnx = ORT_FILES.get(model) if ort_work else None
             workers = {}
-            for variant in ("fp32", "int8", "int8-dynamic", "int8-img", "int8-float-stem", "int8-plain-dw"):
+            for variant in ("fp32", "int8", "int8-dynamic", "int8-img", "int8-float-stem", "int8-plain-dw",
+                            "int8-vnni"):
                 if variant not in arts:
                     continue
                 ort_file = None
@@ -267,7 +289,7 @@ def _paired_ratios(times: dict) -> dict:
     pairs = [("edgeopt int8", "edgeopt fp32"), ("edgeopt int8", "onnxruntime int8"),
              ("edgeopt int8-img", "edgeopt fp32"), ("edgeopt int8-img", "onnxruntime int8"),
              ("edgeopt int8-float-stem", "edgeopt fp32"), ("edgeopt int8", "edgeopt int8-float-stem"),
-             ("edgeopt int8", "edgeopt int8-plain-dw"),
+             ("edgeopt int8", "edgeopt int8-plain-dw"), ("edgeopt int8", "edgeopt int8-vnni"),
              ("edgeopt int8-dynamic", "edgeopt fp32"), ("edgeopt int8-dynamic", "onnxruntime int8"),
              ("edgeopt fp32", "onnxruntime fp32"), ("onnxruntime int8", "onnxruntime fp32")]
     return {f"{a} / {b}": round(statistics.median(x / y for x, y in zip(times[a], times[b])), 3)

@@ -48,6 +48,10 @@ class Target:
         on (``edgeopt.lower.int8_dot``), best first; empty: integer kernels use plain vector code."""
         return []
 
+    def amx(self) -> bool:
+        """Whether this CPU has AMX int8 tiles, which ``vnni512`` convs then run on (``edgeopt.lower.amx_conv``)."""
+        return False
+
     def int8_dot(self) -> tuple[str, int, int] | None:
         """The best of ``int8_dots()``, or None."""
         dots = self.int8_dots()
@@ -55,10 +59,10 @@ class Target:
 
     def schedule(self, func, op: str, lanes: int, attrs: dict | None = None):
         """Schedule one kernel's PrimFunc (anchor op ``op``); returns (func, description). CPUs: ``schedule_cpu``,
-        with this target's ``vector_registers`` and ``int8_dots``."""
+        with this target's ``vector_registers``, ``int8_dots`` and ``amx``."""
         from ..lower.schedule_cpu import schedule_kernel
 
-        return schedule_kernel(func, op, lanes, attrs, self.vector_registers(), self.int8_dots())
+        return schedule_kernel(func, op, lanes, attrs, self.vector_registers(), self.int8_dots(), self.amx())
 
     def build(self, funcs: dict):
         """Compile the scheduled kernels (name -> PrimFunc) into what ``export_library`` writes."""

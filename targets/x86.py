@@ -82,6 +82,11 @@ class X86Target(Target):
 
         return usable_int8_dots(self.features)
 
+    def amx(self) -> bool:
+        from ..lower.amx_conv import has_amx
+
+        return has_amx(self.features)
+
     def check_toolchain(self) -> None:
         if not (shutil.which(os.environ.get("CXX", "g++")) or shutil.which("gcc") or shutil.which("cc")):
             raise TargetError(f"target {self.name!r} needs a C compiler to link kernels (gcc/g++/cc): "

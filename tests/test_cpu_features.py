@@ -260,11 +260,13 @@ def test_targets_pass_their_registers_to_the_schedule(monkeypatch):
     seen = []
     from edgeopt.lower.int8_dot import path_name
 
-    monkeypatch.setattr(schedule_cpu, "schedule_kernel", lambda func, op, lanes, attrs, registers, dots: seen.append(
-        (lanes, registers, [path_name(d[0]) for d in dots])) or (func, ""))
-    for t in (get_target("x86-64-v3"), get_target("x86-64-v4"), get_target("x86", cpu="znver4")):
+    monkeypatch.setattr(schedule_cpu, "schedule_kernel", lambda func, op, lanes, attrs, registers, dots, amx:
+                        seen.append((lanes, registers, [path_name(d[0]) for d in dots], amx)) or (func, ""))
+    for t in (get_target("x86-64-v3"), get_target("x86-64-v4"), get_target("x86", cpu="znver4"),
+              get_target("x86", cpu="sapphirerapids")):
         t.schedule(None, "relu", t.vector_lanes(32))
-    assert seen == [(8, 16, ["avx2-ubsw", "avx2"]),  # and its int8 dot products: AVX-512 without VNNI has vpmaddubsw
-                    (16, 32, ["avx512-ubsw", "avx2-ubsw", "avx2"]),  # on zmm registers too
-                    (16, 32, ["vnni512", "vnni256", "avx512-ubsw", "avx2-ubsw", "avx2",
-                              "vnni512-dw"])]  # and VBMI: depthwise convs on window taps
+    dots = ["vnni512", "vnni256", "avx512-ubsw", "avx2-ubsw", "avx2", "vnni512-dw"]
+    assert seen == [(8, 16, ["avx2-ubsw", "avx2"], False),  # its int8 dot products: AVX-512 without VNNI has
+                    (16, 32, ["avx512-ubsw", "avx2-ubsw", "avx2"], False),  # vpmaddubsw on zmm registers too
+                    (16, 32, dots, False),  # and VBMI: depthwise convs on window taps
+                    (16, 32, dots, True)]  # and AMX tiles

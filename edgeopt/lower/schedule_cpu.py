@@ -53,13 +53,16 @@ _MIN_PARALLEL_WORK = 4096  # elements; below this a thread-pool launch costs mor
 
 
 def schedule_kernel(func: tvm.tirx.PrimFunc, op: str, lanes: int, attrs: dict | None = None,
-                    registers: int = DEFAULT_REGISTERS, int8_dots=()) -> tuple[tvm.tirx.PrimFunc, str]:
+                    registers: int = DEFAULT_REGISTERS, int8_dots=(),
+                    amx: bool = False) -> tuple[tvm.tirx.PrimFunc, str]:
     """Schedule ``func`` (one kernel whose anchor IR op is ``op`` with ``attrs``) for a CPU with ``lanes``-wide vectors,
     ``registers`` vector registers and the int8 dot products ``int8_dots`` (``Target.int8_dots()``: an integer
-    layer's ``int8_dot`` instruction is used only if listed); returns (func, description)."""
+    layer's ``int8_dot`` instruction is used only if listed) and, with ``amx``, AMX tiles; returns (func,
+    description)."""
     try:
         sch = Schedule(tvm.IRModule({"main": func}))
-        desc = _schedule(sch, op, lanes, attrs or {}, max(1, min(registers // 2, MAX_ACCUMULATORS)), int8_dots)
+        desc = _schedule(sch, op, lanes, attrs or {}, max(1, min(registers // 2, MAX_ACCUMULATORS)), int8_dots,
+                         amx)
         return sch.mod["main"], desc
     except Exception as e:  # a schedule primitive refused this kernel: use the safe fallback
         sch = Schedule(tvm.IRModule({"main": func}))
@@ -87,7 +90,7 @@ def _extents(sch: Schedule, loops) -> list[int]:
     return [int(sch.get(lp).extent) for lp in loops]
 
 
-def _schedule(sch: Schedule, op: str, lanes: int, attrs: dict, accumulators: int, int8_dots=()) -> str:
+def _schedule(sch: Schedule, op: str, lanes: int, attrs: dict, accumulators: int, int8_dots=(), amx=False) -> str:
     if op == "conv2d_winograd":
         from .schedule_winograd import schedule_winograd  # it imports this module's helpers
 
@@ -121,7 +124,8 @@ def _schedule(sch: Schedule, op: str, lanes: int, attrs: dict, accumulators: int
             moved.extend(_pad_under_parallel_loop(sch, consumer, lanes))
 
     if anchor and int8_tile(op, attrs, int8_dots):
-        desc.append(schedule_int8(sch, op, attrs, anchor, accumulators, _inline_epilogue, int8_dots, pad_in_task))
+        desc.append(schedule_int8(sch, op, attrs, anchor, accumulators, _inline_epilogue, int8_dots, pad_in_task,
+                                   amx))
     elif anchor:
         desc.append(_tile_anchor(sch, sch.get_sblock(anchor, func_name="main"), op, lanes, attrs, accumulators))
         pad_in_task(sch.get_sblock(anchor + "_update", func_name="main"))

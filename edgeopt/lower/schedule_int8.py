@@ -19,6 +19,8 @@ layer's ``int8_dot`` attribute; a kernel whose instruction the target lacks runs
             per window row and group of 4 taps, the weight tile is transposed once and meets each pixel's 4
             neighbouring input pixels (one load and one ``vpermb`` / ``tbl`` each); a task per channel block pads its
             input itself
+    amx:    (a "vnni512" conv on a target with AMX tiles: ``amx_conv``) a run of up to 16 output pixels x two
+            output-channel blocks, its whole reduction in one intrinsic call on tile registers
 
 The epilogue (requantize, bias, activation, the next layer's quantize) is folded into the store of the int32
 accumulators, as for float kernels.
@@ -33,6 +35,7 @@ from tvm.s_tir import Schedule
 from ..ir.ops._common import DEPTHWISE_INT8_DOTS, INT8_DOTS
 from ..ir.ops.linalg import linear_weight_block, linear_weight_group
 from ..ir.ops.nn import conv_weight_block, conv_weight_group
+from .amx_conv import amx_intrinsic, amx_tile
 from .int8_dot import intrinsic_named, path_name, register_int8_intrinsics
 
 _MIN_PARALLEL = 4096
@@ -56,11 +59,12 @@ def int8_tile(op: str, attrs: dict, dots=()) -> tuple[int, int] | None:
 
 
 def schedule_int8(sch: Schedule, op: str, attrs: dict, anchor: str, accumulators: int,
-                  inline_epilogue, dots=(), pad_in_task=None) -> str:
+                  inline_epilogue, dots=(), pad_in_task=None, amx: bool = False) -> str:
     """Tile, tensorize and parallelize the integer anchor block ``anchor`` on the intrinsic its ``int8_dot``
     attribute names (``int8_tile`` says whether the target, with ``dots``, has it); returns the description.
     ``inline_epilogue(sch, store)`` and ``pad_in_task(block)`` are the generic CPU schedule's steps (``schedule_cpu``)
-    that fold the epilogue into the store and compute a depthwise conv's padded input inside its parallel tasks."""
+    that fold the epilogue into the store and compute a depthwise conv's padded input inside its parallel tasks.
+    ``amx``: the target has AMX tiles, which a ``vnni512`` conv then runs on where its shape fits (``amx_conv``)."""
     register_int8_intrinsics()
     v, g = int8_tile(op, attrs, dots)
     intrin = intrinsic_named(attrs["int8_dot"], dots)
@@ -69,6 +73,12 @@ def schedule_int8(sch: Schedule, op: str, attrs: dict, anchor: str, accumulators
         return _linear(sch, block, v, g, intrin, accumulators, inline_epilogue)
     if attrs["int8_dot"] in DEPTHWISE_INT8_DOTS:
         return _depthwise(sch, block, v, g, intrin, accumulators, inline_epilogue, pad_in_task)
+    if amx and attrs["int8_dot"] == "vnni512":
+        _, ko, _, w, _, _, _, _, rcq, r4 = sch.get_loops(block)
+        tile = amx_tile(_extent(sch, ko), _extent(sch, w), attrs["stride"][1], attrs["dilation"],
+                        _extent(sch, rcq) * _extent(sch, r4))
+        if tile is not None:
+            return _conv_amx(sch, block, *tile, attrs["stride"][1], inline_epilogue)
     return _conv(sch, block, v, intrin, accumulators, inline_epilogue)
 
 
@@ -117,6 +127,23 @@ def _conv(sch, block, v, intrin, accumulators, inline_epilogue) -> str:
         sch.unroll(rx)
     _tensorize(sch, block, rco, lanes, write_back, intrin, v)
     return f"int8-tile(u{run},k{blocks},v{v},nchwc,{path_name(intrin)}{',epilogue' if fused else ''})"
+
+
+def _conv_amx(sch, block, blocks, rows, stride, inline_epilogue) -> str:
+    """A call of ``amx_conv``'s intrinsic per (``blocks`` output-channel blocks, ``rows`` pixels of an output row):
+    its whole reduction on tile registers; tasks over (image, block pair, row, run of pixels)."""
+    n, ko, h, w, lanes, rco, ry, rx, rcq, r4 = sch.get_loops(block)
+    intrin = amx_intrinsic(blocks, rows, _extent(sch, rco), _extent(sch, ry), _extent(sch, rx), stride)
+    koo, koi = sch.split(ko, [None, blocks])
+    wo, wi = sch.split(w, [None, rows])
+    sch.reorder(n, koo, h, wo, koi, wi, lanes, rco, ry, rx, rcq, r4)
+    write_back, fused = _store(sch, block, wo, inline_epilogue)
+    sch.parallel(sch.fuse(n, koo, h, wo))
+    init = sch.decompose_reduction(block, koi)
+    sch.tensorize(koi, intrin)
+    _vectorize(sch, init, 16)
+    _vectorize(sch, write_back, 16)
+    return f"int8-tile(u{rows},k{blocks},v16,nchwc,amx{',epilogue' if fused else ''})"
 
 
 def _depthwise(sch, block, v, taps, intrin, accumulators, inline_epilogue, pad_in_task) -> str:

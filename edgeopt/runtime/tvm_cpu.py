@@ -16,6 +16,7 @@ import tempfile
 import numpy as np
 
 from ..errors import ArtifactError
+from .amx_permission import needs_tiles, request_tiles
 from .cpu_features import host_flags, missing_features
 
 ALIGN = 64  # TVM kernels require 64-byte aligned buffers
@@ -110,7 +111,10 @@ def check_device(target: dict) -> dict:
     if target.get("arch") and target["arch"] != arch:
         raise ArtifactError(f"this artifact was compiled for {target['arch']} ({target.get('name')}), "
                             f"but this machine is {arch}: recompile for this device")
-    return select_level(target, arch, host_flags())
+    level = select_level(target, arch, host_flags())
+    if needs_tiles(level.get("cpu_features", [])):
+        request_tiles()
+    return level
 
 
 def chosen_level(target: dict, name: str | None = None) -> dict:

@@ -30,6 +30,8 @@
 #include <tvm/ffi/tvm_ffi.h>
 
 #include <sched.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <charconv>
@@ -444,6 +446,12 @@ int Run(int argc, char** argv) {
   cpu_set_t cpus;
   if (sched_getaffinity(0, sizeof(cpus), &cpus) == 0)
     setenv("TVM_NUM_THREADS", std::to_string(CPU_COUNT(&cpus)).c_str(), /*overwrite=*/0);
+#if defined(__x86_64__) && defined(__linux__)
+  // int8 convs built for a CPU with AMX run on its tiles (edgeopt/lower/amx_conv.py), which Linux gives a process
+  // only on request (once; it covers every thread). A CPU without AMX refuses, and its artifacts have no tile code
+  // (the host checked the artifact's CPU features before export_flat)
+  syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XFEATURE_XTILEDATA */);
+#endif
   ffi::Module lib = ffi::Module::LoadFromFile(dir + "/kernels.so");
   // the library's parallel loops on edgeopt's thread pool (thread_pool.c), as the Python runtime does
   const char* pool = getenv("EDGEOPT_THREAD_POOL");

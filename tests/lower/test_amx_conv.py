@@ -1,0 +1,108 @@
+"""Int8 convs on AMX tiles (``edgeopt.lower.amx_conv``): which convs take them, exact sums against the interpreter
+where this CPU has AMX (the VNNI kernel elsewhere: the same weights and layout), a Sapphire Rapids build's
+library on any x86 host, and the runtime's tile permission."""
+
+from __future__ import annotations
+
+import platform
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from edgeopt.targets import get_target
+
+import edgeopt
+from edgeopt.api import compile_graph
+from edgeopt.ir import Graph, TensorType, interpret
+from edgeopt.ir.ops.nn import pack_conv_weight
+from edgeopt.lower.amx_conv import amx_tile, has_amx
+from edgeopt.runtime.amx_permission import needs_tiles
+from edgeopt.runtime.artifact import read_artifact
+from tests.artifact_tools import disassemble
+
+RNG = np.random.default_rng(11)
+SAPPHIRE_RAPIDS = dict(target="x86", cpu="sapphirerapids")
+x86_only = pytest.mark.skipif(platform.machine() != "x86_64", reason="x86-64 kernels")
+
+
+def _conv(in_blocks: int, h: int, w: int, out: int, k: int, stride: int = 1) -> Graph:
+    """An integer conv as the quantization passes leave it for a VNNI-512 CPU: u8 NCHW16c, "OIHW16o4i" weight."""
+    g = Graph()
+    x = g.add_input("x", TensorType((1, in_blocks, h, w, 16), "u8"))
+    wt = pack_conv_weight(RNG.integers(-128, 128, (out, in_blocks * 16, k, k)).astype(np.int8), 16, 4)
+    y = g.add("conv2d", [x, g.add_const(wt, "w")], {"layout": "NCHWc", "weight_layout": "OIHW16o4i",
+                                                    "int8_dot": "vnni512", "padding": [k // 2] * 4,
+                                                    "stride": [stride, stride]})
+    g.set_outputs([y])
+    return g
+
+
+def test_tile_shapes():
+    assert amx_tile(4, 56, 1, (1, 1), 16) == (2, 14)  # 56 = 4 x 14 pixels, two output blocks a call
+    assert amx_tile(32, 7, 1, (1, 1), 16) == (2, 7)
+    assert amx_tile(3, 28, 2, (1, 1), 16) == (1, 14)  # an odd number of blocks: one a call
+    assert amx_tile(4, 16, 1, (1, 1), 16) == (2, 16)
+    assert amx_tile(4, 34, 1, (1, 1), 16) is None  # rows of 2 pixels (34 = 2 x 17) waste the unit
+    assert amx_tile(4, 56, 1, (2, 2), 16) is None  # dilated
+    assert amx_tile(4, 56, 1, (1, 1), 4) is None  # the image's 4-channel stage
+
+
+def test_targets_with_amx():
+    assert get_target(**SAPPHIRE_RAPIDS, check_toolchain=False).amx()
+    assert not get_target(target="x86", cpu="znver4", check_toolchain=False).amx()
+    assert not get_target(target="x86", cpu="sapphirerapids", mattr=["-amx-tile"], check_toolchain=False).amx()
+    assert not get_target(target="x86-64-v4", check_toolchain=False).amx()
+    assert not get_target(target="arm", cpu="cortex-a76", check_toolchain=False).amx()
+    assert has_amx(["+amx-tile", "+amx-int8"]) and not has_amx(["amx-tile"])
+    assert needs_tiles(["avx512f", "amx-tile"]) and not needs_tiles(["avx512vnni"])
+
+
+@x86_only
+@pytest.mark.parametrize("shape", [(2, 6, 14, 64, 3, 1), (1, 8, 28, 32, 1, 1), (2, 9, 16, 32, 3, 2),
+                                   (4, 7, 7, 48, 3, 1)], ids=["3x3", "1x1-one-block", "3x3-stride2", "odd-blocks-7"])
+def test_amx_conv_is_exact(shape):
+    """The kernel's int32 sums equal the interpreter's, on AMX where this CPU has it (else the VNNI kernel)."""
+    g = _conv(*shape)
+    host = get_target("host")
+    x = RNG.integers(0, 256, g.inputs[0].type.shape).astype(np.uint8)
+    c = compile_graph(g.clone(), host, opt_level=0)
+    (schedule,) = [k["schedule"] for k in c.report["kernels"]]
+    assert (",amx" in schedule) == host.amx(), schedule
+    assert np.array_equal(c(x), interpret(g, {"x": x})[0])
+
+
+def test_a_sapphire_rapids_build_has_tile_code(tmp_path):
+    """Built for Sapphire Rapids on any x86 host: its 3x3 and 1x1 convs on tiles, ``tdpbusd`` in the library."""
+    torch.manual_seed(0)
+    m = torch.nn.Sequential(torch.nn.Conv2d(16, 32, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(32, 32, 1),
+                            torch.nn.ReLU()).eval()
+    x = torch.rand(1, 16, 14, 14)
+    c = edgeopt.compile(m, (x,), **SAPPHIRE_RAPIDS, quantize="int8", calibration_data=[x])
+    assert sum(",amx" in k["schedule"] for k in c.report["kernels"]) == 2, c.report["kernels"]
+    if not shutil.which("objdump"):
+        pytest.skip("objdump is not installed (binutils)")
+    c.save(tmp_path / "m.edgeopt")
+    code = disassemble(read_artifact(str(tmp_path / "m.edgeopt"))[1]["kernels.so"])
+    for op in ("ldtilecfg", "tileloadd", "tdpbusd", "tilestored"):
+        assert any(i.startswith(op) for i in code), op
+
+
+@x86_only
+def test_int8_resnet_on_tiles_gives_the_vnni_builds_outputs():
+    """A small int8 ResNet-18 on this CPU: where it has AMX, its convs on tiles, bit for bit the outputs of the same
+    model built without AMX (the integer sums are exact either way)."""
+    from tests.models.zoo import build
+
+    host = get_target("host")
+    if not host.amx():
+        pytest.skip("this CPU has no AMX tiles")
+    model, (x,) = build("resnet18", small=True)
+    cal = [torch.randn_like(x) for _ in range(2)]
+    q = edgeopt.QuantConfig(mode="int8", int8_image_convs=True)
+    tiles = edgeopt.compile(model, (x,), target="host", quantize=q, calibration_data=cal)
+    plain = edgeopt.compile(model, (x,), target="x86", cpu=host.mcpu, mattr=["-amx-tile", "-amx-int8"],
+                            quantize=q, calibration_data=cal)
+    assert sum(",amx" in k["schedule"] for k in tiles.report["kernels"]) >= 8
+    assert not any(",amx" in k["schedule"] for k in plain.report["kernels"])
+    assert np.array_equal(tiles(x.numpy()), plain(x.numpy()))
