@@ -27,6 +27,13 @@ from tvm.script import tirx as T
 FEATURES = ("amx-tile", "amx-int8")
 #: rows of a tile: at most 16 output pixels per A / C tile
 MAX_ROWS = 16
+#: fewer output pixels a call than this stay on VNNI: a tile of few rows wastes the unit (7: rows of 7x7 maps)
+MIN_ROWS = 7
+#: a reduction of fewer steps (input blocks x window taps) than this stays on VNNI: each call loads and stores its
+#: accumulators and sets the tile shapes. Per kernel on a Xeon (Emerald Rapids; one-off profile of int8 MobileNetV2,
+#: AMX / VNNI time): 1x1 convs of 1-2 input blocks 1.5-2.9x, 4-6 blocks 0.97-1.2x, 9-12 blocks 0.62-0.89x, 24-60
+#: blocks 0.48-0.72x; 10 blocks at 7x7 1.2x, 20 at 7x7 0.93x; ResNet-18's 3x3 convs (36+ steps) about 0.6x
+MIN_STEPS = 12
 #: output-channel blocks of one call: ``blocks`` C tiles + one A tile + ``blocks`` B tiles of AMX's 8 registers
 BLOCKS = 2
 
@@ -37,16 +44,16 @@ def has_amx(features) -> bool:
     return all(f in feats for f in FEATURES)
 
 
-def amx_tile(out_blocks: int, width: int, stride: int, dilation: tuple[int, int],
-             in_block: int) -> tuple[int, int] | None:
+def amx_tile(out_blocks: int, width: int, stride: int, dilation: tuple[int, int], in_block: int,
+             steps: int) -> tuple[int, int] | None:
     """(output-channel blocks, output pixels) of one call for a conv with ``out_blocks`` 16-channel output blocks,
-    output rows ``width`` pixels wide and input channels in blocks of ``in_block``, or None where AMX does not fit:
-    dilation, input blocks other than 16 (the image's 4-channel stage), or rows whose longest divisor up to 16 is
-    under 7 pixels (tiles of few rows waste the unit)."""
-    if tuple(dilation) != (1, 1) or in_block != 16:
+    output rows ``width`` pixels wide, input channels in blocks of ``in_block`` and ``steps`` (input blocks x window
+    taps) in its reduction, or None where AMX does not pay or fit: fewer than ``MIN_STEPS`` steps, dilation, input
+    blocks other than 16 (the image's 4-channel stage), rows whose longest divisor up to 16 is under ``MIN_ROWS``."""
+    if tuple(dilation) != (1, 1) or in_block != 16 or steps < MIN_STEPS:
         return None
     rows = max(d for d in range(1, min(width, MAX_ROWS) + 1) if width % d == 0)
-    if rows < min(width, 7):
+    if rows < MIN_ROWS:
         return None
     return (BLOCKS if out_blocks % BLOCKS == 0 else 1), rows
 

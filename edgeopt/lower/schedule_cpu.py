@@ -64,7 +64,9 @@ def schedule_kernel(func: tvm.tirx.PrimFunc, op: str, lanes: int, attrs: dict | 
         desc = _schedule(sch, op, lanes, attrs or {}, max(1, min(registers // 2, MAX_ACCUMULATORS)), int8_dots,
                          amx)
         return sch.mod["main"], desc
-    except Exception as e:  # a schedule primitive refused this kernel: use the safe fallback
+    except Exception as e:  # a schedule primitive refused this kernel: without AMX tiles, else the safe fallback
+        if amx:
+            return schedule_kernel(func, op, lanes, attrs, registers, int8_dots, amx=False)
         sch = Schedule(tvm.IRModule({"main": func}))
         try:
             for b in _blocks(sch):

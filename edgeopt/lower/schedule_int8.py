@@ -74,9 +74,9 @@ def schedule_int8(sch: Schedule, op: str, attrs: dict, anchor: str, accumulators
     if attrs["int8_dot"] in DEPTHWISE_INT8_DOTS:
         return _depthwise(sch, block, v, g, intrin, accumulators, inline_epilogue, pad_in_task)
     if amx and attrs["int8_dot"] == "vnni512":
-        _, ko, _, w, _, _, _, _, rcq, r4 = sch.get_loops(block)
+        _, ko, _, w, _, rco, ry, rx, rcq, r4 = sch.get_loops(block)
         tile = amx_tile(_extent(sch, ko), _extent(sch, w), attrs["stride"][1], attrs["dilation"],
-                        _extent(sch, rcq) * _extent(sch, r4))
+                        _extent(sch, rcq) * _extent(sch, r4), _extent(sch, rco) * _extent(sch, ry) * _extent(sch, rx))
         if tile is not None:
             return _conv_amx(sch, block, *tile, attrs["stride"][1], inline_epilogue)
     return _conv(sch, block, v, intrin, accumulators, inline_epilogue)

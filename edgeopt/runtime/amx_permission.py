@@ -10,6 +10,7 @@ no. The C++ runner asks at start the same way.
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 import platform
 
@@ -36,7 +37,9 @@ def request_tiles() -> None:
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.syscall(SYS_ARCH_PRCTL, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) != 0:
         err = ctypes.get_errno()
-        raise ArtifactError(f"this artifact's int8 kernels use AMX tiles, and Linux refused them to this process "
-                            f"({os.strerror(err)}; Linux 5.16 or later grants them): recompile without AMX, e.g. "
+        why = {errno.EINVAL: "Linux 5.16 or later grants them", errno.EPERM: "a sandbox or seccomp filter forbids it",
+               errno.ENOSPC: "a thread's alternate signal stack is too small for the tile state"}.get(err, "")
+        raise ArtifactError(f"this artifact was built for a CPU with AMX tiles, which Linux refused to this process "
+                            f"({os.strerror(err)}{'; ' + why if why else ''}): recompile without them, e.g. "
                             "target='x86', cpu=<this CPU>, mattr=['-amx-tile', '-amx-int8']")
     _granted = True
