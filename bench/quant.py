@@ -27,8 +27,8 @@ exact 8-bit pixels with GPTQ's levels and keeps a 3x3 stem float. Lite0 also get
 MobileNetV2; ResNet-18 gets ``int8-float-stem`` (``int8_image_convs=False``): the speed the default's stem buys.
 On a CPU with AVX512-VNNI and VBMI, Lite0 and MobileNetV2 also get ``int8-plain-dw`` (``disable=
 ["depthwise_int8_taps"]``): their depthwise convs on plain vector code, the speed the window-tap kernels buy.
-On a CPU with AMX tiles (Intel Xeon Sapphire Rapids and later), every int8 model also gets ``int8-vnni``: the same
-build for this CPU without AMX (its convs on ``vpdpbusd``), the speed the tile kernels buy.
+On a CPU with AMX tiles (Intel Xeon Sapphire Rapids and later), every static int8 model also gets ``int8-vnni``:
+the same build for this CPU without AMX (its convs and linear layers on ``vpdpbusd``), the speed the tiles buy.
 
 ``--target x86-64-v3 --no-peers``: every edgeopt build for AVX2 + FMA only (int8 on ``vpmaddubsw``, 7-bit weights
 chosen by GPTQ: ``QuantConfig.reduce_range``), timed here: the int8 / fp32 ratio of a CPU without VNNI (Zen 3), as
@@ -138,7 +138,7 @@ def image_accuracy(name: str, args, artifacts: dict) -> list[dict]:
 
 def _without_amx(args, arts: dict, model, inputs, quantize, batches) -> None:
     """On a CPU with AMX tiles: ``int8-vnni``, the int8 build with the same calibration for this CPU without them
-    (its convs on ``vpdpbusd``): the speed the tile kernels buy."""
+    (its convs and linear layers on ``vpdpbusd``): the speed the tile kernels buy."""
     from edgeopt.targets import get_target
     from edgeopt.targets.host import host_mattr
     from edgeopt.targets.x86 import X86Target
@@ -186,6 +186,8 @@ def minilm_accuracy(args, artifacts: dict) -> list[dict]:
         rows.append({"model": "minilm", "variant": mode, "compile_s": round(secs, 1), "mean_cosine": float(cos.mean()),
                      "min_cosine": float(cos.min()), "n_eval": len(ev), **_size(c)})
         artifacts["minilm"][mode] = c
+        if mode == "int8":
+            _without_amx(args, artifacts["minilm"], model, (ids0, mask0), _static(args), batches)
     return rows
 
 

@@ -326,11 +326,11 @@ def compile_graph(graph, target="host", *, opt_level: int = 2, passes: Sequence 
     members = {"plan.json": _json(base.lowered.plan), "weights.safetensors": b"",  # written last: _store_weights
                **({"kernels.so": base.lib} if base.lib is not None else {}), "ir.txt": str(base.graph).encode(),
                **base.device_code}
-    described = tgt.describe()
+    described = {**tgt.describe(), **_tile_use(base)}
     if len(levels) > 1:
         described["levels"] = []
         for (name, t), b in reversed(list(zip(levels, builds))):  # best first: the runtime takes the first it runs
-            described["levels"].append({"level": name, **t.device_requirements(),
+            described["levels"].append({"level": name, **t.device_requirements(), **_tile_use(b),
                                         **_level_members(name, b, base, members)})
         report["levels"] = [{"level": name, "mcpu": t.mcpu, "seconds": round(b.seconds, 4),
                              "num_kernels": len(b.lowered.plan["steps"]), "library_bytes": len(b.lib or b""),
@@ -509,6 +509,12 @@ def _share_weights(plan: dict, consts: dict, weights: dict, known: dict, prefix:
         raise AssertionError(f"edgeopt bug: sharing weights with function {prefix!r} renamed a weight onto a value")
     steps = [{**st, "args": [rename.get(a, a) for a in st["args"]]} for st in plan["steps"]]
     return {**plan, "values": values, "steps": steps}
+
+
+def _tile_use(built: _Built) -> dict:
+    """``{"amx_tiles": True}`` where a kernel of ``built`` runs on AMX tiles (``edgeopt.lower.amx``): the runtime
+    then asks Linux for the tile state before it loads the library (``edgeopt.runtime.amx_permission``)."""
+    return {"amx_tiles": True} if any(",amx" in k.get("schedule", "") for k in built.lowered.kernels) else {}
 
 
 def _report(built: _Built, tgt, traced_ops: int, frontend_seconds: float, tuning) -> dict:

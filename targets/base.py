@@ -49,7 +49,7 @@ class Target:
         return []
 
     def amx(self) -> bool:
-        """Whether this CPU has AMX int8 tiles, which ``vnni512`` convs then run on (``edgeopt.lower.amx_conv``)."""
+        """Whether this CPU has AMX int8 tiles, which ``vnni512`` convs then run on (``edgeopt.lower.amx``)."""
         return False
 
     def int8_dot(self) -> tuple[str, int, int] | None:

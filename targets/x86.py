@@ -83,7 +83,7 @@ class X86Target(Target):
         return usable_int8_dots(self.features)
 
     def amx(self) -> bool:
-        from ..lower.amx_conv import has_amx
+        from ..lower.amx import has_amx
 
         return has_amx(self.features)
 

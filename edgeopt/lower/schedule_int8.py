@@ -19,8 +19,9 @@ layer's ``int8_dot`` attribute; a kernel whose instruction the target lacks runs
             per window row and group of 4 taps, the weight tile is transposed once and meets each pixel's 4
             neighbouring input pixels (one load and one ``vpermb`` / ``tbl`` each); a task per channel block pads its
             input itself
-    amx:    (a "vnni512" conv on a target with AMX tiles: ``amx_conv``) a run of up to 16 output pixels x two
-            output-channel blocks, its whole reduction in one intrinsic call on tile registers
+    amx:    (a "vnni512" layer on a target with AMX tiles: ``edgeopt.lower.amx``) a conv's run of up to 16 output
+            pixels x two output-channel blocks, or a linear layer's 32 rows x 32 columns, its whole reduction in one
+            intrinsic call on tile registers
 
 The epilogue (requantize, bias, activation, the next layer's quantize) is folded into the store of the int32
 accumulators, as for float kernels.
@@ -35,7 +36,7 @@ from tvm.s_tir import Schedule
 from ..ir.ops._common import DEPTHWISE_INT8_DOTS, INT8_DOTS
 from ..ir.ops.linalg import linear_weight_block, linear_weight_group
 from ..ir.ops.nn import conv_weight_block, conv_weight_group
-from .amx_conv import amx_intrinsic, amx_tile
+from .amx import amx_conv_intrinsic, amx_linear_intrinsic, amx_linear_tile, amx_tile
 from .int8_dot import intrinsic_named, path_name, register_int8_intrinsics
 
 _MIN_PARALLEL = 4096
@@ -64,12 +65,17 @@ def schedule_int8(sch: Schedule, op: str, attrs: dict, anchor: str, accumulators
     attribute names (``int8_tile`` says whether the target, with ``dots``, has it); returns the description.
     ``inline_epilogue(sch, store)`` and ``pad_in_task(block)`` are the generic CPU schedule's steps (``schedule_cpu``)
     that fold the epilogue into the store and compute a depthwise conv's padded input inside its parallel tasks.
-    ``amx``: the target has AMX tiles, which a ``vnni512`` conv then runs on where its shape fits (``amx_conv``)."""
+    ``amx``: the target has AMX tiles, which a ``vnni512`` layer then runs on where its shape fits (``amx``)."""
     register_int8_intrinsics()
     v, g = int8_tile(op, attrs, dots)
     intrin = intrinsic_named(attrs["int8_dot"], dots)
     block = sch.get_sblock(anchor, func_name="main")
     if op == "linear":
+        if amx and attrs["int8_dot"] == "vnni512":
+            *lead, i, j, k = sch.get_loops(block)
+            tile = amx_linear_tile(_extent(sch, i), _extent(sch, j) // v, _extent(sch, k))
+            if tile is not None:
+                return _linear_amx(sch, block, *tile, inline_epilogue)
         return _linear(sch, block, v, g, intrin, accumulators, inline_epilogue)
     if attrs["int8_dot"] in DEPTHWISE_INT8_DOTS:
         return _depthwise(sch, block, v, g, intrin, accumulators, inline_epilogue, pad_in_task)
@@ -111,6 +117,23 @@ def _linear(sch, block, v, g, intrin, accumulators, inline_epilogue) -> str:
     return f"int8-tile(r{rows},v{vectors}x{v},{path_name(intrin)}{',epilogue' if fused else ''})"
 
 
+def _linear_amx(sch, block, groups, blocks, inline_epilogue) -> str:
+    """A call of ``amx``'s linear intrinsic per (``groups`` x 16 rows, ``blocks`` x 16 columns): its whole reduction
+    on tile registers; tasks over (leading axes, column panel, row block), panels outside as in ``_linear``."""
+    *lead, i, j, k = sch.get_loops(block)
+    intrin = amx_linear_intrinsic(len(lead) + 1, groups, blocks, _extent(sch, k))
+    jo, ji = sch.split(j, [None, blocks * 16])
+    io, ii = sch.split(i, [None, groups * 16])
+    sch.reorder(*lead, jo, io, ii, ji, k)
+    write_back, fused = _store(sch, block, io, inline_epilogue)
+    sch.parallel(sch.fuse(*lead, jo, io))
+    init = sch.decompose_reduction(block, ii)
+    sch.tensorize(ii, intrin)
+    _vectorize(sch, init, 16)
+    _vectorize(sch, write_back, 16)
+    return f"int8-tile(r{groups * 16},v{blocks}x16,amx{',epilogue' if fused else ''})"
+
+
 def _conv(sch, block, v, intrin, accumulators, inline_epilogue) -> str:
     n, ko, h, w, lanes, rco, ry, rx, rcq, r4 = sch.get_loops(block)
     blocks, run = _conv_tile(_extent(sch, ko), _extent(sch, w), accumulators)
@@ -130,10 +153,10 @@ def _conv(sch, block, v, intrin, accumulators, inline_epilogue) -> str:
 
 
 def _conv_amx(sch, block, blocks, rows, stride, inline_epilogue) -> str:
-    """A call of ``amx_conv``'s intrinsic per (``blocks`` output-channel blocks, ``rows`` pixels of an output row):
+    """A call of ``amx``'s conv intrinsic per (``blocks`` output-channel blocks, ``rows`` pixels of an output row):
     its whole reduction on tile registers; tasks over (image, block pair, row, run of pixels)."""
     n, ko, h, w, lanes, rco, ry, rx, rcq, r4 = sch.get_loops(block)
-    intrin = amx_intrinsic(blocks, rows, _extent(sch, rco), _extent(sch, ry), _extent(sch, rx), stride)
+    intrin = amx_conv_intrinsic(blocks, rows, _extent(sch, rco), _extent(sch, ry), _extent(sch, rx), stride)
     koo, koi = sch.split(ko, [None, blocks])
     wo, wi = sch.split(w, [None, rows])
     sch.reorder(n, koo, h, wo, koi, wi, lanes, rco, ry, rx, rcq, r4)

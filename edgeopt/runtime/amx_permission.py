@@ -1,10 +1,11 @@
 """AMX tile permission: Linux (5.16 and later) gives a process AMX's tile registers only after it asks.
 
-An artifact built for a CPU with AMX (``cpu_features`` holding "amx-tile") may run its int8 convs on tiles
-(``edgeopt.lower.amx_conv``); the first tile instruction of a process that has not asked dies with SIGILL. So the
-CPU runtime asks (``arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)``, once per process: the permission covers
-every thread) before it loads such an artifact's library, and refuses the artifact with what to do if Linux says
-no. The C++ runner asks at start the same way.
+An artifact whose int8 convs run on tiles (``edgeopt.lower.amx``) says so in its manifest: ``"amx_tiles":
+true`` on its target or on the level that has them. The first tile instruction of a process that has not asked
+dies with SIGILL, so the CPU runtime asks (``arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)``, once per
+process: the permission covers every thread) before it loads such a library. If Linux says no, a multi-level
+artifact runs its best level without tiles, and any other is refused with what to do. The C++ runner asks at
+start and warns when Linux refuses on a CPU that has AMX.
 """
 
 from __future__ import annotations
@@ -20,18 +21,30 @@ SYS_ARCH_PRCTL = 158  # x86-64
 ARCH_REQ_XCOMP_PERM = 0x1023
 XFEATURE_XTILEDATA = 18
 _granted = False
+_refused: str | None = None  # Linux's answer, once it said no
 
 
-def needs_tiles(cpu_features) -> bool:
-    """Whether code built with the LLVM features ``cpu_features`` may use AMX tiles."""
-    return "amx-tile" in cpu_features
+def needs_tiles(level: dict) -> bool:
+    """Whether the kernels of a CPU artifact's ``level`` (its target, or one of its levels) run on AMX tiles."""
+    return bool(level.get("amx_tiles"))
+
+
+def tiles_granted() -> bool:
+    """Whether this process has the AMX tile state (asking Linux for it on the first call that can)."""
+    try:
+        request_tiles()
+    except ArtifactError:
+        return False
+    return True
 
 
 def request_tiles() -> None:
     """Ask Linux for this process's AMX tile state (idempotent); ``ArtifactError`` if it refuses."""
-    global _granted
+    global _granted, _refused
     if _granted:
         return
+    if _refused is not None:
+        raise ArtifactError(_refused)
     if platform.machine() != "x86_64":
         raise ArtifactError("an artifact with AMX kernels runs on x86-64 only")
     libc = ctypes.CDLL(None, use_errno=True)
@@ -39,7 +52,8 @@ def request_tiles() -> None:
         err = ctypes.get_errno()
         why = {errno.EINVAL: "Linux 5.16 or later grants them", errno.EPERM: "a sandbox or seccomp filter forbids it",
                errno.ENOSPC: "a thread's alternate signal stack is too small for the tile state"}.get(err, "")
-        raise ArtifactError(f"this artifact was built for a CPU with AMX tiles, which Linux refused to this process "
-                            f"({os.strerror(err)}{'; ' + why if why else ''}): recompile without them, e.g. "
-                            "target='x86', cpu=<this CPU>, mattr=['-amx-tile', '-amx-int8']")
+        _refused = (f"this artifact's int8 kernels run on AMX tiles, which Linux refused to this process "
+                    f"({os.strerror(err)}{'; ' + why if why else ''}): recompile without them, e.g. "
+                    "target='x86', cpu=<this CPU>, mattr=['-amx-tile', '-amx-int8']")
+        raise ArtifactError(_refused)
     _granted = True

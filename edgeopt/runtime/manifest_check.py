@@ -4,8 +4,9 @@ runners read has the type they expect, so none of them indexes into unchecked JS
     format            "edgeopt-artifact"               format_version   1 (an int)
     edgeopt_version   str                              tvm_version, tvm_ffi_version   str
     target            {name: str, runtime: str, precision?: str, arch?: str, mcpu?: str|null,
-                       cpu_features?: [str], num_threads?: int, cuda_arch?: str, compute_capability?: [int, int],
-                       backend?: str, levels?: non-empty [{level: str, arch?, mcpu?, cpu_features?, num_threads?,
+                       cpu_features?: [str], num_threads?: int, amx_tiles?: bool, cuda_arch?: str,
+                       compute_capability?: [int, int], backend?: str,
+                       levels?: non-empty [{level: str, arch?, mcpu?, cpu_features?, num_threads?, amx_tiles?,
                        plan, library, weights?: names of listed members, each its own}], ...}  (other keys: any JSON)
     inputs, outputs   [{name: str, dtype: one of the IR's dtypes, shape: [int >= 0]}]
     members           {name: {sha256: 64 lowercase hex digits, size: int >= 0}}: plan.json and weights.safetensors
@@ -188,6 +189,7 @@ class _Checker:
         """The CPU fields of the target or of one of its levels."""
         self.typed(obj, "mcpu", (str, type(None)), path, required=False)
         self.typed(obj, "num_threads", int, path, required=False)
+        self.typed(obj, "amx_tiles", bool, path, required=False)
         for f in self.typed(obj, "cpu_features", list, path, required=False) or []:
             if not isinstance(f, str):
                 self.fail(f"{path}.cpu_features", f"holds a {type(f).__name__}")

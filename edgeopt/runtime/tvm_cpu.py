@@ -16,7 +16,7 @@ import tempfile
 import numpy as np
 
 from ..errors import ArtifactError
-from .amx_permission import needs_tiles, request_tiles
+from .amx_permission import needs_tiles, request_tiles, tiles_granted
 from .cpu_features import host_flags, missing_features
 
 ALIGN = 64  # TVM kernels require 64-byte aligned buffers
@@ -112,8 +112,11 @@ def check_device(target: dict) -> dict:
         raise ArtifactError(f"this artifact was compiled for {target['arch']} ({target.get('name')}), "
                             f"but this machine is {arch}: recompile for this device")
     level = select_level(target, arch, host_flags())
-    if needs_tiles(level.get("cpu_features", [])):
-        request_tiles()
+    if needs_tiles(level) and not tiles_granted():  # Linux refused the tile state: a level without tiles, if any
+        rest = [lv for lv in target.get("levels", []) if not needs_tiles(lv)]
+        if not rest:
+            request_tiles()  # the refusal, with what to do
+        return select_level({**target, "levels": rest}, arch, host_flags())
     return level
 
 
@@ -121,8 +124,12 @@ def chosen_level(target: dict, name: str | None = None) -> dict:
     """The level of a CPU artifact that this CPU runs (``check_device``), or the level ``name`` of a multi-level
     artifact if this CPU runs it."""
     best = check_device(target)
-    return best if name is None else select_level({"levels": [named_level(target, name)]}, platform.machine(),
-                                                  host_flags())
+    if name is None:
+        return best
+    level = select_level({"levels": [named_level(target, name)]}, platform.machine(), host_flags())
+    if needs_tiles(level):
+        request_tiles()
+    return level
 
 
 def named_level(target: dict, name: str | None) -> dict:

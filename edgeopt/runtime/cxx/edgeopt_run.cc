@@ -32,6 +32,10 @@
 #include <sched.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+#if defined(__x86_64__)
+#include <cpuid.h>
+#endif
+#include <cerrno>
 
 #include <algorithm>
 #include <charconv>
@@ -447,10 +451,16 @@ int Run(int argc, char** argv) {
   if (sched_getaffinity(0, sizeof(cpus), &cpus) == 0)
     setenv("TVM_NUM_THREADS", std::to_string(CPU_COUNT(&cpus)).c_str(), /*overwrite=*/0);
 #if defined(__x86_64__) && defined(__linux__)
-  // int8 convs built for a CPU with AMX run on its tiles (edgeopt/lower/amx_conv.py), which Linux gives a process
+  // int8 convs built for a CPU with AMX may run on its tiles (edgeopt/lower/amx.py), which Linux gives a process
   // only on request (once; it covers every thread). A CPU without AMX refuses, and its artifacts have no tile code
-  // (the host checked the artifact's CPU features before export_flat)
-  syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XFEATURE_XTILEDATA */);
+  // (the host checked the artifact's CPU features before export_flat); on one with AMX a refusal is worth a warning
+  if (syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XFEATURE_XTILEDATA */) != 0) {
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    if (__get_cpuid_count(7, 0, &a, &b, &c, &d) && (d >> 24 & 1))  // CPUID.(7,0):EDX[24] AMX-TILE
+      std::fprintf(stderr, "warning: Linux refused this process AMX tiles (%s): an artifact whose kernels use them "
+                   "(manifest target amx_tiles) stops with an illegal instruction; recompile it with "
+                   "mattr=['-amx-tile', '-amx-int8']\n", std::strerror(errno));
+  }
 #endif
   ffi::Module lib = ffi::Module::LoadFromFile(dir + "/kernels.so");
   // the library's parallel loops on edgeopt's thread pool (thread_pool.c), as the Python runtime does

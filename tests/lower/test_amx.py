@@ -1,6 +1,6 @@
-"""Int8 convs on AMX tiles (``edgeopt.lower.amx_conv``): which convs take them, exact sums against the interpreter
-where this CPU has AMX (the VNNI kernel elsewhere: the same weights and layout), a Sapphire Rapids build's
-library on any x86 host, and the runtime's tile permission."""
+"""Int8 convs and linear layers on AMX tiles (``edgeopt.lower.amx``): which layers take them, exact sums against
+the interpreter where this CPU has AMX (the VNNI kernel elsewhere: the same weights and layout), a Sapphire Rapids
+build's library on any x86 host, and the runtime's tile permission."""
 
 from __future__ import annotations
 
@@ -15,8 +15,9 @@ from edgeopt.targets import get_target
 import edgeopt
 from edgeopt.api import compile_graph
 from edgeopt.ir import Graph, TensorType, interpret
+from edgeopt.ir.ops.linalg import pack_linear_weight_groups
 from edgeopt.ir.ops.nn import pack_conv_weight
-from edgeopt.lower.amx_conv import amx_tile, has_amx
+from edgeopt.lower.amx import amx_linear_tile, amx_tile, has_amx
 from edgeopt.runtime.amx_permission import needs_tiles
 from edgeopt.runtime.artifact import read_artifact
 from tests.artifact_tools import disassemble
@@ -50,6 +51,47 @@ def test_tile_shapes():
     assert amx_tile(4, 56, 1, (1, 1), 4, 36) is None  # the image's 4-channel stage
 
 
+def _linear(rows: int, k: int, out: int) -> Graph:
+    """An integer linear layer as the quantization passes leave it for a VNNI-512 CPU: u8 rows, "oi16o4i" weight."""
+    g = Graph()
+    x = g.add_input("x", TensorType((1, rows, k), "u8"))
+    wt = pack_linear_weight_groups(RNG.integers(-128, 128, (out, k)).astype(np.int8), 16, 4)
+    y = g.add("linear", [x, g.add_const(wt, "w")], {"weight_layout": "oi16o4i", "int8_dot": "vnni512"})
+    g.set_outputs([y])
+    return g
+
+
+def test_linear_tile_shapes():
+    assert amx_linear_tile(128, 24, 384) == (2, 2)  # MiniLM: 2 x 16 rows, 2 x 16 columns a call
+    assert amx_linear_tile(16, 3, 256) == (1, 1)
+    assert amx_linear_tile(10, 24, 384) is None  # rows not a multiple of 16
+    assert amx_linear_tile(128, 24, 352) is None  # inputs not a multiple of 64 (a tile row)
+    assert amx_linear_tile(128, 24, 192) is None  # 3 steps: too short a reduction
+
+
+LINEARS = pytest.mark.parametrize("shape", [(32, 384, 64), (16, 256, 48), (48, 1536, 32)],
+                                  ids=["2x2-tiles", "1x1-tiles", "long-k"])
+
+
+@x86_only
+@LINEARS
+def test_every_linear_shape_takes_tiles_in_a_sapphire_rapids_build(shape):
+    c = compile_graph(_linear(*shape), get_target(**SAPPHIRE_RAPIDS), opt_level=0)
+    assert [",amx" in k["schedule"] for k in c.report["kernels"]] == [True], c.report["kernels"]
+
+
+@x86_only
+@LINEARS
+def test_amx_linear_is_exact(shape):
+    g = _linear(*shape)
+    host = get_target("host")
+    x = RNG.integers(0, 256, g.inputs[0].type.shape).astype(np.uint8)
+    c = compile_graph(g.clone(), host, opt_level=0)
+    (schedule,) = [k["schedule"] for k in c.report["kernels"]]
+    assert (",amx" in schedule) == host.amx(), schedule
+    assert np.array_equal(c(x), interpret(g, {"x": x})[0])
+
+
 def test_targets_with_amx():
     assert get_target(**SAPPHIRE_RAPIDS, check_toolchain=False).amx()
     assert not get_target(target="x86", cpu="znver4", check_toolchain=False).amx()
@@ -57,7 +99,7 @@ def test_targets_with_amx():
     assert not get_target(target="x86-64-v4", check_toolchain=False).amx()
     assert not get_target(target="arm", cpu="cortex-a76", check_toolchain=False).amx()
     assert has_amx(["+amx-tile", "+amx-int8"]) and not has_amx(["amx-tile"])
-    assert needs_tiles(["avx512f", "amx-tile"]) and not needs_tiles(["avx512vnni"])
+    assert needs_tiles({"amx_tiles": True}) and not needs_tiles({"cpu_features": ["amx-tile"]})
 
 
 SHAPES = pytest.mark.parametrize("shape", [(2, 6, 14, 64, 3, 1), (12, 4, 28, 32, 1, 1), (2, 9, 16, 32, 3, 2),
@@ -99,7 +141,12 @@ def test_a_sapphire_rapids_build_has_tile_code(tmp_path):
     if not shutil.which("objdump"):
         pytest.skip("objdump is not installed (binutils)")
     c.save(tmp_path / "m.edgeopt")
-    code = disassemble(read_artifact(str(tmp_path / "m.edgeopt"))[1]["kernels.so"])
+    manifest, members = read_artifact(str(tmp_path / "m.edgeopt"))[:2]
+    assert manifest["target"]["amx_tiles"] is True  # the runtime asks Linux for the tile state before loading
+    plain = edgeopt.compile(m, (x,), **SAPPHIRE_RAPIDS)  # fp32: no tile code, nothing to ask for
+    plain.save(tmp_path / "f.edgeopt")
+    assert "amx_tiles" not in read_artifact(str(tmp_path / "f.edgeopt"))[0]["target"]
+    code = disassemble(members["kernels.so"])
     for op in ("ldtilecfg", "tileloadd", "tdpbusd", "tilestored"):
         assert any(i.startswith(op) for i in code), op
 
@@ -108,6 +155,9 @@ def test_a_sapphire_rapids_build_has_tile_code(tmp_path):
 def test_int8_resnet_on_tiles_gives_the_vnni_builds_outputs():
     """A small int8 ResNet-18 on this CPU: where it has AMX, its convs on tiles, bit for bit the outputs of the same
     model built without AMX (the integer sums are exact either way)."""
+    from edgeopt.targets.host import host_mattr
+
+    from edgeopt.runtime.cpu_features import host_flags
     from tests.models.zoo import build
 
     host = get_target("host")
@@ -117,8 +167,9 @@ def test_int8_resnet_on_tiles_gives_the_vnni_builds_outputs():
     cal = [torch.randn_like(x) for _ in range(2)]
     q = edgeopt.QuantConfig(mode="int8", int8_image_convs=True)
     tiles = edgeopt.compile(model, (x,), target="host", quantize=q, calibration_data=cal)
-    plain = edgeopt.compile(model, (x,), target="x86", cpu=host.mcpu, mattr=["-amx-tile", "-amx-int8"],
-                            quantize=q, calibration_data=cal)
+    # this CPU as the host target sees it (a VM may hide features its name implies), less AMX
+    mattr = [*host_mattr(host.mcpu, host_flags()), "-amx-tile", "-amx-int8"]
+    plain = edgeopt.compile(model, (x,), target="x86", cpu=host.mcpu, mattr=mattr, quantize=q, calibration_data=cal)
     assert any(",amx" in k["schedule"] for k in tiles.report["kernels"])
     assert not any(",amx" in k["schedule"] for k in plain.report["kernels"])
     assert np.array_equal(tiles(x.numpy()), plain(x.numpy()))
@@ -144,12 +195,36 @@ def test_the_runtime_asks_linux_once_and_refuses_with_the_reason(monkeypatch):
 
     monkeypatch.setattr(perm.platform, "machine", lambda: "x86_64")
     monkeypatch.setattr(perm, "_granted", False)
+    monkeypatch.setattr(perm, "_refused", None)
     monkeypatch.setattr(perm.ctypes, "CDLL", lambda *a, **k: Libc(-1))
     monkeypatch.setattr(perm.ctypes, "get_errno", lambda: errno.EPERM)
     with pytest.raises(ArtifactError, match="seccomp.*mattr=\\['-amx-tile'"):
         perm.request_tiles()
+    assert not perm.tiles_granted()  # the refusal is remembered: not asked again
     assert calls == [(perm.SYS_ARCH_PRCTL, perm.ARCH_REQ_XCOMP_PERM, perm.XFEATURE_XTILEDATA)]
+    monkeypatch.setattr(perm, "_refused", None)
     monkeypatch.setattr(perm.ctypes, "CDLL", lambda *a, **k: Libc(0))
     perm.request_tiles()
-    perm.request_tiles()
+    assert perm.tiles_granted()
     assert len(calls) == 2  # granted once: not asked again
+
+
+def test_a_refused_tile_level_falls_back_to_the_next_level(monkeypatch):
+    """A multi-level artifact whose best level runs on tiles: where Linux refuses them, the next level runs; a
+    single-level one is refused with the reason; a level without tiles never asks."""
+    from edgeopt.errors import ArtifactError
+    from edgeopt.runtime import amx_permission as perm
+    from edgeopt.runtime import tvm_cpu
+
+    monkeypatch.setattr(perm, "_granted", False)
+    monkeypatch.setattr(perm, "_refused", "Linux refused AMX tiles (stub)")
+    arch = platform.machine()
+    tiles = {"level": "sapphirerapids", "arch": arch, "cpu_features": [], "amx_tiles": True}
+    v4 = {"level": "v4", "arch": arch, "cpu_features": []}
+    target = {"name": "x86-64", "runtime": "cpu", "arch": arch, "levels": [tiles, v4]}
+    assert tvm_cpu.check_device(target) is v4
+    with pytest.raises(ArtifactError, match="stub"):
+        tvm_cpu.chosen_level(target, "sapphirerapids")
+    with pytest.raises(ArtifactError, match="stub"):
+        tvm_cpu.check_device({"name": "host", "runtime": "cpu", "arch": arch, "cpu_features": [], "amx_tiles": True})
+    assert tvm_cpu.check_device({"name": "host", "runtime": "cpu", "arch": arch, "cpu_features": []})["name"] == "host"
