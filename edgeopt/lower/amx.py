@@ -31,8 +31,11 @@ from tvm.script import tirx as T
 FEATURES = ("amx-tile", "amx-int8")
 #: rows of a tile: at most 16 output pixels (a conv) or rows (a linear layer) per A / C tile
 MAX_ROWS = 16
-#: a conv with fewer output pixels a call than this stays on VNNI: a tile of few rows wastes the unit (7: 7x7 maps)
-MIN_ROWS = 7
+#: a conv with fewer output pixels a call than this stays on VNNI: a tile of few rows wastes the unit. Rows of 7
+#: (7x7 maps, half a tile): 402 against 668 GMAC/s a thread with 14 in a probe loop, and per 1x1 conv (one-off
+#: profiles on a Xeon, AMX / VNNI time) 1.5-1.6x at 12-20 input blocks, 0.94-1.09x at 42-72 in EfficientNet-Lite0
+#: (0.72-0.93x at 20-60 in MobileNetV2)
+MIN_ROWS = 8
 #: a conv reduction of fewer steps (input blocks x window taps) than this stays on VNNI: each call loads and stores
 #: its accumulators and sets the tile shapes. Per kernel on a Xeon (Emerald Rapids; one-off profile of int8
 #: MobileNetV2, AMX / VNNI time): 1x1 convs of 1-2 input blocks 1.5-2.9x, 4-6 blocks 0.97-1.2x, 9-12 blocks

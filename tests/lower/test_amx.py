@@ -41,7 +41,8 @@ def _conv(in_blocks: int, h: int, w: int, out: int, k: int, stride: int = 1) -> 
 
 def test_tile_shapes():
     assert amx_tile(4, 56, 1, (1, 1), 16, 36) == (2, 14)  # 56 = 4 x 14 pixels, two output blocks a call
-    assert amx_tile(32, 7, 1, (1, 1), 16, 36) == (2, 7)
+    assert amx_tile(32, 14, 1, (1, 1), 16, 36) == (2, 14)
+    assert amx_tile(32, 7, 1, (1, 1), 16, 288) is None  # 7x7 maps: half-empty tiles
     assert amx_tile(3, 28, 2, (1, 1), 16, 36) == (1, 14)  # an odd number of blocks: one a call
     assert amx_tile(4, 16, 1, (1, 1), 16, 12) == (2, 16)
     assert amx_tile(4, 16, 1, (1, 1), 16, 6) is None  # a 1x1 conv of 6 input blocks: too short a reduction
@@ -69,29 +70,6 @@ def test_linear_tile_shapes():
     assert amx_linear_tile(128, 24, 192) is None  # 3 steps: too short a reduction
 
 
-LINEARS = pytest.mark.parametrize("shape", [(32, 384, 64), (16, 256, 48), (48, 1536, 32)],
-                                  ids=["2x2-tiles", "1x1-tiles", "long-k"])
-
-
-@x86_only
-@LINEARS
-def test_every_linear_shape_takes_tiles_in_a_sapphire_rapids_build(shape):
-    c = compile_graph(_linear(*shape), get_target(**SAPPHIRE_RAPIDS), opt_level=0)
-    assert [",amx" in k["schedule"] for k in c.report["kernels"]] == [True], c.report["kernels"]
-
-
-@x86_only
-@LINEARS
-def test_amx_linear_is_exact(shape):
-    g = _linear(*shape)
-    host = get_target("host")
-    x = RNG.integers(0, 256, g.inputs[0].type.shape).astype(np.uint8)
-    c = compile_graph(g.clone(), host, opt_level=0)
-    (schedule,) = [k["schedule"] for k in c.report["kernels"]]
-    assert (",amx" in schedule) == host.amx(), schedule
-    assert np.array_equal(c(x), interpret(g, {"x": x})[0])
-
-
 def test_targets_with_amx():
     assert get_target(**SAPPHIRE_RAPIDS, check_toolchain=False).amx()
     assert not get_target(target="x86", cpu="znver4", check_toolchain=False).amx()
@@ -102,24 +80,29 @@ def test_targets_with_amx():
     assert needs_tiles({"amx_tiles": True}) and not needs_tiles({"cpu_features": ["amx-tile"]})
 
 
-SHAPES = pytest.mark.parametrize("shape", [(2, 6, 14, 64, 3, 1), (12, 4, 28, 32, 1, 1), (2, 9, 16, 32, 3, 2),
-                                          (4, 7, 7, 48, 3, 1)],
-                                 ids=["3x3", "1x1-12-blocks", "3x3-stride2", "odd-blocks-7"])
+#: (graph builder, shape) of each layer kind and tile case
+LAYERS = pytest.mark.parametrize("layer", [
+    (_conv, (2, 6, 14, 64, 3, 1)), (_conv, (12, 4, 28, 32, 1, 1)), (_conv, (2, 9, 16, 32, 3, 2)),
+    (_conv, (4, 7, 14, 48, 3, 1)), (_linear, (32, 384, 64)), (_linear, (16, 256, 48)), (_linear, (48, 1536, 32))],
+    ids=["conv-3x3", "conv-1x1-12-blocks", "conv-3x3-stride2", "conv-odd-blocks", "linear-2x2-tiles",
+         "linear-1x1-tiles", "linear-long-k"])
 
 
 @x86_only
-@SHAPES
-def test_every_shape_takes_tiles_in_a_sapphire_rapids_build(shape):
+@LAYERS
+def test_every_layer_takes_tiles_in_a_sapphire_rapids_build(layer):
     """On any x86 host: each shape is tensorized on tiles (a refused tensorize would fall back to VNNI)."""
-    c = compile_graph(_conv(*shape), get_target(**SAPPHIRE_RAPIDS), opt_level=0)
+    make, shape = layer
+    c = compile_graph(make(*shape), get_target(**SAPPHIRE_RAPIDS), opt_level=0)
     assert [",amx" in k["schedule"] for k in c.report["kernels"]] == [True], c.report["kernels"]
 
 
 @x86_only
-@SHAPES
-def test_amx_conv_is_exact(shape):
+@LAYERS
+def test_tile_kernels_are_exact(layer):
     """The kernel's int32 sums equal the interpreter's, on AMX where this CPU has it (else the VNNI kernel)."""
-    g = _conv(*shape)
+    make, shape = layer
+    g = make(*shape)
     host = get_target("host")
     x = RNG.integers(0, 256, g.inputs[0].type.shape).astype(np.uint8)
     c = compile_graph(g.clone(), host, opt_level=0)
