@@ -49,7 +49,8 @@ class Target:
         return []
 
     def amx(self) -> bool:
-        """Whether this CPU has AMX int8 tiles, which ``vnni512`` convs then run on (``edgeopt.lower.amx``)."""
+        """Whether this CPU has AMX int8 tiles, which ``vnni512`` convs and linear layers then run on
+        (``edgeopt.lower.amx``)."""
         return False
 
     def int8_dot(self) -> tuple[str, int, int] | None:

@@ -5,7 +5,8 @@ parallel (TVM's LLVM code generation releases the GIL); ``KernelObjects.export_l
 shared library an artifact ships (``kernels.so``), as ``tvm``'s own ``export_library`` links its one object. Each
 object defines its kernel's symbol only (plus weak helpers such as ``__tvm_ffi_main``), so objects built by
 different compiles link together. The library also carries edgeopt's thread pool (``edgeopt/runtime/thread_pool.c``,
-compiled here by the same compiler driver), which the runtime installs for the kernels' parallel loops.
+compiled here by the same compiler driver), which the runtime installs for the kernels' parallel loops, and the
+request for AMX tiles made when it is loaded (``edgeopt/runtime/amx_tiles.c``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ from dataclasses import dataclass
 from ..progress import advance, expect
 
 THREAD_POOL_SOURCE = os.path.join(os.path.dirname(os.path.dirname(__file__)), "runtime", "thread_pool.c")
+#: the C files every CPU library links: the thread pool, and the AMX tile permission asked for when it is loaded
+RUNTIME_SOURCES = (THREAD_POOL_SOURCE,
+                   os.path.join(os.path.dirname(os.path.dirname(__file__)), "runtime", "amx_tiles.c"))
 
 
 @dataclass
@@ -38,33 +42,34 @@ class KernelObjects:
                 paths.append(os.path.join(d, f"k{i}.o"))
                 with open(paths[-1], "wb") as f:
                     f.write(self.objects[name])
-            paths.append(compile_thread_pool(d, cc))
+            paths.extend(compile_runtime_source(d, source, cc) for source in RUNTIME_SOURCES)
             tvm_cc.create_shared(path, paths, options=["-pthread"], **({"cc": cc} if cc else {}))
 
 
-_POOL_OBJECTS: dict[tuple[str, bytes], bytes] = {}  # (compiler, source) -> object: compiled once per process
+_RUNTIME_OBJECTS: dict[tuple[str, bytes], bytes] = {}  # (compiler, source) -> object: compiled once per process
 
 
-def compile_thread_pool(folder: str, cc: str | None = None) -> str:
-    """``thread_pool.c`` compiled into an object file in ``folder`` with ``cc``, the driver that links the library
-    (default: TVM's, which honours ``$CXX``; ``-x c`` compiles it as C with a C++ driver); returns its path."""
+def compile_runtime_source(folder: str, source: str, cc: str | None = None) -> str:
+    """One of ``RUNTIME_SOURCES`` compiled into an object file in ``folder`` with ``cc``, the driver that links the
+    library (default: TVM's, which honours ``$CXX``; ``-x c`` compiles it as C with a C++ driver); returns its path."""
     from tvm.support import cc as tvm_cc
 
-    out = os.path.join(folder, "thread_pool.o")
-    with open(THREAD_POOL_SOURCE, "rb") as f:
+    out = os.path.join(folder, os.path.basename(source)[:-2] + ".o")
+    with open(source, "rb") as f:
         key = (cc or tvm_cc.get_cc() or "gcc", f.read())
-    if key not in _POOL_OBJECTS:
-        cmd = [key[0], "-x", "c", "-std=gnu11", "-O2", "-fPIC", "-c", THREAD_POOL_SOURCE, "-o", out]
+    if key not in _RUNTIME_OBJECTS:
+        cmd = [key[0], "-x", "c", "-std=gnu11", "-O2", "-fPIC", "-c", source, "-o", out]
+        what = f"compiling {os.path.basename(source)} failed: {' '.join(cmd)}"
         try:
             done = subprocess.run(cmd, capture_output=True, text=True)
         except OSError as e:
-            raise RuntimeError(f"compiling the thread pool failed: {' '.join(cmd)}: {e}") from None
+            raise RuntimeError(f"{what}: {e}") from None
         if done.returncode != 0:
-            raise RuntimeError(f"compiling the thread pool failed: {' '.join(cmd)}\n{done.stderr}")
+            raise RuntimeError(f"{what}\n{done.stderr}")
         with open(out, "rb") as f:
-            _POOL_OBJECTS[key] = f.read()
+            _RUNTIME_OBJECTS[key] = f.read()
     with open(out, "wb") as f:
-        f.write(_POOL_OBJECTS[key])
+        f.write(_RUNTIME_OBJECTS[key])
     return out
 
 

@@ -1,11 +1,12 @@
 """AMX tile permission: Linux (5.16 and later) gives a process AMX's tile registers only after it asks.
 
-An artifact whose int8 convs run on tiles (``edgeopt.lower.amx``) says so in its manifest: ``"amx_tiles":
-true`` on its target or on the level that has them. The first tile instruction of a process that has not asked
-dies with SIGILL, so the CPU runtime asks (``arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)``, once per
-process: the permission covers every thread) before it loads such a library. If Linux says no, a multi-level
-artifact runs its best level without tiles, and any other is refused with what to do. The C++ runner asks at
-start and warns when Linux refuses on a CPU that has AMX.
+The first tile instruction of a process that has not asked dies with SIGILL. Every CPU library asks when it is
+loaded (``amx_tiles.c``), so any loader gets the tiles. An artifact whose int8 kernels run on tiles
+(``edgeopt.lower.amx``) also says so in its manifest (``"amx_tiles": true`` on its target or on the level that has
+them), and the CPU runtime asks first (``arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)``, once per process:
+the permission covers every thread), so that a refusal is an error that says why: a multi-level artifact then runs
+its best level without tiles, and any other is refused with what to do. The C++ runner warns when Linux refuses
+on a CPU that has AMX.
 """
 
 from __future__ import annotations

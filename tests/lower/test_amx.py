@@ -129,6 +129,7 @@ def test_a_sapphire_rapids_build_has_tile_code(tmp_path):
     plain = edgeopt.compile(m, (x,), **SAPPHIRE_RAPIDS)  # fp32: no tile code, nothing to ask for
     plain.save(tmp_path / "f.edgeopt")
     assert "amx_tiles" not in read_artifact(str(tmp_path / "f.edgeopt"))[0]["target"]
+    assert b"edgeopt_amx_tiles" in members["kernels.so"]  # the library asks for the tile state when loaded
     code = disassemble(members["kernels.so"])
     for op in ("ldtilecfg", "tileloadd", "tdpbusd", "tilestored"):
         assert any(i.startswith(op) for i in code), op
@@ -211,3 +212,32 @@ def test_a_refused_tile_level_falls_back_to_the_next_level(monkeypatch):
     with pytest.raises(ArtifactError, match="stub"):
         tvm_cpu.check_device({"name": "host", "runtime": "cpu", "arch": arch, "cpu_features": [], "amx_tiles": True})
     assert tvm_cpu.check_device({"name": "host", "runtime": "cpu", "arch": arch, "cpu_features": []})["name"] == "host"
+
+
+@x86_only
+def test_a_tile_library_asks_for_the_tiles_itself(tmp_path):
+    """Loaded by a process that never asked Linux (the runtime's own request switched off, as in a loader that does
+    not read the manifest: an RPC server, the C++ runner), a library with tile kernels runs: it asked on load."""
+    import subprocess
+    import sys
+
+    host = get_target("host")
+    if not host.amx():
+        pytest.skip("this CPU has no AMX tiles")
+    g = _linear(32, 384, 64)
+    c = compile_graph(g.clone(), host, opt_level=0)
+    assert ",amx" in c.report["kernels"][0]["schedule"]
+    c.save(tmp_path / "m.edgeopt")
+    x = RNG.integers(0, 256, g.inputs[0].type.shape).astype(np.uint8)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "want.npy", interpret(g, {"x": x})[0])
+    script = (
+        "import numpy as np, sys, edgeopt\n"
+        "from edgeopt.runtime import tvm_cpu\n"
+        "tvm_cpu.request_tiles = lambda: None\n"
+        "tvm_cpu.tiles_granted = lambda: True\n"
+        f"m = edgeopt.load({str(tmp_path / 'm.edgeopt')!r})\n"
+        f"got = m(np.load({str(tmp_path / 'x.npy')!r}))\n"
+        f"sys.exit(0 if np.array_equal(got, np.load({str(tmp_path / 'want.npy')!r})) else 3)\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]

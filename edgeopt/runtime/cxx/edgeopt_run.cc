@@ -451,9 +451,10 @@ int Run(int argc, char** argv) {
   if (sched_getaffinity(0, sizeof(cpus), &cpus) == 0)
     setenv("TVM_NUM_THREADS", std::to_string(CPU_COUNT(&cpus)).c_str(), /*overwrite=*/0);
 #if defined(__x86_64__) && defined(__linux__)
-  // int8 convs built for a CPU with AMX may run on its tiles (edgeopt/lower/amx.py), which Linux gives a process
-  // only on request (once; it covers every thread). A CPU without AMX refuses, and its artifacts have no tile code
-  // (the host checked the artifact's CPU features before export_flat); on one with AMX a refusal is worth a warning
+  // int8 kernels built for a CPU with AMX may run on its tiles (edgeopt/lower/amx.py), which Linux gives a process
+  // only on request (once; it covers every thread). kernels.so asks too when loaded (runtime/amx_tiles.c); asking
+  // here first tells a refusal apart: a CPU without AMX refuses and its artifacts have no tile code (the host
+  // checked the artifact's CPU features before export_flat), on one with AMX a refusal is worth a warning
   if (syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XFEATURE_XTILEDATA */) != 0) {
     unsigned a = 0, b = 0, c = 0, d = 0;
     if (__get_cpuid_count(7, 0, &a, &b, &c, &d) && (d >> 24 & 1))  // CPUID.(7,0):EDX[24] AMX-TILE
