@@ -21,9 +21,13 @@ half a level off at most).
 A linear layer whose input has one scale per row, computed at run time (``quantize_dynamic``), becomes the same
 integer layer followed by ``dequantize(acc, row_scales, zx * colsum(w_q))`` and a product with the weight scales.
 
+A depthwise conv reads one input channel per output channel, so its input may have a scale and zero point per
+channel (``quantize_static``'s depthwise inputs): ``sx[c] * sw[c]`` is still one scale per output channel, the zero
+points' share ``zx[c] * colsum(w_q)[c]`` one integer per output channel, and the padding each channel's ``zx[c]``.
+
 Requires: ``quantized`` (``quantize_static``'s or ``quantize_dynamic``'s sandwiches, weights still in their plain
-layouts), ``unfused``. Guarantees: ``integer_kernels``. Other sandwiches (a per-channel activation scale) are
-left as they are.
+layouts), ``unfused``. Guarantees: ``integer_kernels``. Other sandwiches (a dense layer reading per-channel
+activation scales, which would have to multiply inside its sums) are left as they are.
 
 Before:
     %x_q: u8[1,16] = quantize(%x, 0.05, 3) {"dtype": "u8"}
@@ -48,20 +52,44 @@ from edgeopt.pipeline import Pass, register_pass
 
 def _activation_dequantize(g: Graph, v: Value) -> Node | None:
     """The dequantize of an activation with one zero point, and one scale (a constant) or one per row (computed at
-    run time, shaped [..., rows, 1]: ``quantize_dynamic``)."""
+    run time, shaped [..., rows, 1]: ``quantize_dynamic``); or a constant scale and zero point per channel (axis 1:
+    ``_per_channel``)."""
     n = v.producer
     if n is None or n.op != "dequantize" or not one_value_per_element(n.attrs) or g.is_const(n.inputs[0]):
         return None
     scale, zp = n.inputs[1], n.inputs[2] if len(n.inputs) == 3 else None
     if zp is not None and g.is_const(zp) and zp.type.dtype == "f32":  # a minimum per channel: pixels in steps
-        per_channel = zp.type.rank == v.type.rank and all(d == 1 for i, d in enumerate(zp.type.shape) if i != 1)
-        return n if g.is_const(scale) and scale.type.numel == 1 and (zp.type.numel == 1 or per_channel) else None
+        return n if g.is_const(scale) and scale.type.numel == 1 and (zp.type.numel == 1 or _channel_shaped(zp, v)) \
+            else None
+    if _per_channel(g, n):
+        return n
     if zp is not None and not (g.is_const(zp) and zp.type.numel == 1):
         return None
     if g.is_const(scale):
         return n if scale.type.numel == 1 else None
     t = scale.type
     return n if t.rank == v.type.rank and t.shape[-1] == 1 and t.shape[:-1] == v.type.shape[:-1] else None
+
+
+def _channel_shaped(p: Value, v: Value) -> bool:
+    """Whether parameter ``p`` holds one value per channel (axis 1) of ``v``: [1, C, 1, 1]."""
+    return p.type.rank == v.type.rank and all(d == 1 for i, d in enumerate(p.type.shape) if i != 1) \
+        and p.type.numel > 1
+
+
+def _per_channel(g: Graph, dq: Node) -> bool:
+    """Whether activation dequantize ``dq`` has a constant scale and integer zero point per channel
+    (``quantize_static``'s depthwise inputs); only a depthwise conv folds it."""
+    v, params = dq.outputs[0], dq.inputs[1:]
+    return all(g.is_const(p) for p in params) and params[0].type.dtype == "f32" \
+        and any(_channel_shaped(p, v) for p in params) \
+        and all(p.type.numel == 1 or _channel_shaped(p, v) for p in params) \
+        and all(p.type.dtype != "f32" for p in params[1:])
+
+
+def _depthwise(n: Node) -> bool:
+    """A conv whose every output channel reads its own input channel (a channel multiplier of 1)."""
+    return n.op == "conv2d" and n.attrs["groups"] == n.inputs[0].type.shape[1] == n.outputs[0].type.shape[1]
 
 
 def _minimum(g: Graph, dq: Node) -> np.ndarray | None:
@@ -107,6 +135,8 @@ class FoldQuantized(Pass):
             return False
         if _minimum(g, x) is not None and (n.op != "conv2d" or n.attrs["groups"] != 1):  # dense convs only
             return False
+        if _per_channel(g, x) and not _depthwise(n):  # a dense layer would need the scales inside its sums
+            return False
         if len(n.inputs) == 3 and not g.is_const(n.inputs[2]):
             return False
         if n.op == "conv2d":
@@ -117,9 +147,15 @@ class FoldQuantized(Pass):
         xd, wd = n.inputs[0].producer, n.inputs[1].producer
         xq, wq = xd.inputs[0], wd.inputs[0]
         rows = None if g.is_const(xd.inputs[1]) else xd.inputs[1]  # per-row scales, computed at run time
-        sx = 1.0 if rows is not None else float(g.const(xd.inputs[1]).reshape(()))
         minimum = _minimum(g, xd)
-        zx = int(g.const(xd.inputs[2]).reshape(())) if len(xd.inputs) == 3 and minimum is None else 0
+        if _per_channel(g, xd):  # a depthwise conv: input channel c is output channel c's only input
+            c = xq.type.shape[1]
+            sx = np.broadcast_to(g.const(xd.inputs[1]).reshape(-1), (c,)).astype(np.float64)
+            zx = np.broadcast_to(g.const(xd.inputs[2]).reshape(-1), (c,)).astype(np.int64) \
+                if len(xd.inputs) == 3 else np.zeros(c, np.int64)
+        else:
+            sx = 1.0 if rows is not None else float(g.const(xd.inputs[1]).reshape(()))
+            zx = int(g.const(xd.inputs[2]).reshape(())) if len(xd.inputs) == 3 and minimum is None else 0
         w = g.const(wq)
         if n.op == "conv2d":
             out_axis, sum_axes, shape = 0, (1, 2, 3), (-1, 1, 1)
@@ -131,7 +167,7 @@ class FoldQuantized(Pass):
         colsum = w.astype(np.int64).sum(axis=sum_axes)
         at, attrs, src, out = g.nodes.index(n), dict(n.attrs), n.source, n.outputs[0]
         x_in, bias_extra = xq, None
-        pad_value = zx
+        pad_value = zx if np.ndim(zx) == 0 else int(zx[0]) if (zx == zx[0]).all() else [int(z) for z in zx]
         if minimum is not None:  # x = q * sx + min[c]: the min's share is a constant per output channel
             mins = np.broadcast_to(minimum, (w.shape[1],)).astype(np.float64)
             bias_extra = sw * (w.astype(np.float64).sum(axis=(2, 3)) @ mins)
@@ -146,7 +182,7 @@ class FoldQuantized(Pass):
         acc = g.add(n.op, [x_in, wq], attrs, source=src, name=f"{out.name}_acc", index=at)
         scale = g.add_const((sx * sw).astype(np.float32).reshape(shape), f"{out.name}_scale")
         params = [rows if rows is not None else scale]
-        if zx:
+        if np.any(zx):
             params.append(g.add_const((zx * colsum).astype(np.int32).reshape(shape), f"{out.name}_zp"))
         y = g.add("dequantize", [acc, *params], source=src, name=f"{out.name}_dq", index=at + 1)
         at += 2

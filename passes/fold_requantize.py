@@ -17,8 +17,10 @@ half-way point between two levels.
 Requires: ``integer_kernels`` (``fold_quantized``), ``unfused``; runs after the layout passes (its constants take
 the blocked shapes the chain's had). Guarantees: ``requantize_folded``. Folds only chains whose constants are
 known (a per-row scale computed at run time, ``int8-dynamic``, stays), whose intermediate values have no other
-reader and are no graph output, and whose quantize has one scale and zero point (the output's meaning is kept in
-``requantize``'s ``scale`` / ``zero_point`` attributes for ``compare``).
+reader and are no graph output, and whose quantize has one scale and zero point, or one per channel (a depthwise
+conv's input, ``quantize_static``) where the clamp is the same levels in every channel (a ReLU's 0 is each channel's
+zero point, 0 for u8; a ReLU6's 6 lies at or above each channel's top level). The output's meaning is kept in
+``requantize``'s ``scale`` / ``zero_point`` attributes for ``compare`` (lists, in channel order, when per channel).
 
 Before:
     %acc: i32[1,4,56,56,16] = conv2d(%x_q, %w_q) {...}
@@ -55,7 +57,7 @@ def _bounds(n: Node) -> tuple[float, float]:
 
 def _chain(g: Graph, users: dict, q: Node):
     """(dequantize, bias add or None, activation or None) that ``q`` ends, or None."""
-    if q.attrs["group_size"] or not all(g.is_const(p) and p.type.numel == 1 for p in q.inputs[1:]):
+    if q.attrs["group_size"] or not all(g.is_const(p) and _per_channel_or_one(p, q) for p in q.inputs[1:]):
         return None
     n, act, bias = q, None, None
     prev = n.inputs[0].producer
@@ -74,6 +76,35 @@ def _chain(g: Graph, users: dict, q: Node):
     return dq, bias, act
 
 
+def _per_channel_or_one(p: Value, q: Node) -> bool:
+    """Whether quantize parameter ``p`` is one value, or one per channel of ``q``'s output (axis 1, or axes 1 and 4 of
+    a blocked NCHW<b>c value: [1, C/b, 1, 1, b])."""
+    out = q.outputs[0].type
+    if p.type.numel == 1:
+        return True
+    if p.type.rank != out.rank or out.rank < 2:
+        return False
+    channel_axes = (1, 4) if out.rank == 5 else (1,)
+    return all(d == 1 or (i in channel_axes and d == out.shape[i]) for i, d in enumerate(p.type.shape))
+
+
+def _level_bounds(act: Node | None, s_out: np.ndarray, z_out: np.ndarray, dtype: str) -> tuple[int, int] | None:
+    """The integer bounds of the requantized values: the type's, narrowed by the activation's bounds as levels (as
+    quantize would round them); None when they differ between channels (one scale and zero point per channel)."""
+    qlo, qhi = QRANGE[dtype]
+    lo, hi = np.full(s_out.shape, qlo), np.full(s_out.shape, qhi)
+    if act is not None:
+        a, b = _bounds(act)
+        if a > -math.inf:
+            lo = np.clip(np.rint(np.float32(a) / s_out.astype(np.float32)).astype(np.int64) + z_out, qlo, qhi)
+        if b < math.inf:
+            hi = np.clip(np.rint(np.float32(b) / s_out.astype(np.float32)).astype(np.int64) + z_out, qlo, qhi)
+        lo = np.minimum(lo, hi)  # a clamp whose min lies above its max gives its max, as np.clip does
+    if (lo != lo.reshape(-1)[0]).any() or (hi != hi.reshape(-1)[0]).any():
+        return None
+    return int(lo.reshape(-1)[0]), int(hi.reshape(-1)[0])
+
+
 @register_pass
 class FoldRequantize(Pass):
     name = "fold_requantize"
@@ -85,14 +116,13 @@ class FoldRequantize(Pass):
         folded = 0
         for q in [n for n in g.nodes if n.op == "quantize"]:
             found = _chain(g, users, q)
-            if found is not None:
-                self._fold(g, q, *found)
+            if found is not None and self._fold(g, q, *found):
                 folded += 1
         g.remove_dead_nodes()
         g.remove_unused_constants()
         return {"folded": folded}
 
-    def _fold(self, g: Graph, q: Node, dq: Node, bias: Node | None, act: Node | None) -> None:
+    def _fold(self, g: Graph, q: Node, dq: Node, bias: Node | None, act: Node | None) -> bool:
         s = g.const(dq.inputs[1]).astype(np.float64)
         offset, zero_point = np.zeros((), np.float64), None
         if len(dq.inputs) == 3 and dq.inputs[2].type.dtype == "f32":  # a minimum: x = q * s + min
@@ -102,28 +132,30 @@ class FoldRequantize(Pass):
                 g.add_const(g.const(dq.inputs[2]).astype(np.int32), f"{dq.inputs[2].name}_i32")
         if bias is not None:
             offset = offset + g.const(next(v for v in bias.inputs if g.is_const(v))).astype(np.float64)
-        s_out = float(g.const(q.inputs[1]).reshape(()))
-        z_out = int(g.const(q.inputs[2]).reshape(())) if len(q.inputs) == 3 else 0
-        qlo, qhi = QRANGE[q.attrs["dtype"]]
-        lo, hi = qlo, qhi
-        if act is not None:  # the activation's bounds as levels, as quantize would round them, within the type
-            a, b = _bounds(act)
-            if a > -math.inf:
-                lo = min(max(int(np.rint(np.float32(a) / np.float32(s_out))) + z_out, qlo), qhi)
-            if b < math.inf:
-                hi = min(max(int(np.rint(np.float32(b) / np.float32(s_out))) + z_out, qlo), qhi)
-            lo = min(lo, hi)  # a clamp whose min lies above its max gives its max, as np.clip does
+        s_out = g.const(q.inputs[1]).astype(np.float64)
+        z_out = g.const(q.inputs[2]).astype(np.int64) if len(q.inputs) == 3 else np.zeros((), np.int64)
+        bounds = _level_bounds(act, s_out, z_out, q.attrs["dtype"])
+        if bounds is None:
+            return False
+        lo, hi = bounds
         rank = q.outputs[0].type.rank
         mult = _params(s / s_out, rank)
         off = _params(offset / s_out + z_out, rank)
         old = q.outputs[0]
         params = [g.add_const(mult, f"{old.name}_mult"), g.add_const(off, f"{old.name}_off")]
         new = g.add("requantize", [dq.inputs[0], *params, *([zero_point] if zero_point is not None else [])],
-                    {"dtype": q.attrs["dtype"], "min": lo, "max": hi, "scale": s_out, "zero_point": z_out,
+                    {"dtype": q.attrs["dtype"], "min": lo, "max": hi, "scale": _attr(s_out, float),
+                     "zero_point": _attr(z_out, int),
                      "storage": q.attrs.get("storage")},
                     source=q.source, name=f"{old.name}_rq", index=g.nodes.index(q))
         new.name, old.name = old.name, new.name  # the value keeps its name (``compare`` reads "<name>_q" as <name>)
         g.replace_uses(old, new)
+        return True
+
+
+def _attr(a: np.ndarray, kind):
+    """A scale or zero point as an attribute: one number, or one per channel in channel order."""
+    return kind(a.reshape(-1)[0]) if a.size == 1 else [kind(x) for x in a.reshape(-1)]
 
 
 def _params(a: np.ndarray, rank: int) -> np.ndarray:

@@ -12,6 +12,11 @@ Each convolution, linear layer and matmul with a constant operand becomes a laye
   that makes the value stores int8 only (a quarter of the bytes; no separate quantize kernel). A value that is
   also a graph output stays float for the output; ``QuantConfig(quantized_residuals=False)`` keeps the other
   readers on float.
+- an activation that only depthwise convs read gets a scale per channel (``QuantConfig.depthwise_inputs``, on by
+  default): each channel's own calibrated range, but at least half the tensor's (``calibrate.channel_ranges``), kept
+  only where every channel's zero point comes out the same (a ReLU's output), so the conv pads with one value. A
+  depthwise conv's output channel reads one input channel, so ``fold_quantized`` moves that channel's scale into the
+  requantize it has per channel anyway, and ``fold_requantize`` folds the producer's per-channel quantize;
 - a max pool between the activation and the layer pools the u8 values (quantizing commutes with max), and a
   concat that only quantized layers and other int8-reading ops read (and is no graph output; with
   ``quantized_residuals``) quantizes its parts with its own scale and joins u8 values (quantizing is elementwise):
@@ -70,7 +75,7 @@ import numpy as np
 from edgeopt.ir import Graph, Node, Value
 from edgeopt.ir.registry import get_op
 from edgeopt.pipeline import Pass, register_pass
-from edgeopt.quant.calibrate import affine_params, choose_range, observe_ranges
+from edgeopt.quant.calibrate import affine_params, channel_ranges, choose_range, observe_ranges
 from edgeopt.quant.compare import METRICS, layer_errors, outputs
 from edgeopt.quant.config import QuantConfig, QuantizationError
 from edgeopt.quant.lattice import pixel_lattice
@@ -152,6 +157,7 @@ class QuantizeStatic(Pass):
         return {"quantized": len(names) - len(check.get("kept_for_budget", [])), "activations": len(acts),
                 "kept_float": kept, "bias_corrected": len(self._shifts), "calibration_batches": len(self.calibration),
                 "weight_levels": self._qmax, "gptq_layers": len(by_output),
+                "per_channel_inputs": self._channel_scaled,
                 "embedding_tables": tables, **check}
 
     def _apply(self, g: Graph, names: set) -> int:
@@ -159,6 +165,7 @@ class QuantizeStatic(Pass):
         layers = [n for n in g.nodes if n.op in QUANTIZED_OPS and n.outputs[0].name in names]
         readers = g.users()
         qdq = {}
+        self._channel_scaled = 0  # activations given a scale per channel (depthwise inputs)
         levels = {}  # a pixel input's levels, shared by the layers that read it (not by its other readers)
         for n in layers:
             v = n.inputs[0]
@@ -170,7 +177,10 @@ class QuantizeStatic(Pass):
                 learned = self.config.input_ranges.get(g.layer_name(n))
                 key = (v, None if learned is None else tuple(learned))  # QAT: each layer's own learned range
                 if key not in qdq:
-                    qdq[key] = self._quantize_activation(g, v, self._ranges[v.name], readers, learned, names)
+                    channels = learned is None and self._depthwise_input(g, v, readers, names)
+                    self._channel_scaled += channels
+                    qdq[key] = self._quantize_activation(g, v, self._ranges[v.name], readers, learned, names,
+                                                         per_channel=channels)
                 n.inputs[0] = qdq[key]
             n.inputs[1] = self._quantize_weight(g, n)
             shift = self._shifts.get(n.outputs[0].name)
@@ -241,11 +251,43 @@ class QuantizeStatic(Pass):
                           f"({out['metric']} {score:.4f} vs {best:.4f})", stacklevel=2)
         return {**out, "score": round(score, 4), "kept_for_budget": ranking[:k]}
 
-    def _quantize_activation(self, g: Graph, v: Value, st, readers, learned=None, layers=frozenset()) -> Value:
-        """``v`` quantized for the layers being quantized (``layers``: their output names), and dequantized: u8 (or
-        i8) values with one scale and zero point, calibrated or learned."""
-        lo, hi = learned if learned is not None else choose_range(st, self.config.calibrator, self.config.percentile)
+    def _depthwise_input(self, g: Graph, v: Value, readers, layers) -> bool:
+        """Whether activation ``v`` gets a scale per channel (``QuantConfig.depthwise_inputs="per-channel"``): only
+        depthwise convs being quantized read it (each output channel reads one input channel, so ``fold_quantized``
+        moves the channel's scale into its requantize, at no cost), it is no graph output, its producer is no pool or
+        concat quantized in place, and its channels' zero points come out equal (a ReLU's output: the conv then
+        pads with one value, as it does now)."""
+        st = self._ranges[v.name]
+        if self.config.depthwise_inputs != "per-channel" or v in g.outputs or st.channel_lo is None \
+                or (v.producer is not None and v.producer.op in ("max_pool2d", "concat")):
+            return False
+        users = readers.get(v, ())
+        if not users or not all(r.op == "conv2d" and r.outputs[0].name in layers and r.inputs[0] is v
+                                and r.attrs["groups"] == v.type.shape[1] == r.outputs[0].type.shape[1]
+                                for r in users):
+            return False
+        return len({zp for _, zp in self._channel_params(st)}) == 1
+
+    def _channel_params(self, st) -> list[tuple[float, int]]:
+        """(scale, zero point) of each channel of a value with statistics ``st`` (``calibrate.channel_ranges``)."""
+        lo, hi = choose_range(st, self.config.calibrator, self.config.percentile)
         dtype = self._activation_dtype()
+        return [affine_params(a, b, dtype) for a, b in zip(*channel_ranges(st, lo, hi))]
+
+    def _quantize_activation(self, g: Graph, v: Value, st, readers, learned=None, layers=frozenset(),
+                             per_channel: bool = False) -> Value:
+        """``v`` quantized for the layers being quantized (``layers``: their output names), and dequantized: u8 (or
+        i8) values with one scale and zero point, calibrated or learned, or one per channel (``per_channel``)."""
+        dtype = self._activation_dtype()
+        if per_channel:
+            params = np.array(self._channel_params(st), np.float64)
+            shape = (1, -1) + (1,) * (v.type.rank - 2)
+            s = g.add_const(params[:, 0].astype(np.float32).reshape(shape), f"{v.name}_scale")
+            z = g.add_const(params[:, 1].astype(np.int32).reshape(shape), f"{v.name}_zp")
+            src = v.producer.source if v.producer is not None else None
+            q = g.add("quantize", [v, s, z], {"dtype": dtype}, source=src, name=f"{v.name}_q")
+            return g.add("dequantize", [q, s, z], source=src, name=f"{v.name}_dq")
+        lo, hi = learned if learned is not None else choose_range(st, self.config.calibrator, self.config.percentile)
         scale, zp = affine_params(lo, hi, dtype)
         s, z = g.add_const(np.float32(scale), f"{v.name}_scale"), g.add_const(np.int32(zp), f"{v.name}_zp")
         src = v.producer.source if v.producer is not None else None

@@ -103,7 +103,7 @@ def quantized_outputs(artifact: bytes, ir_text: str) -> dict[str, tuple[np.ndarr
             m = next((b for b in n.body.nodes if v in b.outputs), None)
             if m is not None and m.op == "requantize" and v.name.endswith("_q"):  # fold_requantize: "<name>_q"
                 out[n.outputs[pos].name] = (np.float32(m.attrs["scale"]), np.int32(m.attrs["zero_point"]),
-                                            v.name[:-2])
+                                            v.name[:-2])  # lists in channel order where one per channel
                 continue
             if m is None or m.op != "quantize" or len(m.inputs) < 2:
                 continue
@@ -114,8 +114,8 @@ def quantized_outputs(artifact: bytes, ir_text: str) -> dict[str, tuple[np.ndarr
                     params.append(g.const(top))
                 elif n.body.is_const(p):
                     params.append(n.body.const(p))
-            if len(params) == 2 and params[0].size == 1 and params[1].size == 1:  # per-tensor activations
-                out[n.outputs[pos].name] = (params[0], params[1], m.inputs[0].name)
+            if len(params) == 2:  # one scale and zero point, or one per channel (a blocked [1, C/c, 1, 1, c]
+                out[n.outputs[pos].name] = (params[0], params[1], m.inputs[0].name)  # flattens in channel order)
     return out
 
 
@@ -149,11 +149,7 @@ def layer_errors(float_graph, compiled, batches, quantized: dict | None = None) 
 
         interpret(float_graph, [np.asarray(a) for a in b], observe=observe)
         for n in names:
-            g = got[n]
-            if n in quantized and ref_of[n] != n:
-                scale, zero, _ = quantized[n]
-                g = (g.astype(np.float64) - float(zero.reshape(-1)[0])) * float(scale.reshape(-1)[0])
-            gots[n].append(g)
+            gots[n].append(got[n])
     rows = []
     step_of = {a: i for i, s in enumerate(steps) for a in s["args"][len(s["args"]) - s["num_outputs"]:]}
     for n in names:
@@ -161,12 +157,28 @@ def layer_errors(float_graph, compiled, batches, quantized: dict | None = None) 
         got = [_to_layout(g, r.shape) for g, r in zip(gots[n], ref)]
         if any(g is None for g in got):
             continue  # a layout this command cannot map back
+        if n in quantized and ref_of[n] != n:
+            got = [_dequantized(g, *quantized[n][:2]) for g in got]
+            if any(g is None for g in got):
+                continue
         r, g = np.concatenate([x.reshape(-1) for x in ref]), np.concatenate([x.reshape(-1) for x in got])
         node = float_values[ref_of[n]][0]
         rows.append({"value": n, "step": step_of[n], "op": node.op, "source": node.source,
                      "sqnr_db": round(sqnr_db(r, g), 2), "cosine": round(cosine(r, g), 6),
                      "max_abs": float(np.abs(r - g).max()) if r.size else 0.0})
     return rows
+
+
+def _dequantized(q: np.ndarray, scale: np.ndarray, zero: np.ndarray) -> np.ndarray | None:
+    """Integer values ``q`` (in the float graph's layout) as the float values they stand for: one scale and zero point,
+    or one per channel (axis 1); None when the parameters fit neither."""
+    scale, zero = np.asarray(scale, np.float64).reshape(-1), np.asarray(zero, np.float64).reshape(-1)
+    if scale.size == 1 and zero.size == 1:
+        return (q - zero[0]) * scale[0]
+    if q.ndim < 2 or {scale.size, zero.size} - {1, q.shape[1]}:
+        return None
+    axis = (1, -1) + (1,) * (q.ndim - 2)
+    return (q - zero.reshape(axis)) * scale.reshape(axis)
 
 
 def _to_layout(got: np.ndarray, shape: tuple) -> np.ndarray | None:

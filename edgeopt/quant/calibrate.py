@@ -13,6 +13,9 @@ that its quantization covers, by the config's calibrator:
     mse         |x| clipped where the mean squared error of quantizing the sample is least
 
 A clip applies to each side of the range that has data (a post-ReLU tensor is clipped only at the top).
+
+For a rank-4 value the statistics also keep each channel's (axis 1) min and max; ``channel_ranges`` turns them into
+ranges per channel within the tensor's chosen range (static int8's depthwise inputs: ``QuantConfig.depthwise_inputs``).
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from ..ir import Graph, Value, interpret
 from ..progress import advance, expect
 
 SAMPLES_PER_BATCH = 4096
+#: a per-channel activation range (``channel_ranges``) covers at least this share of its tensor's range
+CHANNEL_RANGE_FLOOR = 0.5
 
 
 class Stats:
@@ -35,11 +40,16 @@ class Stats:
 
     def __init__(self):
         self.lo, self.hi = np.inf, -np.inf
+        self.channel_lo: np.ndarray | None = None  # min and max of each channel (axis 1) of a rank-4 value
+        self.channel_hi: np.ndarray | None = None
+        self._batches = 0
         self.values: list[np.ndarray] = []
         self.weights: list[np.ndarray] = []
 
     def add(self, x: np.ndarray, rng: np.random.Generator) -> None:
-        x = np.asarray(x, np.float32).reshape(-1)
+        x = np.asarray(x, np.float32)
+        self._channels(x)
+        x = x.reshape(-1)
         x = x[np.isfinite(x)]
         if not x.size:
             return
@@ -54,6 +64,19 @@ class Stats:
         drawn = rng.choice(rest, min(SAMPLES_PER_BATCH, rest.size), replace=False)
         self.values += [tail, drawn]
         self.weights += [np.ones(k), np.full(drawn.size, rest.size / drawn.size)]
+
+    def _channels(self, x: np.ndarray) -> None:
+        """Each channel's min and max, kept while every batch has been rank 4, finite and of the same channels."""
+        first, self._batches = self._batches == 0, self._batches + 1
+        if x.ndim != 4 or not x.size or not np.isfinite(x).all() or (not first and self.channel_lo is None) \
+                or (not first and x.shape[1] != self.channel_lo.size):
+            self.channel_lo = self.channel_hi = None
+            return
+        lo, hi = x.min(axis=(0, 2, 3)), x.max(axis=(0, 2, 3))
+        if first:
+            self.channel_lo, self.channel_hi = lo, hi
+        else:
+            self.channel_lo, self.channel_hi = np.minimum(self.channel_lo, lo), np.maximum(self.channel_hi, hi)
 
     def sample(self) -> tuple[np.ndarray, np.ndarray]:
         """(values, weights) of the sample."""
@@ -111,6 +134,20 @@ def choose_range(st: Stats, calibrator: str, percentile: float = 99.99, levels: 
         raise ValueError(f"unknown calibrator {calibrator!r}")
     t = max(t, 1e-8)
     return max(lo, -t), min(hi, t)
+
+
+def channel_ranges(st: Stats, lo: float, hi: float, floor: float = CHANNEL_RANGE_FLOOR) -> tuple[np.ndarray,
+                                                                                                     np.ndarray]:
+    """Each channel's (lo, hi) within the tensor's chosen range (``lo``, ``hi``: ``choose_range``): the channel's own
+    min and max, but never less than ``floor`` of the tensor's range on either side. A channel small on the
+    calibration data gets up to 1 / floor finer levels; the floor keeps it from clipping on inputs where it is larger
+    (per-channel ranges with no floor took pretrained MobileNetV2's logits 1 - cosine from 0.0120 to 0.0077 and
+    EfficientNet-Lite0's from 0.00175 up to 0.0021; a floor of 0.5: 0.0079 and 0.00178, in a fake-quantized copy)."""
+    if st.channel_lo is None:
+        raise ValueError("no per-channel statistics: the value was not rank 4 with finite values in every batch")
+    c_lo = np.maximum(np.minimum(st.channel_lo.astype(np.float64), lo * floor), lo)
+    c_hi = np.minimum(np.maximum(st.channel_hi.astype(np.float64), hi * floor), hi)
+    return np.minimum(c_lo, 0.0), np.maximum(c_hi, 0.0)
 
 
 def affine_params(lo: float, hi: float, dtype: str = "u8") -> tuple[float, int]:

@@ -224,6 +224,7 @@ def test_static_int8_mobilenet_runs_on_emulated_a72_and_a76(sysroot, tmp_path):
     for cpu in ("cortex-a72", "cortex-a76"):
         compiled = edgeopt.compile(model, inputs, target="arm", cpu=cpu, quantize="int8", calibration_data=calibration)
         assert compiled.report["quantization"]["kernels_by_precision"]["int8"] > 10
+        assert compiled.report["quantization"]["per_channel_inputs"] > 0  # i8 depthwise inputs, a scale per channel
         widened = compiled.report["pass_stats"]["depthwise_int8_taps"]["widened"]  # its depthwise convs on sdot
         assert (widened > 0) == (cpu == "cortex-a76"), (cpu, widened)
         path = tmp_path / f"{cpu}.edgeopt"

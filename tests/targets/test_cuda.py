@@ -247,6 +247,25 @@ def test_quantized_models_build_device_code(mode, precision):
         assert rel_err(host(x.numpy()), compiled(x.numpy())) < (GPU_TOL if precision == "fp32" else GPU_F16_TOL)
 
 
+@needs_nvcc
+def test_per_channel_depthwise_inputs_build_device_code():
+    """Static int8 of an inverted residual whose depthwise input has a scale per channel (``QuantConfig
+    .depthwise_inputs``) builds PTX (nvcc), and on a GPU computes the host build's numbers."""
+    from tests.quant.test_depthwise_inputs import Block
+
+    model, x = Block().eval(), torch.randn(1, 8, 10, 10)
+    kw = {"calibration_data": [torch.randn(1, 8, 10, 10) for _ in range(4)]}
+    cap = gpu_compute_capability()
+    arch = f"sm_{cap[0]}{cap[1]}" if HAS_GPU and f"sm_{cap[0]}{cap[1]}" in ARCHS else "sm_80"
+    compiled = edgeopt.compile(model, [x], target=get_target("cuda", arch=arch), quantize="int8", **kw)
+    assert compiled.report["quantization"]["per_channel_inputs"] == 1
+    members = read_artifact(compiled._artifact)[1]
+    assert b".entry" in members[json.loads(members["cuda/device_code.json"])["ptx"]]
+    if HAS_GPU and arch == f"sm_{cap[0]}{cap[1]}":
+        host = edgeopt.compile(model, [x], quantize=edgeopt.QuantConfig(reduce_range=False), **kw)
+        assert rel_err(host(x.numpy()), compiled(x.numpy())) < GPU_TOL
+
+
 def test_nvcc_failures_show_the_errors_not_the_warnings():
     from edgeopt.targets.cuda_aot import compiler_errors
 

@@ -366,6 +366,20 @@ def test_quantized_models_run_with_the_hosts_numbers(mode):
 
 
 @needs_vulkan
+def test_per_channel_depthwise_inputs_run_with_the_hosts_numbers():
+    """Static int8 of an inverted residual whose depthwise input has a scale per channel (``QuantConfig
+    .depthwise_inputs``): the Vulkan build computes the host build's numbers."""
+    from tests.quant.test_depthwise_inputs import Block
+
+    model, x = Block().eval(), torch.randn(1, 8, 10, 10)
+    kw = {"calibration_data": [torch.randn(1, 8, 10, 10) for _ in range(4)]}
+    host = edgeopt.compile(model, [x], quantize=edgeopt.QuantConfig(reduce_range=False), **kw)
+    gpu = edgeopt.compile(model, [x], target="vulkan", quantize="int8", **kw)
+    assert gpu.report["quantization"]["per_channel_inputs"] == host.report["quantization"]["per_channel_inputs"] == 1
+    assert rel_err(host(x.numpy()), gpu(x.numpy())) < 1e-3
+
+
+@needs_vulkan
 def test_static_int8_of_a_token_model_calibrates_on_int64_ids():
     """Static int8 of a model that takes int64 token ids: the Vulkan build narrows its input to i32 before the
     calibration runs it on the user's int64 batches (the interpreter takes integers that fit, as the runtime does),

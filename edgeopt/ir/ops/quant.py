@@ -35,7 +35,8 @@ dequantize -> bias -> activation -> quantize. The i32 zero point is subtracted e
 (folded into ``offset`` it would be a large float cancelling a large product).
 ``multiplier`` and ``offset`` are f32 and broadcast like numpy; ``min``/``max`` (in ``dtype``'s range)
 hold a folded ReLU / clamp. ``scale`` and ``zero_point`` say what the output's values mean (real = scale * (q -
-zero_point)) for tools that read them back; they take no part in the computation.
+zero_point)) for tools that read them back: one number each, or one per channel (lists in channel order: a depthwise
+conv's input); they take no part in the computation.
 
 ``quantize`` is ONNX's QuantizeLinear: ``saturate(rint(x / scale) + zero_point)``, ties to even. (PyTorch rounds
 ``x / scale + zero_point`` instead, which differs at ties when the zero point is odd.)
