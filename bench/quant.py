@@ -1,13 +1,16 @@
 """Quantization: how much faster, how much accuracy kept, how much smaller -- edgeopt's int8 / int4 modes beside
 ONNX Runtime's int8, on real data, in one run.
 
-    .venv/bin/python bench/quant.py                                   # everything (~15 min on 2 cores)
+    .venv/bin/python bench/quant.py                                   # everything (~20 min on 2 cores)
     .venv/bin/python bench/quant.py minilm --sentences 500 --rounds 3
     .venv/bin/python bench/quant.py --small                           # a quick smoke run (CI's bench test)
 
 Accuracy (each against PyTorch fp32, on data that ships in packages, ``bench/quant_data.py``):
-- **EfficientNet-Lite0** and **MobileNetV2** (pretrained): top-1 agreement on 160 real photo crops, static int8
-  calibrated on 64 other crops (one compile per calibrator: minmax, percentile, entropy, mse);
+- **EfficientNet-Lite0** and **MobileNetV2** (pretrained): top-1 agreement and the logits' mean 1 - cosine on 800
+  real photo crops (``--n-eval``; on 160, the count of crops that flip moved by 3 points between builds whose
+  cosines were the same), static int8 calibrated on 64 other crops (one compile per calibrator: minmax, percentile,
+  entropy, mse; and the first with each depthwise conv's input on one scale per tensor:
+  ``QuantConfig.depthwise_inputs="per-tensor"``);
 - **all-MiniLM-L6-v2** (pretrained): mean cosine of the mean-pooled embeddings over real English sentences, for
   int8-weight, int4-weight, int8-dynamic and static int8 (calibrated on 64 other sentences);
 - **a digits CNN** trained here (``bench/digits_cnn.py``): test accuracy, fp32 vs static int8.
@@ -108,8 +111,7 @@ def image_accuracy(name: str, args, artifacts: dict) -> list[dict]:
     rows = []
     fp32, secs = _compile(args, model, x1)
     out = np.concatenate([fp32(ev[i:i + 1]) for i in range(len(ev))])
-    rows.append({"model": name, "variant": "fp32", "compile_s": round(secs, 1),
-                 "top1_agreement": qd.top1_agreement(out, ref), **_size(fp32)})
+    rows.append({"model": name, "variant": "fp32", "compile_s": round(secs, 1), **_fidelity(out, ref), **_size(fp32)})
     artifacts[name] = {"fp32": fp32}
     batches = [torch.from_numpy(calib[i:i + 1]) for i in range(len(calib))]
     for cal in args.calibrators:
@@ -117,15 +119,23 @@ def image_accuracy(name: str, args, artifacts: dict) -> list[dict]:
                            calibration_data=batches)
         out = np.concatenate([c(ev[i:i + 1]) for i in range(len(ev))])
         rows.append({"model": name, "variant": f"int8 ({cal})", "calibrator": cal,
-                     "compile_s": round(secs, 1), "top1_agreement": qd.top1_agreement(out, ref),
+                     "compile_s": round(secs, 1), **_fidelity(out, ref),
                      "n_calib": len(calib), "n_eval": len(ev), **_size(c)})
         if cal == args.calibrators[0]:
             artifacts[name]["int8"] = c
+    # the depthwise convs' inputs with one scale per tensor: what a scale per channel buys (QuantConfig
+    # .depthwise_inputs), with the first calibrator
+    c, secs = _compile(args, model, x1, quantize=_static(args, calibrator=args.calibrators[0],
+                                                         depthwise_inputs="per-tensor"), calibration_data=batches)
+    out = np.concatenate([c(ev[i:i + 1]) for i in range(len(ev))])
+    rows.append({"model": name, "variant": f"int8 ({args.calibrators[0]}, depthwise inputs per tensor)",
+                 "calibrator": args.calibrators[0], "compile_s": round(secs, 1), **_fidelity(out, ref),
+                 "n_calib": len(calib), "n_eval": len(ev), **_size(c)})
     # the stem in int8 too, on the crops' exact pixels
     c, secs = _compile(args, model, x1, quantize=_static(args, int8_image_convs=True), calibration_data=batches)
     out = np.concatenate([c(ev[i:i + 1]) for i in range(len(ev))])
     rows.append({"model": name, "variant": "int8 (minmax, int8 image conv)", "calibrator": "minmax",
-                 "compile_s": round(secs, 1), "top1_agreement": qd.top1_agreement(out, ref),
+                 "compile_s": round(secs, 1), **_fidelity(out, ref),
                  "n_calib": len(calib), "n_eval": len(ev), **_size(c)})
     artifacts[name]["int8-img"] = c
     if _has_depthwise_taps(args):  # the depthwise convs on plain vector code: what their window-tap kernels buy
@@ -140,16 +150,12 @@ def _without_amx(args, arts: dict, model, inputs, quantize, batches) -> None:
     """On a CPU with AMX tiles: ``int8-vnni``, the int8 build with the same calibration for this CPU without them
     (its convs and linear layers on ``vpdpbusd``): the speed the tile kernels buy."""
     from edgeopt.targets import get_target
-    from edgeopt.targets.host import host_mattr
-    from edgeopt.targets.x86 import X86Target
 
     import edgeopt
-    from edgeopt.runtime.cpu_features import host_flags
 
-    target = get_target(args.target)
-    if args.target != "host" or not target.amx():
+    if args.target != "host" or not get_target(args.target).amx():
         return
-    vnni = X86Target(target.mcpu, mattr=(*host_mattr(target.mcpu, host_flags()), "-amx-tile", "-amx-int8"))
+    vnni = get_target("host", mattr=["-amx-tile", "-amx-int8"])
     arts["int8-vnni"] = edgeopt.compile(model, inputs, target=vnni, quantize=quantize, calibration_data=batches)
 
 
@@ -298,6 +304,13 @@ def _paired_ratios(times: dict) -> dict:
             for a, b in pairs if a in times and b in times}
 
 
+def _fidelity(out: np.ndarray, ref: np.ndarray) -> dict:
+    """Top-1 agreement of logits ``out`` with ``ref``, and their mean 1 - cosine (which a dozen near-ties do not
+    decide)."""
+    return {"top1_agreement": qd.top1_agreement(out, ref),
+            "logits_one_minus_cosine": round(1 - qd.mean_cosine(out, ref), 7)}
+
+
 def _speed_inputs(model: str, artifact, args) -> list:
     if model == "minilm":
         ids, mask = qd.minilm_batch([max(qd.english_sentences()[:200], key=len)], 128)
@@ -339,7 +352,7 @@ def main(argv=None) -> str:
     ap.add_argument("--weight-rounding", default="auto", choices=["auto", "nearest", "gptq"],
                     help="QuantConfig.weight_rounding of every static int8 compile")
     ap.add_argument("--n-calib", type=int, default=64)
-    ap.add_argument("--n-eval", type=int, default=160)
+    ap.add_argument("--n-eval", type=int, default=800)
     ap.add_argument("--sentences", type=int, default=500)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--calls", type=int, default=20)

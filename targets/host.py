@@ -31,19 +31,23 @@ def host_mattr(mcpu: str, flags: set[str], arch: str = "x86_64") -> list[str]:
 
 
 class HostTarget(X86Target):
+    """``target="host"``; ``mattr=["-amx-tile", "-amx-int8"]`` (LLVM feature switches, applied after the host's own)
+    builds for this CPU without some of its features, e.g. without AMX tiles where Linux refuses them."""
+
     name = "host"
 
-    def __init__(self, num_threads: int | None = None, mcpu: str | None = None):
+    def __init__(self, num_threads: int | None = None, mcpu: str | None = None, mattr: list | tuple = ()):
         import tvm
 
         self.arch = platform.machine()
         cpu = mcpu or tvm.target.codegen.llvm_get_system_cpu()
+        extra = _feature_switches(mattr)
         if self.arch == "x86_64":
-            super().__init__(cpu, num_threads, mattr=tuple(host_mattr(cpu, host_flags())))
+            super().__init__(cpu, num_threads, mattr=(*host_mattr(cpu, host_flags()), *extra))
         else:  # e.g. compiling on an aarch64 board for itself: LLVM's reading of the CPU, its hwcaps switched on/off
             self.mcpu = cpu
             self.num_cores = int(num_threads or len(os.sched_getaffinity(0)))
-            mattr = host_mattr(cpu, host_flags(), self.arch)
+            mattr = [*host_mattr(cpu, host_flags(), self.arch), *extra]
             self._target = tvm.target.Target({"kind": "llvm", "mcpu": cpu, "num-cores": self.num_cores,
                                               **({"mattr": mattr} if mattr else {})})
             self.features = isa_features(tvm.target.codegen.llvm_get_cpu_features(self._target), self.arch)
@@ -53,3 +57,16 @@ class HostTarget(X86Target):
 
     def device_requirements(self) -> dict:
         return {**super().device_requirements(), "num_threads": self.num_cores}
+
+
+def _feature_switches(mattr) -> list[str]:
+    """``mattr`` checked: LLVM feature names, each switched on ("+avx512f") or off ("-amx-tile")."""
+    from ..errors import TargetError
+
+    if isinstance(mattr, str):
+        mattr = [mattr]
+    bad = [m for m in mattr if not (isinstance(m, str) and len(m) > 1 and m[0] in "+-")]
+    if bad:
+        raise TargetError(f"target 'host': mattr takes LLVM features switched on or off, e.g. ['-amx-tile', "
+                          f"'-amx-int8'] or ['+avx512f'], got {bad}")
+    return list(mattr)

@@ -55,6 +55,6 @@ def request_tiles() -> None:
                errno.ENOSPC: "a thread's alternate signal stack is too small for the tile state"}.get(err, "")
         _refused = (f"this artifact's int8 kernels run on AMX tiles, which Linux refused to this process "
                     f"({os.strerror(err)}{'; ' + why if why else ''}): recompile without them, e.g. "
-                    "target='x86', cpu=<this CPU>, mattr=['-amx-tile', '-amx-int8']")
+                    "target='host', mattr=['-amx-tile', '-amx-int8']")
         raise ArtifactError(_refused)
     _granted = True

@@ -14,6 +14,7 @@ from edgeopt.targets import get_target
 
 import edgeopt
 from edgeopt.api import compile_graph
+from edgeopt.errors import TargetError
 from edgeopt.ir import Graph, TensorType, interpret
 from edgeopt.ir.ops.linalg import pack_linear_weight_groups
 from edgeopt.ir.ops.nn import pack_conv_weight
@@ -74,6 +75,11 @@ def test_targets_with_amx():
     assert get_target(**SAPPHIRE_RAPIDS, check_toolchain=False).amx()
     assert not get_target(target="x86", cpu="znver4", check_toolchain=False).amx()
     assert not get_target(target="x86", cpu="sapphirerapids", mattr=["-amx-tile"], check_toolchain=False).amx()
+    # this CPU without AMX (all else as the host target sees it), and mattr checked
+    no_tiles = get_target("host", mattr=["-amx-tile", "-amx-int8"], check_toolchain=False)
+    assert not no_tiles.amx() and no_tiles.mcpu == get_target("host", check_toolchain=False).mcpu
+    with pytest.raises(TargetError, match="mattr takes LLVM features switched on or off"):
+        get_target("host", mattr=["amx-tile"], check_toolchain=False)
     assert not get_target(target="x86-64-v4", check_toolchain=False).amx()
     assert not get_target(target="arm", cpu="cortex-a76", check_toolchain=False).amx()
     assert has_amx(["+amx-tile", "+amx-int8"]) and not has_amx(["amx-tile"])
@@ -139,9 +145,7 @@ def test_a_sapphire_rapids_build_has_tile_code(tmp_path):
 def test_int8_resnet_on_tiles_gives_the_vnni_builds_outputs():
     """A small int8 ResNet-18 on this CPU: where it has AMX, its convs on tiles, bit for bit the outputs of the same
     model built without AMX (the integer sums are exact either way)."""
-    from edgeopt.targets.host import host_mattr
 
-    from edgeopt.runtime.cpu_features import host_flags
     from tests.models.zoo import build
 
     host = get_target("host")
@@ -152,8 +156,8 @@ def test_int8_resnet_on_tiles_gives_the_vnni_builds_outputs():
     q = edgeopt.QuantConfig(mode="int8", int8_image_convs=True)
     tiles = edgeopt.compile(model, (x,), target="host", quantize=q, calibration_data=cal)
     # this CPU as the host target sees it (a VM may hide features its name implies), less AMX
-    mattr = [*host_mattr(host.mcpu, host_flags()), "-amx-tile", "-amx-int8"]
-    plain = edgeopt.compile(model, (x,), target="x86", cpu=host.mcpu, mattr=mattr, quantize=q, calibration_data=cal)
+    plain = edgeopt.compile(model, (x,), target="host", mattr=["-amx-tile", "-amx-int8"], quantize=q,
+                            calibration_data=cal)
     assert any(",amx" in k["schedule"] for k in tiles.report["kernels"])
     assert not any(",amx" in k["schedule"] for k in plain.report["kernels"])
     assert np.array_equal(tiles(x.numpy()), plain(x.numpy()))
