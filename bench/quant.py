@@ -9,8 +9,7 @@ Accuracy (each against PyTorch fp32, on data that ships in packages, ``bench/qua
 - **EfficientNet-Lite0** and **MobileNetV2** (pretrained): top-1 agreement and the logits' mean 1 - cosine on 800
   real photo crops (``--n-eval``; on 160, the count of crops that flip moved by 3 points between builds whose
   cosines were the same), static int8 calibrated on 64 other crops (one compile per calibrator: minmax, percentile,
-  entropy, mse; and the first with each depthwise conv's input on one scale per tensor:
-  ``QuantConfig.depthwise_inputs="per-tensor"``);
+  entropy, mse; and the first with one scale per activation: ``QuantConfig.activation_scales="per-tensor"``);
 - **all-MiniLM-L6-v2** (pretrained): mean cosine of the mean-pooled embeddings over real English sentences, for
   int8-weight, int4-weight, int8-dynamic and static int8 (calibrated on 64 other sentences);
 - **a digits CNN** trained here (``bench/digits_cnn.py``): test accuracy, fp32 vs static int8.
@@ -97,8 +96,9 @@ def _size(c) -> dict:
 
 # ------------------------------------------------------------------------------------------------ accuracy
 def image_accuracy(name: str, args, artifacts: dict) -> list[dict]:
-    """A pretrained classifier's top-1 agreement with PyTorch fp32 on real photo crops: fp32, static int8 with each
-    calibrator, and with its 3x3 stem in int8 too (``int8_image_convs=True``)."""
+    """A pretrained classifier's top-1 agreement with PyTorch fp32 and its logits' 1 - cosine on real photo crops:
+    fp32, static int8 with each calibrator, with one scale per activation (``activation_scales="per-tensor"``), and
+    with its 3x3 stem in int8 too (``int8_image_convs=True``)."""
     import torch
 
     from tests.models.zoo import build
@@ -123,12 +123,11 @@ def image_accuracy(name: str, args, artifacts: dict) -> list[dict]:
                      "n_calib": len(calib), "n_eval": len(ev), **_size(c)})
         if cal == args.calibrators[0]:
             artifacts[name]["int8"] = c
-    # the depthwise convs' inputs with one scale per tensor: what a scale per channel buys (QuantConfig
-    # .depthwise_inputs), with the first calibrator
+    # one scale per activation: what a scale per channel buys (QuantConfig.activation_scales), first calibrator
     c, secs = _compile(args, model, x1, quantize=_static(args, calibrator=args.calibrators[0],
-                                                         depthwise_inputs="per-tensor"), calibration_data=batches)
+                                                         activation_scales="per-tensor"), calibration_data=batches)
     out = np.concatenate([c(ev[i:i + 1]) for i in range(len(ev))])
-    rows.append({"model": name, "variant": f"int8 ({args.calibrators[0]}, depthwise inputs per tensor)",
+    rows.append({"model": name, "variant": f"int8 ({args.calibrators[0]}, activation scales per tensor)",
                  "calibrator": args.calibrators[0], "compile_s": round(secs, 1), **_fidelity(out, ref),
                  "n_calib": len(calib), "n_eval": len(ev), **_size(c)})
     # the stem in int8 too, on the crops' exact pixels

@@ -22,8 +22,10 @@ A linear layer whose input has one scale per row, computed at run time (``quanti
 integer layer followed by ``dequantize(acc, row_scales, zx * colsum(w_q))`` and a product with the weight scales.
 
 A depthwise conv reads one input channel per output channel, so its input may have a scale and zero point per
-channel (``quantize_static``'s depthwise inputs): ``sx[c] * sw[c]`` is still one scale per output channel, the zero
-points' share ``zx[c] * colsum(w_q)[c]`` one integer per output channel, and the padding each channel's ``zx[c]``.
+channel (``quantize_static``'s per-channel conv inputs): ``sx[c] * sw[c]`` is still one scale per output channel,
+the zero points' share ``zx[c] * colsum(w_q)[c]`` one integer per output channel, and the padding each channel's
+``zx[c]``. A dense conv may read one scale with a zero point per channel (``quantize_static`` moved each channel's
+share of the scale into the weight): the zero points' share is ``sum_c zx[c] * sum_hw w_q[o, c]`` per output.
 
 Requires: ``quantized`` (``quantize_static``'s or ``quantize_dynamic``'s sandwiches, weights still in their plain
 layouts), ``unfused``. Guarantees: ``integer_kernels``. Other sandwiches (a dense layer reading per-channel
@@ -78,8 +80,9 @@ def _channel_shaped(p: Value, v: Value) -> bool:
 
 
 def _per_channel(g: Graph, dq: Node) -> bool:
-    """Whether activation dequantize ``dq`` has a constant scale and integer zero point per channel
-    (``quantize_static``'s depthwise inputs); only a depthwise conv folds it."""
+    """Whether activation dequantize ``dq`` has a constant scale or integer zero point per channel
+    (``quantize_static``'s per-channel conv inputs); a depthwise conv folds both, a dense conv a zero point per
+    channel under one scale."""
     v, params = dq.outputs[0], dq.inputs[1:]
     return all(g.is_const(p) for p in params) and params[0].type.dtype == "f32" \
         and any(_channel_shaped(p, v) for p in params) \
@@ -135,8 +138,8 @@ class FoldQuantized(Pass):
             return False
         if _minimum(g, x) is not None and (n.op != "conv2d" or n.attrs["groups"] != 1):  # dense convs only
             return False
-        if _per_channel(g, x) and not _depthwise(n):  # a dense layer would need the scales inside its sums
-            return False
+        if _per_channel(g, x) and not _depthwise(n) and (n.op != "conv2d" or x.inputs[1].type.numel != 1):
+            return False  # a dense layer would need the scales inside its sums
         if len(n.inputs) == 3 and not g.is_const(n.inputs[2]):
             return False
         if n.op == "conv2d":
@@ -148,9 +151,10 @@ class FoldQuantized(Pass):
         xq, wq = xd.inputs[0], wd.inputs[0]
         rows = None if g.is_const(xd.inputs[1]) else xd.inputs[1]  # per-row scales, computed at run time
         minimum = _minimum(g, xd)
-        if _per_channel(g, xd):  # a depthwise conv: input channel c is output channel c's only input
-            c = xq.type.shape[1]
+        if _per_channel(g, xd):  # a zero point per input channel; a depthwise conv's scales too (channel c is output
+            c = xq.type.shape[1]  # channel c's only input)
             sx = np.broadcast_to(g.const(xd.inputs[1]).reshape(-1), (c,)).astype(np.float64)
+            sx = sx[0] if not _depthwise(n) else sx
             zx = np.broadcast_to(g.const(xd.inputs[2]).reshape(-1), (c,)).astype(np.int64) \
                 if len(xd.inputs) == 3 else np.zeros(c, np.int64)
         else:
@@ -183,7 +187,8 @@ class FoldQuantized(Pass):
         scale = g.add_const((sx * sw).astype(np.float32).reshape(shape), f"{out.name}_scale")
         params = [rows if rows is not None else scale]
         if np.any(zx):
-            params.append(g.add_const((zx * colsum).astype(np.int32).reshape(shape), f"{out.name}_zp"))
+            zsum = zx * colsum if np.ndim(zx) == 0 or _depthwise(n) else w.astype(np.int64).sum(axis=(2, 3)) @ zx
+            params.append(g.add_const(zsum.astype(np.int32).reshape(shape), f"{out.name}_zp"))
         y = g.add("dequantize", [acc, *params], source=src, name=f"{out.name}_dq", index=at + 1)
         at += 2
         if rows is not None:  # (row scale x column scale) as two products: the row's, then the weight's

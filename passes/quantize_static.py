@@ -12,11 +12,13 @@ Each convolution, linear layer and matmul with a constant operand becomes a laye
   that makes the value stores int8 only (a quarter of the bytes; no separate quantize kernel). A value that is
   also a graph output stays float for the output; ``QuantConfig(quantized_residuals=False)`` keeps the other
   readers on float.
-- an activation that only depthwise convs read gets a scale per channel (``QuantConfig.depthwise_inputs``, on by
-  default): each channel's own calibrated range, but at least half the tensor's (``calibrate.channel_ranges``), kept
-  only where every channel's zero point comes out the same (a ReLU's output), so the conv pads with one value. A
-  depthwise conv's output channel reads one input channel, so ``fold_quantized`` moves that channel's scale into the
-  requantize it has per channel anyway, and ``fold_requantize`` folds the producer's per-channel quantize;
+- a conv input gets a scale and zero point per channel where that pays (``QuantConfig.activation_scales``, on by
+  default; ``_channel_scales``): each channel's calibrated range with 25% headroom, at least half the tensor's
+  (``calibrate.channel_ranges``), where convs are its only quantized readers and their modelled rounding noise
+  falls by 5% or more (``edgeopt.quant.channel_noise``). A depthwise conv takes each channel's scale in the
+  requantize it has per channel anyway (``fold_quantized``); a dense conv reads the values in units of each
+  channel's share of the largest scale, with those shares in its weight's input channels before rounding (as a
+  conv reading pixels takes their steps); its other readers (a residual add) read the values;
 - a max pool between the activation and the layer pools the u8 values (quantizing commutes with max), and a
   concat that only quantized layers and other int8-reading ops read (and is no graph output; with
   ``quantized_residuals``) quantizes its parts with its own scale and joins u8 values (quantizing is elementwise):
@@ -76,6 +78,7 @@ from edgeopt.ir import Graph, Node, Value
 from edgeopt.ir.registry import get_op
 from edgeopt.pipeline import Pass, register_pass
 from edgeopt.quant.calibrate import affine_params, channel_ranges, choose_range, observe_ranges
+from edgeopt.quant.channel_noise import channel_scales_pay
 from edgeopt.quant.compare import METRICS, layer_errors, outputs
 from edgeopt.quant.config import QuantConfig, QuantizationError
 from edgeopt.quant.lattice import pixel_lattice
@@ -141,13 +144,18 @@ class QuantizeStatic(Pass):
         self._float_outputs = []  # one pass over the calibration data: ranges, weight errors, float outputs
         stats = observe_ranges(g, acts, self.calibration, outputs=self._float_outputs,
                                also=(lambda v, x, i: [f(v, x, i) for f in watchers]) if watchers else None)
+        self._ranges = {v.name: st for v, st in stats.items()}
+        self._channels = self._channel_scales(g, layers, acts)
+        for n in layers:  # a dense conv reads a per-channel input in units of its channel's share: x / (s[c] / max s)
+            params = self._channels.get(n.inputs[0].name)
+            if params is not None and not _depthwise(n) and self.config.input_ranges.get(g.layer_name(n)) is None:
+                steps[n] = params[0] / params[0].max()
         self._weights = {n.outputs[0].name: self._int8_weight(g, n, steps.get(n), moments) for n in layers}
         self._shifts = errors.means(g, self._weights, steps) if errors else {}
         split = [n for n in layers if self.config.int8_image_convs == "split" and _too_narrow(n)]
         self._residuals = {n.outputs[0].name: self._residual_weight(g, n, steps.get(n)) for n in split}
         for name in self._residuals:  # the two parts' error is ~1/(2 qmax) of one part's: nothing left to correct
             self._shifts.pop(name, None)
-        self._ranges = {v.name: st for v, st in stats.items()}
         #: the graph before and after, for ``CompiledModel.compare`` and the accuracy budget
         self.float_graph = g.clone()
         names = [n.outputs[0].name for n in layers]
@@ -157,7 +165,7 @@ class QuantizeStatic(Pass):
         return {"quantized": len(names) - len(check.get("kept_for_budget", [])), "activations": len(acts),
                 "kept_float": kept, "bias_corrected": len(self._shifts), "calibration_batches": len(self.calibration),
                 "weight_levels": self._qmax, "gptq_layers": len(by_output),
-                "per_channel_inputs": self._channel_scaled,
+                "per_channel_inputs": len(self._channels),
                 "embedding_tables": tables, **check}
 
     def _apply(self, g: Graph, names: set) -> int:
@@ -165,7 +173,7 @@ class QuantizeStatic(Pass):
         layers = [n for n in g.nodes if n.op in QUANTIZED_OPS and n.outputs[0].name in names]
         readers = g.users()
         qdq = {}
-        self._channel_scaled = 0  # activations given a scale per channel (depthwise inputs)
+        in_steps = {}  # a per-channel activation as its dense readers take it: x / (s[c] / max s)
         levels = {}  # a pixel input's levels, shared by the layers that read it (not by its other readers)
         for n in layers:
             v = n.inputs[0]
@@ -176,12 +184,18 @@ class QuantizeStatic(Pass):
             else:
                 learned = self.config.input_ranges.get(g.layer_name(n))
                 key = (v, None if learned is None else tuple(learned))  # QAT: each layer's own learned range
+                channels = self._channels.get(v.name) if learned is None else None
                 if key not in qdq:
-                    channels = learned is None and self._depthwise_input(g, v, readers, names)
-                    self._channel_scaled += channels
                     qdq[key] = self._quantize_activation(g, v, self._ranges[v.name], readers, learned, names,
-                                                         per_channel=channels)
+                                                         channels=channels)
                 n.inputs[0] = qdq[key]
+                if channels is not None and not _depthwise(n):
+                    if v not in in_steps:
+                        q, z = qdq[key].producer.inputs[0], qdq[key].producer.inputs[2]
+                        ref = g.add_const(np.float32(channels[0].max()), f"{v.name}_scale_max")
+                        in_steps[v] = g.add("dequantize", [q, ref, z], source=qdq[key].producer.source,
+                                            name=f"{v.name}_dq_shares")
+                    n.inputs[0] = in_steps[v]
             n.inputs[1] = self._quantize_weight(g, n)
             shift = self._shifts.get(n.outputs[0].name)
             if shift is not None:
@@ -251,39 +265,63 @@ class QuantizeStatic(Pass):
                           f"({out['metric']} {score:.4f} vs {best:.4f})", stacklevel=2)
         return {**out, "score": round(score, 4), "kept_for_budget": ranking[:k]}
 
-    def _depthwise_input(self, g: Graph, v: Value, readers, layers) -> bool:
-        """Whether activation ``v`` gets a scale per channel (``QuantConfig.depthwise_inputs="per-channel"``): only
-        depthwise convs being quantized read it (each output channel reads one input channel, so ``fold_quantized``
-        moves the channel's scale into its requantize, at no cost), it is no graph output, its producer is no pool or
-        concat quantized in place, and its channels' zero points come out equal (a ReLU's output: the conv then
-        pads with one value, as it does now)."""
-        st = self._ranges[v.name]
-        if self.config.depthwise_inputs != "per-channel" or v in g.outputs or st.channel_lo is None \
-                or (v.producer is not None and v.producer.op in ("max_pool2d", "concat")):
-            return False
-        users = readers.get(v, ())
-        if not users or not all(r.op == "conv2d" and r.outputs[0].name in layers and r.inputs[0] is v
-                                and r.attrs["groups"] == v.type.shape[1] == r.outputs[0].type.shape[1]
-                                for r in users):
-            return False
-        return len({zp for _, zp in self._channel_params(st)}) == 1
+    def _channel_scales(self, g: Graph, layers: list[Node], acts: list[Value]) -> dict[str, tuple]:
+        """The activations that get a scale and zero point per channel (``QuantConfig.activation_scales``), by name:
+        (scales, zero points), each channel's own calibrated range but at least half the tensor's
+        (``calibrate.channel_ranges``). Such a value is rank 4, no graph output, made by no pool or concat (those
+        are quantized in place), and read by convs only where it is read by layers being quantized: depthwise convs
+        take each channel's scale in their per-channel requantize; dense convs (no learned QAT range, no image
+        lattice) read it in units of its channel's share of the largest scale, ``x / (s[c] / max s)``, with the
+        weight's input channels times that share (``steps``), as a conv reading pixels does. Channels' zero points
+        may differ only where no reader pads (a padded conv would pad each channel with its own level). And it must
+        pay: the readers' modelled rounding noise (``edgeopt.quant.channel_noise``) at least 5% below one scale's."""
+        if self.config.activation_scales != "per-channel":
+            return {}
+        readers, out = g.users(), {}
+        quantized = set(layers)
+        for v in acts:
+            st = self._ranges[v.name]
+            if v in g.outputs or st.channel_lo is None or (v.producer is not None and v.producer.op in
+                                                          ("max_pool2d", "concat")):
+                continue
+            users = [r for r in readers.get(v, ()) if r in quantized]
+            if not users or not all(self._takes_channel_scales(g, r, v) for r in users):
+                continue
+            lo, hi = choose_range(st, self.config.calibrator, self.config.percentile)
+            dtype = self._activation_dtype()
+            params = np.array([affine_params(a, b, dtype) for a, b in zip(*channel_ranges(st, lo, hi))], np.float64)
+            scales, zps = params[:, 0].astype(np.float32), params[:, 1].astype(np.int32)
+            if (zps != zps[0]).any() and any(any(r.attrs["padding"]) for r in users):
+                continue
+            readers_of_v = [(g.const(r.inputs[1]), _depthwise(r), self._levels(g, r)) for r in users]
+            if channel_scales_pay(readers_of_v, st.channel_mean_square, scales, affine_params(lo, hi, dtype)[0],
+                                  self.config.weights == "per-channel"):
+                out[v.name] = (scales, zps)
+        return out
 
-    def _channel_params(self, st) -> list[tuple[float, int]]:
-        """(scale, zero point) of each channel of a value with statistics ``st`` (``calibrate.channel_ranges``)."""
-        lo, hi = choose_range(st, self.config.calibrator, self.config.percentile)
-        dtype = self._activation_dtype()
-        return [affine_params(a, b, dtype) for a, b in zip(*channel_ranges(st, lo, hi))]
+    def _takes_channel_scales(self, g: Graph, n: Node, v: Value) -> bool:
+        """Whether quantized layer ``n`` can read ``v`` with a scale per channel: a depthwise conv, or a dense conv
+        whose weight can take each input channel's share (not on an image's lattice, no QAT-learned scales, not split
+        in two)."""
+        if n.op != "conv2d" or n.inputs[0] is not v or n.attrs.get("layout", "NCHW") != "NCHW":
+            return False
+        if _depthwise(n):
+            return True
+        name = g.layer_name(n)
+        return n.attrs["groups"] == 1 and n.attrs["weight_layout"] == "OIHW" and not self._on_lattice(g, n) \
+            and name not in self.config.input_ranges and name not in self.config.weight_scales \
+            and not (self.config.int8_image_convs == "split" and _too_narrow(n))
 
     def _quantize_activation(self, g: Graph, v: Value, st, readers, learned=None, layers=frozenset(),
-                             per_channel: bool = False) -> Value:
+                             channels: tuple | None = None) -> Value:
         """``v`` quantized for the layers being quantized (``layers``: their output names), and dequantized: u8 (or
-        i8) values with one scale and zero point, calibrated or learned, or one per channel (``per_channel``)."""
+        i8) values with one scale and zero point, calibrated or learned, or one per channel (``channels``: scales
+        and zero points, ``_channel_scales``)."""
         dtype = self._activation_dtype()
-        if per_channel:
-            params = np.array(self._channel_params(st), np.float64)
+        if channels is not None:
             shape = (1, -1) + (1,) * (v.type.rank - 2)
-            s = g.add_const(params[:, 0].astype(np.float32).reshape(shape), f"{v.name}_scale")
-            z = g.add_const(params[:, 1].astype(np.int32).reshape(shape), f"{v.name}_zp")
+            s = g.add_const(channels[0].reshape(shape), f"{v.name}_scale")
+            z = g.add_const(channels[1].reshape(shape), f"{v.name}_zp")
             src = v.producer.source if v.producer is not None else None
             q = g.add("quantize", [v, s, z], {"dtype": dtype}, source=src, name=f"{v.name}_q")
             return g.add("dequantize", [q, s, z], source=src, name=f"{v.name}_dq")
@@ -482,6 +520,11 @@ class _WeightErrors:
             error = get_op(n.op).reference([mean_x, delta.astype(np.float32)], n.attrs)[0]
             out[name] = _channel_mean(error, n.op).astype(np.float32)
         return out
+
+
+def _depthwise(n: Node) -> bool:
+    """A conv whose every output channel reads its own input channel (a channel multiplier of 1)."""
+    return n.op == "conv2d" and n.attrs["groups"] == n.inputs[0].type.shape[1] == n.outputs[0].type.shape[1] > 1
 
 
 def _channel_mean(x: np.ndarray, op: str) -> np.ndarray:

@@ -32,7 +32,8 @@ def host_mattr(mcpu: str, flags: set[str], arch: str = "x86_64") -> list[str]:
 
 class HostTarget(X86Target):
     """``target="host"``; ``mattr=["-amx-tile", "-amx-int8"]`` (LLVM feature switches, applied after the host's own)
-    builds for this CPU without some of its features, e.g. without AMX tiles where Linux refuses them."""
+    builds for this CPU without some of its features, e.g. without AMX tiles where Linux refuses them. A feature
+    switched on that this CPU lacks ("+avx512f" on a Zen 3) makes an artifact this machine refuses to load."""
 
     name = "host"
 
@@ -68,5 +69,5 @@ def _feature_switches(mattr) -> list[str]:
     bad = [m for m in mattr if not (isinstance(m, str) and len(m) > 1 and m[0] in "+-")]
     if bad:
         raise TargetError(f"target 'host': mattr takes LLVM features switched on or off, e.g. ['-amx-tile', "
-                          f"'-amx-int8'] or ['+avx512f'], got {bad}")
+                          f"'-amx-int8'], got {bad}")
     return list(mattr)

@@ -114,8 +114,9 @@ def quantized_outputs(artifact: bytes, ir_text: str) -> dict[str, tuple[np.ndarr
                     params.append(g.const(top))
                 elif n.body.is_const(p):
                     params.append(n.body.const(p))
-            if len(params) == 2:  # one scale and zero point, or one per channel (a blocked [1, C/c, 1, 1, c]
-                out[n.outputs[pos].name] = (params[0], params[1], m.inputs[0].name)  # flattens in channel order)
+            # one scale and zero point, or one per channel (a blocked [1, C/c, 1, 1, c] flattens in channel order)
+            if len(params) == 2:
+                out[n.outputs[pos].name] = (params[0], params[1], m.inputs[0].name)
     return out
 
 

@@ -99,7 +99,7 @@ def quantization_report(p, graph, records, float_weight_bytes: int, weight_bytes
     return {**cfg.describe(), "pass": p.name, "weight_bytes_float": int(float_weight_bytes),
             "weight_bytes": int(weight_bytes), "weight_ratio": round(weight_bytes / max(float_weight_bytes, 1), 4),
             "layers_quantized": stats.get("quantized", 0), "kept_float": stats.get("kept_float", []),
-            **({"per_channel_inputs": stats["per_channel_inputs"]} if stats.get("per_channel_inputs") else {}),
+            **({"per_channel_inputs": stats["per_channel_inputs"]} if "per_channel_inputs" in stats else {}),
             "kernels_by_precision": kernels_by_precision(graph), **extra,
             **({"accuracy_check": {k: stats[k] for k in ("metric", "score_float", "score", "kept_for_budget")
                                    if k in stats}} if "metric" in stats else {})}

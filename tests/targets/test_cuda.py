@@ -248,17 +248,17 @@ def test_quantized_models_build_device_code(mode, precision):
 
 
 @needs_nvcc
-def test_per_channel_depthwise_inputs_build_device_code():
-    """Static int8 of an inverted residual whose depthwise input has a scale per channel (``QuantConfig
-    .depthwise_inputs``) builds PTX (nvcc), and on a GPU computes the host build's numbers."""
-    from tests.quant.test_depthwise_inputs import Block
+def test_per_channel_conv_inputs_build_device_code():
+    """Static int8 of an inverted residual whose conv inputs have a scale per channel (``QuantConfig
+    .activation_scales``) builds PTX (nvcc), and on a GPU computes the host build's numbers."""
+    from tests.quant.test_activation_scales import Block, _inputs
 
-    model, x = Block().eval(), torch.randn(1, 8, 10, 10)
-    kw = {"calibration_data": [torch.randn(1, 8, 10, 10) for _ in range(4)]}
+    model, x = Block().eval(), torch.from_numpy(_inputs(np.random.default_rng(9)))
+    kw = {"calibration_data": [_inputs(np.random.default_rng(i)) for i in range(4)]}
     cap = gpu_compute_capability()
     arch = f"sm_{cap[0]}{cap[1]}" if HAS_GPU and f"sm_{cap[0]}{cap[1]}" in ARCHS else "sm_80"
     compiled = edgeopt.compile(model, [x], target=get_target("cuda", arch=arch), quantize="int8", **kw)
-    assert compiled.report["quantization"]["per_channel_inputs"] == 1
+    assert compiled.report["quantization"]["per_channel_inputs"] == 3
     members = read_artifact(compiled._artifact)[1]
     assert b".entry" in members[json.loads(members["cuda/device_code.json"])["ptx"]]
     if HAS_GPU and arch == f"sm_{cap[0]}{cap[1]}":

@@ -366,16 +366,16 @@ def test_quantized_models_run_with_the_hosts_numbers(mode):
 
 
 @needs_vulkan
-def test_per_channel_depthwise_inputs_run_with_the_hosts_numbers():
-    """Static int8 of an inverted residual whose depthwise input has a scale per channel (``QuantConfig
-    .depthwise_inputs``): the Vulkan build computes the host build's numbers."""
-    from tests.quant.test_depthwise_inputs import Block
+def test_per_channel_conv_inputs_run_with_the_hosts_numbers():
+    """Static int8 of an inverted residual whose conv inputs have a scale per channel (``QuantConfig
+    .activation_scales``): the Vulkan build computes the host build's numbers."""
+    from tests.quant.test_activation_scales import Block, _inputs
 
-    model, x = Block().eval(), torch.randn(1, 8, 10, 10)
-    kw = {"calibration_data": [torch.randn(1, 8, 10, 10) for _ in range(4)]}
+    model, x = Block().eval(), torch.from_numpy(_inputs(np.random.default_rng(9)))
+    kw = {"calibration_data": [_inputs(np.random.default_rng(i)) for i in range(4)]}
     host = edgeopt.compile(model, [x], quantize=edgeopt.QuantConfig(reduce_range=False), **kw)
     gpu = edgeopt.compile(model, [x], target="vulkan", quantize="int8", **kw)
-    assert gpu.report["quantization"]["per_channel_inputs"] == host.report["quantization"]["per_channel_inputs"] == 1
+    assert gpu.report["quantization"]["per_channel_inputs"] == host.report["quantization"]["per_channel_inputs"] == 3
     assert rel_err(host(x.numpy()), gpu(x.numpy())) < 1e-3
 
 
