@@ -6,8 +6,8 @@ first call (shader and pipeline creation), per-call latency and memory, beside P
     .venv/bin/python bench/vulkan.py mobilenet_v2 minilm --quantize int8 int8-weight int4-weight
 
 ``--quantize`` adds quantized builds: their weight bytes beside fp32's (8-bit values are stored four to a 32-bit
-word: WGSL has no 8-bit integers), time and error. Static int8 is calibrated on 8 real photo crops (MiniLM: 8
-batches of real sentences) other than the measured input.
+word: WGSL has no 8-bit integers), time and error. An image model is measured on a real photo crop, and its static
+int8 is calibrated on 8 others (MiniLM: 8 batches of real sentences).
 
 On a machine without a GPU the device is Mesa's lavapipe, a software rasterizer that runs the shaders on the
 CPU: its latencies say how a correctness target behaves, not how a GPU would, and the ratio to PyTorch is given
@@ -28,15 +28,34 @@ from bench.common import median_ms, pin_threads, save_results  # noqa: E402
 MODELS = ["resnet18", "mobilenet_v2", "efficientnet_lite0", "minilm"]
 
 
+def _crops(name: str, inputs):
+    """Nine real photo crops shaped like an image model's input (None for other models): the first is measured, the
+    other eight calibrate."""
+    from bench.quant_data import photo_crops, to_array
+
+    if not (len(inputs) == 1 and inputs[0].ndim == 4 and inputs[0].shape[1] == 3):
+        return None
+    size = inputs[0].shape[-1]
+    return to_array(photo_crops(9, size, seed=3), "lite0" if name == "efficientnet_lite0" else "imagenet")
+
+
+def measured(name: str, inputs) -> tuple:
+    """The input every build is measured on: an image model's held-out photo crop (its int8 build is calibrated on
+    the others: a random input lies outside the calibration data's ranges), else the zoo's example inputs."""
+    import torch
+
+    crops = _crops(name, inputs)
+    return tuple(inputs) if crops is None else (torch.from_numpy(crops[:1]),)
+
+
 def calibration(name: str, inputs) -> list:
     """Eight batches shaped like ``inputs``: real photo crops for an image model, real sentences for MiniLM."""
     import torch
 
-    from bench.quant_data import english_sentences, minilm_batch, photo_crops, to_array
+    from bench.quant_data import english_sentences, minilm_batch
 
-    if len(inputs) == 1 and inputs[0].ndim == 4:
-        size = inputs[0].shape[-1]
-        crops = to_array(photo_crops(9, size, seed=3), "lite0" if name == "efficientnet_lite0" else "imagenet")
+    crops = _crops(name, inputs)
+    if crops is not None:
         return [torch.from_numpy(crops[i:i + 1]) for i in range(1, 9)]
     seq = inputs[0].shape[1]
     sentences = english_sentences(64)
@@ -55,6 +74,7 @@ def row(name: str, small: bool, calls: int, modes=()) -> dict:
     from tests.models.zoo import build
 
     model, inputs = build(name, small=small)
+    inputs = measured(name, inputs)
     xs = [x.numpy() for x in inputs]
     with torch.no_grad():
         ref = model(*inputs)

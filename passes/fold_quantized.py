@@ -138,8 +138,9 @@ class FoldQuantized(Pass):
             return False
         if _minimum(g, x) is not None and (n.op != "conv2d" or n.attrs["groups"] != 1):  # dense convs only
             return False
-        if _per_channel(g, x) and not _depthwise(n) and (n.op != "conv2d" or x.inputs[1].type.numel != 1):
-            return False  # a dense layer would need the scales inside its sums
+        if _per_channel(g, x) and not _depthwise(n) and (n.op != "conv2d" or n.attrs["groups"] != 1
+                                                         or x.inputs[1].type.numel != 1):
+            return False  # a dense layer would need the scales inside its sums (a grouped conv: not handled)
         if len(n.inputs) == 3 and not g.is_const(n.inputs[2]):
             return False
         if n.op == "conv2d":

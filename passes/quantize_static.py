@@ -160,12 +160,13 @@ class QuantizeStatic(Pass):
         self.float_graph = g.clone()
         names = [n.outputs[0].name for n in layers]
         tables = self._apply(g, set(names))
+        self._applied_channel_scales = self._channel_scaled
         check = self._accuracy(g, names, kept)
         self.quant_graph = g.clone()
         return {"quantized": len(names) - len(check.get("kept_for_budget", [])), "activations": len(acts),
                 "kept_float": kept, "bias_corrected": len(self._shifts), "calibration_batches": len(self.calibration),
                 "weight_levels": self._qmax, "gptq_layers": len(by_output),
-                "per_channel_inputs": len(self._channels),
+                "per_channel_inputs": self._applied_channel_scales,
                 "embedding_tables": tables, **check}
 
     def _apply(self, g: Graph, names: set) -> int:
@@ -174,6 +175,7 @@ class QuantizeStatic(Pass):
         readers = g.users()
         qdq = {}
         in_steps = {}  # a per-channel activation as its dense readers take it: x / (s[c] / max s)
+        self._channel_scaled = 0  # activations given a scale per channel in this graph
         levels = {}  # a pixel input's levels, shared by the layers that read it (not by its other readers)
         for n in layers:
             v = n.inputs[0]
@@ -188,6 +190,7 @@ class QuantizeStatic(Pass):
                 if key not in qdq:
                     qdq[key] = self._quantize_activation(g, v, self._ranges[v.name], readers, learned, names,
                                                          channels=channels)
+                    self._channel_scaled += channels is not None
                 n.inputs[0] = qdq[key]
                 if channels is not None and not _depthwise(n):
                     if v not in in_steps:
@@ -241,23 +244,23 @@ class QuantizeStatic(Pass):
         def trial(k):
             t = self.float_graph.clone()
             self._apply(t, set(names) - set(ranking[:k]))
-            return t, metric(ref, outputs(t, batches))
+            return t, metric(ref, outputs(t, batches)), self._channel_scaled
 
         lo, hi, found = 0, 1, None  # the fewest float layers that meet the budget: doubling, then bisection
         while found is None:
-            t, score = trial(hi)
+            t, score, scaled = trial(hi)
             if best - score <= cfg.max_drop or hi >= len(ranking):
-                found = (hi, t, score)
+                found = (hi, t, score, scaled)
             else:
                 lo, hi = hi, min(2 * hi, len(ranking))
         while found[0] - lo > 1:
             mid = (lo + found[0]) // 2
-            t, score = trial(mid)
+            t, score, scaled = trial(mid)
             if best - score <= cfg.max_drop:
-                found = (mid, t, score)
+                found = (mid, t, score, scaled)
             else:
                 lo = mid
-        k, t, score = found
+        k, t, score, self._applied_channel_scales = found
         g.adopt(t)
         kept += [f"{name} (accuracy budget)" for name in ranking[:k]]
         if best - score > cfg.max_drop:
@@ -267,7 +270,7 @@ class QuantizeStatic(Pass):
 
     def _channel_scales(self, g: Graph, layers: list[Node], acts: list[Value]) -> dict[str, tuple]:
         """The activations that get a scale and zero point per channel (``QuantConfig.activation_scales``), by name:
-        (scales, zero points), each channel's own calibrated range but at least half the tensor's
+        (scales, zero points), each channel's calibrated range with 25% headroom, at least half the tensor's
         (``calibrate.channel_ranges``). Such a value is rank 4, no graph output, made by no pool or concat (those
         are quantized in place), and read by convs only where it is read by layers being quantized: depthwise convs
         take each channel's scale in their per-channel requantize; dense convs (no learned QAT range, no image
@@ -303,13 +306,14 @@ class QuantizeStatic(Pass):
         """Whether quantized layer ``n`` can read ``v`` with a scale per channel: a depthwise conv, or a dense conv
         whose weight can take each input channel's share (not on an image's lattice, no QAT-learned scales, not split
         in two)."""
-        if n.op != "conv2d" or n.inputs[0] is not v or n.attrs.get("layout", "NCHW") != "NCHW":
+        name = g.layer_name(n)
+        if n.op != "conv2d" or n.inputs[0] is not v or n.attrs.get("layout", "NCHW") != "NCHW" \
+                or name in self.config.input_ranges:
             return False
         if _depthwise(n):
             return True
-        name = g.layer_name(n)
         return n.attrs["groups"] == 1 and n.attrs["weight_layout"] == "OIHW" and not self._on_lattice(g, n) \
-            and name not in self.config.input_ranges and name not in self.config.weight_scales \
+            and name not in self.config.weight_scales \
             and not (self.config.int8_image_convs == "split" and _too_narrow(n))
 
     def _quantize_activation(self, g: Graph, v: Value, st, readers, learned=None, layers=frozenset(),

@@ -15,7 +15,7 @@ that its quantization covers, by the config's calibrator:
 A clip applies to each side of the range that has data (a post-ReLU tensor is clipped only at the top).
 
 For a rank-4 value the statistics also keep each channel's (axis 1) min and max; ``channel_ranges`` turns them into
-ranges per channel within the tensor's chosen range (static int8's depthwise inputs: ``QuantConfig.depthwise_inputs``).
+ranges per channel within the tensor's chosen range (static int8's conv inputs: ``QuantConfig.activation_scales``).
 """
 
 from __future__ import annotations

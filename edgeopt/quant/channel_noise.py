@@ -5,8 +5,9 @@ A depthwise conv takes it at no cost. A dense conv reads the values in units of 
 step, ``r[c] = s[c] / max s``, with its weight's input channels times ``r[c]`` before rounding
 (``quantize_static``): the weight's levels are then spent on ``w * r``, so a channel with a small share gets a
 coarser weight in its own units (``sw[o] / r[c]``). Which wins depends on the layer: on pretrained MobileNetV2 the
-activations' rounding is most of the error and a scale per channel takes the logits' 1 - cosine from 0.0140 to
-0.0043; on EfficientNet-Lite0 the weights' is, and per-channel inputs everywhere raised it from 0.0019 to 0.0025.
+activations' rounding is most of the error and scales per channel where this model says so take the logits'
+1 - cosine from 0.0140 to 0.0046; on EfficientNet-Lite0 the weights' is, and per-channel inputs everywhere (no
+model) raised it from 0.0019 to 0.0025, where this model keeps it at 0.0019.
 
 So each candidate is scored with the usual uniform-rounding model (a step ``d`` adds noise of variance ``d^2 / 12``),
 summed over its quantized readers' outputs:
@@ -14,7 +15,10 @@ summed over its quantized readers' outputs:
     activations:  sum_c  A[c] * step[c]^2 / 12          A[c] = sum over outputs and taps of w^2 (channel c's)
     weights:      sum_o sum_c  K * E[x_c^2] * (sw[o] / r[c])^2 / 12     (dense convs; K taps; r = 1 per tensor)
 
-and gets a scale per channel where that total is at least ``MIN_GAIN`` below the per-tensor one.
+and gets a scale per channel where that total is at least ``MIN_GAIN`` below the per-tensor one. Left out: a
+depthwise conv's own weight rounding (the same either way, so the margin is of a smaller total), the weights'
+levels chosen by GPTQ (modelled as nearest, overstating what dense readers pay where GPTQ runs) and clipping (the
+ranges' headroom and floor stand for it).
 """
 
 from __future__ import annotations

@@ -266,6 +266,9 @@ def test_the_noise_model_weighs_finer_inputs_against_coarser_weights():
     big_ms = np.array([100.0, 0.0001])
     assert rounding_noise(w, False, big_ms, steps, 127) > rounding_noise(w, False, big_ms, one, 127)
     assert not channel_scales_pay([(w, False, 127)], big_ms, steps, 0.04)
+    act = 2 * (0.01 ** 2 + 0.04 ** 2) / 12  # each channel read by 2 weights of 1
+    weights = 2 * ((4 / 127) ** 2 * 100.0 + (1 / 127) ** 2 * 0.0001) / 12  # sw = 1/127 over shares 1/4 and 1
+    assert rounding_noise(w, False, big_ms, steps, 127) == pytest.approx(act + weights)
     # the tensor's step in every channel: nothing gained, so one scale stays
     assert not channel_scales_pay([(w, False, 127), (dw, True, 127)], ms, one, 0.04)
 
@@ -284,3 +287,37 @@ def test_compare_reads_per_channel_outputs_back():
                         calibration_data=[_inputs(np.random.default_rng(i)) for i in range(8)])
     outs = quantized_outputs(c._artifact, c.ir)
     assert sorted(np.asarray(v[0]).size for v in outs.values()) == [32, 32]  # the ReLU6s' outputs, per channel
+
+
+def test_fold_quantized_takes_a_dense_convs_zero_point_per_channel_padding_each_channel_with_it():
+    """A hand-made dense sandwich (one scale, a zero point per channel) with padding: ``quantize_static`` gives such
+    zero points only to inputs no reader pads, but ``fold_quantized`` takes any IR: the zero points' share per output
+    and an explicit per-channel pad."""
+    g = Graph()
+    x = g.add_input("x", TensorType((1, 3, 5, 5), "f32"))
+    s = g.add_const(np.float32(0.02), "s")
+    z = g.add_const(np.array([10, 128, 250], np.int32).reshape(1, 3, 1, 1), "z")
+    q = g.add("quantize", [x, s, z], {"dtype": "u8"})
+    dq = g.add("dequantize", [q, s, z])
+    rng = np.random.default_rng(1)
+    wq = g.add_const(rng.integers(-127, 128, (4, 3, 3, 3)).astype(np.int8), "w_q")
+    w = g.add("dequantize", [wq, g.add_const(np.full((4, 1, 1, 1), 0.01, np.float32), "w_s")])
+    g.set_outputs([g.add("conv2d", [dq, w, g.add_const(np.arange(4, dtype=np.float32), "b")], {"padding": [1] * 4})])
+    verify(g)
+    data = [rng.uniform(-2, 2, (1, 3, 5, 5)).astype(np.float32)]
+    before = interpret(g, data)[0]
+    assert get_pass("fold_quantized").run(g) == {"integer_layers": 1}
+    verify(g)
+    assert next(n for n in g.nodes if n.op == "pad").attrs["value"] == [10, 128, 250]
+    np.testing.assert_allclose(interpret(g, data)[0], before, rtol=1e-5, atol=1e-4)
+
+
+def test_the_report_counts_the_scales_per_channel_of_the_graph_it_returns():
+    """With an accuracy budget the graph is the adopted trial's: the count is of its per-channel quantizes."""
+    for cfg in (QuantConfig(), QuantConfig(max_drop=1e-6, metric="cosine")):
+        x = torch.from_numpy(_inputs(np.random.default_rng(99)))
+        g = from_torch(Block().eval(), (x,))
+        cal = [[_inputs(np.random.default_rng(i))] for i in range(8)]
+        stats = get_pass("quantize_static").__class__(cfg, cal).run(g)
+        per_channel = [n for n in g.nodes if n.op == "quantize" and g.const(n.inputs[1]).size > 1]
+        assert stats["per_channel_inputs"] == len(per_channel), (cfg.max_drop, stats)
