@@ -48,6 +48,7 @@ from __future__ import annotations
 import numpy as np
 
 from edgeopt.ir import Graph, Node, Value
+from edgeopt.ir.ops.nn import is_depthwise
 from edgeopt.ir.ops.quant import one_value_per_element
 from edgeopt.pipeline import Pass, register_pass
 
@@ -88,11 +89,6 @@ def _per_channel(g: Graph, dq: Node) -> bool:
         and any(_channel_shaped(p, v) for p in params) \
         and all(p.type.numel == 1 or _channel_shaped(p, v) for p in params) \
         and all(p.type.dtype != "f32" for p in params[1:])
-
-
-def _depthwise(n: Node) -> bool:
-    """A conv whose every output channel reads its own input channel (a channel multiplier of 1)."""
-    return n.op == "conv2d" and n.attrs["groups"] == n.inputs[0].type.shape[1] == n.outputs[0].type.shape[1]
 
 
 def _minimum(g: Graph, dq: Node) -> np.ndarray | None:
@@ -138,7 +134,7 @@ class FoldQuantized(Pass):
             return False
         if _minimum(g, x) is not None and (n.op != "conv2d" or n.attrs["groups"] != 1):  # dense convs only
             return False
-        if _per_channel(g, x) and not _depthwise(n) and (n.op != "conv2d" or n.attrs["groups"] != 1
+        if _per_channel(g, x) and not is_depthwise(n) and (n.op != "conv2d" or n.attrs["groups"] != 1
                                                          or x.inputs[1].type.numel != 1):
             return False  # a dense layer would need the scales inside its sums (a grouped conv: not handled)
         if len(n.inputs) == 3 and not g.is_const(n.inputs[2]):
@@ -155,7 +151,7 @@ class FoldQuantized(Pass):
         if _per_channel(g, xd):  # a zero point per input channel; a depthwise conv's scales too (channel c is output
             c = xq.type.shape[1]  # channel c's only input)
             sx = np.broadcast_to(g.const(xd.inputs[1]).reshape(-1), (c,)).astype(np.float64)
-            sx = sx[0] if not _depthwise(n) else sx
+            sx = sx[0] if not is_depthwise(n) else sx
             zx = np.broadcast_to(g.const(xd.inputs[2]).reshape(-1), (c,)).astype(np.int64) \
                 if len(xd.inputs) == 3 else np.zeros(c, np.int64)
         else:
@@ -188,7 +184,7 @@ class FoldQuantized(Pass):
         scale = g.add_const((sx * sw).astype(np.float32).reshape(shape), f"{out.name}_scale")
         params = [rows if rows is not None else scale]
         if np.any(zx):
-            zsum = zx * colsum if np.ndim(zx) == 0 or _depthwise(n) else w.astype(np.int64).sum(axis=(2, 3)) @ zx
+            zsum = zx * colsum if np.ndim(zx) == 0 or is_depthwise(n) else w.astype(np.int64).sum(axis=(2, 3)) @ zx
             params.append(g.add_const(zsum.astype(np.int32).reshape(shape), f"{out.name}_zp"))
         y = g.add("dequantize", [acc, *params], source=src, name=f"{out.name}_dq", index=at + 1)
         at += 2

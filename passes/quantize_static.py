@@ -75,6 +75,7 @@ from dataclasses import replace
 import numpy as np
 
 from edgeopt.ir import Graph, Node, Value
+from edgeopt.ir.ops.nn import is_depthwise
 from edgeopt.ir.registry import get_op
 from edgeopt.pipeline import Pass, register_pass
 from edgeopt.quant.calibrate import affine_params, channel_ranges, choose_range, observe_ranges
@@ -148,7 +149,7 @@ class QuantizeStatic(Pass):
         self._channels = self._channel_scales(g, layers, acts)
         for n in layers:  # a dense conv reads a per-channel input in units of its channel's share: x / (s[c] / max s)
             params = self._channels.get(n.inputs[0].name)
-            if params is not None and not _depthwise(n) and self.config.input_ranges.get(g.layer_name(n)) is None:
+            if params is not None and not is_depthwise(n):
                 steps[n] = params[0] / params[0].max()
         self._weights = {n.outputs[0].name: self._int8_weight(g, n, steps.get(n), moments) for n in layers}
         self._shifts = errors.means(g, self._weights, steps) if errors else {}
@@ -192,7 +193,7 @@ class QuantizeStatic(Pass):
                                                          channels=channels)
                     self._channel_scaled += channels is not None
                 n.inputs[0] = qdq[key]
-                if channels is not None and not _depthwise(n):
+                if channels is not None and not is_depthwise(n):
                     if v not in in_steps:
                         q, z = qdq[key].producer.inputs[0], qdq[key].producer.inputs[2]
                         ref = g.add_const(np.float32(channels[0].max()), f"{v.name}_scale_max")
@@ -296,7 +297,7 @@ class QuantizeStatic(Pass):
             scales, zps = params[:, 0].astype(np.float32), params[:, 1].astype(np.int32)
             if (zps != zps[0]).any() and any(any(r.attrs["padding"]) for r in users):
                 continue
-            readers_of_v = [(g.const(r.inputs[1]), _depthwise(r), self._levels(g, r)) for r in users]
+            readers_of_v = [(g.const(r.inputs[1]), is_depthwise(r), self._levels(g, r)) for r in users]
             if channel_scales_pay(readers_of_v, st.channel_mean_square, scales, affine_params(lo, hi, dtype)[0],
                                   self.config.weights == "per-channel"):
                 out[v.name] = (scales, zps)
@@ -310,7 +311,7 @@ class QuantizeStatic(Pass):
         if n.op != "conv2d" or n.inputs[0] is not v or n.attrs.get("layout", "NCHW") != "NCHW" \
                 or name in self.config.input_ranges:
             return False
-        if _depthwise(n):
+        if is_depthwise(n):
             return True
         return n.attrs["groups"] == 1 and n.attrs["weight_layout"] == "OIHW" and not self._on_lattice(g, n) \
             and name not in self.config.weight_scales \
@@ -524,11 +525,6 @@ class _WeightErrors:
             error = get_op(n.op).reference([mean_x, delta.astype(np.float32)], n.attrs)[0]
             out[name] = _channel_mean(error, n.op).astype(np.float32)
         return out
-
-
-def _depthwise(n: Node) -> bool:
-    """A conv whose every output channel reads its own input channel (a channel multiplier of 1)."""
-    return n.op == "conv2d" and n.attrs["groups"] == n.inputs[0].type.shape[1] == n.outputs[0].type.shape[1] > 1
 
 
 def _channel_mean(x: np.ndarray, op: str) -> np.ndarray:

@@ -51,9 +51,9 @@ class Stats:
 
     def add(self, x: np.ndarray, rng: np.random.Generator) -> None:
         x = np.asarray(x, np.float32)
-        self._channels(x)
-        x = x.reshape(-1)
-        x = x[np.isfinite(x)]
+        finite = np.isfinite(x)
+        self._channels(x, bool(finite.all()))
+        x = x.reshape(-1)[finite.reshape(-1)]
         if not x.size:
             return
         self.lo, self.hi = min(self.lo, float(x.min())), max(self.hi, float(x.max()))
@@ -68,10 +68,11 @@ class Stats:
         self.values += [tail, drawn]
         self.weights += [np.ones(k), np.full(drawn.size, rest.size / drawn.size)]
 
-    def _channels(self, x: np.ndarray) -> None:
-        """Each channel's min and max, kept while every batch has been rank 4, finite and of the same channels."""
+    def _channels(self, x: np.ndarray, finite: bool) -> None:
+        """Each channel's min, max and sum of squares, kept while every batch has been rank 4, finite (``finite``)
+        and of the same channels."""
         first, self._batches = self._batches == 0, self._batches + 1
-        if x.ndim != 4 or not x.size or not np.isfinite(x).all() or (not first and self.channel_lo is None) \
+        if x.ndim != 4 or not x.size or not finite or (not first and self.channel_lo is None) \
                 or (not first and x.shape[1] != self.channel_lo.size):
             self.channel_lo = self.channel_hi = None
             return

@@ -60,6 +60,12 @@ def conv_weight_group(attrs) -> int:
     return _conv_layout(attrs)[1]
 
 
+def is_depthwise(n) -> bool:
+    """Whether node ``n`` is a depthwise conv: every output channel reads its own input channel (a channel multiplier
+    of 1, more than one channel)."""
+    return n.op == "conv2d" and n.attrs["groups"] == n.inputs[0].type.shape[1] == n.outputs[0].type.shape[1] > 1
+
+
 def _conv_layout(attrs) -> tuple[int, int]:
     layout = attrs.get("weight_layout", "OIHW")
     if layout == "OIHW":
