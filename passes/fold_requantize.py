@@ -1,7 +1,7 @@
 """fold_requantize: an integer kernel's float epilogue (dequantize, bias, ReLU / clamp, quantize) as one requantize.
 
 After ``fold_quantized`` an integer layer's i32 sums go through four elementwise ops to become the next layer's u8
-input: ``q = sat(rint(clamp((acc - zp) * s + b, lo, hi) / s_out) + z_out)``. Folding the constants gives one
+input: ``q = sat(rint(clamp((acc - zp) * s + b, lo, hi) * (1 / s_out)) + z_out)``. Folding the constants gives one
 multiply-add per channel and an integer clamp, as integer runtimes requantize::
 
     q = clamp(rint((acc - zp) * m + c), qlo, qhi)     m = s / s_out,  c = b / s_out + z_out
@@ -95,10 +95,11 @@ def _level_bounds(act: Node | None, s_out: np.ndarray, z_out: np.ndarray, dtype:
     lo, hi = np.full(s_out.shape, qlo), np.full(s_out.shape, qhi)
     if act is not None:
         a, b = _bounds(act)
+        inverse = np.float32(1) / s_out.astype(np.float32)
         if a > -math.inf:
-            lo = np.clip(np.rint(np.float32(a) / s_out.astype(np.float32)).astype(np.int64) + z_out, qlo, qhi)
+            lo = np.clip(np.rint(np.float32(a) * inverse).astype(np.int64) + z_out, qlo, qhi)
         if b < math.inf:
-            hi = np.clip(np.rint(np.float32(b) / s_out.astype(np.float32)).astype(np.int64) + z_out, qlo, qhi)
+            hi = np.clip(np.rint(np.float32(b) * inverse).astype(np.int64) + z_out, qlo, qhi)
         lo = np.minimum(lo, hi)  # a clamp whose min lies above its max gives its max, as np.clip does
     if (lo != lo.reshape(-1)[0]).any() or (hi != hi.reshape(-1)[0]).any():
         return None

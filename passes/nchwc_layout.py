@@ -6,8 +6,9 @@ pixels at a time. In ``NCHW<v>c`` (``[N, C/v, H, W, v]``) they are one contiguou
 stores are whole vectors, and an input pixel's channels are read in a row.
 
 The layout is chosen once per region: a conv with a packed weight (groups=1) or a depthwise conv
-produces a blocked tensor; pools, elementwise ops and channel concats (when the block divides each part's
-channels: a U-Net skip, a DenseNet block) whose activation inputs are blocked stay blocked (their constants are
+produces a blocked tensor; pools (a global average pool too: a mean over H and W), elementwise ops and channel
+concats (when the block divides each part's channels: a U-Net skip, a DenseNet block) whose activation inputs are
+blocked stay blocked (their constants are
 re-laid out at compile time: a per-channel bias [1,C,1,1] becomes [1,C/v,1,1,v]);
 every other reader, and every graph output, gets one ``layout_transform`` back to NCHW. A conv whose
 input is plain gets one ``layout_transform`` to blocked (a 3-channel image: block 3). Depthwise weights
@@ -85,6 +86,8 @@ class _Rewriter:
             b = self._elementwise(n)
         elif n.op == "concat" and n.attrs["axis"] % 4 == 1:
             b = self._channel_concat(n)
+        elif n.op == "mean":
+            b = self._spatial_mean(n)
         else:
             b = 0
         if b:
@@ -147,6 +150,16 @@ class _Rewriter:
         n.inputs = [self._blocked(v, b, n) for v in n.inputs]
         n.attrs["axis"] = 1
         return b
+
+    def _spatial_mean(self, n: Node) -> int:
+        """A global average pool (a mean over H and W, keepdims) of a blocked tensor stays blocked: it reads whole
+        channel vectors, and its [N, C/b, 1, 1, b] result goes back to NCHW for b floats a block instead of the
+        whole feature map (MobileNetV2's 1280 x 7 x 7 head output)."""
+        x, axes = n.inputs[0], n.attrs.get("axes")
+        if x not in self.block or not n.attrs.get("keepdims") or axes is None or sorted(a % 4 for a in axes) != [2, 3]:
+            return 0
+        n.attrs["axes"] = [2, 3]
+        return self.block[x]
 
     # -- conversions ------------------------------------------------------------------------------------
     def _blocked(self, v: Value, b: int, before: Node) -> Value:

@@ -48,7 +48,7 @@ def fake_quant(x, scale, zero_point, qmin: int, qmax: int, grad_factor: float):
     s = _grad_scale(scale, grad_factor).abs().clamp(min=1e-12)
     z = (torch.clamp(_round_ste(_grad_scale(zero_point, grad_factor)), qmin, qmax)
          if zero_point is not None else 0.0)
-    q = torch.clamp(_round_ste(x / s) + z, qmin, qmax)
+    q = torch.clamp(_round_ste(x * (1.0 / s)) + z, qmin, qmax)  # times the reciprocal, as the quantize op rounds
     return (q - z) * s
 
 

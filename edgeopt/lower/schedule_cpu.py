@@ -43,6 +43,9 @@ _UNROLL_AXIS = {"conv2d": 1, "conv_transpose2d": 1, "matmul": -2, "linear": -2}
 #: target's registers as accumulators (the rest hold weights and inputs), and at most MAX_ACCUMULATORS: with
 #: AVX-512's 32 registers, 16 accumulators measured 1% slower than 8 on ResNet-18, MobileNetV2 and
 #: EfficientNet-Lite0 (Zen 4, 2 threads, paired blocks), so wider tiles are not used there
+#: Integer kernels on dot-product instructions (``schedule_int8``) take half the registers, uncapped: AVX-512 VNNI
+#: issues two ``vpdpbusd`` a cycle, each 5 cycles long, which 8 accumulator chains cannot keep busy; 16 took int8
+#: ResNet-18 without AMX to 0.75x its time (Intel Emerald Rapids, 2 threads, paired rounds).
 DEFAULT_REGISTERS = 16
 MAX_ACCUMULATORS = 8
 #: contractions whose column loop runs outside the row loop: one K x v panel of the right operand (a weight)
@@ -62,7 +65,7 @@ def schedule_kernel(func: tvm.tirx.PrimFunc, op: str, lanes: int, attrs: dict | 
     try:
         sch = Schedule(tvm.IRModule({"main": func}))
         desc = _schedule(sch, op, lanes, attrs or {}, max(1, min(registers // 2, MAX_ACCUMULATORS)), int8_dots,
-                         amx)
+                         amx, max(1, registers // 2))
         return sch.mod["main"], desc
     except Exception as e:  # a schedule primitive refused this kernel: without AMX tiles, else the safe fallback
         if amx:
@@ -92,7 +95,8 @@ def _extents(sch: Schedule, loops) -> list[int]:
     return [int(sch.get(lp).extent) for lp in loops]
 
 
-def _schedule(sch: Schedule, op: str, lanes: int, attrs: dict, accumulators: int, int8_dots=(), amx=False) -> str:
+def _schedule(sch: Schedule, op: str, lanes: int, attrs: dict, accumulators: int, int8_dots=(), amx=False,
+              int8_accumulators: int = DEFAULT_REGISTERS // 2) -> str:
     if op == "conv2d_winograd":
         from .schedule_winograd import schedule_winograd  # it imports this module's helpers
 
@@ -126,8 +130,8 @@ def _schedule(sch: Schedule, op: str, lanes: int, attrs: dict, accumulators: int
             moved.extend(_pad_under_parallel_loop(sch, consumer, lanes))
 
     if anchor and int8_tile(op, attrs, int8_dots):
-        desc.append(schedule_int8(sch, op, attrs, anchor, accumulators, _inline_epilogue, int8_dots, pad_in_task,
-                                   amx))
+        desc.append(schedule_int8(sch, op, attrs, anchor, int8_accumulators, _inline_epilogue, int8_dots,
+                                   pad_in_task, amx))
     elif anchor:
         desc.append(_tile_anchor(sch, sch.get_sblock(anchor, func_name="main"), op, lanes, attrs, accumulators))
         pad_in_task(sch.get_sblock(anchor + "_update", func_name="main"))

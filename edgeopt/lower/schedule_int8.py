@@ -40,6 +40,10 @@ from .amx import amx_conv_intrinsic, amx_linear_intrinsic, amx_linear_tile, amx_
 from .int8_dot import intrinsic_named, path_name, register_int8_intrinsics
 
 _MIN_PARALLEL = 4096
+#: output rows wider than this keep a conv's tile at 8 accumulators: MobileNetV2's two 1x1 convs on 112-wide rows (16
+#: and 32 input channels) ran 1.3x slower with 16 (2 x 8 or 4 x 4 pixels, no register spills: not explained), where
+#: its 56-wide and narrower ones ran 0.7-0.85x (Emerald Rapids)
+WIDE_ROW = 64
 #: a depthwise conv or pool on blocked tensors runs one parallel task per channel block where it has this many blocks
 #: (each task pads its block's input once), else one per output row
 CHANNEL_BLOCK_TASKS = 8
@@ -187,12 +191,17 @@ def _depthwise(sch, block, v, taps, intrin, accumulators, inline_epilogue, pad_i
 
 
 def _conv_tile(out_blocks: int, width: int, accumulators: int) -> tuple[int, int]:
-    """(output-channel blocks, output pixels) of a conv's register tile: 2 blocks x 4 pixels where both divide (each
-    input broadcast feeds 2 dot products, each weight tile 4: 6 loads per 8 instead of 9), else one block x the
-    longest run of pixels that divides the row (rows of 7 or 14 would leave 2 x 1 or 2 x 2 tiles). Int8 ResNet-18
-    0.975x, MobileNetV2 0.967x (Zen 4, paired rounds)."""
-    if out_blocks % 2 == 0 and width % 4 == 0 and accumulators >= 8:
-        return 2, 4
+    """(output-channel blocks, output pixels) of a conv's register tile: 2 blocks x the longest run of at least 4
+    pixels that divides the row, within ``accumulators`` (each input broadcast feeds 2 dot products, each weight tile
+    the whole run: 6 loads per 8 dot products with 4 pixels, 10 per 16 with 8; int8 ResNet-18 0.975x, MobileNetV2
+    0.967x against one block, Zen 4), else one block x the longest run that divides the row (rows of 7 or 14 with 8
+    accumulators would leave 2 x 1 or 2 x 2 tiles). With AVX-512's 16 accumulators: 2 x 8 (a row of 56), 2 x 7
+    (rows of 28, 14 and 7); rows wider than ``WIDE_ROW`` keep 8."""
+    if width > WIDE_ROW:
+        accumulators = min(accumulators, 8)
+    run = _divisor(width, accumulators // 2)
+    if out_blocks % 2 == 0 and run >= 4:
+        return 2, run
     return 1, _divisor(width, accumulators)
 
 

@@ -52,7 +52,7 @@ def symmetric_int8(w: np.ndarray, axes: tuple[int, ...] | None, scale=None,
         scale = np.asarray(scale, np.float32).reshape(keep)
         if axes is None and scale.size != 1:
             raise ValueError("a per-tensor weight takes one learned scale")
-        q = np.clip(np.rint(w / scale), -qmax, qmax).astype(np.int8)
+        q = np.clip(np.rint(w * (np.float32(1) / scale)), -qmax, qmax).astype(np.int8)  # as QAT's fake_quant rounds
         return q, scale if axes is not None else scale.reshape(())
     amax = np.abs(w).max(axis=axes, keepdims=axes is not None)
     scale = np.where(amax > _TINY, amax / float(qmax), 1.0).astype(np.float32)

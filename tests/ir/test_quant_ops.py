@@ -20,13 +20,48 @@ def _ref(op, xs, **attrs):
 
 @pytest.mark.filterwarnings("ignore:torch.quantize_per_tensor")
 def test_quantize_per_tensor_matches_torch_ties_and_saturation():
-    """ONNX's rule, rint(x / scale) + zero_point; PyTorch rounds x / scale + zero_point, which agrees at ties only
-    for an even zero point (2.5 + 3 rounds to 6, 2 + 3 is 5), so the check uses even ones."""
+    """rint(x * (1 / scale)) + zero_point; torch.quantize_per_tensor rounds x * (1 / scale) + zero_point, which agrees
+    at ties only for an even zero point (2.5 + 3 rounds to 6, 2 + 3 is 5), so the check uses even ones."""
     x = np.array([0.25, 0.75, -0.25, 1.25, -1.75, 100.0, -100.0, 0.0], np.float32)
     for dtype, tdt, zp in (("u8", torch.quint8, 128), ("i8", torch.qint8, 2)):
         got = _ref("quantize", [x, np.float32(0.5), np.int32(zp)], dtype=dtype)
         want = torch.quantize_per_tensor(torch.from_numpy(x), 0.5, zp, tdt).int_repr().numpy()
         np.testing.assert_array_equal(got, want)
+
+
+def _near_ties(rng, scales, n):
+    """Values whose quotient by their scale lands on or next to a half-integer, where x / scale and x * (1 / scale)
+    can round apart: [n, len(scales)]."""
+    k = rng.integers(-60, 60, (n, len(scales))).astype(np.float32) + np.float32(0.5)
+    return (k * scales).astype(np.float32)
+
+
+@pytest.mark.parametrize("zp", [0, 3, 128])
+def test_quantize_rounds_as_pytorchs_fake_quantize_bit_for_bit(zp):
+    """quantize is torch.fake_quantize_per_tensor_affine / _per_channel_affine (what quantization-aware training
+    rounds with) exactly, odd zero points and near-ties included, where a division (ONNX's QuantizeLinear) differs;
+    the compiled kernel (a multiply by the reciprocal) agrees with the interpreter on the same values."""
+    from edgeopt.api import compile_graph
+
+    rng = np.random.default_rng(0)
+    scales = rng.uniform(0.003, 0.05, 16).astype(np.float32)
+    x = _near_ties(rng, scales, 64)  # [64, 16]: channel axis 1
+    division = np.rint(x / scales) != np.rint(x * (np.float32(1) / scales))
+    assert division.any()  # the values do tell the two roundings apart
+    zps = np.full(16, zp, np.int32)
+    got_t = _ref("quantize", [x, scales[0], np.int32(zp)], dtype="u8")
+    want_t = torch.fake_quantize_per_tensor_affine(torch.from_numpy(x), float(scales[0]), zp, 0, 255).numpy()
+    np.testing.assert_array_equal(got_t, np.rint(want_t * (np.float32(1) / scales[0])) + zp)
+    got_c = _ref("quantize", [x, scales, zps], dtype="u8")
+    want_c = torch.fake_quantize_per_channel_affine(torch.from_numpy(x), torch.from_numpy(scales),
+                                                    torch.from_numpy(zps), 1, 0, 255).numpy()
+    np.testing.assert_array_equal(got_c, np.rint(want_c * (np.float32(1) / scales)) + zp)
+    g = Graph()
+    v = g.add_input("x", TensorType((64, 16), "f32"))
+    q = g.add("quantize", [v, g.add_const(scales, "s"), g.add_const(zps, "z")], {"dtype": "u8"})
+    g.set_outputs([q])
+    compiled = compile_graph(g, "host", passes=[])
+    np.testing.assert_array_equal(compiled(x), got_c)
 
 
 @pytest.mark.filterwarnings("ignore:torch.quantize_per_tensor")

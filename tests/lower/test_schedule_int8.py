@@ -1,5 +1,5 @@
-"""The int8 conv's register tile: two output-channel blocks x four pixels where they divide, numerics unchanged; its
-packed weight read in memory order."""
+"""The int8 conv's register tile: two output-channel blocks x a run of pixels where they divide (4 with 8
+accumulators, up to 8 with AVX-512's 16), numerics unchanged; its packed weight read in memory order."""
 
 from __future__ import annotations
 
@@ -22,6 +22,43 @@ def test_tile_takes_two_blocks_where_both_divide():
     assert _conv_tile(6, 7, 8) == (1, 7)  # rows of 7 would leave a 2 x 1 tile
     assert _conv_tile(6, 14, 8) == (1, 7)
     assert _conv_tile(6, 112, 4) == (1, 4)  # too few registers for 2 x 4
+
+
+def test_avx512_tiles_take_sixteen_accumulators_on_rows_up_to_wide_row():
+    """AVX-512's 32 registers: 2 blocks x 8 or 7 pixels (two vpdpbusd a cycle, 5 cycles each, need more than 8
+    chains); rows wider than WIDE_ROW keep 8 accumulators (measured slower with 16)."""
+    from edgeopt.lower.schedule_int8 import WIDE_ROW
+
+    assert _conv_tile(4, 56, 16) == (2, 8)  # ResNet-18's layer1
+    assert _conv_tile(8, 28, 16) == (2, 7)
+    assert _conv_tile(6, 14, 16) == (2, 7)
+    assert _conv_tile(6, 7, 16) == (2, 7)
+    assert _conv_tile(9, 56, 16) == (1, 14)  # an odd number of blocks: one block, the longest run within 16
+    assert WIDE_ROW < 112 and _conv_tile(6, 112, 16) == (2, 4)
+    assert _conv_tile(1, 112, 16) == (1, 8)
+
+
+@pytest.mark.parametrize("registers, tile", [(32, "u8,k2"), (16, "u4,k2")])
+def test_int8_conv_schedule_takes_half_the_registers_as_accumulators(registers, tile):
+    """schedule_kernel gives integer kernels half the target's registers, uncapped (AVX-512: 16), where float tiles
+    stay at MAX_ACCUMULATORS (8); AVX2's 16 registers keep the 2 x 4 tile."""
+    from edgeopt.ir import Graph, TensorType
+    from edgeopt.ir.ops.nn import pack_conv_weight
+    from edgeopt.lower.build import build_primfunc
+    from edgeopt.lower.schedule_cpu import schedule_kernel
+
+    rng = np.random.default_rng(0)
+    g = Graph()
+    x = g.add_input("x", TensorType((1, 2, 16, 16, 16), "u8"))
+    w = pack_conv_weight(rng.integers(-127, 128, (32, 32, 3, 3)).astype(np.int8), 16, 4)
+    y = g.add("conv2d", [x, g.add_const(w, "w")], {"layout": "NCHWc", "weight_layout": "OIHW16o4i",
+                                                   "int8_dot": "vnni512", "padding": [1, 1, 1, 1]})
+    g.set_outputs([y])
+    node = g.nodes[-1]
+    target = get_target("x86", cpu="znver4")
+    _, desc = schedule_kernel(build_primfunc(g, node)[0], node.op, 16, node.attrs, registers=registers,
+                              int8_dots=target.int8_dots())
+    assert desc.startswith(f"int8-tile({tile},v16,nchwc,vnni512"), desc
 
 
 @pytest.mark.skipif(get_target("host").int8_dot() is None, reason="the host CPU has no int8 dot product")

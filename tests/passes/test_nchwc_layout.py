@@ -69,17 +69,18 @@ def residual_graph():
 def test_a_residual_block_runs_blocked_between_one_transform_in_and_one_out():
     g = residual_graph()
     stats = run(g)
-    assert stats == {"blocked_ops": 6, "to_blocked": 1, "to_plain": 1}
-    assert ops(g) == ["layout_transform", "conv2d", "relu", "conv2d", "add", "relu", "max_pool2d",
-                      "layout_transform", "mean"]
-    to_b, to_p = g.nodes[0], g.nodes[7]
+    assert stats == {"blocked_ops": 7, "to_blocked": 1, "to_plain": 1}
+    assert ops(g) == ["layout_transform", "conv2d", "relu", "conv2d", "add", "relu", "max_pool2d", "mean",
+                      "layout_transform"]
+    to_b, to_p = g.nodes[0], g.nodes[8]
     assert to_b.attrs == {"src_layout": "NCHW", "dst_layout": "NCHW8c"}
     assert to_p.attrs == {"src_layout": "NCHW8c", "dst_layout": "NCHW"}
     # the residual add reads the same blocked copy of %x as the first conv: converted once
     add = g.nodes[4]
     assert add.inputs[1] is to_b.outputs[0] and g.nodes[1].inputs[0] is to_b.outputs[0]
-    for n in g.nodes[1:7]:
+    for n in g.nodes[1:8]:
         assert n.outputs[0].type.shape[-1] == 8 and n.outputs[0].type.rank == 5
+    assert g.nodes[7].outputs[0].type.shape == (1, 2, 1, 1, 8)  # the pooled vector goes back to NCHW, not the map
     assert {g.nodes[i].attrs["layout"] for i in (1, 3, 6)} == {"NCHWc"}
     assert print_graph(parse_graph(print_graph(g), dict(g.constants))) == print_graph(g)  # text round trip
 
@@ -201,6 +202,36 @@ def test_cnns_convert_layout_only_at_the_ends(name):
     assert stats["to_blocked"] == 1 and stats["to_plain"] == 1, stats
     ref = model(*inputs).detach().numpy()
     assert_close(ref, c(*[t.numpy() for t in inputs]), rtol=1e-4)
+
+
+@pytest.mark.parametrize("mean_attrs, out, blocked", [
+    ('{"axes": [2, 3], "keepdims": true}', "[1,16,1,1]", True),
+    ('{"axes": [-1, -2], "keepdims": true}', "[1,16,1,1]", True),
+    ('{"axes": [2, 3], "keepdims": false}', "[1,16]", False),
+    ('{"axes": [1], "keepdims": true}', "[1,1,8,8]", False),
+    ('{"axes": [3], "keepdims": true}', "[1,16,8,1]", False),
+])
+def test_a_global_average_pool_of_a_blocked_value_stays_blocked(mean_attrs, out, blocked):
+    """A mean over H and W (keepdims) reads whole channel vectors and converts its [1,2,1,1,8] result back, not the
+    8x8 map; a mean over other axes, or without keepdims, reads the map back in NCHW."""
+    text = f"""
+    graph main(%x: f32[1,16,8,8]) {{
+      const %w: f32[2,16,3,3,8]
+      %c: f32[1,16,8,8] = conv2d(%x, %w) {attrs()}
+      %m: f32{out} = mean(%c) {mean_attrs}
+      return %m
+    }}"""
+    g = parse_graph(text, {"w": w(2, 16, 3, 3, 8)})
+    before = g.clone()
+    run(g)
+    mean = next(n for n in g.nodes if n.op == "mean")
+    assert (mean.inputs[0].type.rank == 5) == blocked
+    assert ops(g)[-1] == ("layout_transform" if blocked else "mean")
+    if blocked:
+        assert mean.outputs[0].type.shape == (1, 2, 1, 1, 8) and mean.attrs["axes"] == [2, 3]
+        compiled = compile_graph(g, "host", passes=[])
+        xs = random_inputs(before)
+        assert_close(interpret(before, xs)[0], compiled(*xs))
 
 
 CONCAT = """

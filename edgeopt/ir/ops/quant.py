@@ -38,8 +38,12 @@ hold a folded ReLU / clamp. ``scale`` and ``zero_point`` say what the output's v
 zero_point)) for tools that read them back: one number each, or one per channel (lists in channel order: a depthwise
 conv's input); they take no part in the computation.
 
-``quantize`` is ONNX's QuantizeLinear: ``saturate(rint(x / scale) + zero_point)``, ties to even. (PyTorch rounds
-``x / scale + zero_point`` instead, which differs at ties when the zero point is odd.)
+``quantize`` is ``saturate(rint(x * (1 / scale)) + zero_point)``, ties to even, with ``1 / scale`` rounded to f32:
+PyTorch's ``fake_quantize_per_tensor_affine`` / ``_per_channel_affine`` (what quantization-aware training rounds
+with) to the bit. ONNX's QuantizeLinear divides instead; the two differ only where ``x / scale`` lies within an
+ulp of a half-integer. (``torch.quantize_per_tensor`` rounds ``x * (1 / scale) + zero_point``, which also differs at
+ties when the zero point is odd.) A multiply, not a division, is also what a kernel wants: a division per vector
+costs several times a multiply.
 Both ops are elementwise: fusion passes fold them into the kernels around them (a weight's dequantize into
 the matrix product that reads it, an activation's quantize into the epilogue of the kernel that makes it).
 """
@@ -108,13 +112,13 @@ def _quantize_ref(xs, attrs):
     scale = expand_params(xs[1], x.shape, attrs)
     zp = expand_params(xs[2], x.shape, attrs) if len(xs) == 3 else 0
     lo, hi = QRANGE[attrs["dtype"]]
-    q = np.clip(np.rint(x / scale) + zp, lo, hi)
+    q = np.clip(np.rint(x * (np.float32(1) / scale.astype(np.float32))) + zp, lo, hi)
     return [q.astype(NP_DTYPES[attrs.get("storage") or attrs["dtype"]])]
 
 
 register(OpDef("quantize", "elementwise", _quantize_infer, _quantize_ref,
                {"dtype": "u8", "group_size": 0, "group_axis": -1, "storage": None}, (2, 3),
-               doc="quantize(x, scale, [zero_point]): clamp(rint(x / scale) + zero_point) to the range of "
+               doc="quantize(x, scale, [zero_point]): clamp(rint(x * (1 / scale)) + zero_point) to the range of "
                    "``dtype`` (i8/u8), held in ``storage`` (default: ``dtype``; i32 on targets without 8-bit "
                    "integers)"))
 

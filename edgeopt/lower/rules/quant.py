@@ -36,7 +36,10 @@ def quantize(ins, attrs, out, op):
     dt = tvm_dtype(attrs.get("storage") or attrs["dtype"])
 
     def body(*i):
-        v = round_half_even(x(*i).astype("float32") / _param(scale, i, attrs, "float32"))
+        # times the reciprocal, not divided: PyTorch's rounding (and one multiply; LLVM hoists the reciprocal of a
+        # scale that is the same along the inner loop, where a division would cost a vdivps per vector)
+        inverse = const(1.0, "float32") / _param(scale, i, attrs, "float32")
+        v = round_half_even(x(*i).astype("float32") * inverse)
         if zp is not None:
             v = v + _param(zp, i, attrs, "float32")
         return te.min(te.max(v, const(lo, "float32")), const(hi, "float32")).astype(dt)
