@@ -5,7 +5,7 @@ input: ``q = sat(rint(clamp((acc - zp) * s + b, lo, hi) * (1 / s_out)) + z_out)`
 multiply-add per channel and an integer clamp, as integer runtimes requantize::
 
     q = clamp(rint((acc - zp) * m + c), qlo, qhi)     m = s / s_out,  c = b / s_out + z_out
-                                                      qlo = max(0, rint(lo / s_out) + z_out), qhi likewise (u8)
+                                                      qlo = max(0, rint(lo * (1 / s_out)) + z_out), qhi likewise (u8)
 
 (rint is monotonic, so the activation's clamp commutes with it and becomes the integer bounds). The kernel's
 epilogue loses the division by ``s_out`` (``vdivps``) and the float clamps: 8 vector instructions per 16 outputs

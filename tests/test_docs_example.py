@@ -17,7 +17,7 @@ def test_custom_pass_example(capsys):
     r = compiled.report
     assert r["pass_stats"]["recognize_silu"] == {"rewritten": 1}
     assert r["pass_stats"]["fuse_pool_flatten"] == {"fused_groups": 1}
-    assert ["mean", "reshape"] in [g["ops"] for g in r["fused_groups"]]
+    assert ["mean", "layout_transform", "reshape"] in [g["ops"] for g in r["fused_groups"]]  # the pool stays blocked
     ops = [m.op for n in compiled.graph.nodes for m in (n.body.nodes if n.body is not None else [n])]
     assert "sigmoid" not in ops and "mul" not in ops and "silu" in ops
     assert err < 1e-5

@@ -28,8 +28,9 @@ class RecognizeSilu(Pass):
         return {"rewritten": rewrite(g, SWISH, lambda m, b: b.add("silu", [m["x"]]))}
 
 
-# 2. A fusion: a global average pool and the flatten (reshape) after it become one kernel.
-POOL_FLATTEN = FusionRule("pool_flatten", anchor=Op("mean"), epilogue=Op("reshape"))
+# 2. A fusion: a global average pool and the flatten (reshape) after it become one kernel. On a CPU the pool reads
+# the conv's blocked NCHW<b>c map, and its pooled vector goes back to NCHW (a layout_transform) before the flatten.
+POOL_FLATTEN = FusionRule("pool_flatten", anchor=Op("mean"), epilogue=Op(("layout_transform", "reshape")))
 
 
 @register_pass

@@ -45,7 +45,9 @@ _UNROLL_AXIS = {"conv2d": 1, "conv_transpose2d": 1, "matmul": -2, "linear": -2}
 #: EfficientNet-Lite0 (Zen 4, 2 threads, paired blocks), so wider tiles are not used there
 #: Integer kernels on dot-product instructions (``schedule_int8``) take half the registers, uncapped: AVX-512 VNNI
 #: issues two ``vpdpbusd`` a cycle, each 5 cycles long, which 8 accumulator chains cannot keep busy; 16 took int8
-#: ResNet-18 without AMX to 0.75x its time (Intel Emerald Rapids, 2 threads, paired rounds).
+#: ResNet-18 without AMX to 0.68-0.75x its time (Intel Emerald Rapids, 2 threads, paired rounds; not measured on
+#: Zen 4 / Zen 5, which issue one 512-bit ``vpdpbusd`` a cycle: there the tile saves loads, 10 per 16 dot products
+#: instead of 12).
 DEFAULT_REGISTERS = 16
 MAX_ACCUMULATORS = 8
 #: contractions whose column loop runs outside the row loop: one K x v panel of the right operand (a weight)
