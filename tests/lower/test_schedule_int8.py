@@ -15,6 +15,25 @@ from edgeopt.lower.schedule_int8 import _conv_tile
 from .tir_loops import loop_names
 
 
+def _blocked_int8_conv(block: int, qmax: int, int8_dot: str):
+    """A 3x3 int8 conv on a blocked u8 input [1, 2, block, block, block]: 2 blocks of ``block`` channels in and out,
+    weights in [-qmax, qmax] packed OIHW<block>o4i for ``int8_dot``; returns (its unscheduled PrimFunc, its node)."""
+    from edgeopt.ir import Graph, TensorType
+    from edgeopt.ir.ops.nn import pack_conv_weight
+    from edgeopt.lower.build import build_primfunc
+
+    rng = np.random.default_rng(0)
+    c = 2 * block
+    g = Graph()
+    x = g.add_input("x", TensorType((1, 2, block, block, block), "u8"))
+    w = pack_conv_weight(rng.integers(-qmax, qmax + 1, (c, c, 3, 3)).astype(np.int8), block, 4)
+    y = g.add("conv2d", [x, g.add_const(w, "w")], {"layout": "NCHWc", "weight_layout": f"OIHW{block}o4i",
+                                                   "int8_dot": int8_dot, "padding": [1, 1, 1, 1]})
+    g.set_outputs([y])
+    node = g.nodes[-1]
+    return build_primfunc(g, node)[0], node
+
+
 def test_tile_takes_two_blocks_where_both_divide():
     assert _conv_tile(6, 112, 8) == (2, 4)  # MobileNetV2's 96 channels at 112 pixels a row
     assert _conv_tile(4, 56, 8) == (2, 4)
@@ -42,22 +61,11 @@ def test_avx512_tiles_take_sixteen_accumulators_on_rows_up_to_wide_row():
 def test_int8_conv_schedule_takes_half_the_registers_as_accumulators(registers, tile):
     """schedule_kernel gives integer kernels half the target's registers, uncapped (AVX-512: 16), where float tiles
     stay at MAX_ACCUMULATORS (8); AVX2's 16 registers keep the 2 x 4 tile."""
-    from edgeopt.ir import Graph, TensorType
-    from edgeopt.ir.ops.nn import pack_conv_weight
-    from edgeopt.lower.build import build_primfunc
     from edgeopt.lower.schedule_cpu import schedule_kernel
 
-    rng = np.random.default_rng(0)
-    g = Graph()
-    x = g.add_input("x", TensorType((1, 2, 16, 16, 16), "u8"))
-    w = pack_conv_weight(rng.integers(-127, 128, (32, 32, 3, 3)).astype(np.int8), 16, 4)
-    y = g.add("conv2d", [x, g.add_const(w, "w")], {"layout": "NCHWc", "weight_layout": "OIHW16o4i",
-                                                   "int8_dot": "vnni512", "padding": [1, 1, 1, 1]})
-    g.set_outputs([y])
-    node = g.nodes[-1]
-    target = get_target("x86", cpu="znver4")
-    _, desc = schedule_kernel(build_primfunc(g, node)[0], node.op, 16, node.attrs, registers=registers,
-                              int8_dots=target.int8_dots())
+    func, node = _blocked_int8_conv(16, 127, "vnni512")
+    _, desc = schedule_kernel(func, node.op, 16, node.attrs, registers=registers,
+                              int8_dots=get_target("x86", cpu="znver4").int8_dots())
     assert desc.startswith(f"int8-tile({tile},v16,nchwc,vnni512"), desc
 
 
@@ -82,22 +90,11 @@ def test_int8_conv_reads_the_packed_weight_in_memory_order():
     """Per input block, the groups of 4 input channels outside the window's taps: the OIHW8o4i weight ([O/8, I/4, KH,
     KW, 8, 4]) is then read front to back, one stream the prefetcher follows (with the taps outside, ResNet-18's
     512-channel convs ran 1.5x their warm time once other work had pushed their weights out of the caches)."""
-    from edgeopt.ir import Graph, TensorType
-    from edgeopt.ir.ops.nn import pack_conv_weight
-    from edgeopt.lower.build import build_primfunc
     from edgeopt.lower.schedule_cpu import schedule_kernel
 
-    rng = np.random.default_rng(0)
-    g = Graph()
-    x = g.add_input("x", TensorType((1, 2, 8, 8, 8), "u8"))
-    w = pack_conv_weight(rng.integers(-64, 65, (16, 16, 3, 3)).astype(np.int8), 8, 4)
-    y = g.add("conv2d", [x, g.add_const(w, "w")], {"layout": "NCHWc", "weight_layout": "OIHW8o4i",
-                                                   "int8_dot": "avx2-ubsw", "padding": [1, 1, 1, 1]})
-    g.set_outputs([y])
-    node = g.nodes[-1]
+    func, node = _blocked_int8_conv(8, 64, "avx2-ubsw")
     target = get_target("host")
-    func, desc = schedule_kernel(build_primfunc(g, node)[0], node.op, target.vector_lanes(32),
-                                 node.attrs, int8_dots=target.int8_dots())
+    func, desc = schedule_kernel(func, node.op, target.vector_lanes(32), node.attrs, int8_dots=target.int8_dots())
     assert desc.startswith("int8-tile(") and ",avx2-ubsw" in desc, desc
     loops = loop_names(func)
     order = [name for name in loops if name in ("rco", "rcq", "ry", "rx")]
