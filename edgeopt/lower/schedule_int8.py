@@ -40,10 +40,10 @@ from .amx import amx_conv_intrinsic, amx_linear_intrinsic, amx_linear_tile, amx_
 from .int8_dot import intrinsic_named, path_name, register_int8_intrinsics
 
 _MIN_PARALLEL = 4096
-#: output rows wider than this keep a conv's tile at 8 accumulators: MobileNetV2's two 1x1 convs on 112-wide rows (16
-#: and 32 input channels) ran 1.3x slower with 16 (2 x 8 or 4 x 4 pixels, no register spills: not explained), where
-#: its 56-wide and narrower ones ran 0.7-0.85x (Emerald Rapids)
-WIDE_ROW = 64
+#: output rows wider than WIDE_ROW keep a conv's tile at WIDE_ROW_ACCUMULATORS (the float tiles' cap): MobileNetV2's
+#: two 1x1 convs on 112-wide rows (16 and 32 input channels) ran 1.3x slower with 16 (2 x 8 or 4 x 4 pixels, no
+#: register spills: not explained), where its 56-wide and narrower ones ran 0.7-0.85x (Emerald Rapids)
+WIDE_ROW, WIDE_ROW_ACCUMULATORS = 64, 8
 #: a depthwise conv or pool on blocked tensors runs one parallel task per channel block where it has this many blocks
 #: (each task pads its block's input once), else one per output row
 CHANNEL_BLOCK_TASKS = 8
@@ -198,7 +198,7 @@ def _conv_tile(out_blocks: int, width: int, accumulators: int) -> tuple[int, int
     accumulators would leave 2 x 1 or 2 x 2 tiles). With AVX-512's 16 accumulators: 2 x 8 (a row of 56), 2 x 7
     (rows of 28, 14 and 7); rows wider than ``WIDE_ROW`` keep 8."""
     if width > WIDE_ROW:
-        accumulators = min(accumulators, 8)
+        accumulators = min(accumulators, WIDE_ROW_ACCUMULATORS)
     run = _divisor(width, accumulators // 2)
     if out_blocks % 2 == 0 and run >= 4:
         return 2, run
