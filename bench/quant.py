@@ -32,6 +32,11 @@ On a CPU with AVX512-VNNI and VBMI, Lite0 and MobileNetV2 also get ``int8-plain-
 On a CPU with AMX tiles (Intel Xeon Sapphire Rapids and later), every static int8 model also gets ``int8-vnni``:
 the same build for this CPU without AMX (its convs and linear layers on ``vpdpbusd``), the speed the tiles buy.
 
+``--budgets 0.001 0.0002``: Lite0 and MobileNetV2 (in a smoke run, the small random-weight models) also get one
+build per accuracy budget (``int8-budget-0.001``: ``QuantConfig(max_drop=0.001, metric="cosine")``, the layers
+that add the most error kept float until the logits' 1 - cosine on the calibration crops is within it):
+agreement, layers kept float and speed, the price of accuracy.
+
 ``--target x86-64-v3 --no-peers``: every edgeopt build for AVX2 + FMA only (int8 on ``vpmaddubsw``, 7-bit weights
 chosen by GPTQ: ``QuantConfig.reduce_range``), timed here: the int8 / fp32 ratio of a CPU without VNNI (Zen 3), as
 far as this CPU runs that code alike.
@@ -65,6 +70,8 @@ from bench import quant_data as qd  # noqa: E402
 from bench.common import save_results  # noqa: E402
 
 MODELS = ["efficientnet_lite0", "minilm", "digits", "resnet18", "mobilenet_v2"]
+#: the builds a model may have, in the speed workers' order (each round rotates it), then its accuracy budgets'
+VARIANTS = ("fp32", "int8", "int8-dynamic", "int8-img", "int8-float-stem", "int8-plain-dw", "int8-vnni")
 CALIBRATORS = ["minmax", "percentile", "entropy", "mse"]
 MINILM_MODES = ["int8-weight", "int4-weight", "int8-dynamic", "int8"]
 #: the ONNX Runtime int8 file quant_peers.py writes for each model, and the fp32 one
@@ -97,8 +104,8 @@ def _size(c) -> dict:
 # ------------------------------------------------------------------------------------------------ accuracy
 def image_accuracy(name: str, args, artifacts: dict) -> list[dict]:
     """A pretrained classifier's top-1 agreement with PyTorch fp32 and its logits' 1 - cosine on real photo crops:
-    fp32, static int8 with each calibrator, with one scale per activation (``activation_scales="per-tensor"``), and
-    with its 3x3 stem in int8 too (``int8_image_convs=True``)."""
+    fp32, static int8 with each calibrator, with one scale per activation (``activation_scales="per-tensor"``),
+    with its 3x3 stem in int8 too (``int8_image_convs=True``), and one build per accuracy budget (``--budgets``)."""
     import torch
 
     from tests.models.zoo import build
@@ -114,34 +121,34 @@ def image_accuracy(name: str, args, artifacts: dict) -> list[dict]:
     rows.append({"model": name, "variant": "fp32", "compile_s": round(secs, 1), **_fidelity(out, ref), **_size(fp32)})
     artifacts[name] = {"fp32": fp32}
     batches = [torch.from_numpy(calib[i:i + 1]) for i in range(len(calib))]
-    for cal in args.calibrators:
-        c, secs = _compile(args, model, x1, quantize=_static(args, calibrator=cal),
+
+    def int8_row(variant: str, calibrator: str, **config):
+        c, secs = _compile(args, model, x1, quantize=_static(args, calibrator=calibrator, **config),
                            calibration_data=batches)
         out = np.concatenate([c(ev[i:i + 1]) for i in range(len(ev))])
-        rows.append({"model": name, "variant": f"int8 ({cal})", "calibrator": cal,
-                     "compile_s": round(secs, 1), **_fidelity(out, ref),
-                     "n_calib": len(calib), "n_eval": len(ev), **_size(c)})
-        if cal == args.calibrators[0]:
+        rows.append({"model": name, "variant": variant, "calibrator": calibrator, "compile_s": round(secs, 1),
+                     **_fidelity(out, ref), "n_calib": len(calib), "n_eval": len(ev), **_size(c)})
+        if "max_drop" in config:  # none kept where the int8 build meets the budget (the search did not run)
+            rows[-1]["kept_for_budget"] = len(c.report["quantization"]["accuracy_check"].get("kept_for_budget", []))
+        return c
+
+    first = args.calibrators[0]
+    for cal in args.calibrators:
+        c = int8_row(f"int8 ({cal})", cal)
+        if cal == first:
             artifacts[name]["int8"] = c
     # one scale per activation: what a scale per channel buys (QuantConfig.activation_scales), first calibrator
-    c, secs = _compile(args, model, x1, quantize=_static(args, calibrator=args.calibrators[0],
-                                                         activation_scales="per-tensor"), calibration_data=batches)
-    out = np.concatenate([c(ev[i:i + 1]) for i in range(len(ev))])
-    rows.append({"model": name, "variant": f"int8 ({args.calibrators[0]}, activation scales per tensor)",
-                 "calibrator": args.calibrators[0], "compile_s": round(secs, 1), **_fidelity(out, ref),
-                 "n_calib": len(calib), "n_eval": len(ev), **_size(c)})
+    int8_row(f"int8 ({first}, activation scales per tensor)", first, activation_scales="per-tensor")
     # the stem in int8 too, on the crops' exact pixels
-    c, secs = _compile(args, model, x1, quantize=_static(args, int8_image_convs=True), calibration_data=batches)
-    out = np.concatenate([c(ev[i:i + 1]) for i in range(len(ev))])
-    rows.append({"model": name, "variant": "int8 (minmax, int8 image conv)", "calibrator": "minmax",
-                 "compile_s": round(secs, 1), **_fidelity(out, ref),
-                 "n_calib": len(calib), "n_eval": len(ev), **_size(c)})
-    artifacts[name]["int8-img"] = c
+    artifacts[name]["int8-img"] = int8_row("int8 (minmax, int8 image conv)", "minmax", int8_image_convs=True)
+    for b in args.budgets:  # the accuracy budget: layers kept float until the calibration crops' cosine holds
+        artifacts[name][f"int8-budget-{b}"] = int8_row(f"int8 ({first}, accuracy budget: 1 - cosine <= {b})", first,
+                                                       max_drop=b, metric="cosine")
     if _has_depthwise_taps(args):  # the depthwise convs on plain vector code: what their window-tap kernels buy
-        plain = _static(args, calibrator=args.calibrators[0])  # the int8 build's, so that only the kernels differ
+        plain = _static(args, calibrator=first)  # the int8 build's, so that only the kernels differ
         artifacts[name]["int8-plain-dw"] = _compile(args, model, x1, quantize=plain, calibration_data=batches,
                                                     disable=["depthwise_int8_taps"])[0]
-    _without_amx(args, artifacts[name], model, x1, _static(args, calibrator=args.calibrators[0]), batches)
+    _without_amx(args, artifacts[name], model, x1, _static(args, calibrator=first), batches)
     return rows
 
 
@@ -228,6 +235,9 @@ def random_weight_models(args, artifacts: dict) -> list[dict]:
                                                           quantize=_static(args, int8_image_convs=False),
                                                           calibration_data=batches)[0]
         _without_amx(args, artifacts[name], model, x, _static(args), batches)
+        for b in (args.budgets if args.small else []):  # a smoke run's stand-ins for the image models
+            budget = _static(args, max_drop=b, metric="cosine")
+            artifacts[name][f"int8-budget-{b}"] = _compile(args, model, x, quantize=budget, calibration_data=batches)[0]
         agree = qd.top1_agreement(int8(x[0].numpy()), fp32(x[0].numpy()))
         rows.append({"model": name, "variant": "int8", "compile_s": round(s8, 1), "agrees_on_example": agree,
                      **_size(int8)})
@@ -257,10 +267,7 @@ def speed(args, artifacts: dict, ort_work: str | None) -> list[dict]:
             inputs = _speed_inputs(model, arts["fp32"], args)
             onnx = ORT_FILES.get(model) if ort_work else None
             workers = {}
-            for variant in ("fp32", "int8", "int8-dynamic", "int8-img", "int8-float-stem", "int8-plain-dw",
-                            "int8-vnni"):
-                if variant not in arts:
-                    continue
+            for variant in [v for v in VARIANTS if v in arts] + [v for v in arts if v.startswith("int8-budget-")]:
                 ort_file = None
                 if onnx and variant in ("fp32", "int8", "int8-dynamic"):
                     ort_file = os.path.join(ort_work, onnx[0] if variant == "fp32" else onnx[1])
@@ -294,11 +301,13 @@ def speed(args, artifacts: dict, ort_work: str | None) -> list[dict]:
 def _paired_ratios(times: dict) -> dict:
     """Median over rounds of (a / b) for the pairs the issue asks about."""
     pairs = [("edgeopt int8", "edgeopt fp32"), ("edgeopt int8", "onnxruntime int8"),
-             ("edgeopt int8-img", "edgeopt fp32"), ("edgeopt int8-img", "onnxruntime int8"),
-             ("edgeopt int8-float-stem", "edgeopt fp32"), ("edgeopt int8", "edgeopt int8-float-stem"),
-             ("edgeopt int8", "edgeopt int8-plain-dw"), ("edgeopt int8", "edgeopt int8-vnni"),
-             ("edgeopt int8-dynamic", "edgeopt fp32"), ("edgeopt int8-dynamic", "onnxruntime int8"),
-             ("edgeopt fp32", "onnxruntime fp32"), ("onnxruntime int8", "onnxruntime fp32")]
+              ("edgeopt int8-img", "edgeopt fp32"), ("edgeopt int8-img", "onnxruntime int8"),
+              ("edgeopt int8-float-stem", "edgeopt fp32"), ("edgeopt int8", "edgeopt int8-float-stem"),
+              ("edgeopt int8", "edgeopt int8-plain-dw"), ("edgeopt int8", "edgeopt int8-vnni"),
+              ("edgeopt int8-dynamic", "edgeopt fp32"), ("edgeopt int8-dynamic", "onnxruntime int8"),
+              ("edgeopt fp32", "onnxruntime fp32"), ("onnxruntime int8", "onnxruntime fp32")]
+    budgets = [k for k in times if k.startswith("edgeopt int8-budget-")]
+    pairs += [(b, other) for b in budgets for other in ("edgeopt fp32", "edgeopt int8", "onnxruntime int8")]
     return {f"{a} / {b}": round(statistics.median(x / y for x, y in zip(times[a], times[b])), 3)
             for a, b in pairs if a in times and b in times}
 
@@ -350,6 +359,9 @@ def main(argv=None) -> str:
     ap.add_argument("--minilm-modes", nargs="+", default=MINILM_MODES, choices=MINILM_MODES)
     ap.add_argument("--weight-rounding", default="auto", choices=["auto", "nearest", "gptq"],
                     help="QuantConfig.weight_rounding of every static int8 compile")
+    ap.add_argument("--budgets", nargs="+", type=float, default=[],
+                    help="Lite0 and MobileNetV2 (--small: the random-weight ResNet-18 and MobileNetV2): one more "
+                         "static int8 build per value, QuantConfig(max_drop=value, metric='cosine')")
     ap.add_argument("--n-calib", type=int, default=64)
     ap.add_argument("--n-eval", type=int, default=800)
     ap.add_argument("--sentences", type=int, default=500)

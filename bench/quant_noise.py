@@ -1,7 +1,7 @@
 """Where a pretrained CNN's int8 error comes from (EfficientNet-Lite0, MobileNetV2): a fake-quantized PyTorch copy,
 one source of error at a time.
 
-    .venv/bin/python bench/quant_noise.py                  # Lite0: 64 calibration crops, 160 evaluation crops (~2 min)
+    .venv/bin/python bench/quant_noise.py                  # Lite0: 64 calibration crops, 160 evaluation crops (~3 min)
     .venv/bin/python bench/quant_noise.py mobilenet_v2     # torchvision's pretrained MobileNetV2
     .venv/bin/python bench/quant_noise.py --small          # a smoke run (CI's bench test)
 
@@ -9,12 +9,15 @@ The copy mimics edgeopt's static int8 (``docs/quantization.md``): weights symmet
 BatchNorm folding (quantized folded, then unfolded, so BatchNorm stays a module), with bias correction (each
 layer's mean output error over the calibration crops, on float inputs, taken off its BatchNorm); every conv /
 linear input but the stem's quantized per tensor to u8 (asymmetric, the min-max of the calibration crops). Each
-row turns some of that on (a layer kind is ``expand``, ``depthwise``, ``project``, ``head`` or ``fc``) and prints
+row turns some of that on (a layer kind is ``expand``, ``depthwise``, ``project``, ``head`` or ``fc``; the last
+rows' weights are every layer's, the stem's too) and prints
 top-1 agreement with fp32 and the logits' mean 1 - cosine: the error budget the 98% agreement target has to fit
-in. A last row quantizes every input per channel instead (float weights): what finer activation scales give (a
+in. A row quantizes every input per channel instead (float weights): what finer activation scales give (a
 channel quiet on the calibration crops clips on others), which an integer kernel can only use for a dense layer by
-moving them into its weights. It also prints how many evaluation crops have their top two fp32 logits within 0.05
-(the near-ties that any error flips). Writes bench/results/quant_noise-<time>.json.
+moving them into its weights. The last rows measure the measure: how far weight errors that are not int8's move it
+(every weight rounded to bfloat16, or times 1 + 0.001 N(0, 1)), with and without bias correction. It also prints
+how many evaluation crops have their top two fp32 logits within 0.05 (the near-ties that any error flips). Writes
+bench/results/quant_noise-<time>.json.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from bench import quant_data as qd  # noqa: E402
 from bench.common import save_results  # noqa: E402
 
 KINDS = ("expand", "depthwise", "project", "head", "fc")
+ALL_KINDS = ("stem",) + KINDS
 
 
 class Lite0Layers:
@@ -76,8 +80,8 @@ MODELS = {"efficientnet_lite0": Lite0Layers, "mobilenet_v2": MobileNetV2Layers}
 
 
 class FakeQuant:
-    """The model with switchable int8 weights and u8 inputs, per layer kind (``layers``: ``Lite0Layers`` or
-    ``MobileNetV2Layers``)."""
+    """The model with switchable weight formats (``weights_in``: int8, bf16, noise) and u8 inputs, per layer kind
+    (``layers``: ``Lite0Layers`` or ``MobileNetV2Layers``)."""
 
     def __init__(self, model, calib: np.ndarray, layers=Lite0Layers):
         import torch
@@ -88,23 +92,38 @@ class FakeQuant:
         self.kinds = {n: layers.kind(n, mods) for n, _ in self.layers}
         self.bn = {n: mods[layers.batch_norm(n)] for n, _ in self.layers if layers.batch_norm(n)}
         self.float_w = {n: m.weight.detach().clone() for n, m in self.layers}
-        self.int8_w = {n: self._int8(n) for n, _ in self.layers if self.kinds[n] != "stem"}
         self.running_mean = {n: bn.running_mean.clone() for n, bn in self.bn.items()}
-        self.ranges = self._observe(calib)
-        self.shift = self._bias_shifts(calib)
+        self.calib, self.ranges = calib, self._observe(calib)
+        self.formats = {}  # weight format -> (its weights by layer, their bias shifts): see ``weights_in``
 
-    def _int8(self, n: str):
-        """The int8 weight of layer ``n`` (quantized with its BatchNorm folded, then unfolded), as floats."""
-        from edgeopt.quant.weights import symmetric_int8
+    def weights_in(self, fmt: str) -> tuple[dict, dict]:
+        """Each layer's weight stored in ``fmt`` (with its BatchNorm folded, then unfolded), and the bias shifts
+        that correct it: ``int8`` (edgeopt's symmetric levels per output channel; the stem stays float),
+        ``bf16`` (each weight rounded to bfloat16) or ``noise`` (each weight times 1 + 0.001 N(0, 1), seed 0)."""
+        if fmt not in self.formats:
+            from edgeopt.quant.weights import symmetric_int8
 
+            torch, gen = self.torch, self.torch.Generator().manual_seed(0)
+
+            def int8(w):  # edgeopt's own levels and scales, as floats
+                q, scale = symmetric_int8(w.numpy(), tuple(range(1, w.dim())))
+                return torch.from_numpy(q.astype(np.float32) * scale)
+
+            store = {"int8": int8, "bf16": lambda w: w.to(torch.bfloat16).float(),
+                     "noise": lambda w: w * (1 + 0.001 * torch.randn(w.shape, generator=gen))}[fmt]
+            weights = {n: self._stored(n, store) for n, _ in self.layers if fmt != "int8" or self.kinds[n] != "stem"}
+            self.formats[fmt] = weights, self._bias_shifts(weights)
+        return self.formats[fmt]
+
+    def _stored(self, n: str, store):
+        """Layer ``n``'s weight as ``store`` keeps it once its BatchNorm is folded in, unfolded again."""
         w = self.float_w[n]
         g = None
         if n in self.bn:
             bn = self.bn[n]
             g = (bn.weight / self.torch.sqrt(bn.running_var + bn.eps)).detach().reshape((-1,) + (1,) * (w.dim() - 1))
             w = w * g
-        q, s = symmetric_int8(w.numpy(), tuple(range(1, w.dim())))  # edgeopt's own per-channel int8
-        q = self.torch.from_numpy(q.astype(np.float32) * s)
+        q = store(w)
         return q / g if g is not None else q
 
     def _observe(self, calib) -> dict:
@@ -121,14 +140,15 @@ class FakeQuant:
         self._run(calib, pre={n: hook(n) for n, _ in self.layers})
         return ranges
 
-    def _bias_shifts(self, calib) -> dict:
-        """Each BatchNorm'd layer's mean output error (per channel) from its int8 weight, on float inputs."""
+    def _bias_shifts(self, weights: dict) -> dict:
+        """Each BatchNorm'd layer's mean output error (per channel) from its weight in ``weights``, on float
+        calibration inputs."""
         sums, counts = {}, {}
 
         def hook(n):
             def h(m, a, out):
                 w = m.weight.data
-                m.weight.data = self.int8_w[n]
+                m.weight.data = weights[n]
                 with self.torch.no_grad():
                     err = type(m).forward(m, a[0]) - out
                 m.weight.data = w
@@ -136,7 +156,7 @@ class FakeQuant:
                 counts[n] = counts.get(n, 0) + 1
             return h
 
-        self._run(calib, post={n: hook(n) for n, _ in self.layers if n in self.bn and n in self.int8_w})
+        self._run(self.calib, post={n: hook(n) for n, _ in self.layers if n in self.bn and n in weights})
         return {n: sums[n] / counts[n] for n in sums}
 
     def _run(self, x, pre=None, post=None) -> np.ndarray:
@@ -150,15 +170,19 @@ class FakeQuant:
             for h in hs:
                 h.remove()
 
-    def run(self, x, weights=(), inputs=(), input_bits: dict | None = None, per_channel: bool = False) -> np.ndarray:
-        """Logits with the int8 weights of the kinds in ``weights`` and u8 inputs for the kinds in ``inputs``
-        (``input_bits``: another width for some kinds; ``per_channel``: each input channel its own range)."""
+    def run(self, x, weights=(), inputs=(), input_bits: dict | None = None, per_channel: bool = False,
+            fmt: str = "int8", corrected: bool = True) -> np.ndarray:
+        """Logits with the weights of the kinds in ``weights`` stored in ``fmt`` (``weights_in``; ``corrected``:
+        with their bias shifts) and u8 inputs for the kinds in ``inputs`` (``input_bits``: another width for some
+        kinds; ``per_channel``: each input channel its own range)."""
         bits = {k: 8 for k in inputs} | (input_bits or {})
+        stored, shift = self.weights_in(fmt)
         for n, m in self.layers:
-            on = self.kinds[n] in weights and n in self.int8_w
-            m.weight.data = (self.int8_w[n] if on else self.float_w[n]).clone()
+            on = self.kinds[n] in weights and n in stored
+            m.weight.data = (stored[n] if on else self.float_w[n]).clone()
             if n in self.running_mean:
-                self.bn[n].running_mean.data = self.running_mean[n] + (self.shift[n] if on and n in self.shift else 0)
+                fix = shift[n] if on and corrected and n in shift else 0
+                self.bn[n].running_mean.data = self.running_mean[n] + fix
 
         def hook(n, m, b):
             lo, hi = self.ranges[n]
@@ -208,18 +232,23 @@ def main(argv=None) -> str:
     ref = fq.run(ev)
     top2 = np.sort(ref, 1)[:, -2:]
     near_ties = int((top2[:, 1] - top2[:, 0] < 0.05).sum())
-    rows = [("int8 weights and u8 inputs (the compiled model's scheme)", KINDS, KINDS, None),
-            ("int8 weights only", KINDS, (), None), ("u8 inputs only", (), KINDS, None)]
-    rows += [(f"int8 {k} weights only", (k,), (), None) for k in KINDS]
-    rows += [(f"u8 {k} inputs only", (), (k,), None) for k in KINDS]
-    rows += [("all, depthwise weights float and inputs 16-bit", tuple(k for k in KINDS if k != "depthwise"), KINDS,
-              {"depthwise": 16})]
-    rows += [("u8 inputs only, each channel its own range", (), KINDS, "per-channel")]
+    rows = [("int8 weights and u8 inputs (the compiled model's scheme)", dict(weights=KINDS, inputs=KINDS)),
+            ("int8 weights only", dict(weights=KINDS)), ("u8 inputs only", dict(inputs=KINDS))]
+    rows += [(f"int8 {k} weights only", dict(weights=(k,))) for k in KINDS]
+    rows += [(f"u8 {k} inputs only", dict(inputs=(k,))) for k in KINDS]
+    rows += [("all, depthwise weights float and inputs 16-bit",
+              dict(weights=tuple(k for k in KINDS if k != "depthwise"), inputs=KINDS, input_bits={"depthwise": 16}))]
+    rows += [("u8 inputs only, each channel its own range", dict(inputs=KINDS, per_channel=True))]
+    # how far any small weight error moves the metric: other formats, with and without bias correction
+    rows += [("int8 weights only, no bias correction", dict(weights=KINDS, corrected=False))]
+    rows += [(f"every weight {how}{'' if corrected else ', no bias correction'}",
+              dict(weights=ALL_KINDS, fmt=fmt, corrected=corrected))
+             for fmt, how in (("bf16", "rounded to bfloat16"), ("noise", "x (1 + 0.001 N(0, 1))"))
+             for corrected in (False, True)]
     results = []
     print(f"{args.model}: {len(ev)} crops, {near_ties} with their top two fp32 logits within 0.05")
-    for name, weights, inputs, bits in rows:
-        per_channel = bits == "per-channel"
-        out = fq.run(ev, weights, inputs, None if per_channel else bits, per_channel)
+    for name, kw in rows:
+        out = fq.run(ev, **kw)
         cos = float(np.mean(np.sum(out * ref, 1) / np.linalg.norm(out, axis=1) / np.linalg.norm(ref, axis=1)))
         agree = qd.top1_agreement(out, ref)
         results.append({"variant": name, "top1_agreement": agree, "one_minus_cosine": 1 - cos,

@@ -92,7 +92,7 @@ def test_cpu_levels_bench_times_every_level_this_cpu_runs(tmp_path):
 
 @pytest.mark.slow
 def test_quant_bench_measures_accuracy_size_and_speed(tmp_path):
-    res = _run("quant.py", ["--small", "digits", "resnet18", "mobilenet_v2"], tmp_path)["results"]
+    res = _run("quant.py", ["--small", "digits", "resnet18", "mobilenet_v2", "--budgets", "0.001"], tmp_path)["results"]
     rows = {(r["model"], r["variant"]): r for r in res["accuracy_and_size"]}
     fp32, int8 = rows["digits_cnn", "fp32"], rows["digits_cnn", "int8"]
     assert fp32["accuracy"] > 0.5
@@ -104,8 +104,10 @@ def test_quant_bench_measures_accuracy_size_and_speed(tmp_path):
 
     tiles = get_target("host").amx()  # on a CPU with AMX, the int8 build without tiles too (int8-vnni)
     for s in speed.values():
-        assert set(s["best_ms"]) == {"edgeopt fp32", "edgeopt int8", *(["edgeopt int8-vnni"] if tiles else [])}
+        assert set(s["best_ms"]) == {"edgeopt fp32", "edgeopt int8", "edgeopt int8-budget-0.001",
+                                     *(["edgeopt int8-vnni"] if tiles else [])}
         assert s["ratios"]["edgeopt int8 / edgeopt fp32"] > 0
+        assert s["ratios"]["edgeopt int8-budget-0.001 / edgeopt int8"] > 0  # the accuracy budget's build, paired
         assert ("edgeopt int8 / edgeopt int8-vnni" in s["ratios"]) == tiles
 
 
@@ -160,7 +162,7 @@ def test_int8_peak_bench_puts_convs_beside_the_dot_product_peak(tmp_path, target
 def test_quant_noise_bench_splits_the_error_by_source(tmp_path, model):
     res = _run("quant_noise.py", [model, "--small"], tmp_path)["results"]
     rows = {r["variant"]: r for r in res["rows"]}
-    assert res["model"] == model and res["n_eval"] == 16 and len(rows) == 15
+    assert res["model"] == model and res["n_eval"] == 16 and len(rows) == 20
     both = rows["int8 weights and u8 inputs (the compiled model's scheme)"]["one_minus_cosine"]
     weights, inputs = rows["int8 weights only"]["one_minus_cosine"], rows["u8 inputs only"]["one_minus_cosine"]
     assert 0 < weights < both  # each source alone: part of the error (MobileNetV2's is nearly all its inputs')
@@ -169,6 +171,13 @@ def test_quant_noise_bench_splits_the_error_by_source(tmp_path, model):
     per_channel = rows["u8 inputs only, each channel its own range"]["one_minus_cosine"]
     assert 0 < per_channel < 1 and per_channel != inputs
     assert all(0 <= r["top1_agreement"] <= 1 for r in rows.values())
+    # the metric's sensitivity: bias correction takes off most of any weight error, whatever the format
+    err = {k: rows[k]["one_minus_cosine"] for k in rows}
+    assert err["int8 weights only"] < 0.5 * err["int8 weights only, no bias correction"]
+    for fmt in ("rounded to bfloat16", "x (1 + 0.001 N(0, 1))"):
+        assert 0 < err[f"every weight {fmt}"] < 0.5 * err[f"every weight {fmt}, no bias correction"], fmt
+    # 8 significant bits per weight beat 8-bit levels on one scale per channel (whose stem stays float)
+    assert err["every weight rounded to bfloat16"] < weights
 
 
 @pytest.mark.slow
