@@ -25,7 +25,9 @@ A depthwise conv reads one input channel per output channel, so its input may ha
 channel (``quantize_static``'s per-channel conv inputs): ``sx[c] * sw[c]`` is still one scale per output channel,
 the zero points' share ``zx[c] * colsum(w_q)[c]`` one integer per output channel, and the padding each channel's
 ``zx[c]``. A dense conv may read one scale with a zero point per channel (``quantize_static`` moved each channel's
-share of the scale into the weight): the zero points' share is ``sum_c zx[c] * sum_hw w_q[o, c]`` per output.
+share of the scale into the weight): the zero points' share is ``sum_c zx[c] * sum_hw w_q[o, c]`` per output. So
+may a linear layer reading rank-2 or rank-3 values, with a zero point per feature (the last axis): ``sum_c zx[c] *
+w_q[o, c]``.
 
 Requires: ``quantized`` (``quantize_static``'s or ``quantize_dynamic``'s sandwiches, weights still in their plain
 layouts), ``unfused``. Guarantees: ``integer_kernels``. Other sandwiches (a dense layer reading per-channel
@@ -51,12 +53,13 @@ from edgeopt.ir import Graph, Node, Value
 from edgeopt.ir.ops.nn import is_depthwise
 from edgeopt.ir.ops.quant import one_value_per_element
 from edgeopt.pipeline import Pass, register_pass
+from edgeopt.quant.calibrate import channel_axis
 
 
 def _activation_dequantize(g: Graph, v: Value) -> Node | None:
     """The dequantize of an activation with one zero point, and one scale (a constant) or one per row (computed at
-    run time, shaped [..., rows, 1]: ``quantize_dynamic``); or a constant scale and zero point per channel (axis 1:
-    ``_per_channel``)."""
+    run time, shaped [..., rows, 1]: ``quantize_dynamic``); or a constant scale and zero point per channel (axis 1 of
+    NCHW values, the last of rank-2 and rank-3 ones: ``_per_channel``)."""
     n = v.producer
     if n is None or n.op != "dequantize" or not one_value_per_element(n.attrs) or g.is_const(n.inputs[0]):
         return None
@@ -75,9 +78,11 @@ def _activation_dequantize(g: Graph, v: Value) -> Node | None:
 
 
 def _channel_shaped(p: Value, v: Value) -> bool:
-    """Whether parameter ``p`` holds one value per channel (axis 1) of ``v``: [1, C, 1, 1]."""
-    return p.type.rank == v.type.rank and all(d == 1 for i, d in enumerate(p.type.shape) if i != 1) \
-        and p.type.numel > 1
+    """Whether parameter ``p`` holds one value per channel of ``v`` (``channel_axis``: [1, C, 1, 1] for NCHW,
+    [1, 1, C] for features)."""
+    axis = channel_axis(v.type.rank)
+    return axis is not None and p.type.rank == v.type.rank and p.type.numel > 1 \
+        and all(d == 1 for i, d in enumerate(p.type.shape) if i != axis)
 
 
 def _per_channel(g: Graph, dq: Node) -> bool:
@@ -107,6 +112,15 @@ def _dequantize_of(g: Graph, v: Value, const_q: bool) -> Node | None:
     return n
 
 
+def _input_sums(w: np.ndarray, n: Node) -> np.ndarray:
+    """[out, in]: the sum of weight ``w``'s levels over everything but its output and input channels (a conv's taps;
+    a linear layer's weight as it is, or transposed from [in, out])."""
+    w = w.astype(np.int64)
+    if n.op == "conv2d":
+        return w.sum(axis=(2, 3))
+    return w if n.attrs["weight_layout"] == "oi" else w.T
+
+
 @register_pass
 class FoldQuantized(Pass):
     name = "fold_quantized"
@@ -134,8 +148,8 @@ class FoldQuantized(Pass):
             return False
         if _minimum(g, x) is not None and (n.op != "conv2d" or n.attrs["groups"] != 1):  # dense convs only
             return False
-        if _per_channel(g, x) and not is_depthwise(n) and (n.op != "conv2d" or n.attrs["groups"] != 1
-                                                         or x.inputs[1].type.numel != 1):
+        if _per_channel(g, x) and not is_depthwise(n) and (x.inputs[1].type.numel != 1 or (
+                n.attrs["groups"] != 1 if n.op == "conv2d" else x.inputs[0].type.rank == 4)):
             return False  # a dense layer would need the scales inside its sums (a grouped conv: not handled)
         if len(n.inputs) == 3 and not g.is_const(n.inputs[2]):
             return False
@@ -149,7 +163,7 @@ class FoldQuantized(Pass):
         rows = None if g.is_const(xd.inputs[1]) else xd.inputs[1]  # per-row scales, computed at run time
         minimum = _minimum(g, xd)
         if _per_channel(g, xd):  # a zero point per input channel; a depthwise conv's scales too (channel c is output
-            c = xq.type.shape[1]  # channel c's only input)
+            c = xq.type.shape[channel_axis(xq.type.rank)]  # channel c's only input)
             sx = np.broadcast_to(g.const(xd.inputs[1]).reshape(-1), (c,)).astype(np.float64)
             sx = sx[0] if not is_depthwise(n) else sx
             zx = np.broadcast_to(g.const(xd.inputs[2]).reshape(-1), (c,)).astype(np.int64) \
@@ -184,7 +198,7 @@ class FoldQuantized(Pass):
         scale = g.add_const((sx * sw).astype(np.float32).reshape(shape), f"{out.name}_scale")
         params = [rows if rows is not None else scale]
         if np.any(zx):
-            zsum = zx * colsum if np.ndim(zx) == 0 or is_depthwise(n) else w.astype(np.int64).sum(axis=(2, 3)) @ zx
+            zsum = zx * colsum if np.ndim(zx) == 0 or is_depthwise(n) else _input_sums(w, n) @ zx
             params.append(g.add_const(zsum.astype(np.int32).reshape(shape), f"{out.name}_zp"))
         y = g.add("dequantize", [acc, *params], source=src, name=f"{out.name}_dq", index=at + 1)
         at += 2

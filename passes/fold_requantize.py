@@ -17,10 +17,11 @@ half-way point between two levels.
 Requires: ``integer_kernels`` (``fold_quantized``), ``unfused``; runs after the layout passes (its constants take
 the blocked shapes the chain's had). Guarantees: ``requantize_folded``. Folds only chains whose constants are
 known (a per-row scale computed at run time, ``int8-dynamic``, stays), whose intermediate values have no other
-reader and are no graph output, and whose quantize has one scale and zero point, or one per channel (a depthwise
-conv's input, ``quantize_static``) where the clamp is the same levels in every channel (a ReLU's 0 is each channel's
-zero point, 0 for u8; a ReLU6's 6 lies at or above each channel's top level). The output's meaning is kept in
-``requantize``'s ``scale`` / ``zero_point`` attributes for ``compare`` (lists, in channel order, when per channel).
+reader and are no graph output, and whose quantize has one scale and zero point, or one per channel (a conv's or a
+linear layer's input, ``quantize_static``) where the clamp is the same levels in every channel (a ReLU's 0 is each
+channel's zero point, 0 for u8; a ReLU6's 6 lies at or above each channel's top level). The output's meaning is kept
+in ``requantize``'s ``scale`` / ``zero_point`` attributes for ``compare`` (lists, in channel order, when per
+channel).
 
 Before:
     %acc: i32[1,4,56,56,16] = conv2d(%x_q, %w_q) {...}
@@ -42,6 +43,7 @@ import numpy as np
 from edgeopt.ir import Graph, Node, Value
 from edgeopt.ir.ops.quant import QRANGE, one_value_per_element
 from edgeopt.pipeline import Pass, register_pass
+from edgeopt.quant.calibrate import channel_axis
 
 
 def _sole_reader(g: Graph, users: dict, v: Value, reader: Node) -> bool:
@@ -77,14 +79,14 @@ def _chain(g: Graph, users: dict, q: Node):
 
 
 def _per_channel_or_one(p: Value, q: Node) -> bool:
-    """Whether quantize parameter ``p`` is one value, or one per channel of ``q``'s output (axis 1, or axes 1 and 4 of
-    a blocked NCHW<b>c value: [1, C/b, 1, 1, b])."""
+    """Whether quantize parameter ``p`` is one value, or one per channel of ``q``'s output (``channel_axis``: axis 1
+    of NCHW, the last of rank 2 and 3; or axes 1 and 4 of a blocked NCHW<b>c value: [1, C/b, 1, 1, b])."""
     out = q.outputs[0].type
     if p.type.numel == 1:
         return True
-    if p.type.rank != out.rank or out.rank < 2:
+    if p.type.rank != out.rank or (out.rank != 5 and channel_axis(out.rank) is None):
         return False
-    channel_axes = (1, 4) if out.rank == 5 else (1,)
+    channel_axes = (1, 4) if out.rank == 5 else (channel_axis(out.rank),)
     return all(d == 1 or (i in channel_axes and d == out.shape[i]) for i, d in enumerate(p.type.shape))
 
 

@@ -18,7 +18,10 @@ Each convolution, linear layer and matmul with a constant operand becomes a laye
   falls by 5% or more (``edgeopt.quant.channel_noise``). A depthwise conv takes each channel's scale in the
   requantize it has per channel anyway (``fold_quantized``); a dense conv reads the values in units of each
   channel's share of the largest scale, with those shares in its weight's input channels before rounding (as a
-  conv reading pixels takes their steps); its other readers (a residual add) read the values;
+  conv reading pixels takes their steps); its other readers (a residual add) read the values. A linear layer's
+  input (rank 2 or 3, read only by linear layers) gets the same per feature, its last axis: a transformer's
+  LayerNorm and GELU outputs, whose few large features set one scale for all (SmoothQuant's migration of the
+  activations' scales into the weights, bounded by a floor of a quarter of the tensor's range);
 - a max pool between the activation and the layer pools the u8 values (quantizing commutes with max), and a
   concat that only quantized layers and other int8-reading ops read (and is no graph output; with
   ``quantized_residuals``) quantizes its parts with its own scale and joins u8 values (quantizing is elementwise):
@@ -78,7 +81,16 @@ from edgeopt.ir import Graph, Node, Value
 from edgeopt.ir.ops.nn import is_depthwise
 from edgeopt.ir.registry import get_op
 from edgeopt.pipeline import Pass, register_pass
-from edgeopt.quant.calibrate import affine_params, channel_ranges, choose_range, observe_ranges
+from edgeopt.quant.calibrate import (
+    CHANNEL_RANGE_FLOOR,
+    FEATURE_RANGE_FLOOR,
+    MIN_CHANNEL_SAMPLES,
+    affine_params,
+    channel_axis,
+    channel_ranges,
+    choose_range,
+    observe_ranges,
+)
 from edgeopt.quant.channel_noise import channel_scales_pay
 from edgeopt.quant.compare import METRICS, layer_errors, outputs
 from edgeopt.quant.config import QuantConfig, QuantizationError
@@ -271,31 +283,36 @@ class QuantizeStatic(Pass):
 
     def _channel_scales(self, g: Graph, layers: list[Node], acts: list[Value]) -> dict[str, tuple]:
         """The activations that get a scale and zero point per channel (``QuantConfig.activation_scales``), by name:
-        (scales, zero points), each channel's calibrated range with 25% headroom, at least half the tensor's
-        (``calibrate.channel_ranges``). Such a value is rank 4, no graph output, made by no pool or concat (those
-        are quantized in place), and read by convs only where it is read by layers being quantized: depthwise convs
-        take each channel's scale in their per-channel requantize; dense convs (no learned QAT range, no image
-        lattice) read it in units of its channel's share of the largest scale, ``x / (s[c] / max s)``, with the
-        weight's input channels times that share (``steps``), as a conv reading pixels does. Channels' zero points
-        may differ only where no reader pads (a padded conv would pad each channel with its own level). And it must
-        pay: the readers' modelled rounding noise (``edgeopt.quant.channel_noise``) at least 5% below one scale's."""
+        (scales, zero points), each channel's calibrated range with 25% headroom, at least half the tensor's (a
+        quarter for linear layers' features: ``calibrate.channel_ranges``). Such a value is no graph output, made by
+        no pool or concat (those are quantized in place), and, where it is read by layers being quantized, read by
+        convs only (rank 4) or by linear layers only (rank 2 or 3, a scale per feature: ``_takes_channel_scales``):
+        depthwise convs take each channel's scale in their per-channel requantize; dense convs and linear layers (no
+        learned QAT range, no image lattice) read it in units of its channel's share of the largest scale, ``x /
+        (s[c] / max s)``, with the weight's input channels times that share (``steps``), as a conv reading pixels does.
+        Each channel must have ``MIN_CHANNEL_SAMPLES`` calibration values (not a pooled vector of a few images').
+        Channels' zero points may differ only where no reader pads (a padded conv would pad each channel with its own
+        level). And it must pay: the readers' modelled rounding noise (``edgeopt.quant.channel_noise``) at least 5%
+        below one scale's."""
         if self.config.activation_scales != "per-channel":
             return {}
         readers, out = g.users(), {}
         quantized = set(layers)
         for v in acts:
             st = self._ranges[v.name]
-            if v in g.outputs or st.channel_lo is None or (v.producer is not None and v.producer.op in
-                                                          ("max_pool2d", "concat")):
+            if v in g.outputs or st.channel_samples < MIN_CHANNEL_SAMPLES or (v.producer is not None and v.producer.op
+                                                                            in ("max_pool2d", "concat")):
                 continue
             users = [r for r in readers.get(v, ()) if r in quantized]
             if not users or not all(self._takes_channel_scales(g, r, v) for r in users):
                 continue
             lo, hi = choose_range(st, self.config.calibrator, self.config.percentile)
             dtype = self._activation_dtype()
-            params = np.array([affine_params(a, b, dtype) for a, b in zip(*channel_ranges(st, lo, hi))], np.float64)
+            floor = FEATURE_RANGE_FLOOR if users[0].op == "linear" else CHANNEL_RANGE_FLOOR
+            ranges = channel_ranges(st, lo, hi, floor)
+            params = np.array([affine_params(a, b, dtype) for a, b in zip(*ranges)], np.float64)
             scales, zps = params[:, 0].astype(np.float32), params[:, 1].astype(np.int32)
-            if (zps != zps[0]).any() and any(any(r.attrs["padding"]) for r in users):
+            if (zps != zps[0]).any() and any(any(r.attrs.get("padding", ())) for r in users):
                 continue
             readers_of_v = [(g.const(r.inputs[1]), is_depthwise(r), self._levels(g, r)) for r in users]
             if channel_scales_pay(readers_of_v, st.channel_mean_square, scales, affine_params(lo, hi, dtype)[0],
@@ -304,12 +321,16 @@ class QuantizeStatic(Pass):
         return out
 
     def _takes_channel_scales(self, g: Graph, n: Node, v: Value) -> bool:
-        """Whether quantized layer ``n`` can read ``v`` with a scale per channel: a depthwise conv, or a dense conv
+        """Whether quantized layer ``n`` can read ``v`` with a scale per channel: a depthwise conv, a dense conv
         whose weight can take each input channel's share (not on an image's lattice, no QAT-learned scales, not split
-        in two)."""
+        in two), or a linear layer ([out, in] weight, no QAT-learned scales) reading a rank-2 or rank-3 ``v`` with
+        a scale per feature (its last axis)."""
         name = g.layer_name(n)
-        if n.op != "conv2d" or n.inputs[0] is not v or n.attrs.get("layout", "NCHW") != "NCHW" \
-                or name in self.config.input_ranges:
+        if n.inputs[0] is not v or name in self.config.input_ranges:
+            return False
+        if n.op == "linear":
+            return v.type.rank in (2, 3) and n.attrs["weight_layout"] == "oi" and name not in self.config.weight_scales
+        if n.op != "conv2d" or v.type.rank != 4 or n.attrs.get("layout", "NCHW") != "NCHW":
             return False
         if is_depthwise(n):
             return True
@@ -324,7 +345,7 @@ class QuantizeStatic(Pass):
         and zero points, ``_channel_scales``)."""
         dtype = self._activation_dtype()
         if channels is not None:
-            shape = (1, -1) + (1,) * (v.type.rank - 2)
+            shape = tuple(-1 if i == channel_axis(v.type.rank) else 1 for i in range(v.type.rank))
             s = g.add_const(channels[0].reshape(shape), f"{v.name}_scale")
             z = g.add_const(channels[1].reshape(shape), f"{v.name}_zp")
             src = v.producer.source if v.producer is not None else None
@@ -519,8 +540,8 @@ class _WeightErrors:
             steps = input_steps.get(n)
             if steps is None:
                 delta = q.astype(np.float32) * s - w
-            else:  # quantized as w * step (pixels in steps): the error in x's units
-                delta = (q.astype(np.float32) * s - _times_input_steps(w, steps)) / steps.reshape(1, -1, 1, 1)
+            else:  # quantized as w * step (pixels in steps, or a channel's share): the error in x's units
+                delta = (q.astype(np.float32) * s - _times_input_steps(w, steps)) / _input_shaped(steps, w)
             mean_x = (self.sums[v] / self.counts[v]).astype(np.float32)
             error = get_op(n.op).reference([mean_x, delta.astype(np.float32)], n.attrs)[0]
             out[name] = _channel_mean(error, n.op).astype(np.float32)
@@ -533,8 +554,14 @@ def _channel_mean(x: np.ndarray, op: str) -> np.ndarray:
 
 
 def _times_input_steps(w: np.ndarray, steps: np.ndarray) -> np.ndarray:
-    """An OIHW conv weight with each input channel scaled by its step: ``conv(x / step, w * step) == conv(x, w)``."""
-    return (w * steps.reshape(1, -1, 1, 1)).astype(np.float32)
+    """An OIHW conv weight (or an [out, in] linear one) with each input channel scaled by its step: ``conv(x / step,
+    w * step) == conv(x, w)``."""
+    return (w * _input_shaped(steps, w)).astype(np.float32)
+
+
+def _input_shaped(steps: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """``steps`` (one per input channel) shaped to broadcast along axis 1 of weight ``w`` (OIHW, or [out, in])."""
+    return steps.reshape((1, -1) + (1,) * (w.ndim - 2))
 
 
 #: ``int8_image_convs="auto"``: the fewest inputs per output (channels x kernel area) of an image conv it quantizes

@@ -172,14 +172,18 @@ def layer_errors(float_graph, compiled, batches, quantized: dict | None = None) 
 
 def _dequantized(q: np.ndarray, scale: np.ndarray, zero: np.ndarray) -> np.ndarray | None:
     """Integer values ``q`` (in the float graph's layout) as the float values they stand for: one scale and zero point,
-    or one per channel (axis 1); None when the parameters fit neither."""
+    or one per channel (``calibrate.channel_axis``: axis 1 of NCHW, the features of rank 2 and 3); None when the
+    parameters fit neither."""
+    from ..quant.calibrate import channel_axis
+
     scale, zero = np.asarray(scale, np.float64).reshape(-1), np.asarray(zero, np.float64).reshape(-1)
     if scale.size == 1 and zero.size == 1:
         return (q - zero[0]) * scale[0]
-    if q.ndim < 2 or {scale.size, zero.size} - {1, q.shape[1]}:
+    axis = channel_axis(q.ndim)
+    if axis is None or {scale.size, zero.size} - {1, q.shape[axis]}:
         return None
-    axis = (1, -1) + (1,) * (q.ndim - 2)
-    return (q - zero.reshape(axis)) * scale.reshape(axis)
+    shape = tuple(-1 if i == axis else 1 for i in range(q.ndim))
+    return (q - zero.reshape(shape)) * scale.reshape(shape)
 
 
 def _to_layout(got: np.ndarray, shape: tuple) -> np.ndarray | None:

@@ -1,13 +1,13 @@
-"""Whether a conv input's scale per channel pays: the rounding noise its readers' outputs get either way.
+"""Whether a conv or linear input's scale per channel pays: the rounding noise its readers' outputs get either way.
 
 A step per input channel ``s[c]`` (instead of one step ``s`` for the tensor) rounds the small channels more finely.
-A depthwise conv takes it at no cost. A dense conv reads the values in units of each channel's share of the largest
-step, ``r[c] = s[c] / max s``, with its weight's input channels times ``r[c]`` before rounding
-(``quantize_static``): the weight's levels are then spent on ``w * r``, so a channel with a small share gets a
-coarser weight in its own units (``sw[o] / r[c]``). Which wins depends on the layer: on pretrained MobileNetV2 the
-activations' rounding is most of the error and scales per channel where this model says so take the logits'
-1 - cosine from 0.0140 to 0.0046; on EfficientNet-Lite0 the weights' is, and per-channel inputs everywhere (no
-model) raised it from 0.0019 to 0.0025, where this model keeps it at 0.0019.
+A depthwise conv takes it at no cost. A dense conv (or a linear layer, as a 1x1 conv over its input's features)
+reads the values in units of each channel's share of the largest step, ``r[c] = s[c] / max s``, with its weight's
+input channels times ``r[c]`` before rounding (``quantize_static``): the weight's levels are then spent on ``w * r``,
+so a channel with a small share gets a coarser weight in its own units (``sw[o] / r[c]``). Which wins depends on
+the layer: on pretrained MobileNetV2 the activations' rounding is most of the error and scales per channel where
+this model says so take the logits' 1 - cosine from 0.0140 to 0.0046; on EfficientNet-Lite0 the weights' is, and
+per-channel inputs everywhere (no model) raised it from 0.0019 to 0.0025, where this model keeps it at 0.0019.
 
 So each candidate is scored with the usual uniform-rounding model (a step ``d`` adds noise of variance ``d^2 / 12``),
 summed over its quantized readers' outputs:
@@ -34,8 +34,10 @@ def rounding_noise(w: np.ndarray, depthwise: bool, mean_square: np.ndarray, step
     """The modelled output noise power of a conv with float weight ``w`` (OIHW; [C, 1, KH, KW] when ``depthwise``)
     reading an input whose channel ``c`` has mean square ``mean_square[c]`` and is rounded to ``steps[c]``. A dense
     conv's weight is rounded to ``qmax`` levels after its input channels are scaled by ``steps / max(steps)``; a
-    depthwise conv's weight does not change with the input's steps, so only the input's share is counted."""
+    depthwise conv's weight does not change with the input's steps, so only the input's share is counted. A linear
+    layer's weight ([out, in]) counts as a 1x1 conv's."""
     w = np.asarray(w, np.float64)
+    w = w.reshape(w.shape + (1, 1)) if w.ndim == 2 else w
     steps = np.asarray(steps, np.float64)
     if depthwise:
         return float(np.sum((w ** 2).sum(axis=(1, 2, 3)) * steps ** 2) / 12)

@@ -41,13 +41,22 @@ def test_channel_ranges_are_each_channels_own_but_at_least_half_the_tensors():
     assert lo.tolist() == [-0.5, -0.5, -1.0] and hi.tolist() == [7.5, 4.0, 4.0]
 
 
-def test_channel_statistics_need_rank_4_finite_batches_of_the_same_channels():
-    assert _stats(np.ones((2, 8))).channel_lo is None
+def test_channel_statistics_need_a_channel_axis_finite_batches_and_the_same_channels():
+    assert _stats(np.ones(8)).channel_lo is None and _stats(np.ones((1, 2, 2, 2, 2))).channel_lo is None
     assert _stats(np.ones((1, 2, 2, 2)), np.full((1, 2, 2, 2), np.inf)).channel_lo is None
     assert _stats(np.ones((1, 2, 2, 2)), np.ones((1, 3, 2, 2))).channel_lo is None
     assert _stats(np.ones((1, 2, 2, 2)), np.ones((1, 2, 4, 4))).channel_hi.tolist() == [1.0, 1.0]
+    # rank 2 and 3: each feature (the last axis, what a linear layer sums over), over every token
+    x = np.arange(24, dtype=np.float32).reshape(1, 4, 6)
+    st = _stats(x, -x[:, :2])
+    assert st.channel_lo.tolist() == [-6.0, -7.0, -8.0, -9.0, -10.0, -11.0]
+    assert st.channel_hi.tolist() == x[0, 3].tolist()
+    both = np.concatenate([x[0], -x[0, :2]])
+    np.testing.assert_allclose(st.channel_mean_square, (both.astype(np.float64) ** 2).mean(0))
+    assert _stats(np.ones((2, 8))).channel_hi.tolist() == [1.0] * 8
+    assert _stats(np.ones((1, 4, 6)), np.ones((1, 4, 5))).channel_lo is None  # other features
     with pytest.raises(ValueError, match="per-channel"):
-        channel_ranges(_stats(np.ones((2, 8))), 0.0, 1.0)
+        channel_ranges(_stats(np.ones(8)), 0.0, 1.0)
 
 
 class Block(torch.nn.Module):

@@ -67,7 +67,8 @@ def photo_crops(n: int, size: int, seed: int) -> list[np.ndarray]:
 
 
 def weights_only(g):
-    """``g`` with every activation quantize / dequantize pair taken out: what is left is the weights' rounding."""
+    """``g`` with every activation quantize / dequantize pair taken out: what is left is the weights' rounding (with
+    one scale per activation: a dense layer reads per-channel values in units of each channel's share)."""
     g = g.clone()
     for n in list(g.nodes):
         if n.op == "dequantize" and n.inputs[0].producer is not None and n.inputs[0].producer.op == "quantize":
@@ -87,7 +88,8 @@ def test_static_int8_with_gptq_rounds_weights_closer_to_the_float_layers():
     scores, scales = {}, {}
     for rounding in ("nearest", "gptq"):
         q = g.clone()
-        stats = get_pass("quantize_static", QuantConfig(weight_rounding=rounding), cal).run(q)
+        config = QuantConfig(weight_rounding=rounding, activation_scales="per-tensor")  # as ``weights_only`` needs
+        stats = get_pass("quantize_static", config, cal).run(q)
         verify(q)
         assert stats["quantized"] == 3
         scales[rounding] = sorted((k, np.asarray(v).tobytes()) for k, v in q.constants.items() if k.endswith("_scale"))
