@@ -87,8 +87,8 @@ def _channel_shaped(p: Value, v: Value) -> bool:
 
 def _per_channel(g: Graph, dq: Node) -> bool:
     """Whether activation dequantize ``dq`` has a constant scale or integer zero point per channel
-    (``quantize_static``'s per-channel conv inputs); a depthwise conv folds both, a dense conv a zero point per
-    channel under one scale."""
+    (``quantize_static``'s per-channel conv inputs and per-feature linear inputs); a depthwise conv folds both, a
+    dense conv or linear layer a zero point per channel under one scale."""
     v, params = dq.outputs[0], dq.inputs[1:]
     return all(g.is_const(p) for p in params) and params[0].type.dtype == "f32" \
         and any(_channel_shaped(p, v) for p in params) \

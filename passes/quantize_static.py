@@ -19,7 +19,7 @@ Each convolution, linear layer and matmul with a constant operand becomes a laye
   requantize it has per channel anyway (``fold_quantized``); a dense conv reads the values in units of each
   channel's share of the largest scale, with those shares in its weight's input channels before rounding (as a
   conv reading pixels takes their steps); its other readers (a residual add) read the values. A linear layer's
-  input (rank 2 or 3, read only by linear layers) gets the same per feature, its last axis: a transformer's
+  input of tokens (rank 3, read only by linear layers) gets the same per feature, its last axis: a transformer's
   LayerNorm and GELU outputs, whose few large features set one scale for all (SmoothQuant's migration of the
   activations' scales into the weights, bounded by a floor of a quarter of the tensor's range);
 - a max pool between the activation and the layer pools the u8 values (quantizing commutes with max), and a
@@ -159,7 +159,7 @@ class QuantizeStatic(Pass):
                                also=(lambda v, x, i: [f(v, x, i) for f in watchers]) if watchers else None)
         self._ranges = {v.name: st for v, st in stats.items()}
         self._channels = self._channel_scales(g, layers, acts)
-        for n in layers:  # a dense conv reads a per-channel input in units of its channel's share: x / (s[c] / max s)
+        for n in layers:  # a dense conv or linear layer reads a per-channel input in units of its channel's share
             params = self._channels.get(n.inputs[0].name)
             if params is not None and not is_depthwise(n):
                 steps[n] = params[0] / params[0].max()
@@ -286,11 +286,12 @@ class QuantizeStatic(Pass):
         (scales, zero points), each channel's calibrated range with 25% headroom, at least half the tensor's (a
         quarter for linear layers' features: ``calibrate.channel_ranges``). Such a value is no graph output, made by
         no pool or concat (those are quantized in place), and, where it is read by layers being quantized, read by
-        convs only (rank 4) or by linear layers only (rank 2 or 3, a scale per feature: ``_takes_channel_scales``):
+        convs only (rank 4) or by linear layers only (tokens, rank 3: a scale per feature, ``_takes_channel_scales``):
         depthwise convs take each channel's scale in their per-channel requantize; dense convs and linear layers (no
         learned QAT range, no image lattice) read it in units of its channel's share of the largest scale, ``x /
         (s[c] / max s)``, with the weight's input channels times that share (``steps``), as a conv reading pixels does.
-        Each channel must have ``MIN_CHANNEL_SAMPLES`` calibration values (not a pooled vector of a few images').
+        Each channel must have ``MIN_CHANNEL_SAMPLES`` calibration values, more than one per sample (not a pooled
+        vector's).
         Channels' zero points may differ only where no reader pads (a padded conv would pad each channel with its own
         level). And it must pay: the readers' modelled rounding noise (``edgeopt.quant.channel_noise``) at least 5%
         below one scale's."""
@@ -300,8 +301,8 @@ class QuantizeStatic(Pass):
         quantized = set(layers)
         for v in acts:
             st = self._ranges[v.name]
-            if v in g.outputs or st.channel_samples < MIN_CHANNEL_SAMPLES or (v.producer is not None and v.producer.op
-                                                                            in ("max_pool2d", "concat")):
+            if v in g.outputs or st.channel_samples < MIN_CHANNEL_SAMPLES or st.channel_positions < 2 \
+                    or (v.producer is not None and v.producer.op in ("max_pool2d", "concat")):
                 continue
             users = [r for r in readers.get(v, ()) if r in quantized]
             if not users or not all(self._takes_channel_scales(g, r, v) for r in users):
@@ -314,7 +315,7 @@ class QuantizeStatic(Pass):
             scales, zps = params[:, 0].astype(np.float32), params[:, 1].astype(np.int32)
             if (zps != zps[0]).any() and any(any(r.attrs.get("padding", ())) for r in users):
                 continue
-            readers_of_v = [(g.const(r.inputs[1]), is_depthwise(r), self._levels(g, r)) for r in users]
+            readers_of_v = [(_out_in(g.const(r.inputs[1]), r), is_depthwise(r), self._levels(g, r)) for r in users]
             if channel_scales_pay(readers_of_v, st.channel_mean_square, scales, affine_params(lo, hi, dtype)[0],
                                   self.config.weights == "per-channel"):
                 out[v.name] = (scales, zps)
@@ -323,13 +324,13 @@ class QuantizeStatic(Pass):
     def _takes_channel_scales(self, g: Graph, n: Node, v: Value) -> bool:
         """Whether quantized layer ``n`` can read ``v`` with a scale per channel: a depthwise conv, a dense conv
         whose weight can take each input channel's share (not on an image's lattice, no QAT-learned scales, not split
-        in two), or a linear layer ([out, in] weight, no QAT-learned scales) reading a rank-2 or rank-3 ``v`` with
-        a scale per feature (its last axis)."""
+        in two), or a linear layer (no QAT-learned scales) reading tokens (rank 3) with a scale per feature (the last
+        axis)."""
         name = g.layer_name(n)
         if n.inputs[0] is not v or name in self.config.input_ranges:
             return False
         if n.op == "linear":
-            return v.type.rank in (2, 3) and n.attrs["weight_layout"] == "oi" and name not in self.config.weight_scales
+            return v.type.rank == 3 and name not in self.config.weight_scales
         if n.op != "conv2d" or v.type.rank != 4 or n.attrs.get("layout", "NCHW") != "NCHW":
             return False
         if is_depthwise(n):
@@ -445,9 +446,11 @@ class QuantizeStatic(Pass):
             and layer_matrix(n, g.const(n.inputs[1])) is not None
 
     def _float_weight(self, g: Graph, n: Node, input_steps) -> tuple[np.ndarray, tuple[int, ...] | None]:
-        """``n``'s float weight (times each input channel's step, for a conv reading pixels in units of their steps)
-        and the axes one weight scale covers (None: one scale for the tensor)."""
-        arr = g.const(n.inputs[1]) if input_steps is None else _times_input_steps(g.const(n.inputs[1]), input_steps)
+        """``n``'s float weight (times each input channel's step, for a layer reading pixels in units of their steps or
+        values in units of their channel's share) and the axes one weight scale covers (None: one scale for the
+        tensor)."""
+        w = g.const(n.inputs[1])
+        arr = w if input_steps is None else _times_input_steps(w, input_steps, n)
         return arr, reduce_axes(n, arr) if self.config.weights == "per-channel" else None
 
     def _by_gptq(self, n: Node) -> bool:
@@ -541,7 +544,7 @@ class _WeightErrors:
             if steps is None:
                 delta = q.astype(np.float32) * s - w
             else:  # quantized as w * step (pixels in steps, or a channel's share): the error in x's units
-                delta = (q.astype(np.float32) * s - _times_input_steps(w, steps)) / _input_shaped(steps, w)
+                delta = (q.astype(np.float32) * s - _times_input_steps(w, steps, n)) / _input_shaped(steps, w, n)
             mean_x = (self.sums[v] / self.counts[v]).astype(np.float32)
             error = get_op(n.op).reference([mean_x, delta.astype(np.float32)], n.attrs)[0]
             out[name] = _channel_mean(error, n.op).astype(np.float32)
@@ -553,15 +556,21 @@ def _channel_mean(x: np.ndarray, op: str) -> np.ndarray:
     return x.astype(np.float64).mean(axis=tuple(i for i in range(x.ndim) if i != ch))
 
 
-def _times_input_steps(w: np.ndarray, steps: np.ndarray) -> np.ndarray:
-    """An OIHW conv weight (or an [out, in] linear one) with each input channel scaled by its step: ``conv(x / step,
-    w * step) == conv(x, w)``."""
-    return (w * _input_shaped(steps, w)).astype(np.float32)
+def _times_input_steps(w: np.ndarray, steps: np.ndarray, n: Node) -> np.ndarray:
+    """Layer ``n``'s weight ``w`` (a conv's OIHW, a linear layer's [out, in] or [in, out]) with each input channel
+    scaled by its step: ``conv(x / step, w * step) == conv(x, w)``."""
+    return (w * _input_shaped(steps, w, n)).astype(np.float32)
 
 
-def _input_shaped(steps: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """``steps`` (one per input channel) shaped to broadcast along axis 1 of weight ``w`` (OIHW, or [out, in])."""
-    return steps.reshape((1, -1) + (1,) * (w.ndim - 2))
+def _input_shaped(steps: np.ndarray, w: np.ndarray, n: Node) -> np.ndarray:
+    """``steps`` (one per input channel) shaped to broadcast along the input axis of layer ``n``'s weight ``w``."""
+    axis = 0 if n.op == "linear" and n.attrs["weight_layout"] == "io" else 1
+    return steps.reshape(tuple(-1 if i == axis else 1 for i in range(w.ndim)))
+
+
+def _out_in(w: np.ndarray, n: Node) -> np.ndarray:
+    """Layer ``n``'s weight with its output channels first (a linear layer's [in, out] weight transposed)."""
+    return w.T if n.op == "linear" and n.attrs["weight_layout"] == "io" else w
 
 
 #: ``int8_image_convs="auto"``: the fewest inputs per output (channels x kernel area) of an image conv it quantizes

@@ -36,9 +36,10 @@ CHANNEL_RANGE_FLOOR, CHANNEL_HEADROOM = 0.5, 1.25
 #: all-MiniLM-L6-v2 static int8, embedding cosine over 500 sentences 0.98977 with one scale per activation, 0.99654
 #: with a floor of 0.5, 0.99793 with 0.25 (a fake-quantized copy: 0.99789 with 0.125)
 FEATURE_RANGE_FLOOR = 0.25
-#: a range per channel only for channels seen this many times in the calibration data: 64 images give a 7x7 map's
-#: channels 3136 values, a pooled feature vector's features 64 (pretrained EfficientNet-Lite0's classifier input with
-#: scales per feature: logits 1 - cosine 0.00188 -> 0.00200 with a floor of 0.5, 0.00269 with 0.25, 800 crops)
+#: a range per channel only for channels seen this many times in the calibration data (64 images give a 7x7 map's
+#: channels 3136 values), and at more than one position per sample: a pooled feature vector's features, one value
+#: per image, keep one scale (pretrained EfficientNet-Lite0's classifier input with scales per feature: logits
+#: 1 - cosine 0.00188 -> 0.00200 with a floor of 0.5, 0.00269 with 0.25, 800 crops)
 MIN_CHANNEL_SAMPLES = 256
 
 
@@ -60,6 +61,7 @@ class Stats:
         self.channel_hi: np.ndarray | None = None
         self._channel_sq: np.ndarray | None = None
         self._channel_count = 0
+        self._channel_positions = 0  # the fewest values of a channel in one sample (axis 0) of any batch
         self._batches = 0
         self.values: list[np.ndarray] = []
         self.weights: list[np.ndarray] = []
@@ -102,11 +104,18 @@ class Stats:
             self.channel_lo, self.channel_hi = np.minimum(self.channel_lo, lo), np.maximum(self.channel_hi, hi)
             self._channel_sq = self._channel_sq + sq
         self._channel_count += x.size // x.shape[axis]
+        positions = x.size // (x.shape[0] * x.shape[axis])
+        self._channel_positions = positions if first else min(self._channel_positions, positions)
 
     @property
     def channel_samples(self) -> int:
         """How many values of each channel the per-channel statistics have seen."""
         return 0 if self.channel_lo is None else self._channel_count
+
+    @property
+    def channel_positions(self) -> int:
+        """How many values of each channel one sample has (a map's pixels, a sequence's tokens; 1 for a vector)."""
+        return 0 if self.channel_lo is None else self._channel_positions
 
     @property
     def channel_mean_square(self) -> np.ndarray | None:

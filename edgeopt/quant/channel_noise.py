@@ -13,7 +13,8 @@ So each candidate is scored with the usual uniform-rounding model (a step ``d`` 
 summed over its quantized readers' outputs:
 
     activations:  sum_c  A[c] * step[c]^2 / 12          A[c] = sum over outputs and taps of w^2 (channel c's)
-    weights:      sum_o sum_c  K * E[x_c^2] * (sw[o] / r[c])^2 / 12     (dense convs; K taps; r = 1 per tensor)
+    weights:      sum_o sum_c  K * E[x_c^2] * (sw[o] / r[c])^2 / 12     (dense convs, linear layers; K taps; r = 1
+                                                                        per tensor)
 
 and gets a scale per channel where that total is at least ``MIN_GAIN`` below the per-tensor one. Left out: a
 depthwise conv's own weight rounding (the same either way, so the margin is of a smaller total), the weights'

@@ -73,10 +73,11 @@ class QuantConfig:
                   (``reduce_range``: it takes EfficientNet-Lite0 built for AVX2 from 90.6% to 95.0% top-1 agreement),
                   nearest on 8-bit targets
     activation_scales  static int8: "per-channel" (default) gives a conv input (rank 4, read only by convs among the
-                  layers quantized) a scale and zero point per channel, and a linear layers' input (rank 2 or 3,
-                  read only by linear layers) one per feature (its last axis), where the readers' modelled rounding
+                  layers quantized) a scale and zero point per channel, and a linear layer's input of tokens (rank
+                  3, read only by linear layers) one per feature (its last axis), where the readers' modelled rounding
                   noise falls by 5% or more (``edgeopt.quant.channel_noise``): each channel's calibrated range with
-                  25% headroom, at least half the tensor's (a quarter for features: ``calibrate.channel_ranges``). A
+                  25% headroom, at least half the tensor's (a quarter for features: ``calibrate.channel_ranges``), for
+                  channels seen at least 256 times and more than once per sample (not a pooled vector's). A
                   depthwise conv takes them in its per-channel requantize at no cost; a dense conv or linear layer
                   reads the values in units of each channel's share of the largest scale and takes the shares into
                   its weight's input channels before rounding (SmoothQuant's migration, bounded by the floor).

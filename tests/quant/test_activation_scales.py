@@ -283,7 +283,8 @@ def test_the_noise_model_weighs_finer_inputs_against_coarser_weights():
 
 
 def test_compare_reads_per_channel_outputs_back():
-    """``edgeopt compare`` dequantizes a kernel's u8 output with one scale, or one per channel (axis 1)."""
+    """``edgeopt compare`` dequantizes a kernel's u8 output with one scale, or one per channel (axis 1 of NCHW, the
+    features of tokens)."""
     from edgeopt.commands.compare_cmd import _dequantized, quantized_outputs
 
     q = np.arange(24, dtype=np.float64).reshape(1, 3, 2, 4)
@@ -291,6 +292,8 @@ def test_compare_reads_per_channel_outputs_back():
     s, z = np.array([0.1, 0.2, 0.4], np.float32), np.array([0, 1, 2], np.int32)
     np.testing.assert_allclose(_dequantized(q, s, z), (q - z.reshape(1, 3, 1, 1)) * s.reshape(1, 3, 1, 1), rtol=1e-6)
     assert _dequantized(q, np.ones(4, np.float32), np.int32(0)) is None  # not one per channel
+    tokens = np.arange(9, dtype=np.float64).reshape(1, 3, 3)  # 3 tokens of 3 features: the last axis, not axis 1
+    np.testing.assert_allclose(_dequantized(tokens, s, z), (tokens - z) * s, rtol=1e-6)
     m = Block().eval()
     c = edgeopt.compile(m, (torch.from_numpy(_inputs(np.random.default_rng(99))),), quantize="int8",
                         calibration_data=[_inputs(np.random.default_rng(i)) for i in range(8)])
@@ -330,3 +333,11 @@ def test_the_report_counts_the_scales_per_channel_of_the_graph_it_returns():
         stats = get_pass("quantize_static").__class__(cfg, cal).run(g)
         per_channel = [n for n in g.nodes if n.op == "quantize" and g.const(n.inputs[1]).size > 1]
         assert stats["per_channel_inputs"] == len(per_channel), (cfg.max_drop, stats)
+
+
+def test_channel_statistics_count_the_values_of_a_channel_per_sample():
+    """A map's pixels or a sequence's tokens; 1 for a pooled vector (which keeps one scale)."""
+    assert _stats(np.ones((2, 3, 4, 5))).channel_positions == 20
+    assert _stats(np.ones((1, 7, 6)), np.ones((1, 5, 6))).channel_positions == 5  # the fewest of any batch
+    assert _stats(np.ones((64, 8))).channel_positions == 1
+    assert _stats(np.ones((1, 2, 2, 2))).channel_samples == 4 and _stats(np.ones(3)).channel_samples == 0

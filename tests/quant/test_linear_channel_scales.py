@@ -155,3 +155,49 @@ def test_features_seen_too_few_times_keep_one_scale():
     assert 8 * 4 < MIN_CHANNEL_SAMPLES
     stats = get_pass("quantize_static").__class__(QuantConfig(), cal).run(g)
     assert stats["per_channel_inputs"] == 0 and stats["quantized"] == 2
+
+
+def test_an_io_linear_gets_the_same_scales_and_numbers():
+    """An ``[in, out]`` weight (ONNX's MatMul) takes the shares along its rows: the quantized graph computes what the
+    ``[out, in]`` one does."""
+    g = from_torch(Mlp().eval(), (torch.from_numpy(_tokens(99)),))
+    io = g.clone()
+    for n in io.nodes:
+        if n.op == "linear":
+            w = io.const(n.inputs[1])
+            n.inputs[1] = io.add_const(np.ascontiguousarray(w.T), f"{n.inputs[1].name}_io")
+            n.attrs["weight_layout"] = "io"
+    io.remove_unused_constants()
+    verify(io)
+    cal = [[_tokens(i)] for i in range(8)]
+    outs = []
+    for graph in (g, io):
+        stats = get_pass("quantize_static").__class__(QuantConfig(), cal).run(graph)
+        assert stats["per_channel_inputs"] == 2
+        outs.append(interpret(graph, [_tokens(123)])[0])
+    np.testing.assert_allclose(outs[1], outs[0], rtol=1e-5, atol=1e-5)
+
+
+def test_fold_requantize_folds_a_relu_mlps_per_feature_requantize():
+    """linear -> ReLU -> linear on tokens: the hidden features' quantize (a ReLU's: every zero point 0) folds into
+    the first layer's requantize along the last axis, and the compiled model matches the interpreter."""
+
+    class ReluMlp(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(1)
+            self.up, self.down = torch.nn.Linear(FEATURES, 32), torch.nn.Linear(32, FEATURES)
+            with torch.no_grad():
+                self.up.weight.mul_(torch.logspace(-1, 0.3, 32).reshape(-1, 1))  # hidden features 20x apart
+
+        def forward(self, x):
+            return self.down(torch.relu(self.up(x)))
+
+    m, x = ReluMlp().eval(), torch.from_numpy(_tokens(99))
+    c = edgeopt.compile(m, (x,), quantize="int8", calibration_data=[_tokens(i) for i in range(8)])
+    assert c.report["quantization"]["per_channel_inputs"] >= 1
+    assert c.report["pass_stats"]["fold_requantize"]["folded"] >= 1
+    rq = [m for n in c.graph.nodes for m in (n.body.nodes if n.body is not None else [n])
+          if m.op == "requantize" and isinstance(m.attrs["scale"], list)]
+    assert rq and all(len(n.attrs["scale"]) == 32 and n.outputs[0].type.shape == (1, TOKENS, 32) for n in rq)
+    np.testing.assert_allclose(c(x.numpy()), interpret(c.graph, [x.numpy()])[0], rtol=1e-4, atol=1e-4)
