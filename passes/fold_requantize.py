@@ -84,9 +84,9 @@ def _per_channel_or_one(p: Value, q: Node) -> bool:
     out = q.outputs[0].type
     if p.type.numel == 1:
         return True
-    if p.type.rank != out.rank or (out.rank != 5 and channel_axis(out.rank) is None):
-        return False
     channel_axes = (1, 4) if out.rank == 5 else (channel_axis(out.rank),)
+    if p.type.rank != out.rank or channel_axes == (None,):
+        return False
     return all(d == 1 or (i in channel_axes and d == out.shape[i]) for i, d in enumerate(p.type.shape))
 
 

@@ -563,14 +563,15 @@ def _times_input_steps(w: np.ndarray, steps: np.ndarray, n: Node) -> np.ndarray:
 
 
 def _input_shaped(steps: np.ndarray, w: np.ndarray, n: Node) -> np.ndarray:
-    """``steps`` (one per input channel) shaped to broadcast along the input axis of layer ``n``'s weight ``w``."""
-    axis = 0 if n.op == "linear" and n.attrs["weight_layout"] == "io" else 1
+    """``steps`` (one per input channel) shaped to broadcast along the input axis of layer ``n``'s weight ``w`` (the
+    first axis one output channel's scale covers: a conv's 1, a linear layer's 1 or, for [in, out], 0)."""
+    axis = reduce_axes(n, w)[0]
     return steps.reshape(tuple(-1 if i == axis else 1 for i in range(w.ndim)))
 
 
 def _out_in(w: np.ndarray, n: Node) -> np.ndarray:
     """Layer ``n``'s weight with its output channels first (a linear layer's [in, out] weight transposed)."""
-    return w.T if n.op == "linear" and n.attrs["weight_layout"] == "io" else w
+    return w.T if reduce_axes(n, w)[0] == 0 else w
 
 
 #: ``int8_image_convs="auto"``: the fewest inputs per output (channels x kernel area) of an image conv it quantizes
