@@ -28,11 +28,11 @@ Each convolution, linear layer and matmul with a constant operand becomes a laye
   each part's kernel stores u8, a part that is also another layer's int8 input is rescaled from that copy, and a
   constant part is quantized at compile time;
 - a dense conv on fewer than 4 input channels (an image's first layer) is quantized only where the target has an
-  int8 dot product, and as ``QuantConfig.int8_image_convs`` says: ``"auto"`` (the default), where it reads exact
-  8-bit pixels and sums at least ``IMAGE_CONV_MIN_PATCH`` inputs per output, its levels chosen by GPTQ (a few
-  weights per output, whose nearest levels cost accuracy), else float; ``True``, one int8 conv; ``"split"``, two
-  int8 convs on the same input, the weight's levels and its rounding residual's (``w ~ s q + s' q'``, ``s' ~ s /
-  254``: 15-bit weights for twice the int8 work); ``False``, float;
+  int8 dot product, and as ``QuantConfig.int8_image_convs`` says (``edgeopt.quant.image_convs``): ``"auto"`` (the
+  default), where it reads exact 8-bit pixels and sums at least ``IMAGE_CONV_MIN_PATCH`` inputs per output, its
+  levels chosen by GPTQ (a few weights per output, whose nearest levels cost accuracy), else float; ``True``, one
+  int8 conv; ``"split"``, two int8 convs on the same input, the weight's levels and its rounding residual's (``w ~
+  s q + s' q'``, ``s' ~ s / 254``: 15-bit weights for twice the int8 work); ``False``, float;
 - a dense conv that reads an image input whose calibration values are 8-bit pixels (``edgeopt.quant.lattice``:
   ``(k / 255 - mean) / std`` per channel, with the evidence it asks for) reads them without loss: u8 = the pixel k,
   and each channel's step moves into the conv's weight (``fold_quantized`` pads with each channel's level of 0);
@@ -46,14 +46,15 @@ Each convolution, linear layer and matmul with a constant operand becomes a laye
   for such a target: ``int8_weight_layout`` then runs them on ``vpmaddubsw``, as it does any weight within +-64);
 - embedding tables are stored int8 per row (as ``quantize_weights`` does) and gathered rows dequantized;
 - ``bias_correction`` (on by default) shifts each layer's float bias by the mean error that weight rounding
-  causes in its output over the calibration data, so that errors do not add up as a drift through deep nets;
+  causes in its output over the calibration data, so that errors do not add up as a drift through deep nets
+  (``edgeopt.quant.bias_correction``);
 - scales learned by quantization-aware training (``QuantConfig.input_ranges`` / ``weight_scales``, by layer name)
   replace the calibrated ranges and the max-based weight scales of those layers;
 - ``QuantConfig(max_drop=...)``: the metric (top-1 agreement, cosine, or a function) on the calibration data may
   fall at most this much; the fewest of the layers that add the most error (``edgeopt.quant.compare``) stay float
-  for it to hold (a doubling then bisecting search; reported as ``kept_for_budget``). Each trial interprets the
-  calibration data, so a budget costs compile time (minutes for a full-size CNN). Without a budget, a model
-  whose outputs collapse gets a warning that names the layers responsible.
+  for it to hold (``edgeopt.quant.budget``: a doubling then bisecting search; reported as ``kept_for_budget``).
+  Each trial interprets the calibration data, so a budget costs compile time (minutes for a full-size CNN).
+  Without a budget, a model whose outputs collapse gets a warning that names the layers responsible.
 
 The graph stays an exact description of the int8 model: ``dequantize(quantize(x))`` is what an integer kernel
 computes from x. Matrix products of two activations (attention scores) stay float.
@@ -71,7 +72,6 @@ After:
 
 from __future__ import annotations
 
-import math
 import warnings
 from dataclasses import replace
 
@@ -81,6 +81,8 @@ from edgeopt.ir import Graph, Node, Value
 from edgeopt.ir.ops.nn import is_depthwise
 from edgeopt.ir.registry import get_op
 from edgeopt.pipeline import Pass, register_pass
+from edgeopt.quant.bias_correction import WeightErrors
+from edgeopt.quant.budget import meet_budget
 from edgeopt.quant.calibrate import (
     CHANNEL_RANGE_FLOOR,
     FEATURE_RANGE_FLOOR,
@@ -92,21 +94,22 @@ from edgeopt.quant.calibrate import (
     observe_ranges,
 )
 from edgeopt.quant.channel_noise import channel_scales_pay
-from edgeopt.quant.compare import METRICS, layer_errors, outputs
 from edgeopt.quant.config import QuantConfig, QuantizationError
-from edgeopt.quant.lattice import pixel_lattice
+from edgeopt.quant.image_convs import add_residual_conv, pixel_lattices, quantize_pixels, stays_float, too_narrow
 from edgeopt.quant.rounding import InputMoments, from_matrix, layer_matrix, round_to_grid
-from edgeopt.quant.weights import reduce_axes, symmetric_int8, weight_input, weight_qmax
+from edgeopt.quant.weights import (
+    out_in,
+    reduce_axes,
+    symmetric_int8,
+    times_input_steps,
+    weight_input,
+    weight_qmax,
+)
 
 from .int8_weight_layout import target_activation_dtype, weight_levels
 from .quantize_weights import QuantizeWeights
 
 QUANTIZED_OPS = ("conv2d", "linear", "matmul")
-#: bias correction runs the float and the int8-weight layer on this many calibration batches
-BIAS_CORRECTION_BATCHES = 16
-#: the accuracy budget scores the model on this many calibration batches; without a budget, a quick check on
-#: CHECK_BATCHES warns when the metric falls by more than COLLAPSE_DROP
-BUDGET_BATCHES, CHECK_BATCHES, COLLAPSE_DROP = 64, 8, 0.25
 
 
 @register_pass
@@ -130,7 +133,7 @@ class QuantizeStatic(Pass):
                 continue
             if self.config.keeps_float(n.op, n.outputs[0].name, n.source):
                 kept.append(f"{n.outputs[0].name} ({n.op}: QuantConfig.keep_float)")
-            elif _too_narrow(n) and not (dots and self.config.int8_image_convs):
+            elif too_narrow(n) and not (dots and self.config.int8_image_convs):
                 why = "no int8 dot product on the target" if self.config.int8_image_convs else "int8_image_convs=False"
                 kept.append(f"{n.outputs[0].name} ({n.op}: {n.inputs[0].type.shape[1]} input channels, {why})")
             else:
@@ -141,16 +144,17 @@ class QuantizeStatic(Pass):
             warnings.warn(f"QuantConfig has learned scales for layers this model does not quantize: {unknown[:8]} "
                           f"(its quantized layers: {sorted(names_here)[:8]}...)", stacklevel=2)
         self._qmax = weight_qmax(self.config.reduce_range, self.target)  # 64: 7-bit weights (AVX2's vpmaddubsw)
-        self._lattices = self._pixel_lattices(g, layers)
+        self._lattices = pixel_lattices(g, layers, self.calibration)
         if self.config.int8_image_convs == "auto":  # only where it pays, and only on exact pixels
-            for n in [n for n in layers if _too_narrow(n)]:
-                why = self._image_conv_stays_float(g, n)
+            for n in [n for n in layers if too_narrow(n)]:
+                why = stays_float(n, n.inputs[0].name in self._lattices, self._on_lattice(g, n),
+                                  self._rounds_by_output(g, n))
                 if why:
                     layers.remove(n)
                     kept.append(f"{n.outputs[0].name} ({n.op}: {n.inputs[0].type.shape[1]} input channels, {why})")
         acts = list(dict.fromkeys(n.inputs[0] for n in layers))
         steps = {n: self._lattices[n.inputs[0].name].step for n in layers if self._on_lattice(g, n)}
-        errors = _WeightErrors(layers) if self.bias_correction and self.config.bias_correction else None
+        errors = WeightErrors(layers) if self.bias_correction and self.config.bias_correction else None
         by_output = [n for n in layers if self._rounds_by_output(g, n) and self._by_gptq(n)]
         moments = InputMoments(by_output) if by_output else None
         watchers = [w.observe for w in (errors, moments) if w is not None]
@@ -165,36 +169,37 @@ class QuantizeStatic(Pass):
                 steps[n] = params[0] / params[0].max()
         self._weights = {n.outputs[0].name: self._int8_weight(g, n, steps.get(n), moments) for n in layers}
         self._shifts = errors.means(g, self._weights, steps) if errors else {}
-        split = [n for n in layers if self.config.int8_image_convs == "split" and _too_narrow(n)]
+        split = [n for n in layers if self.config.int8_image_convs == "split" and too_narrow(n)]
         self._residuals = {n.outputs[0].name: self._residual_weight(g, n, steps.get(n)) for n in split}
         for name in self._residuals:  # the two parts' error is ~1/(2 qmax) of one part's: nothing left to correct
             self._shifts.pop(name, None)
         #: the graph before and after, for ``CompiledModel.compare`` and the accuracy budget
         self.float_graph = g.clone()
         names = [n.outputs[0].name for n in layers]
-        tables = self._apply(g, set(names))
-        self._applied_channel_scales = self._channel_scaled
-        check = self._accuracy(g, names, kept)
+        applied = self._apply(g, set(names))
+        check, trial = meet_budget(self.config, self.float_graph, g, names, self.calibration, self._float_outputs,
+                                   self._apply)
+        applied = trial or applied  # the accuracy budget's graph, where it kept layers float
+        kept += [f"{name} (accuracy budget)" for name in check.get("kept_for_budget", [])]
         self.quant_graph = g.clone()
         return {"quantized": len(names) - len(check.get("kept_for_budget", [])), "activations": len(acts),
                 "kept_float": kept, "bias_corrected": len(self._shifts), "calibration_batches": len(self.calibration),
-                "weight_levels": self._qmax, "gptq_layers": len(by_output),
-                "per_channel_inputs": self._applied_channel_scales,
-                "embedding_tables": tables, **check}
+                "weight_levels": self._qmax, "gptq_layers": len(by_output), **applied, **check}
 
-    def _apply(self, g: Graph, names: set) -> int:
-        """Quantize the layers of ``g`` whose outputs are ``names``; returns the embedding tables quantized."""
+    def _apply(self, g: Graph, names: set) -> dict:
+        """Quantize the layers of ``g`` whose outputs are ``names``; returns the report's counts of activations
+        given a scale per channel and of embedding tables quantized."""
         layers = [n for n in g.nodes if n.op in QUANTIZED_OPS and n.outputs[0].name in names]
         readers = g.users()
         qdq = {}
         in_steps = {}  # a per-channel activation as its dense readers take it: x / (s[c] / max s)
-        self._channel_scaled = 0  # activations given a scale per channel in this graph
+        channel_scaled = 0  # activations given a scale per channel in this graph
         levels = {}  # a pixel input's levels, shared by the layers that read it (not by its other readers)
         for n in layers:
             v = n.inputs[0]
             if self._on_lattice(g, n):
                 if v not in levels:
-                    levels[v] = self._quantize_pixels(g, v, self._lattices[v.name])
+                    levels[v] = quantize_pixels(g, v, self._lattices[v.name], self._activation_dtype())
                 n.inputs[0] = levels[v]
             else:
                 learned = self.config.input_ranges.get(g.layer_name(n))
@@ -203,7 +208,7 @@ class QuantizeStatic(Pass):
                 if key not in qdq:
                     qdq[key] = self._quantize_activation(g, v, self._ranges[v.name], readers, learned, names,
                                                          channels=channels)
-                    self._channel_scaled += channels is not None
+                    channel_scaled += channels is not None
                 n.inputs[0] = qdq[key]
                 if channels is not None and not is_depthwise(n):
                     if v not in in_steps:
@@ -218,7 +223,7 @@ class QuantizeStatic(Pass):
                 b = g.const(n.inputs[2])
                 n.inputs[2] = g.add_const((b - shift).astype(b.dtype), f"{n.inputs[2].name}_corrected")
             if n.outputs[0].name in self._residuals:
-                self._add_residual_conv(g, n)
+                add_residual_conv(g, n, *self._residuals[n.outputs[0].name])
                 readers = g.users()  # the layer's readers now read the sum
         if self.config.quantized_residuals:  # the other readers share the int8 copy: the float one is never stored
             quantizers = {dq.producer.inputs[0].producer for dq in qdq.values()}
@@ -230,56 +235,7 @@ class QuantizeStatic(Pass):
         g.remove_dead_nodes()  # the float values every reader now takes as int8 (a concat, a pool)
         tables = QuantizeWeights(replace(self.config, mode="int8-weight"), ops=("take",)).run(g)  # embeddings
         g.remove_unused_constants()
-        return tables["quantized"]
-
-    def _accuracy(self, g: Graph, names: list, kept: list) -> dict:
-        """The accuracy budget (``QuantConfig.max_drop``): keep the layers that add the most error in float until
-        the metric on the calibration data is within budget. Without a budget, a quick check that warns, naming
-        the layers responsible, when the quantized model's outputs collapse."""
-        cfg = self.config
-        metric = METRICS[cfg.metric] if isinstance(cfg.metric, str) else cfg.metric
-        budget = cfg.max_drop is not None
-        batches = self.calibration[:BUDGET_BATCHES if budget else CHECK_BATCHES]
-        ref = self._float_outputs[:len(batches)]
-        best = metric(ref, ref)
-        score = metric(ref, outputs(g, batches))
-        out = {"metric": cfg.metric if isinstance(cfg.metric, str) else getattr(cfg.metric, "__name__", "custom"),
-               "score_float": round(best, 4), "score": round(score, 4)}
-        if best - score <= (cfg.max_drop if budget else COLLAPSE_DROP):
-            return out
-        ranking = [r["layer"] for r in sorted(layer_errors(self.float_graph, g, batches[:4]),
-                                              key=lambda r: -r["added_noise"])]
-        if not budget:
-            warnings.warn(f"int8 quantization lost {best - score:.3f} of {out['metric']} on the calibration data; "
-                          f"the layers adding the most error: {', '.join(ranking[:5])} (keep them float with "
-                          f"QuantConfig(keep_float=[...]) or set QuantConfig(max_drop=...))", stacklevel=2)
-            return out
-        def trial(k):
-            t = self.float_graph.clone()
-            self._apply(t, set(names) - set(ranking[:k]))
-            return t, metric(ref, outputs(t, batches)), self._channel_scaled
-
-        lo, hi, found = 0, 1, None  # the fewest float layers that meet the budget: doubling, then bisection
-        while found is None:
-            t, score, scaled = trial(hi)
-            if best - score <= cfg.max_drop or hi >= len(ranking):
-                found = (hi, t, score, scaled)
-            else:
-                lo, hi = hi, min(2 * hi, len(ranking))
-        while found[0] - lo > 1:
-            mid = (lo + found[0]) // 2
-            t, score, scaled = trial(mid)
-            if best - score <= cfg.max_drop:
-                found = (mid, t, score, scaled)
-            else:
-                lo = mid
-        k, t, score, self._applied_channel_scales = found
-        g.adopt(t)
-        kept += [f"{name} (accuracy budget)" for name in ranking[:k]]
-        if best - score > cfg.max_drop:
-            warnings.warn(f"int8 quantization could not meet max_drop={cfg.max_drop} even with every layer float "
-                          f"({out['metric']} {score:.4f} vs {best:.4f})", stacklevel=2)
-        return {**out, "score": round(score, 4), "kept_for_budget": ranking[:k]}
+        return {"per_channel_inputs": channel_scaled, "embedding_tables": tables["quantized"]}
 
     def _channel_scales(self, g: Graph, layers: list[Node], acts: list[Value]) -> dict[str, tuple]:
         """The activations that get a scale and zero point per channel (``QuantConfig.activation_scales``), by name:
@@ -315,7 +271,7 @@ class QuantizeStatic(Pass):
             scales, zps = params[:, 0].astype(np.float32), params[:, 1].astype(np.int32)
             if (zps != zps[0]).any() and any(any(r.attrs.get("padding", ())) for r in users):
                 continue
-            readers_of_v = [(_out_in(g.const(r.inputs[1]), r), is_depthwise(r), self._levels(g, r)) for r in users]
+            readers_of_v = [(out_in(g.const(r.inputs[1]), r), is_depthwise(r), self._levels(g, r)) for r in users]
             if channel_scales_pay(readers_of_v, st.channel_mean_square, scales, affine_params(lo, hi, dtype)[0],
                                   self.config.weights == "per-channel"):
                 out[v.name] = (scales, zps)
@@ -337,7 +293,7 @@ class QuantizeStatic(Pass):
             return True
         return n.attrs["groups"] == 1 and n.attrs["weight_layout"] == "OIHW" and not self._on_lattice(g, n) \
             and name not in self.config.weight_scales \
-            and not (self.config.int8_image_convs == "split" and _too_narrow(n))
+            and not (self.config.int8_image_convs == "split" and too_narrow(n))
 
     def _quantize_activation(self, g: Graph, v: Value, st, readers, learned=None, layers=frozenset(),
                              channels: tuple | None = None) -> Value:
@@ -384,56 +340,12 @@ class QuantizeStatic(Pass):
             q = g.add("quantize", [v, s, z], {"dtype": dtype}, source=src, name=f"{v.name}_q")
         return g.add("dequantize", [q, s, z], source=src, name=f"{v.name}_dq")
 
-    def _pixel_lattices(self, g: Graph, layers: list[Node]) -> dict:
-        """The image inputs of the graph (rank 4, read by a dense conv among ``layers``) whose calibration values are
-        8-bit pixels, with their lattices (``edgeopt.quant.lattice``), by name."""
-        found = {}
-        for n in layers:
-            v = n.inputs[0]
-            if v in g.inputs and v.name not in found and v.type.rank == 4 and v.type.dtype == "f32" \
-                    and n.op == "conv2d" and n.attrs["groups"] == 1:
-                i = g.inputs.index(v)
-                found[v.name] = pixel_lattice([np.asarray(b[i]) for b in self.calibration])
-        return {k: lattice for k, lattice in found.items() if lattice is not None}
-
-    def _image_conv_stays_float(self, g: Graph, n: Node) -> str:
-        """``int8_image_convs="auto"``: why image conv ``n`` stays float, or "" where it is quantized: where it reads
-        exact 8-bit pixels, its levels can be GPTQ's (per-channel weights it did not learn by QAT) and it sums at least
-        ``IMAGE_CONV_MIN_PATCH`` inputs per output (ResNet-18's 7x7 stem, 147: 0.38 instead of 1.5 ms; a 3x3 stem,
-        27, gains nothing: MobileNetV2 1.40 against 1.41 ms)."""
-        patch = math.prod(n.inputs[1].type.shape[1:])
-        if not self._on_lattice(g, n):
-            return "not 8-bit pixels" if n.inputs[0].name not in self._lattices else "scales learned by QAT"
-        if not self._rounds_by_output(g, n):
-            return "per-tensor weights: no GPTQ levels"
-        if patch < IMAGE_CONV_MIN_PATCH:
-            return f"{patch} inputs per output, under {IMAGE_CONV_MIN_PATCH}: no faster in int8"
-        return ""
-
     def _on_lattice(self, g: Graph, n: Node) -> bool:
         """Whether conv ``n`` reads 8-bit pixels it can take exactly (no scales learned for it by QAT)."""
         name = g.layer_name(n)
         return n.op == "conv2d" and n.attrs["groups"] == 1 and n.attrs["weight_layout"] == "OIHW" \
             and n.inputs[0].name in self._lattices and name not in self.config.input_ranges \
             and name not in self.config.weight_scales
-
-    def _quantize_pixels(self, g: Graph, v: Value, lattice) -> Value:
-        """8-bit pixels quantized without loss: the level of each value, ``(x - origin) / step`` (shifted by -128 for
-        i8), and, for the convs that read them, the values in units of their channel's step (``x / step``: the
-        steps are folded into those convs' weights), ``q + origin / step - zero_point`` (a dequantize with a f32
-        minimum)."""
-        dtype = self._activation_dtype()
-        zp = -128 if dtype == "i8" else 0
-        per_channel = (1, -1, 1, 1)
-        origin = g.add_const(lattice.origin.reshape(per_channel), f"{v.name}_origin")
-        step = g.add_const(lattice.step.reshape(per_channel), f"{v.name}_step")
-        src = v.producer.source if v.producer is not None else None
-        shifted = g.add("sub", [v, origin], source=src, name=f"{v.name}_from_origin")
-        q = g.add("quantize", [shifted, step, g.add_const(np.int32(zp), f"{v.name}_zp")], {"dtype": dtype},
-                  source=src, name=f"{v.name}_q")
-        lowest = (lattice.origin / lattice.step - zp).astype(np.float32).reshape(per_channel)
-        return g.add("dequantize", [q, g.add_const(np.float32(1.0), f"{v.name}_unit"),
-                                    g.add_const(lowest, f"{v.name}_lowest")], source=src, name=f"{v.name}_steps")
 
     def _activation_dtype(self) -> str:
         """u8 (what x86's dot products multiply), or i8 where the target's best one takes signed values (ARM SDOT)."""
@@ -450,7 +362,7 @@ class QuantizeStatic(Pass):
         values in units of their channel's share) and the axes one weight scale covers (None: one scale for the
         tensor)."""
         w = g.const(n.inputs[1])
-        arr = w if input_steps is None else _times_input_steps(w, input_steps, n)
+        arr = w if input_steps is None else times_input_steps(w, input_steps, n)
         return arr, reduce_axes(n, arr) if self.config.weights == "per-channel" else None
 
     def _by_gptq(self, n: Node) -> bool:
@@ -459,7 +371,7 @@ class QuantizeStatic(Pass):
         -> 95.0% agreement, its 8-bit depthwise convs included) and an image conv under ``int8_image_convs="auto"``."""
         rounding = self.config.weight_rounding
         return rounding == "gptq" or (rounding == "auto" and self._qmax < 127) or (
-            self.config.int8_image_convs == "auto" and _too_narrow(n))
+            self.config.int8_image_convs == "auto" and too_narrow(n))
 
     def _levels(self, g: Graph, n: Node) -> int:
         """The largest weight level of layer ``n``: 127, or 7-bit (``self._qmax``) where ``int8_weight_layout`` will
@@ -494,93 +406,8 @@ class QuantizeStatic(Pass):
         rest = arr.astype(np.float64) - q.astype(np.float64) * s
         return symmetric_int8(rest.astype(np.float32), axes, qmax=self._levels(g, n))
 
-    def _add_residual_conv(self, g: Graph, n: Node) -> None:
-        """``y = conv(x, w)`` becomes ``conv(x, w_q) + conv(x, rest_q)``: a second int8 conv (no bias) on the same
-        input for the weight's rounding residual, the sum taking the layer's output name."""
-        out, at = n.outputs[0], g.nodes.index(n)
-        q, s = self._residuals[out.name]
-        w = g.add("dequantize", [g.add_const(q, f"{out.name}_rest_q"), g.add_const(s, f"{out.name}_rest_scale")],
-                  source=n.source, name=f"{out.name}_rest_dq", index=at + 1)
-        rest = g.add("conv2d", [n.inputs[0], w], dict(n.attrs), source=n.source, name=f"{out.name}_rest", index=at + 2)
-        total = g.add("add", [out, rest], source=n.source, name=f"{out.name}_total", index=at + 3)
-        g.replace_uses(out, total)
-        total.producer.inputs[0] = out
-        total.name, out.name = out.name, total.name  # the sum is the layer's output (``compare`` reads it by name)
-
     def _quantize_weight(self, g: Graph, n: Node) -> Value:
         w = n.inputs[1]
         q, s = self._weights[n.outputs[0].name]
         qv, sv = g.add_const(q, f"{w.name}_q"), g.add_const(s, f"{w.name}_scale")
         return g.add("dequantize", [qv, sv], source=n.source, name=f"{w.name}_dq")
-
-
-class _WeightErrors:
-    """Bias correction's statistics: for each biased conv / linear, the mean (per output channel, over the first
-    ``BIAS_CORRECTION_BATCHES`` calibration batches, on float inputs) of the output error its int8 weight causes.
-    The layer is linear in its input and in its weight, so that mean is the layer applied to the mean input and to
-    (int8 weight - float weight): only the inputs' sums are kept while the data flows, and the weights' errors are
-    applied at the end (whatever rounding chose them)."""
-
-    def __init__(self, layers: list[Node]):
-        self.layers = [n for n in layers if n.op in ("conv2d", "linear") and len(n.inputs) == 3]
-        self.inputs = {n.inputs[0] for n in self.layers}
-        self.sums: dict[Value, np.ndarray] = {}
-        self.counts: dict[Value, int] = {}
-
-    def observe(self, v: Value, x: np.ndarray, batch: int) -> None:
-        if batch < BIAS_CORRECTION_BATCHES and v in self.inputs:  # one sample's worth of sums, whatever the batch
-            self.sums[v] = self.sums.get(v, 0.0) + x.astype(np.float64).sum(axis=0, keepdims=True)
-            self.counts[v] = self.counts.get(v, 0) + x.shape[0]
-
-    def means(self, g: Graph, weights: dict, input_steps: dict) -> dict[str, np.ndarray]:
-        out = {}
-        for n in self.layers:
-            v, name = n.inputs[0], n.outputs[0].name
-            if not g.is_const(n.inputs[2]) or v not in self.sums:
-                continue
-            w = g.const(n.inputs[1])
-            q, s = weights[name]
-            steps = input_steps.get(n)
-            if steps is None:
-                delta = q.astype(np.float32) * s - w
-            else:  # quantized as w * step (pixels in steps, or a channel's share): the error in x's units
-                delta = (q.astype(np.float32) * s - _times_input_steps(w, steps, n)) / _input_shaped(steps, w, n)
-            mean_x = (self.sums[v] / self.counts[v]).astype(np.float32)
-            error = get_op(n.op).reference([mean_x, delta.astype(np.float32)], n.attrs)[0]
-            out[name] = _channel_mean(error, n.op).astype(np.float32)
-        return out
-
-
-def _channel_mean(x: np.ndarray, op: str) -> np.ndarray:
-    ch = 1 if op == "conv2d" else x.ndim - 1
-    return x.astype(np.float64).mean(axis=tuple(i for i in range(x.ndim) if i != ch))
-
-
-def _times_input_steps(w: np.ndarray, steps: np.ndarray, n: Node) -> np.ndarray:
-    """Layer ``n``'s weight ``w`` (a conv's OIHW, a linear layer's [out, in] or [in, out]) with each input channel
-    scaled by its step: ``conv(x / step, w * step) == conv(x, w)``."""
-    return (w * _input_shaped(steps, w, n)).astype(np.float32)
-
-
-def _input_shaped(steps: np.ndarray, w: np.ndarray, n: Node) -> np.ndarray:
-    """``steps`` (one per input channel) shaped to broadcast along the input axis of layer ``n``'s weight ``w`` (the
-    first axis one output channel's scale covers: a conv's 1, a linear layer's 1 or, for [in, out], 0)."""
-    axis = reduce_axes(n, w)[0]
-    return steps.reshape(tuple(-1 if i == axis else 1 for i in range(w.ndim)))
-
-
-def _out_in(w: np.ndarray, n: Node) -> np.ndarray:
-    """Layer ``n``'s weight with its output channels first (a linear layer's [in, out] weight transposed)."""
-    return w.T if reduce_axes(n, w)[0] == 0 else w
-
-
-#: ``int8_image_convs="auto"``: the fewest inputs per output (channels x kernel area) of an image conv it quantizes
-IMAGE_CONV_MIN_PATCH = 64
-
-
-def _too_narrow(n: Node) -> bool:
-    """A dense conv with fewer than 4 input channels (an RGB image's first layer): quantized only as
-    ``QuantConfig.int8_image_convs`` says, and only where the target has an int8 dot product (without one, plain
-    integer code is slower than the float kernel; with one, ``int8_weight_layout`` pads its channels to a whole
-    group)."""
-    return n.op == "conv2d" and n.attrs["groups"] == 1 and n.inputs[0].type.rank == 4 and n.inputs[0].type.shape[1] < 4

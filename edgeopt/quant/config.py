@@ -47,9 +47,9 @@ class QuantConfig:
                   keeps them as float kernels on dequantized values (the same numbers, for debugging)
     int8_image_convs  convs that read fewer than 4 channels (an image's first conv), on CPUs with int8 dot products:
                   "auto" (default) quantizes such a conv where it reads 8-bit pixels (found in the calibration
-                  data: read exactly) and sums at least ``IMAGE_CONV_MIN_PATCH`` inputs per output (a 7x7 stem:
-                  ResNet-18's takes 0.38 instead of 1.5 ms; a 3x3 stem stays float: it gains nothing), with its
-                  levels chosen by GPTQ (the nearest ones cost EfficientNet-Lite0's logits 1 - cosine 0.00238
+                  data: read exactly) and sums at least ``image_convs.IMAGE_CONV_MIN_PATCH`` inputs per output (a
+                  7x7 stem: ResNet-18's takes 0.38 instead of 1.5 ms; a 3x3 stem stays float: it gains nothing), with
+                  its levels chosen by GPTQ (the nearest ones cost EfficientNet-Lite0's logits 1 - cosine 0.00238
                   against 0.00185 with the float stem; GPTQ's 0.00190); True: one int8 conv, rounded as
                   ``weight_rounding`` says; "split": two int8 convs on the same input, the weight's levels and its
                   rounding residual's (15-bit weights, twice the int8 work: 0.00183); False: float

@@ -124,3 +124,21 @@ def int4_group_axis(n: Node, w: np.ndarray) -> int:
     """The axis int4 groups run along: the weight's reduction (input) axis, so one scale serves a few
     consecutive terms of each dot product."""
     return reduce_axes(n, w)[0]
+
+
+def input_shaped(steps: np.ndarray, w: np.ndarray, n: Node) -> np.ndarray:
+    """``steps`` (one per input channel) shaped to broadcast along the input axis of layer ``n``'s weight ``w`` (the
+    first axis one output channel's scale covers: a conv's 1, a linear layer's 1 or, for [in, out], 0)."""
+    axis = reduce_axes(n, w)[0]
+    return steps.reshape(tuple(-1 if i == axis else 1 for i in range(w.ndim)))
+
+
+def times_input_steps(w: np.ndarray, steps: np.ndarray, n: Node) -> np.ndarray:
+    """Layer ``n``'s weight ``w`` (a conv's OIHW, a linear layer's [out, in] or [in, out]) with each input channel
+    scaled by its step: ``conv(x / step, w * step) == conv(x, w)``."""
+    return (w * input_shaped(steps, w, n)).astype(np.float32)
+
+
+def out_in(w: np.ndarray, n: Node) -> np.ndarray:
+    """Layer ``n``'s weight with its output channels first (a linear layer's [in, out] weight transposed)."""
+    return w.T if reduce_axes(n, w)[0] == 0 else w

@@ -1,0 +1,95 @@
+"""The accuracy budget's search (``edgeopt.quant.budget.meet_budget``), on a chain of linear layers whose
+"quantization" adds a known error per layer: it keeps float the fewest of the noisiest layers that meet the budget,
+adopts that graph, and without a budget warns, naming the noisiest layers, when the outputs collapse."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgeopt.ir import Graph, TensorType, interpret
+from edgeopt.quant import QuantConfig
+from edgeopt.quant.budget import meet_budget
+from edgeopt.quant.compare import mean_cosine
+
+#: each layer's relative weight error when "quantized": spread by 3x, so that the ranking is unambiguous
+ERRORS = {"l0": 0.01, "l1": 0.3, "l2": 0.03, "l3": 0.1, "l4": 0.003}
+NOISIEST_FIRST = ["l1", "l3", "l2", "l0", "l4"]
+
+
+def chain() -> Graph:
+    g = Graph("chain")
+    v = g.add_input("x", TensorType((1, 16), "f32"))
+    rng = np.random.default_rng(0)
+    for name in ERRORS:
+        w, _ = np.linalg.qr(rng.standard_normal((16, 16)))  # orthogonal: every layer carries the whole signal
+        v = g.add("linear", [v, g.add_const(w.astype(np.float32), f"{name}_w")], {"weight_layout": "oi"}, name=name)
+    g.set_outputs([v])
+    return g
+
+
+def noisy(g: Graph, names: set, scale: float = 1.0) -> int:
+    """``apply`` for the search: perturb the weights of the layers ``names``; returns how many it perturbed."""
+    rng = np.random.default_rng(1)
+    for n in g.nodes:
+        if n.outputs[0].name in names:
+            w = g.const(n.inputs[1])
+            noise = rng.standard_normal(w.shape) * scale * ERRORS[n.outputs[0].name] * np.abs(w).mean()
+            n.inputs[1] = g.add_const((w + noise).astype(np.float32), f"{n.outputs[0].name}_noisy")
+    g.remove_unused_constants()
+    return len(names)
+
+
+def batches(k: int = 8) -> list:
+    return [[np.random.default_rng(10 + i).standard_normal((1, 16)).astype(np.float32)] for i in range(k)]
+
+
+def score_keeping(float_graph: Graph, kept: list, cal: list) -> float:
+    t = float_graph.clone()
+    noisy(t, set(ERRORS) - set(kept))
+    return mean_cosine([interpret(float_graph, b) for b in cal], [interpret(t, b) for b in cal])
+
+
+@pytest.mark.parametrize("needed", [1, 2, 3])
+def test_keeps_float_the_fewest_noisiest_layers_that_meet_the_budget(needed):
+    f, cal = chain(), batches()
+    ref = [interpret(f, b) for b in cal]
+    drops = [1 - score_keeping(f, NOISIEST_FIRST[:k], cal) for k in range(len(ERRORS) + 1)]
+    assert all(a > b for a, b in zip(drops, drops[1:]))  # each layer kept float helps
+    max_drop = (drops[needed - 1] + drops[needed]) / 2  # met with `needed` layers float, not with one fewer
+    g = f.clone()
+    noisy(g, set(ERRORS))
+    report, applied = meet_budget(QuantConfig(max_drop=max_drop, metric="cosine"), f, g, list(ERRORS), cal, ref,
+                                  noisy)
+    assert report["kept_for_budget"] == NOISIEST_FIRST[:needed]
+    assert applied == len(ERRORS) - needed  # what ``apply`` returned for the graph it adopted
+    assert report["score"] == pytest.approx(1 - drops[needed], abs=1e-4) and report["score_float"] == 1.0
+    np.testing.assert_allclose(interpret(g, cal[0])[0], interpret(_keeping(f, NOISIEST_FIRST[:needed]), cal[0])[0])
+
+
+def _keeping(f: Graph, kept: list) -> Graph:
+    t = f.clone()
+    noisy(t, set(ERRORS) - set(kept))
+    return t
+
+
+def test_within_budget_nothing_changes_and_no_search_runs():
+    f, cal = chain(), batches()
+    g = f.clone()
+    noisy(g, set(ERRORS))
+    before = interpret(g, cal[0])[0]
+    calls = []
+    report, applied = meet_budget(QuantConfig(max_drop=0.5, metric="cosine"), f, g, list(ERRORS), cal,
+                                  [interpret(f, b) for b in cal], lambda t, names: calls.append(names))
+    assert applied is None and not calls and "kept_for_budget" not in report and report["score"] < 1.0
+    np.testing.assert_array_equal(interpret(g, cal[0])[0], before)
+
+
+def test_collapse_without_a_budget_warns_naming_the_noisiest_layers():
+    f, cal = chain(), batches()
+    g = f.clone()
+    noisy(g, set(ERRORS), scale=4.0)  # the outputs no longer resemble the float ones
+    with pytest.warns(UserWarning, match=r"lost .* of cosine .* the layers adding the most error: l1, l3") as seen:
+        report, applied = meet_budget(QuantConfig(metric="cosine"), f, g, list(ERRORS), cal,
+                                      [interpret(f, b) for b in cal], noisy)
+    assert applied is None and report["score_float"] - report["score"] > 0.25 and len(seen) == 1
