@@ -3,144 +3,18 @@
 from __future__ import annotations
 
 import os
-import platform
 import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
-
 from . import __version__
-from .errors import ArtifactError, TargetError
+from .artifact_members import compact_json, digest, level_members, share_weights, store_weights, tile_use
+from .compiled_model import CompiledModel
+from .errors import TargetError
 from .ir_dtypes import NP_DTYPES
 from .progress import advance, expect, task
 from .runtime.artifact import write_artifact
-from .runtime.devices import check_device
-from .runtime.model import Model
-from .runtime.safetensors_io import dumps as safetensors_dumps
-
-
-class CompiledModel:
-    """A compiled model: call it, read its IR and report, save it as one artifact file.
-
-    An artifact for a device this machine cannot run (e.g. ``target="arm"`` on x86-64) is never loaded here:
-    ``save``, ``report``, ``ir`` and ``plan`` work, and calling it raises ``TargetError`` saying where to run it.
-    """
-
-    def __init__(self, artifact: bytes, graph, report: dict, target: dict | None = None,
-                 plan_json: bytes | None = None, quantization=None):
-        self._artifact = artifact
-        self._quantization = quantization  # the quantization pass, with the graphs before and after it
-        self._graph, self._ir_text = graph, None
-        self.report = report
-        self._not_here = _cannot_run_here(target) if target is not None else None
-        self._model = None if self._not_here else Model(artifact, what="compiled artifact")
-        self._plan_json, self._plan = plan_json, None
-
-    @classmethod
-    def from_cache(cls, artifact: bytes, ir_text: str, t0: float) -> CompiledModel:
-        """A compile served whole by the model cache (``edgeopt.cache.models``): the artifact as first compiled;
-        ``report`` is its report with this compile's time (since ``t0``, a ``perf_counter``) and
-        ``report["cache"]["model"] == "hit"``; ``graph`` is rebuilt from the IR text and the artifact's weights when
-        first read."""
-        import io
-        import json
-        import zipfile
-
-        with zipfile.ZipFile(io.BytesIO(artifact)) as z:  # the store checked the bytes' sha256; loading checks all
-            manifest, plan_json = json.loads(z.read("manifest.json")), z.read("plan.json")
-        report = {**manifest["report"], "cache": {"model": "hit", "kernels_reused": 0, "kernels_compiled": 0}}
-        cm = cls(artifact, None, report, manifest["target"], plan_json)
-        cm._ir_text = ir_text
-        report["compile_seconds"] = round(time.perf_counter() - t0, 4)
-        return cm
-
-    @property
-    def graph(self):
-        """The IR graph after all passes."""
-        if self._graph is None:
-            from .cache.models import graph_from_artifact
-
-            self._graph = graph_from_artifact(self._artifact, self._ir_text)
-        return self._graph
-
-    @graph.setter
-    def graph(self, g) -> None:
-        self._graph = g
-
-    @property
-    def ir(self) -> str:
-        """The IR after all passes, as text."""
-        return self._ir_text if self._graph is None else str(self._graph)
-
-    @property
-    def plan(self) -> dict:
-        """The execution plan stored in the artifact (values, kernel steps)."""
-        if self._model is not None:
-            return self._model.plan
-        if self._plan is None:  # a model that cannot run here: parse the plan the compiler wrote, once
-            import json
-
-            if self._plan_json is None:
-                from .runtime.artifact import read_artifact
-
-                self._plan_json = read_artifact(self._artifact, "compiled artifact")[1]["plan.json"]
-            self._plan = json.loads(self._plan_json)
-        return self._plan
-
-    def _runtime_model(self) -> Model:
-        if self._model is None:
-            raise TargetError(self._not_here)
-        return self._model
-
-    def __call__(self, *args, **kwargs):
-        return self._runtime_model()(*args, **kwargs)
-
-    def profile(self, *args, repeat: int = 20, **kwargs) -> list[dict]:
-        """Per-kernel times on these inputs, slowest first (see ``edgeopt.runtime.Model.profile``)."""
-        return self._runtime_model().profile(*args, repeat=repeat, **kwargs)
-
-    def compare(self, model=None, data=None) -> list[dict]:
-        """Per-layer error of this quantized model against its float original, worst (lowest SQNR) first: for each
-        conv / linear / matmul output its SQNR (dB), cosine and the SQNR the layer itself loses (``added_db``), on
-        ``data`` (input batches like ``example_inputs``; default: up to 8 calibration batches). Given the float
-        torch ``model``, a last row ``"output"`` compares this artifact's outputs with PyTorch's on ``data``."""
-        from .quant.compare import cosine, layer_errors, sqnr_db
-        from .quant.setup import calibration_batches
-
-        p = self._quantization
-        if p is None or not hasattr(p, "float_graph"):
-            from .quant import QuantizationError
-
-            raise QuantizationError("compare() is for models compiled with quantize=...")
-        if data is not None:
-            batches = calibration_batches(data, p.float_graph)
-        elif getattr(p, "calibration", None):
-            batches = p.calibration[:8]
-        else:
-            raise ValueError("compare() needs data: a list of input batches")
-        rows = layer_errors(p.float_graph, p.quant_graph, batches)
-        if model is not None:
-            import torch
-
-            with torch.inference_mode():
-                ref = [model(*[torch.from_numpy(a) for a in b]) for b in batches]
-            ref = np.concatenate([np.asarray(getattr(r, "last_hidden_state", r[0] if isinstance(r, tuple) else r))
-                                  .reshape(-1) for r in ref])
-            got = [self(*b) for b in batches]
-            got = np.concatenate([np.asarray(g[0] if isinstance(g, tuple) else g).reshape(-1) for g in got])
-            rows.append({"layer": "output", "op": "model", "source": None, "sqnr_db": round(sqnr_db(ref, got), 2),
-                         "cosine": round(cosine(ref, got), 6)})
-        return rows
-
-    def save(self, path: str | os.PathLike) -> None:
-        with open(path, "wb") as f:
-            f.write(self._artifact)
-
-    def __repr__(self) -> str:
-        r = self.report
-        return f"<CompiledModel target={r['target']} kernels={r['num_kernels']} weights={r['weight_bytes']}B>"
 
 
 def compile(model, example_inputs: Sequence | None = None, target="host", *, opt_level: int = 2,
@@ -323,15 +197,15 @@ def compile_graph(graph, target="host", *, opt_level: int = 2, passes: Sequence 
     if compress is not None:
         report["compression"] = _compression_report(compress, best.records)
     weights = base.consts
-    members = {"plan.json": _json(base.lowered.plan), "weights.safetensors": b"",  # written last: _store_weights
+    members = {"plan.json": compact_json(base.lowered.plan), "weights.safetensors": b"",  # written last: store_weights
                **({"kernels.so": base.lib} if base.lib is not None else {}), "ir.txt": str(base.graph).encode(),
                **base.device_code}
-    described = {**tgt.describe(), **_tile_use(base)}
+    described = {**tgt.describe(), **tile_use(base)}
     if len(levels) > 1:
         described["levels"] = []
         for (name, t), b in reversed(list(zip(levels, builds))):  # best first: the runtime takes the first it runs
-            described["levels"].append({"level": name, **t.device_requirements(), **_tile_use(b),
-                                        **_level_members(name, b, base, members)})
+            described["levels"].append({"level": name, **t.device_requirements(), **tile_use(b),
+                                        **level_members(name, b, base, members)})
         report["levels"] = [{"level": name, "mcpu": t.mcpu, "seconds": round(b.seconds, 4),
                              "num_kernels": len(b.lowered.plan["steps"]), "library_bytes": len(b.lib or b""),
                              "arena_bytes": b.lowered.plan.get("arena_bytes", 0),
@@ -347,13 +221,13 @@ def compile_graph(graph, target="host", *, opt_level: int = 2, passes: Sequence 
                               f"{tgt.name!r}")
         report["functions"] = {}
         weights = dict(base.consts)
-        known = {_digest(a): k for k, a in weights.items()}  # every stored weight by its bytes, hashed once
+        known = {digest(a): k for k, a in weights.items()}  # every stored weight by its bytes, hashed once
         for name, fg in functions.items():
             fq = quantization_pass(quantize, calibration_data, fg)  # its own: a pass keeps the graphs it saw
             fb = _build(fg, tgt, opt_level, passes, disable, tuning, fq, store=store)
             function_builds.append(fb)
-            plan = _share_weights(fb.lowered.plan, fb.consts, weights, known, name)
-            members[f"functions/{name}/plan.json"] = _json(plan)
+            plan = share_weights(fb.lowered.plan, fb.consts, weights, known, name)
+            members[f"functions/{name}/plan.json"] = compact_json(plan)
             members[f"functions/{name}/kernels.so"] = fb.lib or b""
             members[f"functions/{name}/ir.txt"] = str(fb.graph).encode()
             described["functions"][name] = {"plan": f"functions/{name}/plan.json",
@@ -367,7 +241,7 @@ def compile_graph(graph, target="host", *, opt_level: int = 2, passes: Sequence 
                        "kernels_reused": sum(st["hits"] for st in stats),
                        "kernels_compiled": sum(st["compiled"] for st in stats)}
     functions_manifest = described.pop("functions")
-    sparse_spec = _store_weights(weights, members, report)
+    sparse_spec = store_weights(weights, members, report)
     members.update(extra_members or {})
     report["compile_seconds"] = round(time.perf_counter() - t0, 4)
     manifest = {
@@ -421,21 +295,6 @@ def _build(graph, tgt, opt_level, passes, disable, tuning, quantization=None, co
     return _Built(graph, lowered, records, lib, device_code, consts, time.perf_counter() - t0)
 
 
-def _store_weights(weights: dict, members: dict, report: dict) -> dict:
-    """Write ``weights`` into ``members``: mostly-zero ones (magnitude pruning) as mask and values in their own
-    member (``edgeopt.runtime.sparse_weights``), the rest dense; returns the manifest's ``sparse_weights``."""
-    from .runtime import sparse_weights
-
-    dense, sparse, spec = sparse_weights.encode(weights)
-    members["weights.safetensors"] = safetensors_dumps(dense)
-    if spec:
-        members[sparse_weights.MEMBER] = safetensors_dumps(sparse)
-        report["sparse_weights"] = {"count": len(spec),
-                                    "dense_bytes": int(sum(weights[k].nbytes for k in spec)),
-                                    "stored_bytes": int(sum(a.nbytes for a in sparse.values()))}
-    return spec
-
-
 def _check_compress(compress, functions) -> None:
     from .compress import Compress, CompressionError
 
@@ -462,59 +321,6 @@ def _compression_report(compress, records) -> dict:
         out["params_before"] = stats[0]["stats"]["params_before"]
         out["params_after"] = stats[-1]["stats"]["params_after"]
     return out
-
-
-def _level_members(name: str | None, b: _Built, base: _Built, members: dict) -> dict:
-    """Add a CPU level's plan, library and weights to ``members`` (the baseline's are the artifact's own
-    ``plan.json``, ``kernels.so``, ``weights.safetensors``; another level stores only the weights whose name or
-    bytes differ from the baseline's); returns the level's member names for the manifest."""
-    if b is base:
-        return {"plan": "plan.json", "library": "kernels.so"}
-    own = {k: a for k, a in b.consts.items()
-           if k not in base.consts or base.consts[k].dtype != a.dtype or base.consts[k].shape != a.shape
-           or not np.array_equal(base.consts[k], a)}
-    out = {"plan": f"levels/{name}/plan.json", "library": f"levels/{name}/kernels.so", "ir": f"levels/{name}/ir.txt"}
-    members[out["plan"]], members[out["library"]] = _json(b.lowered.plan), b.lib
-    members[out["ir"]] = str(b.graph).encode()
-    if own:
-        out["weights"] = f"levels/{name}/weights.safetensors"
-        members[out["weights"]] = safetensors_dumps(own)
-    return out
-
-
-def _digest(a: np.ndarray) -> tuple:
-    import hashlib
-
-    return a.dtype.str, a.shape, hashlib.sha256(np.ascontiguousarray(a).view(np.uint8).data).hexdigest()
-
-
-def _share_weights(plan: dict, consts: dict, weights: dict, known: dict, prefix: str) -> dict:
-    """``plan`` with each weight renamed to the one in ``weights`` with the same bytes (stored once: ``known`` maps
-    ``_digest`` to name), or, when its name is taken by other bytes, to a name of its own (``prefix``.name); adds the
-    weights it keeps to ``weights`` and ``known``."""
-    rename = {}
-    for name, arr in consts.items():
-        d = _digest(arr)
-        if d in known:
-            rename[name] = known[d]
-            continue
-        new = name
-        while new in weights or (new != name and new in plan["values"]):
-            new = f"{prefix}.{new}"
-        weights[new] = arr
-        known[d] = rename[name] = new
-    values = {rename.get(k, k): ({**v, "of": rename.get(v["of"], v["of"])} if "of" in v else v)
-              for k, v in plan["values"].items()}
-    if len(values) != len(plan["values"]):
-        raise AssertionError(f"edgeopt bug: sharing weights with function {prefix!r} renamed a weight onto a value")
-    steps = [{**st, "args": [rename.get(a, a) for a in st["args"]]} for st in plan["steps"]]
-    return {**plan, "values": values, "steps": steps}
-
-
-def _tile_use(built: _Built) -> dict:
-    """``{"amx_tiles": True}`` where a kernel of ``built`` runs on AMX tiles (``edgeopt.lower.amx``): the runtime
-    then asks Linux for the tile state before it loads the library (``edgeopt.runtime.amx_permission``)."""
-    return {"amx_tiles": True} if any(",amx" in k.get("schedule", "") for k in built.lowered.kernels) else {}
 
 
 def _report(built: _Built, tgt, traced_ops: int, frontend_seconds: float, tuning) -> dict:
@@ -544,22 +350,6 @@ def _report(built: _Built, tgt, traced_ops: int, frontend_seconds: float, tuning
     return report
 
 
-def _cannot_run_here(target: dict) -> str | None:
-    """Why this machine cannot run an artifact for ``target`` (the runtime's own device check), or None."""
-    try:
-        check_device(target)
-    except ArtifactError as e:
-        cpu, arch = target.get("mcpu") or target.get("cuda_arch"), target.get("arch")
-        why = f"this machine is {platform.machine()}" if arch and arch != platform.machine() else str(e)
-        emulated = (f", or emulated here with edgeopt.emulate.run('m.edgeopt', inputs, cpu={cpu!r})"
-                    if target.get("name") == "arm" else "")
-        which = f" ({arch}, {cpu})" if arch or cpu else ""
-        return (f"this model was compiled for target {target.get('name')!r}{which} and cannot run here "
-                f"({why}). Save it with compiled.save('m.edgeopt') and run the artifact on the device with "
-                f"edgeopt.load('m.edgeopt'){emulated}")
-    return None
-
-
 def _fused_groups(lowered) -> list[dict]:
     """Every fused kernel: its ops and how many steps of the plan run it."""
     uses: dict[str, int] = {}
@@ -567,9 +357,3 @@ def _fused_groups(lowered) -> list[dict]:
         uses[s["kernel"]] = uses.get(s["kernel"], 0) + 1
     return [{"kernel": k["name"], "ops": k["ops"], "count": uses[k["name"]]}
             for k in lowered.kernels if len(k["ops"]) > 1]
-
-
-def _json(obj) -> bytes:
-    import json
-
-    return json.dumps(obj, separators=(",", ":")).encode()

@@ -64,14 +64,15 @@ def tune(model, example_inputs: Sequence, target="host", *, trials: int = 64,
     from .progress import showing
 
     progress = showing(progress)
-    from .api import _cannot_run_here, optimize_graph
+    from .api import optimize_graph
+    from .compiled_model import cannot_run_here
     from .frontend import from_exported, trace
     from .lower.metaschedule import Tuner
     from .targets import get_target
     from .tuning_db import TuningDB
 
     tgt = get_target(target, **target_options)
-    why = _cannot_run_here(tgt.describe())
+    why = cannot_run_here(tgt.describe())
     if why or not getattr(tgt, "num_cores", None):
         raise TuningError(f"tuning times kernels on this machine, so it needs a target that runs here "
                           f"('host'); target {tgt.name!r} does not" + (f": {why}" if why else ""))
