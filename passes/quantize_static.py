@@ -177,9 +177,10 @@ class QuantizeStatic(Pass):
         self.float_graph = g.clone()
         names = [n.outputs[0].name for n in layers]
         applied = self._apply(g, set(names))
-        check, trial = meet_budget(self.config, self.float_graph, g, names, self.calibration, self._float_outputs,
-                                   self._apply)
-        applied = trial or applied  # the accuracy budget's graph, where it kept layers float
+        check, budget_applied = meet_budget(self.config, self.float_graph, g, names, self.calibration,
+                                            self._float_outputs, self._apply)
+        if budget_applied is not None:  # g is now the accuracy budget's graph, with layers kept float
+            applied = budget_applied
         kept += [f"{name} (accuracy budget)" for name in check.get("kept_for_budget", [])]
         self.quant_graph = g.clone()
         return {"quantized": len(names) - len(check.get("kept_for_budget", [])), "activations": len(acts),

@@ -3,7 +3,7 @@ float one on calibration batches; over budget, the layers that add the most erro
 float, the fewest that meet it. Without a budget, a model whose outputs collapse gets a warning naming the layers
 responsible.
 
-    report, applied = meet_budget(config, float_graph, quant_graph, names, calibration, float_outputs, apply)
+    report, applied = meet_budget(config, float_graph, g, names, calibration, float_outputs, apply)
 """
 
 from __future__ import annotations
@@ -25,8 +25,9 @@ def meet_budget(cfg: QuantConfig, float_graph: Graph, g: Graph, names: list[str]
     """Score ``g`` (``float_graph`` with the layers ``names`` quantized) with ``cfg.metric`` against the float
     outputs of the calibration batches (``float_outputs``, in the same order). Over ``cfg.max_drop``, find the
     fewest of the layers adding the most error to keep float (a doubling then bisecting search; each trial is
-    ``apply(clone of float_graph, names to quantize)``) and make ``g`` that trial's graph. Returns the report
-    (metric, scores, ``kept_for_budget``) and what ``apply`` returned for the adopted trial (None: ``g`` kept)."""
+    ``apply(clone of float_graph, names to quantize)``) and make ``g`` that trial's graph. Without a budget, warn,
+    naming the noisiest layers, where the metric falls by more than ``COLLAPSE_DROP``. Returns the report (metric,
+    scores, ``kept_for_budget``) and what ``apply`` returned for the adopted trial (None: ``g`` kept)."""
     metric = METRICS[cfg.metric] if isinstance(cfg.metric, str) else cfg.metric
     budget = cfg.max_drop is not None
     batches = calibration[:BUDGET_BATCHES if budget else CHECK_BATCHES]
@@ -41,7 +42,7 @@ def meet_budget(cfg: QuantConfig, float_graph: Graph, g: Graph, names: list[str]
     if not budget:
         warnings.warn(f"int8 quantization lost {best - score:.3f} of {out['metric']} on the calibration data; "
                       f"the layers adding the most error: {', '.join(ranking[:5])} (keep them float with "
-                      f"QuantConfig(keep_float=[...]) or set QuantConfig(max_drop=...))", stacklevel=3)
+                      f"QuantConfig(keep_float=[...]) or set QuantConfig(max_drop=...))", stacklevel=2)
         return out, None
 
     def trial(k):
@@ -67,5 +68,5 @@ def meet_budget(cfg: QuantConfig, float_graph: Graph, g: Graph, names: list[str]
     g.adopt(t)
     if best - score > cfg.max_drop:
         warnings.warn(f"int8 quantization could not meet max_drop={cfg.max_drop} even with every layer float "
-                      f"({out['metric']} {score:.4f} vs {best:.4f})", stacklevel=3)
+                      f"({out['metric']} {score:.4f} vs {best:.4f})", stacklevel=2)
     return {**out, "score": round(score, 4), "kept_for_budget": ranking[:k]}, applied

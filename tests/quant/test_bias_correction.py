@@ -93,11 +93,17 @@ def test_the_corrected_layer_drifts_less_on_held_out_inputs():
 
 
 def test_layers_without_a_constant_bias_get_no_shift():
+    """No bias input (nothing to shift), or a bias that is a graph input (no constant to rewrite)."""
     g = Graph("nobias")
     x = g.add_input("x", TensorType((1, 4, 4, 4), "f32"))
+    b = g.add_input("b", TensorType((4,), "f32"))
     w = np.random.default_rng(0).standard_normal((4, 4, 1, 1)).astype(np.float32)
-    y = g.add("conv2d", [x, g.add_const(w, "w")], {**CONV, "padding": [0, 0, 0, 0]}, name="y")
-    g.set_outputs([y])
-    errors = WeightErrors([y.producer])
+    attrs = {**CONV, "padding": [0, 0, 0, 0]}
+    none = g.add("conv2d", [x, g.add_const(w, "w")], attrs, name="none")
+    given = g.add("conv2d", [x, g.add_const(w, "w2"), b], attrs, name="given")
+    g.set_outputs([none, given])
+    errors = WeightErrors([none.producer, given.producer])
     errors.observe(x, np.ones((1, 4, 4, 4), np.float32), 0)
-    assert errors.layers == [] and errors.means(g, {"y": symmetric_int8(w, (1, 2, 3))}, {}) == {}
+    assert errors.layers == [given.producer]
+    int8 = symmetric_int8(w, (1, 2, 3))
+    assert errors.means(g, {"none": int8, "given": int8}, {}) == {}
