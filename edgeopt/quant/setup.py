@@ -3,7 +3,7 @@ pipeline, and the ``quantization`` section of the compile report."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 
@@ -62,8 +62,13 @@ def place(pipeline: list, p) -> None:
 
 
 def calibration_batches(data, graph) -> list[list[np.ndarray]]:
-    """``data`` (an iterable of batches; a batch is one tensor/array or a tuple of them, in input order) as lists
-    of numpy arrays checked against the graph's inputs."""
+    """``data`` (an iterable of batches; a batch is one tensor/array, a tuple of them in input order, or a dict of
+    them by input name) as lists of numpy arrays checked against the graph's inputs (shapes, dtypes, no NaN).
+
+    A batch may also hold several of the traced batches stacked along the first axis (``calibration_data=[images]``
+    with 64 images, for a model traced on one): it is split into batches of the traced size. For a model traced on
+    one sample, a sample without its batch axis counts as one batch, so that iterating a stacked tensor works too
+    (``calibration_data=images``)."""
     if data is None:
         raise QuantizationError("quantize=\"int8\" (static) needs calibration_data: an iterable of input batches "
                                 "shaped like example_inputs, e.g. [images[i:i+1] for i in range(64)]")
@@ -71,25 +76,63 @@ def calibration_batches(data, graph) -> list[list[np.ndarray]]:
         raise QuantizationError(f"calibration_data must be an iterable of input batches, got {type(data).__name__}")
     out = []
     for i, batch in enumerate(data):
-        items = list(batch) if isinstance(batch, (tuple, list)) else [batch]
+        if isinstance(batch, Mapping):  # by input name (a tokenizer's output); keys the model does not take unused
+            names = [v.name for v in graph.inputs]
+            missing = [k for k in names if k not in batch]
+            if missing:
+                raise QuantizationError(f"calibration batch {i} has no {missing} (its keys: {sorted(batch)}); the "
+                                        f"model's inputs are {names}")
+            items = [batch[k] for k in names]
+        else:
+            items = list(batch) if isinstance(batch, (tuple, list)) else [batch]
         arrays = [_numpy(a) for a in items]
         if len(arrays) != len(graph.inputs):
             raise QuantizationError(f"calibration batch {i} has {len(arrays)} inputs, the model takes "
                                     f"{len(graph.inputs)}")
-        for a, v in zip(arrays, graph.inputs):
-            if a.shape != v.type.shape or a.dtype != v.type.np_dtype:
-                raise QuantizationError(f"calibration batch {i}: input %{v.name} is {a.dtype}{list(a.shape)}, "
-                                        f"the model was traced with {v.type} (batches must match example_inputs)")
-        out.append(arrays)
+        for part in _traced_batches(i, arrays, graph.inputs):
+            for a, v in zip(part, graph.inputs):  # (infinities are data: an additive attention mask's -inf)
+                if a.dtype.kind == "f" and np.isnan(a).any():
+                    raise QuantizationError(f"calibration batch {i}: input %{v.name} has {int(np.isnan(a).sum())} NaN "
+                                            f"values of {a.size}: calibration measures ranges on real data")
+            out.append(part)
     if not out:
         raise QuantizationError("calibration_data is empty")
     return out
 
 
+def _traced_batches(i: int, arrays: list[np.ndarray], inputs) -> list[list[np.ndarray]]:
+    """Calibration batch ``i`` (one array per graph input) as batches of the traced shapes: itself, one sample
+    given without the batch axis of a model traced on one, or ``k`` traced batches stacked along the first axis
+    (every input alike)."""
+    def fits(a, v):
+        return a.dtype == v.type.np_dtype and a.shape == v.type.shape
+
+    if all(fits(a, v) for a, v in zip(arrays, inputs)):
+        return [arrays]
+    shapes = [v.type.shape for v in inputs]
+    if all(a.dtype == v.type.np_dtype and len(s) >= 1 for a, v, s in zip(arrays, inputs, shapes)):
+        if all(s[0] == 1 and a.shape == s[1:] for a, s in zip(arrays, shapes)):  # one sample, no batch axis
+            return [[a[None] for a in arrays]]
+        counts = {a.shape[0] // s[0] if a.ndim == len(s) and a.shape[1:] == s[1:] and s[0] and a.shape[0] % s[0] == 0
+                  else None for a, s in zip(arrays, shapes)}
+        if len(counts) == 1 and None not in counts:
+            k = counts.pop()
+            return [[a[j * s[0]:(j + 1) * s[0]] for a, s in zip(arrays, shapes)] for j in range(k)]
+    a, v = next((a, v) for a, v in zip(arrays, inputs) if not fits(a, v))
+    raise QuantizationError(f"calibration batch {i}: input %{v.name} is {a.dtype}{list(a.shape)}, the model was "
+                            f"traced with {v.type} (batches must match example_inputs, or stack several of them "
+                            f"along the first axis)")
+
+
 def _numpy(a) -> np.ndarray:
     if hasattr(a, "detach"):
         a = a.detach().cpu().numpy()
-    return np.asarray(a)
+    out = np.asarray(a)
+    if out.dtype.kind not in "biuf":
+        raise QuantizationError(f"a calibration batch holds a {type(a).__name__}, not a tensor or array of numbers: "
+                                "a batch is one tensor / array per model input (a tuple of them, or a dict by input "
+                                "name, for several)")
+    return out
 
 
 def quantization_report(p, graph, records, float_weight_bytes: int, weight_bytes: int) -> dict:
