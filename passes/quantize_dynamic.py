@@ -50,8 +50,10 @@ class QuantizeDynamic(Pass):
 
     def run(self, g: Graph) -> dict:
         float_graph = g.clone()  # for CompiledModel.compare
+        floats = self.config.float_layers(g, [n for n in g.nodes if n.op in ("linear", "matmul", "take")
+                                              and weight_input(g, n) is not None])
         layers = [n for n in g.nodes if n.op in ("linear", "matmul") and weight_input(g, n) is not None
-                  and not self.config.keeps_float(n.op, n.outputs[0].name, n.source)]
+                  and n not in floats]
         qdq: dict[Value, Value] = {}
         for n in layers:
             x = n.inputs[0]
@@ -62,8 +64,8 @@ class QuantizeDynamic(Pass):
             w = g.const(n.inputs[weight_input(g, n)])
             return weight_levels(n, w.shape, self.target, "u8", self.config.reduce_range)
 
-        weights = QuantizeWeights(QuantConfig(mode="int8-weight", weights=self.config.weights,
-                                              keep_float=self.config.keep_float), levels=levels)
+        weights = QuantizeWeights(QuantConfig(mode="int8-weight", weights=self.config.weights), levels=levels,
+                                  kept_float=frozenset(n.outputs[0].name for n in floats))
         stats = weights.run(g)
         self.float_graph, self.quant_graph = float_graph, weights.quant_graph
         return {"dynamic_activations": len(qdq), **stats,

@@ -128,10 +128,13 @@ class QuantizeStatic(Pass):
             raise QuantizationError("static int8 needs calibration_data: a few real input batches (e.g. 64 images)")
         layers, kept = [], []
         dots = self.target is not None and bool(self.target.int8_dots())
+        floats = self.config.float_layers(g, [n for n in g.nodes if n.op in QUANTIZED_OPS + ("take",)
+                                              and weight_input(g, n) is not None])
+        self._float_tables = frozenset(n.outputs[0].name for n in floats if n.op == "take")
         for n in g.nodes:
             if n.op not in QUANTIZED_OPS or weight_input(g, n) is None:
                 continue
-            if self.config.keeps_float(n.op, n.outputs[0].name, n.source):
+            if n in floats:
                 kept.append(f"{n.outputs[0].name} ({n.op}: QuantConfig.keep_float)")
             elif too_narrow(n) and not (dots and self.config.int8_image_convs):
                 why = "no int8 dot product on the target" if self.config.int8_image_convs else "int8_image_convs=False"
@@ -234,7 +237,8 @@ class QuantizeStatic(Pass):
                         r.inputs = [dq if i is v else i for i in r.inputs]
         g.toposort()
         g.remove_dead_nodes()  # the float values every reader now takes as int8 (a concat, a pool)
-        tables = QuantizeWeights(replace(self.config, mode="int8-weight"), ops=("take",)).run(g)  # embeddings
+        tables = QuantizeWeights(replace(self.config, mode="int8-weight"), ops=("take",),  # embedding tables
+                                 kept_float=self._float_tables).run(g)
         g.remove_unused_constants()
         return {"per_channel_inputs": channel_scaled, "embedding_tables": tables["quantized"]}
 

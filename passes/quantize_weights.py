@@ -52,9 +52,12 @@ class QuantizeWeights(Pass):
     guarantees = ("weights_quantized",)
 
     def __init__(self, config: QuantConfig | None = None, ops: tuple[str, ...] = ("linear", "matmul", "take"),
-                 levels=None):
+                 levels=None, kept_float: frozenset[str] | None = None):
         self.config = config or QuantConfig(mode="int8-weight")
         self.ops = ops
+        #: the output names of the layers to keep float, where another pass runs this one on part of its layers and
+        #: has read ``keep_float`` against all of them; None: read it here (and warn about names matching no layer)
+        self.kept_float = kept_float
         #: layer -> per-channel int8's largest level (int8-dynamic on AVX2: 64 for the layers vpmaddubsw runs)
         self.levels = levels or (lambda n: 127)
 
@@ -62,11 +65,17 @@ class QuantizeWeights(Pass):
         self.float_graph = g.clone()  # for CompiledModel.compare
         done: dict[str, list[Value]] = {}  # a weight shared by several layers is encoded once
         quantized, kept = [], []
+        candidates = [n for n in g.nodes if n.op in self.ops and weight_input(g, n) is not None]
+        if self.kept_float is None:
+            floats = self.config.float_layers(g, candidates)
+        else:
+            floats = {n for n in candidates if n.outputs[0].name in self.kept_float}
+        self._eight_bits = self.config.int8_layers(g, candidates)
         for n in list(g.nodes):
             i = weight_input(g, n) if n.op in self.ops else None
             if i is None or g.const(n.inputs[i]).size < MIN_WEIGHT_ELEMENTS:
                 continue
-            if self.config.keeps_float(n.op, n.outputs[0].name, n.source):
+            if n in floats:
                 kept.append(f"{n.outputs[0].name} ({n.op}: QuantConfig.keep_float)")
                 continue
             w = n.inputs[i]
@@ -84,7 +93,7 @@ class QuantizeWeights(Pass):
         return {"quantized": len(quantized), "kept_float": kept, "bits": self.config.weight_bits}
 
     def _bits(self, n: Node) -> int:
-        return 8 if self.config.keeps_int8(n.op, n.outputs[0].name, n.source) else self.config.weight_bits
+        return 8 if n in self._eight_bits else self.config.weight_bits
 
     def _encode(self, g: Graph, n: Node, w: Value) -> list:
         arr = g.const(w)

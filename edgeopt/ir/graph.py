@@ -162,9 +162,9 @@ class Graph:
         return out
 
     def layer_name(self, n: Node) -> str:
-        """The model's name of layer ``n`` (a conv / linear): its weight's parameter name without ``.weight``
-        (``encoder.layer.0.intermediate.dense``), else the weight's constant name."""
-        w = n.inputs[1].name if len(n.inputs) > 1 else n.outputs[0].name
+        """The model's name of layer ``n`` (a conv / linear / matmul, or an embedding's ``take``): its weight's
+        parameter name without ``.weight`` (``encoder.layer.0.intermediate.dense``), else the weight's constant name."""
+        w = n.inputs[0].name if n.op == "take" else n.inputs[1].name if len(n.inputs) > 1 else n.outputs[0].name
         return self.param_names.get(w, w).removesuffix(".weight")
 
     def weight_bytes(self) -> int:

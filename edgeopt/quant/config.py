@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field, replace
 
 from ..errors import EdgeoptError
@@ -39,8 +40,9 @@ class QuantConfig:
                   "mse" (the clip that minimises the mean squared quantization error)
     percentile    for the "percentile" calibrator
     group_size    int4 (and "per-group" int8): weights share one scale and minimum per ``group_size`` inputs
-    keep_float    layers left in float: op names (e.g. "matmul"), or IR value names / source-line fragments
-                  of the layers (``compiled.compare`` lists them)
+    keep_float    layers left in float: module names (e.g. "classifier", or "features" for every layer in it), op
+                  names (e.g. "matmul"), IR value names or source-line fragments of the layers (``compiled.compare``
+                  lists them); a name that matches no layer gets a warning
     keep_int8     int4-weight: layers quantized to per-group int8 instead, named as for ``keep_float`` (a language
                   model's output projection and embedding, as llama.cpp's 4-bit formats keep them at 8 bits)
     integer_kernels  static int8 layers run as integer kernels (u8 x i8 summed in i32, ``fold_quantized``); False
@@ -136,8 +138,9 @@ class QuantConfig:
             raise QuantizationError(f"QuantConfig.percentile must be in (50, 100], got {self.percentile}")
         if self.group_size < 2 or self.group_size % 2:
             raise QuantizationError(f"QuantConfig.group_size must be an even number >= 2, got {self.group_size}")
-        object.__setattr__(self, "keep_float", tuple(self.keep_float))
-        object.__setattr__(self, "keep_int8", tuple(self.keep_int8))
+        for name in ("keep_float", "keep_int8"):  # one name given as a string is one name, not its letters
+            names = getattr(self, name)
+            object.__setattr__(self, name, (names,) if isinstance(names, str) else tuple(names))
         if isinstance(self.metric, str) and self.metric not in ("top1", "cosine"):
             raise QuantizationError(f"QuantConfig.metric must be 'top1', 'cosine' or a function, got {self.metric!r}")
         if self.max_drop is not None and not 0 <= self.max_drop < 1:
@@ -155,11 +158,14 @@ class QuantConfig:
     def weight_bits(self) -> int:
         return 4 if self.mode == "int4-weight" else 8
 
-    def keeps_float(self, op: str, value_name: str, source: str | None) -> bool:
-        return _named(self.keep_float, op, value_name, source)
+    def float_layers(self, g, layers, warn: bool = True) -> set:
+        """The nodes of ``layers`` (those of graph ``g`` the pass could quantize) that ``keep_float`` names
+        (``named_layers``); warns about names that match none of them."""
+        return named_layers("keep_float", self.keep_float, g, layers, warn)
 
-    def keeps_int8(self, op: str, value_name: str, source: str | None) -> bool:
-        return self.mode == "int4-weight" and _named(self.keep_int8, op, value_name, source)
+    def int8_layers(self, g, layers, warn: bool = True) -> set:
+        """int4-weight: the nodes of ``layers`` that ``keep_int8`` names (``named_layers``)."""
+        return named_layers("keep_int8", self.keep_int8, g, layers, warn) if self.mode == "int4-weight" else set()
 
     def describe(self) -> dict:
         out = {"mode": self.mode, "weights": self.weights}
@@ -182,8 +188,29 @@ class QuantConfig:
         return out
 
 
-def _named(names, op: str, value_name: str, source: str | None) -> bool:
-    return any(k == op or k == value_name or (source and k in source) for k in names)
+def named_layers(option: str, names, g, layers, warn: bool = True) -> set:
+    """The nodes of ``layers`` (of graph ``g``) that ``names`` (the entries of QuantConfig option ``option``) name.
+    Each name is read as the most specific kind that names any of the layers: an op ("linear": every linear layer),
+    an IR value name, a module name or a module the layers are in (``g.layer_name``: "features" names "features.0"),
+    else a fragment of a layer's source line. So "head" names the module ``head``, not every layer whose source
+    line mentions it. With ``warn``, names that match no layer get a warning that lists the module names."""
+    kinds = (lambda k, n: n.op == k, lambda k, n: n.outputs[0].name == k,
+             lambda k, n: g.layer_name(n) == k or g.layer_name(n).startswith(k + "."),
+             lambda k, n: bool(n.source and k in n.source))
+    out, unmatched = set(), []
+    for name in names:
+        hit = next((found for match in kinds if (found := {n for n in layers if match(name, n)})), None)
+        if hit:
+            out |= hit
+        else:
+            unmatched.append(name)
+    if unmatched and warn:
+        known = sorted({g.layer_name(n) for n in layers})
+        warnings.warn(f"QuantConfig.{option} names no layer of this model: {unmatched}. Name a layer by its module "
+                      f"name (this model's: {known[:6]}{'...' if len(known) > 6 else ''}; a module names the layers "
+                      f"in it), its op (\"conv2d\", \"linear\", \"matmul\"), its IR value name or a fragment of its "
+                      f"source line (compiled.compare() lists them)", stacklevel=3)
+    return out
 
 
 def as_config(quantize) -> QuantConfig | None:

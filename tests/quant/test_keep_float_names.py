@@ -1,0 +1,89 @@
+"""How ``QuantConfig.keep_float`` / ``keep_int8`` name layers (``edgeopt.quant.config.named_layers``): by op, IR value
+name, module name (a module names every layer in it) or else source-line fragment; a string is one name; and a name
+that matches no layer gets a warning that lists the model's module names, in every mode."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from edgeopt.frontend import from_torch
+from edgeopt.pipeline import get_pass
+from edgeopt.quant import QuantConfig
+
+
+class Net(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.emb = torch.nn.Embedding(50, 32)
+        self.features = torch.nn.Sequential(torch.nn.Linear(32, 64), torch.nn.ReLU(), torch.nn.Linear(64, 32))
+        self.head = torch.nn.Linear(32, 32)
+
+    def forward(self, ids):
+        return self.head(self.features(self.emb(ids)))
+
+
+def graph():
+    return from_torch(Net().eval(), (torch.zeros(1, 6, dtype=torch.long),))
+
+
+def run(mode: str, **kw) -> tuple[set, list[str]]:
+    """(names of the layers kept float, the warnings about names) after the mode's pass on Net's graph."""
+    g = graph()
+    cfg = QuantConfig(mode=mode, **kw)
+    if mode == "int8":
+        cal = [[np.random.default_rng(i).integers(0, 50, (1, 6))] for i in range(4)]
+        p = get_pass("quantize_static").__class__(cfg, cal)
+    else:
+        p = get_pass("quantize_dynamic" if mode == "int8-dynamic" else "quantize_weights").__class__(cfg)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        stats = p.run(g)
+    names = {n.outputs[0].name: g.layer_name(n) for n in g.nodes if n.op in ("linear", "take")}
+    kept = {names.get(k.split(" ")[0], k.split(" ")[0]) for k in stats["kept_float"] if "keep_float" in k}
+    return kept, [str(w.message) for w in seen if "names no layer" in str(w.message)]
+
+
+@pytest.mark.parametrize("mode", ["int8", "int8-dynamic", "int8-weight"])
+def test_a_module_names_the_layers_in_it(mode):
+    kept, warned = run(mode, keep_float=["features"])
+    assert kept == {"features.0", "features.2"} and not warned
+    kept, warned = run(mode, keep_float="head")  # a string is one name, not its letters
+    assert kept == {"head"} and not warned
+    kept, _ = run(mode, keep_float=["features.2", "linear"])  # a module, and an op: every linear layer
+    assert kept == {"features.0", "features.2", "head"}
+
+
+@pytest.mark.parametrize("mode", ["int8", "int8-dynamic", "int8-weight"])
+def test_a_name_that_matches_no_layer_is_reported(mode):
+    kept, warned = run(mode, keep_float=["head", "featurs.0", "features.1"])  # a typo, and a ReLU: no layer
+    assert kept == {"head"} and len(warned) == 1
+    assert "keep_float names no layer of this model: ['featurs.0', 'features.1']" in warned[0]
+    assert "'features.0'" in warned[0] and "'head'" in warned[0]  # the model's module names, to pick from
+
+
+def test_int4_keep_int8_names_are_checked_too():
+    _, warned = run("int4-weight", keep_int8=["hed"])
+    assert len(warned) == 1 and "QuantConfig.keep_int8 names no layer" in warned[0]
+    g = graph()
+    stats = get_pass("quantize_weights").__class__(QuantConfig(mode="int4-weight", keep_int8=["head", "emb"])).run(g)
+    eight = [n for n in g.nodes if n.op == "dequantize" and n.attrs.get("bits") != 4]
+    assert stats["quantized"] == 4 and len(eight) == 2  # the head and the embedding table at 8 bits
+
+
+@pytest.mark.parametrize("mode", ["int8", "int8-dynamic", "int8-weight"])
+def test_an_embedding_table_kept_float_by_its_module_name(mode):
+    g = graph()
+    cfg = QuantConfig(mode=mode, keep_float=["emb"])
+    if mode == "int8":
+        cal = [[np.random.default_rng(i).integers(0, 50, (1, 6))] for i in range(4)]
+        get_pass("quantize_static").__class__(cfg, cal).run(g)
+    else:
+        get_pass("quantize_dynamic" if mode == "int8-dynamic" else "quantize_weights").__class__(cfg).run(g)
+    take = next(n for n in g.nodes if n.op == "take")
+    assert g.is_const(take.inputs[0]) and g.const(take.inputs[0]).dtype == np.float32  # the float table itself
+    assert sum(n.op == "dequantize" and g.is_const(n.inputs[0]) and g.const(n.inputs[0]).dtype == np.int8
+               for n in g.nodes) == 3  # the three linear layers' weights are int8
