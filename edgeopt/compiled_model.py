@@ -96,8 +96,10 @@ class CompiledModel:
 
     def compare(self, model=None, data=None) -> list[dict]:
         """Per-layer error of this quantized model against its float original, worst (lowest SQNR) first: for each
-        conv / linear / matmul output its SQNR (dB), cosine and the SQNR the layer itself loses (``added_db``), on
-        ``data`` (input batches like ``example_inputs``; default: up to 8 calibration batches). Given the float
+        conv / linear / matmul output (``layer``: its IR value name; ``module``: its module's, as
+        ``QuantConfig.keep_float`` takes it) its SQNR (dB), cosine and the noise the layer itself adds
+        (``added_noise``), on ``data`` (input batches as ``calibration_data`` takes them; default: up to 8
+        calibration batches). Given the float
         torch ``model``, a last row ``"output"`` compares this artifact's outputs with PyTorch's on ``data``."""
         from .quant.compare import cosine, layer_errors, sqnr_db
         from .quant.setup import calibration_batches

@@ -184,6 +184,7 @@ class QuantizeStatic(Pass):
                                             self._float_outputs, self._apply)
         if budget_applied is not None:  # g is now the accuracy budget's graph, with layers kept float
             applied = budget_applied
+        kept += applied.pop("kept_tables")  # embedding tables named in keep_float
         kept += [f"{name} (accuracy budget)" for name in check.get("kept_for_budget", [])]
         self.quant_graph = g.clone()
         return {"quantized": len(names) - len(check.get("kept_for_budget", [])), "activations": len(acts),
@@ -192,7 +193,7 @@ class QuantizeStatic(Pass):
 
     def _apply(self, g: Graph, names: set) -> dict:
         """Quantize the layers of ``g`` whose outputs are ``names``; returns the report's counts of activations
-        given a scale per channel and of embedding tables quantized."""
+        given a scale per channel and of embedding tables quantized, and the tables kept float (``kept_tables``)."""
         layers = [n for n in g.nodes if n.op in QUANTIZED_OPS and n.outputs[0].name in names]
         readers = g.users()
         qdq = {}
@@ -240,7 +241,8 @@ class QuantizeStatic(Pass):
         tables = QuantizeWeights(replace(self.config, mode="int8-weight"), ops=("take",),  # embedding tables
                                  kept_float=self._float_tables).run(g)
         g.remove_unused_constants()
-        return {"per_channel_inputs": channel_scaled, "embedding_tables": tables["quantized"]}
+        return {"per_channel_inputs": channel_scaled, "embedding_tables": tables["quantized"],
+                "kept_tables": tables["kept_float"]}
 
     def _channel_scales(self, g: Graph, layers: list[Node], acts: list[Value]) -> dict[str, tuple]:
         """The activations that get a scale and zero point per channel (``QuantConfig.activation_scales``), by name:

@@ -38,11 +38,13 @@ def meet_budget(cfg: QuantConfig, float_graph: Graph, g: Graph, names: list[str]
            "score_float": round(best, 4), "score": round(score, 4)}
     if best - score <= (cfg.max_drop if budget else COLLAPSE_DROP):
         return out, None
-    ranking = [r["layer"] for r in sorted(layer_errors(float_graph, g, batches[:4]), key=lambda r: -r["added_noise"])]
+    rows = sorted(layer_errors(float_graph, g, batches[:4]), key=lambda r: -r["added_noise"])
+    ranking = [r["layer"] for r in rows]
     if not budget:
+        worst = list(dict.fromkeys(r["module"] for r in rows))[:5]
         warnings.warn(f"int8 quantization lost {best - score:.3f} of {out['metric']} on the calibration data; "
-                      f"the layers adding the most error: {', '.join(ranking[:5])} (keep them float with "
-                      f"QuantConfig(keep_float=[...]) or set QuantConfig(max_drop=...))", stacklevel=2)
+                      f"the layers adding the most error: {', '.join(worst)} (keep them float with "
+                      f"QuantConfig(keep_float={worst[:2]!r}) or set QuantConfig(max_drop=...))", stacklevel=2)
         return out, None
 
     def trial(k):

@@ -140,7 +140,10 @@ class QuantConfig:
             raise QuantizationError(f"QuantConfig.group_size must be an even number >= 2, got {self.group_size}")
         for name in ("keep_float", "keep_int8"):  # one name given as a string is one name, not its letters
             names = getattr(self, name)
-            object.__setattr__(self, name, (names,) if isinstance(names, str) else tuple(names))
+            names = (names,) if isinstance(names, str) else tuple(names)
+            if any(not isinstance(k, str) or not k for k in names):
+                raise QuantizationError(f"QuantConfig.{name} takes layer names (non-empty strings), got {names!r}")
+            object.__setattr__(self, name, names)
         if isinstance(self.metric, str) and self.metric not in ("top1", "cosine"):
             raise QuantizationError(f"QuantConfig.metric must be 'top1', 'cosine' or a function, got {self.metric!r}")
         if self.max_drop is not None and not 0 <= self.max_drop < 1:
@@ -161,11 +164,12 @@ class QuantConfig:
     def float_layers(self, g, layers, warn: bool = True) -> set:
         """The nodes of ``layers`` (those of graph ``g`` the pass could quantize) that ``keep_float`` names
         (``named_layers``); warns about names that match none of them."""
-        return named_layers("keep_float", self.keep_float, g, layers, warn)
+        return named_layers("keep_float", self.keep_float, g, layers, warn, self.mode)
 
     def int8_layers(self, g, layers, warn: bool = True) -> set:
         """int4-weight: the nodes of ``layers`` that ``keep_int8`` names (``named_layers``)."""
-        return named_layers("keep_int8", self.keep_int8, g, layers, warn) if self.mode == "int4-weight" else set()
+        return named_layers("keep_int8", self.keep_int8, g, layers, warn, self.mode) if self.mode == "int4-weight" \
+            else set()
 
     def describe(self) -> dict:
         out = {"mode": self.mode, "weights": self.weights}
@@ -188,12 +192,14 @@ class QuantConfig:
         return out
 
 
-def named_layers(option: str, names, g, layers, warn: bool = True) -> set:
-    """The nodes of ``layers`` (of graph ``g``) that ``names`` (the entries of QuantConfig option ``option``) name.
-    Each name is read as the most specific kind that names any of the layers: an op ("linear": every linear layer),
-    an IR value name, a module name or a module the layers are in (``g.layer_name``: "features" names "features.0"),
-    else a fragment of a layer's source line. So "head" names the module ``head``, not every layer whose source
-    line mentions it. With ``warn``, names that match no layer get a warning that lists the module names."""
+def named_layers(option: str, names, g, layers, warn: bool = True, mode: str = "") -> set:
+    """The nodes of ``layers`` (of graph ``g``: the layers a pass of quantize ``mode`` could quantize) that ``names``
+    (the entries of QuantConfig option ``option``) name. Each name is read as the first of these kinds, in this order,
+    that names any of the layers: an op ("linear": every linear layer), an IR value name, a module name or a module
+    the layers are in (``g.layer_name``: "features" names "features.0"), else a fragment of a layer's source line. So
+    "head" names the module ``head``, not every layer whose source line mentions it. With ``warn``, a name that
+    matches no layer gets a warning listing the module names, and an op name that is also one layer's IR value name
+    (the first linear layer's value is named "linear") a warning that it names every layer of the op."""
     kinds = (lambda k, n: n.op == k, lambda k, n: n.outputs[0].name == k,
              lambda k, n: g.layer_name(n) == k or g.layer_name(n).startswith(k + "."),
              lambda k, n: bool(n.source and k in n.source))
@@ -204,12 +210,19 @@ def named_layers(option: str, names, g, layers, warn: bool = True) -> set:
             out |= hit
         else:
             unmatched.append(name)
+        one = [n for n in layers if n.outputs[0].name == name]
+        if warn and hit and one and len(hit) > 1:
+            warnings.warn(f"QuantConfig.{option}: {name!r} is an op name, so it names every {name} layer ({len(hit)}); "
+                          f"to name only the layer whose IR value is {name!r}, use its module name "
+                          f"{g.layer_name(one[0])!r}", stacklevel=3)
     if unmatched and warn:
         known = sorted({g.layer_name(n) for n in layers})
-        warnings.warn(f"QuantConfig.{option} names no layer of this model: {unmatched}. Name a layer by its module "
-                      f"name (this model's: {known[:6]}{'...' if len(known) > 6 else ''}; a module names the layers "
-                      f"in it), its op (\"conv2d\", \"linear\", \"matmul\"), its IR value name or a fragment of its "
-                      f"source line (compiled.compare() lists them)", stacklevel=3)
+        ops = sorted({n.op for n in layers})
+        which = f"that quantize={mode!r} quantizes" if mode else "of this model"
+        warnings.warn(f"QuantConfig.{option} names no layer {which}: {unmatched}. Name a layer by its module name "
+                      f"(these layers': {known[:6]}{'...' if len(known) > 6 else ''}; a module names the layers in "
+                      f"it), its op ({', '.join(ops)}), its IR value name or a fragment of its source line "
+                      f"(compiled.compare() lists them)", stacklevel=3)
     return out
 
 

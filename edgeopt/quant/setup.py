@@ -74,13 +74,15 @@ def calibration_batches(data, graph) -> list[list[np.ndarray]]:
                                 "shaped like example_inputs, e.g. [images[i:i+1] for i in range(64)]")
     if not isinstance(data, Iterable):
         raise QuantizationError(f"calibration_data must be an iterable of input batches, got {type(data).__name__}")
+    if isinstance(data, Mapping):  # one batch by input name (a tokenizer's output for many sentences): split below
+        data = [data]
     out = []
     for i, batch in enumerate(data):
         if isinstance(batch, Mapping):  # by input name (a tokenizer's output); keys the model does not take unused
             names = [v.name for v in graph.inputs]
             missing = [k for k in names if k not in batch]
             if missing:
-                raise QuantizationError(f"calibration batch {i} has no {missing} (its keys: {sorted(batch)}); the "
+                raise QuantizationError(f"calibration batch {i} has no {missing} (its keys: {list(batch)}); the "
                                         f"model's inputs are {names}")
             items = [batch[k] for k in names]
         else:
@@ -102,26 +104,37 @@ def calibration_batches(data, graph) -> list[list[np.ndarray]]:
 
 def _traced_batches(i: int, arrays: list[np.ndarray], inputs) -> list[list[np.ndarray]]:
     """Calibration batch ``i`` (one array per graph input) as batches of the traced shapes: itself, one sample
-    given without the batch axis of a model traced on one, or ``k`` traced batches stacked along the first axis
+    given without the batch axis of a model traced on one, or ``k >= 1`` traced batches stacked along the first axis
     (every input alike)."""
-    def fits(a, v):
-        return a.dtype == v.type.np_dtype and a.shape == v.type.shape
-
-    if all(fits(a, v) for a, v in zip(arrays, inputs)):
+    if all(a.shape == v.type.shape and a.dtype == v.type.np_dtype for a, v in zip(arrays, inputs)):
         return [arrays]
+
+    def where(v):
+        return f"calibration batch {i}: input %{v.name}"
+
+    for a, v in zip(arrays, inputs):
+        if a.dtype != v.type.np_dtype:
+            raise QuantizationError(f"{where(v)} is {a.dtype}{list(a.shape)}, the model was traced with {v.type} "
+                                    f"(convert it: batches must match example_inputs)")
     shapes = [v.type.shape for v in inputs]
-    if all(a.dtype == v.type.np_dtype and len(s) >= 1 for a, v, s in zip(arrays, inputs, shapes)):
-        if all(s[0] == 1 and a.shape == s[1:] for a, s in zip(arrays, shapes)):  # one sample, no batch axis
-            return [[a[None] for a in arrays]]
-        counts = {a.shape[0] // s[0] if a.ndim == len(s) and a.shape[1:] == s[1:] and s[0] and a.shape[0] % s[0] == 0
-                  else None for a, s in zip(arrays, shapes)}
-        if len(counts) == 1 and None not in counts:
-            k = counts.pop()
-            return [[a[j * s[0]:(j + 1) * s[0]] for a, s in zip(arrays, shapes)] for j in range(k)]
-    a, v = next((a, v) for a, v in zip(arrays, inputs) if not fits(a, v))
-    raise QuantizationError(f"calibration batch {i}: input %{v.name} is {a.dtype}{list(a.shape)}, the model was "
-                            f"traced with {v.type} (batches must match example_inputs, or stack several of them "
-                            f"along the first axis)")
+    if all(s and s[0] == 1 and a.shape == s[1:] for a, s in zip(arrays, shapes)):  # one sample, no batch axis
+        return [[a[None] for a in arrays]]
+    counts = []
+    for a, v in zip(arrays, inputs):
+        s = v.type.shape
+        if not s:
+            raise QuantizationError(f"{where(v)} has no batch axis ({v.type}), so the other inputs cannot stack "
+                                    f"several batches: give one batch at a time, shaped like example_inputs")
+        if a.ndim != len(s) or a.shape[1:] != s[1:] or not s[0] or a.shape[0] % s[0]:
+            stack = f", or stack several of them along the first axis: {s[0]} x k rows" if s[0] else ""
+            raise QuantizationError(f"{where(v)} is {a.dtype}{list(a.shape)}, the model was traced with {v.type} "
+                                    f"(batches must match example_inputs{stack})")
+        counts.append(a.shape[0] // s[0])
+    if len(set(counts)) > 1 or counts[0] == 0:
+        held = ", ".join(f"%{v.name} {k}" for v, k in zip(inputs, counts))
+        raise QuantizationError(f"calibration batch {i} stacks a different number of traced batches in each input "
+                                f"({held}): every input must hold the same number, at least one")
+    return [[a[j * s[0]:(j + 1) * s[0]] for a, s in zip(arrays, shapes)] for j in range(counts[0])]
 
 
 def _numpy(a) -> np.ndarray:

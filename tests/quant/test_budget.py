@@ -23,9 +23,10 @@ def chain() -> Graph:
     g = Graph("chain")
     v = g.add_input("x", TensorType((ROWS, 16), "f32"))
     rng = np.random.default_rng(0)
-    for name in ERRORS:
+    for i, name in enumerate(ERRORS):
         w, _ = np.linalg.qr(rng.standard_normal((16, 16)))  # orthogonal: every layer carries the whole signal
         v = g.add("linear", [v, g.add_const(w.astype(np.float32), f"{name}_w")], {"weight_layout": "oi"}, name=name)
+        g.param_names[f"{name}_w"] = f"block{i}.fc.weight"  # its module: what the warning names
     g.set_outputs([v])
     return g
 
@@ -93,7 +94,9 @@ def test_collapse_without_a_budget_warns_naming_the_noisiest_layers():
     f, cal = chain(), batches()
     g = f.clone()
     noisy(g, set(ERRORS), scale=4.0)  # the outputs no longer resemble the float ones
-    with pytest.warns(UserWarning, match=r"lost .* of cosine .* the layers adding the most error: l4, l3, l2") as seen:
+    said = (r"lost .* of cosine .* the layers adding the most error: block4.fc, block3.fc, block2.fc, block1.fc, "
+            r"block0.fc \(keep them float with QuantConfig\(keep_float=\['block4.fc', 'block3.fc'\]\)")
+    with pytest.warns(UserWarning, match=said) as seen:
         report, applied = meet_budget(QuantConfig(metric="cosine"), f, g, list(ERRORS), cal,
                                       [interpret(f, b) for b in cal], noisy)
     assert applied is None and report["score_float"] - report["score"] > 0.25 and len(seen) == 1

@@ -53,7 +53,8 @@ def test_a_model_traced_on_two_takes_stacks_of_twos_only():
     assert [b[0].shape for b in got] == [(2, 4, 8, 8)] * 3
     for bad in ([images(5)], [images(1)], list(images(4))):  # 5 is no stack of twos; a lone sample is not a batch
         with pytest.raises(QuantizationError, match=r"calibration batch 0: input %\w+ is float32\[.*traced with "
-                                                    r"f32\[2,4,8,8\].*stack several of them along the first axis"):
+                                                    r"f32\[2,4,8,8\].*stack several of them along the first axis: "
+                                                    r"2 x k rows"):
             calibration_batches(bad, g)
 
 
@@ -62,8 +63,20 @@ def test_several_inputs_split_alike_or_not_at_all():
     ids, scale = np.arange(15).reshape(3, 5) % 20, np.ones((3, 5), np.float32)
     got = calibration_batches([(ids, scale)], g)
     assert len(got) == 3 and all(np.array_equal(b[0], ids[i:i + 1]) for i, b in enumerate(got))
-    with pytest.raises(QuantizationError, match=r"calibration batch 0: input %input_ids is int64\[3, 5\]"):
+    with pytest.raises(QuantizationError, match=r"stacks a different number of traced batches in each input "
+                                                r"\(%input_ids 3, %scale 2\)"):
         calibration_batches([(ids, scale[:2])], g)  # 3 samples of one input, 2 of the other
+    with pytest.raises(QuantizationError, match=r"input %scale is float64\[3, 5\].*convert it"):
+        calibration_batches([(ids, scale.astype(np.float64))], g)  # the input in the wrong dtype is named
+    with pytest.raises(QuantizationError, match="at least one"):
+        calibration_batches([(ids[:0], scale[:0])], g)  # no rows: no batch at all
+
+
+def test_a_tokenizer_output_for_many_samples_is_one_dict_split_by_rows():
+    g = two_inputs()
+    ids, scale = np.arange(20).reshape(4, 5) % 20, np.ones((4, 5), np.float32)
+    got = calibration_batches({"input_ids": ids, "scale": scale, "token_type_ids": ids}, g)
+    assert len(got) == 4 and all(np.array_equal(b[0], ids[i:i + 1]) for i, b in enumerate(got))
 
 
 def test_dict_batches_by_input_name():

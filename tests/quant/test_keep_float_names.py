@@ -61,7 +61,7 @@ def test_a_module_names_the_layers_in_it(mode):
 def test_a_name_that_matches_no_layer_is_reported(mode):
     kept, warned = run(mode, keep_float=["head", "featurs.0", "features.1"])  # a typo, and a ReLU: no layer
     assert kept == {"head"} and len(warned) == 1
-    assert "keep_float names no layer of this model: ['featurs.0', 'features.1']" in warned[0]
+    assert f"keep_float names no layer that quantize={mode!r} quantizes: ['featurs.0', 'features.1']" in warned[0]
     assert "'features.0'" in warned[0] and "'head'" in warned[0]  # the model's module names, to pick from
 
 
@@ -87,3 +87,31 @@ def test_an_embedding_table_kept_float_by_its_module_name(mode):
     assert g.is_const(take.inputs[0]) and g.const(take.inputs[0]).dtype == np.float32  # the float table itself
     assert sum(n.op == "dequantize" and g.is_const(n.inputs[0]) and g.const(n.inputs[0]).dtype == np.int8
                for n in g.nodes) == 3  # the three linear layers' weights are int8
+
+
+def test_an_op_name_that_is_also_a_value_name_names_the_op_and_says_so():
+    g = graph()
+    first = next(n for n in g.nodes if n.op == "linear")
+    assert first.outputs[0].name == "linear"  # the first linear layer's value takes the op's name
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        stats = get_pass("quantize_weights").__class__(QuantConfig(mode="int8-weight", keep_float=["linear"])).run(g)
+    assert len([k for k in stats["kept_float"] if "keep_float" in k]) == 3  # every linear layer
+    said = [str(w.message) for w in seen if "is an op name" in str(w.message)]
+    assert len(said) == 1 and "use its module name 'features.0'" in said[0]
+
+
+def test_empty_or_non_string_names_are_refused():
+    from edgeopt.quant import QuantizationError
+
+    for bad in ([""], ["fc", 3], [None]):
+        with pytest.raises(QuantizationError, match="takes layer names"):
+            QuantConfig(keep_float=bad)
+
+
+def test_static_reports_an_embedding_table_kept_float():
+    g = graph()
+    cal = [[np.random.default_rng(i).integers(0, 50, (1, 6))] for i in range(4)]
+    stats = get_pass("quantize_static").__class__(QuantConfig(keep_float=["emb"]), cal).run(g)
+    take = next(n for n in g.nodes if n.op == "take")
+    assert any(k.startswith(f"{take.outputs[0].name} (take: QuantConfig.keep_float)") for k in stats["kept_float"])
