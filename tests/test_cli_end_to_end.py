@@ -153,7 +153,10 @@ def test_quantized_compile_and_compare_name_the_lossy_layers(workdir):
     assert len(c["layers"]) > 10 and max(row["sqnr_db"] for row in c["layers"]) < 80  # int8: every layer has error
     assert c["outputs"][0]["cosine"] > 0.9  # and the output is still close
     worst = min(c["layers"], key=lambda row: row["sqnr_db"])
-    assert f"{worst['value']} ({worst['op']})" in r.stdout.split("layers (")[1].splitlines()[2]  # listed first
+    op = f"{worst['op']}, {worst['module']}" if worst["module"] else worst["op"]
+    assert f"{worst['value']} ({op})" in r.stdout.split("layers (")[1].splitlines()[2]  # listed first
+    epilogues = [row for row in c["layers"] if row["op"] in ("clamp", "add")]  # conv kernels' outputs
+    assert epilogues and all(row["module"] for row in epilogues)  # their conv's module: what keep_float takes
 
 
 @pytest.mark.slow

@@ -122,10 +122,11 @@ def quantized_outputs(artifact: bytes, ir_text: str) -> dict[str, tuple[np.ndarr
 
 def layer_errors(float_graph, compiled, batches, quantized: dict | None = None) -> list[dict]:
     """Per kernel output the float graph also computes: SQNR, cosine and max error over ``batches``, in plan order
-    (``step``), with the op that makes it in the float graph. A quantized output (``quantized``: from
-    ``quantized_outputs``) is dequantized and compared with the float value it stands for (``name_q`` for ``name``)."""
+    (``step``), with the op that makes it in the float graph (and a layer's module name, as ``keep_float`` takes it).
+    A quantized output (``quantized``: from ``quantized_outputs``) is dequantized and compared with the float value
+    it stands for (``name_q`` for ``name``)."""
     from ..ir import interpret
-    from ..quant.compare import cosine, sqnr_db
+    from ..quant.compare import LAYER_OPS, cosine, sqnr_db
 
     quantized = quantized or {}
     float_values = {o.name: (n, o) for n in float_graph.nodes for o in n.outputs}
@@ -164,10 +165,28 @@ def layer_errors(float_graph, compiled, batches, quantized: dict | None = None) 
                 continue
         r, g = np.concatenate([x.reshape(-1) for x in ref]), np.concatenate([x.reshape(-1) for x in got])
         node = float_values[ref_of[n]][0]
-        rows.append({"value": n, "step": step_of[n], "op": node.op, "source": node.source,
+        module = _layer_module(float_graph, node, LAYER_OPS)
+        rows.append({"value": n, "step": step_of[n], "op": node.op, "module": module, "source": node.source,
                      "sqnr_db": round(sqnr_db(r, g), 2), "cosine": round(cosine(r, g), 6),
                      "max_abs": float(np.abs(r - g).max()) if r.size else 0.0})
     return rows
+
+
+def _layer_module(g, node, layer_ops, hops: int = 4) -> str | None:
+    """The module name (as ``keep_float`` takes it) of the layer whose kernel makes ``node``'s value: ``node`` itself,
+    or the conv / linear / matmul that the elementwise ops making it (its epilogue: bias, activation, residual add)
+    start from, found through their first inputs; None when there is none within ``hops``."""
+    from ..ir.registry import get_op
+
+    for _ in range(hops + 1):
+        if node is None:
+            return None
+        if node.op in layer_ops and len(node.inputs) > 1 and g.is_const(node.inputs[1]):
+            return g.layer_name(node)
+        if get_op(node.op).kind != "elementwise":
+            return None
+        node = node.inputs[0].producer
+    return None
 
 
 def _dequantized(q: np.ndarray, scale: np.ndarray, zero: np.ndarray) -> np.ndarray | None:
@@ -211,10 +230,11 @@ def _text(outputs: list[dict], layers: list[dict], args, samples: int) -> str:
         return "\n".join(lines)
     lossy = [r for r in sorted(layers, key=lambda r: r["step"]) if r["sqnr_db"] < args.threshold]
     lines.append(f"layers ({len(layers)} kernel outputs matched to the traced float graph; worst first):")
-    lines.append(f"  {'SQNR dB':>8} {'cosine':>9} {'max |err|':>10}  step  value (op)  source")
+    lines.append(f"  {'SQNR dB':>8} {'cosine':>9} {'max |err|':>10}  step  value (op, module)  source")
     for r in sorted(layers, key=lambda r: r["sqnr_db"])[:args.top]:
+        op = f"{r['op']}, {r['module']}" if r.get("module") else r["op"]  # the module: what keep_float takes
         lines.append(f"  {r['sqnr_db']:8.1f} {r['cosine']:9.6f} {r['max_abs']:10.3g}  {r['step']:4d}  {r['value']} "
-                     f"({r['op']})  {r['source'] or ''}")
+                     f"({op})  {r['source'] or ''}")
     if lossy:
         first = lossy[0]
         lines.append(f"the error starts at step {first['step']}: {first['value']} ({first['op']}), SQNR "
