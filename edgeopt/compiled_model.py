@@ -125,8 +125,8 @@ class CompiledModel:
                                   .reshape(-1) for r in ref])
             got = [self(*b) for b in batches]
             got = np.concatenate([np.asarray(g[0] if isinstance(g, tuple) else g).reshape(-1) for g in got])
-            rows.append({"layer": "output", "op": "model", "source": None, "sqnr_db": round(sqnr_db(ref, got), 2),
-                         "cosine": round(cosine(ref, got), 6)})
+            rows.append({"layer": "output", "module": None, "op": "model", "source": None,
+                         "sqnr_db": round(sqnr_db(ref, got), 2), "cosine": round(cosine(ref, got), 6)})
         return rows
 
     def save(self, path: str | os.PathLike) -> None:

@@ -175,9 +175,11 @@ def layer_errors(float_graph, compiled, batches, quantized: dict | None = None) 
 def _layer_module(g, node, layer_ops, hops: int = 4) -> str | None:
     """The module name (as ``keep_float`` takes it) of the layer whose kernel makes ``node``'s value: ``node`` itself,
     or the conv / linear / matmul that the elementwise ops making it (its epilogue: bias, activation, residual add)
-    start from, found through their first inputs; None when there is none within ``hops``."""
+    start from. Through an op of several inputs it follows the one made last (a residual add's branch, not its skip,
+    whichever the code wrote first); None when there is no layer within ``hops``."""
     from ..ir.registry import get_op
 
+    order = {n: i for i, n in enumerate(g.nodes)}
     for _ in range(hops + 1):
         if node is None:
             return None
@@ -185,7 +187,8 @@ def _layer_module(g, node, layer_ops, hops: int = 4) -> str | None:
             return g.layer_name(node)
         if get_op(node.op).kind != "elementwise":
             return None
-        node = node.inputs[0].producer
+        made = [v.producer for v in node.inputs if v.producer is not None]
+        node = max(made, key=order.__getitem__, default=None)
     return None
 
 
@@ -237,7 +240,8 @@ def _text(outputs: list[dict], layers: list[dict], args, samples: int) -> str:
                      f"({op})  {r['source'] or ''}")
     if lossy:
         first = lossy[0]
-        lines.append(f"the error starts at step {first['step']}: {first['value']} ({first['op']}), SQNR "
+        op = f"{first['op']}, {first['module']}" if first.get("module") else first["op"]
+        lines.append(f"the error starts at step {first['step']}: {first['value']} ({op}), SQNR "
                      f"{first['sqnr_db']:.1f} dB < {args.threshold:g}" + (f", at {first['source']}"
                                                                           if first["source"] else ""))
     else:

@@ -38,10 +38,12 @@ def meet_budget(cfg: QuantConfig, float_graph: Graph, g: Graph, names: list[str]
            "score_float": round(best, 4), "score": round(score, 4)}
     if best - score <= (cfg.max_drop if budget else COLLAPSE_DROP):
         return out, None
-    rows = sorted(layer_errors(float_graph, g, batches[:4]), key=lambda r: -r["added_noise"])
+    quantized = set(names)  # (a layer left float, or a product of two activations, reads noise but adds none)
+    rows = sorted((r for r in layer_errors(float_graph, g, batches[:4]) if r["layer"] in quantized),
+                  key=lambda r: -r["added_noise"])
     ranking = [r["layer"] for r in rows]
     if not budget:
-        worst = list(dict.fromkeys(r["module"] for r in rows))[:5]
+        worst = list(dict.fromkeys(r["module"] or r["layer"] for r in rows))[:5]
         warnings.warn(f"int8 quantization lost {best - score:.3f} of {out['metric']} on the calibration data; "
                       f"the layers adding the most error: {', '.join(worst)} (keep them float with "
                       f"QuantConfig(keep_float={worst[:2]!r}) or set QuantConfig(max_drop=...))", stacklevel=2)

@@ -54,9 +54,9 @@ def layer_values(g: Graph) -> list:
 
 def layer_errors(float_graph: Graph, quant_graph: Graph, batches: Sequence[Sequence[np.ndarray]]) -> list[dict]:
     """Every conv / linear / matmul output of ``float_graph`` that ``quant_graph`` still has (by value name; with its
-    module name, as ``QuantConfig.keep_float`` takes it): its SQNR and cosine over ``batches``, and the error the
-    layer adds itself (``added_noise``: the noise-to-signal power of its output minus that of the activation it
-    reads). Worst (lowest SQNR) first."""
+    module name, as ``QuantConfig.keep_float`` takes it, for a layer with a weight; else None): its SQNR and cosine
+    over ``batches``, and the error the layer adds itself (``added_noise``: the noise-to-signal power of its output
+    minus that of the activation it reads). Worst (lowest SQNR) first."""
     layers = {n.outputs[0].name: n for n in float_graph.nodes if n.op in LAYER_OPS}
     qvalues = {o.name: o for n in quant_graph.nodes for o in n.outputs}
     qvalues.update({v.name: v for v in quant_graph.inputs})
@@ -82,7 +82,8 @@ def layer_errors(float_graph: Graph, quant_graph: Graph, batches: Sequence[Seque
         s_in = stats(i)[0] if got_q.get(i) and got_f.get(i) else float("inf")
         n = layers[k]
         added = max(0.0, 10 ** (-s / 10) - 10 ** (-s_in / 10))  # noise power relative to the signal, 0 if none
-        out.append({"layer": k, "module": float_graph.layer_name(n), "op": n.op, "source": n.source,
+        module = float_graph.layer_name(n) if float_graph.is_const(n.inputs[1]) else None  # not attention scores
+        out.append({"layer": k, "module": module, "op": n.op, "source": n.source,
                     "sqnr_db": round(s, 2), "cosine": round(c, 6), "added_noise": float(f"{added:.3g}")})
     return sorted(out, key=lambda r: r["sqnr_db"])
 

@@ -195,13 +195,13 @@ class QuantConfig:
 def named_layers(option: str, names, g, layers, warn: bool = True, mode: str = "") -> set:
     """The nodes of ``layers`` (of graph ``g``: the layers a pass of quantize ``mode`` could quantize) that ``names``
     (the entries of QuantConfig option ``option``) name. Each name is read as the first of these kinds, in this order,
-    that names any of the layers: an op ("linear": every linear layer), an IR value name, a module name or a module
-    the layers are in (``g.layer_name``: "features" names "features.0"), else a fragment of a layer's source line. So
-    "head" names the module ``head``, not every layer whose source line mentions it. With ``warn``, a name that
-    matches no layer gets a warning listing the module names, and an op name that is also one layer's IR value name
-    (the first linear layer's value is named "linear") a warning that it names every layer of the op."""
-    kinds = (lambda k, n: n.op == k, lambda k, n: n.outputs[0].name == k,
-             lambda k, n: g.layer_name(n) == k or g.layer_name(n).startswith(k + "."),
+    that names any of the layers: a module name or a module the layers are in (``g.layer_name``: "features" names
+    "features.0"), an op ("linear": every linear layer), an IR value name, else a fragment of a layer's source line.
+    So "head" names the module ``head``, not every layer whose source line mentions it, and a module named ``linear``
+    is that module, not every linear layer. With ``warn``, names that match no layer get a warning listing the
+    module names."""
+    kinds = (lambda k, n: g.layer_name(n) == k or g.layer_name(n).startswith(k + "."),
+             lambda k, n: n.op == k, lambda k, n: n.outputs[0].name == k,
              lambda k, n: bool(n.source and k in n.source))
     out, unmatched = set(), []
     for name in names:
@@ -210,11 +210,6 @@ def named_layers(option: str, names, g, layers, warn: bool = True, mode: str = "
             out |= hit
         else:
             unmatched.append(name)
-        one = [n for n in layers if n.outputs[0].name == name]
-        if warn and hit and one and len(hit) > 1:
-            warnings.warn(f"QuantConfig.{option}: {name!r} is an op name, so it names every {name} layer ({len(hit)}); "
-                          f"to name only the layer whose IR value is {name!r}, use its module name "
-                          f"{g.layer_name(one[0])!r}", stacklevel=3)
     if unmatched and warn:
         known = sorted({g.layer_name(n) for n in layers})
         ops = sorted({n.op for n in layers})

@@ -68,7 +68,7 @@ def calibration_batches(data, graph) -> list[list[np.ndarray]]:
     A batch may also hold several of the traced batches stacked along the first axis (``calibration_data=[images]``
     with 64 images, for a model traced on one): it is split into batches of the traced size. For a model traced on
     one sample, a sample without its batch axis counts as one batch, so that iterating a stacked tensor works too
-    (``calibration_data=images``)."""
+    (``calibration_data=images``). One dict alone (a tokenizer's output for many sentences) is one batch."""
     if data is None:
         raise QuantizationError("quantize=\"int8\" (static) needs calibration_data: an iterable of input batches "
                                 "shaped like example_inputs, e.g. [images[i:i+1] for i in range(64)]")
@@ -105,42 +105,50 @@ def calibration_batches(data, graph) -> list[list[np.ndarray]]:
 def _traced_batches(i: int, arrays: list[np.ndarray], inputs) -> list[list[np.ndarray]]:
     """Calibration batch ``i`` (one array per graph input) as batches of the traced shapes: itself, one sample
     given without the batch axis of a model traced on one, or ``k >= 1`` traced batches stacked along the first axis
-    (every input alike)."""
+    (every input with a batch axis alike; an input of rank 0 is the same in each)."""
     if all(a.shape == v.type.shape and a.dtype == v.type.np_dtype for a, v in zip(arrays, inputs)):
         return [arrays]
 
-    def where(v):
-        return f"calibration batch {i}: input %{v.name}"
+    def mismatch(a, v, hint=""):
+        return QuantizationError(f"calibration batch {i}: input %{v.name} is {a.dtype}{list(a.shape)}, the model was "
+                                 f"traced with {v.type} ({hint or 'batches must match example_inputs'})")
 
     for a, v in zip(arrays, inputs):
         if a.dtype != v.type.np_dtype:
-            raise QuantizationError(f"{where(v)} is {a.dtype}{list(a.shape)}, the model was traced with {v.type} "
-                                    f"(convert it: batches must match example_inputs)")
-    shapes = [v.type.shape for v in inputs]
-    if all(s and s[0] == 1 and a.shape == s[1:] for a, s in zip(arrays, shapes)):  # one sample, no batch axis
-        return [[a[None] for a in arrays]]
+            raise mismatch(a, v, "convert it: batches must match example_inputs")
+        if not v.type.shape and a.shape:
+            raise mismatch(a, v)
+    batched = [(a, v.type.shape) for a, v in zip(arrays, inputs) if v.type.shape]
+    if all(s[0] == 1 and a.shape == s[1:] for a, s in batched):  # one sample, no batch axis
+        return [[a[None] if v.type.shape else a for a, v in zip(arrays, inputs)]]
     counts = []
     for a, v in zip(arrays, inputs):
         s = v.type.shape
         if not s:
-            raise QuantizationError(f"{where(v)} has no batch axis ({v.type}), so the other inputs cannot stack "
-                                    f"several batches: give one batch at a time, shaped like example_inputs")
+            continue
         if a.ndim != len(s) or a.shape[1:] != s[1:] or not s[0] or a.shape[0] % s[0]:
-            stack = f", or stack several of them along the first axis: {s[0]} x k rows" if s[0] else ""
-            raise QuantizationError(f"{where(v)} is {a.dtype}{list(a.shape)}, the model was traced with {v.type} "
-                                    f"(batches must match example_inputs{stack})")
-        counts.append(a.shape[0] // s[0])
-    if len(set(counts)) > 1 or counts[0] == 0:
-        held = ", ".join(f"%{v.name} {k}" for v, k in zip(inputs, counts))
+            stack = f"batches must match example_inputs, or stack several of them along the first axis: {s[0]} x k rows"
+            raise mismatch(a, v, stack if s[0] else "")
+        counts.append((v, a.shape[0] // s[0]))
+    if len({k for _, k in counts}) > 1:
+        held = ", ".join(f"%{v.name} {k}" for v, k in counts)
         raise QuantizationError(f"calibration batch {i} stacks a different number of traced batches in each input "
-                                f"({held}): every input must hold the same number, at least one")
-    return [[a[j * s[0]:(j + 1) * s[0]] for a, s in zip(arrays, shapes)] for j in range(counts[0])]
+                                f"({held}): every input must hold the same number")
+    k = counts[0][1]
+    if k == 0:
+        raise QuantizationError(f"calibration batch {i} holds no rows: it is empty")
+    return [[a[j * v.type.shape[0]:(j + 1) * v.type.shape[0]] if v.type.shape else a for a, v in zip(arrays, inputs)]
+            for j in range(k)]
 
 
 def _numpy(a) -> np.ndarray:
     if hasattr(a, "detach"):
         a = a.detach().cpu().numpy()
-    out = np.asarray(a)
+    try:
+        out = np.asarray(a)
+    except ValueError as e:  # a ragged list: token ids without padding
+        raise QuantizationError(f"a calibration batch holds a ragged {type(a).__name__} ({e}): pad it to the traced "
+                                "shape") from None
     if out.dtype.kind not in "biuf":
         raise QuantizationError(f"a calibration batch holds a {type(a).__name__}, not a tensor or array of numbers: "
                                 "a batch is one tensor / array per model input (a tuple of them, or a dict by input "

@@ -100,3 +100,13 @@ def test_collapse_without_a_budget_warns_naming_the_noisiest_layers():
         report, applied = meet_budget(QuantConfig(metric="cosine"), f, g, list(ERRORS), cal,
                                       [interpret(f, b) for b in cal], noisy)
     assert applied is None and report["score_float"] - report["score"] > 0.25 and len(seen) == 1
+
+
+def test_layers_left_float_are_not_ranked():
+    f, cal = chain(), batches()
+    g = f.clone()
+    quantized = set(ERRORS) - {"l4"}  # the noisiest layer stays float: it reads noise, adds none of its own
+    noisy(g, quantized, scale=20.0)
+    with pytest.warns(UserWarning, match=r"the layers adding the most error: block3.fc, block2.fc") as seen:
+        meet_budget(QuantConfig(metric="cosine"), f, g, sorted(quantized), cal, [interpret(f, b) for b in cal], noisy)
+    assert "block4.fc" not in str(seen[0].message)

@@ -68,8 +68,26 @@ def test_several_inputs_split_alike_or_not_at_all():
         calibration_batches([(ids, scale[:2])], g)  # 3 samples of one input, 2 of the other
     with pytest.raises(QuantizationError, match=r"input %scale is float64\[3, 5\].*convert it"):
         calibration_batches([(ids, scale.astype(np.float64))], g)  # the input in the wrong dtype is named
-    with pytest.raises(QuantizationError, match="at least one"):
+    with pytest.raises(QuantizationError, match="holds no rows"):
         calibration_batches([(ids[:0], scale[:0])], g)  # no rows: no batch at all
+
+
+class WithAScalar(torch.nn.Module):
+    def forward(self, x, t):
+        return x * t
+
+
+def test_a_rank_0_input_is_the_same_in_every_split_batch():
+    g = from_torch(WithAScalar().eval(), (torch.zeros(1, 3), torch.tensor(2.0)))
+    x, t = np.arange(12, dtype=np.float32).reshape(4, 3), np.float32(0.5)
+    got = calibration_batches([(x, t)], g)
+    assert len(got) == 4 and all(b[1] == t and np.array_equal(b[0], x[i:i + 1]) for i, b in enumerate(got))
+    got = calibration_batches([(x[0], t)], g)  # a sample without its batch axis, beside the scalar
+    assert len(got) == 1 and got[0][0].shape == (1, 3)
+    with pytest.raises(QuantizationError, match=r"input %t is float32\[3\]"):
+        calibration_batches([(x[:1], np.ones(3, np.float32))], g)  # the scalar given as a vector is named
+    with pytest.raises(QuantizationError, match=r"input %x is float32\[1, 5\]"):
+        calibration_batches([(np.ones((1, 5), np.float32), t)], g)  # and a wrong shape beside a right scalar
 
 
 def test_a_tokenizer_output_for_many_samples_is_one_dict_split_by_rows():

@@ -1,6 +1,7 @@
-"""How ``QuantConfig.keep_float`` / ``keep_int8`` name layers (``edgeopt.quant.config.named_layers``): by op, IR value
-name, module name (a module names every layer in it) or else source-line fragment; a string is one name; and a name
-that matches no layer gets a warning that lists the model's module names, in every mode."""
+"""How ``QuantConfig.keep_float`` / ``keep_int8`` name layers (``edgeopt.quant.config.named_layers``): by module name
+(a module names every layer in it), op, IR value name or else source-line fragment; a string is one name; a name that
+matches no layer gets a warning that lists the model's module names, in every mode; and ``edgeopt compare`` gives
+each kernel output its layer's module name."""
 
 from __future__ import annotations
 
@@ -89,16 +90,25 @@ def test_an_embedding_table_kept_float_by_its_module_name(mode):
                for n in g.nodes) == 3  # the three linear layers' weights are int8
 
 
-def test_an_op_name_that_is_also_a_value_name_names_the_op_and_says_so():
-    g = graph()
-    first = next(n for n in g.nodes if n.op == "linear")
-    assert first.outputs[0].name == "linear"  # the first linear layer's value takes the op's name
+class WithALinearModule(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.linear, self.out = torch.nn.Linear(64, 64), torch.nn.Linear(64, 64)
+
+    def forward(self, x):
+        return self.out(self.linear(x))
+
+
+def test_a_module_named_like_an_op_is_that_module_else_the_op_names_every_layer():
+    g = from_torch(WithALinearModule().eval(), (torch.zeros(1, 64),))
+    stats = get_pass("quantize_weights").__class__(QuantConfig(mode="int8-weight", keep_float=["linear"])).run(g)
+    assert [k.split(" ")[0] for k in stats["kept_float"]] == ["linear"] and stats["quantized"] == 1  # self.linear
+    g = graph()  # no module named "linear": the op, every linear layer (its first layer's value is "linear" too)
+    assert next(n for n in g.nodes if n.op == "linear").outputs[0].name == "linear"
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
         stats = get_pass("quantize_weights").__class__(QuantConfig(mode="int8-weight", keep_float=["linear"])).run(g)
-    assert len([k for k in stats["kept_float"] if "keep_float" in k]) == 3  # every linear layer
-    said = [str(w.message) for w in seen if "is an op name" in str(w.message)]
-    assert len(said) == 1 and "use its module name 'features.0'" in said[0]
+    assert len([k for k in stats["kept_float"] if "keep_float" in k]) == 3 and not seen
 
 
 def test_empty_or_non_string_names_are_refused():
@@ -115,3 +125,29 @@ def test_static_reports_an_embedding_table_kept_float():
     stats = get_pass("quantize_static").__class__(QuantConfig(keep_float=["emb"]), cal).run(g)
     take = next(n for n in g.nodes if n.op == "take")
     assert any(k.startswith(f"{take.outputs[0].name} (take: QuantConfig.keep_float)") for k in stats["kept_float"])
+
+
+class SkipFirst(torch.nn.Module):
+    """Residual blocks written skip first (``x + self.conv(x)``, as torchvision's MobileNetV2 does)."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = torch.nn.Conv2d(4, 8, 1)
+        self.b1, self.b2 = torch.nn.Conv2d(8, 8, 1), torch.nn.Conv2d(8, 8, 1)
+
+    def forward(self, x):
+        x = self.stem(x)
+        x = x + self.b1(x)
+        return torch.relu(x + self.b2(x))
+
+
+def test_edgeopt_compare_names_the_layer_of_a_residual_add_whichever_operand_comes_first():
+    from edgeopt.commands.compare_cmd import _layer_module
+    from edgeopt.quant.compare import LAYER_OPS
+
+    g = from_torch(SkipFirst().eval(), (torch.zeros(1, 4, 4, 4),))
+    adds = [n for n in g.nodes if n.op == "add"]
+    relu = next(n for n in g.nodes if n.op == "relu")
+    assert [_layer_module(g, n, LAYER_OPS) for n in adds + [relu]] == ["b1", "b2", "b2"]
+    mean = g.add("mean", [relu.outputs[0]], {"axes": [2, 3], "keepdims": False})
+    assert _layer_module(g, mean.producer, LAYER_OPS) is None  # its own kernel: no layer's epilogue
