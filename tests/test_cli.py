@@ -80,3 +80,28 @@ def test_inspect_png_draws_the_arena(artifact, tmp_path, capsys):
     img = matplotlib.image.imread(png)
     assert img.shape[0] > 100 and img.shape[1] > 100
     assert len({tuple(p) for p in img.reshape(-1, img.shape[-1])[:: 97].round(2)}) > 5  # rectangles, not blank
+
+
+def test_compile_calibration_file_is_split_by_the_traced_batch(tmp_path, capsys):
+    """``--calibration``: one array per input, samples along the first axis, split into batches of the size the
+    model was traced with (2 here); a count that is no multiple of it is one clear error."""
+    import json
+
+    import numpy as np
+
+    (tmp_path / "two.py").write_text(
+        "import torch\n"
+        "def make():\n"
+        "    torch.manual_seed(0)\n"
+        "    m = torch.nn.Sequential(torch.nn.Conv2d(4, 8, 3), torch.nn.ReLU()).eval()\n"
+        "    return m, (torch.randn(2, 4, 8, 8),)\n")
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "six.npy", rng.standard_normal((6, 4, 8, 8)).astype(np.float32))
+    np.save(tmp_path / "five.npy", rng.standard_normal((5, 4, 8, 8)).astype(np.float32))
+    out, report = str(tmp_path / "m.edgeopt"), tmp_path / "r.json"
+    assert main(["compile", f"{tmp_path / 'two.py'}:make", "-o", out, "--quantize", "int8", "--calibration",
+                 str(tmp_path / "six.npy"), "--report", str(report), "--no-cache"]) == 0
+    assert json.loads(report.read_text())["pass_stats"]["quantize_static"]["calibration_batches"] == 3
+    assert main(["compile", f"{tmp_path / 'two.py'}:make", "-o", out, "--quantize", "int8", "--calibration",
+                 str(tmp_path / "five.npy"), "--no-cache"]) == 1
+    assert "traced with f32[2,4,8,8]" in capsys.readouterr().err

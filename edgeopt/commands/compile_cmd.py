@@ -30,8 +30,9 @@ def add_parser(sub) -> None:
     p.add_argument("--precision", choices=["fp32", "fp16"], help="cuda / vulkan: fp16 kernels")
     p.add_argument("--levels", help="x86-64: comma-separated CPU levels in one artifact (v3,v4)")
     p.add_argument("--quantize", choices=["int8", "int8-dynamic", "int8-weight", "int4-weight"])
-    p.add_argument("--calibration", metavar="FILE", help="static int8: a .npz with one array per input, samples along "
-                                                         "the first axis (or a .npy for one input)")
+    p.add_argument("--calibration", metavar="FILE", help="static int8: a .npz with one array per input (in input "
+                                                         "order), samples along the first axis (or a .npy for one "
+                                                         "input); split into batches of the traced batch size")
     p.add_argument("--opt-level", type=int, default=2, choices=[0, 1, 2])
     p.add_argument("--disable", action="append", default=[], metavar="PASS", help="leave a pass out (repeatable)")
     p.add_argument("--tuning-db", help="a tuning database written by edgeopt tune")
@@ -44,14 +45,20 @@ def add_parser(sub) -> None:
 
 def run(args) -> str:
     from .. import api
-    from .sources import load_arrays, load_batches, load_model
+    from .sources import SourceError, load_arrays, load_model
 
     t0 = time.perf_counter()
     model, example = load_model(args.model, load_arrays(args.input))
     options = {k: v for k, v in (("cpu", args.cpu), ("arch", args.arch), ("precision", args.precision)) if v}
     if args.levels:
         options["levels"] = [lv.strip() for lv in args.levels.split(",") if lv.strip()]
-    calibration = load_batches(args.calibration, len(example) if example else None) if args.calibration else None
+    calibration = None
+    if args.calibration:  # one stack of samples per input: compile splits it into batches of the traced size
+        arrays = load_arrays([args.calibration])
+        if example and len(arrays) != len(example):
+            raise SourceError(f"{args.calibration} holds {len(arrays)} array(s); the model takes {len(example)} "
+                              "input(s): one array per input, samples along the first axis")
+        calibration = [tuple(arrays)]
     kwargs = dict(opt_level=args.opt_level, disable=args.disable, tuning_db=args.tuning_db, quantize=args.quantize,
                   calibration_data=calibration, cache=not args.no_cache)
     if args.graphs:

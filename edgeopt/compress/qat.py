@@ -118,9 +118,11 @@ class QATModel(torch.nn.Module):
 def prepare_qat(model, example_inputs, calibration_data, target="host", reduce_range="auto",
                 **target_options) -> QATModel:
     """A copy of ``model`` ready for quantization-aware training (see the module docstring). ``calibration_data``:
-    batches of inputs (a tensor or a tuple of tensors) that set the initial input ranges; ``target`` (a name with
+    batches of inputs that set the initial input ranges, as ``edgeopt.compile`` takes them (a tensor, a tuple of
+    tensors or a dict by input name per batch, or several batches stacked); ``target`` (a name with
     ``target_options``, as for ``edgeopt.compile``, or an ``edgeopt.targets`` target) and ``reduce_range``: what each
     layer's weight levels are made for. (The target's toolchain need not be on the training machine.)"""
+    from ..quant.setup import calibration_batches
     from ..targets import get_target
 
     QuantConfig(reduce_range=reduce_range)  # its checks
@@ -142,9 +144,9 @@ def prepare_qat(model, example_inputs, calibration_data, target="host", reduce_r
         return hook
 
     handles = [m.register_forward_pre_hook(observe(name)) for name, m in targets.items()]
-    with torch.no_grad():
-        for batch in calibration_data:
-            model(*batch) if isinstance(batch, (tuple, list)) else model(batch)
+    with torch.no_grad():  # the batches as edgeopt.compile takes them (stacks, dicts by input name), checked
+        for batch in calibration_batches(calibration_data, graph):
+            model(*[torch.from_numpy(a) for a in batch])
     for h in handles:
         h.remove()
     for name, m in targets.items():

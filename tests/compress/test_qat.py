@@ -152,3 +152,16 @@ def test_qat_trains_on_the_levels_its_target_runs():
         want = qat(x[:8]).numpy()
     got = _run(compiled, x[:8])
     np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-3 * float(np.abs(want).max()))
+
+
+def test_qat_takes_calibration_data_as_compile_does():
+    """A stacked tensor (or a list holding it) sets the same initial ranges as its one-sample slices, and data
+    compile would refuse is refused here too, before any training."""
+    from edgeopt.quant import QuantizationError
+
+    model, x = _ResidualShared().eval(), torch.rand(8, 1, 8, 8)
+    ranges = [{k: m.input_range() for k, m in prepare_qat(model, (x[:1],), data).qat_layers().items()}
+              for data in ([x[i:i + 1] for i in range(8)], x, [x])]
+    assert ranges[0] and ranges[0] == ranges[1] == ranges[2]
+    with pytest.raises(QuantizationError, match=r"calibration batch 0: input %\w+ is float32\[1, 2, 8, 8\]"):
+        prepare_qat(model, (x[:1],), [torch.rand(1, 2, 8, 8)])
