@@ -42,7 +42,8 @@ class QuantConfig:
     group_size    int4 (and "per-group" int8): weights share one scale and minimum per ``group_size`` inputs
     keep_float    layers left in float: module names (e.g. "classifier", or "features" for every layer in it), op
                   names (e.g. "matmul"), IR value names or source-line fragments of the layers (``compiled.compare``
-                  lists them); a name that matches no layer gets a warning
+                  lists them), each read as the first of these kinds that names a layer (``named_layers``); a name
+                  that matches no layer gets a warning
     keep_int8     int4-weight: layers quantized to per-group int8 instead, named as for ``keep_float`` (a language
                   model's output projection and embedding, as llama.cpp's 4-bit formats keep them at 8 bits)
     integer_kernels  static int8 layers run as integer kernels (u8 x i8 summed in i32, ``fold_quantized``); False
