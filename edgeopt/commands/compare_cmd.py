@@ -126,9 +126,10 @@ def layer_errors(float_graph, compiled, batches, quantized: dict | None = None) 
     A quantized output (``quantized``: from ``quantized_outputs``) is dequantized and compared with the float value
     it stands for (``name_q`` for ``name``)."""
     from ..ir import interpret
-    from ..quant.compare import LAYER_OPS, cosine, sqnr_db
+    from ..quant.compare import cosine, sqnr_db
 
     quantized = quantized or {}
+    order = {n: i for i, n in enumerate(float_graph.nodes)}  # for _layer_module
     float_values = {o.name: (n, o) for n in float_graph.nodes for o in n.outputs}
     steps = compiled.plan["steps"]
     made = [a for s in steps for a in s["args"][len(s["args"]) - s["num_outputs"]:]]
@@ -165,25 +166,26 @@ def layer_errors(float_graph, compiled, batches, quantized: dict | None = None) 
                 continue
         r, g = np.concatenate([x.reshape(-1) for x in ref]), np.concatenate([x.reshape(-1) for x in got])
         node = float_values[ref_of[n]][0]
-        module = _layer_module(float_graph, node, LAYER_OPS)
+        module = _layer_module(float_graph, node, order)
         rows.append({"value": n, "step": step_of[n], "op": node.op, "module": module, "source": node.source,
                      "sqnr_db": round(sqnr_db(r, g), 2), "cosine": round(cosine(r, g), 6),
                      "max_abs": float(np.abs(r - g).max()) if r.size else 0.0})
     return rows
 
 
-def _layer_module(g, node, layer_ops, hops: int = 4) -> str | None:
+def _layer_module(g, node, order: dict, hops: int = 4) -> str | None:
     """The module name (as ``keep_float`` takes it) of the layer whose kernel makes ``node``'s value: ``node`` itself,
     or the conv / linear / matmul that the elementwise ops making it (its epilogue: bias, activation, residual add)
     start from. Through an op of several inputs it follows the one made last (a residual add's branch, not its skip,
-    whichever the code wrote first); None when there is no layer within ``hops``."""
+    whichever the code wrote first: ``order`` gives each node's place in ``g``); None when there is no layer within
+    ``hops``."""
     from ..ir.registry import get_op
+    from ..quant.compare import LAYER_OPS
 
-    order = {n: i for i, n in enumerate(g.nodes)}
     for _ in range(hops + 1):
         if node is None:
             return None
-        if node.op in layer_ops and len(node.inputs) > 1 and g.is_const(node.inputs[1]):
+        if node.op in LAYER_OPS and len(node.inputs) > 1 and g.is_const(node.inputs[1]):
             return g.layer_name(node)
         if get_op(node.op).kind != "elementwise":
             return None

@@ -45,7 +45,7 @@ def add_parser(sub) -> None:
 
 def run(args) -> str:
     from .. import api
-    from .sources import SourceError, load_arrays, load_model
+    from .sources import load_arrays, load_model, load_stacks
 
     t0 = time.perf_counter()
     model, example = load_model(args.model, load_arrays(args.input))
@@ -54,11 +54,7 @@ def run(args) -> str:
         options["levels"] = [lv.strip() for lv in args.levels.split(",") if lv.strip()]
     calibration = None
     if args.calibration:  # one stack of samples per input: compile splits it into batches of the traced size
-        arrays = load_arrays([args.calibration])
-        if example and len(arrays) != len(example):
-            raise SourceError(f"{args.calibration} holds {len(arrays)} array(s); the model takes {len(example)} "
-                              "input(s): one array per input, samples along the first axis")
-        calibration = [tuple(arrays)]
+        calibration = [tuple(load_stacks(args.calibration, len(example) if example else None))]
     kwargs = dict(opt_level=args.opt_level, disable=args.disable, tuning_db=args.tuning_db, quantize=args.quantize,
                   calibration_data=calibration, cache=not args.no_cache)
     if args.graphs:

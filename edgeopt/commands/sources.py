@@ -95,13 +95,19 @@ def load_arrays(paths: list[str] | None) -> list[np.ndarray]:
     return out
 
 
-def load_batches(path: str, num_inputs: int | None) -> list[list[np.ndarray]]:
-    """Batches from a .npz (one array per model input, samples along the first axis: sample i of every array is
-    batch i, kept with a batch axis of 1) or a .npy (a one-input model's samples)."""
+def load_stacks(path: str, num_inputs: int | None) -> list[np.ndarray]:
+    """A .npz's arrays (one per model input, in input order, samples along the first axis) or a .npy's (a one-input
+    model's samples), checked to be one per input."""
     arrays = load_arrays([path])
     if num_inputs is not None and len(arrays) != num_inputs:
         raise SourceError(f"{path} holds {len(arrays)} array(s); the model takes {num_inputs} input(s): one array "
                           "per input, samples along the first axis")
+    return arrays
+
+
+def load_batches(path: str, num_inputs: int | None) -> list[list[np.ndarray]]:
+    """Batches from ``load_stacks``' arrays: sample i of every array is batch i, kept with a batch axis of 1."""
+    arrays = load_stacks(path, num_inputs)
     n = {a.shape[0] for a in arrays}
     if len(n) != 1:
         raise SourceError(f"{path}: the arrays hold different numbers of samples {sorted(n)}")

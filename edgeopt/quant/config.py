@@ -162,15 +162,14 @@ class QuantConfig:
     def weight_bits(self) -> int:
         return 4 if self.mode == "int4-weight" else 8
 
-    def float_layers(self, g, layers, warn: bool = True) -> set:
+    def float_layers(self, g, layers) -> set:
         """The nodes of ``layers`` (those of graph ``g`` the pass could quantize) that ``keep_float`` names
         (``named_layers``); warns about names that match none of them."""
-        return named_layers("keep_float", self.keep_float, g, layers, warn, self.mode)
+        return named_layers("keep_float", self.keep_float, g, layers, self.mode)
 
-    def int8_layers(self, g, layers, warn: bool = True) -> set:
+    def int8_layers(self, g, layers) -> set:
         """int4-weight: the nodes of ``layers`` that ``keep_int8`` names (``named_layers``)."""
-        return named_layers("keep_int8", self.keep_int8, g, layers, warn, self.mode) if self.mode == "int4-weight" \
-            else set()
+        return named_layers("keep_int8", self.keep_int8, g, layers, self.mode) if self.mode == "int4-weight" else set()
 
     def describe(self) -> dict:
         out = {"mode": self.mode, "weights": self.weights}
@@ -193,15 +192,15 @@ class QuantConfig:
         return out
 
 
-def named_layers(option: str, names, g, layers, warn: bool = True, mode: str = "") -> set:
+def named_layers(option: str, names, g, layers, mode: str = "") -> set:
     """The nodes of ``layers`` (of graph ``g``: the layers a pass of quantize ``mode`` could quantize) that ``names``
     (the entries of QuantConfig option ``option``) name. Each name is read as the first of these kinds, in this order,
     that names any of the layers: a module name or a module the layers are in (``g.layer_name``: "features" names
     "features.0"), an op ("linear": every linear layer), an IR value name, else a fragment of a layer's source line.
     So "head" names the module ``head``, not every layer whose source line mentions it, and a module named ``linear``
-    is that module, not every linear layer. With ``warn``, names that match no layer get a warning listing the
-    module names."""
-    kinds = (lambda k, n: g.layer_name(n) == k or g.layer_name(n).startswith(k + "."),
+    is that module, not every linear layer. Names that match no layer get a warning listing the module names."""
+    modules = {n: g.layer_name(n) for n in layers}
+    kinds = (lambda k, n: modules[n] == k or modules[n].startswith(k + "."),
              lambda k, n: n.op == k, lambda k, n: n.outputs[0].name == k,
              lambda k, n: bool(n.source and k in n.source))
     out, unmatched = set(), []
@@ -211,8 +210,8 @@ def named_layers(option: str, names, g, layers, warn: bool = True, mode: str = "
             out |= hit
         else:
             unmatched.append(name)
-    if unmatched and warn:
-        known = sorted({g.layer_name(n) for n in layers})
+    if unmatched:
+        known = sorted(set(modules.values()))
         ops = sorted({n.op for n in layers})
         which = f"that quantize={mode!r} quantizes" if mode else "of this model"
         warnings.warn(f"QuantConfig.{option} names no layer {which}: {unmatched}. Name a layer by its module name "
