@@ -25,7 +25,8 @@ def add_parser(sub) -> None:
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("artifact")
     p.add_argument("model", help="file.py:factory, package.module:factory or a .pt2 (as for edgeopt compile)")
-    p.add_argument("--data", metavar="FILE", help="samples: .npz with one array per input, samples along the first "
+    p.add_argument("--data", metavar="FILE", help="samples: .npz with one array per input (by the inputs' names or "
+                                                  "in their order), samples along the first "
                                                   "axis (default: the example inputs)")
     p.add_argument("--input", action="append", metavar="FILE", help="example inputs, if the factory has none")
     p.add_argument("--top", type=int, default=12, help="layers to list (default 12)")
@@ -37,15 +38,19 @@ def run(args) -> str:
     import edgeopt
 
     from ..frontend import from_exported, trace
-    from .sources import SourceError, load_arrays, load_batches, load_model
+    from ..quant.setup import calibration_batches
+    from .sources import SourceError, load_model, load_named, load_stacks
 
     if args.model.endswith(".onnx"):
         raise SourceError("compare measures an artifact against its PyTorch model: give file.py:factory or a .pt2")
-    model, example = load_model(args.model, load_arrays(args.input))
-    batches = load_batches(args.data, len(example)) if args.data else [[x.numpy() for x in example]]
+    model, example = load_model(args.model, load_named(args.input))
     compiled = edgeopt.load(args.artifact)
     ep = trace(model, example)
     float_graph = from_exported(ep)
+    batches = [[x.numpy() for x in example]]
+    if args.data:  # one stack per input, split into batches of the traced size, checked as calibration data is
+        stacks = load_stacks(args.data, [v.name for v in float_graph.inputs])
+        batches = calibration_batches([tuple(stacks)], float_graph)
     outputs = output_errors(ep.module(), compiled, batches)
     with open(args.artifact, "rb") as f:
         scales = quantized_outputs(f.read(), compiled.ir)
@@ -224,8 +229,9 @@ def _to_layout(got: np.ndarray, shape: tuple) -> np.ndarray | None:
     return None
 
 
-def _text(outputs: list[dict], layers: list[dict], args, samples: int) -> str:
-    lines = [f"{args.artifact} vs {args.model} on {samples} sample(s)", "outputs (against PyTorch):"]
+def _text(outputs: list[dict], layers: list[dict], args, batches: int) -> str:
+    lines = [f"{args.artifact} vs {args.model} on {batches} batch(es) of the traced shapes",
+             "outputs (against PyTorch):"]
     for r in outputs:
         top1 = f", top-1 agreement {100 * r['top1_agreement']:.1f}%" if "top1_agreement" in r else ""
         lines.append(f"  {r['output']}: max |err| {r['max_abs']:.3g} ({r['rel']:.2g} of its scale), cosine "

@@ -22,7 +22,8 @@ def add_parser(sub) -> None:
                                  "model), a .pt2 file from torch.export.save, or a .onnx file")
     p.add_argument("-o", "--output", required=True, help="the artifact to write (e.g. model.edgeopt)")
     p.add_argument("--input", action="append", metavar="FILE",
-                   help="example input(s) (.npy, or .npz with one array per input), instead of the factory's")
+                   help="example input(s) (.npy, or .npz with one array per input, by the inputs' names or in "
+                        "their order), instead of the factory's")
     p.add_argument("--target", default="host", help="host (default), x86-64-v3, x86-64-v4, x86, x86-64, arm, cuda, "
                                                    "vulkan")
     p.add_argument("--cpu", help="the target CPU (arm: cortex-a72, cortex-a76...; x86: znver3...)")
@@ -30,9 +31,10 @@ def add_parser(sub) -> None:
     p.add_argument("--precision", choices=["fp32", "fp16"], help="cuda / vulkan: fp16 kernels")
     p.add_argument("--levels", help="x86-64: comma-separated CPU levels in one artifact (v3,v4)")
     p.add_argument("--quantize", choices=["int8", "int8-dynamic", "int8-weight", "int4-weight"])
-    p.add_argument("--calibration", metavar="FILE", help="static int8: a .npz with one array per input (in input "
-                                                         "order), samples along the first axis (or a .npy for one "
-                                                         "input); split into batches of the traced batch size")
+    p.add_argument("--calibration", metavar="FILE", help="static int8: a .npz with one array per input (by the "
+                                                         "inputs' names or in their order), samples along the first "
+                                                         "axis (or a .npy for one input); split into batches of the "
+                                                         "traced batch size")
     p.add_argument("--opt-level", type=int, default=2, choices=[0, 1, 2])
     p.add_argument("--disable", action="append", default=[], metavar="PASS", help="leave a pass out (repeatable)")
     p.add_argument("--tuning-db", help="a tuning database written by edgeopt tune")
@@ -45,16 +47,17 @@ def add_parser(sub) -> None:
 
 def run(args) -> str:
     from .. import api
-    from .sources import load_arrays, load_model, load_stacks
+    from .sources import input_names, load_model, load_named, load_stacks
 
     t0 = time.perf_counter()
-    model, example = load_model(args.model, load_arrays(args.input))
+    model, example = load_model(args.model, load_named(args.input))
     options = {k: v for k, v in (("cpu", args.cpu), ("arch", args.arch), ("precision", args.precision)) if v}
     if args.levels:
         options["levels"] = [lv.strip() for lv in args.levels.split(",") if lv.strip()]
     calibration = None
     if args.calibration:  # one stack of samples per input: compile splits it into batches of the traced size
-        calibration = [tuple(load_stacks(args.calibration, len(example) if example else None))]
+        names = input_names(model, len(example) if example else None)
+        calibration = [tuple(load_stacks(args.calibration, names))]
     kwargs = dict(opt_level=args.opt_level, disable=args.disable, tuning_db=args.tuning_db, quantize=args.quantize,
                   calibration_data=calibration, cache=not args.no_cache)
     if args.graphs:

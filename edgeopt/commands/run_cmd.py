@@ -26,7 +26,7 @@ def add_parsers(sub) -> None:
                        formatter_class=raw)
     r.add_argument("artifact")
     r.add_argument("--input", action="append", metavar="FILE", help="input arrays (.npy, or .npz: all its arrays), "
-                                                                   "in the model's input order")
+                                                                   "by the inputs' names or in their order")
     r.add_argument("--random", action="store_true", help="random inputs of the artifact's shapes instead")
     r.add_argument("-o", "--output-dir", default=".", help="where output_<i>.npy go (default: here)")
     r.add_argument("--key", action="append", help="a trusted public key: refuse the artifact unless signed by it")
@@ -45,10 +45,10 @@ def add_parsers(sub) -> None:
 
 
 def _inputs(model_io: list[dict], paths, random: bool) -> list[np.ndarray]:
-    from .sources import SourceError, load_arrays, random_inputs
+    from .sources import SourceError, load_named, match_inputs, random_inputs
 
     if paths:
-        return load_arrays(paths)
+        return match_inputs(load_named(paths), [io["name"] for io in model_io], "--input")
     if random:
         return random_inputs(model_io)
     wanted = ", ".join(f"{io['name']}: {io['dtype']}{list(io['shape'])}" for io in model_io)

@@ -3,8 +3,10 @@
 A model is ``file.py:factory`` (or ``package.module:factory``): ``factory()`` returns ``(model, example_inputs)``
 or just the model, whose example inputs then come from ``--input`` files; or a ``.pt2`` file written by
 ``torch.export.save`` (its example inputs are stored in it); or an ``.onnx`` file (input shapes from the file or
-from ``--input``). Arrays are ``.npy`` files (one array each) or ``.npz``
-files (their arrays in order).
+from ``--input``). Arrays are ``.npy`` files (one array each, named by the file's stem) or ``.npz`` files (their
+arrays, named by their keys). They are matched to the model's inputs by name where every input has one
+(``np.savez("x.npz", **tokenizer_output)``; arrays the model does not take, such as ``token_type_ids``, are left
+out), else in order (``np.savez("x.npz", ids, mask)``).
 """
 
 from __future__ import annotations
@@ -24,42 +26,92 @@ class SourceError(EdgeoptError):
     """A model or data file given on the command line cannot be used as it is."""
 
 
-def load_model(spec: str, inputs: list[np.ndarray] | None = None):
-    """(model or ExportedProgram, example inputs as a tuple of torch tensors) from ``spec``."""
+def load_model(spec: str, arrays: list[tuple[str, np.ndarray]] | None = None):
+    """(model or ExportedProgram or .onnx path, example inputs) from ``spec``; ``arrays`` (from ``load_named``), if
+    given, are the example inputs, matched to the model's inputs (torch tensors; numpy arrays for ONNX)."""
     import torch
 
+    if spec.endswith((".onnx", ".pt2")) and not os.path.isfile(spec):
+        raise SourceError(f"no such file: {spec}")
     if spec.endswith(".onnx"):  # compiled by the ONNX frontend: its inputs' shapes are in the file, or --input
-        if not os.path.isfile(spec):
-            raise SourceError(f"no such file: {spec}")
-        return spec, tuple(inputs) if inputs else None
+        return spec, tuple(match_inputs(arrays, input_names(spec), "--input")) if arrays else None
     if spec.endswith(".pt2"):
-        if not os.path.isfile(spec):
-            raise SourceError(f"no such file: {spec}")
-        ep = torch.export.load(spec)
-        if inputs:
-            return ep, tuple(torch.from_numpy(a) for a in inputs)
-        stored = getattr(ep, "example_inputs", None)
-        if not stored or not stored[0] or stored[1]:
+        model = torch.export.load(spec)
+        stored = getattr(model, "example_inputs", None)
+        example = tuple(stored[0]) if stored and stored[0] and not stored[1] else None
+        if example is None and not arrays:
             raise SourceError(f"{spec} holds no positional example inputs: give them with --input x.npy")
-        return ep, tuple(stored[0])
-    if ":" not in spec:
+    elif ":" not in spec:
         raise SourceError(f"a model is 'file.py:factory', 'package.module:factory' or a .pt2 file, not {spec!r}")
+    else:
+        model, example = _from_factory(spec)
+        if example is None and not arrays:
+            raise SourceError(f"{spec} returned a model without example inputs: return (model, inputs) from it, or "
+                              "give --input x.npy")
+    if arrays:
+        matched = match_inputs(arrays, input_names(model), "--input", required_inputs(model))
+        example = tuple(torch.from_numpy(a) for a in matched)
+    return model, example
+
+
+def _from_factory(spec: str):
+    """``file.py:factory``'s model (in eval mode) and example inputs as a tuple of tensors (None if it gave none)."""
+    import torch
+
     where, name = spec.rsplit(":", 1)
     factory = getattr(_module(where), name, None)
     if not callable(factory):
         raise SourceError(f"{where} has no function {name!r}")
     made = factory()
     model, example = made if isinstance(made, tuple) and len(made) == 2 else (made, None)
-    if inputs:
-        example = tuple(torch.from_numpy(a) for a in inputs)
-    if example is None:
-        raise SourceError(f"{spec} returned a model without example inputs: return (model, inputs) from it, or give "
-                          "--input x.npy")
-    if not isinstance(example, (tuple, list)):
-        example = (example,)
     if isinstance(model, torch.nn.Module):
         model.eval()
+    if example is None:
+        return model, None
+    if not isinstance(example, (tuple, list)):
+        example = (example,)
     return model, tuple(torch.from_numpy(x) if isinstance(x, np.ndarray) else x for x in example)
+
+
+def input_names(model, count: int | None = None) -> list[str] | None:
+    """The names of ``model``'s inputs as edgeopt's graph names them, the first ``count`` of them if given (None
+    where they cannot be told before tracing: ``*args``): a module's forward's positional parameters, an
+    ExportedProgram's user inputs, an ONNX file's graph inputs."""
+    import inspect
+
+    import torch
+
+    if isinstance(model, str):
+        from ..frontend.onnx_import import _ir_name, load_onnx
+
+        g = load_onnx(model).graph
+        weights = {i.name for i in g.initializer}
+        names = [_ir_name(i.name) or f"input{k}" for k, i in enumerate(x for x in g.input if x.name not in weights)]
+    elif isinstance(model, torch.export.ExportedProgram):
+        from torch.export.graph_signature import InputKind
+
+        names = [s.arg.name for s in model.graph_signature.input_specs if s.kind == InputKind.USER_INPUT]
+    elif isinstance(model, torch.nn.Module):
+        params = list(inspect.signature(model.forward).parameters.values())
+        if any(p.kind == p.VAR_POSITIONAL for p in params):
+            return None
+        names = [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    else:
+        return None
+    return names[:count] if count is not None else names
+
+
+def required_inputs(model) -> int | None:
+    """How many of a module's positional inputs have no default (the others may be left out of a call); None for
+    other models (every input is required)."""
+    import inspect
+
+    import torch
+
+    if not isinstance(model, torch.nn.Module):
+        return None
+    params = inspect.signature(model.forward).parameters.values()
+    return sum(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty for p in params)
 
 
 def _module(where: str):
@@ -81,37 +133,56 @@ def _module(where: str):
         raise SourceError(f"cannot import {where}: {e}") from None
 
 
-def load_arrays(paths: list[str] | None) -> list[np.ndarray]:
-    """The arrays in ``paths`` (.npy: one; .npz: all, in order), in order."""
+def load_named(paths: list[str] | None) -> list[tuple[str, np.ndarray]]:
+    """The arrays in ``paths``, in order, each with its name: a .npy's file stem, a .npz's keys (``arr_0``, ... when
+    saved without names)."""
     out = []
     for p in paths or []:
         if not os.path.isfile(p):
             raise SourceError(f"no such file: {p}")
         if p.endswith(".npz"):
             with np.load(p, allow_pickle=False) as z:
-                out += [z[k] for k in z.files]
+                out += [(k, z[k]) for k in z.files]
         else:
-            out.append(np.load(p, allow_pickle=False))
+            out.append((os.path.splitext(os.path.basename(p))[0], np.load(p, allow_pickle=False)))
     return out
 
 
-def load_stacks(path: str, num_inputs: int | None) -> list[np.ndarray]:
-    """A .npz's arrays (one per model input, in input order, samples along the first axis) or a .npy's (a one-input
-    model's samples), checked to be one per input."""
-    arrays = load_arrays([path])
-    if num_inputs is not None and len(arrays) != num_inputs:
-        raise SourceError(f"{path} holds {len(arrays)} array(s); the model takes {num_inputs} input(s): one array "
-                          "per input, samples along the first axis")
-    return arrays
+def match_inputs(arrays: list[tuple[str, np.ndarray]], names: list[str] | None, what: str,
+                 required: int | None = None) -> list[np.ndarray]:
+    """``arrays`` (``load_named``'s) as one per input, in the order of the inputs named ``names``, of which the first
+    ``required`` (default all) must be given and the rest may be left off the end (a forward's defaults).
+
+    By name when the inputs up to the last one named are all there and no array bears the name of an input left
+    off (the other arrays are not used: a tokenizer's ``token_type_ids`` for a model that does not take it). Else in
+    order, one array per input, where no array bears another input's name (that order would be wrong). ``names``
+    None (not known): in order."""
+    keys = [k for k, _ in arrays]
+    if names is None:
+        return [a for _, a in arrays]
+    need = len(names) if required is None else required
+    given = 0
+    while given < len(names) and keys.count(names[given]) == 1:
+        given += 1
+    if given >= max(need, 1) and not set(keys) & set(names[given:]):
+        by_name = dict(arrays)
+        return [by_name[n] for n in names[:given]]
+    if not need <= len(arrays) <= len(names):
+        count = str(len(names)) if need == len(names) else f"{need} to {len(names)}"
+        raise SourceError(f"{what}: {len(arrays)} array(s) ({', '.join(keys)}) for the model's {count} input(s) "
+                          f"({', '.join(names)}): give one array per input, named as the inputs or in their order")
+    misplaced = [f"{k!r} is input {names.index(k)}" for i, k in enumerate(keys) if k in names and names[i] != k]
+    if misplaced:
+        raise SourceError(f"{what}: arrays {', '.join(keys)} are matched in order to inputs "
+                          f"{', '.join(names[:len(keys)])}, but {'; '.join(misplaced)}: name every array as its "
+                          "input, or give them in the inputs' order")
+    return [a for _, a in arrays]
 
 
-def load_batches(path: str, num_inputs: int | None) -> list[list[np.ndarray]]:
-    """Batches from ``load_stacks``' arrays: sample i of every array is batch i, kept with a batch axis of 1."""
-    arrays = load_stacks(path, num_inputs)
-    n = {a.shape[0] for a in arrays}
-    if len(n) != 1:
-        raise SourceError(f"{path}: the arrays hold different numbers of samples {sorted(n)}")
-    return [[a[i:i + 1] for a in arrays] for i in range(n.pop())]
+def load_stacks(path: str, names: list[str] | None) -> list[np.ndarray]:
+    """A .npz's arrays (one per model input, samples along the first axis) or a .npy's (a one-input model's
+    samples), matched to the inputs named ``names`` (``match_inputs``)."""
+    return match_inputs(load_named([path]), names, path)
 
 
 def random_inputs(io: list[dict], seed: int = 0) -> list[np.ndarray]:

@@ -35,9 +35,9 @@ def add_parser(sub) -> None:
 def run(args) -> str:
     import edgeopt
 
-    from .sources import load_arrays, load_model
+    from .sources import load_model, load_named
 
-    model, example = load_model(args.model, load_arrays(args.input))
+    model, example = load_model(args.model, load_named(args.input))
     rpc = None
     if args.tracker:
         from .run_cmd import _host_port
