@@ -250,7 +250,8 @@ def resolve(passes: Iterable[str | Pass] | None, disable: Iterable[str], opt_lev
             out.append(pobj)
     unknown = disable - {p.name for p in out} - set(registered_passes())
     if unknown:
-        raise PassError(f"disable= names unknown pass(es) {sorted(unknown)}")
+        raise PassError(f"disable= names unknown pass(es) {sorted(unknown)}; registered passes: "
+                        f"{', '.join(registered_passes())}")
     return out
 
 

@@ -139,9 +139,6 @@ def test_unknown_pass_in_disable_raises():
         resolve(None, ["dead_code_elimination", "nope"], 2, "host")
 
 
-@pytest.mark.xfail(reason="resolve(disable=['nope']) says \"disable= names unknown pass(es) ['nope']\" "
-                          "but, unlike passes=, does not list the registered passes",
-                   raises=AssertionError, strict=True)
 def test_unknown_pass_in_disable_lists_known_passes():
     with pytest.raises(PassError) as e:
         resolve(None, ["nope"], 2, "host")

@@ -95,7 +95,10 @@ def _parse_lines(lines: list[str], constants: dict, first_lineno: int) -> Graph:
     env: dict[str, Value] = {}
     for state, name, ty in _PARAM.findall(m.group(2)):
         add = g.add_state if state else g.add_input
-        env[name] = _define(g, add(name, parse_type(ty)), name)
+        try:
+            env[name] = _define(g, add(name, parse_type(ty)), name)
+        except ValueError as e:
+            raise ParseError(f"line {first_lineno}: {e}") from None
     i = 1
     while i < len(lines) - 1:
         line, lineno = lines[i], first_lineno + i
@@ -117,8 +120,8 @@ def _parse_lines(lines: list[str], constants: dict, first_lineno: int) -> Graph:
                         raise ParseError("unterminated fused body")
                     node.body = _parse_lines(lines[i + 1:end + 1], constants, lineno + 1)
                     i = end
-        except ParseError as e:
-            if str(e).startswith("line "):
+        except (ValueError, TypeError, KeyError) as e:  # ParseError, and a type's or inline data's errors
+            if isinstance(e, ParseError) and str(e).startswith("line "):
                 raise
             raise ParseError(f"line {lineno}: {e}: {line!r}") from None
         i += 1
@@ -164,7 +167,10 @@ def _parse_const(g, env, line, constants):
     name, ty, inline = m.groups()
     t = parse_type(ty)
     if inline is not None:
-        arr = np.array(json.loads(inline), dtype=t.np_dtype).reshape(t.shape)
+        arr = np.array(json.loads(inline), dtype=t.np_dtype)
+        if arr.size != t.numel:
+            raise ParseError(f"constant %{name} has {arr.size} inline values, declared {t}")
+        arr = arr.reshape(t.shape)
     elif isinstance(constants, _Placeholders):
         arr = constants.placeholder(name, t)
     elif name in constants:
@@ -178,6 +184,7 @@ def _parse_const(g, env, line, constants):
         g.constants[v.name], g.const_values[v.name] = arr, v
     else:
         v = g.add_const(arr, name)
+    v.type = t  # a quantized constant keeps its scales (add_const types the array alone)
     env[name] = _define(g, v, name)
 
 

@@ -104,22 +104,37 @@ _TYPE_RE = re.compile(r"^(\w+)\[([\d,]*)\](\{.*\})?$")
 
 
 def parse_type(text: str) -> TensorType:
-    """Inverse of :meth:`TensorType.text`."""
+    """Inverse of :meth:`TensorType.text`; ``ValueError`` naming the text and what is wrong with it."""
     m = _TYPE_RE.match(text.strip())
     if not m:
         raise ValueError(f"cannot parse type {text!r}")
     dtype, dims, q = m.groups()
-    shape = tuple(int(d) for d in dims.split(",") if d)
-    quant = None
-    if q:
-        fields = dict(kv.split("=", 1) for kv in _split_top(q[1:-1]))
-        scale, zp = json.loads(fields["scale"]), json.loads(fields["zp"])
-        axis = int(fields["axis"]) if "axis" in fields else None
-        if axis is None:
-            quant = QuantParams((float(scale),), (int(zp),))
-        else:
-            quant = QuantParams(tuple(map(float, scale)), tuple(map(int, zp)), axis)
-    return TensorType(shape, dtype, quant)
+    try:
+        shape = tuple(int(d) for d in dims.split(",") if d)
+        return TensorType(shape, dtype, _parse_quant(q[1:-1]) if q else None)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"cannot parse type {text!r}: {e}") from None
+
+
+def _parse_quant(block: str) -> QuantParams:
+    """``scale=...,zp=...[,axis=N]`` (the text between the braces) as QuantParams."""
+    parts = _split_top(block)
+    if not all("=" in kv for kv in parts):
+        raise ValueError("a quantization block is key=value pairs")
+    fields = dict(kv.split("=", 1) for kv in parts)
+    missing = [k for k in ("scale", "zp") if k not in fields]
+    unknown = sorted(set(fields) - {"scale", "zp", "axis"})
+    if missing or unknown:
+        raise ValueError(f"a quantization block has scale, zp and (per axis) axis; missing {missing}, unknown "
+                         f"{unknown}")
+    scale, zp = json.loads(fields["scale"]), json.loads(fields["zp"])
+    if "axis" not in fields:
+        if isinstance(scale, list) or isinstance(zp, list):
+            raise ValueError("per-axis scales need axis=N")
+        return QuantParams((float(scale),), (int(zp),))
+    if not isinstance(scale, list) or not isinstance(zp, list):
+        raise ValueError("per-axis quantization lists its scales and zero points")
+    return QuantParams(tuple(map(float, scale)), tuple(map(int, zp)), int(fields["axis"]))
 
 
 def _split_top(s: str) -> list[str]:
