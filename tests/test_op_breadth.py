@@ -131,6 +131,13 @@ CASES = {
     # runtime checks (torch._check, F.one_hot's range asserts) are not compiled: the example inputs passed them
     "one_hot_with_checks": (lambda x, i: _checked(i) * x.sum(), [X, torch.tensor([0, 2, 5])]),
     "adaptive_avg_pool2d_unbatched": (lambda x: F.adaptive_avg_pool2d(x, 1), [X[0]]),
+    # resize: torch's nearest picks in float32 (26 -> 22: output 11 is x[12]), x2 sizes by shifting, and an axis
+    # that keeps its size under a scale factor is copied
+    "interpolate_nearest_size_f32_picks": (lambda x: F.interpolate(x, size=(3, 22)), [torch.randn(1, 2, 5, 26)]),
+    "interpolate_nearest_scale_2.2_doubles": (lambda x: F.interpolate(x, scale_factor=2.2), [torch.randn(1, 2, 4, 5)]),
+    "interpolate_bilinear_scale_keeps_width": (lambda x: F.interpolate(x, scale_factor=1.3, mode="bilinear"),
+                                               [torch.randn(1, 2, 4, 2)]),
+    "interpolate_nearest_scale_keeps_width": (lambda x: F.interpolate(x, scale_factor=1.3), [torch.randn(1, 2, 4, 2)]),
 }
 
 

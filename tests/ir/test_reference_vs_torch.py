@@ -248,10 +248,6 @@ def test_resize2d_by_scale_factor(rng, hw, scales, mode, align):
     check(got, ref, dtype=np.float32)
 
 
-@pytest.mark.xfail(reason="resize2d: when `scales` gives an output size equal to the input size "
-                          "(2 * 1.3 -> 2), torch copies that axis unchanged; the reference still samples "
-                          "with step 1/1.3",
-                   raises=AssertionError, strict=True)
 @pytest.mark.parametrize("mode", ["nearest", "bilinear"])
 def test_resize2d_scale_factor_keeping_the_size(mode):
     x = np.arange(8, dtype=np.float32).reshape(1, 1, 4, 2)
@@ -259,18 +255,12 @@ def test_resize2d_scale_factor_keeping_the_size(mode):
     check(got, ref)
 
 
-@pytest.mark.xfail(reason="resize2d nearest: when `scales` gives an output of exactly twice the input "
-                          "(4 * 2.2 -> 8), torch uses src = dst >> 1; the reference uses floor(dst / 2.2)",
-                   raises=AssertionError, strict=True)
 def test_resize2d_nearest_scale_factor_doubling_the_size():
     x = np.arange(4, dtype=np.float32).reshape(1, 1, 1, 4)
     got, ref = _resize_by_scales(x, (1.0, 2.2), "nearest", False)  # torch [0,0,1,1,2,2,3,3]
     check(got, ref)
 
 
-@pytest.mark.xfail(reason="resize2d nearest: torch computes floor(dst * (in/out)) in float32, the "
-                          "reference in float64, so source indices differ where dst * in / out is an integer",
-                   raises=AssertionError, strict=True)
 @pytest.mark.parametrize("n_in, n_out", [(26, 22), (30, 52)])
 def test_resize2d_nearest_index_rounding_like_torch(n_in, n_out):
     # 26 -> 22: output 11 is x[12] in torch, x[13] here; 30 -> 52: output 26 is x[15] in torch, x[14] here

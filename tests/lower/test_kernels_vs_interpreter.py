@@ -486,6 +486,16 @@ def resize_pad_cases() -> list[Case]:
         ("bilinear_to_1x1_ac", {"size": [1, 1], "mode": "bilinear", "align_corners": True}),
     ]
     cases = [Case(f"resize_{cid}", op1("resize2d", attrs=a), {"x": x}) for cid, a in rs]
+    cases += [  # torch's picks: float32 steps (26 -> 22, output 11 is x[12]), x2 by shifting, same size copied
+        Case("resize_nearest_f32_step", op1("resize2d", attrs={"size": [3, 22], "mode": "nearest"}),
+             {"x": f32((1, 2, 5, 26))}),
+        Case("resize_nearest_doubling_scales_2.2", op1("resize2d", attrs={"size": [8, 9], "mode": "nearest",
+                                                                          "scales": [2.2, 2.2]}),
+             {"x": f32((1, 1, 4, 4))}),
+        Case("resize_bilinear_same_width_scales_1.3", op1("resize2d", attrs={"size": [5, 2], "mode": "bilinear",
+                                                                             "scales": [1.3, 1.3]}),
+             {"x": f32((1, 2, 4, 2))}),
+    ]
     cases += [
         Case("pad_4d_pos", op1("pad", attrs={"pads": [0, 0, 1, 0, 2, 1, 0, 3]}), {"x": x}),
         Case("pad_4d_mixed_value", op1("pad", attrs={"pads": [0, 0, 0, 1, 2, -1, -3, 2], "value": 0.5}),

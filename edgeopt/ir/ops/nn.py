@@ -364,10 +364,34 @@ def _resize_infer(types, attrs):
 
 
 def resize_scale(in_size: int, out_size: int, scale_factor, align_corners: bool) -> float:
-    """Source-per-destination step, exactly as torch computes it."""
+    """Source-per-destination step, as torch computes it (in float64 here: round it to float32, as torch's float
+    kernels do, where the result picks pixels)."""
     if align_corners:
         return (in_size - 1) / (out_size - 1) if out_size > 1 else 0.0
     return 1.0 / scale_factor if scale_factor else in_size / out_size
+
+
+def nearest_rule(in_size: int, out_size: int, scale_factor) -> tuple[str, float]:
+    """How torch's nearest resize picks the source of output ``i`` along one axis: ``("copy", 1)`` (the same size:
+    ``i``), ``("half", 0.5)`` (twice the size: ``i >> 1``) or ``("step", s)``: ``min(floor(f32(i) * s), in_size - 1)``
+    with ``s`` and the product in float32 (a float64 step picks other pixels where ``i * s`` is near an integer:
+    26 -> 22 pixels, output 11)."""
+    if out_size == in_size:
+        return "copy", 1.0
+    if out_size == 2 * in_size:
+        return "half", 0.5
+    return "step", float(np.float32(resize_scale(in_size, out_size, scale_factor, False)))
+
+
+def nearest_source(in_size: int, out_size: int, scale_factor) -> np.ndarray:
+    """The source index of each output along one axis (``nearest_rule``), as int64."""
+    how, step = nearest_rule(in_size, out_size, scale_factor)
+    dst = np.arange(out_size, dtype=np.int64)
+    if how == "copy":
+        return dst
+    if how == "half":
+        return dst >> 1
+    return np.minimum(np.floor(dst.astype(np.float32) * np.float32(step)).astype(np.int64), in_size - 1)
 
 
 def _resize_ref(xs, a):
@@ -379,7 +403,9 @@ def _resize_ref(xs, a):
         st = resize_scale(n_in, n_out, scales[i], a["align_corners"])
         dst = np.arange(n_out, dtype=np.float64)
         if a["mode"] == "nearest":
-            idx.append(np.minimum(np.floor(dst * st).astype(np.int64), n_in - 1))
+            idx.append(nearest_source(n_in, n_out, scales[i]))
+        elif n_in == n_out:  # torch copies an axis that keeps its size, whatever the scale factor says
+            idx.append((np.arange(n_in), np.arange(n_in), np.zeros(n_in)))
         else:
             src = dst * st if a["align_corners"] else np.maximum((dst + 0.5) * st - 0.5, 0.0)
             i0 = np.minimum(np.floor(src).astype(np.int64), n_in - 1)

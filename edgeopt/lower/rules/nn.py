@@ -6,7 +6,7 @@ import tvm
 from tvm import te
 
 from ...ir.ops.layout import BLOCKED, data_layout, layout_block
-from ...ir.ops.nn import adaptive_bounds, conv_weight_block, conv_weight_group, resize_scale
+from ...ir.ops.nn import adaptive_bounds, conv_weight_block, conv_weight_group, nearest_rule, resize_scale
 from .. import nan_math
 from . import rule
 from ._te import const, narrow, tvm_dtype, widen
@@ -233,12 +233,18 @@ def resize2d(ins, attrs, out, op):
     scales = attrs["scales"] or [None, None]
     st = [resize_scale(n, o, sc, attrs["align_corners"]) for n, o, sc in zip((H, W), (OH, OW), scales)]
     if attrs["mode"] == "nearest":
-        def nearest(n, c, h, w):
-            hi = te.min(te.floor(h.astype("float64") * st[0]).astype("int32"), H - 1)
-            wi = te.min(te.floor(w.astype("float64") * st[1]).astype("int32"), W - 1)
-            return x[n, c, hi, wi]
+        rules = [nearest_rule(n, o, sc) for n, o, sc in zip((H, W), (OH, OW), scales)]
 
-        return te.compute(tuple(out.shape), nearest, name="resize_nearest")
+        def source(i, n_in, rule):  # torch's pick, in its float32 arithmetic (ir.ops.nn.nearest_rule)
+            how, step = rule
+            if how == "copy":
+                return i
+            if how == "half":
+                return tvm.tirx.floordiv(i, 2)  # i >> 1 (i >= 0)
+            return te.min(te.floor(i.astype("float32") * const(step, "float32")).astype("int32"), n_in - 1)
+
+        return te.compute(tuple(out.shape), lambda n, c, h, w: x[n, c, source(h, H, rules[0]), source(w, W, rules[1])],
+                          name="resize_nearest")
 
     def src(i, step):
         f = i.astype("float32")
@@ -247,16 +253,24 @@ def resize2d(ins, attrs, out, op):
         return te.max((f + const(0.5, "float32")) * const(step, "float32") - const(0.5, "float32"),
                       const(0.0, "float32"))
 
+    def taps(i, n_in, n_out, step):
+        """(i0, i1, weight of i1) along one axis; an axis that keeps its size is copied, as torch does."""
+        if n_in == n_out:
+            return i, None, None
+        s = src(i, step)
+        i0 = te.min(te.floor(s).astype("int32"), n_in - 1)
+        return i0, te.min(i0 + 1, n_in - 1), (s - i0.astype("float32")).astype(x.dtype)
+
+    def lerp(a, b, t):
+        return a if t is None else a * (const(1, x.dtype) - t) + b * t
+
     def bilinear(n, c, h, w):
-        sh, sw = src(h, st[0]), src(w, st[1])
-        h0 = te.min(te.floor(sh).astype("int32"), H - 1)
-        w0 = te.min(te.floor(sw).astype("int32"), W - 1)
-        h1, w1 = te.min(h0 + 1, H - 1), te.min(w0 + 1, W - 1)
-        lh, lw = (sh - h0.astype("float32")).astype(x.dtype), (sw - w0.astype("float32")).astype(x.dtype)
-        one = const(1, x.dtype)
-        top = x[n, c, h0, w0] * (one - lw) + x[n, c, h0, w1] * lw
-        bot = x[n, c, h1, w0] * (one - lw) + x[n, c, h1, w1] * lw
-        return top * (one - lh) + bot * lh
+        h0, h1, lh = taps(h, H, OH, st[0])
+        w0, w1, lw = taps(w, W, OW, st[1])
+        top = lerp(x[n, c, h0, w0], None if lw is None else x[n, c, h0, w1], lw)
+        if lh is None:
+            return top
+        return lerp(top, lerp(x[n, c, h1, w0], None if lw is None else x[n, c, h1, w1], lw), lh)
 
     return te.compute(tuple(out.shape), bilinear, name="resize_bilinear")
 
