@@ -14,7 +14,7 @@ _erf = np.frompyfunc(math.erf, 1, 1)
 
 
 def _erf_np(x):
-    return _erf(x.astype(np.float64)).astype(np.float64)
+    return np.asarray(_erf(np.asarray(x, np.float64)), np.float64)  # (frompyfunc gives a Python float for rank 0)
 
 
 def _gelu(x, a):
@@ -120,8 +120,10 @@ BINARY = {
 
 
 def _div(a, b):
-    if a.dtype.kind in "iu":  # integer division truncates toward zero, like C and TVM
-        return (np.trunc(a.astype(np.float64) / b)).astype(a.dtype)
+    if a.dtype.kind in "iu":  # integer division truncates toward zero, like C and TVM; exact (no float64 detour)
+        with np.errstate(divide="ignore", over="ignore"):
+            q, r = np.floor_divide(a, b), np.remainder(a, b)
+        return (q + ((r != 0) & ((a < 0) != (b < 0)))).astype(a.dtype)
     return a / b
 
 

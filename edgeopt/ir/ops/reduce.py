@@ -31,6 +31,9 @@ def _reduce(name, fn, out_dtype=None):
     def infer(types, attrs):
         t = types[0]
         axes = _axes(attrs, t.rank)
+        if name == "argmax" and (attrs["axes"] is None or len(axes) != 1):
+            raise OpError(f"argmax takes exactly one axis (axes=[k]), got axes={attrs['axes']}: reshape to one "
+                          "axis first for the index over several")
         shape = [1 if i in axes else d for i, d in enumerate(t.shape)] if attrs["keepdims"] else \
             [d for i, d in enumerate(t.shape) if i not in axes]
         if name == "mean":
