@@ -232,7 +232,17 @@ def binary_cases() -> list[Case]:
               Case("pow_int_exponent", opn("pow", "ab"),
                    {"a": f32((2, 5)), "b": np.array([[2.0], [3.0]], np.float32)}),
               Case("pow_i32", opn("pow", "ab"),
-                   {"a": ints((2, 5), -3, 4), "b": np.array([[2], [3]], np.int32)})]
+                   {"a": ints((2, 5), -3, 4), "b": np.array([[2], [3]], np.int32)}),
+              # negative exponents (1, +-1 or 0, as torch), overflow wrapping, i64 past float64's 2**53, u8
+              Case("pow_i32_negative_and_wrapping", opn("pow", "ab"),
+                   {"a": np.array([[1, -1, -1, 2, -3, 0, 7, -2]], np.int32),
+                    "b": np.array([[-5], [-2], [31], [40]], np.int32)}),
+              Case("pow_i64_exact", opn("pow", "ab"),
+                   {"a": np.array([3, -3, 7, 5], np.int64), "b": np.array([39, 39, 22, 27], np.int64)}),
+              Case("pow_i64_exponent_64_and_up", opn("pow", "ab"),
+                   {"a": np.array([[-1, 0, 1, 2, 3]], np.int64), "b": np.array([[64], [101], [63]], np.int64)}),
+              Case("pow_u8", opn("pow", "ab"),
+                   {"a": np.array([2, 3, 255], np.uint8), "b": np.array([7, 5, 2], np.uint8)})]
     # comparisons: integer-valued floats so that equal elements occur
     ca = RNG.integers(-2, 3, (2, 1, 5)).astype(np.float32)
     cb = RNG.integers(-2, 3, (3, 1)).astype(np.float32)
@@ -785,9 +795,6 @@ def wi7(*shape):
 
 #: case id -> why it fails today (kept as a strict xfail, each compiled on its own)
 KNOWN_BUGS: dict[str, str] = {
-    "pow_i32": "the IR accepts pow on integers but te.power is float-only: 'power only applies to float'",
-    "slice_negative_start": "rules/shape.py slice uses the raw start: a negative start reads out of bounds",
-    "slice_start_below_minus_dim": "rules/shape.py slice does not clamp start < -dim (reads out of bounds)",
     "slice_empty": "zero-size values do not run yet (an empty buffer is refused when the call list is built)",
 }
 

@@ -205,7 +205,7 @@ CONVERTERS = {
     aten.rsub.Tensor: _rsub,
     aten.mul.Tensor: _binary("mul"), aten.mul.Scalar: _binary("mul"),
     aten.div.Tensor: _binary("div"), aten.div.Scalar: _binary("div"), aten.div.Tensor_mode: _div_mode,
-    aten.pow.Tensor_Scalar: _pow, aten.pow.Tensor_Tensor: _pow,
+    aten.pow.Tensor_Scalar: _pow, aten.pow.Tensor_Tensor: _pow, aten.pow.Scalar: _pow,
     aten.maximum.default: _binary("maximum"), aten.minimum.default: _binary("minimum"),
     aten.atan2.default: _binary("atan2"),
     aten.isnan.default: _float_test("isnan"), aten.isinf.default: _float_test("isinf"),

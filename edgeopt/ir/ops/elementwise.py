@@ -127,18 +127,40 @@ def _div(a, b):
     return a / b
 
 
+#: integer pow squares over this many low bits of the exponent; 2 ** 64 overflows every integer type
+POW_BITS = 6
+
+
+def int_pow(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Integer ``a ** b``: exact where it fits, and where it overflows, for exponents below 64, wrapped as torch's
+    multiplies wrap (by squaring, modulo 2**bits). For ``b < 0``: 1 where ``a`` is 1, +-1 where it is -1, else 0 (as
+    torch; the integer part of ``1 / a**|b|``). ``b >= 64``: 0, 1 or +-1 for ``a`` 0, 1, -1, and 0 for the others
+    (which overflow every integer type; torch's wrapped value is not defined by C++)."""
+    a, b = np.broadcast_arrays(a, b)
+    out, base = np.ones(a.shape, a.dtype), a.copy()
+    for k in range(POW_BITS):
+        out = out * np.where(((b >> k) & 1) != 0, base, 1).astype(a.dtype)
+        base = base * base
+    out = np.where(b >= 1 << POW_BITS, np.where(a == 1, 1, 0), out).astype(a.dtype)
+    if a.dtype.kind == "u":
+        return out
+    odd = (b & 1) != 0
+    out = np.where((b >= 1 << POW_BITS) & (a == -1), np.where(odd, -1, 1), out)
+    return np.where(b < 0, np.where(a == 1, 1, np.where(a == -1, np.where(odd, -1, 1), 0)), out).astype(a.dtype)
+
+
 def _binary(name, fn, is_bool):
     def infer(types, attrs):
         dt = same_dtype(name, types)
-        if name == "div" and dt == "bool":
-            raise OpError("div of bool tensors")
+        if name in ("div", "pow") and dt == "bool":
+            raise OpError(f"{name} of bool tensors")
         if name == "atan2":
             need_float(name, types[0])
         return [TensorType(broadcast_shapes(types[0].shape, types[1].shape), "bool" if is_bool else dt)]
 
     def reference(xs, attrs):
         a, b = xs
-        f = _div if name == "div" else fn
+        f = _div if name == "div" else int_pow if name == "pow" and a.dtype.kind in "iu" else fn
         y = f(a.astype(np.float64), b.astype(np.float64)) if a.dtype.kind == "f" and not is_bool else f(a, b)
         return [np.asarray(y).astype(np.bool_ if is_bool else a.dtype)]
 

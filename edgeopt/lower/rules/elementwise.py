@@ -7,6 +7,7 @@ import math
 import tvm
 from tvm import te
 
+from ...ir.ops.elementwise import POW_BITS
 from .. import fast_math, nan_math
 from . import rule
 from ._te import const, dtype_of, elementwise, round_half_even, tvm_dtype
@@ -125,6 +126,27 @@ def _fmod(a, b):
     return tvm.tirx.call_pure_extern("float32", "fmodf", a.astype("float32"), b.astype("float32")).astype(dt)
 
 
+def _pow(a, b):
+    """a ** b; on integers as ``ir.ops.elementwise.int_pow`` defines it (TVM's power is float-only): by squaring over
+    the exponent's low 6 bits, the multiplies wrapping as torch's do."""
+    dt = dtype_of(a)
+    if not dt.startswith(("int", "uint")):
+        return te.power(a, b)
+    one, zero = const(1, dt), const(0, dt)
+    out, base = one, a
+    for k in range(POW_BITS):  # each factor once: a Select(bit, out * base, out) would double the tree per bit
+        out = out * tvm.tirx.Select(((b >> const(k, dt)) & one) != zero, base, one)
+        base = base * base
+    big = tvm.tirx.Select(b >= const(1 << POW_BITS, dt), tvm.tirx.Select(a == one, one, zero), out)
+    if dt.startswith("uint"):
+        return big
+    minus_one = zero - one
+    odd = (b & one) != zero
+    small = tvm.tirx.Select(a == one, one, tvm.tirx.Select(a == minus_one, tvm.tirx.Select(odd, minus_one, one), zero))
+    huge = tvm.tirx.Select(a == minus_one, tvm.tirx.Select(odd, minus_one, one), big)
+    return tvm.tirx.Select(b < zero, small, huge)
+
+
 def _atan2(a, b):
     dt = dtype_of(a)  # half precision has no atan2 of its own: computed in f32, as the transcendental activations
     return tvm.tirx.atan2(a.astype("float32"), b.astype("float32")).astype(dt) if dt == "float16" else \
@@ -134,7 +156,7 @@ def _atan2(a, b):
 BINARY = {
     "fmod": _fmod, "atan2": _atan2,
     "add": lambda a, b: a + b, "sub": lambda a, b: a - b, "mul": lambda a, b: a * b, "div": _div,
-    "pow": lambda a, b: te.power(a, b), "maximum": nan_math.maximum, "minimum": nan_math.minimum,
+    "pow": _pow, "maximum": nan_math.maximum, "minimum": nan_math.minimum,
     "eq": _compare(_equal), "ne": _compare(_not_equal), "lt": _compare(lambda a, b: a < b),
     "le": _compare(lambda a, b: a <= b), "gt": _compare(lambda a, b: a > b), "ge": _compare(lambda a, b: a >= b),
     "logical_and": lambda a, b: tvm.tirx.And(a, b), "logical_or": lambda a, b: tvm.tirx.Or(a, b),

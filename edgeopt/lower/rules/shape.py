@@ -21,7 +21,8 @@ def transpose(ins, attrs, out, op):
 
 @rule("slice")
 def slice_(ins, attrs, out, op):
-    x, ax, start, step = ins[0], attrs["axis"] % len(ins[0].shape), attrs["start"], attrs["step"]
+    x, ax, step = ins[0], attrs["axis"] % len(ins[0].shape), attrs["step"]
+    start = slice(attrs["start"], attrs["end"], step).indices(int(x.shape[ax]))[0]  # Python's bounds: -1 is the last
 
     def body(*idx):
         return x(*idx[:ax], start + idx[ax] * step, *idx[ax + 1:])
