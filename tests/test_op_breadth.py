@@ -114,6 +114,8 @@ CASES = {
     "repeat_new_axes": (lambda x: x.repeat(2, 1, 1, 1, 2), [X]),
     "tile": (lambda x: x.tile((2, 1)), [X]),
     "flip": (lambda x: x.flip(1, -1), [X]),
+    "slice_empty_output": (lambda x: x[:, 3:3] * 2, [X]),
+    "slice_negative_start": (lambda x: x[:, -4:-1] + x[:, -7:2].sum(1, keepdim=True), [X]),
     "gather": (lambda x, i: torch.gather(x, 2, i), [X, IDX]),
     # writes into a preallocated tensor (torch.export makes them slice_scatter / select_scatter / copy)
     "slice_assign": (lambda x: _assign(x, lambda o, y: o.__setitem__((slice(None), slice(1, 4)), y[:, :3] * 2)), [X]),

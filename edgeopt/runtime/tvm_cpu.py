@@ -98,6 +98,9 @@ def aligned_empty(shape, dtype) -> np.ndarray:
 
 def as_tensor(arr: np.ndarray):
     tvm_ffi = ensure_runtime()
+    if arr.size == 0 and arr.ndim:  # numpy strides a zero-size axis as if it were 1; TVM wants the products of the
+        compact = [int(np.prod(arr.shape[i + 1:], dtype=np.int64)) * arr.itemsize for i in range(arr.ndim)]
+        arr = np.lib.stride_tricks.as_strided(arr, arr.shape, compact)  # sizes after each axis (0 before a 0)
     return tvm_ffi.from_dlpack(arr, require_alignment=ALIGN, require_contiguous=True)
 
 
