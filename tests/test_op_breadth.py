@@ -115,6 +115,13 @@ CASES = {
     "tile": (lambda x: x.tile((2, 1)), [X]),
     "flip": (lambda x: x.flip(1, -1), [X]),
     "slice_empty_output": (lambda x: x[:, 3:3] * 2, [X]),
+    # scatters at constant positions (F.fold: index_put with accumulate), as a gather of each position's values
+    "fold_overlapping": (lambda x: F.fold(x, (5, 6), kernel_size=3, stride=1), [torch.randn(2, 18, 12)]),
+    "fold_strided_padded": (lambda x: F.fold(x, (7, 7), kernel_size=3, stride=2, padding=1), [torch.randn(1, 9, 16)]),
+    "index_put_two_constant_indices": (lambda x: _assign(x, lambda o, y: o.__setitem__(
+        (slice(None), torch.tensor([0, 2, 5]), torch.tensor([[1], [4]])), y[:, :3, 0] * 3)), [X]),
+    "index_put_accumulate_repeated": (lambda x: x.index_put((torch.tensor([1, 1, 4, 1]),), x[:4] * 2, accumulate=True),
+                                      [torch.randn(6, 3)]),
     "slice_negative_start": (lambda x: x[:, -4:-1] + x[:, -7:2].sum(1, keepdim=True), [X]),
     "gather": (lambda x, i: torch.gather(x, 2, i), [X, IDX]),
     # writes into a preallocated tensor (torch.export makes them slice_scatter / select_scatter / copy)
@@ -167,6 +174,10 @@ def test_op_matches_torch(name):
     (lambda x: F.max_pool2d(x, 2, return_indices=True)[1].float(), r"aten::max_pool2d_with_indices \(output 1\)"),
     (lambda x: (x.long() & x.long().flip(0)).float(), r"aten::bitwise_and.Tensor \(of i64 and i64 tensors"),
     (lambda x: torch.topk(x.reshape(-1).repeat(20), 3)[0], r"aten::topk \(over 3600 elements"),
+    (lambda x: x.index_put((x[0, :, 0, 0].argmax().reshape(1),), x[:1], accumulate=True),
+     r"aten::index_put \(with accumulate=True and indices computed from the inputs"),
+    (lambda x: x.index_put((torch.tensor([1, 1]), torch.tensor([0, 0])), x[0, :2]),
+     r"aten::index_put \(with repeated positions and accumulate=False"),
 ])
 def test_ops_still_missing_are_one_clear_error(f, op):
     with pytest.raises(UnsupportedModelError, match=op) as info:

@@ -37,7 +37,6 @@ XFAIL: dict[str, str] = {
     # UnsupportedModelError: ops edgeopt does not have yet
     "qwen2_moe": "UnsupportedModelError: aten::sort (transformers' default MoE experts_implementation 'grouped_mm' "
                  "sorts the tokens by expert; 'batched_mm' compiles, see mixtral)",
-    "mobilevitv2": "UnsupportedModelError: aten::index_put with accumulate=True (nn.Fold / F.fold of the patches)",
     "fnet": "UnsupportedModelError: aten::_to_copy to complex64 (torch.fft.fftn: complex tensors, aten._fft_c2c, "
             "view_as_real)",
     # UnsupportedModelError wrapping a torch.export failure: the transformers code cannot be traced statically

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .ctx import aten, norm_dim
+from .scatter import constant_indices, scatter_constant
 
 
 def _view(ctx, x, shape):
@@ -205,13 +206,18 @@ def _index(ctx, x, indices):
 
 def _index_put(ctx, x, indices, values, accumulate=False):
     """``x[..., idx, ...] = values`` with one 1-D integer index tensor on one axis (``index_copy_`` and a KV cache's
-    update export as this): an ``index_copy``; negative indices count from the end, as in torch."""
+    update export as this): an ``index_copy``; negative indices count from the end, as in torch. Constant indices
+    (``F.fold``'s), several and with ``accumulate``: a gather (``scatter.scatter_constant``)."""
     xv = ctx.v(x)
     given = [i for i, t in enumerate(indices) if t is not None]
+    if accumulate or len(given) != 1:
+        known = constant_indices(ctx, indices)
+        if known is not None:
+            return scatter_constant(ctx, xv, known, values, accumulate)
     if accumulate:
-        raise NotImplementedError("with accumulate=True")
+        raise NotImplementedError("with accumulate=True and indices computed from the inputs")
     if len(given) != 1:
-        raise NotImplementedError(f"with {len(given)} index tensors (one is covered)")
+        raise NotImplementedError(f"with {len(given)} index tensors computed from the inputs (one is covered)")
     ax = given[0]
     idx = ctx.v(indices[ax])
     if idx.type.rank != 1 or idx.type.dtype == "bool":
