@@ -115,6 +115,18 @@ CASES = {
     "tile": (lambda x: x.tile((2, 1)), [X]),
     "flip": (lambda x: x.flip(1, -1), [X]),
     "slice_empty_output": (lambda x: x[:, 3:3] * 2, [X]),
+    # complex tensors as pairs of real values: FFTs as DFT matmuls, spectrograms, FNet's mixing, filtering
+    "fft_real_part": (lambda x: torch.fft.fft(x.to(torch.complex64)).real, [X]),
+    "fftn_ortho_view_as_real": (lambda x: torch.view_as_real(torch.fft.fftn(x, dim=(0, 2), norm="ortho")), [X]),
+    "fft2_imag_odd_sizes": (lambda x: torch.fft.fft2(x[:, :, :, :1].reshape(2, 6, 5)).imag, [X]),
+    "stft_power": (lambda x: torch.stft(x, 16, hop_length=4, window=torch.hann_window(16), return_complex=True).abs()
+                   ** 2, [torch.randn(2, 100)]),
+    "rfft_filter_irfft": (lambda x: torch.fft.irfft(torch.fft.rfft(x, dim=1) * torch.linspace(1, 0, 4)[:, None, None]
+                                                    - 0.5j * torch.fft.rfft(x, dim=1), n=6, dim=1), [X]),
+    "irfftn_forward_odd": (lambda x: torch.fft.irfftn(torch.fft.rfftn(x, dim=(1, 2)), s=(6, 5), dim=(1, 2),
+                                                      norm="forward") / 30, [X]),
+    "fft_of_ifft_backward": (lambda x: torch.view_as_real(torch.fft.fft(torch.fft.ifft(x, dim=-1) * x[..., :1]
+                                                                        + x, dim=1)), [X]),
     # scatters at constant positions (F.fold: index_put with accumulate), as a gather of each position's values
     "fold_overlapping": (lambda x: F.fold(x, (5, 6), kernel_size=3, stride=1), [torch.randn(2, 18, 12)]),
     "fold_strided_padded": (lambda x: F.fold(x, (7, 7), kernel_size=3, stride=2, padding=1), [torch.randn(1, 9, 16)]),
@@ -170,7 +182,8 @@ def test_op_matches_torch(name):
 @pytest.mark.parametrize("f, op", [
     (lambda x: x.cummax(1)[0], "aten::cummax"),
     (lambda x: torch.erfinv(x.clamp(-0.5, 0.5)), "aten::erfinv"),
-    (lambda x: torch.fft.fft(x.to(torch.complex64)).real, r"aten::_to_copy \(tensors of torch.complex64"),
+    (lambda x: torch.view_as_real(1.0 / torch.fft.rfft(x)), r"aten::reciprocal \(on complex tensors"),
+    (lambda x: torch.fft.fft(x.to(torch.complex64)).exp().real, r"aten::exp \(on complex tensors"),
     (lambda x: F.max_pool2d(x, 2, return_indices=True)[1].float(), r"aten::max_pool2d_with_indices \(output 1\)"),
     (lambda x: (x.long() & x.long().flip(0)).float(), r"aten::bitwise_and.Tensor \(of i64 and i64 tensors"),
     (lambda x: torch.topk(x.reshape(-1).repeat(20), 3)[0], r"aten::topk \(over 3600 elements"),

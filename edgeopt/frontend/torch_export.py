@@ -20,6 +20,7 @@ from ..errors import UnsupportedModelError, UnsupportedOp
 from ..ir import Graph, TensorType, Value
 from ..ir.graph import fold_keeps_weights_small
 from .aten import CONVERTERS, KEEP_WHOLE, Ctx, ir_dtype
+from .aten import complex as complex_ops
 
 _FRAME = re.compile(r'File "([^"]+)", line (\d+), in (\S+)(?:\n +([^\n]*))?')
 _TORCH_DIR = torch.__file__.rsplit("/", 1)[0] + "/"
@@ -228,6 +229,9 @@ def _convert_node(ctx: Ctx, node, unsupported: dict[str, UnsupportedOp]) -> None
         ctx.torch_consts[node.name] = _evaluate(ctx, node)
         return
     conv = CONVERTERS.get(target)
+    if _touches_complex(ctx, node):  # complex tensors are pairs of real values (aten/complex.py)
+        def conv(ctx, *args, **kwargs):
+            return complex_ops.convert(ctx, node, CONVERTERS)
     if conv is None:
         _unsupported(node, _op_name(target), unsupported)
         ctx.poisoned.add(node.name)
@@ -305,6 +309,14 @@ def _is_poisoned(ctx: Ctx, a) -> bool:
     return a.name in ctx.poisoned
 
 
+def _touches_complex(ctx: Ctx, node) -> bool:
+    """``node`` reads a complex value or makes a complex tensor."""
+    val = node.meta.get("val")
+    vals = val if isinstance(val, (tuple, list)) else (val,)
+    return any(isinstance(ctx.env.get(a.name), complex_ops.Complex) for a in node.all_input_nodes) or \
+        any(isinstance(v, torch.Tensor) and complex_ops.is_complex(v.dtype) for v in vals)
+
+
 def _check_types(ctx: Ctx, node, out) -> None:
     """The converted value must have the shape and dtype torch recorded for the node."""
     val = node.meta.get("val")
@@ -324,6 +336,9 @@ def _output_value(ctx: Ctx, a) -> Value:
     if a.name in ctx.torch_consts:
         return ctx.g.add("copy", [ctx.const(ctx.torch_consts[a.name], a.name)])
     v = ctx.env[a.name]
+    if isinstance(v, complex_ops.Complex):
+        raise UnsupportedModelError(f"model output {a.name!r} is a complex tensor; return its parts (x.real, x.imag, "
+                                    "torch.view_as_real(x)) or its magnitude (x.abs())")
     if v.producer is None:  # an output that is an input (or a constant) gets its own buffer
         v = ctx.g.add("copy", [v])
     return v

@@ -37,8 +37,6 @@ XFAIL: dict[str, str] = {
     # UnsupportedModelError: ops edgeopt does not have yet
     "qwen2_moe": "UnsupportedModelError: aten::sort (transformers' default MoE experts_implementation 'grouped_mm' "
                  "sorts the tokens by expert; 'batched_mm' compiles, see mixtral)",
-    "fnet": "UnsupportedModelError: aten::_to_copy to complex64 (torch.fft.fftn: complex tensors, aten._fft_c2c, "
-            "view_as_real)",
     # UnsupportedModelError wrapping a torch.export failure: the transformers code cannot be traced statically
     "longformer": "UnsupportedModelError (data-dependent control flow): transformers branches on "
                   "is_index_global_attn.flatten().any().item()",

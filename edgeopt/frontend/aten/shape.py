@@ -163,6 +163,22 @@ def _flip(ctx, x, dims):
     return ctx.add("copy", [xv]) if y is xv else y
 
 
+def _unfold(ctx, x, dim, size, step):
+    """``x.unfold(dim, size, step)`` (sliding windows: ``torch.stft``'s frames): a ``take`` of every window's
+    positions along ``dim``, the window axis moved last."""
+    xv = ctx.v(x)
+    if xv.type.rank == 0:
+        return ctx.add("reshape", [xv], {"shape": [1]})
+    d = norm_dim(dim, xv.type.rank)
+    shape = list(xv.type.shape)
+    windows = (shape[d] - size) // step + 1
+    where = (np.arange(windows)[:, None] * step + np.arange(size)[None, :]).reshape(-1).astype(np.int64)
+    y = ctx.add("take", [xv, ctx.g.add_const(where, "unfold")], {"axis": d})
+    y = ctx.add("reshape", [y], {"shape": shape[:d] + [windows, size] + shape[d + 1:]})
+    perm = [i for i in range(len(shape) + 1) if i != d + 1] + [d + 1]
+    return y if perm == sorted(perm) else ctx.add("transpose", [y], {"perm": perm})
+
+
 def _gather(ctx, x, dim, index, sparse_grad=False):
     xv = ctx.v(x)
     return ctx.add("gather", [xv, ctx.v(index)], {"axis": norm_dim(dim, xv.type.rank)})
@@ -239,7 +255,7 @@ def _index_copy(ctx, x, dim, index, source):
 
 
 CONVERTERS = {
-    aten.index_put.default: _index_put, aten.index_copy.default: _index_copy,
+    aten.index_put.default: _index_put, aten.index_copy.default: _index_copy, aten.unfold.default: _unfold,
     aten.view.default: _view, aten._unsafe_view.default: _view, aten.reshape.default: _view,
     aten.squeeze.dim: _squeeze, aten.squeeze.dims: _squeeze, aten.squeeze.default: _squeeze,
     aten.unsqueeze.default: _view, aten.flatten.using_ints: _view,
