@@ -110,7 +110,7 @@ class CompiledModel:
 
             raise QuantizationError("compare() is for models compiled with quantize=...")
         if data is not None:
-            batches = calibration_batches(data, p.float_graph)
+            batches = calibration_batches(data, p.float_graph, "data batch")
         elif getattr(p, "calibration", None):
             batches = p.calibration[:8]
         else:

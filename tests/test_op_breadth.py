@@ -82,6 +82,8 @@ CASES = {
     "remainder": (lambda x: torch.remainder(x, -0.7), [X]),
     "remainder_int": (lambda x: torch.remainder(x, 3), [torch.arange(-7, 8, dtype=torch.int32)]),
     "pow_int": (lambda x, e: x ** 3 + 2 ** e + x ** e, [torch.arange(-7, 8), torch.tensor([0, 1, 5, 40, -1] * 3)]),
+    "pow_int8_wrapping": (lambda x, e: x ** e, [torch.arange(-7, 8, dtype=torch.int8),
+                                                torch.tensor([1, 5, 64, 100, 127, -1, 9, 3, 0] * 2)[:15].char()]),
     "pow_scalar_base": (lambda x: 2.0 ** x + 0.5 ** x.abs(), [X]),
     "div_by_zero": (lambda x: x / 0.0 + x / -0.0 * 0.5, [SPECIAL]),
     "bool_compare": (lambda a, b: ((a > 0) != (b > 0)).float() + ((a > 0) == (b < 0)).float(), [X, X.flip(0)]),

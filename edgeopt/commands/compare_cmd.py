@@ -50,7 +50,7 @@ def run(args) -> str:
     batches = [[x.numpy() for x in example]]
     if args.data:  # one stack per input, split into batches of the traced size, checked as calibration data is
         stacks = load_stacks(args.data, [v.name for v in float_graph.inputs])
-        batches = calibration_batches([tuple(stacks)], float_graph)
+        batches = calibration_batches([tuple(stacks)], float_graph, f"{args.data}: batch")
     outputs = output_errors(ep.module(), compiled, batches)
     with open(args.artifact, "rb") as f:
         scales = quantized_outputs(f.read(), compiled.ir)

@@ -82,9 +82,11 @@ def input_names(model, count: int | None = None) -> list[str] | None:
     import torch
 
     if isinstance(model, str):
-        from ..frontend.onnx_import import _ir_name, load_onnx
+        import onnx
 
-        g = load_onnx(model).graph
+        from ..frontend.onnx_import import _ir_name
+
+        g = onnx.load(model, load_external_data=False).graph  # the names only, not the weights
         weights = {i.name for i in g.initializer}
         names = [_ir_name(i.name) or f"input{k}" for k, i in enumerate(x for x in g.input if x.name not in weights)]
     elif isinstance(model, torch.export.ExportedProgram):
@@ -160,6 +162,9 @@ def match_inputs(arrays: list[tuple[str, np.ndarray]], names: list[str] | None, 
     keys = [k for k, _ in arrays]
     if names is None:
         return [a for _, a in arrays]
+    repeated = sorted({k for k in keys if keys.count(k) > 1 and k in names})
+    if repeated:
+        raise SourceError(f"{what}: several arrays are named {', '.join(repeated)}: give each input one array")
     need = len(names) if required is None else required
     given = 0
     while given < len(names) and keys.count(names[given]) == 1:

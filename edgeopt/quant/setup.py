@@ -61,14 +61,15 @@ def place(pipeline: list, p) -> None:
         insert_before(pipeline, get_pass(name), before)
 
 
-def calibration_batches(data, graph) -> list[list[np.ndarray]]:
+def calibration_batches(data, graph, what: str = "calibration batch") -> list[list[np.ndarray]]:
     """``data`` (an iterable of batches; a batch is one tensor/array, a tuple of them in input order, or a dict of
     them by input name) as lists of numpy arrays checked against the graph's inputs (shapes, dtypes, no NaN).
 
     A batch may also hold several of the traced batches stacked along the first axis (``calibration_data=[images]``
     with 64 images, for a model traced on one): it is split into batches of the traced size. For a model traced on
     one sample, a sample without its batch axis counts as one batch, so that iterating a stacked tensor works too
-    (``calibration_data=images``). One dict alone (a tokenizer's output for many sentences) is one batch."""
+    (``calibration_data=images``). One dict alone (a tokenizer's output for many sentences) is one batch. Errors
+    name the batch as ``what`` (``compare``'s data: "data batch")."""
     if data is None:
         raise QuantizationError("quantize=\"int8\" (static) needs calibration_data: an iterable of input batches "
                                 "shaped like example_inputs, e.g. [images[i:i+1] for i in range(64)]")
@@ -82,27 +83,27 @@ def calibration_batches(data, graph) -> list[list[np.ndarray]]:
             names = [v.name for v in graph.inputs]
             missing = [k for k in names if k not in batch]
             if missing:
-                raise QuantizationError(f"calibration batch {i} has no {missing} (its keys: {list(batch)}); the "
+                raise QuantizationError(f"{what} {i} has no {missing} (its keys: {list(batch)}); the "
                                         f"model's inputs are {names}")
             items = [batch[k] for k in names]
         else:
             items = list(batch) if isinstance(batch, (tuple, list)) else [batch]
-        arrays = [_numpy(a) for a in items]
+        arrays = [_numpy(a, what) for a in items]
         if len(arrays) != len(graph.inputs):
-            raise QuantizationError(f"calibration batch {i} has {len(arrays)} inputs, the model takes "
+            raise QuantizationError(f"{what} {i} has {len(arrays)} inputs, the model takes "
                                     f"{len(graph.inputs)}")
-        for part in _traced_batches(i, arrays, graph.inputs):
+        for part in _traced_batches(i, arrays, graph.inputs, what):
             for a, v in zip(part, graph.inputs):  # (infinities are data: an additive attention mask's -inf)
                 if a.dtype.kind == "f" and np.isnan(a).any():
-                    raise QuantizationError(f"calibration batch {i}: input %{v.name} has {int(np.isnan(a).sum())} NaN "
+                    raise QuantizationError(f"{what} {i}: input %{v.name} has {int(np.isnan(a).sum())} NaN "
                                             f"values of {a.size}: calibration measures ranges on real data")
             out.append(part)
     if not out:
-        raise QuantizationError("calibration_data is empty")
+        raise QuantizationError("calibration_data is empty" if what == "calibration batch" else "the data is empty")
     return out
 
 
-def _traced_batches(i: int, arrays: list[np.ndarray], inputs) -> list[list[np.ndarray]]:
+def _traced_batches(i: int, arrays: list[np.ndarray], inputs, what: str) -> list[list[np.ndarray]]:
     """Calibration batch ``i`` (one array per graph input) as batches of the traced shapes: itself, one sample
     given without the batch axis of a model traced on one, or ``k >= 1`` traced batches stacked along the first axis
     (every input with a batch axis alike; an input of rank 0 is the same in each)."""
@@ -110,7 +111,7 @@ def _traced_batches(i: int, arrays: list[np.ndarray], inputs) -> list[list[np.nd
         return [arrays]
 
     def mismatch(a, v, hint=""):
-        return QuantizationError(f"calibration batch {i}: input %{v.name} is {a.dtype}{list(a.shape)}, the model was "
+        return QuantizationError(f"{what} {i}: input %{v.name} is {a.dtype}{list(a.shape)}, the model was "
                                  f"traced with {v.type} ({hint or 'batches must match example_inputs'})")
 
     for a, v in zip(arrays, inputs):
@@ -132,25 +133,25 @@ def _traced_batches(i: int, arrays: list[np.ndarray], inputs) -> list[list[np.nd
         counts.append((v, a.shape[0] // s[0]))
     if len({k for _, k in counts}) > 1:
         held = ", ".join(f"%{v.name} {k}" for v, k in counts)
-        raise QuantizationError(f"calibration batch {i} stacks a different number of traced batches in each input "
+        raise QuantizationError(f"{what} {i} stacks a different number of traced batches in each input "
                                 f"({held}): every input must hold the same number")
     k = counts[0][1]
     if k == 0:
-        raise QuantizationError(f"calibration batch {i} holds no rows: it is empty")
+        raise QuantizationError(f"{what} {i} holds no rows: it is empty")
     return [[a[j * v.type.shape[0]:(j + 1) * v.type.shape[0]] if v.type.shape else a for a, v in zip(arrays, inputs)]
             for j in range(k)]
 
 
-def _numpy(a) -> np.ndarray:
+def _numpy(a, what: str) -> np.ndarray:
     if hasattr(a, "detach"):
         a = a.detach().cpu().numpy()
     try:
         out = np.asarray(a)
     except ValueError as e:  # a ragged list: token ids without padding
-        raise QuantizationError(f"a calibration batch holds a ragged {type(a).__name__} ({e}): pad it to the traced "
+        raise QuantizationError(f"a {what} holds a ragged {type(a).__name__} ({e}): pad it to the traced "
                                 "shape") from None
     if out.dtype.kind not in "biuf":
-        raise QuantizationError(f"a calibration batch holds a {type(a).__name__}, not a tensor or array of numbers: "
+        raise QuantizationError(f"a {what} holds a {type(a).__name__}, not a tensor or array of numbers: "
                                 "a batch is one tensor / array per model input (a tuple of them, or a dict by input "
                                 "name, for several)")
     return out

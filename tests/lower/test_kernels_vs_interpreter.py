@@ -243,7 +243,9 @@ def binary_cases() -> list[Case]:
               Case("pow_i64_exponent_64_and_up", opn("pow", "ab"),
                    {"a": np.array([[-1, 0, 1, 2, 3]], np.int64), "b": np.array([[64], [101], [63]], np.int64)}),
               Case("pow_u8", opn("pow", "ab"),
-                   {"a": np.array([2, 3, 255], np.uint8), "b": np.array([7, 5, 2], np.uint8)})]
+                   {"a": np.array([2, 3, 255, 7, 6], np.uint8), "b": np.array([7, 5, 2, 100, 200], np.uint8)}),
+              Case("pow_i8_big_exponents", opn("pow", "ab"),
+                   {"a": np.array([[-7, 3, -2, 5, -1]], np.int8), "b": np.array([[100], [64], [127], [-3]], np.int8)})]
     # comparisons: integer-valued floats so that equal elements occur
     ca = RNG.integers(-2, 3, (2, 1, 5)).astype(np.float32)
     cb = RNG.integers(-2, 3, (3, 1)).astype(np.float32)

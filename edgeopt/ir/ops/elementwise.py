@@ -127,25 +127,30 @@ def _div(a, b):
     return a / b
 
 
-#: integer pow squares over this many low bits of the exponent; 2 ** 64 overflows every integer type
+#: integer pow squares over this many low bits of the exponent (a kernel's expression grows with each bit)
 POW_BITS = 6
 
 
 def int_pow(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Integer ``a ** b``: exact where it fits, and where it overflows, for exponents below 64, wrapped as torch's
-    multiplies wrap (by squaring, modulo 2**bits). For ``b < 0``: 1 where ``a`` is 1, +-1 where it is -1, else 0 (as
-    torch; the integer part of ``1 / a**|b|``). ``b >= 64``: 0, 1 or +-1 for ``a`` 0, 1, -1, and 0 for the others
-    (which overflow every integer type; torch's wrapped value is not defined by C++)."""
+    """Integer ``a ** b`` as torch computes it (by squaring; an overflow wraps modulo 2**bits), for every exponent
+    below 64 and, in 8-bit types, for every exponent: there an odd ``a`` has ``a ** 64 == 1`` (mod 256) and an even
+    one ``a ** 8 == 0``, so the exponent's low 6 bits decide. For ``b < 0``: 1 where ``a`` is 1, +-1 where it is -1,
+    else 0 (the integer part of ``1 / a**|b|``, as torch). Wider types with ``b >= 64``: exact for ``a`` -1, 0, 1 and
+    any even ``a`` (0); an odd ``|a| >= 3`` gives 0 where torch gives its wrapped value (the product overflows 64
+    bits: no model computes it on purpose)."""
     a, b = np.broadcast_arrays(a, b)
     out, base = np.ones(a.shape, a.dtype), a.copy()
     for k in range(POW_BITS):
         out = out * np.where(((b >> k) & 1) != 0, base, 1).astype(a.dtype)
         base = base * base
-    out = np.where(b >= 1 << POW_BITS, np.where(a == 1, 1, 0), out).astype(a.dtype)
+    big = b >= 1 << POW_BITS
+    if a.dtype.itemsize == 1:  # odd: the low bits' power; even: 0
+        out = np.where(big & (a % 2 == 0), 0, out)
+    else:
+        out = np.where(big & (a != 1) & (a != -1), 0, np.where(big & (a == -1) & ((b & 1) == 0), 1, out))
     if a.dtype.kind == "u":
-        return out
+        return out.astype(a.dtype)
     odd = (b & 1) != 0
-    out = np.where((b >= 1 << POW_BITS) & (a == -1), np.where(odd, -1, 1), out)
     return np.where(b < 0, np.where(a == 1, 1, np.where(a == -1, np.where(odd, -1, 1), 0)), out).astype(a.dtype)
 
 

@@ -133,18 +133,23 @@ def _pow(a, b):
     if not dt.startswith(("int", "uint")):
         return te.power(a, b)
     one, zero = const(1, dt), const(0, dt)
+    unsigned = dt.startswith("uint")
+    minus_one = None if unsigned else const(-1, dt)
     out, base = one, a
     for k in range(POW_BITS):  # each factor once: a Select(bit, out * base, out) would double the tree per bit
         out = out * tvm.tirx.Select(((b >> const(k, dt)) & one) != zero, base, one)
         base = base * base
-    big = tvm.tirx.Select(b >= const(1 << POW_BITS, dt), tvm.tirx.Select(a == one, one, zero), out)
-    if dt.startswith("uint"):
-        return big
-    minus_one = zero - one
+    big = b >= const(1 << POW_BITS, dt)
+    if tvm.DataType(dt).bits == 8:  # odd a: the low bits' power (a ** 64 == 1 mod 256); even a: 0
+        out = tvm.tirx.Select(tvm.tirx.And(big, (a & one) == zero), zero, out)
+    else:
+        keep = (a == one) if unsigned else tvm.tirx.Or(a == one, a == minus_one)  # (-1) ** b: its low bit's sign
+        out = tvm.tirx.Select(big, tvm.tirx.Select(keep, out, zero), out)
+    if unsigned:
+        return out
     odd = (b & one) != zero
     small = tvm.tirx.Select(a == one, one, tvm.tirx.Select(a == minus_one, tvm.tirx.Select(odd, minus_one, one), zero))
-    huge = tvm.tirx.Select(a == minus_one, tvm.tirx.Select(odd, minus_one, one), big)
-    return tvm.tirx.Select(b < zero, small, huge)
+    return tvm.tirx.Select(b < zero, small, out)
 
 
 def _atan2(a, b):
