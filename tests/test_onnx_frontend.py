@@ -149,3 +149,24 @@ def test_what_counts_as_an_onnx_model():
     assert edgeopt.api.is_onnx("m.onnx") and not edgeopt.api.is_onnx("m.pt2")
     assert edgeopt.api.is_onnx(helper.make_model(helper.make_graph([], "g", [], [])))
     assert not edgeopt.api.is_onnx(torch.nn.ReLU())
+
+
+@pytest.mark.parametrize("scales, shape", [([1, 1, 2.1, 1.3], [1, 2, 3, 4]), ([1, 1, 2.0, 2.0], [1, 1, 4, 5]),
+                                           ([1, 1, 0.6, 1.5], [1, 1, 10, 7]), ([1, 1, 1.4, 1.0], [1, 1, 2, 3]),
+                                           ([1, 1, 1.4, 2.0], [1, 1, 2, 3])])
+def test_resize_nearest_picks_as_onnxruntime(scales, shape, tmp_path):
+    """ONNX's nearest Resize (asymmetric, floor) reads pixel floor(dst / scale), with none of torch's shortcuts (x2.1
+    is not x2); ONNX Runtime copies an input whose shape it keeps (2 x 1.4 -> 2, 3 x 1.0 -> 3)."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    inits = [numpy_helper.from_array(np.array(scales, np.float32), "scales"),
+             numpy_helper.from_array(np.array([], np.float32), "roi")]
+    node = helper.make_node("Resize", ["x", "roi", "scales"], ["y"], mode="nearest",
+                            coordinate_transformation_mode="asymmetric", nearest_mode="floor")
+    m = helper.make_model(helper.make_graph([node], "g", [x], [y], initializer=inits),
+                          opset_imports=[helper.make_opsetid("", 13)])
+    m.ir_version = 8
+    onnx.save(m, tmp_path / "m.onnx")
+    xs = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    (ref,) = onnxruntime_outputs(tmp_path / "m.onnx", [xs])
+    np.testing.assert_array_equal(edgeopt.compile(str(tmp_path / "m.onnx"), [xs])(xs), ref)

@@ -117,6 +117,8 @@ CASES = {
     "tile": (lambda x: x.tile((2, 1)), [X]),
     "flip": (lambda x: x.flip(1, -1), [X]),
     "slice_empty_output": (lambda x: x[:, 3:3] * 2, [X]),
+    "unfold_windows": (lambda x: x.unfold(1, 3, 2) * 2, [X]),
+    "unfold_rank0": (lambda x: x.unfold(0, 1, 1) + x.unfold(0, 0, 1).sum(), [torch.tensor(2.5)]),
     # complex tensors as pairs of real values: FFTs as DFT matmuls, spectrograms, FNet's mixing, filtering
     "fft_real_part": (lambda x: torch.fft.fft(x.to(torch.complex64)).real, [X]),
     "fftn_ortho_view_as_real": (lambda x: torch.view_as_real(torch.fft.fftn(x, dim=(0, 2), norm="ortho")), [X]),
@@ -134,6 +136,8 @@ CASES = {
     "fold_strided_padded": (lambda x: F.fold(x, (7, 7), kernel_size=3, stride=2, padding=1), [torch.randn(1, 9, 16)]),
     "index_put_two_constant_indices": (lambda x: _assign(x, lambda o, y: o.__setitem__(
         (slice(None), torch.tensor([0, 2, 5]), torch.tensor([[1], [4]])), y[:, :3, 0] * 3)), [X]),
+    "index_put_constant_2d_index": (lambda x: _assign(x, lambda o, y: o.__setitem__(torch.tensor([[1], [0]]),
+                                                                                    y[:1] * 2)), [X]),
     "index_put_accumulate_repeated": (lambda x: x.index_put((torch.tensor([1, 1, 4, 1]),), x[:4] * 2, accumulate=True),
                                       [torch.randn(6, 3)]),
     "slice_negative_start": (lambda x: x[:, -4:-1] + x[:, -7:2].sum(1, keepdim=True), [X]),
@@ -190,7 +194,7 @@ def test_op_matches_torch(name):
     (lambda x: (x.long() & x.long().flip(0)).float(), r"aten::bitwise_and.Tensor \(of i64 and i64 tensors"),
     (lambda x: torch.topk(x.reshape(-1).repeat(20), 3)[0], r"aten::topk \(over 3600 elements"),
     (lambda x: x.index_put((x[0, :, 0, 0].argmax().reshape(1),), x[:1], accumulate=True),
-     r"aten::index_put \(with accumulate=True and indices computed from the inputs"),
+     r"aten::index_put \(with accumulate=True and indices that are not constants"),
     (lambda x: x.index_put((torch.tensor([1, 1]), torch.tensor([0, 0])), x[0, :2]),
      r"aten::index_put \(with repeated positions and accumulate=False"),
 ])

@@ -251,8 +251,19 @@ def _resize(ctx, node, a):
         s = [float(v) for v in ctx.const(scales, "scales")]
         out = [int(np.floor(d * f)) for d, f in zip(x.type.shape[2:], s[2:])]
         sc = s[2:]
-    if mode == "nearest" and coord == "asymmetric" and nearest == "floor":
-        return ctx.add("resize2d", [x], {"size": out, "mode": "nearest", "align_corners": False, "scales": sc})
+    if list(x.type.shape[2:]) == out:  # ONNX Runtime copies an input whose shape the resize keeps, whatever the scales
+        return ctx.add("copy", [x])
+    if mode == "nearest" and coord == "asymmetric" and nearest == "floor":  # ONNX's own picks (no torch shortcuts):
+        y = x  # floor(dst / scale) in float32, per axis, as a take of constant positions
+        for axis, (n_in, n_out) in enumerate(zip(x.type.shape[2:], out), start=2):
+            scale = np.float32(sc[axis - 2] if sc else np.float32(n_out) / np.float32(n_in))
+            src = np.floor(np.arange(n_out, dtype=np.float32) / scale).astype(np.int64)
+            src = np.clip(src, 0, n_in - 1)
+            if n_in != n_out or not np.array_equal(src, np.arange(n_out)):
+                y = ctx.add("take", [y, ctx.g.add_const(src, "resize_src")], {"axis": axis})
+        return y if y is not x else ctx.add("copy", [x])
+    if mode == "linear" and sc and any(n == m and s != 1.0 for n, m, s in zip(x.type.shape[2:], out, sc)):
+        raise NotImplementedError("linear resize of an axis that keeps its size under a scale other than 1")
     if mode == "linear" and coord in ("half_pixel", "pytorch_half_pixel", "align_corners"):
         return ctx.add("resize2d", [x], {"size": out, "mode": "bilinear", "align_corners": coord == "align_corners",
                                          "scales": None if coord == "align_corners" else sc})

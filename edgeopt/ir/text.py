@@ -120,7 +120,7 @@ def _parse_lines(lines: list[str], constants: dict, first_lineno: int) -> Graph:
                         raise ParseError("unterminated fused body")
                     node.body = _parse_lines(lines[i + 1:end + 1], constants, lineno + 1)
                     i = end
-        except (ValueError, TypeError, KeyError) as e:  # ParseError, and a type's or inline data's errors
+        except (ValueError, TypeError, KeyError, OverflowError) as e:  # ParseError; a type's or inline data's errors
             if isinstance(e, ParseError) and str(e).startswith("line "):
                 raise
             raise ParseError(f"line {lineno}: {e}: {line!r}") from None

@@ -112,7 +112,7 @@ def parse_type(text: str) -> TensorType:
     try:
         shape = tuple(int(d) for d in dims.split(",") if d)
         return TensorType(shape, dtype, _parse_quant(q[1:-1]) if q else None)
-    except (TypeError, ValueError) as e:
+    except (TypeError, ValueError, OverflowError) as e:
         raise ValueError(f"cannot parse type {text!r}: {e}") from None
 
 
@@ -122,6 +122,8 @@ def _parse_quant(block: str) -> QuantParams:
     if not all("=" in kv for kv in parts):
         raise ValueError("a quantization block is key=value pairs")
     fields = dict(kv.split("=", 1) for kv in parts)
+    if len(fields) != len(parts):
+        raise ValueError("a quantization block names a key twice")
     missing = [k for k in ("scale", "zp") if k not in fields]
     unknown = sorted(set(fields) - {"scale", "zp", "axis"})
     if missing or unknown:

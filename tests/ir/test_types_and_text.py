@@ -61,7 +61,8 @@ def test_type_properties():
 @pytest.mark.parametrize("bad", [
     "", "f32", "f32[2,3", "f32(1,2)", "f32[1,-2]", "f32[a]", "f32[2.5]", "[2]", "f33[1]", "q9[]",
     "f32[2] extra", "u8[2]{scale=[0.5,0.5],zp=[0,0]}", "u8[2]{scale=0.5,zp=0,bits=4}", "u8[2]{scale=0.5,zp}",
-    "i8[2]{scale=0.5,zp=0,axis=0}", "u8[2]{scale=\"a\",zp=0}",
+    "i8[2]{scale=0.5,zp=0,axis=0}", "u8[2]{scale=\"a\",zp=0}", "u8[2]{scale=0.5,zp=0,zp=3}",
+    "u8[2]{scale=0.5,zp=Infinity}",
 ])
 def test_parse_type_rejects(bad):
     with pytest.raises(ValueError, match="cannot parse type"):
@@ -315,6 +316,7 @@ def test_parse_errors_are_parse_errors():
     ("%a: f32[4] = add", "%a: q9[4] = add", 3),
     ("%a: f32[4] = add", "%a: f32[4]{scale=0.5} = add", 3),
     ("const %c: f32[4]", "const %c: f32[4] = [1.0, 2.0, 3.0, 4.0, 5.0]", 2),
+    ("const %c: f32[4]", "const %c: u8[2] = [1, 300]", 2),
 ])
 def test_parse_graph_malformed_line_is_parse_error(old, new, line):
     with pytest.raises(ParseError, match=f"line {line}"):

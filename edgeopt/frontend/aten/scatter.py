@@ -38,8 +38,8 @@ def scatter_constant(ctx, xv, idx: list[np.ndarray | None], values, accumulate: 
     a, b = pos[0], pos[-1] + 1
     if pos != list(range(a, b)):
         raise NotImplementedError("with index tensors on non-adjacent axes")
-    if any(idx[i].dtype == np.bool_ for i in pos):
-        raise NotImplementedError("with a boolean mask (its positions depend on the data)")
+    if any(idx[i].dtype in (np.bool_, np.uint8) for i in pos):  # (torch reads a uint8 index as a mask too)
+        raise NotImplementedError("with a mask index (bool or uint8)")
     shape = xv.type.shape
     arrays = np.broadcast_arrays(*[idx[i].astype(np.int64) for i in pos])
     lin = np.zeros(arrays[0].shape, np.int64)

@@ -167,8 +167,9 @@ def _unfold(ctx, x, dim, size, step):
     """``x.unfold(dim, size, step)`` (sliding windows: ``torch.stft``'s frames): a ``take`` of every window's
     positions along ``dim``, the window axis moved last."""
     xv = ctx.v(x)
-    if xv.type.rank == 0:
-        return ctx.add("reshape", [xv], {"shape": [1]})
+    if xv.type.rank == 0:  # torch: size 0 or 1 of the scalar
+        y = ctx.add("reshape", [xv], {"shape": [1]})
+        return y if size else ctx.add("slice", [y], {"axis": 0, "start": 0, "end": 0, "step": 1})
     d = norm_dim(dim, xv.type.rank)
     shape = list(xv.type.shape)
     windows = (shape[d] - size) // step + 1
@@ -226,14 +227,13 @@ def _index_put(ctx, x, indices, values, accumulate=False):
     (``F.fold``'s), several and with ``accumulate``: a gather (``scatter.scatter_constant``)."""
     xv = ctx.v(x)
     given = [i for i, t in enumerate(indices) if t is not None]
-    if accumulate or len(given) != 1:
-        known = constant_indices(ctx, indices)
-        if known is not None:
-            return scatter_constant(ctx, xv, known, values, accumulate)
+    known = constant_indices(ctx, indices)
+    if known is not None and (accumulate or len(given) != 1 or known[given[0]].ndim != 1):
+        return scatter_constant(ctx, xv, known, values, accumulate)
     if accumulate:
-        raise NotImplementedError("with accumulate=True and indices computed from the inputs")
+        raise NotImplementedError("with accumulate=True and indices that are not constants")
     if len(given) != 1:
-        raise NotImplementedError(f"with {len(given)} index tensors computed from the inputs (one is covered)")
+        raise NotImplementedError(f"with {len(given)} index tensors that are not constants (one is covered)")
     ax = given[0]
     idx = ctx.v(indices[ax])
     if idx.type.rank != 1 or idx.type.dtype == "bool":
