@@ -111,6 +111,15 @@ CASES = {
     "topk_nan": (lambda x: torch.topk(x, 4)[0], [SPECIAL]),
     "topk_nan_smallest_indices": (lambda x: torch.topk(x, 5, largest=False)[1], [SPECIAL]),
     "topk_int": (lambda x: torch.topk(x, 2, dim=0)[1], [torch.tensor([[3, -1], [7, 2], [0, 9]])]),
+    # sort: the top n of n (stable; NaN last ascending, first descending), argsort exports as sort
+    "sort_values_nan": (lambda x: torch.sort(x)[0], [SPECIAL]),
+    "sort_descending_indices_ties": (lambda x: torch.sort(x.round(), dim=1, descending=True, stable=True)[1], [X]),
+    "histc": (lambda x: torch.histc(x, bins=7, min=-1.5, max=2.0), [torch.cat([X.reshape(-1), SPECIAL[0],
+                                                                          torch.linspace(-1.5, 2.0, 8)])]),
+    "histc_one_bin": (lambda x: torch.histc(x, bins=1, min=0.0, max=1.0), [X]),
+    "histc_inexact_range": (lambda x: torch.histc(x, bins=13, min=-1.1, max=0.7), [torch.linspace(-1.1, 0.7, 131)]),
+    "histc_expert_ids": (lambda i: torch.histc(i.float(), bins=4, min=0, max=3), [torch.randint(0, 4, (2, 9))]),
+    "argsort_int_dim0": (lambda x: torch.argsort(x, dim=0, stable=True), [torch.randint(0, 3, (6, 4))]),
     # shapes
     "repeat": (lambda x: x.repeat(1, 2, 1, 3), [X]),
     "repeat_new_axes": (lambda x: x.repeat(2, 1, 1, 1, 2), [X]),

@@ -21,6 +21,7 @@ from ..ir import Graph, TensorType, Value
 from ..ir.graph import fold_keeps_weights_small
 from .aten import CONVERTERS, KEEP_WHOLE, Ctx, ir_dtype
 from .aten import complex as complex_ops
+from .aten.select import NAMED as NAMED_CONVERTERS
 
 _FRAME = re.compile(r'File "([^"]+)", line (\d+), in (\S+)(?:\n +([^\n]*))?')
 _TORCH_DIR = torch.__file__.rsplit("/", 1)[0] + "/"
@@ -228,7 +229,7 @@ def _convert_node(ctx: Ctx, node, unsupported: dict[str, UnsupportedOp]) -> None
         # a constant subgraph: fold it with torch now (one the IR has no op for, whatever its size)
         ctx.torch_consts[node.name] = _evaluate(ctx, node)
         return
-    conv = CONVERTERS.get(target)
+    conv = CONVERTERS.get(target) or NAMED_CONVERTERS.get(_op_name(target))
     if _touches_complex(ctx, node):  # complex tensors are pairs of real values (aten/complex.py)
         def conv(ctx, *args, **kwargs):
             return complex_ops.convert(ctx, node, CONVERTERS)

@@ -34,9 +34,6 @@ GOAL = 40  # issue 22: at least this many architectures compile and match
 
 # Why each failing architecture fails today (measured with the script runner below). Keys are SWEEP names.
 XFAIL: dict[str, str] = {
-    # UnsupportedModelError: ops edgeopt does not have yet
-    "qwen2_moe": "UnsupportedModelError: aten::sort (transformers' default MoE experts_implementation 'grouped_mm' "
-                 "sorts the tokens by expert; 'batched_mm' compiles, see mixtral)",
     # UnsupportedModelError wrapping a torch.export failure: the transformers code cannot be traced statically
     "longformer": "UnsupportedModelError (data-dependent control flow): transformers branches on "
                   "is_index_global_attn.flatten().any().item()",

@@ -1,9 +1,11 @@
-"""ATen -> IR converters that select elements by rank: topk.
+"""ATen -> IR converters that select or count elements by rank: topk, sort (and argsort, which exports as sort),
+histc; and the grouped matmul of a mixture of experts' routed tokens.
 
 ``topk`` is written with the IR's comparisons and sums, no sort: every element's rank along the axis is the number
 of elements that beat it (a larger value, NaN beating every number as in torch, or an equal value at a smaller
 index), and output slot ``r`` sums the element whose rank is ``r``. That compares every pair, so the axis is at
-most ``TOPK_MAX`` long (expert routing, small vocabularies); a longer one is an unsupported case.
+most ``TOPK_MAX`` long (expert routing, small vocabularies); a longer one is an unsupported case. A sort is the
+top n of n: stable (equal values keep their order) and NaN last ascending, first descending, as torch's.
 """
 
 from __future__ import annotations
@@ -44,6 +46,53 @@ def _topk(ctx: Ctx, a, k, dim=-1, largest=True, sorted=True):
     return values, indices
 
 
+def _sort(ctx: Ctx, a, dim=-1, descending=False):
+    x = ctx.v(a)
+    n = x.type.shape[norm_dim(dim, x.type.rank)] if x.type.rank else 1
+    return _topk(ctx, x, n, dim, largest=descending)
+
+
+def _sort_stable(ctx: Ctx, a, *, stable=None, dim=-1, descending=False):
+    return _sort(ctx, a, dim, descending)
+
+
+def _histc(ctx: Ctx, a, bins=100, min=0, max=0):
+    """``torch.histc``: per bin, how many elements fall in it. An element's bin is torch's
+    ``trunc((x - min) * bins / (max - min))`` in the input's dtype (``max`` itself in the last bin; NaN and values
+    outside ``[min, max]`` in none), then a one-hot sum over the elements."""
+    x = ctx.v(a)
+    dt = x.type.dtype
+    lo, hi = float(min), float(max)
+    if not dt.startswith("f"):
+        raise NotImplementedError(f"of {dt} tensors")
+    if not lo < hi:
+        raise NotImplementedError("with min >= max (a range taken from the data)")
+    flat = ctx.add("reshape", [x], {"shape": [x.type.numel, 1]})
+    inside = ctx.add("logical_and", [ctx.add("ge", [flat, ctx.v(lo, dt)]), ctx.add("le", [flat, ctx.v(hi, dt)])])
+    scaled = ctx.add("div", [ctx.add("mul", [ctx.add("sub", [flat, ctx.v(lo, dt)]), ctx.v(float(bins), dt)]),
+                             ctx.v(float(np.asarray(hi, x.type.np_dtype) - np.asarray(lo, x.type.np_dtype)), dt)])
+    at = ctx.add("minimum", [ctx.cast(ctx.add("floor", [scaled]), "i32"), ctx.v(bins - 1, "i32")])
+    bin_ids = ctx.g.add_const(np.arange(bins, dtype=np.int32).reshape(1, bins), "histc_bins")
+    hit = ctx.add("logical_and", [ctx.add("eq", [at, bin_ids]), inside])
+    return ctx.add("sum", [ctx.cast(hit, dt)], {"axes": [0], "keepdims": False})
+
+
+def grouped_mm(ctx: Ctx, a, weight, offs):
+    """``transformers::grouped_mm_fallback(x[S, d], w[E, d, o], offs[E])``: row ``s`` times the weight of its group,
+    the first ``e`` with ``s < offs[e]`` (the rows are sorted by expert, ``offs`` their cumulative counts). Each row
+    gathers its group's weight (S x d x o, as transformers' "batched_mm" experts), then one batched matmul."""
+    x, w, o = ctx.v(a), ctx.v(weight), ctx.v(offs)
+    s, d = x.type.shape
+    rows = ctx.g.add_const(np.arange(s, dtype=np.int64).reshape(s, 1), "grouped_rows")
+    group = ctx.add("sum", [ctx.cast(ctx.add("le", [ctx.add("reshape", [ctx.cast(o, "i64")],
+                                                            {"shape": [1, o.type.shape[0]]}), rows]), "i64")],
+                    {"axes": [1], "keepdims": False})
+    group = ctx.add("minimum", [group, ctx.v(w.type.shape[0] - 1, "i64")])  # rows past the last offset: none in torch
+    per_row = ctx.add("take", [w, group], {"axis": 0})  # [S, d, o]
+    y = ctx.add("matmul", [ctx.add("reshape", [x], {"shape": [s, 1, d]}), per_row])
+    return ctx.add("reshape", [y], {"shape": [s, w.type.shape[2]]})
+
+
 def _beats(ctx: Ctx, xj, xi, largest: bool):
     """xj comes before xi: better (NaN is the largest value), or equal (NaN equals NaN) at a smaller index."""
     n = xi.type.shape[-2]
@@ -60,4 +109,8 @@ def _beats(ctx: Ctx, xj, xi, largest: bool):
     return ctx.add("logical_or", [better, ctx.add("logical_and", [equal, before])])
 
 
-CONVERTERS = {aten.topk.default: _topk}
+CONVERTERS = {aten.topk.default: _topk, aten.sort.default: _sort, aten.sort.stable: _sort_stable,
+              aten.histc.default: _histc}
+
+#: ops of other libraries, by name (their overloads exist only once the library is imported)
+NAMED = {"transformers::grouped_mm_fallback": grouped_mm}
