@@ -52,6 +52,7 @@ CASES = {
     "std": (lambda x: x.std((2, 3), keepdim=True), [X]),
     "var_rank0": (lambda x: x.var(), [torch.tensor(2.0)]),
     "prod": (lambda x: x.prod(1), [X]),
+    "var_mean_std_mean": (lambda x: torch.var_mean(x, (1, 2), keepdim=True)[0] + torch.std_mean(x, 1)[1].sum(), [X]),
     "prod_all_int": (lambda x: x.prod(), [torch.tensor([[1, -2, 3], [4, 1, -1]], dtype=torch.int32)]),
     "argmin": (lambda x: x.argmin(-2), [X]),
     "sum_of_bools_is_int64": (lambda x: (x > 0).sum(1), [X]),
@@ -89,6 +90,14 @@ CASES = {
     "bool_compare": (lambda a, b: ((a > 0) != (b > 0)).float() + ((a > 0) == (b < 0)).float(), [X, X.flip(0)]),
     "bool_arithmetic": (lambda a: ((a > 0) * (a < 1)).float() + ((a > 1) + (a < -1)).float(), [X]),
     "atan2": (lambda a, b: torch.atan2(a, b), [SPECIAL, SPECIAL.flip(1)]),
+    # inverse trigonometric and hyperbolic functions, written with the IR's (aten/composites.py)
+    "atan": (torch.atan, [SPECIAL]),
+    "asin_acos": (lambda x: torch.asin(x) + 2 * torch.acos(x), [torch.cat([SPECIAL, torch.tensor([[0.999, -1.]])], 1)]),
+    "tan": (torch.tan, [X]),
+    "sinh_cosh": (lambda x: torch.sinh(x) + torch.cosh(x) * 0.5, [SPECIAL]),
+    "asinh": (torch.asinh, [torch.cat([SPECIAL, torch.tensor([[1e10, -1e10, 1e-20]])], 1)]),
+    "acosh": (torch.acosh, [torch.cat([SPECIAL, torch.tensor([[1.0, 1.0001, 1e10]])], 1)]),
+    "atanh": (torch.atanh, [torch.cat([SPECIAL, torch.tensor([[0.999, -1.0, 1.0]])], 1)]),
     "atan2_int_broadcast": (lambda a, b: torch.atan2(a, b), [torch.arange(-3, 3).reshape(2, 3), torch.tensor(2)]),
     # NaN tests: TVM folds x != x and x == x, and compares floats ordered
     "ne_eq_nan": (lambda a, b: (a != b).float() * 2 + (a == b).float() + (a != a).float() * 4,
@@ -125,6 +134,8 @@ CASES = {
     "repeat_new_axes": (lambda x: x.repeat(2, 1, 1, 1, 2), [X]),
     "tile": (lambda x: x.tile((2, 1)), [X]),
     "flip": (lambda x: x.flip(1, -1), [X]),
+    "diagonal": (lambda x: torch.diagonal(x, dim1=2, dim2=3), [X]),
+    "diagonal_offsets": (lambda x: torch.diagonal(x, 2, 1, 3) + torch.diagonal(x, -3, -1, 0).sum(), [X]),
     "slice_empty_output": (lambda x: x[:, 3:3] * 2, [X]),
     "unfold_windows": (lambda x: x.unfold(1, 3, 2) * 2, [X]),
     "unfold_rank0": (lambda x: x.unfold(0, 1, 1) + x.unfold(0, 0, 1).sum(), [torch.tensor(2.5)]),
@@ -169,6 +180,7 @@ CASES = {
     # runtime checks (torch._check, F.one_hot's range asserts) are not compiled: the example inputs passed them
     "one_hot_with_checks": (lambda x, i: _checked(i) * x.sum(), [X, torch.tensor([0, 2, 5])]),
     "adaptive_avg_pool2d_unbatched": (lambda x: F.adaptive_avg_pool2d(x, 1), [X[0]]),
+    "adaptive_max_pool2d": (lambda x: F.adaptive_max_pool2d(x, (5, 1)) + F.adaptive_max_pool2d(x, 1), [X]),
     # resize: torch's nearest picks in float32 (26 -> 22: output 11 is x[12]), x2 sizes by shifting, and an axis
     # that keeps its size under a scale factor is copied
     "interpolate_nearest_size_f32_picks": (lambda x: F.interpolate(x, size=(3, 22)), [torch.randn(1, 2, 5, 26)]),

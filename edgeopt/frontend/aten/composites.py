@@ -1,0 +1,141 @@
+"""ATen ops the IR has no op of its own for, written with the ones it has: inverse trigonometric and hyperbolic
+functions, ``var_mean``, ``diagonal``, ``adaptive_max_pool2d`` on windows that tile the input.
+
+Each formula is chosen to keep float32's accuracy where the textbook one loses it:
+
+    asin(x)  = atan2(x, sqrt((1 - x)(1 + x)))           (1 - x^2 cancels near |x| = 1)
+    sinh(x)  = (expm1(x) - expm1(-x)) / 2                (exp(x) - exp(-x) cancels near 0)
+    asinh(x) = sign(x) log1p(|x| + x^2 / (1 + sqrt(1 + x^2))), log(2|x|) past 1e8 (x^2 would overflow)
+    atanh(x) = log1p(2x / (1 - x)) / 2
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .ctx import Ctx, aten, norm_dim
+from .reduce import _axes, _var
+
+_BIG = 1e8  # past this, x^2 + 1 == x^2 in float32 and x^2 overflows soon after: log(2|x|) is exact there
+
+
+def _x(ctx: Ctx, a):
+    return ctx.v(a, ctx.out_dtype())
+
+
+def _c(ctx: Ctx, value: float, like):
+    return ctx.v(float(value), like.type.dtype)
+
+
+def _one_minus_x2(ctx: Ctx, x):
+    one = _c(ctx, 1.0, x)
+    return ctx.add("mul", [ctx.add("sub", [one, x]), ctx.add("add", [one, x])])
+
+
+def _atan(ctx: Ctx, a):
+    x = _x(ctx, a)
+    return ctx.add("atan2", [x, _c(ctx, 1.0, x)])
+
+
+def _asin(ctx: Ctx, a):
+    x = _x(ctx, a)
+    return ctx.add("atan2", [x, ctx.add("sqrt", [_one_minus_x2(ctx, x)])])
+
+
+def _acos(ctx: Ctx, a):
+    x = _x(ctx, a)
+    return ctx.add("atan2", [ctx.add("sqrt", [_one_minus_x2(ctx, x)]), x])
+
+
+def _tan(ctx: Ctx, a):
+    x = _x(ctx, a)
+    return ctx.add("div", [ctx.add("sin", [x]), ctx.add("cos", [x])])
+
+
+def _sinh(ctx: Ctx, a):
+    x = _x(ctx, a)
+    diff = ctx.add("sub", [ctx.add("expm1", [x]), ctx.add("expm1", [ctx.add("neg", [x])])])
+    return ctx.add("mul", [diff, _c(ctx, 0.5, x)])
+
+
+def _cosh(ctx: Ctx, a):
+    x = _x(ctx, a)
+    total = ctx.add("add", [ctx.add("exp", [x]), ctx.add("exp", [ctx.add("neg", [x])])])
+    return ctx.add("mul", [total, _c(ctx, 0.5, x)])
+
+
+def _log_2x(ctx: Ctx, ax):
+    """log(2 |x|) for |x| past ``_BIG``, where asinh and acosh are that to float32's precision."""
+    return ctx.add("add", [ctx.add("log", [ax]), _c(ctx, math.log(2.0), ax)])
+
+
+def _asinh(ctx: Ctx, a):
+    x = _x(ctx, a)
+    ax = ctx.add("abs", [x])
+    x2 = ctx.add("mul", [ax, ax])
+    root = ctx.add("sqrt", [ctx.add("add", [x2, _c(ctx, 1.0, x)])])
+    small = ctx.add("log1p", [ctx.add("add", [ax, ctx.add("div", [x2, ctx.add("add", [root, _c(ctx, 1.0, x)])])])])
+    mag = ctx.add("where", [ctx.add("gt", [ax, _c(ctx, _BIG, x)]), _log_2x(ctx, ax), small])
+    return ctx.add("where", [ctx.add("lt", [x, _c(ctx, 0.0, x)]), ctx.add("neg", [mag]), mag])
+
+
+def _acosh(ctx: Ctx, a):
+    x = _x(ctx, a)
+    below = ctx.add("sub", [x, _c(ctx, 1.0, x)])
+    root = ctx.add("sqrt", [ctx.add("mul", [below, ctx.add("add", [x, _c(ctx, 1.0, x)])])])
+    small = ctx.add("log1p", [ctx.add("add", [below, root])])
+    y = ctx.add("where", [ctx.add("gt", [x, _c(ctx, _BIG, x)]), _log_2x(ctx, x), small])
+    return ctx.add("where", [ctx.add("lt", [x, _c(ctx, 1.0, x)]), _c(ctx, math.nan, x), y])  # below 1: NaN
+
+
+def _atanh(ctx: Ctx, a):
+    x = _x(ctx, a)
+    ratio = ctx.add("div", [ctx.add("add", [x, x]), ctx.add("sub", [_c(ctx, 1.0, x), x])])
+    return ctx.add("mul", [ctx.add("log1p", [ratio]), _c(ctx, 0.5, x)])
+
+
+def _var_mean(ctx: Ctx, a, dim=None, *, correction=None, keepdim=False):
+    x = ctx.v(a, ctx.out_dtype())
+    axes = _axes(x, dim)
+    mean = ctx.add("mean", [x], {"axes": axes, "keepdims": bool(keepdim)}) if axes else ctx.add("copy", [x])
+    return _var(ctx, x, dim, correction=correction, keepdim=keepdim), mean
+
+
+def _diagonal(ctx: Ctx, a, offset=0, dim1=0, dim2=1):
+    """The diagonal of axes ``dim1`` and ``dim2`` (offset above it, negative below), moved last: a take of its
+    positions in the two axes flattened."""
+    x = ctx.v(a)
+    r = x.type.rank
+    d1, d2 = norm_dim(dim1, r), norm_dim(dim2, r)
+    n1, n2 = x.type.shape[d1], x.type.shape[d2]
+    rows = np.arange(max(0, min(n1 + min(offset, 0), n2 - max(offset, 0))))
+    i, j = rows - min(offset, 0), rows + max(offset, 0)
+    rest = [k for k in range(r) if k not in (d1, d2)]
+    y = ctx.add("transpose", [x], {"perm": rest + [d1, d2]}) if rest + [d1, d2] != list(range(r)) else x
+    y = ctx.add("reshape", [y], {"shape": [x.type.shape[k] for k in rest] + [n1 * n2]})
+    return ctx.add("take", [y, ctx.g.add_const((i * n2 + j).astype(np.int64), "diagonal")], {"axis": len(rest)})
+
+
+def _adaptive_max(ctx: Ctx, a, output_size):
+    """Values only (the indices output is an unsupported case), for outputs whose windows tile the input."""
+    x = ctx.v(a)
+    out = list(output_size) if isinstance(output_size, (list, tuple)) else [output_size] * 2
+    h, w = x.type.shape[-2:]
+    out = [h if o is None else o for o in out[:1]] + [w if o is None else o for o in out[1:]]
+    if h % out[0] or w % out[1]:
+        raise NotImplementedError(f"to {out} from {[h, w]} (windows of unequal sizes; an output that divides the "
+                                  "input is covered)")
+    if x.type.rank != 4:
+        raise NotImplementedError("of a rank-3 input")
+    k = [h // out[0], w // out[1]]
+    return ctx.add("max_pool2d", [x], {"kernel": k, "stride": k}), None
+
+
+CONVERTERS = {
+    aten.atan.default: _atan, aten.asin.default: _asin, aten.acos.default: _acos, aten.tan.default: _tan,
+    aten.sinh.default: _sinh, aten.cosh.default: _cosh, aten.asinh.default: _asinh, aten.acosh.default: _acosh,
+    aten.atanh.default: _atanh, aten.var_mean.correction: _var_mean, aten.diagonal.default: _diagonal,
+    aten.adaptive_max_pool2d.default: _adaptive_max,
+}
