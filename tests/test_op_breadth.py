@@ -180,6 +180,11 @@ CASES = {
     # runtime checks (torch._check, F.one_hot's range asserts) are not compiled: the example inputs passed them
     "one_hot_with_checks": (lambda x, i: _checked(i) * x.sum(), [X, torch.tensor([0, 2, 5])]),
     "adaptive_avg_pool2d_unbatched": (lambda x: F.adaptive_avg_pool2d(x, 1), [X[0]]),
+    "grid_sample_bilinear_zeros": (lambda x, g: F.grid_sample(x, g, align_corners=False),
+                                   [X, torch.rand(2, 4, 3, 2) * 2.8 - 1.4]),
+    "grid_sample_nearest_reflection": (lambda x, g: F.grid_sample(x, g, mode="nearest", padding_mode="reflection",
+                                                                  align_corners=True),
+                                       [X, torch.rand(2, 3, 5, 2) * 5 - 2.5]),
     "adaptive_max_pool2d": (lambda x: F.adaptive_max_pool2d(x, (5, 1)) + F.adaptive_max_pool2d(x, 1), [X]),
     # resize: torch's nearest picks in float32 (26 -> 22: output 11 is x[12]), x2 sizes by shifting, and an axis
     # that keeps its size under a scale factor is copied

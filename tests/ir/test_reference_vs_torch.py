@@ -831,3 +831,17 @@ def test_gather(rng, axis):
 def test_every_registered_op_is_compared_with_torch():
     # ``fused`` has no semantics of its own: it runs its body (tests/ir/test_fused.py)
     assert set(all_ops()) - COVERED - {"fused"} == set(), "add a torch comparison for the new op(s)"
+
+
+# -- grid_sample ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["bilinear", "nearest"])
+@pytest.mark.parametrize("padding", ["zeros", "border", "reflection"])
+@pytest.mark.parametrize("align", [False, True])
+def test_grid_sample(rng, mode, padding, align):
+    x = randn(rng, 2, 3, 5, 7)
+    grid = (rng.random((2, 4, 6, 2)) * 3.0 - 1.5).astype(np.float32)  # a third of the positions outside
+    grid[0, 0, :3] = [[-1.0, -1.0], [1.0, 1.0], [0.0, 0.0]]  # the corners and the centre exactly
+    got = run_op("grid_sample", [x, grid], {"mode": mode, "padding_mode": padding, "align_corners": align})
+    check(got, F.grid_sample(tt(x), tt(grid), mode=mode, padding_mode=padding, align_corners=align))

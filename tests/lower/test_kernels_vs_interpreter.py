@@ -499,6 +499,11 @@ def resize_pad_cases() -> list[Case]:
         ("bilinear_to_1x1_ac", {"size": [1, 1], "mode": "bilinear", "align_corners": True}),
     ]
     cases = [Case(f"resize_{cid}", op1("resize2d", attrs=a), {"x": x}) for cid, a in rs]
+    grid = f32((1, 4, 5, 2), -1.4, 1.4)  # some positions outside the input: each padding mode's rule
+    cases += [Case(f"grid_sample_{m}_{p}_{'corners' if ac else 'centres'}",
+                   opn("grid_sample", ["x", "grid"], {"mode": m, "padding_mode": p, "align_corners": ac}),
+                   {"x": x, "grid": grid})
+              for m in ("bilinear", "nearest") for p in ("zeros", "border", "reflection") for ac in (False, True)]
     cases += [  # torch's picks: float32 steps (26 -> 22, output 11 is x[12]), x2 by shifting, same size copied
         Case("resize_nearest_f32_step", op1("resize2d", attrs={"size": [3, 22], "mode": "nearest"}),
              {"x": f32((1, 2, 5, 26))}),

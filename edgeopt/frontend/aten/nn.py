@@ -215,7 +215,21 @@ def _sdpa(ctx, q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=No
                                       "causal": bool(is_causal)})
 
 
+
+def _grid_sampler(ctx, x, grid, interpolation_mode, padding_mode, align_corners):
+    """``F.grid_sample`` (aten's modes by number: 0 bilinear, 1 nearest, 2 bicubic; 0 zeros, 1 border, 2
+    reflection)."""
+    if interpolation_mode not in (0, 1):
+        raise NotImplementedError("bicubic (bilinear and nearest are covered)")
+    xv = ctx.v(x)
+    return ctx.add("grid_sample", [xv, ctx.v(grid, xv.type.dtype)],
+                   {"mode": ("bilinear", "nearest")[interpolation_mode],
+                    "padding_mode": ("zeros", "border", "reflection")[padding_mode],
+                    "align_corners": bool(align_corners)})
+
+
 CONVERTERS = {
+    aten.grid_sampler_2d.default: _grid_sampler,
     aten.linear.default: _linear, aten.matmul.default: _matmul, aten.mm.default: _matmul,
     aten.bmm.default: _matmul, aten.addmm.default: _addmm,
     aten.convolution.default: _convolution,

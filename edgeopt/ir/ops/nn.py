@@ -1,4 +1,4 @@
-"""Neural-network ops on NCHW tensors: conv2d, conv_transpose2d, pooling, batch_norm, resize2d, pad."""
+"""Neural-network ops on NCHW tensors: conv2d, conv_transpose2d, pooling, batch_norm, resize2d, grid_sample, pad."""
 
 from __future__ import annotations
 
@@ -422,6 +422,76 @@ def _resize_ref(xs, a):
 register(OpDef("resize2d", "injective", _resize_infer, _resize_ref,
                {"size": REQUIRED, "mode": "nearest", "align_corners": False, "scales": None}, (1, 1),
                doc="resize2d(x){size=[OH, OW], mode, align_corners, scales}: torch's upsample semantics"))
+
+
+GRID_MODES, GRID_PADDINGS = ("bilinear", "nearest"), ("zeros", "border", "reflection")
+
+
+def _grid_infer(types, attrs):
+    x, grid = types
+    need_float("grid_sample", x)
+    if x.rank != 4 or grid.rank != 4 or grid.shape[3] != 2 or grid.shape[0] != x.shape[0]:
+        raise OpError(f"grid_sample: x [N, C, H, W] and grid [N, Ho, Wo, 2], got {x.shape} and {grid.shape}")
+    if grid.dtype != x.dtype:
+        raise OpError(f"grid_sample: grid is {grid.dtype}, x {x.dtype}")
+    if attrs["mode"] not in GRID_MODES or attrs["padding_mode"] not in GRID_PADDINGS:
+        raise OpError(f"grid_sample: mode {attrs['mode']!r} / padding_mode {attrs['padding_mode']!r} not supported "
+                      f"({GRID_MODES}, {GRID_PADDINGS})")
+    return [TensorType((x.shape[0], x.shape[1], grid.shape[1], grid.shape[2]), x.dtype)]
+
+
+def grid_source(coord: np.ndarray, size: int, padding: str, align_corners: bool) -> np.ndarray:
+    """A normalized grid coordinate (-1 .. 1) as a pixel position, as torch's CPU kernel computes it in float32:
+    unnormalized, then clipped (border) or reflected and clipped (reflection)."""
+    f = np.float32
+    c = coord.astype(f)
+    if align_corners:
+        x = (c + f(1)) * f((size - 1) / 2)
+    else:
+        x = (c + f(1)) * f(size / 2) - f(0.5)
+    if padding == "reflection":
+        low, high = (0, 2 * (size - 1)) if align_corners else (-1, 2 * size - 1)
+        if low == high:
+            x = np.zeros_like(x)
+        else:
+            lo, span = f(low / 2), f((high - low) / 2)
+            d = np.abs(x - lo)
+            extra = np.fmod(d, span)
+            flips = np.floor(d / span)
+            x = np.where(np.fmod(flips, f(2)) == 0, extra + lo, span - extra + lo).astype(f)
+    if padding in ("border", "reflection"):
+        x = np.clip(x, f(0), f(size - 1))
+    return x.astype(f)
+
+
+def _grid_ref(xs, a):
+    x, grid = xs[0].astype(np.float32), xs[1]
+    n, c, h, w = x.shape
+    ix = grid_source(grid[..., 0], w, a["padding_mode"], a["align_corners"])  # [N, Ho, Wo]
+    iy = grid_source(grid[..., 1], h, a["padding_mode"], a["align_corners"])
+    batch = np.arange(n)[:, None, None]
+
+    def read(yy, xx):  # [N, C, Ho, Wo]; 0 outside the input
+        inside = (yy >= 0) & (yy < h) & (xx >= 0) & (xx < w)
+        v = x[batch, :, np.clip(yy, 0, h - 1), np.clip(xx, 0, w - 1)]  # [N, Ho, Wo, C]
+        return np.moveaxis(np.where(inside[..., None], v, 0), -1, 1)
+
+    if a["mode"] == "nearest":
+        y = read(np.rint(iy).astype(np.int64), np.rint(ix).astype(np.int64))
+    else:
+        x0, y0 = np.floor(ix), np.floor(iy)
+        wx, wy = (ix - x0)[:, None], (iy - y0)[:, None]
+        x0, y0 = x0.astype(np.int64), y0.astype(np.int64)
+        y = ((1 - wy) * (1 - wx) * read(y0, x0) + (1 - wy) * wx * read(y0, x0 + 1)
+             + wy * (1 - wx) * read(y0 + 1, x0) + wy * wx * read(y0 + 1, x0 + 1))
+    return [y.astype(xs[0].dtype)]
+
+
+register(OpDef("grid_sample", "injective", _grid_infer, _grid_ref,
+               {"mode": "bilinear", "padding_mode": "zeros", "align_corners": False}, (2, 2), fp16="f32",
+               doc="grid_sample(x[N, C, H, W], grid[N, Ho, Wo, 2]){mode, padding_mode, align_corners}: x read at "
+                   "the grid's normalized (x, y) positions, as torch's F.grid_sample (bilinear or nearest; zeros, "
+                   "border or reflection padding)"))
 
 
 def _pad_infer(types, attrs):

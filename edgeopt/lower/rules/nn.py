@@ -9,7 +9,8 @@ from ...ir.ops.layout import BLOCKED, data_layout, layout_block
 from ...ir.ops.nn import adaptive_bounds, conv_weight_block, conv_weight_group, nearest_rule, resize_scale
 from .. import nan_math
 from . import rule
-from ._te import const, narrow, tvm_dtype, widen
+from ._te import const, narrow, round_half_even, tvm_dtype, widen
+from .elementwise import _fmod
 
 
 def pad_nchw(x, pads, extra, value, name="pad"):
@@ -273,6 +274,52 @@ def resize2d(ins, attrs, out, op):
         return lerp(top, lerp(x[n, c, h1, w0], None if lw is None else x[n, c, h1, w1], lw), lh)
 
     return te.compute(tuple(out.shape), bilinear, name="resize_bilinear")
+
+
+@rule("grid_sample")
+def grid_sample(ins, attrs, out, op):
+    """torch's F.grid_sample, in float32 as its CPU kernel (``ir.ops.nn.grid_source`` is the reference's)."""
+    x, grid = ins
+    H, W = int(x.shape[2]), int(x.shape[3])
+    f32 = "float32"
+
+    def f(v):
+        return const(float(v), f32)
+
+    def source(c, size):
+        c = c.astype(f32)
+        p = (c + f(1)) * f((size - 1) / 2) if attrs["align_corners"] else (c + f(1)) * f(size / 2) - f(0.5)
+        if attrs["padding_mode"] == "reflection":
+            low, high = (0, 2 * (size - 1)) if attrs["align_corners"] else (-1, 2 * size - 1)
+            if low == high:
+                p = f(0)
+            else:
+                lo, span = low / 2, (high - low) / 2
+                d = te.abs(p - f(lo))
+                extra = _fmod(d, f(span))
+                flips = te.floor(d / f(span))
+                p = tvm.tirx.Select(_fmod(flips, f(2)) == f(0), extra + f(lo), f(span) - extra + f(lo))
+        if attrs["padding_mode"] in ("border", "reflection"):
+            p = te.min(te.max(p, f(0)), f(size - 1))
+        return p
+
+    def read(n, c, yy, xx):  # 0 outside the input
+        inside = tvm.tirx.all(yy >= 0, yy < H, xx >= 0, xx < W)
+        v = x[n, c, te.min(te.max(yy, 0), H - 1), te.min(te.max(xx, 0), W - 1)].astype(f32)
+        return tvm.tirx.Select(inside, v, f(0))
+
+    def body(n, c, h, w):
+        ix, iy = source(grid[n, h, w, 0], W), source(grid[n, h, w, 1], H)
+        if attrs["mode"] == "nearest":
+            return read(n, c, round_half_even(iy).astype("int32"), round_half_even(ix).astype("int32")).astype(x.dtype)
+        x0, y0 = te.floor(ix), te.floor(iy)
+        wx, wy = ix - x0, iy - y0
+        xi, yi = x0.astype("int32"), y0.astype("int32")
+        top = read(n, c, yi, xi) * (f(1) - wx) + read(n, c, yi, xi + 1) * wx
+        bottom = read(n, c, yi + 1, xi) * (f(1) - wx) + read(n, c, yi + 1, xi + 1) * wx
+        return (top * (f(1) - wy) + bottom * wy).astype(x.dtype)
+
+    return te.compute(tuple(out.shape), body, name="grid_sample")
 
 
 @rule("pad")
