@@ -791,7 +791,7 @@ def test_sparse_linear(rng):
 
 COVERED = (set(UNARY_TORCH) | set(BINARY_TORCH) | {"index_copy", "sparse_linear",
     "gelu", "leaky_relu", "logical_not", "logical_and", "logical_or", "where", "cast", "clamp", "conv2d",
-    "conv_transpose2d", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "resize2d", "pad", "softmax",
+    "conv_transpose2d", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "resize2d", "grid_sample", "pad", "softmax",
     "log_softmax", "layer_norm", "batch_norm", "sum", "mean", "max", "min", "argmax", "attention", "matmul",
     "linear", "take", "slice", "prod", "cumsum", "gather",
     "concat", "broadcast_to", "transpose", "reshape", "copy", "layout_transform",
