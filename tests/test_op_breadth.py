@@ -158,6 +158,14 @@ CASES = {
         (slice(None), torch.tensor([0, 2, 5]), torch.tensor([[1], [4]])), y[:, :3, 0] * 3)), [X]),
     "index_put_constant_2d_index": (lambda x: _assign(x, lambda o, y: o.__setitem__(torch.tensor([[1], [0]]),
                                                                                     y[:1] * 2)), [X]),
+    # scatters along an axis with run-time indices: one-hot labels, sums of messages, the last write winning
+    "scatter_one_hot": (lambda i: torch.zeros(4, 10).scatter(1, i, 1.0), [torch.tensor([[3], [0], [9], [3]])]),
+    "scatter_add_repeated": (lambda x, i: x.scatter_add(1, i, x[:, :4] * 2), [torch.randn(3, 7),
+                                                                             torch.tensor([[1, 1, 6, 0]] * 3)]),
+    "scatter_src_last_write": (lambda x, i: x.scatter(-1, i, -x[:, :5]), [torch.randn(2, 6),
+                                                                          torch.tensor([[2, 2, 5, 2, 0], [1] * 5])]),
+    "scatter_add_block_dim0_int": (lambda i: torch.zeros(4, 6, dtype=torch.long).scatter_add(0, i, i * 10),
+                                   [torch.tensor([[3, 1, 3], [0, 3, 2]])]),
     "index_put_accumulate_repeated": (lambda x: x.index_put((torch.tensor([1, 1, 4, 1]),), x[:4] * 2, accumulate=True),
                                       [torch.randn(6, 3)]),
     "slice_negative_start": (lambda x: x[:, -4:-1] + x[:, -7:2].sum(1, keepdim=True), [X]),
@@ -221,6 +229,7 @@ def test_op_matches_torch(name):
     (lambda x: torch.topk(x.reshape(-1).repeat(20), 3)[0], r"aten::topk \(over 3600 elements"),
     (lambda x: x.index_put((x[0, :, 0, 0].argmax().reshape(1),), x[:1], accumulate=True),
      r"aten::index_put \(with accumulate=True and indices that are not constants"),
+    (lambda x: x.scatter_reduce(1, (x > 0).long(), x, "amax"), r"aten::scatter_reduce"),
     (lambda x: x.index_put((torch.tensor([1, 1]), torch.tensor([0, 0])), x[0, :2]),
      r"aten::index_put \(with repeated positions and accumulate=False"),
 ])

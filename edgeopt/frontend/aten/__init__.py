@@ -8,7 +8,7 @@ decompose the op, add it to ``KEEP_WHOLE``.
 
 from __future__ import annotations
 
-from . import composites, elementwise, nn, reduce, select, shape
+from . import composites, elementwise, nn, reduce, scatter, select, shape
 from .ctx import Ctx, aten, ir_dtype
 
 #: ATen ops kept as they are (not decomposed to core ATen): the IR has a direct op for each.
@@ -21,6 +21,6 @@ KEEP_WHOLE = [
 ]
 
 CONVERTERS = {**elementwise.CONVERTERS, **reduce.CONVERTERS, **nn.CONVERTERS, **shape.CONVERTERS,
-              **select.CONVERTERS, **composites.CONVERTERS}
+              **select.CONVERTERS, **composites.CONVERTERS, **scatter.CONVERTERS}
 
 __all__ = ["CONVERTERS", "KEEP_WHOLE", "Ctx", "ir_dtype"]

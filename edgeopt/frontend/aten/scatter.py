@@ -1,5 +1,7 @@
-"""``x[..., i0, i1, ...] = values`` (or ``+=`` with ``accumulate``) where the index tensors are constants: ``F.fold``
-(MobileViT's patch folding) and other scatters whose positions the model's shapes fix.
+"""Scatters. ``x[..., i0, i1, ...] = values`` (or ``+=`` with ``accumulate``) where the index tensors are constants:
+``F.fold`` (MobileViT's patch folding) and other scatters whose positions the model's shapes fix; and
+``scatter`` / ``scatter_add`` along an axis with indices known only at run time (one-hot labels, graph
+message passing), as a compare of every index with every position (``scatter_dim``).
 
 With the positions known at compile time the scatter is written as a gather: every target position lists the value
 elements that land on it (padded with a zero element), a ``take`` reads them and a ``sum`` adds them up. Nothing
@@ -13,6 +15,8 @@ is scattered at run time, so the kernels stay data-parallel.
 from __future__ import annotations
 
 import numpy as np
+
+from .ctx import aten, norm_dim
 
 #: a target position may gather at most this many value elements (F.fold's overlapping windows: kernel / stride
 #: squared); more is refused rather than made into a large gather
@@ -83,3 +87,85 @@ def scatter_constant(ctx, xv, idx: list[np.ndarray | None], values, accumulate: 
         hit = ctx.g.add_const((per_target > 0).reshape(1, targets, 1), "scatter_hit")
         out = ctx.add("where", [hit, got, x3])
     return ctx.add("reshape", [out], {"shape": list(shape)})
+
+
+#: a scatter along an axis compares every index with every position: at most this many pairs per row
+SCATTER_PAIRS_MAX = 1 << 20
+
+
+def _along_last(ctx, v, d: int):
+    """``v`` with axis ``d`` moved last, and the permutation that moves it back."""
+    r = v.type.rank
+    perm = [i for i in range(r) if i != d] + [d]
+    back = [perm.index(i) for i in range(r)]
+    return (v if perm == list(range(r)) else ctx.add("transpose", [v], {"perm": perm})), back
+
+
+def scatter_dim(ctx, x, dim, index, src, add: bool):
+    """``x.scatter(dim, index, src)`` (``scatter_add`` if ``add``; ``src`` a tensor or a number) with indices known
+    only at run time: every position of the axis compares itself with every index (a [.., J, N] mask), then sums
+    what lands on it (add), or takes the last value written to it (as torch's CPU loop does) or the number."""
+    xv = ctx.v(x)
+    r = xv.type.rank
+    if r == 0:
+        raise NotImplementedError("of a scalar")
+    d = norm_dim(dim, r)
+    iv = ctx.cast(ctx.v(index), "i64")
+    block = [m if k != d else xv.type.shape[d] for k, m in enumerate(iv.type.shape)]
+    if block != list(xv.type.shape):  # the index covers a leading block off the axis: scatter there, keep the rest
+        part = xv
+        for k, m in enumerate(block):
+            if m != xv.type.shape[k]:
+                part = ctx.add("slice", [part], {"axis": k, "start": 0, "end": m, "step": 1})
+        done = scatter_dim(ctx, part, d, iv, src, add)
+        pads = [p for k, m in enumerate(block) for p in (0, xv.type.shape[k] - m)]
+        inside = np.zeros(xv.type.shape, np.bool_)
+        inside[tuple(slice(0, m) for m in block)] = True
+        return ctx.add("where", [ctx.g.add_const(inside, "scatter_block"),
+                                 ctx.add("pad", [done], {"pads": pads, "value": 0.0 if xv.type.dtype.startswith("f")
+                                                         else 0}), xv])
+    n, j = xv.type.shape[d], iv.type.shape[d]
+    if n * j > SCATTER_PAIRS_MAX:
+        raise NotImplementedError(f"of {j} values over {n} positions (it compares every pair: at most "
+                                  f"{SCATTER_PAIRS_MAX})")
+    dt = xv.type.dtype
+    xl, back = _along_last(ctx, xv, d)
+    il, _ = _along_last(ctx, iv, d)
+    lead = list(il.type.shape[:-1])
+    positions = ctx.g.add_const(np.arange(n, dtype=np.int64), "scatter_positions")
+    mask = ctx.add("eq", [ctx.add("reshape", [il], {"shape": lead + [j, 1]}), positions])  # [.., J, N]
+    if isinstance(src, (int, float, bool)):
+        hit = ctx.add("gt", [ctx.add("sum", [ctx.cast(mask, "i32")], {"axes": [len(lead)], "keepdims": False}),
+                             ctx.v(0, "i32")])
+        out = ctx.add("where", [hit, ctx.v(src, dt), xl])
+    else:
+        sv = ctx.v(src, dt)
+        if list(sv.type.shape) != list(iv.type.shape):  # torch reads src's leading block of the index's shape
+            for k, m in enumerate(iv.type.shape):
+                if sv.type.shape[k] != m:
+                    sv = ctx.add("slice", [sv], {"axis": k, "start": 0, "end": m, "step": 1})
+        sl, _ = _along_last(ctx, sv, d)
+        col = ctx.add("reshape", [sl], {"shape": lead + [j, 1]})
+        if add:
+            got = ctx.add("sum", [ctx.add("where", [mask, col, ctx.v(0, dt)])], {"axes": [len(lead)],
+                                                                                 "keepdims": False})
+            out = ctx.add("add", [xl, got])
+        else:  # the last write wins: the largest j that lands on each position (1-based; 0: none)
+            order = ctx.g.add_const(np.arange(1, j + 1, dtype=np.int64).reshape(j, 1), "scatter_order")
+            last = ctx.add("max", [ctx.add("where", [mask, order, ctx.v(0, "i64")])], {"axes": [len(lead)],
+                                                                                       "keepdims": False})
+            src_at = ctx.add("gather", [sl, ctx.add("maximum", [ctx.add("sub", [last, ctx.v(1, "i64")]),
+                                                                  ctx.v(0, "i64")])], {"axis": len(lead)})
+            out = ctx.add("where", [ctx.add("gt", [last, ctx.v(0, "i64")]), src_at, xl])
+    return out if back == list(range(r)) else ctx.add("transpose", [out], {"perm": back})
+
+
+def _scatter(ctx, x, dim, index, src):
+    return scatter_dim(ctx, x, dim, index, src, add=False)
+
+
+def _scatter_add(ctx, x, dim, index, src):
+    return scatter_dim(ctx, x, dim, index, src, add=True)
+
+
+CONVERTERS = {aten.scatter.src: _scatter, aten.scatter.value: _scatter, aten.scatter_add.default: _scatter_add}
