@@ -213,6 +213,20 @@ def test_integer_and_bool_tensors():
         compiled(ids.numpy() + 2**40, img.numpy(), q.numpy())
 
 
+class _Sampler(torch.nn.Module):
+    def forward(self, x, grid):
+        reflected = torch.nn.functional.grid_sample(x, grid, padding_mode="reflection", align_corners=False)
+        return reflected + torch.nn.functional.grid_sample(x, grid, mode="nearest", align_corners=True)
+
+
+@needs_vulkan
+def test_grid_sample_and_its_reflection_run_in_wgsl():
+    """grid_sample's data-dependent reads, and its reflection written without fmodf (WGSL has none)."""
+    x, grid = torch.randn(1, 2, 5, 6), torch.rand(1, 3, 4, 2) * 3 - 1.5
+    compiled = edgeopt.compile(_Sampler().eval(), (x, grid), target="vulkan")
+    assert rel_err(torch_outputs(_Sampler().eval(), (x, grid))[0], compiled(x.numpy(), grid.numpy())) < TOL
+
+
 @needs_vulkan
 def test_grid_split_over_z(monkeypatch):
     """Grids over the device's x limit are split over z; the shader's guard uses the true x size."""

@@ -442,7 +442,8 @@ def _grid_infer(types, attrs):
 
 def grid_source(coord: np.ndarray, size: int, padding: str, align_corners: bool) -> np.ndarray:
     """A normalized grid coordinate (-1 .. 1) as a pixel position, as torch's CPU kernel computes it in float32:
-    unnormalized, then clipped (border) or reflected and clipped (reflection)."""
+    unnormalized, then clipped (border) or reflected and clipped (reflection; the remainder as ``d - floor(d /
+    span) * span``, which every target computes, where torch calls fmod: the same but for the last bit)."""
     f = np.float32
     c = coord.astype(f)
     if align_corners:
@@ -456,9 +457,10 @@ def grid_source(coord: np.ndarray, size: int, padding: str, align_corners: bool)
         else:
             lo, span = f(low / 2), f((high - low) / 2)
             d = np.abs(x - lo)
-            extra = np.fmod(d, span)
             flips = np.floor(d / span)
-            x = np.where(np.fmod(flips, f(2)) == 0, extra + lo, span - extra + lo).astype(f)
+            extra = d - flips * span
+            even = flips - f(2) * np.floor(flips / f(2)) == 0
+            x = np.where(even, extra + lo, span - extra + lo).astype(f)
     if padding in ("border", "reflection"):
         x = np.clip(x, f(0), f(size - 1))
     return x.astype(f)

@@ -10,7 +10,6 @@ from ...ir.ops.nn import adaptive_bounds, conv_weight_block, conv_weight_group, 
 from .. import nan_math
 from . import rule
 from ._te import const, narrow, round_half_even, tvm_dtype, widen
-from .elementwise import _fmod
 
 
 def pad_nchw(x, pads, extra, value, name="pad"):
@@ -296,9 +295,10 @@ def grid_sample(ins, attrs, out, op):
             else:
                 lo, span = low / 2, (high - low) / 2
                 d = te.abs(p - f(lo))
-                extra = _fmod(d, f(span))
                 flips = te.floor(d / f(span))
-                p = tvm.tirx.Select(_fmod(flips, f(2)) == f(0), extra + f(lo), f(span) - extra + f(lo))
+                extra = d - flips * f(span)  # (no fmodf: WGSL has none)
+                even = flips - f(2) * te.floor(flips / f(2)) == f(0)
+                p = tvm.tirx.Select(even, extra + f(lo), f(span) - extra + f(lo))
         if attrs["padding_mode"] in ("border", "reflection"):
             p = te.min(te.max(p, f(0)), f(size - 1))
         return p
