@@ -134,10 +134,17 @@ def build_webgpu(funcs: dict[str, tirx.PrimFunc], tvm_target) -> WebGPULibrary:
     return WebGPULibrary(out, sorted(features))
 
 
+#: C's fmodf, which the fmod kernels call: WGSL has none; its float ``%`` is ``a - b * trunc(a / b)`` (the same but
+#: for the last bits where the quotient is large)
+_FMODF = "fn fmodf(a: f32, b: f32) -> f32 { return a % b; }\n"
+
+
 def legal_wgsl(source: str) -> str:
-    """TVM's WGSL with its infinity and NaN literals (``inff``, which WGSL lacks) spelled as bit casts, and i32's
-    minimum (a max-pool's start on integers) as an expression WGSL accepts."""
+    """TVM's WGSL with its infinity and NaN literals (``inff``, which WGSL lacks) spelled as bit casts, i32's
+    minimum (a max-pool's start on integers) as an expression WGSL accepts, and ``fmodf`` defined where called."""
     source = _I32_MIN_RE.sub("(-2147483647i - 1i)", source)
+    if "fmodf(" in source and "fn fmodf(" not in source:
+        source = _FMODF + source
     return _SPECIAL_RE.sub(lambda m: _SPECIAL_FLOATS[m.group(1)], source)
 
 

@@ -227,6 +227,19 @@ def test_grid_sample_and_its_reflection_run_in_wgsl():
     assert rel_err(torch_outputs(_Sampler().eval(), (x, grid))[0], compiled(x.numpy(), grid.numpy())) < TOL
 
 
+class _Remainders(torch.nn.Module):
+    def forward(self, x):
+        return torch.fmod(x, 0.7) + torch.remainder(x, -0.3)
+
+
+@needs_vulkan
+def test_fmod_runs_in_wgsl():
+    """The fmod kernels call C's fmodf, which WGSL lacks: legal_wgsl defines it."""
+    x = torch.randn(4, 5) * 5
+    compiled = edgeopt.compile(_Remainders().eval(), (x,), target="vulkan")
+    assert rel_err(torch_outputs(_Remainders().eval(), (x,))[0], compiled(x.numpy())) < TOL
+
+
 @needs_vulkan
 def test_grid_split_over_z(monkeypatch):
     """Grids over the device's x limit are split over z; the shader's guard uses the true x size."""
