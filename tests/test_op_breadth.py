@@ -134,6 +134,12 @@ CASES = {
     "repeat_new_axes": (lambda x: x.repeat(2, 1, 1, 1, 2), [X]),
     "tile": (lambda x: x.tile((2, 1)), [X]),
     "flip": (lambda x: x.flip(1, -1), [X]),
+    "cdist_p2_p1_inf_frac": (lambda a, b: torch.cdist(a, b) + torch.cdist(a, b, p=1) + torch.cdist(a, b, p=math.inf)
+                             + torch.cdist(a, b, p=0.5), [torch.randn(2, 5, 3), torch.randn(2, 4, 3)]),
+    "cdist_p2_many_rows_as_torch_exports_it": (lambda a, b: torch.cdist(a, b), [torch.randn(30, 3), torch.randn(7, 3)]),
+    "embedding_bag_modes": (lambda i: sum(torch.nn.functional.embedding_bag(i, torch.arange(40.).reshape(10, 4) / 7,
+                                                                            mode=m) for m in ("sum", "mean", "max")),
+                            [torch.randint(0, 10, (3, 5))]),
     "diagonal": (lambda x: torch.diagonal(x, dim1=2, dim2=3), [X]),
     "diagonal_offsets": (lambda x: torch.diagonal(x, 2, 1, 3) + torch.diagonal(x, -3, -1, 0).sum(), [X]),
     "slice_empty_output": (lambda x: x[:, 3:3] * 2, [X]),

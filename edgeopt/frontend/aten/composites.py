@@ -1,5 +1,6 @@
 """ATen ops the IR has no op of its own for, written with the ones it has: inverse trigonometric and hyperbolic
-functions, ``var_mean``, ``diagonal``, ``adaptive_max_pool2d`` on windows that tile the input.
+functions, ``var_mean``, ``diagonal``, ``adaptive_max_pool2d`` on windows that tile the input, ``cdist``,
+``embedding_bag`` on bags of one size.
 
 Each formula is chosen to keep float32's accuracy where the textbook one loses it:
 
@@ -133,9 +134,51 @@ def _adaptive_max(ctx: Ctx, a, output_size):
     return ctx.add("max_pool2d", [x], {"kernel": k, "stride": k}), None
 
 
+def _cdist(ctx: Ctx, a, b, p, compute_mode=None):
+    """``torch.cdist``'s exact form: ``(sum_k |a_ik - b_jk|^p)^(1/p)`` by broadcast differences ([.., P, R, M]; p = 2
+    beyond 25 rows torch itself exports as matrix products, and edgeopt compiles those)."""
+    x, y = ctx.v(a), ctx.v(b)
+    lead, m = list(x.type.shape[:-2]), x.type.shape[-1]
+    diff = ctx.add("abs", [ctx.add("sub", [ctx.add("reshape", [x], {"shape": lead + [x.type.shape[-2], 1, m]}),
+                                           ctx.add("reshape", [y], {"shape": lead + [1, y.type.shape[-2], m]})])])
+    last = {"axes": [len(lead) + 2], "keepdims": False}
+    if p == 0:
+        return ctx.add("sum", [ctx.cast(ctx.add("ne", [diff, _c(ctx, 0.0, diff)]), diff.type.dtype)], last)
+    if p == 1:
+        return ctx.add("sum", [diff], last)
+    if p == 2:
+        return ctx.add("sqrt", [ctx.add("sum", [ctx.add("mul", [diff, diff])], last)])
+    if math.isinf(p):
+        return ctx.add("max", [diff], last)
+    total = ctx.add("sum", [ctx.add("pow", [diff, _c(ctx, p, diff)])], last)
+    return ctx.add("pow", [total, _c(ctx, 1.0 / p, total)])
+
+
+def _embedding_bag(ctx: Ctx, weight, indices, offsets, scale_grad_by_freq=False, mode=0, sparse=False,
+                   per_sample_weights=None, include_last_offset=False, padding_idx=-1):
+    """``nn.EmbeddingBag`` on bags of one size (a 2-D input: torch's offsets are ``arange(0, B * L, L)``): the
+    embeddings of each bag summed, averaged or maxed. Only the bags' output (the other three are torch's
+    bookkeeping)."""
+    known = ctx.torch_consts.get(getattr(offsets, "name", None))
+    if known is None or include_last_offset or per_sample_weights is not None or (padding_idx or -1) >= 0:
+        raise NotImplementedError("with offsets computed at run time, per-sample weights or a padding index (bags "
+                                  "of one size are covered)")
+    w, ids = ctx.v(weight), ctx.v(indices)
+    starts = known.detach().cpu().numpy().astype(np.int64)
+    total = ids.type.shape[0]
+    size = total // len(starts) if len(starts) else 0
+    if not len(starts) or total % len(starts) or not np.array_equal(starts, np.arange(0, total, size)):
+        raise NotImplementedError("with bags of different sizes (bags of one size are covered)")
+    rows = ctx.add("take", [w, ids], {"axis": 0})  # [B * L, D]
+    rows = ctx.add("reshape", [rows], {"shape": [len(starts), size, w.type.shape[1]]})
+    op = ("sum", "mean", "max")[mode]
+    return ctx.add(op, [rows], {"axes": [1], "keepdims": False}), None, None, None
+
+
 CONVERTERS = {
     aten.atan.default: _atan, aten.asin.default: _asin, aten.acos.default: _acos, aten.tan.default: _tan,
     aten.sinh.default: _sinh, aten.cosh.default: _cosh, aten.asinh.default: _asinh, aten.acosh.default: _acosh,
     aten.atanh.default: _atanh, aten.var_mean.correction: _var_mean, aten.diagonal.default: _diagonal,
-    aten.adaptive_max_pool2d.default: _adaptive_max,
+    aten.adaptive_max_pool2d.default: _adaptive_max, aten._cdist_forward.default: _cdist,
+    aten._embedding_bag.default: _embedding_bag, aten._embedding_bag_forward_only.default: _embedding_bag,
 }
