@@ -32,6 +32,19 @@ def _checked(i):
     return F.one_hot(i, 6).float()
 
 
+class Spectral(torch.nn.Module):
+    """A Fourier neural operator's spectral layer: complex weights on the lowest modes (a product, an einsum)."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.randn(6, 3, dtype=torch.cfloat))
+        self.mix = torch.nn.Parameter(torch.randn(6, 4, 3, dtype=torch.cfloat) / 3)
+
+    def forward(self, x):
+        modes = torch.fft.rfft(x)[..., :3]
+        return torch.fft.irfft(torch.einsum("bix,iox->box", modes * self.w, self.mix), n=x.shape[-1])
+
+
 class Fn(torch.nn.Module):
     def __init__(self, f):
         super().__init__()
@@ -155,6 +168,7 @@ CASES = {
                                                     - 0.5j * torch.fft.rfft(x, dim=1), n=6, dim=1), [X]),
     "irfftn_forward_odd": (lambda x: torch.fft.irfftn(torch.fft.rfftn(x, dim=(1, 2)), s=(6, 5), dim=(1, 2),
                                                       norm="forward") / 30, [X]),
+    "fno_spectral_layer": (Spectral(), [torch.randn(2, 6, 10)]),
     "fft_of_ifft_backward": (lambda x: torch.view_as_real(torch.fft.fft(torch.fft.ifft(x, dim=-1) * x[..., :1]
                                                                         + x, dim=1)), [X]),
     # scatters at constant positions (F.fold: index_put with accumulate), as a gather of each position's values

@@ -314,7 +314,12 @@ def _touches_complex(ctx: Ctx, node) -> bool:
     """``node`` reads a complex value or makes a complex tensor."""
     val = node.meta.get("val")
     vals = val if isinstance(val, (tuple, list)) else (val,)
-    return any(isinstance(ctx.env.get(a.name), complex_ops.Complex) for a in node.all_input_nodes) or \
+    def is_complex(a) -> bool:
+        t = ctx.torch_consts.get(a.name)
+        return isinstance(ctx.env.get(a.name), complex_ops.Complex) or \
+            (isinstance(t, torch.Tensor) and complex_ops.is_complex(t.dtype))
+
+    return any(is_complex(a) for a in node.all_input_nodes) or \
         any(isinstance(v, torch.Tensor) and complex_ops.is_complex(v.dtype) for v in vals)
 
 

@@ -39,9 +39,25 @@ def _real_dtype(node) -> str:
     return "f64" if val.dtype in (torch.complex128, torch.float64) else "f32"
 
 
+def complex_value(ctx, a) -> Complex | None:
+    """``a`` as a Complex: a converted complex tensor, or a complex constant (a weight: its parts become two
+    constants); None for anything else."""
+    if not isinstance(a, torch.fx.Node):
+        return None
+    got = ctx.env.get(a.name)
+    if isinstance(got, Complex):
+        return got
+    t = ctx.torch_consts.get(a.name)
+    if isinstance(t, torch.Tensor) and is_complex(t.dtype):
+        got = Complex(ctx.const(t.real, f"{a.name}_re"), ctx.const(t.imag, f"{a.name}_im"))
+        ctx.env[a.name] = got
+        return got
+    return None
+
+
 def _part(ctx, a) -> Complex:
-    got = ctx.env.get(a.name) if isinstance(a, torch.fx.Node) else None
-    if not isinstance(got, Complex):
+    got = complex_value(ctx, a)
+    if got is None:
         raise NotImplementedError("mixing complex and real tensors here")
     return got
 
@@ -49,8 +65,8 @@ def _part(ctx, a) -> Complex:
 def _to_complex(ctx, x, **kwargs):
     """``x.to(torch.complex64)`` of a real tensor: the tensor and zeros."""
     dt = _real_dtype(ctx.node)
-    got = ctx.env.get(x.name) if isinstance(x, torch.fx.Node) else None
-    if isinstance(got, Complex):
+    got = complex_value(ctx, x)
+    if got is not None:
         return Complex(ctx.cast(got.re, dt), ctx.cast(got.im, dt))
     re = ctx.v(x, dt)
     return Complex(re, ctx.add("mul", [re, ctx.scalar(0.0, dt)]))
@@ -160,8 +176,8 @@ def _abs(ctx, x):
 
 def _operand(ctx, a, dt: str):
     """A complex operand as Complex, a real one (tensor or Python number) as a real Value of ``dt``."""
-    got = ctx.env.get(a.name) if isinstance(a, torch.fx.Node) else None
-    if isinstance(got, Complex):
+    got = complex_value(ctx, a)
+    if got is not None:
         return got
     if isinstance(a, complex):
         return Complex(ctx.scalar(a.real, dt), ctx.scalar(a.imag, dt))
@@ -198,6 +214,26 @@ def _mul(ctx, a, b):
     return _mul_parts(ctx, _operand(ctx, a, dt), _operand(ctx, b, dt))
 
 
+def _matmul(ctx, a, b):
+    """Complex (or mixed) matrix products: four real ones, ``(ar br - ai bi) + i (ar bi + ai br)``."""
+    dt = _real_dtype(ctx.node)
+    x, y = _operand(ctx, a, dt), _operand(ctx, b, dt)
+    if x.re.type.rank < 2 if isinstance(x, Complex) else x.type.rank < 2:
+        raise NotImplementedError("of a vector (reshape it to a matrix)")
+    x = x if isinstance(x, Complex) else Complex(x, None)
+    y = y if isinstance(y, Complex) else Complex(y, None)
+
+    def mm(p, q):
+        return None if p is None or q is None else ctx.add("matmul", [p, q])
+
+    def combine(op, p, q):
+        return q if p is None else p if q is None else ctx.add(op, [p, q])
+
+    re = combine("sub", mm(x.re, y.re), mm(x.im, y.im))
+    im = combine("add", mm(x.re, y.im), mm(x.im, y.re))
+    return Complex(re, im if im is not None else ctx.add("mul", [re, ctx.scalar(0.0, dt)]))
+
+
 def _div(ctx, a, b):
     dt = _real_dtype(ctx.node)
     x, y = _operand(ctx, a, dt), _operand(ctx, b, dt)
@@ -228,6 +264,7 @@ CONVERTERS = {
     aten.add.Tensor: _add_sub("add"), aten.sub.Tensor: _add_sub("sub"), aten.mul.Tensor: _mul,
     aten.mul.Scalar: _mul, aten.div.Tensor: _div, aten.div.Scalar: _div,
     aten._conj.default: _conj, aten.conj_physical.default: _conj,
+    aten.mm.default: _matmul, aten.bmm.default: _matmul, aten.matmul.default: _matmul,
     aten.resolve_conj.default: _part, aten.resolve_neg.default: _part,  # (the pair is already materialized)
 }
 
@@ -236,6 +273,7 @@ PARTWISE = {
     aten.view.default, aten._unsafe_view.default, aten.reshape.default, aten.permute.default, aten.transpose.int,
     aten.unsqueeze.default, aten.squeeze.dim, aten.squeeze.dims, aten.squeeze.default, aten.slice.Tensor,
     aten.select.int, aten.clone.default, aten.alias.default, aten.expand.default, aten.flip.default,
+    aten.constant_pad_nd.default, aten.cat.default,
 }
 
 
@@ -244,8 +282,12 @@ def convert(ctx, node, real_converters: dict):
     target = node.target
     if target in CONVERTERS:
         return CONVERTERS[target](ctx, *node.args, **node.kwargs)
+    if target == aten.constant_pad_nd.default and (node.args[2:] or [0])[0] != 0:
+        raise NotImplementedError("padding a complex tensor with a value other than 0")
     if target in PARTWISE and target in real_converters:
-        ins = [a for a in node.all_input_nodes if isinstance(ctx.env.get(a.name), Complex)]
+        ins = [a for a in node.all_input_nodes if complex_value(ctx, a) is not None]
+        if len(ins) != len(node.all_input_nodes):
+            raise NotImplementedError("joining complex and real tensors")
         saved = {a.name: ctx.env[a.name] for a in ins}
         parts = []
         try:
