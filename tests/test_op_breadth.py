@@ -27,6 +27,12 @@ def _assign(x, write):
     return out
 
 
+def _grouped_mm(x, w, offs):
+    import transformers.integrations.moe  # noqa: F401  (registers the op)
+
+    return torch.ops.transformers.grouped_mm_fallback(x, w, offs)
+
+
 def _checked(i):
     torch._check(i.max().item() <= 5)
     return F.one_hot(i, 6).float()
@@ -108,9 +114,11 @@ CASES = {
     "asin_acos": (lambda x: torch.asin(x) + 2 * torch.acos(x), [torch.cat([SPECIAL, torch.tensor([[0.999, -1.]])], 1)]),
     "tan": (torch.tan, [X]),
     "sinh_cosh": (lambda x: torch.sinh(x) + torch.cosh(x) * 0.5, [SPECIAL]),
+    "sinh_cosh_near_overflow": (lambda x: torch.sinh(x) / 1e30 + torch.cosh(x) / 1e30,
+                                [torch.tensor([88.9, -89.3, 20.5])]),
     "asinh": (torch.asinh, [torch.cat([SPECIAL, torch.tensor([[1e10, -1e10, 1e-20]])], 1)]),
     "acosh": (torch.acosh, [torch.cat([SPECIAL, torch.tensor([[1.0, 1.0001, 1e10]])], 1)]),
-    "atanh": (torch.atanh, [torch.cat([SPECIAL, torch.tensor([[0.999, -1.0, 1.0]])], 1)]),
+    "atanh": (torch.atanh, [torch.cat([SPECIAL, torch.tensor([[0.999, -1.0, 1.0, -0.99999994, -0.999999]])], 1)]),
     "atan2_int_broadcast": (lambda a, b: torch.atan2(a, b), [torch.arange(-3, 3).reshape(2, 3), torch.tensor(2)]),
     # NaN tests: TVM folds x != x and x == x, and compares floats ordered
     "ne_eq_nan": (lambda a, b: (a != b).float() * 2 + (a == b).float() + (a != a).float() * 4,
@@ -149,7 +157,11 @@ CASES = {
     "flip": (lambda x: x.flip(1, -1), [X]),
     "cdist_p2_p1_inf_frac": (lambda a, b: torch.cdist(a, b) + torch.cdist(a, b, p=1) + torch.cdist(a, b, p=math.inf)
                              + torch.cdist(a, b, p=0.5), [torch.randn(2, 5, 3), torch.randn(2, 4, 3)]),
+    "cdist_batch_broadcast": (lambda a, b: torch.cdist(a, b, p=1) + torch.cdist(a[0, 0], b, p=3),
+                              [torch.randn(2, 1, 5, 3), torch.randn(1, 2, 4, 3)]),
     "cdist_p2_many_rows_as_torch_exports_it": (lambda a, b: torch.cdist(a, b), [torch.randn(30, 3), torch.randn(7, 3)]),
+    "grouped_mm_rows_past_the_last_offset": (lambda x, w: _grouped_mm(x, w, torch.tensor([1, 3, 3, 4])),
+                                             [torch.randn(6, 3), torch.randn(4, 3, 2)]),
     "embedding_bag_modes": (lambda i: sum(torch.nn.functional.embedding_bag(i, torch.arange(40.).reshape(10, 4) / 7,
                                                                             mode=m) for m in ("sum", "mean", "max")),
                             [torch.randint(0, 10, (3, 5))]),
@@ -169,6 +181,8 @@ CASES = {
     "irfftn_forward_odd": (lambda x: torch.fft.irfftn(torch.fft.rfftn(x, dim=(1, 2)), s=(6, 5), dim=(1, 2),
                                                       norm="forward") / 30, [X]),
     "fno_spectral_layer": (Spectral(), [torch.randn(2, 6, 10)]),
+    "complex_minus_real_alpha_and_joined_weights": (lambda x: torch.view_as_real(torch.cat([
+        torch.sub(torch.fft.fft(x), x, alpha=2), torch.full((1, 5), 1 - 2j).expand(2, 5)])), [torch.randn(3, 5)]),
     "fft_of_ifft_backward": (lambda x: torch.view_as_real(torch.fft.fft(torch.fft.ifft(x, dim=-1) * x[..., :1]
                                                                         + x, dim=1)), [X]),
     # scatters at constant positions (F.fold: index_put with accumulate), as a gather of each position's values
@@ -250,6 +264,8 @@ def test_op_matches_torch(name):
     (lambda x: x.index_put((x[0, :, 0, 0].argmax().reshape(1),), x[:1], accumulate=True),
      r"aten::index_put \(with accumulate=True and indices that are not constants"),
     (lambda x: x.scatter_reduce(1, (x > 0).long(), x, "amax"), r"aten::scatter_reduce"),
+    (lambda x: torch.nn.functional.embedding_bag((x[0, :3, :2, 0] > 0).long(), x[0, 0], padding_idx=0),
+     r"aten::_embedding_bag.* \(with offsets computed at run time, per-sample weights or a padding index"),
     (lambda x: x.index_put((torch.tensor([1, 1]), torch.tensor([0, 0])), x[0, :2]),
      r"aten::index_put \(with repeated positions and accumulate=False"),
 ])

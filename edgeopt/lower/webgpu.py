@@ -143,8 +143,11 @@ def legal_wgsl(source: str) -> str:
     """TVM's WGSL with its infinity and NaN literals (``inff``, which WGSL lacks) spelled as bit casts, i32's
     minimum (a max-pool's start on integers) as an expression WGSL accepts, and ``fmodf`` defined where called."""
     source = _I32_MIN_RE.sub("(-2147483647i - 1i)", source)
-    if "fmodf(" in source and "fn fmodf(" not in source:
-        source = _FMODF + source
+    if "fmodf(" in source and "fn fmodf(" not in source:  # after the directives (enable f16;), which come first
+        lines = source.splitlines(keepends=True)
+        at = max((i + 1 for i, line in enumerate(lines) if line.lstrip().startswith(("enable ", "requires ",
+                                                                                      "diagnostic"))), default=0)
+        source = "".join(lines[:at] + [_FMODF] + lines[at:])
     return _SPECIAL_RE.sub(lambda m: _SPECIAL_FLOATS[m.group(1)], source)
 
 

@@ -843,5 +843,6 @@ def test_grid_sample(rng, mode, padding, align):
     x = randn(rng, 2, 3, 5, 7)
     grid = (rng.random((2, 4, 6, 2)) * 3.0 - 1.5).astype(np.float32)  # a third of the positions outside
     grid[0, 0, :3] = [[-1.0, -1.0], [1.0, 1.0], [0.0, 0.0]]  # the corners and the centre exactly
+    grid[1, 0, :3] = [[np.nan, 0.0], [0.3, np.nan], [np.inf, -np.inf]]  # NaN reads position 0 (torch's rule)
     got = run_op("grid_sample", [x, grid], {"mode": mode, "padding_mode": padding, "align_corners": align})
     check(got, F.grid_sample(tt(x), tt(grid), mode=mode, padding_mode=padding, align_corners=align))

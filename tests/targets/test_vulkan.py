@@ -238,6 +238,8 @@ def test_fmod_runs_in_wgsl():
     x = torch.randn(4, 5) * 5
     compiled = edgeopt.compile(_Remainders().eval(), (x,), target="vulkan")
     assert rel_err(torch_outputs(_Remainders().eval(), (x,))[0], compiled(x.numpy())) < TOL
+    half = edgeopt.compile(_Remainders().eval(), (x,), target="vulkan", precision="fp16")  # after `enable f16;`
+    assert rel_err(torch_outputs(_Remainders().eval(), (x,))[0], half(x.numpy())) < 5 * F16_TOL
 
 
 @needs_vulkan

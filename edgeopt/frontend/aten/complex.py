@@ -69,7 +69,12 @@ def _to_complex(ctx, x, **kwargs):
     if got is not None:
         return Complex(ctx.cast(got.re, dt), ctx.cast(got.im, dt))
     re = ctx.v(x, dt)
-    return Complex(re, ctx.add("mul", [re, ctx.scalar(0.0, dt)]))
+    return Complex(re, _zeros_like(ctx, re))
+
+
+def _zeros_like(ctx, v):
+    """Zeros of ``v``'s shape (not ``v * 0``: an infinite part would give NaN)."""
+    return ctx.add("broadcast_to", [ctx.scalar(0.0, v.type.dtype)], {"shape": list(v.type.shape)})
 
 
 def _dft_matrices(n: int, m: int, dtype: str) -> tuple[np.ndarray, np.ndarray]:
@@ -188,10 +193,13 @@ def _add_sub(op):
     def convert(ctx, a, b, alpha=1):
         dt = _real_dtype(ctx.node)
         x, y = _operand(ctx, a, dt), _operand(ctx, b, dt)
+        if isinstance(alpha, complex):
+            raise NotImplementedError("with a complex alpha")
         if alpha != 1:
-            y = _mul_parts(ctx, y, ctx.scalar(float(alpha), dt))
+            y = _mul_parts(ctx, y, ctx.scalar(float(alpha), dt)) if isinstance(y, Complex) else \
+                ctx.add("mul", [y, ctx.scalar(float(alpha), dt)])
         if not isinstance(x, Complex):  # real +- complex
-            x = Complex(x, ctx.add("mul", [y.im, ctx.scalar(0.0, dt)]))
+            x = Complex(x, _zeros_like(ctx, y.im))
         if not isinstance(y, Complex):
             return Complex(ctx.add(op, [x.re, y]), x.im)
         return Complex(ctx.add(op, [x.re, y.re]), ctx.add(op, [x.im, y.im]))
@@ -218,7 +226,7 @@ def _matmul(ctx, a, b):
     """Complex (or mixed) matrix products: four real ones, ``(ar br - ai bi) + i (ar bi + ai br)``."""
     dt = _real_dtype(ctx.node)
     x, y = _operand(ctx, a, dt), _operand(ctx, b, dt)
-    if x.re.type.rank < 2 if isinstance(x, Complex) else x.type.rank < 2:
+    if any((v.re if isinstance(v, Complex) else v).type.rank < 2 for v in (x, y)):
         raise NotImplementedError("of a vector (reshape it to a matrix)")
     x = x if isinstance(x, Complex) else Complex(x, None)
     y = y if isinstance(y, Complex) else Complex(y, None)
@@ -231,7 +239,7 @@ def _matmul(ctx, a, b):
 
     re = combine("sub", mm(x.re, y.re), mm(x.im, y.im))
     im = combine("add", mm(x.re, y.im), mm(x.im, y.re))
-    return Complex(re, im if im is not None else ctx.add("mul", [re, ctx.scalar(0.0, dt)]))
+    return Complex(re, im if im is not None else _zeros_like(ctx, re))
 
 
 def _div(ctx, a, b):
@@ -288,14 +296,20 @@ def convert(ctx, node, real_converters: dict):
         ins = [a for a in node.all_input_nodes if complex_value(ctx, a) is not None]
         if len(ins) != len(node.all_input_nodes):
             raise NotImplementedError("joining complex and real tensors")
-        saved = {a.name: ctx.env[a.name] for a in ins}
+        saved = {a.name: complex_value(ctx, a) for a in ins}
+        folded = {a.name: ctx.torch_consts.pop(a.name) for a in ins if a.name in ctx.torch_consts}
+        val = node.meta.get("val")
         parts = []
-        try:
+        try:  # each part in the complex inputs' place (a complex constant's torch tensor hidden meanwhile), the
+            if isinstance(val, torch.Tensor) and is_complex(val.dtype):  # node's recorded type that of a part
+                node.meta["val"] = val.real
             for which in ("re", "im"):
                 for a in ins:
                     ctx.env[a.name] = getattr(saved[a.name], which)
                 parts.append(real_converters[target](ctx, *node.args, **node.kwargs))
         finally:
             ctx.env.update(saved)
+            ctx.torch_consts.update(folded)
+            node.meta["val"] = val
         return Complex(*parts)
     raise NotImplementedError("on complex tensors (FFTs, their parts, magnitudes and shape ops are covered)")

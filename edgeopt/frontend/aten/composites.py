@@ -7,7 +7,8 @@ Each formula is chosen to keep float32's accuracy where the textbook one loses i
     asin(x)  = atan2(x, sqrt((1 - x)(1 + x)))           (1 - x^2 cancels near |x| = 1)
     sinh(x)  = (expm1(x) - expm1(-x)) / 2                (exp(x) - exp(-x) cancels near 0)
     asinh(x) = sign(x) log1p(|x| + x^2 / (1 + sqrt(1 + x^2))), log(2|x|) past 1e8 (x^2 would overflow)
-    atanh(x) = log1p(2x / (1 - x)) / 2
+    atanh(x) = sign(x) log1p(2|x| / (1 - |x|)) / 2
+    sinh, cosh past |x| = 20: sign(x) exp(|x| - log 2) (exp(|x|) alone overflows float32 before they do)
 """
 
 from __future__ import annotations
@@ -55,16 +56,25 @@ def _tan(ctx: Ctx, a):
     return ctx.add("div", [ctx.add("sin", [x]), ctx.add("cos", [x])])
 
 
+def _half_exp(ctx: Ctx, x):
+    """exp(|x|) / 2 as exp(|x| - log 2), and whether |x| is past 20 (where sinh and cosh are that)."""
+    ax = ctx.add("abs", [x])
+    return ctx.add("exp", [ctx.add("sub", [ax, _c(ctx, math.log(2.0), x)])]), ctx.add("gt", [ax, _c(ctx, 20.0, x)])
+
+
 def _sinh(ctx: Ctx, a):
     x = _x(ctx, a)
     diff = ctx.add("sub", [ctx.add("expm1", [x]), ctx.add("expm1", [ctx.add("neg", [x])])])
-    return ctx.add("mul", [diff, _c(ctx, 0.5, x)])
+    half, big = _half_exp(ctx, x)
+    signed = ctx.add("where", [ctx.add("lt", [x, _c(ctx, 0.0, x)]), ctx.add("neg", [half]), half])
+    return ctx.add("where", [big, signed, ctx.add("mul", [diff, _c(ctx, 0.5, x)])])
 
 
 def _cosh(ctx: Ctx, a):
     x = _x(ctx, a)
     total = ctx.add("add", [ctx.add("exp", [x]), ctx.add("exp", [ctx.add("neg", [x])])])
-    return ctx.add("mul", [total, _c(ctx, 0.5, x)])
+    half, big = _half_exp(ctx, x)
+    return ctx.add("where", [big, half, ctx.add("mul", [total, _c(ctx, 0.5, x)])])
 
 
 def _log_2x(ctx: Ctx, ax):
@@ -92,9 +102,12 @@ def _acosh(ctx: Ctx, a):
 
 
 def _atanh(ctx: Ctx, a):
+    """On |x| (near -1 the ratio would be near -1, where log1p cancels), the sign copied back."""
     x = _x(ctx, a)
-    ratio = ctx.add("div", [ctx.add("add", [x, x]), ctx.add("sub", [_c(ctx, 1.0, x), x])])
-    return ctx.add("mul", [ctx.add("log1p", [ratio]), _c(ctx, 0.5, x)])
+    ax = ctx.add("abs", [x])
+    ratio = ctx.add("div", [ctx.add("add", [ax, ax]), ctx.add("sub", [_c(ctx, 1.0, x), ax])])
+    mag = ctx.add("mul", [ctx.add("log1p", [ratio]), _c(ctx, 0.5, x)])
+    return ctx.add("where", [ctx.add("lt", [x, _c(ctx, 0.0, x)]), ctx.add("neg", [mag]), mag])
 
 
 def _var_mean(ctx: Ctx, a, dim=None, *, correction=None, keepdim=False):
@@ -138,10 +151,11 @@ def _cdist(ctx: Ctx, a, b, p, compute_mode=None):
     """``torch.cdist``'s exact form: ``(sum_k |a_ik - b_jk|^p)^(1/p)`` by broadcast differences ([.., P, R, M]; p = 2
     beyond 25 rows torch itself exports as matrix products, and edgeopt compiles those)."""
     x, y = ctx.v(a), ctx.v(b)
-    lead, m = list(x.type.shape[:-2]), x.type.shape[-1]
-    diff = ctx.add("abs", [ctx.add("sub", [ctx.add("reshape", [x], {"shape": lead + [x.type.shape[-2], 1, m]}),
-                                           ctx.add("reshape", [y], {"shape": lead + [1, y.type.shape[-2], m]})])])
-    last = {"axes": [len(lead) + 2], "keepdims": False}
+    m = x.type.shape[-1]
+    xs = ctx.add("reshape", [x], {"shape": list(x.type.shape[:-2]) + [x.type.shape[-2], 1, m]})
+    ys = ctx.add("reshape", [y], {"shape": list(y.type.shape[:-2]) + [1, y.type.shape[-2], m]})
+    diff = ctx.add("abs", [ctx.add("sub", [xs, ys])])  # batch dims broadcast, as torch's
+    last = {"axes": [diff.type.rank - 1], "keepdims": False}
     if p == 0:
         return ctx.add("sum", [ctx.cast(ctx.add("ne", [diff, _c(ctx, 0.0, diff)]), diff.type.dtype)], last)
     if p == 1:
@@ -160,7 +174,8 @@ def _embedding_bag(ctx: Ctx, weight, indices, offsets, scale_grad_by_freq=False,
     embeddings of each bag summed, averaged or maxed. Only the bags' output (the other three are torch's
     bookkeeping)."""
     known = ctx.torch_consts.get(getattr(offsets, "name", None))
-    if known is None or include_last_offset or per_sample_weights is not None or (padding_idx or -1) >= 0:
+    if known is None or include_last_offset or per_sample_weights is not None or \
+            (padding_idx is not None and padding_idx >= 0):
         raise NotImplementedError("with offsets computed at run time, per-sample weights or a padding index (bags "
                                   "of one size are covered)")
     w, ids = ctx.v(weight), ctx.v(indices)

@@ -125,6 +125,8 @@ def scatter_dim(ctx, x, dim, index, src, add: bool):
                                  ctx.add("pad", [done], {"pads": pads, "value": 0.0 if xv.type.dtype.startswith("f")
                                                          else 0}), xv])
     n, j = xv.type.shape[d], iv.type.shape[d]
+    if j == 0:  # nothing scattered
+        return ctx.add("copy", [xv])
     if n * j > SCATTER_PAIRS_MAX:
         raise NotImplementedError(f"of {j} values over {n} positions (it compares every pair: at most "
                                   f"{SCATTER_PAIRS_MAX})")

@@ -87,10 +87,12 @@ def grouped_mm(ctx: Ctx, a, weight, offs):
     group = ctx.add("sum", [ctx.cast(ctx.add("le", [ctx.add("reshape", [ctx.cast(o, "i64")],
                                                             {"shape": [1, o.type.shape[0]]}), rows]), "i64")],
                     {"axes": [1], "keepdims": False})
-    group = ctx.add("minimum", [group, ctx.v(w.type.shape[0] - 1, "i64")])  # rows past the last offset: none in torch
-    per_row = ctx.add("take", [w, group], {"axis": 0})  # [S, d, o]
+    experts = w.type.shape[0]
+    per_row = ctx.add("take", [w, ctx.add("minimum", [group, ctx.v(experts - 1, "i64")])], {"axis": 0})  # [S, d, o]
     y = ctx.add("matmul", [ctx.add("reshape", [x], {"shape": [s, 1, d]}), per_row])
-    return ctx.add("reshape", [y], {"shape": [s, w.type.shape[2]]})
+    y = ctx.add("reshape", [y], {"shape": [s, w.type.shape[2]]})
+    routed = ctx.add("reshape", [ctx.add("lt", [group, ctx.v(experts, "i64")])], {"shape": [s, 1]})
+    return ctx.add("where", [routed, y, ctx.v(0.0, y.type.dtype)])  # rows past the last offset stay 0, as in torch
 
 
 def _beats(ctx: Ctx, xj, xi, largest: bool):

@@ -458,11 +458,12 @@ def grid_source(coord: np.ndarray, size: int, padding: str, align_corners: bool)
             lo, span = f(low / 2), f((high - low) / 2)
             d = np.abs(x - lo)
             flips = np.floor(d / span)
-            extra = d - flips * span
-            even = flips - f(2) * np.floor(flips / f(2)) == 0
+            with np.errstate(invalid="ignore"):  # inf - inf: NaN, then position 0 below
+                extra = d - flips * span
+                even = flips - f(2) * np.floor(flips / f(2)) == 0
             x = np.where(even, extra + lo, span - extra + lo).astype(f)
     if padding in ("border", "reflection"):
-        x = np.clip(x, f(0), f(size - 1))
+        x = np.clip(np.where(np.isnan(x), f(0), x), f(0), f(size - 1))  # NaN: position 0, as torch (and the kernel)
     return x.astype(f)
 
 
@@ -478,12 +479,15 @@ def _grid_ref(xs, a):
         v = x[batch, :, np.clip(yy, 0, h - 1), np.clip(xx, 0, w - 1)]  # [N, Ho, Wo, C]
         return np.moveaxis(np.where(inside[..., None], v, 0), -1, 1)
 
+    cast = np.errstate(invalid="ignore")  # NaN and inf positions (zeros padding) cast to some int, read as 0
     if a["mode"] == "nearest":
-        y = read(np.rint(iy).astype(np.int64), np.rint(ix).astype(np.int64))
+        with cast:
+            y = read(np.rint(iy).astype(np.int64), np.rint(ix).astype(np.int64))
     else:
         x0, y0 = np.floor(ix), np.floor(iy)
-        wx, wy = (ix - x0)[:, None], (iy - y0)[:, None]
-        x0, y0 = x0.astype(np.int64), y0.astype(np.int64)
+        with cast:
+            wx, wy = (ix - x0)[:, None], (iy - y0)[:, None]  # (NaN weights for inf positions, as torch's)
+            x0, y0 = x0.astype(np.int64), y0.astype(np.int64)
         y = ((1 - wy) * (1 - wx) * read(y0, x0) + (1 - wy) * wx * read(y0, x0 + 1)
              + wy * (1 - wx) * read(y0 + 1, x0) + wy * wx * read(y0 + 1, x0 + 1))
     return [y.astype(xs[0].dtype)]
