@@ -602,6 +602,27 @@ BINARY_TORCH = {
     "le": torch.le, "gt": torch.gt, "ge": torch.ge, "fmod": torch.fmod, "atan2": torch.atan2,
 }
 COMPARISONS = {"eq", "ne", "lt", "le", "gt", "ge"}
+BITWISE_TORCH = {"bitwise_and": torch.bitwise_and, "bitwise_or": torch.bitwise_or, "bitwise_xor": torch.bitwise_xor,
+                 "shift_left": torch.bitwise_left_shift, "shift_right": torch.bitwise_right_shift}
+
+
+@pytest.mark.parametrize("op", BITWISE_TORCH)
+@pytest.mark.parametrize("dtype", [np.int64, np.int32, np.int16, np.uint8, np.bool_])
+def test_bitwise(rng, op, dtype):
+    if op.startswith("shift") and dtype == np.bool_:
+        return  # (refused by the op: tested below)
+    width = 1 if dtype == np.bool_ else 8 * np.dtype(dtype).itemsize
+    a = rng.integers(-1000 if np.dtype(dtype).kind == "i" else 0, 255, (3, 5)).astype(dtype)
+    b = (rng.integers(-2, width + 3, (1, 5)) if op.startswith("shift") else rng.integers(0, 255, (1, 5))).astype(dtype)
+    check(run_op(op, [a, b]), BITWISE_TORCH[op](tt(a), tt(b)), dtype=dtype)
+    check(run_op("bitwise_not", [a]), torch.bitwise_not(tt(a)), dtype=dtype)
+
+
+def test_bitwise_of_floats_and_shifts_of_bools_are_refused():
+    with pytest.raises(OpError, match="bitwise_and of f32"):
+        run_op("bitwise_and", [np.ones(2, np.float32), np.ones(2, np.float32)])
+    with pytest.raises(OpError, match="shift_left of bool"):
+        run_op("shift_left", [np.ones(2, np.bool_), np.ones(2, np.bool_)])
 
 
 @pytest.mark.parametrize("op", BINARY_TORCH)
@@ -789,9 +810,10 @@ def test_sparse_linear(rng):
     check(run_op("sparse_linear", [x, values, indices, b], {"in_features": 10}), ref, rtol=1e-5, atol=1e-5)
 
 
-COVERED = (set(UNARY_TORCH) | set(BINARY_TORCH) | {"index_copy", "sparse_linear",
+COVERED = (set(UNARY_TORCH) | set(BINARY_TORCH) | set(BITWISE_TORCH) | {"index_copy", "sparse_linear",
     "gelu", "leaky_relu", "logical_not", "logical_and", "logical_or", "where", "cast", "clamp", "conv2d",
-    "conv_transpose2d", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "resize2d", "grid_sample", "pad", "softmax",
+    "conv_transpose2d", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "resize2d", "grid_sample", "pad",
+    "bitwise_not", "softmax",
     "log_softmax", "layer_norm", "batch_norm", "sum", "mean", "max", "min", "argmax", "attention", "matmul",
     "linear", "take", "slice", "prod", "cumsum", "gather",
     "concat", "broadcast_to", "transpose", "reshape", "copy", "layout_transform",

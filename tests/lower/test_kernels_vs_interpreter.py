@@ -212,11 +212,29 @@ def unary_cases() -> list[Case]:
 
 _ARITH = ("add", "sub", "mul", "div", "maximum", "minimum")
 _COMPARE = ("eq", "ne", "lt", "le", "gt", "ge")
-assert set(BINARY) == set(_ARITH) | set(_COMPARE) | {"pow", "logical_and", "logical_or", "fmod", "atan2"}
+assert set(BINARY) == set(_ARITH) | set(_COMPARE) | {"pow", "logical_and", "logical_or", "fmod", "atan2"} | {
+    "bitwise_and", "bitwise_or", "bitwise_xor", "shift_left", "shift_right"}  # (bitwise_cases)
 
 
 def _signed_away_from_zero(shape, lo=0.5, hi=2.0):
     return (f32(shape, lo, hi) * np.where(RNG.random(shape) > 0.5, 1, -1)).astype(np.float32)
+
+
+def bitwise_cases() -> list[Case]:
+    """Bit operations on integers and bools; shifts by amounts in and out of [0, width), as torch."""
+    i64 = np.array([[5, -7, 0, 123456789012, -1, 9]], np.int64)
+    by = np.array([[0], [1], [63], [64], [-1]], np.int64)
+    u8, i16 = ints((3, 4), 0, 255, np.uint8), ints((3, 4), -300, 300, np.int16)
+    bools = {"a": RNG.random((3, 4)) > 0.5, "b": RNG.random((1, 4)) > 0.5}
+    cases = [Case(f"{op}_{name}", opn(op, "ab"), v) for op in ("bitwise_and", "bitwise_or", "bitwise_xor")
+             for name, v in (("i64", {"a": i64, "b": by}), ("u8", {"a": u8, "b": u8[::-1].copy()}),
+                             ("bool", bools))]
+    cases += [Case(f"{op}_{name}", opn(op, "ab"), v) for op in ("shift_left", "shift_right")
+              for name, v in (("i64", {"a": i64, "b": by}), ("i16", {"a": i16, "b": ints((1, 4), -2, 18, np.int16)}),
+                              ("u8", {"a": u8, "b": ints((3, 1), 0, 9, np.uint8)}))]
+    cases += [Case(f"bitwise_not_{name}", op1("bitwise_not"), {"x": v})
+              for name, v in (("i64", i64), ("u8", u8), ("bool", bools["a"]))]
+    return cases
 
 
 def binary_cases() -> list[Case]:
@@ -807,6 +825,7 @@ KNOWN_BUGS: dict[str, str] = {}
 GROUPS = {
     "unary": unary_cases,
     "binary": binary_cases,
+    "bitwise": bitwise_cases,
     "where_cast_clamp_copy_bn": misc_elementwise_cases,
     "reductions": reduction_cases,
     "linalg": linalg_cases,

@@ -38,14 +38,16 @@ def _logical(op):
 
 
 def _bitwise(op):
-    """bitwise and/or: of bools, the logical op; the IR has no integer bit operations yet."""
+    """Bit operations (and, or, xor; shifts) on integer or bool tensors, in torch's promoted dtype."""
     def convert(ctx: Ctx, a, b):
-        x, y = ctx.v(a), ctx.v(b)
-        if x.type.dtype != "bool" or y.type.dtype != "bool":
-            raise NotImplementedError(f"of {x.type.dtype} and {y.type.dtype} tensors (only bool ones)")
-        return ctx.add(op, [x, y])
+        dt = ctx.out_dtype()
+        return ctx.add(op, [ctx.v(a, dt), ctx.v(b, dt)])
 
     return convert
+
+
+def _bitwise_not(ctx: Ctx, a):
+    return ctx.add("bitwise_not", [ctx.v(a)])
 
 
 def _float_test(kind):
@@ -218,8 +220,15 @@ CONVERTERS = {
     aten.gt.Tensor: _binary("gt", True), aten.gt.Scalar: _binary("gt", True),
     aten.ge.Tensor: _binary("ge", True), aten.ge.Scalar: _binary("ge", True),
     aten.logical_and.default: _logical("logical_and"), aten.logical_or.default: _logical("logical_or"),
-    aten.bitwise_and.Tensor: _bitwise("logical_and"), aten.bitwise_or.Tensor: _bitwise("logical_or"),
-    aten.logical_not.default: _logical_not, aten.bitwise_not.default: _logical_not,
+    aten.bitwise_and.Tensor: _bitwise("bitwise_and"), aten.bitwise_or.Tensor: _bitwise("bitwise_or"),
+    aten.bitwise_xor.Tensor: _bitwise("bitwise_xor"), aten.bitwise_and.Scalar: _bitwise("bitwise_and"),
+    aten.bitwise_or.Scalar: _bitwise("bitwise_or"), aten.bitwise_xor.Scalar: _bitwise("bitwise_xor"),
+    aten.__lshift__.Scalar: _bitwise("shift_left"), aten.__lshift__.Tensor: _bitwise("shift_left"),
+    aten.__rshift__.Scalar: _bitwise("shift_right"), aten.__rshift__.Tensor: _bitwise("shift_right"),
+    aten.bitwise_left_shift.Tensor: _bitwise("shift_left"), aten.bitwise_right_shift.Tensor: _bitwise("shift_right"),
+    aten.bitwise_left_shift.Tensor_Scalar: _bitwise("shift_left"),
+    aten.bitwise_right_shift.Tensor_Scalar: _bitwise("shift_right"),
+    aten.logical_not.default: _logical_not, aten.bitwise_not.default: _bitwise_not,
     aten.where.self: _where, aten.masked_fill.Scalar: _masked_fill, aten.masked_fill.Tensor: _masked_fill,
     aten.neg.default: _unary("neg"), aten.abs.default: _unary("abs"), aten.exp.default: _unary("exp"),
     aten.log.default: _unary("log"), aten.sqrt.default: _unary("sqrt"), aten.rsqrt.default: _unary("rsqrt"),

@@ -86,6 +86,12 @@ DOCS = {
     "le": "le(a, b): a <= b, a bool tensor", "gt": "gt(a, b): a > b, a bool tensor",
     "ge": "ge(a, b): a >= b, a bool tensor", "logical_and": "logical_and(a, b): bool tensors",
     "logical_or": "logical_or(a, b): bool tensors",
+    "bitwise_and": "bitwise_and(a, b): a & b, integer or bool tensors",
+    "bitwise_or": "bitwise_or(a, b): a | b, integer or bool tensors",
+    "bitwise_xor": "bitwise_xor(a, b): a ^ b, integer or bool tensors",
+    "shift_left": "shift_left(a, b): a << b on integers, 0 where b < 0 or b >= the bit width (as torch)",
+    "shift_right": "shift_right(a, b): a >> b on integers (arithmetic for signed); where b < 0 or b >= the bit "
+                   "width, the sign fill (0 for unsigned), as torch",
     "fmod": "fmod(a, b): remainder with the sign of a (C fmod); integer fmod by 0 is 0",
     "atan2": "atan2(a, b): the angle of the point (b, a) in radians, in [-pi, pi]; float only",
 }
@@ -117,7 +123,23 @@ BINARY = {
     "lt": (np.less, True), "le": (np.less_equal, True), "gt": (np.greater, True),
     "ge": (np.greater_equal, True), "logical_and": (np.logical_and, True),
     "logical_or": (np.logical_or, True), "fmod": (np.fmod, False), "atan2": (np.arctan2, False),
+    "bitwise_and": (np.bitwise_and, False), "bitwise_or": (np.bitwise_or, False),
+    "bitwise_xor": (np.bitwise_xor, False), "shift_left": (None, False), "shift_right": (None, False),
 }
+BITWISE = {"bitwise_and", "bitwise_or", "bitwise_xor", "shift_left", "shift_right"}
+
+
+def shift(a: np.ndarray, b: np.ndarray, left: bool) -> np.ndarray:
+    """torch's shifts: by the amount where it is in [0, width); else 0 (left, and right of unsigned values) or the
+    sign fill (right of signed ones)."""
+    width = 8 * a.dtype.itemsize
+    a, b = np.broadcast_arrays(a, b)
+    ok = (b >= 0) & (b < width)
+    by = np.where(ok, b, 0).astype(a.dtype)
+    if left:
+        return np.where(ok, np.left_shift(a, by), 0).astype(a.dtype)
+    fill = np.right_shift(a, np.asarray(width - 1, a.dtype)) if a.dtype.kind == "i" else np.zeros_like(a)
+    return np.where(ok, np.right_shift(a, by), fill).astype(a.dtype)
 
 
 def _div(a, b):
@@ -162,10 +184,14 @@ def _binary(name, fn, is_bool):
             raise OpError(f"{name} of bool tensors")
         if name == "atan2":
             need_float(name, types[0])
+        if name in BITWISE and (dt.startswith("f") or (dt == "bool" and name.startswith("shift"))):
+            raise OpError(f"{name} of {dt} tensors (integers{'' if name.startswith('shift') else ' or bools'})")
         return [TensorType(broadcast_shapes(types[0].shape, types[1].shape), "bool" if is_bool else dt)]
 
     def reference(xs, attrs):
         a, b = xs
+        if name.startswith("shift"):
+            return [shift(a, b, name == "shift_left")]
         f = _div if name == "div" else int_pow if name == "pow" and a.dtype.kind in "iu" else fn
         y = f(a.astype(np.float64), b.astype(np.float64)) if a.dtype.kind == "f" and not is_bool else f(a, b)
         return [np.asarray(y).astype(np.bool_ if is_bool else a.dtype)]
@@ -185,6 +211,15 @@ def _logical_not_infer(types, attrs):
 register(OpDef("logical_not", "elementwise", _logical_not_infer,
                lambda xs, a: [np.logical_not(xs[0])], {}, (1, 1), doc="logical_not(x): not x, a bool tensor"))
 
+
+def _bitwise_not_infer(types, attrs):
+    if types[0].dtype.startswith("f"):
+        raise OpError(f"bitwise_not of {types[0].dtype} tensors (integers or bools)")
+    return [types[0]]
+
+
+register(OpDef("bitwise_not", "elementwise", _bitwise_not_infer,
+               lambda xs, a: [np.invert(xs[0])], {}, (1, 1), doc="bitwise_not(x): ~x, integer or bool tensors"))
 
 def _where_infer(types, attrs):
     c, x, y = types

@@ -152,6 +152,29 @@ def _pow(a, b):
     return tvm.tirx.Select(b < zero, small, out)
 
 
+def _shift(left: bool):
+    """torch's shifts (``ir.ops.elementwise.shift``): by ``b`` in [0, width); else 0 (left) or the sign fill."""
+    def f(a, b):
+        dt = dtype_of(a)
+        width = tvm.DataType(dt).bits
+        ok = tvm.tirx.all(b >= const(0, dt), b < const(width, dt))
+        by = tvm.tirx.Select(ok, b, const(0, dt))
+        if left:
+            return tvm.tirx.Select(ok, a << by, const(0, dt))
+        fill = const(0, dt) if dt.startswith("uint") else a >> const(width - 1, dt)
+        return tvm.tirx.Select(ok, a >> by, fill)
+
+    return f
+
+
+def _bits(op):
+    """& | ^ on integers; on bools the logical op (LLVM's i1)."""
+    t = tvm.tirx
+    logical = {"and": t.And, "or": t.Or, "xor": lambda a, b: t.Or(t.And(a, t.Not(b)), t.And(t.Not(a), b))}[op]
+    bitwise = {"and": lambda a, b: a & b, "or": lambda a, b: a | b, "xor": lambda a, b: a ^ b}[op]
+    return lambda a, b: logical(a, b) if dtype_of(a) == "bool" else bitwise(a, b)
+
+
 def _atan2(a, b):
     dt = dtype_of(a)  # half precision has no atan2 of its own: computed in f32, as the transcendental activations
     return tvm.tirx.atan2(a.astype("float32"), b.astype("float32")).astype(dt) if dt == "float16" else \
@@ -165,6 +188,8 @@ BINARY = {
     "eq": _compare(_equal), "ne": _compare(_not_equal), "lt": _compare(lambda a, b: a < b),
     "le": _compare(lambda a, b: a <= b), "gt": _compare(lambda a, b: a > b), "ge": _compare(lambda a, b: a >= b),
     "logical_and": lambda a, b: tvm.tirx.And(a, b), "logical_or": lambda a, b: tvm.tirx.Or(a, b),
+    "bitwise_and": _bits("and"), "bitwise_or": _bits("or"), "bitwise_xor": _bits("xor"),
+    "shift_left": _shift(True), "shift_right": _shift(False),
 }
 
 
@@ -181,6 +206,11 @@ def binary(ins, attrs, out, op):
 @rule("logical_not")
 def logical_not(ins, attrs, out, op):
     return elementwise(out, lambda x: tvm.tirx.Not(x), ins[0], name=op)
+
+
+@rule("bitwise_not")
+def bitwise_not(ins, attrs, out, op):
+    return elementwise(out, lambda x: tvm.tirx.Not(x) if dtype_of(x) == "bool" else ~x, ins[0], name=op)
 
 
 @rule("where")
