@@ -189,6 +189,8 @@ CASES = {
     "irfftn_forward_odd": (lambda x: torch.fft.irfftn(torch.fft.rfftn(x, dim=(1, 2)), s=(6, 5), dim=(1, 2),
                                                       norm="forward") / 30, [X]),
     "fno_spectral_layer": (Spectral(), [torch.randn(2, 6, 10)]),
+    "complex_to_real_casts": (lambda x: torch.fft.fft(x).to(torch.float32) + torch.fft.fft(x).to(torch.complex128).real,
+                              [torch.randn(3, 8)]),
     "complex_minus_real_alpha_and_joined_weights": (lambda x: torch.view_as_real(torch.cat([
         torch.sub(torch.fft.fft(x), x, alpha=2), torch.full((1, 5), 1 - 2j).expand(2, 5)])), [torch.randn(3, 5)]),
     "fft_of_ifft_backward": (lambda x: torch.view_as_real(torch.fft.fft(torch.fft.ifft(x, dim=-1) * x[..., :1]

@@ -63,9 +63,12 @@ def _part(ctx, a) -> Complex:
 
 
 def _to_complex(ctx, x, **kwargs):
-    """``x.to(torch.complex64)`` of a real tensor: the tensor and zeros."""
+    """``x.to(torch.complex64)`` of a real tensor: the tensor and zeros. A complex tensor to a real dtype: its real
+    part, as torch (which warns that the imaginary part is discarded)."""
     dt = _real_dtype(ctx.node)
     got = complex_value(ctx, x)
+    if got is not None and not is_complex(ctx.node.meta["val"].dtype):
+        return ctx.cast(got.re, ctx.out_dtype())
     if got is not None:
         return Complex(ctx.cast(got.re, dt), ctx.cast(got.im, dt))
     re = ctx.v(x, dt)
