@@ -6,12 +6,13 @@ narrows ``i64`` values to ``i32`` and widens ``i8``, ``u8`` and ``i16`` values t
 parameters kept): graph inputs and outputs, constants, every node's outputs (``cast`` targets included) and
 the bodies of fused kernels. A ``quantize`` keeps its 8-bit range and holds its values in i32 (``storage``);
 the pipeline runs this pass again after the quantization passes, which make 8-bit values. A cast *to* a narrow
-type keeps its wrap-around (``(x + 10).to(uint8)``): the pass adds the modulo arithmetic after it. A constant
+type keeps its wrap-around (``(x + 10).to(uint8)``): the pass adds the modulo arithmetic after it, as after a
+left shift or a ``~`` of a narrow type (``(packed << 4) >> 4`` unpacks int4). A constant
 that does not fit in ``i32`` is an error naming it, and the runtime refuses an input whose values do not fit
 (it converts the int64 ids a tokenizer returns). What cannot be kept: i64 arithmetic whose intermediate values
 leave int32's range (hashes, large products) wraps at 32 bits; index and id arithmetic, the i64 of real models,
-stays far inside it. ``bool`` is left alone: it is a WGSL register type, and the lowering stores it as a 32-bit
-word.
+stays far inside it; and 8- and 16-bit add, sub and mul that overflow their type do not wrap. ``bool`` is left
+alone: it is a WGSL register type, and the lowering stores it as a 32-bit word.
 
 Requires: nothing. Guarantees: ``int32_only``. Run first, before every other pass (the target adds it), and
 again after quantization.
@@ -108,6 +109,8 @@ def _wrap(g: Graph, x: Value, dtype: str, source: str | None) -> Value:
 def _narrow(g: Graph) -> int:
     """Retype ``g`` in place (inputs, constants, then nodes in order); returns how many values changed."""
     wrapping = {n: n.attrs["dtype"] for n in g.nodes if n.op == "cast" and _may_wrap(n)}  # before any retyping
+    wrapping.update({n: n.outputs[0].type.dtype for n in g.nodes  # bits shifted past the width, ~ of a u8
+                     if n.op in ("shift_left", "bitwise_not") and n.outputs[0].type.dtype in _WRAP})
     changed = _narrow_constants(g)
     for v in g.inputs:
         if v.type.dtype in TO_INT32:

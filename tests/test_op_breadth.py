@@ -105,6 +105,8 @@ CASES = {
                                                                         torch.tensor([0, 1, 2, 63, 64, -1])]),
     "shifts_i64": (lambda i, j: (i << j) + (i >> j) * 7 + (i << 3) - (-i >> 65),
                    [torch.tensor([5, -7, 0, 2**40, -1, 9]), torch.tensor([0, 1, 2, 63, 64, -1])]),
+    "scalar_shifted_by_tensor": (lambda i: (1 << i) + (3 >> i) + (6 & i) + (5 | i) + (9 ^ i),
+                                 [torch.tensor([0, 1, 5, 62, 63, 64, -1])]),
     "bitwise_bool_u8_i16": (lambda b, u, s: (b ^ ~b.flip(0)).int() + (u >> 2).int() + ((s << 3) ^ ~s).int(),
                             [torch.rand(6) > 0.5, torch.randint(0, 255, (6,), dtype=torch.uint8),
                              torch.randint(-300, 300, (6,), dtype=torch.int16)]),
@@ -191,6 +193,8 @@ CASES = {
     "fno_spectral_layer": (Spectral(), [torch.randn(2, 6, 10)]),
     "complex_to_real_casts": (lambda x: torch.fft.fft(x).to(torch.float32) + torch.fft.fft(x).to(torch.complex128).real,
                               [torch.randn(3, 8)]),
+    "complex_to_bool": (lambda x: torch.view_as_complex(torch.stack([x * 0, x], -1)).to(torch.bool).int(),
+                        [torch.tensor([1.5, -2.0, 0.0])]),
     "complex_minus_real_alpha_and_joined_weights": (lambda x: torch.view_as_real(torch.cat([
         torch.sub(torch.fft.fft(x), x, alpha=2), torch.full((1, 5), 1 - 2j).expand(2, 5)])), [torch.randn(3, 5)]),
     "fft_of_ifft_backward": (lambda x: torch.view_as_real(torch.fft.fft(torch.fft.ifft(x, dim=-1) * x[..., :1]

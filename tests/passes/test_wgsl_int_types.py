@@ -130,6 +130,29 @@ def test_casts_to_a_narrow_type_keep_their_wrap_around(dtype, lo, hi):
         assert r.dtype == np.int32 and np.array_equal(r, w.astype(np.int32)), (w, r)
 
 
+@pytest.mark.parametrize("dtype,np_dtype", [("u8", np.uint8), ("i8", np.int8), ("i16", np.int16)])
+def test_left_shifts_and_nots_of_a_narrow_type_keep_their_wrap_around(dtype, np_dtype):
+    """Held in i32, a left shift keeps the bits past the narrow width and ~ of a u8 goes negative: wrapped back,
+    ``(packed << 4) >> 4`` unpacks int4 as it does in the narrow type."""
+    g = parse_graph(f"""graph main(%x: {dtype}[6], %s: {dtype}[6]) {{
+  %l: {dtype}[6] = shift_left(%x, %s)
+  %r: {dtype}[6] = shift_right(%l, %s)
+  %n: {dtype}[6] = bitwise_not(%x)
+  %h: {dtype}[6] = shift_right(%n, %s)
+  return %r, %h
+}}
+""")
+    before = g.clone()
+    run_pass(NAME, g)
+    info = np.iinfo(np_dtype)
+    x = np.array([0x3A, info.max, info.min, 7, -3 if info.min else 200, 1], np_dtype)
+    s = np.array([4, 1, 3, 0, 7, 15 if dtype == "i16" else 7], np_dtype)
+    want = interpret(before, [x, s])
+    got = interpret(g, [x.astype(np.int32), s.astype(np.int32)])
+    for w, r in zip(want, got):
+        assert np.array_equal(r, w.astype(np.int32)), (w, r)
+
+
 def test_a_clamped_quantization_needs_no_wrap():
     g = parse_graph("""graph main(%x: f32[4]) {
   %r: f32[4] = round(%x)

@@ -227,6 +227,19 @@ def test_grid_sample_and_its_reflection_run_in_wgsl():
     assert rel_err(torch_outputs(_Sampler().eval(), (x, grid))[0], compiled(x.numpy(), grid.numpy())) < TOL
 
 
+class _Unpack(torch.nn.Module):
+    def forward(self, packed, small):
+        return ((packed << 4) >> 4).float() + (~packed).float() + (small << 1).float()
+
+
+@needs_vulkan
+def test_bit_operations_on_narrow_integers_wrap_as_torch():
+    """u8/i8 values are held in i32 here: a left shift or ~ is wrapped back into the narrow type (int4 unpacking)."""
+    args = (torch.tensor([0x3A, 0xF1, 0x07], dtype=torch.uint8), torch.tensor([100, -100, 3], dtype=torch.int8))
+    compiled = edgeopt.compile(_Unpack().eval(), args, target="vulkan")
+    assert np.array_equal(compiled(*[a.numpy() for a in args]), _Unpack()(*args).numpy())
+
+
 class _Remainders(torch.nn.Module):
     def forward(self, x):
         return torch.fmod(x, 0.7) + torch.remainder(x, -0.3)

@@ -64,10 +64,13 @@ def _part(ctx, a) -> Complex:
 
 def _to_complex(ctx, x, **kwargs):
     """``x.to(torch.complex64)`` of a real tensor: the tensor and zeros. A complex tensor to a real dtype: its real
-    part, as torch (which warns that the imaginary part is discarded)."""
+    part, as torch (which warns that the imaginary part is discarded); to bool: nonzero in either part."""
     dt = _real_dtype(ctx.node)
     got = complex_value(ctx, x)
     if got is not None and not is_complex(ctx.node.meta["val"].dtype):
+        if ctx.out_dtype() == "bool":  # torch: nonzero in either part
+            zero = ctx.scalar(0.0, got.re.type.dtype)
+            return ctx.add("logical_or", [ctx.add("ne", [got.re, zero]), ctx.add("ne", [got.im, zero])])
         return ctx.cast(got.re, ctx.out_dtype())
     if got is not None:
         return Complex(ctx.cast(got.re, dt), ctx.cast(got.im, dt))

@@ -228,6 +228,10 @@ CONVERTERS = {
     aten.bitwise_left_shift.Tensor: _bitwise("shift_left"), aten.bitwise_right_shift.Tensor: _bitwise("shift_right"),
     aten.bitwise_left_shift.Tensor_Scalar: _bitwise("shift_left"),
     aten.bitwise_right_shift.Tensor_Scalar: _bitwise("shift_right"),
+    aten.bitwise_left_shift.Scalar_Tensor: _bitwise("shift_left"),
+    aten.bitwise_right_shift.Scalar_Tensor: _bitwise("shift_right"), aten.bitwise_and.Scalar_Tensor: _bitwise(
+        "bitwise_and"), aten.bitwise_or.Scalar_Tensor: _bitwise("bitwise_or"),
+    aten.bitwise_xor.Scalar_Tensor: _bitwise("bitwise_xor"),
     aten.logical_not.default: _logical_not, aten.bitwise_not.default: _bitwise_not,
     aten.where.self: _where, aten.masked_fill.Scalar: _masked_fill, aten.masked_fill.Tensor: _masked_fill,
     aten.neg.default: _unary("neg"), aten.abs.default: _unary("abs"), aten.exp.default: _unary("exp"),
