@@ -245,14 +245,22 @@ class _Remainders(torch.nn.Module):
         return torch.fmod(x, 0.7) + torch.remainder(x, -0.3)
 
 
+class _HalfRemainders(torch.nn.Module):
+    def forward(self, x):
+        return torch.fmod(x, 0.75) + torch.remainder(x, -0.5)
+
+
 @needs_vulkan
 def test_fmod_runs_in_wgsl():
     """The fmod kernels call C's fmodf, which WGSL lacks: legal_wgsl defines it."""
     x = torch.randn(4, 5) * 5
     compiled = edgeopt.compile(_Remainders().eval(), (x,), target="vulkan")
     assert rel_err(torch_outputs(_Remainders().eval(), (x,))[0], compiled(x.numpy())) < TOL
-    half = edgeopt.compile(_Remainders().eval(), (x,), target="vulkan", precision="fp16")  # after `enable f16;`
-    assert rel_err(torch_outputs(_Remainders().eval(), (x,))[0], half(x.numpy())) < 5 * F16_TOL
+    # fp16: after `enable f16;`. Values and divisors exact in f16 and off the divisors' multiples: a remainder
+    # jumps at them, so inputs rounded to f16 near one would land on its other side
+    exact = (torch.arange(-40, 40, dtype=torch.float32) / 8 + 1 / 16).reshape(8, 10)
+    half = edgeopt.compile(_HalfRemainders().eval(), (exact,), target="vulkan", precision="fp16")
+    assert rel_err(torch_outputs(_HalfRemainders().eval(), (exact,))[0], half(exact.numpy())) < F16_TOL
 
 
 @needs_vulkan
