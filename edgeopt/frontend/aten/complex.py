@@ -158,10 +158,9 @@ def _fft_c2r(ctx, x, dim, normalization, last_dim_size):
     m = re.type.shape[last]
     k = np.arange(m)
     weight = np.where((k == 0) | ((n % 2 == 0) & (k == n // 2)), 1.0, 2.0)[:, None]
-    angle = 2 * np.pi * ((k[:, None] * np.arange(n)[None, :]) % n) / n
-    np_dt = np.float64 if re.type.dtype == "f64" else np.float32
-    out = ctx.add("sub", [_along(ctx, re, last, (weight * np.cos(angle)).astype(np_dt), "idft_cos"),
-                          _along(ctx, im, last, (weight * np.sin(angle)).astype(np_dt), "idft_sin")])
+    c, s = _dft_matrices(n, m, re.type.dtype)  # [n, m]: transposed, the [m, n] map from m terms to n values
+    out = ctx.add("sub", [_along(ctx, re, last, (weight * c.T).astype(c.dtype), "idft_cos"),
+                          _along(ctx, im, last, (weight * s.T).astype(s.dtype), "idft_sin")])
     sizes = [z.re.type.shape[a] for a in axes[:-1]] + [n]
     return _normalize(ctx, (out,), sizes, normalization)[0]
 
