@@ -210,6 +210,12 @@ def _tir_kernel(g: Graph, n: Node):
 
 
 def _node_compute(n: Node, te_ins: list) -> te.Tensor:
+    if n.outputs[0].type.numel and get_op(n.op).kind in ("reduction", "contraction", "opaque") and any(
+            0 in [int(d) for d in t.shape] for t in te_ins):
+        from ..errors import PassError
+
+        raise PassError(f"{n.op} of a zero-size value into {n.outputs[0].type}: a reduction over nothing, which TVM "
+                        f"never writes; the pass constant_folding computes it at compile time (keep it enabled)")
     out = get_rule(n.op)(list(te_ins), n.attrs, n.outputs[0].type, n.op)
     want = TVM_DTYPES[n.outputs[0].type.dtype]
     if out.dtype != want:

@@ -85,7 +85,7 @@ def _broadcast_infer(types, attrs):
 
 
 register(OpDef("broadcast_to", "injective", _broadcast_infer,
-               lambda xs, a: [np.ascontiguousarray(np.broadcast_to(xs[0], a["shape"]))],
+               lambda xs, a: [np.array(np.broadcast_to(xs[0], a["shape"]), order="C")],
                {"shape": REQUIRED}, (1, 1), doc="broadcast_to(x){shape}: numpy broadcasting to shape", cheap=True))
 
 
