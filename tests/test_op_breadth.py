@@ -178,6 +178,13 @@ CASES = {
     "diagonal": (lambda x: torch.diagonal(x, dim1=2, dim2=3), [X]),
     "diagonal_offsets": (lambda x: torch.diagonal(x, 2, 1, 3) + torch.diagonal(x, -3, -1, 0).sum(), [X]),
     "slice_empty_output": (lambda x: x[:, 3:3] * 2, [X]),
+    # reductions over nothing (computed at compile time: a TVM reduction of no steps never writes its output)
+    "reductions_over_nothing": (lambda x: torch.cat([x[:, :0].sum(1), x[:, :0].prod(1), x[:, :0].mean(1),
+                                                     (x + x[:, :0].sum())[:, 0]]), [X]),
+    "softmax_over_nothing": (lambda x: torch.softmax(x[:, :0] * 2, -1), [X]),
+    "matmul_over_nothing": (lambda x: x[..., :0] @ x[..., :0].transpose(-1, -2) + 1, [X]),
+    "linear_of_no_features": (lambda x: F.linear(x[..., :0], x[0, 0, :4, :0], torch.full((4,), 0.5)),
+                              [X]),
     "unfold_windows": (lambda x: x.unfold(1, 3, 2) * 2, [X]),
     "unfold_rank0": (lambda x: x.unfold(0, 1, 1) + x.unfold(0, 0, 1).sum(), [torch.tensor(2.5)]),
     # complex tensors as pairs of real values: FFTs as DFT matmuls, spectrograms, FNet's mixing, filtering

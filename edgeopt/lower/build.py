@@ -210,17 +210,32 @@ def _tir_kernel(g: Graph, n: Node):
 
 
 def _node_compute(n: Node, te_ins: list) -> te.Tensor:
-    if n.outputs[0].type.numel and get_op(n.op).kind in ("reduction", "contraction", "opaque") and any(
-            0 in [int(d) for d in t.shape] for t in te_ins):
+    out = get_rule(n.op)(list(te_ins), n.attrs, n.outputs[0].type, n.op)
+    if n.outputs[0].type.numel and _reduces_over_nothing(out):
         from ..errors import PassError
 
-        raise PassError(f"{n.op} of a zero-size value into {n.outputs[0].type}: a reduction over nothing, which TVM "
-                        f"never writes; the pass constant_folding computes it at compile time (keep it enabled)")
-    out = get_rule(n.op)(list(te_ins), n.attrs, n.outputs[0].type, n.op)
+        raise PassError(f"{n.op} of {', '.join(str(v.type) for v in n.inputs)} reduces over zero elements, which a "
+                        f"TVM kernel never writes (it initializes a reduction in its first step). The pass "
+                        f"constant_folding computes such a node at compile time when its other inputs are constants: "
+                        f"keep it enabled, or make this zero-size axis nonempty")
     want = TVM_DTYPES[n.outputs[0].type.dtype]
     if out.dtype != want:
         raise AssertionError(f"lowering rule of {n.op} produced {out.dtype}, IR says {want}")
     return out
+
+
+def _reduces_over_nothing(t: te.Tensor) -> bool:
+    """Whether computing ``t`` runs a reduction with a zero-extent axis (its result would be left unwritten)."""
+    seen, todo = set(), [t.op]
+    while todo:
+        op = todo.pop()
+        if op in seen:
+            continue
+        seen.add(op)
+        if isinstance(op, te.ComputeOp) and any(int(r.dom.extent) == 0 for r in op.reduce_axis):
+            return True
+        todo.extend(x.op for x in op.input_tensors)
+    return False
 
 
 def _body_compute(body: Graph, te_ins: list) -> list[te.Tensor]:

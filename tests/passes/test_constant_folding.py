@@ -506,7 +506,7 @@ def test_model_that_returns_a_weight_compiles_and_runs():
 # (a bug found by CI: TVM initializes a reduction inside its first step, so a sum over nothing left its output
 # unwritten, and the compiled model returned whatever its arena held)
 
-def test_sum_over_nothing_becomes_a_broadcast_zero():
+def test_sum_over_nothing_becomes_a_zero():
     before = """
     graph main(%x: f32[3]) {
       %e: f32[0] = slice(%x) {"axis": 0, "start": 1, "end": 1, "step": 1}
@@ -517,14 +517,13 @@ def test_sum_over_nothing_becomes_a_broadcast_zero():
     expected = """
     graph main(%x: f32[3]) {
       const %s_folded: f32[] = 0.0
-      %s_1: f32[] = broadcast_to(%s_folded) {"shape": []}
+      %s_1: f32[] = copy(%s_folded)
       %y: f32[3] = add(%x, %s_1)
       return %y, %s_1
     }"""
     g = parse_graph(before)
     after = g.clone()
-    assert run_pass(NAME, after) == {"folded": 0, "folded_zero_size": 1}
-    run_pass("dead_code_elimination", after)
+    assert run_pass(NAME, after) == {"folded": 0, "folded_zero_size": 2}  # the slice (an empty result) and the sum
     assert print_graph(after) == print_graph(parse_graph(expected))
     assert_same_numerics(g, after)
 
@@ -537,7 +536,7 @@ def test_sum_over_nothing_becomes_a_broadcast_zero():
 ])
 def test_reductions_of_zero_size_values_fold_to_what_the_reference_gives(line, value):
     before = f"""
-    graph main(%x: f32[2,0]) {{
+    graph main(%x: f32[2,0], %z: f32[2]) {{
       const %w: f32[0,5]
       %e: f32[2,0] = neg(%x)
       {line}
@@ -547,10 +546,86 @@ def test_reductions_of_zero_size_values_fold_to_what_the_reference_gives(line, v
     after = g.clone()
     stats = run_pass(NAME, after)
     assert stats == {"folded": 0, "folded_zero_size": 2}  # the neg (an empty result) and the reduction
-    assert [n.op for n in after.nodes] == ["broadcast_to"]
+    assert [n.op for n in after.nodes] == ["broadcast_to"]  # a graph output: computed, from a scalar
     verify(after)
-    (got,) = interpret(after, [np.zeros((2, 0), np.float32)])
+    (got,) = interpret(after, [np.zeros((2, 0), np.float32), np.zeros(2, np.float32)])
     np.testing.assert_array_equal(got, np.full(after.outputs[0].type.shape, value, np.float32))
+    assert run_pass(NAME, after) == {"folded": 0, "folded_zero_size": 0}  # idempotent
+
+
+def test_small_result_read_by_a_kernel_becomes_a_plain_constant():
+    before = """
+    graph main(%x: f32[2,0], %z: f32[2]) {
+      %s: f32[2] = sum(%x) {"axes": [1], "keepdims": false}
+      %y: f32[2] = add(%z, %s)
+      return %y
+    }"""
+    expected = """
+    graph main(%x: f32[2,0], %z: f32[2]) {
+      const %s_folded: f32[2] = [0.0, 0.0]
+      %y: f32[2] = add(%z, %s_folded)
+      return %y
+    }"""
+    g = parse_graph(before)
+    after = g.clone()
+    assert run_pass(NAME, after) == {"folded": 0, "folded_zero_size": 1}
+    assert print_graph(after) == print_graph(parse_graph(expected))
+    assert_same_numerics(g, after)
+
+
+def test_softmax_along_an_empty_axis_is_an_empty_constant():
+    """An empty result needs no reference call (numpy's max of nothing raises)."""
+    before = """
+    graph main(%x: f32[5,3]) {
+      %e: f32[5,0] = slice(%x) {"axis": 1, "start": 0, "end": 0, "step": 1}
+      %s: f32[5,0] = softmax(%e) {"axis": 1}
+      return %s
+    }"""
+    g = parse_graph(before)
+    after = g.clone()
+    assert run_pass(NAME, after) == {"folded": 0, "folded_zero_size": 2}  # the slice too: its result is empty
+    assert [n.op for n in after.nodes] == ["copy"]
+    verify(after)
+    assert interpret(after, [np.ones((5, 3), np.float32)])[0].shape == (5, 0)
+
+
+def test_signed_zeros_are_not_one_repeated_value():
+    before = """
+    graph main(%x: f32[2], %z: f32[0]) {
+      const %c: f32[2] = [-0.0, 0.0]
+      %s: f32[2] = concat(%c, %z) {"axis": 0}
+      %y: f32[2] = div(%x, %s)
+      return %y, %s
+    }"""
+    g = parse_graph(before)
+    after = g.clone()
+    run_pass(NAME, after)
+    assert [n.op for n in after.nodes] == ["copy", "div"]  # not broadcast_to(-0.0)
+    y, s = interpret(after, [np.ones(2, np.float32), np.zeros(0, np.float32)])
+    np.testing.assert_array_equal(y, [-np.inf, np.inf])
+    np.testing.assert_array_equal(np.signbit(s), [True, False])
+
+
+def test_linear_of_no_features_is_its_bias_broadcast_not_a_big_constant():
+    rng = np.random.default_rng(5)
+    b = rng.standard_normal(1024).astype(np.float32)
+    before = """
+    graph main(%x: f32[64,3]) {
+      const %w: f32[1024,0]
+      const %b: f32[1024]
+      %e: f32[64,0] = slice(%x) {"axis": 1, "start": 0, "end": 0, "step": 1}
+      %y: f32[64,1024] = linear(%e, %w, %b) {"weight_layout": "oi"}
+      %r: f32[64,1024] = relu(%y)
+      return %r
+    }"""
+    g = parse_graph(before, {"w": np.zeros((1024, 0), np.float32), "b": b})
+    after = g.clone()
+    run_pass(NAME, after)
+    run_pass("dead_code_elimination", after)
+    assert [n.op for n in after.nodes] == ["broadcast_to", "relu"]
+    assert after.weight_bytes() == b.nbytes  # the bias once, not 64 copies of it
+    assert after.nodes[0].inputs[0].type.shape == (1, 1024)
+    assert_same_numerics(g, after)
 
 
 def test_zero_size_result_beside_a_run_time_input_is_left_to_its_kernel():
@@ -596,3 +671,26 @@ def test_lowering_refuses_a_reduction_over_nothing_when_the_pass_is_disabled():
 
     with pytest.raises(PassError, match="constant_folding"):
         edgeopt.compile(SumsNothing().eval(), (torch.ones(2, 3),), disable=["constant_folding"])
+
+
+def test_lowering_refuses_only_kernels_that_reduce_over_nothing():
+    """The guard looks for a zero-extent reduction axis in the kernel's TE, not at op kinds: an index_copy of no
+    rows (opaque, no reduction) lowers; a linear layer of no features whose bias is computed cannot fold."""
+    from edgeopt.errors import PassError
+    from edgeopt.lower.build import build_primfunc
+
+    no_rows = parse_graph("""
+    graph main(%x: f32[4,3], %s: f32[0,3], %i: i64[0]) {
+      %y: f32[4,3] = index_copy(%x, %s, %i) {"axis": 0}
+      return %y
+    }""")
+    build_primfunc(no_rows, no_rows.nodes[0])
+    run_time_bias = parse_graph("""
+    graph main(%x: f32[2,0], %b: f32[4]) {
+      const %w: f32[4,0]
+      %y: f32[2,4] = linear(%x, %w, %b) {"weight_layout": "oi"}
+      return %y
+    }""", {"w": np.zeros((4, 0), np.float32)})
+    assert run_pass(NAME, run_time_bias.clone()) == {"folded": 0, "folded_zero_size": 0}
+    with pytest.raises(PassError, match="reduces over zero elements"):
+        build_primfunc(run_time_bias, run_time_bias.nodes[0])
