@@ -182,6 +182,9 @@ CASES = {
     "reductions_over_nothing": (lambda x: torch.cat([x[:, :0].sum(1), x[:, :0].prod(1), x[:, :0].mean(1),
                                                      (x + x[:, :0].sum())[:, 0]]), [X]),
     "softmax_over_nothing": (lambda x: torch.softmax(x[:, :0] * 2, -1), [X]),
+    "attention_over_no_keys": (lambda x: F.scaled_dot_product_attention(x, x[:, :, :0], x[:, :, :0] * 2) + x, [X]),
+    "attention_over_no_keys_masked": (lambda x: F.scaled_dot_product_attention(
+        x, x[:, :, :0], x[:, :, :0], attn_mask=torch.ones(5, 0, dtype=torch.bool)) + 1, [X]),
     "matmul_over_nothing": (lambda x: x[..., :0] @ x[..., :0].transpose(-1, -2) + 1, [X]),
     "linear_of_no_features": (lambda x: F.linear(x[..., :0], x[0, 0, :4, :0], torch.full((4,), 0.5)),
                               [X]),

@@ -56,6 +56,8 @@ def flash_attention(in_types: list[TensorType], attrs: dict, out: TensorType):
     batch = out.shape[:-2]
     if q.dtype != "f32" or not (q.shape[:-2] == k.shape[:-2] == v.shape[:-2] == batch) or v.shape[-1] < 4:
         return None  # (vectors under 4 lanes trip an LLVM bug in TVM 0.27)
+    if k.shape[-2] == 0:
+        return None  # no keys: the TE rule's zeros
     L, D, S, Dv = q.shape[-2], q.shape[-1], k.shape[-2], v.shape[-1]
     NB = math.prod(batch)
     scale = float(attrs["scale"]) if attrs["scale"] is not None else 1 / math.sqrt(D)

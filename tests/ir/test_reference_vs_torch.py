@@ -422,6 +422,14 @@ def test_attention_fully_masked_row(rng, kind):
     check(got, _sdpa(q, k, v, mask))
 
 
+@pytest.mark.parametrize("masked_rows", ["zero", "nan"])
+def test_attention_over_no_keys_is_zero(rng, masked_rows):
+    q, k, v = randn(rng, 2, 3, 5, 8), randn(rng, 2, 3, 0, 8), randn(rng, 2, 3, 0, 6)
+    got = run_op("attention", [q, k, v], {"masked_rows": masked_rows})
+    check(got, _sdpa(q, k, v), dtype=np.float32)
+    assert got.shape == (2, 3, 5, 6) and not got.any()
+
+
 @pytest.mark.parametrize("L, S", [(6, 6), (5, 7), (7, 4)])
 def test_attention_causal(rng, L, S):
     q, k, v = randn(rng, 2, 2, L, 8), randn(rng, 2, 2, S, 8), randn(rng, 2, 2, S, 8)

@@ -38,6 +38,8 @@ def _ref(xs, attrs):
     scale = attrs["scale"] if attrs["scale"] is not None else 1 / math.sqrt(q.shape[-1])
     s = (q @ np.swapaxes(k, -1, -2)) * scale
     L, S = s.shape[-2:]
+    if S == 0:  # no keys: every row is "fully masked"; 0 either way (softmax of nothing, times no values)
+        return [np.zeros(np.broadcast_shapes(q.shape[:-2], v.shape[:-2]) + (L, v.shape[-1]), xs[0].dtype)]
     with np.errstate(invalid="ignore", divide="ignore"):  # inf - inf, 0 / 0: NaN as torch has it
         # masks add -inf, as torch does: a NaN score stays NaN where it is masked
         if attrs["causal"]:
@@ -58,5 +60,6 @@ register(OpDef("attention", "opaque", _infer, _ref, {"scale": None, "causal": Fa
                (3, 4),
                doc="attention(q[...,L,E], k[...,S,E], v[...,S,Ev], [mask]){scale, causal, masked_rows}: "
                    "softmax(q k^T * scale + mask) v; a bool mask keeps True positions (adds -inf elsewhere); "
-                   "a NaN score makes its row NaN; a row with every position masked gives 0 (masked_rows "
-                   "\"zero\", torch's scaled_dot_product_attention) or NaN (\"nan\", softmax written out)", fp16="f32"))
+                   "a NaN score makes its row NaN; no keys give 0; a row with every position masked gives 0 "
+                   "(masked_rows \"zero\", torch's scaled_dot_product_attention) or NaN (\"nan\", softmax written "
+                   "out)", fp16="f32"))

@@ -21,6 +21,8 @@ def attention(ins, attrs, out, op):
     scale = attrs["scale"] if attrs["scale"] is not None else 1 / math.sqrt(E)
     batch = tuple(out.shape[:-2])
     rank = len(batch) + 2
+    if S == 0:  # no keys: every row is "fully masked" and gives 0, as torch's SDPA
+        return te.compute(tuple(out.shape), lambda *_: const(0, q.dtype), name="attn_no_keys")
     e = te.reduce_axis((0, E), "e")
 
     def score(*idx):
