@@ -182,6 +182,16 @@ CASES = {
     "reductions_over_nothing": (lambda x: torch.cat([x[:, :0].sum(1), x[:, :0].prod(1), x[:, :0].mean(1),
                                                      (x + x[:, :0].sum())[:, 0]]), [X]),
     "softmax_over_nothing": (lambda x: torch.softmax(x[:, :0] * 2, -1), [X]),
+    # running products and extremes (masked reductions over every pair of positions)
+    "cumprod": (lambda x: torch.cumprod(x, 1) + torch.cumprod(x, -1), [X]),
+    "cumprod_int_rank0": (lambda i: torch.cumprod(i, 0) + torch.cumprod(i[0, 0], 0), [torch.tensor([[2, -3, 1, 0]])]),
+    "cummax_values_and_indices": (lambda x: torch.cat([x.cummax(1)[0], x.cummax(1)[1].float()]), [X]),
+    "cummin_ties_and_nan": (lambda x: torch.stack([x.cummin(0)[0], x.cummin(0)[1].float(), x.cummax(0)[0],
+                                                   x.cummax(0)[1].float()]),
+                            [torch.tensor([1.0, 3.0, 3.0, float("nan"), 0.0, float("nan"), -1.0])]),
+    "cummax_int_ties": (lambda i: i.cummax(-1)[1] * 10 + i.cummax(-1)[0],
+                        [torch.tensor([[1, 3, 3, 2, 5, 5], [0, 0, -1, 7, 7, 7]])]),
+    "cummax_bool": (lambda x: (x > 0).cummax(1)[0].float() + (x > 0).cummin(1)[1], [X]),
     "attention_over_no_keys": (lambda x: F.scaled_dot_product_attention(x, x[:, :, :0], x[:, :, :0] * 2) + x, [X]),
     "attention_over_no_keys_masked": (lambda x: F.scaled_dot_product_attention(
         x, x[:, :, :0], x[:, :, :0], attn_mask=torch.ones(5, 0, dtype=torch.bool)) + 1, [X]),
@@ -278,7 +288,7 @@ def test_op_matches_torch(name):
 
 
 @pytest.mark.parametrize("f, op", [
-    (lambda x: x.cummax(1)[0], "aten::cummax"),
+    (lambda x: x.reshape(-1).repeat(12).cumprod(0), r"aten::cumprod \(along 2160 elements"),
     (lambda x: torch.erfinv(x.clamp(-0.5, 0.5)), "aten::erfinv"),
     (lambda x: torch.view_as_real(1.0 / torch.fft.rfft(x)), r"aten::reciprocal \(on complex tensors"),
     (lambda x: torch.fft.fft(x.to(torch.complex64)).exp().real, r"aten::exp \(on complex tensors"),

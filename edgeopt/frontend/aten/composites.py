@@ -1,6 +1,6 @@
 """ATen ops the IR has no op of its own for, written with the ones it has: inverse trigonometric and hyperbolic
 functions, ``var_mean``, ``diagonal``, ``adaptive_max_pool2d`` on windows that tile the input, ``cdist``,
-``embedding_bag`` on bags of one size.
+``embedding_bag`` on bags of one size, ``cumprod`` / ``cummax`` / ``cummin`` as masked reductions over every pair.
 
 Each formula is chosen to keep float32's accuracy where the textbook one loses it:
 
@@ -190,10 +190,81 @@ def _embedding_bag(ctx: Ctx, weight, indices, offsets, scale_grad_by_freq=False,
     return ctx.add(op, [rows], {"axes": [1], "keepdims": False}), None, None, None
 
 
+CUMULATIVE_MAX = 2048  # cumprod / cummax / cummin compare every pair of positions along their axis
+
+
+def _along_last(ctx: Ctx, x, ax: int):
+    """``x`` with axis ``ax`` moved last, and the permutation that moves it back."""
+    r = x.type.rank
+    perm = [k for k in range(r) if k != ax] + [ax]
+    back = [perm.index(k) for k in range(r)]
+    return (ctx.add("transpose", [x], {"perm": perm}) if perm != list(range(r)) else x), back
+
+
+def _cumulative(ctx: Ctx, x, dim, reduce: str, fill):
+    """``y[..., i] = reduce(x[..., k] for k <= i)`` along ``dim``: the input broadcast to ``[..., i, k]``, positions
+    past ``i`` replaced by ``fill`` (the reduction's identity), reduced over ``k``. Also returns what it needs for
+    the indices: the values along the last axis, the mask, and the permutation back."""
+    if x.type.rank == 0:
+        x = ctx.add("reshape", [x], {"shape": [1]})
+    ax = norm_dim(dim, x.type.rank)
+    n = x.type.shape[ax]
+    if n > CUMULATIVE_MAX:
+        raise NotImplementedError(f"along {n} elements (at most {CUMULATIVE_MAX}: it compares every pair)")
+    xt, back = _along_last(ctx, x, ax)
+    lead = list(xt.type.shape[:-1])
+    xk = ctx.add("reshape", [xt], {"shape": lead + [1, n]})
+    tril = ctx.g.add_const(np.tril(np.ones((n, n), bool)), "cumulative_mask")  # [i, k]: k <= i
+    picked = ctx.add("where", [tril, xk, ctx.v(fill, x.type.dtype)])
+    y = ctx.add(reduce, [picked], {"axes": [-1], "keepdims": False})
+    return y, (xk, tril, back)
+
+
+def _back(ctx: Ctx, y, back, like):
+    y = ctx.add("transpose", [y], {"perm": back}) if back != sorted(back) else y
+    return ctx.add("reshape", [y], {"shape": []}) if like.type.rank == 0 else y
+
+
+def _cumprod(ctx: Ctx, a, dim, dtype=None):
+    x = ctx.cast(ctx.v(a), ctx.out_dtype())  # torch: integers multiply in int64
+    y, (_, _, back) = _cumulative(ctx, x, dim, "prod", 1)
+    return _back(ctx, y, back, x)
+
+
+def _cum_extreme(reduce: str):
+    """cummax / cummin: the running extreme (NaN once one is seen, as torch) and its index, the last position
+    so far that holds it (torch's choice on ties; for NaN, the last NaN)."""
+
+    def convert(ctx: Ctx, a, dim):
+        x = ctx.v(a)
+        dt = x.type.dtype
+        if dt == "bool":
+            x = ctx.cast(x, "u8")
+        info = np.finfo if x.type.dtype.startswith(("f", "bf")) else np.iinfo
+        fill = info(x.type.np_dtype).min if reduce == "max" else info(x.type.np_dtype).max
+        fill = float(-np.inf if reduce == "max" else np.inf) if info is np.finfo else int(fill)
+        y, (xk, tril, back) = _cumulative(ctx, x, dim, reduce, fill)
+        yi = ctx.add("reshape", [y], {"shape": list(y.type.shape) + [1]})  # [..., i, 1] against xk's [..., 1, k]
+        same = ctx.add("eq", [xk, yi])
+        if info is np.finfo:  # NaN == NaN for the index: both NaN
+            same = ctx.add("logical_or", [same, ctx.add("logical_and", [ctx.add("ne", [xk, xk]),
+                                                                       ctx.add("ne", [yi, yi])])])
+        n = xk.type.shape[-1]
+        k = ctx.g.add_const(np.arange(n, dtype=np.int64), "cumulative_position")
+        at = ctx.add("where", [ctx.add("logical_and", [same, tril]), k, ctx.v(-1, "i64")])
+        idx = ctx.add("max", [at], {"axes": [-1], "keepdims": False})
+        values = _back(ctx, y, back, ctx.v(a))
+        return ctx.cast(values, dt), _back(ctx, idx, back, ctx.v(a))
+
+    return convert
+
+
 CONVERTERS = {
     aten.atan.default: _atan, aten.asin.default: _asin, aten.acos.default: _acos, aten.tan.default: _tan,
     aten.sinh.default: _sinh, aten.cosh.default: _cosh, aten.asinh.default: _asinh, aten.acosh.default: _acosh,
     aten.atanh.default: _atanh, aten.var_mean.correction: _var_mean, aten.diagonal.default: _diagonal,
     aten.adaptive_max_pool2d.default: _adaptive_max, aten._cdist_forward.default: _cdist,
     aten._embedding_bag.default: _embedding_bag, aten._embedding_bag_forward_only.default: _embedding_bag,
+    aten.cumprod.default: _cumprod, aten.cummax.default: _cum_extreme("max"),
+    aten.cummin.default: _cum_extreme("min"),
 }
