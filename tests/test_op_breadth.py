@@ -192,6 +192,9 @@ CASES = {
     "cummax_int_ties": (lambda i: i.cummax(-1)[1] * 10 + i.cummax(-1)[0],
                         [torch.tensor([[1, 3, 3, 2, 5, 5], [0, 0, -1, 7, 7, 7]])]),
     "cummax_bool": (lambda x: (x > 0).cummax(1)[0].float() + (x > 0).cummin(1)[1], [X]),
+    "cummax_signed_zero_ties": (lambda x: torch.stack([1 / x.cummax(0)[0], 1 / x.cummin(0)[0]]),
+                                [torch.tensor([0.0, -0.0, 0.0, 1.0, -0.0])]),
+    "cumprod_half": (lambda x: torch.cumprod(x.half() * 30, 0).float(), [torch.tensor([10.0, 10.0, 1 / 9000, 0.5])]),
     "attention_over_no_keys": (lambda x: F.scaled_dot_product_attention(x, x[:, :, :0], x[:, :, :0] * 2) + x, [X]),
     "attention_over_no_keys_masked": (lambda x: F.scaled_dot_product_attention(
         x, x[:, :, :0], x[:, :, :0], attn_mask=torch.ones(5, 0, dtype=torch.bool)) + 1, [X]),

@@ -226,9 +226,12 @@ def _back(ctx: Ctx, y, back, like):
 
 
 def _cumprod(ctx: Ctx, a, dim, dtype=None):
-    x = ctx.cast(ctx.v(a), ctx.out_dtype())  # torch: integers multiply in int64
+    """torch multiplies integers in int64 and float16 in float32 (float32 in float64, which the IR lacks: a product
+    that overflows float32 midway stays inf here, where torch's may come back)."""
+    out = ctx.out_dtype()
+    x = ctx.cast(ctx.v(a), "f32" if out == "f16" else out)
     y, (_, _, back) = _cumulative(ctx, x, dim, "prod", 1)
-    return _back(ctx, y, back, x)
+    return ctx.cast(_back(ctx, y, back, x), out)
 
 
 def _cum_extreme(reduce: str):
@@ -253,8 +256,11 @@ def _cum_extreme(reduce: str):
         k = ctx.g.add_const(np.arange(n, dtype=np.int64), "cumulative_position")
         at = ctx.add("where", [ctx.add("logical_and", [same, tril]), k, ctx.v(-1, "i64")])
         idx = ctx.add("max", [at], {"axes": [-1], "keepdims": False})
-        values = _back(ctx, y, back, ctx.v(a))
-        return ctx.cast(values, dt), _back(ctx, idx, back, ctx.v(a))
+        # the value read back at that index: torch's element bit for bit (of a tie of -0.0 and 0.0, the later one)
+        chosen = ctx.add("eq", [k, ctx.add("reshape", [idx], {"shape": list(idx.type.shape) + [1]})])
+        exact = ctx.add(reduce, [ctx.add("where", [chosen, xk, ctx.v(fill, x.type.dtype)])],
+                        {"axes": [-1], "keepdims": False})
+        return ctx.cast(_back(ctx, exact, back, ctx.v(a)), dt), _back(ctx, idx, back, ctx.v(a))
 
     return convert
 

@@ -39,7 +39,8 @@ def _ref(xs, attrs):
     s = (q @ np.swapaxes(k, -1, -2)) * scale
     L, S = s.shape[-2:]
     if S == 0:  # no keys: every row is "fully masked"; 0 either way (softmax of nothing, times no values)
-        return [np.zeros(np.broadcast_shapes(q.shape[:-2], v.shape[:-2]) + (L, v.shape[-1]), xs[0].dtype)]
+        return [np.zeros(np.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2]) + (L, v.shape[-1]),
+                         xs[0].dtype)]
     with np.errstate(invalid="ignore", divide="ignore"):  # inf - inf, 0 / 0: NaN as torch has it
         # masks add -inf, as torch does: a NaN score stays NaN where it is masked
         if attrs["causal"]:
