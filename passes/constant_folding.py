@@ -78,10 +78,9 @@ class ConstantFolding(Pass):
 
 
 def _fold_reading_nothing(g: Graph, n: Node) -> None:
-    """Replace ``n``, which reads a zero-size value (a constant or not) and otherwise constants, or computes a
-    zero-size value, by its result: a
-    constant, as for any fold; where it is a graph output (computed, not a constant) or too big to store, the
-    constant with its repeated axes shrunk to 1, broadcast back (a reduction of nothing is one value repeated)."""
+    """Replace ``n`` (it reads a zero-size value and otherwise constants, or computes a zero-size value) by its
+    result: a constant, as for any fold; where it is a graph output (computed, not a constant) or too big to store,
+    the constant with its repeated axes shrunk to 1, broadcast back (a reduction of nothing is one value repeated)."""
     at = g.nodes.index(n)
     g.nodes.remove(n)
     for o, arr in zip(n.outputs, _result(g, n)):

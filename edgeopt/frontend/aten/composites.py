@@ -243,13 +243,16 @@ def _cum_extreme(reduce: str):
         dt = x.type.dtype
         if dt == "bool":
             x = ctx.cast(x, "u8")
-        info = np.finfo if x.type.dtype.startswith(("f", "bf")) else np.iinfo
-        fill = info(x.type.np_dtype).min if reduce == "max" else info(x.type.np_dtype).max
-        fill = float(-np.inf if reduce == "max" else np.inf) if info is np.finfo else int(fill)
+        floating = x.type.dtype.startswith("f")
+        limits = None if floating else np.iinfo(x.type.np_dtype)
+        if reduce == "max":
+            fill = -math.inf if floating else int(limits.min)
+        else:
+            fill = math.inf if floating else int(limits.max)
         y, (xk, tril, back) = _cumulative(ctx, x, dim, reduce, fill)
         yi = ctx.add("reshape", [y], {"shape": list(y.type.shape) + [1]})  # [..., i, 1] against xk's [..., 1, k]
         same = ctx.add("eq", [xk, yi])
-        if info is np.finfo:  # NaN == NaN for the index: both NaN
+        if floating:  # NaN == NaN for the index: both NaN
             same = ctx.add("logical_or", [same, ctx.add("logical_and", [ctx.add("ne", [xk, xk]),
                                                                        ctx.add("ne", [yi, yi])])])
         n = xk.type.shape[-1]
