@@ -3,9 +3,10 @@
 The anchor's result is finished in registers (bias, ReLU/ReLU6/GELU/SiLU/hardswish/sigmoid, clamps,
 scales, and for matmul and linear a residual add...) before it is stored, so the intermediate never
 goes through memory. A plain NCHW conv's residual add is left to ``fuse_elementwise`` (see ``_keeps_shape``).
-Transposes, pads and layout transforms that only feed the anchor join it as its prologue (a transpose
-followed by a reshape too): the conv then reads the image straight from NCHW. So does a ``dequantize`` of an
-int8 or int4 weight (or activation): the kernel reads the narrow values and widens them in registers.
+Transposes, pads, slices (not along the last axis) and layout transforms that only feed the anchor join it as its
+prologue (a transpose followed by a reshape too): the conv then reads the image straight from NCHW. So does a
+``dequantize`` of an int8 or int4 weight (or activation): the kernel reads the narrow values and widens them in
+registers.
 
 Invalidates: ``unfused`` (its ops move into fused kernels, where pattern passes no longer see them).
 Requires: nothing. Guarantees: ``epilogues_fused``. Never duplicates work: a joined producer has no
@@ -48,6 +49,8 @@ def _keeps_shape(group, cand) -> bool:
         return cand.inputs[0].producer is not None and cand.inputs[0].producer.op == "transpose"
     if cand.op in ("transpose", "pad", "layout_transform"):
         return True
+    if cand.op == "slice":  # whole rows of another tensor (a 3-d conv's depth tap): read in place
+        return cand.attrs["axis"] % cand.outputs[0].type.rank != cand.outputs[0].type.rank - 1
     if cand.op == "dequantize" and not epilogue:  # int8/int4 weights or activations: widened in registers as the
         return True                                 # kernel reads them
     t = cand.outputs[0].type
@@ -60,7 +63,7 @@ RULE = FusionRule(
     "epilogue",
     anchor=Op(kind="contraction"),
     epilogue=Op(kind="elementwise"),
-    prologue=Op(("transpose", "pad", "reshape", "layout_transform", "dequantize")),
+    prologue=Op(("transpose", "pad", "reshape", "slice", "layout_transform", "dequantize")),
     where=_keeps_shape,
 )
 POOL_RULE = FusionRule("pool_epilogue", anchor=Op(("max_pool2d", "avg_pool2d")),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir.types import dtype_from_numpy
+from . import volumetric
 
 
 def _ins(node) -> list[str]:
@@ -132,25 +133,29 @@ def _conv_pads(ctx, node, a, x_shape, kernel, stride, dilation) -> list[int]:
     auto = a.get("auto_pad", b"NOTSET")
     auto = auto.decode() if isinstance(auto, bytes) else auto
     if auto in ("NOTSET", ""):
-        p = [int(v) for v in a.get("pads", [0, 0, 0, 0])]
-        return [p[0], p[1], p[2], p[3]]
+        return [int(v) for v in a.get("pads", [0] * (2 * len(kernel)))]
     if auto == "VALID":
-        return [0, 0, 0, 0]
+        return [0] * (2 * len(kernel))
     pads = []
     for size, k, s, d in zip(x_shape[2:], kernel, stride, dilation):
         out = -(-size // s)
         total = max(0, (out - 1) * s + (k - 1) * d + 1 - size)
         pads.append((total // 2, total - total // 2) if auto == "SAME_UPPER" else (total - total // 2, total // 2))
-    return [pads[0][0], pads[1][0], pads[0][1], pads[1][1]]
+    return [p[0] for p in pads] + [p[1] for p in pads]  # all the begins, then all the ends
 
 
 def _conv(ctx, node, a):
     x, w = ctx.v(node.input[0]), ctx.v(node.input[1])
-    if x.type.rank != 4:
+    if x.type.rank not in (4, 5):
         raise NotImplementedError(f"{x.type.rank - 2}-d convolution")
     kernel = list(w.type.shape[2:])
-    stride, dilation = list(a.get("strides", [1, 1])), list(a.get("dilations", [1, 1]))
-    ins = [x, w] + ([ctx.v(_opt(node, 2))] if _opt(node, 2) else [])
+    ones = [1] * len(kernel)
+    stride, dilation = list(a.get("strides", ones)), list(a.get("dilations", ones))
+    bias = ctx.v(_opt(node, 2)) if _opt(node, 2) else None
+    if x.type.rank == 5:
+        return volumetric.conv3d(ctx, x, w, bias, stride, _conv_pads(ctx, node, a, x.type.shape, kernel, stride,
+                                                                     dilation), dilation, int(a.get("group", 1)))
+    ins = [x, w] + ([bias] if bias is not None else [])
     return ctx.add("conv2d", ins, {"stride": stride, "padding": _conv_pads(ctx, node, a, x.type.shape, kernel, stride,
                                                                             dilation),
                                    "dilation": dilation, "groups": int(a.get("group", 1))})
@@ -158,12 +163,19 @@ def _conv(ctx, node, a):
 
 def _conv_transpose(ctx, node, a):
     x, w = ctx.v(node.input[0]), ctx.v(node.input[1])
-    if x.type.rank != 4 or "output_shape" in a:
-        raise NotImplementedError("only 2-d, without output_shape")
-    p = [int(v) for v in a.get("pads", [0, 0, 0, 0])]
-    if p[0] != p[2] or p[1] != p[3]:
+    if x.type.rank not in (4, 5) or "output_shape" in a:
+        raise NotImplementedError("only 2-d and 3-d, without output_shape")
+    axes = x.type.rank - 2
+    p = [int(v) for v in a.get("pads", [0] * (2 * axes))]
+    if p[:axes] != p[axes:]:
         raise NotImplementedError("asymmetric pads")
-    ins = [x, w] + ([ctx.v(_opt(node, 2))] if _opt(node, 2) else [])
+    bias = ctx.v(_opt(node, 2)) if _opt(node, 2) else None
+    if axes == 3:
+        ones = [1] * 3
+        return volumetric.conv_transpose3d(ctx, x, w, bias, list(a.get("strides", ones)), p[:3],
+                                           list(a.get("output_padding", [0] * 3)), list(a.get("dilations", ones)),
+                                           int(a.get("group", 1)))
+    ins = [x, w] + ([bias] if bias is not None else [])
     return ctx.add("conv_transpose2d", ins, {"stride": list(a.get("strides", [1, 1])), "padding": [p[0], p[1]],
                                              "output_padding": list(a.get("output_padding", [0, 0])),
                                              "dilation": list(a.get("dilations", [1, 1])),
@@ -185,21 +197,27 @@ def _layer_norm(ctx, node, a):
 def _pool(op):
     def convert(ctx, node, a):
         x = ctx.v(node.input[0])
-        if x.type.rank != 4:
+        if x.type.rank not in (4, 5):
             raise NotImplementedError(f"{x.type.rank - 2}-d pooling")
         kernel = [int(k) for k in a["kernel_shape"]]
-        stride = [int(s) for s in a.get("strides", [1, 1])]
-        dilation = [int(d) for d in a.get("dilations", [1, 1])]
-        attrs = {"kernel": kernel, "stride": stride,
-                 "padding": _conv_pads(ctx, node, a, x.type.shape, kernel, stride, dilation),
-                 "ceil_mode": bool(a.get("ceil_mode", 0))}
-        if op == "max_pool2d":
-            if len(node.output) > 1 and node.output[1]:
-                raise NotImplementedError("the Indices output")
-            return ctx.add(op, [x], {**attrs, "dilation": dilation})
-        if dilation != [1, 1]:
+        ones = [1] * len(kernel)
+        stride = [int(s) for s in a.get("strides", ones)]
+        dilation = [int(d) for d in a.get("dilations", ones)]
+        pads = _conv_pads(ctx, node, a, x.type.shape, kernel, stride, dilation)
+        ceil_mode = bool(a.get("ceil_mode", 0))
+        if op == "max_pool2d" and len(node.output) > 1 and node.output[1]:
+            raise NotImplementedError("the Indices output")
+        if op != "max_pool2d" and dilation != ones:
             raise NotImplementedError("dilations")
-        return ctx.add(op, [x], {**attrs, "count_include_pad": bool(a.get("count_include_pad", 0))})
+        include_pad = bool(a.get("count_include_pad", 0))
+        if x.type.rank == 5:
+            if op == "max_pool2d":
+                return volumetric.max_pool3d(ctx, x, kernel, stride, pads, dilation, ceil_mode)
+            return volumetric.avg_pool3d(ctx, x, kernel, stride, pads, ceil_mode, include_pad)
+        attrs = {"kernel": kernel, "stride": stride, "padding": pads, "ceil_mode": ceil_mode}
+        if op == "max_pool2d":
+            return ctx.add(op, [x], {**attrs, "dilation": dilation})
+        return ctx.add(op, [x], {**attrs, "count_include_pad": include_pad})
 
     return convert
 

@@ -18,6 +18,7 @@ KEEP_WHOLE = [
     aten.softmax.int, aten.log_softmax.int, aten.upsample_bilinear2d.vec, aten.upsample_nearest2d.vec,
     aten.hardtanh.default, aten.relu6.default, aten.matmul.default, aten.adaptive_avg_pool2d.default,
     aten.leaky_relu.default, aten.embedding.default,
+    aten.upsample_trilinear3d.vec, aten.upsample_nearest3d.vec, aten.adaptive_avg_pool3d.default,
 ]
 
 CONVERTERS = {**elementwise.CONVERTERS, **reduce.CONVERTERS, **nn.CONVERTERS, **shape.CONVERTERS,

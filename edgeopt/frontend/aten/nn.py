@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import volumetric
 from .ctx import aten
 
 
@@ -40,6 +41,8 @@ def _addmm(ctx, bias, a, b, beta=1, alpha=1):
 
 def _convolution(ctx, x, w, b, stride, padding, dilation, transposed, output_padding, groups):
     xv, wv = ctx.v(x), ctx.v(w)
+    if wv.type.rank == 5:
+        return _conv3d(ctx, xv, wv, b, stride, padding, dilation, transposed, output_padding, groups)
     if xv.type.rank != 4:
         return _conv1d(ctx, xv, wv, b, stride, padding, dilation, transposed, output_padding, groups)
     ins = [xv, wv] + ([ctx.v(b)] if b is not None else [])
@@ -56,7 +59,7 @@ def _convolution(ctx, x, w, b, stride, padding, dilation, transposed, output_pad
 def _conv1d(ctx, xv, wv, b, stride, padding, dilation, transposed, output_padding, groups):
     """conv1d as conv2d over a height-1 image."""
     if xv.type.rank != 3:
-        raise NotImplementedError("only 1-D and 2-D convolutions are supported")
+        raise NotImplementedError("only 1-D, 2-D and 3-D convolutions are supported")
     n, c, length = xv.type.shape
     x4 = ctx.add("reshape", [xv], {"shape": [n, c, 1, length]})
     w4 = ctx.add("reshape", [wv], {"shape": list(wv.type.shape[:2]) + [1, wv.type.shape[2]]})
@@ -70,6 +73,15 @@ def _conv1d(ctx, xv, wv, b, stride, padding, dilation, transposed, output_paddin
                                     "dilation": [1, dilation[0]], "groups": groups})
     s = y.type.shape
     return ctx.add("reshape", [y], {"shape": [s[0], s[1], s[3]]})
+
+
+def _conv3d(ctx, xv, wv, b, stride, padding, dilation, transposed, output_padding, groups):
+    stride, padding, dilation = map(_triple, (stride, padding, dilation))
+    bv = ctx.v(b) if b is not None else None
+    if transposed:
+        return volumetric.conv_transpose3d(ctx, xv, wv, bv, stride, padding, _triple(output_padding), dilation,
+                                           groups)
+    return volumetric.conv3d(ctx, xv, wv, bv, stride, padding * 2, dilation, groups)
 
 
 def _normalize_groups(ctx, xv, groups: int, eps: float):
@@ -137,11 +149,17 @@ def _pair(v):
     return v * 2 if len(v) == 1 else v
 
 
-def _batched(convert):
-    """A 2-d pooling converter that also takes torch's unbatched [C, H, W] input (as a batch of one)."""
+def _triple(v):
+    v = list(v) if isinstance(v, (list, tuple)) else [v]
+    return v * 3 if len(v) == 1 else v
+
+
+def _batched(convert, unbatched_rank: int = 3):
+    """A pooling converter that also takes torch's unbatched input ([C, H, W], or [C, D, H, W] for 3-d pools) as a
+    batch of one."""
     def wrapped(ctx, x, *args, **kwargs):
         xv = ctx.v(x)
-        if xv.type.rank != 3:
+        if xv.type.rank != unbatched_rank:
             return convert(ctx, xv, *args, **kwargs)
         y = convert(ctx, ctx.add("reshape", [xv], {"shape": [1, *xv.type.shape]}), *args, **kwargs)
         first = y[0] if isinstance(y, tuple) else y
@@ -179,6 +197,33 @@ def _adaptive_avg(ctx, x, output_size):
         k = [h // out[0], w // out[1]]
         return ctx.add("avg_pool2d", [xv], {"kernel": k, "stride": k})
     return ctx.add("adaptive_avg_pool2d", [xv], {"output_size": out})
+
+
+def _max_pool3d(ctx, x, kernel, stride=(), padding=0, dilation=1, ceil_mode=False):
+    kernel = _triple(kernel)
+    return (volumetric.max_pool3d(ctx, ctx.v(x), kernel, _triple(stride or kernel), _triple(padding) * 2,
+                                  _triple(dilation), ceil_mode), None)
+
+
+def _avg_pool3d(ctx, x, kernel, stride=(), padding=0, ceil_mode=False, count_include_pad=True,
+                divisor_override=None):
+    kernel = _triple(kernel)
+    return volumetric.avg_pool3d(ctx, ctx.v(x), kernel, _triple(stride or kernel), _triple(padding) * 2, ceil_mode,
+                                 count_include_pad, divisor_override)
+
+
+def _adaptive_avg3d(ctx, x, output_size):
+    return volumetric.adaptive_avg_pool3d(ctx, ctx.v(x), _triple(output_size))
+
+
+def _upsample3d(mode):
+    def convert(ctx, x, output_size=None, *rest):
+        align = rest[0] if mode == "linear" else False
+        scales = rest[1] if mode == "linear" else rest[0]
+        size = [int(s) for s in ctx.node.meta["val"].shape[2:]]
+        return volumetric.resize3d(ctx, ctx.v(x), size, mode, bool(align), scales)
+
+    return convert
 
 
 def _upsample(mode):
@@ -239,6 +284,11 @@ CONVERTERS = {
     aten.avg_pool2d.default: _avg_pool, aten.adaptive_avg_pool2d.default: _adaptive_avg,
     aten._adaptive_avg_pool2d.default: _adaptive_avg,
     aten.upsample_bilinear2d.vec: _upsample("bilinear"), aten.upsample_nearest2d.vec: _upsample("nearest"),
+    aten.max_pool3d_with_indices.default: _batched(_max_pool3d, 4),
+    aten.max_pool3d.default: lambda *a, **k: _batched(_max_pool3d, 4)(*a, **k)[0],
+    aten.avg_pool3d.default: _batched(_avg_pool3d, 4), aten.adaptive_avg_pool3d.default: _batched(_adaptive_avg3d, 4),
+    aten._adaptive_avg_pool3d.default: _batched(_adaptive_avg3d, 4),
+    aten.upsample_trilinear3d.vec: _upsample3d("linear"), aten.upsample_nearest3d.vec: _upsample3d("nearest"),
     aten.constant_pad_nd.default: _constant_pad,
     aten.scaled_dot_product_attention.default: _sdpa,
 }

@@ -14,7 +14,7 @@ from ._common import DEPTHWISE_INT8_DOTS, INT8_DOTS, check_int8_dot, contraction
 from .layout import BLOCKED, PLAIN, block_nchw, blocked_type, data_layout, plain_type, unblock_nchw
 
 
-def _out_dim(size, k, s, p0, p1, d, ceil_mode=False):
+def out_dim(size, k, s, p0, p1, d, ceil_mode=False):
     eff = d * (k - 1) + 1
     num = size + p0 + p1 - eff
     if num < 0 and not ceil_mode:  # ceil mode, as torch: one window, over the part of it that the input covers
@@ -28,8 +28,8 @@ def _out_dim(size, k, s, p0, p1, d, ceil_mode=False):
 def _windows(x, k, s, d, pads, fill, ceil_mode=False):
     """[N, C, OH, OW, KH, KW] windows of x padded with ``fill`` (extra right/bottom fill for ceil mode)."""
     n, c, h, w = x.shape
-    oh = _out_dim(h, k[0], s[0], pads[0], pads[2], d[0], ceil_mode)
-    ow = _out_dim(w, k[1], s[1], pads[1], pads[3], d[1], ceil_mode)
+    oh = out_dim(h, k[0], s[0], pads[0], pads[2], d[0], ceil_mode)
+    ow = out_dim(w, k[1], s[1], pads[1], pads[3], d[1], ceil_mode)
     need_h = (oh - 1) * s[0] + d[0] * (k[0] - 1) + 1
     need_w = (ow - 1) * s[1] + d[1] * (k[1] - 1) + 1
     extra_h = max(0, need_h - (h + pads[0] + pads[2]))
@@ -152,8 +152,8 @@ def _conv_infer(types, attrs):
     if len(types) == 3 and types[2].shape != (w[0],):
         raise OpError("conv2d: bias must be [out_channels]")
     s, p, d = attrs["stride"], attrs["padding"], attrs["dilation"]
-    oh = _out_dim(x.shape[2], w[2], s[0], p[0], p[2], d[0])
-    ow = _out_dim(x.shape[3], w[3], s[1], p[1], p[3], d[1])
+    oh = out_dim(x.shape[2], w[2], s[0], p[0], p[2], d[0])
+    ow = out_dim(x.shape[3], w[3], s[1], p[1], p[3], d[1])
     y = TensorType((x.shape[0], w[0], oh, ow), dtype)
     return [blocked_type(y, block) if blocked else y]
 
@@ -256,8 +256,8 @@ def _pool_infer(types, attrs):
     x = _plain_input("pooling", types[0], attrs)
     k, s, p = attrs["kernel"], attrs["stride"], attrs["padding"]
     d = attrs.get("dilation", [1, 1])
-    oh = _out_dim(x.shape[2], k[0], s[0], p[0], p[2], d[0], attrs["ceil_mode"])
-    ow = _out_dim(x.shape[3], k[1], s[1], p[1], p[3], d[1], attrs["ceil_mode"])
+    oh = out_dim(x.shape[2], k[0], s[0], p[0], p[2], d[0], attrs["ceil_mode"])
+    ow = out_dim(x.shape[3], k[1], s[1], p[1], p[3], d[1], attrs["ceil_mode"])
     y = TensorType((x.shape[0], x.shape[1], oh, ow), x.dtype)
     return [blocked_type(y, types[0].shape[4]) if data_layout(attrs) == BLOCKED else y]
 
@@ -394,22 +394,28 @@ def nearest_source(in_size: int, out_size: int, scale_factor) -> np.ndarray:
     return np.minimum(np.floor(dst.astype(np.float32) * np.float32(step)).astype(np.int64), in_size - 1)
 
 
+def linear_source(in_size: int, out_size: int, scale_factor, align_corners: bool):
+    """torch's linear resize along one axis: for each output, the two source indices and the second one's weight
+    (int64, int64, float64); an axis that keeps its size is copied, whatever the scale factor says."""
+    if in_size == out_size:
+        return np.arange(in_size), np.arange(in_size), np.zeros(in_size)
+    st = resize_scale(in_size, out_size, scale_factor, align_corners)
+    dst = np.arange(out_size, dtype=np.float64)
+    src = dst * st if align_corners else np.maximum((dst + 0.5) * st - 0.5, 0.0)
+    i0 = np.minimum(np.floor(src).astype(np.int64), in_size - 1)
+    return i0, np.minimum(i0 + 1, in_size - 1), src - i0
+
+
 def _resize_ref(xs, a):
     x = xs[0].astype(np.float64)
     out = a["size"]
     scales = a["scales"] or [None, None]
     idx = []
     for i, (n_in, n_out) in enumerate(zip(x.shape[2:], out)):
-        st = resize_scale(n_in, n_out, scales[i], a["align_corners"])
-        dst = np.arange(n_out, dtype=np.float64)
         if a["mode"] == "nearest":
             idx.append(nearest_source(n_in, n_out, scales[i]))
-        elif n_in == n_out:  # torch copies an axis that keeps its size, whatever the scale factor says
-            idx.append((np.arange(n_in), np.arange(n_in), np.zeros(n_in)))
         else:
-            src = dst * st if a["align_corners"] else np.maximum((dst + 0.5) * st - 0.5, 0.0)
-            i0 = np.minimum(np.floor(src).astype(np.int64), n_in - 1)
-            idx.append((i0, np.minimum(i0 + 1, n_in - 1), src - i0))
+            idx.append(linear_source(n_in, n_out, scales[i], a["align_corners"]))
     if a["mode"] == "nearest":
         y = x[:, :, idx[0]][:, :, :, idx[1]]
     else:
