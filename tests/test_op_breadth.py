@@ -198,6 +198,12 @@ CASES = {
     "attention_over_no_keys": (lambda x: F.scaled_dot_product_attention(x, x[:, :, :0], x[:, :, :0] * 2) + x, [X]),
     "attention_over_no_keys_masked": (lambda x: F.scaled_dot_product_attention(
         x, x[:, :, :0], x[:, :, :0], attn_mask=torch.ones(5, 0, dtype=torch.bool)) + 1, [X]),
+    "attention_head_size_0": (lambda x: F.scaled_dot_product_attention(x[..., :0], x[..., :0], x) * 2, [X]),
+    "attention_head_size_0_wide_values": (lambda x: F.scaled_dot_product_attention(x[..., :0], x[..., :0], x),
+                                          [torch.randn(1, 2, 6, 8)]),
+    "attention_head_size_0_causal_masked": (lambda x: F.scaled_dot_product_attention(
+        x[..., :0], x[..., :0], x, is_causal=True) + F.scaled_dot_product_attention(
+        x[..., :0], x[..., :0], x, attn_mask=torch.eye(5, dtype=torch.bool) | (x[0, 0, :, :1] > 0)), [X]),
     "matmul_over_nothing": (lambda x: x[..., :0] @ x[..., :0].transpose(-1, -2) + 1, [X]),
     "linear_of_no_features": (lambda x: F.linear(x[..., :0], x[0, 0, :4, :0], torch.full((4,), 0.5)),
                               [X]),

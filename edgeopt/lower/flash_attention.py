@@ -29,6 +29,7 @@ import math
 import tvm
 from tvm.script import tirx as T
 
+from ..ir.ops.attention import score_scale
 from ..ir.types import TensorType
 from .fast_math import exp as fast_exp
 
@@ -56,11 +57,11 @@ def flash_attention(in_types: list[TensorType], attrs: dict, out: TensorType):
     batch = out.shape[:-2]
     if q.dtype != "f32" or not (q.shape[:-2] == k.shape[:-2] == v.shape[:-2] == batch) or v.shape[-1] < 4:
         return None  # (vectors under 4 lanes trip an LLVM bug in TVM 0.27)
-    if k.shape[-2] == 0:
-        return None  # no keys: the TE rule's zeros
+    if k.shape[-2] == 0 or q.shape[-1] == 0:
+        return None  # no keys, or a head size of 0: the TE rule's zeros or zero scores
     L, D, S, Dv = q.shape[-2], q.shape[-1], k.shape[-2], v.shape[-1]
     NB = math.prod(batch)
-    scale = float(attrs["scale"]) if attrs["scale"] is not None else 1 / math.sqrt(D)
+    scale = score_scale(attrs, D)
     causal = bool(attrs["causal"])
     TT = min(TILE, -(-S // 8) * 8)
     R = ROWS

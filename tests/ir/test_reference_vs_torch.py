@@ -430,6 +430,14 @@ def test_attention_over_no_keys_is_zero(rng, masked_rows):
     assert got.shape == (2, 3, 5, 6) and not got.any()
 
 
+@pytest.mark.parametrize("scale", [None, 0.5])
+def test_attention_head_size_0_averages_v(rng, scale):
+    q, k, v = randn(rng, 2, 3, 5, 0), randn(rng, 2, 3, 7, 0), randn(rng, 2, 3, 7, 6)
+    got = run_op("attention", [q, k, v], {"scale": scale})
+    check(got, _sdpa(q, k, v, scale=scale))
+    np.testing.assert_allclose(got, np.broadcast_to(v.mean(axis=-2, keepdims=True), got.shape), rtol=1e-5)
+
+
 @pytest.mark.parametrize("L, S", [(6, 6), (5, 7), (7, 4)])
 def test_attention_causal(rng, L, S):
     q, k, v = randn(rng, 2, 2, L, 8), randn(rng, 2, 2, S, 8), randn(rng, 2, 2, S, 8)

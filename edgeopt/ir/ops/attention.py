@@ -15,6 +15,14 @@ from ._common import broadcast_shapes, need_float
 MASKED_ROWS = ("zero", "nan")
 
 
+def score_scale(attrs: dict, head_size: int) -> float:
+    """The scores' scale: the ``scale`` attribute, else torch's 1 / sqrt(E). A head size of 0 makes every score 0
+    (a sum over nothing) whatever the scale: torch's SDPA then averages v, so any finite scale serves."""
+    if attrs["scale"] is not None:
+        return float(attrs["scale"])
+    return 1 / math.sqrt(head_size) if head_size else 1.0
+
+
 def _infer(types, attrs):
     q, k, v = types[:3]
     need_float("attention", q)
@@ -35,7 +43,7 @@ def _infer(types, attrs):
 
 def _ref(xs, attrs):
     q, k, v = (x.astype(np.float64) for x in xs[:3])
-    scale = attrs["scale"] if attrs["scale"] is not None else 1 / math.sqrt(q.shape[-1])
+    scale = score_scale(attrs, q.shape[-1])
     s = (q @ np.swapaxes(k, -1, -2)) * scale
     L, S = s.shape[-2:]
     if S == 0:  # no keys: every row is "fully masked"; 0 either way (softmax of nothing, times no values)

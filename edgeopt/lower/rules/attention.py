@@ -7,6 +7,7 @@ import math
 import tvm
 from tvm import te
 
+from ...ir.ops.attention import score_scale
 from .. import fast_math, nan_math
 from . import rule
 from ._te import bcast_index, const, dtype_of
@@ -18,7 +19,7 @@ def attention(ins, attrs, out, op):
     q, k, v = ins[:3]
     mask = ins[3] if len(ins) == 4 else None
     L, E, S = int(q.shape[-2]), int(q.shape[-1]), int(k.shape[-2])
-    scale = attrs["scale"] if attrs["scale"] is not None else 1 / math.sqrt(E)
+    scale = score_scale(attrs, E)
     batch = tuple(out.shape[:-2])
     rank = len(batch) + 2
     if S == 0:  # no keys: every row is "fully masked" and gives 0, as torch's SDPA
@@ -30,7 +31,10 @@ def attention(ins, attrs, out, op):
         qk = q(*batch_index(q, b), i, e) * k(*batch_index(k, b), j, e)
         return te.sum(qk * const(scale, q.dtype), axis=e)
 
-    s = te.compute(batch + (L, S), score, name="attn_score")
+    if E == 0:  # a head size of 0: every score is 0 (a TVM sum over nothing would never be written)
+        s = te.compute(batch + (L, S), lambda *_: const(0, q.dtype), name="attn_score")
+    else:
+        s = te.compute(batch + (L, S), score, name="attn_score")
     neg, zero = const(-math.inf, q.dtype), const(0, q.dtype)
 
     def masked(*idx):
