@@ -204,6 +204,24 @@ CASES = {
     "attention_head_size_0_causal_masked": (lambda x: F.scaled_dot_product_attention(
         x[..., :0], x[..., :0], x, is_causal=True) + F.scaled_dot_product_attention(
         x[..., :0], x[..., :0], x, attn_mask=torch.eye(5, dtype=torch.bool) | (x[0, 0, :, :1] > 0)), [X]),
+    "max_pool2d_indices": (lambda x: F.max_pool2d(x, 2, return_indices=True)[1], [X]),
+    "max_pool2d_indices_padding_stride_dilation": (lambda x: F.max_pool2d(
+        x, 3, stride=(2, 1), padding=1, dilation=(1, 2), return_indices=True)[1], [torch.randn(2, 3, 9, 8)]),
+    "max_pool2d_indices_ceil": (lambda x: F.max_pool2d(x, 3, stride=2, padding=1, ceil_mode=True,
+                                                       return_indices=True)[1], [torch.randn(1, 2, 8, 7)]),
+    "max_pool2d_indices_ties_nan_inf": (lambda x: F.max_pool2d(x, 2, stride=1, return_indices=True)[1], [
+        torch.tensor([[[[1.0, 1.0, 0.0, float("nan")], [1.0, 0.0, float("nan"), float("nan")],
+                        [float("-inf"), float("-inf"), 2.0, 2.0], [float("-inf"), float("-inf"), 2.0, 1.0]]]])]),
+    "max_pool2d_indices_unbatched": (lambda x: F.max_pool2d(x, (2, 3), return_indices=True)[1], [X[0]]),
+    "max_pool2d_values_and_indices": (lambda x: torch.stack(F.max_pool2d(x, 2, return_indices=True))[1] * 0.5 +
+                                      F.max_pool2d(x, 2), [X]),
+    "max_unpool2d": (lambda x: F.max_unpool2d(*F.max_pool2d(x, 2, return_indices=True), 2, output_size=x.shape[-2:]),
+                     [torch.randn(2, 3, 7, 9)]),
+    "max_unpool2d_padding_stride": (lambda x: F.max_unpool2d(
+        *F.max_pool2d(x * 2, 2, stride=3, padding=1, return_indices=True), 2, stride=3, padding=1,
+        output_size=x.shape[-2:]), [torch.randn(1, 2, 8, 10)]),
+    "max_unpool2d_unbatched_default_size": (lambda x: F.max_unpool2d(*F.max_pool2d(x, 2, return_indices=True), 2),
+                                            [torch.randn(3, 6, 8)]),
     "matmul_over_nothing": (lambda x: x[..., :0] @ x[..., :0].transpose(-1, -2) + 1, [X]),
     "linear_of_no_features": (lambda x: F.linear(x[..., :0], x[0, 0, :4, :0], torch.full((4,), 0.5)),
                               [X]),
@@ -301,7 +319,9 @@ def test_op_matches_torch(name):
     (lambda x: torch.erfinv(x.clamp(-0.5, 0.5)), "aten::erfinv"),
     (lambda x: torch.view_as_real(1.0 / torch.fft.rfft(x)), r"aten::reciprocal \(on complex tensors"),
     (lambda x: torch.fft.fft(x.to(torch.complex64)).exp().real, r"aten::exp \(on complex tensors"),
-    (lambda x: F.max_pool2d(x, 2, return_indices=True)[1].float(), r"aten::max_pool2d_with_indices \(output 1\)"),
+    (lambda x: F.max_unpool2d(*F.max_pool2d(x, 3, stride=2, return_indices=True), 3, stride=2),
+     r"aten::max_unpool2d \(after a pool whose windows overlap"),
+    (lambda x: F.max_unpool2d(x, (x > 0).long(), 2), r"aten::max_unpool2d \(with indices that do not come"),
     (lambda x: torch.lgamma(x), r"aten::lgamma"),
     (lambda x: torch.topk(x.reshape(-1).repeat(20), 3)[0], r"aten::topk \(over 3600 elements"),
     (lambda x: x.index_put((x[0, :, 0, 0].argmax().reshape(1),), x[:1], accumulate=True),
@@ -316,3 +336,36 @@ def test_ops_still_missing_are_one_clear_error(f, op):
     with pytest.raises(UnsupportedModelError, match=op) as info:
         edgeopt.compile(Fn(f).eval(), [X])
     assert "test_op_breadth.py" in str(info.value)  # with the model's source line
+
+
+class SegNetBlock(torch.nn.Module):
+    """SegNet's encoder-decoder step: the decoder unpools to the positions the encoder's max pool chose."""
+
+    def __init__(self):
+        super().__init__()
+        self.enc = torch.nn.Conv2d(1, 8, 3, padding=1)
+        self.mid = torch.nn.Conv2d(8, 8, 3, padding=1)
+        self.dec = torch.nn.Conv2d(8, 2, 3, padding=1)
+
+    def forward(self, x):
+        y, where = F.max_pool2d(torch.relu(self.enc(x)), 2, return_indices=True)
+        y = F.max_unpool2d(torch.relu(self.mid(y)), where, 2, output_size=x.shape[-2:])
+        return self.dec(y)
+
+
+def test_segnet_unpooling_on_a_real_photo_float_and_int8():
+    from skimage import data
+
+    torch.manual_seed(0)
+    model = SegNetBlock().eval()
+    photo = torch.from_numpy(data.camera()[::8, ::8].astype(np.float32) / 255)[None, None]  # 64 x 64
+    with torch.no_grad():
+        want = model(photo).numpy()
+    got = edgeopt.compile(model, [photo])(photo.numpy())
+    np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-5)
+    crops = [torch.from_numpy(data.camera()[i::8, j::8].astype(np.float32) / 255)[None, None]
+             for i in range(4) for j in range(4)]
+    int8 = edgeopt.compile(model, [photo], quantize="int8", calibration_data=[(c,) for c in crops[1:]])
+    got8 = int8(photo.numpy())
+    cosine = (got8 * want).sum() / np.linalg.norm(got8) / np.linalg.norm(want)
+    assert cosine > 0.99, cosine

@@ -8,7 +8,7 @@ decompose the op, add it to ``KEEP_WHOLE``.
 
 from __future__ import annotations
 
-from . import composites, elementwise, nn, reduce, scatter, select, shape
+from . import composites, elementwise, nn, pool_indices, reduce, scatter, select, shape
 from .ctx import Ctx, aten, ir_dtype
 
 #: ATen ops kept as they are (not decomposed to core ATen): the IR has a direct op for each.
@@ -19,9 +19,10 @@ KEEP_WHOLE = [
     aten.hardtanh.default, aten.relu6.default, aten.matmul.default, aten.adaptive_avg_pool2d.default,
     aten.leaky_relu.default, aten.embedding.default,
     aten.upsample_trilinear3d.vec, aten.upsample_nearest3d.vec, aten.adaptive_avg_pool3d.default,
+    aten.max_unpool2d.default,
 ]
 
 CONVERTERS = {**elementwise.CONVERTERS, **reduce.CONVERTERS, **nn.CONVERTERS, **shape.CONVERTERS,
-              **select.CONVERTERS, **composites.CONVERTERS, **scatter.CONVERTERS}
+              **select.CONVERTERS, **composites.CONVERTERS, **scatter.CONVERTERS, **pool_indices.CONVERTERS}
 
 __all__ = ["CONVERTERS", "KEEP_WHOLE", "Ctx", "ir_dtype"]

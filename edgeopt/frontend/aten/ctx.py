@@ -33,6 +33,8 @@ class Ctx:
         self.env: dict[str, Value | tuple] = {}
         self.torch_consts: dict[str, torch.Tensor] = {}
         self.poisoned: set[str] = set()
+        #: IR value name -> the arguments of the max_pool2d whose indices it is (for max_unpool2d)
+        self.pool_indices: dict[str, dict] = {}
         self._const_values: dict[str, Value] = {}
         self._scalars: dict[tuple, Value] = {}
         self.source: str | None = None

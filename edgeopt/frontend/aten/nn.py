@@ -280,7 +280,7 @@ CONVERTERS = {
     aten.convolution.default: _convolution,
     aten._native_batch_norm_legit_no_training.default: _batch_norm,
     aten.native_group_norm.default: _group_norm, aten._native_batch_norm_legit.no_stats: _batch_norm_batch_stats,
-    aten.max_pool2d_with_indices.default: _max_pool, aten.max_pool2d.default: lambda *a, **k: _max_pool(*a, **k)[0],
+    aten.max_pool2d.default: lambda *a, **k: _max_pool(*a, **k)[0],
     aten.avg_pool2d.default: _avg_pool, aten.adaptive_avg_pool2d.default: _adaptive_avg,
     aten._adaptive_avg_pool2d.default: _adaptive_avg,
     aten.upsample_bilinear2d.vec: _upsample("bilinear"), aten.upsample_nearest2d.vec: _upsample("nearest"),
