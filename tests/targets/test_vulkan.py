@@ -227,6 +227,20 @@ def test_grid_sample_and_its_reflection_run_in_wgsl():
     assert rel_err(torch_outputs(_Sampler().eval(), (x, grid))[0], compiled(x.numpy(), grid.numpy())) < TOL
 
 
+@needs_vulkan
+def test_3d_convs_pools_and_unpooling_run_in_wgsl():
+    """The 3-d ops (2-d kernels over depth slices, their slices read in the convs' prologues) and max_unpool2d's
+    gather run as WGSL kernels."""
+    from tests.test_op_breadth import SegNetBlock
+    from tests.test_volumetric import Volumetric
+
+    torch.manual_seed(0)
+    for model, x in ((Volumetric().eval(), torch.randn(1, 3, 6, 10, 10)),
+                     (SegNetBlock().eval(), torch.rand(1, 1, 12, 16))):
+        compiled = edgeopt.compile(model, (x,), target="vulkan")
+        assert rel_err(torch_outputs(model, (x,))[0], compiled(x.numpy())) < TOL, type(model).__name__
+
+
 class _Unpack(torch.nn.Module):
     def forward(self, packed, small):
         return ((packed << 4) >> 4).float() + (~packed).float() + (small << 1).float()
