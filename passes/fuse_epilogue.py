@@ -49,7 +49,7 @@ def _keeps_shape(group, cand) -> bool:
         return cand.inputs[0].producer is not None and cand.inputs[0].producer.op == "transpose"
     if cand.op in ("transpose", "pad", "layout_transform"):
         return True
-    if cand.op == "slice":  # whole rows of another tensor (a 3-d conv's depth tap): read in place
+    if cand.op == "slice":  # whole rows of another tensor (a 3-d conv's depth tap): read by the kernel itself
         return cand.attrs["axis"] % cand.outputs[0].type.rank != cand.outputs[0].type.rank - 1
     if cand.op == "dequantize" and not epilogue:  # int8/int4 weights or activations: widened in registers as the
         return True                                 # kernel reads them

@@ -170,3 +170,44 @@ def test_resize_nearest_picks_as_onnxruntime(scales, shape, tmp_path):
     xs = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
     (ref,) = onnxruntime_outputs(tmp_path / "m.onnx", [xs])
     np.testing.assert_array_equal(edgeopt.compile(str(tmp_path / "m.onnx"), [xs])(xs), ref)
+
+
+CONV_PADDINGS = [
+    ("Conv", {"auto_pad": "SAME_UPPER", "strides": [2, 2]}), ("Conv", {"auto_pad": "SAME_LOWER", "strides": [2, 1]}),
+    ("Conv", {"auto_pad": "VALID"}), ("Conv", {"pads": [0, 2, 1, 1]}),
+    ("MaxPool", {"auto_pad": "SAME_LOWER", "strides": [2, 2]}), ("AveragePool", {"pads": [1, 0, 0, 1]}),
+    ("ConvTranspose", {"auto_pad": "SAME_UPPER", "strides": [2, 2]}),
+    ("ConvTranspose", {"auto_pad": "SAME_LOWER", "strides": [2, 3]}),
+    ("ConvTranspose", {"pads": [1, 0, 0, 2], "strides": [2, 2]}),
+]
+
+
+@pytest.mark.parametrize("rank", [4, 5])
+@pytest.mark.parametrize("op, attrs", CONV_PADDINGS, ids=lambda v: v if isinstance(v, str) else
+                         "-".join(f"{k}{v}" for k, v in v.items()))
+def test_conv_and_pool_paddings_match_onnxruntime(op, attrs, rank, tmp_path):
+    """auto_pad (SAME_UPPER / SAME_LOWER / VALID) and asymmetric pads, in 2-d and 3-d (the 3-d forms: a depth axis
+    of stride 1 and no padding in front)."""
+    rng = np.random.default_rng(0)
+    spatial = [5, 6, 7][3 - (rank - 2):]
+    extra = rank - 4  # 3-d: one more axis, first
+    attrs = {k: ([1] * extra + v if k == "strides" else [0] * extra + v[:2] + [0] * extra + v[2:] if k == "pads"
+                 else v) for k, v in attrs.items()}
+    kernel = [3] * (rank - 2)
+    ins, inits = ["x"], []
+    if op in ("Conv", "ConvTranspose"):
+        w = rng.standard_normal([3, 4] + kernel if op == "ConvTranspose" else [4, 3] + kernel).astype(np.float32)
+        inits = [numpy_helper.from_array(w, "w")]
+        ins.append("w")
+    else:
+        attrs["kernel_shape"] = kernel
+    m = _model([helper.make_node(op, ins, ["y"], **attrs)],
+               [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3] + spatial)],
+               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [f"d{i}" for i in range(rank)])], inits)
+    path = tmp_path / "m.onnx"
+    onnx.save(m, path)
+    x = rng.standard_normal([1, 3] + spatial).astype(np.float32)
+    want = onnxruntime_outputs(path, [x])[0]
+    got = edgeopt.compile(str(path))(x)
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)

@@ -52,6 +52,9 @@ CASES = {
                                      output_padding=(1, 0, 0), dilation=(2, 2, 1)), [V]),
     "conv_transpose3d_padding_crops_taps": (
         lambda x: F.conv_transpose3d(x, W.transpose(0, 1)[:3], padding=(1, 1, 1)), [V[:, :, :1]]),
+    "conv_transpose3d_every_tap_cropped": (lambda x: F.conv_transpose3d(
+        x[:, :2, :1], torch.ones(2, 3, 2, 1, 1), torch.tensor([1.0, -2.0, 0.5]), padding=(1, 0, 0), dilation=(3, 1, 1)),
+        [V]),
     "conv_transpose3d_groups": (lambda x: F.conv_transpose3d(x, WG[:3].transpose(0, 1).reshape(3, 1, 2, 3, 1),
                                                              stride=2, groups=3), [V]),
     "max_pool3d": (lambda x: F.max_pool3d(x, 2), [V]),
@@ -103,13 +106,20 @@ def test_3d_op_matches_torch(name):
 
 # -- a small video network on real photos ---------------------------------------------------------------------------
 def _images(pkg: str, *names: str) -> list[str]:
+    pytest.importorskip(pkg)  # scikit-image and scikit-learn ship the photos (the "models" extra)
     root = importlib.util.find_spec(pkg).submodule_search_locations[0]
     return [os.path.join(root, *name.split("/")) for name in names]
 
 
-TRAIN_PHOTOS = _images("skimage", "data/chelsea.png", "data/coffee.png", "data/astronaut.png", "data/rocket.jpg")
-TEST_PHOTOS = _images("skimage", "data/motorcycle_left.png") + _images(
-    "sklearn", "datasets/images/china.jpg", "datasets/images/flower.jpg")
+def train_photos() -> list[str]:
+    return _images("skimage", "data/chelsea.png", "data/coffee.png", "data/astronaut.png", "data/rocket.jpg")
+
+
+def held_out_photos() -> list[str]:
+    return _images("skimage", "data/motorcycle_left.png") + _images(
+        "sklearn", "datasets/images/china.jpg", "datasets/images/flower.jpg")
+
+
 #: the camera's move per frame (rows, columns): still, right, left, down, up
 MOVES = [(0, 0), (0, 2), (0, -2), (2, 0), (-2, 0)]
 FRAMES, SIDE = 8, 24
@@ -145,7 +155,7 @@ def video_net() -> torch.nn.Sequential:
 def trained_video_net():
     """The network trained (seconds) to tell the pan's direction on clips of four photos; tested on three others."""
     torch.manual_seed(0)
-    x_train, y_train = camera_clips(TRAIN_PHOTOS, 512, seed=0)
+    x_train, y_train = camera_clips(train_photos(), 512, seed=0)
     model = video_net()
     opt = torch.optim.Adam(model.parameters(), 3e-3)
     for _ in range(8):
@@ -155,7 +165,7 @@ def trained_video_net():
             opt.zero_grad()
             F.cross_entropy(model(x_train[batch]), y_train[batch]).backward()
             opt.step()
-    return model.eval(), x_train, camera_clips(TEST_PHOTOS, 200, seed=1)
+    return model.eval(), x_train, camera_clips(held_out_photos(), 200, seed=1)
 
 
 def test_video_net_float_and_int8_on_real_clips(trained_video_net):

@@ -161,25 +161,49 @@ def _conv(ctx, node, a):
                                    "dilation": dilation, "groups": int(a.get("group", 1))})
 
 
+def _conv_transpose_pads(a, x_shape, kernel, stride, dilation, output_padding) -> list[int]:
+    """ConvTranspose's pads, all the begins then all the ends: given, or from ``auto_pad`` (SAME_*: the output is the
+    input times the stride; SAME_UPPER puts the odd one at the end, SAME_LOWER at the beginning)."""
+    auto = a.get("auto_pad", b"NOTSET")
+    auto = auto.decode() if isinstance(auto, bytes) else auto
+    axes = len(kernel)
+    if auto in ("NOTSET", ""):
+        return [int(v) for v in a.get("pads", [0] * (2 * axes))]
+    if auto == "VALID":
+        return [0] * (2 * axes)
+    begins, ends = [], []
+    for size, k, s, d, op in zip(x_shape[2:], kernel, stride, dilation, output_padding):
+        total = s * (size - 1) + op + (k - 1) * d + 1 - size * s
+        if total < 0:
+            raise NotImplementedError(f"auto_pad {auto} with a negative total padding ({total})")
+        small, large = total // 2, total - total // 2
+        begins.append(small if auto == "SAME_UPPER" else large)
+        ends.append(large if auto == "SAME_UPPER" else small)
+    return begins + ends
+
+
 def _conv_transpose(ctx, node, a):
     x, w = ctx.v(node.input[0]), ctx.v(node.input[1])
     if x.type.rank not in (4, 5) or "output_shape" in a:
         raise NotImplementedError("only 2-d and 3-d, without output_shape")
     axes = x.type.rank - 2
-    p = [int(v) for v in a.get("pads", [0] * (2 * axes))]
-    if p[:axes] != p[axes:]:
-        raise NotImplementedError("asymmetric pads")
+    ones, zeros = [1] * axes, [0] * axes
+    stride, dilation = list(a.get("strides", ones)), list(a.get("dilations", ones))
+    output_padding, groups = list(a.get("output_padding", zeros)), int(a.get("group", 1))
+    pads = _conv_transpose_pads(a, x.type.shape, list(w.type.shape[2:]), stride, dilation, output_padding)
+    both = [min(b, e) for b, e in zip(pads[:axes], pads[axes:])]  # the ops pad both sides alike: crop the rest
     bias = ctx.v(_opt(node, 2)) if _opt(node, 2) else None
     if axes == 3:
-        ones = [1] * 3
-        return volumetric.conv_transpose3d(ctx, x, w, bias, list(a.get("strides", ones)), p[:3],
-                                           list(a.get("output_padding", [0] * 3)), list(a.get("dilations", ones)),
-                                           int(a.get("group", 1)))
-    ins = [x, w] + ([bias] if bias is not None else [])
-    return ctx.add("conv_transpose2d", ins, {"stride": list(a.get("strides", [1, 1])), "padding": [p[0], p[1]],
-                                             "output_padding": list(a.get("output_padding", [0, 0])),
-                                             "dilation": list(a.get("dilations", [1, 1])),
-                                             "groups": int(a.get("group", 1))})
+        y = volumetric.conv_transpose3d(ctx, x, w, bias, stride, both, output_padding, dilation, groups)
+    else:
+        y = ctx.add("conv_transpose2d", [x, w] + ([bias] if bias is not None else []),
+                    {"stride": stride, "padding": both, "output_padding": output_padding, "dilation": dilation,
+                     "groups": groups})
+    for i, (b, e, p) in enumerate(zip(pads[:axes], pads[axes:], both)):
+        if b != e:
+            size = y.type.shape[2 + i] - (b - p) - (e - p)
+            y = ctx.add("slice", [y], {"axis": 2 + i, "start": b - p, "end": b - p + size})
+    return y
 
 
 def _batch_norm(ctx, node, a):

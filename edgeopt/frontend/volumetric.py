@@ -70,7 +70,8 @@ def _lowest(dtype: str) -> float:
 def conv3d(ctx, x, w, bias, stride, pads, dilation, groups: int):
     """``x`` [N, C, D, H, W] by ``w`` [O, C/groups, kd, kh, kw]; ``pads`` = (front, top, left, back, bottom,
     right). Each tap's slice is padded, sliced and moved depth-major on its own (no value shared between taps), so
-    the whole chain joins its conv kernel's prologue (``fuse_epilogue``) and no slice is ever stored."""
+    the whole chain joins its conv kernel's prologue (``fuse_epilogue``): the kernel's layout transform reads the
+    tap's depth slices from ``x`` itself, with no slice stored between kernels."""
     n, c, d, h, wd = x.type.shape
     o, cg, kd, kh, kw = w.type.shape
     s, dil = stride[0], dilation[0]
@@ -127,6 +128,11 @@ def conv_transpose3d(ctx, x, w, bias, stride, padding, output_padding, dilation,
         if any(pads):
             z = ctx.add("pad", [z], {"pads": pads, "value": 0.0})
         y = z if y is None else ctx.add("add", [y, z])
+    if y is None:  # the padding crops every tap's results: the output is the bias alone
+        oh, ow = ((size - 1) * st - 2 * pa + di * (k - 1) + op + 1 for size, st, pa, di, k, op in
+                  zip((h, wd), stride[1:], padding[1:], dilation[1:], (kh, kw), output_padding[1:]))
+        zero = ctx.g.add_const(np.zeros((1, 1, 1, 1, 1), x.type.np_dtype), "zeros")
+        y = ctx.add("broadcast_to", [zero], {"shape": [n, out, og * groups, oh, ow]})
     y = ctx.add("transpose", [y], {"perm": [0, 2, 1, 3, 4]})
     if bias is None:
         return y

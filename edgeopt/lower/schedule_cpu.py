@@ -242,14 +242,17 @@ def _pad_under_parallel_loop(sch: Schedule, anchor, lanes: int) -> list[str]:
     """Move the pad stages feeding ``anchor`` under its parallel loop; returns their names."""
     moved = []
     for p in sch.get_producers(anchor):
-        if sch.get(p).name_hint != "pad":  # the rule's pad stage (a spatial block)
+        name = sch.get(p).name_hint
+        # the rule's pad stage (a spatial block): "pad", or "pad_1" where a pad op of the kernel's prologue (a 3-d
+        # conv's depth padding) took the name first
+        if name != "pad" and not (name.startswith("pad_") and name[4:].isdigit()):
             continue
         sch.compute_at(p, sch.get_loops(anchor)[0], preserve_unit_loops=True)
-        p = sch.get_sblock("pad", func_name="main")
+        p = sch.get_sblock(name, func_name="main")
         loops = sch.get_loops(p)
         if int(sch.get(loops[-1]).extent) == lanes:
             sch.vectorize(loops[-1])
-        moved.append("pad")
+        moved.append(name)
     return moved
 
 

@@ -315,6 +315,26 @@ def test_pad_joins_a_conv():
     assert_same_numerics(before, g)
 
 
+def test_slices_join_a_conv_but_not_along_the_last_axis():
+    """A 3-d conv's depth tap (a strided slice off the batch axis) and a channel split are read by the conv kernel
+    itself; a slice along the last axis (the kernel's vector axis) stays a kernel of its own."""
+    g = parse_graph(f"""
+    graph main(%x: f32[1,4,6,4], %y: f32[1,2,4,6]) {{
+      const %w3: f32[4,2,3,3]
+      %tap: f32[1,2,6,4] = slice(%x) {{"axis": 1, "start": 1, "end": 4, "step": 2}}
+      %c: f32[1,4,4,2] = conv2d(%tap, %w3) {CONV_ATTRS}
+      %r: f32[1,4,4,2] = relu(%c)
+      %cols: f32[1,2,4,4] = slice(%y) {{"axis": 3, "start": 1, "end": 5, "step": 1}}
+      %c2: f32[1,4,2,2] = conv2d(%cols, %w3) {CONV_ATTRS}
+      return %r, %c2
+    }}""", CONSTS)
+    before = g.clone()
+    assert run_pass(g) == {"fused_groups": 1, "fused_ops": 3}
+    assert body_ops(g) == [["slice", "conv2d", "relu"]]
+    assert [n.op for n in g.nodes] == ["fused", "slice", "conv2d"]
+    assert_same_numerics(before, g)
+
+
 def test_prologue_with_another_reader_stays_out():
     g = parse_graph("""
     graph main(%a: f32[8,2], %b: f32[8,4]) {
@@ -415,6 +435,16 @@ COMPILED = {
           return %r
         }}""", ["pad", "conv2d", "clamp"]),
     "pools": (POOLS, ["max_pool2d", "relu"]),
+    "depth_tap_slice_conv": (f"""
+        graph main(%x: f32[1,2,5,6,6]) {{
+          const %w3: f32[4,2,3,3]
+          %p: f32[1,2,7,6,6] = pad(%x) {{"pads": [0, 0, 0, 0, 1, 1, 0, 0, 0, 0], "value": 0.0}}
+          %tap: f32[1,2,3,6,6] = slice(%p) {{"axis": 2, "start": 0, "end": 5, "step": 2}}
+          %t: f32[1,3,2,6,6] = transpose(%tap) {{"perm": [0, 2, 1, 3, 4]}}
+          %r: f32[3,2,6,6] = reshape(%t) {{"shape": [3, 2, 6, 6]}}
+          %c: f32[3,4,4,4] = conv2d(%r, %w3) {CONV_ATTRS}
+          return %c
+        }}""", ["pad", "slice", "transpose", "reshape", "conv2d"]),
 }
 
 
