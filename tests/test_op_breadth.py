@@ -222,6 +222,17 @@ CASES = {
         output_size=x.shape[-2:]), [torch.randn(1, 2, 8, 10)]),
     "max_unpool2d_unbatched_default_size": (lambda x: F.max_unpool2d(*F.max_pool2d(x, 2, return_indices=True), 2),
                                             [torch.randn(3, 6, 8)]),
+    **{f"scatter_reduce_{how}_{'self' if keep else 'no_self'}": (
+        lambda x, how=how, keep=keep: x.scatter_reduce(2, (x[:, :, :3] > 0).long() * 2 + (x[:, :, :3] > 1),
+                                                       x[:, :, :3] * 3, how, include_self=keep), [X])
+       for how in ("sum", "mean", "prod", "amax", "amin") for keep in (True, False)},
+    "scatter_reduce_nan_inf": (lambda x: torch.zeros(2, 4).scatter_reduce(
+        1, torch.tensor([[0, 0, 1, 1, 2, 2, 3, 3, 0, 1, 2, 3, 0, 1, 2]] * 2), x.repeat(2, 1), "amax",
+        include_self=False), [SPECIAL]),
+    "scatter_reduce_int_mean_rounds_down": (lambda x: x.scatter_reduce(
+        0, torch.tensor([0, 0, 1, 1, 2, 2, 3]), -x - 2, "mean"), [torch.tensor([3, 4, -7, 1, 0, -1, 5])]),
+    "scatter_reduce_int_amin_no_self": (lambda x: x.scatter_reduce(
+        0, (x > 0).long(), x * 3, "amin", include_self=False), [torch.tensor([3, 4, -7, 1, 0, -1, 5])]),
     "matmul_over_nothing": (lambda x: x[..., :0] @ x[..., :0].transpose(-1, -2) + 1, [X]),
     "linear_of_no_features": (lambda x: F.linear(x[..., :0], x[0, 0, :4, :0], torch.full((4,), 0.5)),
                               [X]),
@@ -326,7 +337,9 @@ def test_op_matches_torch(name):
     (lambda x: torch.topk(x.reshape(-1).repeat(20), 3)[0], r"aten::topk \(over 3600 elements"),
     (lambda x: x.index_put((x[0, :, 0, 0].argmax().reshape(1),), x[:1], accumulate=True),
      r"aten::index_put \(with accumulate=True and indices that are not constants"),
-    (lambda x: x.scatter_reduce(1, (x > 0).long(), x, "amax"), r"aten::scatter_reduce"),
+    (lambda x: x.reshape(-1).repeat(6000).scatter_reduce(0, (x.reshape(-1).repeat(6000) > 0).long(),
+                                                          x.reshape(-1).repeat(6000), "amax"),
+     r"aten::scatter_reduce.two \(of 1080000 values over 1080000 positions \(it compares every pair"),
     (lambda x: torch.nn.functional.embedding_bag((x[0, :3, :2, 0] > 0).long(), x[0, 0], padding_idx=0),
      r"aten::_embedding_bag.* \(with offsets computed at run time, per-sample weights or a padding index"),
     (lambda x: x.index_put((torch.tensor([1, 1]), torch.tensor([0, 0])), x[0, :2]),

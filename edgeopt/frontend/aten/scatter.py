@@ -1,7 +1,8 @@
 """Scatters. ``x[..., i0, i1, ...] = values`` (or ``+=`` with ``accumulate``) where the index tensors are constants:
 ``F.fold`` (MobileViT's patch folding) and other scatters whose positions the model's shapes fix; and
-``scatter`` / ``scatter_add`` along an axis with indices known only at run time (one-hot labels, graph
-message passing), as a compare of every index with every position (``scatter_dim``).
+``scatter`` / ``scatter_add`` / ``scatter_reduce`` (sum, mean, prod, amax, amin) along an axis with indices known
+only at run time (one-hot labels, graph message passing, a point cloud's pooling), as a compare of every index with
+every position (``scatter_dim``).
 
 With the positions known at compile time the scatter is written as a gather: every target position lists the value
 elements that land on it (padded with a zero element), a ``take`` reads them and a ``sum`` adds them up. Nothing
@@ -101,10 +102,18 @@ def _along_last(ctx, v, d: int):
     return (v if perm == list(range(r)) else ctx.add("transpose", [v], {"perm": perm})), back
 
 
-def scatter_dim(ctx, x, dim, index, src, add: bool):
-    """``x.scatter(dim, index, src)`` (``scatter_add`` if ``add``; ``src`` a tensor or a number) with indices known
-    only at run time: every position of the axis compares itself with every index (a [.., J, N] mask), then sums
-    what lands on it (add), or takes the last value written to it (as torch's CPU loop does) or the number."""
+#: scatter_reduce's reductions: the masked reduction over the values that land on a position, the value that a
+#: position no value lands on contributes to it, and how a position's own value joins (include_self)
+REDUCTIONS = {"sum": ("sum", 0, "add"), "mean": ("sum", 0, "add"), "prod": ("prod", 1, "mul"),
+              "amax": ("max", "lowest", "maximum"), "amin": ("min", "highest", "minimum")}
+
+
+def scatter_dim(ctx, x, dim, index, src, reduce: str | None, include_self: bool = True):
+    """``x.scatter(dim, index, src)`` (``reduce`` None; ``src`` a tensor or a number), ``scatter_add`` (``"sum"``)
+    or ``scatter_reduce`` (a key of ``REDUCTIONS``) with indices known only at run time: every position of the axis
+    compares itself with every index (a [.., J, N] mask), then reduces what lands on it (with its own value if
+    ``include_self``; a position nothing lands on keeps its own), or takes the last value written to it (as torch's
+    CPU loop does) or the number."""
     xv = ctx.v(x)
     r = xv.type.rank
     if r == 0:
@@ -117,7 +126,7 @@ def scatter_dim(ctx, x, dim, index, src, add: bool):
         for k, m in enumerate(block):
             if m != xv.type.shape[k]:
                 part = ctx.add("slice", [part], {"axis": k, "start": 0, "end": m, "step": 1})
-        done = scatter_dim(ctx, part, d, iv, src, add)
+        done = scatter_dim(ctx, part, d, iv, src, reduce, include_self)
         pads = [p for k, m in enumerate(block) for p in (0, xv.type.shape[k] - m)]
         inside = np.zeros(xv.type.shape, np.bool_)
         inside[tuple(slice(0, m) for m in block)] = True
@@ -148,10 +157,8 @@ def scatter_dim(ctx, x, dim, index, src, add: bool):
                     sv = ctx.add("slice", [sv], {"axis": k, "start": 0, "end": m, "step": 1})
         sl, _ = _along_last(ctx, sv, d)
         col = ctx.add("reshape", [sl], {"shape": lead + [j, 1]})
-        if add:
-            got = ctx.add("sum", [ctx.add("where", [mask, col, ctx.v(0, dt)])], {"axes": [len(lead)],
-                                                                                 "keepdims": False})
-            out = ctx.add("add", [xl, got])
+        if reduce is not None:
+            out = _reduce_landing(ctx, xl, col, mask, len(lead), reduce, include_self)
         else:  # the last write wins: the largest j that lands on each position (1-based; 0: none)
             order = ctx.g.add_const(np.arange(1, j + 1, dtype=np.int64).reshape(j, 1), "scatter_order")
             last = ctx.add("max", [ctx.add("where", [mask, order, ctx.v(0, "i64")])], {"axes": [len(lead)],
@@ -162,12 +169,48 @@ def scatter_dim(ctx, x, dim, index, src, add: bool):
     return out if back == list(range(r)) else ctx.add("transpose", [out], {"perm": back})
 
 
+def _reduce_landing(ctx, xl, col, mask, axis: int, reduce: str, include_self: bool):
+    """Each position's ``reduce`` of the values ``col`` that ``mask`` lands on it ([.., J, 1] and [.., J, N] ->
+    [.., N]), joined with its own value ``xl`` (``include_self``) or replacing it where anything lands."""
+    dt = xl.type.dtype
+    op, fill, join = REDUCTIONS[reduce]
+    if fill in ("lowest", "highest"):  # the extremes' identity: infinity, or the integer type's end
+        floating = dt.startswith(("f", "bf"))
+        low = float("-inf") if floating else int(np.iinfo(xl.type.np_dtype).min)
+        high = float("inf") if floating else int(np.iinfo(xl.type.np_dtype).max)
+        fill = low if fill == "lowest" else high
+    got = ctx.add(op, [ctx.add("where", [mask, col, ctx.v(fill, dt)])], {"axes": [axis], "keepdims": False})
+    count = ctx.add("sum", [ctx.cast(mask, "i64")], {"axes": [axis], "keepdims": False})
+    if include_self:
+        got = ctx.add(join, [xl, got])
+        count = ctx.add("add", [count, ctx.v(1, "i64")])
+    if reduce == "mean":
+        got = _mean_of_sum(ctx, got, ctx.add("maximum", [count, ctx.v(1, "i64")]))
+    return got if include_self else ctx.add("where", [ctx.add("gt", [count, ctx.v(0, "i64")]), got, xl])
+
+
+def _mean_of_sum(ctx, total, count):
+    """total / count, rounded down for integers as torch's scatter_reduce "mean" does."""
+    dt = total.type.dtype
+    if dt.startswith(("f", "bf")):
+        return ctx.add("div", [total, ctx.cast(count, dt)])
+    count = ctx.cast(count, dt)
+    q = ctx.add("div", [total, count])  # toward 0; one less where a negative total left a remainder
+    rest = ctx.add("sub", [total, ctx.add("mul", [q, count])])
+    return ctx.add("where", [ctx.add("lt", [rest, ctx.v(0, dt)]), ctx.add("sub", [q, ctx.v(1, dt)]), q])
+
+
 def _scatter(ctx, x, dim, index, src):
-    return scatter_dim(ctx, x, dim, index, src, add=False)
+    return scatter_dim(ctx, x, dim, index, src, None)
 
 
 def _scatter_add(ctx, x, dim, index, src):
-    return scatter_dim(ctx, x, dim, index, src, add=True)
+    return scatter_dim(ctx, x, dim, index, src, "sum")
 
 
-CONVERTERS = {aten.scatter.src: _scatter, aten.scatter.value: _scatter, aten.scatter_add.default: _scatter_add}
+def _scatter_reduce(ctx, x, dim, index, src, reduce, include_self=True):
+    return scatter_dim(ctx, x, dim, index, src, reduce, bool(include_self))
+
+
+CONVERTERS = {aten.scatter.src: _scatter, aten.scatter.value: _scatter, aten.scatter_add.default: _scatter_add,
+              aten.scatter_reduce.two: _scatter_reduce}
