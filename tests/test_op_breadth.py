@@ -233,6 +233,9 @@ CASES = {
         0, torch.tensor([0, 0, 1, 1, 2, 2, 3]), -x - 2, "mean"), [torch.tensor([3, 4, -7, 1, 0, -1, 5])]),
     "scatter_reduce_int_amin_no_self": (lambda x: x.scatter_reduce(
         0, (x > 0).long(), x * 3, "amin", include_self=False), [torch.tensor([3, 4, -7, 1, 0, -1, 5])]),
+    "index_put_accumulate_run_time_index": (lambda x: x.index_put(
+        ((x[:, 0, 0, 0] > 0).long() - 1,), x[:, :1] * 2, accumulate=True), [X]),
+    "index_add_repeated_rows": (lambda x: x.index_add(1, (x[0, :, 0, 0] > 0).long() * 3, x * 0.5, alpha=2.0), [X]),
     "matmul_over_nothing": (lambda x: x[..., :0] @ x[..., :0].transpose(-1, -2) + 1, [X]),
     "linear_of_no_features": (lambda x: F.linear(x[..., :0], x[0, 0, :4, :0], torch.full((4,), 0.5)),
                               [X]),
@@ -335,8 +338,8 @@ def test_op_matches_torch(name):
     (lambda x: F.max_unpool2d(x, (x > 0).long(), 2), r"aten::max_unpool2d \(with indices that do not come"),
     (lambda x: torch.lgamma(x), r"aten::lgamma"),
     (lambda x: torch.topk(x.reshape(-1).repeat(20), 3)[0], r"aten::topk \(over 3600 elements"),
-    (lambda x: x.index_put((x[0, :, 0, 0].argmax().reshape(1),), x[:1], accumulate=True),
-     r"aten::index_put \(with accumulate=True and indices that are not constants"),
+    (lambda x: x.index_put((x[0, :2, 0, 0].long(), x[0, :2, 1, 0].long()), x[0, :2], accumulate=True),
+     r"aten::index_put \(with 2 index tensors that are not constants \(one is covered"),
     (lambda x: x.reshape(-1).repeat(6000).scatter_reduce(0, (x.reshape(-1).repeat(6000) > 0).long(),
                                                           x.reshape(-1).repeat(6000), "amax"),
      r"aten::scatter_reduce.two \(of 1080000 values over 1080000 positions \(it compares every pair"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .ctx import aten, norm_dim
-from .scatter import constant_indices, scatter_constant
+from .scatter import constant_indices, scatter_constant, scatter_dim
 
 
 def _view(ctx, x, shape):
@@ -224,14 +224,13 @@ def _index(ctx, x, indices):
 def _index_put(ctx, x, indices, values, accumulate=False):
     """``x[..., idx, ...] = values`` with one 1-D integer index tensor on one axis (``index_copy_`` and a KV cache's
     update export as this): an ``index_copy``; negative indices count from the end, as in torch. Constant indices
-    (``F.fold``'s), several and with ``accumulate``: a gather (``scatter.scatter_constant``)."""
+    (``F.fold``'s), several and with ``accumulate``: a gather (``scatter.scatter_constant``); one index known only at
+    run time with ``accumulate`` (``index_add``): ``scatter_add`` along its axis (``scatter.scatter_dim``)."""
     xv = ctx.v(x)
     given = [i for i, t in enumerate(indices) if t is not None]
     known = constant_indices(ctx, indices)
     if known is not None and (accumulate or len(given) != 1 or known[given[0]].ndim != 1):
         return scatter_constant(ctx, xv, known, values, accumulate)
-    if accumulate:
-        raise NotImplementedError("with accumulate=True and indices that are not constants")
     if len(given) != 1:
         raise NotImplementedError(f"with {len(given)} index tensors that are not constants (one is covered)")
     ax = given[0]
@@ -246,6 +245,9 @@ def _index_put(ctx, x, indices, values, accumulate=False):
     src = ctx.v(values, xv.type.dtype)
     if list(src.type.shape) != shape:
         src = ctx.add("broadcast_to", [src], {"shape": shape})
+    if accumulate:  # index_add: each element's index along the axis, then scatter_add's compare of every pair
+        along = ctx.add("reshape", [wrapped], {"shape": [shape[ax] if k == ax else 1 for k in range(len(shape))]})
+        return scatter_dim(ctx, xv, ax, ctx.add("broadcast_to", [along], {"shape": shape}), src, "sum")
     return ctx.add("index_copy", [xv, src, wrapped], {"axis": ax})
 
 
