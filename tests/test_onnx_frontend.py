@@ -211,3 +211,28 @@ def test_conv_and_pool_paddings_match_onnxruntime(op, attrs, rank, tmp_path):
     got = edgeopt.compile(str(path))(x)
     assert got.shape == want.shape
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("mode, coord, scales, sizes", [
+    ("linear", "half_pixel", [1, 1, 2.0, 2.0, 2.0], None), ("linear", "align_corners", None, [1, 2, 7, 4, 9]),
+    ("linear", "pytorch_half_pixel", [1, 1, 1.5, 0.5, 2.0], None),
+    ("nearest", "asymmetric", [1, 1, 2.0, 1.3, 0.6], None)])
+def test_5d_resize_matches_onnxruntime(mode, coord, scales, sizes, tmp_path):
+    """Resize of [N, C, D, H, W] (a 3-d U-Net's upsampling): trilinear, or nearest (asymmetric, floor)."""
+    shape = [1, 2, 4, 5, 6]
+    inits = [numpy_helper.from_array(np.array([], np.float32), "roi"),
+             numpy_helper.from_array(np.array(scales or [], np.float32), "scales")]
+    ins = ["x", "roi", "scales"]
+    if sizes:
+        inits.append(numpy_helper.from_array(np.array(sizes, np.int64), "sizes"))
+        ins.append("sizes")
+    node = helper.make_node("Resize", ins, ["y"], mode=mode, coordinate_transformation_mode=coord,
+                            nearest_mode="floor")
+    m = _model([node], [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [f"d{i}" for i in range(5)])], inits)
+    onnx.save(m, tmp_path / "m.onnx")
+    xs = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    (ref,) = onnxruntime_outputs(tmp_path / "m.onnx", [xs])
+    got = edgeopt.compile(str(tmp_path / "m.onnx"), [xs])(xs)
+    assert got.shape == ref.shape
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)

@@ -282,8 +282,8 @@ def _resize(ctx, node, a):
     coord = coord.decode() if isinstance(coord, bytes) else coord
     nearest = a.get("nearest_mode", b"round_prefer_floor")
     nearest = nearest.decode() if isinstance(nearest, bytes) else nearest
-    if x.type.rank != 4:
-        raise NotImplementedError("only 4-d inputs")
+    if x.type.rank not in (4, 5):
+        raise NotImplementedError("only 4-d and 5-d inputs")
     sizes = _opt(node, 3)
     scales = _opt(node, 2) if ctx.opset >= 11 else _opt(node, 1)
     if sizes:
@@ -307,6 +307,9 @@ def _resize(ctx, node, a):
     if mode == "linear" and sc and any(n == m and s != 1.0 for n, m, s in zip(x.type.shape[2:], out, sc)):
         raise NotImplementedError("linear resize of an axis that keeps its size under a scale other than 1")
     if mode == "linear" and coord in ("half_pixel", "pytorch_half_pixel", "align_corners"):
+        if x.type.rank == 5:  # trilinear: bilinear over the depth slices, then along depth
+            return volumetric.resize3d(ctx, x, out, "linear", coord == "align_corners",
+                                       None if coord == "align_corners" else sc)
         return ctx.add("resize2d", [x], {"size": out, "mode": "bilinear", "align_corners": coord == "align_corners",
                                          "scales": None if coord == "align_corners" else sc})
     raise NotImplementedError(f"mode={mode}, coordinate_transformation_mode={coord}, nearest_mode={nearest}")
