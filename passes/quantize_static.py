@@ -22,6 +22,9 @@ Each convolution, linear layer and matmul with a constant operand becomes a laye
   input of tokens (rank 3, read only by linear layers) gets the same per feature, its last axis: a transformer's
   LayerNorm and GELU outputs, whose few large features set one scale for all (SmoothQuant's migration of the
   activations' scales into the weights, bounded by a floor of a quarter of the tensor's range);
+- layer inputs moved out of one value by reshapes, transposes, slices and zero pads (a 3-d conv's depth taps:
+  ``shared_moves``) quantize that value once, with its range, and the moves are done on the u8 values (the kernels
+  read them in their prologues);
 - a max pool between the activation and the layer pools the u8 values (quantizing commutes with max), and a
   concat that only quantized layers and other int8-reading ops read (and is no graph output; with
   ``quantized_residuals``) quantizes its parts with its own scale and joins u8 values (quantizing is elementwise):
@@ -110,6 +113,41 @@ from .int8_weight_layout import target_activation_dtype, weight_levels
 from .quantize_weights import QuantizeWeights
 
 QUANTIZED_OPS = ("conv2d", "linear", "matmul")
+#: ops that only move elements: quantizing commutes with them (a pad of 0 pads the zero point)
+MOVES = ("reshape", "transpose", "slice", "pad")
+
+
+def moved_from(g: Graph, v: Value, readers) -> tuple[Value, list[Node]] | None:
+    """(root, the ops from it to ``v``) where ``v`` is a float value moved out of another by reshapes, transposes,
+    slices and pads of 0, each value read once and no graph output; else None."""
+    chain, cur = [], v
+    while cur.producer is not None and cur.producer.op in MOVES and len(readers.get(cur, ())) == 1 \
+            and cur not in g.outputs and (cur.producer.op != "pad" or cur.producer.attrs["value"] == 0.0):
+        chain.append(cur.producer)
+        cur = cur.producer.inputs[0]
+    return (cur, chain[::-1]) if chain and cur.type.dtype == v.type.dtype else None
+
+
+def shared_moves(g: Graph, acts: list[Value]) -> dict[str, Value]:
+    """Layer inputs (by name) moved out of one root value together with at least one other (a 3-d conv's depth taps,
+    ``frontend/volumetric.py``), and their root: those layers share one quantize of the root."""
+    readers, by_root = g.users(), {}
+    for v in acts:
+        found = moved_from(g, v, readers)
+        if found is not None:
+            by_root.setdefault(found[0], []).append(v.name)
+    return {name: root for root, names in by_root.items() if len(names) > 1 for name in names}
+
+
+def replay_on_quantized(g: Graph, dq: Value, chain: list[Node]) -> Value:
+    """The moves of ``chain`` done on the quantized values behind ``dq`` (a per-tensor dequantize: pads pad its zero
+    point), then dequantized with the same scale."""
+    q, scale, zero = dq.producer.inputs
+    cur = q
+    for node in chain:
+        attrs = dict(node.attrs, value=float(g.const(zero))) if node.op == "pad" else node.attrs
+        cur = g.add(node.op, [cur], attrs, source=node.source, name=f"{node.outputs[0].name}_q")
+    return g.add("dequantize", [cur, scale, zero], source=dq.producer.source, name=f"{chain[-1].outputs[0].name}_dq")
 
 
 @register_pass
@@ -156,16 +194,20 @@ class QuantizeStatic(Pass):
                     layers.remove(n)
                     kept.append(f"{n.outputs[0].name} ({n.op}: {n.inputs[0].type.shape[1]} input channels, {why})")
         acts = list(dict.fromkeys(n.inputs[0] for n in layers))
+        moved = shared_moves(g, acts)
         steps = {n: self._lattices[n.inputs[0].name].step for n in layers if self._on_lattice(g, n)}
         errors = WeightErrors(layers) if self.bias_correction and self.config.bias_correction else None
         by_output = [n for n in layers if self._rounds_by_output(g, n) and self._by_gptq(n)]
         moments = InputMoments(by_output) if by_output else None
         watchers = [w.observe for w in (errors, moments) if w is not None]
         self._float_outputs = []  # one pass over the calibration data: ranges, weight errors, float outputs
-        stats = observe_ranges(g, acts, self.calibration, outputs=self._float_outputs,
+        stats = observe_ranges(g, list(dict.fromkeys([*acts, *moved.values()])), self.calibration,
+                               outputs=self._float_outputs,
                                also=(lambda v, x, i: [f(v, x, i) for f in watchers]) if watchers else None)
         self._ranges = {v.name: st for v, st in stats.items()}
-        self._channels = self._channel_scales(g, layers, acts)
+        self._ranges.update({name: self._ranges[root.name] for name, root in moved.items()})  # quantized at the root
+        self._moved = set(moved)
+        self._channels = self._channel_scales(g, layers, [v for v in acts if v.name not in moved])
         for n in layers:  # a dense conv or linear layer reads a per-channel input in units of its channel's share
             params = self._channels.get(n.inputs[0].name)
             if params is not None and not is_depthwise(n):
@@ -200,12 +242,21 @@ class QuantizeStatic(Pass):
         in_steps = {}  # a per-channel activation as its dense readers take it: x / (s[c] / max s)
         channel_scaled = 0  # activations given a scale per channel in this graph
         levels = {}  # a pixel input's levels, shared by the layers that read it (not by its other readers)
+        moved_q = {}  # a layer input moved from a root value (``moved_from``), rebuilt on the root's u8 values
         for n in layers:
             v = n.inputs[0]
             if self._on_lattice(g, n):
                 if v not in levels:
                     levels[v] = quantize_pixels(g, v, self._lattices[v.name], self._activation_dtype())
                 n.inputs[0] = levels[v]
+            elif v.name in self._moved and self.config.input_ranges.get(g.layer_name(n)) is None \
+                    and (found := moved_from(g, v, readers)) is not None:
+                root, chain = found  # one quantize of the root; the moves (a 3-d conv's depth taps) on its u8 values
+                if (root, None) not in qdq:
+                    qdq[root, None] = self._quantize_activation(g, root, self._ranges[v.name], readers, None, names)
+                if v not in moved_q:
+                    moved_q[v] = replay_on_quantized(g, qdq[root, None], chain)
+                n.inputs[0] = moved_q[v]
             else:
                 learned = self.config.input_ranges.get(g.layer_name(n))
                 key = (v, None if learned is None else tuple(learned))  # QAT: each layer's own learned range

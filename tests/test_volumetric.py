@@ -223,3 +223,21 @@ def test_3d_onnx_models_match_pytorch_and_onnxruntime(build, tmp_path):
     peer = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(got, peer, rtol=1e-4, atol=1e-5)
+
+
+def test_int8_depth_taps_share_one_quantize_of_their_input():
+    """A 3-d conv's depth taps read moved copies of one activation: it is quantized once (``quantize_static``'s
+    ``shared_moves``), and each tap's kernel reads the u8 values in its prologue."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv3d(8, 16, 3, padding=1), torch.nn.ReLU(),
+                                torch.nn.Conv3d(16, 8, 3, padding=(1, 1, 1))).eval()
+    x = torch.randn(1, 8, 6, 10, 10)
+    calibration = [(torch.randn(1, 8, 6, 10, 10),) for _ in range(4)]
+    int8 = edgeopt.compile(model, (x,), quantize="int8", calibration_data=calibration)
+    ops = [op for k in int8.report["kernels"] for op in k["ops"]]
+    assert ops.count("quantize") == 2, ops  # one per conv3d (3 taps each), not one per tap
+    assert int8.report["quantization"]["kernels_by_precision"]["int8"] >= 6
+    with torch.no_grad():
+        want = model(x).numpy()
+    got = int8(x.numpy())
+    assert (got * want).sum() / np.linalg.norm(got) / np.linalg.norm(want) > 0.999
