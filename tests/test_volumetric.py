@@ -16,20 +16,12 @@ from PIL import Image
 
 import edgeopt
 from edgeopt.errors import UnsupportedModelError
+from tests.test_op_breadth import compiled_matches_torch
 
 torch.manual_seed(0)
 V = torch.randn(2, 3, 5, 6, 7)  # [N, C, D, H, W]
 W = torch.randn(4, 3, 3, 3, 3) / 5
 WG = torch.randn(6, 1, 2, 3, 1) / 3  # groups=3 on 3 channels... 6 outputs, 1 input channel each
-
-
-class Fn(torch.nn.Module):
-    def __init__(self, f):
-        super().__init__()
-        self.f = f
-
-    def forward(self, *args):
-        return self.f(*args)
 
 
 CASES = {
@@ -94,14 +86,7 @@ CASES = {
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_3d_op_matches_torch(name):
-    f, args = CASES[name]
-    model = Fn(f).eval()
-    with torch.no_grad():
-        want = model(*args).numpy()
-    compiled = edgeopt.compile(model, args)
-    got = compiled(*[a.numpy() for a in args])
-    assert got.shape == want.shape and got.dtype == want.dtype, (got.shape, want.shape)
-    np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-5, equal_nan=True)
+    compiled_matches_torch(*CASES[name], atol=2e-5)
 
 
 # -- a small video network on real photos ---------------------------------------------------------------------------
@@ -187,10 +172,15 @@ def test_video_net_float_and_int8_on_real_clips(trained_video_net):
     assert agreement >= 0.95 and accuracy8 >= accuracy - 0.03, (agreement, accuracy8, accuracy)
 
 
+class PoolIndices3d(torch.nn.Module):
+    def forward(self, x):
+        return F.max_pool3d(x, 2, return_indices=True)[1].float()
+
+
 def test_3d_ops_still_missing_are_one_clear_error():
     with pytest.raises(UnsupportedModelError, match=r"aten::max_pool3d_with_indices \(output 1\)") as info:
-        edgeopt.compile(Fn(lambda x: F.max_pool3d(x, 2, return_indices=True)[1].float()).eval(), [V])
-    assert "test_volumetric.py" in str(info.value)
+        edgeopt.compile(PoolIndices3d().eval(), [V])
+    assert "test_volumetric.py" in str(info.value)  # with the model's source line
 
 
 class Volumetric(torch.nn.Module):
