@@ -22,9 +22,9 @@ Each convolution, linear layer and matmul with a constant operand becomes a laye
   input of tokens (rank 3, read only by linear layers) gets the same per feature, its last axis: a transformer's
   LayerNorm and GELU outputs, whose few large features set one scale for all (SmoothQuant's migration of the
   activations' scales into the weights, bounded by a floor of a quarter of the tensor's range);
-- layer inputs moved out of one value by reshapes, transposes, slices and zero pads (a 3-d conv's depth taps:
-  ``shared_moves``) quantize that value once, with its range, and the moves are done on the u8 values (the kernels
-  read them in their prologues);
+- the depth taps of a 3-d conv (layer inputs moved out of one [N, C, D, H, W] value along its depth by pads,
+  slices, a transpose and reshapes: ``shared_moves``) quantize that value once, with its range and one scale, and
+  the moves are done on the u8 values (the kernels read them in their prologues); its other readers keep float;
 - a max pool between the activation and the layer pools the u8 values (quantizing commutes with max), and a
   concat that only quantized layers and other int8-reading ops read (and is no graph output; with
   ``quantized_residuals``) quantizes its parts with its own scale and joins u8 values (quantizing is elementwise):
@@ -128,13 +128,26 @@ def moved_from(g: Graph, v: Value, readers) -> tuple[Value, list[Node]] | None:
     return (cur, chain[::-1]) if chain and cur.type.dtype == v.type.dtype else None
 
 
+def _depth_moves(chain: list[Node]) -> bool:
+    """Moves of a 3-d conv's depth tap: pads and slices along the depth axis (2) of a [N, C, D, H, W] value only, a
+    transpose and reshapes."""
+    for n in chain:
+        if n.op == "slice" and n.attrs["axis"] % 5 != 2:
+            return False
+        if n.op == "pad" and any(p for i, p in enumerate(n.attrs["pads"]) if i // 2 != 2):
+            return False
+    return True
+
+
 def shared_moves(g: Graph, acts: list[Value]) -> dict[str, Value]:
-    """Layer inputs (by name) moved out of one root value together with at least one other (a 3-d conv's depth taps,
-    ``frontend/volumetric.py``), and their root: those layers share one quantize of the root."""
+    """The depth taps of 3-d convs (``frontend/volumetric.py``): layer inputs (by name) moved out of one [N, C, D, H,
+    W] root along its depth only, two or more of them, the root itself no layer's input; with their root. Those
+    layers share one quantize of the root (each tap re-reads most of it: one quantize per tap reads the float values
+    ``kd`` times). Moves that cut channels (a split into branches) read disjoint parts and keep their own."""
     readers, by_root = g.users(), {}
     for v in acts:
         found = moved_from(g, v, readers)
-        if found is not None:
+        if found is not None and found[0].type.rank == 5 and found[0] not in acts and _depth_moves(found[1]):
             by_root.setdefault(found[0], []).append(v.name)
     return {name: root for root, names in by_root.items() if len(names) > 1 for name in names}
 
@@ -242,7 +255,8 @@ class QuantizeStatic(Pass):
         in_steps = {}  # a per-channel activation as its dense readers take it: x / (s[c] / max s)
         channel_scaled = 0  # activations given a scale per channel in this graph
         levels = {}  # a pixel input's levels, shared by the layers that read it (not by its other readers)
-        moved_q = {}  # a layer input moved from a root value (``moved_from``), rebuilt on the root's u8 values
+        moved_q = {}  # a 3-d conv tap's input (``shared_moves``), rebuilt on its root's u8 values
+        roots_q = {}  # their roots, quantized once
         for n in layers:
             v = n.inputs[0]
             if self._on_lattice(g, n):
@@ -252,10 +266,10 @@ class QuantizeStatic(Pass):
             elif v.name in self._moved and self.config.input_ranges.get(g.layer_name(n)) is None \
                     and (found := moved_from(g, v, readers)) is not None:
                 root, chain = found  # one quantize of the root; the moves (a 3-d conv's depth taps) on its u8 values
-                if (root, None) not in qdq:
-                    qdq[root, None] = self._quantize_activation(g, root, self._ranges[v.name], readers, None, names)
+                if root not in roots_q:  # (its other readers keep the float values: no residual rewiring)
+                    roots_q[root] = self._quantize_activation(g, root, self._ranges[v.name], readers, None, names)
                 if v not in moved_q:
-                    moved_q[v] = replay_on_quantized(g, qdq[root, None], chain)
+                    moved_q[v] = replay_on_quantized(g, roots_q[root], chain)
                 n.inputs[0] = moved_q[v]
             else:
                 learned = self.config.input_ranges.get(g.layer_name(n))

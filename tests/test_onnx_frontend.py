@@ -216,7 +216,8 @@ def test_conv_and_pool_paddings_match_onnxruntime(op, attrs, rank, tmp_path):
 @pytest.mark.parametrize("mode, coord, scales, sizes", [
     ("linear", "half_pixel", [1, 1, 2.0, 2.0, 2.0], None), ("linear", "align_corners", None, [1, 2, 7, 4, 9]),
     ("linear", "pytorch_half_pixel", [1, 1, 1.5, 0.5, 2.0], None),
-    ("nearest", "asymmetric", [1, 1, 2.0, 1.3, 0.6], None)])
+    ("nearest", "asymmetric", [1, 1, 2.0, 1.3, 0.6], None), ("linear", "pytorch_half_pixel", None, [1, 2, 1, 6, 1]),
+    ("linear", "pytorch_half_pixel", [1, 1, 0.3, 1.5, 2.0], None)])
 def test_5d_resize_matches_onnxruntime(mode, coord, scales, sizes, tmp_path):
     """Resize of [N, C, D, H, W] (a 3-d U-Net's upsampling): trilinear, or nearest (asymmetric, floor)."""
     shape = [1, 2, 4, 5, 6]

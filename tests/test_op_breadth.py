@@ -220,6 +220,8 @@ CASES = {
     "max_unpool2d_padding_stride": (lambda x: F.max_unpool2d(
         *F.max_pool2d(x * 2, 2, stride=3, padding=1, return_indices=True), 2, stride=3, padding=1,
         output_size=x.shape[-2:]), [torch.randn(1, 2, 8, 10)]),
+    "max_unpool2d_to_the_rows_the_windows_cover": (lambda x: F.max_unpool2d(
+        *F.max_pool2d(x, 2, return_indices=True), 2, output_size=(4, 3)), [X]),
     "max_unpool2d_unbatched_default_size": (lambda x: F.max_unpool2d(*F.max_pool2d(x, 2, return_indices=True), 2),
                                             [torch.randn(3, 6, 8)]),
     **{f"scatter_reduce_{how}_{'self' if keep else 'no_self'}": (
@@ -341,6 +343,9 @@ def test_op_matches_torch(name):
     (lambda x: F.max_unpool2d(*F.max_pool2d(x, 3, stride=2, return_indices=True), 3, stride=2),
      r"aten::max_unpool2d \(after a pool whose windows overlap"),
     (lambda x: F.max_unpool2d(x, (x > 0).long(), 2), r"aten::max_unpool2d \(with indices that do not come"),
+    (lambda x: F.max_unpool2d(*F.max_pool2d(x, 2, return_indices=True), 2, output_size=(3, 3)),
+     r"aten::max_unpool2d \(to 3 rows, where the pool's windows reach row 3"),
+    (lambda x: (x > 0).scatter_reduce(1, (x > 1).long(), x < 0, "amax"), r"'amax' of bool tensors"),
     (lambda x: torch.lgamma(x), r"aten::lgamma"),
     (lambda x: torch.topk(x.reshape(-1).repeat(20), 3)[0], r"aten::topk \(over 3600 elements"),
     (lambda x: x.index_put((x[0, :2, 0, 0].long(), x[0, :2, 1, 0].long()), x[0, :2], accumulate=True),
@@ -390,3 +395,12 @@ def test_segnet_unpooling_on_a_real_photo_float_and_int8():
     got8 = int8(photo.numpy())
     cosine = (got8 * want).sum() / np.linalg.norm(got8) / np.linalg.norm(want)
     assert cosine > 0.99, cosine
+
+
+def test_max_pool_indices_are_built_only_where_read():
+    """torch.export makes every max_pool2d max_pool2d_with_indices: a model that never reads the indices compiles
+    no kernel for them, even with no dead-code elimination (opt_level=0)."""
+    model = torch.nn.Sequential(torch.nn.Conv2d(2, 4, 3), torch.nn.MaxPool2d(3, 2)).eval()
+    compiled = edgeopt.compile(model, [torch.randn(1, 2, 12, 12)], opt_level=0)
+    ops = {op for k in compiled.report["kernels"] for op in k["ops"]}
+    assert "max_pool2d" in ops and not ops & {"where", "gt", "logical_or"}, ops

@@ -231,3 +231,33 @@ def test_int8_depth_taps_share_one_quantize_of_their_input():
         want = model(x).numpy()
     got = int8(x.numpy())
     assert (got * want).sum() / np.linalg.norm(got) / np.linalg.norm(want) > 0.999
+
+
+class SplitBranches(torch.nn.Module):
+    """Two branches on the halves of one activation's channels (MixConv): disjoint slices, each its own range."""
+
+    def __init__(self):
+        super().__init__()
+        self.pw = torch.nn.Conv2d(4, 16, 1)
+        self.a = torch.nn.Conv2d(8, 8, 3, padding=1, groups=8)
+        self.b = torch.nn.Conv2d(8, 8, 5, padding=2, groups=8)
+
+    def forward(self, x):
+        y = torch.relu(self.pw(x)) * torch.tensor([30.0] * 8 + [0.3] * 8).reshape(1, 16, 1, 1)
+        left, right = y.split(8, dim=1)
+        return torch.cat([self.a(left), self.b(right)], 1)
+
+
+def test_int8_channel_branches_keep_their_own_quantize():
+    torch.manual_seed(0)
+    model = SplitBranches().eval()
+    x = torch.randn(1, 4, 12, 12)
+    int8 = edgeopt.compile(model, (x,), quantize="int8", calibration_data=[(torch.randn(1, 4, 12, 12),)
+                                                                           for _ in range(4)])
+    ops = [op for k in int8.report["kernels"] for op in k["ops"]]
+    assert ops.count("quantize") >= 3, ops  # the input's and one per branch: the small half keeps its fine scale
+    with torch.no_grad():
+        want = model(x).numpy()
+    small = want[:, 8:]
+    err = np.abs(int8(x.numpy())[:, 8:] - small).max() / np.abs(small).max()
+    assert err < 0.1, err  # 0.037; one quantize of the whole activation (its large half's scale): 0.25

@@ -306,6 +306,12 @@ def _resize(ctx, node, a):
         return y if y is not x else ctx.add("copy", [x])
     if mode == "linear" and sc and any(n == m and s != 1.0 for n, m, s in zip(x.type.shape[2:], out, sc)):
         raise NotImplementedError("linear resize of an axis that keeps its size under a scale other than 1")
+    if mode == "linear" and coord == "pytorch_half_pixel" and 1 in out:  # an axis resized to 1 reads source 0
+        for axis in [i for i, n in enumerate(out) if n == 1 and x.type.shape[2 + i] > 1]:
+            x = ctx.add("slice", [x], {"axis": 2 + axis, "start": 0, "end": 1})
+            sc = None if sc is None else [1.0 if i == axis else f for i, f in enumerate(sc)]
+        if list(x.type.shape[2:]) == out:
+            return x
     if mode == "linear" and coord in ("half_pixel", "pytorch_half_pixel", "align_corners"):
         if x.type.rank == 5:  # trilinear: bilinear over the depth slices, then along depth
             return volumetric.resize3d(ctx, x, out, "linear", coord == "align_corners",

@@ -16,6 +16,8 @@ refused by name.
 
 from __future__ import annotations
 
+import operator
+
 import numpy as np
 
 from ...ir.ops.nn import out_dim
@@ -72,6 +74,9 @@ def max_unpool2d(ctx, y, indices, output_size, pool: dict):
     height, width = (int(s) for s in output_size[-2:])
     if width != pool["input"][1]:
         raise NotImplementedError(f"to a width ({width}) other than the pooled input's ({pool['input'][1]})")
+    last_row = min((oh - 1) * sh - ph + dh * (kh - 1), pool["input"][0] - 1)  # the last row a window reaches
+    if height <= last_row:  # an index there is past the plane (torch raises when one is)
+        raise NotImplementedError(f"to {height} rows, where the pool's windows reach row {last_row}")
     src_h = np.clip((np.arange(height) + ph) // sh, 0, oh - 1)  # the one window that can hold each position
     src_w = np.clip((np.arange(width) + pw) // sw, 0, ow - 1)
 
@@ -90,6 +95,8 @@ def _max_pool_with_indices(ctx, x, kernel, stride=(), padding=0, dilation=1, cei
 
     xv = ctx.v(x)
     values, _ = _max_pool(ctx, xv, kernel, stride, padding, dilation, ceil_mode)
+    if not any(u.target is operator.getitem and u.args[1] == 1 for u in ctx.node.users):
+        return values, None  # torch.export makes every max_pool2d this op: the indices only where they are read
     batched = xv if xv.type.rank == 4 else ctx.add("reshape", [xv], {"shape": [1, *xv.type.shape]})
     args = (_pair(kernel), _pair(stride or kernel), _pair(padding), _pair(dilation))
     index = max_pool2d_indices(ctx, batched, *args, bool(ceil_mode))

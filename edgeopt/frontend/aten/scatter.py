@@ -173,6 +173,8 @@ def _reduce_landing(ctx, xl, col, mask, axis: int, reduce: str, include_self: bo
     """Each position's ``reduce`` of the values ``col`` that ``mask`` lands on it ([.., J, 1] and [.., J, N] ->
     [.., N]), joined with its own value ``xl`` (``include_self``) or replacing it where anything lands."""
     dt = xl.type.dtype
+    if dt == "bool":
+        raise NotImplementedError(f"{reduce!r} of bool tensors")
     op, fill, join = REDUCTIONS[reduce]
     if fill in ("lowest", "highest"):  # the extremes' identity: infinity, or the integer type's end
         floating = dt.startswith(("f", "bf"))
