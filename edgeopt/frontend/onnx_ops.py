@@ -129,13 +129,20 @@ def _gemm(ctx, node, a):
     return ctx.add("mul", [y, _scalar(ctx, alpha, y)]) if alpha != 1.0 else y
 
 
-def _conv_pads(ctx, node, a, x_shape, kernel, stride, dilation) -> list[int]:
+def _given_pads(a, axes: int) -> tuple[str, list[int] | None]:
+    """``auto_pad`` and the pads it fixes without the shapes (all the begins, then all the ends): the ``pads``
+    attribute (NOTSET) or none (VALID); None for SAME_UPPER / SAME_LOWER, which the op computes."""
     auto = a.get("auto_pad", b"NOTSET")
     auto = auto.decode() if isinstance(auto, bytes) else auto
     if auto in ("NOTSET", ""):
-        return [int(v) for v in a.get("pads", [0] * (2 * len(kernel)))]
-    if auto == "VALID":
-        return [0] * (2 * len(kernel))
+        return auto, [int(v) for v in a.get("pads", [0] * (2 * axes))]
+    return auto, [0] * (2 * axes) if auto == "VALID" else None
+
+
+def _conv_pads(ctx, node, a, x_shape, kernel, stride, dilation) -> list[int]:
+    auto, given = _given_pads(a, len(kernel))
+    if given is not None:
+        return given
     pads = []
     for size, k, s, d in zip(x_shape[2:], kernel, stride, dilation):
         out = -(-size // s)
@@ -164,13 +171,9 @@ def _conv(ctx, node, a):
 def _conv_transpose_pads(a, x_shape, kernel, stride, dilation, output_padding) -> list[int]:
     """ConvTranspose's pads, all the begins then all the ends: given, or from ``auto_pad`` (SAME_*: the output is the
     input times the stride; SAME_UPPER puts the odd one at the end, SAME_LOWER at the beginning)."""
-    auto = a.get("auto_pad", b"NOTSET")
-    auto = auto.decode() if isinstance(auto, bytes) else auto
-    axes = len(kernel)
-    if auto in ("NOTSET", ""):
-        return [int(v) for v in a.get("pads", [0] * (2 * axes))]
-    if auto == "VALID":
-        return [0] * (2 * axes)
+    auto, given = _given_pads(a, len(kernel))
+    if given is not None:
+        return given
     begins, ends = [], []
     for size, k, s, d, op in zip(x_shape[2:], kernel, stride, dilation, output_padding):
         total = s * (size - 1) + op + (k - 1) * d + 1 - size * s

@@ -23,15 +23,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..ir.ops.nn import adaptive_bounds, linear_source, nearest_source, out_dim
-from ..ir.types import DTYPES
+from ..ir.ops.nn import adaptive_bounds, linear_source, nearest_source, windows_along
+from ..ir_dtypes import extremes
 
 
 def _taps(size: int, k: int, s: int, p0: int, p1: int, dil: int, ceil_mode: bool = False):
     """Output depth, the padding that the windows reach past the input (front, back), and the window taps that
     read the input for at least one output (the others read padding only)."""
-    out = out_dim(size, k, s, p0, p1, dil, ceil_mode)
-    back = max(0, (out - 1) * s + dil * (k - 1) + 1 - (size + p0))
+    out, back = windows_along(size, k, s, p0, p1, dil, ceil_mode)
     taps = [t for t in range(k) if any(0 <= t * dil + j * s - p0 < size for j in range(out))]
     return out, (p0, back), taps or [0]
 
@@ -59,12 +58,6 @@ def _fold_depth(ctx, x):
     """[N, C, D, H, W] -> [N, C*D, H, W] (free: the depth slices become channels)."""
     n, c, d, h, w = x.type.shape
     return _reshape(ctx, x, [n, c * d, h, w])
-
-
-def _lowest(dtype: str) -> float:
-    """max_pool3d's padding: -inf, or an integer dtype's smallest value."""
-    kind = np.dtype(DTYPES[dtype])
-    return float("-inf") if dtype.startswith(("f", "bf")) else float(np.iinfo(kind).min)
 
 
 def conv3d(ctx, x, w, bias, stride, pads, dilation, groups: int):
@@ -147,7 +140,7 @@ def max_pool3d(ctx, x, kernel, stride, pads, dilation, ceil_mode: bool):
                  "dilation": list(dilation[1:]), "ceil_mode": bool(ceil_mode)})
     y = _reshape(ctx, y, [n, c, d, *y.type.shape[2:]])
     out, dpads, taps = _taps(d, kernel[0], stride[0], pads[0], pads[3], dilation[0], ceil_mode)
-    slices = _depth_slices(ctx, y, 2, out, dpads, taps, stride[0], dilation[0], _lowest(x.type.dtype))
+    slices = _depth_slices(ctx, y, 2, out, dpads, taps, stride[0], dilation[0], float(extremes(x.type.dtype)[0]))
     result = slices[0]
     for sl in slices[1:]:
         result = ctx.add("maximum", [result, sl])

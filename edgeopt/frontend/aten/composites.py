@@ -17,7 +17,8 @@ import math
 
 import numpy as np
 
-from .ctx import Ctx, aten, norm_dim
+from ...ir_dtypes import extremes
+from .ctx import Ctx, along_last, aten, norm_dim
 from .reduce import _axes, _var
 
 _BIG = 1e8  # past this, x^2 + 1 == x^2 in float32 and x^2 overflows soon after: log(2|x|) is exact there
@@ -193,14 +194,6 @@ def _embedding_bag(ctx: Ctx, weight, indices, offsets, scale_grad_by_freq=False,
 CUMULATIVE_MAX = 2048  # cumprod / cummax / cummin compare every pair of positions along their axis
 
 
-def _along_last(ctx: Ctx, x, ax: int):
-    """``x`` with axis ``ax`` moved last, and the permutation that moves it back."""
-    r = x.type.rank
-    perm = [k for k in range(r) if k != ax] + [ax]
-    back = [perm.index(k) for k in range(r)]
-    return (ctx.add("transpose", [x], {"perm": perm}) if perm != list(range(r)) else x), back
-
-
 def _cumulative(ctx: Ctx, x, dim, reduce: str, fill):
     """``y[..., i] = reduce(x[..., k] for k <= i)`` along ``dim``: the input broadcast to ``[..., i, k]``, positions
     past ``i`` replaced by ``fill`` (the reduction's identity), reduced over ``k``. Also returns what it needs for
@@ -211,7 +204,7 @@ def _cumulative(ctx: Ctx, x, dim, reduce: str, fill):
     n = x.type.shape[ax]
     if n > CUMULATIVE_MAX:
         raise NotImplementedError(f"along {n} elements (at most {CUMULATIVE_MAX}: it compares every pair)")
-    xt, back = _along_last(ctx, x, ax)
+    xt, back = along_last(ctx, x, ax)
     lead = list(xt.type.shape[:-1])
     xk = ctx.add("reshape", [xt], {"shape": lead + [1, n]})
     tril = ctx.g.add_const(np.tril(np.ones((n, n), bool)), "cumulative_mask")  # [i, k]: k <= i
@@ -244,11 +237,7 @@ def _cum_extreme(reduce: str):
         if dt == "bool":
             x = ctx.cast(x, "u8")
         floating = x.type.dtype.startswith("f")
-        limits = None if floating else np.iinfo(x.type.np_dtype)
-        if reduce == "max":
-            fill = -math.inf if floating else int(limits.min)
-        else:
-            fill = math.inf if floating else int(limits.max)
+        fill = extremes(x.type.dtype)[reduce == "min"]  # the reduction's identity
         y, (xk, tril, back) = _cumulative(ctx, x, dim, reduce, fill)
         yi = ctx.add("reshape", [y], {"shape": list(y.type.shape) + [1]})  # [..., i, 1] against xk's [..., 1, k]
         same = ctx.add("eq", [xk, yi])

@@ -102,5 +102,13 @@ def promoted_dtype(a, b) -> str:
     return ir_dtype(torch.result_type(torch.empty((), dtype=t).expand(1), s))
 
 
+def along_last(ctx: Ctx, v: Value, axis: int):
+    """``v`` with ``axis`` moved last (a transpose, none if it is last already), and the permutation back."""
+    r = v.type.rank
+    perm = [k for k in range(r) if k != axis] + [axis]
+    back = [perm.index(k) for k in range(r)]
+    return (v if perm == list(range(r)) else ctx.add("transpose", [v], {"perm": perm})), back
+
+
 def norm_dim(d, rank):
     return d % rank if rank else 0

@@ -273,6 +273,8 @@ def _grid_sampler(ctx, x, grid, interpolation_mode, padding_mode, align_corners)
                     "align_corners": bool(align_corners)})
 
 
+_MAX_POOL3D = _batched(_max_pool3d, 4)
+
 CONVERTERS = {
     aten.grid_sampler_2d.default: _grid_sampler,
     aten.linear.default: _linear, aten.matmul.default: _matmul, aten.mm.default: _matmul,
@@ -284,8 +286,8 @@ CONVERTERS = {
     aten.avg_pool2d.default: _avg_pool, aten.adaptive_avg_pool2d.default: _adaptive_avg,
     aten._adaptive_avg_pool2d.default: _adaptive_avg,
     aten.upsample_bilinear2d.vec: _upsample("bilinear"), aten.upsample_nearest2d.vec: _upsample("nearest"),
-    aten.max_pool3d_with_indices.default: _batched(_max_pool3d, 4),
-    aten.max_pool3d.default: lambda *a, **k: _batched(_max_pool3d, 4)(*a, **k)[0],
+    aten.max_pool3d_with_indices.default: _MAX_POOL3D,
+    aten.max_pool3d.default: lambda *a, **k: _MAX_POOL3D(*a, **k)[0],
     aten.avg_pool3d.default: _batched(_avg_pool3d, 4), aten.adaptive_avg_pool3d.default: _batched(_adaptive_avg3d, 4),
     aten._adaptive_avg_pool3d.default: _batched(_adaptive_avg3d, 4),
     aten.upsample_trilinear3d.vec: _upsample3d("linear"), aten.upsample_nearest3d.vec: _upsample3d("nearest"),

@@ -20,20 +20,16 @@ import operator
 
 import numpy as np
 
-from ...ir.ops.nn import out_dim
+from ...ir.ops.nn import windows_along
+from ...ir_dtypes import extremes
 from .ctx import aten
-
-
-def _pair(v):
-    v = list(v) if isinstance(v, (list, tuple)) else [v]
-    return v * 2 if len(v) == 1 else v
+from .nn import _max_pool, _pair
 
 
 def _axis_taps(size: int, k: int, s: int, p: int, d: int, ceil_mode: bool):
     """Along one axis: the output count, the padding after the input that the windows reach, and per output the
     first in-bounds position of its window (torch's initial index)."""
-    out = out_dim(size, k, s, p, p, d, ceil_mode)
-    back = max(0, (out - 1) * s + d * (k - 1) + 1 - (size + p))
+    out, back = windows_along(size, k, s, p, p, d, ceil_mode)
     starts = np.arange(out) * s - p
     first = np.where(starts < 0, starts + d * -(starts // d), starts)  # torch steps a negative start by the dilation
     return out, back, first
@@ -45,7 +41,7 @@ def max_pool2d_indices(ctx, x, kernel, stride, padding, dilation, ceil_mode):
     (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel, stride, padding, dilation
     oh, bottom, first_h = _axis_taps(h, kh, sh, ph, dh, ceil_mode)
     ow, right, first_w = _axis_taps(w, kw, sw, pw, dw, ceil_mode)
-    low = float("-inf") if x.type.dtype.startswith(("f", "bf")) else float(np.iinfo(x.type.np_dtype).min)
+    low = float(extremes(x.type.dtype)[0])
     xp = ctx.add("pad", [x], {"pads": [0, 0, 0, 0, ph, bottom, pw, right], "value": low}) \
         if ph or pw or bottom or right else x
     rows, cols = np.arange(oh) * sh - ph, np.arange(ow) * sw - pw
@@ -91,8 +87,6 @@ def max_unpool2d(ctx, y, indices, output_size, pool: dict):
 
 
 def _max_pool_with_indices(ctx, x, kernel, stride=(), padding=0, dilation=1, ceil_mode=False):
-    from .nn import _max_pool
-
     xv = ctx.v(x)
     values, _ = _max_pool(ctx, xv, kernel, stride, padding, dilation, ceil_mode)
     if not any(u.target is operator.getitem and u.args[1] == 1 for u in ctx.node.users):

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .ctx import aten, norm_dim
+from ...ir_dtypes import extremes
+from .ctx import along_last, aten, norm_dim
 
 #: a target position may gather at most this many value elements (F.fold's overlapping windows: kernel / stride
 #: squared); more is refused rather than made into a large gather
@@ -94,14 +95,6 @@ def scatter_constant(ctx, xv, idx: list[np.ndarray | None], values, accumulate: 
 SCATTER_PAIRS_MAX = 1 << 20
 
 
-def _along_last(ctx, v, d: int):
-    """``v`` with axis ``d`` moved last, and the permutation that moves it back."""
-    r = v.type.rank
-    perm = [i for i in range(r) if i != d] + [d]
-    back = [perm.index(i) for i in range(r)]
-    return (v if perm == list(range(r)) else ctx.add("transpose", [v], {"perm": perm})), back
-
-
 #: scatter_reduce's reductions: the masked reduction over the values that land on a position, the value that a
 #: position no value lands on contributes to it, and how a position's own value joins (include_self)
 REDUCTIONS = {"sum": ("sum", 0, "add"), "mean": ("sum", 0, "add"), "prod": ("prod", 1, "mul"),
@@ -140,8 +133,8 @@ def scatter_dim(ctx, x, dim, index, src, reduce: str | None, include_self: bool 
         raise NotImplementedError(f"of {j} values over {n} positions (it compares every pair: at most "
                                   f"{SCATTER_PAIRS_MAX})")
     dt = xv.type.dtype
-    xl, back = _along_last(ctx, xv, d)
-    il, _ = _along_last(ctx, iv, d)
+    xl, back = along_last(ctx, xv, d)
+    il, _ = along_last(ctx, iv, d)
     lead = list(il.type.shape[:-1])
     positions = ctx.g.add_const(np.arange(n, dtype=np.int64), "scatter_positions")
     mask = ctx.add("eq", [ctx.add("reshape", [il], {"shape": lead + [j, 1]}), positions])  # [.., J, N]
@@ -155,7 +148,7 @@ def scatter_dim(ctx, x, dim, index, src, reduce: str | None, include_self: bool 
             for k, m in enumerate(iv.type.shape):
                 if sv.type.shape[k] != m:
                     sv = ctx.add("slice", [sv], {"axis": k, "start": 0, "end": m, "step": 1})
-        sl, _ = _along_last(ctx, sv, d)
+        sl, _ = along_last(ctx, sv, d)
         col = ctx.add("reshape", [sl], {"shape": lead + [j, 1]})
         if reduce is not None:
             out = _reduce_landing(ctx, xl, col, mask, len(lead), reduce, include_self)
@@ -177,17 +170,16 @@ def _reduce_landing(ctx, xl, col, mask, axis: int, reduce: str, include_self: bo
         raise NotImplementedError(f"{reduce!r} of bool tensors")
     op, fill, join = REDUCTIONS[reduce]
     if fill in ("lowest", "highest"):  # the extremes' identity: infinity, or the integer type's end
-        floating = dt.startswith(("f", "bf"))
-        low = float("-inf") if floating else int(np.iinfo(xl.type.np_dtype).min)
-        high = float("inf") if floating else int(np.iinfo(xl.type.np_dtype).max)
-        fill = low if fill == "lowest" else high
+        fill = extremes(dt)[fill == "highest"]
     got = ctx.add(op, [ctx.add("where", [mask, col, ctx.v(fill, dt)])], {"axes": [axis], "keepdims": False})
-    count = ctx.add("sum", [ctx.cast(mask, "i64")], {"axes": [axis], "keepdims": False})
     if include_self:
         got = ctx.add(join, [xl, got])
-        count = ctx.add("add", [count, ctx.v(1, "i64")])
-    if reduce == "mean":
-        got = _mean_of_sum(ctx, got, ctx.add("maximum", [count, ctx.v(1, "i64")]))
+    if reduce != "mean" and include_self:
+        return got
+    count = ctx.add("sum", [ctx.cast(mask, "i64")], {"axes": [axis], "keepdims": False})
+    if reduce == "mean":  # a position's own value counts once with include_self; nothing landed divides by 1
+        one = ctx.v(1, "i64")
+        got = _mean_of_sum(ctx, got, ctx.add("add" if include_self else "maximum", [count, one]))
     return got if include_self else ctx.add("where", [ctx.add("gt", [count, ctx.v(0, "i64")]), got, xl])
 
 

@@ -25,6 +25,13 @@ def out_dim(size, k, s, p0, p1, d, ceil_mode=False):
     return out
 
 
+def windows_along(size, k, s, p0, p1, d, ceil_mode=False) -> tuple[int, int]:
+    """Along one axis: the number of windows, and how far past the input's end (before ``p1``) the last one
+    reaches (>= 0: ceil mode's last window may reach past the padding)."""
+    out = out_dim(size, k, s, p0, p1, d, ceil_mode)
+    return out, max(0, (out - 1) * s + d * (k - 1) + 1 - (size + p0))
+
+
 def _windows(x, k, s, d, pads, fill, ceil_mode=False):
     """[N, C, OH, OW, KH, KW] windows of x padded with ``fill`` (extra right/bottom fill for ceil mode)."""
     n, c, h, w = x.shape
