@@ -70,6 +70,50 @@ def test_data_dependent_control_flow():
         edgeopt.compile(Branchy().eval(), (torch.randn(4),))
 
 
+class WritesAtTensorPosition(torch.nn.Module):
+    def forward(self, x, p):
+        y = x.clone()
+        y[:, p] = x[:, 0] * 2  # p a 0-d tensor: torch.export reads its value as a Python int
+        return y
+
+
+class WritesAtTensorPositions(torch.nn.Module):
+    def forward(self, x, p):
+        y = x.clone()
+        y[:, p.reshape(1)] = (x[:, 0] * 2).unsqueeze(1)  # the rewrite the error suggests
+        return y
+
+
+def test_write_at_a_tensor_position_names_the_rewrite_that_compiles():
+    x, p = torch.randn(3, 5, 2), torch.tensor(3)
+    with pytest.raises(UnsupportedModelError, match=r"data-dependent.*y\[:, p.reshape\(1\)\] = v.unsqueeze\(1\)"):
+        edgeopt.compile(WritesAtTensorPosition().eval(), (x, p))
+    compiled = edgeopt.compile(WritesAtTensorPositions().eval(), (x, p))
+    for at in (3, 0, -1):
+        want = WritesAtTensorPosition()(x, torch.tensor(at)).numpy()
+        np.testing.assert_array_equal(compiled(x.numpy(), np.array(at)), want)
+
+
+class SlicesAtTensorPosition(torch.nn.Module):
+    def __init__(self, how):
+        super().__init__()
+        self.how = how
+
+    def forward(self, x, p):
+        if self.how == "narrow":
+            return x.narrow(1, p, 2) * 2
+        return x[:, p:p + 2] * 2
+
+
+@pytest.mark.parametrize("how, message", [
+    ("narrow", r"a view at a position read from a tensor .*x.index_select\(dim, p \+ torch.arange\(n\)\)"),
+    ("slice", r"aten::slice.Tensor \(with bounds read from a tensor at run time.*index_select"),
+])
+def test_slice_at_a_tensor_position_names_index_select(how, message):
+    with pytest.raises(UnsupportedModelError, match=message):
+        edgeopt.compile(SlicesAtTensorPosition(how).eval(), (torch.randn(3, 5), torch.tensor(1)))
+
+
 class MutatesInput(torch.nn.Module):
     def forward(self, x):
         x.add_(1)

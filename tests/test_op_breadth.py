@@ -51,6 +51,18 @@ class Spectral(torch.nn.Module):
         return torch.fft.irfft(torch.einsum("bix,iox->box", modes * self.w, self.mix), n=x.shape[-1])
 
 
+class PositionBuffer(torch.nn.Module):
+    """Indexes at a buffer's value (``self.pos.item()``): a number the frontend folds, slices at it included."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("pos", torch.tensor(2))
+
+    def forward(self, x):
+        p = self.pos.item()
+        return (x[:, p + 1] + x[:, self.pos] + x[p - 1:p + 2].sum(0)[:1]).reshape(-1)
+
+
 class Fn(torch.nn.Module):
     def __init__(self, f):
         super().__init__()
@@ -279,6 +291,41 @@ CASES = {
                                    [torch.tensor([[3, 1, 3], [0, 3, 2]])]),
     "index_put_accumulate_repeated": (lambda x: x.index_put((torch.tensor([1, 1, 4, 1]),), x[:4] * 2, accumulate=True),
                                       [torch.randn(6, 3)]),
+    # writes at run-time positions on several axes (x[i, j] = v), adjacent or apart, and through a mask (x[m] = 0)
+    "index_put_run_time_indices_broadcast": (lambda x, i, j: x.index_put((i, j), x[0, :1] * 3 + 1), [
+        torch.randn(5, 6, 4), torch.tensor([0, -1, 3]), torch.tensor([[2], [5]])]),
+    "index_put_run_time_indices_apart": (lambda x, i, j: _assign(x, lambda o, y: o.__setitem__(
+        (i, slice(None), j), y[0, :, :1].T * 2)), [torch.randn(5, 6, 4), torch.tensor([4, 0, -2]),
+                                                   torch.tensor([3, 1, 1], dtype=torch.int32)]),
+    "index_put_accumulate_run_time_index_pairs_repeated": (lambda x, i, j: torch.ops.aten.index_put(
+        x, [None, i, j], x[:, :4, 0] * 2, True), [torch.randn(3, 5, 6), torch.tensor([1, 4, 1, 1]),
+                                                         torch.tensor([2, 0, 2, -4])]),
+    "index_put_mask_zero": (lambda x: _assign(x, lambda o, y: (o.copy_(y), o.__setitem__(y < 0, 0.0))), [X]),
+    "index_put_mask_rows_get_a_row": (lambda x: x.index_put((x.sum(-1) > 0,), x[0, 0, 0] * -5), [X]),
+    "index_put_mask_after_axis_accumulate_int": (lambda x: torch.ops.aten.index_put(
+        x, [None, x[0] % 3 == 0], torch.tensor(7), True), [torch.randint(-9, 9, (3, 4, 5))]),
+    # rank-0 and empty edge cases (OpInfo's samples): softmax, max/min over dim 0 of a scalar, gather from a scalar,
+    # stacks of empty tensors, and cat skipping a legacy [0] tensor
+    "softmax_of_a_scalar": (lambda x: torch.softmax(x, 0) * 3 + torch.log_softmax(x, -1), [torch.tensor(2.5)]),
+    "max_min_over_dim_of_a_scalar": (lambda x: torch.max(x, 0, keepdim=True)[0] - torch.min(x, -1)[0]
+                                     + torch.max(x, 0)[1] * 2 + torch.min(x, 0, keepdim=True)[1], [torch.tensor(-1.5)]),
+    "gather_from_a_scalar": (lambda x: torch.gather(x, 0, torch.tensor([0, 0, 0])) * 2, [torch.tensor(1.25)]),
+    "stack_of_empty_tensors": (lambda x: torch.stack([x[:0], x[:0] * 2], -1), [X]),
+    "cat_skips_a_legacy_empty_tensor": (lambda x: torch.cat([x[0, :2], torch.zeros(0), x[1, 3:]], 0) + 1, [X]),
+    # a position read out of a tensor (p.item(), or x[:, p] with a 0-d tensor p) and Python arithmetic on it
+    "select_at_run_time_positions": (lambda x, p: x[:, p] + x[p, p] * 2, [torch.randn(4, 6, 5), torch.tensor(-1)]),
+    "select_at_position_arithmetic": (lambda x, p: x[:, (p.item() * 3 + 1) // 2 % 6] - x[-p.item() % 4, -p.item()], [
+        torch.randn(4, 6, 5), torch.tensor(5, dtype=torch.int32)]),
+    "item_compared_and_in_float_arithmetic": (lambda x, p: (x > p.item()).float() + x * (p.item() * 0.5)
+                                              + x.clamp(max=p.item() - 2.5) + x * (p.item() / 2)
+                                              + torch.where(x > 0, x, p.item()), [torch.randn(4, 6), torch.tensor(1)]),
+    "item_of_a_buffer_indexes_and_slices": (PositionBuffer(), [torch.randn(6, 5, 3)]),
+    "index_put_mask_values_per_row": (lambda x, v: torch.ops.aten.index_put(
+        x, [None, torch.tensor([True, False, True, True, False])], v, False), [torch.randn(6, 5, 3),
+                                                                               torch.randn(6, 1, 3)]),
+    "item_of_a_float_scales": (lambda x, s: x * s.item() - s.item(), [torch.randn(4, 6), torch.tensor(1.5)]),
+    "index_read_run_time_indices_apart": (lambda x, i, j: x[i, :, j] + x[:, i[:2, None], j[:2]].sum(), [
+        torch.randn(5, 6, 4), torch.tensor([4, 0, -2]), torch.tensor([3, 1, 1])]),
     "slice_negative_start": (lambda x: x[:, -4:-1] + x[:, -7:2].sum(1, keepdim=True), [X]),
     "gather": (lambda x, i: torch.gather(x, 2, i), [X, IDX]),
     # writes into a preallocated tensor (torch.export makes them slice_scatter / select_scatter / copy)
@@ -348,8 +395,10 @@ def test_op_matches_torch(name):
     (lambda x: (x > 0).scatter_reduce(1, (x > 1).long(), x < 0, "amax"), r"'amax' of bool tensors"),
     (lambda x: torch.lgamma(x), r"aten::lgamma"),
     (lambda x: torch.topk(x.reshape(-1).repeat(20), 3)[0], r"aten::topk \(over 3600 elements"),
-    (lambda x: x.index_put((x[0, :2, 0, 0].long(), x[0, :2, 1, 0].long()), x[0, :2], accumulate=True),
-     r"aten::index_put \(with 2 index tensors that are not constants \(one is covered"),
+    (lambda x: F.scaled_dot_product_attention(x, x, x, dropout_p=0.1), r"with dropout_p=0.1, which drops at random"),
+    (lambda x: F.dropout(x, 0.2, training=True), r"aten::native_dropout \(dropout with training=True \(p=0.2"),
+    (lambda x: x.index_put((x[:, 0, 0, 0] == x[:, 0, 0, 0],), x * 2),
+     r"aten::index_put \(with a mask and values of shape \[2, 6, 5, 3\]: one value per selected element"),
     (lambda x: x.reshape(-1).repeat(6000).scatter_reduce(0, (x.reshape(-1).repeat(6000) > 0).long(),
                                                           x.reshape(-1).repeat(6000), "amax"),
      r"aten::scatter_reduce.two \(of 1080000 values over 1080000 positions \(it compares every pair"),

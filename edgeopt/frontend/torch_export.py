@@ -21,6 +21,7 @@ from ..ir import Graph, TensorType, Value
 from ..ir.graph import fold_keeps_weights_small
 from .aten import CONVERTERS, KEEP_WHOLE, Ctx, ir_dtype
 from .aten import complex as complex_ops
+from .aten.run_time_scalars import NUMBER_OPS
 from .aten.select import NAMED as NAMED_CONVERTERS
 
 _FRAME = re.compile(r'File "([^"]+)", line (\d+), in (\S+)(?:\n +([^\n]*))?')
@@ -58,11 +59,21 @@ def export(model: torch.nn.Module, example_inputs: Sequence) -> torch.export.Exp
         text = str(e)
         where = _user_frame(e)
         if "data-dependent" in text or "GuardOnDataDependent" in type(e).__name__ or "Could not guard" in text:
+            # "extract specialized integer": a number read from a tensor where torch needs a Python int (an index)
+            write = (", or writes at a position" if "specialized integer" in text else "")
+            hint = (" Write at positions held in a 1-D tensor: y[:, p] = v with a 0-d tensor p as "
+                    "y[:, p.reshape(1)] = v.unsqueeze(1), or y.index_copy(1, p.reshape(1), v.unsqueeze(1))."
+                    if write else "")
             raise UnsupportedModelError(
-                "data-dependent control flow: the model branches (if/while) or sizes a tensor on a tensor's "
-                f"VALUE{where}. edgeopt compiles a static graph: replace the branch with torch.where, "
-                f"or compute the condition from shapes only.\n  torch.export said: {text.splitlines()[0]}"
+                f"data-dependent control flow: the model branches (if/while) or sizes a tensor{write} on a tensor's "
+                f"VALUE{where}. edgeopt compiles a static graph: replace the branch with torch.where, or compute the "
+                f"condition from shapes only.{hint}\n  torch.export said: {text.splitlines()[0]}"
             ) from e
+        if "Pending unbacked symbols" in text:
+            raise UnsupportedModelError(
+                f"a view at a position read from a tensor{where} (x.narrow(dim, p, n) or x[p:p + n] with p a tensor "
+                "or p.item()): torch.export cannot trace it. Index with positions instead: "
+                f"x.index_select(dim, p + torch.arange(n)).\n  torch.export said: {text.splitlines()[0]}") from e
         raise UnsupportedModelError(f"torch.export could not trace the model{where}: "
                                     f"{text.splitlines()[0] if text else type(e).__name__}") from e
 
@@ -225,9 +236,14 @@ def _convert_node(ctx: Ctx, node, unsupported: dict[str, UnsupportedOp]) -> None
             ctx.env[node.name] = ctx.env[src.name][idx]
         return
     if isinstance(target, torch._ops.OpOverload) and all(a.name in ctx.torch_consts for a in node.all_input_nodes) \
-            and (target not in CONVERTERS or _fold_keeps_weights_small(ctx, node)):
-        # a constant subgraph: fold it with torch now (one the IR has no op for, whatever its size)
-        ctx.torch_consts[node.name] = _evaluate(ctx, node)
+            and (target not in CONVERTERS or _fold_keeps_weights_small(ctx, node)) \
+            or target in NUMBER_OPS and all(a.name in ctx.torch_consts for a in node.all_input_nodes):
+        # a constant subgraph: fold it with torch now (one the IR has no op for, whatever its size; Python
+        # arithmetic on numbers folded from constants, ``buffer.item() + 1``)
+        ctx.torch_consts[node.name] = value = _evaluate(ctx, node)
+        sym = node.meta.get("val")
+        if isinstance(sym, (torch.SymInt, torch.SymFloat)) and sym.node.expr.is_Symbol:  # buffer.item(): u0 = 2
+            ctx.sym_values[sym.node.expr] = value
         return
     conv = CONVERTERS.get(target) or NAMED_CONVERTERS.get(_op_name(target))
     if _touches_complex(ctx, node):  # complex tensors are pairs of real values (aten/complex.py)
@@ -324,13 +340,17 @@ def _touches_complex(ctx: Ctx, node) -> bool:
 
 
 def _check_types(ctx: Ctx, node, out) -> None:
-    """The converted value must have the shape and dtype torch recorded for the node."""
+    """The converted value must have the shape and dtype torch recorded for the node. A size torch.export left as a
+    new symbol (a slice at ``buffer.item()``, whose value the frontend folded) takes the converted value's size."""
     val = node.meta.get("val")
     outs = out if isinstance(out, tuple) else (out,)
     vals = val if isinstance(val, (tuple, list)) else (val,)
     for o, v in zip(outs, vals):
         if isinstance(o, Value) and isinstance(v, torch.Tensor):
-            want = TensorType(tuple(int(d) for d in v.shape), ir_dtype(v.dtype))
+            for d, got in zip(v.shape, o.type.shape):
+                if not isinstance(d, int) and d.node.expr.is_Symbol and d.node.expr not in ctx.sym_values:
+                    ctx.sym_values[d.node.expr] = got
+            want = TensorType(tuple(ctx.static_shape(v.shape)), ir_dtype(v.dtype))
             if o.type.shape != want.shape or o.type.dtype != want.dtype:
                 raise AssertionError(f"edgeopt frontend bug: {node.target} at {ctx.source} gave {o.type}, "
                                      f"torch says {want}")

@@ -8,7 +8,18 @@ decompose the op, add it to ``KEEP_WHOLE``.
 
 from __future__ import annotations
 
-from . import composites, elementwise, nn, pool_indices, reduce, scatter, select, shape
+from . import (
+    advanced_index,
+    composites,
+    elementwise,
+    nn,
+    pool_indices,
+    reduce,
+    run_time_scalars,
+    scatter,
+    select,
+    shape,
+)
 from .ctx import Ctx, aten, ir_dtype
 
 #: ATen ops kept as they are (not decomposed to core ATen): the IR has a direct op for each.
@@ -23,6 +34,7 @@ KEEP_WHOLE = [
 ]
 
 CONVERTERS = {**elementwise.CONVERTERS, **reduce.CONVERTERS, **nn.CONVERTERS, **shape.CONVERTERS,
-              **select.CONVERTERS, **composites.CONVERTERS, **scatter.CONVERTERS, **pool_indices.CONVERTERS}
+              **select.CONVERTERS, **composites.CONVERTERS, **scatter.CONVERTERS, **pool_indices.CONVERTERS,
+              **advanced_index.CONVERTERS, **run_time_scalars.CONVERTERS}
 
 __all__ = ["CONVERTERS", "KEEP_WHOLE", "Ctx", "ir_dtype"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import sympy
 import torch
 
 from ...ir import Graph, Value
@@ -39,6 +40,8 @@ class Ctx:
         self._scalars: dict[tuple, Value] = {}
         self.source: str | None = None
         self.node = None
+        #: the values of numbers torch.export could not know (``buffer.item()``: a symbol) but the frontend folded
+        self.sym_values: dict = {}
 
     # -- values -----------------------------------------------------------------------------------
     def const(self, t: torch.Tensor, name: str) -> Value:
@@ -60,7 +63,10 @@ class Ctx:
             val = a
         elif isinstance(a, torch.fx.Node):
             if a.name in self.torch_consts:
-                val = self.const(self.torch_consts[a.name], a.name)
+                c = self.torch_consts[a.name]
+                if not isinstance(c, torch.Tensor):  # a number folded from constants (``buffer.item()``)
+                    return self.scalar(c, dtype or number_dtype(c))
+                val = self.const(c, a.name)
             else:
                 val = self.env[a.name]
         else:
@@ -68,6 +74,17 @@ class Ctx:
                 raise TypeError(f"scalar {a!r} needs a dtype")
             return self.scalar(a, dtype)
         return self.cast(val, dtype) if dtype else val
+
+    def literal(self, a):
+        """``a`` as a Python number where it is one or was folded to one (``buffer.item()``); else ``a`` itself (an
+        fx node: a tensor, or a number known only at run time)."""
+        if isinstance(a, torch.fx.Node) and not isinstance(self.torch_consts.get(a.name, self), (torch.Tensor, Ctx)):
+            return self.torch_consts[a.name]
+        return a
+
+    def is_run_time_number(self, a) -> bool:
+        """Whether ``a`` is a number only the call knows (``p.item()`` of an input), not a Python number."""
+        return isinstance(self.literal(a), torch.fx.Node)
 
     def cast(self, v: Value, dtype: str) -> Value:
         return v if v.type.dtype == dtype else self.add("cast", [v], {"dtype": dtype})
@@ -80,26 +97,60 @@ class Ctx:
         val = val[0] if isinstance(val, (tuple, list)) else val
         return ir_dtype(val.dtype)
 
+    def static_shape(self, shape) -> list[int]:
+        """A shape from an fx node's meta as ints: sizes torch.export left as expressions in numbers the frontend
+        folded (``x[buffer.item():]``) are worked out; one known only at run time is a NotImplementedError."""
+        out = []
+        for d in shape:
+            if not isinstance(d, int):
+                expr = sympy.sympify(d.node.expr.xreplace(self.sym_values))
+                if not expr.is_Integer:
+                    raise NotImplementedError("with a size known only at run time")
+                d = int(expr)
+            out.append(d)
+        return out
+
+    def out_shape(self) -> list[int]:
+        """The static shape of the node being converted (its first output's)."""
+        val = self.node.meta["val"]
+        return self.static_shape((val[0] if isinstance(val, (tuple, list)) else val).shape)
+
     def shape(self, a) -> tuple[int, ...]:
         return self.v(a).type.shape
 
 
 
 
+def number_dtype(value) -> str:
+    """The IR dtype a Python number (or a run-time one: ``SymInt``...) computes in: i64, f32 or bool."""
+    if isinstance(value, (bool, torch.SymBool)):
+        return "bool"
+    return "i64" if isinstance(value, (int, torch.SymInt)) else "f32"
+
+
 def _meta_dtype(a):
-    if isinstance(a, torch.fx.Node):
+    if isinstance(a, torch.fx.Node) and isinstance(a.meta["val"], torch.Tensor):
         return a.meta["val"].dtype
     return None
 
 
+def _stand_in(a):
+    """A Python number of the kind of ``a`` (a Python number, or a run-time one's fx node), for type promotion."""
+    v = a.meta["val"] if isinstance(a, torch.fx.Node) else a
+    return {"bool": True, "i64": 1, "f32": 1.0}[number_dtype(v)]
+
+
 def promoted_dtype(a, b) -> str:
-    """torch's type promotion for two operands (tensor or Python scalar)."""
+    """torch's type promotion for two operands (tensors, Python numbers, or numbers known at run time:
+    ``x > p.item()`` promotes as ``x > 3``)."""
     da, db = _meta_dtype(a), _meta_dtype(b)
     if da is not None and db is not None:
         ta, tb = a.meta["val"], b.meta["val"]
         return ir_dtype(torch.result_type(ta, tb))
+    if da is None and db is None:
+        return ir_dtype(torch.result_type(torch.tensor(_stand_in(a)), _stand_in(b)))
     t, s = (da, b) if da is not None else (db, a)
-    return ir_dtype(torch.result_type(torch.empty((), dtype=t).expand(1), s))
+    return ir_dtype(torch.result_type(torch.empty((), dtype=t).expand(1), _stand_in(s)))
 
 
 def along_last(ctx: Ctx, v: Value, axis: int):

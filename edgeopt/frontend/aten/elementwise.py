@@ -145,6 +145,15 @@ def _to_dtype(ctx, a, *args, **kw):
     return ctx.cast(ctx.v(a), ctx.out_dtype())
 
 
+def _native_dropout(ctx, a, p, train):
+    """``F.dropout(x, p, training=True)``: random at every call, refused (in eval mode, or with
+    ``training=self.training``, torch.export leaves dropout out)."""
+    if train and p:
+        raise NotImplementedError(f"dropout with training=True (p={p:g}: random at every call); compile the model "
+                                  "in eval mode and call F.dropout(x, p, training=self.training)")
+    return _identity(ctx, a), None
+
+
 def _identity(ctx, a, *args, **kw):
     return ctx.v(a)
 
@@ -197,7 +206,7 @@ def _no_op(ctx, *args, **kw):
 def _scalar_tensor_like(ctx, x, value, *args, **kw):
     """full_like / zeros_like / ones_like of a non-constant tensor: the result only depends on the shape."""
     meta = ctx.node.meta["val"]
-    arr = torch.full(tuple(meta.shape), value, dtype=meta.dtype)
+    arr = torch.full(tuple(ctx.out_shape()), value, dtype=meta.dtype)
     return ctx.const(arr, ctx.node.name)
 
 
@@ -255,7 +264,8 @@ CONVERTERS = {
     aten._to_copy.default: _to_dtype, aten.to.dtype: _to_dtype, aten.type_as.default: _to_dtype,
     aten.clone.default: _identity, aten.alias.default: _identity, aten.detach.default: _identity,
     aten.contiguous.default: _identity, aten.lift_fresh_copy.default: _identity,
-    aten.dropout.default: _identity, aten._assert_tensor_metadata.default: _no_op,
+    aten.dropout.default: _identity, aten.native_dropout.default: _native_dropout,
+    aten._assert_tensor_metadata.default: _no_op,
     aten.full_like.default: _scalar_tensor_like,
     aten.zeros_like.default: lambda ctx, x, *a, **k: _scalar_tensor_like(ctx, x, 0),
     aten.ones_like.default: lambda ctx, x, *a, **k: _scalar_tensor_like(ctx, x, 1),

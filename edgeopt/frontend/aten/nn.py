@@ -252,6 +252,10 @@ def _constant_pad(ctx, x, pad, value=0.0):
 def _sdpa(ctx, q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
     if enable_gqa:
         raise NotImplementedError("scaled_dot_product_attention(enable_gqa=True)")
+    if dropout_p:
+        raise NotImplementedError(f"with dropout_p={dropout_p:g}, which drops at random at every call, in eval mode "
+                                  "too; pass dropout_p=0.0 outside training (dropout_p=self.p if self.training else "
+                                  "0.0)")
     ins = [ctx.v(q), ctx.v(k), ctx.v(v)]
     if attn_mask is not None:
         m = ctx.v(attn_mask)

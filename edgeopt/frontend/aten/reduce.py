@@ -21,8 +21,15 @@ def _reduce(op):
     return convert
 
 
+def _of_scalar(ctx, x):
+    """``max(dim)`` / ``min(dim)`` of a 0-d tensor: the value itself at index 0."""
+    return ctx.add("copy", [x]), ctx.scalar(0, "i64")
+
+
 def _max_dim(ctx, a, dim, keepdim=False):
     x = ctx.v(a)
+    if x.type.rank == 0:
+        return _of_scalar(ctx, x)
     ax = [norm_dim(dim, x.type.rank)]
     return (ctx.add("max", [x], {"axes": ax, "keepdims": keepdim}),
             ctx.add("argmax", [x], {"axes": ax, "keepdims": keepdim}))
@@ -30,6 +37,8 @@ def _max_dim(ctx, a, dim, keepdim=False):
 
 def _min_dim(ctx, a, dim, keepdim=False):
     x = ctx.v(a)
+    if x.type.rank == 0:
+        return _of_scalar(ctx, x)
     return (ctx.add("min", [x], {"axes": [norm_dim(dim, x.type.rank)], "keepdims": keepdim}),
             _argmin(ctx, x, dim, keepdim))
 
@@ -47,6 +56,9 @@ def _argmax(ctx, a, dim=None, keepdim=False):
 def _softmax(op):
     def convert(ctx, a, dim, *rest):
         x = ctx.v(a, ctx.out_dtype())
+        if x.type.rank == 0:  # torch's softmax of a scalar over dim 0 / -1: as of a one-element vector
+            y = ctx.add(op, [ctx.add("reshape", [x], {"shape": [1]})], {"axis": 0})
+            return ctx.add("reshape", [y], {"shape": []})
         return ctx.add(op, [x], {"axis": norm_dim(dim, x.type.rank)})
 
     return convert

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from .ctx import aten, norm_dim
-from .scatter import constant_indices, scatter_constant, scatter_dim
+from .ctx import NP_DTYPES, aten, norm_dim
+from .run_time_scalars import select_at
 
 
 def _view(ctx, x, shape):
     xv = ctx.v(x)
-    out = [int(d) for d in ctx.node.meta["val"].shape]
+    out = ctx.out_shape()
     if list(xv.type.shape) == out:
         return xv
     return ctx.add("reshape", [xv], {"shape": out})
@@ -37,7 +37,7 @@ def _t(ctx, x):
 
 def _expand(ctx, x, size, implicit=False):
     xv = ctx.v(x)
-    out = [int(d) for d in ctx.node.meta["val"].shape]
+    out = ctx.out_shape()
     if list(xv.type.shape) == out:
         return xv
     if xv.type.rank < len(out):
@@ -47,6 +47,10 @@ def _expand(ctx, x, size, implicit=False):
 
 def _slice(ctx, x, dim=0, start=None, end=None, step=1):
     xv = ctx.v(x)
+    start, end = ctx.literal(start), ctx.literal(end)
+    if ctx.is_run_time_number(start) or ctx.is_run_time_number(end):
+        raise NotImplementedError("with bounds read from a tensor at run time, so of a length known only then; "
+                                  "index with positions instead: x.index_select(dim, p + torch.arange(length))")
     ax = norm_dim(dim, xv.type.rank)
     n = xv.type.shape[ax]
     start, end = 0 if start is None else start, n if end is None else end
@@ -59,6 +63,9 @@ def _slice(ctx, x, dim=0, start=None, end=None, step=1):
 
 def _select(ctx, x, dim, index):
     xv = ctx.v(x)
+    index = ctx.literal(index)
+    if ctx.is_run_time_number(index):
+        return select_at(ctx, xv, dim, index)
     ax = norm_dim(dim, xv.type.rank)
     i = index % xv.type.shape[ax]
     s = ctx.add("slice", [xv], {"axis": ax, "start": i, "end": i + 1, "step": 1})
@@ -107,8 +114,13 @@ def _copy(ctx, dst, src, non_blocking=False):
 
 
 def _cat(ctx, tensors, dim=0):
+    """``torch.cat``: the inputs with elements joined (an empty input adds none; torch also skips 1-D ``[0]`` ones
+    beside any rank); with no elements at all, an empty constant of the result's shape."""
     vals = [ctx.v(t, ctx.out_dtype()) for t in tensors]
-    vals = [v for v in vals if v.type.numel > 0] or vals[:1]
+    shape = ctx.out_shape()
+    if 0 in shape:
+        return ctx.g.add_const(np.zeros(shape, NP_DTYPES[ctx.out_dtype()]), "empty")
+    vals = [v for v in vals if v.type.numel > 0]
     return vals[0] if len(vals) == 1 else ctx.add("concat", vals, {"axis": norm_dim(dim, vals[0].type.rank)})
 
 
@@ -182,6 +194,9 @@ def _unfold(ctx, x, dim, size, step):
 
 def _gather(ctx, x, dim, index, sparse_grad=False):
     xv = ctx.v(x)
+    if xv.type.rank == 0:  # torch: every index of a scalar is 0, so each reads the scalar
+        shape = list(ctx.v(index).type.shape)
+        return ctx.add("broadcast_to", [xv], {"shape": shape}) if shape else ctx.add("copy", [xv])
     return ctx.add("gather", [xv, ctx.v(index)], {"axis": norm_dim(dim, xv.type.rank)})
 
 
@@ -192,72 +207,8 @@ def _index_select(ctx, x, dim, index):
     return ctx.add("take", [xv, ctx.v(index)], {"axis": norm_dim(dim, xv.type.rank)})
 
 
-def _index(ctx, x, indices):
-    """x[i0, i1, ...] (advanced indexing) with index tensors on consecutive axes, others ':'.
-
-    The indexed axes are flattened into one and the index tensors combined into one linear index
-    (broadcast like numpy), so it becomes a single ``take``.
-    """
-    xv = ctx.v(x)
-    pos = [i for i, t in enumerate(indices) if t is not None]
-    if pos != list(range(pos[0], pos[-1] + 1)):
-        raise NotImplementedError("advanced indexing with index tensors on non-adjacent axes")
-    a, b = pos[0], pos[-1] + 1
-    shape = xv.type.shape
-    idx = [ctx.v(indices[i]) for i in pos]
-    if any(i.type.dtype == "bool" for i in idx):
-        raise NotImplementedError("boolean mask indexing (its result shape depends on the data)")
-    idx = [ctx.cast(i, "i64") for i in idx]
-    lin = None
-    for k, i in zip(range(a, b), idx):
-        n = shape[k]
-        i = ctx.add("where", [ctx.add("lt", [i, ctx.scalar(0, "i64")]), ctx.add("add", [i, ctx.scalar(n, "i64")]), i])
-        stride = int(np.prod(shape[k + 1 : b], dtype=np.int64))
-        term = i if stride == 1 else ctx.add("mul", [i, ctx.scalar(stride, "i64")])
-        lin = term if lin is None else ctx.add("add", [lin, term])
-    if b - a > 1:
-        flat = list(shape[:a]) + [int(np.prod(shape[a:b], dtype=np.int64))] + list(shape[b:])
-        xv = ctx.add("reshape", [xv], {"shape": flat})
-    return ctx.add("take", [xv, lin], {"axis": a})
-
-
-def _index_put(ctx, x, indices, values, accumulate=False):
-    """``x[..., idx, ...] = values`` with one 1-D integer index tensor on one axis (``index_copy_`` and a KV cache's
-    update export as this): an ``index_copy``; negative indices count from the end, as in torch. Constant indices
-    (``F.fold``'s), several and with ``accumulate``: a gather (``scatter.scatter_constant``); one index known only at
-    run time with ``accumulate`` (``index_add``): ``scatter_add`` along its axis (``scatter.scatter_dim``)."""
-    xv = ctx.v(x)
-    given = [i for i, t in enumerate(indices) if t is not None]
-    known = constant_indices(ctx, indices)
-    if known is not None and (accumulate or len(given) != 1 or known[given[0]].ndim != 1):
-        return scatter_constant(ctx, xv, known, values, accumulate)
-    if len(given) != 1:
-        raise NotImplementedError(f"with {len(given)} index tensors that are not constants (one is covered)")
-    ax = given[0]
-    idx = ctx.v(indices[ax])
-    if idx.type.rank != 1 or idx.type.dtype == "bool":
-        raise NotImplementedError(f"with a {idx.type} index (a 1-D integer one is covered)")
-    n = xv.type.shape[ax]
-    wrapped = ctx.add("where", [ctx.add("lt", [idx, ctx.v(0, idx.type.dtype)]),
-                                ctx.add("add", [idx, ctx.v(n, idx.type.dtype)]), idx])
-    shape = list(xv.type.shape)
-    shape[ax] = idx.type.shape[0]
-    src = ctx.v(values, xv.type.dtype)
-    if list(src.type.shape) != shape:
-        src = ctx.add("broadcast_to", [src], {"shape": shape})
-    if accumulate:  # index_add: each element's index along the axis, then scatter_add's compare of every pair
-        along = ctx.add("reshape", [wrapped], {"shape": [shape[ax] if k == ax else 1 for k in range(len(shape))]})
-        return scatter_dim(ctx, xv, ax, ctx.add("broadcast_to", [along], {"shape": shape}), src, "sum")
-    return ctx.add("index_copy", [xv, src, wrapped], {"axis": ax})
-
-
-def _index_copy(ctx, x, dim, index, source):
-    xv = ctx.v(x)
-    return _index_put(ctx, xv, [None] * norm_dim(dim, xv.type.rank) + [index], source)
-
-
 CONVERTERS = {
-    aten.index_put.default: _index_put, aten.index_copy.default: _index_copy, aten.unfold.default: _unfold,
+    aten.unfold.default: _unfold,
     aten.view.default: _view, aten._unsafe_view.default: _view, aten.reshape.default: _view,
     aten.squeeze.dim: _squeeze, aten.squeeze.dims: _squeeze, aten.squeeze.default: _squeeze,
     aten.unsqueeze.default: _view, aten.flatten.using_ints: _view,
@@ -268,5 +219,5 @@ CONVERTERS = {
     aten.copy.default: _copy,
     aten.cat.default: _cat, aten.split.Tensor: _split, aten.split_with_sizes.default: _split_sizes,
     aten.unbind.int: _unbind,
-    aten.embedding.default: _embedding, aten.index_select.default: _index_select, aten.index.Tensor: _index,
+    aten.embedding.default: _embedding, aten.index_select.default: _index_select,
 }
