@@ -1,16 +1,18 @@
 """edgeopt on PyTorch's own OpInfo samples: how many of the samples of the inference ops it compiles and computes
 right, and whether every miss is an ``UnsupportedModelError`` (issue 22).
 
-    .venv/bin/python bench/opinfo.py                          # every op of OPS (~7 min on 2 cores)
+    .venv/bin/python bench/opinfo.py [--samples 12]           # every op of OPS, 3 samples each (~10 min on 2 cores)
     .venv/bin/python bench/opinfo.py --ops topk nn.functional.gelu --json /tmp/opinfo.json
 
 **The ops** (``OPS``, by OpInfo name, ``name.variant`` where the OpInfo has a ``variant_test_name``): the ops the
 forward pass of common inference models (CNNs, vision and language transformers, detection and segmentation heads)
 is made of -- elementwise math, comparisons and selection, activations, softmax and the normalizations, linear /
-convolution / matrix products, pooling, embedding and padding, reductions, and shape and data movement. Left out:
-random ops (dropout, rand*), in-place variants, complex-only ops, sparse ops, linear-algebra decompositions and
-solvers (svd, inv, eig, qr, cholesky...), FFTs and special functions, losses, ops whose output shape depends on
-the data (nonzero, unique, masked_select), backward-only ops and tensor factories (no tensor input).
+convolution / matrix products, pooling, resizing, embedding and padding, reductions, sorting and search, shape and
+data movement, scatters and indexed writes. Left out: random ops (dropout, rand*), in-place variants, complex-only
+ops, sparse ops, linear-algebra decompositions and solvers (svd, inv, eig, qr, cholesky...), FFTs and special
+functions (erfc, erfinv, lgamma, digamma, Bessel functions), losses, ops whose output shape depends on the data
+(nonzero, unique, masked_select), backward-only ops, training-mode ops (native_batch_norm) and tensor factories (no
+tensor input).
 
 **The samples**: for each op, ``op.sample_inputs("cpu", torch.float32, requires_grad=False)`` with torch, numpy
 and ``random`` seeded with ``SEED`` just before (so one op's samples do not depend on the ops run before it), and
@@ -66,7 +68,7 @@ if ROOT not in sys.path:
 import numpy as np  # noqa: E402
 
 SEED = 0
-SAMPLES_PER_OP = 12
+SAMPLES_PER_OP = 3
 RTOL = 1e-4
 #: samples of one op looked at, at most, to find SAMPLES_PER_OP usable ones
 MAX_SCAN = 80
@@ -77,38 +79,76 @@ OPS: dict[str, tuple[str, ...]] = {
     "elementwise unary": (
         "abs", "neg", "exp", "log", "log1p", "expm1", "sqrt", "rsqrt", "reciprocal", "sin", "cos", "tanh",
         "sigmoid", "erf", "floor", "ceil", "round", "trunc", "frac", "sign", "logical_not",
+        "tan", "asin", "acos", "atan", "sinh", "cosh", "asinh", "acosh", "atanh", "log2", "log10", "exp2", "square",
+        "nan_to_num", "isnan", "isinf", "isfinite", "isposinf", "isneginf", "logit", "sinc", "sgn", "positive",
+        "deg2rad", "rad2deg", "signbit", "bitwise_not",
     ),
     "elementwise binary, comparison, selection": (
         "add", "sub", "mul", "div.no_rounding_mode", "pow", "maximum", "minimum", "fmod", "remainder", "atan2",
         "eq", "ne", "lt", "le", "gt", "ge", "logical_and", "logical_or", "where", "clamp", "masked_fill",
+        "clamp_min", "clamp_max", "floor_divide", "div.trunc_rounding", "div.floor_rounding", "true_divide", "rsub",
+        "float_power", "lerp", "addcmul", "addcdiv", "hypot", "copysign", "heaviside", "xlogy", "logaddexp",
+        "logaddexp2", "fmax", "fmin", "logical_xor", "bitwise_and", "bitwise_or", "bitwise_xor",
+        "bitwise_left_shift", "bitwise_right_shift", "fill",
     ),
     "activations": (
         "nn.functional.relu", "nn.functional.relu6", "nn.functional.gelu", "nn.functional.silu",
         "nn.functional.mish", "nn.functional.elu", "nn.functional.selu", "nn.functional.celu",
         "nn.functional.leaky_relu", "nn.functional.hardswish", "nn.functional.hardsigmoid",
         "nn.functional.hardtanh", "nn.functional.softplus", "nn.functional.logsigmoid",
+        "nn.functional.prelu", "nn.functional.glu", "nn.functional.softsign", "nn.functional.tanhshrink",
+        "nn.functional.hardshrink", "nn.functional.softshrink", "nn.functional.threshold",
     ),
     "softmax, normalization, attention": (
         "softmax", "log_softmax", "nn.functional.normalize", "nn.functional.layer_norm", "nn.functional.group_norm",
         "nn.functional.instance_norm", "nn.functional.batch_norm", "nn.functional.scaled_dot_product_attention",
+        "softmax.with_dtype", "nn.functional.softmin", "nn.functional.local_response_norm", "nn.functional.rms_norm",
+        "native_layer_norm", "nn.functional.multi_head_attention_forward",
     ),
     "linear, convolution, matrix products": (
         "nn.functional.linear", "nn.functional.conv2d", "nn.functional.conv_transpose2d", "matmul", "mm", "bmm",
         "addmm", "baddbmm",
+        "nn.functional.conv1d", "nn.functional.conv3d", "nn.functional.conv_transpose1d",
+        "nn.functional.conv_transpose3d", "nn.functional.bilinear", "einsum", "outer", "dot", "vdot", "mv", "addmv",
+        "addbmm", "addr", "tensordot", "kron", "cross", "linalg.cross", "inner", "linalg.multi_dot",
     ),
     "pooling, resizing, embedding, padding": (
         "nn.functional.max_pool2d", "nn.functional.avg_pool2d", "nn.functional.adaptive_avg_pool2d",
         "nn.functional.interpolate.nearest", "nn.functional.interpolate.bilinear", "nn.functional.embedding",
         "nn.functional.pad.constant",
+        "nn.functional.max_pool1d", "nn.functional.max_pool3d", "nn.functional.avg_pool1d", "nn.functional.avg_pool3d",
+        "nn.functional.adaptive_avg_pool1d", "nn.functional.adaptive_avg_pool3d", "nn.functional.adaptive_max_pool1d",
+        "nn.functional.adaptive_max_pool2d", "nn.functional.interpolate.linear", "nn.functional.interpolate.bicubic",
+        "nn.functional.interpolate.trilinear", "nn.functional.interpolate.area",
+        "nn.functional.interpolate.nearest-exact", "nn.functional.upsample_bilinear", "nn.functional.upsample_nearest",
+        "nn.functional.pixel_shuffle", "nn.functional.pixel_unshuffle", "nn.functional.grid_sample",
+        "nn.functional.unfold", "nn.functional.pad.reflect", "nn.functional.pad.replicate",
+        "nn.functional.pad.circular", "nn.functional.embedding_bag", "nn.functional.one_hot",
+        "nn.functional.channel_shuffle",
     ),
     "reductions": (
         "sum", "mean", "amax", "amin", "max.reduction_with_dim", "max.reduction_no_dim", "min.reduction_with_dim",
         "min.reduction_no_dim", "prod", "var", "std", "argmax", "argmin", "logsumexp", "any", "all", "cumsum",
         "linalg.vector_norm",
+        "cumprod", "cummax", "cummin", "logcumsumexp", "median", "nanmedian", "nanmean", "nansum", "norm",
+        "aminmax", "count_nonzero", "var_mean", "std_mean", "std.unbiased", "var.unbiased", "trace",
+        "nn.functional.cosine_similarity", "nn.functional.pairwise_distance", "cdist", "linalg.matrix_norm",
+    ),
+    "sorting, selection and search": (
+        "topk", "sort", "argsort", "msort", "kthvalue", "searchsorted", "bucketize",
     ),
     "shape and data movement": (
         "reshape", "view", "flatten", "transpose", "permute", "squeeze", "unsqueeze", "expand", "repeat", "tile",
-        "flip", "cat", "stack", "split", "chunk", "narrow", "select", "index_select", "gather", "topk",
+        "flip", "cat", "stack", "split", "chunk", "narrow", "select", "index_select", "gather",
+        "roll", "rot90", "tril", "triu", "diag", "diagonal", "diag_embed", "movedim", "unbind", "unflatten",
+        "take_along_dim", "broadcast_to", "meshgrid.list_of_tensors", "full_like", "zeros_like", "ones_like",
+        "new_zeros", "new_ones", "new_full", "clone", "contiguous", "t", "mT", "split_with_sizes", "hsplit",
+        "vsplit", "tensor_split", "hstack", "vstack", "dstack", "column_stack", "atleast_1d", "atleast_2d",
+        "atleast_3d", "squeeze.multiple", "unsafe_split", "expand_as", "view_as", "reshape_as",
+    ),
+    "scatter and indexed writes": (
+        "scatter", "scatter_add", "scatter_reduce.sum", "scatter_reduce.prod", "scatter_reduce.mean",
+        "scatter_reduce.amax", "scatter_reduce.amin", "index_add", "index_copy", "index_fill", "index_put",
     ),
 }
 ALL_OPS: tuple[str, ...] = tuple(name for names in OPS.values() for name in names)
@@ -230,8 +270,8 @@ class Case:
         self.module, self.inputs, self.ref, self.desc = module, inputs, ref, desc
 
 
-def cases(name: str, opinfo, skipped: list | None = None) -> list[Case]:
-    """The first ``SAMPLES_PER_OP`` usable samples of one op (seeded); the others looked at go to ``skipped``."""
+def cases(name: str, opinfo, skipped: list | None = None, per_op: int = SAMPLES_PER_OP) -> list[Case]:
+    """The first ``per_op`` usable samples of one op (seeded); the others looked at go to ``skipped``."""
     import torch
 
     torch.manual_seed(SEED)
@@ -263,7 +303,7 @@ def cases(name: str, opinfo, skipped: list | None = None) -> list[Case]:
                     skipped.append({"op": name, "opinfo_index": j, "sample": desc, "reason": reason})
                 continue
             out.append(Case(name, len(out), j, module, inputs, ref, desc))
-            if len(out) == SAMPLES_PER_OP:
+            if len(out) == per_op:
                 break
     if not out and skipped is not None:
         skipped.append({"op": name, "opinfo_index": None, "sample": None, "reason": "no usable sample"})
@@ -396,9 +436,9 @@ def run_case(case: Case) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------ the run
-def run(ops=None, *, skipped: list | None = None, progress=None) -> list[dict]:
-    """One record per sample of ``ops`` (OpInfo names; default ``ALL_OPS``), in order; skipped samples are
-    appended to ``skipped``; ``progress(record)`` is called after each sample."""
+def run(ops=None, *, per_op: int = SAMPLES_PER_OP, skipped: list | None = None, progress=None) -> list[dict]:
+    """One record per sample (up to ``per_op`` of each op) of ``ops`` (OpInfo names; default ``ALL_OPS``), in
+    order; skipped samples are appended to ``skipped``; ``progress(record)`` is called after each sample."""
     db = _op_db()
     ops = list(ops or ALL_OPS)
     unknown = [n for n in ops if n not in db]
@@ -406,7 +446,7 @@ def run(ops=None, *, skipped: list | None = None, progress=None) -> list[dict]:
         raise ValueError(f"no OpInfo named {', '.join(unknown)}")
     records = []
     for name in ops:
-        for case in cases(name, db[name], skipped):
+        for case in cases(name, db[name], skipped, per_op):
             rec = run_case(case)
             records.append(rec)
             if progress is not None:
@@ -442,6 +482,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--ops", nargs="+", metavar="NAME", help="OpInfo names (default: every op of OPS)")
     ap.add_argument("--json", metavar="PATH", help="write the results here (default bench/results/opinfo-<time>.json)")
+    ap.add_argument("--samples", type=int, default=SAMPLES_PER_OP, metavar="N",
+                    help=f"usable samples per op, at most (default {SAMPLES_PER_OP})")
     ap.add_argument("-v", "--verbose", action="store_true", help="print every sample's outcome as it runs")
     args = ap.parse_args(argv)
     warnings.filterwarnings("ignore")
@@ -452,18 +494,18 @@ def main(argv=None) -> int:
 
     t0 = time.perf_counter()
     skipped: list = []
-    records = run(args.ops, skipped=skipped, progress=progress)
+    records = run(args.ops, per_op=args.samples, skipped=skipped, progress=progress)
     seconds = time.perf_counter() - t0
     if any(r["outcome"] != "correct" for r in records):
         print(table(records))
     if skipped:
-        print(f"skipped {len(skipped)} sample(s) while looking for {SAMPLES_PER_OP} usable ones per op:")
+        print(f"skipped {len(skipped)} sample(s) while looking for {args.samples} usable ones per op:")
         for s in skipped:
             print(f"  {s['op']}[opinfo #{s['opinfo_index']}] {s['reason']}")
     line = summary_line(records)
     print(f"{line} ({seconds:.0f} s)")
     extra = {"summary": {**summary(records), "line": line, "seconds": round(seconds, 1)},
-             "settings": {"seed": SEED, "samples_per_op": SAMPLES_PER_OP, "rtol": RTOL, "dtype": "float32",
+             "settings": {"seed": SEED, "samples_per_op": args.samples, "rtol": RTOL, "dtype": "float32",
                           "ops": list(args.ops or ALL_OPS)},
              "skipped": skipped}
     if args.json:

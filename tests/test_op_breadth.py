@@ -312,6 +312,54 @@ CASES = {
     "gather_from_a_scalar": (lambda x: torch.gather(x, 0, torch.tensor([0, 0, 0])) * 2, [torch.tensor(1.25)]),
     "stack_of_empty_tensors": (lambda x: torch.stack([x[:0], x[:0] * 2], -1), [X]),
     "cat_skips_a_legacy_empty_tensor": (lambda x: torch.cat([x[0, :2], torch.zeros(0), x[1, 3:]], 0) + 1, [X]),
+    # elementwise ops written with the IR's (elementwise_composites.py), NaN, infinities and -0.0 included
+    "log2_log10_exp2": (lambda x: torch.log2(x.abs() + 0.5) + torch.log10(x.abs() + 0.5) * 2 + torch.exp2(x), [X]),
+    "floor_of_log2_log10_at_exact_powers": (lambda x: torch.floor(torch.log2(x))
+                                            + torch.floor(torch.log10(x * 0 + 1e9)) * 1000,
+                                            [torch.tensor([2.0 ** k for k in range(-126, 128)])]),
+    "log2_exp2_of_integers": (lambda x: torch.log2(x) + torch.exp2(x), [torch.tensor([1, 2, 8, 1024])]),
+    "hypot_infinities_nan_huge": (lambda x: torch.hypot(x, x.flip(0)), [SPECIAL[0]]),
+    "copysign_signbit_negative_zero_nan": (lambda x: torch.copysign(torch.full_like(x, 2.0), x.flip(0))
+                                           + torch.signbit(x).float() * 10, [SPECIAL[0]]),
+    "fmax_fmin_take_the_number_beside_nan": (lambda x: torch.fmax(x, x.flip(0)) - torch.fmin(x, x.flip(0)) * 3,
+                                             [SPECIAL[0]]),
+    "times_zero_is_nan_for_inf_and_nan": (lambda x: x * 0.0 + torch.addr(x[:1, None] * 0, x, x, beta=0, alpha=0)[0],
+                                          [SPECIAL[0]]),
+    "var_std_of_nothing_is_nan": (lambda x: torch.var(x[:0], True) + torch.std(x[:0, 0], 0), [X]),
+    "logical_xor": (lambda x: torch.logical_xor(x > 0, x[:, :1] * 0.5).int(), [X]),
+    "addmv_scaled": (lambda b, m, v: torch.addmv(b, m, v, beta=0.5, alpha=2), [torch.randn(4), torch.randn(4, 7),
+                                                                              torch.randn(7)]),
+    "addmv_beta_zero_ignores_nan_input": (lambda b, m, v: torch.addmv(b, m, v, beta=0), [
+        torch.full((1,), float("nan")), torch.randn(4, 7), torch.randn(7)]),
+    "addbmm": (lambda b, p, q: torch.addbmm(b, p, q, beta=2, alpha=0.5), [torch.randn(3, 5), torch.randn(6, 3, 4),
+                                                                          torch.randn(6, 4, 5)]),
+    "scatter_number_with_reduce": (lambda x, i: x.scatter(0, i, 2.5, reduce="add") + x.scatter(0, i, 3.0,
+                                                                                                  reduce="multiply"),
+                                    [torch.randn(3, 5), torch.tensor([[0, 1, 0, 2, 0]])]),
+    "scatter_with_reduce_string": (lambda x, i: x.scatter(1, i, x * 2, reduce="add")
+                                   + x.scatter(1, i, x, reduce="multiply"), [torch.randn(4, 7),
+                                                                             torch.randint(0, 7, (4, 7))]),
+    "native_layer_norm_statistics": (lambda x, w, b: sum(torch.ops.aten.native_layer_norm(x, [3], w, b, 1e-5)),
+                                     [X, torch.randn(3), torch.randn(3)]),
+    "adaptive_max_pool_uneven_windows": (lambda x: F.adaptive_max_pool2d(x, (4, 2)) * 2, [X]),
+    "adaptive_max_pool1d_uneven_rank3": (lambda x: F.adaptive_max_pool1d(x, 3), [torch.randn(3, 7)]),
+    "logcumsumexp_far_apart_and_infinite": (lambda x: torch.logcumsumexp(x, 0), [
+        torch.tensor([-200.0, 0.0, -math.inf, 5.0, math.inf, 1.0, math.nan, 2.0])]),
+    "logcumsumexp_rows": (lambda x: torch.logcumsumexp(x * 40, 1), [X]),
+    # order statistics (a sorted row's element) and binary search, with NaN as torch orders it
+    "kthvalue_values_and_indices": (lambda x: sum(t.float() for t in torch.kthvalue(x, 2, 1)), [X]),
+    "median_rows_with_nan": (lambda x: sum(t.float() for t in torch.median(x, 1, keepdim=True)), [
+        torch.tensor([[1.0, float("nan"), 3.0, 0.5], [2.0, -1.0, 4.0, 7.0], [float("nan")] * 4])]),
+    "nanmedian_rows": (lambda x: sum(t.float() for t in torch.nanmedian(x, 0)), [
+        torch.tensor([[1.0, float("nan"), 3.0], [2.0, float("nan"), 4.0], [float("nan"), 5.0, -4.0]])]),
+    "median_of_all_elements": (lambda x: torch.median(x) + torch.nanmedian(x), [X]),
+    "searchsorted_nan_and_sides": (lambda s, v: torch.searchsorted(s, v) * 10 + torch.searchsorted(s, v, right=True), [
+        torch.tensor([-1.0, 0.0, 0.5, 2.0, float("nan")]), torch.tensor([[0.0, -3.0, 0.7], [2.0, float("nan"), 9.0]])]),
+    "searchsorted_rows_sorter_int32": (lambda s, v: torch.searchsorted(s, v, sorter=torch.argsort(s), out_int32=True), [
+        torch.randn(3, 6), torch.randn(3, 4)]),
+    "searchsorted_half_precision": (lambda s, v: torch.searchsorted(s.half(), v.half()), [
+        torch.tensor([1.0, 2, 2, 3, 5, 8, 8, 13]), torch.tensor([[0.0, 1, 2, 2.5], [8, 13, 14, math.nan]])]),
+    "bucketize_right": (lambda v: torch.bucketize(v, torch.tensor([-1.0, 0.0, 0.5, 2.0]), right=True), [X]),
     # a position read out of a tensor (p.item(), or x[:, p] with a 0-d tensor p) and Python arithmetic on it
     "select_at_run_time_positions": (lambda x, p: x[:, p] + x[p, p] * 2, [torch.randn(4, 6, 5), torch.tensor(-1)]),
     "select_at_position_arithmetic": (lambda x, p: x[:, (p.item() * 3 + 1) // 2 % 6] - x[-p.item() % 4, -p.item()], [

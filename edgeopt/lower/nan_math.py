@@ -94,6 +94,25 @@ def isnan(x):
     return tvm.tirx.bitwise_and(tvm.tirx.reinterpret(ity, x), const(mask, ity)) > const(inf, ity)
 
 
+def not_finite(x):
+    """Whether ``x`` is inf or NaN, from its bits (as ``isnan``)."""
+    if dtype_of(x) not in _BITS:
+        x = x.astype("float32")
+    ity, mask, inf = _BITS[dtype_of(x)]
+    return tvm.tirx.bitwise_and(tvm.tirx.reinterpret(ity, x), const(mask, ity)) >= const(inf, ity)
+
+
+def multiply(a, b):
+    """``a * b``, NaN where a constant 0 meets inf or NaN: TVM's simplifier rewrites ``x * 0.0`` as ``0.0``, so a
+    product with a constant zero is written as ``NaN if x is not finite else 0`` (the zero's sign is not kept:
+    LLVM's fast-math flags ignore it anyway)."""
+    if is_float(dtype_of(a)):
+        for x, c in ((a, constant_value(b)), (b, constant_value(a))):
+            if c == 0.0:
+                return tvm.tirx.Select(not_finite(x), const(math.nan, dtype_of(x)), const(0.0, dtype_of(x)))
+    return a * b
+
+
 def maximum(a, b):
     """Elementwise ``max(a, b)``, NaN if either is NaN: ``select(a < b, b, a)`` keeps a NaN ``a``
     (``vmaxps(b, a)``), the NaN test on ``b`` a NaN ``b``. In a reduction ``a`` is the accumulator: the test on

@@ -136,18 +136,22 @@ def build_webgpu(funcs: dict[str, tirx.PrimFunc], tvm_target) -> WebGPULibrary:
 
 #: C's fmodf, which the fmod kernels call: WGSL has none; its float ``%`` is ``a - b * trunc(a / b)`` (the same but
 #: for the last bits where the quotient is large)
-_FMODF = "fn fmodf(a: f32, b: f32) -> f32 { return a % b; }\n"
+#: C math functions TVM's WGSL calls but WGSL lacks, defined in the shader where called
+_HELPERS = {"fmodf": "fn fmodf(a: f32, b: f32) -> f32 { return a % b; }\n",
+            "log10f": "fn log10f(x: f32) -> f32 { return log2(x) * 0.30102999566398120f; }\n"}
 
 
 def legal_wgsl(source: str) -> str:
     """TVM's WGSL with its infinity and NaN literals (``inff``, which WGSL lacks) spelled as bit casts, i32's
-    minimum (a max-pool's start on integers) as an expression WGSL accepts, and ``fmodf`` defined where called."""
+    minimum (a max-pool's start on integers) as an expression WGSL accepts, and ``fmodf`` / ``log10f`` defined
+    where called."""
     source = _I32_MIN_RE.sub("(-2147483647i - 1i)", source)
-    if "fmodf(" in source and "fn fmodf(" not in source:  # after the directives (enable f16;), which come first
-        lines = source.splitlines(keepends=True)
-        at = max((i + 1 for i, line in enumerate(lines) if line.lstrip().startswith(("enable ", "requires ",
-                                                                                      "diagnostic"))), default=0)
-        source = "".join(lines[:at] + [_FMODF] + lines[at:])
+    for name, helper in _HELPERS.items():
+        if f"{name}(" in source and f"fn {name}(" not in source:  # after the directives (enable f16;), which come first
+            lines = source.splitlines(keepends=True)
+            at = max((i + 1 for i, line in enumerate(lines) if line.lstrip().startswith(("enable ", "requires ",
+                                                                                          "diagnostic"))), default=0)
+            source = "".join(lines[:at] + [helper] + lines[at:])
     return _SPECIAL_RE.sub(lambda m: _SPECIAL_FLOATS[m.group(1)], source)
 
 

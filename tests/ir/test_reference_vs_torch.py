@@ -566,6 +566,7 @@ UNARY_TORCH = {
     "sigmoid": (torch.sigmoid, False), "relu": (F.relu, False), "silu": (F.silu, False),
     "hardswish": (F.hardswish, False), "hardsigmoid": (F.hardsigmoid, False),
     "log1p": (torch.log1p, True), "expm1": (torch.expm1, False), "trunc": (torch.trunc, False),
+    "log2": (torch.log2, True), "log10": (torch.log10, True),
 }
 
 

@@ -183,7 +183,7 @@ def opn(op, names, attrs=None):
 
 # unary ------------------------------------------------------------------------------------------------------
 
-_POSITIVE_DOMAIN = {"log", "sqrt", "rsqrt", "reciprocal"}
+_POSITIVE_DOMAIN = {"log", "log2", "log10", "sqrt", "rsqrt", "reciprocal"}
 _X_UNARY = f32((3, 4, 5), -3.0, 3.0)
 _X_UNARY.flat[:14] = [-2.5, -1.5, -0.5, 0.5, 1.5, 2.5, -2.0, 0.0, 3.0, -3.0, 1.0, -0.25,
                       0.49999997, -0.50000006]

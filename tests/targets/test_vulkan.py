@@ -277,6 +277,19 @@ def test_fmod_runs_in_wgsl():
     assert rel_err(torch_outputs(_HalfRemainders().eval(), (exact,))[0], half(exact.numpy())) < F16_TOL
 
 
+class _Logarithms(torch.nn.Module):
+    def forward(self, x):
+        return torch.log2(x) + torch.log10(x) * 3
+
+
+@needs_vulkan
+def test_log10_runs_in_wgsl():
+    """log10 calls C's log10f, which WGSL lacks: legal_wgsl defines it (log2 is WGSL's own)."""
+    x = torch.rand(4, 5) * 100 + 0.01
+    compiled = edgeopt.compile(_Logarithms().eval(), (x,), target="vulkan")
+    assert rel_err(torch_outputs(_Logarithms().eval(), (x,))[0], compiled(x.numpy())) < TOL
+
+
 @needs_vulkan
 def test_grid_split_over_z(monkeypatch):
     """Grids over the device's x limit are split over z; the shader's guard uses the true x size."""

@@ -12,6 +12,7 @@ from . import (
     advanced_index,
     composites,
     elementwise,
+    elementwise_composites,
     nn,
     pool_indices,
     reduce,
@@ -35,6 +36,7 @@ KEEP_WHOLE = [
 
 CONVERTERS = {**elementwise.CONVERTERS, **reduce.CONVERTERS, **nn.CONVERTERS, **shape.CONVERTERS,
               **select.CONVERTERS, **composites.CONVERTERS, **scatter.CONVERTERS, **pool_indices.CONVERTERS,
-              **advanced_index.CONVERTERS, **run_time_scalars.CONVERTERS}
+              **advanced_index.CONVERTERS, **run_time_scalars.CONVERTERS,
+              **elementwise_composites.CONVERTERS}
 
 __all__ = ["CONVERTERS", "KEEP_WHOLE", "Ctx", "ir_dtype"]

@@ -1,5 +1,5 @@
 """ATen ops the IR has no op of its own for, written with the ones it has: inverse trigonometric and hyperbolic
-functions, ``var_mean``, ``diagonal``, ``adaptive_max_pool2d`` on windows that tile the input, ``cdist``,
+functions, ``var_mean``, ``diagonal``, ``adaptive_max_pool2d`` (values), ``cdist``,
 ``embedding_bag`` on bags of one size, ``cumprod`` / ``cummax`` / ``cummin`` as masked reductions over every pair.
 
 Each formula is chosen to keep float32's accuracy where the textbook one loses it:
@@ -134,18 +134,33 @@ def _diagonal(ctx: Ctx, a, offset=0, dim1=0, dim2=1):
 
 
 def _adaptive_max(ctx: Ctx, a, output_size):
-    """Values only (the indices output is an unsupported case), for outputs whose windows tile the input."""
+    """Values only (the indices output is an unsupported case). Windows that tile the input: a ``max_pool2d``;
+    others (``floor(i * n / out)`` to ``ceil((i + 1) * n / out)``, torch's): per axis, a ``take`` of every window's
+    positions (a shorter window repeats its last) and a max over them."""
     x = ctx.v(a)
     out = list(output_size) if isinstance(output_size, (list, tuple)) else [output_size] * 2
     h, w = x.type.shape[-2:]
     out = [h if o is None else o for o in out[:1]] + [w if o is None else o for o in out[1:]]
-    if h % out[0] or w % out[1]:
-        raise NotImplementedError(f"to {out} from {[h, w]} (windows of unequal sizes; an output that divides the "
-                                  "input is covered)")
-    if x.type.rank != 4:
-        raise NotImplementedError("of a rank-3 input")
-    k = [h // out[0], w // out[1]]
-    return ctx.add("max_pool2d", [x], {"kernel": k, "stride": k}), None
+    if h % out[0] == 0 and w % out[1] == 0 and x.type.rank == 4:
+        k = [h // out[0], w // out[1]]
+        return ctx.add("max_pool2d", [x], {"kernel": k, "stride": k}), None
+    for axis, (n, o) in zip((x.type.rank - 2, x.type.rank - 1), zip((h, w), out)):
+        x = _window_max(ctx, x, axis, n, o)
+    return x, None
+
+
+def _window_max(ctx: Ctx, x, axis: int, n: int, out: int):
+    """Max over adaptive pooling's windows of axis ``axis`` (``n`` long) for ``out`` outputs."""
+    if n == out:
+        return x
+    starts = [i * n // out for i in range(out)]
+    ends = [-(-(i + 1) * n // out) for i in range(out)]
+    k = max(e - s for s, e in zip(starts, ends))
+    where = np.array([[min(s + j, e - 1) for j in range(k)] for s, e in zip(starts, ends)], np.int64).reshape(-1)
+    y = ctx.add("take", [x, ctx.g.add_const(where, "adaptive_windows")], {"axis": axis})
+    shape = list(x.type.shape)
+    y = ctx.add("reshape", [y], {"shape": shape[:axis] + [out, k] + shape[axis + 1:]})
+    return ctx.add("max", [y], {"axes": [axis + 1], "keepdims": False})
 
 
 def _cdist(ctx: Ctx, a, b, p, compute_mode=None):
@@ -191,7 +206,7 @@ def _embedding_bag(ctx: Ctx, weight, indices, offsets, scale_grad_by_freq=False,
     return ctx.add(op, [rows], {"axes": [1], "keepdims": False}), None, None, None
 
 
-CUMULATIVE_MAX = 2048  # cumprod / cummax / cummin compare every pair of positions along their axis
+CUMULATIVE_MAX = 2048  # cumprod / cummax / cummin / logcumsumexp compare every pair of positions along their axis
 
 
 def _cumulative(ctx: Ctx, x, dim, reduce: str, fill):
@@ -225,6 +240,20 @@ def _cumprod(ctx: Ctx, a, dim, dtype=None):
     x = ctx.cast(ctx.v(a), "f32" if out == "f16" else out)
     y, (_, _, back) = _cumulative(ctx, x, dim, "prod", 1)
     return ctx.cast(_back(ctx, y, back, x), out)
+
+
+def _logcumsumexp(ctx: Ctx, a, dim):
+    """``y[i] = log(sum_{k <= i} exp(x[k]))`` around the running max ``m[i]``: ``m[i] + log(sum exp(x[k] - m[i]))``,
+    whose terms are at most 1 and one of them 1 (no overflow, and no underflow to log(0) where earlier elements are far
+    below later ones); an infinite running max is the result itself, NaN stays NaN."""
+    x = ctx.cast(ctx.v(a), ctx.out_dtype())
+    m, (xk, tril, back) = _cumulative(ctx, x, dim, "max", -math.inf)
+    mi = ctx.add("reshape", [m], {"shape": list(m.type.shape) + [1]})  # [..., i, 1] against xk's [..., 1, k]
+    terms = ctx.add("where", [tril, ctx.add("exp", [ctx.add("sub", [xk, mi])]), _c(ctx, 0.0, x)])
+    y = ctx.add("add", [m, ctx.add("log", [ctx.add("sum", [terms], {"axes": [-1], "keepdims": False})])])
+    y = ctx.add("where", [ctx.add("eq", [ctx.add("abs", [m]), _c(ctx, math.inf, x)]), m, y])
+    y = ctx.add("where", [ctx.add("ne", [m, m]), m, y])  # compares are not NaN-safe; NaN tests are
+    return _back(ctx, y, back, x)
 
 
 def _cum_extreme(reduce: str):
@@ -264,5 +293,5 @@ CONVERTERS = {
     aten.adaptive_max_pool2d.default: _adaptive_max, aten._cdist_forward.default: _cdist,
     aten._embedding_bag.default: _embedding_bag, aten._embedding_bag_forward_only.default: _embedding_bag,
     aten.cumprod.default: _cumprod, aten.cummax.default: _cum_extreme("max"),
-    aten.cummin.default: _cum_extreme("min"),
+    aten.cummin.default: _cum_extreme("min"), aten.logcumsumexp.default: _logcumsumexp,
 }

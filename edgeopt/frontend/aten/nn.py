@@ -30,12 +30,33 @@ def _matmul(ctx, a, b):
 
 
 def _addmm(ctx, bias, a, b, beta=1, alpha=1):
-    y = _matmul(ctx, a, b)
+    return _scaled_sum(ctx, _matmul(ctx, a, b), bias, beta, alpha)
+
+
+def _addmv(ctx, bias, mat, vec, beta=1, alpha=1):
+    """``beta * input + alpha * (mat @ vec)``; with ``beta=0`` the input is not read (its NaNs neither), as torch."""
+    y = _matmul(ctx, mat, vec)
+    return _scaled_sum(ctx, y, bias, beta, alpha)
+
+
+def _addbmm(ctx, bias, a, b, beta=1, alpha=1):
+    """``beta * input + alpha * sum_i (a[i] @ b[i])``."""
+    y = ctx.add("sum", [_matmul(ctx, a, b)], {"axes": [0], "keepdims": False})
+    return _scaled_sum(ctx, y, bias, beta, alpha)
+
+
+def _scaled_sum(ctx, y, bias, beta, alpha):
+    """``beta * bias + alpha * y`` in the output's dtype; ``beta=0`` does not read ``bias`` (torch ignores its NaNs)."""
+    dt = ctx.out_dtype()
+    y = ctx.cast(y, dt)
     if alpha != 1:
-        y = ctx.add("mul", [y, ctx.scalar(alpha, y.type.dtype)])
-    c = ctx.v(bias)
+        y = ctx.add("mul", [y, ctx.scalar(alpha, dt)])
+    if beta == 0:  # the result still has the broadcast shape of both
+        shape = ctx.out_shape()
+        return y if list(y.type.shape) == shape else ctx.add("broadcast_to", [y], {"shape": shape})
+    c = ctx.v(bias, dt)
     if beta != 1:
-        c = ctx.add("mul", [c, ctx.scalar(beta, c.type.dtype)])
+        c = ctx.add("mul", [c, ctx.scalar(beta, dt)])
     return ctx.add("add", [y, c])
 
 
@@ -282,7 +303,7 @@ _MAX_POOL3D = _batched(_max_pool3d, 4)
 CONVERTERS = {
     aten.grid_sampler_2d.default: _grid_sampler,
     aten.linear.default: _linear, aten.matmul.default: _matmul, aten.mm.default: _matmul,
-    aten.bmm.default: _matmul, aten.addmm.default: _addmm,
+    aten.bmm.default: _matmul, aten.addmm.default: _addmm, aten.addmv.default: _addmv, aten.addbmm.default: _addbmm,
     aten.convolution.default: _convolution,
     aten._native_batch_norm_legit_no_training.default: _batch_norm,
     aten.native_group_norm.default: _group_norm, aten._native_batch_norm_legit.no_stats: _batch_norm_batch_stats,

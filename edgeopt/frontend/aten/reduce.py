@@ -74,6 +74,18 @@ def _layer_norm(ctx, a, normalized_shape, weight=None, bias=None, eps=1e-5, *res
     return ctx.add("layer_norm", ins, {"normalized_ndim": len(normalized_shape), "eps": float(eps)})
 
 
+def _native_layer_norm(ctx, a, normalized_shape, weight=None, bias=None, eps=1e-5):
+    """``native_layer_norm``: the normalized tensor, and the mean and 1 / std over the normalized axes (kept as 1s)
+    that training reads."""
+    x = ctx.v(a)
+    axes = list(range(x.type.rank - len(normalized_shape), x.type.rank))
+    mean = ctx.add("mean", [x], {"axes": axes, "keepdims": True})
+    centered = ctx.add("sub", [x, mean])
+    var = ctx.add("mean", [ctx.add("mul", [centered, centered])], {"axes": axes, "keepdims": True})
+    rstd = ctx.add("rsqrt", [ctx.add("add", [var, ctx.v(float(eps), x.type.dtype)])])
+    return _layer_norm(ctx, x, normalized_shape, weight, bias, eps), mean, rstd
+
+
 def _axes(x, dim) -> list[int]:
     """``dim`` (None, [], an int or a list) as the list of axes a reduction covers: None and [] mean all; a
     scalar has none (torch takes dim 0 / -1 of a scalar as the scalar itself)."""
@@ -85,8 +97,8 @@ def _axes(x, dim) -> list[int]:
 
 
 def _var(ctx: Ctx, a, dim=None, *, correction=None, keepdim=False):
-    """Variance with Bessel's ``correction`` (default 1): sum((x - mean)^2) / (N - correction), torch's two-pass
-    formula (N - correction <= 0 divides by 0 or less, giving inf or NaN as torch does)."""
+    """Variance with Bessel's ``correction`` (default 1): sum((x - mean)^2) / max(0, N - correction), torch's two-pass
+    formula (N - correction <= 0 divides by 0, giving inf or NaN as torch does; an empty tensor's is NaN)."""
     x = ctx.v(a, ctx.out_dtype())
     axes = _axes(x, dim)  # [] for a scalar: its one element is its mean
     n = int(np.prod([x.type.shape[i] for i in axes]))
@@ -94,7 +106,7 @@ def _var(ctx: Ctx, a, dim=None, *, correction=None, keepdim=False):
     centred = ctx.add("sub", [x, mean])
     sq = ctx.add("mul", [centred, centred])
     total = ctx.add("sum", [sq], {"axes": axes, "keepdims": bool(keepdim)}) if axes else sq
-    dof = n - (1 if correction is None else correction)
+    dof = max(0, n - (1 if correction is None else correction))  # torch's: fewer elements than the correction is 0
     # sum / 0 as sum * inf (the same: NaN for 0, inf above); a constant division by 0 stops TVM's folder
     return ctx.add("mul" if dof == 0 else "div", [total, ctx.v(math.inf if dof == 0 else float(dof), x.type.dtype)])
 
@@ -170,5 +182,5 @@ CONVERTERS = {
     aten.max.default: _reduce("max"), aten.min.default: _reduce("min"),  # torch.max(x): over every element
     aten.softmax.int: _softmax("softmax"), aten._softmax.default: _softmax("softmax"),
     aten.log_softmax.int: _softmax("log_softmax"), aten._log_softmax.default: _softmax("log_softmax"),
-    aten.layer_norm.default: _layer_norm,
+    aten.layer_norm.default: _layer_norm, aten.native_layer_norm.default: _native_layer_norm,
 }

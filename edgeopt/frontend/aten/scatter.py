@@ -206,5 +206,14 @@ def _scatter_reduce(ctx, x, dim, index, src, reduce, include_self=True):
     return scatter_dim(ctx, x, dim, index, src, reduce, bool(include_self))
 
 
+def _scatter_with_reduce(ctx, x, dim, index, src, reduce):
+    """``x.scatter(dim, index, src, reduce="add" | "multiply")``: with ``x``'s own values, as scatter_reduce's; a
+    number ``src`` is a tensor of it shaped as ``index``."""
+    if isinstance(src, (bool, int, float)):
+        src = ctx.add("broadcast_to", [ctx.v(src, ctx.v(x).type.dtype)], {"shape": list(ctx.v(index).type.shape)})
+    return scatter_dim(ctx, x, dim, index, src, {"add": "sum", "multiply": "prod"}[reduce])
+
+
 CONVERTERS = {aten.scatter.src: _scatter, aten.scatter.value: _scatter, aten.scatter_add.default: _scatter_add,
-              aten.scatter_reduce.two: _scatter_reduce}
+              aten.scatter_reduce.two: _scatter_reduce, aten.scatter.reduce: _scatter_with_reduce,
+              aten.scatter.value_reduce: _scatter_with_reduce}

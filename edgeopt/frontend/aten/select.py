@@ -1,5 +1,6 @@
 """ATen -> IR converters that select or count elements by rank: topk, sort (and argsort, which exports as sort),
-histc; and the grouped matmul of a mixture of experts' routed tokens.
+kthvalue, median and nanmedian (an element of the sorted row), searchsorted and bucketize (torch's binary search,
+one gather per step), histc; and the grouped matmul of a mixture of experts' routed tokens.
 
 ``topk`` is written with the IR's comparisons and sums, no sort: every element's rank along the axis is the number
 of elements that beat it (a larger value, NaN beating every number as in torch, or an equal value at a smaller
@@ -103,6 +104,9 @@ def _beats(ctx: Ctx, xj, xi, largest: bool):
     equal = ctx.add("eq", [xj, xi])
     if xi.type.dtype.startswith("f"):
         nan_j, nan_i = ctx.add("ne", [xj, xj]), ctx.add("ne", [xi, xi])
+        # compares are not NaN-safe (NaN tests are): a compare decides only between two numbers
+        numbers = ctx.add("logical_not", [ctx.add("logical_or", [nan_j, nan_i])])
+        better = ctx.add("logical_and", [better, numbers])
         if largest:
             better = ctx.add("logical_or", [better, ctx.add("logical_and", [nan_j, ctx.add("logical_not", [nan_i])])])
         else:
@@ -111,8 +115,117 @@ def _beats(ctx: Ctx, xj, xi, largest: bool):
     return ctx.add("logical_or", [better, ctx.add("logical_and", [equal, before])])
 
 
+# ------------------------------------------------------------------------------------ order statistics, search
+def _is_nan(ctx: Ctx, x):
+    return ctx.add("ne", [x, x])
+
+
+def _at_position(ctx: Ctx, x, d: int, keepdim: bool, position):
+    """The element of ``x`` at ``position`` along axis ``d`` in ascending order (NaN last, equal values in their
+    order; ``position(sorted_values)`` gives an i64 tensor shaped as ``x`` with 1 at ``d``): (value, index)."""
+    values, indices = _topk(ctx, x, x.type.shape[d], d, largest=False)
+    pos = position(values)
+    value = ctx.add("gather", [values, pos], {"axis": d})
+    index = ctx.add("gather", [indices, pos], {"axis": d})
+    if not keepdim:
+        shape = [n for k, n in enumerate(x.type.shape) if k != d]
+        value, index = (ctx.add("reshape", [t], {"shape": shape}) for t in (value, index))
+    return value, index
+
+
+def _valid_count(ctx: Ctx, values, d: int):
+    """Per row along ``d``: how many elements are not NaN (as i64, the axis kept as 1)."""
+    return ctx.add("sum", [ctx.cast(ctx.add("logical_not", [_is_nan(ctx, values)]), "i64")], {"axes": [d],
+                                                                                          "keepdims": True})
+
+
+def _statistic(ctx: Ctx, a, dim, keepdim, kind: str, k: int = 1):
+    """``kthvalue`` (the k-th smallest), ``median`` (the lower of the two middle elements; NaN, and the first NaN's
+    index, where a row has one, as torch) or ``nanmedian`` (the median of the numbers; NaN for a row of NaNs) along
+    ``dim``: (values, indices). Of equal values the first in the row is taken, and a row of NaNs gives index 0:
+    torch documents those indices as implementation-defined (its CPU selection picks others)."""
+    x = ctx.v(a)
+    if x.type.rank == 0:  # one element: itself, at index 0
+        x, dim, keepdim = ctx.add("reshape", [x], {"shape": [1]}), 0, False
+    d = norm_dim(dim, x.type.rank)
+    n = x.type.shape[d]
+
+    def position(values):
+        row = [1 if i == d else m for i, m in enumerate(values.type.shape)]
+        middle = ctx.add("broadcast_to", [ctx.scalar(k - 1 if kind == "kthvalue" else (n - 1) // 2, "i64")],
+                         {"shape": row})
+        if kind == "kthvalue" or not values.type.dtype.startswith("f"):
+            return middle
+        valid = _valid_count(ctx, values, d)
+        if kind == "median":  # a row with a NaN: its first NaN, which sorts right after the numbers
+            return ctx.add("where", [ctx.add("lt", [valid, ctx.scalar(n, "i64")]), valid, middle])
+        lower = ctx.add("div", [ctx.add("sub", [valid, ctx.scalar(1, "i64")]), ctx.scalar(2, "i64")])
+        return ctx.add("maximum", [lower, ctx.scalar(0, "i64")])  # a row of NaNs: its first, NaN
+
+    return _at_position(ctx, x, d, bool(keepdim), position)
+
+
+def _kthvalue(ctx: Ctx, a, k, dim=-1, keepdim=False):
+    return _statistic(ctx, a, dim, keepdim, "kthvalue", k)
+
+
+def _median_along(kind: str):
+    def convert(ctx: Ctx, a, dim, keepdim=False):
+        return _statistic(ctx, a, dim, keepdim, kind)
+
+    return convert
+
+
+def _median_of_all(kind: str):
+    def convert(ctx: Ctx, a):
+        x = ctx.v(a)
+        return _statistic(ctx, ctx.add("reshape", [x], {"shape": [x.type.numel]}), 0, False, kind)[0]
+
+    return convert
+
+
+def _searchsorted(ctx: Ctx, seq, values, *, out_int32=False, right=False, side=None, sorter=None):
+    """``torch.searchsorted``: torch's binary search itself, one step per halving of the row (``log2(n) + 1``
+    gathers): the search moves right of ``mid`` where ``!(row[mid] >= value)`` (``right``: ``>``), so rows with
+    NaN, and rows that are not sorted, give torch's answers too."""
+    s, v = ctx.v(seq), ctx.v(values)
+    floats = s.type.dtype.startswith(("f", "bf")) or v.type.dtype.startswith(("f", "bf"))
+    common = "f32" if floats else "i64"  # compared in one dtype
+    s, v = ctx.cast(s, common), ctx.cast(v, common)
+    if sorter is not None:
+        s = ctx.add("gather", [s, ctx.v(sorter)], {"axis": s.type.rank - 1})
+    n = s.type.shape[-1]
+    right = right or side == "right"
+    shape = list(v.type.shape)
+    start = ctx.add("broadcast_to", [ctx.scalar(0, "i64")], {"shape": shape}) if shape else ctx.scalar(0, "i64")
+    end = ctx.add("broadcast_to", [ctx.scalar(n, "i64")], {"shape": shape}) if shape else ctx.scalar(n, "i64")
+    one, last = ctx.scalar(1, "i64"), ctx.scalar(max(n - 1, 0), "i64")
+    v_nan = _is_nan(ctx, v) if common == "f32" else None
+    for _ in range(n.bit_length()):
+        active = ctx.add("lt", [start, end])
+        mid = ctx.add("add", [start, ctx.add("div", [ctx.add("sub", [end, start]), ctx.scalar(2, "i64")])])
+        at = ctx.add("minimum", [mid, last])  # a finished search (start == end == n) reads a valid element
+        mid_val = ctx.add("take", [s, at], {"axis": 0}) if s.type.rank == 1 else \
+            ctx.add("gather", [s, at], {"axis": s.type.rank - 1})
+        go_right = ctx.add("le" if right else "lt", [mid_val, v])  # !(mid_val > v) / !(mid_val >= v) ...
+        if common == "f32":  # ... which also holds where either is NaN (compares are not NaN-safe, NaN tests are)
+            go_right = ctx.add("logical_or", [go_right, ctx.add("logical_or", [_is_nan(ctx, mid_val), v_nan])])
+        start = ctx.add("where", [ctx.add("logical_and", [active, go_right]), ctx.add("add", [mid, one]), start])
+        end = ctx.add("where", [ctx.add("logical_and", [active, ctx.add("logical_not", [go_right])]), mid, end])
+    return ctx.cast(start, "i32" if out_int32 else "i64")
+
+
+def _bucketize(ctx: Ctx, values, boundaries, *, out_int32=False, right=False):
+    """``torch.bucketize``: ``searchsorted(boundaries, values)`` on the same side (``right=False``:
+    ``boundaries[i-1] < v <= boundaries[i]``, searchsorted's left)."""
+    return _searchsorted(ctx, boundaries, values, out_int32=out_int32, right=right)
+
+
 CONVERTERS = {aten.topk.default: _topk, aten.sort.default: _sort, aten.sort.stable: _sort_stable,
-              aten.histc.default: _histc}
+              aten.histc.default: _histc, aten.kthvalue.default: _kthvalue,
+              aten.median.default: _median_of_all("median"), aten.median.dim: _median_along("median"),
+              aten.nanmedian.default: _median_of_all("nanmedian"), aten.nanmedian.dim: _median_along("nanmedian"),
+              aten.searchsorted.Tensor: _searchsorted, aten.bucketize.Tensor: _bucketize}
 
 #: ops of other libraries, by name (their overloads exist only once the library is imported)
 NAMED = {"transformers::grouped_mm_fallback": grouped_mm}

@@ -56,12 +56,14 @@ UNARY = {
     "log1p": (lambda x, a: np.log1p(x), True, {}),
     "expm1": (lambda x, a: np.expm1(x), True, {}),
     "trunc": (lambda x, a: np.trunc(x), True, {}),
+    "log2": (lambda x, a: np.log2(x), True, {}),
+    "log10": (lambda x, a: np.log10(x), True, {}),
 }
 
 
 #: traits (see ``edgeopt.ir.registry``): cheap to recompute per read; computed in f32 under precision="fp16"
 _CHEAP = {"neg", "relu", "add", "sub", "mul", "div", "maximum", "minimum"}
-_KEEP_F32 = {"exp", "log", "pow", "rsqrt", "reciprocal"}
+_KEEP_F32 = {"exp", "log", "log2", "log10", "pow", "rsqrt", "reciprocal"}
 
 DOCS = {
     "neg": "neg(x): -x", "abs": "abs(x): |x|", "exp": "exp(x): e**x (overflows to inf)",
@@ -76,6 +78,7 @@ DOCS = {
     "hardsigmoid": "hardsigmoid(x): clamp(x + 3, 0, 6) / 6",
     "leaky_relu": "leaky_relu(x){alpha}: x if x >= 0 else alpha * x", "log1p": "log1p(x): log(1 + x), exact near 0",
     "expm1": "expm1(x): e**x - 1, exact near 0", "trunc": "trunc(x): round toward 0",
+    "log2": "log2(x): base-2 logarithm (exact at powers of 2)", "log10": "log10(x): base-10 logarithm",
     "add": "add(a, b): a + b, broadcasting", "sub": "sub(a, b): a - b, broadcasting",
     "mul": "mul(a, b): a * b, broadcasting",
     "div": "div(a, b): a / b, broadcasting; integers truncate toward 0 (as C does); x / 0 is inf or NaN for floats",

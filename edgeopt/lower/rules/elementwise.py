@@ -66,12 +66,15 @@ UNARY = {
     "log1p": _log1p,
     "expm1": lambda x, a: fast_math.expm1(x),
     "trunc": lambda x, a: te.trunc(x),
+    "log2": lambda x, a: te.log2(x),
+    "log10": lambda x, a: te.log10(x),
 }
 
 
 #: evaluated in float32 on f16 data, then rounded once: f16 arithmetic inside them would lose most digits (GELU's
 #: ``1 + erf(x)`` cancels for negative x) or overflow (exp above 11)
-IN_F32 = {"exp", "log", "sqrt", "rsqrt", "sin", "cos", "tanh", "erf", "sigmoid", "gelu", "silu", "log1p", "expm1"}
+IN_F32 = {"exp", "log", "log2", "log10", "sqrt", "rsqrt", "sin", "cos", "tanh", "erf", "sigmoid", "gelu", "silu",
+          "log1p", "expm1"}
 
 
 def _in_f32(f):
@@ -183,7 +186,7 @@ def _atan2(a, b):
 
 BINARY = {
     "fmod": _fmod, "atan2": _atan2,
-    "add": lambda a, b: a + b, "sub": lambda a, b: a - b, "mul": lambda a, b: a * b, "div": _div,
+    "add": lambda a, b: a + b, "sub": lambda a, b: a - b, "mul": nan_math.multiply, "div": _div,
     "pow": _pow, "maximum": nan_math.maximum, "minimum": nan_math.minimum,
     "eq": _compare(_equal), "ne": _compare(_not_equal), "lt": _compare(lambda a, b: a < b),
     "le": _compare(lambda a, b: a <= b), "gt": _compare(lambda a, b: a > b), "ge": _compare(lambda a, b: a >= b),
