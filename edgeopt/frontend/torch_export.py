@@ -235,9 +235,10 @@ def _convert_node(ctx: Ctx, node, unsupported: dict[str, UnsupportedOp]) -> None
         else:
             ctx.env[node.name] = ctx.env[src.name][idx]
         return
-    if isinstance(target, torch._ops.OpOverload) and all(a.name in ctx.torch_consts for a in node.all_input_nodes) \
-            and (target not in CONVERTERS or _fold_keeps_weights_small(ctx, node)) \
-            or target in NUMBER_OPS and all(a.name in ctx.torch_consts for a in node.all_input_nodes):
+    constant_inputs = all(a.name in ctx.torch_consts for a in node.all_input_nodes)
+    aten_op = isinstance(target, torch._ops.OpOverload)
+    if constant_inputs and (target in NUMBER_OPS or aten_op and (target not in CONVERTERS
+                                                                 or _fold_keeps_weights_small(ctx, node))):
         # a constant subgraph: fold it with torch now (one the IR has no op for, whatever its size; Python
         # arithmetic on numbers folded from constants, ``buffer.item() + 1``)
         ctx.torch_consts[node.name] = value = _evaluate(ctx, node)

@@ -88,18 +88,22 @@ def isnan(x):
     value = constant_value(x)
     if value is not None:
         return tvm.tirx.const(math.isnan(value), "bool")
-    if dtype_of(x) not in _BITS:
-        x = x.astype("float32")
-    ity, mask, inf = _BITS[dtype_of(x)]
-    return tvm.tirx.bitwise_and(tvm.tirx.reinterpret(ity, x), const(mask, ity)) > const(inf, ity)
+    magnitude, inf = _magnitude_bits(x)
+    return magnitude > inf
 
 
 def not_finite(x):
     """Whether ``x`` is inf or NaN, from its bits (as ``isnan``)."""
+    magnitude, inf = _magnitude_bits(x)
+    return magnitude >= inf
+
+
+def _magnitude_bits(x):
+    """``x``'s bits without the sign, as an integer, and the bits of +inf (f16 and bf16 widened to f32 first)."""
     if dtype_of(x) not in _BITS:
         x = x.astype("float32")
     ity, mask, inf = _BITS[dtype_of(x)]
-    return tvm.tirx.bitwise_and(tvm.tirx.reinterpret(ity, x), const(mask, ity)) >= const(inf, ity)
+    return tvm.tirx.bitwise_and(tvm.tirx.reinterpret(ity, x), const(mask, ity)), const(inf, ity)
 
 
 def multiply(a, b):

@@ -78,9 +78,8 @@ class Ctx:
     def literal(self, a):
         """``a`` as a Python number where it is one or was folded to one (``buffer.item()``); else ``a`` itself (an
         fx node: a tensor, or a number known only at run time)."""
-        if isinstance(a, torch.fx.Node) and not isinstance(self.torch_consts.get(a.name, self), (torch.Tensor, Ctx)):
-            return self.torch_consts[a.name]
-        return a
+        folded = self.torch_consts.get(a.name) if isinstance(a, torch.fx.Node) else None
+        return folded if isinstance(folded, (bool, int, float)) else a
 
     def is_run_time_number(self, a) -> bool:
         """Whether ``a`` is a number only the call knows (``p.item()`` of an input), not a Python number."""

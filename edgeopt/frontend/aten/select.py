@@ -197,8 +197,8 @@ def _searchsorted(ctx: Ctx, seq, values, *, out_int32=False, right=False, side=N
     n = s.type.shape[-1]
     right = right or side == "right"
     shape = list(v.type.shape)
-    start = ctx.add("broadcast_to", [ctx.scalar(0, "i64")], {"shape": shape}) if shape else ctx.scalar(0, "i64")
-    end = ctx.add("broadcast_to", [ctx.scalar(n, "i64")], {"shape": shape}) if shape else ctx.scalar(n, "i64")
+    start, end = (ctx.add("broadcast_to", [ctx.scalar(b, "i64")], {"shape": shape}) if shape else ctx.scalar(b, "i64")
+                  for b in (0, n))
     one, last = ctx.scalar(1, "i64"), ctx.scalar(max(n - 1, 0), "i64")
     v_nan = _is_nan(ctx, v) if common == "f32" else None
     for _ in range(n.bit_length()):
