@@ -152,7 +152,7 @@ CASES = {
                                  + torch.isfinite(i).int() * 4, [torch.arange(-3, 5)]),
     "logical_of_floats": (lambda a, b: torch.logical_and(a, b).float() + torch.logical_or(a, b).float() * 2,
                           [SPECIAL, SPECIAL.flip(1)]),
-    # selection: min over a dim with its index, topk (no sort: ranks by comparisons, NaN the largest)
+    # selection: min over a dim with its index, topk (a merge sort's first k: NaN the largest)
     "min_dim": (lambda x: x.min(dim=2)[0] + x.min(dim=2)[1].float(), [X]),
     "argmax_rank0_keepdim": (lambda x: torch.argmax(x, 0, keepdim=True), [torch.tensor(2.5)]),
     "argmax_all_keepdim": (lambda x: torch.argmax(x, keepdim=True), [X]),
@@ -163,9 +163,15 @@ CASES = {
     "topk_nan": (lambda x: torch.topk(x, 4)[0], [SPECIAL]),
     "topk_nan_smallest_indices": (lambda x: torch.topk(x, 5, largest=False)[1], [SPECIAL]),
     "topk_int": (lambda x: torch.topk(x, 2, dim=0)[1], [torch.tensor([[3, -1], [7, 2], [0, 9]])]),
+    "topk_of_a_long_row": (lambda x: torch.topk(x.reshape(-1).repeat(40) + torch.arange(7200) * 1e-4, 100,
+                                                largest=False)[1], [X]),
+    "topk_of_a_long_row_with_nan_values": (lambda x: torch.topk(x.reshape(-1).repeat(40), 30)[0], [SPECIAL]),
     # sort: the top n of n (stable; NaN last ascending, first descending), argsort exports as sort
     "sort_values_nan": (lambda x: torch.sort(x)[0], [SPECIAL]),
     "sort_descending_indices_ties": (lambda x: torch.sort(x.round(), dim=1, descending=True, stable=True)[1], [X]),
+    "sort_of_a_long_row_ties_and_nan": (lambda x: torch.sort(x.reshape(-1).repeat(300), stable=True)[1],
+                                        [SPECIAL]),
+    "kthvalue_of_a_long_row": (lambda x: torch.kthvalue(x.reshape(-1).repeat(30), 2500)[0], [X]),
     "histc": (lambda x: torch.histc(x, bins=7, min=-1.5, max=2.0), [torch.cat([X.reshape(-1), SPECIAL[0],
                                                                           torch.linspace(-1.5, 2.0, 8)])]),
     "histc_one_bin": (lambda x: torch.histc(x, bins=1, min=0.0, max=1.0), [X]),
@@ -442,7 +448,6 @@ def test_op_matches_torch(name):
      r"aten::max_unpool2d \(to 3 rows, where the pool's windows reach row 3"),
     (lambda x: (x > 0).scatter_reduce(1, (x > 1).long(), x < 0, "amax"), r"'amax' of bool tensors"),
     (lambda x: torch.lgamma(x), r"aten::lgamma"),
-    (lambda x: torch.topk(x.reshape(-1).repeat(20), 3)[0], r"aten::topk \(over 3600 elements"),
     (lambda x: F.scaled_dot_product_attention(x, x, x, dropout_p=0.1), r"with dropout_p=0.1, which drops at random"),
     (lambda x: F.dropout(x, 0.2, training=True), r"aten::native_dropout \(dropout with training=True \(p=0.2"),
     (lambda x: x.index_put((x[:, 0, 0, 0] == x[:, 0, 0, 0],), x * 2),

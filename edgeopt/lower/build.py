@@ -37,6 +37,7 @@ from ..ir.types import TVM_DTYPES
 from ..memory import MemoryPlan, plan_arena
 from .flash_attention import flash_attention
 from .index_copy import index_copy_kernel
+from .merge_sort import argtopk_kernel
 from .object_cache import ObjectCache
 from .objects import KernelObjects, compile_objects
 from .rules import get_rule
@@ -45,7 +46,8 @@ from .schedule_cpu import schedule_kernel
 from .sparse_linear import sparse_linear_kernel
 
 #: kernels written directly in TIR (already scheduled); each returns None for cases it does not cover
-TIR_KERNELS = {"attention": (flash_attention, "flash(online-softmax)"),
+TIR_KERNELS = {"argtopk": (argtopk_kernel, "tir(merge sort, runs cut at k)"),
+               "attention": (flash_attention, "flash(online-softmax)"),
                "index_copy": (index_copy_kernel, "tir(copy, then rows)"),
                "sparse_linear": (sparse_linear_kernel, "tir(sparse rows, tokens in lanes)")}
 #: (target, kernel key, tuned record id or None) -> (scheduled func, schedule description, tuned?)

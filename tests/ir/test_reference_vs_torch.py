@@ -827,7 +827,38 @@ def test_sparse_linear(rng):
     check(run_op("sparse_linear", [x, values, indices, b], {"in_features": 10}), ref, rtol=1e-5, atol=1e-5)
 
 
-COVERED = (set(UNARY_TORCH) | set(BINARY_TORCH) | set(BITWISE_TORCH) | {"index_copy", "sparse_linear",
+
+def _with_specials(x: np.ndarray) -> np.ndarray:
+    """``x`` with ties, NaNs, signed zeros and infinities where the dtype has them (ordered as torch orders them)."""
+    x = x.copy()
+    if x.dtype.kind == "f":
+        flat = x.reshape(-1)
+        flat[::5] = np.round(flat[::5])
+        flat[3], flat[4], flat[7], flat[11], flat[12] = np.nan, -0.0, 0.0, np.inf, -np.inf
+        flat[-1] = np.nan
+    return x
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16, np.float64, np.int64, np.int32, np.uint8, np.bool_])
+@pytest.mark.parametrize("largest", [True, False])
+def test_argtopk_is_torchs_stable_sort(rng, dtype, largest):
+    """argtopk's positions are the first k of torch's stable sort: equal values (-0.0 and 0.0 too) in their order,
+    NaN above every number; k = n is the whole sort."""
+    x = _with_specials((rng.integers(-4, 5, (3, 2, 37)) * 0.5).astype(dtype) if dtype != np.bool_ else
+                       rng.integers(0, 2, (3, 2, 37)).astype(bool))
+    order = torch.sort(tt(x), dim=-1, descending=largest, stable=True).indices
+    for k in (0, 1, 5, 37):
+        check(run_op("argtopk", [x], {"k": k, "largest": largest}), order[..., :k], dtype=np.int64)
+    check(run_op("argtopk", [x], {"k": 4, "largest": largest, "dtype": "i32"}), order[..., :4], dtype=np.int32)
+
+
+@pytest.mark.parametrize("attrs, shape, message", [({"k": 6}, (2, 5), "outside"), ({"k": 1}, (), "at least one"),
+                                                   ({"k": 1, "dtype": "f32"}, (3,), "i64 or i32")])
+def test_argtopk_refuses(rng, attrs, shape, message):
+    with pytest.raises(OpError, match=message):
+        run_op("argtopk", [randn(rng, *shape)], attrs)
+
+COVERED = (set(UNARY_TORCH) | set(BINARY_TORCH) | set(BITWISE_TORCH) | {"argtopk", "index_copy", "sparse_linear",
     "gelu", "leaky_relu", "logical_not", "logical_and", "logical_or", "where", "cast", "clamp", "conv2d",
     "conv_transpose2d", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "resize2d", "grid_sample", "pad",
     "bitwise_not", "softmax",

@@ -383,6 +383,7 @@ def reduction_cases() -> list[Case]:
         Case("cumsum_axis1", op1("cumsum", attrs={"axis": 1}), {"x": f32((3, 9, 2))}),
         Case("cumsum_i64_last", op1("cumsum", attrs={"axis": -1}), {"x": ints((4, 6), -50, 50, np.int64)}),
     ]
+    cases += sort_cases()
     xs = f32((3, 5, 7), -8.0, 8.0)
     for op in ("softmax", "log_softmax"):
         cases += [Case(f"{op}_axis{ax}", op1(op, attrs={"axis": ax}), {"x": xs}) for ax in (0, 1, 2, -1)]
@@ -399,6 +400,51 @@ def reduction_cases() -> list[Case]:
              {"w": f32((16,)), "b": f32((16,))}),
     ]
     return cases
+
+
+def _sortable(shape, dtype=np.float32):
+    """Values with ties, and for floats NaNs, signed zeros and infinities: every rule of torch's order is used."""
+    x = (RNG.integers(-6, 7, size=shape) * 0.5).astype(dtype)
+    if x.dtype.kind == "f":
+        flat = x.reshape(-1)
+        flat[1::7], flat[2::11], flat[3::13] = np.nan, -0.0, np.inf
+        flat[5::17] = -np.inf
+    return x
+
+
+def sort_cases() -> list[Case]:
+    """argtopk: merge sort on CPUs (runs cut at k), pairwise ranks on GPUs (and below, on the CPU)."""
+    return [
+        Case("argtopk_desc_k3", op1("argtopk", attrs={"k": 3}), {"x": _sortable((4, 2, 19))}),
+        Case("argtopk_asc_all", op1("argtopk", attrs={"k": 19, "largest": False}), {"x": _sortable((3, 19))}),
+        Case("argtopk_long_row", op1("argtopk", attrs={"k": 40}), {"x": _sortable((2, 3001))}),
+        Case("argtopk_one", op1("argtopk", attrs={"k": 1, "largest": False}), {"x": _sortable((5, 1))}),
+        Case("argtopk_f16_i32", op1("argtopk", attrs={"k": 6, "dtype": "i32"}), {"x": _sortable((3, 33), np.float16)}),
+        Case("argtopk_f64", op1("argtopk", attrs={"k": 9, "largest": False}), {"x": _sortable((2, 9), np.float64)}),
+        Case("argtopk_i64", op1("argtopk", attrs={"k": 5}),
+             {"x": np.array([[3, -2**63, 2**63 - 1, 3, 0, -1, 2**63 - 1]], np.int64)}),
+        Case("argtopk_u8", op1("argtopk", attrs={"k": 8, "largest": False}), {"x": ints((2, 8), 0, 256, np.uint8)}),
+        Case("argtopk_bool", op1("argtopk", attrs={"k": 7}), {"x": bools((3, 7))}),
+        # a small k of a long row (merge_sort.selects): the k-th key is found digit by digit first, ties at it taken
+        # in order
+        Case("argtopk_select_i64_ties", op1("argtopk", attrs={"k": 30, "largest": False}),
+             {"x": ints((3, 2000), -3, 4, np.int64)}),
+        Case("argtopk_select_f64", op1("argtopk", attrs={"k": 40}), {"x": _sortable((2, 2000), np.float64)}),
+        Case("argtopk_select_bool", op1("argtopk", attrs={"k": 16}), {"x": bools((2, 1200))}),
+        Case("argtopk_select_zeros", op1("argtopk", attrs={"k": 10}),
+             {"x": np.where(bools((2, 1200)), np.float32(0.0), np.float32(-0.0))}),
+    ]
+
+
+def test_sort_cases_take_both_paths_of_the_merge_sort():
+    from edgeopt.ir.types import TVM_DTYPES
+    from edgeopt.lower.merge_sort import key_dtype, selects
+
+    g, _, _ = build_group(sort_cases())
+    chosen = {n.outputs[0].name: selects(n.inputs[0].type.shape[-1], n.attrs["k"],
+                                         int(key_dtype(TVM_DTYPES[n.inputs[0].type.dtype])[3:]) // 8)
+              for n in g.nodes}
+    assert sum(chosen.values()) == 5 and len(chosen) == 13, chosen  # the long row and the four "select" cases
 
 
 # contractions -----------------------------------------------------------------------------------------------
@@ -844,6 +890,17 @@ ALL_CASES = {name: fn() for name, fn in GROUPS.items()}
 def test_group_matches_interpreter(group, target):
     cases = [c for c in ALL_CASES[group] if c.id not in KNOWN_BUGS]
     check_cases(cases, target)
+
+
+def test_argtopk_rank_rule_on_the_cpu(target, monkeypatch):
+    """The pairwise-rank TE rule that GPUs run, here without the CPU's merge sort: the same order."""
+    from edgeopt.lower import build
+
+    monkeypatch.delitem(build.TIR_KERNELS, "argtopk")
+    monkeypatch.setattr(build, "_KERNEL_CACHE", {})
+    monkeypatch.setenv("EDGEOPT_CACHE", "0")  # the disk cache holds the merge sort's objects under the same keys
+    lowered, _, _ = check_cases([c for c in sort_cases() if c.id != "argtopk_long_row"], target)
+    assert not any(k["schedule"].startswith("tir(") for k in lowered.kernels), lowered.kernels
 
 
 BUG_CASES = [pytest.param(c, id=c.id, marks=pytest.mark.xfail(strict=True, reason=KNOWN_BUGS[c.id]))

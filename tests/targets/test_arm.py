@@ -158,17 +158,28 @@ def test_dot_product_and_fp16_only_where_the_cpu_has_them(tmp_path):
     assert found["cortex-a76", "int8"][0] > 0 and found["cortex-a76", "fp16"][1] > 0
 
 
+class TopScores(torch.nn.Module):
+    """A detector's post-processing: the 100 best of 8400 anchors' scores, and their positions."""
+
+    def forward(self, scores):
+        return torch.topk(scores, 100)
+
+
 # -- emulated devices ------------------------------------------------------------------------------------------
 @needs_cc
 @needs_qemu
 def test_zoo_models_match_torch_on_emulated_a72(sysroot, tmp_path):
-    """The CNNs (ResNet-18, MobileNetV2, pretrained EfficientNet-Lite0), MiniLM (small) and the int8 digits MLP,
-    compiled for cortex-a72, run in one emulated A72 process and match PyTorch (the int8 model exactly: its integer
-    matmuls leave nothing to round)."""
-    names = ("resnet18", "mobilenet_v2", "efficientnet_lite0", "minilm", "digits_int8")
+    """The CNNs (ResNet-18, MobileNetV2, pretrained EfficientNet-Lite0), MiniLM (small), the int8 digits MLP and a
+    detector's top-k of 8400 scores, compiled for cortex-a72, run in one emulated A72 process and match PyTorch (the
+    int8 model and the top-k exactly: integer matmuls and a merge sort leave nothing to round)."""
+    names = ("resnet18", "mobilenet_v2", "efficientnet_lite0", "minilm", "digits_int8", "topk")
     jobs, refs = [], []
     for name in names:
-        model, inputs, compiled = compile_zoo(name, target="arm")
+        if name == "topk":
+            model, inputs = TopScores().eval(), (torch.randn(2, 8400, generator=torch.Generator().manual_seed(0)),)
+            compiled = edgeopt.compile(model, inputs, target="arm")
+        else:
+            model, inputs, compiled = compile_zoo(name, target="arm")
         path = tmp_path / f"{name}.edgeopt"
         compiled.save(path)
         lib = read_artifact(str(path))[1]["kernels.so"]
@@ -183,7 +194,7 @@ def test_zoo_models_match_torch_on_emulated_a72(sysroot, tmp_path):
         for r, g in zip(ref, got):
             assert g.shape == r.shape and g.dtype == r.dtype
             assert rel_err(r, g) <= TOL, f"{name}: emulated cortex-a72 vs torch {rel_err(r, g):.2e}"
-            if name == "digits_int8":
+            if name in ("digits_int8", "topk"):
                 np.testing.assert_array_equal(g, r)
     # the kernels' parallel loops ran on edgeopt's thread pool there, on every core qemu gives the process
     assert len(infos) == len(names) and all(i["thread_pool"] == "edgeopt" and i["threads"] >= 1 for i in infos), infos

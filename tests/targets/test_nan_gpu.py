@@ -141,3 +141,42 @@ def test_isnan_of_a_constant_is_a_constant(value, nan):
         assert isinstance(got, tvm.tirx.IntImm) and bool(got.value) == nan
     x = te.placeholder((4,), "float32", name="x")
     assert "reinterpret" in str(isnan(x[0]))  # a value read from memory is tested from its bits
+
+
+class Orders(torch.nn.Module):
+    """topk and a stable sort (the IR's argtopk): pairwise ranks on the GPU targets."""
+
+    def forward(self, x):
+        values, indices = torch.topk(x, 4, dim=-1)
+        ordered, order = torch.sort(x, dim=0, descending=True, stable=True)
+        return values, indices, ordered, order
+
+
+def _orderable():
+    """Ties, NaN, signed zeros and infinities: every rule of torch's order."""
+    x = torch.randint(-4, 5, (5, 24), generator=torch.Generator().manual_seed(0)).float() / 2
+    x[0, 3] = x[2, 0] = x[4, 7] = float("nan")
+    x[1, 2], x[3, 5], x[0, 9], x[2, 11] = -0.0, 0.0, float("inf"), float("-inf")
+    return x
+
+
+@pytest.mark.cuda
+@needs_nvcc
+def test_sort_and_topk_build_cuda_code():
+    compiled = edgeopt.compile(Orders().eval(), (_orderable(),), target="cuda")
+    assert any(k["name"].startswith("argtopk") for k in compiled.report["kernels"]), compiled.report["kernels"]
+
+
+@pytest.mark.vulkan
+@needs_vulkan
+def test_sort_and_topk_on_vulkan_are_torchs_order():
+    """The positions come out as torch's stable order (i32 on WGSL), NaN first when descending, and -0.0 equal to
+    0.0; the values are the elements at them. (torch.topk's order of ties is its own: its positions are compared
+    with the stable sort's first 4.)"""
+    x = _orderable()
+    compiled = edgeopt.compile(Orders().eval(), (x,), target="vulkan")
+    with torch.no_grad():
+        want = list(Orders()(x))
+    want[1] = torch.sort(x, dim=-1, descending=True, stable=True).indices[:, :4]
+    for i, (got, w) in enumerate(zip(compiled(x), want)):
+        np.testing.assert_array_equal(got, w.numpy().astype(got.dtype), err_msg=f"output {i}")

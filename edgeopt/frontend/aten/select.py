@@ -2,11 +2,9 @@
 kthvalue, median and nanmedian (an element of the sorted row), searchsorted and bucketize (torch's binary search,
 one gather per step), histc; and the grouped matmul of a mixture of experts' routed tokens.
 
-``topk`` is written with the IR's comparisons and sums, no sort: every element's rank along the axis is the number
-of elements that beat it (a larger value, NaN beating every number as in torch, or an equal value at a smaller
-index), and output slot ``r`` sums the element whose rank is ``r``. That compares every pair, so the axis is at
-most ``TOPK_MAX`` long (expert routing, small vocabularies); a longer one is an unsupported case. A sort is the
-top n of n: stable (equal values keep their order) and NaN last ascending, first descending, as torch's.
+``topk`` and ``sort`` are the IR's ``argtopk`` (the positions of the first k in sorted order: a merge sort on CPUs,
+pairwise ranks on GPUs) and a ``gather`` of the values at them: stable (equal values keep their order) and NaN larger
+than every number, as torch's; the axis is moved last and back.
 """
 
 from __future__ import annotations
@@ -14,8 +12,6 @@ from __future__ import annotations
 import numpy as np
 
 from .ctx import Ctx, aten, norm_dim
-
-TOPK_MAX = 2048
 
 
 def _topk(ctx: Ctx, a, k, dim=-1, largest=True, sorted=True):
@@ -25,22 +21,14 @@ def _topk(ctx: Ctx, a, k, dim=-1, largest=True, sorted=True):
         flat = ctx.add("reshape", [x], {"shape": [1]})
         return ctx.add("copy", [x]), ctx.add("argmax", [flat], {"axes": [0], "keepdims": False})
     d = norm_dim(dim, rank)
-    n = x.type.shape[d]
-    if n > TOPK_MAX:
-        raise NotImplementedError(f"over {n} elements (at most {TOPK_MAX}: it compares every pair)")
+    shape = [k if i == d else s for i, s in enumerate(x.type.shape)]
+    if 0 in shape:  # nothing to choose from, or nothing chosen
+        return (ctx.g.add_const(np.zeros(shape, x.type.np_dtype), "topk_values"),
+                ctx.g.add_const(np.zeros(shape, np.int64), "topk_indices"))
     perm = [i for i in range(rank) if i != d] + [d]
     xt = ctx.add("transpose", [x], {"perm": perm}) if d != rank - 1 else x
-    lead = list(xt.type.shape[:-1])
-    xi = ctx.add("reshape", [xt], {"shape": [*lead, n, 1]})  # the element ranked (rows)
-    xj = ctx.add("reshape", [xt], {"shape": [*lead, 1, n]})  # the elements it is compared with (columns)
-    beats = _beats(ctx, xj, xi, largest)
-    ranks = ctx.add("sum", [ctx.cast(beats, "i32")], {"axes": [rank], "keepdims": False})  # [*lead, n]
-    slots = ctx.g.add_const(np.arange(k, dtype=np.int32).reshape(k, 1), "topk_slots")
-    chosen = ctx.add("eq", [ctx.add("reshape", [ranks], {"shape": [*lead, 1, n]}), slots])  # [*lead, k, n]
-    zero = ctx.v(0, x.type.dtype)
-    values = ctx.add("sum", [ctx.add("where", [chosen, xj, zero])], {"axes": [rank], "keepdims": False})
-    index = ctx.g.add_const(np.arange(n, dtype=np.int64), "topk_index")
-    indices = ctx.add("sum", [ctx.add("where", [chosen, index, ctx.v(0, "i64")])], {"axes": [rank], "keepdims": False})
+    indices = ctx.add("argtopk", [xt], {"k": k, "largest": bool(largest)})
+    values = ctx.add("gather", [xt, indices], {"axis": -1})
     if d != rank - 1:
         back = list(np.argsort(perm))
         values, indices = (ctx.add("transpose", [t], {"perm": back}) for t in (values, indices))
@@ -94,25 +82,6 @@ def grouped_mm(ctx: Ctx, a, weight, offs):
     y = ctx.add("reshape", [y], {"shape": [s, w.type.shape[2]]})
     routed = ctx.add("reshape", [ctx.add("lt", [group, ctx.v(experts, "i64")])], {"shape": [s, 1]})
     return ctx.add("where", [routed, y, ctx.v(0.0, y.type.dtype)])  # rows past the last offset stay 0, as in torch
-
-
-def _beats(ctx: Ctx, xj, xi, largest: bool):
-    """xj comes before xi: better (NaN is the largest value), or equal (NaN equals NaN) at a smaller index."""
-    n = xi.type.shape[-2]
-    before = ctx.g.add_const(np.arange(n)[None, :] < np.arange(n)[:, None], "topk_before")  # [i, j]: j < i
-    better = ctx.add("gt" if largest else "lt", [xj, xi])
-    equal = ctx.add("eq", [xj, xi])
-    if xi.type.dtype.startswith("f"):
-        nan_j, nan_i = ctx.add("ne", [xj, xj]), ctx.add("ne", [xi, xi])
-        # compares are not NaN-safe (NaN tests are): a compare decides only between two numbers
-        numbers = ctx.add("logical_not", [ctx.add("logical_or", [nan_j, nan_i])])
-        better = ctx.add("logical_and", [better, numbers])
-        if largest:
-            better = ctx.add("logical_or", [better, ctx.add("logical_and", [nan_j, ctx.add("logical_not", [nan_i])])])
-        else:
-            better = ctx.add("logical_or", [better, ctx.add("logical_and", [nan_i, ctx.add("logical_not", [nan_j])])])
-        equal = ctx.add("logical_or", [equal, ctx.add("logical_and", [nan_j, nan_i])])
-    return ctx.add("logical_or", [better, ctx.add("logical_and", [equal, before])])
 
 
 # ------------------------------------------------------------------------------------ order statistics, search

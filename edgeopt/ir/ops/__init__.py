@@ -1,3 +1,3 @@
 """IR op families; importing this package registers every op."""
 
-from . import attention, elementwise, layout, linalg, nn, quant, reduce, shape, winograd  # noqa: F401
+from . import attention, elementwise, layout, linalg, nn, quant, reduce, shape, sort, winograd  # noqa: F401

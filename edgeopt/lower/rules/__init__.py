@@ -22,7 +22,7 @@ def rule(*ops: str):
 
 def get_rule(op: str) -> Callable:
     if not RULES:
-        from . import attention, elementwise, linalg, nn, quant, reduce, shape, winograd  # noqa: F401
+        from . import attention, elementwise, linalg, nn, quant, reduce, shape, sort, winograd  # noqa: F401
     try:
         return RULES[op]
     except KeyError:
