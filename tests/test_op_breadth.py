@@ -92,6 +92,9 @@ CASES = {
     "argmin_nan": (lambda x: x.argmin(1), [torch.tensor([[1.0, math.nan, -1.0], [2.0, 0.0, -3.0]])]),
     "cumsum": (lambda x: x.cumsum(2), [X]),
     "cumsum_neg_dim_int": (lambda x: x.cumsum(-1), [torch.randint(-5, 5, (3, 7), dtype=torch.int32)]),
+    "cumsum_of_a_long_row": (lambda x: x.reshape(-1).repeat(30).cumsum(0), [X]),
+    "cumsum_positions_of_a_long_mask": (lambda m: m.long().cumsum(-1) * m - 1,  # OPT's learned positions
+                                        [torch.rand(2, 4096) > 0.1]),
     "any": (lambda x: (x > 1.0).any(1), [X]),
     "all_all": (lambda x: (x > -9.0).all(), [X]),
     "vector_norm": (lambda x: torch.linalg.vector_norm(x, dim=1), [X]),

@@ -42,12 +42,15 @@ from .object_cache import ObjectCache
 from .objects import KernelObjects, compile_objects
 from .rules import get_rule
 from .rules._te import narrow
+from .scan import cumsum_kernel
 from .schedule_cpu import schedule_kernel
 from .sparse_linear import sparse_linear_kernel
 
-#: kernels written directly in TIR (already scheduled); each returns None for cases it does not cover
-TIR_KERNELS = {"argtopk": (argtopk_kernel, "tir(merge sort, runs cut at k)"),
+#: kernels written directly in TIR (already scheduled); each returns None for cases it does not cover, or (func,
+#: description) where it has several forms
+TIR_KERNELS = {"argtopk": (argtopk_kernel, "tir(merge sort)"),
                "attention": (flash_attention, "flash(online-softmax)"),
+               "cumsum": (cumsum_kernel, "tir(running sum per line)"),
                "index_copy": (index_copy_kernel, "tir(copy, then rows)"),
                "sparse_linear": (sparse_linear_kernel, "tir(sparse rows, tokens in lanes)")}
 #: (target, kernel key, tuned record id or None) -> (scheduled func, schedule description, tuned?)
@@ -208,6 +211,8 @@ def _tir_kernel(g: Graph, n: Node):
         return None
     make, desc = TIR_KERNELS[n.op]
     func = make([v.type for v in n.inputs], n.attrs, n.outputs[0].type)
+    if isinstance(func, tuple):  # the kernel names the form it took
+        func, desc = func
     return (func, desc) if func is not None else None
 
 

@@ -14,7 +14,7 @@ further digit over those only. One more pass takes every key below the k-th and 
 in position order, and only those k are merged. The TE rule (``rules/sort.py``) ranks every pair instead: the GPU
 form.
 
-Measured with ``bench/topk.py`` (2 threads, Zen 3), against torch eager in the same run: full sorts 0.73-0.78x
+Measured with ``bench/sort_scan.py`` (2 threads, Zen 3), against torch eager in the same run: full sorts 0.73-0.78x
 torch's time, a top 300 of 24000 0.97x, a top 50 of 32000 1.37x; the pairwise ranks took 8x the merge sort's time
 on rows of 1024.
 """
@@ -32,7 +32,7 @@ from ..ir.types import TVM_DTYPES, TensorType
 DIGIT_BITS = 8
 RADIX = 1 << DIGIT_BITS
 #: a merge step's time in histogram steps (a data-dependent branch against a counter increment; measured with
-#: bench/topk.py), and the share of the row a selected top k may be at most
+#: bench/sort_scan.py), and the share of the row a selected top k may be at most
 MERGE_STEP, SELECT_SHARE = 4, 0.25
 #: float dtype -> (the integer dtype of its bits, the bits of +inf); f16 is widened to f32 first
 _FLOAT_BITS = {"float32": ("int32", 0x7F800000), "float64": ("int64", 0x7FF0000000000000)}
@@ -69,7 +69,7 @@ def selects(n: int, k: int, digits: int) -> bool:
 
 
 def argtopk_kernel(in_types: list[TensorType], attrs: dict, out: TensorType):
-    """The PrimFunc ``(x, out)``; None for a row of no elements."""
+    """(the PrimFunc ``(x, out)``, its description); None for a row of no elements."""
     (x,) = in_types
     n, k = x.shape[-1], attrs["k"]
     rows = math.prod(x.shape[:-1])
@@ -95,59 +95,61 @@ def argtopk_kernel(in_types: list[TensorType], attrs: dict, out: TensorType):
     def kernel(x_: T.Buffer(x.shape, dt), o_: T.Buffer(out.shape, ot)):
         xf = T.decl_buffer((rows, n), dt, data=x_.data)
         of = T.decl_buffer((rows, k), ot, data=o_.data)
+        # scratch of every row, allocated once (a row's own allocations would be a workspace call each); a row's
+        # counters fill a cache line of their own, which no other thread writes
         keys = T.decl_buffer((rows, 2, n), kt)  # two buffers a pass merges between
         pos = T.decl_buffer((rows, 2, n), "int32")
+        at = T.decl_buffer((rows, 16), "int32")  # where the merge is in the left and the right run
+        hist = T.decl_buffer((rows, RADIX if select else 1), "int32")
+        found = T.decl_buffer((rows, 8), kt)  # the k-th key's digits so far, and their mask
+        # still to take, taken before the digit, the digit, how many keys share the digits found so far
+        count = T.decl_buffer((rows, 16), "int32")
         for r in T.parallel(rows):
-            at = T.decl_buffer((2,), "int32", scope="local")  # where the merge is in the left and the right run
             for t in range(n):
                 keys[r, 0, t] = key(xf[r, t])
                 pos[r, 0, t] = t
             if select:
-                hist = T.decl_buffer((RADIX,), "int32", scope="local")
-                found = T.decl_buffer((2,), kt, scope="local")  # the k-th key's digits so far, and their mask
-                # still to take, taken before the digit, the digit, how many keys share the digits found so far
-                count = T.decl_buffer((4,), "int32", scope="local")
-                found[0] = T.Cast(kt, 0)
-                found[1] = T.Cast(kt, 0)
-                count[0] = k
+                found[r, 0] = T.Cast(kt, 0)
+                found[r, 1] = T.Cast(kt, 0)
+                count[r, 0] = k
                 for d0 in range(digits):
                     d = T.Bind(digits - 1 - d0)  # the most significant digit first
                     for b in range(RADIX):
-                        hist[b] = 0
+                        hist[r, b] = 0
                     if d0 == 0:
                         for t in range(n):
-                            hist[digit(keys[r, 0, t], d)] = hist[digit(keys[r, 0, t], d)] + 1
+                            hist[r, digit(keys[r, 0, t], d)] = hist[r, digit(keys[r, 0, t], d)] + 1
                     else:  # only the keys that share the first digit, gathered in buffer 1
-                        for t in range(count[3]):
-                            if T.bitwise_and(T.bitwise_xor(keys[r, 1, t], flip), found[1]) == found[0]:
-                                hist[digit(keys[r, 1, t], d)] = hist[digit(keys[r, 1, t], d)] + 1
-                    count[1] = 0
-                    count[2] = -1
+                        for t in range(count[r, 3]):
+                            if T.bitwise_and(T.bitwise_xor(keys[r, 1, t], flip), found[r, 1]) == found[r, 0]:
+                                hist[r, digit(keys[r, 1, t], d)] = hist[r, digit(keys[r, 1, t], d)] + 1
+                    count[r, 1] = 0
+                    count[r, 2] = -1
                     for b in range(RADIX):
-                        if count[2] < 0:
-                            if count[1] + hist[b] >= count[0]:
-                                count[2] = b
-                                count[0] = count[0] - count[1]
+                        if count[r, 2] < 0:
+                            if count[r, 1] + hist[r, b] >= count[r, 0]:
+                                count[r, 2] = b
+                                count[r, 0] = count[r, 0] - count[r, 1]
                             else:
-                                count[1] = count[1] + hist[b]
-                    found[0] = T.bitwise_or(found[0], T.shift_left(T.Cast(kt, count[2]), d * DIGIT_BITS))
-                    found[1] = T.bitwise_or(found[1], T.shift_left(T.Cast(kt, RADIX - 1), d * DIGIT_BITS))
+                                count[r, 1] = count[r, 1] + hist[r, b]
+                    found[r, 0] = T.bitwise_or(found[r, 0], T.shift_left(T.Cast(kt, count[r, 2]), d * DIGIT_BITS))
+                    found[r, 1] = T.bitwise_or(found[r, 1], T.shift_left(T.Cast(kt, RADIX - 1), d * DIGIT_BITS))
                     if d0 == 0:
-                        count[3] = 0
+                        count[r, 3] = 0
                         for t in range(n):
-                            if digit(keys[r, 0, t], d) == count[2]:
-                                keys[r, 1, count[3]] = keys[r, 0, t]
-                                count[3] = count[3] + 1
-                # the k-th key is found[0] ^ flip; count[0] of the keys equal to it are among the first k
-                kth = T.Bind(T.bitwise_xor(found[0], flip))
-                count[1] = 0
+                            if digit(keys[r, 0, t], d) == count[r, 2]:
+                                keys[r, 1, count[r, 3]] = keys[r, 0, t]
+                                count[r, 3] = count[r, 3] + 1
+                # the k-th key is found[r, 0] ^ flip; count[r, 0] of the keys equal to it are among the first k
+                kth = T.Bind(T.bitwise_xor(found[r, 0], flip))
+                count[r, 1] = 0
                 for t in range(n):
-                    if keys[r, 0, t] < kth or (keys[r, 0, t] == kth and count[0] > 0):
-                        keys[r, 1, count[1]] = keys[r, 0, t]
-                        pos[r, 1, count[1]] = t
-                        count[1] = count[1] + 1
+                    if keys[r, 0, t] < kth or (keys[r, 0, t] == kth and count[r, 0] > 0):
+                        keys[r, 1, count[r, 1]] = keys[r, 0, t]
+                        pos[r, 1, count[r, 1]] = t
+                        count[r, 1] = count[r, 1] + 1
                         if keys[r, 0, t] == kth:
-                            count[0] = count[0] - 1
+                            count[r, 0] = count[r, 0] - 1
             for p in range(passes):
                 w = T.Bind(T.shift_left(1, p))  # the runs' length before this pass
                 src = T.Bind((p + first) % 2)
@@ -157,19 +159,20 @@ def argtopk_kernel(in_types: list[TensorType], attrs: dict, out: TensorType):
                     hi = T.Bind(T.min(lo + 2 * w, m))
                     left_end = T.Bind(T.min(mid, lo + k))  # a run holds at most k elements that count
                     right_end = T.Bind(T.min(hi, mid + k))
-                    at[0] = lo
-                    at[1] = mid
+                    at[r, 0] = lo
+                    at[r, 1] = mid
                     for t in range(T.min(hi - lo, k)):
-                        i = T.Bind(at[0])
-                        j = T.Bind(at[1])
+                        i = T.Bind(at[r, 0])
+                        j = T.Bind(at[r, 1])
                         left = T.Bind(T.Cast("int32", j >= right_end or (
                             i < left_end and keys[r, src, T.min(i, m - 1)] <= keys[r, src, T.min(j, m - 1)])))
                         s = T.Bind(T.Select(left == 1, i, j))
                         keys[r, 1 - src, lo + t] = keys[r, src, s]
                         pos[r, 1 - src, lo + t] = pos[r, src, s]
-                        at[0] = i + left
-                        at[1] = j + 1 - left
+                        at[r, 0] = i + left
+                        at[r, 1] = j + 1 - left
             for t in range(k):
                 of[r, t] = T.Cast(ot, pos[r, (passes + first) % 2, t])
 
-    return kernel
+    return kernel, ("tir(radix select of the k-th key, then merge sort of k)" if select else
+                    "tir(merge sort, runs cut at k)")

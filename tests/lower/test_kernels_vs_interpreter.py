@@ -382,6 +382,12 @@ def reduction_cases() -> list[Case]:
              {"x": ints((2, 5), -3, 4, np.int64)}),
         Case("cumsum_axis1", op1("cumsum", attrs={"axis": 1}), {"x": f32((3, 9, 2))}),
         Case("cumsum_i64_last", op1("cumsum", attrs={"axis": -1}), {"x": ints((4, 6), -50, 50, np.int64)}),
+        # the CPU's running sums: a long row (summed in float64, as the reference), blocks of an inner axis, f16,
+        # and u8 wrapping as the reference's cast
+        Case("cumsum_long_row", op1("cumsum", attrs={"axis": 0}), {"x": f32((6000,), 0.0, 1.0)}),
+        Case("cumsum_inner_blocks", op1("cumsum", attrs={"axis": 1}), {"x": f32((2, 7, 96))}),
+        Case("cumsum_f16", op1("cumsum", attrs={"axis": -1}), {"x": f32((3, 40), 0.0, 1.0).astype(np.float16)}),
+        Case("cumsum_u8_wraps", op1("cumsum", attrs={"axis": 1}), {"x": ints((2, 30), 0, 256, np.uint8)}),
     ]
     cases += sort_cases()
     xs = f32((3, 5, 7), -8.0, 8.0)
@@ -436,15 +442,15 @@ def sort_cases() -> list[Case]:
     ]
 
 
-def test_sort_cases_take_both_paths_of_the_merge_sort():
-    from edgeopt.ir.types import TVM_DTYPES
-    from edgeopt.lower.merge_sort import key_dtype, selects
-
-    g, _, _ = build_group(sort_cases())
-    chosen = {n.outputs[0].name: selects(n.inputs[0].type.shape[-1], n.attrs["k"],
-                                         int(key_dtype(TVM_DTYPES[n.inputs[0].type.dtype])[3:]) // 8)
-              for n in g.nodes}
-    assert sum(chosen.values()) == 5 and len(chosen) == 13, chosen  # the long row and the four "select" cases
+def test_sort_cases_take_both_paths_of_the_merge_sort(target):
+    """The small k of long rows go through the radix select of the k-th key, the others straight to the merge."""
+    lowered, g, spans = check_cases(sort_cases(), target)
+    kernel_of = {s["node"]: s["kernel"] for s in lowered.plan["steps"]}
+    schedule = {k["name"]: k["schedule"] for k in lowered.kernels}
+    took = {c.id: schedule[kernel_of[g.outputs[first].name]] for c, first, _ in spans}
+    selected = {cid for cid, desc in took.items() if desc.startswith("tir(radix select")}
+    assert selected == {"argtopk_long_row"} | {cid for cid in took if cid.startswith("argtopk_select")}, took
+    assert all(took[cid].startswith("tir(merge sort") for cid in set(took) - selected), took
 
 
 # contractions -----------------------------------------------------------------------------------------------
@@ -892,15 +898,18 @@ def test_group_matches_interpreter(group, target):
     check_cases(cases, target)
 
 
-def test_argtopk_rank_rule_on_the_cpu(target, monkeypatch):
-    """The pairwise-rank TE rule that GPUs run, here without the CPU's merge sort: the same order."""
+@pytest.mark.parametrize("op", ["argtopk", "cumsum"])
+def test_gpu_rules_of_the_cpus_tir_kernels(op, target, monkeypatch):
+    """The TE rules GPUs run for ops that CPUs run as TIR kernels (argtopk: pairwise ranks, not the merge sort;
+    cumsum: masked sums, not running sums), here on the CPU: the same results."""
     from edgeopt.lower import build
 
-    monkeypatch.delitem(build.TIR_KERNELS, "argtopk")
+    monkeypatch.delitem(build.TIR_KERNELS, op)
     monkeypatch.setattr(build, "_KERNEL_CACHE", {})
-    monkeypatch.setenv("EDGEOPT_CACHE", "0")  # the disk cache holds the merge sort's objects under the same keys
-    lowered, _, _ = check_cases([c for c in sort_cases() if c.id != "argtopk_long_row"], target)
-    assert not any(k["schedule"].startswith("tir(") for k in lowered.kernels), lowered.kernels
+    monkeypatch.setenv("EDGEOPT_CACHE", "0")  # the disk cache holds the TIR kernels' objects under the same keys
+    cases = [c for c in sort_cases() + reduction_cases() if c.id.startswith(op) and c.id != "argtopk_long_row"]
+    lowered, _, _ = check_cases(cases, target)
+    assert len(cases) > 5 and not any(k["schedule"].startswith("tir(") for k in lowered.kernels), lowered.kernels
 
 
 BUG_CASES = [pytest.param(c, id=c.id, marks=pytest.mark.xfail(strict=True, reason=KNOWN_BUGS[c.id]))

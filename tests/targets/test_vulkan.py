@@ -509,3 +509,18 @@ def test_dequantize_unpacks_words_in_wgsl():
     cases = [c for c in quant_cases() if "_words" in c.id]
     assert len(cases) == 4
     check_cases(cases, get_target("vulkan"))
+
+
+class _RunningSum(torch.nn.Module):
+    def forward(self, x):
+        return torch.cumsum(x, -1)
+
+
+@needs_vulkan
+def test_cumsum_in_fp16_sums_in_f32():
+    """precision="fp16": a cumsum's f16 values are summed in f32 (as torch does on GPUs) and rounded once: 2.5e-4 of
+    the scale from fp32's sums (numpy's model of it). Summed in f16, each of 1000 adds rounds to the sum's f16 step
+    (0.25 to 0.5 past 256): 5e-3."""
+    x = torch.rand(2, 1000, generator=torch.Generator().manual_seed(0))
+    half = edgeopt.compile(_RunningSum().eval(), (x,), target="vulkan", precision="fp16")
+    assert rel_err(torch_outputs(_RunningSum().eval(), (x,))[0], half(x.numpy())) < 1e-3

@@ -89,10 +89,11 @@ def _is_nan(ctx: Ctx, x):
     return ctx.add("ne", [x, x])
 
 
-def _at_position(ctx: Ctx, x, d: int, keepdim: bool, position):
+def _at_position(ctx: Ctx, x, d: int, keepdim: bool, position, first: int):
     """The element of ``x`` at ``position`` along axis ``d`` in ascending order (NaN last, equal values in their
-    order; ``position(sorted_values)`` gives an i64 tensor shaped as ``x`` with 1 at ``d``): (value, index)."""
-    values, indices = _topk(ctx, x, x.type.shape[d], d, largest=False)
+    order; ``position(sorted_values)`` gives an i64 tensor shaped as ``x`` with 1 at ``d``, less than ``first``, the
+    number of sorted elements it reads): (value, index)."""
+    values, indices = _topk(ctx, x, first, d, largest=False)
     pos = position(values)
     value = ctx.add("gather", [values, pos], {"axis": d})
     index = ctx.add("gather", [indices, pos], {"axis": d})
@@ -131,7 +132,7 @@ def _statistic(ctx: Ctx, a, dim, keepdim, kind: str, k: int = 1):
         lower = ctx.add("div", [ctx.add("sub", [valid, ctx.scalar(1, "i64")]), ctx.scalar(2, "i64")])
         return ctx.add("maximum", [lower, ctx.scalar(0, "i64")])  # a row of NaNs: its first, NaN
 
-    return _at_position(ctx, x, d, bool(keepdim), position)
+    return _at_position(ctx, x, d, bool(keepdim), position, k if kind == "kthvalue" else n)  # kthvalue: the first k
 
 
 def _kthvalue(ctx: Ctx, a, k, dim=-1, keepdim=False):

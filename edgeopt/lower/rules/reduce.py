@@ -31,19 +31,21 @@ def reduce(ins, attrs, out, op):
 
 @rule("cumsum")
 def cumsum(ins, attrs, out, op):
-    """y[..., i, ...] = sum of x[..., k, ...] for k <= i: a masked sum over the axis (n^2 adds: the axes models
-    run a cumsum over, positions and masks, are short)."""
+    """y[..., i, ...] = sum of x[..., k, ...] for k <= i: a masked sum over the axis (n^2 adds, all independent: the
+    GPUs' form; CPUs run ``edgeopt.lower.scan``'s running sums). f16 is summed in f32, as torch does on GPUs."""
     x = ins[0]
     if not x.shape:
         return te.compute((), lambda: x(), name="cumsum")
     ax = attrs["axis"] % len(x.shape)
     k = te.reduce_axis((0, int(x.shape[ax])), name="k")
+    acc = "float32" if x.dtype == "float16" else x.dtype
 
     def body(*i):
-        src = x(*i[:ax], k, *i[ax + 1:])
-        return te.sum(tvm.tirx.Select(k <= i[ax], src, tvm.tirx.const(0, x.dtype)), axis=k)
+        src = x(*i[:ax], k, *i[ax + 1:]).astype(acc)
+        return te.sum(tvm.tirx.Select(k <= i[ax], src, tvm.tirx.const(0, acc)), axis=k)
 
-    return te.compute(x.shape, body, name="cumsum")
+    y = te.compute(x.shape, body, name="cumsum")
+    return y if acc == x.dtype else te.compute(x.shape, lambda *i: y(*i).astype(x.dtype), name="cumsum_narrow")
 
 
 @rule("argmax")

@@ -1,0 +1,137 @@
+"""topk, sort, median (the IR's ``argtopk``) and cumsum: edgeopt's CPU TIR kernels (``edgeopt.lower.merge_sort``,
+``edgeopt.lower.scan``) against PyTorch eager, and against the GPUs' TE rules built for the CPU (pairwise ranks,
+masked sums: what CPUs ran before the TIR kernels) where those fit.
+
+    .venv/bin/python bench/sort_scan.py                       # every case
+    .venv/bin/python bench/sort_scan.py vocab_top50 moe_top2  # some
+
+Each case is one op on one input, timed in the same process in alternating blocks (``bench.common.interleaved_ms``);
+the ratios are medians over rounds of paired block medians, with 95% bootstrap intervals (below 1: edgeopt is
+faster). Every build's output is checked against torch's first. Prints a table and writes
+bench/results/sort_scan-<time>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import statistics
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from bench.common import interleaved_ms, paired_speedup, pin_threads, save_results  # noqa: E402
+
+#: the TE rules compare or add n x n elements per row: only rows up to this long
+TE_RULE_MAX = 4096
+
+
+def cases():
+    import torch
+
+    class Fn(torch.nn.Module):
+        def __init__(self, fn):
+            super().__init__()
+            self.fn = fn
+
+        def forward(self, x):
+            return self.fn(x)
+
+    g = torch.Generator().manual_seed(0)
+    return {  # name: (IR op, model, input, row length)
+        "moe_top2": ("argtopk", Fn(lambda x: torch.topk(x, 2)), torch.randn(512, 8, generator=g), 8),
+        "moe_top8_of_64": ("argtopk", Fn(lambda x: torch.topk(x, 8)), torch.randn(512, 64, generator=g), 64),
+        "vocab_top50": ("argtopk", Fn(lambda x: torch.topk(x, 50)), torch.randn(1, 32000, generator=g), 32000),
+        "detector_top100": ("argtopk", Fn(lambda x: torch.topk(x, 100)), torch.randn(8, 8400, generator=g), 8400),
+        "detr_top300": ("argtopk", Fn(lambda x: torch.topk(x, 300)), torch.randn(1, 24000, generator=g), 24000),
+        "sort_rows_1024": ("argtopk", Fn(lambda x: torch.sort(x, stable=True)), torch.randn(16, 1024, generator=g),
+                           1024),
+        "sort_5000": ("argtopk", Fn(lambda x: torch.sort(x, descending=True, stable=True)),
+                      torch.randn(4, 5000, generator=g), 5000),
+        "median_rows_2048": ("argtopk", Fn(lambda x: torch.median(x, -1)), torch.randn(8, 2048, generator=g), 2048),
+        "mask_positions_4096": ("cumsum", Fn(lambda m: m.long().cumsum(-1) * m - 1), torch.rand(4, 4096) > 0.1, 4096),
+        "vocab_cumsum": ("cumsum", Fn(lambda p: p.cumsum(-1)), torch.rand(1, 32000, generator=g), 32000),
+        "cumsum_inner_axis": ("cumsum", Fn(lambda x: x.cumsum(1)), torch.randn(8, 512, 64, generator=g), 512),
+    }
+
+
+@contextlib.contextmanager
+def te_rule_on_cpu(op: str):
+    """Build ``op`` with its TE rule (the GPUs' form), not its CPU TIR kernel, inside this block."""
+    from edgeopt.lower import build
+
+    saved = build.TIR_KERNELS.pop(op)
+    build._KERNEL_CACHE.clear()
+    try:
+        yield
+    finally:
+        build.TIR_KERNELS[op] = saved
+        build._KERNEL_CACHE.clear()
+
+
+def _check(name: str, build, x, want) -> None:
+    """topk's and median's values are torch's and its positions hold them (torch orders ties its own way); a
+    cumsum is torch's to float32 rounding (both sum in double)."""
+    import numpy as np
+
+    got = build(x.numpy())
+    if not isinstance(got, (list, tuple)):
+        np.testing.assert_allclose(got, want[0].numpy(), rtol=1e-6, err_msg=name)
+        return
+    assert np.array_equal(got[0], want[0].numpy(), equal_nan=True), f"{name}: values differ from torch's"
+    values, at = (v if v.ndim == x.ndim else v[..., None] for v in got[:2])  # median: one per row
+    assert np.array_equal(np.take_along_axis(x.numpy(), at, -1), values, equal_nan=True), name
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("cases", nargs="*")
+    ap.add_argument("--rounds", type=int, default=20)
+    ap.add_argument("--block", type=int, default=6)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    pin_threads(args.threads)
+    import numpy as np
+    import torch
+
+    import edgeopt
+
+    all_cases = cases()
+    rows = []
+    print(f"{'case':20s} {'edgeopt ms':>10s} {'torch ms':>9s} {'edgeopt/torch':>14s}  95% interval    "
+          f"{'TE rule ms':>10s} {'tir/TE rule':>11s}")
+    for name in args.cases or list(all_cases):
+        op, model, x, n = all_cases[name]
+        with torch.no_grad():
+            want = model(x)
+            want = list(want) if isinstance(want, tuple) else [want]
+        builds = {"edgeopt": edgeopt.compile(model.eval(), (x,), cache=False)}
+        if n <= TE_RULE_MAX:
+            with te_rule_on_cpu(op):  # patched code the compile cache cannot see: compile everything
+                builds["te_rule"] = edgeopt.compile(model.eval(), (x,), cache=False)
+        xs = (x.numpy(),)
+        for b in builds.values():
+            _check(name, b, x, want)
+
+        def eager(m=model, t=x):
+            with torch.no_grad():
+                return m(t)
+
+        t = interleaved_ms({**builds, "torch": lambda *_: eager()}, xs, args.rounds, args.block)
+        med = {k: statistics.median(np.concatenate(v)) for k, v in t.items()}
+        ratio, lo, hi = paired_speedup(t["torch"], t["edgeopt"])  # edgeopt / torch
+        row = {"case": name, "op": op, "shape": list(x.shape), "edgeopt_ms": med["edgeopt"], "torch_ms": med["torch"],
+               "edgeopt_over_torch": ratio, "interval": [lo, hi],
+               "schedules": [k["schedule"] for k in builds["edgeopt"].report["kernels"]]}
+        rule = ""
+        if "te_rule" in builds:
+            tir_over_te_rule = paired_speedup(t["te_rule"], t["edgeopt"])[0]
+            row.update(te_rule_ms=med["te_rule"], tir_over_te_rule=tir_over_te_rule)
+            rule = f"{med['te_rule']:10.3f} {tir_over_te_rule:11.4f}"
+        print(f"{name:20s} {med['edgeopt']:10.3f} {med['torch']:9.3f} {ratio:14.3f}  [{lo:.3f}, {hi:.3f}]  {rule}")
+        rows.append(row)
+    save_results("sort_scan", rows, rounds=args.rounds, block=args.block, threads=args.threads)
+
+
+if __name__ == "__main__":
+    main()
