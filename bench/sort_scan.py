@@ -71,12 +71,13 @@ def te_rule_on_cpu(op: str):
 
 def _check(name: str, build, x, want) -> None:
     """topk's and median's values are torch's and its positions hold them (torch orders ties its own way); a
-    cumsum is torch's to float32 rounding (both sum in double)."""
+    cumsum is torch's to 1e-5 of its scale (the TE rule sums float32 in float32, the TIR kernel and torch in double)."""
     import numpy as np
 
     got = build(x.numpy())
     if not isinstance(got, (list, tuple)):
-        np.testing.assert_allclose(got, want[0].numpy(), rtol=1e-6, err_msg=name)
+        ref = want[0].numpy()
+        np.testing.assert_allclose(got, ref, rtol=0, atol=1e-5 * float(np.abs(ref).max()), err_msg=name)
         return
     assert np.array_equal(got[0], want[0].numpy(), equal_nan=True), f"{name}: values differ from torch's"
     values, at = (v if v.ndim == x.ndim else v[..., None] for v in got[:2])  # median: one per row
