@@ -17,6 +17,31 @@ def pin_threads(n: int = 2) -> None:
     torch.set_num_threads(n)
 
 
+def case_arguments(doc: str, rounds: int):
+    """Parse a benchmark over named cases (``[cases...] --rounds --block --threads``) and pin its threads."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("cases", nargs="*")
+    ap.add_argument("--rounds", type=int, default=rounds)
+    ap.add_argument("--block", type=int, default=6)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    pin_threads(args.threads)
+    return args
+
+
+def module_of(fn):
+    """A ``torch.nn.Module`` in eval mode whose forward is ``fn`` (a function of one tensor)."""
+    import torch
+
+    class Fn(torch.nn.Module):
+        def forward(self, x):
+            return fn(x)
+
+    return Fn().eval()
+
+
 def median_ms(fn, runs: int = 30, warmup: int = 5) -> dict:
     for _ in range(warmup):
         fn()

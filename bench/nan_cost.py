@@ -16,41 +16,32 @@ bench/results/nan_cost-<time>.json.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import statistics
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from bench.common import interleaved_ms, paired_speedup, pin_threads, save_results  # noqa: E402
+from bench.common import case_arguments, interleaved_ms, module_of, paired_speedup, save_results  # noqa: E402
 
 
 def cases():
     import torch
     import torch.nn.functional as F
 
-    class Fn(torch.nn.Module):
-        def __init__(self, fn):
-            super().__init__()
-            self.fn = fn
-
-        def forward(self, x):
-            return self.fn(x)
-
     torch.manual_seed(0)
     big = torch.randn(1, 64, 112, 112)
     conv3 = torch.nn.Sequential(torch.nn.Conv2d(64, 64, 3, padding=1), torch.nn.ReLU())
     conv1 = torch.nn.Sequential(torch.nn.Conv2d(64, 128, 1), torch.nn.ReLU6())
-    attn = Fn(lambda x: F.scaled_dot_product_attention(x, x * 0.5, x))
+    attn = module_of(lambda x: F.scaled_dot_product_attention(x, x * 0.5, x))
     return {
-        "relu": (Fn(F.relu), big),
-        "hardtanh": (Fn(F.hardtanh), big),
-        "hardswish": (Fn(F.hardswish), big),
-        "maximum": (Fn(lambda x: torch.maximum(x, x * -0.5 + 1)), big),
-        "max_pool": (Fn(lambda x: F.max_pool2d(x, 3, 2, 1)), big),
-        "amax": (Fn(lambda x: x.amax(-1)), big),
-        "softmax": (Fn(lambda x: torch.softmax(x, -1)), torch.randn(1, 12, 128, 128)),
+        "relu": (module_of(F.relu), big),
+        "hardtanh": (module_of(F.hardtanh), big),
+        "hardswish": (module_of(F.hardswish), big),
+        "maximum": (module_of(lambda x: torch.maximum(x, x * -0.5 + 1)), big),
+        "max_pool": (module_of(lambda x: F.max_pool2d(x, 3, 2, 1)), big),
+        "amax": (module_of(lambda x: x.amax(-1)), big),
+        "softmax": (module_of(lambda x: torch.softmax(x, -1)), torch.randn(1, 12, 128, 128)),
         "conv3x3_relu": (conv3, torch.randn(1, 64, 56, 56)),
         "conv1x1_relu6": (conv1, torch.randn(1, 64, 56, 56)),
         "attention": (attn, torch.randn(1, 12, 128, 64)),
@@ -82,13 +73,7 @@ def plain_max():
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("cases", nargs="*")
-    ap.add_argument("--rounds", type=int, default=40)
-    ap.add_argument("--block", type=int, default=6)
-    ap.add_argument("--threads", type=int, default=2)
-    args = ap.parse_args()
-    pin_threads(args.threads)
+    args = case_arguments(__doc__, rounds=40)
     import numpy as np
     import torch
 

@@ -13,14 +13,13 @@ bench/results/sort_scan-<time>.json.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import statistics
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from bench.common import interleaved_ms, paired_speedup, pin_threads, save_results  # noqa: E402
+from bench.common import case_arguments, interleaved_ms, module_of, paired_speedup, save_results  # noqa: E402
 
 #: the TE rules compare or add n x n elements per row: only rows up to this long
 TE_RULE_MAX = 4096
@@ -29,30 +28,24 @@ TE_RULE_MAX = 4096
 def cases():
     import torch
 
-    class Fn(torch.nn.Module):
-        def __init__(self, fn):
-            super().__init__()
-            self.fn = fn
-
-        def forward(self, x):
-            return self.fn(x)
-
     g = torch.Generator().manual_seed(0)
-    return {  # name: (IR op, model, input, row length)
-        "moe_top2": ("argtopk", Fn(lambda x: torch.topk(x, 2)), torch.randn(512, 8, generator=g), 8),
-        "moe_top8_of_64": ("argtopk", Fn(lambda x: torch.topk(x, 8)), torch.randn(512, 64, generator=g), 64),
-        "vocab_top50": ("argtopk", Fn(lambda x: torch.topk(x, 50)), torch.randn(1, 32000, generator=g), 32000),
-        "detector_top100": ("argtopk", Fn(lambda x: torch.topk(x, 100)), torch.randn(8, 8400, generator=g), 8400),
-        "detr_top300": ("argtopk", Fn(lambda x: torch.topk(x, 300)), torch.randn(1, 24000, generator=g), 24000),
-        "sort_rows_1024": ("argtopk", Fn(lambda x: torch.sort(x, stable=True)), torch.randn(16, 1024, generator=g),
-                           1024),
-        "sort_5000": ("argtopk", Fn(lambda x: torch.sort(x, descending=True, stable=True)),
-                      torch.randn(4, 5000, generator=g), 5000),
-        "median_rows_2048": ("argtopk", Fn(lambda x: torch.median(x, -1)), torch.randn(8, 2048, generator=g), 2048),
-        "mask_positions_4096": ("cumsum", Fn(lambda m: m.long().cumsum(-1) * m - 1), torch.rand(4, 4096) > 0.1, 4096),
-        "vocab_cumsum": ("cumsum", Fn(lambda p: p.cumsum(-1)), torch.rand(1, 32000, generator=g), 32000),
-        "cumsum_inner_axis": ("cumsum", Fn(lambda x: x.cumsum(1)), torch.randn(8, 512, 64, generator=g), 512),
-    }
+
+    def randn(*shape):
+        return torch.randn(*shape, generator=g)
+
+    top = {"moe_top2": (2, (512, 8)), "moe_top8_of_64": (8, (512, 64)), "vocab_top50": (50, (1, 32000)),
+           "detector_top100": (100, (8, 8400)), "detr_top300": (300, (1, 24000))}
+    table = {name: ("argtopk", lambda x, k=k: torch.topk(x, k), randn(*shape)) for name, (k, shape) in top.items()}
+    table.update({  # name: (IR op, function, input)
+        "sort_rows_1024": ("argtopk", lambda x: torch.sort(x, stable=True), randn(16, 1024)),
+        "sort_5000": ("argtopk", lambda x: torch.sort(x, descending=True, stable=True), randn(4, 5000)),
+        "median_rows_2048": ("argtopk", lambda x: torch.median(x, -1), randn(8, 2048)),
+        "mask_positions_4096": ("cumsum", lambda m: m.long().cumsum(-1) * m - 1, torch.rand(4, 4096) > 0.1),
+        "vocab_cumsum": ("cumsum", lambda p: p.cumsum(-1), torch.rand(1, 32000, generator=g)),
+        "cumsum_inner_axis": ("cumsum", lambda x: x.cumsum(1), randn(8, 512, 64)),
+    })
+    # (IR op, model, input, the length of the axis it sorts or sums along)
+    return {name: (op, module_of(fn), x, x.shape[1]) for name, (op, fn, x) in table.items()}
 
 
 @contextlib.contextmanager
@@ -85,13 +78,7 @@ def _check(name: str, build, x, want) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("cases", nargs="*")
-    ap.add_argument("--rounds", type=int, default=20)
-    ap.add_argument("--block", type=int, default=6)
-    ap.add_argument("--threads", type=int, default=2)
-    args = ap.parse_args()
-    pin_threads(args.threads)
+    args = case_arguments(__doc__, rounds=20)
     import numpy as np
     import torch
 

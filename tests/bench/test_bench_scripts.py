@@ -78,6 +78,20 @@ def test_nan_cost_bench_times_both_builds_and_counts_nans(tmp_path):
 
 
 @pytest.mark.slow
+def test_sort_scan_bench_times_the_tir_kernels_against_torch_and_the_te_rules(tmp_path):
+    res = _run("sort_scan.py", ["moe_top2", "vocab_top50", "mask_positions_4096", "--rounds", "2", "--block", "2"],
+               tmp_path)
+    rows = {r["case"]: r for r in res["results"]}
+    assert list(rows) == ["moe_top2", "vocab_top50", "mask_positions_4096"]
+    for r in rows.values():
+        assert r["edgeopt_ms"] > 0 and r["torch_ms"] > 0
+        assert r["interval"][0] <= r["edgeopt_over_torch"] <= r["interval"][1]
+    assert "tir(radix select of the k-th key, then merge sort of k)" in rows["vocab_top50"]["schedules"]
+    assert "te_rule_ms" not in rows["vocab_top50"]  # 32000 x 32000 compares: not built
+    assert rows["moe_top2"]["te_rule_ms"] > 0 and rows["mask_positions_4096"]["te_rule_ms"] > 0
+    assert "tir(running sum per line)" in rows["mask_positions_4096"]["schedules"]
+
+@pytest.mark.slow
 def test_cpu_levels_bench_times_every_level_this_cpu_runs(tmp_path):
     from edgeopt.runtime.cpu_features import host_flags
 
