@@ -14,9 +14,10 @@ further digit over those only. One more pass takes every key below the k-th and 
 in position order, and only those k are merged. The TE rule (``rules/sort.py``) ranks every pair instead: the GPU
 form.
 
-Measured with ``bench/sort_scan.py`` (2 threads, Zen 3), against torch eager in the same run: full sorts 0.73-0.78x
-torch's time, a top 300 of 24000 0.97x, a top 50 of 32000 1.37x; the pairwise ranks took 8x the merge sort's time
-on rows of 1024.
+Measured with ``bench/sort_scan.py`` (2 threads, Zen 3; ``sort_scan-20261207-114726.json``), as edgeopt's time over
+torch eager's in the same run: full sorts 0.70-0.74x, a top 300 of 24000 0.77x, a top 50 of 32000 1.11x, a top 100
+of 8 rows of 8400 1.56x, a top 8 of 512 rows of 64 1.39x, a median of rows of 2048 (half a sort; torch selects)
+3.4x; the pairwise ranks took 9x the merge sort's time on rows of 1024.
 """
 
 from __future__ import annotations
@@ -101,7 +102,7 @@ def argtopk_kernel(in_types: list[TensorType], attrs: dict, out: TensorType):
         pos = T.decl_buffer((rows, 2, n), "int32")
         at = T.decl_buffer((rows, 16), "int32")  # where the merge is in the left and the right run
         hist = T.decl_buffer((rows, RADIX if select else 1), "int32")
-        found = T.decl_buffer((rows, 8), kt)  # the k-th key's digits so far, and their mask
+        found = T.decl_buffer((rows, 512 // width), kt)  # the k-th key's digits so far, and their mask
         # still to take, taken before the digit, the digit, how many keys share the digits found so far
         count = T.decl_buffer((rows, 16), "int32")
         for r in T.parallel(rows):

@@ -126,13 +126,15 @@ def _statistic(ctx: Ctx, a, dim, keepdim, kind: str, k: int = 1):
                          {"shape": row})
         if kind == "kthvalue" or not values.type.dtype.startswith("f"):
             return middle
-        valid = _valid_count(ctx, values, d)
+        valid = _valid_count(ctx, x, d)  # of the whole row (values holds its sorted first part)
         if kind == "median":  # a row with a NaN: its first NaN, which sorts right after the numbers
             return ctx.add("where", [ctx.add("lt", [valid, ctx.scalar(n, "i64")]), valid, middle])
         lower = ctx.add("div", [ctx.add("sub", [valid, ctx.scalar(1, "i64")]), ctx.scalar(2, "i64")])
         return ctx.add("maximum", [lower, ctx.scalar(0, "i64")])  # a row of NaNs: its first, NaN
 
-    return _at_position(ctx, x, d, bool(keepdim), position, k if kind == "kthvalue" else n)  # kthvalue: the first k
+    # the sorted elements a position can reach: a float median's first NaN may be the last element
+    first = k if kind == "kthvalue" else n if kind == "median" and x.type.dtype.startswith("f") else (n - 1) // 2 + 1
+    return _at_position(ctx, x, d, bool(keepdim), position, first)
 
 
 def _kthvalue(ctx: Ctx, a, k, dim=-1, keepdim=False):
