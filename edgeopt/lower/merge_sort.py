@@ -28,6 +28,7 @@ import tvm
 from tvm.script import tirx as T
 
 from ..ir.types import TVM_DTYPES, TensorType
+from .nan_math import FLOAT_BITS
 
 #: the k-th key is found a digit of DIGIT_BITS at a time (a histogram of RADIX bins per digit)
 DIGIT_BITS = 8
@@ -35,8 +36,6 @@ RADIX = 1 << DIGIT_BITS
 #: a merge step's time in histogram steps (a data-dependent branch against a counter increment; measured with
 #: bench/sort_scan.py), and the share of the row a selected top k may be at most
 MERGE_STEP, SELECT_SHARE = 4, 0.25
-#: float dtype -> (the integer dtype of its bits, the bits of +inf); f16 is widened to f32 first
-_FLOAT_BITS = {"float32": ("int32", 0x7F800000), "float64": ("int64", 0x7FF0000000000000)}
 
 
 def key_dtype(dtype: str) -> str:
@@ -48,10 +47,10 @@ def sort_key(v, dtype: str, largest: bool):
     """An integer whose ascending order is ``v``'s place in the output (ties: equal keys)."""
     kt = key_dtype(dtype)
     if dtype.startswith("float"):
-        if dtype not in _FLOAT_BITS:
-            v = v.astype("float32")
-        bits, inf = _FLOAT_BITS.get(dtype, _FLOAT_BITS["float32"])
-        top = tvm.tirx.const((1 << (tvm.DataType(bits).bits - 1)) - 1, bits)  # also the mask of the magnitude
+        if dtype not in FLOAT_BITS:  # f16: its f32 value
+            v, dtype = v.astype("float32"), "float32"
+        bits, mask, inf = FLOAT_BITS[dtype]
+        top = tvm.tirx.const(mask, bits)  # the largest key, and the mask of the magnitude
         s = tvm.tirx.reinterpret(bits, v)
         magnitude = tvm.tirx.bitwise_and(s, top)
         # negative numbers: flip the magnitude (a larger one is smaller); -0.0 is 0; NaN above +inf

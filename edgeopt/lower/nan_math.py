@@ -66,7 +66,7 @@ def clamp(x, lo=None, hi=None):
 
 
 #: float dtype -> (integer dtype of its bits, mask of all bits but the sign, the bits of +inf)
-_BITS = {"float64": ("int64", (1 << 63) - 1, 0x7FF0000000000000), "float32": ("int32", (1 << 31) - 1, 0x7F800000)}
+FLOAT_BITS = {"float64": ("int64", (1 << 63) - 1, 0x7FF0000000000000), "float32": ("int32", (1 << 31) - 1, 0x7F800000)}
 
 
 def constant_value(x) -> float | None:
@@ -100,9 +100,9 @@ def not_finite(x):
 
 def _magnitude_bits(x):
     """``x``'s bits without the sign, as an integer, and the bits of +inf (f16 and bf16 widened to f32 first)."""
-    if dtype_of(x) not in _BITS:
+    if dtype_of(x) not in FLOAT_BITS:
         x = x.astype("float32")
-    ity, mask, inf = _BITS[dtype_of(x)]
+    ity, mask, inf = FLOAT_BITS[dtype_of(x)]
     return tvm.tirx.bitwise_and(tvm.tirx.reinterpret(ity, x), const(mask, ity)), const(inf, ity)
 
 

@@ -132,8 +132,13 @@ def _statistic(ctx: Ctx, a, dim, keepdim, kind: str, k: int = 1):
         lower = ctx.add("div", [ctx.add("sub", [valid, ctx.scalar(1, "i64")]), ctx.scalar(2, "i64")])
         return ctx.add("maximum", [lower, ctx.scalar(0, "i64")])  # a row of NaNs: its first, NaN
 
-    # the sorted elements a position can reach: a float median's first NaN may be the last element
-    first = k if kind == "kthvalue" else n if kind == "median" and x.type.dtype.startswith("f") else (n - 1) // 2 + 1
+    # how many sorted elements a position can reach
+    if kind == "kthvalue":
+        first = k
+    elif kind == "median" and x.type.dtype.startswith("f"):
+        first = n  # a row's first NaN may be its last element
+    else:
+        first = (n - 1) // 2 + 1
     return _at_position(ctx, x, d, bool(keepdim), position, first)
 
 
